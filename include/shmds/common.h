@@ -1,0 +1,42 @@
+/**
+ * @file shmds/common.h
+ * @brief What every shmds header needs: the export macro and the offset type.
+ *
+ * Included by the other headers; users include <shmds.h>.
+ */
+#ifndef SHMDS_COMMON_H
+#define SHMDS_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(SHMDS_BUILDING) && defined(__GNUC__)
+#define SHMDS_API __attribute__((visibility("default")))
+#else
+/** Marks a function as part of the library's exported interface. */
+#define SHMDS_API
+#endif
+
+#ifdef __cplusplus
+#define SHMDS_BEGIN_DECLS extern "C" {
+#define SHMDS_END_DECLS }
+#else
+#define SHMDS_BEGIN_DECLS
+#define SHMDS_END_DECLS
+#endif
+
+SHMDS_BEGIN_DECLS
+
+/**
+ * A byte offset from the base of a region. Every link stored inside a region
+ * is one of these, never a pointer, so it means the same thing in every
+ * process whatever address the region is mapped at.
+ */
+typedef uint64_t shmds_off_t;
+
+/** The null offset. Offset 0 is the region header, never an allocation. */
+#define SHMDS_NULL ((shmds_off_t)0)
+
+SHMDS_END_DECLS
+
+#endif

@@ -1,0 +1,150 @@
+/**
+ * @file shmds/lock.h
+ * @brief Robust process-shared mutexes with repair, and semaphore doorbells.
+ *
+ * These are the locks the library's own structures use, exposed so that
+ * users can guard their own structs inside a region the same way.
+ *
+ * A shmds_mutex is a pthread mutex made process-shared and robust: if the
+ * process holding it dies (SIGKILL, OOM killer, a crash in user code), the
+ * next process that locks it is told so, and shmds runs the caller's repair
+ * function before handing over the lock. The repair must be idempotent and
+ * must tolerate being killed itself: if the repairer dies, the next locker is
+ * told the owner died and runs the repair again. If the repair reports
+ * failure, the mutex is fenced off for good and every later lock, in every
+ * process, returns SHMDS_ENOTRECOVERABLE at once instead of hanging.
+ *
+ * A shmds_sem is a process-shared unnamed POSIX semaphore with a timed wait.
+ * Semaphores have no owner and are not robust, so use them as doorbells
+ * only: keep the truth (counts, indices) under a shmds_mutex, let the
+ * semaphore wake a sleeper, and re-check the truth after every wake-up.
+ *
+ * Limits that come from the kernel's robust futexes:
+ *  - every process that uses a region's locks must live in the same PID
+ *    namespace (the futex word stores a thread id);
+ *  - never unmap a region while holding one of its locks: the kernel marks a
+ *    dead owner's locks by walking memory that must still be mapped
+ *    (shmds_region_close refuses with -EBUSY while the calling thread holds
+ *    a lock inside the region).
+ *
+ * Both types are complete so that they can be embedded in shared structs;
+ * treat their fields as private.
+ */
+#ifndef SHMDS_LOCK_H
+#define SHMDS_LOCK_H
+
+#include <pthread.h>
+#include <semaphore.h>
+#include <sys/types.h>
+
+#include <shmds/common.h>
+
+SHMDS_BEGIN_DECLS
+
+/** A robust, process-shared mutex, padded to its own cache line. */
+typedef struct shmds_mutex {
+    pthread_mutex_t mtx;
+    uint32_t owner_pid;  /* pid of the holder, 0 when free (diagnostics) */
+    uint32_t state;      /* 0 usable, 1 fenced off after a failed repair */
+    uint64_t taken_ns;   /* CLOCK_MONOTONIC when the holder took it */
+    uint64_t recoveries; /* dead owners whose change was repaired */
+} __attribute__((aligned(64))) shmds_mutex;
+
+/**
+ * Repair callback: called with the mutex held after its previous owner died
+ * holding it. Must bring the guarded data back to a consistent state, be
+ * idempotent, and be safe to interrupt (the repairer may die too).
+ * @return 0 when repaired; anything else means the data cannot be repaired.
+ */
+typedef int shmds_repair_fn(void *arg);
+
+/**
+ * Initialise a mutex in shared memory (process-shared, robust, error-checking).
+ * Call once, before any process uses it; never on a mutex in use.
+ * @return 0, or a negative errno from pthread (-ENOMEM, -EAGAIN).
+ */
+SHMDS_API int shmds_mutex_init(shmds_mutex *m);
+
+/**
+ * Destroy a mutex no process holds or will use again.
+ * @return 0, or -EBUSY while it is locked.
+ */
+SHMDS_API int shmds_mutex_destroy(shmds_mutex *m);
+
+/**
+ * Lock, repairing after a dead owner.
+ *
+ * @param m          the mutex.
+ * @param timeout_ms -1 waits without bound (owner death still ends the wait),
+ *                   0 never waits, >0 waits at most that many milliseconds.
+ * @param repair     called, with the lock held, when the previous owner died
+ *                   holding it; NULL when there is nothing to repair.
+ * @param arg        passed to @p repair.
+ * @return 0 locked;
+ *         SHMDS_RECOVERED (positive) locked, the owner had died and @p repair
+ *         succeeded;
+ *         -EBUSY @p timeout_ms was 0 and the mutex is held;
+ *         -ETIMEDOUT the wait passed @p timeout_ms (shmds_mutex_info_get()
+ *         names the holder);
+ *         -EDEADLK the calling thread already holds it;
+ *         SHMDS_ENOTRECOVERABLE a repair failed, now or earlier: the mutex
+ *         and the data it guards are fenced off for good;
+ *         -EINVAL @p timeout_ms below -1.
+ */
+SHMDS_API int shmds_mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *repair,
+                               void *arg);
+
+/**
+ * Unlock a mutex the calling thread holds.
+ * @return 0, or -EPERM when the calling thread does not hold it.
+ */
+SHMDS_API int shmds_mutex_unlock(shmds_mutex *m);
+
+/** What shmds_mutex_info_get() reports. */
+typedef struct shmds_mutex_info {
+    pid_t owner_pid;     /**< pid of the holder, 0 when free */
+    uint64_t held_ns;    /**< how long the holder has held it, 0 when free */
+    uint64_t recoveries; /**< dead owners whose change was repaired */
+    int fenced;          /**< 1 after a failed repair: the mutex is unusable */
+} shmds_mutex_info;
+
+/**
+ * A snapshot of a mutex's owner and history, for diagnostics (the values may
+ * change as soon as they are read). Takes no lock.
+ * @return 0.
+ */
+SHMDS_API int shmds_mutex_info_get(const shmds_mutex *m, shmds_mutex_info *out);
+
+/** A process-shared counting semaphore (a doorbell). */
+typedef struct shmds_sem {
+    sem_t sem;
+} shmds_sem;
+
+/**
+ * Initialise a semaphore in shared memory with the given count.
+ * @return 0, or -EINVAL when @p value exceeds SEM_VALUE_MAX.
+ */
+SHMDS_API int shmds_sem_init(shmds_sem *s, unsigned value);
+
+/** Destroy a semaphore nobody waits on. @return 0. */
+SHMDS_API int shmds_sem_destroy(shmds_sem *s);
+
+/**
+ * Take one count, waiting for it.
+ * @param timeout_ms -1 without bound, 0 never waits, >0 at most that long.
+ * @return 0 taken; -EAGAIN @p timeout_ms was 0 and the count is zero;
+ *         -ETIMEDOUT the wait passed @p timeout_ms; -EINVAL bad timeout.
+ *         Signals do not end the wait early.
+ */
+SHMDS_API int shmds_sem_wait(shmds_sem *s, int timeout_ms);
+
+/**
+ * Add one count, waking one waiter.
+ * @return 0, or -EOVERFLOW when the count is at SEM_VALUE_MAX (harmless for
+ *         a doorbell: a sleeper is already due to wake).
+ */
+SHMDS_API int shmds_sem_post(shmds_sem *s);
+
+SHMDS_END_DECLS
+
+#endif

@@ -1,0 +1,240 @@
+/**
+ * @file shmds/region.h
+ * @brief Regions: named POSIX shared-memory objects holding shmds structures.
+ *
+ * A region is one POSIX shared-memory object (shm_open + ftruncate + mmap).
+ * At offset 0 it holds a one-page header: a magic number, a format word
+ * (layout version and an ABI stamp: pointer width, lock sizes, cache line,
+ * endianness), the region's size, who made it and when, a checksum of all of
+ * that, a recovery epoch, the allocator's root and a *directory* of named
+ * roots, so that one process creates "sessions" and another opens
+ * "sessions". After the header comes the heap (shmds/alloc.h) in which the
+ * structures live.
+ *
+ * Every process maps the region wherever mmap puts it; links inside it are
+ * shmds_off_t byte offsets from the base, turned into pointers with
+ * shmds_ptr() and back with shmds_off().
+ *
+ * Opening checks the object before trusting it: its size against the header,
+ * the magic, the format version, the ABI stamp and the checksum, each
+ * mismatch a distinct error. A region never crashes the process that opens
+ * it, whatever another process wrote into it.
+ *
+ * All processes attached to a region must share one PID namespace (see
+ * shmds/lock.h).
+ */
+#ifndef SHMDS_REGION_H
+#define SHMDS_REGION_H
+
+#include <sys/types.h>
+
+#include <shmds/common.h>
+
+SHMDS_BEGIN_DECLS
+
+/** Layout version of the region format; regions of another version are
+ *  refused with SHMDS_EFORMAT. Separate from the library version. */
+#define SHMDS_FORMAT_VERSION 1
+
+/** Longest region name, counting the leading '/'. */
+#define SHMDS_NAME_MAX 255
+/** Longest directory (root) name, in bytes, without the terminating NUL. */
+#define SHMDS_ROOT_NAME_MAX 47
+/** How many named roots a region's directory holds. */
+#define SHMDS_ROOTS_MAX 32
+/** Smallest region shmds_region_create() accepts, in bytes. */
+#define SHMDS_REGION_MIN_SIZE ((size_t)16384)
+/** Bytes taken by the header at the start of every region. */
+#define SHMDS_HEADER_SIZE ((size_t)4096)
+/** Bound on internal lock waits when the creator gave none (milliseconds). */
+#define SHMDS_DEFAULT_LOCK_TIMEOUT_MS 10000u
+
+/** A process-local handle on a mapped region. */
+typedef struct shmds_region shmds_region;
+
+/** Options for shmds_region_create(); zero-filled means defaults. */
+typedef struct shmds_region_opts {
+    mode_t mode;              /**< permission bits; 0 means 0600. Applied with
+                                   fchmod, so the umask neither widens nor
+                                   narrows them. */
+    uint32_t lock_timeout_ms; /**< bound on every internal lock wait in this
+                                   region; 0 means SHMDS_DEFAULT_LOCK_TIMEOUT_MS */
+} shmds_region_opts;
+
+/** Flags for shmds_region_open(). */
+enum {
+    /** Map read-only (O_RDONLY, PROT_READ). Only operations that take no
+     *  lock work; the others return SHMDS_ERDONLY. */
+    SHMDS_RDONLY = 1u << 0,
+    /** Refuse (-EPERM) an object whose owner is not the caller's uid. */
+    SHMDS_SAME_UID = 1u << 1
+};
+
+/** Type tags of the directory. 0 is never a valid tag. */
+enum {
+    SHMDS_TYPE_LIST = 1,
+    SHMDS_TYPE_MAP = 2,
+    SHMDS_TYPE_QUEUE = 3,
+    /** Tags from here up are free for users' own structs. */
+    SHMDS_TYPE_USER = 0x10000
+};
+
+/**
+ * Create a new region and map it read-write.
+ *
+ * The object is made with O_CREAT|O_EXCL, sized with ftruncate and backed
+ * with posix_fallocate, so a full tmpfs fails here with -ENOSPC instead of a
+ * SIGBUS later. The header is written last: a process that opens the name
+ * meanwhile waits briefly or gets -EAGAIN, never a half-made region. On any
+ * failure the object is unlinked again.
+ *
+ * @param name "/name": a leading '/', no other '/', at most SHMDS_NAME_MAX
+ *             bytes, not "/", "/." or "/..".
+ * @param size bytes, at least SHMDS_REGION_MIN_SIZE; rounded up to the page
+ *             size. shmds_region_size() tells the result.
+ * @param opts NULL for defaults.
+ * @param out  receives the handle.
+ * @return 0; -EINVAL bad name, size or mode; -EEXIST the name exists;
+ *         -ENOSPC not enough shared memory; -EFBIG size too large;
+ *         -EACCES, -EMFILE, -ENOMEM as the system says.
+ */
+SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_region_opts *opts,
+                                  shmds_region **out);
+
+/**
+ * Open and map an existing region.
+ *
+ * Checks, in this order, before trusting anything in it: object size
+ * (smaller than a header, or than the size the header claims:
+ * SHMDS_ECORRUPT), magic (SHMDS_EFORMAT; byte-swapped magic: SHMDS_EABI),
+ * format version (SHMDS_EFORMAT), ABI stamp (SHMDS_EABI), header checksum
+ * (SHMDS_ECORRUPT).
+ *
+ * @param flags 0, or SHMDS_RDONLY and/or SHMDS_SAME_UID.
+ * @return 0; -EINVAL bad name or flags; -ENOENT no such region; -EACCES;
+ *         -EPERM (SHMDS_SAME_UID) another owner; -EAGAIN the creator has
+ *         not finished making it (or died while making it); the SHMDS_E*
+ *         codes above.
+ */
+SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region **out);
+
+/**
+ * Unmap the region and free the handle. Handles of structures opened in it
+ * must be closed first. The shared object itself stays (shmds_region_unlink).
+ * @return 0; -EBUSY, with nothing done, while the calling thread holds one of
+ *         the region's locks (unmapping it would defeat owner-death repair).
+ */
+SHMDS_API int shmds_region_close(shmds_region *r);
+
+/**
+ * Remove the name. Processes that have it mapped keep using it; the memory
+ * goes away when the last one unmaps it.
+ * @return 0; -EINVAL bad name; -ENOENT no such region; -EACCES.
+ */
+SHMDS_API int shmds_region_unlink(const char *name);
+
+/** The address this process mapped the region at. */
+SHMDS_API void *shmds_region_base(const shmds_region *r);
+
+/** The region's size in bytes (header included). */
+SHMDS_API size_t shmds_region_size(const shmds_region *r);
+
+/** 1 when the region was opened with SHMDS_RDONLY, else 0. */
+SHMDS_API int shmds_region_readonly(const shmds_region *r);
+
+/** What shmds_region_info_get() reports. */
+typedef struct shmds_region_info {
+    uint64_t size;            /**< bytes, header included */
+    uint64_t heap_offset;     /**< where the heap starts */
+    uint64_t heap_size;       /**< bytes of heap */
+    uint32_t format_version;  /**< SHMDS_FORMAT_VERSION of the maker */
+    uint32_t lock_timeout_ms; /**< bound on internal lock waits */
+    uint64_t created_unix_ns; /**< creation time, ns since the Epoch */
+    pid_t creator_pid;        /**< process that created it */
+    uid_t creator_uid;        /**< its uid */
+    uint64_t epoch;           /**< bumped on every repair after a death */
+    uint32_t roots;           /**< named roots in use */
+    uint32_t roots_max;       /**< SHMDS_ROOTS_MAX */
+} shmds_region_info;
+
+/** Fill @p out from the header. Takes no lock. @return 0. */
+SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *out);
+
+/**
+ * Verify the whole region: the header and its checksum, the directory, the
+ * heap, and every named object of a known type. Takes each lock in turn (so
+ * pending repairs run); in a read-only region, checks what needs no lock.
+ * @return 0 healthy; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE (an object is
+ *         fenced off); -ETIMEDOUT a lock stayed held past the bound.
+ */
+SHMDS_API int shmds_region_check(shmds_region *r);
+
+/** Pointer for an offset inside @p r; NULL for SHMDS_NULL. No checks: for
+ *  offsets the caller knows to be valid. Inline and free. */
+static inline void *shmds_ptr(const shmds_region *r, shmds_off_t off);
+/** Offset of a pointer into @p r; SHMDS_NULL for NULL. Inline and free. */
+static inline shmds_off_t shmds_off(const shmds_region *r, const void *p);
+
+/* ---- the directory of named roots ----
+ * A fixed table of SHMDS_ROOTS_MAX entries {name, type tag, offset} in the
+ * header, guarded by a robust mutex. Names are 1 to SHMDS_ROOT_NAME_MAX bytes.
+ * The library's structures register themselves here; users may register
+ * their own blocks with tags from SHMDS_TYPE_USER up. */
+
+/**
+ * Add a named root.
+ * @return 0; -EINVAL bad name, type 0, or offset outside the region;
+ *         -EEXIST the name is taken; -ENOSPC the directory is full;
+ *         SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ENOTRECOVERABLE.
+ */
+SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, shmds_off_t off);
+
+/**
+ * Look a root up. @p type and @p off may be NULL.
+ * Works in read-only regions (it takes no lock).
+ * @return 0; -EINVAL bad name; -ENOENT no such root; -ETIMEDOUT a writer
+ *         died mid-update and nobody has repaired the directory yet.
+ */
+SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type,
+                             shmds_off_t *off);
+
+/**
+ * Remove a named root (not the object it names: see the structures' destroy).
+ * @return 0; -EINVAL; -ENOENT; SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ENOTRECOVERABLE.
+ */
+SHMDS_API int shmds_root_del(shmds_region *r, const char *name);
+
+/**
+ * Call @p fn for every root, in directory order, on a consistent snapshot.
+ * A non-zero return from @p fn stops the walk and is returned.
+ * @return 0, @p fn's value, or -ETIMEDOUT as shmds_root_get().
+ */
+SHMDS_API int shmds_root_foreach(shmds_region *r,
+                                 int (*fn)(const char *name, uint32_t type, shmds_off_t off,
+                                           void *arg),
+                                 void *arg);
+
+/* ---- inline definitions ---- */
+
+/* The first members of every shmds_region. Private: they exist so that the
+ * two conversions below cost nothing. */
+struct shmds_region_pub_ {
+    unsigned char *base;
+    uint64_t size;
+};
+
+static inline void *shmds_ptr(const shmds_region *r, shmds_off_t off)
+{
+    const struct shmds_region_pub_ *p = (const struct shmds_region_pub_ *)(const void *)r;
+    return off == SHMDS_NULL ? NULL : (void *)(p->base + off);
+}
+
+static inline shmds_off_t shmds_off(const shmds_region *r, const void *ptr)
+{
+    const struct shmds_region_pub_ *p = (const struct shmds_region_pub_ *)(const void *)r;
+    return ptr == NULL ? SHMDS_NULL : (shmds_off_t)((const unsigned char *)ptr - p->base);
+}
+
+SHMDS_END_DECLS
+
+#endif

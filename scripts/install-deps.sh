@@ -1,0 +1,11 @@
+#!/bin/sh
+# Install what building and testing shmds needs on Debian 12 (run as root).
+# Optional extras for benchmarks: libboost-dev liblmdb-dev.
+set -e
+export DEBIAN_FRONTEND=noninteractive
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+$SUDO apt-get update
+$SUDO apt-get install -y --no-install-recommends \
+    build-essential autoconf automake libtool pkg-config check \
+    clang libclang-rt-14-dev valgrind libboost-dev liblmdb-dev

@@ -1,0 +1,175 @@
+/*
+ * Private declarations shared by the library's modules: the region header
+ * layout, the process-local region handle, checked offset helpers, timing,
+ * assertions and fault points. Never installed.
+ */
+#ifndef SHMDS_INTERNAL_H
+#define SHMDS_INTERNAL_H
+
+#include "config.h"
+
+#include <errno.h>
+#include <stdalign.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "shmds.h"
+
+/* ---- assertions and checks ----
+ * SHMDS_ASSERT states the library's own invariants and compiles away in
+ * release builds. Shared memory is untrusted input, so checks on data read
+ * from a region are plain `if`s that stay in every build and return
+ * SHMDS_ECORRUPT; never assert on them. */
+#ifdef SHMDS_DEBUG
+#include <assert.h>
+#define SHMDS_ASSERT(cond) assert(cond)
+#else
+#define SHMDS_ASSERT(cond) ((void)0)
+#endif
+
+#define shmds__likely(x) __builtin_expect(!!(x), 1)
+#define shmds__unlikely(x) __builtin_expect(!!(x), 0)
+
+#define SHMDS__STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
+
+/* ---- fault points ----
+ * SHMDS_FAULT("module.point") marks a place where a crash must be survivable.
+ * In a --enable-fault-injection build the process SIGKILLs itself there when
+ * the environment says so (see fault.c); otherwise it costs nothing. Point
+ * names are string literals so tests can list them with grep. */
+#ifdef SHMDS_FAULT_INJECTION
+void shmds__fault(const char *point);
+#define SHMDS_FAULT(point) shmds__fault(point)
+#else
+#define SHMDS_FAULT(point) ((void)0)
+#endif
+
+/* ---- the region header (offset 0, SHMDS_HEADER_SIZE bytes) ---- */
+
+/* "SHMDSRG1" read as a little-endian 64-bit word. */
+#define SHMDS__MAGIC UINT64_C(0x3147525344534d48)
+#define SHMDS__CACHE_LINE 64
+#define SHMDS__ALLOC_ROOT_BYTES 768
+
+struct shmds__root {
+    char name[SHMDS_ROOT_NAME_MAX + 1];
+    uint32_t type; /* 0: free slot; written last on set, first on delete */
+    uint32_t reserved;
+    uint64_t off;
+};
+SHMDS__STATIC_ASSERT(sizeof(struct shmds__root) == 64, "directory entry is 64 bytes");
+
+struct shmds__hdr {
+    /* Immutable after creation; covered by `checksum`. */
+    uint64_t magic; /* stored last at creation, with release order */
+    uint32_t format;
+    uint32_t hdr_size;
+    uint64_t abi;
+    uint64_t size;
+    uint64_t heap_off;
+    uint64_t heap_size;
+    uint64_t created_ns;
+    uint32_t creator_pid;
+    uint32_t creator_uid;
+    uint32_t lock_timeout_ms;
+    uint32_t roots_max;
+    uint64_t checksum; /* FNV-1a 64 of every byte before this field */
+    /* Mutable. */
+    uint64_t epoch;   /* bumped on every repair after a death */
+    uint64_t dir_seq; /* seqlock over roots[]: odd while a writer changes it */
+    uint8_t pad0[128 - 96];
+    shmds_mutex dir_lock;
+    shmds_mutex alloc_lock;
+    /* The allocator's root, opaque to the region (alloc.c); zero at creation. */
+    alignas(SHMDS__CACHE_LINE) uint8_t alloc_root[SHMDS__ALLOC_ROOT_BYTES];
+    struct shmds__root roots[SHMDS_ROOTS_MAX];
+    uint8_t reserved[SHMDS_HEADER_SIZE - 1024 - 64 * SHMDS_ROOTS_MAX];
+};
+SHMDS__STATIC_ASSERT(sizeof(struct shmds__hdr) == SHMDS_HEADER_SIZE, "header is one page");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, magic) == 0, "format: magic");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, format) == 8, "format: format word");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, abi) == 16, "format: abi stamp");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, size) == 24, "format: size");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, checksum) == 72, "format: checksum");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, epoch) == 80, "format: epoch");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, dir_lock) == 128, "format: dir lock");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, alloc_root) == 256, "format: alloc root");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, roots) == 1024, "format: directory");
+
+/* ---- the process-local handle ---- */
+
+struct shmds_region {
+    /* Must match struct shmds_region_pub_ (region.h): the inline helpers. */
+    unsigned char *base;
+    uint64_t size;
+    /* Copied from the header once it was validated at open, and trusted from
+     * then on: later writes to the shared header cannot move these bounds. */
+    uint64_t heap_off;
+    uint64_t heap_end;
+    uint32_t lock_timeout_ms;
+    unsigned flags;
+    size_t map_len;
+    int fd;
+    struct shmds__hdr *hdr;
+};
+
+static inline bool shmds__rdonly(const shmds_region *r)
+{
+    return (r->flags & SHMDS_RDONLY) != 0;
+}
+
+/* ---- checked offsets ----
+ * Every offset read from shared memory goes through one of these before it
+ * is followed. */
+
+/* True when [off, off+len) lies in the heap and off is a multiple of align
+ * (a power of two). Overflow-safe. */
+static inline bool shmds__off_ok(const shmds_region *r, shmds_off_t off, uint64_t len,
+                                 uint64_t align)
+{
+    return off >= r->heap_off && off <= r->heap_end && len <= r->heap_end - off &&
+           (off & (align - 1)) == 0;
+}
+
+/* Pointer for a checked [off, off+len), or NULL when the check fails
+ * (the caller returns SHMDS_ECORRUPT). */
+static inline void *shmds__ptr_chk(const shmds_region *r, shmds_off_t off, uint64_t len,
+                                   uint64_t align)
+{
+    return shmds__off_ok(r, off, len, align) ? (void *)(r->base + off) : NULL;
+}
+
+/* ---- time ---- */
+
+uint64_t shmds__now_ns(void);        /* CLOCK_MONOTONIC */
+uint64_t shmds__unix_now_ns(void);   /* CLOCK_REALTIME */
+/* Absolute CLOCK_MONOTONIC time `ms` from now. */
+struct timespec shmds__deadline(int ms);
+/* Milliseconds left until `deadline_ns` (monotonic), at least 0. */
+int shmds__ms_left(uint64_t deadline_ns);
+
+/* ---- locks ---- */
+
+/* Lock one of region r's mutexes with the region's bound. A recovery bumps
+ * the region's epoch. Returns as shmds_mutex_lock(). */
+int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg);
+/* True when the calling thread holds a shmds_mutex inside [base, base+len). */
+bool shmds__locks_held_in(const void *base, size_t len);
+
+/* ---- region internals used by the layers above ---- */
+
+/* SHMDS_ERDONLY for a read-only region, else 0. */
+int shmds__writable(const shmds_region *r);
+/* Look a root up and insist on its type: SHMDS_ETYPE for another kind;
+ * SHMDS_ECORRUPT when its offset is not a valid heap offset. */
+int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shmds_off_t *off);
+/* Header and directory checks (part of shmds_region_check). */
+int shmds__region_check_header(shmds_region *r);
+/* 64-bit FNV-1a over a byte string, continuing from `h` (start with
+ * SHMDS__FNV_INIT). */
+#define SHMDS__FNV_INIT UINT64_C(0xcbf29ce484222325)
+uint64_t shmds__fnv1a(uint64_t h, const void *data, size_t len);
+
+#endif

@@ -1,0 +1,555 @@
+/*
+ * Regions: the shared-memory object, its header and the directory of named
+ * roots.
+ *
+ * Create: shm_open(O_CREAT|O_EXCL), fchmod to the requested mode (so the
+ * umask has no say), ftruncate, posix_fallocate (a full tmpfs fails now, not
+ * with SIGBUS later), mmap. The header is filled in, its checksum computed,
+ * and the magic number stored last with release order: an opener that sees
+ * the magic sees a complete header. An opener that finds the object empty or
+ * the magic still zero waits up to OPEN_WAIT_MS for the creator, then gives
+ * up with -EAGAIN.
+ *
+ * Open: fstat before touching the mapping (an object shorter than the header,
+ * or than the size the header claims, would SIGBUS), then magic, format
+ * version, ABI stamp and checksum, each with its own error. The bounds the
+ * rest of the library trusts (size, heap start and end) are copied into the
+ * process-local handle once validated, so a later stray write to the shared
+ * header cannot widen them.
+ *
+ * Directory: SHMDS_ROOTS_MAX fixed slots in the header. Writers hold the
+ * directory's robust mutex and wrap each change in a sequence lock
+ * (`dir_seq` odd while changing); a slot is published by storing its type
+ * last, and freed by clearing its type first, so every slot is always
+ * either free or complete. Readers take no lock: they copy under the
+ * sequence lock and retry, which is what lets a read-only mapping look roots
+ * up. A writer that dies mid-change leaves `dir_seq` odd; the repair clears
+ * the names of free slots and makes it even again.
+ */
+#include "internal.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* How long open() waits for a creator that has not finished. */
+#define OPEN_WAIT_MS 2000
+
+/* ---------------------------------------------------------------------------
+ * Names, ABI stamp, checksum
+ * ------------------------------------------------------------------------ */
+
+static int name_check(const char *name)
+{
+    if (name == NULL || name[0] != '/')
+        return -EINVAL;
+    size_t n = strnlen(name, SHMDS_NAME_MAX + 1);
+    if (n < 2 || n > SHMDS_NAME_MAX)
+        return -EINVAL;
+    if (strchr(name + 1, '/') != NULL)
+        return -EINVAL;
+    if (strcmp(name, "/.") == 0 || strcmp(name, "/..") == 0)
+        return -EINVAL;
+    return 0;
+}
+
+static int root_name_check(const char *name)
+{
+    if (name == NULL)
+        return -EINVAL;
+    size_t n = strnlen(name, SHMDS_ROOT_NAME_MAX + 1);
+    return (n == 0 || n > SHMDS_ROOT_NAME_MAX) ? -EINVAL : 0;
+}
+
+/* Everything a process's build must agree on to share a region's bytes. */
+static uint64_t abi_stamp(void)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    const uint64_t endian = 2;
+#else
+    const uint64_t endian = 1;
+#endif
+    return (uint64_t)sizeof(void *) | (uint64_t)sizeof(pthread_mutex_t) << 8 |
+           (uint64_t)sizeof(sem_t) << 16 | (uint64_t)sizeof(shmds_mutex) << 24 |
+           (uint64_t)alignof(max_align_t) << 32 | (uint64_t)SHMDS__CACHE_LINE << 40 |
+           endian << 48 | (uint64_t)alignof(uint64_t) << 56;
+}
+
+static uint64_t header_checksum(const struct shmds__hdr *h)
+{
+    return shmds__fnv1a(SHMDS__FNV_INIT, h, offsetof(struct shmds__hdr, checksum));
+}
+
+/* ---------------------------------------------------------------------------
+ * Create, open, close, unlink
+ * ------------------------------------------------------------------------ */
+
+static shmds_region *handle_new(unsigned char *base, size_t map_len, int fd, unsigned flags)
+{
+    shmds_region *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    struct shmds__hdr *h = (struct shmds__hdr *)base;
+    r->base = base;
+    r->size = h->size;
+    r->heap_off = h->heap_off;
+    r->heap_end = h->heap_off + h->heap_size;
+    r->lock_timeout_ms = h->lock_timeout_ms;
+    r->flags = flags;
+    r->map_len = map_len;
+    r->fd = fd;
+    r->hdr = h;
+    return r;
+}
+
+SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_region_opts *opts,
+                                  shmds_region **out)
+{
+    int rc = name_check(name);
+    if (rc != 0 || out == NULL)
+        return -EINVAL;
+    mode_t mode = (opts != NULL && opts->mode != 0) ? opts->mode : 0600;
+    if ((mode & ~(mode_t)0777) != 0)
+        return -EINVAL;
+    uint32_t timeout = (opts != NULL && opts->lock_timeout_ms != 0) ? opts->lock_timeout_ms
+                                                                    : SHMDS_DEFAULT_LOCK_TIMEOUT_MS;
+    if (timeout > INT32_MAX)
+        return -EINVAL;
+    if (size < SHMDS_REGION_MIN_SIZE)
+        return -EINVAL;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (size > (size_t)INT64_MAX - page)
+        return -EFBIG;
+    size = (size + page - 1) / page * page;
+
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    void *base = MAP_FAILED;
+    if (fchmod(fd, mode) != 0 || ftruncate(fd, (off_t)size) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    rc = posix_fallocate(fd, 0, (off_t)size);
+    if (rc != 0) {
+        rc = -rc;
+        goto fail;
+    }
+    base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        rc = -errno;
+        goto fail;
+    }
+
+    /* The object is fresh from ftruncate, so every byte is already zero. */
+    struct shmds__hdr *h = base;
+    h->format = SHMDS_FORMAT_VERSION;
+    h->hdr_size = SHMDS_HEADER_SIZE;
+    h->abi = abi_stamp();
+    h->size = size;
+    h->heap_off = SHMDS_HEADER_SIZE;
+    h->heap_size = size - SHMDS_HEADER_SIZE;
+    h->created_ns = shmds__unix_now_ns();
+    h->creator_pid = (uint32_t)getpid();
+    h->creator_uid = (uint32_t)geteuid();
+    h->lock_timeout_ms = timeout;
+    h->roots_max = SHMDS_ROOTS_MAX;
+    if ((rc = shmds_mutex_init(&h->dir_lock)) != 0 || (rc = shmds_mutex_init(&h->alloc_lock)) != 0)
+        goto fail;
+    h->magic = SHMDS__MAGIC; /* the checksum covers the magic ... */
+    h->checksum = header_checksum(h);
+    h->magic = 0; /* ... which is published last */
+    SHMDS_FAULT("region.create.before_publish");
+    __atomic_store_n(&h->magic, SHMDS__MAGIC, __ATOMIC_RELEASE);
+
+    shmds_region *r = handle_new(base, size, fd, 0);
+    if (r == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    *out = r;
+    return 0;
+
+fail:
+    if (base != MAP_FAILED)
+        munmap(base, size);
+    close(fd);
+    shm_unlink(name);
+    return rc;
+}
+
+/* Validate a mapped header against the object's real size. */
+static int header_validate(const struct shmds__hdr *h, uint64_t obj_size)
+{
+    uint64_t magic = __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE);
+    if (magic == __builtin_bswap64(SHMDS__MAGIC))
+        return SHMDS_EABI;
+    if (magic != SHMDS__MAGIC)
+        return SHMDS_EFORMAT;
+    if (h->format != SHMDS_FORMAT_VERSION)
+        return SHMDS_EFORMAT;
+    if (h->abi != abi_stamp())
+        return SHMDS_EABI;
+    if (h->checksum != header_checksum(h))
+        return SHMDS_ECORRUPT;
+    if (h->hdr_size != SHMDS_HEADER_SIZE || h->size < SHMDS_REGION_MIN_SIZE ||
+        h->size > obj_size || h->heap_off != SHMDS_HEADER_SIZE ||
+        h->heap_size != h->size - SHMDS_HEADER_SIZE || h->roots_max != SHMDS_ROOTS_MAX ||
+        h->lock_timeout_ms == 0 || h->lock_timeout_ms > INT32_MAX)
+        return SHMDS_ECORRUPT;
+    return 0;
+}
+
+static void nap_1ms(void)
+{
+    struct timespec ts = {0, 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region **out)
+{
+    if (name_check(name) != 0 || out == NULL || (flags & ~(unsigned)(SHMDS_RDONLY | SHMDS_SAME_UID)))
+        return -EINVAL;
+    bool ro = (flags & SHMDS_RDONLY) != 0;
+    int fd = shm_open(name, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+
+    int rc;
+    struct stat st;
+    void *base = MAP_FAILED;
+    size_t len = 0;
+    uint64_t deadline = shmds__now_ns() + (uint64_t)OPEN_WAIT_MS * 1000000u;
+    for (;;) {
+        if (fstat(fd, &st) != 0) {
+            rc = -errno;
+            goto fail;
+        }
+        if ((flags & SHMDS_SAME_UID) && st.st_uid != geteuid()) {
+            rc = -EPERM;
+            goto fail;
+        }
+        /* A zero-sized object is one whose creator has not sized it yet. */
+        if (st.st_size != 0) {
+            if ((uint64_t)st.st_size < SHMDS_HEADER_SIZE) {
+                rc = SHMDS_ECORRUPT;
+                goto fail;
+            }
+            len = (size_t)st.st_size;
+            base = mmap(NULL, len, ro ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+            if (base == MAP_FAILED) {
+                rc = -errno;
+                goto fail;
+            }
+            if (__atomic_load_n(&((struct shmds__hdr *)base)->magic, __ATOMIC_ACQUIRE) != 0)
+                break;
+            /* Sized but the magic is not published yet: creator at work. */
+            munmap(base, len);
+            base = MAP_FAILED;
+        }
+        if (shmds__now_ns() >= deadline) {
+            rc = -EAGAIN;
+            goto fail;
+        }
+        nap_1ms();
+    }
+
+    rc = header_validate(base, (uint64_t)st.st_size);
+    if (rc != 0)
+        goto fail;
+    shmds_region *r = handle_new(base, len, fd, flags);
+    if (r == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    *out = r;
+    return 0;
+
+fail:
+    if (base != MAP_FAILED)
+        munmap(base, len);
+    close(fd);
+    return rc;
+}
+
+SHMDS_API int shmds_region_close(shmds_region *r)
+{
+    if (r == NULL)
+        return -EINVAL;
+    if (shmds__locks_held_in(r->base, r->map_len))
+        return -EBUSY;
+    munmap(r->base, r->map_len);
+    close(r->fd);
+    free(r);
+    return 0;
+}
+
+SHMDS_API int shmds_region_unlink(const char *name)
+{
+    if (name_check(name) != 0)
+        return -EINVAL;
+    return shm_unlink(name) == 0 ? 0 : -errno;
+}
+
+SHMDS_API void *shmds_region_base(const shmds_region *r)
+{
+    return r->base;
+}
+
+SHMDS_API size_t shmds_region_size(const shmds_region *r)
+{
+    return (size_t)r->size;
+}
+
+SHMDS_API int shmds_region_readonly(const shmds_region *r)
+{
+    return shmds__rdonly(r) ? 1 : 0;
+}
+
+int shmds__writable(const shmds_region *r)
+{
+    return shmds__rdonly(r) ? SHMDS_ERDONLY : 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Directory
+ * ------------------------------------------------------------------------ */
+
+/* Repair after a writer died holding the directory lock. Every slot is free
+ * or complete (see the top of the file); scrub free slots and close the
+ * sequence. Idempotent. */
+static int dir_repair(void *arg)
+{
+    struct shmds__hdr *h = arg;
+    for (unsigned i = 0; i < SHMDS_ROOTS_MAX; i++)
+        if (__atomic_load_n(&h->roots[i].type, __ATOMIC_RELAXED) == 0)
+            memset(h->roots[i].name, 0, sizeof h->roots[i].name);
+    uint64_t seq = __atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED);
+    if (seq & 1)
+        __atomic_store_n(&h->dir_seq, seq + 1, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static int dir_lock(shmds_region *r)
+{
+    int rc = shmds__writable(r);
+    if (rc != 0)
+        return rc;
+    rc = shmds__lock(r, &r->hdr->dir_lock, dir_repair, r->hdr);
+    return rc == SHMDS_RECOVERED ? 0 : rc;
+}
+
+static void dir_write_begin(struct shmds__hdr *h)
+{
+    __atomic_add_fetch(&h->dir_seq, 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static void dir_write_end(struct shmds__hdr *h)
+{
+    __atomic_add_fetch(&h->dir_seq, 1, __ATOMIC_RELEASE);
+}
+
+/* Copy the whole directory consistently, without a lock. A writer that
+ * stays mid-change past the bound has died: in a writable region we take
+ * the lock, which repairs; a read-only one reports -ETIMEDOUT. */
+static int dir_snapshot(shmds_region *r, struct shmds__root *copy)
+{
+    struct shmds__hdr *h = r->hdr;
+    uint64_t deadline = 0;
+    for (unsigned spins = 0;; spins++) {
+        uint64_t s1 = __atomic_load_n(&h->dir_seq, __ATOMIC_ACQUIRE);
+        if ((s1 & 1) == 0) {
+            memcpy(copy, (const void *)h->roots, sizeof h->roots);
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (__atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED) == s1)
+                return 0;
+        }
+        if (spins < 64) {
+            sched_yield();
+            continue;
+        }
+        if (deadline == 0)
+            deadline = shmds__now_ns() + (uint64_t)r->lock_timeout_ms * 1000000u;
+        if (!shmds__rdonly(r)) {
+            int rc = dir_lock(r); /* repairs a dead writer's half change */
+            if (rc != 0)
+                return rc;
+            shmds_mutex_unlock(&h->dir_lock);
+        }
+        if (shmds__now_ns() >= deadline)
+            return -ETIMEDOUT;
+        nap_1ms();
+    }
+}
+
+static int dir_find(const struct shmds__root *roots, const char *name)
+{
+    for (int i = 0; i < SHMDS_ROOTS_MAX; i++)
+        if (roots[i].type != 0 && strncmp(roots[i].name, name, sizeof roots[i].name) == 0)
+            return i;
+    return -1;
+}
+
+SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, shmds_off_t off)
+{
+    if (root_name_check(name) != 0 || type == 0 || off == SHMDS_NULL || off >= r->size)
+        return -EINVAL;
+    int rc = dir_lock(r);
+    if (rc != 0)
+        return rc;
+    struct shmds__hdr *h = r->hdr;
+    int slot = -1;
+    if (dir_find(h->roots, name) >= 0) {
+        rc = -EEXIST;
+    } else {
+        for (int i = 0; i < SHMDS_ROOTS_MAX && slot < 0; i++)
+            if (h->roots[i].type == 0)
+                slot = i;
+        rc = slot < 0 ? -ENOSPC : 0;
+    }
+    if (rc == 0) {
+        struct shmds__root *e = &h->roots[slot];
+        dir_write_begin(h);
+        memset(e->name, 0, sizeof e->name);
+        memcpy(e->name, name, strlen(name));
+        e->off = off;
+        SHMDS_FAULT("region.root_set.before_publish");
+        __atomic_store_n(&e->type, type, __ATOMIC_RELEASE);
+        dir_write_end(h);
+    }
+    shmds_mutex_unlock(&h->dir_lock);
+    return rc;
+}
+
+SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type, shmds_off_t *off)
+{
+    if (root_name_check(name) != 0)
+        return -EINVAL;
+    struct shmds__root copy[SHMDS_ROOTS_MAX];
+    int rc = dir_snapshot(r, copy);
+    if (rc != 0)
+        return rc;
+    int i = dir_find(copy, name);
+    if (i < 0)
+        return -ENOENT;
+    if (type != NULL)
+        *type = copy[i].type;
+    if (off != NULL)
+        *off = copy[i].off;
+    return 0;
+}
+
+SHMDS_API int shmds_root_del(shmds_region *r, const char *name)
+{
+    if (root_name_check(name) != 0)
+        return -EINVAL;
+    int rc = dir_lock(r);
+    if (rc != 0)
+        return rc;
+    struct shmds__hdr *h = r->hdr;
+    int i = dir_find(h->roots, name);
+    if (i < 0) {
+        rc = -ENOENT;
+    } else {
+        dir_write_begin(h);
+        __atomic_store_n(&h->roots[i].type, 0, __ATOMIC_RELEASE);
+        SHMDS_FAULT("region.root_del.after_unpublish");
+        memset(h->roots[i].name, 0, sizeof h->roots[i].name);
+        h->roots[i].off = 0;
+        dir_write_end(h);
+    }
+    shmds_mutex_unlock(&h->dir_lock);
+    return rc;
+}
+
+SHMDS_API int shmds_root_foreach(shmds_region *r,
+                                 int (*fn)(const char *name, uint32_t type, shmds_off_t off,
+                                           void *arg),
+                                 void *arg)
+{
+    struct shmds__root copy[SHMDS_ROOTS_MAX];
+    int rc = dir_snapshot(r, copy);
+    if (rc != 0)
+        return rc;
+    for (int i = 0; i < SHMDS_ROOTS_MAX; i++) {
+        if (copy[i].type == 0)
+            continue;
+        copy[i].name[SHMDS_ROOT_NAME_MAX] = '\0';
+        if ((rc = fn(copy[i].name, copy[i].type, copy[i].off, arg)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shmds_off_t *off)
+{
+    uint32_t t;
+    shmds_off_t o;
+    int rc = shmds_root_get(r, name, &t, &o);
+    if (rc != 0)
+        return rc;
+    if (t != type)
+        return SHMDS_ETYPE;
+    if (!shmds__off_ok(r, o, 1, 8))
+        return SHMDS_ECORRUPT;
+    *off = o;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Information and checks
+ * ------------------------------------------------------------------------ */
+
+SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *out)
+{
+    const struct shmds__hdr *h = r->hdr;
+    memset(out, 0, sizeof *out);
+    out->size = r->size;
+    out->heap_offset = r->heap_off;
+    out->heap_size = r->heap_end - r->heap_off;
+    out->format_version = h->format;
+    out->lock_timeout_ms = r->lock_timeout_ms;
+    out->created_unix_ns = h->created_ns;
+    out->creator_pid = (pid_t)h->creator_pid;
+    out->creator_uid = (uid_t)h->creator_uid;
+    out->epoch = __atomic_load_n(&h->epoch, __ATOMIC_RELAXED);
+    out->roots_max = SHMDS_ROOTS_MAX;
+    for (unsigned i = 0; i < SHMDS_ROOTS_MAX; i++)
+        if (__atomic_load_n(&h->roots[i].type, __ATOMIC_RELAXED) != 0)
+            out->roots++;
+    return 0;
+}
+
+int shmds__region_check_header(shmds_region *r)
+{
+    struct stat st;
+    if (fstat(r->fd, &st) != 0)
+        return -errno;
+    /* The header may have been rewritten since open: check it again, and
+     * check that it still agrees with the bounds this process trusts. */
+    int rc = header_validate(r->hdr, (uint64_t)st.st_size);
+    if (rc != 0)
+        return rc;
+    if (r->hdr->size != r->size)
+        return SHMDS_ECORRUPT;
+
+    struct shmds__root copy[SHMDS_ROOTS_MAX];
+    if ((rc = dir_snapshot(r, copy)) != 0)
+        return rc;
+    for (int i = 0; i < SHMDS_ROOTS_MAX; i++) {
+        if (copy[i].type == 0)
+            continue;
+        size_t n = strnlen(copy[i].name, sizeof copy[i].name);
+        if (n == 0 || n > SHMDS_ROOT_NAME_MAX || !shmds__off_ok(r, copy[i].off, 1, 8))
+            return SHMDS_ECORRUPT;
+        for (int j = 0; j < i; j++)
+            if (copy[j].type != 0 && strncmp(copy[j].name, copy[i].name, sizeof copy[i].name) == 0)
+                return SHMDS_ECORRUPT;
+    }
+    return 0;
+}

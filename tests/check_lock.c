@@ -1,0 +1,266 @@
+/* Robust mutexes and semaphores, across real processes and real SIGKILLs. */
+#include <check.h>
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <shmds.h>
+
+#include "testutil.h"
+
+/* Lives in anonymous shared memory so forked children share it. */
+struct shared {
+    shmds_mutex m;
+    shmds_sem sem;
+    int repairs;       /* how many times a repair function started */
+    int repairs_done;  /* ... and finished */
+};
+
+static struct shared *sh;
+
+static void setup(void)
+{
+    sh = tu_shared_alloc(sizeof *sh);
+    ck_assert_int_eq(shmds_mutex_init(&sh->m), 0);
+    ck_assert_int_eq(shmds_sem_init(&sh->sem, 0), 0);
+}
+
+static int repair_ok(void *arg)
+{
+    struct shared *s = arg;
+    __atomic_add_fetch(&s->repairs, 1, __ATOMIC_SEQ_CST);
+    __atomic_add_fetch(&s->repairs_done, 1, __ATOMIC_SEQ_CST);
+    return 0;
+}
+
+static int repair_fails(void *arg)
+{
+    struct shared *s = arg;
+    __atomic_add_fetch(&s->repairs, 1, __ATOMIC_SEQ_CST);
+    return -1;
+}
+
+static int repair_dies(void *arg)
+{
+    struct shared *s = arg;
+    __atomic_add_fetch(&s->repairs, 1, __ATOMIC_SEQ_CST);
+    raise(SIGKILL);
+    return 0;
+}
+
+static tu_chan chan;
+
+/* Child: take the lock, say so, then wait to be killed. */
+static int hold_until_killed(void *arg)
+{
+    (void)arg;
+    if (shmds_mutex_lock(&sh->m, -1, NULL, NULL) != 0)
+        return 1;
+    tu_send(&chan, "L", 1);
+    for (;;)
+        pause();
+}
+
+/* Start a child that holds the lock; return once it does. */
+static pid_t start_holder(void)
+{
+    tu_chan_open(&chan);
+    pid_t pid = tu_fork(hold_until_killed, NULL);
+    char c;
+    ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    return pid;
+}
+
+static void kill_holder(pid_t pid)
+{
+    int st = tu_kill(pid);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    tu_chan_close(&chan);
+}
+
+START_TEST(test_lock_lock_unlock)
+{
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, -1, NULL, NULL), 0);
+    shmds_mutex_info info;
+    shmds_mutex_info_get(&sh->m, &info);
+    ck_assert_int_eq(info.owner_pid, getpid());
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 100, NULL, NULL), -EDEADLK);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), 0);
+    shmds_mutex_info_get(&sh->m, &info);
+    ck_assert_int_eq(info.owner_pid, 0);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), -EPERM);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 0, NULL, NULL), 0);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), 0);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, -2, NULL, NULL), -EINVAL);
+}
+END_TEST
+
+START_TEST(test_lock_held_elsewhere_busy_and_timeout)
+{
+    pid_t pid = start_holder();
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 0, NULL, NULL), -EBUSY);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 50, NULL, NULL), -ETIMEDOUT);
+    shmds_mutex_info info;
+    shmds_mutex_info_get(&sh->m, &info);
+    ck_assert_int_eq(info.owner_pid, pid); /* the diagnostics name the holder */
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), -EPERM);
+    kill_holder(pid);
+}
+END_TEST
+
+START_TEST(test_lock_owner_death_repairs_once)
+{
+    pid_t pid = start_holder();
+    kill_holder(pid);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 5000, repair_ok, sh), SHMDS_RECOVERED);
+    ck_assert_int_eq(sh->repairs, 1);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), 0);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 5000, repair_ok, sh), 0);
+    ck_assert_int_eq(sh->repairs, 1);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), 0);
+    shmds_mutex_info info;
+    shmds_mutex_info_get(&sh->m, &info);
+    ck_assert_uint_eq(info.recoveries, 1);
+    ck_assert_int_eq(info.fenced, 0);
+}
+END_TEST
+
+/* Killed while the parent is (or is about to be) waiting: the wait ends with
+ * the repair, whichever of the two happens first. */
+static int kill_after_signal(void *arg)
+{
+    pid_t victim = *(pid_t *)arg;
+    kill(victim, SIGKILL);
+    return 0;
+}
+
+START_TEST(test_lock_waiter_woken_by_owner_death)
+{
+    pid_t pid = start_holder();
+    pid_t killer = tu_fork(kill_after_signal, &pid);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 10000, repair_ok, sh), SHMDS_RECOVERED);
+    ck_assert_int_eq(sh->repairs_done, 1);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), 0);
+    ck_assert_int_ne(tu_wait(killer, 10000), -1);
+    int st;
+    ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+    tu_chan_close(&chan);
+}
+END_TEST
+
+static int lock_expect_fenced(void *arg)
+{
+    (void)arg;
+    return shmds_mutex_lock(&sh->m, 1000, repair_ok, sh) == SHMDS_ENOTRECOVERABLE ? 0 : 1;
+}
+
+START_TEST(test_lock_failed_repair_fences_everyone)
+{
+    kill_holder(start_holder());
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 5000, repair_fails, sh), SHMDS_ENOTRECOVERABLE);
+    /* Every later lock, here and in another process, fails at once. */
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, -1, repair_ok, sh), SHMDS_ENOTRECOVERABLE);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 0, repair_ok, sh), SHMDS_ENOTRECOVERABLE);
+    int st = tu_wait(tu_fork(lock_expect_fenced, NULL), 10000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert_int_eq(sh->repairs, 1);
+    ck_assert_int_eq(sh->repairs_done, 0);
+    shmds_mutex_info info;
+    shmds_mutex_info_get(&sh->m, &info);
+    ck_assert_int_eq(info.fenced, 1);
+}
+END_TEST
+
+static int lock_with_dying_repair(void *arg)
+{
+    (void)arg;
+    shmds_mutex_lock(&sh->m, 5000, repair_dies, sh);
+    return 3; /* not reached: the repair kills us */
+}
+
+START_TEST(test_lock_repairer_killed_next_locker_repairs)
+{
+    kill_holder(start_holder());
+    int st = tu_wait(tu_fork(lock_with_dying_repair, NULL), 10000);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    ck_assert_int_eq(sh->repairs, 1);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 5000, repair_ok, sh), SHMDS_RECOVERED);
+    ck_assert_int_eq(sh->repairs, 2);
+    ck_assert_int_eq(sh->repairs_done, 1);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), 0);
+}
+END_TEST
+
+START_TEST(test_lock_death_without_repair_fn)
+{
+    kill_holder(start_holder());
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 5000, NULL, NULL), SHMDS_RECOVERED);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), 0);
+}
+END_TEST
+
+/* ---- semaphores ---- */
+
+START_TEST(test_lock_sem_counts_and_timeouts)
+{
+    ck_assert_int_eq(shmds_sem_wait(&sh->sem, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_sem_wait(&sh->sem, 20), -ETIMEDOUT);
+    ck_assert_int_eq(shmds_sem_post(&sh->sem), 0);
+    ck_assert_int_eq(shmds_sem_post(&sh->sem), 0);
+    ck_assert_int_eq(shmds_sem_wait(&sh->sem, 0), 0);
+    ck_assert_int_eq(shmds_sem_wait(&sh->sem, -1), 0);
+    ck_assert_int_eq(shmds_sem_wait(&sh->sem, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_sem_wait(&sh->sem, -5), -EINVAL);
+    shmds_sem other;
+    ck_assert_int_eq(shmds_sem_init(&other, (unsigned)SEM_VALUE_MAX + 1u), -EINVAL);
+}
+END_TEST
+
+static int sem_waiter(void *arg)
+{
+    (void)arg;
+    return shmds_sem_wait(&sh->sem, 20000) == 0 ? 0 : 1;
+}
+
+START_TEST(test_lock_sem_wakes_other_process)
+{
+    pid_t pid = tu_fork(sem_waiter, NULL);
+    ck_assert_int_eq(shmds_sem_post(&sh->sem), 0);
+    int st = tu_wait(pid, 30000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("lock");
+    TCase *core = tcase_create("core");
+    tcase_add_checked_fixture(core, setup, NULL);
+    tcase_add_test(core, test_lock_lock_unlock);
+    tcase_add_test(core, test_lock_sem_counts_and_timeouts);
+    suite_add_tcase(s, core);
+
+    TCase *mp = tcase_create("multiprocess");
+    tcase_add_checked_fixture(mp, setup, NULL);
+    tcase_add_test(mp, test_lock_held_elsewhere_busy_and_timeout);
+    tcase_add_test(mp, test_lock_sem_wakes_other_process);
+    suite_add_tcase(s, mp);
+
+    TCase *crash = tcase_create("crash");
+    tcase_add_checked_fixture(crash, setup, NULL);
+    tcase_add_test(crash, test_lock_owner_death_repairs_once);
+    tcase_add_test(crash, test_lock_waiter_woken_by_owner_death);
+    tcase_add_test(crash, test_lock_failed_repair_fences_everyone);
+    tcase_add_test(crash, test_lock_repairer_killed_next_locker_repairs);
+    tcase_add_test(crash, test_lock_death_without_repair_fn);
+    suite_add_tcase(s, crash);
+
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,583 @@
+/* Regions: create/open across processes, the directory, and every way a
+ * region can be bad (names, sizes, modes, damaged or truncated objects). */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h" /* header layout, to damage it on purpose */
+#include "testutil.h"
+
+#define SZ (256 * 1024)
+
+static const char *last_name;
+
+static shmds_region *make(void)
+{
+    last_name = tu_name("rg");
+    shmds_region *r = NULL;
+    int rc = shmds_region_create(last_name, SZ, NULL, &r);
+    ck_assert_msg(rc == 0, "create: %s", shmds_errname(rc));
+    return r;
+}
+
+static int open_rc(const char *name, unsigned flags)
+{
+    shmds_region *r = NULL;
+    int rc = shmds_region_open(name, flags, &r);
+    if (rc == 0)
+        ck_assert_int_eq(shmds_region_close(r), 0);
+    return rc;
+}
+
+/* Overwrite bytes of the object through /dev/shm, as a stray process would. */
+static void poke(const char *name, off_t at, const void *bytes, size_t len)
+{
+    char path[300];
+    snprintf(path, sizeof path, "/dev/shm%s", name);
+    int fd = open(path, O_RDWR);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(pwrite(fd, bytes, len, at), (ssize_t)len);
+    close(fd);
+}
+
+static void truncate_object(const char *name, off_t len)
+{
+    int fd = shm_open(name, O_RDWR, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ftruncate(fd, len), 0);
+    close(fd);
+}
+
+/* ---- core ---- */
+
+START_TEST(test_region_create_reports_itself)
+{
+    shmds_region *r = make();
+    ck_assert_uint_eq(shmds_region_size(r), SZ);
+    ck_assert_ptr_nonnull(shmds_region_base(r));
+    ck_assert_int_eq(shmds_region_readonly(r), 0);
+    shmds_region_info info;
+    ck_assert_int_eq(shmds_region_info_get(r, &info), 0);
+    ck_assert_uint_eq(info.size, SZ);
+    ck_assert_uint_eq(info.heap_offset, SHMDS_HEADER_SIZE);
+    ck_assert_uint_eq(info.heap_size, SZ - SHMDS_HEADER_SIZE);
+    ck_assert_uint_eq(info.format_version, SHMDS_FORMAT_VERSION);
+    ck_assert_uint_eq(info.lock_timeout_ms, SHMDS_DEFAULT_LOCK_TIMEOUT_MS);
+    ck_assert_int_eq(info.creator_pid, getpid());
+    ck_assert_uint_eq(info.roots, 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+    /* Size rounds up to whole pages. */
+    ck_assert_int_eq(shmds_region_create(tu_name("odd"), SZ + 1, NULL, &r), 0);
+    ck_assert_uint_eq(shmds_region_size(r), SZ + (size_t)sysconf(_SC_PAGESIZE));
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+START_TEST(test_region_two_mappings_share_data)
+{
+    shmds_region *a = make(), *b;
+    ck_assert_int_eq(shmds_region_open(last_name, 0, &b), 0);
+    ck_assert_ptr_ne(shmds_region_base(a), shmds_region_base(b));
+    shmds_off_t off = SHMDS_HEADER_SIZE + 64;
+    strcpy(shmds_ptr(a, off), "written through a");
+    ck_assert_str_eq(shmds_ptr(b, off), "written through a");
+    ck_assert_uint_eq(shmds_off(b, shmds_ptr(b, off)), off);
+    ck_assert_ptr_null(shmds_ptr(a, SHMDS_NULL));
+    ck_assert_uint_eq(shmds_off(a, NULL), SHMDS_NULL);
+    ck_assert_int_eq(shmds_region_close(a), 0);
+    ck_assert_int_eq(shmds_region_close(b), 0);
+}
+END_TEST
+
+START_TEST(test_region_exec_peer_reads_at_other_address)
+{
+    shmds_region *r = make();
+    shmds_off_t off = SHMDS_HEADER_SIZE + 128;
+    strcpy(shmds_ptr(r, off), "hello from the creator");
+    ck_assert_int_eq(shmds_root_set(r, "greeting", SHMDS_TYPE_USER, off), 0);
+
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s/tests/peer read %s greeting %p %zu", tu_builddir(), last_name,
+             shmds_region_base(r), shmds_region_size(r));
+    FILE *p = popen(cmd, "r");
+    ck_assert_ptr_nonnull(p);
+    char addr[64] = "", text[256] = "";
+    ck_assert_ptr_nonnull(fgets(addr, sizeof addr, p));
+    ck_assert_ptr_nonnull(fgets(text, sizeof text, p));
+    int st = pclose(p);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    void *peer_base = (void *)(uintptr_t)strtoull(addr, NULL, 16);
+    ck_assert_ptr_ne(peer_base, shmds_region_base(r)); /* really another address */
+    ck_assert_str_eq(text, "hello from the creator\n");
+    char expect[64];
+    (void)expect;
+    ck_assert_msg(strncmp((char *)shmds_ptr(r, off + 256), "pong from ", 10) == 0,
+                  "peer's write not seen: '%s'", (char *)shmds_ptr(r, off + 256));
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+static int count_root(const char *name, uint32_t type, shmds_off_t off, void *arg)
+{
+    (void)name;
+    (void)off;
+    (void)type;
+    ++*(int *)arg;
+    return 0;
+}
+
+static int stop_at_two(const char *name, uint32_t type, shmds_off_t off, void *arg)
+{
+    (void)name;
+    (void)off;
+    (void)type;
+    return ++*(int *)arg == 2 ? 77 : 0;
+}
+
+START_TEST(test_region_directory_set_get_del)
+{
+    shmds_region *r = make();
+    shmds_off_t off = SHMDS_HEADER_SIZE + 4096;
+    ck_assert_int_eq(shmds_root_set(r, "sessions", SHMDS_TYPE_USER + 1, off), 0);
+    ck_assert_int_eq(shmds_root_set(r, "sessions", SHMDS_TYPE_USER + 1, off), -EEXIST);
+    uint32_t type = 0;
+    shmds_off_t got = 0;
+    ck_assert_int_eq(shmds_root_get(r, "sessions", &type, &got), 0);
+    ck_assert_uint_eq(type, SHMDS_TYPE_USER + 1);
+    ck_assert_uint_eq(got, off);
+    ck_assert_int_eq(shmds_root_get(r, "session", NULL, NULL), -ENOENT);
+
+    /* Another handle (and so another process) sees it. */
+    shmds_region *b;
+    ck_assert_int_eq(shmds_region_open(last_name, SHMDS_RDONLY, &b), 0);
+    ck_assert_int_eq(shmds_root_get(b, "sessions", &type, &got), 0);
+    ck_assert_uint_eq(got, off);
+
+    int n = 0;
+    ck_assert_int_eq(shmds_root_set(r, "other", SHMDS_TYPE_USER, off + 64), 0);
+    ck_assert_int_eq(shmds_root_foreach(b, count_root, &n), 0);
+    ck_assert_int_eq(n, 2);
+    n = 0;
+    ck_assert_int_eq(shmds_root_foreach(r, stop_at_two, &n), 77);
+
+    ck_assert_int_eq(shmds_root_del(r, "sessions"), 0);
+    ck_assert_int_eq(shmds_root_del(r, "sessions"), -ENOENT);
+    ck_assert_int_eq(shmds_root_get(b, "sessions", NULL, NULL), -ENOENT);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_int_eq(shmds_region_close(b), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+/* ---- limits and bad input ---- */
+
+START_TEST(test_region_invalid_names)
+{
+    static const char *const bad[] = {"noslash", "/a/b", "/", "/.", "/..", "", "//x"};
+    shmds_region *r;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        ck_assert_int_eq(shmds_region_create(bad[i], SZ, NULL, &r), -EINVAL);
+        ck_assert_int_eq(shmds_region_open(bad[i], 0, &r), -EINVAL);
+        ck_assert_int_eq(shmds_region_unlink(bad[i]), -EINVAL);
+    }
+    ck_assert_int_eq(shmds_region_create(NULL, SZ, NULL, &r), -EINVAL);
+    ck_assert_int_eq(shmds_region_open(NULL, 0, &r), -EINVAL);
+    char longname[SHMDS_NAME_MAX + 2];
+    longname[0] = '/';
+    memset(longname + 1, 'x', SHMDS_NAME_MAX);
+    longname[SHMDS_NAME_MAX + 1] = '\0';
+    ck_assert_int_eq(shmds_region_create(longname, SZ, NULL, &r), -EINVAL);
+    ck_assert_int_eq(shmds_region_create(tu_name("x"), SZ, NULL, NULL), -EINVAL);
+}
+END_TEST
+
+START_TEST(test_region_bad_sizes_modes_flags)
+{
+    shmds_region *r;
+    const char *n = tu_name("sz");
+    ck_assert_int_eq(shmds_region_create(n, SHMDS_REGION_MIN_SIZE - 1, NULL, &r), -EINVAL);
+    ck_assert_int_eq(shmds_region_create(n, 0, NULL, &r), -EINVAL);
+    ck_assert_int_eq(shmds_region_create(n, SIZE_MAX, NULL, &r), -EFBIG);
+    shmds_region_opts o = {.mode = 04600};
+    ck_assert_int_eq(shmds_region_create(n, SZ, &o, &r), -EINVAL);
+    ck_assert_int_eq(shmds_region_open(n, 0, &r), -ENOENT); /* nothing was left behind */
+    r = make();
+    ck_assert_int_eq(shmds_region_open(last_name, 0x80, &r), -EINVAL);
+    ck_assert_int_eq(shmds_region_unlink(tu_name("never")), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_region_create_existing_is_eexist)
+{
+    shmds_region *r = make(), *r2;
+    ck_assert_int_eq(shmds_region_create(last_name, SZ, NULL, &r2), -EEXIST);
+    /* ... and the existing region was not harmed. */
+    ck_assert_int_eq(open_rc(last_name, 0), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+    ck_assert_int_eq(shmds_region_unlink(last_name), 0);
+    ck_assert_int_eq(open_rc(last_name, 0), -ENOENT);
+}
+END_TEST
+
+static mode_t object_mode(const char *name)
+{
+    struct stat st;
+    int fd = shm_open(name, O_RDONLY, 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(fstat(fd, &st), 0);
+    close(fd);
+    return st.st_mode & 07777;
+}
+
+START_TEST(test_region_mode_ignores_umask)
+{
+    shmds_region *r;
+    umask(0);
+    r = make();
+    ck_assert_uint_eq(object_mode(last_name), 0600);
+    shmds_region_close(r);
+    umask(077);
+    shmds_region_opts o = {.mode = 0640};
+    const char *n = tu_name("mode");
+    ck_assert_int_eq(shmds_region_create(n, SZ, &o, &r), 0);
+    ck_assert_uint_eq(object_mode(n), 0640);
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_region_full_tmpfs_is_enospc)
+{
+    struct statvfs vfs;
+    ck_assert_int_eq(statvfs("/dev/shm", &vfs), 0);
+    /* More than the whole of /dev/shm: posix_fallocate must refuse it. */
+    size_t too_big = (size_t)vfs.f_blocks * vfs.f_frsize + ((size_t)1 << 30);
+    const char *n = tu_name("big");
+    shmds_region *r;
+    ck_assert_int_eq(shmds_region_create(n, too_big, NULL, &r), -ENOSPC);
+    ck_assert_int_eq(open_rc(n, 0), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_region_root_bad_input)
+{
+    shmds_region *r = make();
+    shmds_off_t off = SHMDS_HEADER_SIZE;
+    char name[SHMDS_ROOT_NAME_MAX + 2];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    ck_assert_int_eq(shmds_root_set(r, name, SHMDS_TYPE_USER, off), -EINVAL);
+    ck_assert_int_eq(shmds_root_get(r, name, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(shmds_root_del(r, name), -EINVAL);
+    name[SHMDS_ROOT_NAME_MAX] = '\0'; /* the longest valid name */
+    ck_assert_int_eq(shmds_root_set(r, name, SHMDS_TYPE_USER, off), 0);
+    ck_assert_int_eq(shmds_root_get(r, name, NULL, NULL), 0);
+    ck_assert_int_eq(shmds_root_set(r, "", SHMDS_TYPE_USER, off), -EINVAL);
+    ck_assert_int_eq(shmds_root_set(r, NULL, SHMDS_TYPE_USER, off), -EINVAL);
+    ck_assert_int_eq(shmds_root_set(r, "t0", 0, off), -EINVAL);
+    ck_assert_int_eq(shmds_root_set(r, "far", SHMDS_TYPE_USER, SZ), -EINVAL);
+    ck_assert_int_eq(shmds_root_set(r, "null", SHMDS_TYPE_USER, SHMDS_NULL), -EINVAL);
+    /* Fill the directory: one more is -ENOSPC and nothing else changes. */
+    for (int i = 1; i < SHMDS_ROOTS_MAX; i++) {
+        char n[16];
+        snprintf(n, sizeof n, "r%d", i);
+        ck_assert_int_eq(shmds_root_set(r, n, SHMDS_TYPE_USER, off), 0);
+    }
+    ck_assert_int_eq(shmds_root_set(r, "onemore", SHMDS_TYPE_USER, off), -ENOSPC);
+    shmds_region_info info;
+    shmds_region_info_get(r, &info);
+    ck_assert_uint_eq(info.roots, SHMDS_ROOTS_MAX);
+    ck_assert_int_eq(shmds_root_del(r, "r5"), 0);
+    ck_assert_int_eq(shmds_root_set(r, "onemore", SHMDS_TYPE_USER, off), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_region_readonly_refuses_writes)
+{
+    shmds_region *r = make(), *ro;
+    ck_assert_int_eq(shmds_root_set(r, "x", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE), 0);
+    ck_assert_int_eq(shmds_region_open(last_name, SHMDS_RDONLY, &ro), 0);
+    ck_assert_int_eq(shmds_region_readonly(ro), 1);
+    ck_assert_int_eq(shmds_root_get(ro, "x", NULL, NULL), 0);
+    ck_assert_int_eq(shmds_root_set(ro, "y", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE), SHMDS_ERDONLY);
+    ck_assert_int_eq(shmds_root_del(ro, "x"), SHMDS_ERDONLY);
+    ck_assert_int_eq(shmds_region_check(ro), 0);
+    ck_assert_int_eq(shmds_region_close(ro), 0);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* Expected to die with SIGSEGV: the read-only mapping really is read-only. */
+START_TEST(test_region_readonly_mapping_faults_on_store)
+{
+    shmds_region *r = make(), *ro;
+    ck_assert_int_eq(shmds_region_open(last_name, SHMDS_RDONLY, &ro), 0);
+    volatile char *p = shmds_ptr(ro, SHMDS_HEADER_SIZE);
+    *p = 1;
+    (void)r;
+}
+END_TEST
+
+START_TEST(test_region_same_uid_refuses_other_owner)
+{
+    shmds_region *r = make();
+    ck_assert_int_eq(open_rc(last_name, SHMDS_SAME_UID), 0);
+    if (geteuid() == 0) { /* only root can give the object away */
+        int fd = shm_open(last_name, O_RDWR, 0);
+        ck_assert_int_eq(fchown(fd, 12345, (gid_t)-1), 0);
+        close(fd);
+        ck_assert_int_eq(open_rc(last_name, SHMDS_SAME_UID), -EPERM);
+        ck_assert_int_eq(open_rc(last_name, 0), 0);
+    }
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_region_close_refused_while_lock_held)
+{
+    shmds_region *r = make();
+    struct shmds__hdr *h = shmds_region_base(r);
+    ck_assert_int_eq(shmds_mutex_lock(&h->dir_lock, 1000, NULL, NULL), 0);
+    ck_assert_int_eq(shmds_region_close(r), -EBUSY);
+    ck_assert_int_eq(shmds_mutex_unlock(&h->dir_lock), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+/* ---- damaged objects ---- */
+
+static void expect_open(const char *name, int want)
+{
+    int rc = open_rc(name, 0);
+    ck_assert_msg(rc == want, "open gave %s, want %s", shmds_errname(rc), shmds_errname(want));
+    rc = open_rc(name, SHMDS_RDONLY);
+    ck_assert_msg(rc == want, "ro open gave %s, want %s", shmds_errname(rc),
+                  shmds_errname(want));
+}
+
+START_TEST(test_region_bad_magic_is_eformat)
+{
+    shmds_region_close(make());
+    poke(last_name, 0, "NOTSHMDS", 8);
+    expect_open(last_name, SHMDS_EFORMAT);
+}
+END_TEST
+
+START_TEST(test_region_swapped_magic_is_eabi)
+{
+    shmds_region_close(make());
+    uint64_t m = __builtin_bswap64(SHMDS__MAGIC);
+    poke(last_name, 0, &m, sizeof m);
+    expect_open(last_name, SHMDS_EABI);
+}
+END_TEST
+
+START_TEST(test_region_other_version_is_eformat)
+{
+    shmds_region_close(make());
+    uint32_t v = SHMDS_FORMAT_VERSION + 1;
+    poke(last_name, offsetof(struct shmds__hdr, format), &v, sizeof v);
+    expect_open(last_name, SHMDS_EFORMAT);
+}
+END_TEST
+
+START_TEST(test_region_other_abi_is_eabi)
+{
+    shmds_region_close(make());
+    uint8_t word_size = 4; /* as a 32-bit process would have stamped it */
+    poke(last_name, offsetof(struct shmds__hdr, abi), &word_size, 1);
+    expect_open(last_name, SHMDS_EABI);
+}
+END_TEST
+
+START_TEST(test_region_bad_checksum_is_ecorrupt)
+{
+    shmds_region_close(make());
+    uint32_t pid = 1;
+    poke(last_name, offsetof(struct shmds__hdr, creator_pid), &pid, sizeof pid);
+    expect_open(last_name, SHMDS_ECORRUPT);
+}
+END_TEST
+
+/* A writer that knows the checksum cannot make the region lie about its
+ * geometry either. */
+START_TEST(test_region_forged_geometry_is_ecorrupt)
+{
+    shmds_region *r = make();
+    struct shmds__hdr h;
+    memcpy(&h, shmds_region_base(r), sizeof h);
+    shmds_region_close(r);
+    h.heap_size += 4096;
+    h.checksum = shmds__fnv1a(SHMDS__FNV_INIT, &h, offsetof(struct shmds__hdr, checksum));
+    poke(last_name, 0, &h, offsetof(struct shmds__hdr, epoch));
+    expect_open(last_name, SHMDS_ECORRUPT);
+}
+END_TEST
+
+START_TEST(test_region_truncated_is_ecorrupt_not_sigbus)
+{
+    shmds_region_close(make());
+    truncate_object(last_name, SZ / 2); /* shorter than the header claims */
+    expect_open(last_name, SHMDS_ECORRUPT);
+    truncate_object(last_name, 100); /* shorter than a header */
+    expect_open(last_name, SHMDS_ECORRUPT);
+}
+END_TEST
+
+START_TEST(test_region_unfinished_is_eagain)
+{
+    /* An object whose creator never got to size it, then one it sized but
+     * never published: both refused after a short wait, never garbage. */
+    const char *n = tu_name("half");
+    int fd = shm_open(n, O_CREAT | O_EXCL | O_RDWR, 0600);
+    ck_assert_int_ge(fd, 0);
+    expect_open(n, -EAGAIN);
+    ck_assert_int_eq(ftruncate(fd, SZ), 0);
+    expect_open(n, -EAGAIN);
+    close(fd);
+}
+END_TEST
+
+static int open_while_created(void *arg)
+{
+    const char *name = arg;
+    for (int i = 0; i < 200000; i++) {
+        shmds_region *r;
+        int rc = shmds_region_open(name, 0, &r);
+        if (rc == 0) {
+            rc = shmds_region_check(r);
+            shmds_region_close(r);
+            return rc == 0 ? 0 : 2;
+        }
+        if (rc != -ENOENT && rc != -EAGAIN)
+            return 3;
+    }
+    return 4;
+}
+
+START_TEST(test_region_open_during_create_never_sees_garbage)
+{
+    const char *n = tu_name("race");
+    pid_t pid = tu_fork(open_while_created, (void *)n);
+    shmds_region *r;
+    ck_assert_int_eq(shmds_region_create(n, 64 << 20, NULL, &r), 0);
+    int st = tu_wait(pid, 60000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "opener status %d", st);
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_region_damaged_directory_is_ecorrupt)
+{
+    shmds_region *r = make();
+    ck_assert_int_eq(shmds_root_set(r, "a", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    struct shmds__hdr *h = shmds_region_base(r);
+    h->roots[0].off = SZ * 4; /* out of bounds */
+    ck_assert_int_eq(shmds_region_check(r), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds__root_find_typed(r, "a", SHMDS_TYPE_USER, &(shmds_off_t){0}),
+                     SHMDS_ECORRUPT);
+    h->roots[0].off = SHMDS_HEADER_SIZE;
+    memset(h->roots[0].name, 'z', sizeof h->roots[0].name); /* no terminator */
+    ck_assert_int_eq(shmds_region_check(r), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_root_get(r, "a", NULL, NULL), -ENOENT);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* ---- crash ---- */
+
+static int die_mid_directory_change(void *arg)
+{
+    shmds_region *r = arg;
+    struct shmds__hdr *h = shmds_region_base(r);
+    if (shmds_mutex_lock(&h->dir_lock, 1000, NULL, NULL) != 0)
+        return 1;
+    /* What root_set does, cut short between its stores. */
+    __atomic_add_fetch(&h->dir_seq, 1, __ATOMIC_SEQ_CST);
+    memcpy(h->roots[3].name, "half-written", 12);
+    raise(SIGKILL);
+    return 2;
+}
+
+START_TEST(test_region_directory_writer_killed_is_repaired)
+{
+    shmds_region *r = make();
+    ck_assert_int_eq(shmds_root_set(r, "kept", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE), 0);
+    int st = tu_wait(tu_fork(die_mid_directory_change, r), 10000);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    shmds_region_info before;
+    shmds_region_info_get(r, &before);
+    /* A lookup finds the sequence open, takes the lock, and the repair runs. */
+    ck_assert_int_eq(shmds_root_get(r, "kept", NULL, NULL), 0);
+    ck_assert_int_eq(shmds_root_get(r, "half-written", NULL, NULL), -ENOENT);
+    ck_assert_int_eq(shmds_root_set(r, "after", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    shmds_region_info after;
+    shmds_region_info_get(r, &after);
+    ck_assert_uint_eq(after.epoch, before.epoch + 1);
+    ck_assert_uint_eq(after.roots, 2);
+    shmds_region_close(r);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("region");
+    TCase *core = tcase_create("core");
+    tcase_add_test(core, test_region_create_reports_itself);
+    tcase_add_test(core, test_region_two_mappings_share_data);
+    tcase_add_test(core, test_region_directory_set_get_del);
+    suite_add_tcase(s, core);
+
+    TCase *limits = tcase_create("limits");
+    tcase_add_test(limits, test_region_invalid_names);
+    tcase_add_test(limits, test_region_bad_sizes_modes_flags);
+    tcase_add_test(limits, test_region_create_existing_is_eexist);
+    tcase_add_test(limits, test_region_mode_ignores_umask);
+    tcase_add_test(limits, test_region_full_tmpfs_is_enospc);
+    tcase_add_test(limits, test_region_root_bad_input);
+    tcase_add_test(limits, test_region_readonly_refuses_writes);
+    tcase_add_test_raise_signal(limits, test_region_readonly_mapping_faults_on_store, SIGSEGV);
+    tcase_add_test(limits, test_region_same_uid_refuses_other_owner);
+    tcase_add_test(limits, test_region_close_refused_while_lock_held);
+    suite_add_tcase(s, limits);
+
+    TCase *corrupt = tcase_create("corrupt");
+    tcase_add_test(corrupt, test_region_bad_magic_is_eformat);
+    tcase_add_test(corrupt, test_region_swapped_magic_is_eabi);
+    tcase_add_test(corrupt, test_region_other_version_is_eformat);
+    tcase_add_test(corrupt, test_region_other_abi_is_eabi);
+    tcase_add_test(corrupt, test_region_bad_checksum_is_ecorrupt);
+    tcase_add_test(corrupt, test_region_forged_geometry_is_ecorrupt);
+    tcase_add_test(corrupt, test_region_truncated_is_ecorrupt_not_sigbus);
+    tcase_add_test(corrupt, test_region_unfinished_is_eagain);
+    tcase_add_test(corrupt, test_region_damaged_directory_is_ecorrupt);
+    suite_add_tcase(s, corrupt);
+
+    TCase *mp = tcase_create("multiprocess");
+    tcase_add_test(mp, test_region_exec_peer_reads_at_other_address);
+    tcase_add_test(mp, test_region_open_during_create_never_sees_garbage);
+    tcase_add_test(mp, test_region_directory_writer_killed_is_repaired);
+    suite_add_tcase(s, mp);
+
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

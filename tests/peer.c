@@ -1,0 +1,57 @@
+/*
+ * A separately exec'd peer for the multi-process tests.
+ *
+ *   peer read NAME ROOT AVOID_ADDR AVOID_LEN
+ *     Reserve [AVOID_ADDR, +AVOID_LEN) first, so the region cannot land where
+ *     the parent mapped it; open NAME; print the mapping address and the
+ *     NUL-terminated string at ROOT's offset; then write "pong from PID"
+ *     just after that string's 256-byte slot.
+ *   peer open NAME [ro]
+ *     Print the symbolic result of shmds_region_open.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <shmds.h>
+
+int main(int argc, char **argv)
+{
+    shmds_region *r;
+    if (argc >= 3 && strcmp(argv[1], "open") == 0) {
+        unsigned flags = (argc > 3 && strcmp(argv[3], "ro") == 0) ? SHMDS_RDONLY : 0;
+        int rc = shmds_region_open(argv[2], flags, &r);
+        printf("%s\n", shmds_errname(rc));
+        if (rc == 0)
+            shmds_region_close(r);
+        return 0;
+    }
+    if (argc == 6 && strcmp(argv[1], "read") == 0) {
+        void *avoid = (void *)(uintptr_t)strtoull(argv[4], NULL, 0);
+        size_t len = (size_t)strtoull(argv[5], NULL, 0);
+        /* Not MAP_FIXED: if something else is already there, that also keeps
+         * the region away from that address. */
+        mmap(avoid, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+        int rc = shmds_region_open(argv[2], 0, &r);
+        if (rc != 0) {
+            fprintf(stderr, "peer: open %s: %s\n", argv[2], shmds_strerror(rc));
+            return 1;
+        }
+        shmds_off_t off;
+        rc = shmds_root_get(r, argv[3], NULL, &off);
+        if (rc != 0) {
+            fprintf(stderr, "peer: root %s: %s\n", argv[3], shmds_strerror(rc));
+            return 1;
+        }
+        char *s = shmds_ptr(r, off);
+        printf("%p\n%s\n", shmds_region_base(r), s);
+        snprintf(s + 256, 256, "pong from %ld", (long)getpid());
+        shmds_region_close(r);
+        return 0;
+    }
+    fprintf(stderr, "usage: peer read NAME ROOT AVOID_ADDR AVOID_LEN | peer open NAME [ro]\n");
+    return 2;
+}

@@ -1,0 +1,142 @@
+/* Test helpers; see testutil.h. */
+#include "testutil.h"
+
+#include <check.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_NAMES 256
+static char names[MAX_NAMES][64];
+static int n_names;
+static pid_t names_owner;
+
+static void unlink_names(void)
+{
+    if (getpid() != names_owner)
+        return; /* a forked child must not remove its parent's regions */
+    for (int i = 0; i < n_names; i++)
+        shm_unlink(names[i]);
+}
+
+const char *tu_name(const char *tag)
+{
+    static unsigned counter;
+    if (names_owner != getpid()) {
+        /* First name in this process (Check runs each test in a fork). */
+        n_names = 0;
+        names_owner = getpid();
+        atexit(unlink_names);
+    }
+    ck_assert_int_lt(n_names, MAX_NAMES);
+    char *s = names[n_names++];
+    snprintf(s, sizeof names[0], "/shmds-t-%ld-%s-%u", (long)getpid(), tag, counter++);
+    return s;
+}
+
+shmds_region *tu_region(const char *tag, size_t size)
+{
+    shmds_region *r = NULL;
+    int rc = shmds_region_create(tu_name(tag), size, NULL, &r);
+    ck_assert_msg(rc == 0, "region_create: %s", shmds_errname(rc));
+    return r;
+}
+
+pid_t tu_fork(int (*fn)(void *arg), void *arg)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(fn(arg));
+    return pid;
+}
+
+int tu_wait(pid_t pid, int timeout_ms)
+{
+    struct timespec nap = {0, 1000000L};
+    for (int waited = 0;; waited++) {
+        int status;
+        pid_t got = waitpid(pid, &status, WNOHANG);
+        if (got == pid)
+            return status;
+        ck_assert_msg(got == 0, "waitpid: %s", strerror(errno));
+        if (waited >= timeout_ms) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            return -1;
+        }
+        nanosleep(&nap, NULL);
+    }
+}
+
+int tu_kill(pid_t pid)
+{
+    int status;
+    kill(pid, SIGKILL);
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+void tu_chan_open(tu_chan *c)
+{
+    int fds[2];
+    ck_assert_int_eq(pipe(fds), 0);
+    c->rd = fds[0];
+    c->wr = fds[1];
+}
+
+void tu_chan_close(tu_chan *c)
+{
+    close(c->rd);
+    close(c->wr);
+}
+
+void tu_send(tu_chan *c, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(c->wr, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            _exit(99);
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+int tu_recv(tu_chan *c, void *buf, size_t len)
+{
+    char *p = buf;
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = read(c->rd, p + got, len - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0 && got == 0)
+            return 0;
+        ck_assert_msg(n > 0, "short read on test channel");
+        got += (size_t)n;
+    }
+    return 1;
+}
+
+void *tu_shared_alloc(size_t len)
+{
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(p, MAP_FAILED);
+    return p;
+}
+
+const char *tu_builddir(void)
+{
+    const char *d = getenv("top_builddir");
+    return d != NULL ? d : ".";
+}

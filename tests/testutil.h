@@ -1,0 +1,45 @@
+/* Helpers shared by the test programs: unique region names that are removed
+ * when the test process exits, child processes with bounded waits, and a
+ * pipe protocol for "I got this far" messages. */
+#ifndef SHMDS_TESTUTIL_H
+#define SHMDS_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <shmds.h>
+
+/* A fresh region name "/shmds-t-PID-TAG-N", unlinked when this process exits. */
+const char *tu_name(const char *tag);
+
+/* Create a region of `size` bytes under a fresh name; fails the test on error. */
+shmds_region *tu_region(const char *tag, size_t size);
+
+/* Run fn(arg) in a child process that then _exits with fn's return value. */
+pid_t tu_fork(int (*fn)(void *arg), void *arg);
+
+/* Wait for `pid` at most `timeout_ms`; on time-out SIGKILL it and return -1.
+ * Otherwise return the raw wait status. */
+int tu_wait(pid_t pid, int timeout_ms);
+
+/* Kill with SIGKILL and reap. Returns the raw wait status. */
+int tu_kill(pid_t pid);
+
+/* A pipe for one-byte messages between a child and its parent. */
+typedef struct tu_chan {
+    int rd, wr;
+} tu_chan;
+void tu_chan_open(tu_chan *c);
+void tu_chan_close(tu_chan *c);
+void tu_send(tu_chan *c, const void *buf, size_t len);
+/* Read exactly len bytes or fail (0 on EOF before anything, 1 on success). */
+int tu_recv(tu_chan *c, void *buf, size_t len);
+
+/* Anonymous shared memory that survives fork (for lock tests). */
+void *tu_shared_alloc(size_t len);
+
+/* Directory of the test programs (for exec'ing helpers). */
+const char *tu_builddir(void);
+
+#endif
