@@ -1,0 +1,40 @@
+#!/bin/sh
+# The one test command (README, CI): every check shmds must pass.
+#   1. build with -Werror and run `make check`;
+#   2. build with AddressSanitizer + UndefinedBehaviorSanitizer and -Werror,
+#      run `make check` again;
+#   3. `make distcheck`: the tarball builds, passes its tests and installs.
+# Builds happen in _build-* folders, so the source tree stays clean.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+if [ -f config.status ]; then
+    echo "tests/all.sh: this source tree was configured in place; run 'make distclean' first" >&2
+    exit 2
+fi
+[ -x configure ] || ./autogen.sh
+jobs=$(nproc 2>/dev/null || echo 2)
+
+run() { # run DIR CONFIGURE-ARGS...
+    dir=$1; shift
+    echo "=== $dir: configure $* ==="
+    mkdir -p "$top/$dir"
+    cd "$top/$dir"
+    "$top/configure" -q "$@"
+    make -s -j"$jobs"
+    if ! make -s -j"$jobs" check; then
+        for f in $(find . -name '*.log' ! -name config.log ! -name test-suite.log); do
+            if grep -qE '^(FAIL|ERROR)' "${f%.log}.trs" 2>/dev/null; then
+                echo "--- $f"; tail -n 60 "$f"
+            fi
+        done
+        exit 1
+    fi
+    cd "$top"
+}
+
+run _build-werror --enable-werror
+run _build-sanitizers --enable-werror --enable-sanitizers
+echo "=== _build-werror: make distcheck ==="
+(cd _build-werror && make -s -j"$jobs" distcheck)
+echo "tests/all.sh: all passed"
