@@ -24,7 +24,7 @@ run() { # run DIR CONFIGURE-ARGS...
     make -s -j"$jobs"
     if ! make -s -j"$jobs" check; then
         for f in $(find . -name '*.log' ! -name config.log ! -name test-suite.log); do
-            if grep -qE '^(FAIL|ERROR)' "${f%.log}.trs" 2>/dev/null; then
+            if grep -qE '^:test-result: (FAIL|ERROR)' "${f%.log}.trs" 2>/dev/null; then
                 echo "--- $f"; tail -n 60 "$f"
             fi
         done
