@@ -9,5 +9,8 @@
 
 SHMDS_API int shmds_region_check(shmds_region *r)
 {
-    return shmds__region_check_header(r);
+    int rc = shmds__region_check_header(r);
+    if (rc != 0)
+        return rc;
+    return shmds__alloc_check(r);
 }
