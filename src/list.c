@@ -300,7 +300,8 @@ static int push_locked(shmds_list *l, uint32_t e, const void *data, size_t len)
     shmds_region *r = l->r;
 
     uint64_t old = GET(&h->ends[e]);
-    if (old != 0 && node_at(l, old) == NULL)
+    const struct list_node *oldn = old != 0 ? node_at(l, old) : NULL;
+    if (old != 0 && (oldn == NULL || GET(&oldn->link[e]) != 0))
         return SHMDS_ECORRUPT;
     if ((old == 0) != (GET(&h->len) == 0))
         return SHMDS_ECORRUPT;
@@ -454,8 +455,9 @@ static int snap_add(struct snap *s, const void *data, uint64_t len)
 }
 
 /* Walk the whole list and verify it; with `s`, also copy every payload.
- * `full`: check heap blocks and walk backwards too. Bounded by the length
- * (itself bounded by what the heap can hold). */
+ * `full`: walk backwards too and, in a read-write region (where the lock
+ * keeps this list's blocks still), check each node's heap block. Bounded by
+ * the length (itself bounded by what the heap can hold). */
 static int walk(shmds_list *l, struct snap *s, bool full)
 {
     struct list_hdr *h = l->h;
@@ -472,7 +474,7 @@ static int walk(shmds_list *l, struct snap *s, bool full)
         if (n == NULL || GET(&n->link[0]) != prev)
             return SHMDS_ECORRUPT;
         uint64_t nlen = GET(&n->len);
-        if (full) {
+        if (full && !shmds__rdonly(l->r)) {
             uint64_t usable;
             if (shmds__alloc_block_live(l->r, cur, &usable) != 0 ||
                 usable < sizeof *n || usable - sizeof *n < nlen)

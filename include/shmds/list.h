@@ -190,7 +190,8 @@ SHMDS_API int shmds_list_foreach(shmds_list *l,
  * heap block big enough for its payload, forward and backward walks visiting
  * the same nodes in opposite orders, the length, and an idle repair record.
  * Walks are bounded, so a cycle is reported, never followed forever. Takes
- * the lock (running a pending repair); read-only regions check a snapshot.
+ * the lock (running a pending repair); read-only regions check a snapshot,
+ * links only (heap blocks may be changing under other structures' locks).
  * Cost: O(length).
  * @return 0 healthy; SHMDS_ECORRUPT; -EINVAL; -EIDRM; -ETIMEDOUT;
  *         SHMDS_ENOTRECOVERABLE.
