@@ -925,6 +925,103 @@ START_TEST(test_list_random_kills_keep_acknowledged_ops)
 }
 END_TEST
 
+#ifdef SHMDS_FAULT_INJECTION
+/* Every fault point of a push or pop, with every op, and then a repairer
+ * killed at each point of the repair: the next locker still repairs. */
+static const char *const op_points[] = {
+    "list.push.logged",    "list.push.allocated", "list.push.filled",
+    "list.push.committed", "list.push.neighbour_linked", "list.push.linked",
+    "list.pop.logging",    "list.pop.committed",  "list.pop.ends_moved",
+    "list.pop.unlinked",   "list.pop.freed",
+};
+static const char *const repair_points[] = {
+    NULL, "list.repair.start", "list.repair.settled", "list.repair.push_undone",
+};
+
+struct fault_job {
+    const char *point;
+    int op;
+    uint64_t id;
+};
+
+static int fault_child(void *arg)
+{
+    struct fault_job *j = arg;
+    setenv("SHMDS_FAULT", j->point, 1);
+    if (j->op == OP_PUSH_BACK || j->op == OP_PUSH_FRONT) {
+        push_id(mp_list, j->op == OP_PUSH_BACK, j->id);
+        return 0;
+    }
+    uint64_t id;
+    return pop_id(mp_list, j->op == OP_POP_BACK, &id) == 0 && id == j->id ? 0 : 1;
+}
+
+static int fault_len(void *arg)
+{
+    size_t n;
+    setenv("SHMDS_FAULT", arg, 1);
+    return shmds_list_len(mp_list, &n) == 0 ? 0 : 1;
+}
+
+START_TEST(test_list_every_fault_point_is_repaired)
+{
+    static struct model m;
+    m.n = 0;
+    shmds_region *r = make(SZ);
+    uint64_t base_blocks = used_blocks(r);
+    mp_list = make_list(r, "l");
+    uint64_t next_id = 1;
+    for (size_t p = 0; p < sizeof op_points / sizeof op_points[0]; p++) {
+        int killed = 0;
+        for (size_t q = 0; q < sizeof repair_points / sizeof repair_points[0]; q++) {
+            for (int op = 0; op < 4; op++) {
+                while (m.n < 2) {
+                    push_id(mp_list, 1, next_id);
+                    model_push(&m, 1, next_id++);
+                }
+                int back = op == OP_PUSH_BACK || op == OP_POP_BACK;
+                int is_push = op == OP_PUSH_BACK || op == OP_PUSH_FRONT;
+                struct fault_job j = {op_points[p], op, is_push ? next_id++ : 0};
+                if (!is_push)
+                    j.id = back ? m.v[m.n - 1] : m.v[0];
+                int st = tu_wait(tu_fork(fault_child, &j), 30000);
+                if (WIFEXITED(st)) {
+                    ck_assert_int_eq(WEXITSTATUS(st), 0);
+                    if (is_push)
+                        model_push(&m, back, j.id);
+                    else
+                        model_pop(&m, back);
+                } else {
+                    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+                    killed++;
+                    if (repair_points[q] != NULL) {
+                        /* May or may not pass that point of the repair. */
+                        st = tu_wait(tu_fork(fault_len, (void *)repair_points[q]), 30000);
+                        ck_assert((WIFEXITED(st) && WEXITSTATUS(st) == 0) ||
+                                  (WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL));
+                    }
+                    struct ids s = list_ids(mp_list);
+                    if (!model_eq(&m, &s)) {
+                        if (is_push)
+                            model_push(&m, back, j.id);
+                        else
+                            model_pop(&m, back);
+                        ck_assert_msg(model_eq(&m, &s), "%s op %d: half done", j.point, op);
+                    }
+                    free(s.v);
+                }
+                ck_assert_int_eq(shmds_list_check(mp_list), 0);
+                ck_assert_uint_eq(used_blocks(r), base_blocks + 1 + m.n);
+            }
+        }
+        ck_assert_msg(killed > 0, "fault point %s never reached", op_points[p]);
+    }
+    shmds_list_close(mp_list);
+    shmds_region_close(r);
+}
+END_TEST
+#endif
+
 int main(void)
 {
     Suite *s = suite_create("list");
@@ -956,6 +1053,9 @@ int main(void)
 
     TCase *crash = tcase_create("crash");
     tcase_add_test(crash, test_list_random_kills_keep_acknowledged_ops);
+#ifdef SHMDS_FAULT_INJECTION
+    tcase_add_test(crash, test_list_every_fault_point_is_repaired);
+#endif
     suite_add_tcase(s, crash);
 
     SRunner *sr = srunner_create(s);
