@@ -14,5 +14,6 @@
 #include <shmds/lock.h>
 #include <shmds/region.h>
 #include <shmds/alloc.h>
+#include <shmds/list.h>
 
 #endif
