@@ -6,8 +6,26 @@
  * heap, then each named object whose type tag the library knows.
  */
 #include "internal.h"
+#include "map_int.h"
+
+/* Check one named object; unknown types are the user's business. */
+static int check_root(const char *name, uint32_t type, shmds_off_t off, void *arg)
+{
+    shmds_region *r = arg;
+    (void)name;
+    switch (type) {
+    case SHMDS_TYPE_MAP:
+        /* A map's check takes its locks: not possible read-only. */
+        return shmds__rdonly(r) ? 0 : shmds__map_check_at(r, off);
+    default:
+        return 0;
+    }
+}
 
 SHMDS_API int shmds_region_check(shmds_region *r)
 {
-    return shmds__region_check_header(r);
+    int rc = shmds__region_check_header(r);
+    if (rc == 0)
+        rc = shmds_root_foreach(r, check_root, r);
+    return rc;
 }
