@@ -25,6 +25,9 @@ static int check_root(const char *name, uint32_t type, shmds_off_t off, void *ar
 SHMDS_API int shmds_region_check(shmds_region *r)
 {
     int rc = shmds__region_check_header(r);
+    if (rc != 0)
+        return rc;
+    rc = shmds__alloc_check(r);
     if (rc == 0)
         rc = shmds_root_foreach(r, check_root, r);
     return rc;
