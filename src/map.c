@@ -473,6 +473,9 @@ static int stripe_repair(void *arg)
     SHMDS_FAULT("map.repair.settled");
     switch (LD(&lg->op)) {
     case OP_NONE:
+        /* Died while filling in a record it had not opened yet: the block
+         * named in `dead` is still linked, not the log's to free. */
+        ST(&lg->dead, 0);
         break;
     case OP_SWAP: {
         uint64_t *link = shmds__ptr_chk(r, lg->link, 8, 8);
