@@ -84,6 +84,7 @@ static int worker(const char *rname, int id, long requests, int progress_fd)
     }
     printf("worker %d: %ld requests, %ld hits (%.1f%%)\n", id, requests, hits,
            100.0 * (double)hits / (double)requests);
+    fflush(stdout); /* the worker leaves with _exit */
     shmds_map_close(m);
     shmds_region_close(r);
     return 0;
