@@ -307,6 +307,7 @@ START_TEST(test_map_open_by_name_and_types)
     ck_assert_int_eq(shmds_map_open(r, "named", &m2), 0);
     char buf[8];
     ck_assert_int_eq(gets_(m2, "k", buf, sizeof buf), 0);
+    shmds_map_close(m2);
     shmds_map_opts bad = {0, 0, SHMDS_MAP_STRIPES_MAX + 1, 0, 0};
     ck_assert_int_eq(shmds_map_create(r, "bad", &bad, &m2), -EINVAL);
     shmds_map_close(m);
