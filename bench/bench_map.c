@@ -21,7 +21,7 @@
 #include <shmds.h>
 
 #include "config.h"
-#include "bench_common.h"
+#include "map_bench.h"
 
 #ifdef HAVE_LMDB
 #include <lmdb.h>

@@ -1,7 +1,7 @@
 /* What the map benchmarks share: the workload (N entries, 16-byte keys,
  * 8-byte values, lookups of keys drawn at random) and a clock. */
-#ifndef SHMDS_BENCH_COMMON_H
-#define SHMDS_BENCH_COMMON_H
+#ifndef SHMDS_MAP_BENCH_H
+#define SHMDS_MAP_BENCH_H
 
 #include <stdint.h>
 #include <time.h>

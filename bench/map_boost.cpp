@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 extern "C" {
-#include "bench_common.h"
+#include "map_bench.h"
 }
 
 namespace bip = boost::interprocess;
