@@ -13,5 +13,6 @@
 #include <shmds/error.h>
 #include <shmds/lock.h>
 #include <shmds/region.h>
+#include <shmds/queue.h>
 
 #endif
