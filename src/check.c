@@ -26,5 +26,7 @@ SHMDS_API int shmds_region_check(shmds_region *r)
     int rc = shmds__region_check_header(r);
     if (rc != 0)
         return rc;
+    if ((rc = shmds__alloc_check(r)) != 0)
+        return rc;
     return shmds_root_foreach(r, check_root, r);
 }
