@@ -96,9 +96,33 @@ SHMDS_API int shmds_mutex_destroy(shmds_mutex *m)
     return -pthread_mutex_destroy(&m->mtx);
 }
 
+/* This process's pid for the owner diagnostics. getpid() is a system call
+ * (glibc no longer caches it) and costs more than the whole uncontended
+ * lock on a VM with speculation mitigations, so keep a copy, refreshed in
+ * the child after fork(). */
+static uint32_t self_pid;
+static pthread_once_t self_pid_once = PTHREAD_ONCE_INIT;
+
+static void self_pid_refresh(void)
+{
+    __atomic_store_n(&self_pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+}
+
+static void self_pid_init(void)
+{
+    self_pid_refresh();
+    pthread_atfork(NULL, NULL, self_pid_refresh);
+}
+
+static uint32_t my_pid(void)
+{
+    pthread_once(&self_pid_once, self_pid_init);
+    return __atomic_load_n(&self_pid, __ATOMIC_RELAXED);
+}
+
 static void mark_taken(shmds_mutex *m)
 {
-    __atomic_store_n(&m->owner_pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+    __atomic_store_n(&m->owner_pid, my_pid(), __ATOMIC_RELAXED);
     __atomic_store_n(&m->taken_ns, shmds__now_ns(), __ATOMIC_RELAXED);
     held_add(m);
 }
@@ -210,9 +234,22 @@ SHMDS_API int shmds_mutex_info_get(const shmds_mutex *m, shmds_mutex_info *out)
     return 0;
 }
 
+/* Tries before a contended shmds__lock sleeps in the kernel. A robust
+ * pthread mutex does not spin: a locker that finds it held goes straight
+ * to FUTEX_WAIT, and the holder's unlock must FUTEX_WAKE it, two system
+ * calls and a cross-CPU wake-up for a critical section of a few hundred
+ * nanoseconds. */
+#define LOCK_SPINS 100
+
 int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg)
 {
-    int rc = shmds_mutex_lock(m, (int)r->lock_timeout_ms, repair, arg);
+    int rc = shmds_mutex_lock(m, 0, repair, arg);
+    for (int i = 0; rc == -EBUSY && i < LOCK_SPINS; i++) {
+        __builtin_ia32_pause();
+        rc = shmds_mutex_lock(m, 0, repair, arg);
+    }
+    if (rc == -EBUSY)
+        rc = shmds_mutex_lock(m, (int)r->lock_timeout_ms, repair, arg);
     if (rc == SHMDS_RECOVERED)
         __atomic_add_fetch(&r->hdr->epoch, 1, __ATOMIC_RELAXED);
     return rc;
