@@ -545,7 +545,8 @@ START_TEST(test_queue_shutdown_wakes_blocked_receivers_and_senders)
     tu_chan_open(&chan);
     shmds_queue *empty = make_queue(g_r, "empty", 1024, 64, 0);
     shmds_queue *full = make_queue(g_r, "full", 64, 56, 0);
-    ck_assert_int_eq(shmds_queue_send(full, "x", 56, 0), 0);
+    char fill56[56] = {0};
+    ck_assert_int_eq(shmds_queue_send(full, fill56, sizeof fill56, 0), 0);
     pid_t kids[4];
     char c;
     for (int i = 0; i < 2; i++) {
@@ -574,7 +575,7 @@ END_TEST
  * crash
  * ------------------------------------------------------------------------ */
 
-#define CR_ROUNDS 80
+#define CR_ROUNDS 50
 #define CR_PROCS 4 /* producers 0,1 and consumers 2,3 (SPSC rounds: 0 and 2) */
 #define CR_SEQ 4096
 #define CR_MAXLEN 120
@@ -664,7 +665,7 @@ static void run_crash(unsigned flags)
          * at a random moment: the first victim is picked at random. */
         uint32_t start = __atomic_load_n(&cr->progress, __ATOMIC_SEQ_CST);
         for (int spins = 0; spins < 20000 &&
-                            __atomic_load_n(&cr->progress, __ATOMIC_SEQ_CST) - start < 50;
+                            __atomic_load_n(&cr->progress, __ATOMIC_SEQ_CST) - start < 20;
              spins++) {
             struct timespec nap = {0, 100000};
             nanosleep(&nap, NULL);
