@@ -62,7 +62,8 @@
 #define SLICE_MS 50        /* longest sleep before re-checking the indices */
 #define SPIN_ROUNDS 64     /* busy checks before yielding */
 #define YIELD_ROUNDS 8     /* yields before sleeping */
-#define CHECK_TRIES 16     /* SPSC check: walks attempted on a moving queue */
+#define CHECK_TRIES 16     /* lock-free check: walks attempted on a moving queue */
+#define LEN_TRIES 1000     /* snapshots shmds_queue_len attempts */
 
 #define IDX_MASK UINT64_C(0xffffffff)
 #define CNT_SHIFT 32
@@ -822,11 +823,11 @@ SHMDS_API int shmds_queue_len(shmds_queue *q, uint64_t *msgs)
 {
     if (q == NULL || msgs == NULL)
         return -EINVAL;
-    for (;;) {
+    for (int i = 0; i < LEN_TRIES; i++) {
         uint64_t hw = __atomic_load_n(&q->h->head, __ATOMIC_ACQUIRE);
         uint64_t tw = __atomic_load_n(&q->h->tail, __ATOMIC_ACQUIRE);
-        /* A receiver may have moved the head past the tail we read
-         * meanwhile; read again until the pair is consistent. */
+        /* The pair is a snapshot only if the head did not move while the
+         * tail was read (else the tail may be a lap ahead of it). */
         if (__atomic_load_n(&q->h->head, __ATOMIC_ACQUIRE) != hw)
             continue;
         if (!words_ok(q, tw, hw))
@@ -834,6 +835,7 @@ SHMDS_API int shmds_queue_len(shmds_queue *q, uint64_t *msgs)
         *msgs = msgs_between(tw, hw);
         return 0;
     }
+    return -EAGAIN;
 }
 
 /* ---------------------------------------------------------------------------

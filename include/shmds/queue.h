@@ -21,7 +21,10 @@
  *    -EBUSY. The claim is dropped by shmds_queue_close(), and a claim whose
  *    thread has died is taken over by the next caller: as in the default
  *    mode there is nothing to repair (see below). A handle's SPSC side must
- *    be used by one thread at a time.
+ *    be used by one thread at a time. A killed process counts as alive
+ *    until its parent has reaped it (the kernel still knows its id), and
+ *    a dead claimer whose thread id the system has since given to another
+ *    thread looks alive (-EBUSY) until that thread ends.
  *
  * Blocking: a sender waits while the ring is full, a receiver while it is
  * empty, each for at most @c timeout_ms (-1: without bound, 0: never).
@@ -167,7 +170,8 @@ SHMDS_API int shmds_queue_shutdown(shmds_queue *q);
 /**
  * Messages queued now (a snapshot; it may change at once). Takes no lock,
  * so it works in a read-only region.
- * @return 0; -EINVAL NULL; SHMDS_ECORRUPT.
+ * @return 0; -EINVAL NULL; SHMDS_ECORRUPT; -EAGAIN receivers kept moving
+ *         the head during every one of many attempts (try again).
  */
 SHMDS_API int shmds_queue_len(shmds_queue *q, uint64_t *msgs);
 
