@@ -245,7 +245,7 @@ int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *
 {
     int rc = shmds_mutex_lock(m, 0, repair, arg);
     for (int i = 0; rc == -EBUSY && i < LOCK_SPINS; i++) {
-        __builtin_ia32_pause();
+        shmds__cpu_relax();
         rc = shmds_mutex_lock(m, 0, repair, arg);
     }
     if (rc == -EBUSY)

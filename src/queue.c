@@ -317,7 +317,7 @@ static bool spin_for_change(const uint64_t *word, uint64_t seen)
         if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
             return true;
         if (i < SPIN_ROUNDS)
-            __builtin_ia32_pause();
+            shmds__cpu_relax();
         else
             sched_yield();
     }
