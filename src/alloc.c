@@ -38,9 +38,8 @@
  * its last, and a repair that finds it odd rebuilds the derived state from
  * scratch (O(blocks), only after a crash). The rebuild is also the fallback
  * when a free list is found damaged during an operation. The walk trusts
- * only block sizes; prev_size tags are rewritten from them, and neighbouring
- * free blocks are merged, one authoritative store each, so a repair killed
- * at any point can simply run again.
+ * only block sizes and flags; it rewrites prev_size tags from them but never
+ * changes a block, so a repair killed at any point can simply run again.
  *
  * The sequence word doubles as a seqlock: a process that attached
  * read-only cannot lock, so it reads statistics and checks the heap
@@ -326,11 +325,12 @@ static bool list_remove(struct op *o, uint64_t off, uint64_t size)
     return true;
 }
 
-/* Rebuild free lists, bitmaps and counters from the physical walk, fixing
- * prev_size tags and merging neighbouring free blocks on the way. Each fix
- * is a single store of a value computed from block sizes alone, so this can
- * be killed anywhere and run again. 0 or SHMDS_ECORRUPT (a block size that
- * does not tile the heap: the physical layout itself is damaged). */
+/* Rebuild free lists, bitmaps and counters from the physical walk, and
+ * rewrite every prev_size tag and the sentinel from the block sizes. Never
+ * changes a block's size or state (only a commit does), so it can be killed
+ * anywhere and run again. 0, or SHMDS_ECORRUPT when the block sizes do not
+ * tile the heap or two free blocks are neighbours: the physical layout
+ * itself is damaged, beyond what a repair may guess at. */
 static int rebuild(struct op *o)
 {
     struct aroot *root = o->root;
@@ -338,41 +338,28 @@ static int rebuild(struct op *o)
     memset(o->r->base + g->ctl, 0, g->first - g->ctl);
     root->used_bytes = root->used_blocks = root->free_bytes = root->free_blocks = 0;
 
-    uint64_t off = g->first, prev_off = 0, prev_size = 0;
+    uint64_t off = g->first, prev_size = 0;
     bool prev_free = false;
     uint64_t cap = (g->end - g->first) / MIN_BLOCK + 1;
     while (off < g->end) {
         uint64_t size;
         bool is_free;
-        if (cap-- == 0 || !blk_read(o, off, &size, &is_free))
+        if (cap-- == 0 || !blk_read(o, off, &size, &is_free) || (is_free && prev_free))
             return SHMDS_ECORRUPT;
         SHMDS_FAULT("alloc.rebuild.block");
-        if (is_free && prev_free) {
-            prev_size += size;
-            __atomic_store_n(&B(o, prev_off)->word, mkword(prev_off, prev_size, true),
-                             __ATOMIC_RELAXED);
-            __atomic_signal_fence(__ATOMIC_SEQ_CST);
-            SHMDS_FAULT("alloc.rebuild.merged");
-            B(o, off)->word = 0;
-            off += size;
-            continue;
-        }
-        if (prev_free)
-            list_insert(o, prev_off, prev_size);
         B(o, off)->prev_size = prev_size;
-        if (!is_free) {
+        if (is_free) {
+            list_insert(o, off, size);
+        } else {
             root->used_blocks++;
             root->used_bytes += size;
         }
-        prev_off = off;
         prev_size = size;
         prev_free = is_free;
         off += size;
     }
     if (off != g->end)
         return SHMDS_ECORRUPT;
-    if (prev_free)
-        list_insert(o, prev_off, prev_size);
     B(o, g->end)->prev_size = prev_size;
     B(o, g->end)->word = mkword(g->end, 0, false);
     root->rebuilds++;
