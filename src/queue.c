@@ -657,7 +657,11 @@ SHMDS_API int shmds_queue_create(shmds_region *r, const char *name, size_t capac
         return -EEXIST; /* early answer; root_set below decides for sure */
 
     /* The allocator aligns blocks to 16 bytes; the header wants its own
-     * cache lines, so allocate a little more and round up inside. */
+     * cache lines, so allocate a little more and round up inside.
+     * shmds__alloc_into would need a slot in the heap that outlives a
+     * crash, and before the queue exists there is none: a creator killed
+     * between here and shmds_root_set leaks this one block, unnamed and so
+     * unused (see shmds/queue.h). */
     shmds_off_t block = SHMDS_NULL;
     rc = shmds_alloc(r, sizeof(struct qhdr) + cap + SHMDS__CACHE_LINE - 16, &block);
     if (rc != 0)

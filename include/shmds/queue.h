@@ -87,7 +87,9 @@ static inline size_t shmds_queue_bytes_for(size_t msgs, size_t len)
  *
  * Allocates one block (header plus ring) from the region's heap. The name
  * is registered last, when the queue is complete, so another process
- * never opens half a queue.
+ * never opens half a queue. A process killed between the allocation and
+ * the registration leaks that block (nothing names it yet, so nothing can
+ * use it either).
  *
  * @param r              a writable region.
  * @param name           directory name (1 to SHMDS_ROOT_NAME_MAX bytes).
