@@ -16,5 +16,6 @@
 #include <shmds/alloc.h>
 #include <shmds/list.h>
 #include <shmds/map.h>
+#include <shmds/queue.h>
 
 #endif

@@ -7,6 +7,7 @@
  */
 #include "internal.h"
 #include "map_int.h"
+#include "queue_int.h"
 
 static int check_list(shmds_region *r, const char *name)
 {
@@ -32,6 +33,8 @@ static int check_object(const char *name, uint32_t type, shmds_off_t off, void *
     case SHMDS_TYPE_MAP:
         /* A map's check takes its locks: not possible read-only. */
         return shmds__rdonly(r) ? 0 : shmds__map_check_at(r, off);
+    case SHMDS_TYPE_QUEUE:
+        return shmds__queue_check_at(r, off);
     default:
         return 0;
     }

@@ -34,6 +34,18 @@
 
 #define SHMDS__STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
 
+/* A hint for busy-wait loops: let the sibling hyperthread run, save power. */
+static inline void shmds__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#else
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+#endif
+}
+
 /* ---- fault points ----
  * SHMDS_FAULT("module.point") marks a place where a crash must be survivable.
  * In a --enable-fault-injection build the process SIGKILLs itself there when
