@@ -10,6 +10,8 @@
  *     Print the symbolic result of shmds_region_open.
  *   peer mkmap NAME MAP KEY VALUE...
  *     Create map MAP in region NAME holding the given pairs.
+ *   peer mkqueue NAME QUEUE MSG...
+ *     Create queue QUEUE in region NAME holding the given messages.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -69,6 +71,21 @@ int main(int argc, char **argv)
             fprintf(stderr, "peer: mkmap: %s\n", shmds_strerror(rc));
         return rc == 0 ? 0 : 1;
     }
-    fprintf(stderr, "usage: peer read NAME ROOT AVOID_ADDR AVOID_LEN | peer open NAME [ro] | peer mkmap NAME MAP K V...\n");
+    if (argc >= 4 && strcmp(argv[1], "mkqueue") == 0) {
+        shmds_queue *q;
+        int rc = shmds_region_open(argv[2], 0, &r);
+        if (rc == 0 && (rc = shmds_queue_create(r, argv[3], 65536, 4096, 0, &q)) == 0) {
+            for (int i = 4; i < argc && rc == 0; i++)
+                rc = shmds_queue_send(q, argv[i], strlen(argv[i]), 0);
+            shmds_queue_close(q);
+        }
+        if (rc == 0)
+            shmds_region_close(r);
+        else
+            fprintf(stderr, "peer: mkqueue: %s\n", shmds_strerror(rc));
+        return rc == 0 ? 0 : 1;
+    }
+    fprintf(stderr, "usage: peer read NAME ROOT AVOID_ADDR AVOID_LEN | peer open NAME [ro] | peer mkmap NAME MAP K V...\n"
+                    "       | peer mkqueue NAME QUEUE MSG...\n");
     return 2;
 }

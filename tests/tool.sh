@@ -36,6 +36,10 @@ expect "dump a map" 0 '"paris" = "France"' "$tool" dump "$name" cities
 expect "dump escapes" 0 '"quote\\"d" = "tab\\tbed"' "$tool" dump "$name" cities
 expect "dump --json" 0 '"paris": "France"' "$tool" dump "$name" cities --json
 expect "stat a map" 0 "entries *2" "$tool" stat "$name" cities
+"$top_builddir/tests/peer" mkqueue "$name" inbox one two three || { echo "FAIL: mkqueue"; fail=1; }
+expect "info counts queued messages" 0 "inbox.*3 messages waiting" "$tool" info "$name"
+expect "stat a queue" 0 "waiting *3 messages" "$tool" stat "$name" inbox
+expect "check with every kind of object" 0 "healthy" "$tool" check "$name"
 expect "dump a missing object" 1 "ENOENT" "$tool" dump "$name" nosuch
 expect "dump a user object" 1 "SHMDS_ETYPE" "$tool" dump "$name" jobs
 expect "check healthy" 0 "healthy" "$tool" check "$name"

@@ -136,6 +136,17 @@ static void print_lock(const char *what, const shmds_mutex_info *m)
     printf(", %" PRIu64 " recover%s\n", m->recoveries, m->recoveries == 1 ? "y" : "ies");
 }
 
+static int queue_len(shmds_region *r, const char *name, uint64_t *n)
+{
+    shmds_queue *q;
+    int rc = shmds_queue_open(r, name, &q);
+    if (rc == 0) {
+        rc = shmds_queue_len(q, n);
+        shmds_queue_close(q);
+    }
+    return rc;
+}
+
 /* One line on a named object: what it is, and how much it holds. */
 static int print_root(const char *name, uint32_t type, shmds_off_t off, void *arg)
 {
@@ -161,6 +172,11 @@ static int print_root(const char *name, uint32_t type, shmds_off_t off, void *ar
         }
         if (rc == 0)
             snprintf(what, sizeof what, "%" PRIu64 " entr%s", n, n == 1 ? "y" : "ies");
+    }
+    if (type == SHMDS_TYPE_QUEUE) {
+        uint64_t n = 0;
+        if ((rc = queue_len(r, name, &n)) == 0)
+            snprintf(what, sizeof what, "%" PRIu64 " message%s waiting", n, n == 1 ? "" : "s");
     }
     if (rc != 0)
         snprintf(what, sizeof what, "(%s)", shmds_errname(rc));
@@ -379,6 +395,10 @@ static int cmd_stat(int argc, char **argv)
             }
             shmds_map_close(m);
         }
+    } else if (rc == 0 && type == SHMDS_TYPE_QUEUE) {
+        uint64_t n;
+        if ((rc = queue_len(r, argv[2], &n)) == 0)
+            printf("queue %s\n  waiting      %" PRIu64 " messages\n", argv[2], n);
     } else if (rc == 0) {
         rc = SHMDS_ETYPE;
     }
