@@ -238,18 +238,21 @@ int main(void)
 {
     Suite *s = suite_create("lock");
     TCase *core = tcase_create("core");
+    tcase_set_timeout(core, 120);
     tcase_add_checked_fixture(core, setup, NULL);
     tcase_add_test(core, test_lock_lock_unlock);
     tcase_add_test(core, test_lock_sem_counts_and_timeouts);
     suite_add_tcase(s, core);
 
     TCase *mp = tcase_create("multiprocess");
+    tcase_set_timeout(mp, 120);
     tcase_add_checked_fixture(mp, setup, NULL);
     tcase_add_test(mp, test_lock_held_elsewhere_busy_and_timeout);
     tcase_add_test(mp, test_lock_sem_wakes_other_process);
     suite_add_tcase(s, mp);
 
     TCase *crash = tcase_create("crash");
+    tcase_set_timeout(crash, 120);
     tcase_add_checked_fixture(crash, setup, NULL);
     tcase_add_test(crash, test_lock_owner_death_repairs_once);
     tcase_add_test(crash, test_lock_waiter_woken_by_owner_death);

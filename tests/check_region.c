@@ -548,12 +548,14 @@ int main(void)
 {
     Suite *s = suite_create("region");
     TCase *core = tcase_create("core");
+    tcase_set_timeout(core, 120);
     tcase_add_test(core, test_region_create_reports_itself);
     tcase_add_test(core, test_region_two_mappings_share_data);
     tcase_add_test(core, test_region_directory_set_get_del);
     suite_add_tcase(s, core);
 
     TCase *limits = tcase_create("limits");
+    tcase_set_timeout(limits, 120);
     tcase_add_test(limits, test_region_invalid_names);
     tcase_add_test(limits, test_region_bad_sizes_modes_flags);
     tcase_add_test(limits, test_region_create_existing_is_eexist);
@@ -567,6 +569,7 @@ int main(void)
     suite_add_tcase(s, limits);
 
     TCase *corrupt = tcase_create("corrupt");
+    tcase_set_timeout(corrupt, 120);
     tcase_add_test(corrupt, test_region_bad_magic_is_eformat);
     tcase_add_test(corrupt, test_region_swapped_magic_is_eabi);
     tcase_add_test(corrupt, test_region_other_version_is_eformat);
@@ -579,6 +582,7 @@ int main(void)
     suite_add_tcase(s, corrupt);
 
     TCase *mp = tcase_create("multiprocess");
+    tcase_set_timeout(mp, 120);
     tcase_add_test(mp, test_region_exec_peer_reads_at_other_address);
     tcase_add_test(mp, test_region_open_during_create_never_sees_garbage);
     tcase_add_test(mp, test_region_directory_writer_killed_is_repaired);
