@@ -403,6 +403,12 @@ static int dir_snapshot(shmds_region *r, struct shmds__root *copy)
             int rc = dir_lock(r); /* repairs a dead writer's half change */
             if (rc != 0)
                 return rc;
+            /* Odd while we hold the lock: no writer is at work, so the
+             * sequence is stale (a damaged or restored image); close it as
+             * the repair would, rather than wait for a writer that is not
+             * there. */
+            if (__atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED) & 1)
+                dir_repair(h);
             shmds_mutex_unlock(&h->dir_lock);
         }
         if (shmds__now_ns() >= deadline)

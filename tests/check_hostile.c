@@ -148,6 +148,9 @@ static void mk_root_all_slots(unsigned char *img)
         e->off = SHMDS_HEADER_SIZE + 8 * i;
     }
 }
+/* A writer's sequence left odd with the lock free: a stale image. Reads
+ * must not wait out the lock bound. */
+static void mk_dir_seq_odd(unsigned char *img) { hdr_of(img)->dir_seq |= 1; }
 /* Garbage in the free slots and the reserved tail must not matter. */
 static void mk_free_slot_garbage(unsigned char *img)
 {
@@ -186,6 +189,7 @@ static const hostile cases[] = {
     {"root_name_empty", IMG_SIZE, mk_root_name_empty, 0, SHMDS_ECORRUPT},
     {"root_duplicate", IMG_SIZE, mk_root_duplicate, 0, SHMDS_ECORRUPT},
     {"root_all_slots", IMG_SIZE, mk_root_all_slots, 0, CHECK_ANY},
+    {"dir_seq_odd", IMG_SIZE, mk_dir_seq_odd, 0, CHECK_ANY},
     {"free_slot_garbage", IMG_SIZE, mk_free_slot_garbage, 0, 0},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
@@ -282,6 +286,28 @@ START_TEST(test_hostile_image_through_shm)
 }
 END_TEST
 
+/* A stale odd directory sequence in a writable region is closed by the
+ * next reader that takes the lock, instead of costing every lookup the
+ * whole lock bound and then -ETIMEDOUT. */
+START_TEST(test_hostile_stale_dir_seq_is_closed)
+{
+    base_build();
+    unsigned char *img = aligned_alloc(64, IMG_SIZE);
+    memcpy(img, base_img, IMG_SIZE);
+    mk_dir_seq_odd(img);
+    shmds_region *r = NULL;
+    ck_assert_int_eq(shmds__region_attach_mem(img, IMG_SIZE, 0, &r), 0);
+    uint32_t type;
+    shmds_off_t off;
+    ck_assert_int_eq(shmds_root_get(r, "alpha", &type, &off), 0);
+    ck_assert_uint_eq(type, SHMDS_TYPE_USER);
+    ck_assert_uint_eq(hdr_of(img)->dir_seq & 1, 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+    free(img);
+}
+END_TEST
+
 START_TEST(test_hostile_bent_links)
 {
     base_build();
@@ -350,6 +376,7 @@ static Suite *hostile_suite(void)
     TCase *tc = tcase_create("limits");
     tcase_add_loop_test(tc, test_hostile_image_from_memory, 0, NCASES);
     tcase_add_loop_test(tc, test_hostile_image_through_shm, 0, NCASES);
+    tcase_add_test(tc, test_hostile_stale_dir_seq_is_closed);
     tcase_add_test(tc, test_hostile_bent_links);
     suite_add_tcase(s, tc);
     return s;
