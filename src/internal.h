@@ -27,45 +27,6 @@
 #define SHMDS_ASSERT(cond) assert(cond)
 #else
 #define SHMDS_ASSERT(cond) ((void)0)
-/* ---- allocator internals (alloc.c), for the structures ----
- * The structures' crash consistency rests on these: an allocation is never
- * "in the process's hands only". The caller names a slot *inside the region*
- * (a field of its intent log, DESIGN.md section 4); the allocator writes the
- * new block's offset into that slot as one step of its own commit, and
- * clears the slot as one step of a free's commit. So after any crash, a
- * repair that has settled the allocator (below) finds in the slot exactly
- * the block that is allocated for it, or 0.
- *
- * Lock order: the caller may hold structure locks; these take the allocator
- * lock; never call them holding the directory lock. */
-
-/* Allocate `size` bytes (16-byte aligned) and store the block's offset into
- * *slot, which must lie inside r's heap, as part of the allocator's commit.
- * *slot must be SHMDS_NULL on entry. Returns 0, -ENOMEM, -EINVAL (size 0 or
- * slot outside the heap), SHMDS_ECORRUPT, -ETIMEDOUT, SHMDS_ENOTRECOVERABLE.
- * On error *slot is unchanged. */
-int shmds__alloc_into(shmds_region *r, uint64_t size, shmds_off_t *slot);
-
-/* Free the block whose offset is in *slot and set *slot to SHMDS_NULL, as
- * one commit. *slot == SHMDS_NULL: nothing to do, returns 0 (so a repair can
- * call it again after a crash). Errors as shmds_free(); *slot unchanged. */
-int shmds__free_from(shmds_region *r, shmds_off_t *slot);
-
-/* Take and drop the allocator lock so that a dead allocator's half-done
- * operation is finished. After it returns 0, every slot named in an
- * interrupted shmds__alloc_into / shmds__free_from holds its final value. */
-int shmds__alloc_settle(shmds_region *r);
-
-/* 0 when `off` is the start of a live (allocated) block, with its usable
- * size in *usable (may be NULL); -EINVAL when it is not; SHMDS_ECORRUPT when
- * the heap around it is damaged. Takes no lock: for checks run while the
- * caller's structure lock keeps its own blocks from changing. */
-int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable);
-
-/* Verify the whole heap (part of shmds_region_check); takes the allocator
- * lock. 0, SHMDS_ECORRUPT, -ETIMEDOUT, SHMDS_ENOTRECOVERABLE. */
-int shmds__alloc_check(shmds_region *r);
-
 #endif
 
 #define shmds__likely(x) __builtin_expect(!!(x), 1)
@@ -83,45 +44,6 @@ void shmds__fault(const char *point);
 #define SHMDS_FAULT(point) shmds__fault(point)
 #else
 #define SHMDS_FAULT(point) ((void)0)
-/* ---- allocator internals (alloc.c), for the structures ----
- * The structures' crash consistency rests on these: an allocation is never
- * "in the process's hands only". The caller names a slot *inside the region*
- * (a field of its intent log, DESIGN.md section 4); the allocator writes the
- * new block's offset into that slot as one step of its own commit, and
- * clears the slot as one step of a free's commit. So after any crash, a
- * repair that has settled the allocator (below) finds in the slot exactly
- * the block that is allocated for it, or 0.
- *
- * Lock order: the caller may hold structure locks; these take the allocator
- * lock; never call them holding the directory lock. */
-
-/* Allocate `size` bytes (16-byte aligned) and store the block's offset into
- * *slot, which must lie inside r's heap, as part of the allocator's commit.
- * *slot must be SHMDS_NULL on entry. Returns 0, -ENOMEM, -EINVAL (size 0 or
- * slot outside the heap), SHMDS_ECORRUPT, -ETIMEDOUT, SHMDS_ENOTRECOVERABLE.
- * On error *slot is unchanged. */
-int shmds__alloc_into(shmds_region *r, uint64_t size, shmds_off_t *slot);
-
-/* Free the block whose offset is in *slot and set *slot to SHMDS_NULL, as
- * one commit. *slot == SHMDS_NULL: nothing to do, returns 0 (so a repair can
- * call it again after a crash). Errors as shmds_free(); *slot unchanged. */
-int shmds__free_from(shmds_region *r, shmds_off_t *slot);
-
-/* Take and drop the allocator lock so that a dead allocator's half-done
- * operation is finished. After it returns 0, every slot named in an
- * interrupted shmds__alloc_into / shmds__free_from holds its final value. */
-int shmds__alloc_settle(shmds_region *r);
-
-/* 0 when `off` is the start of a live (allocated) block, with its usable
- * size in *usable (may be NULL); -EINVAL when it is not; SHMDS_ECORRUPT when
- * the heap around it is damaged. Takes no lock: for checks run while the
- * caller's structure lock keeps its own blocks from changing. */
-int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable);
-
-/* Verify the whole heap (part of shmds_region_check); takes the allocator
- * lock. 0, SHMDS_ECORRUPT, -ETIMEDOUT, SHMDS_ENOTRECOVERABLE. */
-int shmds__alloc_check(shmds_region *r);
-
 #endif
 
 /* ---- the region header (offset 0, SHMDS_HEADER_SIZE bytes) ---- */

@@ -3,7 +3,8 @@
 #   1. build with -Werror and run `make check`;
 #   2. build with AddressSanitizer + UndefinedBehaviorSanitizer and -Werror,
 #      run `make check` again;
-#   3. `make distcheck`: the tarball builds, passes its tests and installs.
+#   3. the unit tests under valgrind (`make check-valgrind`);
+#   4. `make distcheck`: the tarball builds, passes its tests and installs.
 # Builds happen in _build-* folders, so the source tree stays clean.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,7 +25,7 @@ run() { # run DIR CONFIGURE-ARGS...
     make -s -j"$jobs"
     if ! make -s -j"$jobs" check; then
         for f in $(find . -name '*.log' ! -name config.log ! -name test-suite.log); do
-            if grep -qE '^(FAIL|ERROR)' "${f%.log}.trs" 2>/dev/null; then
+            if grep -qE '^:test-result: (FAIL|ERROR)' "${f%.log}.trs" 2>/dev/null; then
                 echo "--- $f"; tail -n 60 "$f"
             fi
         done
@@ -35,6 +36,8 @@ run() { # run DIR CONFIGURE-ARGS...
 
 run _build-werror --enable-werror
 run _build-sanitizers --enable-werror --enable-sanitizers
+echo "=== _build-werror: make check-valgrind ==="
+(cd _build-werror && make -s check-valgrind)
 echo "=== _build-werror: make distcheck ==="
 (cd _build-werror && make -s -j"$jobs" distcheck)
 echo "tests/all.sh: all passed"

@@ -121,8 +121,6 @@ START_TEST(test_region_exec_peer_reads_at_other_address)
     void *peer_base = (void *)(uintptr_t)strtoull(addr, NULL, 16);
     ck_assert_ptr_ne(peer_base, shmds_region_base(r)); /* really another address */
     ck_assert_str_eq(text, "hello from the creator\n");
-    char expect[64];
-    (void)expect;
     ck_assert_msg(strncmp((char *)shmds_ptr(r, off + 256), "pong from ", 10) == 0,
                   "peer's write not seen: '%s'", (char *)shmds_ptr(r, off + 256));
     ck_assert_int_eq(shmds_region_close(r), 0);
@@ -214,8 +212,10 @@ START_TEST(test_region_bad_sizes_modes_flags)
     ck_assert_int_eq(shmds_region_create(n, SZ, &o, &r), -EINVAL);
     ck_assert_int_eq(shmds_region_open(n, 0, &r), -ENOENT); /* nothing was left behind */
     r = make();
-    ck_assert_int_eq(shmds_region_open(last_name, 0x80, &r), -EINVAL);
+    shmds_region *r2;
+    ck_assert_int_eq(shmds_region_open(last_name, 0x80, &r2), -EINVAL);
     ck_assert_int_eq(shmds_region_unlink(tu_name("never")), -ENOENT);
+    shmds_region_close(r);
 }
 END_TEST
 
@@ -327,6 +327,7 @@ START_TEST(test_region_readonly_mapping_faults_on_store)
     shmds_region *r = make(), *ro;
     ck_assert_int_eq(shmds_region_open(last_name, SHMDS_RDONLY, &ro), 0);
     volatile char *p = shmds_ptr(ro, SHMDS_HEADER_SIZE);
+    signal(SIGSEGV, SIG_DFL); /* a sanitizer's handler would turn it into exit(1) */
     *p = 1;
     (void)r;
 }
