@@ -48,8 +48,8 @@ void shmds__fault(const char *point);
 
 /* ---- the region header (offset 0, SHMDS_HEADER_SIZE bytes) ---- */
 
-/* "SHMDSRG1" read as a little-endian 64-bit word. */
-#define SHMDS__MAGIC UINT64_C(0x3147525344534d48)
+/* SHMDS_REGION_SIGNATURE ("SHMDSRG1") read as a little-endian 64-bit word. */
+#define SHMDS__MAGIC UINT64_C(0x31475253444d4853)
 #define SHMDS__CACHE_LINE 64
 #define SHMDS__ALLOC_ROOT_BYTES 768
 

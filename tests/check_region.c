@@ -75,6 +75,7 @@ START_TEST(test_region_create_reports_itself)
     ck_assert_uint_eq(info.lock_timeout_ms, SHMDS_DEFAULT_LOCK_TIMEOUT_MS);
     ck_assert_int_eq(info.creator_pid, getpid());
     ck_assert_uint_eq(info.roots, 0);
+    ck_assert_int_eq(memcmp(shmds_region_base(r), SHMDS_REGION_SIGNATURE, 8), 0);
     ck_assert_int_eq(shmds_region_check(r), 0);
     ck_assert_int_eq(shmds_region_close(r), 0);
     /* Size rounds up to whole pages. */

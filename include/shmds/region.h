@@ -36,6 +36,10 @@ SHMDS_BEGIN_DECLS
  *  refused with SHMDS_EFORMAT. Separate from the library version. */
 #define SHMDS_FORMAT_VERSION 1
 
+/** The first 8 bytes of every complete region (of this byte order), for
+ *  tools that look for regions among other shared-memory objects. */
+#define SHMDS_REGION_SIGNATURE "SHMDSRG1"
+
 /** Longest region name, counting the leading '/'. */
 #define SHMDS_NAME_MAX 255
 /** Longest directory (root) name, in bytes, without the terminating NUL. */
