@@ -555,6 +555,18 @@ SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *ou
     return 0;
 }
 
+SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mutex_info *out)
+{
+    switch (which) {
+    case SHMDS_LOCK_DIRECTORY:
+        return shmds_mutex_info_get(&r->hdr->dir_lock, out);
+    case SHMDS_LOCK_ALLOCATOR:
+        return shmds_mutex_info_get(&r->hdr->alloc_lock, out);
+    default:
+        return -EINVAL;
+    }
+}
+
 int shmds__region_check_header(shmds_region *r)
 {
     uint64_t obj_size = r->map_len;

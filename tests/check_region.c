@@ -327,6 +327,7 @@ START_TEST(test_region_readonly_mapping_faults_on_store)
 {
     shmds_region *r = make(), *ro;
     ck_assert_int_eq(shmds_region_open(last_name, SHMDS_RDONLY, &ro), 0);
+    shmds_region_unlink(last_name); /* dying by signal skips the atexit clean-up */
     volatile char *p = shmds_ptr(ro, SHMDS_HEADER_SIZE);
     signal(SIGSEGV, SIG_DFL); /* a sanitizer's handler would turn it into exit(1) */
     *p = 1;
@@ -355,6 +356,12 @@ START_TEST(test_region_close_refused_while_lock_held)
     struct shmds__hdr *h = shmds_region_base(r);
     ck_assert_int_eq(shmds_mutex_lock(&h->dir_lock, 1000, NULL, NULL), 0);
     ck_assert_int_eq(shmds_region_close(r), -EBUSY);
+    shmds_mutex_info info;
+    ck_assert_int_eq(shmds_region_lock_info(r, SHMDS_LOCK_DIRECTORY, &info), 0);
+    ck_assert_int_eq(info.owner_pid, getpid());
+    ck_assert_int_eq(shmds_region_lock_info(r, SHMDS_LOCK_ALLOCATOR, &info), 0);
+    ck_assert_int_eq(info.owner_pid, 0);
+    ck_assert_int_eq(shmds_region_lock_info(r, 7, &info), -EINVAL);
     ck_assert_int_eq(shmds_mutex_unlock(&h->dir_lock), 0);
     ck_assert_int_eq(shmds_region_close(r), 0);
 }

@@ -29,6 +29,7 @@
 #include <sys/types.h>
 
 #include <shmds/common.h>
+#include <shmds/lock.h>
 
 SHMDS_BEGIN_DECLS
 
@@ -163,6 +164,17 @@ typedef struct shmds_region_info {
 
 /** Fill @p out from the header. Takes no lock. @return 0. */
 SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *out);
+
+/** The region's own locks, for shmds_region_lock_info(). */
+enum { SHMDS_LOCK_DIRECTORY = 0, SHMDS_LOCK_ALLOCATOR = 1 };
+
+/**
+ * Who holds one of the region's own locks, and its history (see
+ * shmds_mutex_info_get). Takes no lock.
+ * @param which SHMDS_LOCK_DIRECTORY or SHMDS_LOCK_ALLOCATOR.
+ * @return 0, or -EINVAL for another @p which.
+ */
+SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mutex_info *out);
 
 /**
  * Verify the whole region: the header and its checksum, the directory, the

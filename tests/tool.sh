@@ -1,0 +1,34 @@
+#!/bin/sh
+# The shmds command-line tool, run as an operator would.
+set -u
+tool="$top_builddir/tools/shmds"
+ex="$top_builddir/examples"
+name="/shmds-tool-$$"
+fail=0
+trap '"$tool" rm "$name" 2>/dev/null' EXIT
+
+expect() { # expect WHAT STATUS PATTERN COMMAND...
+    what=$1 want=$2 pat=$3; shift 3
+    out=$("$@" 2>&1); got=$?
+    if [ "$got" -ne "$want" ]; then
+        echo "FAIL: $what: exit $got, want $want: $out"; fail=1
+    elif ! printf '%s\n' "$out" | grep -q -- "$pat"; then
+        echo "FAIL: $what: output lacks '$pat': $out"; fail=1
+    else
+        echo "ok: $what"
+    fi
+}
+
+expect "no command" 2 "usage" "$tool"
+expect "unknown command" 2 "unknown command" "$tool" frobnicate
+expect "--version" 0 "region format" "$tool" --version
+"$ex/create" "$name" 1m >/dev/null || { echo "FAIL: create"; exit 1; }
+expect "ls lists the region" 0 "$name" "$tool" ls
+expect "info" 0 "objects (0 of" "$tool" info "$name"
+expect "check healthy" 0 "healthy" "$tool" check "$name"
+# Damage the header checksum the way a stray writer would.
+printf '\001' | dd of="/dev/shm${name}" bs=1 seek=56 conv=notrunc 2>/dev/null
+expect "check damaged" 1 "SHMDS_ECORRUPT" "$tool" check "$name"
+expect "rm" 0 "" "$tool" rm "$name"
+expect "check missing" 1 "ENOENT" "$tool" check "$name"
+exit $fail

@@ -1,0 +1,263 @@
+/*
+ * shmds — the operator's view of shmds regions, in the spirit of ipcs.
+ *
+ *   shmds ls                 every shmds region in /dev/shm
+ *   shmds info NAME          header, locks, heap and named objects
+ *   shmds check NAME         verify everything; exit 0 healthy, 1 not
+ *   shmds rm NAME...         remove region names
+ *
+ * Everything here goes through the public API, as any user program would.
+ * `info` and `ls` attach read-only and take no lock, so they work on a region
+ * whose lock holder is stuck; `check` attaches read-write when it may, so
+ * that taking each lock runs any pending repair first.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <shmds.h>
+
+#define SHM_DIR "/dev/shm"
+
+static const char *prog = "shmds";
+
+static int complain(const char *what, int rc)
+{
+    fprintf(stderr, "%s: %s: %s (%s)\n", prog, what, shmds_strerror(rc), shmds_errname(rc));
+    return 1;
+}
+
+static const char *type_name(uint32_t type)
+{
+    switch (type) {
+    case SHMDS_TYPE_LIST:
+        return "list";
+    case SHMDS_TYPE_MAP:
+        return "map";
+    case SHMDS_TYPE_QUEUE:
+        return "queue";
+    default:
+        return type >= SHMDS_TYPE_USER ? "user" : "unknown";
+    }
+}
+
+static void human_size(uint64_t n, char *buf, size_t len)
+{
+    static const char units[] = "BKMGTP";
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 5) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, len, "%" PRIu64 "B", n);
+    else
+        snprintf(buf, len, "%.1f%c", v, units[u]);
+}
+
+/* ---- ls ---- */
+
+/* True when the object /dev/shm/NAME starts with the region signature. */
+static int looks_like_region(const char *file)
+{
+    char path[512], sig[8];
+    snprintf(path, sizeof path, SHM_DIR "/%s", file);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == EACCES ? -1 : 0;
+    struct stat st;
+    int yes = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= (off_t)SHMDS_HEADER_SIZE &&
+              pread(fd, sig, sizeof sig, 0) == (ssize_t)sizeof sig &&
+              memcmp(sig, SHMDS_REGION_SIGNATURE, sizeof sig) == 0;
+    close(fd);
+    return yes;
+}
+
+static int cmd_ls(int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1)
+        return -1;
+    DIR *d = opendir(SHM_DIR);
+    if (d == NULL)
+        return complain(SHM_DIR, -errno);
+    printf("%-32s %9s %6s %8s %s\n", "NAME", "SIZE", "ROOTS", "CREATOR", "CREATED");
+    struct dirent *e;
+    int found = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.' || looks_like_region(e->d_name) == 0)
+            continue;
+        char name[SHMDS_NAME_MAX + 2];
+        snprintf(name, sizeof name, "/%s", e->d_name);
+        shmds_region *r;
+        int rc = shmds_region_open(name, SHMDS_RDONLY, &r);
+        found++;
+        if (rc != 0) {
+            printf("%-32s (%s)\n", name, shmds_errname(rc));
+            continue;
+        }
+        shmds_region_info info;
+        shmds_region_info_get(r, &info);
+        char size[16], when[32];
+        human_size(info.size, size, sizeof size);
+        time_t t = (time_t)(info.created_unix_ns / 1000000000u);
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime(&t));
+        printf("%-32s %9s %6" PRIu32 " %8ld %s\n", name, size, info.roots,
+               (long)info.creator_pid, when);
+        shmds_region_close(r);
+    }
+    closedir(d);
+    if (found == 0)
+        printf("(no shmds regions)\n");
+    return 0;
+}
+
+/* ---- info ---- */
+
+static void print_lock(const char *what, const shmds_mutex_info *m)
+{
+    printf("  %-10s ", what);
+    if (m->fenced)
+        printf("FENCED (a repair failed; the object is unusable)");
+    else if (m->owner_pid != 0)
+        printf("held by pid %ld for %.3f s", (long)m->owner_pid, (double)m->held_ns / 1e9);
+    else
+        printf("free");
+    printf(", %" PRIu64 " recover%s\n", m->recoveries, m->recoveries == 1 ? "y" : "ies");
+}
+
+static int print_root(const char *name, uint32_t type, shmds_off_t off, void *arg)
+{
+    (void)arg;
+    printf("  %-24s %-8s type %-6" PRIu32 " at offset %" PRIu64 "\n", name, type_name(type), type,
+           off);
+    return 0;
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    if (argc != 2)
+        return -1;
+    shmds_region *r;
+    int rc = shmds_region_open(argv[1], SHMDS_RDONLY, &r);
+    if (rc != 0)
+        return complain(argv[1], rc);
+    shmds_region_info info;
+    shmds_region_info_get(r, &info);
+    char size[16], heap[16], when[32];
+    human_size(info.size, size, sizeof size);
+    human_size(info.heap_size, heap, sizeof heap);
+    time_t t = (time_t)(info.created_unix_ns / 1000000000u);
+    strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S %z", localtime(&t));
+    printf("region %s\n", argv[1]);
+    printf("  size       %s (%" PRIu64 " bytes), heap %s at offset %" PRIu64 "\n", size, info.size,
+           heap, info.heap_offset);
+    printf("  format     %" PRIu32 " (library %s)\n", info.format_version, shmds_version_string());
+    printf("  created    %s by pid %ld, uid %ld\n", when, (long)info.creator_pid,
+           (long)info.creator_uid);
+    printf("  locks      bounded at %" PRIu32 " ms; %" PRIu64 " repair%s after deaths so far\n",
+           info.lock_timeout_ms, info.epoch, info.epoch == 1 ? "" : "s");
+    shmds_mutex_info m;
+    shmds_region_lock_info(r, SHMDS_LOCK_DIRECTORY, &m);
+    print_lock("directory", &m);
+    shmds_region_lock_info(r, SHMDS_LOCK_ALLOCATOR, &m);
+    print_lock("allocator", &m);
+    printf("objects (%" PRIu32 " of %" PRIu32 " directory slots)\n", info.roots, info.roots_max);
+    rc = shmds_root_foreach(r, print_root, NULL);
+    shmds_region_close(r);
+    return rc == 0 ? 0 : complain("directory", rc);
+}
+
+/* ---- check ---- */
+
+static int cmd_check(int argc, char **argv)
+{
+    if (argc != 2)
+        return -1;
+    shmds_region *r;
+    int rc = shmds_region_open(argv[1], 0, &r);
+    if (rc == -EACCES)
+        rc = shmds_region_open(argv[1], SHMDS_RDONLY, &r);
+    if (rc != 0)
+        return complain(argv[1], rc);
+    rc = shmds_region_check(r);
+    shmds_region_close(r);
+    if (rc != 0)
+        return complain(argv[1], rc);
+    printf("%s: healthy\n", argv[1]);
+    return 0;
+}
+
+/* ---- rm ---- */
+
+static int cmd_rm(int argc, char **argv)
+{
+    if (argc < 2)
+        return -1;
+    int status = 0;
+    for (int i = 1; i < argc; i++) {
+        int rc = shmds_region_unlink(argv[i]);
+        if (rc != 0)
+            status = complain(argv[i], rc);
+    }
+    return status;
+}
+
+/* ---- main ---- */
+
+static const struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *args;
+    const char *help;
+} commands[] = {
+    {"ls", cmd_ls, "", "list the shmds regions in " SHM_DIR},
+    {"info", cmd_info, "NAME", "header, locks and named objects of a region"},
+    {"check", cmd_check, "NAME", "verify a region; exit 0 when healthy, 1 when not"},
+    {"rm", cmd_rm, "NAME...", "remove region names"},
+};
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static int usage(FILE *f)
+{
+    fprintf(f, "usage: %s COMMAND [ARGS]\n\ncommands:\n", prog);
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-6s %-10s %s\n", commands[i].name, commands[i].args, commands[i].help);
+    fprintf(f, "\nNAME is a region name with its leading '/', e.g. /myapp.\n");
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return usage(stderr);
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("shmds %s (region format %d)\n", shmds_version_string(), SHMDS_FORMAT_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(argv[1], commands[i].name) == 0) {
+            int rc = commands[i].run(argc - 1, argv + 1);
+            if (rc < 0) {
+                fprintf(stderr, "usage: %s %s %s\n", prog, commands[i].name, commands[i].args);
+                return 2;
+            }
+            return rc;
+        }
+    }
+    fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[1]);
+    return usage(stderr);
+}
