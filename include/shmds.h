@@ -13,5 +13,7 @@
 #include <shmds/error.h>
 #include <shmds/lock.h>
 #include <shmds/region.h>
+#include <shmds/alloc.h>
+#include <shmds/list.h>
 
 #endif

@@ -60,6 +60,7 @@ struct shmds__root {
     uint64_t off;
 };
 SHMDS__STATIC_ASSERT(sizeof(struct shmds__root) == 64, "directory entry is 64 bytes");
+SHMDS__STATIC_ASSERT(sizeof(shmds_mutex) == 64, "a mutex fills one cache line");
 
 struct shmds__hdr {
     /* Immutable after creation; covered by `checksum`. */

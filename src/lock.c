@@ -96,9 +96,36 @@ SHMDS_API int shmds_mutex_destroy(shmds_mutex *m)
     return -pthread_mutex_destroy(&m->mtx);
 }
 
+/* getpid() is a system call in glibc (no cache since 2.25), and costs more
+ * than the rest of an uncontended lock: cache it per process. The child of
+ * a fork starts with the parent's value, so a fork handler drops it. */
+static uint32_t my_pid;
+static pthread_once_t pid_once = PTHREAD_ONCE_INIT;
+
+static void pid_forget(void)
+{
+    __atomic_store_n(&my_pid, 0, __ATOMIC_RELAXED);
+}
+
+static void pid_init(void)
+{
+    pthread_atfork(NULL, NULL, pid_forget);
+}
+
+static uint32_t self_pid(void)
+{
+    uint32_t pid = __atomic_load_n(&my_pid, __ATOMIC_RELAXED);
+    if (shmds__unlikely(pid == 0)) {
+        pthread_once(&pid_once, pid_init);
+        pid = (uint32_t)getpid();
+        __atomic_store_n(&my_pid, pid, __ATOMIC_RELAXED);
+    }
+    return pid;
+}
+
 static void mark_taken(shmds_mutex *m)
 {
-    __atomic_store_n(&m->owner_pid, (uint32_t)getpid(), __ATOMIC_RELAXED);
+    __atomic_store_n(&m->owner_pid, self_pid(), __ATOMIC_RELAXED);
     __atomic_store_n(&m->taken_ns, shmds__now_ns(), __ATOMIC_RELAXED);
     held_add(m);
 }
@@ -114,8 +141,10 @@ static int timed_lock(shmds_mutex *m, int timeout_ms)
 {
     if (timeout_ms == -1)
         return pthread_mutex_lock(&m->mtx);
-    if (timeout_ms == 0)
-        return pthread_mutex_trylock(&m->mtx);
+    /* Uncontended, the common case: no clock reading for a deadline. */
+    int rc = pthread_mutex_trylock(&m->mtx);
+    if (timeout_ms == 0 || rc != EBUSY)
+        return rc;
     struct timespec ts = shmds__deadline(timeout_ms);
 #ifdef HAVE_PTHREAD_MUTEX_CLOCKLOCK
     return pthread_mutex_clocklock(&m->mtx, CLOCK_MONOTONIC, &ts);

@@ -22,6 +22,58 @@ check "create" 0 "$ex/create" "$name" 1m
 check "create again is refused" 1 "$ex/create" "$name" 1m
 case $last_out in *"File exists"*|*EEXIST*) ;; *) echo "FAIL: EEXIST not reported: $last_out"; fail=1;; esac
 check "bad name" 1 "$ex/create" noslash 1m
+check "jobs usage" 2 "$ex/jobs"
+check "jobs before init" 1 "$ex/jobs" "$name" ls
+check "jobs init" 0 "$ex/jobs" "$name" init
+check "jobs add 1" 0 "$ex/jobs" "$name" add "wash the car"
+check "jobs add 2" 0 "$ex/jobs" "$name" add "feed the cat"
+check "jobs ls" 0 "$ex/jobs" "$name" ls
+[ "$last_out" = "wash the car
+feed the cat" ] || { echo "FAIL: jobs ls printed: $last_out"; fail=1; }
+check "jobs take" 0 "$ex/jobs" "$name" take
+[ "$last_out" = "wash the car" ] || { echo "FAIL: jobs take printed: $last_out"; fail=1; }
+check "jobs take 2" 0 "$ex/jobs" "$name" take
+check "jobs take empty" 3 "$ex/jobs" "$name" take
+
+# write / read: the message board.
+check "read before any write" 1 "$ex/read" "$name"
+check "write" 0 "$ex/write" "$name" "hello, shared world"
+check "read" 0 "$ex/read" "$name"
+[ "$last_out" = "hello, shared world" ] || { echo "FAIL: read printed: $last_out"; fail=1; }
+check "overwrite" 0 "$ex/write" "$name" "second message"
+check "read again" 0 "$ex/read" "$name"
+[ "$last_out" = "second message" ] || { echo "FAIL: read printed: $last_out"; fail=1; }
+long=$(head -c 5000 /dev/zero | tr '\0' x)
+check "oversize message refused" 1 "$ex/write" "$name" "$long"
+check "read after refused write" 0 "$ex/read" "$name"
+[ "$last_out" = "second message" ] || { echo "FAIL: refused write changed the board: $last_out"; fail=1; }
+
+# seqnum: numbers handed out once each, and a lock holder killed with SIGKILL.
+check "seqnum_get before init" 1 "$ex/seqnum_get" -d 0 "$name"
+check "seqnum_init" 0 "$ex/seqnum_init" "$name" 100
+check "seqnum_get" 0 "$ex/seqnum_get" -d 0 "$name" 5
+case $last_out in *"got 100 (run of 5)"*) ;; *) echo "FAIL: seqnum_get: $last_out"; fail=1;; esac
+tmp=$(mktemp -d)
+for i in 1 2 3; do "$ex/seqnum_get" -d 20 "$name" 10 >"$tmp/get$i" & done
+wait
+got=$(cat "$tmp"/get* | sed -n 's/.*got \([0-9]*\) .*/\1/p' | sort -n | tr '\n' ' ')
+[ "$got" = "105 115 125 " ] || { echo "FAIL: concurrent seqnum_get handed out: $got"; fail=1; }
+: >"$tmp/holder"
+"$ex/seqnum_get" -d 600000 "$name" 1000 >"$tmp/holder" &
+holder=$!
+# Wait (bounded) until it holds the lock, then kill it there.
+i=0
+until grep -q holding "$tmp/holder"; do
+    i=$((i + 1)); [ $i -lt 3000 ] || { echo "FAIL: holder never took the lock"; fail=1; break; }
+    sleep 0.01
+done
+kill -9 $holder; wait $holder 2>/dev/null
+check "seqnum_get after a holder was killed" 0 "$ex/seqnum_get" -d 0 "$name"
+case $last_out in
+    *"previous holder died"*"got 1135 "*) echo "ok: repaired, and the dead holder's run stays used" ;;
+    *) echo "FAIL: after kill: $last_out"; fail=1 ;;
+esac
+rm -rf "$tmp"
 check "unlink" 0 "$ex/unlink" "$name"
 check "unlink twice" 1 "$ex/unlink" "$name"
 

@@ -41,14 +41,25 @@
 
 SHMDS_BEGIN_DECLS
 
-/** A robust, process-shared mutex, padded to its own cache line. */
+/**
+ * A robust, process-shared mutex, padded to a 64-byte cache line so that two
+ * mutexes laid side by side never share one. Its alignment is the natural
+ * one of pthread_mutex_t (8 bytes), so it may sit in any block from
+ * shmds_alloc(); put it at a 64-byte boundary of your struct when false
+ * sharing with neighbouring fields matters.
+ */
 typedef struct shmds_mutex {
-    pthread_mutex_t mtx;
-    uint32_t owner_pid;  /* pid of the holder, 0 when free (diagnostics) */
-    uint32_t state;      /* 0 usable, 1 fenced off after a failed repair */
-    uint64_t taken_ns;   /* CLOCK_MONOTONIC when the holder took it */
-    uint64_t recoveries; /* dead owners whose change was repaired */
-} __attribute__((aligned(64))) shmds_mutex;
+    union {
+        struct {
+            pthread_mutex_t mtx;
+            uint32_t owner_pid;  /* pid of the holder, 0 when free (diagnostics) */
+            uint32_t state;      /* 0 usable, 1 fenced off after a failed repair */
+            uint64_t taken_ns;   /* CLOCK_MONOTONIC when the holder took it */
+            uint64_t recoveries; /* dead owners whose change was repaired */
+        };
+        unsigned char cache_line_pad_[64];
+    };
+} shmds_mutex;
 
 /**
  * Repair callback: called with the mutex held after its previous owner died

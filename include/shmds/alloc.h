@@ -1,0 +1,136 @@
+/**
+ * @file shmds/alloc.h
+ * @brief The offset heap inside a region: alloc, free, realloc, statistics.
+ *
+ * Every region has one heap, [heap offset, region size), managed by a
+ * two-level segregated-fit allocator with boundary tags: alloc and free cost
+ * O(1), neighbouring free blocks are merged at once, and every block's
+ * payload is 16-byte aligned. Blocks are named by shmds_off_t offsets (the
+ * first payload byte), so they mean the same thing in every process; turn
+ * one into a pointer with shmds_ptr().
+ *
+ * One robust mutex in the region header guards the heap, so any number of
+ * processes may allocate and free at once. A process killed at any
+ * instruction inside shmds_alloc(), shmds_free() or shmds_realloc() leaves
+ * a heap that the next caller repairs before it goes on (the call returns
+ * success as usual): the dead call either happened completely or not at
+ * all. A block whose offset only the dead process knew is, of course, lost
+ * to it; the library's structures use an internal variant that records the
+ * offset inside the region as part of the same step, so they never leak.
+ *
+ * Costs: a block takes its payload rounded up to 16 bytes plus a 16-byte
+ * header, and at least 32 bytes. The heap's control block (free-list heads
+ * and bitmaps: 132 bytes per doubling of the heap size, under 6 KiB) lives
+ * at the start of the heap.
+ *
+ * A heap larger than 2^47 bytes (128 TiB) uses its first 2^47 bytes.
+ */
+#ifndef SHMDS_ALLOC_H
+#define SHMDS_ALLOC_H
+
+#include <shmds/common.h>
+#include <shmds/region.h>
+
+SHMDS_BEGIN_DECLS
+
+/**
+ * Allocate @p size bytes from the region's heap.
+ *
+ * Cost: O(1) (plus, only when the heap is nearly full, a scan of one
+ * size class's free list).
+ *
+ * @param r    the region.
+ * @param size bytes wanted, at least 1. The block may be larger; see
+ *             shmds_usable_size().
+ * @param out  receives the block's offset (16-byte aligned, never
+ *             SHMDS_NULL); unchanged on error.
+ * @return 0;
+ *         -EINVAL @p size is 0;
+ *         -ENOMEM no free block is large enough (also for any @p size larger
+ *         than the heap, up to SIZE_MAX: no overflow); the heap is unchanged;
+ *         SHMDS_ERDONLY the region is attached read-only;
+ *         SHMDS_ECORRUPT the heap is damaged;
+ *         -ETIMEDOUT the allocator lock was held past the region's bound;
+ *         SHMDS_ENOTRECOVERABLE a dead process's change could not be repaired.
+ */
+SHMDS_API int shmds_alloc(shmds_region *r, size_t size, shmds_off_t *out);
+
+/**
+ * Free a block returned by shmds_alloc() or shmds_realloc().
+ *
+ * Cost: O(1). The block is merged with free neighbours at once.
+ *
+ * @param r   the region.
+ * @param off the block's offset; SHMDS_NULL does nothing and returns 0.
+ * @return 0;
+ *         -EINVAL @p off is not the start of a live block (outside the heap,
+ *         misaligned, inside a block, or already free); the heap is unchanged;
+ *         SHMDS_ERDONLY; SHMDS_ECORRUPT the heap around the block is damaged
+ *         (nothing was changed); -ETIMEDOUT; SHMDS_ENOTRECOVERABLE.
+ */
+SHMDS_API int shmds_free(shmds_region *r, shmds_off_t off);
+
+/**
+ * Resize a block, in place when possible.
+ *
+ * Shrinking is always in place (the tail goes back to the heap when it is
+ * large enough to be a block). Growing is in place when the next block is
+ * free and large enough; otherwise the data moves to a new block and the old
+ * one is freed, in one step that a crash cannot split.
+ *
+ * @param r    the region.
+ * @param off  the block; SHMDS_NULL makes this shmds_alloc().
+ * @param size the new size in bytes, at least 1.
+ * @param out  receives the (possibly new) offset; unchanged on error.
+ * @return 0; -EINVAL @p size is 0 or @p off is not a live block;
+ *         -ENOMEM no room (the old block is untouched and still valid);
+ *         SHMDS_ERDONLY; SHMDS_ECORRUPT; -ETIMEDOUT; SHMDS_ENOTRECOVERABLE.
+ */
+SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds_off_t *out);
+
+/**
+ * Bytes usable at a block's offset (at least what was asked for).
+ * Takes no lock: call it on a block that no other process frees meanwhile.
+ * @return the usable size, or 0 when @p off is not the start of a live block.
+ */
+SHMDS_API size_t shmds_usable_size(shmds_region *r, shmds_off_t off);
+
+/** What shmds_alloc_stats_get() reports. Sizes count whole blocks, headers
+ *  included, so that used_bytes + free_bytes == heap_bytes. */
+typedef struct shmds_alloc_stats {
+    uint64_t heap_bytes;   /**< bytes managed as blocks (the heap less its control block) */
+    uint64_t used_bytes;   /**< bytes in allocated blocks */
+    uint64_t free_bytes;   /**< bytes in free blocks */
+    uint64_t largest_free; /**< largest size shmds_alloc() can satisfy right now (0: none) */
+    uint64_t used_blocks;  /**< allocated blocks */
+    uint64_t free_blocks;  /**< free blocks (no two are neighbours) */
+} shmds_alloc_stats;
+
+/**
+ * A consistent snapshot of the heap's accounting.
+ *
+ * Cost: O(1) plus a scan of the largest size class's free list. On a
+ * read-only region no lock can be taken: the snapshot is read optimistically
+ * and retried while a writer is busy.
+ * @return 0; SHMDS_ECORRUPT; -ETIMEDOUT (the lock, or on a read-only region
+ *         a writer that stayed busy, past the region's bound);
+ *         SHMDS_ENOTRECOVERABLE.
+ */
+SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out);
+
+/**
+ * Verify the whole heap: every block's boundary tags agree with its
+ * neighbours, the physical walk ends exactly at the heap's end, no two free
+ * blocks are neighbours, every free block is in the right free list exactly
+ * once and the bitmaps say so, and the accounting adds up. Part of
+ * shmds_region_check().
+ *
+ * Cost: O(blocks), under the allocator lock (optimistic on a read-only
+ * region, as shmds_alloc_stats_get()).
+ * @return 0 healthy; SHMDS_ECORRUPT; -ETIMEDOUT; SHMDS_ENOTRECOVERABLE.
+ */
+SHMDS_API int shmds_alloc_check(shmds_region *r);
+
+SHMDS_END_DECLS
+
+#endif
