@@ -39,10 +39,18 @@ static void base_build(void)
     shmds_region *r = NULL;
     if (shmds_region_create(name, IMG_SIZE, NULL, &r) != 0)
         abort();
-    /* Two user roots pointing into the heap. */
+    /* Two user roots pointing into the heap, and a heap with live and free
+     * blocks of several sizes (free lists, boundary tags, a split tail). */
     if (shmds_root_set(r, "alpha", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE) != 0 ||
         shmds_root_set(r, "beta", SHMDS_TYPE_USER + 1, SHMDS_HEADER_SIZE + 64) != 0)
         abort();
+    shmds_off_t b[12];
+    for (unsigned i = 0; i < 12; i++)
+        if (shmds_alloc(r, 24 + 40 * i, &b[i]) != 0)
+            abort();
+    for (unsigned i = 0; i < 12; i += 3)
+        if (shmds_free(r, b[i]) != 0)
+            abort();
     base_img = aligned_alloc(64, IMG_SIZE);
     if (base_img == NULL)
         abort();
@@ -206,14 +214,24 @@ static unsigned char *case_image(const hostile *c)
     return img;
 }
 
-/* ---- generic link damage ----
- * Every 8-byte word of the heap whose value looks like a heap offset is a
- * candidate link. Each is bent four ways: past the end, onto itself, into
- * the header, and onto the previous candidate's target (a cycle when the
- * two are neighbours in a chain). This follows every structure as it lands,
- * without knowing its layout. */
+/* ---- generic link and size damage ----
+ * Every non-zero 8-byte word of the heap is a candidate link or size (the
+ * heap's boundary tags and free lists, and every structure as it lands,
+ * without knowing their layouts). Each is bent seven ways: past the end,
+ * onto itself, into the header, onto the previous candidate's value (a
+ * cycle when the two are neighbours in a chain), zero, all ones, and 16
+ * more (a size that overlaps the next block). */
 
-enum { BEND_PAST_END, BEND_SELF, BEND_HEADER, BEND_BACK, BEND_KINDS };
+enum {
+    BEND_PAST_END,
+    BEND_SELF,
+    BEND_HEADER,
+    BEND_BACK,
+    BEND_ZERO,
+    BEND_ONES,
+    BEND_PLUS16,
+    BEND_KINDS
+};
 
 static size_t link_words(const unsigned char *img, size_t *at, size_t max)
 {
@@ -221,7 +239,7 @@ static size_t link_words(const unsigned char *img, size_t *at, size_t max)
     for (size_t off = SHMDS_HEADER_SIZE; off + 8 <= IMG_SIZE && n < max; off += 8) {
         uint64_t v;
         memcpy(&v, img + off, 8);
-        if (v >= SHMDS_HEADER_SIZE && v < IMG_SIZE && (v & 7) == 0)
+        if (v != 0)
             at[n++] = off;
     }
     return n;
@@ -230,11 +248,15 @@ static size_t link_words(const unsigned char *img, size_t *at, size_t max)
 static void bend(unsigned char *img, const size_t *at, size_t i, int kind)
 {
     uint64_t v;
+    memcpy(&v, img + at[i], 8);
     switch (kind) {
     case BEND_PAST_END: v = IMG_SIZE + 8 * i; break;
     case BEND_SELF: v = at[i]; break;
     case BEND_HEADER: v = 64; break;
-    default: memcpy(&v, img + at[i > 0 ? i - 1 : 0], 8); v -= 8 * (i == 0); break;
+    case BEND_BACK: memcpy(&v, img + at[i > 0 ? i - 1 : 0], 8); v -= 8 * (i == 0); break;
+    case BEND_ZERO: v = 0; break;
+    case BEND_ONES: v = UINT64_MAX; break;
+    default: v += 16; break;
     }
     memcpy(img + at[i], &v, 8);
 }

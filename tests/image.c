@@ -18,10 +18,13 @@ static int visit_root(const char *name, uint32_t type, shmds_off_t off, void *ar
     uint32_t t;
     shmds_off_t o, typed;
     w->n++;
-    (void)off;
     /* Look the name up again through the other entry points. */
     (void)shmds_root_get(w->r, name, &t, &o);
     (void)shmds__root_find_typed(w->r, name, type, &typed);
+    /* A root may name a heap block: ask the allocator about it. */
+    (void)shmds_usable_size(w->r, off);
+    uint64_t usable;
+    (void)shmds__alloc_block_live(w->r, off, &usable);
     return 0;
 }
 
@@ -41,6 +44,8 @@ img_result img_exercise(const void *data, size_t len)
         res.check_rc = shmds_region_check(r);
         shmds_region_info info;
         (void)shmds_region_info_get(r, &info);
+        shmds_alloc_stats st;
+        (void)shmds_alloc_stats_get(r, &st);
         struct walk w = {r, 0};
         (void)shmds_root_foreach(r, visit_root, &w);
         res.roots = w.n;
