@@ -51,6 +51,18 @@ int main(void)
 
 static const unsigned skips[] = {0, 1, 3, 10, 40};
 
+#define SCRATCH_LIST "tt-scratch-list"
+
+/* A crash inside shmds_list_create (header allocated, name not yet set)
+ * or shmds_list_destroy (name removed, header not yet freed) leaves that
+ * one header block allocated: documented in shmds/list.h. The workload
+ * announces those two phases (a TT_MSG_PHASE record); a one-block leak
+ * after a crash inside one is counted apart instead of failing. Every
+ * other leak fails. */
+enum { TT_MSG_PHASE = 3, PHASE_NONE = 0, PHASE_LIFECYCLE = 1 };
+static unsigned leaks_documented;
+static unsigned phase_at_death;
+
 static char *points[MAX_POINTS];
 static unsigned npoints;
 static bool hit[MAX_POINTS];
@@ -163,6 +175,17 @@ static int workload(int wr)
     tt_world w;
     if (tt_world_open(&w, region_name, 1) != 0)
         return 2;
+    /* A structure made, used and destroyed (the create and destroy paths). */
+    tt_msg ph = {.type = TT_MSG_PHASE, .seq = PHASE_LIFECYCLE};
+    if (write(wr, &ph, sizeof ph) != (ssize_t)sizeof ph)
+        return 3;
+    shmds_list *l;
+    if (shmds_list_create(w.r, SCRATCH_LIST, &l) != 0 || shmds_list_push_back(l, "a", 1) != 0 ||
+        shmds_list_push_front(l, "b", 1) != 0 || shmds_list_destroy(l) != 0)
+        return 4;
+    ph.seq = PHASE_NONE;
+    if (write(wr, &ph, sizeof ph) != (ssize_t)sizeof ph)
+        return 3;
     uint64_t r = SEED;
     for (uint64_t seq = 1; seq <= OPS; seq++) {
         tt_msg m = {.type = TT_MSG_INTENT, .worker = 0, .seq = seq};
@@ -201,7 +224,8 @@ static void fail(const char *point, unsigned skip, const char *what, int rc)
             shmds_errname(rc));
 }
 
-/* Copy the region, destroy everything in the copy: the heap must be empty. */
+/* Copy the region, destroy everything in the copy: the heap must be empty
+ * (but see PHASE_LIFECYCLE). */
 static int leak_check(tt_world *w)
 {
     char name[80];
@@ -217,8 +241,12 @@ static int leak_check(tt_world *w)
     if (rc == 0)
         rc = tt_world_teardown(&copy);
     shmds_alloc_stats s;
-    if (rc == 0 && (rc = shmds_alloc_stats_get(copy.r, &s)) == 0 && s.used_blocks != 0)
-        rc = -EADDRINUSE; /* leaked blocks */
+    if (rc == 0 && (rc = shmds_alloc_stats_get(copy.r, &s)) == 0 && s.used_blocks != 0) {
+        if (s.used_blocks == 1 && phase_at_death == PHASE_LIFECYCLE)
+            leaks_documented++;
+        else
+            rc = -EADDRINUSE; /* leaked blocks */
+    }
     tt_world_close(&copy);
     shm_unlink(name);
     return rc;
@@ -229,9 +257,18 @@ static void check(tt_world *w, tt_state *model, const tt_op *inflight, const cha
                   unsigned skip)
 {
     checks++;
-    int rc = tt_take_every_lock(w);
+    uint64_t rec[TT_STRUCTS] = {0};
+    int rc = tt_take_every_lock(w, rec);
     if (rc != 0) {
         fail(point, skip, "taking every lock", rc);
+        return;
+    }
+    /* A scratch list left by a crash in create or destroy: finish it. */
+    shmds_list *l;
+    if ((rc = shmds_list_open(w->r, SCRATCH_LIST, &l)) == 0)
+        rc = shmds_list_destroy(l);
+    if (rc != 0 && rc != -ENOENT) {
+        fail(point, skip, "destroying the scratch list", rc);
         return;
     }
     unsigned lost = 0, phantom = 0;
@@ -291,7 +328,8 @@ static int checker_child(tt_world *w, tt_state model, const tt_op *inflight, con
         if (tt_world_open(&c, region_name, 1) != 0)
             _exit(2);
         unsigned lost = 0, phantom = 0;
-        int rc = tt_take_every_lock(&c);
+        uint64_t rec[TT_STRUCTS] = {0};
+        int rc = tt_take_every_lock(&c, rec);
         if (rc == 0)
             rc = tt_verify(&c, 0, &model, inflight, &lost, &phantom);
         tt_world_close(&c);
@@ -327,8 +365,11 @@ static bool run_one(const char *point, unsigned skip)
     bool inflight = false;
     tt_msg m;
     ssize_t n;
+    phase_at_death = PHASE_NONE;
     while ((n = read(p[0], &m, sizeof m)) == (ssize_t)sizeof m) {
-        if (m.type == TT_MSG_INTENT) {
+        if (m.type == TT_MSG_PHASE) {
+            phase_at_death = (unsigned)m.seq;
+        } else if (m.type == TT_MSG_INTENT) {
             inflight = true;
             pending = m.op;
         } else {
@@ -398,8 +439,9 @@ int main(void)
         nrep_hit += hit[i] && is_repair_point(points[i]);
     }
     printf("fault_sweep: points hit %u / %u (repair points %u / %u); %u crashes, %u of them "
-           "inside a repair; %u checks; %u failures\n",
-           nhit, npoints, nrep_hit, nrep, crashes, nested_crashes, checks, failures);
+           "inside a repair; %u checks; %u documented one-block leaks; %u failures\n",
+           nhit, npoints, nrep_hit, nrep, crashes, nested_crashes, checks, leaks_documented,
+           failures);
     for (unsigned i = 0; i < npoints; i++)
         if (!hit[i])
             printf("  not reached: %s\n", points[i]);

@@ -7,7 +7,7 @@
 
 #include "internal.h"
 
-const char *const tt_struct_name[TT_STRUCTS] = {"directory", "allocator"};
+const char *const tt_struct_name[TT_STRUCTS] = {"directory", "allocator", "list"};
 
 enum tt_struct tt_op_struct(uint8_t kind)
 {
@@ -15,8 +15,10 @@ enum tt_struct tt_op_struct(uint8_t kind)
     case TT_DIR_SET:
     case TT_DIR_DEL:
         return TT_S_DIR;
-    default:
+    case TT_SLOT_FLIP:
         return TT_S_ALLOC;
+    default:
+        return TT_S_LIST;
     }
 }
 
@@ -26,6 +28,37 @@ uint64_t tt_rand(uint64_t *s)
     z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
     z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
     return z ^ (z >> 31);
+}
+
+/* ---- values ----
+ * A value is named by a 64-bit id that is unique in the run; its bytes are
+ * the id followed by a pattern of id-dependent length, so a reader can tell
+ * a whole value from a torn or foreign one. */
+
+#define VAL_MAX 80
+
+static size_t val_make(uint64_t id, unsigned char *buf)
+{
+    size_t len = 8 + (size_t)(id % (VAL_MAX - 7));
+    memcpy(buf, &id, 8);
+    for (size_t j = 8; j < len; j++)
+        buf[j] = (unsigned char)(id * 31 + j);
+    return len;
+}
+
+/* The id of a value read back, or TT_BAD_VALUE when the bytes are not one
+ * val_make wrote. */
+#define TT_BAD_VALUE UINT64_MAX
+static uint64_t val_id(const unsigned char *buf, size_t len)
+{
+    unsigned char want[VAL_MAX];
+    uint64_t id;
+    if (len < 8)
+        return TT_BAD_VALUE;
+    memcpy(&id, buf, 8);
+    if (id == TT_BAD_VALUE || val_make(id, want) != len || memcmp(want, buf, len) != 0)
+        return TT_BAD_VALUE;
+    return id;
 }
 
 /* ---- names ---- */
@@ -38,6 +71,11 @@ static void dir_name(char *buf, size_t cap, unsigned me, unsigned k)
 static void table_name(char *buf, size_t cap, unsigned me)
 {
     snprintf(buf, cap, "tt-w%u-slots", me);
+}
+
+static void list_name(char *buf, size_t cap, unsigned me)
+{
+    snprintf(buf, cap, "tt-w%u-list", me);
 }
 
 #define TT_TYPE_DIR (SHMDS_TYPE_USER + 1)
@@ -65,6 +103,9 @@ int tt_world_create(tt_world *w, const char *name, size_t size, unsigned workers
         if ((rc = shmds_root_set(w->r, n, TT_TYPE_TABLE, t)) != 0)
             return rc;
         w->table[i] = t;
+        list_name(n, sizeof n, i);
+        if ((rc = shmds_list_create(w->r, n, &w->list[i])) != 0)
+            return rc;
     }
     return 0;
 }
@@ -81,12 +122,20 @@ int tt_world_open(tt_world *w, const char *name, unsigned workers)
         table_name(n, sizeof n, i);
         if ((rc = shmds__root_find_typed(w->r, n, TT_TYPE_TABLE, &w->table[i])) != 0)
             return rc;
+        list_name(n, sizeof n, i);
+        if ((rc = shmds_list_open(w->r, n, &w->list[i])) != 0)
+            return rc;
     }
     return 0;
 }
 
 void tt_world_close(tt_world *w)
 {
+    for (unsigned i = 0; i < TT_WORKERS_MAX; i++) {
+        if (w->list[i] != NULL)
+            shmds_list_close(w->list[i]);
+        w->list[i] = NULL;
+    }
     if (w->r != NULL)
         shmds_region_close(w->r);
     w->r = NULL;
@@ -101,22 +150,27 @@ static shmds_off_t *slot_of(tt_world *w, unsigned me, unsigned k)
 
 tt_op tt_draw(uint64_t *rng, const tt_world *w, unsigned me, uint64_t id)
 {
-    (void)w;
-    (void)me;
     tt_op op = {0};
     uint64_t x = tt_rand(rng);
     op.kind = (uint8_t)(x % TT_KINDS);
     x /= TT_KINDS;
+    /* Keep the list short: a push on a long list becomes a pop. */
+    size_t len;
+    if ((op.kind == TT_LIST_PUSH_BACK || op.kind == TT_LIST_PUSH_FRONT) &&
+        (shmds_list_len(w->list[me], &len) != 0 || len >= TT_LIST_MAX / 2))
+        op.kind = op.kind == TT_LIST_PUSH_BACK ? TT_LIST_POP_FRONT : TT_LIST_POP_BACK;
     switch (op.kind) {
     case TT_DIR_SET:
     case TT_DIR_DEL:
         op.arg = (uint8_t)(x % TT_DIR_NAMES);
         break;
-    default:
+    case TT_SLOT_FLIP:
         op.arg = (uint8_t)(x % TT_SLOTS);
         x /= TT_SLOTS;
         /* Mostly small blocks, now and then a large one. */
         op.size = (uint32_t)(1 + (x % 8 == 0 ? x % 20000 : x % 300));
+        break;
+    default:
         break;
     }
     op.id = id;
@@ -144,6 +198,25 @@ void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
             done->rc = shmds__free_from(w->r, slot);
         break;
     }
+    case TT_LIST_PUSH_BACK:
+    case TT_LIST_PUSH_FRONT: {
+        unsigned char v[VAL_MAX];
+        size_t len = val_make(op->id, v);
+        done->rc = op->kind == TT_LIST_PUSH_BACK ? shmds_list_push_back(w->list[me], v, len)
+                                                 : shmds_list_push_front(w->list[me], v, len);
+        break;
+    }
+    case TT_LIST_POP_FRONT:
+    case TT_LIST_POP_BACK: {
+        unsigned char v[VAL_MAX];
+        size_t len = 0;
+        done->rc = op->kind == TT_LIST_POP_FRONT
+                       ? shmds_list_pop_front(w->list[me], v, sizeof v, &len)
+                       : shmds_list_pop_back(w->list[me], v, sizeof v, &len);
+        if (done->rc == 0)
+            done->got = val_id(v, len);
+        break;
+    }
     default:
         done->rc = -EINVAL;
     }
@@ -169,6 +242,31 @@ int tt_model_apply(tt_state *s, const tt_op *op, uint64_t *got)
     case TT_SLOT_FLIP:
         s->slot_size[op->arg] = s->slot_size[op->arg] == 0 ? op->size : 0;
         return 0;
+    case TT_LIST_PUSH_BACK:
+        if (s->list_n == TT_LIST_MAX)
+            return -ENOSPC; /* never: tt_draw keeps lists shorter */
+        s->list[s->list_n++] = op->id;
+        return 0;
+    case TT_LIST_PUSH_FRONT:
+        if (s->list_n == TT_LIST_MAX)
+            return -ENOSPC;
+        memmove(s->list + 1, s->list, s->list_n * sizeof s->list[0]);
+        s->list[0] = op->id;
+        s->list_n++;
+        return 0;
+    case TT_LIST_POP_FRONT:
+        if (s->list_n == 0)
+            return -ENOENT;
+        *got = s->list[0];
+        memmove(s->list, s->list + 1, --s->list_n * sizeof s->list[0]);
+        s->list[s->list_n] = 0;
+        return 0;
+    case TT_LIST_POP_BACK:
+        if (s->list_n == 0)
+            return -ENOENT;
+        *got = s->list[--s->list_n];
+        s->list[s->list_n] = 0;
+        return 0;
     default:
         return -EINVAL;
     }
@@ -178,7 +276,8 @@ int tt_model_apply(tt_state *s, const tt_op *op, uint64_t *got)
 static bool refusable(const tt_op *op, const tt_state *before, int rc)
 {
     if (rc == -ENOMEM)
-        return op->kind == TT_SLOT_FLIP && before->slot_size[op->arg] == 0;
+        return (op->kind == TT_SLOT_FLIP && before->slot_size[op->arg] == 0) ||
+               op->kind == TT_LIST_PUSH_BACK || op->kind == TT_LIST_PUSH_FRONT;
     return false;
 }
 
@@ -201,7 +300,21 @@ bool tt_model_ack(tt_state *s, const tt_msg *done)
 typedef struct tt_obs {
     uint32_t dir;
     uint64_t slot_usable[TT_SLOTS]; /* 0: slot empty */
+    uint32_t list_n;
+    bool list_bad; /* a value that is not whole, or more than TT_LIST_MAX */
+    uint64_t list[TT_LIST_MAX];
 } tt_obs;
+
+static int collect(const void *data, size_t len, void *arg)
+{
+    tt_obs *o = arg;
+    uint64_t id = val_id(data, len);
+    if (id == TT_BAD_VALUE || o->list_n == TT_LIST_MAX)
+        o->list_bad = true;
+    else
+        o->list[o->list_n++] = id;
+    return 0;
+}
 
 static int observe(tt_world *w, unsigned me, tt_obs *obs)
 {
@@ -235,7 +348,15 @@ static int observe(tt_world *w, unsigned me, tt_obs *obs)
         if (obs->slot_usable[k] == 0)
             return SHMDS_ECORRUPT;
     }
-    return 0;
+    return shmds_list_foreach(w->list[me], collect, obs);
+}
+
+static bool in(const uint64_t *a, uint32_t n, uint64_t id)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (a[i] == id)
+            return true;
+    return false;
 }
 
 /* Count what differs between a model and an observation. */
@@ -250,13 +371,20 @@ static void diff(const tt_state *m, const tt_obs *o, unsigned *lost, unsigned *p
         *lost += m->slot_size[k] != 0 && o->slot_usable[k] < m->slot_size[k];
         *phantom += m->slot_size[k] == 0 && o->slot_usable[k] != 0;
     }
+    for (uint32_t i = 0; i < m->list_n; i++)
+        *lost += !in(o->list, o->list_n, m->list[i]);
+    for (uint32_t i = 0; i < o->list_n; i++)
+        *phantom += !in(m->list, m->list_n, o->list[i]);
+    *phantom += o->list_bad;
 }
 
 static bool matches(const tt_state *m, const tt_obs *o)
 {
     unsigned lost = 0, phantom = 0;
     diff(m, o, &lost, &phantom);
-    return lost == 0 && phantom == 0;
+    /* Same items is not enough: the same order too. */
+    return lost == 0 && phantom == 0 && m->list_n == o->list_n &&
+           memcmp(m->list, o->list, m->list_n * sizeof m->list[0]) == 0;
 }
 
 int tt_verify(tt_world *w, unsigned me, tt_state *s, const tt_op *inflight, unsigned *lost,
@@ -278,16 +406,37 @@ int tt_verify(tt_world *w, unsigned me, tt_state *s, const tt_op *inflight, unsi
         }
     }
     diff(s, &obs, lost, phantom);
+    if (*lost == 0 && *phantom == 0)
+        fprintf(stderr, "torture: worker %u: list order differs from the model\n", me);
     return SHMDS_ECORRUPT;
 }
 
-int tt_take_every_lock(tt_world *w)
+static uint64_t epoch(const tt_world *w)
 {
-    int rc = shmds__alloc_settle(w->r);
+    return __atomic_load_n(&w->r->hdr->epoch, __ATOMIC_RELAXED);
+}
+
+int tt_take_every_lock(tt_world *w, uint64_t rec[TT_STRUCTS])
+{
+    uint64_t e = epoch(w);
     /* Deleting a name that is never registered takes the directory lock. */
-    int rc2 = shmds_root_del(w->r, "tt-never-registered");
-    if (rc == 0 && rc2 != -ENOENT)
+    int rc = shmds_root_del(w->r, "tt-never-registered");
+    if (rc == -ENOENT)
+        rc = 0;
+    rec[TT_S_DIR] += epoch(w) - e;
+    e = epoch(w);
+    int rc2 = shmds__alloc_settle(w->r);
+    if (rc == 0)
         rc = rc2;
+    rec[TT_S_ALLOC] += epoch(w) - e;
+    for (unsigned i = 0; i < w->workers; i++) {
+        size_t len;
+        e = epoch(w);
+        rc2 = shmds_list_len(w->list[i], &len);
+        if (rc == 0)
+            rc = rc2;
+        rec[TT_S_LIST] += epoch(w) - e;
+    }
     return rc;
 }
 
@@ -309,6 +458,10 @@ int tt_world_teardown(tt_world *w)
         table_name(n, sizeof n, i);
         int rc = shmds_root_del(w->r, n);
         if (rc != 0 || (rc = shmds_free(w->r, w->table[i])) != 0)
+            return rc;
+        rc = shmds_list_destroy(w->list[i]);
+        w->list[i] = NULL;
+        if (rc != 0)
             return rc;
     }
     return 0;

@@ -21,17 +21,22 @@
 #define TT_WORKERS_MAX 6
 #define TT_DIR_NAMES 3  /* directory names per worker */
 #define TT_SLOTS 8      /* allocation slots per worker (shmds__alloc_into) */
+#define TT_LIST_MAX 128 /* a worker's list is kept shorter (tt_draw pops) */
 
 /* What a worker can do. */
 enum tt_kind {
     TT_DIR_SET,    /* shmds_root_set(name k) */
     TT_DIR_DEL,    /* shmds_root_del(name k) */
     TT_SLOT_FLIP,  /* slot k empty: shmds__alloc_into(size); else shmds__free_from */
+    TT_LIST_PUSH_BACK,
+    TT_LIST_PUSH_FRONT,
+    TT_LIST_POP_FRONT,
+    TT_LIST_POP_BACK,
     TT_KINDS
 };
 
 /* Which structure an operation belongs to (for the figures). */
-enum tt_struct { TT_S_DIR, TT_S_ALLOC, TT_STRUCTS };
+enum tt_struct { TT_S_DIR, TT_S_ALLOC, TT_S_LIST, TT_STRUCTS };
 extern const char *const tt_struct_name[TT_STRUCTS];
 
 typedef struct tt_op {
@@ -59,6 +64,8 @@ typedef struct tt_msg {
 typedef struct tt_state {
     uint32_t dir;                /* bit k: name k is registered */
     uint32_t slot_size[TT_SLOTS]; /* 0: slot empty */
+    uint32_t list_n;
+    uint64_t list[TT_LIST_MAX];   /* value ids, front first */
 } tt_state;
 
 /* The region and every process-local handle a worker or checker needs. */
@@ -66,6 +73,7 @@ typedef struct tt_world {
     shmds_region *r;
     unsigned workers;
     shmds_off_t table[TT_WORKERS_MAX]; /* each worker's TT_SLOTS slots */
+    shmds_list *list[TT_WORKERS_MAX];
 } tt_world;
 
 /* Set up a fresh region with every worker's objects (the driver, once). */
@@ -103,8 +111,9 @@ int tt_verify(tt_world *w, unsigned me, tt_state *s, const tt_op *inflight, unsi
 
 /* Take every lock of the region once (directory, allocator, each
  * structure's), so that whatever a dead holder left is repaired now.
+ * Adds to rec[s] the recoveries (epoch bumps) each structure's step made.
  * Returns the first error. */
-int tt_take_every_lock(tt_world *w);
+int tt_take_every_lock(tt_world *w, uint64_t rec[TT_STRUCTS]);
 
 /* Destroy every object and release every slot, so that nothing should stay
  * allocated (the final leak check). */
