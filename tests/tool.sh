@@ -25,6 +25,10 @@ expect "--version" 0 "region format" "$tool" --version
 "$ex/create" "$name" 1m >/dev/null || { echo "FAIL: create"; exit 1; }
 expect "ls lists the region" 0 "$name" "$tool" ls
 expect "info" 0 "objects (0 of" "$tool" info "$name"
+expect "info shows the heap" 0 "largest" "$tool" info "$name"
+"$ex/jobs" "$name" init >/dev/null && "$ex/jobs" "$name" add "one job" >/dev/null ||
+    { echo "FAIL: jobs"; fail=1; }
+expect "info lists named objects" 0 "jobs" "$tool" info "$name"
 expect "check healthy" 0 "healthy" "$tool" check "$name"
 # Damage the header checksum the way a stray writer would.
 printf '\001' | dd of="/dev/shm${name}" bs=1 seek=56 conv=notrunc 2>/dev/null

@@ -134,11 +134,25 @@ static void print_lock(const char *what, const shmds_mutex_info *m)
     printf(", %" PRIu64 " recover%s\n", m->recoveries, m->recoveries == 1 ? "y" : "ies");
 }
 
+/* One line on a named object: what it is, and how much it holds. */
 static int print_root(const char *name, uint32_t type, shmds_off_t off, void *arg)
 {
-    (void)arg;
-    printf("  %-24s %-8s type %-6" PRIu32 " at offset %" PRIu64 "\n", name, type_name(type), type,
-           off);
+    shmds_region *r = arg;
+    char what[96] = "";
+    int rc = 0;
+    if (type == SHMDS_TYPE_LIST) {
+        shmds_list *l;
+        size_t n = 0;
+        if ((rc = shmds_list_open(r, name, &l)) == 0) {
+            rc = shmds_list_len(l, &n);
+            shmds_list_close(l);
+        }
+        if (rc == 0)
+            snprintf(what, sizeof what, "%zu element%s", n, n == 1 ? "" : "s");
+    }
+    if (rc != 0)
+        snprintf(what, sizeof what, "(%s)", shmds_errname(rc));
+    printf("  %-24s %-6s at offset %-10" PRIu64 " %s\n", name, type_name(type), off, what);
     return 0;
 }
 
@@ -170,8 +184,23 @@ static int cmd_info(int argc, char **argv)
     print_lock("directory", &m);
     shmds_region_lock_info(r, SHMDS_LOCK_ALLOCATOR, &m);
     print_lock("allocator", &m);
+    shmds_alloc_stats st;
+    rc = shmds_alloc_stats_get(r, &st);
+    if (rc == 0) {
+        char used[16], free_[16], largest[16];
+        human_size(st.used_bytes, used, sizeof used);
+        human_size(st.free_bytes, free_, sizeof free_);
+        human_size(st.largest_free, largest, sizeof largest);
+        double frag = st.free_bytes == 0 ? 0.0
+                                         : 100.0 * (1.0 - (double)st.largest_free / (double)st.free_bytes);
+        printf("heap\n  used       %s in %" PRIu64 " blocks\n", used, st.used_blocks);
+        printf("  free       %s in %" PRIu64 " blocks; largest %s (fragmentation %.1f%%)\n", free_,
+               st.free_blocks, largest, frag);
+    } else {
+        printf("heap\n  (%s)\n", shmds_errname(rc));
+    }
     printf("objects (%" PRIu32 " of %" PRIu32 " directory slots)\n", info.roots, info.roots_max);
-    rc = shmds_root_foreach(r, print_root, NULL);
+    rc = shmds_root_foreach(r, print_root, r);
     shmds_region_close(r);
     return rc == 0 ? 0 : complain("directory", rc);
 }
