@@ -34,9 +34,12 @@ enum { MUTEX_USABLE = 0, MUTEX_FENCED = 1 };
  * ------------------------------------------------------------------------ */
 
 #define HELD_MAX 32
-static __thread const shmds_mutex *held[HELD_MAX];
-static __thread unsigned held_n;
-static __thread unsigned held_untracked; /* held beyond HELD_MAX */
+/* initial-exec: a plain %fs-relative access instead of a __tls_get_addr call
+ * on every lock; the library is linked at start-up, not dlopen'ed late. */
+#define HELD_TLS __thread __attribute__((tls_model("initial-exec")))
+static HELD_TLS const shmds_mutex *held[HELD_MAX];
+static HELD_TLS unsigned held_n;
+static HELD_TLS unsigned held_untracked; /* held beyond HELD_MAX */
 
 static void held_add(const shmds_mutex *m)
 {
@@ -123,10 +126,19 @@ static uint32_t self_pid(void)
     return pid;
 }
 
+/* When a lock was taken is for diagnostics ("held for 3.2 s"): the coarse
+ * clock (a few ms of resolution) costs a fraction of the precise one. */
+static uint64_t coarse_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void mark_taken(shmds_mutex *m)
 {
     __atomic_store_n(&m->owner_pid, self_pid(), __ATOMIC_RELAXED);
-    __atomic_store_n(&m->taken_ns, shmds__now_ns(), __ATOMIC_RELAXED);
+    __atomic_store_n(&m->taken_ns, coarse_now_ns(), __ATOMIC_RELAXED);
     held_add(m);
 }
 
@@ -231,7 +243,7 @@ SHMDS_API int shmds_mutex_unlock(shmds_mutex *m)
 SHMDS_API int shmds_mutex_info_get(const shmds_mutex *m, shmds_mutex_info *out)
 {
     uint64_t taken = __atomic_load_n(&m->taken_ns, __ATOMIC_RELAXED);
-    uint64_t now = shmds__now_ns();
+    uint64_t now = coarse_now_ns();
     out->owner_pid = (pid_t)__atomic_load_n(&m->owner_pid, __ATOMIC_RELAXED);
     out->held_ns = (taken != 0 && now > taken) ? now - taken : 0;
     out->recoveries = __atomic_load_n(&m->recoveries, __ATOMIC_RELAXED);
