@@ -154,7 +154,8 @@ int shmds__ms_left(uint64_t deadline_ns);
 /* ---- locks ---- */
 
 /* Lock one of region r's mutexes with the region's bound. A recovery bumps
- * the region's epoch. Returns as shmds_mutex_lock(). */
+ * the region's epoch. Returns as shmds_mutex_lock(), except that a mutex
+ * whose own bytes are damaged gives SHMDS_ECORRUPT (never a glibc abort). */
 int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg);
 /* True when the calling thread holds a shmds_mutex inside [base, base+len). */
 bool shmds__locks_held_in(const void *base, size_t len);
