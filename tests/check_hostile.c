@@ -51,6 +51,14 @@ static void base_build(void)
     for (unsigned i = 0; i < 12; i += 3)
         if (shmds_free(r, b[i]) != 0)
             abort();
+    /* A list with a few elements (node links, lengths, payloads). */
+    shmds_list *l;
+    if (shmds_list_create(r, "gamma", &l) != 0)
+        abort();
+    for (unsigned i = 0; i < 4; i++)
+        if (shmds_list_push_back(l, "element", 2 + i) != 0)
+            abort();
+    shmds_list_close(l);
     base_img = aligned_alloc(64, IMG_SIZE);
     if (base_img == NULL)
         abort();

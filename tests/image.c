@@ -12,6 +12,13 @@ struct walk {
     unsigned n;
 };
 
+static int count_element(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    *(size_t *)arg += len;
+    return 0;
+}
+
 static int visit_root(const char *name, uint32_t type, shmds_off_t off, void *arg)
 {
     struct walk *w = arg;
@@ -25,6 +32,16 @@ static int visit_root(const char *name, uint32_t type, shmds_off_t off, void *ar
     (void)shmds_usable_size(w->r, off);
     uint64_t usable;
     (void)shmds__alloc_block_live(w->r, off, &usable);
+    if (type == SHMDS_TYPE_LIST) {
+        shmds_list *l;
+        if (shmds_list_open(w->r, name, &l) == 0) {
+            size_t len;
+            (void)shmds_list_len(l, &len);
+            (void)shmds_list_foreach(l, count_element, &len);
+            (void)shmds_list_check(l);
+            shmds_list_close(l);
+        }
+    }
     return 0;
 }
 
