@@ -15,5 +15,6 @@
 #include <shmds/region.h>
 #include <shmds/alloc.h>
 #include <shmds/list.h>
+#include <shmds/map.h>
 
 #endif

@@ -77,4 +77,33 @@ rm -rf "$tmp"
 check "unlink" 0 "$ex/unlink" "$name"
 check "unlink twice" 1 "$ex/unlink" "$name"
 
+# cache_workers: a pre-fork pool sharing one cache; one worker killed mid-run.
+check "cache_workers usage" 2 "$ex/cache_workers"
+check "cache_workers" 0 "$ex/cache_workers" 3 3000
+case $last_out in *"worker 2: 3000 requests"*) ;; *) echo "FAIL: worker 2 did not report: $last_out"; fail=1;; esac
+case $last_out in *"region check: ok"*) ;; *) echo "FAIL: cache region not healthy: $last_out"; fail=1;; esac
+hits=$(printf '%s\n' "$last_out" | sed -n 's/^total: \([0-9]*\) hits.*/\1/p')
+[ "${hits:-0}" -gt 4500 ] || { echo "FAIL: shared cache hit too rarely ($hits of 9000): $last_out"; fail=1; }
+check "cache_workers with a worker killed" 0 "$ex/cache_workers" -k 3 3000
+case $last_out in *"worker 1: killed half way"*) ;; *) echo "FAIL: no kill reported: $last_out"; fail=1;; esac
+case $last_out in *"worker 0: 3000 requests"*"region check: ok"*|*"region check: ok"*) ;; *) echo "FAIL: survivors: $last_out"; fail=1;; esac
+case $last_out in *"worker 0: 3000 requests"*) ;; *) echo "FAIL: worker 0 did not finish: $last_out"; fail=1;; esac
+case $last_out in *"worker 2: 3000 requests"*) ;; *) echo "FAIL: worker 2 did not finish: $last_out"; fail=1;; esac
+
+# lookup: a TSV table loaded once, answered by read-only workers.
+tsv=$(mktemp)
+trap '"$ex/unlink" "$name" 2>/dev/null; rm -f "$tsv"' EXIT
+i=0
+while [ $i -lt 500 ]; do printf 'city%d\tpopulation %d\n' $i $((i * 1000)); i=$((i + 1)); done >"$tsv"
+printf 'paris\tcapital of France\n' >>"$tsv"
+check "lookup usage" 2 "$ex/lookup"
+check "lookup" 0 "$ex/lookup" "$tsv" 3 city7 paris city499 nowhere city0
+case $last_out in *"loaded 501 rows"*) ;; *) echo "FAIL: row count: $last_out"; fail=1;; esac
+for want in "city7	population 7000 (worker 0)" "paris	capital of France (worker 1)" \
+            "city499	population 499000 (worker 2)" "nowhere	not found (worker 0)" \
+            "city0	population 0 (worker 1)"; do
+    case $last_out in *"$want"*) ;; *) echo "FAIL: lookup missing '$want': $last_out"; fail=1;; esac
+done
+check "lookup of a missing file" 1 "$ex/lookup" /nonexistent/table.tsv 1 k
+
 exit $fail

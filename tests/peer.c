@@ -8,6 +8,8 @@
  *     just after that string's 256-byte slot.
  *   peer open NAME [ro]
  *     Print the symbolic result of shmds_region_open.
+ *   peer mkmap NAME MAP KEY VALUE...
+ *     Create map MAP in region NAME holding the given pairs.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -52,6 +54,21 @@ int main(int argc, char **argv)
         shmds_region_close(r);
         return 0;
     }
-    fprintf(stderr, "usage: peer read NAME ROOT AVOID_ADDR AVOID_LEN | peer open NAME [ro]\n");
+    if (argc >= 4 && argc % 2 == 0 && strcmp(argv[1], "mkmap") == 0) {
+        shmds_map *m;
+        int rc = shmds_region_open(argv[2], 0, &r);
+        if (rc == 0 && (rc = shmds_map_create(r, argv[3], NULL, &m)) == 0) {
+            for (int i = 4; i + 1 < argc && rc == 0; i += 2)
+                rc = shmds_map_put(m, argv[i], strlen(argv[i]), argv[i + 1], strlen(argv[i + 1]),
+                                   0, 0);
+            shmds_map_close(m);
+        }
+        if (rc == 0)
+            shmds_region_close(r);
+        else
+            fprintf(stderr, "peer: mkmap: %s\n", shmds_strerror(rc));
+        return rc == 0 ? 0 : 1;
+    }
+    fprintf(stderr, "usage: peer read NAME ROOT AVOID_ADDR AVOID_LEN | peer open NAME [ro] | peer mkmap NAME MAP K V...\n");
     return 2;
 }

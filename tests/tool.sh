@@ -29,6 +29,15 @@ expect "info shows the heap" 0 "largest" "$tool" info "$name"
 "$ex/jobs" "$name" init >/dev/null && "$ex/jobs" "$name" add "one job" >/dev/null ||
     { echo "FAIL: jobs"; fail=1; }
 expect "info lists named objects" 0 "jobs" "$tool" info "$name"
+"$top_builddir/tests/peer" mkmap "$name" cities paris France 'quote"d' 'tab	bed' ||
+    { echo "FAIL: mkmap"; fail=1; }
+expect "info counts map entries" 0 "cities.*2 entries" "$tool" info "$name"
+expect "dump a map" 0 '"paris" = "France"' "$tool" dump "$name" cities
+expect "dump escapes" 0 '"quote\\"d" = "tab\\tbed"' "$tool" dump "$name" cities
+expect "dump --json" 0 '"paris": "France"' "$tool" dump "$name" cities --json
+expect "stat a map" 0 "entries *2" "$tool" stat "$name" cities
+expect "dump a missing object" 1 "ENOENT" "$tool" dump "$name" nosuch
+expect "dump a user object" 1 "SHMDS_ETYPE" "$tool" dump "$name" jobs
 expect "check healthy" 0 "healthy" "$tool" check "$name"
 # Damage the header checksum the way a stray writer would.
 printf '\001' | dd of="/dev/shm${name}" bs=1 seek=56 conv=notrunc 2>/dev/null

@@ -4,6 +4,8 @@
  *   shmds ls                 every shmds region in /dev/shm
  *   shmds info NAME          header, locks, heap and named objects
  *   shmds check NAME         verify everything; exit 0 healthy, 1 not
+ *   shmds dump NAME OBJECT [--json]   a list's elements or a map's entries
+ *   shmds stat NAME OBJECT   an object's statistics
  *   shmds rm NAME...         remove region names
  *
  * Everything here goes through the public API, as any user program would.
@@ -150,6 +152,16 @@ static int print_root(const char *name, uint32_t type, shmds_off_t off, void *ar
         if (rc == 0)
             snprintf(what, sizeof what, "%zu element%s", n, n == 1 ? "" : "s");
     }
+    if (type == SHMDS_TYPE_MAP) {
+        shmds_map *m;
+        uint64_t n = 0;
+        if ((rc = shmds_map_open(r, name, &m)) == 0) {
+            rc = shmds_map_count(m, &n);
+            shmds_map_close(m);
+        }
+        if (rc == 0)
+            snprintf(what, sizeof what, "%" PRIu64 " entr%s", n, n == 1 ? "y" : "ies");
+    }
     if (rc != 0)
         snprintf(what, sizeof what, "(%s)", shmds_errname(rc));
     printf("  %-24s %-6s at offset %-10" PRIu64 " %s\n", name, type_name(type), off, what);
@@ -225,6 +237,155 @@ static int cmd_check(int argc, char **argv)
     return 0;
 }
 
+/* ---- dump and stat ---- */
+
+/* Open for reading: read-write when permitted (so a pending repair can run),
+ * read-only otherwise. */
+static int open_for_reading(const char *name, shmds_region **r)
+{
+    int rc = shmds_region_open(name, 0, r);
+    if (rc == -EACCES)
+        rc = shmds_region_open(name, SHMDS_RDONLY, r);
+    return rc;
+}
+
+struct dump {
+    int json;
+    int first;
+};
+
+/* Bytes as a quoted string: JSON escapes (bytes above 0x7e as \u00XX, so the
+ * output is ASCII and lossless) or C escapes for text. */
+static void put_bytes(const struct dump *d, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    putchar('"');
+    for (size_t i = 0; i < len; i++) {
+        unsigned c = p[i];
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c >= 0x20 && c < 0x7f)
+            putchar((int)c);
+        else if (c == '\n')
+            fputs("\\n", stdout);
+        else if (c == '\t')
+            fputs("\\t", stdout);
+        else
+            printf(d->json ? "\\u%04x" : "\\x%02x", c);
+    }
+    putchar('"');
+}
+
+static int dump_element(const void *data, size_t len, void *arg)
+{
+    struct dump *d = arg;
+    if (d->json) {
+        fputs(d->first ? "\n  " : ",\n  ", stdout);
+        put_bytes(d, data, len);
+    } else {
+        put_bytes(d, data, len);
+        putchar('\n');
+    }
+    d->first = 0;
+    return 0;
+}
+
+static int dump_entry(const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    struct dump *d = arg;
+    if (d->json)
+        fputs(d->first ? "\n  " : ",\n  ", stdout);
+    put_bytes(d, k, kl);
+    fputs(d->json ? ": " : " = ", stdout);
+    put_bytes(d, v, vl);
+    if (!d->json)
+        putchar('\n');
+    d->first = 0;
+    return 0;
+}
+
+static int cmd_dump(int argc, char **argv)
+{
+    struct dump d = {0, 1};
+    if (argc == 4 && strcmp(argv[3], "--json") == 0)
+        d.json = 1;
+    else if (argc != 3)
+        return -1;
+    shmds_region *r;
+    int rc = open_for_reading(argv[1], &r);
+    if (rc != 0)
+        return complain(argv[1], rc);
+    uint32_t type = 0;
+    rc = shmds_root_get(r, argv[2], &type, NULL);
+    if (rc == 0 && type == SHMDS_TYPE_LIST) {
+        shmds_list *l;
+        if ((rc = shmds_list_open(r, argv[2], &l)) == 0) {
+            fputs(d.json ? "[" : "", stdout);
+            rc = shmds_list_foreach(l, dump_element, &d);
+            fputs(d.json ? (d.first ? "]\n" : "\n]\n") : "", stdout);
+            shmds_list_close(l);
+        }
+    } else if (rc == 0 && type == SHMDS_TYPE_MAP) {
+        shmds_map *m;
+        if ((rc = shmds_map_open(r, argv[2], &m)) == 0) {
+            fputs(d.json ? "{" : "", stdout);
+            rc = shmds_map_foreach(m, dump_entry, &d);
+            fputs(d.json ? (d.first ? "}\n" : "\n}\n") : "", stdout);
+            shmds_map_close(m);
+        }
+    } else if (rc == 0) {
+        rc = SHMDS_ETYPE;
+    }
+    shmds_region_close(r);
+    return rc == 0 ? 0 : complain(argv[2], rc);
+}
+
+static int cmd_stat(int argc, char **argv)
+{
+    if (argc != 3)
+        return -1;
+    shmds_region *r;
+    int rc = open_for_reading(argv[1], &r);
+    if (rc != 0)
+        return complain(argv[1], rc);
+    uint32_t type = 0;
+    rc = shmds_root_get(r, argv[2], &type, NULL);
+    if (rc == 0 && type == SHMDS_TYPE_LIST) {
+        shmds_list *l;
+        size_t n;
+        if ((rc = shmds_list_open(r, argv[2], &l)) == 0) {
+            if ((rc = shmds_list_len(l, &n)) == 0)
+                printf("list %s\n  elements     %zu\n", argv[2], n);
+            shmds_list_close(l);
+        }
+    } else if (rc == 0 && type == SHMDS_TYPE_MAP) {
+        shmds_map *m;
+        shmds_map_stats st;
+        if ((rc = shmds_map_open(r, argv[2], &m)) == 0) {
+            if ((rc = shmds_map_stats_get(m, &st)) == 0) {
+                uint64_t gets = st.hits + st.misses;
+                printf("map %s\n", argv[2]);
+                printf("  entries      %" PRIu64 " in %" PRIu64 " buckets\n", st.entries,
+                       st.buckets);
+                printf("  memory       %" PRIu64 " bytes\n", st.mem_used);
+                printf("  hits         %" PRIu64 " (%.1f%% of %" PRIu64 " gets)\n", st.hits,
+                       gets ? 100.0 * (double)st.hits / (double)gets : 0.0, gets);
+                printf("  misses       %" PRIu64 "\n", st.misses);
+                printf("  inserts      %" PRIu64 "\n  deletes      %" PRIu64 "\n", st.inserts,
+                       st.deletes);
+                printf("  evictions    %" PRIu64 "\n  expirations  %" PRIu64 "\n",
+                       st.evictions, st.expirations);
+                printf("  recoveries   %" PRIu64 "\n", st.recoveries);
+            }
+            shmds_map_close(m);
+        }
+    } else if (rc == 0) {
+        rc = SHMDS_ETYPE;
+    }
+    shmds_region_close(r);
+    return rc == 0 ? 0 : complain(argv[2], rc);
+}
+
 /* ---- rm ---- */
 
 static int cmd_rm(int argc, char **argv)
@@ -251,6 +412,8 @@ static const struct command {
     {"ls", cmd_ls, "", "list the shmds regions in " SHM_DIR},
     {"info", cmd_info, "NAME", "header, locks and named objects of a region"},
     {"check", cmd_check, "NAME", "verify a region; exit 0 when healthy, 1 when not"},
+    {"dump", cmd_dump, "NAME OBJECT [--json]", "a list's elements or a map's entries"},
+    {"stat", cmd_stat, "NAME OBJECT", "an object's statistics"},
     {"rm", cmd_rm, "NAME...", "remove region names"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
@@ -259,7 +422,7 @@ static int usage(FILE *f)
 {
     fprintf(f, "usage: %s COMMAND [ARGS]\n\ncommands:\n", prog);
     for (size_t i = 0; i < N_COMMANDS; i++)
-        fprintf(f, "  %-6s %-10s %s\n", commands[i].name, commands[i].args, commands[i].help);
+        fprintf(f, "  %-6s %-21s %s\n", commands[i].name, commands[i].args, commands[i].help);
     fprintf(f, "\nNAME is a region name with its leading '/', e.g. /myapp.\n");
     return 2;
 }

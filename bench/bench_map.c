@@ -1,0 +1,343 @@
+/*
+ * bench_map [N [BOOST_RESULTS]] — the shared hash map against the
+ * alternatives, in one run, on one workload: N entries (default 1 000 000)
+ * of 16-byte keys and 8-byte values; inserts per second, then N random
+ * lookups per second in one process and in two processes at once.
+ *
+ * Baselines: an in-process C open-addressing table (linear probing, keys
+ * inline: the speed limit of a hash table, not shared); LMDB on /dev/shm
+ * (MDB_WRITEMAP | MDB_NOSYNC, all inserts in one transaction); and
+ * Boost.Interprocess unordered_map in managed_shared_memory, measured by
+ * bench_map_boost, whose output file is BOOST_RESULTS. Ratios are shmds
+ * divided by each baseline.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <shmds.h>
+
+#include "config.h"
+#include "map_bench.h"
+
+#ifdef HAVE_LMDB
+#include <lmdb.h>
+#endif
+
+struct result {
+    const char *name;
+    double insert, lookup, lookup2;
+};
+
+static void die(const char *what, int rc)
+{
+    fprintf(stderr, "bench_map: %s: %s\n", what, shmds_strerror(rc));
+    exit(1);
+}
+
+/* Run fn(p) in two processes at once; lookups per second over both. */
+static double two_procs(uint64_t n, int (*fn)(uint64_t p, uint64_t n, void *arg), void *arg)
+{
+    double t0 = bench_now();
+    pid_t pids[2];
+    for (uint64_t p = 0; p < 2; p++) {
+        pids[p] = fork();
+        if (pids[p] == 0)
+            _exit(fn(p + 1, n, arg));
+    }
+    for (int p = 0; p < 2; p++) {
+        int st;
+        waitpid(pids[p], &st, 0);
+        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+            fprintf(stderr, "bench_map: a lookup process failed\n");
+            exit(1);
+        }
+    }
+    return 2.0 * (double)n / (bench_now() - t0);
+}
+
+/* ---- shmds ---- */
+
+static const char *shm_name;
+
+static int shmds_lookups(uint64_t p, uint64_t n, void *arg)
+{
+    shmds_map *m = arg;
+    shmds_region *r = NULL;
+    if (p != 0) { /* a fresh process attaches on its own */
+        if (shmds_region_open(shm_name, 0, &r) != 0 || shmds_map_open(r, "bench", &m) != 0)
+            return 1;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        char k[16];
+        uint64_t v;
+        bench_key(bench_pick(i, p, n), k);
+        if (shmds_map_get(m, k, 16, &v, 8, NULL) != 0)
+            return 1;
+    }
+    if (r != NULL) {
+        shmds_map_close(m);
+        shmds_region_close(r);
+    }
+    return 0;
+}
+
+static struct result run_shmds(uint64_t n)
+{
+    struct result res = {"shmds map", 0, 0, 0};
+    char name[64];
+    snprintf(name, sizeof name, "/shmds-bench-map-%ld", (long)getpid());
+    shm_name = name;
+    shmds_region *r;
+    shmds_map *m;
+    shmds_map_opts o = {.capacity = n};
+    int rc = shmds_region_create(name, (size_t)shmds_map_size_hint(n, 16, 8), NULL, &r);
+    if (rc != 0)
+        die("region_create", rc);
+    if ((rc = shmds_map_create(r, "bench", &o, &m)) != 0)
+        die("map_create", rc);
+    double t0 = bench_now();
+    for (uint64_t i = 0; i < n; i++) {
+        char k[16];
+        bench_key(i, k);
+        if ((rc = shmds_map_put(m, k, 16, &i, 8, 0, 0)) != 0)
+            die("put", rc);
+    }
+    res.insert = (double)n / (bench_now() - t0);
+    t0 = bench_now();
+    if (shmds_lookups(0, n, m) != 0)
+        die("get", -ENOENT);
+    res.lookup = (double)n / (bench_now() - t0);
+    res.lookup2 = two_procs(n, shmds_lookups, NULL);
+    shmds_map_close(m);
+    shmds_region_close(r);
+    shmds_region_unlink(name);
+    return res;
+}
+
+/* ---- in-process open addressing ---- */
+
+struct oa_slot {
+    char key[16];
+    uint64_t val;
+    uint64_t used;
+};
+struct oa {
+    struct oa_slot *s;
+    uint64_t mask;
+};
+
+static uint64_t oa_hash(const char *k)
+{
+    uint64_t a, b;
+    memcpy(&a, k, 8);
+    memcpy(&b, k + 8, 8);
+    uint64_t h = (a ^ (b * UINT64_C(0x9e3779b97f4a7c15))) * UINT64_C(0xbf58476d1ce4e5b9);
+    return h ^ (h >> 31);
+}
+
+static void oa_put(struct oa *t, const char *k, uint64_t v)
+{
+    for (uint64_t i = oa_hash(k) & t->mask;; i = (i + 1) & t->mask) {
+        if (!t->s[i].used || memcmp(t->s[i].key, k, 16) == 0) {
+            memcpy(t->s[i].key, k, 16);
+            t->s[i].val = v;
+            t->s[i].used = 1;
+            return;
+        }
+    }
+}
+
+static int oa_get(const struct oa *t, const char *k, uint64_t *v)
+{
+    for (uint64_t i = oa_hash(k) & t->mask;; i = (i + 1) & t->mask) {
+        if (!t->s[i].used)
+            return -1;
+        if (memcmp(t->s[i].key, k, 16) == 0) {
+            *v = t->s[i].val;
+            return 0;
+        }
+    }
+}
+
+static int oa_lookups(uint64_t p, uint64_t n, void *arg)
+{
+    const struct oa *t = arg;
+    for (uint64_t i = 0; i < n; i++) {
+        char k[16];
+        uint64_t v;
+        bench_key(bench_pick(i, p, n), k);
+        if (oa_get(t, k, &v) != 0)
+            return 1;
+    }
+    return 0;
+}
+
+static struct result run_oa(uint64_t n)
+{
+    struct result res = {"C open addressing (in-process)", 0, 0, 0};
+    uint64_t cap = 1;
+    while (cap < 2 * n)
+        cap <<= 1;
+    struct oa t = {calloc(cap, sizeof(struct oa_slot)), cap - 1};
+    if (t.s == NULL)
+        die("calloc", -ENOMEM);
+    double t0 = bench_now();
+    for (uint64_t i = 0; i < n; i++) {
+        char k[16];
+        bench_key(i, k);
+        oa_put(&t, k, i);
+    }
+    res.insert = (double)n / (bench_now() - t0);
+    t0 = bench_now();
+    if (oa_lookups(0, n, &t) != 0)
+        die("open addressing lookup", -ENOENT);
+    res.lookup = (double)n / (bench_now() - t0);
+    res.lookup2 = two_procs(n, oa_lookups, &t); /* copy-on-write copies, read only */
+    free(t.s);
+    return res;
+}
+
+/* ---- LMDB ---- */
+
+#ifdef HAVE_LMDB
+static char lmdb_path[128];
+
+static int lmdb_open(MDB_env **env)
+{
+    if (mdb_env_create(env) != 0)
+        return -1;
+    mdb_env_set_mapsize(*env, (size_t)1 << 30);
+    return mdb_env_open(*env, lmdb_path, MDB_NOSUBDIR | MDB_WRITEMAP | MDB_NOSYNC, 0600);
+}
+
+static int lmdb_lookups(uint64_t p, uint64_t n, void *arg)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    if (lmdb_open(&env) != 0 || mdb_txn_begin(env, NULL, MDB_RDONLY, &txn) != 0 ||
+        mdb_dbi_open(txn, NULL, 0, &dbi) != 0)
+        return 1;
+    for (uint64_t i = 0; i < n; i++) {
+        char k[16];
+        bench_key(bench_pick(i, p, n), k);
+        MDB_val key = {16, k}, val;
+        if (mdb_get(txn, dbi, &key, &val) != 0)
+            return 1;
+    }
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    return 0;
+}
+
+static struct result run_lmdb(uint64_t n)
+{
+    struct result res = {"LMDB (/dev/shm, WRITEMAP|NOSYNC)", 0, 0, 0};
+    snprintf(lmdb_path, sizeof lmdb_path, "/dev/shm/shmds-bench-lmdb-%ld", (long)getpid());
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    if (lmdb_open(&env) != 0 || mdb_txn_begin(env, NULL, 0, &txn) != 0 ||
+        mdb_dbi_open(txn, NULL, 0, &dbi) != 0)
+        die("lmdb open", -EIO);
+    double t0 = bench_now();
+    for (uint64_t i = 0; i < n; i++) {
+        char k[16];
+        bench_key(i, k);
+        MDB_val key = {16, k}, val = {8, &i};
+        if (mdb_put(txn, dbi, &key, &val, 0) != 0)
+            die("mdb_put", -EIO);
+    }
+    if (mdb_txn_commit(txn) != 0)
+        die("mdb_txn_commit", -EIO);
+    res.insert = (double)n / (bench_now() - t0);
+    mdb_env_close(env);
+    t0 = bench_now();
+    if (lmdb_lookups(0, n, NULL) != 0)
+        die("mdb_get", -ENOENT);
+    res.lookup = (double)n / (bench_now() - t0);
+    res.lookup2 = two_procs(n, lmdb_lookups, NULL);
+    unlink(lmdb_path);
+    char lock[160];
+    snprintf(lock, sizeof lock, "%s-lock", lmdb_path);
+    unlink(lock);
+    return res;
+}
+#endif
+
+static int read_boost(const char *path, struct result *b)
+{
+    FILE *f = path != NULL ? fopen(path, "r") : NULL;
+    if (f == NULL)
+        return -1;
+    char what[32];
+    double v;
+    int got = 0;
+    while (fscanf(f, "%31s %lf", what, &v) == 2) {
+        if (strcmp(what, "boost_insert") == 0)
+            b->insert = v, got |= 1;
+        else if (strcmp(what, "boost_lookup") == 0)
+            b->lookup = v, got |= 2;
+        else if (strcmp(what, "boost_lookup2") == 0)
+            b->lookup2 = v, got |= 4;
+    }
+    fclose(f);
+    return got == 7 ? 0 : -1;
+}
+
+static void cpu_model(char *out, size_t cap)
+{
+    snprintf(out, cap, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (f == NULL)
+        return;
+    char line[256];
+    while (fgets(line, sizeof line, f) != NULL) {
+        char *c = strchr(line, ':');
+        if (strncmp(line, "model name", 10) == 0 && c != NULL) {
+            snprintf(out, cap, "%s", c + 2);
+            out[strcspn(out, "\n")] = '\0';
+            break;
+        }
+    }
+    fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
+    if (n == 0) {
+        fprintf(stderr, "usage: %s [N [BOOST_RESULTS]]\n", argv[0]);
+        return 2;
+    }
+    struct result rs[4];
+    int nr = 0;
+    rs[nr++] = run_shmds(n);
+    rs[nr++] = run_oa(n);
+    struct result boost = {"Boost.Interprocess unordered_map", 0, 0, 0};
+    if (read_boost(argc > 2 ? argv[2] : NULL, &boost) == 0)
+        rs[nr++] = boost;
+#ifdef HAVE_LMDB
+    rs[nr++] = run_lmdb(n);
+#endif
+    char cpu[128];
+    cpu_model(cpu, sizeof cpu);
+    printf("\nshmds map benchmark: %llu entries, 16-byte keys, 8-byte values; "
+           "%llu random lookups per process\n",
+           (unsigned long long)n, (unsigned long long)n);
+    printf("machine: %ld CPUs online, %s\n\n", sysconf(_SC_NPROCESSORS_ONLN), cpu);
+    printf("%-34s %12s %12s %12s %8s\n", "", "inserts/s", "lookups/s", "2 procs/s", "2p/1p");
+    for (int i = 0; i < nr; i++)
+        printf("%-34s %12.0f %12.0f %12.0f %7.2fx\n", rs[i].name, rs[i].insert, rs[i].lookup,
+               rs[i].lookup2, rs[i].lookup2 / rs[i].lookup);
+    printf("\nshmds map relative to each (lookups, one process / two processes):\n");
+    for (int i = 1; i < nr; i++)
+        printf("  vs %-32s %6.2fx / %6.2fx   (inserts %6.2fx)\n", rs[i].name,
+               rs[0].lookup / rs[i].lookup, rs[0].lookup2 / rs[i].lookup2,
+               rs[0].insert / rs[i].insert);
+    return 0;
+}

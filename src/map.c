@@ -1,0 +1,1787 @@
+/*
+ * The shared hash map.
+ *
+ * Layout. A map is one header block (struct map_hdr, followed by an array of
+ * stripes) plus bucket tables and entries, all in the region's heap and
+ * linked by offsets. An entry is one block: a 48-byte header, the value
+ * (16-byte aligned, so an 8-byte counter can be stored atomically in place),
+ * then the key. Buckets are singly linked chains of entries (separate
+ * chaining); the entry keeps its full 64-bit hash so moves and compares never
+ * rehash keys.
+ *
+ * Stripes and tables (the choice the rest rests on). A key's bucket is the
+ * TOP `bits` bits of its hash, and its stripe the top `sbits` bits, with
+ * bits >= sbits. So stripe s owns one contiguous slice of every table, and
+ * when a table doubles, old bucket b splits into new buckets 2b and 2b+1 of
+ * the same stripe: a bucket and its rehash targets always fall under the
+ * same stripe lock, and moving entries never needs a second stripe.
+ *
+ * Incremental rehash. At most two tables exist: `old` and, while growing,
+ * `new` (twice as large). Each stripe migrates its own slice in order and
+ * keeps, under its lock, how many of its old buckets it has moved
+ * (`moved`) and for which growth (`epoch`, compared with the map's
+ * `tepoch`; a stale epoch means "nothing moved yet", and the stripe clears
+ * its slice of the new table before moving the first bucket, so allocating
+ * the new table costs O(1) and clearing is spread over the stripes). A key
+ * is in exactly one place: the new table if its old bucket's index within
+ * the slice is below `moved`, else the old table. Every write moves up to
+ * MOVE_PER_OP buckets of its own stripe and, once its stripe is done, helps
+ * one other stripe it can lock without waiting. Two rare map-wide moments
+ * change the table pair, under a map-level `resize` lock (taken after a
+ * stripe lock, never before): START (allocate the new table, bump tepoch)
+ * and SWITCH (once every stripe is done: the new table becomes the old one
+ * and the old one is freed). Both publish through a sequence counter
+ * (`tseq`). They are safe against a process holding another stripe's lock
+ * with a table snapshot taken earlier: START leaves every stripe "nothing
+ * moved", which matches the old picture; SWITCH only happens when every
+ * stripe is done, and a done stripe only ever touches the new table, which
+ * SWITCH keeps.
+ *
+ * Lock order: one stripe lock (blocking) -> further stripe locks only with
+ * trylock (helping a rehash, evicting elsewhere) -> resize lock -> the
+ * allocator lock. shmds_map_check takes all stripes in ascending order.
+ *
+ * Crash consistency (DESIGN.md section 4). Each stripe has an intent log
+ * written under its lock. A put/del/eviction is one SWAP: the log names the
+ * link word (bucket slot or predecessor's `next`), its old and new value,
+ * the new block (the allocator writes it straight into the log's `blk`
+ * slot) and the block to free (`dead`), and the stripe counters after the
+ * op. The single store of the new value into the link word is the commit
+ * point. Repair (after settling the allocator): committed -> set the
+ * counters, free `dead`, forget `blk`; not committed -> free `blk`, forget
+ * `dead`. A rehash move of one entry is three stores logged with all their
+ * values and always rolled forward; an in-place counter add is one aligned
+ * 8-byte store, logged and rolled forward. The map-wide START and SWITCH
+ * are logged in the resize lock's own record and rolled forward. Repair
+ * reads only the log: O(1), never a scan of the map.
+ *
+ * Lock-free reads. Every stripe has a sequence counter, odd while its chains
+ * change. Without SHMDS_MAP_EVICT, shmds_map_get reads optimistically: load
+ * the counters, walk (every offset checked, every walk capped, so a torn
+ * read cannot crash or hang), copy, and accept only if neither counter moved.
+ * This needs no write to the region, so it works on SHMDS_RDONLY mappings. A
+ * counter stuck odd means a writer died: a writable handle then takes the
+ * lock (which repairs); a read-only one retries until the region's lock
+ * bound and returns -ETIMEDOUT. With SHMDS_MAP_EVICT a hit must set the
+ * entry's CLOCK bit, which is only safe while the entry cannot be freed, so
+ * gets take the stripe lock (the only lock they take) and refuse on a
+ * read-only mapping.
+ *
+ * Budget. Each stripe counts its entries' bytes under its lock; the budget
+ * check sums the stripes. Eviction is CLOCK per stripe (a hand over the
+ * stripe's buckets; a referenced entry loses its bit, an unreferenced one
+ * goes), first in the writer's own stripe, then in others it can trylock.
+ *
+ * TTL: entries store an absolute expiry in milliseconds of a monotonic clock
+ * shared by all processes on the machine (CLOCK_MONOTONIC; tests inject
+ * their own). Expired entries are misses; writes reclaim them when they meet
+ * them, and every write sweeps one bucket of its stripe while any entry may
+ * carry a TTL.
+ */
+#include "internal.h"
+#include "map_int.h"
+
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#define MAP_MAGIC UINT64_C(0x3150414d53444d48) /* "HMDSMAP1" */
+#define ENTRY_MAGIC 0x454e5452u                  /* "ENTR" */
+#define ENTRY_HDR 48u
+#define CHAIN_CAP 65536u    /* no legitimate chain is this long */
+#define MOVE_PER_OP 2u      /* old buckets a write migrates in its stripe */
+#define MIN_BITS 4u         /* smallest table: 16 buckets */
+#define MAX_BITS 40u        /* largest table: 2^40 buckets */
+#define SHARDS 16u          /* hit/miss counters, spread by pid */
+#define SPINS 64u           /* optimistic read attempts before backing off */
+#define EVICT_TRIES 64u     /* allocation retries after evicting */
+
+enum { OP_NONE = 0, OP_SWAP = 1, OP_MOVE = 2, OP_ADD = 3 };
+enum { ROP_NONE = 0, ROP_START = 1, ROP_SWITCH = 2 };
+
+/* ---------------------------------------------------------------------------
+ * Shared layout
+ * ------------------------------------------------------------------------ */
+
+struct entry {
+    uint64_t next;      /* offset of the next entry in the chain, 0 = end */
+    uint64_t hash;      /* full hash of the key */
+    uint64_t klen;
+    uint64_t vlen;
+    uint64_t expire_ms; /* 0 = never */
+    uint32_t ref;       /* CLOCK bit */
+    uint32_t magic;
+    /* value (vlen bytes, 16-aligned), then key (klen bytes) */
+};
+SHMDS__STATIC_ASSERT(sizeof(struct entry) == ENTRY_HDR, "entry header is 48 bytes");
+SHMDS__STATIC_ASSERT(offsetof(struct entry, next) == 0, "format: entry next");
+SHMDS__STATIC_ASSERT(offsetof(struct entry, expire_ms) == 32, "format: entry expiry");
+
+/* A stripe's intent log. */
+struct slog {
+    uint32_t op;        /* OP_*, written last when opening, cleared last */
+    uint32_t committed; /* SWAP: the commit store is done */
+    uint64_t link;      /* SWAP: offset of the link word */
+    uint64_t link_old;  /* SWAP: its value before */
+    uint64_t link_new;  /* SWAP: its value after */
+    uint64_t blk;       /* allocator slot: the new entry */
+    uint64_t dead;      /* allocator slot: the entry to free after commit */
+    uint64_t entries1;  /* SWAP: stripe counters after commit */
+    uint64_t mem1;
+    uint64_t e;         /* MOVE: entry; ADD: offset of the value */
+    uint64_t enext;     /* MOVE: entry's old next; ADD: the new value */
+    uint64_t nhead;     /* MOVE: old head of the target bucket */
+    uint64_t oldslot;   /* MOVE: offset of the source bucket */
+    uint64_t newslot;   /* MOVE: offset of the target bucket */
+    uint64_t pad;
+};
+SHMDS__STATIC_ASSERT(sizeof(struct slog) == 112, "stripe log is 112 bytes");
+
+struct stripe {
+    shmds_mutex lock;
+    /* Guarded by `lock`; `seq` odd while chains or rehash state change. */
+    uint64_t seq;
+    uint64_t entries;
+    uint64_t mem;      /* bytes of entries, as counted against mem_limit */
+    uint64_t epoch;    /* growth that `moved` refers to */
+    uint64_t moved;    /* old buckets of this slice moved to the new table */
+    uint64_t hand;     /* CLOCK hand: bucket index within the slice */
+    uint64_t sweep;    /* expiry sweep: bucket index within the slice */
+    uint64_t pad0;
+    uint64_t inserts, deletes, evictions, expirations;
+    uint64_t pad1[4];
+    struct slog log;
+    uint8_t pad2[16];
+};
+SHMDS__STATIC_ASSERT(sizeof(struct stripe) == 320, "stripe is 320 bytes");
+SHMDS__STATIC_ASSERT(offsetof(struct stripe, seq) == 64, "format: stripe seq");
+SHMDS__STATIC_ASSERT(offsetof(struct stripe, log) == 192, "format: stripe log");
+
+struct rlog {
+    uint32_t op; /* ROP_* */
+    uint32_t newbits;
+    uint64_t newtab;
+    uint64_t dead;   /* allocator slot: the table SWITCH frees */
+    uint64_t tepoch1;
+    uint64_t pad[4];
+};
+SHMDS__STATIC_ASSERT(sizeof(struct rlog) == 64, "resize log is one line");
+
+struct shard {
+    uint64_t hits, misses;
+    uint64_t pad[6];
+};
+
+struct map_hdr {
+    /* Immutable after create. */
+    uint64_t magic;
+    uint32_t nstripes;
+    uint32_t sbits;
+    uint64_t capacity;
+    uint64_t mem_limit;
+    uint32_t default_ttl_s;
+    uint32_t flags;
+    uint64_t seed;
+    uint64_t block;   /* offset of the allocated block holding this header */
+    uint64_t scratch; /* allocator slot for shmds_map_destroy */
+    /* Table state: written under `resize`, published through tseq. */
+    uint64_t tseq;
+    uint64_t tab_old;
+    uint64_t tab_new;
+    uint32_t bits_old;
+    uint32_t bits_new;
+    uint64_t tepoch;
+    uint32_t rehashing;
+    uint32_t has_ttl; /* set once any entry may expire */
+    uint64_t help;    /* round-robin cursor for helping other stripes */
+    uint64_t pad0;
+    shmds_mutex resize;
+    struct rlog rlog;
+    struct shard shards[SHARDS];
+    struct stripe stripes[];
+};
+SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, tseq) == 64, "format: table state");
+SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, resize) == 128, "format: resize lock");
+SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, rlog) == 192, "format: resize log");
+SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, shards) == 256, "format: shards");
+SHMDS__STATIC_ASSERT(sizeof(struct map_hdr) == 256 + 64 * SHARDS, "format: stripes");
+
+struct shmds_map {
+    shmds_region *r;
+    struct map_hdr *h;
+    shmds_off_t off;
+    uint32_t S, sbits;
+    uint32_t shard;
+    uint32_t repair_stripe; /* which stripe the repair callback is for */
+    char name[SHMDS_ROOT_NAME_MAX + 1]; /* for destroy; "" when unknown */
+};
+
+/* A consistent view of the table state. */
+struct tsnap {
+    uint64_t seq;
+    uint64_t *old, *nw;
+    uint32_t bo, bn;
+    uint64_t tepoch;
+    bool rh;
+};
+
+/* ---------------------------------------------------------------------------
+ * Small helpers
+ * ------------------------------------------------------------------------ */
+
+static uint64_t (*clock_hook)(void);
+
+void shmds__map_set_clock(uint64_t (*now_ms)(void))
+{
+    clock_hook = now_ms;
+}
+
+static uint64_t now_ms(void)
+{
+    return clock_hook != NULL ? clock_hook() : shmds__now_ns() / 1000000u;
+}
+
+#define LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define LDA(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define STR(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+static inline uint64_t rd64(const void *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+static inline uint64_t mix(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= UINT64_C(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    x *= UINT64_C(0xc4ceb9fe1a85ec53);
+    x ^= x >> 33;
+    return x;
+}
+
+/* 64-bit hash of a key, 8 bytes a step; the top bits (buckets and stripes
+ * use them) are well mixed. */
+static uint64_t key_hash(uint64_t seed, const void *key, size_t len)
+{
+    const unsigned char *p = key;
+    uint64_t h = seed ^ (len * UINT64_C(0x9e3779b97f4a7c15));
+    while (len >= 8) {
+        h = (h ^ mix(rd64(p))) * UINT64_C(0x9e3779b97f4a7c15);
+        h ^= h >> 29;
+        p += 8;
+        len -= 8;
+    }
+    if (len > 0) {
+        uint64_t t = 0;
+        memcpy(&t, p, len);
+        h = (h ^ mix(t ^ len)) * UINT64_C(0x9e3779b97f4a7c15);
+    }
+    return mix(h);
+}
+
+static inline uint64_t bidx(uint64_t hash, uint32_t bits)
+{
+    return bits == 0 ? 0 : hash >> (64 - bits);
+}
+
+static inline uint32_t stripe_of(const shmds_map *m, uint64_t hash)
+{
+    return (uint32_t)bidx(hash, m->sbits);
+}
+
+static inline uint64_t esize(uint64_t klen, uint64_t vlen)
+{
+    return (ENTRY_HDR + vlen + klen + 15u) & ~(uint64_t)15u;
+}
+
+static inline void seq_begin(struct stripe *st)
+{
+    __atomic_add_fetch(&st->seq, 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+}
+
+static inline void seq_end(struct stripe *st)
+{
+    __atomic_add_fetch(&st->seq, 1, __ATOMIC_RELEASE);
+}
+
+static void nap_1ms(void)
+{
+    struct timespec ts = {0, 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* The entry at `off` with its key and value in bounds, or NULL. */
+static struct entry *entry_at(const shmds_map *m, uint64_t off)
+{
+    struct entry *e = shmds__ptr_chk(m->r, off, ENTRY_HDR, 16);
+    if (e == NULL)
+        return NULL;
+    uint64_t kl = LD(&e->klen), vl = LD(&e->vlen);
+    uint64_t room = m->r->heap_end - off - ENTRY_HDR;
+    if (LD(&e->magic) != ENTRY_MAGIC || kl > room || vl > room - kl)
+        return NULL;
+    return e;
+}
+
+static inline unsigned char *e_val(struct entry *e)
+{
+    return (unsigned char *)e + ENTRY_HDR;
+}
+
+static inline unsigned char *e_key(struct entry *e)
+{
+    return (unsigned char *)e + ENTRY_HDR + e->vlen;
+}
+
+static inline bool e_expired(const struct entry *e, uint64_t *now)
+{
+    uint64_t x = LD(&e->expire_ms);
+    if (x == 0)
+        return false;
+    if (*now == 0)
+        *now = now_ms();
+    return *now >= x;
+}
+
+static inline bool e_match(struct entry *e, uint64_t hash, const void *key, size_t klen)
+{
+    return e->hash == hash && e->klen == klen && memcmp(e_key(e), key, klen) == 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Table state
+ * ------------------------------------------------------------------------ */
+
+static int resize_repair(void *arg);
+
+/* Read the table pair consistently. A writable handle that finds tseq stuck
+ * odd takes the resize lock, which repairs; a read-only one gives up with
+ * -ETIMEDOUT at the region's lock bound. */
+static int tsnap_get(shmds_map *m, struct tsnap *t)
+{
+    struct map_hdr *h = m->h;
+    uint64_t deadline = 0;
+    for (unsigned spins = 0;; spins++) {
+        uint64_t s1 = LDA(&h->tseq);
+        if ((s1 & 1) == 0) {
+            uint64_t to = LD(&h->tab_old), tn = LD(&h->tab_new);
+            uint32_t bo = LD(&h->bits_old), bn = LD(&h->bits_new);
+            uint64_t ep = LD(&h->tepoch);
+            uint32_t rh = LD(&h->rehashing);
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (LD(&h->tseq) == s1) {
+                if (bo < m->sbits || bo < 1 || bo > MAX_BITS)
+                    return SHMDS_ECORRUPT;
+                t->seq = s1;
+                t->bo = bo;
+                t->rh = rh != 0;
+                t->tepoch = ep;
+                t->old = shmds__ptr_chk(m->r, to, (uint64_t)8 << bo, 8);
+                if (t->old == NULL)
+                    return SHMDS_ECORRUPT;
+                t->nw = NULL;
+                t->bn = 0;
+                if (t->rh) {
+                    if (bn != bo + 1)
+                        return SHMDS_ECORRUPT;
+                    t->bn = bn;
+                    t->nw = shmds__ptr_chk(m->r, tn, (uint64_t)8 << bn, 8);
+                    if (t->nw == NULL)
+                        return SHMDS_ECORRUPT;
+                }
+                return 0;
+            }
+        }
+        if (spins < SPINS) {
+            sched_yield();
+            continue;
+        }
+        if (deadline == 0)
+            deadline = shmds__now_ns() + (uint64_t)m->r->lock_timeout_ms * 1000000u;
+        if (!shmds__rdonly(m->r)) {
+            int rc = shmds__lock(m->r, &h->resize, resize_repair, m);
+            if (rc < 0)
+                return rc;
+            shmds_mutex_unlock(&h->resize);
+        }
+        if (shmds__now_ns() >= deadline)
+            return -ETIMEDOUT;
+        nap_1ms();
+    }
+}
+
+/* Buckets in a slice of stripe s: 2^(bits - sbits). */
+static inline uint64_t slice_len(const shmds_map *m, uint32_t bits)
+{
+    return (uint64_t)1 << (bits - m->sbits);
+}
+
+static inline bool stripe_done(const shmds_map *m, const struct stripe *st, const struct tsnap *t)
+{
+    return LD(&st->epoch) == t->tepoch && LD(&st->moved) >= slice_len(m, t->bo);
+}
+
+/* The bucket slot holding `hash` (stripe s). */
+static uint64_t *bucket_slot(const shmds_map *m, const struct tsnap *t, const struct stripe *st,
+                             uint32_t s, uint64_t hash)
+{
+    uint64_t ob = bidx(hash, t->bo);
+    if (t->rh && LD(&st->epoch) == t->tepoch &&
+        ob - ((uint64_t)s << (t->bo - m->sbits)) < LD(&st->moved))
+        return &t->nw[bidx(hash, t->bn)];
+    return &t->old[ob];
+}
+
+/* The one or two bucket slots that hold what old bucket `rel` of stripe s's
+ * slice held. Returns how many. */
+static int slice_slots(const shmds_map *m, const struct tsnap *t, const struct stripe *st,
+                       uint32_t s, uint64_t rel, uint64_t *out[2])
+{
+    if (t->rh && LD(&st->epoch) == t->tepoch && rel < LD(&st->moved)) {
+        uint64_t nb = ((uint64_t)s << (t->bn - m->sbits)) + 2 * rel;
+        out[0] = &t->nw[nb];
+        out[1] = &t->nw[nb + 1];
+        return 2;
+    }
+    out[0] = &t->old[((uint64_t)s << (t->bo - m->sbits)) + rel];
+    return 1;
+}
+
+/* ---------------------------------------------------------------------------
+ * Repair
+ * ------------------------------------------------------------------------ */
+
+/* Called with stripe m->repair_stripe locked after its holder died. Reads
+ * only the intent log. Idempotent: every step sets absolute values or is an
+ * allocator call that is a no-op once its slot is 0. */
+static int stripe_repair(void *arg)
+{
+    shmds_map *m = arg;
+    shmds_region *r = m->r;
+    struct stripe *st = &m->h->stripes[m->repair_stripe];
+    struct slog *lg = &st->log;
+    int rc = shmds__alloc_settle(r);
+    if (rc < 0)
+        return rc;
+    SHMDS_FAULT("map.repair.settled");
+    switch (LD(&lg->op)) {
+    case OP_NONE:
+        /* Died while filling in a record it had not opened yet: the block
+         * named in `dead` is still linked, not the log's to free. */
+        ST(&lg->dead, 0);
+        break;
+    case OP_SWAP: {
+        uint64_t *link = shmds__ptr_chk(r, lg->link, 8, 8);
+        if (link == NULL)
+            return SHMDS_ECORRUPT;
+        bool done = lg->committed ||
+                    (lg->link_new != lg->link_old && LD(link) == lg->link_new);
+        if (done) {
+            st->entries = lg->entries1;
+            st->mem = lg->mem1;
+            if ((rc = shmds__free_from(r, &lg->dead)) < 0)
+                return rc;
+            SHMDS_FAULT("map.repair.swap.freed_dead");
+            ST(&lg->blk, 0);
+        } else {
+            if ((rc = shmds__free_from(r, &lg->blk)) < 0)
+                return rc;
+            SHMDS_FAULT("map.repair.swap.freed_blk");
+            ST(&lg->dead, 0);
+        }
+        break;
+    }
+    case OP_MOVE: {
+        struct entry *e = shmds__ptr_chk(r, lg->e, ENTRY_HDR, 16);
+        uint64_t *os = shmds__ptr_chk(r, lg->oldslot, 8, 8);
+        uint64_t *ns = shmds__ptr_chk(r, lg->newslot, 8, 8);
+        if (e == NULL || os == NULL || ns == NULL)
+            return SHMDS_ECORRUPT;
+        ST(&e->next, lg->nhead);
+        ST(ns, lg->e);
+        SHMDS_FAULT("map.repair.move.half");
+        ST(os, lg->enext);
+        break;
+    }
+    case OP_ADD: {
+        uint64_t *v = shmds__ptr_chk(r, lg->e, 8, 8);
+        if (v == NULL)
+            return SHMDS_ECORRUPT;
+        ST(v, lg->enext);
+        break;
+    }
+    default:
+        return SHMDS_ECORRUPT;
+    }
+    ST(&lg->committed, 0);
+    STR(&lg->op, OP_NONE);
+    uint64_t q = LD(&st->seq);
+    if (q & 1)
+        STR(&st->seq, q + 1);
+    return 0;
+}
+
+/* Called with the resize lock held after its holder died: roll START or
+ * SWITCH forward from the record. */
+static int resize_repair(void *arg)
+{
+    shmds_map *m = arg;
+    struct map_hdr *h = m->h;
+    struct rlog *rl = &h->rlog;
+    int rc = shmds__alloc_settle(m->r);
+    if (rc < 0)
+        return rc;
+    uint64_t q = LD(&h->tseq);
+    switch (LD(&rl->op)) {
+    case ROP_NONE:
+        break;
+    case ROP_START:
+        if (LD(&h->tab_new) != 0) {
+            if ((q & 1) == 0)
+                STR(&h->tseq, ++q);
+            ST(&h->bits_new, rl->newbits);
+            ST(&h->tepoch, rl->tepoch1);
+            ST(&h->rehashing, 1);
+        }
+        break;
+    case ROP_SWITCH:
+        if ((q & 1) == 0)
+            STR(&h->tseq, ++q);
+        ST(&h->tab_old, rl->newtab);
+        ST(&h->bits_old, rl->newbits);
+        ST(&h->tab_new, 0);
+        ST(&h->bits_new, 0);
+        ST(&h->rehashing, 0);
+        STR(&h->tseq, ++q);
+        if ((rc = shmds__free_from(m->r, &rl->dead)) < 0)
+            return rc;
+        break;
+    default:
+        return SHMDS_ECORRUPT;
+    }
+    q = LD(&h->tseq);
+    if (q & 1)
+        STR(&h->tseq, q + 1);
+    STR(&rl->op, ROP_NONE);
+    return 0;
+}
+
+/* Lock stripe s (blocking up to the region's bound, or not at all when
+ * `try`). Returns 0, SHMDS_RECOVERED, or an error (-EBUSY for try). */
+static int stripe_lock(shmds_map *m, uint32_t s, bool try)
+{
+    struct stripe *st = &m->h->stripes[s];
+    m->repair_stripe = s;
+    if (try)
+        return shmds_mutex_lock(&st->lock, 0, stripe_repair, m);
+    return shmds__lock(m->r, &st->lock, stripe_repair, m);
+}
+
+static void stripe_unlock(shmds_map *m, uint32_t s)
+{
+    shmds_mutex_unlock(&m->h->stripes[s].lock);
+}
+
+/* ---------------------------------------------------------------------------
+ * Growth
+ * ------------------------------------------------------------------------ */
+
+/* Start a growth if none is running. Stripe lock held; takes the resize
+ * lock. A table that cannot be allocated is not an error: chains just get
+ * longer until memory allows. */
+static int grow_start(shmds_map *m)
+{
+    struct map_hdr *h = m->h;
+    int rc = shmds__lock(m->r, &h->resize, resize_repair, m);
+    if (rc < 0)
+        return rc;
+    struct tsnap t;
+    rc = tsnap_get(m, &t);
+    if (rc == 0 && !t.rh && t.bo < MAX_BITS) {
+        struct rlog *rl = &h->rlog;
+        rl->newbits = t.bo + 1;
+        rl->tepoch1 = t.tepoch + 1;
+        STR(&rl->op, ROP_START);
+        SHMDS_FAULT("map.grow.logged");
+        rc = shmds__alloc_into(m->r, (uint64_t)8 << (t.bo + 1), &h->tab_new);
+        if (rc == 0) {
+            SHMDS_FAULT("map.grow.allocated");
+            uint64_t q = LD(&h->tseq) + 1;
+            STR(&h->tseq, q);
+            ST(&h->bits_new, rl->newbits);
+            ST(&h->tepoch, rl->tepoch1);
+            ST(&h->rehashing, 1);
+            STR(&h->tseq, q + 1);
+        } else if (rc == -ENOMEM) {
+            rc = 0;
+        }
+        STR(&rl->op, ROP_NONE);
+    }
+    shmds_mutex_unlock(&h->resize);
+    return rc;
+}
+
+/* SWITCH when every stripe has moved its slice. Holds a stripe lock; takes
+ * the resize lock. Stripes that are done stay done until the next START, so
+ * reading their progress without their locks is safe. */
+static int grow_finish(shmds_map *m)
+{
+    struct map_hdr *h = m->h;
+    struct tsnap t;
+    int rc = tsnap_get(m, &t);
+    if (rc < 0 || !t.rh)
+        return rc;
+    for (uint32_t i = 0; i < m->S; i++)
+        if (!stripe_done(m, &h->stripes[i], &t))
+            return 0;
+    rc = shmds__lock(m->r, &h->resize, resize_repair, m);
+    if (rc < 0)
+        return rc;
+    struct tsnap t2;
+    rc = tsnap_get(m, &t2);
+    if (rc == 0 && t2.rh && t2.tepoch == t.tepoch) {
+        struct rlog *rl = &h->rlog;
+        rl->newtab = LD(&h->tab_new);
+        rl->newbits = t2.bn;
+        ST(&rl->dead, LD(&h->tab_old));
+        STR(&rl->op, ROP_SWITCH);
+        SHMDS_FAULT("map.switch.logged");
+        uint64_t q = LD(&h->tseq) + 1;
+        STR(&h->tseq, q);
+        ST(&h->tab_old, rl->newtab);
+        ST(&h->bits_old, rl->newbits);
+        SHMDS_FAULT("map.switch.half");
+        ST(&h->tab_new, 0);
+        ST(&h->bits_new, 0);
+        ST(&h->rehashing, 0);
+        STR(&h->tseq, q + 1);
+        SHMDS_FAULT("map.switch.published");
+        rc = shmds__free_from(m->r, &rl->dead);
+        SHMDS_FAULT("map.switch.freed");
+        if (rc == 0)
+            STR(&rl->op, ROP_NONE);
+    }
+    shmds_mutex_unlock(&h->resize);
+    return rc;
+}
+
+/* Move up to `n` old buckets of stripe s (locked) into the new table.
+ * Returns 1 when the stripe's slice is now all moved, 0 when not, <0 error. */
+static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
+{
+    struct stripe *st = &m->h->stripes[s];
+    struct slog *lg = &st->log;
+    if (!t->rh)
+        return 0;
+    uint64_t total = slice_len(m, t->bo);
+    if (stripe_done(m, st, t))
+        return 1;
+    int rc = 0;
+    seq_begin(st);
+    if (LD(&st->epoch) != t->tepoch) {
+        /* First touch in this growth: nothing of ours is in the new table
+         * yet, so clearing our slice of it is safe to repeat. */
+        memset(&t->nw[(uint64_t)s << (t->bn - m->sbits)], 0, 8 * slice_len(m, t->bn));
+        ST(&st->moved, 0);
+        ST(&st->epoch, t->tepoch);
+        SHMDS_FAULT("map.migrate.cleared");
+    }
+    for (unsigned k = 0; k < n && LD(&st->moved) < total; k++) {
+        uint64_t b = ((uint64_t)s << (t->bo - m->sbits)) + LD(&st->moved);
+        uint64_t *os = &t->old[b];
+        unsigned steps = 0;
+        for (uint64_t eo; (eo = LD(os)) != 0;) {
+            struct entry *e = entry_at(m, eo);
+            if (e == NULL || ++steps > CHAIN_CAP || bidx(e->hash, t->bo) != b) {
+                rc = SHMDS_ECORRUPT;
+                goto out;
+            }
+            uint64_t *ns = &t->nw[bidx(e->hash, t->bn)];
+            lg->e = eo;
+            lg->enext = e->next;
+            lg->nhead = LD(ns);
+            lg->oldslot = shmds_off(m->r, os);
+            lg->newslot = shmds_off(m->r, ns);
+            STR(&lg->op, OP_MOVE);
+            SHMDS_FAULT("map.move.logged");
+            ST(&e->next, lg->nhead);
+            ST(ns, eo);
+            SHMDS_FAULT("map.move.linked");
+            ST(os, lg->enext);
+            STR(&lg->op, OP_NONE);
+        }
+        ST(&st->moved, LD(&st->moved) + 1);
+    }
+out:
+    seq_end(st);
+    if (rc < 0)
+        return rc;
+    return LD(&st->moved) >= total ? 1 : 0;
+}
+
+/* The rehash work a write does (stripe s locked): move some of our buckets,
+ * or, when ours are done, some of another stripe's we can lock at once;
+ * finish the growth when everything is moved. */
+static int rehash_step(shmds_map *m, uint32_t s)
+{
+    struct tsnap t;
+    int rc = tsnap_get(m, &t);
+    if (rc < 0 || !t.rh)
+        return rc;
+    rc = migrate(m, s, &t, MOVE_PER_OP);
+    if (rc == 1 && m->S > 1) {
+        uint32_t o = (uint32_t)(__atomic_fetch_add(&m->h->help, 1, __ATOMIC_RELAXED) % m->S);
+        if (o != s && !stripe_done(m, &m->h->stripes[o], &t) && stripe_lock(m, o, true) >= 0) {
+            rc = migrate(m, o, &t, MOVE_PER_OP);
+            stripe_unlock(m, o);
+        }
+    }
+    if (rc == 1)
+        rc = grow_finish(m);
+    m->repair_stripe = s;
+    return rc < 0 ? rc : 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * The one mutation: SWAP
+ * ------------------------------------------------------------------------ */
+
+struct newent {
+    const void *key;
+    size_t klen;
+    uint64_t hash;
+    const void *val;
+    size_t vlen;
+    uint64_t expire_ms;
+};
+
+/* Replace the link word `link` (stripe st locked, log idle) by a new entry
+ * `ne` chained to `next` (ne != NULL), or by `next` itself (ne == NULL: an
+ * unlink). `dead` (0 for none) is freed after the commit; the stripe's
+ * counters change by dn entries and dmem bytes. Returns 0; on -ENOMEM or
+ * any allocator error nothing changed. */
+static int swap(shmds_map *m, struct stripe *st, uint64_t *link, uint64_t next,
+                const struct newent *ne, uint64_t dead, int64_t dn, int64_t dmem)
+{
+    shmds_region *r = m->r;
+    struct slog *lg = &st->log;
+    lg->committed = 0;
+    lg->link = shmds_off(r, link);
+    lg->link_old = LD(link);
+    lg->link_new = 0;
+    ST(&lg->dead, dead);
+    lg->entries1 = st->entries + (uint64_t)dn;
+    lg->mem1 = st->mem + (uint64_t)dmem;
+    STR(&lg->op, OP_SWAP);
+    SHMDS_FAULT("map.swap.logged");
+    if (ne != NULL) {
+        int rc = shmds__alloc_into(r, esize(ne->klen, ne->vlen), &lg->blk);
+        if (rc < 0) {
+            ST(&lg->dead, 0);
+            STR(&lg->op, OP_NONE);
+            return rc;
+        }
+        SHMDS_FAULT("map.swap.allocated");
+        struct entry *e = shmds__ptr_chk(r, lg->blk, ENTRY_HDR + ne->vlen + ne->klen, 16);
+        if (e == NULL) {
+            shmds__free_from(r, &lg->blk);
+            ST(&lg->dead, 0);
+            STR(&lg->op, OP_NONE);
+            return SHMDS_ECORRUPT;
+        }
+        e->next = next;
+        e->hash = ne->hash;
+        e->klen = ne->klen;
+        e->vlen = ne->vlen;
+        e->expire_ms = ne->expire_ms;
+        e->ref = 0;
+        e->magic = ENTRY_MAGIC;
+        if (ne->vlen > 0)
+            memcpy(e_val(e), ne->val, ne->vlen);
+        memcpy(e_key(e), ne->key, ne->klen);
+        lg->link_new = lg->blk;
+    } else {
+        lg->link_new = next;
+    }
+    SHMDS_FAULT("map.swap.before_commit");
+    seq_begin(st);
+    STR(link, lg->link_new);
+    seq_end(st);
+    SHMDS_FAULT("map.swap.committed");
+    ST(&lg->committed, 1);
+    st->entries = lg->entries1;
+    st->mem = lg->mem1;
+    /* A failed free (a damaged heap) loses that block but not the commit. */
+    int rc = shmds__free_from(r, &lg->dead);
+    SHMDS_FAULT("map.swap.freed");
+    ST(&lg->dead, 0);
+    ST(&lg->blk, 0);
+    ST(&lg->committed, 0);
+    STR(&lg->op, OP_NONE);
+    return rc;
+}
+
+/* Unlink the entry `e` (at `eo`) whose link word is `link`. */
+static int unlink_entry(shmds_map *m, struct stripe *st, uint64_t *link, uint64_t eo,
+                        struct entry *e)
+{
+    return swap(m, st, link, e->next, NULL, eo, -1, -(int64_t)esize(e->klen, e->vlen));
+}
+
+/* Find `key` in stripe s (locked) under snapshot t. On return *head is its
+ * bucket slot; when found (return 1) *link is the word pointing at it, *eo
+ * and *ep the entry. Returns 0 when absent, SHMDS_ECORRUPT. */
+static int find(shmds_map *m, const struct tsnap *t, uint32_t s, uint64_t hash, const void *key,
+                size_t klen, uint64_t **head, uint64_t **link, uint64_t *eo, struct entry **ep)
+{
+    struct stripe *st = &m->h->stripes[s];
+    uint64_t *l = bucket_slot(m, t, st, s, hash);
+    *head = l;
+    for (unsigned steps = 0;; steps++) {
+        uint64_t o = LD(l);
+        if (o == 0)
+            return 0;
+        struct entry *e = entry_at(m, o);
+        if (e == NULL || steps >= CHAIN_CAP)
+            return SHMDS_ECORRUPT;
+        if (e_match(e, hash, key, klen)) {
+            *link = l;
+            *eo = o;
+            *ep = e;
+            return 1;
+        }
+        l = &e->next;
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * Expiry and eviction (stripe locked)
+ * ------------------------------------------------------------------------ */
+
+/* Remove expired entries from one bucket slot (at most `max`). */
+static int reap_slot(shmds_map *m, struct stripe *st, uint64_t *l, unsigned max, uint64_t *now)
+{
+    unsigned done = 0;
+    for (unsigned steps = 0; done < max; steps++) {
+        uint64_t o = LD(l);
+        if (o == 0)
+            break;
+        struct entry *e = entry_at(m, o);
+        if (e == NULL || steps >= CHAIN_CAP)
+            return SHMDS_ECORRUPT;
+        if (e_expired(e, now)) {
+            int rc = unlink_entry(m, st, l, o, e);
+            if (rc < 0)
+                return rc;
+            st->expirations++;
+            done++;
+        } else {
+            l = &e->next;
+        }
+    }
+    return (int)done;
+}
+
+/* Sweep one bucket of stripe s for expired entries. */
+static int sweep(shmds_map *m, uint32_t s)
+{
+    struct stripe *st = &m->h->stripes[s];
+    if (LD(&m->h->has_ttl) == 0 || st->entries == 0)
+        return 0;
+    struct tsnap t;
+    int rc = tsnap_get(m, &t);
+    if (rc < 0)
+        return rc;
+    uint64_t rel = st->sweep % slice_len(m, t.bo), now = 0;
+    st->sweep = rel + 1;
+    uint64_t *slots[2];
+    int n = slice_slots(m, &t, st, s, rel, slots);
+    for (int i = 0; i < n; i++)
+        if ((rc = reap_slot(m, st, slots[i], 8, &now)) < 0)
+            return rc;
+    return 0;
+}
+
+/* Evict one entry of stripe s (locked) by CLOCK; expired entries go first.
+ * Returns 1 evicted, 0 the stripe is empty, <0 error. */
+static int evict_one(shmds_map *m, uint32_t s)
+{
+    struct stripe *st = &m->h->stripes[s];
+    struct tsnap t;
+    int rc = tsnap_get(m, &t);
+    if (rc < 0)
+        return rc;
+    uint64_t len = slice_len(m, t.bo), now = 0;
+    /* Two turns of the hand clear every bit and then find a victim. */
+    for (uint64_t visit = 0; visit <= 2 * len && st->entries > 0; visit++) {
+        uint64_t rel = st->hand % len;
+        uint64_t *slots[2];
+        int n = slice_slots(m, &t, st, s, rel, slots);
+        for (int i = 0; i < n; i++) {
+            uint64_t *l = slots[i];
+            for (unsigned steps = 0;; steps++) {
+                uint64_t o = LD(l);
+                if (o == 0)
+                    break;
+                struct entry *e = entry_at(m, o);
+                if (e == NULL || steps >= CHAIN_CAP)
+                    return SHMDS_ECORRUPT;
+                bool exp = e_expired(e, &now);
+                if (exp || LD(&e->ref) == 0) {
+                    if ((rc = unlink_entry(m, st, l, o, e)) < 0)
+                        return rc;
+                    if (exp)
+                        st->expirations++;
+                    else
+                        st->evictions++;
+                    return 1;
+                }
+                ST(&e->ref, 0);
+                l = &e->next;
+            }
+        }
+        st->hand = rel + 1;
+    }
+    return 0;
+}
+
+static uint64_t mem_total(const shmds_map *m)
+{
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < m->S; i++)
+        sum += LD(&m->h->stripes[i].mem);
+    return sum;
+}
+
+/* Make room for `need` more bytes of entries (stripe s locked): evict under
+ * SHMDS_MAP_EVICT, first here, then in stripes we can lock at once.
+ * `force` evicts one entry even without a budget (the heap was full).
+ * Returns 0 (room made, or nothing to do), -ENOMEM, or an error. */
+static int make_room(shmds_map *m, uint32_t s, uint64_t need, bool force)
+{
+    uint64_t limit = m->h->mem_limit;
+    bool evict = (m->h->flags & SHMDS_MAP_EVICT) != 0;
+    if (!force && (limit == 0 || mem_total(m) + need <= limit))
+        return 0;
+    if (!evict || (limit != 0 && need > limit))
+        return -ENOMEM;
+    for (unsigned round = 0; round < 1u << 16; round++) {
+        int rc = evict_one(m, s);
+        if (rc < 0)
+            return rc;
+        if (rc == 0) {
+            /* Our stripe is empty: take one from a stripe nobody holds. */
+            for (uint32_t k = 1; k < m->S && rc == 0; k++) {
+                uint32_t o = (s + k + round) % m->S;
+                if (stripe_lock(m, o, true) < 0)
+                    continue;
+                rc = evict_one(m, o);
+                stripe_unlock(m, o);
+            }
+            m->repair_stripe = s;
+            if (rc <= 0)
+                return rc < 0 ? rc : -ENOMEM;
+        }
+        if (force || limit == 0 || mem_total(m) + need <= limit)
+            return 0;
+    }
+    return -ENOMEM;
+}
+
+/* ---------------------------------------------------------------------------
+ * Handles
+ * ------------------------------------------------------------------------ */
+
+static size_t hdr_bytes(uint32_t S)
+{
+    return sizeof(struct map_hdr) + (size_t)S * sizeof(struct stripe);
+}
+
+static uint32_t log2_ceil(uint64_t x)
+{
+    uint32_t b = 0;
+    while (b < 63 && ((uint64_t)1 << b) < x)
+        b++;
+    return b;
+}
+
+/* Validate the header at `off` and make a handle for it. */
+static int map_attach(shmds_region *r, shmds_off_t off, shmds_map **out)
+{
+    struct map_hdr *h = shmds__ptr_chk(r, off, sizeof(struct map_hdr), 64);
+    if (h == NULL || LDA(&h->magic) != MAP_MAGIC)
+        return SHMDS_ECORRUPT;
+    uint32_t S = h->nstripes, sb = h->sbits;
+    if (S == 0 || S > SHMDS_MAP_STRIPES_MAX || (S & (S - 1)) != 0 || S != (1u << sb) ||
+        shmds__ptr_chk(r, off, hdr_bytes(S), 64) == NULL)
+        return SHMDS_ECORRUPT;
+    shmds_map *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return -ENOMEM;
+    m->r = r;
+    m->h = h;
+    m->off = off;
+    m->S = S;
+    m->sbits = sb;
+    m->shard = (uint32_t)(mix((uint64_t)getpid()) % SHARDS);
+    *out = m;
+    return 0;
+}
+
+SHMDS_API int shmds_map_create(shmds_region *r, const char *name, const shmds_map_opts *o,
+                               shmds_map **out)
+{
+    shmds_map_opts d = {0};
+    if (o == NULL)
+        o = &d;
+    if (name == NULL || out == NULL || o->stripes > SHMDS_MAP_STRIPES_MAX ||
+        (o->flags & ~(uint32_t)SHMDS_MAP_EVICT) != 0)
+        return -EINVAL;
+    int rc = shmds__writable(r);
+    if (rc != 0)
+        return rc;
+    rc = shmds_root_get(r, name, NULL, NULL);
+    if (rc == 0)
+        return -EEXIST;
+    if (rc != -ENOENT)
+        return rc;
+    uint32_t S = o->stripes == 0 ? SHMDS_MAP_STRIPES_DEFAULT : o->stripes;
+    uint32_t sb = log2_ceil(S);
+    S = 1u << sb;
+    uint32_t bits = log2_ceil(o->capacity);
+    if (bits < MIN_BITS)
+        bits = MIN_BITS;
+    if (bits < sb)
+        bits = sb;
+    if (bits > MAX_BITS)
+        return -EINVAL;
+
+    /* The header needs 64-byte alignment (its mutexes); blocks are 16-byte
+     * aligned, so take 48 bytes more and round up. */
+    shmds_off_t blk;
+    rc = shmds_alloc(r, hdr_bytes(S) + 48, &blk);
+    if (rc < 0)
+        return rc;
+    shmds_off_t off = (blk + 63) & ~(shmds_off_t)63;
+    struct map_hdr *h = shmds_ptr(r, off);
+    memset(h, 0, hdr_bytes(S));
+    h->nstripes = S;
+    h->sbits = sb;
+    h->capacity = o->capacity;
+    h->mem_limit = o->mem_limit;
+    h->default_ttl_s = o->default_ttl_s;
+    h->flags = o->flags;
+    h->has_ttl = o->default_ttl_s != 0;
+    h->block = blk;
+    if (getrandom(&h->seed, sizeof h->seed, GRND_NONBLOCK) != (ssize_t)sizeof h->seed)
+        h->seed = mix(shmds__now_ns() ^ ((uint64_t)getpid() << 32));
+    h->bits_old = bits;
+    rc = shmds_mutex_init(&h->resize);
+    for (uint32_t i = 0; i < S && rc == 0; i++)
+        rc = shmds_mutex_init(&h->stripes[i].lock);
+    if (rc == 0)
+        rc = shmds__alloc_into(r, (uint64_t)8 << bits, &h->tab_old);
+    if (rc == 0) {
+        memset(shmds_ptr(r, h->tab_old), 0, (size_t)8 << bits);
+        STR(&h->magic, MAP_MAGIC);
+        SHMDS_FAULT("map.create.before_register");
+        rc = shmds_root_set(r, name, SHMDS_TYPE_MAP, off);
+    }
+    if (rc == 0 && (rc = map_attach(r, off, out)) == 0)
+        memcpy((*out)->name, name, strlen(name) + 1);
+    if (rc < 0) {
+        shmds_root_del(r, name);
+        ST(&h->magic, 0);
+        shmds__free_from(r, &h->tab_old);
+        shmds_free(r, blk);
+        return rc;
+    }
+    return 0;
+}
+
+SHMDS_API int shmds_map_open(shmds_region *r, const char *name, shmds_map **out)
+{
+    if (name == NULL || out == NULL)
+        return -EINVAL;
+    shmds_off_t off;
+    int rc = shmds__root_find_typed(r, name, SHMDS_TYPE_MAP, &off);
+    if (rc < 0)
+        return rc;
+    rc = map_attach(r, off, out);
+    if (rc == 0 && strlen(name) <= SHMDS_ROOT_NAME_MAX)
+        memcpy((*out)->name, name, strlen(name) + 1);
+    return rc;
+}
+
+SHMDS_API void shmds_map_close(shmds_map *m)
+{
+    free(m);
+}
+
+SHMDS_API int shmds_map_destroy(shmds_map *m)
+{
+    shmds_region *r = m->r;
+    struct map_hdr *h = m->h;
+    int rc = shmds__writable(r);
+    if (rc == 0 && m->name[0] == '\0')
+        rc = -EINVAL;
+    if (rc == 0)
+        rc = shmds_root_del(r, m->name);
+    if (rc < 0) {
+        shmds_map_close(m);
+        return rc;
+    }
+    /* Unreachable from now on: free entries, tables, header. */
+    struct tsnap t;
+    for (uint32_t s = 0; s < m->S && rc == 0; s++) {
+        if ((rc = stripe_lock(m, s, false)) < 0)
+            break;
+        struct stripe *st = &h->stripes[s];
+        rc = tsnap_get(m, &t);
+        for (uint64_t rel = 0; rc >= 0 && rel < slice_len(m, t.bo); rel++) {
+            uint64_t *slots[2];
+            int n = slice_slots(m, &t, st, s, rel, slots);
+            for (int i = 0; i < n && rc >= 0; i++) {
+                for (unsigned steps = 0; LD(slots[i]) != 0; steps++) {
+                    struct entry *e = entry_at(m, LD(slots[i]));
+                    if (e == NULL || steps >= CHAIN_CAP) {
+                        rc = SHMDS_ECORRUPT;
+                        break;
+                    }
+                    ST(&h->scratch, LD(slots[i]));
+                    ST(slots[i], e->next);
+                    if ((rc = shmds__free_from(r, &h->scratch)) < 0)
+                        break;
+                }
+            }
+        }
+        stripe_unlock(m, s);
+        rc = rc > 0 ? 0 : rc;
+    }
+    if (rc == 0)
+        rc = shmds__free_from(r, &h->tab_new);
+    if (rc == 0)
+        rc = shmds__free_from(r, &h->tab_old);
+    if (rc == 0) {
+        ST(&h->magic, 0);
+        rc = shmds_free(r, h->block);
+    }
+    shmds_map_close(m);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Writes
+ * ------------------------------------------------------------------------ */
+
+static int check_key(const void *key, size_t klen)
+{
+    return key == NULL || klen == 0 ? -EINVAL : 0;
+}
+
+static uint64_t expiry(const shmds_map *m, uint32_t ttl_s)
+{
+    uint32_t ttl = ttl_s != 0 ? ttl_s : m->h->default_ttl_s;
+    if (ttl == 0)
+        return 0;
+    if (LD(&m->h->has_ttl) == 0)
+        ST(&m->h->has_ttl, 1);
+    return now_ms() + (uint64_t)ttl * 1000u;
+}
+
+/* Work every write does after its own change (stripe s locked): start a
+ * growth when the stripe's load passes 1, sweep expired entries. */
+static int after_write(shmds_map *m, uint32_t s)
+{
+    struct tsnap t;
+    int rc = tsnap_get(m, &t);
+    if (rc < 0)
+        return rc;
+    if (!t.rh && m->h->stripes[s].entries > slice_len(m, t.bo) && (rc = grow_start(m)) < 0)
+        return rc;
+    return sweep(m, s);
+}
+
+/* Insert or replace (stripe s locked). *created tells which. */
+static int put_locked(shmds_map *m, uint32_t s, const struct newent *ne, unsigned flags,
+                      bool *created)
+{
+    struct stripe *st = &m->h->stripes[s];
+    struct tsnap t;
+    uint64_t *head, *link, eo, now = 0;
+    struct entry *e;
+    int rc = rehash_step(m, s);
+    if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
+        return rc;
+    int f = find(m, &t, s, ne->hash, ne->key, ne->klen, &head, &link, &eo, &e);
+    if (f < 0)
+        return f;
+    if (f == 1 && e_expired(e, &now)) {
+        if ((rc = unlink_entry(m, st, link, eo, e)) < 0)
+            return rc;
+        st->expirations++;
+        f = 0;
+    }
+    if ((flags & SHMDS_PUT_NX) && f == 1)
+        return -EEXIST;
+    if ((flags & SHMDS_PUT_XX) && f == 0)
+        return -ENOENT;
+    uint64_t need = esize(ne->klen, ne->vlen);
+    if ((rc = make_room(m, s, need, false)) < 0)
+        return rc;
+    bool evict = (m->h->flags & SHMDS_MAP_EVICT) != 0;
+    for (unsigned tries = 0;; tries++) {
+        if ((f = find(m, &t, s, ne->hash, ne->key, ne->klen, &head, &link, &eo, &e)) < 0)
+            return f;
+        if (f == 1)
+            rc = swap(m, st, link, e->next, ne, eo, 0,
+                      (int64_t)need - (int64_t)esize(e->klen, e->vlen));
+        else
+            rc = swap(m, st, head, LD(head), ne, 0, 1, (int64_t)need);
+        if (rc == -ENOMEM && evict && tries < EVICT_TRIES) {
+            if ((rc = make_room(m, s, need, true)) < 0)
+                return rc;
+            continue;
+        }
+        *created = f == 0;
+        return rc;
+    }
+}
+
+/* Lock stripe s, run the body, do the after-write work, unlock. The lock's
+ * SHMDS_RECOVERED is passed on when the operation succeeds. */
+#define WITH_STRIPE(m, s, body)                                  \
+    do {                                                         \
+        int lk_ = stripe_lock((m), (s), false);                  \
+        if (lk_ < 0)                                             \
+            return lk_;                                          \
+        int rc_ = (body);                                        \
+        if (rc_ >= 0)                                            \
+            rc_ = after_write((m), (s));                         \
+        stripe_unlock((m), (s));                                 \
+        return rc_ < 0 ? rc_ : lk_;                              \
+    } while (0)
+
+static int put_op(shmds_map *m, uint32_t s, const struct newent *ne, unsigned flags)
+{
+    bool created = false;
+    int rc = put_locked(m, s, ne, flags, &created);
+    if (rc == 0 && created)
+        m->h->stripes[s].inserts++;
+    return rc;
+}
+
+SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const void *val,
+                            size_t vlen, uint32_t ttl_s, unsigned flags)
+{
+    int rc = check_key(key, klen);
+    if (rc == 0 && ((vlen > 0 && val == NULL) || (flags & ~3u) != 0 || flags == 3u))
+        rc = -EINVAL;
+    if (rc == 0)
+        rc = shmds__writable(m->r);
+    if (rc != 0)
+        return rc;
+    struct newent ne = {key, klen, key_hash(m->h->seed, key, klen), val, vlen, expiry(m, ttl_s)};
+    uint32_t s = stripe_of(m, ne.hash);
+    WITH_STRIPE(m, s, put_op(m, s, &ne, flags));
+}
+
+static int del_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64_t hash)
+{
+    struct stripe *st = &m->h->stripes[s];
+    struct tsnap t;
+    uint64_t *head, *link, eo, now = 0;
+    struct entry *e;
+    int rc = rehash_step(m, s);
+    if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
+        return rc;
+    int f = find(m, &t, s, hash, key, klen, &head, &link, &eo, &e);
+    if (f <= 0)
+        return f < 0 ? f : -ENOENT;
+    bool exp = e_expired(e, &now);
+    if ((rc = unlink_entry(m, st, link, eo, e)) < 0)
+        return rc;
+    if (exp) {
+        st->expirations++;
+        return -ENOENT;
+    }
+    st->deletes++;
+    return 0;
+}
+
+SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
+{
+    int rc = check_key(key, klen);
+    if (rc == 0)
+        rc = shmds__writable(m->r);
+    if (rc != 0)
+        return rc;
+    uint64_t hash = key_hash(m->h->seed, key, klen);
+    uint32_t s = stripe_of(m, hash);
+    int lk = stripe_lock(m, s, false);
+    if (lk < 0)
+        return lk;
+    rc = del_op(m, s, key, klen, hash);
+    /* -ENOENT still does the after-write work (it may have reclaimed). */
+    int rc2 = rc >= 0 || rc == -ENOENT ? after_write(m, s) : 0;
+    stripe_unlock(m, s);
+    if (rc < 0)
+        return rc;
+    return rc2 < 0 ? rc2 : lk;
+}
+
+static int add_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64_t hash,
+                  int64_t delta, int64_t *result)
+{
+    struct stripe *st = &m->h->stripes[s];
+    struct tsnap t;
+    uint64_t *head, *link, eo, now = 0;
+    struct entry *e;
+    int rc = rehash_step(m, s);
+    if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
+        return rc;
+    int f = find(m, &t, s, hash, key, klen, &head, &link, &eo, &e);
+    if (f < 0)
+        return f;
+    if (f == 1 && e_expired(e, &now)) {
+        if ((rc = unlink_entry(m, st, link, eo, e)) < 0)
+            return rc;
+        st->expirations++;
+        f = 0;
+    }
+    if (f == 0) {
+        struct newent ne = {key, klen, hash, &delta, 8, expiry(m, 0)};
+        if ((rc = put_op(m, s, &ne, SHMDS_PUT_NX)) == 0 && result != NULL)
+            *result = delta;
+        return rc;
+    }
+    if (e->vlen != 8)
+        return -EINVAL;
+    int64_t *v = (int64_t *)(void *)e_val(e), nv;
+    if (__builtin_add_overflow(LD(v), delta, &nv))
+        return -EOVERFLOW;
+    struct slog *lg = &st->log;
+    lg->e = shmds_off(m->r, v);
+    lg->enext = (uint64_t)nv;
+    STR(&lg->op, OP_ADD);
+    SHMDS_FAULT("map.add.logged");
+    seq_begin(st);
+    ST(v, nv);
+    seq_end(st);
+    SHMDS_FAULT("map.add.stored");
+    STR(&lg->op, OP_NONE);
+    if (result != NULL)
+        *result = nv;
+    return 0;
+}
+
+SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t delta,
+                            int64_t *result)
+{
+    int rc = check_key(key, klen);
+    if (rc == 0)
+        rc = shmds__writable(m->r);
+    if (rc != 0)
+        return rc;
+    uint64_t hash = key_hash(m->h->seed, key, klen);
+    uint32_t s = stripe_of(m, hash);
+    WITH_STRIPE(m, s, add_op(m, s, key, klen, hash, delta, result));
+}
+
+/* ---------------------------------------------------------------------------
+ * Reads
+ * ------------------------------------------------------------------------ */
+
+/* Look `key` up in stripe s under snapshot t and copy its value out. Safe
+ * without the lock: every offset is checked and the walk is capped; the
+ * caller validates the sequence counters before trusting the result. */
+static int lookup_copy(shmds_map *m, const struct tsnap *t, uint32_t s, uint64_t hash,
+                       const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
+{
+    struct stripe *st = &m->h->stripes[s];
+    uint64_t o = LD(bucket_slot(m, t, st, s, hash)), now = 0;
+    for (unsigned steps = 0; o != 0; steps++) {
+        struct entry *e = entry_at(m, o);
+        if (e == NULL || steps >= CHAIN_CAP)
+            return SHMDS_ECORRUPT;
+        if (e_match(e, hash, key, klen)) {
+            if (e_expired(e, &now))
+                return -ENOENT;
+            uint64_t vl = LD(&e->vlen);
+            if (vlen != NULL)
+                *vlen = (size_t)vl;
+            if (vl > cap)
+                return -ENOBUFS;
+            if (vl > 0)
+                memcpy(buf, e_val(e), (size_t)vl);
+            return 0;
+        }
+        o = LD(&e->next);
+    }
+    return -ENOENT;
+}
+
+/* Get under the stripe lock: EVICT maps (sets the CLOCK bit, reclaims an
+ * expired entry) and the fallback of optimistic reads. */
+static int get_locked(shmds_map *m, uint32_t s, uint64_t hash, const void *key, size_t klen,
+                      void *buf, size_t cap, size_t *vlen)
+{
+    int lk = stripe_lock(m, s, false);
+    if (lk < 0)
+        return lk;
+    struct stripe *st = &m->h->stripes[s];
+    struct tsnap t;
+    uint64_t *head, *link, eo, now = 0;
+    struct entry *e;
+    int rc = tsnap_get(m, &t);
+    if (rc == 0)
+        rc = find(m, &t, s, hash, key, klen, &head, &link, &eo, &e);
+    if (rc == 1 && e_expired(e, &now)) {
+        rc = unlink_entry(m, st, link, eo, e);
+        if (rc == 0) {
+            st->expirations++;
+            rc = -ENOENT;
+        }
+    } else if (rc == 1) {
+        if (vlen != NULL)
+            *vlen = (size_t)e->vlen;
+        if (e->vlen > cap) {
+            rc = -ENOBUFS;
+        } else {
+            if (e->vlen > 0)
+                memcpy(buf, e_val(e), (size_t)e->vlen);
+            rc = 0;
+        }
+        if (LD(&e->ref) == 0)
+            ST(&e->ref, 1);
+    } else if (rc == 0) {
+        rc = -ENOENT;
+    }
+    stripe_unlock(m, s);
+    return rc;
+}
+
+/* Run `fn` over stripe s optimistically: accept its result only when the
+ * stripe and table counters did not move. After SPINS failures a writable
+ * handle runs it under the lock; a read-only one naps and retries until the
+ * region's lock bound (a writer that died mid-change). */
+static int read_stripe(shmds_map *m, uint32_t s,
+                       int (*fn)(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg),
+                       void *arg)
+{
+    struct stripe *st = &m->h->stripes[s];
+    uint64_t deadline = 0;
+    for (unsigned spins = 0;; spins++) {
+        uint64_t q = LDA(&st->seq);
+        if ((q & 1) == 0) {
+            struct tsnap t;
+            int rc = tsnap_get(m, &t);
+            if (rc == -ETIMEDOUT)
+                return rc;
+            if (rc == 0)
+                rc = fn(m, &t, s, arg);
+            __atomic_thread_fence(__ATOMIC_ACQUIRE);
+            if (LD(&st->seq) == q && LD(&m->h->tseq) == t.seq)
+                return rc;
+        }
+        if (spins < SPINS) {
+            if (spins > 8)
+                sched_yield();
+            continue;
+        }
+        if (!shmds__rdonly(m->r)) {
+            int lk = stripe_lock(m, s, false);
+            if (lk < 0)
+                return lk;
+            struct tsnap t;
+            int rc = tsnap_get(m, &t);
+            if (rc == 0)
+                rc = fn(m, &t, s, arg);
+            stripe_unlock(m, s);
+            return rc;
+        }
+        if (deadline == 0)
+            deadline = shmds__now_ns() + (uint64_t)m->r->lock_timeout_ms * 1000000u;
+        if (shmds__now_ns() >= deadline)
+            return -ETIMEDOUT;
+        nap_1ms();
+    }
+}
+
+struct getarg {
+    const void *key;
+    size_t klen;
+    uint64_t hash;
+    void *buf;
+    size_t cap;
+    size_t *vlen;
+};
+
+static int get_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
+{
+    struct getarg *g = arg;
+    return lookup_copy(m, t, s, g->hash, g->key, g->klen, g->buf, g->cap, g->vlen);
+}
+
+SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *buf, size_t cap,
+                            size_t *vlen)
+{
+    int rc = check_key(key, klen);
+    if (rc == 0 && cap > 0 && buf == NULL)
+        rc = -EINVAL;
+    if (rc != 0)
+        return rc;
+    uint64_t hash = key_hash(m->h->seed, key, klen);
+    uint32_t s = stripe_of(m, hash);
+    bool ro = shmds__rdonly(m->r);
+    if (m->h->flags & SHMDS_MAP_EVICT) {
+        if (ro)
+            return SHMDS_ERDONLY;
+        rc = get_locked(m, s, hash, key, klen, buf, cap, vlen);
+    } else {
+        struct getarg g = {key, klen, hash, buf, cap, vlen};
+        rc = read_stripe(m, s, get_fn, &g);
+    }
+    if (!ro && (rc == 0 || rc == -ENOENT || rc == -ENOBUFS))
+        __atomic_add_fetch(rc == -ENOENT ? &m->h->shards[m->shard].misses
+                                         : &m->h->shards[m->shard].hits,
+                           1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+SHMDS_API int shmds_map_count(shmds_map *m, uint64_t *n)
+{
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < m->S; i++)
+        sum += LD(&m->h->stripes[i].entries);
+    *n = sum;
+    return 0;
+}
+
+/* A stripe's live entries, copied: records of {klen, vlen} then the bytes. */
+struct snapbuf {
+    unsigned char *p;
+    size_t len, cap;
+    uint64_t n;
+};
+
+static int snap_put(struct snapbuf *b, const void *src, size_t len)
+{
+    if (b->cap - b->len < len) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc - b->len < len) {
+            if (nc > SIZE_MAX / 2)
+                return -ENOMEM;
+            nc *= 2;
+        }
+        unsigned char *np = realloc(b->p, nc);
+        if (np == NULL)
+            return -ENOMEM;
+        b->p = np;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->len, src, len);
+    b->len += len;
+    return 0;
+}
+
+static int snap_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
+{
+    struct snapbuf *b = arg;
+    struct stripe *st = &m->h->stripes[s];
+    uint64_t now = 0;
+    b->len = 0;
+    b->n = 0;
+    for (uint64_t rel = 0; rel < slice_len(m, t->bo); rel++) {
+        uint64_t *slots[2];
+        int n = slice_slots(m, t, st, s, rel, slots);
+        for (int i = 0; i < n; i++) {
+            uint64_t o = LD(slots[i]);
+            for (unsigned steps = 0; o != 0; steps++) {
+                struct entry *e = entry_at(m, o);
+                if (e == NULL || steps >= CHAIN_CAP)
+                    return SHMDS_ECORRUPT;
+                if (!e_expired(e, &now)) {
+                    uint64_t lens[2] = {LD(&e->klen), LD(&e->vlen)};
+                    int rc;
+                    if ((rc = snap_put(b, lens, sizeof lens)) < 0 ||
+                        (rc = snap_put(b, (unsigned char *)e + ENTRY_HDR + lens[1],
+                                       (size_t)lens[0])) < 0 ||
+                        (rc = snap_put(b, (unsigned char *)e + ENTRY_HDR, (size_t)lens[1])) < 0)
+                        return rc;
+                    b->n++;
+                }
+                o = LD(&e->next);
+            }
+        }
+    }
+    return 0;
+}
+
+SHMDS_API int shmds_map_foreach(shmds_map *m,
+                                int (*fn)(const void *k, size_t kl, const void *v, size_t vl,
+                                          void *arg),
+                                void *arg)
+{
+    struct snapbuf b = {0};
+    int rc = 0;
+    for (uint32_t s = 0; s < m->S && rc == 0; s++) {
+        if ((rc = read_stripe(m, s, snap_fn, &b)) < 0)
+            break;
+        size_t at = 0;
+        for (uint64_t i = 0; i < b.n && rc == 0; i++) {
+            uint64_t lens[2];
+            memcpy(lens, b.p + at, sizeof lens);
+            at += sizeof lens;
+            const unsigned char *k = b.p + at, *v = k + lens[0];
+            at += (size_t)(lens[0] + lens[1]);
+            rc = fn(k, (size_t)lens[0], v, (size_t)lens[1], arg);
+        }
+    }
+    free(b.p);
+    return rc;
+}
+
+SHMDS_API int shmds_map_stats_get(shmds_map *m, shmds_map_stats *out)
+{
+    struct map_hdr *h = m->h;
+    memset(out, 0, sizeof *out);
+    for (uint32_t i = 0; i < m->S; i++) {
+        struct stripe *st = &h->stripes[i];
+        out->entries += LD(&st->entries);
+        out->mem_used += LD(&st->mem);
+        out->inserts += LD(&st->inserts);
+        out->deletes += LD(&st->deletes);
+        out->evictions += LD(&st->evictions);
+        out->expirations += LD(&st->expirations);
+        out->recoveries += LD(&st->lock.recoveries);
+    }
+    out->recoveries += LD(&h->resize.recoveries);
+    for (unsigned i = 0; i < SHARDS; i++) {
+        out->hits += LD(&h->shards[i].hits);
+        out->misses += LD(&h->shards[i].misses);
+    }
+    uint64_t q = LDA(&h->tseq);
+    uint32_t bo = LD(&h->bits_old), bn = LD(&h->bits_new);
+    bool rh = LD(&h->rehashing) != 0;
+    if ((q & 1) == 0 && bo <= MAX_BITS && bn <= MAX_BITS + 1) {
+        out->buckets = ((uint64_t)1 << bo) + (rh ? (uint64_t)1 << bn : 0);
+        out->mem_used += 8 * out->buckets;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Check
+ * ------------------------------------------------------------------------ */
+
+/* Verify stripe s (locked) against snapshot t. */
+static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
+{
+    struct stripe *st = &m->h->stripes[s];
+    if (LD(&st->log.op) != OP_NONE || (LD(&st->seq) & 1) != 0 || st->log.blk != 0 ||
+        st->log.dead != 0)
+        return SHMDS_ECORRUPT;
+    uint64_t len = slice_len(m, t->bo), n = 0, mem = 0;
+    bool cur = t->rh && st->epoch == t->tepoch;
+    if (cur && st->moved > len)
+        return SHMDS_ECORRUPT;
+    for (uint64_t rel = 0; rel < len; rel++) {
+        uint64_t *slots[2];
+        int k = slice_slots(m, t, st, s, rel, slots);
+        if (cur && k == 1) {
+            /* Not moved yet: its two targets in the new table are empty. */
+            uint64_t nb = ((uint64_t)s << (t->bn - m->sbits)) + 2 * rel;
+            if (t->nw[nb] != 0 || t->nw[nb + 1] != 0)
+                return SHMDS_ECORRUPT;
+        }
+        for (int i = 0; i < k; i++) {
+            uint64_t o = LD(slots[i]);
+            for (unsigned steps = 0; o != 0; steps++) {
+                struct entry *e = entry_at(m, o);
+                uint64_t usable;
+                if (e == NULL || steps >= CHAIN_CAP || n > st->entries ||
+                    shmds__alloc_block_live(m->r, o, &usable) != 0 ||
+                    usable < esize(e->klen, e->vlen) ||
+                    key_hash(m->h->seed, e_key(e), (size_t)e->klen) != e->hash ||
+                    bucket_slot(m, t, st, s, e->hash) != slots[i])
+                    return SHMDS_ECORRUPT;
+                n++;
+                mem += esize(e->klen, e->vlen);
+                o = e->next;
+            }
+        }
+    }
+    return n == st->entries && mem == st->mem ? 0 : SHMDS_ECORRUPT;
+}
+
+static int check_tables(shmds_map *m, const struct tsnap *t)
+{
+    uint64_t usable;
+    if (shmds__alloc_block_live(m->r, m->h->tab_old, &usable) != 0 || usable < 8 * ((uint64_t)1 << t->bo))
+        return SHMDS_ECORRUPT;
+    if (t->rh && (shmds__alloc_block_live(m->r, m->h->tab_new, &usable) != 0 ||
+                  usable < 8 * ((uint64_t)1 << t->bn)))
+        return SHMDS_ECORRUPT;
+    if (!t->rh && m->h->tab_new != 0)
+        return SHMDS_ECORRUPT;
+    return LD(&m->h->rlog.op) == ROP_NONE ? 0 : SHMDS_ECORRUPT;
+}
+
+SHMDS_API int shmds_map_check(shmds_map *m)
+{
+    if (shmds__rdonly(m->r))
+        return SHMDS_ERDONLY;
+    uint32_t locked = 0;
+    int rc = 0;
+    for (; locked < m->S; locked++)
+        if ((rc = stripe_lock(m, locked, false)) < 0)
+            break;
+    int rl = rc < 0 ? rc : shmds__lock(m->r, &m->h->resize, resize_repair, m);
+    if (rl >= 0) {
+        struct tsnap t;
+        rc = tsnap_get(m, &t);
+        if (rc == 0)
+            rc = check_tables(m, &t);
+        for (uint32_t s = 0; s < m->S && rc == 0; s++)
+            rc = check_stripe(m, &t, s);
+        shmds_mutex_unlock(&m->h->resize);
+    } else {
+        rc = rl;
+    }
+    while (locked > 0)
+        stripe_unlock(m, --locked);
+    return rc;
+}
+
+int shmds__map_check_at(shmds_region *r, shmds_off_t off)
+{
+    shmds_map *m;
+    int rc = map_attach(r, off, &m);
+    if (rc < 0)
+        return rc;
+    rc = shmds_map_check(m);
+    shmds_map_close(m);
+    return rc;
+}
+
+SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_t val_bytes)
+{
+    uint64_t S = SHMDS_MAP_STRIPES_DEFAULT;
+    uint64_t buckets = (uint64_t)1 << log2_ceil(entries < 16 ? 16 : entries);
+    /* Per-stripe growth can double the table early; a growth holds the old
+     * table (half the size) beside it. */
+    uint64_t tables = 8 * (2 * buckets + buckets);
+    /* Each entry is one heap block: its size plus the allocator's header. */
+    uint64_t ents = entries * (esize(key_bytes, val_bytes) + 16);
+    uint64_t hdr = hdr_bytes((uint32_t)S) + 64;
+    uint64_t sum = SHMDS_HEADER_SIZE + hdr + tables + ents;
+    return sum + sum / 8 + 65536;
+}

@@ -1,0 +1,16 @@
+/* Private to the map module and its tests. */
+#ifndef SHMDS_MAP_INT_H
+#define SHMDS_MAP_INT_H
+
+#include <stdint.h>
+
+/* Replace the map's clock (milliseconds on any monotonic scale, the same in
+ * every process that shares a map) so tests can move time without
+ * sleeping; NULL restores CLOCK_MONOTONIC. Process-wide, not thread-safe. */
+void shmds__map_set_clock(uint64_t (*now_ms)(void));
+
+/* The shmds_map_check() of the map at `off` (a directory entry of type
+ * SHMDS_TYPE_MAP), for shmds_region_check(). */
+int shmds__map_check_at(shmds_region *r, shmds_off_t off);
+
+#endif
