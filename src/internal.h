@@ -166,7 +166,8 @@ int shmds__ms_left(uint64_t deadline_ns);
 /* ---- locks ---- */
 
 /* Lock one of region r's mutexes with the region's bound. A recovery bumps
- * the region's epoch. Returns as shmds_mutex_lock(). */
+ * the region's epoch. Returns as shmds_mutex_lock(), except that a mutex
+ * whose own bytes are damaged gives SHMDS_ECORRUPT (never a glibc abort). */
 int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg);
 /* True when the calling thread holds a shmds_mutex inside [base, base+len). */
 bool shmds__locks_held_in(const void *base, size_t len);
@@ -178,6 +179,11 @@ int shmds__writable(const shmds_region *r);
 /* Look a root up and insist on its type: SHMDS_ETYPE for another kind;
  * SHMDS_ECORRUPT when its offset is not a valid heap offset. */
 int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shmds_off_t *off);
+/* Attach to a region image already in this process's memory (tests and the
+ * fuzzer): validated like shmds_region_open, `base` 64-byte aligned, the
+ * memory stays the caller's (shmds_region_close frees only the handle).
+ * flags: 0 or SHMDS_RDONLY. */
+int shmds__region_attach_mem(void *base, size_t len, unsigned flags, shmds_region **out);
 /* Header and directory checks (part of shmds_region_check). */
 int shmds__region_check_header(shmds_region *r);
 /* 64-bit FNV-1a over a byte string, continuing from `h` (start with

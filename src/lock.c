@@ -258,8 +258,34 @@ SHMDS_API int shmds_mutex_info_get(const shmds_mutex *m, shmds_mutex_info *out)
  * nanoseconds. */
 #define LOCK_SPINS 100
 
+#ifdef __GLIBC__
+/* The kind word glibc keeps inside every mutex shmds_mutex_init makes
+ * (process-shared, robust, error-checking). glibc trusts that word: garbage
+ * there can steer it to a priority-protocol path that asserts and aborts
+ * the process. A region's bytes are untrusted, so its locks are checked
+ * against this before each lock. Computed once; a race computes it twice. */
+static int mutex_kind(void)
+{
+    static int kind = -1;
+    int k = __atomic_load_n(&kind, __ATOMIC_RELAXED);
+    if (k == -1) {
+        shmds_mutex t;
+        if (shmds_mutex_init(&t) != 0)
+            return -1;
+        k = t.mtx.__data.__kind;
+        pthread_mutex_destroy(&t.mtx);
+        __atomic_store_n(&kind, k, __ATOMIC_RELAXED);
+    }
+    return k;
+}
+#endif
+
 int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg)
 {
+#ifdef __GLIBC__
+    if (__atomic_load_n(&m->mtx.__data.__kind, __ATOMIC_RELAXED) != mutex_kind())
+        return SHMDS_ECORRUPT;
+#endif
     int rc = shmds_mutex_lock(m, 0, repair, arg);
     for (int i = 0; rc == -EBUSY && i < LOCK_SPINS; i++) {
         shmds__cpu_relax();
@@ -269,6 +295,10 @@ int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *
         rc = shmds_mutex_lock(m, (int)r->lock_timeout_ms, repair, arg);
     if (rc == SHMDS_RECOVERED)
         __atomic_add_fetch(&r->hdr->epoch, 1, __ATOMIC_RELAXED);
+    /* The timeout is ours and valid, so pthread's EINVAL can only mean the
+     * mutex's own bytes in the region are damaged. */
+    if (rc == -EINVAL)
+        rc = SHMDS_ECORRUPT;
     return rc;
 }
 

@@ -276,14 +276,38 @@ fail:
     return rc;
 }
 
+/* Attach to a region image that already sits in this process's memory
+ * (fuzzing and hostile-image tests: no shm object, no mapping). The image is
+ * validated exactly as shmds_region_open validates a mapped object of `len`
+ * bytes; the handle does not own the memory, and shmds_region_close only
+ * frees the handle. */
+int shmds__region_attach_mem(void *base, size_t len, unsigned flags, shmds_region **out)
+{
+    if (base == NULL || out == NULL || ((uintptr_t)base & (SHMDS__CACHE_LINE - 1)) != 0 ||
+        (flags & ~(unsigned)SHMDS_RDONLY) != 0)
+        return -EINVAL;
+    if (len < SHMDS_HEADER_SIZE)
+        return SHMDS_ECORRUPT;
+    int rc = header_validate(base, (uint64_t)len);
+    if (rc != 0)
+        return rc;
+    shmds_region *r = handle_new(base, len, -1, flags);
+    if (r == NULL)
+        return -ENOMEM;
+    *out = r;
+    return 0;
+}
+
 SHMDS_API int shmds_region_close(shmds_region *r)
 {
     if (r == NULL)
         return -EINVAL;
     if (shmds__locks_held_in(r->base, r->map_len))
         return -EBUSY;
-    munmap(r->base, r->map_len);
-    close(r->fd);
+    if (r->fd >= 0) { /* -1: attached from memory the caller owns */
+        munmap(r->base, r->map_len);
+        close(r->fd);
+    }
     free(r);
     return 0;
 }
@@ -379,6 +403,12 @@ static int dir_snapshot(shmds_region *r, struct shmds__root *copy)
             int rc = dir_lock(r); /* repairs a dead writer's half change */
             if (rc != 0)
                 return rc;
+            /* Odd while we hold the lock: no writer is at work, so the
+             * sequence is stale (a damaged or restored image); close it as
+             * the repair would, rather than wait for a writer that is not
+             * there. */
+            if (__atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED) & 1)
+                dir_repair(h);
             shmds_mutex_unlock(&h->dir_lock);
         }
         if (shmds__now_ns() >= deadline)
@@ -539,12 +569,16 @@ SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mut
 
 int shmds__region_check_header(shmds_region *r)
 {
-    struct stat st;
-    if (fstat(r->fd, &st) != 0)
-        return -errno;
+    uint64_t obj_size = r->map_len;
+    if (r->fd >= 0) {
+        struct stat st;
+        if (fstat(r->fd, &st) != 0)
+            return -errno;
+        obj_size = (uint64_t)st.st_size;
+    }
     /* The header may have been rewritten since open: check it again, and
      * check that it still agrees with the bounds this process trusts. */
-    int rc = header_validate(r->hdr, (uint64_t)st.st_size);
+    int rc = header_validate(r->hdr, obj_size);
     if (rc != 0)
         return rc;
     if (r->hdr->size != r->size)

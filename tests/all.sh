@@ -4,7 +4,11 @@
 #   2. build with AddressSanitizer + UndefinedBehaviorSanitizer and -Werror,
 #      run `make check` again;
 #   3. the unit tests under valgrind (`make check-valgrind`);
-#   4. `make distcheck`: the tarball builds, passes its tests and installs.
+#   4. build with --enable-fault-injection and run `make check`: the
+#      fault-point sweep (tests/torture/fault_sweep) runs there;
+#   5. when clang is installed: the libFuzzer harness, 60 seconds
+#      (`make fuzz`, seeded with the hostile images);
+#   6. `make distcheck`: the tarball builds, passes its tests and installs.
 # Builds happen in _build-* folders, so the source tree stays clean.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,6 +42,15 @@ run _build-werror --enable-werror
 run _build-sanitizers --enable-werror --enable-sanitizers
 echo "=== _build-werror: make check-valgrind ==="
 (cd _build-werror && make -s check-valgrind)
+run _build-fault --enable-werror --enable-fault-injection
+if command -v clang >/dev/null 2>&1; then
+    echo "=== _build-fuzz: configure CC=clang --enable-fuzzing; make fuzz (60 s) ==="
+    mkdir -p "$top/_build-fuzz"
+    (cd "$top/_build-fuzz" && "$top/configure" -q CC=clang --enable-fuzzing &&
+        make -s -j"$jobs" && make -s fuzz FUZZ_SECONDS=60)
+else
+    echo "=== clang not installed: fuzzing skipped ==="
+fi
 echo "=== _build-werror: make distcheck ==="
 (cd _build-werror && make -s -j"$jobs" distcheck)
 echo "tests/all.sh: all passed"

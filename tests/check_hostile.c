@@ -1,0 +1,463 @@
+/* Hostile region images: truncated, wrong sizes, bad header fields,
+ * damaged directories, and links inside the heap bent out of bounds, onto
+ * themselves and into cycles. Each image goes through the same path the
+ * fuzzer uses (image.c: attach from memory, check, every read operation)
+ * and, for the header cases, through a real shared-memory object and
+ * shmds_region_open. Nothing may crash or hang; damage the library can see
+ * must be reported as the documented error.
+ *
+ * `check_hostile --write-corpus DIR` writes every image into DIR instead of
+ * testing: they are the fuzzer's seed corpus. */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "image.h"
+#include "internal.h"
+#include "testutil.h"
+
+#define IMG_SIZE SHMDS_REGION_MIN_SIZE
+
+/* ---- the healthy image every hostile one is made from ---- */
+
+static unsigned char *base_img; /* IMG_SIZE bytes, 64-aligned */
+
+/* Build a populated region in a real shm object, then copy its bytes. */
+static void base_build(void)
+{
+    if (base_img != NULL)
+        return;
+    /* Not tu_name: this also runs outside Check (--write-corpus). */
+    char name[64];
+    snprintf(name, sizeof name, "/shmds-t-%ld-hostile-base", (long)getpid());
+    shmds_region *r = NULL;
+    if (shmds_region_create(name, IMG_SIZE, NULL, &r) != 0)
+        abort();
+    /* Two user roots pointing into the heap, and a heap with live and free
+     * blocks of several sizes (free lists, boundary tags, a split tail). */
+    if (shmds_root_set(r, "alpha", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE) != 0 ||
+        shmds_root_set(r, "beta", SHMDS_TYPE_USER + 1, SHMDS_HEADER_SIZE + 64) != 0)
+        abort();
+    shmds_off_t b[12];
+    for (unsigned i = 0; i < 12; i++)
+        if (shmds_alloc(r, 24 + 40 * i, &b[i]) != 0)
+            abort();
+    for (unsigned i = 0; i < 12; i += 3)
+        if (shmds_free(r, b[i]) != 0)
+            abort();
+    /* A list with a few elements (node links, lengths, payloads). */
+    shmds_list *l;
+    if (shmds_list_create(r, "gamma", &l) != 0)
+        abort();
+    for (unsigned i = 0; i < 4; i++)
+        if (shmds_list_push_back(l, "element", 2 + i) != 0)
+            abort();
+    shmds_list_close(l);
+    base_img = aligned_alloc(64, IMG_SIZE);
+    if (base_img == NULL)
+        abort();
+    memcpy(base_img, shmds_region_base(r), IMG_SIZE);
+    shmds_region_close(r);
+    shmds_region_unlink(name);
+}
+
+static struct shmds__hdr *hdr_of(unsigned char *img)
+{
+    return (struct shmds__hdr *)img;
+}
+
+static void reseal(unsigned char *img)
+{
+    struct shmds__hdr *h = hdr_of(img);
+    h->checksum = shmds__fnv1a(SHMDS__FNV_INIT, h, offsetof(struct shmds__hdr, checksum));
+}
+
+/* ---- the hand-made cases ----
+ * Each makes an image from the base and says what open and check must
+ * return (check_rc is only looked at when open succeeds; CHECK_ANY: the
+ * image is legal or not, but it must not crash). */
+
+#define CHECK_ANY 1
+
+typedef struct hostile {
+    const char *name;
+    size_t len; /* bytes of the image handed over */
+    void (*make)(unsigned char *img);
+    int open_rc;
+    int check_rc;
+} hostile;
+
+static void mk_nothing(unsigned char *img) { (void)img; }
+static void mk_magic(unsigned char *img) { hdr_of(img)->magic ^= 1; }
+static void mk_magic_swapped(unsigned char *img)
+{
+    hdr_of(img)->magic = __builtin_bswap64(SHMDS__MAGIC);
+}
+static void mk_format(unsigned char *img) { hdr_of(img)->format++; reseal(img); }
+static void mk_abi(unsigned char *img) { hdr_of(img)->abi ^= 8; reseal(img); }
+static void mk_checksum(unsigned char *img) { hdr_of(img)->created_ns++; }
+static void mk_size_huge(unsigned char *img)
+{
+    hdr_of(img)->size = UINT64_MAX - 4095;
+    hdr_of(img)->heap_size = UINT64_MAX - 8191;
+    reseal(img);
+}
+static void mk_size_small(unsigned char *img)
+{
+    hdr_of(img)->size = SHMDS_HEADER_SIZE;
+    hdr_of(img)->heap_size = 0;
+    reseal(img);
+}
+static void mk_heap_off(unsigned char *img)
+{
+    hdr_of(img)->heap_off = 64;
+    hdr_of(img)->heap_size = IMG_SIZE - 64;
+    reseal(img);
+}
+static void mk_heap_size(unsigned char *img)
+{
+    hdr_of(img)->heap_size += 4096;
+    reseal(img);
+}
+static void mk_hdr_size(unsigned char *img) { hdr_of(img)->hdr_size = 8192; reseal(img); }
+static void mk_roots_max(unsigned char *img) { hdr_of(img)->roots_max = 1000; reseal(img); }
+static void mk_timeout_zero(unsigned char *img)
+{
+    hdr_of(img)->lock_timeout_ms = 0;
+    reseal(img);
+}
+static void mk_timeout_huge(unsigned char *img)
+{
+    hdr_of(img)->lock_timeout_ms = UINT32_MAX;
+    reseal(img);
+}
+static void mk_root_off_out(unsigned char *img) { hdr_of(img)->roots[0].off = IMG_SIZE; }
+static void mk_root_off_huge(unsigned char *img) { hdr_of(img)->roots[0].off = UINT64_MAX - 7; }
+static void mk_root_off_header(unsigned char *img) { hdr_of(img)->roots[0].off = 8; }
+static void mk_root_off_unaligned(unsigned char *img)
+{
+    hdr_of(img)->roots[0].off = SHMDS_HEADER_SIZE + 3;
+}
+static void mk_root_name_unterminated(unsigned char *img)
+{
+    memset(hdr_of(img)->roots[0].name, 'x', sizeof hdr_of(img)->roots[0].name);
+}
+static void mk_root_name_empty(unsigned char *img)
+{
+    memset(hdr_of(img)->roots[0].name, 0, sizeof hdr_of(img)->roots[0].name);
+}
+static void mk_root_duplicate(unsigned char *img)
+{
+    memcpy(hdr_of(img)->roots[1].name, hdr_of(img)->roots[0].name,
+           sizeof hdr_of(img)->roots[0].name);
+}
+static void mk_root_all_slots(unsigned char *img)
+{
+    for (unsigned i = 0; i < SHMDS_ROOTS_MAX; i++) {
+        struct shmds__root *e = &hdr_of(img)->roots[i];
+        snprintf(e->name, sizeof e->name, "slot%u", i);
+        e->type = SHMDS_TYPE_USER;
+        e->off = SHMDS_HEADER_SIZE + 8 * i;
+    }
+}
+/* A writer's sequence left odd with the lock free: a stale image. Reads
+ * must not wait out the lock bound. */
+static void mk_dir_seq_odd(unsigned char *img) { hdr_of(img)->dir_seq |= 1; }
+/* Garbage in the free slots and the reserved tail must not matter. */
+static void mk_free_slot_garbage(unsigned char *img)
+{
+    struct shmds__hdr *h = hdr_of(img);
+    for (unsigned i = 0; i < SHMDS_ROOTS_MAX; i++) {
+        if (h->roots[i].type != 0)
+            continue;
+        memset(h->roots[i].name, 0xA5, sizeof h->roots[i].name);
+        h->roots[i].off = UINT64_MAX;
+    }
+    memset(h->reserved, 0x5A, sizeof h->reserved);
+}
+
+static const hostile cases[] = {
+    {"healthy", IMG_SIZE, mk_nothing, 0, 0},
+    {"empty", 0, mk_nothing, SHMDS_ECORRUPT, 0},
+    {"truncated_in_header", 100, mk_nothing, SHMDS_ECORRUPT, 0},
+    {"header_only", SHMDS_HEADER_SIZE, mk_nothing, SHMDS_ECORRUPT, 0},
+    {"truncated_heap", IMG_SIZE - 4096, mk_nothing, SHMDS_ECORRUPT, 0},
+    {"bad_magic", IMG_SIZE, mk_magic, SHMDS_EFORMAT, 0},
+    {"other_endian", IMG_SIZE, mk_magic_swapped, SHMDS_EABI, 0},
+    {"other_format", IMG_SIZE, mk_format, SHMDS_EFORMAT, 0},
+    {"other_abi", IMG_SIZE, mk_abi, SHMDS_EABI, 0},
+    {"bad_checksum", IMG_SIZE, mk_checksum, SHMDS_ECORRUPT, 0},
+    {"size_huge", IMG_SIZE, mk_size_huge, SHMDS_ECORRUPT, 0},
+    {"size_small", IMG_SIZE, mk_size_small, SHMDS_ECORRUPT, 0},
+    {"heap_in_header", IMG_SIZE, mk_heap_off, SHMDS_ECORRUPT, 0},
+    {"heap_past_end", IMG_SIZE, mk_heap_size, SHMDS_ECORRUPT, 0},
+    {"hdr_size", IMG_SIZE, mk_hdr_size, SHMDS_ECORRUPT, 0},
+    {"roots_max", IMG_SIZE, mk_roots_max, SHMDS_ECORRUPT, 0},
+    {"lock_timeout_zero", IMG_SIZE, mk_timeout_zero, SHMDS_ECORRUPT, 0},
+    {"lock_timeout_huge", IMG_SIZE, mk_timeout_huge, SHMDS_ECORRUPT, 0},
+    {"root_off_past_end", IMG_SIZE, mk_root_off_out, 0, SHMDS_ECORRUPT},
+    {"root_off_huge", IMG_SIZE, mk_root_off_huge, 0, SHMDS_ECORRUPT},
+    {"root_off_in_header", IMG_SIZE, mk_root_off_header, 0, SHMDS_ECORRUPT},
+    {"root_off_unaligned", IMG_SIZE, mk_root_off_unaligned, 0, SHMDS_ECORRUPT},
+    {"root_name_unterminated", IMG_SIZE, mk_root_name_unterminated, 0, SHMDS_ECORRUPT},
+    {"root_name_empty", IMG_SIZE, mk_root_name_empty, 0, SHMDS_ECORRUPT},
+    {"root_duplicate", IMG_SIZE, mk_root_duplicate, 0, SHMDS_ECORRUPT},
+    {"root_all_slots", IMG_SIZE, mk_root_all_slots, 0, CHECK_ANY},
+    {"dir_seq_odd", IMG_SIZE, mk_dir_seq_odd, 0, CHECK_ANY},
+    {"free_slot_garbage", IMG_SIZE, mk_free_slot_garbage, 0, 0},
+};
+#define NCASES (sizeof cases / sizeof cases[0])
+
+static unsigned char *case_image(const hostile *c)
+{
+    base_build();
+    unsigned char *img = aligned_alloc(64, IMG_SIZE);
+    ck_assert_ptr_nonnull(img);
+    memcpy(img, base_img, IMG_SIZE);
+    c->make(img);
+    return img;
+}
+
+/* ---- generic link and size damage ----
+ * Every non-zero 8-byte word of the heap is a candidate link or size (the
+ * heap's boundary tags and free lists, and every structure as it lands,
+ * without knowing their layouts). Each is bent seven ways: past the end,
+ * onto itself, into the header, onto the previous candidate's value (a
+ * cycle when the two are neighbours in a chain), zero, all ones, and 16
+ * more (a size that overlaps the next block). */
+
+enum {
+    BEND_PAST_END,
+    BEND_SELF,
+    BEND_HEADER,
+    BEND_BACK,
+    BEND_ZERO,
+    BEND_ONES,
+    BEND_PLUS16,
+    BEND_KINDS
+};
+
+static size_t link_words(const unsigned char *img, size_t *at, size_t max)
+{
+    size_t n = 0;
+    for (size_t off = SHMDS_HEADER_SIZE; off + 8 <= IMG_SIZE && n < max; off += 8) {
+        uint64_t v;
+        memcpy(&v, img + off, 8);
+        if (v != 0)
+            at[n++] = off;
+    }
+    return n;
+}
+
+static void bend(unsigned char *img, const size_t *at, size_t i, int kind)
+{
+    uint64_t v;
+    memcpy(&v, img + at[i], 8);
+    switch (kind) {
+    case BEND_PAST_END: v = IMG_SIZE + 8 * i; break;
+    case BEND_SELF: v = at[i]; break;
+    case BEND_HEADER: v = 64; break;
+    case BEND_BACK: memcpy(&v, img + at[i > 0 ? i - 1 : 0], 8); v -= 8 * (i == 0); break;
+    case BEND_ZERO: v = 0; break;
+    case BEND_ONES: v = UINT64_MAX; break;
+    default: v += 16; break;
+    }
+    memcpy(img + at[i], &v, 8);
+}
+
+#define MAX_LINKS 512
+
+/* ---- tests ---- */
+
+static void expect(const hostile *c, img_result res)
+{
+    ck_assert_msg(res.open_rc == c->open_rc, "%s: attach gave %s, expected %s", c->name,
+                  shmds_errname(res.open_rc), shmds_errname(c->open_rc));
+    if (res.open_rc == 0 && c->check_rc != CHECK_ANY)
+        ck_assert_msg(res.check_rc == c->check_rc, "%s: check gave %s, expected %s", c->name,
+                      shmds_errname(res.check_rc), shmds_errname(c->check_rc));
+}
+
+START_TEST(test_hostile_image_from_memory)
+{
+    const hostile *c = &cases[_i];
+    unsigned char *img = case_image(c);
+    expect(c, img_exercise(img, c->len));
+    free(img);
+}
+END_TEST
+
+/* The same bytes in a real shared-memory object, through shmds_region_open. */
+START_TEST(test_hostile_image_through_shm)
+{
+    const hostile *c = &cases[_i];
+    unsigned char *img = case_image(c);
+    const char *name = tu_name("hshm");
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, img, c->len), (ssize_t)c->len);
+    close(fd);
+    shmds_region *r = NULL;
+    int rc = shmds_region_open(name, 0, &r);
+    if (c->len == 0)
+        ck_assert_int_eq(rc, -EAGAIN); /* an empty object: creator still at work */
+    else
+        ck_assert_msg(rc == c->open_rc, "%s: open gave %s", c->name, shmds_errname(rc));
+    if (rc == 0) {
+        int crc = shmds_region_check(r);
+        if (c->check_rc != CHECK_ANY)
+            ck_assert_msg(crc == c->check_rc, "%s: check gave %s", c->name, shmds_errname(crc));
+        ck_assert_int_eq(shmds_region_close(r), 0);
+    }
+    shmds_region_unlink(name);
+    free(img);
+}
+END_TEST
+
+/* A stale odd directory sequence in a writable region is closed by the
+ * next reader that takes the lock, instead of costing every lookup the
+ * whole lock bound and then -ETIMEDOUT. */
+START_TEST(test_hostile_stale_dir_seq_is_closed)
+{
+    base_build();
+    unsigned char *img = aligned_alloc(64, IMG_SIZE);
+    memcpy(img, base_img, IMG_SIZE);
+    mk_dir_seq_odd(img);
+    shmds_region *r = NULL;
+    ck_assert_int_eq(shmds__region_attach_mem(img, IMG_SIZE, 0, &r), 0);
+    uint32_t type;
+    shmds_off_t off;
+    ck_assert_int_eq(shmds_root_get(r, "alpha", &type, &off), 0);
+    ck_assert_uint_eq(type, SHMDS_TYPE_USER);
+    ck_assert_uint_eq(hdr_of(img)->dir_seq & 1, 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+    free(img);
+}
+END_TEST
+
+/* A region lock whose pthread kind word is garbage is damage in the
+ * region: SHMDS_ECORRUPT, as the contracts say. Before the fix glibc gave
+ * a bare -EINVAL for an unknown kind, and for a priority-protect or
+ * priority-inheritance kind it asserted and aborted the process. */
+static int garbage_kind(int i)
+{
+    shmds_mutex t;
+    ck_assert_int_eq(shmds_mutex_init(&t), 0);
+    int k = t.mtx.__data.__kind;
+    pthread_mutex_destroy(&t.mtx);
+    const int kinds[] = {IMG_SIZE + 8, k | 64 /* prio protect */, k | 32 /* prio inherit */};
+    return kinds[i];
+}
+
+START_TEST(test_hostile_garbage_lock_is_corrupt)
+{
+    base_build();
+    unsigned char *img = aligned_alloc(64, IMG_SIZE);
+    memcpy(img, base_img, IMG_SIZE);
+    hdr_of(img)->dir_lock.mtx.__data.__kind = garbage_kind(_i);
+    shmds_region *r = NULL;
+    ck_assert_int_eq(shmds__region_attach_mem(img, IMG_SIZE, 0, &r), 0);
+    ck_assert_int_eq(shmds_root_set(r, "delta", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE),
+                     SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_root_del(r, "alpha"), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+    free(img);
+}
+END_TEST
+
+START_TEST(test_hostile_bent_links)
+{
+    base_build();
+    size_t at[MAX_LINKS];
+    size_t n = link_words(base_img, at, MAX_LINKS);
+    unsigned char *img = aligned_alloc(64, IMG_SIZE);
+    ck_assert_ptr_nonnull(img);
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < BEND_KINDS; k++) {
+            memcpy(img, base_img, IMG_SIZE);
+            bend(img, at, i, k);
+            img_result res = img_exercise(img, IMG_SIZE);
+            ck_assert_int_eq(res.open_rc, 0);
+            /* A bent word inside a lock reads as a lock some live process
+             * holds (-ETIMEDOUT after the bound) or as one fenced off. */
+            ck_assert_msg(res.check_rc == 0 || res.check_rc == SHMDS_ECORRUPT ||
+                              res.check_rc == -ETIMEDOUT ||
+                              res.check_rc == SHMDS_ENOTRECOVERABLE,
+                          "word at %zu bent %d: check gave %s", at[i], k,
+                          shmds_errname(res.check_rc));
+        }
+    }
+    free(img);
+}
+END_TEST
+
+/* ---- the corpus ---- */
+
+static int write_file(const char *dir, const char *name, const void *img, size_t len)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL || fwrite(img, 1, len, f) != len || fclose(f) != 0) {
+        perror(path);
+        return 1;
+    }
+    return 0;
+}
+
+static int write_corpus(const char *dir)
+{
+    base_build();
+    unsigned char *img = aligned_alloc(64, IMG_SIZE);
+    int bad = 0;
+    for (size_t i = 0; i < NCASES; i++) {
+        memcpy(img, base_img, IMG_SIZE);
+        cases[i].make(img);
+        bad |= write_file(dir, cases[i].name, img, cases[i].len);
+    }
+    size_t at[MAX_LINKS];
+    size_t n = link_words(base_img, at, MAX_LINKS);
+    for (size_t i = 0; i < n; i++) {
+        for (int k = 0; k < BEND_KINDS; k++) {
+            char name[64];
+            memcpy(img, base_img, IMG_SIZE);
+            bend(img, at, i, k);
+            snprintf(name, sizeof name, "bent_%zu_%d", at[i], k);
+            bad |= write_file(dir, name, img, IMG_SIZE);
+        }
+    }
+    free(img);
+    printf("%zu images in %s\n", NCASES + n * BEND_KINDS, dir);
+    return bad;
+}
+
+static Suite *hostile_suite(void)
+{
+    Suite *s = suite_create("hostile");
+    TCase *tc = tcase_create("limits");
+    tcase_add_loop_test(tc, test_hostile_image_from_memory, 0, NCASES);
+    tcase_add_loop_test(tc, test_hostile_image_through_shm, 0, NCASES);
+    tcase_add_test(tc, test_hostile_stale_dir_seq_is_closed);
+    tcase_add_loop_test(tc, test_hostile_garbage_lock_is_corrupt, 0, 3);
+    tcase_add_test(tc, test_hostile_bent_links);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[1], "--write-corpus") == 0)
+        return write_corpus(argv[2]);
+    SRunner *sr = srunner_create(hostile_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

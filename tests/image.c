@@ -1,0 +1,74 @@
+/* img_exercise: see image.h. */
+#include "image.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct walk {
+    shmds_region *r;
+    unsigned n;
+};
+
+static int count_element(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    *(size_t *)arg += len;
+    return 0;
+}
+
+static int visit_root(const char *name, uint32_t type, shmds_off_t off, void *arg)
+{
+    struct walk *w = arg;
+    uint32_t t;
+    shmds_off_t o, typed;
+    w->n++;
+    /* Look the name up again through the other entry points. */
+    (void)shmds_root_get(w->r, name, &t, &o);
+    (void)shmds__root_find_typed(w->r, name, type, &typed);
+    /* A root may name a heap block: ask the allocator about it. */
+    (void)shmds_usable_size(w->r, off);
+    uint64_t usable;
+    (void)shmds__alloc_block_live(w->r, off, &usable);
+    if (type == SHMDS_TYPE_LIST) {
+        shmds_list *l;
+        if (shmds_list_open(w->r, name, &l) == 0) {
+            size_t len;
+            (void)shmds_list_len(l, &len);
+            (void)shmds_list_foreach(l, count_element, &len);
+            (void)shmds_list_check(l);
+            shmds_list_close(l);
+        }
+    }
+    return 0;
+}
+
+img_result img_exercise(const void *data, size_t len)
+{
+    img_result res = {0, 0, 0};
+    /* Own, aligned, writable memory: the library may repair what it finds. */
+    size_t cap = (len + 63) / 64 * 64;
+    void *buf = aligned_alloc(64, cap == 0 ? 64 : cap);
+    if (buf == NULL)
+        abort();
+    memcpy(buf, data, len);
+    shmds_region *r = NULL;
+    res.open_rc = shmds__region_attach_mem(buf, len, 0, &r);
+    if (res.open_rc == 0) {
+        r->lock_timeout_ms = IMG_LOCK_TIMEOUT_MS;
+        res.check_rc = shmds_region_check(r);
+        shmds_region_info info;
+        (void)shmds_region_info_get(r, &info);
+        shmds_alloc_stats st;
+        (void)shmds_alloc_stats_get(r, &st);
+        struct walk w = {r, 0};
+        (void)shmds_root_foreach(r, visit_root, &w);
+        res.roots = w.n;
+        if (shmds_region_close(r) != 0)
+            abort(); /* an operation returned with a lock still held */
+    }
+    free(buf);
+    return res;
+}

@@ -1,0 +1,25 @@
+/* Region images in ordinary memory: what the hostile-image tests and the
+ * fuzzer feed to the library. img_exercise() attaches to an image with
+ * shmds__region_attach_mem and runs every read-side operation on it: the
+ * whole-region check, the directory, and each named object the library
+ * knows. Whatever the bytes, it must return; a crash, a hang or a sanitizer
+ * report is a library bug. */
+#ifndef SHMDS_TEST_IMAGE_H
+#define SHMDS_TEST_IMAGE_H
+
+#include <stddef.h>
+
+/* Lock waits on a hostile image are cut to this (a garbage lock word may
+ * look held by a live process forever). */
+#define IMG_LOCK_TIMEOUT_MS 20
+
+typedef struct img_result {
+    int open_rc;  /* shmds__region_attach_mem */
+    int check_rc; /* shmds_region_check, when open_rc == 0 */
+    unsigned roots; /* directory entries seen */
+} img_result;
+
+/* Copy `len` bytes into aligned memory of their own and exercise them. */
+img_result img_exercise(const void *data, size_t len);
+
+#endif
