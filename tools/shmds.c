@@ -265,6 +265,19 @@ static int open_for_reading(const char *name, shmds_region **r)
     return rc;
 }
 
+/* Open region `name` for reading and look `object` up in its directory.
+ * *r is NULL when the region itself could not be opened; otherwise the
+ * caller closes it, whatever the lookup returned. */
+static int open_object(const char *name, const char *object, shmds_region **r, uint32_t *type)
+{
+    int rc = open_for_reading(name, r);
+    if (rc != 0) {
+        *r = NULL;
+        return rc;
+    }
+    return shmds_root_get(*r, object, type, NULL);
+}
+
 struct dump {
     int json;
     int first;
@@ -328,11 +341,10 @@ static int cmd_dump(int argc, char **argv)
     else if (argc != 3)
         return -1;
     shmds_region *r;
-    int rc = open_for_reading(argv[1], &r);
-    if (rc != 0)
+    uint32_t type;
+    int rc = open_object(argv[1], argv[2], &r, &type);
+    if (r == NULL)
         return complain(argv[1], rc);
-    uint32_t type = 0;
-    rc = shmds_root_get(r, argv[2], &type, NULL);
     if (rc == 0 && type == SHMDS_TYPE_LIST) {
         shmds_list *l;
         if ((rc = shmds_list_open(r, argv[2], &l)) == 0) {
@@ -361,11 +373,10 @@ static int cmd_stat(int argc, char **argv)
     if (argc != 3)
         return -1;
     shmds_region *r;
-    int rc = open_for_reading(argv[1], &r);
-    if (rc != 0)
+    uint32_t type;
+    int rc = open_object(argv[1], argv[2], &r, &type);
+    if (r == NULL)
         return complain(argv[1], rc);
-    uint32_t type = 0;
-    rc = shmds_root_get(r, argv[2], &type, NULL);
     if (rc == 0 && type == SHMDS_TYPE_LIST) {
         shmds_list *l;
         size_t n;
