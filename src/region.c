@@ -160,9 +160,12 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
     h->roots_max = SHMDS_ROOTS_MAX;
     if ((rc = shmds_mutex_init(&h->dir_lock)) != 0 || (rc = shmds_mutex_init(&h->alloc_lock)) != 0)
         goto fail;
-    h->magic = SHMDS__MAGIC; /* the checksum covers the magic ... */
-    h->checksum = header_checksum(h);
-    h->magic = 0; /* ... which is published last */
+    /* The checksum covers the magic, which must not appear in the shared
+     * header before everything else is there: compute it on a copy. */
+    struct shmds__hdr copy;
+    memcpy(&copy, h, offsetof(struct shmds__hdr, checksum));
+    copy.magic = SHMDS__MAGIC;
+    h->checksum = header_checksum(&copy);
     SHMDS_FAULT("region.create.before_publish");
     __atomic_store_n(&h->magic, SHMDS__MAGIC, __ATOMIC_RELEASE);
 

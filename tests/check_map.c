@@ -554,6 +554,8 @@ static int rh_writer(void *arg)
         if (shmds_map_put(m, k, strlen(k), &i, 8, 0, 0) < 0)
             return 11;
     }
+    shmds_map_close(m);
+    shmds_region_close(r);
     return 0;
 }
 static int rh_reader(void *arg)
@@ -579,6 +581,8 @@ static int rh_reader(void *arg)
                 return 13;
         }
     }
+    shmds_map_close(m);
+    shmds_region_close(r);
     return 0;
 }
 
@@ -722,12 +726,19 @@ START_TEST(test_map_writers_killed_at_random_keep_acknowledged_writes)
         tu_chan both = {cmd.rd, c.wr}; /* the writer reads cmd, writes acks */
         pid_t p = tu_fork(crash_writer, &both);
         tu_send(&cmd, &next, sizeof next);
+        /* Start the random delay once the writer is at work (its first
+         * acknowledgement), so that the kill lands in its loop however
+         * slowly it starts (under valgrind, for one). */
+        uint32_t j;
+        ck_assert_int_eq(tu_recv(&c, &j, sizeof j), 1);
+        ck_assert_uint_eq(j, next);
+        model_apply(&md, j);
+        next++;
         struct timespec ts = {0, (long)(rand() % 4000) * 1000L};
         nanosleep(&ts, NULL);
         tu_kill(p);
         close(c.wr);
         c.wr = -1;
-        uint32_t j;
         while (tu_recv(&c, &j, sizeof j) == 1) {
             ck_assert_uint_eq(j, next);
             model_apply(&md, j);
