@@ -488,10 +488,11 @@ static void unlock(struct op *o)
 }
 
 /* Take the allocator lock (repairing after a dead holder), format the heap
- * if nobody has, and open the operation: the sequence word goes odd. */
-static int lock(struct op *o, shmds_region *r)
+ * if nobody has, and open the operation `o` (set up by op_init): the
+ * sequence word goes odd. */
+static int lock(struct op *o)
 {
-    op_init(o, r);
+    shmds_region *r = o->r;
     int rc = shmds__lock(r, &r->hdr->alloc_lock, repair, r);
     if (rc < 0)
         return rc;
@@ -523,22 +524,43 @@ static int finish(struct op *o, int rc)
  * The operations, under the lock
  * ------------------------------------------------------------------------ */
 
-/* Check that `b` is the header of a live block, with its neighbours' tags
- * agreeing. -EINVAL when it is not a block start at all, SHMDS_ECORRUPT when
- * it looks like one but the heap around it disagrees. */
-static int live_block(const struct op *o, uint64_t b, uint64_t *size)
+/* A live block and its two physical neighbours, as live_block found them. */
+struct live {
+    uint64_t size;  /* the block's size */
+    uint64_t psize; /* the previous block's size (0: the block is the first) */
+    uint64_t nsize; /* the next block's size (0: the block is the last) */
+    bool pfree, nfree;
+};
+
+/* Check that `b` is the header of a live block, with both neighbours
+ * genuine, their sizes agreeing with the boundary tags, and a free next
+ * block's own tag agreeing too: everything free and resize rely on, read
+ * once. -EINVAL when `b` is not a block start at all, SHMDS_ECORRUPT when it
+ * looks like one but the heap around it disagrees. */
+static int live_block(const struct op *o, uint64_t b, struct live *lv)
 {
     bool is_free;
-    if (!blk_read(o, b, size, &is_free) || is_free)
+    if (!blk_read(o, b, &lv->size, &is_free) || is_free)
         return -EINVAL;
-    uint64_t nx = b + *size;
-    if (B(o, nx)->prev_size != *size)
+    uint64_t nx = b + lv->size, ps = B(o, b)->prev_size;
+    bool has_prev = b != o->g.first && ps <= b - o->g.first;
+    /* Both neighbours are usually cache misses: start them together. */
+    __builtin_prefetch(B(o, nx));
+    if (has_prev)
+        __builtin_prefetch(B(o, b - ps));
+    if (B(o, nx)->prev_size != lv->size)
         return SHMDS_ECORRUPT;
-    uint64_t ps = B(o, b)->prev_size;
+    lv->nsize = 0;
+    lv->nfree = false;
+    if (nx != o->g.end &&
+        (!blk_read(o, nx, &lv->nsize, &lv->nfree) ||
+         (lv->nfree && B(o, nx + lv->nsize)->prev_size != lv->nsize)))
+        return SHMDS_ECORRUPT;
+    lv->psize = 0;
+    lv->pfree = false;
     if (b == o->g.first)
         return ps == 0 ? 0 : SHMDS_ECORRUPT;
-    uint64_t psize;
-    if (ps > b - o->g.first || !blk_read(o, b - ps, &psize, &is_free) || psize != ps)
+    if (!has_prev || !blk_read(o, b - ps, &lv->psize, &lv->pfree) || lv->psize != ps)
         return SHMDS_ECORRUPT;
     return 0;
 }
@@ -645,24 +667,14 @@ static int do_alloc(struct op *o, uint64_t bs, uint64_t slot_off, uint64_t *out)
     return 0;
 }
 
-/* Free the live block `b` of `size` bytes (checked by live_block), merging
- * it with free neighbours; slot_off (or 0) is cleared in the same commit. */
-static int do_free(struct op *o, uint64_t b, uint64_t size, uint64_t slot_off)
+/* Free the live block `b` (checked by live_block into `lv`), merging it
+ * with free neighbours; slot_off (or 0) is cleared in the same commit. */
+static int do_free(struct op *o, uint64_t b, const struct live *lv, uint64_t slot_off)
 {
+    uint64_t size = lv->size, psize = lv->psize, nsize = lv->nsize;
     uint64_t start = b, total = size, nx = b + size;
-    uint64_t psize = 0, nsize = 0;
-    bool pfree = false, nfree = false;
-    if (b != o->g.first) {
-        uint64_t p = b - B(o, b)->prev_size;
-        if (!blk_read(o, p, &psize, &pfree))
-            return SHMDS_ECORRUPT;
-    }
-    if (nx != o->g.end && !blk_read(o, nx, &nsize, &nfree))
-        return SHMDS_ECORRUPT;
-    if (nfree && B(o, nx + nsize)->prev_size != nsize)
-        return SHMDS_ECORRUPT;
-    /* Everything checked: from here on the heap changes. */
-    if (pfree) {
+    /* Everything was checked: from here on the heap changes. */
+    if (lv->pfree) {
         if (!list_remove(o, b - psize, psize)) {
             o->rebuild = true;
             return SHMDS_ECORRUPT;
@@ -671,7 +683,7 @@ static int do_free(struct op *o, uint64_t b, uint64_t size, uint64_t slot_off)
         total += psize;
         put(o, b + 8, 0);
     }
-    if (nfree) {
+    if (lv->nfree) {
         if (!list_remove(o, nx, nsize)) {
             o->rebuild = true;
             return SHMDS_ECORRUPT;
@@ -693,16 +705,13 @@ static int do_free(struct op *o, uint64_t b, uint64_t size, uint64_t slot_off)
     return 0;
 }
 
-/* Resize the live block `b` (`size` bytes) to `bs` bytes without moving it,
- * when that is possible. 0 done; 1 not possible (nothing changed). */
-static int do_resize(struct op *o, uint64_t b, uint64_t size, uint64_t bs)
+/* Resize the live block `b` (checked by live_block into `lv`) to `bs` bytes
+ * without moving it, when that is possible. 0 done; 1 not possible (nothing
+ * changed). */
+static int do_resize(struct op *o, uint64_t b, const struct live *lv, uint64_t bs)
 {
-    uint64_t nx = b + size, nsize = 0;
-    bool nfree = false;
-    if (nx != o->g.end && !blk_read(o, nx, &nsize, &nfree))
-        return SHMDS_ECORRUPT;
-    if (nfree && B(o, nx + nsize)->prev_size != nsize)
-        return SHMDS_ECORRUPT;
+    uint64_t size = lv->size, nx = b + size, nsize = lv->nsize;
+    bool nfree = lv->nfree;
     uint64_t avail = size + (nfree ? nsize : 0);
     if (avail < bs)
         return 1;
@@ -756,15 +765,14 @@ static int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, shmds
     int rc = shmds__writable(r);
     if (rc != 0)
         return rc;
-    struct geo g;
-    geo_of(r, &g);
-    uint64_t bs = block_size(&g, size);
+    struct op o;
+    op_init(&o, r);
+    uint64_t bs = block_size(&o.g, size);
     if (size == 0)
         return -EINVAL;
     if (bs == 0)
         return -ENOMEM;
-    struct op o;
-    if ((rc = lock(&o, r)) != 0)
+    if ((rc = lock(&o)) != 0)
         return rc;
     if (slot_off != 0 && __atomic_load_n((uint64_t *)(void *)(r->base + slot_off),
                                          __ATOMIC_RELAXED) != SHMDS_NULL)
@@ -801,7 +809,8 @@ int shmds__alloc_into(shmds_region *r, uint64_t size, shmds_off_t *slot)
 static int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const shmds_off_t *slot)
 {
     struct op o;
-    int rc = lock(&o, r);
+    op_init(&o, r);
+    int rc = lock(&o);
     if (rc != 0)
         return rc;
     if (slot != NULL) {
@@ -809,13 +818,13 @@ static int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, cons
         if (off == SHMDS_NULL)
             return finish(&o, 0);
     }
-    uint64_t size;
+    struct live lv;
     if (off < HDR || (off & (ALIGN - 1)) != 0)
         rc = -EINVAL;
     else
-        rc = live_block(&o, off - HDR, &size);
+        rc = live_block(&o, off - HDR, &lv);
     if (rc == 0)
-        rc = do_free(&o, off - HDR, size, slot_off);
+        rc = do_free(&o, off - HDR, &lv, slot_off);
     return finish(&o, rc);
 }
 
@@ -847,20 +856,20 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
         return rc;
     if (size == 0)
         return -EINVAL;
-    struct geo g;
-    geo_of(r, &g);
-    uint64_t bs = block_size(&g, size);
     struct op o;
-    if ((rc = lock(&o, r)) != 0)
+    op_init(&o, r);
+    uint64_t bs = block_size(&o.g, size);
+    if ((rc = lock(&o)) != 0)
         return rc;
-    uint64_t b = off - HDR, cur;
+    uint64_t b = off - HDR;
+    struct live lv;
     if (off < HDR || (off & (ALIGN - 1)) != 0)
         return finish(&o, -EINVAL);
-    if ((rc = live_block(&o, b, &cur)) != 0)
+    if ((rc = live_block(&o, b, &lv)) != 0)
         return finish(&o, rc);
     if (bs == 0)
         return finish(&o, -ENOMEM);
-    rc = do_resize(&o, b, cur, bs);
+    rc = do_resize(&o, b, &lv, bs);
     if (rc == 0) {
         *out = off;
         return finish(&o, 0);
@@ -878,10 +887,10 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
     o.root->used_bytes += t != 0 ? bs : nsize;
     if (t != 0)
         list_insert(&o, t, nsize - bs);
-    memcpy(r->base + nb + HDR, r->base + off, cur - HDR);
+    memcpy(r->base + nb + HDR, r->base + off, lv.size - HDR);
     SHMDS_FAULT("alloc.realloc.copied");
-    if ((rc = live_block(&o, b, &cur)) == 0)
-        rc = do_free(&o, b, cur, 0);
+    if ((rc = live_block(&o, b, &lv)) == 0)
+        rc = do_free(&o, b, &lv, 0);
     if (rc == 0)
         *out = nb + HDR;
     return finish(&o, rc);
@@ -920,7 +929,8 @@ int shmds__alloc_settle(shmds_region *r)
     struct op o;
     if (shmds__rdonly(r))
         return SHMDS_ERDONLY;
-    int rc = lock(&o, r);
+    op_init(&o, r);
+    int rc = lock(&o);
     if (rc != 0)
         return rc;
     return finish(&o, 0);
@@ -1054,14 +1064,14 @@ static int check_heap(const struct op *o)
 static int read_stable(shmds_region *r, int (*fn)(const struct op *, void *), void *arg)
 {
     struct op o;
+    op_init(&o, r);
     if (!shmds__rdonly(r)) {
-        int rc = lock(&o, r);
+        int rc = lock(&o);
         if (rc != 0)
             return rc;
         rc = fn(&o, arg);
         return finish(&o, rc);
     }
-    op_init(&o, r);
     uint64_t deadline = shmds__now_ns() + (uint64_t)r->lock_timeout_ms * 1000000u;
     for (;;) {
         uint64_t s1 = __atomic_load_n(&o.root->seq, __ATOMIC_ACQUIRE);
