@@ -25,15 +25,17 @@
  * sit in that class).
  *
  * Crash consistency. The heap has two kinds of state. The *physical*
- * layout (every block header, and the caller's slot of shmds__alloc_into /
- * shmds__free_from) is the truth, and changes only through a redo record in
- * the allocator's root (in the region header): an operation writes the list
- * of absolute 64-bit stores it is about to make, seals the record, makes the
- * stores, and clears the seal. The seal is the commit point: a repair
- * re-applies a sealed record (idempotent, the stores are absolute values)
- * and ignores an unsealed one, so a dead operation happened completely or
- * not at all, slot included. The *derived* state (free lists, bitmaps,
- * counters) is rebuilt from a walk of the physical blocks: an operation
+ * layout (every block's header word, and the caller's slot of
+ * shmds__alloc_into / shmds__free_from) is the truth, and changes only
+ * through a redo record in the allocator's root (in the region header): an
+ * operation writes the list of absolute 64-bit stores it is about to make,
+ * seals the record, makes the stores, and clears the seal. The seal is the
+ * commit point: a repair re-applies a sealed record (idempotent, the stores
+ * are absolute values) and ignores an unsealed one, so a dead operation
+ * happened completely or not at all, slot included. The *derived* state
+ * (free lists, bitmaps, counters, and the prev_size tags, which follow from
+ * the sizes: they are stored after the commit, outside the record) is
+ * rebuilt from a walk of the physical blocks: an operation
  * makes the root's sequence word odd before its first store and even after
  * its last, and a repair that finds it odd rebuilds the derived state from
  * scratch (O(blocks), only after a crash). The rebuild is also the fallback
@@ -128,8 +130,7 @@ struct op {
     shmds_region *r;
     struct aroot *root;
     struct geo g;
-    unsigned n;                     /* stores in st[] */
-    struct redo_store st[REDO_MAX]; /* the redo record being built */
+    unsigned n;                     /* stores in root->redo[] so far */
     bool rebuild;                   /* derived state found damaged */
 };
 
@@ -370,12 +371,22 @@ static int rebuild(struct op *o)
  * The redo record
  * ------------------------------------------------------------------------ */
 
+/* Add a store to the record. It is built in place: until the seal, a
+ * repair ignores whatever the record holds. */
 static void put(struct op *o, uint64_t off, uint64_t val)
 {
     SHMDS_ASSERT(o->n < REDO_MAX);
-    o->st[o->n].off = off;
-    o->st[o->n].val = val;
-    o->n++;
+    struct redo_store *st = &o->root->redo[o->n++];
+    st->off = off;
+    st->val = val;
+}
+
+/* Store the boundary tag (prev_size) of the header at `off`. Tags follow
+ * from the block sizes and a repair rewrites them all from the walk, so
+ * they need no place in a commit's record: they are stored after it. */
+static void set_tag(struct op *o, uint64_t off, uint64_t prev_size)
+{
+    B(o, off)->prev_size = prev_size;
 }
 
 static void apply(shmds_region *r, const struct redo_store *st, unsigned n)
@@ -391,13 +402,12 @@ static void apply(shmds_region *r, const struct redo_store *st, unsigned n)
 static void commit(struct op *o)
 {
     struct aroot *root = o->root;
-    memcpy(root->redo, o->st, o->n * sizeof o->st[0]);
     root->redo_n = o->n;
     SHMDS_FAULT("alloc.commit.before_seal");
     __atomic_store_n(&root->redo_state, REDO_SEALED, __ATOMIC_RELEASE);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     SHMDS_FAULT("alloc.commit.sealed");
-    apply(o->r, o->st, o->n);
+    apply(o->r, root->redo, o->n);
     __atomic_store_n(&root->redo_state, 0, __ATOMIC_RELEASE);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     SHMDS_FAULT("alloc.commit.cleared");
@@ -637,11 +647,17 @@ static uint64_t put_split(struct op *o, uint64_t b, uint64_t size, uint64_t bs)
         return 0;
     }
     uint64_t t = b + bs;
-    put(o, t, bs);
     put(o, t + 8, mkword(t, rest, true));
-    put(o, t + rest, rest);
     put(o, b + 8, mkword(b, bs, false));
     return t;
+}
+
+/* After the commit of a split (put_split returned `t`): the remainder's
+ * tag and its next block's. */
+static void split_tags(struct op *o, uint64_t b, uint64_t size, uint64_t t)
+{
+    set_tag(o, t, t - b);
+    set_tag(o, b + size, b + size - t);
 }
 
 /* Allocate a block of `bs` bytes; slot_off (or 0) receives its offset in the
@@ -660,8 +676,10 @@ static int do_alloc(struct op *o, uint64_t bs, uint64_t slot_off, uint64_t *out)
     uint64_t used = t != 0 ? bs : size;
     o->root->used_blocks++;
     o->root->used_bytes += used;
-    if (t != 0)
+    if (t != 0) {
+        split_tags(o, b, size, t);
         list_insert(o, t, size - bs);
+    }
     SHMDS_FAULT("alloc.alloc.done");
     *out = b + HDR;
     return 0;
@@ -694,10 +712,10 @@ static int do_free(struct op *o, uint64_t b, const struct live *lv, uint64_t slo
     }
     SHMDS_FAULT("alloc.free.unlinked");
     put(o, start + 8, mkword(start, total, true));
-    put(o, nx, total);
     if (slot_off != 0)
         put(o, slot_off, 0);
     commit(o);
+    set_tag(o, nx, total);
     o->root->used_blocks--;
     o->root->used_bytes -= size;
     list_insert(o, start, total);
@@ -726,16 +744,14 @@ static int do_resize(struct op *o, uint64_t b, const struct live *lv, uint64_t b
     uint64_t after = b + avail, newsize = rest >= MIN_BLOCK ? bs : avail;
     if (nfree)
         put(o, nx + 8, 0);
-    if (rest >= MIN_BLOCK) {
-        uint64_t t = b + bs;
-        put(o, t, bs);
-        put(o, t + 8, mkword(t, rest, true));
-        put(o, after, rest);
-    } else {
-        put(o, after, avail);
-    }
+    if (rest >= MIN_BLOCK)
+        put(o, b + bs + 8, mkword(b + bs, rest, true));
     put(o, b + 8, mkword(b, newsize, false));
     commit(o);
+    if (rest >= MIN_BLOCK)
+        split_tags(o, b, avail, b + bs);
+    else
+        set_tag(o, after, avail);
     o->root->used_bytes = o->root->used_bytes - size + newsize;
     if (rest >= MIN_BLOCK)
         list_insert(o, b + bs, rest);
@@ -885,8 +901,10 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
     commit(&o);
     o.root->used_blocks++;
     o.root->used_bytes += t != 0 ? bs : nsize;
-    if (t != 0)
+    if (t != 0) {
+        split_tags(&o, nb, nsize, t);
         list_insert(&o, t, nsize - bs);
+    }
     memcpy(r->base + nb + HDR, r->base + off, lv.size - HDR);
     SHMDS_FAULT("alloc.realloc.copied");
     if ((rc = live_block(&o, b, &lv)) == 0)
