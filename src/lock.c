@@ -49,15 +49,22 @@ static void held_add(const shmds_mutex *m)
         held_untracked++;
 }
 
-static void held_remove(const shmds_mutex *m)
+/* Where `m` is in the list (the newest first: locks are mostly released
+ * in reverse order), or HELD_MAX when it is not listed. */
+static unsigned held_find(const shmds_mutex *m)
 {
-    for (unsigned i = held_n; i-- > 0;) {
-        if (held[i] == m) {
-            held[i] = held[--held_n];
-            return;
-        }
-    }
-    if (held_untracked > 0)
+    for (unsigned i = held_n; i-- > 0;)
+        if (held[i] == m)
+            return i;
+    return HELD_MAX;
+}
+
+/* Drop entry `i` of held_find(); HELD_MAX: one of the untracked locks. */
+static void held_drop(unsigned i)
+{
+    if (i < HELD_MAX)
+        held[i] = held[--held_n];
+    else if (held_untracked > 0)
         held_untracked--;
 }
 
@@ -142,9 +149,9 @@ static void mark_taken(shmds_mutex *m)
     held_add(m);
 }
 
-static void mark_released(shmds_mutex *m)
+static void mark_released(shmds_mutex *m, unsigned held_at)
 {
-    held_remove(m);
+    held_drop(held_at);
     __atomic_store_n(&m->owner_pid, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&m->taken_ns, 0, __ATOMIC_RELAXED);
 }
@@ -188,7 +195,7 @@ static int recover(shmds_mutex *m, shmds_repair_fn *repair, void *arg)
         bad = repair(arg) != 0;
     if (bad) {
         __atomic_store_n(&m->state, MUTEX_FENCED, __ATOMIC_RELEASE);
-        mark_released(m);
+        mark_released(m, held_find(m));
         /* Unlocking without pthread_mutex_consistent makes the mutex
          * permanently unusable: later lockers get ENOTRECOVERABLE. */
         pthread_mutex_unlock(&m->mtx);
@@ -197,7 +204,7 @@ static int recover(shmds_mutex *m, shmds_repair_fn *repair, void *arg)
     SHMDS_FAULT("lock.recover.before_consistent");
     int rc = pthread_mutex_consistent(&m->mtx);
     if (rc != 0) {
-        mark_released(m);
+        mark_released(m, held_find(m));
         pthread_mutex_unlock(&m->mtx);
         return -rc;
     }
@@ -205,17 +212,10 @@ static int recover(shmds_mutex *m, shmds_repair_fn *repair, void *arg)
     return SHMDS_RECOVERED;
 }
 
-SHMDS_API int shmds_mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *repair, void *arg)
+/* The outcomes of timed_lock other than a plain success. */
+static int lock_slow(shmds_mutex *m, int rc, shmds_repair_fn *repair, void *arg)
 {
-    if (timeout_ms < -1)
-        return -EINVAL;
-    if (__atomic_load_n(&m->state, __ATOMIC_ACQUIRE) == MUTEX_FENCED)
-        return SHMDS_ENOTRECOVERABLE;
-    int rc = timed_lock(m, timeout_ms);
     switch (rc) {
-    case 0:
-        mark_taken(m);
-        return 0;
     case EOWNERDEAD:
         return recover(m, repair, arg);
     case ENOTRECOVERABLE:
@@ -226,17 +226,29 @@ SHMDS_API int shmds_mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *
     }
 }
 
+SHMDS_API int shmds_mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *repair, void *arg)
+{
+    if (timeout_ms < -1)
+        return -EINVAL;
+    if (__atomic_load_n(&m->state, __ATOMIC_ACQUIRE) == MUTEX_FENCED)
+        return SHMDS_ENOTRECOVERABLE;
+    int rc = timed_lock(m, timeout_ms);
+    if (shmds__likely(rc == 0)) {
+        mark_taken(m);
+        return 0;
+    }
+    return lock_slow(m, rc, repair, arg);
+}
+
 SHMDS_API int shmds_mutex_unlock(shmds_mutex *m)
 {
     /* Refuse a non-owner before touching the diagnostics: this thread's held
      * list knows every shmds mutex it took (pthread's error-checking type is
      * the fallback past HELD_MAX). */
-    bool listed = false;
-    for (unsigned i = 0; i < held_n && !listed; i++)
-        listed = held[i] == m;
-    if (!listed && held_untracked == 0)
+    unsigned at = held_find(m);
+    if (at == HELD_MAX && held_untracked == 0)
         return -EPERM;
-    mark_released(m);
+    mark_released(m, at);
     return -pthread_mutex_unlock(&m->mtx);
 }
 
