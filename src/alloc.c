@@ -114,22 +114,16 @@ struct blk {
 SHMDS__STATIC_ASSERT(sizeof(struct blk) == MIN_BLOCK, "free block header fits a minimum block");
 SHMDS__STATIC_ASSERT(offsetof(struct blk, word) == 8, "format: block word");
 
-/* Where things are in this heap: computed from the handle's trusted bounds,
- * never read from shared memory. */
-struct geo {
-    uint64_t ctl;      /* control block */
-    uint64_t slbm;     /* uint32_t second-level bitmaps [fl_count] */
-    uint64_t heads;    /* uint64_t heads [fl_count][SL_N] */
-    uint64_t first;    /* first block header */
-    uint64_t end;      /* sentinel header */
-    uint32_t fl_count;
-};
+/* Where things are in this heap (struct shmds__heap_geo, internal.h): in the
+ * handle, computed when it is made from its trusted bounds, never read from
+ * shared memory. */
+typedef struct shmds__heap_geo geo_t;
 
 /* One operation, under the lock. */
 struct op {
     shmds_region *r;
     struct aroot *root;
-    struct geo g;
+    const geo_t *g;
     unsigned n;                     /* stores in root->redo[] so far */
     bool rebuild;                   /* derived state found damaged */
 };
@@ -160,8 +154,12 @@ static void mapping(uint64_t size, unsigned *fl, unsigned *sl)
     }
 }
 
-static void geo_of(const shmds_region *r, struct geo *g)
+/* Lay the control block and the blocks out in the handle's trusted heap
+ * bounds: pure arithmetic (garbage bounds of a header that fails its checks
+ * give a garbage but harmless layout, never used). */
+void shmds__alloc_geo_init(shmds_region *r)
 {
+    geo_t *g = &r->geo;
     uint64_t lo = (r->heap_off + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
     uint64_t hi = r->heap_end;
     if (hi - lo > HEAP_MAX)
@@ -215,21 +213,21 @@ static struct blk *B(const struct op *o, uint64_t off)
 
 static uint64_t *ctl_flbm(const struct op *o)
 {
-    return (uint64_t *)(void *)(o->r->base + o->g.ctl);
+    return (uint64_t *)(void *)(o->r->base + o->g->ctl);
 }
 
 static uint32_t *ctl_slbm(const struct op *o, unsigned fl)
 {
-    return (uint32_t *)(void *)(o->r->base + o->g.slbm) + fl;
+    return (uint32_t *)(void *)(o->r->base + o->g->slbm) + fl;
 }
 
 static uint64_t *ctl_head(const struct op *o, unsigned fl, unsigned sl)
 {
-    return (uint64_t *)(void *)(o->r->base + o->g.heads) + (size_t)fl * SL_N + sl;
+    return (uint64_t *)(void *)(o->r->base + o->g->heads) + (size_t)fl * SL_N + sl;
 }
 
 /* A plausible block header offset (not the sentinel). */
-static bool blk_off_ok(const struct geo *g, uint64_t off)
+static bool blk_off_ok(const geo_t *g, uint64_t off)
 {
     return off >= g->first && off < g->end && (off & (ALIGN - 1)) == 0 &&
            g->end - off >= MIN_BLOCK;
@@ -239,11 +237,11 @@ static bool blk_off_ok(const struct geo *g, uint64_t off)
  * inside the heap. */
 static bool blk_read(const struct op *o, uint64_t off, uint64_t *size, bool *is_free)
 {
-    if (!blk_off_ok(&o->g, off))
+    if (!blk_off_ok(o->g, off))
         return false;
     uint64_t w = __atomic_load_n(&B(o, off)->word, __ATOMIC_RELAXED);
     uint64_t s = w_size(w);
-    if (!w_ok(off, w) || s < MIN_BLOCK || s > o->g.end - off)
+    if (!w_ok(off, w) || s < MIN_BLOCK || s > o->g->end - off)
         return false;
     *size = s;
     *is_free = w_free(w);
@@ -253,12 +251,12 @@ static bool blk_read(const struct op *o, uint64_t off, uint64_t *size, bool *is_
 /* The sentinel's header word must always be genuine. */
 static bool sentinel_ok(const struct op *o)
 {
-    uint64_t w = B(o, o->g.end)->word;
-    return w_ok(o->g.end, w) && w_size(w) == 0 && !w_free(w);
+    uint64_t w = B(o, o->g->end)->word;
+    return w_ok(o->g->end, w) && w_size(w) == 0 && !w_free(w);
 }
 
 /* The block size that holds `size` payload bytes, or 0 when none can. */
-static uint64_t block_size(const struct geo *g, uint64_t size)
+static uint64_t block_size(const geo_t *g, uint64_t size)
 {
     if (size == 0 || size > g->end - g->first)
         return 0;
@@ -277,7 +275,7 @@ static void list_insert(struct op *o, uint64_t off, uint64_t size)
     mapping(size, &fl, &sl);
     uint64_t *head = ctl_head(o, fl, sl);
     uint64_t h = *head;
-    if (h != 0 && !blk_off_ok(&o->g, h)) {
+    if (h != 0 && !blk_off_ok(o->g, h)) {
         o->rebuild = true;
         return;
     }
@@ -300,13 +298,13 @@ static bool list_remove(struct op *o, uint64_t off, uint64_t size)
 {
     unsigned fl, sl;
     mapping(size, &fl, &sl);
-    if (fl >= o->g.fl_count)
+    if (fl >= o->g->fl_count)
         return false;
     struct blk *b = B(o, off);
     uint64_t next = b->next, prev = b->prev;
     uint64_t *head = ctl_head(o, fl, sl);
-    if ((next != 0 && (!blk_off_ok(&o->g, next) || B(o, next)->prev != off)) ||
-        (prev != 0 && (!blk_off_ok(&o->g, prev) || B(o, prev)->next != off)) ||
+    if ((next != 0 && (!blk_off_ok(o->g, next) || B(o, next)->prev != off)) ||
+        (prev != 0 && (!blk_off_ok(o->g, prev) || B(o, prev)->next != off)) ||
         (prev == 0 && *head != off))
         return false;
     if (next != 0)
@@ -335,7 +333,7 @@ static bool list_remove(struct op *o, uint64_t off, uint64_t size)
 static int rebuild(struct op *o)
 {
     struct aroot *root = o->root;
-    const struct geo *g = &o->g;
+    const geo_t *g = o->g;
     memset(o->r->base + g->ctl, 0, g->first - g->ctl);
     root->used_bytes = root->used_blocks = root->free_bytes = root->free_blocks = 0;
 
@@ -422,7 +420,7 @@ static void op_init(struct op *o, shmds_region *r)
 {
     o->r = r;
     o->root = root_of(r);
-    geo_of(r, &o->g);
+    o->g = &r->geo;
     o->n = 0;
     o->rebuild = false;
 }
@@ -454,8 +452,8 @@ static int repair(void *arg)
             return -1;
         memcpy(st, root->redo, n * sizeof st[0]);
         for (unsigned i = 0; i < n; i++)
-            if (!shmds__off_ok(o.r, st[i].off, 8, 8) || st[i].off < o.g.first ||
-                st[i].off + 8 > o.g.end + HDR)
+            if (!shmds__off_ok(o.r, st[i].off, 8, 8) || st[i].off < o.g->first ||
+                st[i].off + 8 > o.g->end + HDR)
                 return -1; /* a record no operation could have written */
         apply(o.r, st, n);
         SHMDS_FAULT("alloc.repair.redone");
@@ -476,7 +474,7 @@ static int repair(void *arg)
 static int format(struct op *o)
 {
     struct aroot *root = o->root;
-    const struct geo *g = &o->g;
+    const geo_t *g = o->g;
     if (g->end <= g->first || g->end - g->first < MIN_BLOCK)
         return SHMDS_ECORRUPT; /* cannot happen above SHMDS_REGION_MIN_SIZE */
     memset(root, 0, sizeof *root);
@@ -553,7 +551,7 @@ static int live_block(const struct op *o, uint64_t b, struct live *lv)
     if (!blk_read(o, b, &lv->size, &is_free) || is_free)
         return -EINVAL;
     uint64_t nx = b + lv->size, ps = B(o, b)->prev_size;
-    bool has_prev = b != o->g.first && ps <= b - o->g.first;
+    bool has_prev = b != o->g->first && ps <= b - o->g->first;
     /* Both neighbours are usually cache misses: start them together. */
     __builtin_prefetch(B(o, nx));
     if (has_prev)
@@ -562,13 +560,13 @@ static int live_block(const struct op *o, uint64_t b, struct live *lv)
         return SHMDS_ECORRUPT;
     lv->nsize = 0;
     lv->nfree = false;
-    if (nx != o->g.end &&
+    if (nx != o->g->end &&
         (!blk_read(o, nx, &lv->nsize, &lv->nfree) ||
          (lv->nfree && B(o, nx + lv->nsize)->prev_size != lv->nsize)))
         return SHMDS_ECORRUPT;
     lv->psize = 0;
     lv->pfree = false;
-    if (b == o->g.first)
+    if (b == o->g->first)
         return ps == 0 ? 0 : SHMDS_ECORRUPT;
     if (!has_prev || !blk_read(o, b - ps, &lv->psize, &lv->pfree) || lv->psize != ps)
         return SHMDS_ECORRUPT;
@@ -578,7 +576,7 @@ static int live_block(const struct op *o, uint64_t b, struct live *lv)
 /* Find a free block of at least `bs` bytes and take it off its list. */
 static int take_free(struct op *o, uint64_t bs, uint64_t *out, uint64_t *out_size)
 {
-    const struct geo *g = &o->g;
+    const geo_t *g = o->g;
     uint64_t want = bs;
     if (bs >= (UINT64_C(1) << SMALL_LOG))
         want += (UINT64_C(1) << (fls64(bs) - SL_LOG)) - 1;
@@ -767,10 +765,8 @@ static int do_resize(struct op *o, uint64_t b, const struct live *lv, uint64_t b
  * commit: 8-aligned, inside the heap's blocks. 0 otherwise. */
 static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
 {
-    struct geo g;
-    geo_of(r, &g);
     const unsigned char *p = (const unsigned char *)slot;
-    if (slot == NULL || p < r->base + g.first || p + 8 > r->base + g.end)
+    if (slot == NULL || p < r->base + r->geo.first || p + 8 > r->base + r->geo.end)
         return 0;
     uint64_t off = (uint64_t)(p - r->base);
     return (off & 7) == 0 ? off : 0;
@@ -783,7 +779,7 @@ static int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, shmds
         return rc;
     struct op o;
     op_init(&o, r);
-    uint64_t bs = block_size(&o.g, size);
+    uint64_t bs = block_size(o.g, size);
     if (size == 0)
         return -EINVAL;
     if (bs == 0)
@@ -874,7 +870,7 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
         return -EINVAL;
     struct op o;
     op_init(&o, r);
-    uint64_t bs = block_size(&o.g, size);
+    uint64_t bs = block_size(o.g, size);
     if ((rc = lock(&o)) != 0)
         return rc;
     uint64_t b = off - HDR;
@@ -966,13 +962,13 @@ static int largest_free(const struct op *o, uint64_t *out)
     if (flmap == 0)
         return 0;
     unsigned fl = fls64(flmap);
-    if (fl >= o->g.fl_count)
+    if (fl >= o->g->fl_count)
         return SHMDS_ECORRUPT;
     uint32_t slmap = *ctl_slbm(o, fl);
     if (slmap == 0)
         return SHMDS_ECORRUPT;
     unsigned sl = 31u - (unsigned)__builtin_clz(slmap);
-    uint64_t cap = (o->g.end - o->g.first) / MIN_BLOCK;
+    uint64_t cap = (o->g->end - o->g->first) / MIN_BLOCK;
     for (uint64_t b = *ctl_head(o, fl, sl); b != 0; b = B(o, b)->next) {
         uint64_t size;
         bool is_free;
@@ -987,7 +983,7 @@ static int largest_free(const struct op *o, uint64_t *out)
 static int stats_read(const struct op *o, shmds_alloc_stats *st)
 {
     const struct aroot *root = o->root;
-    const struct geo *g = &o->g;
+    const geo_t *g = o->g;
     st->heap_bytes = g->end - g->first;
     if (__atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC) {
         /* Not formatted yet: one free block spans the heap. */
@@ -1011,7 +1007,7 @@ static int stats_read(const struct op *o, shmds_alloc_stats *st)
 static int check_heap(const struct op *o)
 {
     const struct aroot *root = o->root;
-    const struct geo *g = &o->g;
+    const geo_t *g = o->g;
     if (__atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC)
         return 0; /* never formatted: nothing allocated, nothing to check */
     if (root->redo_state != 0 || !sentinel_ok(o))
