@@ -122,6 +122,7 @@ typedef struct shmds__heap_geo geo_t;
 /* One operation, under the lock. */
 struct op {
     shmds_region *r;
+    unsigned char *base; /* r->base */
     struct aroot *root;
     const geo_t *g;
     unsigned n;                     /* stores in root->redo[] so far */
@@ -131,6 +132,10 @@ struct op {
 /* ---------------------------------------------------------------------------
  * Small helpers
  * ------------------------------------------------------------------------ */
+
+/* For the few helpers that every operation runs several times: inlined,
+ * their results stay in registers instead of going through pointers. */
+#define HOT static inline __attribute__((always_inline))
 
 static struct aroot *root_of(const shmds_region *r)
 {
@@ -208,22 +213,22 @@ static bool w_ok(uint64_t off, uint64_t w)
 
 static struct blk *B(const struct op *o, uint64_t off)
 {
-    return (struct blk *)(void *)(o->r->base + off);
+    return (struct blk *)(void *)(o->base + off);
 }
 
 static uint64_t *ctl_flbm(const struct op *o)
 {
-    return (uint64_t *)(void *)(o->r->base + o->g->ctl);
+    return (uint64_t *)(void *)(o->base + o->g->ctl);
 }
 
 static uint32_t *ctl_slbm(const struct op *o, unsigned fl)
 {
-    return (uint32_t *)(void *)(o->r->base + o->g->slbm) + fl;
+    return (uint32_t *)(void *)(o->base + o->g->slbm) + fl;
 }
 
 static uint64_t *ctl_head(const struct op *o, unsigned fl, unsigned sl)
 {
-    return (uint64_t *)(void *)(o->r->base + o->g->heads) + (size_t)fl * SL_N + sl;
+    return (uint64_t *)(void *)(o->base + o->g->heads) + (size_t)fl * SL_N + sl;
 }
 
 /* A plausible block header offset (not the sentinel). */
@@ -235,7 +240,7 @@ static bool blk_off_ok(const geo_t *g, uint64_t off)
 
 /* Read and check the block at `off`: a genuine header whose size keeps it
  * inside the heap. */
-static bool blk_read(const struct op *o, uint64_t off, uint64_t *size, bool *is_free)
+HOT bool blk_read(const struct op *o, uint64_t off, uint64_t *size, bool *is_free)
 {
     if (!blk_off_ok(o->g, off))
         return false;
@@ -269,7 +274,7 @@ static uint64_t block_size(const geo_t *g, uint64_t size)
  * ------------------------------------------------------------------------ */
 
 /* Put the free block `off` of `size` bytes at the head of its list. */
-static void list_insert(struct op *o, uint64_t off, uint64_t size)
+HOT void list_insert(struct op *o, uint64_t off, uint64_t size)
 {
     unsigned fl, sl;
     mapping(size, &fl, &sl);
@@ -294,7 +299,7 @@ static void list_insert(struct op *o, uint64_t off, uint64_t size)
 /* Take the free block `off` of `size` bytes off its list. Checks every link
  * it follows before it writes anything; false (nothing written) when the
  * links are damaged. */
-static bool list_remove(struct op *o, uint64_t off, uint64_t size)
+HOT bool list_remove(struct op *o, uint64_t off, uint64_t size)
 {
     unsigned fl, sl;
     mapping(size, &fl, &sl);
@@ -419,6 +424,7 @@ static void commit(struct op *o)
 static void op_init(struct op *o, shmds_region *r)
 {
     o->r = r;
+    o->base = r->base;
     o->root = root_of(r);
     o->g = &r->geo;
     o->n = 0;
