@@ -142,28 +142,27 @@ static uint64_t coarse_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void mark_taken(shmds_mutex *m)
+/* Inlined into the lock's fast path (one frame from the caller to
+ * pthread). */
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE void mark_taken(shmds_mutex *m)
 {
     __atomic_store_n(&m->owner_pid, self_pid(), __ATOMIC_RELAXED);
     __atomic_store_n(&m->taken_ns, coarse_now_ns(), __ATOMIC_RELAXED);
     held_add(m);
 }
 
-static void mark_released(shmds_mutex *m, unsigned held_at)
+INLINE void mark_released(shmds_mutex *m, unsigned held_at)
 {
     held_drop(held_at);
     __atomic_store_n(&m->owner_pid, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&m->taken_ns, 0, __ATOMIC_RELAXED);
 }
 
+/* Wait up to timeout_ms (> 0) for a mutex that trylock found busy. */
 static int timed_lock(shmds_mutex *m, int timeout_ms)
 {
-    if (timeout_ms == -1)
-        return pthread_mutex_lock(&m->mtx);
-    /* Uncontended, the common case: no clock reading for a deadline. */
-    int rc = pthread_mutex_trylock(&m->mtx);
-    if (timeout_ms == 0 || rc != EBUSY)
-        return rc;
     struct timespec ts = shmds__deadline(timeout_ms);
 #ifdef HAVE_PTHREAD_MUTEX_CLOCKLOCK
     return pthread_mutex_clocklock(&m->mtx, CLOCK_MONOTONIC, &ts);
@@ -212,10 +211,16 @@ static int recover(shmds_mutex *m, shmds_repair_fn *repair, void *arg)
     return SHMDS_RECOVERED;
 }
 
-/* The outcomes of timed_lock other than a plain success. */
-static int lock_slow(shmds_mutex *m, int rc, shmds_repair_fn *repair, void *arg)
+/* Everything but an uncontended success: `rc` is what the first attempt
+ * returned; wait when it was busy and the caller gave time. */
+static int lock_slow(shmds_mutex *m, int timeout_ms, int rc, shmds_repair_fn *repair, void *arg)
 {
+    if (rc == EBUSY && timeout_ms > 0)
+        rc = timed_lock(m, timeout_ms);
     switch (rc) {
+    case 0:
+        mark_taken(m);
+        return 0;
     case EOWNERDEAD:
         return recover(m, repair, arg);
     case ENOTRECOVERABLE:
@@ -226,18 +231,24 @@ static int lock_slow(shmds_mutex *m, int rc, shmds_repair_fn *repair, void *arg)
     }
 }
 
-SHMDS_API int shmds_mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *repair, void *arg)
+INLINE int mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *repair, void *arg)
 {
     if (timeout_ms < -1)
         return -EINVAL;
     if (__atomic_load_n(&m->state, __ATOMIC_ACQUIRE) == MUTEX_FENCED)
         return SHMDS_ENOTRECOVERABLE;
-    int rc = timed_lock(m, timeout_ms);
+    /* Uncontended, the common case: no clock reading for a deadline. */
+    int rc = timeout_ms == -1 ? pthread_mutex_lock(&m->mtx) : pthread_mutex_trylock(&m->mtx);
     if (shmds__likely(rc == 0)) {
         mark_taken(m);
         return 0;
     }
-    return lock_slow(m, rc, repair, arg);
+    return lock_slow(m, timeout_ms, rc, repair, arg);
+}
+
+SHMDS_API int shmds_mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *repair, void *arg)
+{
+    return mutex_lock(m, timeout_ms, repair, arg);
 }
 
 SHMDS_API int shmds_mutex_unlock(shmds_mutex *m)
@@ -265,7 +276,7 @@ SHMDS_API int shmds_mutex_info_get(const shmds_mutex *m, shmds_mutex_info *out)
 
 int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg)
 {
-    int rc = shmds_mutex_lock(m, (int)r->lock_timeout_ms, repair, arg);
+    int rc = mutex_lock(m, (int)r->lock_timeout_ms, repair, arg);
     if (rc == SHMDS_RECOVERED)
         __atomic_add_fetch(&r->hdr->epoch, 1, __ATOMIC_RELAXED);
     return rc;
