@@ -136,6 +136,10 @@ struct op {
 /* For the few helpers that every operation runs several times: inlined,
  * their results stay in registers instead of going through pointers. */
 #define HOT static inline __attribute__((always_inline))
+/* The bodies of alloc and free: every call in them inlined (one frame from
+ * the entry point to the lock), except the rare paths marked COLD. */
+#define FLAT static __attribute__((flatten, noinline))
+#define COLD static __attribute__((noinline, cold))
 
 static struct aroot *root_of(const shmds_region *r)
 {
@@ -335,7 +339,7 @@ HOT bool list_remove(struct op *o, uint64_t off, uint64_t size)
  * anywhere and run again. 0, or SHMDS_ECORRUPT when the block sizes do not
  * tile the heap or two free blocks are neighbours: the physical layout
  * itself is damaged, beyond what a repair may guess at. */
-static int rebuild(struct op *o)
+COLD int rebuild(struct op *o)
 {
     struct aroot *root = o->root;
     const geo_t *g = o->g;
@@ -477,7 +481,7 @@ static int repair(void *arg)
 }
 
 /* Lay out an empty heap. Under the lock; idempotent. */
-static int format(struct op *o)
+COLD int format(struct op *o)
 {
     struct aroot *root = o->root;
     const geo_t *g = o->g;
@@ -778,7 +782,7 @@ static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
     return (off & 7) == 0 ? off : 0;
 }
 
-static int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, shmds_off_t *out)
+FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, shmds_off_t *out)
 {
     int rc = shmds__writable(r);
     if (rc != 0)
@@ -824,7 +828,7 @@ int shmds__alloc_into(shmds_region *r, uint64_t size, shmds_off_t *slot)
 }
 
 /* Free the block at user offset `off`; slot_off (or 0) is cleared with it. */
-static int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const shmds_off_t *slot)
+FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const shmds_off_t *slot)
 {
     struct op o;
     op_init(&o, r);
