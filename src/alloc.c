@@ -182,6 +182,8 @@ void shmds__alloc_geo_init(shmds_region *r)
     g->heads = g->slbm + (((uint64_t)g->fl_count * 4 + 15) & ~UINT64_C(15));
     g->first = g->heads + (uint64_t)g->fl_count * SL_N * 8;
     g->end = hi - HDR;
+    /* last < first (nothing plausible) when not even one block fits. */
+    g->last = g->end >= g->first && g->end - g->first >= MIN_BLOCK ? g->end - MIN_BLOCK : 0;
 }
 
 static uint64_t tag_of(uint64_t off, uint64_t size, uint64_t flags)
@@ -235,11 +237,11 @@ static uint64_t *ctl_head(const struct op *o, unsigned fl, unsigned sl)
     return (uint64_t *)(void *)(o->base + o->g->heads) + (size_t)fl * SL_N + sl;
 }
 
-/* A plausible block header offset (not the sentinel). */
+/* A plausible block header offset (not the sentinel): a whole minimum
+ * block fits between it and the end. */
 static bool blk_off_ok(const geo_t *g, uint64_t off)
 {
-    return off >= g->first && off < g->end && (off & (ALIGN - 1)) == 0 &&
-           g->end - off >= MIN_BLOCK;
+    return off >= g->first && off <= g->last && (off & (ALIGN - 1)) == 0;
 }
 
 /* Read and check the block at `off`: a genuine header whose size keeps it

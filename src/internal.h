@@ -110,6 +110,7 @@ struct shmds__heap_geo {
     uint64_t heads;    /* uint64_t heads [fl_count][SL_N] */
     uint64_t first;    /* first block header */
     uint64_t end;      /* sentinel header */
+    uint64_t last;     /* last offset where a minimum block fits */
     uint32_t fl_count;
 };
 
