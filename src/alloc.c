@@ -25,15 +25,17 @@
  * sit in that class).
  *
  * Crash consistency. The heap has two kinds of state. The *physical*
- * layout (every block header, and the caller's slot of shmds__alloc_into /
- * shmds__free_from) is the truth, and changes only through a redo record in
- * the allocator's root (in the region header): an operation writes the list
- * of absolute 64-bit stores it is about to make, seals the record, makes the
- * stores, and clears the seal. The seal is the commit point: a repair
- * re-applies a sealed record (idempotent, the stores are absolute values)
- * and ignores an unsealed one, so a dead operation happened completely or
- * not at all, slot included. The *derived* state (free lists, bitmaps,
- * counters) is rebuilt from a walk of the physical blocks: an operation
+ * layout (every block's header word, and the caller's slot of
+ * shmds__alloc_into / shmds__free_from) is the truth, and changes only
+ * through a redo record in the allocator's root (in the region header): an
+ * operation writes the list of absolute 64-bit stores it is about to make,
+ * seals the record, makes the stores, and clears the seal. The seal is the
+ * commit point: a repair re-applies a sealed record (idempotent, the stores
+ * are absolute values) and ignores an unsealed one, so a dead operation
+ * happened completely or not at all, slot included. The *derived* state
+ * (free lists, bitmaps, counters, and the prev_size tags, which follow from
+ * the sizes: they are stored after the commit, outside the record) is
+ * rebuilt from a walk of the physical blocks: an operation
  * makes the root's sequence word odd before its first store and even after
  * its last, and a repair that finds it odd rebuilds the derived state from
  * scratch (O(blocks), only after a crash). The rebuild is also the fallback
@@ -112,30 +114,32 @@ struct blk {
 SHMDS__STATIC_ASSERT(sizeof(struct blk) == MIN_BLOCK, "free block header fits a minimum block");
 SHMDS__STATIC_ASSERT(offsetof(struct blk, word) == 8, "format: block word");
 
-/* Where things are in this heap: computed from the handle's trusted bounds,
- * never read from shared memory. */
-struct geo {
-    uint64_t ctl;      /* control block */
-    uint64_t slbm;     /* uint32_t second-level bitmaps [fl_count] */
-    uint64_t heads;    /* uint64_t heads [fl_count][SL_N] */
-    uint64_t first;    /* first block header */
-    uint64_t end;      /* sentinel header */
-    uint32_t fl_count;
-};
+/* Where things are in this heap (struct shmds__heap_geo, internal.h): in the
+ * handle, computed when it is made from its trusted bounds, never read from
+ * shared memory. */
+typedef struct shmds__heap_geo geo_t;
 
 /* One operation, under the lock. */
 struct op {
     shmds_region *r;
+    unsigned char *base; /* r->base */
     struct aroot *root;
-    struct geo g;
-    unsigned n;                     /* stores in st[] */
-    struct redo_store st[REDO_MAX]; /* the redo record being built */
+    const geo_t *g;
+    unsigned n;                     /* stores in root->redo[] so far */
     bool rebuild;                   /* derived state found damaged */
 };
 
 /* ---------------------------------------------------------------------------
  * Small helpers
  * ------------------------------------------------------------------------ */
+
+/* For the few helpers that every operation runs several times: inlined,
+ * their results stay in registers instead of going through pointers. */
+#define HOT static inline __attribute__((always_inline))
+/* The bodies of alloc and free: every call in them inlined (one frame from
+ * the entry point to the lock), except the rare paths marked COLD. */
+#define FLAT static __attribute__((flatten, noinline))
+#define COLD static __attribute__((noinline, cold))
 
 static struct aroot *root_of(const shmds_region *r)
 {
@@ -159,8 +163,12 @@ static void mapping(uint64_t size, unsigned *fl, unsigned *sl)
     }
 }
 
-static void geo_of(const shmds_region *r, struct geo *g)
+/* Lay the control block and the blocks out in the handle's trusted heap
+ * bounds: pure arithmetic (garbage bounds of a header that fails its checks
+ * give a garbage but harmless layout, never used). */
+void shmds__alloc_geo_init(shmds_region *r)
 {
+    geo_t *g = &r->geo;
     uint64_t lo = (r->heap_off + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
     uint64_t hi = r->heap_end;
     if (hi - lo > HEAP_MAX)
@@ -174,6 +182,8 @@ static void geo_of(const shmds_region *r, struct geo *g)
     g->heads = g->slbm + (((uint64_t)g->fl_count * 4 + 15) & ~UINT64_C(15));
     g->first = g->heads + (uint64_t)g->fl_count * SL_N * 8;
     g->end = hi - HDR;
+    /* last < first (nothing plausible) when not even one block fits. */
+    g->last = g->end >= g->first && g->end - g->first >= MIN_BLOCK ? g->end - MIN_BLOCK : 0;
 }
 
 static uint64_t tag_of(uint64_t off, uint64_t size, uint64_t flags)
@@ -209,40 +219,40 @@ static bool w_ok(uint64_t off, uint64_t w)
 
 static struct blk *B(const struct op *o, uint64_t off)
 {
-    return (struct blk *)(void *)(o->r->base + off);
+    return (struct blk *)(void *)(o->base + off);
 }
 
 static uint64_t *ctl_flbm(const struct op *o)
 {
-    return (uint64_t *)(void *)(o->r->base + o->g.ctl);
+    return (uint64_t *)(void *)(o->base + o->g->ctl);
 }
 
 static uint32_t *ctl_slbm(const struct op *o, unsigned fl)
 {
-    return (uint32_t *)(void *)(o->r->base + o->g.slbm) + fl;
+    return (uint32_t *)(void *)(o->base + o->g->slbm) + fl;
 }
 
 static uint64_t *ctl_head(const struct op *o, unsigned fl, unsigned sl)
 {
-    return (uint64_t *)(void *)(o->r->base + o->g.heads) + (size_t)fl * SL_N + sl;
+    return (uint64_t *)(void *)(o->base + o->g->heads) + (size_t)fl * SL_N + sl;
 }
 
-/* A plausible block header offset (not the sentinel). */
-static bool blk_off_ok(const struct geo *g, uint64_t off)
+/* A plausible block header offset (not the sentinel): a whole minimum
+ * block fits between it and the end. */
+static bool blk_off_ok(const geo_t *g, uint64_t off)
 {
-    return off >= g->first && off < g->end && (off & (ALIGN - 1)) == 0 &&
-           g->end - off >= MIN_BLOCK;
+    return off >= g->first && off <= g->last && (off & (ALIGN - 1)) == 0;
 }
 
 /* Read and check the block at `off`: a genuine header whose size keeps it
  * inside the heap. */
-static bool blk_read(const struct op *o, uint64_t off, uint64_t *size, bool *is_free)
+HOT bool blk_read(const struct op *o, uint64_t off, uint64_t *size, bool *is_free)
 {
-    if (!blk_off_ok(&o->g, off))
+    if (!blk_off_ok(o->g, off))
         return false;
     uint64_t w = __atomic_load_n(&B(o, off)->word, __ATOMIC_RELAXED);
     uint64_t s = w_size(w);
-    if (!w_ok(off, w) || s < MIN_BLOCK || s > o->g.end - off)
+    if (!w_ok(off, w) || s < MIN_BLOCK || s > o->g->end - off)
         return false;
     *size = s;
     *is_free = w_free(w);
@@ -252,12 +262,12 @@ static bool blk_read(const struct op *o, uint64_t off, uint64_t *size, bool *is_
 /* The sentinel's header word must always be genuine. */
 static bool sentinel_ok(const struct op *o)
 {
-    uint64_t w = B(o, o->g.end)->word;
-    return w_ok(o->g.end, w) && w_size(w) == 0 && !w_free(w);
+    uint64_t w = B(o, o->g->end)->word;
+    return w_ok(o->g->end, w) && w_size(w) == 0 && !w_free(w);
 }
 
 /* The block size that holds `size` payload bytes, or 0 when none can. */
-static uint64_t block_size(const struct geo *g, uint64_t size)
+static uint64_t block_size(const geo_t *g, uint64_t size)
 {
     if (size == 0 || size > g->end - g->first)
         return 0;
@@ -270,13 +280,13 @@ static uint64_t block_size(const struct geo *g, uint64_t size)
  * ------------------------------------------------------------------------ */
 
 /* Put the free block `off` of `size` bytes at the head of its list. */
-static void list_insert(struct op *o, uint64_t off, uint64_t size)
+HOT void list_insert(struct op *o, uint64_t off, uint64_t size)
 {
     unsigned fl, sl;
     mapping(size, &fl, &sl);
     uint64_t *head = ctl_head(o, fl, sl);
     uint64_t h = *head;
-    if (h != 0 && !blk_off_ok(&o->g, h)) {
+    if (h != 0 && !blk_off_ok(o->g, h)) {
         o->rebuild = true;
         return;
     }
@@ -295,17 +305,17 @@ static void list_insert(struct op *o, uint64_t off, uint64_t size)
 /* Take the free block `off` of `size` bytes off its list. Checks every link
  * it follows before it writes anything; false (nothing written) when the
  * links are damaged. */
-static bool list_remove(struct op *o, uint64_t off, uint64_t size)
+HOT bool list_remove(struct op *o, uint64_t off, uint64_t size)
 {
     unsigned fl, sl;
     mapping(size, &fl, &sl);
-    if (fl >= o->g.fl_count)
+    if (fl >= o->g->fl_count)
         return false;
     struct blk *b = B(o, off);
     uint64_t next = b->next, prev = b->prev;
     uint64_t *head = ctl_head(o, fl, sl);
-    if ((next != 0 && (!blk_off_ok(&o->g, next) || B(o, next)->prev != off)) ||
-        (prev != 0 && (!blk_off_ok(&o->g, prev) || B(o, prev)->next != off)) ||
+    if ((next != 0 && (!blk_off_ok(o->g, next) || B(o, next)->prev != off)) ||
+        (prev != 0 && (!blk_off_ok(o->g, prev) || B(o, prev)->next != off)) ||
         (prev == 0 && *head != off))
         return false;
     if (next != 0)
@@ -331,10 +341,10 @@ static bool list_remove(struct op *o, uint64_t off, uint64_t size)
  * anywhere and run again. 0, or SHMDS_ECORRUPT when the block sizes do not
  * tile the heap or two free blocks are neighbours: the physical layout
  * itself is damaged, beyond what a repair may guess at. */
-static int rebuild(struct op *o)
+COLD int rebuild(struct op *o)
 {
     struct aroot *root = o->root;
-    const struct geo *g = &o->g;
+    const geo_t *g = o->g;
     memset(o->r->base + g->ctl, 0, g->first - g->ctl);
     root->used_bytes = root->used_blocks = root->free_bytes = root->free_blocks = 0;
 
@@ -370,12 +380,22 @@ static int rebuild(struct op *o)
  * The redo record
  * ------------------------------------------------------------------------ */
 
+/* Add a store to the record. It is built in place: until the seal, a
+ * repair ignores whatever the record holds. */
 static void put(struct op *o, uint64_t off, uint64_t val)
 {
     SHMDS_ASSERT(o->n < REDO_MAX);
-    o->st[o->n].off = off;
-    o->st[o->n].val = val;
-    o->n++;
+    struct redo_store *st = &o->root->redo[o->n++];
+    st->off = off;
+    st->val = val;
+}
+
+/* Store the boundary tag (prev_size) of the header at `off`. Tags follow
+ * from the block sizes and a repair rewrites them all from the walk, so
+ * they need no place in a commit's record: they are stored after it. */
+static void set_tag(struct op *o, uint64_t off, uint64_t prev_size)
+{
+    B(o, off)->prev_size = prev_size;
 }
 
 static void apply(shmds_region *r, const struct redo_store *st, unsigned n)
@@ -391,13 +411,12 @@ static void apply(shmds_region *r, const struct redo_store *st, unsigned n)
 static void commit(struct op *o)
 {
     struct aroot *root = o->root;
-    memcpy(root->redo, o->st, o->n * sizeof o->st[0]);
     root->redo_n = o->n;
     SHMDS_FAULT("alloc.commit.before_seal");
     __atomic_store_n(&root->redo_state, REDO_SEALED, __ATOMIC_RELEASE);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     SHMDS_FAULT("alloc.commit.sealed");
-    apply(o->r, o->st, o->n);
+    apply(o->r, root->redo, o->n);
     __atomic_store_n(&root->redo_state, 0, __ATOMIC_RELEASE);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     SHMDS_FAULT("alloc.commit.cleared");
@@ -411,8 +430,9 @@ static void commit(struct op *o)
 static void op_init(struct op *o, shmds_region *r)
 {
     o->r = r;
+    o->base = r->base;
     o->root = root_of(r);
-    geo_of(r, &o->g);
+    o->g = &r->geo;
     o->n = 0;
     o->rebuild = false;
 }
@@ -444,8 +464,8 @@ static int repair(void *arg)
             return -1;
         memcpy(st, root->redo, n * sizeof st[0]);
         for (unsigned i = 0; i < n; i++)
-            if (!shmds__off_ok(o.r, st[i].off, 8, 8) || st[i].off < o.g.first ||
-                st[i].off + 8 > o.g.end + HDR)
+            if (!shmds__off_ok(o.r, st[i].off, 8, 8) || st[i].off < o.g->first ||
+                st[i].off + 8 > o.g->end + HDR)
                 return -1; /* a record no operation could have written */
         apply(o.r, st, n);
         SHMDS_FAULT("alloc.repair.redone");
@@ -463,10 +483,10 @@ static int repair(void *arg)
 }
 
 /* Lay out an empty heap. Under the lock; idempotent. */
-static int format(struct op *o)
+COLD int format(struct op *o)
 {
     struct aroot *root = o->root;
-    const struct geo *g = &o->g;
+    const geo_t *g = o->g;
     if (g->end <= g->first || g->end - g->first < MIN_BLOCK)
         return SHMDS_ECORRUPT; /* cannot happen above SHMDS_REGION_MIN_SIZE */
     memset(root, 0, sizeof *root);
@@ -488,10 +508,11 @@ static void unlock(struct op *o)
 }
 
 /* Take the allocator lock (repairing after a dead holder), format the heap
- * if nobody has, and open the operation: the sequence word goes odd. */
-static int lock(struct op *o, shmds_region *r)
+ * if nobody has, and open the operation `o` (set up by op_init): the
+ * sequence word goes odd. */
+static int lock(struct op *o)
 {
-    op_init(o, r);
+    shmds_region *r = o->r;
     int rc = shmds__lock(r, &r->hdr->alloc_lock, repair, r);
     if (rc < 0)
         return rc;
@@ -523,22 +544,43 @@ static int finish(struct op *o, int rc)
  * The operations, under the lock
  * ------------------------------------------------------------------------ */
 
-/* Check that `b` is the header of a live block, with its neighbours' tags
- * agreeing. -EINVAL when it is not a block start at all, SHMDS_ECORRUPT when
- * it looks like one but the heap around it disagrees. */
-static int live_block(const struct op *o, uint64_t b, uint64_t *size)
+/* A live block and its two physical neighbours, as live_block found them. */
+struct live {
+    uint64_t size;  /* the block's size */
+    uint64_t psize; /* the previous block's size (0: the block is the first) */
+    uint64_t nsize; /* the next block's size (0: the block is the last) */
+    bool pfree, nfree;
+};
+
+/* Check that `b` is the header of a live block, with both neighbours
+ * genuine, their sizes agreeing with the boundary tags, and a free next
+ * block's own tag agreeing too: everything free and resize rely on, read
+ * once. -EINVAL when `b` is not a block start at all, SHMDS_ECORRUPT when it
+ * looks like one but the heap around it disagrees. */
+static int live_block(const struct op *o, uint64_t b, struct live *lv)
 {
     bool is_free;
-    if (!blk_read(o, b, size, &is_free) || is_free)
+    if (!blk_read(o, b, &lv->size, &is_free) || is_free)
         return -EINVAL;
-    uint64_t nx = b + *size;
-    if (B(o, nx)->prev_size != *size)
+    uint64_t nx = b + lv->size, ps = B(o, b)->prev_size;
+    bool has_prev = b != o->g->first && ps <= b - o->g->first;
+    /* Both neighbours are usually cache misses: start them together. */
+    __builtin_prefetch(B(o, nx));
+    if (has_prev)
+        __builtin_prefetch(B(o, b - ps));
+    if (B(o, nx)->prev_size != lv->size)
         return SHMDS_ECORRUPT;
-    uint64_t ps = B(o, b)->prev_size;
-    if (b == o->g.first)
+    lv->nsize = 0;
+    lv->nfree = false;
+    if (nx != o->g->end &&
+        (!blk_read(o, nx, &lv->nsize, &lv->nfree) ||
+         (lv->nfree && B(o, nx + lv->nsize)->prev_size != lv->nsize)))
+        return SHMDS_ECORRUPT;
+    lv->psize = 0;
+    lv->pfree = false;
+    if (b == o->g->first)
         return ps == 0 ? 0 : SHMDS_ECORRUPT;
-    uint64_t psize;
-    if (ps > b - o->g.first || !blk_read(o, b - ps, &psize, &is_free) || psize != ps)
+    if (!has_prev || !blk_read(o, b - ps, &lv->psize, &lv->pfree) || lv->psize != ps)
         return SHMDS_ECORRUPT;
     return 0;
 }
@@ -546,7 +588,7 @@ static int live_block(const struct op *o, uint64_t b, uint64_t *size)
 /* Find a free block of at least `bs` bytes and take it off its list. */
 static int take_free(struct op *o, uint64_t bs, uint64_t *out, uint64_t *out_size)
 {
-    const struct geo *g = &o->g;
+    const geo_t *g = o->g;
     uint64_t want = bs;
     if (bs >= (UINT64_C(1) << SMALL_LOG))
         want += (UINT64_C(1) << (fls64(bs) - SL_LOG)) - 1;
@@ -615,11 +657,17 @@ static uint64_t put_split(struct op *o, uint64_t b, uint64_t size, uint64_t bs)
         return 0;
     }
     uint64_t t = b + bs;
-    put(o, t, bs);
     put(o, t + 8, mkword(t, rest, true));
-    put(o, t + rest, rest);
     put(o, b + 8, mkword(b, bs, false));
     return t;
+}
+
+/* After the commit of a split (put_split returned `t`): the remainder's
+ * tag and its next block's. */
+static void split_tags(struct op *o, uint64_t b, uint64_t size, uint64_t t)
+{
+    set_tag(o, t, t - b);
+    set_tag(o, b + size, b + size - t);
 }
 
 /* Allocate a block of `bs` bytes; slot_off (or 0) receives its offset in the
@@ -638,31 +686,23 @@ static int do_alloc(struct op *o, uint64_t bs, uint64_t slot_off, uint64_t *out)
     uint64_t used = t != 0 ? bs : size;
     o->root->used_blocks++;
     o->root->used_bytes += used;
-    if (t != 0)
+    if (t != 0) {
+        split_tags(o, b, size, t);
         list_insert(o, t, size - bs);
+    }
     SHMDS_FAULT("alloc.alloc.done");
     *out = b + HDR;
     return 0;
 }
 
-/* Free the live block `b` of `size` bytes (checked by live_block), merging
- * it with free neighbours; slot_off (or 0) is cleared in the same commit. */
-static int do_free(struct op *o, uint64_t b, uint64_t size, uint64_t slot_off)
+/* Free the live block `b` (checked by live_block into `lv`), merging it
+ * with free neighbours; slot_off (or 0) is cleared in the same commit. */
+static int do_free(struct op *o, uint64_t b, const struct live *lv, uint64_t slot_off)
 {
+    uint64_t size = lv->size, psize = lv->psize, nsize = lv->nsize;
     uint64_t start = b, total = size, nx = b + size;
-    uint64_t psize = 0, nsize = 0;
-    bool pfree = false, nfree = false;
-    if (b != o->g.first) {
-        uint64_t p = b - B(o, b)->prev_size;
-        if (!blk_read(o, p, &psize, &pfree))
-            return SHMDS_ECORRUPT;
-    }
-    if (nx != o->g.end && !blk_read(o, nx, &nsize, &nfree))
-        return SHMDS_ECORRUPT;
-    if (nfree && B(o, nx + nsize)->prev_size != nsize)
-        return SHMDS_ECORRUPT;
-    /* Everything checked: from here on the heap changes. */
-    if (pfree) {
+    /* Everything was checked: from here on the heap changes. */
+    if (lv->pfree) {
         if (!list_remove(o, b - psize, psize)) {
             o->rebuild = true;
             return SHMDS_ECORRUPT;
@@ -671,7 +711,7 @@ static int do_free(struct op *o, uint64_t b, uint64_t size, uint64_t slot_off)
         total += psize;
         put(o, b + 8, 0);
     }
-    if (nfree) {
+    if (lv->nfree) {
         if (!list_remove(o, nx, nsize)) {
             o->rebuild = true;
             return SHMDS_ECORRUPT;
@@ -682,10 +722,10 @@ static int do_free(struct op *o, uint64_t b, uint64_t size, uint64_t slot_off)
     }
     SHMDS_FAULT("alloc.free.unlinked");
     put(o, start + 8, mkword(start, total, true));
-    put(o, nx, total);
     if (slot_off != 0)
         put(o, slot_off, 0);
     commit(o);
+    set_tag(o, nx, total);
     o->root->used_blocks--;
     o->root->used_bytes -= size;
     list_insert(o, start, total);
@@ -693,16 +733,13 @@ static int do_free(struct op *o, uint64_t b, uint64_t size, uint64_t slot_off)
     return 0;
 }
 
-/* Resize the live block `b` (`size` bytes) to `bs` bytes without moving it,
- * when that is possible. 0 done; 1 not possible (nothing changed). */
-static int do_resize(struct op *o, uint64_t b, uint64_t size, uint64_t bs)
+/* Resize the live block `b` (checked by live_block into `lv`) to `bs` bytes
+ * without moving it, when that is possible. 0 done; 1 not possible (nothing
+ * changed). */
+static int do_resize(struct op *o, uint64_t b, const struct live *lv, uint64_t bs)
 {
-    uint64_t nx = b + size, nsize = 0;
-    bool nfree = false;
-    if (nx != o->g.end && !blk_read(o, nx, &nsize, &nfree))
-        return SHMDS_ECORRUPT;
-    if (nfree && B(o, nx + nsize)->prev_size != nsize)
-        return SHMDS_ECORRUPT;
+    uint64_t size = lv->size, nx = b + size, nsize = lv->nsize;
+    bool nfree = lv->nfree;
     uint64_t avail = size + (nfree ? nsize : 0);
     if (avail < bs)
         return 1;
@@ -717,16 +754,14 @@ static int do_resize(struct op *o, uint64_t b, uint64_t size, uint64_t bs)
     uint64_t after = b + avail, newsize = rest >= MIN_BLOCK ? bs : avail;
     if (nfree)
         put(o, nx + 8, 0);
-    if (rest >= MIN_BLOCK) {
-        uint64_t t = b + bs;
-        put(o, t, bs);
-        put(o, t + 8, mkword(t, rest, true));
-        put(o, after, rest);
-    } else {
-        put(o, after, avail);
-    }
+    if (rest >= MIN_BLOCK)
+        put(o, b + bs + 8, mkword(b + bs, rest, true));
     put(o, b + 8, mkword(b, newsize, false));
     commit(o);
+    if (rest >= MIN_BLOCK)
+        split_tags(o, b, avail, b + bs);
+    else
+        set_tag(o, after, avail);
     o->root->used_bytes = o->root->used_bytes - size + newsize;
     if (rest >= MIN_BLOCK)
         list_insert(o, b + bs, rest);
@@ -742,29 +777,26 @@ static int do_resize(struct op *o, uint64_t b, uint64_t size, uint64_t bs)
  * commit: 8-aligned, inside the heap's blocks. 0 otherwise. */
 static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
 {
-    struct geo g;
-    geo_of(r, &g);
     const unsigned char *p = (const unsigned char *)slot;
-    if (slot == NULL || p < r->base + g.first || p + 8 > r->base + g.end)
+    if (slot == NULL || p < r->base + r->geo.first || p + 8 > r->base + r->geo.end)
         return 0;
     uint64_t off = (uint64_t)(p - r->base);
     return (off & 7) == 0 ? off : 0;
 }
 
-static int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, shmds_off_t *out)
+FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, shmds_off_t *out)
 {
     int rc = shmds__writable(r);
     if (rc != 0)
         return rc;
-    struct geo g;
-    geo_of(r, &g);
-    uint64_t bs = block_size(&g, size);
+    struct op o;
+    op_init(&o, r);
+    uint64_t bs = block_size(o.g, size);
     if (size == 0)
         return -EINVAL;
     if (bs == 0)
         return -ENOMEM;
-    struct op o;
-    if ((rc = lock(&o, r)) != 0)
+    if ((rc = lock(&o)) != 0)
         return rc;
     if (slot_off != 0 && __atomic_load_n((uint64_t *)(void *)(r->base + slot_off),
                                          __ATOMIC_RELAXED) != SHMDS_NULL)
@@ -798,10 +830,11 @@ int shmds__alloc_into(shmds_region *r, uint64_t size, shmds_off_t *slot)
 }
 
 /* Free the block at user offset `off`; slot_off (or 0) is cleared with it. */
-static int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const shmds_off_t *slot)
+FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const shmds_off_t *slot)
 {
     struct op o;
-    int rc = lock(&o, r);
+    op_init(&o, r);
+    int rc = lock(&o);
     if (rc != 0)
         return rc;
     if (slot != NULL) {
@@ -809,13 +842,13 @@ static int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, cons
         if (off == SHMDS_NULL)
             return finish(&o, 0);
     }
-    uint64_t size;
+    struct live lv;
     if (off < HDR || (off & (ALIGN - 1)) != 0)
         rc = -EINVAL;
     else
-        rc = live_block(&o, off - HDR, &size);
+        rc = live_block(&o, off - HDR, &lv);
     if (rc == 0)
-        rc = do_free(&o, off - HDR, size, slot_off);
+        rc = do_free(&o, off - HDR, &lv, slot_off);
     return finish(&o, rc);
 }
 
@@ -847,20 +880,20 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
         return rc;
     if (size == 0)
         return -EINVAL;
-    struct geo g;
-    geo_of(r, &g);
-    uint64_t bs = block_size(&g, size);
     struct op o;
-    if ((rc = lock(&o, r)) != 0)
+    op_init(&o, r);
+    uint64_t bs = block_size(o.g, size);
+    if ((rc = lock(&o)) != 0)
         return rc;
-    uint64_t b = off - HDR, cur;
+    uint64_t b = off - HDR;
+    struct live lv;
     if (off < HDR || (off & (ALIGN - 1)) != 0)
         return finish(&o, -EINVAL);
-    if ((rc = live_block(&o, b, &cur)) != 0)
+    if ((rc = live_block(&o, b, &lv)) != 0)
         return finish(&o, rc);
     if (bs == 0)
         return finish(&o, -ENOMEM);
-    rc = do_resize(&o, b, cur, bs);
+    rc = do_resize(&o, b, &lv, bs);
     if (rc == 0) {
         *out = off;
         return finish(&o, 0);
@@ -876,12 +909,14 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
     commit(&o);
     o.root->used_blocks++;
     o.root->used_bytes += t != 0 ? bs : nsize;
-    if (t != 0)
+    if (t != 0) {
+        split_tags(&o, nb, nsize, t);
         list_insert(&o, t, nsize - bs);
-    memcpy(r->base + nb + HDR, r->base + off, cur - HDR);
+    }
+    memcpy(r->base + nb + HDR, r->base + off, lv.size - HDR);
     SHMDS_FAULT("alloc.realloc.copied");
-    if ((rc = live_block(&o, b, &cur)) == 0)
-        rc = do_free(&o, b, cur, 0);
+    if ((rc = live_block(&o, b, &lv)) == 0)
+        rc = do_free(&o, b, &lv, 0);
     if (rc == 0)
         *out = nb + HDR;
     return finish(&o, rc);
@@ -920,7 +955,8 @@ int shmds__alloc_settle(shmds_region *r)
     struct op o;
     if (shmds__rdonly(r))
         return SHMDS_ERDONLY;
-    int rc = lock(&o, r);
+    op_init(&o, r);
+    int rc = lock(&o);
     if (rc != 0)
         return rc;
     return finish(&o, 0);
@@ -938,13 +974,13 @@ static int largest_free(const struct op *o, uint64_t *out)
     if (flmap == 0)
         return 0;
     unsigned fl = fls64(flmap);
-    if (fl >= o->g.fl_count)
+    if (fl >= o->g->fl_count)
         return SHMDS_ECORRUPT;
     uint32_t slmap = *ctl_slbm(o, fl);
     if (slmap == 0)
         return SHMDS_ECORRUPT;
     unsigned sl = 31u - (unsigned)__builtin_clz(slmap);
-    uint64_t cap = (o->g.end - o->g.first) / MIN_BLOCK;
+    uint64_t cap = (o->g->end - o->g->first) / MIN_BLOCK;
     for (uint64_t b = *ctl_head(o, fl, sl); b != 0; b = B(o, b)->next) {
         uint64_t size;
         bool is_free;
@@ -959,7 +995,7 @@ static int largest_free(const struct op *o, uint64_t *out)
 static int stats_read(const struct op *o, shmds_alloc_stats *st)
 {
     const struct aroot *root = o->root;
-    const struct geo *g = &o->g;
+    const geo_t *g = o->g;
     st->heap_bytes = g->end - g->first;
     if (__atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC) {
         /* Not formatted yet: one free block spans the heap. */
@@ -983,7 +1019,7 @@ static int stats_read(const struct op *o, shmds_alloc_stats *st)
 static int check_heap(const struct op *o)
 {
     const struct aroot *root = o->root;
-    const struct geo *g = &o->g;
+    const geo_t *g = o->g;
     if (__atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC)
         return 0; /* never formatted: nothing allocated, nothing to check */
     if (root->redo_state != 0 || !sentinel_ok(o))
@@ -1054,14 +1090,14 @@ static int check_heap(const struct op *o)
 static int read_stable(shmds_region *r, int (*fn)(const struct op *, void *), void *arg)
 {
     struct op o;
+    op_init(&o, r);
     if (!shmds__rdonly(r)) {
-        int rc = lock(&o, r);
+        int rc = lock(&o);
         if (rc != 0)
             return rc;
         rc = fn(&o, arg);
         return finish(&o, rc);
     }
-    op_init(&o, r);
     uint64_t deadline = shmds__now_ns() + (uint64_t)r->lock_timeout_ms * 1000000u;
     for (;;) {
         uint64_t s1 = __atomic_load_n(&o.root->seq, __ATOMIC_ACQUIRE);

@@ -113,6 +113,19 @@ SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, roots) == 1024, "format: direct
 
 /* ---- the process-local handle ---- */
 
+/* Where the allocator's parts are in the heap (alloc.c): a function of the
+ * handle's trusted heap bounds only, computed once by
+ * shmds__alloc_geo_init() when the handle is made. */
+struct shmds__heap_geo {
+    uint64_t ctl;      /* control block */
+    uint64_t slbm;     /* uint32_t second-level bitmaps [fl_count] */
+    uint64_t heads;    /* uint64_t heads [fl_count][SL_N] */
+    uint64_t first;    /* first block header */
+    uint64_t end;      /* sentinel header */
+    uint64_t last;     /* last offset where a minimum block fits */
+    uint32_t fl_count;
+};
+
 struct shmds_region {
     /* Must match struct shmds_region_pub_ (region.h): the inline helpers. */
     unsigned char *base;
@@ -126,6 +139,7 @@ struct shmds_region {
     size_t map_len;
     int fd;
     struct shmds__hdr *hdr;
+    struct shmds__heap_geo geo;
 };
 
 static inline bool shmds__rdonly(const shmds_region *r)
@@ -229,5 +243,9 @@ int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable);
 /* Verify the whole heap (part of shmds_region_check); takes the allocator
  * lock. 0, SHMDS_ECORRUPT, -ETIMEDOUT, SHMDS_ENOTRECOVERABLE. */
 int shmds__alloc_check(shmds_region *r);
+
+/* Fill r->geo from r->heap_off and r->heap_end (process-local; reads no
+ * shared memory). The region calls it when it makes a handle. */
+void shmds__alloc_geo_init(shmds_region *r);
 
 #endif

@@ -49,15 +49,22 @@ static void held_add(const shmds_mutex *m)
         held_untracked++;
 }
 
-static void held_remove(const shmds_mutex *m)
+/* Where `m` is in the list (the newest first: locks are mostly released
+ * in reverse order), or HELD_MAX when it is not listed. */
+static unsigned held_find(const shmds_mutex *m)
 {
-    for (unsigned i = held_n; i-- > 0;) {
-        if (held[i] == m) {
-            held[i] = held[--held_n];
-            return;
-        }
-    }
-    if (held_untracked > 0)
+    for (unsigned i = held_n; i-- > 0;)
+        if (held[i] == m)
+            return i;
+    return HELD_MAX;
+}
+
+/* Drop entry `i` of held_find(); HELD_MAX: one of the untracked locks. */
+static void held_drop(unsigned i)
+{
+    if (i < HELD_MAX)
+        held[i] = held[--held_n];
+    else if (held_untracked > 0)
         held_untracked--;
 }
 
@@ -135,28 +142,27 @@ static uint64_t coarse_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void mark_taken(shmds_mutex *m)
+/* Inlined into the lock's fast path (one frame from the caller to
+ * pthread). */
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE void mark_taken(shmds_mutex *m)
 {
     __atomic_store_n(&m->owner_pid, self_pid(), __ATOMIC_RELAXED);
     __atomic_store_n(&m->taken_ns, coarse_now_ns(), __ATOMIC_RELAXED);
     held_add(m);
 }
 
-static void mark_released(shmds_mutex *m)
+INLINE void mark_released(shmds_mutex *m, unsigned held_at)
 {
-    held_remove(m);
+    held_drop(held_at);
     __atomic_store_n(&m->owner_pid, 0, __ATOMIC_RELAXED);
     __atomic_store_n(&m->taken_ns, 0, __ATOMIC_RELAXED);
 }
 
+/* Wait up to timeout_ms (> 0) for a mutex that trylock found busy. */
 static int timed_lock(shmds_mutex *m, int timeout_ms)
 {
-    if (timeout_ms == -1)
-        return pthread_mutex_lock(&m->mtx);
-    /* Uncontended, the common case: no clock reading for a deadline. */
-    int rc = pthread_mutex_trylock(&m->mtx);
-    if (timeout_ms == 0 || rc != EBUSY)
-        return rc;
     struct timespec ts = shmds__deadline(timeout_ms);
 #ifdef HAVE_PTHREAD_MUTEX_CLOCKLOCK
     return pthread_mutex_clocklock(&m->mtx, CLOCK_MONOTONIC, &ts);
@@ -188,7 +194,7 @@ static int recover(shmds_mutex *m, shmds_repair_fn *repair, void *arg)
         bad = repair(arg) != 0;
     if (bad) {
         __atomic_store_n(&m->state, MUTEX_FENCED, __ATOMIC_RELEASE);
-        mark_released(m);
+        mark_released(m, held_find(m));
         /* Unlocking without pthread_mutex_consistent makes the mutex
          * permanently unusable: later lockers get ENOTRECOVERABLE. */
         pthread_mutex_unlock(&m->mtx);
@@ -197,7 +203,7 @@ static int recover(shmds_mutex *m, shmds_repair_fn *repair, void *arg)
     SHMDS_FAULT("lock.recover.before_consistent");
     int rc = pthread_mutex_consistent(&m->mtx);
     if (rc != 0) {
-        mark_released(m);
+        mark_released(m, held_find(m));
         pthread_mutex_unlock(&m->mtx);
         return -rc;
     }
@@ -205,13 +211,12 @@ static int recover(shmds_mutex *m, shmds_repair_fn *repair, void *arg)
     return SHMDS_RECOVERED;
 }
 
-SHMDS_API int shmds_mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *repair, void *arg)
+/* Everything but an uncontended success: `rc` is what the first attempt
+ * returned; wait when it was busy and the caller gave time. */
+static int lock_slow(shmds_mutex *m, int timeout_ms, int rc, shmds_repair_fn *repair, void *arg)
 {
-    if (timeout_ms < -1)
-        return -EINVAL;
-    if (__atomic_load_n(&m->state, __ATOMIC_ACQUIRE) == MUTEX_FENCED)
-        return SHMDS_ENOTRECOVERABLE;
-    int rc = timed_lock(m, timeout_ms);
+    if (rc == EBUSY && timeout_ms > 0)
+        rc = timed_lock(m, timeout_ms);
     switch (rc) {
     case 0:
         mark_taken(m);
@@ -226,17 +231,35 @@ SHMDS_API int shmds_mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *
     }
 }
 
+INLINE int mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *repair, void *arg)
+{
+    if (timeout_ms < -1)
+        return -EINVAL;
+    if (__atomic_load_n(&m->state, __ATOMIC_ACQUIRE) == MUTEX_FENCED)
+        return SHMDS_ENOTRECOVERABLE;
+    /* Uncontended, the common case: no clock reading for a deadline. */
+    int rc = timeout_ms == -1 ? pthread_mutex_lock(&m->mtx) : pthread_mutex_trylock(&m->mtx);
+    if (shmds__likely(rc == 0)) {
+        mark_taken(m);
+        return 0;
+    }
+    return lock_slow(m, timeout_ms, rc, repair, arg);
+}
+
+SHMDS_API int shmds_mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *repair, void *arg)
+{
+    return mutex_lock(m, timeout_ms, repair, arg);
+}
+
 SHMDS_API int shmds_mutex_unlock(shmds_mutex *m)
 {
     /* Refuse a non-owner before touching the diagnostics: this thread's held
      * list knows every shmds mutex it took (pthread's error-checking type is
      * the fallback past HELD_MAX). */
-    bool listed = false;
-    for (unsigned i = 0; i < held_n && !listed; i++)
-        listed = held[i] == m;
-    if (!listed && held_untracked == 0)
+    unsigned at = held_find(m);
+    if (at == HELD_MAX && held_untracked == 0)
         return -EPERM;
-    mark_released(m);
+    mark_released(m, at);
     return -pthread_mutex_unlock(&m->mtx);
 }
 
@@ -286,13 +309,13 @@ int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *
     if (__atomic_load_n(&m->mtx.__data.__kind, __ATOMIC_RELAXED) != mutex_kind())
         return SHMDS_ECORRUPT;
 #endif
-    int rc = shmds_mutex_lock(m, 0, repair, arg);
+    int rc = mutex_lock(m, 0, repair, arg);
     for (int i = 0; rc == -EBUSY && i < LOCK_SPINS; i++) {
         shmds__cpu_relax();
-        rc = shmds_mutex_lock(m, 0, repair, arg);
+        rc = mutex_lock(m, 0, repair, arg);
     }
     if (rc == -EBUSY)
-        rc = shmds_mutex_lock(m, (int)r->lock_timeout_ms, repair, arg);
+        rc = mutex_lock(m, (int)r->lock_timeout_ms, repair, arg);
     if (rc == SHMDS_RECOVERED)
         __atomic_add_fetch(&r->hdr->epoch, 1, __ATOMIC_RELAXED);
     /* The timeout is ours and valid, so pthread's EINVAL can only mean the

@@ -98,6 +98,7 @@ static shmds_region *handle_new(unsigned char *base, size_t map_len, int fd, uns
     r->size = h->size;
     r->heap_off = h->heap_off;
     r->heap_end = h->heap_off + h->heap_size;
+    shmds__alloc_geo_init(r);
     r->lock_timeout_ms = h->lock_timeout_ms;
     r->flags = flags;
     r->map_len = map_len;
