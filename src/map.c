@@ -818,8 +818,11 @@ static int swap(shmds_map *m, struct stripe *st, uint64_t *link, uint64_t next,
     ST(&lg->committed, 1);
     st->entries = lg->entries1;
     st->mem = lg->mem1;
-    /* A failed free (a damaged heap) loses that block but not the commit. */
-    int rc = shmds__free_from(r, &lg->dead);
+    /* A failed free (a damaged heap) loses that block but not the commit.
+     * Only our own allocator calls write the log's slots while we hold the
+     * stripe lock, so an insert's empty `dead` needs no trip through the
+     * allocator lock. */
+    int rc = LD(&lg->dead) != 0 ? shmds__free_from(r, &lg->dead) : 0;
     SHMDS_FAULT("map.swap.freed");
     ST(&lg->dead, 0);
     ST(&lg->blk, 0);
