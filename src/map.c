@@ -67,6 +67,13 @@
  * gets take the stripe lock (the only lock they take) and refuse on a
  * read-only mapping.
  *
+ * Statistics. Hits and misses are counted on a cache line of the map
+ * header that each handle claims for itself when it attaches (up to
+ * SHARDS handles; later ones share lines with atomic adds), so an
+ * optimistic get writes nothing that another process's get reads or
+ * writes: readers in different processes never bounce a line between
+ * CPUs. shmds_map_stats_get sums the lines.
+ *
  * Budget. Each stripe counts its entries' bytes under its lock; the budget
  * check sums the stripes. Eviction is CLOCK per stripe (a hand over the
  * stripe's buckets; a referenced entry loses its bit, an unreferenced one
@@ -82,6 +89,7 @@
 #include "map_int.h"
 
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -94,7 +102,7 @@
 #define MOVE_PER_OP 2u      /* old buckets a write migrates in its stripe */
 #define MIN_BITS 4u         /* smallest table: 16 buckets */
 #define MAX_BITS 40u        /* largest table: 2^40 buckets */
-#define SHARDS 16u          /* hit/miss counters, spread by pid */
+#define SHARDS 16u          /* hit/miss counter lines, one per handle */
 #define SPINS 64u           /* optimistic read attempts before backing off */
 #define EVICT_TRIES 64u     /* allocation retries after evicting */
 
@@ -169,10 +177,17 @@ struct rlog {
 };
 SHMDS__STATIC_ASSERT(sizeof(struct rlog) == 64, "resize log is one line");
 
+/* Hit and miss counters. `hits` and `misses` have one writer, the handle
+ * whose process claimed the line (`owner`, a pid; 0 = free), which adds
+ * with plain stores; handles that found no free line add atomically to
+ * the `_shared` pair of the line their pid picks. */
 struct shard {
     uint64_t hits, misses;
-    uint64_t pad[6];
+    uint64_t owner;
+    uint64_t hits_shared, misses_shared;
+    uint64_t pad[3];
 };
+SHMDS__STATIC_ASSERT(sizeof(struct shard) == 64, "a shard is one cache line");
 
 struct map_hdr {
     /* Immutable after create. */
@@ -213,7 +228,8 @@ struct shmds_map {
     struct map_hdr *h;
     shmds_off_t off;
     uint32_t S, sbits;
-    uint32_t shard;
+    struct shard *shard; /* where gets count: NULL on a read-only region */
+    bool own;            /* shard is ours alone (claimed), not shared */
     uint32_t repair_stripe; /* which stripe the repair callback is for */
     char name[SHMDS_ROOT_NAME_MAX + 1]; /* for destroy; "" when unknown */
 };
@@ -1015,6 +1031,44 @@ static uint32_t log2_ceil(uint64_t x)
     return b;
 }
 
+/* Pick where this handle counts hits and misses: a shard line no live
+ * process holds, claimed for this handle alone (a dead owner's line is
+ * taken over, its counts kept), so a get adds with plain stores to a line
+ * no other process writes; when every line is held, the shared pair of
+ * the line our pid picks, with atomic adds. A read-only region counts
+ * nothing. Cost: at most SHARDS compare-and-swaps and kill(2) probes. */
+static void shard_claim(shmds_map *m)
+{
+    if (shmds__rdonly(m->r))
+        return;
+    uint64_t me = (uint64_t)getpid();
+    for (unsigned i = 0; i < SHARDS; i++) {
+        struct shard *sh = &m->h->shards[i];
+        uint64_t o = LD(&sh->owner);
+        if (o != 0 && (o > INT32_MAX || kill((pid_t)o, 0) == 0 || errno != ESRCH))
+            continue;
+        if (__atomic_compare_exchange_n(&sh->owner, &o, me, false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED)) {
+            m->shard = sh;
+            m->own = true;
+            return;
+        }
+    }
+    m->shard = &m->h->shards[mix(me) % SHARDS];
+}
+
+/* Give a claimed shard line back (its counts stay). */
+static void shard_release(shmds_map *m)
+{
+    if (m->own) {
+        uint64_t me = (uint64_t)getpid();
+        __atomic_compare_exchange_n(&m->shard->owner, &me, 0, false, __ATOMIC_RELEASE,
+                                    __ATOMIC_RELAXED);
+    }
+    m->shard = NULL;
+    m->own = false;
+}
+
 /* Validate the header at `off` and make a handle for it. */
 static int map_attach(shmds_region *r, shmds_off_t off, shmds_map **out)
 {
@@ -1033,7 +1087,7 @@ static int map_attach(shmds_region *r, shmds_off_t off, shmds_map **out)
     m->off = off;
     m->S = S;
     m->sbits = sb;
-    m->shard = (uint32_t)(mix((uint64_t)getpid()) % SHARDS);
+    shard_claim(m);
     *out = m;
     return 0;
 }
@@ -1125,6 +1179,7 @@ SHMDS_API int shmds_map_open(shmds_region *r, const char *name, shmds_map **out)
 
 SHMDS_API void shmds_map_close(shmds_map *m)
 {
+    shard_release(m);
     free(m);
 }
 
@@ -1132,6 +1187,7 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
 {
     shmds_region *r = m->r;
     struct map_hdr *h = m->h;
+    shard_release(m);
     int rc = shmds__writable(r);
     if (rc == 0 && m->name[0] == '\0')
         rc = -EINVAL;
@@ -1552,10 +1608,16 @@ SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *bu
         struct getarg g = {key, klen, hash, buf, cap, vlen};
         rc = read_stripe(m, s, get_fn, &g);
     }
-    if (!ro && (rc == 0 || rc == -ENOENT || rc == -ENOBUFS))
-        __atomic_add_fetch(rc == -ENOENT ? &m->h->shards[m->shard].misses
-                                         : &m->h->shards[m->shard].hits,
-                           1, __ATOMIC_RELAXED);
+    if (m->shard != NULL && (rc == 0 || rc == -ENOENT || rc == -ENOBUFS)) {
+        bool miss = rc == -ENOENT;
+        if (m->own) {
+            uint64_t *c = miss ? &m->shard->misses : &m->shard->hits;
+            ST(c, LD(c) + 1);
+        } else {
+            __atomic_add_fetch(miss ? &m->shard->misses_shared : &m->shard->hits_shared, 1,
+                               __ATOMIC_RELAXED);
+        }
+    }
     return rc;
 }
 
@@ -1668,8 +1730,8 @@ SHMDS_API int shmds_map_stats_get(shmds_map *m, shmds_map_stats *out)
     }
     out->recoveries += LD(&h->resize.recoveries);
     for (unsigned i = 0; i < SHARDS; i++) {
-        out->hits += LD(&h->shards[i].hits);
-        out->misses += LD(&h->shards[i].misses);
+        out->hits += LD(&h->shards[i].hits) + LD(&h->shards[i].hits_shared);
+        out->misses += LD(&h->shards[i].misses) + LD(&h->shards[i].misses_shared);
     }
     uint64_t q = LDA(&h->tseq);
     uint32_t bo = LD(&h->bits_old), bn = LD(&h->bits_new);

@@ -760,6 +760,63 @@ START_TEST(test_map_writers_killed_at_random_keep_acknowledged_writes)
 }
 END_TEST
 
+/* A child that counts 5 hits and 3 misses through its own handle and exits
+ * without closing it, so the counter line it claimed has a dead owner. */
+static int stats_child(void *arg)
+{
+    (void)arg;
+    shmds_region *r = NULL;
+    shmds_map *m = NULL;
+    char buf[8];
+    if (shmds_region_open(rname, 0, &r) != 0 || shmds_map_open(r, "st", &m) != 0)
+        return 1;
+    for (int i = 0; i < 5; i++)
+        if (gets_(m, "a", buf, sizeof buf) != 0)
+            return 2;
+    for (int i = 0; i < 3; i++)
+        if (gets_(m, "zz", buf, sizeof buf) != -ENOENT)
+            return 3;
+    return 0;
+}
+
+/* Gets count exactly whatever handle or process made them: more handles
+ * than the map has counter lines, handles closed and reopened, and a
+ * process that died holding its line (taken over with its counts kept). */
+START_TEST(test_map_stats_add_up_over_handles_and_processes)
+{
+    enum { H = 40 };
+    shmds_region *r = region(MB);
+    shmds_map *m = mk(r, "st", 0, 0, 0, 0, 0);
+    shmds_map *hs[H];
+    char buf[8];
+    ck_assert_int_eq(puts_(m, "a", "1", 0, 0), 0);
+    for (int i = 0; i < H; i++) {
+        ck_assert_int_eq(shmds_map_open(r, "st", &hs[i]), 0);
+        ck_assert_int_eq(gets_(hs[i], "a", buf, sizeof buf), 0);
+        ck_assert_int_eq(gets_(hs[i], "zz", buf, sizeof buf), -ENOENT);
+        ck_assert_int_eq(gets_(hs[i], "zz", buf, sizeof buf), -ENOENT);
+    }
+    for (int i = 0; i < H; i++)
+        shmds_map_close(hs[i]);
+    pid_t c = tu_fork(stats_child, NULL);
+    int st = tu_wait(c, 30000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: %d", st);
+    for (int i = 0; i < H; i++) {
+        ck_assert_int_eq(shmds_map_open(r, "st", &hs[i]), 0);
+        ck_assert_int_eq(gets_(hs[i], "a", buf, sizeof buf), 0);
+    }
+    shmds_map_stats s;
+    ck_assert_int_eq(shmds_map_stats_get(m, &s), 0);
+    ck_assert_uint_eq(s.hits, 2 * H + 5);
+    ck_assert_uint_eq(s.misses, 2 * H + 3);
+    for (int i = 0; i < H; i++)
+        shmds_map_close(hs[i]);
+    ck_assert_int_eq(shmds_map_check(m), 0);
+    shmds_map_close(m);
+    shmds_region_close(r);
+}
+END_TEST
+
 static Suite *map_suite(void)
 {
     Suite *s = suite_create("map");
@@ -786,6 +843,7 @@ static Suite *map_suite(void)
     tcase_set_timeout(mp, 60);
     tcase_add_test(mp, test_map_two_processes_overlapping_keys_match_model);
     tcase_add_test(mp, test_map_rehash_while_another_process_reads_and_writes);
+    tcase_add_test(mp, test_map_stats_add_up_over_handles_and_processes);
     suite_add_tcase(s, mp);
     TCase *crash = tcase_create("crash");
     tcase_set_timeout(crash, 60);
