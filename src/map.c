@@ -223,17 +223,6 @@ SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, rlog) == 192, "format: resize log"
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, shards) == 256, "format: shards");
 SHMDS__STATIC_ASSERT(sizeof(struct map_hdr) == 256 + 64 * SHARDS, "format: stripes");
 
-struct shmds_map {
-    shmds_region *r;
-    struct map_hdr *h;
-    shmds_off_t off;
-    uint32_t S, sbits;
-    struct shard *shard; /* where gets count: NULL on a read-only region */
-    bool own;            /* shard is ours alone (claimed), not shared */
-    uint32_t repair_stripe; /* which stripe the repair callback is for */
-    char name[SHMDS_ROOT_NAME_MAX + 1]; /* for destroy; "" when unknown */
-};
-
 /* A consistent view of the table state. */
 struct tsnap {
     uint64_t seq;
@@ -241,6 +230,22 @@ struct tsnap {
     uint32_t bo, bn;
     uint64_t tepoch;
     bool rh;
+};
+
+struct shmds_map {
+    shmds_region *r;
+    struct map_hdr *h;
+    shmds_off_t off;
+    uint32_t S, sbits;
+    uint64_t seed;       /* copies of immutable header fields */
+    bool evict;
+    bool own;            /* shard is ours alone (claimed), not shared */
+    struct shard *shard; /* where gets count: NULL on a read-only region */
+    uint32_t repair_stripe; /* which stripe the repair callback is for */
+    /* The last table state read and checked, valid while the map's tseq
+     * still equals tc.seq (odd: none yet). */
+    struct tsnap tc;
+    char name[SHMDS_ROOT_NAME_MAX + 1]; /* for destroy; "" when unknown */
 };
 
 /* ---------------------------------------------------------------------------
@@ -283,7 +288,7 @@ static inline uint64_t mix(uint64_t x)
 
 /* 64-bit hash of a key, 8 bytes a step; the top bits (buckets and stripes
  * use them) are well mixed. */
-static uint64_t key_hash(uint64_t seed, const void *key, size_t len)
+static inline uint64_t key_hash(uint64_t seed, const void *key, size_t len)
 {
     const unsigned char *p = key;
     uint64_t h = seed ^ (len * UINT64_C(0x9e3779b97f4a7c15));
@@ -334,7 +339,7 @@ static void nap_1ms(void)
 }
 
 /* The entry at `off` with its key and value in bounds, or NULL. */
-static struct entry *entry_at(const shmds_map *m, uint64_t off)
+static inline struct entry *entry_at(const shmds_map *m, uint64_t off)
 {
     struct entry *e = shmds__ptr_chk(m->r, off, ENTRY_HDR, 16);
     if (e == NULL)
@@ -366,9 +371,18 @@ static inline bool e_expired(const struct entry *e, uint64_t *now)
     return *now >= x;
 }
 
+/* Byte strings equal? Keys of 8 to 16 bytes (the common ones) compare as
+ * two overlapping words, without a call. */
+static inline bool bytes_eq(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    if (n >= 8 && n <= 16)
+        return ((rd64(a) ^ rd64(b)) | (rd64(a + n - 8) ^ rd64(b + n - 8))) == 0;
+    return memcmp(a, b, n) == 0;
+}
+
 static inline bool e_match(struct entry *e, uint64_t hash, const void *key, size_t klen)
 {
-    return e->hash == hash && e->klen == klen && memcmp(e_key(e), key, klen) == 0;
+    return e->hash == hash && e->klen == klen && bytes_eq(e_key(e), key, klen);
 }
 
 /* ---------------------------------------------------------------------------
@@ -377,10 +391,11 @@ static inline bool e_match(struct entry *e, uint64_t hash, const void *key, size
 
 static int resize_repair(void *arg);
 
-/* Read the table pair consistently. A writable handle that finds tseq stuck
- * odd takes the resize lock, which repairs; a read-only one gives up with
- * -ETIMEDOUT at the region's lock bound. */
-static int tsnap_get(shmds_map *m, struct tsnap *t)
+/* Read the table pair consistently and remember it in the handle. A
+ * writable handle that finds tseq stuck odd takes the resize lock, which
+ * repairs; a read-only one gives up with -ETIMEDOUT at the region's lock
+ * bound. */
+static int tsnap_load(shmds_map *m, struct tsnap *t)
 {
     struct map_hdr *h = m->h;
     uint64_t deadline = 0;
@@ -412,6 +427,7 @@ static int tsnap_get(shmds_map *m, struct tsnap *t)
                     if (t->nw == NULL)
                         return SHMDS_ECORRUPT;
                 }
+                m->tc = *t;
                 return 0;
             }
         }
@@ -433,6 +449,19 @@ static int tsnap_get(shmds_map *m, struct tsnap *t)
     }
 }
 
+/* The table state: the handle's copy while tseq has not moved since it
+ * was read and checked (the common case: one load), else a fresh read.
+ * The fields are only ever changed with tseq odd and bumped again, so an
+ * unchanged even tseq means unchanged fields. */
+static inline int tsnap_get(shmds_map *m, struct tsnap *t)
+{
+    if (shmds__likely(LDA(&m->h->tseq) == m->tc.seq)) {
+        *t = m->tc;
+        return 0;
+    }
+    return tsnap_load(m, t);
+}
+
 /* Buckets in a slice of stripe s: 2^(bits - sbits). */
 static inline uint64_t slice_len(const shmds_map *m, uint32_t bits)
 {
@@ -445,8 +474,8 @@ static inline bool stripe_done(const shmds_map *m, const struct stripe *st, cons
 }
 
 /* The bucket slot holding `hash` (stripe s). */
-static uint64_t *bucket_slot(const shmds_map *m, const struct tsnap *t, const struct stripe *st,
-                             uint32_t s, uint64_t hash)
+static inline uint64_t *bucket_slot(const shmds_map *m, const struct tsnap *t, const struct stripe *st,
+                                    uint32_t s, uint64_t hash)
 {
     uint64_t ob = bidx(hash, t->bo);
     if (t->rh && LD(&st->epoch) == t->tepoch &&
@@ -986,7 +1015,7 @@ static uint64_t mem_total(const shmds_map *m)
 static int make_room(shmds_map *m, uint32_t s, uint64_t need, bool force)
 {
     uint64_t limit = m->h->mem_limit;
-    bool evict = (m->h->flags & SHMDS_MAP_EVICT) != 0;
+    bool evict = m->evict;
     if (!force && (limit == 0 || mem_total(m) + need <= limit))
         return 0;
     if (!evict || (limit != 0 && need > limit))
@@ -1087,6 +1116,9 @@ static int map_attach(shmds_region *r, shmds_off_t off, shmds_map **out)
     m->off = off;
     m->S = S;
     m->sbits = sb;
+    m->seed = h->seed;
+    m->evict = (h->flags & SHMDS_MAP_EVICT) != 0;
+    m->tc.seq = 1;
     shard_claim(m);
     *out = m;
     return 0;
@@ -1295,7 +1327,7 @@ static int put_locked(shmds_map *m, uint32_t s, const struct newent *ne, unsigne
     uint64_t need = esize(ne->klen, ne->vlen);
     if ((rc = make_room(m, s, need, false)) < 0)
         return rc;
-    bool evict = (m->h->flags & SHMDS_MAP_EVICT) != 0;
+    bool evict = m->evict;
     for (unsigned tries = 0;; tries++) {
         if ((f = find(m, &t, s, ne->hash, ne->key, ne->klen, &head, &link, &eo, &e)) < 0)
             return f;
@@ -1347,7 +1379,7 @@ SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const vo
         rc = shmds__writable(m->r);
     if (rc != 0)
         return rc;
-    struct newent ne = {key, klen, key_hash(m->h->seed, key, klen), val, vlen, expiry(m, ttl_s)};
+    struct newent ne = {key, klen, key_hash(m->seed, key, klen), val, vlen, expiry(m, ttl_s)};
     uint32_t s = stripe_of(m, ne.hash);
     WITH_STRIPE(m, s, put_op(m, s, &ne, flags));
 }
@@ -1382,7 +1414,7 @@ SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
         rc = shmds__writable(m->r);
     if (rc != 0)
         return rc;
-    uint64_t hash = key_hash(m->h->seed, key, klen);
+    uint64_t hash = key_hash(m->seed, key, klen);
     uint32_t s = stripe_of(m, hash);
     int lk = stripe_lock(m, s, false);
     if (lk < 0)
@@ -1449,7 +1481,7 @@ SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t 
         rc = shmds__writable(m->r);
     if (rc != 0)
         return rc;
-    uint64_t hash = key_hash(m->h->seed, key, klen);
+    uint64_t hash = key_hash(m->seed, key, klen);
     uint32_t s = stripe_of(m, hash);
     WITH_STRIPE(m, s, add_op(m, s, key, klen, hash, delta, result));
 }
@@ -1478,7 +1510,9 @@ static int lookup_copy(shmds_map *m, const struct tsnap *t, uint32_t s, uint64_t
                 *vlen = (size_t)vl;
             if (vl > cap)
                 return -ENOBUFS;
-            if (vl > 0)
+            if (vl == 8)
+                memcpy(buf, e_val(e), 8);
+            else if (vl > 0)
                 memcpy(buf, e_val(e), (size_t)vl);
             return 0;
         }
@@ -1589,6 +1623,20 @@ static int get_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
     return lookup_copy(m, t, s, g->hash, g->key, g->klen, g->buf, g->cap, g->vlen);
 }
 
+/* The first attempt of read_stripe(get_fn), inline: true with *rc when
+ * neither counter moved; false sends the caller the careful way. */
+static inline bool get_once(shmds_map *m, uint32_t s, struct getarg *g, int *rc)
+{
+    struct stripe *st = &m->h->stripes[s];
+    uint64_t q = LDA(&st->seq);
+    struct tsnap t;
+    if ((q & 1) != 0 || tsnap_get(m, &t) != 0)
+        return false;
+    *rc = get_fn(m, &t, s, g);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return LD(&st->seq) == q && LD(&m->h->tseq) == t.seq;
+}
+
 SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *buf, size_t cap,
                             size_t *vlen)
 {
@@ -1597,16 +1645,17 @@ SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *bu
         rc = -EINVAL;
     if (rc != 0)
         return rc;
-    uint64_t hash = key_hash(m->h->seed, key, klen);
+    uint64_t hash = key_hash(m->seed, key, klen);
     uint32_t s = stripe_of(m, hash);
     bool ro = shmds__rdonly(m->r);
-    if (m->h->flags & SHMDS_MAP_EVICT) {
+    if (m->evict) {
         if (ro)
             return SHMDS_ERDONLY;
         rc = get_locked(m, s, hash, key, klen, buf, cap, vlen);
     } else {
         struct getarg g = {key, klen, hash, buf, cap, vlen};
-        rc = read_stripe(m, s, get_fn, &g);
+        if (!get_once(m, s, &g, &rc))
+            rc = read_stripe(m, s, get_fn, &g);
     }
     if (m->shard != NULL && (rc == 0 || rc == -ENOENT || rc == -ENOBUFS)) {
         bool miss = rc == -ENOENT;
@@ -1775,7 +1824,7 @@ static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
                 if (e == NULL || steps >= CHAIN_CAP || n > st->entries ||
                     shmds__alloc_block_live(m->r, o, &usable) != 0 ||
                     usable < esize(e->klen, e->vlen) ||
-                    key_hash(m->h->seed, e_key(e), (size_t)e->klen) != e->hash ||
+                    key_hash(m->seed, e_key(e), (size_t)e->klen) != e->hash ||
                     bucket_slot(m, t, st, s, e->hash) != slots[i])
                     return SHMDS_ECORRUPT;
                 n++;
@@ -1812,7 +1861,7 @@ SHMDS_API int shmds_map_check(shmds_map *m)
     int rl = rc < 0 ? rc : shmds__lock(m->r, &m->h->resize, resize_repair, m);
     if (rl >= 0) {
         struct tsnap t;
-        rc = tsnap_get(m, &t);
+        rc = tsnap_load(m, &t); /* check what is there now, not the copy */
         if (rc == 0)
             rc = check_tables(m, &t);
         for (uint32_t s = 0; s < m->S && rc == 0; s++)
