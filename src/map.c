@@ -1314,11 +1314,15 @@ static int put_locked(shmds_map *m, uint32_t s, const struct newent *ne, unsigne
     int f = find(m, &t, s, ne->hash, ne->key, ne->klen, &head, &link, &eo, &e);
     if (f < 0)
         return f;
+    /* Whether the chain may have changed since that find: after an unlink,
+     * or when make_room may evict (a budget) or has evicted (a retry). */
+    bool stale = m->h->mem_limit != 0;
     if (f == 1 && e_expired(e, &now)) {
         if ((rc = unlink_entry(m, st, link, eo, e)) < 0)
             return rc;
         st->expirations++;
         f = 0;
+        stale = true;
     }
     if ((flags & SHMDS_PUT_NX) && f == 1)
         return -EEXIST;
@@ -1328,8 +1332,8 @@ static int put_locked(shmds_map *m, uint32_t s, const struct newent *ne, unsigne
     if ((rc = make_room(m, s, need, false)) < 0)
         return rc;
     bool evict = m->evict;
-    for (unsigned tries = 0;; tries++) {
-        if ((f = find(m, &t, s, ne->hash, ne->key, ne->klen, &head, &link, &eo, &e)) < 0)
+    for (unsigned tries = 0;; tries++, stale = true) {
+        if (stale && (f = find(m, &t, s, ne->hash, ne->key, ne->klen, &head, &link, &eo, &e)) < 0)
             return f;
         if (f == 1)
             rc = swap(m, st, link, e->next, ne, eo, 0,
