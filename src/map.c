@@ -1145,12 +1145,19 @@ SHMDS_API int shmds_map_create(shmds_region *r, const char *name, const shmds_ma
     uint32_t sb = log2_ceil(S);
     S = 1u << sb;
     uint32_t bits = log2_ceil(o->capacity);
+    if (bits > MAX_BITS)
+        return -EINVAL;
+    /* Two buckets per expected entry: a hit then walks at most about 1.25
+     * entries on average instead of up to 1.5 at one per bucket, and every
+     * entry walked is a cache miss of its own. (Growth still starts at one
+     * per bucket, so a map grown from small uses no more table than
+     * before.) */
+    if (o->capacity != 0 && bits < MAX_BITS)
+        bits++;
     if (bits < MIN_BITS)
         bits = MIN_BITS;
     if (bits < sb)
         bits = sb;
-    if (bits > MAX_BITS)
-        return -EINVAL;
 
     /* The header needs 64-byte alignment (its mutexes); blocks are 16-byte
      * aligned, so take 48 bytes more and round up. */
@@ -1895,7 +1902,8 @@ SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_
     uint64_t S = SHMDS_MAP_STRIPES_DEFAULT;
     uint64_t buckets = (uint64_t)1 << log2_ceil(entries < 16 ? 16 : entries);
     /* Per-stripe growth can double the table early; a growth holds the old
-     * table (half the size) beside it. */
+     * table (half the size) beside it. A map created with capacity `entries`
+     * starts at 2 * buckets and would need twice the entries to grow. */
     uint64_t tables = 8 * (2 * buckets + buckets);
     /* Each entry is one heap block: its size plus the allocator's header. */
     uint64_t ents = entries * (esize(key_bytes, val_bytes) + 16);
