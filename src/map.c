@@ -1897,6 +1897,16 @@ int shmds__map_check_at(shmds_region *r, shmds_off_t off)
     return rc;
 }
 
+uint64_t *shmds__map_slot(shmds_map *m, const void *key, size_t klen)
+{
+    uint64_t hash = key_hash(m->seed, key, klen);
+    uint32_t s = stripe_of(m, hash);
+    struct tsnap t;
+    if (tsnap_load(m, &t) != 0)
+        return NULL;
+    return bucket_slot(m, &t, &m->h->stripes[s], s, hash);
+}
+
 SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_t val_bytes)
 {
     uint64_t S = SHMDS_MAP_STRIPES_DEFAULT;

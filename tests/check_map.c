@@ -442,6 +442,49 @@ START_TEST(test_map_evicts_when_heap_is_full)
 }
 END_TEST
 
+/* Damaged links read from the region are SHMDS_ECORRUPT for every call,
+ * lock-free gets included, never a crash or a hang, and the map works
+ * again once they are put back. */
+START_TEST(test_map_damaged_chains_are_ecorrupt)
+{
+    shmds_region *r = region(MB);
+    shmds_map *m = mk(r, "d", 0, 0, 1, 0, 0);
+    char buf[8], k[16];
+    ck_assert_int_eq(puts_(m, "a", "1", 0, 0), 0);
+    uint64_t *slot = shmds__map_slot(m, "a", 1);
+    ck_assert_ptr_nonnull(slot);
+    uint64_t eo = *slot;
+    ck_assert_uint_ne(eo, 0);
+    /* a key that shares the bucket, absent */
+    int i = 0;
+    do
+        snprintf(k, sizeof k, "b%d", i++);
+    while (shmds__map_slot(m, k, strlen(k)) != slot);
+    const uint64_t bad[] = {8, eo + 8, r->size - 16, UINT64_MAX - 15};
+    for (size_t j = 0; j < sizeof bad / sizeof bad[0]; j++) {
+        *slot = bad[j];
+        ck_assert_int_eq(gets_(m, "a", buf, sizeof buf), SHMDS_ECORRUPT);
+        ck_assert_int_eq(puts_(m, "a", "2", 0, 0), SHMDS_ECORRUPT);
+        ck_assert_int_eq(shmds_map_del(m, "a", 1), SHMDS_ECORRUPT);
+        ck_assert_int_eq(shmds_map_check(m), SHMDS_ECORRUPT);
+    }
+    *slot = eo;
+    /* a chain that loops on itself: the walk is capped */
+    uint64_t *next = shmds_ptr(r, eo); /* an entry's next link is its first word */
+    *next = eo;
+    ck_assert_int_eq(gets_(m, k, buf, sizeof buf), SHMDS_ECORRUPT);
+    ck_assert_int_eq(puts_(m, k, "2", 0, 0), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_map_check(m), SHMDS_ECORRUPT);
+    *next = 0;
+    ck_assert_int_eq(shmds_map_check(m), 0);
+    ck_assert_int_eq(gets_(m, "a", buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "1");
+    ck_assert_int_eq(gets_(m, k, buf, sizeof buf), -ENOENT);
+    shmds_map_close(m);
+    shmds_region_close(r);
+}
+END_TEST
+
 START_TEST(test_map_size_hint_is_enough)
 {
     uint64_t n = 100000;
@@ -838,6 +881,7 @@ static Suite *map_suite(void)
     tcase_add_test(limits, test_map_budget_evicts_cold_entries_first);
     tcase_add_test(limits, test_map_evicts_when_heap_is_full);
     tcase_add_test(limits, test_map_size_hint_is_enough);
+    tcase_add_test(limits, test_map_damaged_chains_are_ecorrupt);
     suite_add_tcase(s, limits);
     TCase *mp = tcase_create("multiprocess");
     tcase_set_timeout(mp, 60);
