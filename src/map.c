@@ -67,6 +67,13 @@
  * gets take the stripe lock (the only lock they take) and refuse on a
  * read-only mapping.
  *
+ * Statistics. Hits and misses are counted on a cache line of the map
+ * header that each handle claims for itself when it attaches (up to
+ * SHARDS handles; later ones share lines with atomic adds), so an
+ * optimistic get writes nothing that another process's get reads or
+ * writes: readers in different processes never bounce a line between
+ * CPUs. shmds_map_stats_get sums the lines.
+ *
  * Budget. Each stripe counts its entries' bytes under its lock; the budget
  * check sums the stripes. Eviction is CLOCK per stripe (a hand over the
  * stripe's buckets; a referenced entry loses its bit, an unreferenced one
@@ -82,6 +89,7 @@
 #include "map_int.h"
 
 #include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -94,7 +102,7 @@
 #define MOVE_PER_OP 2u      /* old buckets a write migrates in its stripe */
 #define MIN_BITS 4u         /* smallest table: 16 buckets */
 #define MAX_BITS 40u        /* largest table: 2^40 buckets */
-#define SHARDS 16u          /* hit/miss counters, spread by pid */
+#define SHARDS 16u          /* hit/miss counter lines, one per handle */
 #define SPINS 64u           /* optimistic read attempts before backing off */
 #define EVICT_TRIES 64u     /* allocation retries after evicting */
 
@@ -169,10 +177,17 @@ struct rlog {
 };
 SHMDS__STATIC_ASSERT(sizeof(struct rlog) == 64, "resize log is one line");
 
+/* Hit and miss counters. `hits` and `misses` have one writer, the handle
+ * whose process claimed the line (`owner`, a pid; 0 = free), which adds
+ * with plain stores; handles that found no free line add atomically to
+ * the `_shared` pair of the line their pid picks. */
 struct shard {
     uint64_t hits, misses;
-    uint64_t pad[6];
+    uint64_t owner;
+    uint64_t hits_shared, misses_shared;
+    uint64_t pad[3];
 };
+SHMDS__STATIC_ASSERT(sizeof(struct shard) == 64, "a shard is one cache line");
 
 struct map_hdr {
     /* Immutable after create. */
@@ -208,16 +223,6 @@ SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, rlog) == 192, "format: resize log"
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, shards) == 256, "format: shards");
 SHMDS__STATIC_ASSERT(sizeof(struct map_hdr) == 256 + 64 * SHARDS, "format: stripes");
 
-struct shmds_map {
-    shmds_region *r;
-    struct map_hdr *h;
-    shmds_off_t off;
-    uint32_t S, sbits;
-    uint32_t shard;
-    uint32_t repair_stripe; /* which stripe the repair callback is for */
-    char name[SHMDS_ROOT_NAME_MAX + 1]; /* for destroy; "" when unknown */
-};
-
 /* A consistent view of the table state. */
 struct tsnap {
     uint64_t seq;
@@ -225,6 +230,22 @@ struct tsnap {
     uint32_t bo, bn;
     uint64_t tepoch;
     bool rh;
+};
+
+struct shmds_map {
+    shmds_region *r;
+    struct map_hdr *h;
+    shmds_off_t off;
+    uint32_t S, sbits;
+    uint64_t seed;       /* copies of immutable header fields */
+    bool evict;
+    bool own;            /* shard is ours alone (claimed), not shared */
+    struct shard *shard; /* where gets count: NULL on a read-only region */
+    uint32_t repair_stripe; /* which stripe the repair callback is for */
+    /* The last table state read and checked, valid while the map's tseq
+     * still equals tc.seq (odd: none yet). */
+    struct tsnap tc;
+    char name[SHMDS_ROOT_NAME_MAX + 1]; /* for destroy; "" when unknown */
 };
 
 /* ---------------------------------------------------------------------------
@@ -267,7 +288,7 @@ static inline uint64_t mix(uint64_t x)
 
 /* 64-bit hash of a key, 8 bytes a step; the top bits (buckets and stripes
  * use them) are well mixed. */
-static uint64_t key_hash(uint64_t seed, const void *key, size_t len)
+static inline uint64_t key_hash(uint64_t seed, const void *key, size_t len)
 {
     const unsigned char *p = key;
     uint64_t h = seed ^ (len * UINT64_C(0x9e3779b97f4a7c15));
@@ -318,7 +339,7 @@ static void nap_1ms(void)
 }
 
 /* The entry at `off` with its key and value in bounds, or NULL. */
-static struct entry *entry_at(const shmds_map *m, uint64_t off)
+static inline struct entry *entry_at(const shmds_map *m, uint64_t off)
 {
     struct entry *e = shmds__ptr_chk(m->r, off, ENTRY_HDR, 16);
     if (e == NULL)
@@ -350,9 +371,18 @@ static inline bool e_expired(const struct entry *e, uint64_t *now)
     return *now >= x;
 }
 
+/* Byte strings equal? Keys of 8 to 16 bytes (the common ones) compare as
+ * two overlapping words, without a call. */
+static inline bool bytes_eq(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    if (n >= 8 && n <= 16)
+        return ((rd64(a) ^ rd64(b)) | (rd64(a + n - 8) ^ rd64(b + n - 8))) == 0;
+    return memcmp(a, b, n) == 0;
+}
+
 static inline bool e_match(struct entry *e, uint64_t hash, const void *key, size_t klen)
 {
-    return e->hash == hash && e->klen == klen && memcmp(e_key(e), key, klen) == 0;
+    return e->hash == hash && e->klen == klen && bytes_eq(e_key(e), key, klen);
 }
 
 /* ---------------------------------------------------------------------------
@@ -361,10 +391,11 @@ static inline bool e_match(struct entry *e, uint64_t hash, const void *key, size
 
 static int resize_repair(void *arg);
 
-/* Read the table pair consistently. A writable handle that finds tseq stuck
- * odd takes the resize lock, which repairs; a read-only one gives up with
- * -ETIMEDOUT at the region's lock bound. */
-static int tsnap_get(shmds_map *m, struct tsnap *t)
+/* Read the table pair consistently and remember it in the handle. A
+ * writable handle that finds tseq stuck odd takes the resize lock, which
+ * repairs; a read-only one gives up with -ETIMEDOUT at the region's lock
+ * bound. */
+static int tsnap_load(shmds_map *m, struct tsnap *t)
 {
     struct map_hdr *h = m->h;
     uint64_t deadline = 0;
@@ -396,6 +427,7 @@ static int tsnap_get(shmds_map *m, struct tsnap *t)
                     if (t->nw == NULL)
                         return SHMDS_ECORRUPT;
                 }
+                m->tc = *t;
                 return 0;
             }
         }
@@ -417,6 +449,19 @@ static int tsnap_get(shmds_map *m, struct tsnap *t)
     }
 }
 
+/* The table state: the handle's copy while tseq has not moved since it
+ * was read and checked (the common case: one load), else a fresh read.
+ * The fields are only ever changed with tseq odd and bumped again, so an
+ * unchanged even tseq means unchanged fields. */
+static inline int tsnap_get(shmds_map *m, struct tsnap *t)
+{
+    if (shmds__likely(LDA(&m->h->tseq) == m->tc.seq)) {
+        *t = m->tc;
+        return 0;
+    }
+    return tsnap_load(m, t);
+}
+
 /* Buckets in a slice of stripe s: 2^(bits - sbits). */
 static inline uint64_t slice_len(const shmds_map *m, uint32_t bits)
 {
@@ -429,8 +474,8 @@ static inline bool stripe_done(const shmds_map *m, const struct stripe *st, cons
 }
 
 /* The bucket slot holding `hash` (stripe s). */
-static uint64_t *bucket_slot(const shmds_map *m, const struct tsnap *t, const struct stripe *st,
-                             uint32_t s, uint64_t hash)
+static inline uint64_t *bucket_slot(const shmds_map *m, const struct tsnap *t, const struct stripe *st,
+                                    uint32_t s, uint64_t hash)
 {
     uint64_t ob = bidx(hash, t->bo);
     if (t->rh && LD(&st->epoch) == t->tepoch &&
@@ -818,8 +863,11 @@ static int swap(shmds_map *m, struct stripe *st, uint64_t *link, uint64_t next,
     ST(&lg->committed, 1);
     st->entries = lg->entries1;
     st->mem = lg->mem1;
-    /* A failed free (a damaged heap) loses that block but not the commit. */
-    int rc = shmds__free_from(r, &lg->dead);
+    /* A failed free (a damaged heap) loses that block but not the commit.
+     * Only our own allocator calls write the log's slots while we hold the
+     * stripe lock, so an insert's empty `dead` needs no trip through the
+     * allocator lock. */
+    int rc = LD(&lg->dead) != 0 ? shmds__free_from(r, &lg->dead) : 0;
     SHMDS_FAULT("map.swap.freed");
     ST(&lg->dead, 0);
     ST(&lg->blk, 0);
@@ -967,7 +1015,7 @@ static uint64_t mem_total(const shmds_map *m)
 static int make_room(shmds_map *m, uint32_t s, uint64_t need, bool force)
 {
     uint64_t limit = m->h->mem_limit;
-    bool evict = (m->h->flags & SHMDS_MAP_EVICT) != 0;
+    bool evict = m->evict;
     if (!force && (limit == 0 || mem_total(m) + need <= limit))
         return 0;
     if (!evict || (limit != 0 && need > limit))
@@ -1012,6 +1060,44 @@ static uint32_t log2_ceil(uint64_t x)
     return b;
 }
 
+/* Pick where this handle counts hits and misses: a shard line no live
+ * process holds, claimed for this handle alone (a dead owner's line is
+ * taken over, its counts kept), so a get adds with plain stores to a line
+ * no other process writes; when every line is held, the shared pair of
+ * the line our pid picks, with atomic adds. A read-only region counts
+ * nothing. Cost: at most SHARDS compare-and-swaps and kill(2) probes. */
+static void shard_claim(shmds_map *m)
+{
+    if (shmds__rdonly(m->r))
+        return;
+    uint64_t me = (uint64_t)getpid();
+    for (unsigned i = 0; i < SHARDS; i++) {
+        struct shard *sh = &m->h->shards[i];
+        uint64_t o = LD(&sh->owner);
+        if (o != 0 && (o > INT32_MAX || kill((pid_t)o, 0) == 0 || errno != ESRCH))
+            continue;
+        if (__atomic_compare_exchange_n(&sh->owner, &o, me, false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_RELAXED)) {
+            m->shard = sh;
+            m->own = true;
+            return;
+        }
+    }
+    m->shard = &m->h->shards[mix(me) % SHARDS];
+}
+
+/* Give a claimed shard line back (its counts stay). */
+static void shard_release(shmds_map *m)
+{
+    if (m->own) {
+        uint64_t me = (uint64_t)getpid();
+        __atomic_compare_exchange_n(&m->shard->owner, &me, 0, false, __ATOMIC_RELEASE,
+                                    __ATOMIC_RELAXED);
+    }
+    m->shard = NULL;
+    m->own = false;
+}
+
 /* Validate the header at `off` and make a handle for it. */
 static int map_attach(shmds_region *r, shmds_off_t off, shmds_map **out)
 {
@@ -1030,7 +1116,10 @@ static int map_attach(shmds_region *r, shmds_off_t off, shmds_map **out)
     m->off = off;
     m->S = S;
     m->sbits = sb;
-    m->shard = (uint32_t)(mix((uint64_t)getpid()) % SHARDS);
+    m->seed = h->seed;
+    m->evict = (h->flags & SHMDS_MAP_EVICT) != 0;
+    m->tc.seq = 1;
+    shard_claim(m);
     *out = m;
     return 0;
 }
@@ -1056,12 +1145,19 @@ SHMDS_API int shmds_map_create(shmds_region *r, const char *name, const shmds_ma
     uint32_t sb = log2_ceil(S);
     S = 1u << sb;
     uint32_t bits = log2_ceil(o->capacity);
+    if (bits > MAX_BITS)
+        return -EINVAL;
+    /* Two buckets per expected entry: a hit then walks at most about 1.25
+     * entries on average instead of up to 1.5 at one per bucket, and every
+     * entry walked is a cache miss of its own. (Growth still starts at one
+     * per bucket, so a map grown from small uses no more table than
+     * before.) */
+    if (o->capacity != 0 && bits < MAX_BITS)
+        bits++;
     if (bits < MIN_BITS)
         bits = MIN_BITS;
     if (bits < sb)
         bits = sb;
-    if (bits > MAX_BITS)
-        return -EINVAL;
 
     /* The header needs 64-byte alignment (its mutexes); blocks are 16-byte
      * aligned, so take 48 bytes more and round up. */
@@ -1122,6 +1218,7 @@ SHMDS_API int shmds_map_open(shmds_region *r, const char *name, shmds_map **out)
 
 SHMDS_API void shmds_map_close(shmds_map *m)
 {
+    shard_release(m);
     free(m);
 }
 
@@ -1129,6 +1226,7 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
 {
     shmds_region *r = m->r;
     struct map_hdr *h = m->h;
+    shard_release(m);
     int rc = shmds__writable(r);
     if (rc == 0 && m->name[0] == '\0')
         rc = -EINVAL;
@@ -1223,11 +1321,15 @@ static int put_locked(shmds_map *m, uint32_t s, const struct newent *ne, unsigne
     int f = find(m, &t, s, ne->hash, ne->key, ne->klen, &head, &link, &eo, &e);
     if (f < 0)
         return f;
+    /* Whether the chain may have changed since that find: after an unlink,
+     * or when make_room may evict (a budget) or has evicted (a retry). */
+    bool stale = m->h->mem_limit != 0;
     if (f == 1 && e_expired(e, &now)) {
         if ((rc = unlink_entry(m, st, link, eo, e)) < 0)
             return rc;
         st->expirations++;
         f = 0;
+        stale = true;
     }
     if ((flags & SHMDS_PUT_NX) && f == 1)
         return -EEXIST;
@@ -1236,9 +1338,9 @@ static int put_locked(shmds_map *m, uint32_t s, const struct newent *ne, unsigne
     uint64_t need = esize(ne->klen, ne->vlen);
     if ((rc = make_room(m, s, need, false)) < 0)
         return rc;
-    bool evict = (m->h->flags & SHMDS_MAP_EVICT) != 0;
-    for (unsigned tries = 0;; tries++) {
-        if ((f = find(m, &t, s, ne->hash, ne->key, ne->klen, &head, &link, &eo, &e)) < 0)
+    bool evict = m->evict;
+    for (unsigned tries = 0;; tries++, stale = true) {
+        if (stale && (f = find(m, &t, s, ne->hash, ne->key, ne->klen, &head, &link, &eo, &e)) < 0)
             return f;
         if (f == 1)
             rc = swap(m, st, link, e->next, ne, eo, 0,
@@ -1288,7 +1390,7 @@ SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const vo
         rc = shmds__writable(m->r);
     if (rc != 0)
         return rc;
-    struct newent ne = {key, klen, key_hash(m->h->seed, key, klen), val, vlen, expiry(m, ttl_s)};
+    struct newent ne = {key, klen, key_hash(m->seed, key, klen), val, vlen, expiry(m, ttl_s)};
     uint32_t s = stripe_of(m, ne.hash);
     WITH_STRIPE(m, s, put_op(m, s, &ne, flags));
 }
@@ -1323,7 +1425,7 @@ SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
         rc = shmds__writable(m->r);
     if (rc != 0)
         return rc;
-    uint64_t hash = key_hash(m->h->seed, key, klen);
+    uint64_t hash = key_hash(m->seed, key, klen);
     uint32_t s = stripe_of(m, hash);
     int lk = stripe_lock(m, s, false);
     if (lk < 0)
@@ -1390,7 +1492,7 @@ SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t 
         rc = shmds__writable(m->r);
     if (rc != 0)
         return rc;
-    uint64_t hash = key_hash(m->h->seed, key, klen);
+    uint64_t hash = key_hash(m->seed, key, klen);
     uint32_t s = stripe_of(m, hash);
     WITH_STRIPE(m, s, add_op(m, s, key, klen, hash, delta, result));
 }
@@ -1419,7 +1521,9 @@ static int lookup_copy(shmds_map *m, const struct tsnap *t, uint32_t s, uint64_t
                 *vlen = (size_t)vl;
             if (vl > cap)
                 return -ENOBUFS;
-            if (vl > 0)
+            if (vl == 8)
+                memcpy(buf, e_val(e), 8);
+            else if (vl > 0)
                 memcpy(buf, e_val(e), (size_t)vl);
             return 0;
         }
@@ -1530,6 +1634,20 @@ static int get_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
     return lookup_copy(m, t, s, g->hash, g->key, g->klen, g->buf, g->cap, g->vlen);
 }
 
+/* The first attempt of read_stripe(get_fn), inline: true with *rc when
+ * neither counter moved; false sends the caller the careful way. */
+static inline bool get_once(shmds_map *m, uint32_t s, struct getarg *g, int *rc)
+{
+    struct stripe *st = &m->h->stripes[s];
+    uint64_t q = LDA(&st->seq);
+    struct tsnap t;
+    if ((q & 1) != 0 || tsnap_get(m, &t) != 0)
+        return false;
+    *rc = get_fn(m, &t, s, g);
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return LD(&st->seq) == q && LD(&m->h->tseq) == t.seq;
+}
+
 SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *buf, size_t cap,
                             size_t *vlen)
 {
@@ -1538,21 +1656,28 @@ SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *bu
         rc = -EINVAL;
     if (rc != 0)
         return rc;
-    uint64_t hash = key_hash(m->h->seed, key, klen);
+    uint64_t hash = key_hash(m->seed, key, klen);
     uint32_t s = stripe_of(m, hash);
     bool ro = shmds__rdonly(m->r);
-    if (m->h->flags & SHMDS_MAP_EVICT) {
+    if (m->evict) {
         if (ro)
             return SHMDS_ERDONLY;
         rc = get_locked(m, s, hash, key, klen, buf, cap, vlen);
     } else {
         struct getarg g = {key, klen, hash, buf, cap, vlen};
-        rc = read_stripe(m, s, get_fn, &g);
+        if (!get_once(m, s, &g, &rc))
+            rc = read_stripe(m, s, get_fn, &g);
     }
-    if (!ro && (rc == 0 || rc == -ENOENT || rc == -ENOBUFS))
-        __atomic_add_fetch(rc == -ENOENT ? &m->h->shards[m->shard].misses
-                                         : &m->h->shards[m->shard].hits,
-                           1, __ATOMIC_RELAXED);
+    if (m->shard != NULL && (rc == 0 || rc == -ENOENT || rc == -ENOBUFS)) {
+        bool miss = rc == -ENOENT;
+        if (m->own) {
+            uint64_t *c = miss ? &m->shard->misses : &m->shard->hits;
+            ST(c, LD(c) + 1);
+        } else {
+            __atomic_add_fetch(miss ? &m->shard->misses_shared : &m->shard->hits_shared, 1,
+                               __ATOMIC_RELAXED);
+        }
+    }
     return rc;
 }
 
@@ -1665,8 +1790,8 @@ SHMDS_API int shmds_map_stats_get(shmds_map *m, shmds_map_stats *out)
     }
     out->recoveries += LD(&h->resize.recoveries);
     for (unsigned i = 0; i < SHARDS; i++) {
-        out->hits += LD(&h->shards[i].hits);
-        out->misses += LD(&h->shards[i].misses);
+        out->hits += LD(&h->shards[i].hits) + LD(&h->shards[i].hits_shared);
+        out->misses += LD(&h->shards[i].misses) + LD(&h->shards[i].misses_shared);
     }
     uint64_t q = LDA(&h->tseq);
     uint32_t bo = LD(&h->bits_old), bn = LD(&h->bits_new);
@@ -1710,7 +1835,7 @@ static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
                 if (e == NULL || steps >= CHAIN_CAP || n > st->entries ||
                     shmds__alloc_block_live(m->r, o, &usable) != 0 ||
                     usable < esize(e->klen, e->vlen) ||
-                    key_hash(m->h->seed, e_key(e), (size_t)e->klen) != e->hash ||
+                    key_hash(m->seed, e_key(e), (size_t)e->klen) != e->hash ||
                     bucket_slot(m, t, st, s, e->hash) != slots[i])
                     return SHMDS_ECORRUPT;
                 n++;
@@ -1747,7 +1872,7 @@ SHMDS_API int shmds_map_check(shmds_map *m)
     int rl = rc < 0 ? rc : shmds__lock(m->r, &m->h->resize, resize_repair, m);
     if (rl >= 0) {
         struct tsnap t;
-        rc = tsnap_get(m, &t);
+        rc = tsnap_load(m, &t); /* check what is there now, not the copy */
         if (rc == 0)
             rc = check_tables(m, &t);
         for (uint32_t s = 0; s < m->S && rc == 0; s++)
@@ -1772,12 +1897,23 @@ int shmds__map_check_at(shmds_region *r, shmds_off_t off)
     return rc;
 }
 
+uint64_t *shmds__map_slot(shmds_map *m, const void *key, size_t klen)
+{
+    uint64_t hash = key_hash(m->seed, key, klen);
+    uint32_t s = stripe_of(m, hash);
+    struct tsnap t;
+    if (tsnap_load(m, &t) != 0)
+        return NULL;
+    return bucket_slot(m, &t, &m->h->stripes[s], s, hash);
+}
+
 SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_t val_bytes)
 {
     uint64_t S = SHMDS_MAP_STRIPES_DEFAULT;
     uint64_t buckets = (uint64_t)1 << log2_ceil(entries < 16 ? 16 : entries);
     /* Per-stripe growth can double the table early; a growth holds the old
-     * table (half the size) beside it. */
+     * table (half the size) beside it. A map created with capacity `entries`
+     * starts at 2 * buckets and would need twice the entries to grow. */
     uint64_t tables = 8 * (2 * buckets + buckets);
     /* Each entry is one heap block: its size plus the allocator's header. */
     uint64_t ents = entries * (esize(key_bytes, val_bytes) + 16);

@@ -2,6 +2,7 @@
 #ifndef SHMDS_MAP_INT_H
 #define SHMDS_MAP_INT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Replace the map's clock (milliseconds on any monotonic scale, the same in
@@ -12,5 +13,9 @@ void shmds__map_set_clock(uint64_t (*now_ms)(void));
 /* The shmds_map_check() of the map at `off` (a directory entry of type
  * SHMDS_TYPE_MAP), for shmds_region_check(). */
 int shmds__map_check_at(shmds_region *r, shmds_off_t off);
+
+/* For tests that damage a map on purpose: the bucket slot `key` hashes to,
+ * in the table that holds it now; NULL when the table state is damaged. */
+uint64_t *shmds__map_slot(shmds_map *m, const void *key, size_t klen);
 
 #endif

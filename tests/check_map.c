@@ -442,6 +442,49 @@ START_TEST(test_map_evicts_when_heap_is_full)
 }
 END_TEST
 
+/* Damaged links read from the region are SHMDS_ECORRUPT for every call,
+ * lock-free gets included, never a crash or a hang, and the map works
+ * again once they are put back. */
+START_TEST(test_map_damaged_chains_are_ecorrupt)
+{
+    shmds_region *r = region(MB);
+    shmds_map *m = mk(r, "d", 0, 0, 1, 0, 0);
+    char buf[8], k[16];
+    ck_assert_int_eq(puts_(m, "a", "1", 0, 0), 0);
+    uint64_t *slot = shmds__map_slot(m, "a", 1);
+    ck_assert_ptr_nonnull(slot);
+    uint64_t eo = *slot;
+    ck_assert_uint_ne(eo, 0);
+    /* a key that shares the bucket, absent */
+    int i = 0;
+    do
+        snprintf(k, sizeof k, "b%d", i++);
+    while (shmds__map_slot(m, k, strlen(k)) != slot);
+    const uint64_t bad[] = {8, eo + 8, r->size - 16, UINT64_MAX - 15};
+    for (size_t j = 0; j < sizeof bad / sizeof bad[0]; j++) {
+        *slot = bad[j];
+        ck_assert_int_eq(gets_(m, "a", buf, sizeof buf), SHMDS_ECORRUPT);
+        ck_assert_int_eq(puts_(m, "a", "2", 0, 0), SHMDS_ECORRUPT);
+        ck_assert_int_eq(shmds_map_del(m, "a", 1), SHMDS_ECORRUPT);
+        ck_assert_int_eq(shmds_map_check(m), SHMDS_ECORRUPT);
+    }
+    *slot = eo;
+    /* a chain that loops on itself: the walk is capped */
+    uint64_t *next = shmds_ptr(r, eo); /* an entry's next link is its first word */
+    *next = eo;
+    ck_assert_int_eq(gets_(m, k, buf, sizeof buf), SHMDS_ECORRUPT);
+    ck_assert_int_eq(puts_(m, k, "2", 0, 0), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_map_check(m), SHMDS_ECORRUPT);
+    *next = 0;
+    ck_assert_int_eq(shmds_map_check(m), 0);
+    ck_assert_int_eq(gets_(m, "a", buf, sizeof buf), 0);
+    ck_assert_str_eq(buf, "1");
+    ck_assert_int_eq(gets_(m, k, buf, sizeof buf), -ENOENT);
+    shmds_map_close(m);
+    shmds_region_close(r);
+}
+END_TEST
+
 START_TEST(test_map_size_hint_is_enough)
 {
     uint64_t n = 100000;
@@ -771,6 +814,63 @@ START_TEST(test_map_writers_killed_at_random_keep_acknowledged_writes)
 }
 END_TEST
 
+/* A child that counts 5 hits and 3 misses through its own handle and exits
+ * without closing it, so the counter line it claimed has a dead owner. */
+static int stats_child(void *arg)
+{
+    (void)arg;
+    shmds_region *r = NULL;
+    shmds_map *m = NULL;
+    char buf[8];
+    if (shmds_region_open(rname, 0, &r) != 0 || shmds_map_open(r, "st", &m) != 0)
+        return 1;
+    for (int i = 0; i < 5; i++)
+        if (gets_(m, "a", buf, sizeof buf) != 0)
+            return 2;
+    for (int i = 0; i < 3; i++)
+        if (gets_(m, "zz", buf, sizeof buf) != -ENOENT)
+            return 3;
+    return 0;
+}
+
+/* Gets count exactly whatever handle or process made them: more handles
+ * than the map has counter lines, handles closed and reopened, and a
+ * process that died holding its line (taken over with its counts kept). */
+START_TEST(test_map_stats_add_up_over_handles_and_processes)
+{
+    enum { H = 40 };
+    shmds_region *r = region(MB);
+    shmds_map *m = mk(r, "st", 0, 0, 0, 0, 0);
+    shmds_map *hs[H];
+    char buf[8];
+    ck_assert_int_eq(puts_(m, "a", "1", 0, 0), 0);
+    for (int i = 0; i < H; i++) {
+        ck_assert_int_eq(shmds_map_open(r, "st", &hs[i]), 0);
+        ck_assert_int_eq(gets_(hs[i], "a", buf, sizeof buf), 0);
+        ck_assert_int_eq(gets_(hs[i], "zz", buf, sizeof buf), -ENOENT);
+        ck_assert_int_eq(gets_(hs[i], "zz", buf, sizeof buf), -ENOENT);
+    }
+    for (int i = 0; i < H; i++)
+        shmds_map_close(hs[i]);
+    pid_t c = tu_fork(stats_child, NULL);
+    int st = tu_wait(c, 30000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: %d", st);
+    for (int i = 0; i < H; i++) {
+        ck_assert_int_eq(shmds_map_open(r, "st", &hs[i]), 0);
+        ck_assert_int_eq(gets_(hs[i], "a", buf, sizeof buf), 0);
+    }
+    shmds_map_stats s;
+    ck_assert_int_eq(shmds_map_stats_get(m, &s), 0);
+    ck_assert_uint_eq(s.hits, 2 * H + 5);
+    ck_assert_uint_eq(s.misses, 2 * H + 3);
+    for (int i = 0; i < H; i++)
+        shmds_map_close(hs[i]);
+    ck_assert_int_eq(shmds_map_check(m), 0);
+    shmds_map_close(m);
+    shmds_region_close(r);
+}
+END_TEST
+
 static Suite *map_suite(void)
 {
     Suite *s = suite_create("map");
@@ -792,11 +892,13 @@ static Suite *map_suite(void)
     tcase_add_test(limits, test_map_budget_evicts_cold_entries_first);
     tcase_add_test(limits, test_map_evicts_when_heap_is_full);
     tcase_add_test(limits, test_map_size_hint_is_enough);
+    tcase_add_test(limits, test_map_damaged_chains_are_ecorrupt);
     suite_add_tcase(s, limits);
     TCase *mp = tcase_create("multiprocess");
     tcase_set_timeout(mp, 60);
     tcase_add_test(mp, test_map_two_processes_overlapping_keys_match_model);
     tcase_add_test(mp, test_map_rehash_while_another_process_reads_and_writes);
+    tcase_add_test(mp, test_map_stats_add_up_over_handles_and_processes);
     suite_add_tcase(s, mp);
     TCase *crash = tcase_create("crash");
     tcase_set_timeout(crash, 60);

@@ -68,7 +68,9 @@ enum {
 
 /** Options for shmds_map_create(); zero-filled means defaults. */
 typedef struct shmds_map_opts {
-    uint64_t capacity;      /**< expected entries: sizes the first table (0: small) */
+    uint64_t capacity;      /**< expected entries: sizes the first table at two
+                                 8-byte buckets per entry, rounded up to a power
+                                 of two, so chains stay short (0: small) */
     uint64_t mem_limit;     /**< bytes the entries may use (keys, values and a
                                  48-byte header each, rounded up to 16); 0 = no
                                  budget. The bucket tables are outside it. */
