@@ -36,7 +36,18 @@ const char *tu_name(const char *tag)
     }
     ck_assert_int_lt(n_names, MAX_NAMES);
     char *s = names[n_names++];
-    snprintf(s, sizeof names[0], "/shmds-t-%ld-%s-%u", (long)getpid(), tag, counter++);
+    /* The pid alone can repeat across runs, and a run killed by a signal
+     * leaves its objects behind: a per-process nonce keeps names fresh. */
+    static unsigned nonce;
+    static pid_t nonce_pid;
+    if (nonce_pid != getpid()) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        nonce = (unsigned)(ts.tv_nsec ^ ts.tv_sec) & 0xffffff;
+        nonce_pid = getpid();
+    }
+    snprintf(s, sizeof names[0], "/shmds-t-%ld-%06x-%s-%u", (long)getpid(), nonce, tag,
+             counter++);
     return s;
 }
 
