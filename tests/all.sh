@@ -20,6 +20,14 @@ fi
 [ -x configure ] || ./autogen.sh
 jobs=$(nproc 2>/dev/null || echo 2)
 
+show_failures() { # the logs of the tests that failed, in the current build
+    for f in $(find . -name '*.log' ! -name config.log ! -name test-suite.log); do
+        if grep -qE '^:test-result: (FAIL|ERROR)' "${f%.log}.trs" 2>/dev/null; then
+            echo "--- $f"; tail -n 60 "$f"
+        fi
+    done
+}
+
 run() { # run DIR CONFIGURE-ARGS...
     dir=$1; shift
     echo "=== $dir: configure $* ==="
@@ -28,11 +36,7 @@ run() { # run DIR CONFIGURE-ARGS...
     "$top/configure" -q "$@"
     make -s -j"$jobs"
     if ! make -s -j"$jobs" check; then
-        for f in $(find . -name '*.log' ! -name config.log ! -name test-suite.log); do
-            if grep -qE '^:test-result: (FAIL|ERROR)' "${f%.log}.trs" 2>/dev/null; then
-                echo "--- $f"; tail -n 60 "$f"
-            fi
-        done
+        show_failures
         exit 1
     fi
     cd "$top"
@@ -41,7 +45,7 @@ run() { # run DIR CONFIGURE-ARGS...
 run _build-werror --enable-werror
 run _build-sanitizers --enable-werror --enable-sanitizers
 echo "=== _build-werror: make check-valgrind ==="
-(cd _build-werror && make -s check-valgrind)
+(cd _build-werror && make -s check-valgrind || { show_failures; exit 1; })
 run _build-fault --enable-werror --enable-fault-injection
 if command -v clang >/dev/null 2>&1; then
     echo "=== _build-fuzz: configure CC=clang --enable-fuzzing; make fuzz (60 s) ==="
