@@ -479,8 +479,10 @@ static bool run_one(const char *point, unsigned skip)
     return died;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    /* `fault_sweep POINT`: sweep that one point only (to reproduce). */
+    const char *only = argc > 1 ? argv[1] : NULL;
     const char *srcdir = getenv("top_srcdir");
     scan_points(srcdir != NULL ? srcdir : ".");
     if (npoints == 0) {
@@ -491,6 +493,8 @@ int main(void)
     snprintf(trace_path, sizeof trace_path, "fault-sweep-%ld.trace", (long)getpid());
     unsetenv("SHMDS_FAULT");
     for (unsigned i = 0; i < npoints; i++) {
+        if (only != NULL && strcmp(only, points[i]) != 0)
+            continue;
         for (size_t s = 0; s < sizeof skips / sizeof skips[0]; s++)
             if (!run_one(points[i], skips[s]))
                 break;
