@@ -506,7 +506,7 @@ int main(int argc, char **argv)
         nrep_hit += hit[i] && is_repair_point(points[i]);
     }
     printf("fault_sweep: points hit %u / %u (repair points %u / %u); %u crashes, %u of them "
-           "inside a repair; %u checks; %u documented one-block leaks; %u failures\n",
+           "inside a repair; %u checks; %u documented leaks (create, destroy, realloc); %u failures\n",
            nhit, npoints, nrep_hit, nrep, crashes, nested_crashes, checks, leaks_documented,
            failures);
     for (unsigned i = 0; i < npoints; i++)
