@@ -358,7 +358,7 @@ void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
 int tt_model_apply(tt_state *s, const tt_op *op, uint64_t *got)
 {
     *got = 0;
-    uint32_t bit = 1u << op->arg;
+    uint32_t bit = op->arg < TT_DIR_NAMES ? 1u << op->arg : 0; /* directory ops */
     switch (op->kind) {
     case TT_DIR_SET:
         if (s->dir & bit)
