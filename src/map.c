@@ -1506,10 +1506,9 @@ static int read_stripe(shmds_map *m, uint32_t s,
         if ((q & 1) == 0) {
             struct tsnap t;
             int rc = tsnap_get(m, &t);
-            if (rc == -ETIMEDOUT)
-                return rc;
-            if (rc == 0)
-                rc = fn(m, &t, s, arg);
+            if (rc < 0)
+                return rc; /* -ETIMEDOUT, or a consistent snapshot that is corrupt */
+            rc = fn(m, &t, s, arg);
             __atomic_thread_fence(__ATOMIC_ACQUIRE);
             if (LD(&st->seq) == q && LD(&m->h->tseq) == t.seq)
                 return rc;
