@@ -503,8 +503,31 @@ static int slice_slots(const shmds_map *m, const struct tsnap *t, const struct s
  * Repair
  * ------------------------------------------------------------------------ */
 
+static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n);
+
+/* A mover that died between two entries of one old bucket (or after its
+ * last entry, before counting the bucket as moved) left the bucket half in
+ * each table, while lookups look for its keys in the old table only: finish
+ * moving it. The bucket is half moved exactly when its two targets in the
+ * new table are not empty (they are cleared before the slice's first move). */
+static int finish_bucket(shmds_map *m, uint32_t s)
+{
+    struct stripe *st = &m->h->stripes[s];
+    struct tsnap t;
+    int rc = tsnap_get(m, &t);
+    if (rc < 0)
+        return rc;
+    if (!t.rh || LD(&st->epoch) != t.tepoch || LD(&st->moved) >= slice_len(m, t.bo))
+        return 0;
+    uint64_t nb = ((uint64_t)s << (t.bn - m->sbits)) + 2 * LD(&st->moved);
+    if (LD(&t.nw[nb]) == 0 && LD(&t.nw[nb + 1]) == 0)
+        return 0;
+    rc = migrate(m, s, &t, 1);
+    return rc < 0 ? rc : 0;
+}
+
 /* Called with stripe m->repair_stripe locked after its holder died. Reads
- * only the intent log. Idempotent: every step sets absolute values or is an
+ * only the intent log (and, after a rehash move, the bucket it was in). Idempotent: every step sets absolute values or is an
  * allocator call that is a no-op once its slot is 0. */
 static int stripe_repair(void *arg)
 {
@@ -570,7 +593,7 @@ static int stripe_repair(void *arg)
     uint64_t q = LD(&st->seq);
     if (q & 1)
         STR(&st->seq, q + 1);
-    return 0;
+    return finish_bucket(m, m->repair_stripe);
 }
 
 /* Called with the resize lock held after its holder died: roll START or
@@ -1218,6 +1241,8 @@ SHMDS_API int shmds_map_open(shmds_region *r, const char *name, shmds_map **out)
 
 SHMDS_API void shmds_map_close(shmds_map *m)
 {
+    if (m == NULL)
+        return;
     shard_release(m);
     free(m);
 }
@@ -1587,10 +1612,9 @@ static int read_stripe(shmds_map *m, uint32_t s,
         if ((q & 1) == 0) {
             struct tsnap t;
             int rc = tsnap_get(m, &t);
-            if (rc == -ETIMEDOUT)
-                return rc;
-            if (rc == 0)
-                rc = fn(m, &t, s, arg);
+            if (rc < 0)
+                return rc; /* -ETIMEDOUT, or a consistent snapshot that is corrupt */
+            rc = fn(m, &t, s, arg);
             __atomic_thread_fence(__ATOMIC_ACQUIRE);
             if (LD(&st->seq) == q && LD(&m->h->tseq) == t.seq)
                 return rc;

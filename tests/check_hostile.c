@@ -59,6 +59,24 @@ static void base_build(void)
         if (shmds_list_push_back(l, "element", 2 + i) != 0)
             abort();
     shmds_list_close(l);
+    /* A map (one stripe: it fits) with a few entries, and a queue with
+     * two messages in its ring. */
+    shmds_map_opts mo = {.stripes = 1};
+    shmds_map *m;
+    if (shmds_map_create(r, "delta", &mo, &m) != 0)
+        abort();
+    for (unsigned i = 0; i < 3; i++) {
+        char k[8];
+        snprintf(k, sizeof k, "k%u", i);
+        if (shmds_map_put(m, k, 2, "value", 1 + i, 0, 0) != 0)
+            abort();
+    }
+    shmds_map_close(m);
+    shmds_queue *q;
+    if (shmds_queue_create(r, "eps", 128, 32, 0, &q) != 0 || shmds_queue_send(q, "one", 3, 0) != 0 ||
+        shmds_queue_send(q, "two", 3, 0) != 0)
+        abort();
+    shmds_queue_close(q);
     base_img = aligned_alloc(64, IMG_SIZE);
     if (base_img == NULL)
         abort();
@@ -182,6 +200,76 @@ static void mk_free_slot_garbage(unsigned char *img)
     memset(h->reserved, 0x5A, sizeof h->reserved);
 }
 
+/* ---- maps and queues ----
+ * Their layouts are private to map.c and queue.c; these offsets are the
+ * format (both files assert them). */
+#define MAP_TAB_OLD 72 /* struct map_hdr: offset of the bucket table */
+#define MAP_BITS_OLD 88
+#define Q_CAP 16  /* struct qhdr: ring bytes (covered by the checksum) */
+#define Q_RING 40 /* offset of the ring */
+#define Q_TAIL 128
+#define Q_HEAD 192
+
+static uint64_t *word_at(unsigned char *img, uint64_t off)
+{
+    if (off == 0 || off + 8 > IMG_SIZE)
+        abort();
+    return (uint64_t *)(void *)(img + off);
+}
+
+static uint64_t root_off(unsigned char *img, const char *name)
+{
+    for (unsigned i = 0; i < SHMDS_ROOTS_MAX; i++)
+        if (strcmp(hdr_of(img)->roots[i].name, name) == 0)
+            return hdr_of(img)->roots[i].off;
+    abort();
+}
+
+/* The first non-empty bucket of the map's table. */
+static uint64_t *map_bucket(unsigned char *img)
+{
+    uint64_t m = root_off(img, "delta"), tab = *word_at(img, m + MAP_TAB_OLD);
+    uint32_t bits;
+    memcpy(&bits, img + m + MAP_BITS_OLD, 4);
+    for (uint64_t b = 0; b < (UINT64_C(1) << bits); b++)
+        if (*word_at(img, tab + 8 * b) != 0)
+            return word_at(img, tab + 8 * b);
+    abort();
+}
+
+static void mk_map_chain_cycle(unsigned char *img)
+{
+    uint64_t e = *map_bucket(img);
+    *word_at(img, e) = e; /* the entry's next: itself */
+}
+static void mk_map_chain_out(unsigned char *img) { *map_bucket(img) = IMG_SIZE + 4096; }
+static void mk_map_table_out(unsigned char *img)
+{
+    *word_at(img, root_off(img, "delta") + MAP_TAB_OLD) = IMG_SIZE - 64;
+}
+static void mk_queue_head_past_tail(unsigned char *img)
+{
+    *word_at(img, root_off(img, "eps") + Q_HEAD) = 3; /* index beyond the tail's 2 records */
+}
+static void mk_queue_index_out(unsigned char *img)
+{
+    *word_at(img, root_off(img, "eps") + Q_TAIL) |= 0xfffffff0u; /* index past 2 * ring */
+}
+static void mk_queue_count_wrong(unsigned char *img)
+{
+    *word_at(img, root_off(img, "eps") + Q_TAIL) += UINT64_C(5) << 32;
+}
+static void mk_queue_record_len(unsigned char *img)
+{
+    uint64_t q = root_off(img, "eps"), ring = *word_at(img, q + Q_RING);
+    uint32_t huge = 0xfffffff0u;
+    memcpy(img + ring, &huge, 4); /* the first record's length */
+}
+static void mk_queue_geometry(unsigned char *img)
+{
+    *word_at(img, root_off(img, "eps") + Q_CAP) += 1u << 20; /* checksum no longer matches */
+}
+
 static const hostile cases[] = {
     {"healthy", IMG_SIZE, mk_nothing, 0, 0},
     {"empty", 0, mk_nothing, SHMDS_ECORRUPT, 0},
@@ -211,6 +299,14 @@ static const hostile cases[] = {
     {"root_all_slots", IMG_SIZE, mk_root_all_slots, 0, CHECK_ANY},
     {"dir_seq_odd", IMG_SIZE, mk_dir_seq_odd, 0, CHECK_ANY},
     {"free_slot_garbage", IMG_SIZE, mk_free_slot_garbage, 0, 0},
+    {"map_chain_cycle", IMG_SIZE, mk_map_chain_cycle, 0, SHMDS_ECORRUPT},
+    {"map_chain_out", IMG_SIZE, mk_map_chain_out, 0, SHMDS_ECORRUPT},
+    {"map_table_out", IMG_SIZE, mk_map_table_out, 0, SHMDS_ECORRUPT},
+    {"queue_head_past_tail", IMG_SIZE, mk_queue_head_past_tail, 0, SHMDS_ECORRUPT},
+    {"queue_index_out", IMG_SIZE, mk_queue_index_out, 0, SHMDS_ECORRUPT},
+    {"queue_count_wrong", IMG_SIZE, mk_queue_count_wrong, 0, SHMDS_ECORRUPT},
+    {"queue_record_len", IMG_SIZE, mk_queue_record_len, 0, SHMDS_ECORRUPT},
+    {"queue_geometry", IMG_SIZE, mk_queue_geometry, 0, SHMDS_ECORRUPT},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 

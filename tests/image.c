@@ -19,6 +19,24 @@ static int count_element(const void *data, size_t len, void *arg)
     return 0;
 }
 
+/* Each entry foreach hands over is looked up again by its key. */
+struct map_walk {
+    shmds_map *m;
+    unsigned n;
+};
+
+static int get_again(const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    struct map_walk *mw = arg;
+    unsigned char buf[64];
+    size_t got;
+    (void)v;
+    (void)vl;
+    if (kl > 0)
+        (void)shmds_map_get(mw->m, k, kl, buf, sizeof buf, &got);
+    return ++mw->n < 256 ? 0 : 1;
+}
+
 static int visit_root(const char *name, uint32_t type, shmds_off_t off, void *arg)
 {
     struct walk *w = arg;
@@ -40,6 +58,38 @@ static int visit_root(const char *name, uint32_t type, shmds_off_t off, void *ar
             (void)shmds_list_foreach(l, count_element, &len);
             (void)shmds_list_check(l);
             shmds_list_close(l);
+        }
+    }
+    if (type == SHMDS_TYPE_MAP) {
+        shmds_map *m;
+        if (shmds_map_open(w->r, name, &m) == 0) {
+            uint64_t n;
+            shmds_map_stats st;
+            struct map_walk mw = {m, 0};
+            (void)shmds_map_count(m, &n);
+            (void)shmds_map_stats_get(m, &st);
+            (void)shmds_map_foreach(m, get_again, &mw);
+            char buf[64];
+            size_t vl;
+            (void)shmds_map_get(m, "k0", 2, buf, sizeof buf, &vl);
+            (void)shmds_map_check(m);
+            shmds_map_close(m);
+        }
+    }
+    if (type == SHMDS_TYPE_QUEUE) {
+        shmds_queue *q;
+        if (shmds_queue_open(w->r, name, &q) == 0) {
+            uint64_t n;
+            (void)shmds_queue_len(q, &n);
+            (void)shmds_queue_check(q);
+            /* The image is this process's own copy: receiving changes
+             * nothing anyone else sees. */
+            unsigned char buf[256];
+            size_t len;
+            for (unsigned i = 0; i < 64; i++)
+                if (shmds_queue_recv(q, buf, sizeof buf, &len, 0) != 0)
+                    break;
+            shmds_queue_close(q);
         }
     }
     return 0;

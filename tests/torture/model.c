@@ -2,12 +2,15 @@
 #include "model.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
-const char *const tt_struct_name[TT_STRUCTS] = {"directory", "allocator", "list"};
+const char *const tt_struct_name[TT_STRUCTS] = {"directory", "allocator", "list", "map",
+                                                 "queue"};
 
 enum tt_struct tt_op_struct(uint8_t kind)
 {
@@ -16,7 +19,16 @@ enum tt_struct tt_op_struct(uint8_t kind)
     case TT_DIR_DEL:
         return TT_S_DIR;
     case TT_SLOT_FLIP:
+    case TT_SLOT_REALLOC:
         return TT_S_ALLOC;
+    case TT_MAP_PUT:
+    case TT_MAP_DEL:
+    case TT_MAP_ADD:
+    case TT_MAP_GET:
+        return TT_S_MAP;
+    case TT_Q_SEND:
+    case TT_Q_RECV:
+        return TT_S_QUEUE;
     default:
         return TT_S_LIST;
     }
@@ -61,6 +73,19 @@ static uint64_t val_id(const unsigned char *buf, size_t len)
     return id;
 }
 
+/* What a map get read, as the model names it: a value key's value id, a
+ * counter key's value. */
+static uint64_t map_value_id(unsigned k, const unsigned char *buf, size_t len)
+{
+    if (k < TT_MAP_VALS)
+        return val_id(buf, len);
+    int64_t c;
+    if (len != 8)
+        return TT_BAD_VALUE;
+    memcpy(&c, buf, 8);
+    return (uint64_t)c;
+}
+
 /* ---- names ---- */
 
 static void dir_name(char *buf, size_t cap, unsigned me, unsigned k)
@@ -77,6 +102,14 @@ static void list_name(char *buf, size_t cap, unsigned me)
 {
     snprintf(buf, cap, "tt-w%u-list", me);
 }
+
+static size_t key_name(char *buf, size_t cap, unsigned me, unsigned k)
+{
+    return (size_t)snprintf(buf, cap, "w%u-k%u", me, k);
+}
+
+#define MAP_NAME "tt-map"
+#define QUEUE_NAME "tt-queue"
 
 #define TT_TYPE_DIR (SHMDS_TYPE_USER + 1)
 #define TT_TYPE_TABLE (SHMDS_TYPE_USER + 2)
@@ -107,7 +140,23 @@ int tt_world_create(tt_world *w, const char *name, size_t size, unsigned workers
         if ((rc = shmds_list_create(w->r, n, &w->list[i])) != 0)
             return rc;
     }
-    return 0;
+    if ((rc = shmds_queue_create(w->r, QUEUE_NAME, TT_QUEUE_BYTES, VAL_MAX, 0, &w->queue)) != 0)
+        return rc;
+    return tt_world_map_reset(w);
+}
+
+/* A small first table and few stripes: the map grows (incremental rehash)
+ * several times while the workers fill it. */
+int tt_world_map_reset(tt_world *w)
+{
+    if (w->map != NULL) {
+        int rc = shmds_map_destroy(w->map);
+        w->map = NULL;
+        if (rc != 0)
+            return rc;
+    }
+    shmds_map_opts o = {.stripes = 4};
+    return shmds_map_create(w->r, MAP_NAME, &o, &w->map);
 }
 
 int tt_world_open(tt_world *w, const char *name, unsigned workers)
@@ -126,7 +175,9 @@ int tt_world_open(tt_world *w, const char *name, unsigned workers)
         if ((rc = shmds_list_open(w->r, n, &w->list[i])) != 0)
             return rc;
     }
-    return 0;
+    if ((rc = shmds_map_open(w->r, MAP_NAME, &w->map)) != 0)
+        return rc;
+    return shmds_queue_open(w->r, QUEUE_NAME, &w->queue);
 }
 
 void tt_world_close(tt_world *w)
@@ -136,12 +187,16 @@ void tt_world_close(tt_world *w)
             shmds_list_close(w->list[i]);
         w->list[i] = NULL;
     }
+    shmds_map_close(w->map);
+    w->map = NULL;
+    shmds_queue_close(w->queue);
+    w->queue = NULL;
     if (w->r != NULL)
         shmds_region_close(w->r);
     w->r = NULL;
 }
 
-static shmds_off_t *slot_of(tt_world *w, unsigned me, unsigned k)
+static shmds_off_t *slot_of(const tt_world *w, unsigned me, unsigned k)
 {
     return (shmds_off_t *)shmds_ptr(w->r, w->table[me]) + k;
 }
@@ -165,10 +220,34 @@ tt_op tt_draw(uint64_t *rng, const tt_world *w, unsigned me, uint64_t id)
         op.arg = (uint8_t)(x % TT_DIR_NAMES);
         break;
     case TT_SLOT_FLIP:
+    case TT_SLOT_REALLOC:
         op.arg = (uint8_t)(x % TT_SLOTS);
         x /= TT_SLOTS;
         /* Mostly small blocks, now and then a large one. */
         op.size = (uint32_t)(1 + (x % 8 == 0 ? x % 20000 : x % 300));
+        /* A realloc wants a live block: of an empty slot, allocate. */
+        if (op.kind == TT_SLOT_REALLOC && *slot_of(w, me, op.arg) == SHMDS_NULL)
+            op.kind = TT_SLOT_FLIP;
+        break;
+    case TT_MAP_PUT:
+        op.arg = (uint8_t)(x % TT_MAP_VALS);
+        x /= TT_MAP_VALS;
+        op.flags = (uint8_t)(x % 4 == 2 ? SHMDS_PUT_NX : x % 4 == 3 ? SHMDS_PUT_XX : 0);
+        x /= 4;
+        op.size = x % 8 == 0 ? 3600 : 0; /* a TTL that never runs out in a run */
+        break;
+    case TT_MAP_DEL:
+    case TT_MAP_GET:
+        op.arg = (uint8_t)(x % TT_MAP_KEYS);
+        break;
+    case TT_MAP_ADD:
+        op.arg = (uint8_t)(TT_MAP_VALS + x % TT_MAP_CTRS);
+        x /= TT_MAP_CTRS;
+        op.aux = (uint64_t)((int64_t)(x % 2001) - 1000);
+        break;
+    case TT_Q_SEND:
+    case TT_Q_RECV:
+        op.size = x % 16 == 0 ? 2 : 0; /* now and then wait a little */
         break;
     default:
         break;
@@ -177,9 +256,20 @@ tt_op tt_draw(uint64_t *rng, const tt_world *w, unsigned me, uint64_t id)
     return op;
 }
 
+void tt_prepare(tt_world *w, unsigned me, tt_op *op)
+{
+    if (op->kind != TT_SLOT_REALLOC)
+        return;
+    op->aux = *slot_of(w, me, op->arg);
+    if (op->aux != SHMDS_NULL)
+        memcpy(shmds_ptr(w->r, op->aux), &op->id, 8); /* a live block has >= 16 bytes */
+}
+
 void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
 {
     char n[SHMDS_ROOT_NAME_MAX + 1];
+    unsigned char v[VAL_MAX];
+    size_t len = 0, kl;
     done->got = 0;
     switch (op->kind) {
     case TT_DIR_SET:
@@ -198,18 +288,57 @@ void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
             done->rc = shmds__free_from(w->r, slot);
         break;
     }
+    case TT_SLOT_REALLOC: {
+        shmds_off_t *slot = slot_of(w, me, op->arg), to;
+        if (*slot == SHMDS_NULL) {
+            done->rc = -ENOENT;
+        } else if ((done->rc = shmds_realloc(w->r, *slot, op->size, &to)) == 0) {
+            SHMDS_FAULT("torture.realloc.returned");
+            *slot = to;
+        }
+        break;
+    }
+    case TT_MAP_PUT:
+        kl = key_name(n, sizeof n, me, op->arg);
+        len = val_make(op->id, v);
+        done->rc = shmds_map_put(w->map, n, kl, v, len, op->size, op->flags);
+        break;
+    case TT_MAP_DEL:
+        kl = key_name(n, sizeof n, me, op->arg);
+        done->rc = shmds_map_del(w->map, n, kl);
+        break;
+    case TT_MAP_ADD: {
+        int64_t sum = 0;
+        kl = key_name(n, sizeof n, me, op->arg);
+        done->rc = shmds_map_add(w->map, n, kl, (int64_t)op->aux, &sum);
+        if (done->rc >= 0)
+            done->got = (uint64_t)sum;
+        break;
+    }
+    case TT_MAP_GET:
+        kl = key_name(n, sizeof n, me, op->arg);
+        done->rc = shmds_map_get(w->map, n, kl, v, sizeof v, &len);
+        if (done->rc == 0)
+            done->got = map_value_id(op->arg, v, len);
+        break;
+    case TT_Q_SEND:
+        len = val_make(op->id, v);
+        done->rc = shmds_queue_send(w->queue, v, len, (int)op->size);
+        break;
+    case TT_Q_RECV:
+        done->rc = shmds_queue_recv(w->queue, v, sizeof v, &len, (int)op->size);
+        if (done->rc == 0)
+            done->got = val_id(v, len);
+        break;
     case TT_LIST_PUSH_BACK:
     case TT_LIST_PUSH_FRONT: {
-        unsigned char v[VAL_MAX];
-        size_t len = val_make(op->id, v);
+        len = val_make(op->id, v);
         done->rc = op->kind == TT_LIST_PUSH_BACK ? shmds_list_push_back(w->list[me], v, len)
                                                  : shmds_list_push_front(w->list[me], v, len);
         break;
     }
     case TT_LIST_POP_FRONT:
     case TT_LIST_POP_BACK: {
-        unsigned char v[VAL_MAX];
-        size_t len = 0;
         done->rc = op->kind == TT_LIST_POP_FRONT
                        ? shmds_list_pop_front(w->list[me], v, sizeof v, &len)
                        : shmds_list_pop_back(w->list[me], v, sizeof v, &len);
@@ -220,6 +349,8 @@ void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
     default:
         done->rc = -EINVAL;
     }
+    if (done->rc > 0)
+        done->rc = 0; /* SHMDS_RECOVERED: done, after a repair */
 }
 
 /* ---- the model ---- */
@@ -227,7 +358,7 @@ void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
 int tt_model_apply(tt_state *s, const tt_op *op, uint64_t *got)
 {
     *got = 0;
-    uint32_t bit = 1u << op->arg;
+    uint32_t bit = op->arg < TT_DIR_NAMES ? 1u << op->arg : 0; /* directory ops */
     switch (op->kind) {
     case TT_DIR_SET:
         if (s->dir & bit)
@@ -242,6 +373,46 @@ int tt_model_apply(tt_state *s, const tt_op *op, uint64_t *got)
     case TT_SLOT_FLIP:
         s->slot_size[op->arg] = s->slot_size[op->arg] == 0 ? op->size : 0;
         return 0;
+    case TT_SLOT_REALLOC:
+        if (s->slot_size[op->arg] == 0)
+            return -ENOENT;
+        s->slot_size[op->arg] = op->size;
+        return 0;
+    case TT_MAP_PUT: {
+        uint64_t kb = UINT64_C(1) << op->arg;
+        if ((op->flags & SHMDS_PUT_NX) && (s->map_has & kb))
+            return -EEXIST;
+        if ((op->flags & SHMDS_PUT_XX) && !(s->map_has & kb))
+            return -ENOENT;
+        s->map_has |= kb;
+        s->map_val[op->arg] = op->id;
+        return 0;
+    }
+    case TT_MAP_DEL: {
+        uint64_t kb = UINT64_C(1) << op->arg;
+        if (!(s->map_has & kb))
+            return -ENOENT;
+        s->map_has &= ~kb;
+        s->map_val[op->arg] = 0;
+        return 0;
+    }
+    case TT_MAP_ADD: {
+        uint64_t kb = UINT64_C(1) << op->arg;
+        int64_t c = (s->map_has & kb) ? (int64_t)s->map_val[op->arg] : 0;
+        c += (int64_t)op->aux;
+        s->map_has |= kb;
+        s->map_val[op->arg] = (uint64_t)c;
+        *got = (uint64_t)c;
+        return 0;
+    }
+    case TT_MAP_GET:
+        if (!(s->map_has & (UINT64_C(1) << op->arg)))
+            return -ENOENT;
+        *got = s->map_val[op->arg];
+        return 0;
+    case TT_Q_SEND:
+    case TT_Q_RECV:
+        return 0; /* the queue is shared: the ledger follows it */
     case TT_LIST_PUSH_BACK:
         if (s->list_n == TT_LIST_MAX)
             return -ENOSPC; /* never: tt_draw keeps lists shorter */
@@ -277,12 +448,27 @@ static bool refusable(const tt_op *op, const tt_state *before, int rc)
 {
     if (rc == -ENOMEM)
         return (op->kind == TT_SLOT_FLIP && before->slot_size[op->arg] == 0) ||
-               op->kind == TT_LIST_PUSH_BACK || op->kind == TT_LIST_PUSH_FRONT;
+               op->kind == TT_SLOT_REALLOC || op->kind == TT_MAP_PUT ||
+               op->kind == TT_MAP_ADD || op->kind == TT_LIST_PUSH_BACK ||
+               op->kind == TT_LIST_PUSH_FRONT;
     return false;
+}
+
+bool tt_op_may_time_out(const tt_op *op)
+{
+    return (op->kind == TT_Q_SEND || op->kind == TT_Q_RECV) && op->size > 0;
+}
+
+bool tt_op_may_leak(const tt_op *op)
+{
+    return op->kind == TT_SLOT_REALLOC;
 }
 
 bool tt_model_ack(tt_state *s, const tt_msg *done)
 {
+    if (done->op.kind == TT_Q_SEND || done->op.kind == TT_Q_RECV)
+        return done->rc == 0 || done->rc == -EAGAIN ||
+               (done->rc == -ETIMEDOUT && tt_op_may_time_out(&done->op));
     tt_state next = *s;
     uint64_t got;
     int want = tt_model_apply(&next, &done->op, &got);
@@ -303,6 +489,8 @@ typedef struct tt_obs {
     uint32_t list_n;
     bool list_bad; /* a value that is not whole, or more than TT_LIST_MAX */
     uint64_t list[TT_LIST_MAX];
+    uint64_t map_has;
+    uint64_t map_val[TT_MAP_KEYS];
 } tt_obs;
 
 static int collect(const void *data, size_t len, void *arg)
@@ -348,6 +536,18 @@ static int observe(tt_world *w, unsigned me, tt_obs *obs)
         if (obs->slot_usable[k] == 0)
             return SHMDS_ECORRUPT;
     }
+    for (unsigned k = 0; k < TT_MAP_KEYS; k++) {
+        char n[SHMDS_ROOT_NAME_MAX + 1];
+        unsigned char v[VAL_MAX];
+        size_t kl = key_name(n, sizeof n, me, k), len = 0;
+        rc = shmds_map_get(w->map, n, kl, v, sizeof v, &len);
+        if (rc == 0) {
+            obs->map_has |= UINT64_C(1) << k;
+            obs->map_val[k] = map_value_id(k, v, len);
+        } else if (rc != -ENOENT) {
+            return rc == -ENOBUFS ? SHMDS_ECORRUPT : rc;
+        }
+    }
     return shmds_list_foreach(w->list[me], collect, obs);
 }
 
@@ -376,6 +576,12 @@ static void diff(const tt_state *m, const tt_obs *o, unsigned *lost, unsigned *p
     for (uint32_t i = 0; i < o->list_n; i++)
         *phantom += !in(m->list, m->list_n, o->list[i]);
     *phantom += o->list_bad;
+    for (unsigned k = 0; k < TT_MAP_KEYS; k++) {
+        uint64_t kb = UINT64_C(1) << k;
+        bool same = (m->map_has & kb) && (o->map_has & kb) && m->map_val[k] == o->map_val[k];
+        *lost += (m->map_has & kb) && !same;
+        *phantom += (o->map_has & kb) && !same;
+    }
 }
 
 static bool matches(const tt_state *m, const tt_obs *o)
@@ -387,11 +593,47 @@ static bool matches(const tt_state *m, const tt_obs *o)
            memcmp(m->list, o->list, m->list_n * sizeof m->list[0]) == 0;
 }
 
+/* A realloc in flight whose move committed but whose new offset died with
+ * the worker: the slot still names the old block, which is freed (then not
+ * live, or live again for someone else: its first 8 bytes are no longer the
+ * tag, see tt_verify), or an earlier check already cleared it. */
+static int realloc_dropped(tt_world *w, unsigned me, const tt_state *s, const tt_op *op,
+                           bool *dropped)
+{
+    *dropped = false;
+    if (op == NULL || op->kind != TT_SLOT_REALLOC || s->slot_size[op->arg] == 0)
+        return 0;
+    int rc = shmds__alloc_settle(w->r);
+    if (rc != 0)
+        return rc;
+    shmds_off_t *slot = slot_of(w, me, op->arg);
+    uint64_t tag = 0;
+    if (*slot == SHMDS_NULL) {
+        *dropped = true;
+    } else if (*slot == op->aux) {
+        if (shmds__alloc_block_live(w->r, *slot, NULL) == 0)
+            memcpy(&tag, shmds_ptr(w->r, *slot), 8);
+        *dropped = tag != op->id;
+    }
+    if (*dropped)
+        *slot = SHMDS_NULL; /* the worker is dead: its slot is the checker's */
+    return 0;
+}
+
 int tt_verify(tt_world *w, unsigned me, tt_state *s, const tt_op *inflight, unsigned *lost,
-              unsigned *phantom)
+              unsigned *phantom, unsigned *dropped)
 {
     tt_obs obs;
-    int rc = observe(w, me, &obs);
+    bool drop;
+    int rc = realloc_dropped(w, me, s, inflight, &drop);
+    if (rc != 0)
+        return rc;
+    if (drop) {
+        s->slot_size[inflight->arg] = 0;
+        inflight = NULL;
+        ++*dropped;
+    }
+    rc = observe(w, me, &obs);
     if (rc != 0)
         return rc;
     if (matches(s, &obs))
@@ -437,6 +679,18 @@ int tt_take_every_lock(tt_world *w, uint64_t rec[TT_STRUCTS])
             rc = rc2;
         rec[TT_S_LIST] += epoch(w) - e;
     }
+    /* The checks lock every stripe of the map (and its resize lock) and
+     * the queue's lock. */
+    e = epoch(w);
+    rc2 = shmds_map_check(w->map);
+    if (rc == 0)
+        rc = rc2;
+    rec[TT_S_MAP] += epoch(w) - e;
+    e = epoch(w);
+    rc2 = shmds_queue_check(w->queue);
+    if (rc == 0)
+        rc = rc2;
+    rec[TT_S_QUEUE] += epoch(w) - e;
     return rc;
 }
 
@@ -464,5 +718,177 @@ int tt_world_teardown(tt_world *w)
         if (rc != 0)
             return rc;
     }
-    return 0;
+    int rc = shmds_map_destroy(w->map);
+    w->map = NULL;
+    int rc2 = shmds_queue_destroy(w->queue);
+    w->queue = NULL;
+    return rc != 0 ? rc : rc2;
+}
+
+/* ---- the queue's ledger ---- */
+
+static int producer_of(uint64_t id)
+{
+    uint64_t p = id >> 56;
+    return p >= 1 && p <= TT_WORKERS_MAX ? (int)p - 1 : -1;
+}
+
+static void *grow(void *v, size_t *cap, size_t elem)
+{
+    *cap = *cap ? 2 * *cap : 256;
+    void *nv = realloc(v, *cap * elem);
+    if (nv == NULL)
+        abort();
+    return nv;
+}
+
+void tt_ledger_intent(tt_ledger *l, unsigned worker, const tt_op *op)
+{
+    if (op->kind != TT_Q_SEND)
+        return;
+    (void)worker;
+    int p = producer_of(op->id);
+    if (p < 0)
+        abort(); /* tt_draw's caller names every id after its worker */
+    if (l->p[p].n == l->p[p].cap)
+        l->p[p].v = grow(l->p[p].v, &l->p[p].cap, sizeof(tt_qrec));
+    l->p[p].v[l->p[p].n++] = (tt_qrec){op->id, TT_Q_MAYBE, 0};
+}
+
+static tt_qrec *find(tt_ledger *l, uint64_t id)
+{
+    int p = producer_of(id);
+    if (p < 0)
+        return NULL;
+    size_t lo = 0, hi = l->p[p].n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (l->p[p].v[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < l->p[p].n && l->p[p].v[lo].id == id ? &l->p[p].v[lo] : NULL;
+}
+
+/* A message a worker (or the checker's drain) received: kept for settle. */
+static void note_received(tt_ledger *l, uint64_t id)
+{
+    int p = producer_of(id);
+    if (p < 0 || id == TT_BAD_VALUE) {
+        l->phantom++; /* torn, or not one this run sent */
+        return;
+    }
+    if (l->p[p].rn == l->p[p].rcap)
+        l->p[p].rv = grow(l->p[p].rv, &l->p[p].rcap, sizeof(uint64_t));
+    l->p[p].rv[l->p[p].rn++] = id;
+}
+
+void tt_ledger_done(tt_ledger *l, unsigned worker, const tt_msg *done)
+{
+    if (done->op.kind == TT_Q_SEND) {
+        tt_qrec *q = find(l, done->op.id);
+        if (q != NULL)
+            q->st = done->rc == 0 ? TT_Q_SENT : TT_Q_REFUSED;
+        l->sent += done->rc == 0;
+    } else if (done->op.kind == TT_Q_RECV && done->rc == 0) {
+        l->received++;
+        int p = producer_of(done->got);
+        /* FIFO per producer, as this consumer sees it. */
+        if (p >= 0 && worker < TT_WORKERS_MAX) {
+            if (done->got <= l->last_by[worker][p])
+                l->fifo++;
+            l->last_by[worker][p] = done->got;
+        }
+        note_received(l, done->got);
+    }
+}
+
+void tt_ledger_killed(tt_ledger *l, unsigned worker, const tt_op *inflight)
+{
+    (void)worker;
+    if (inflight != NULL && inflight->kind == TT_Q_RECV)
+        l->ambiguous++;
+}
+
+int tt_ledger_settle(tt_ledger *l, tt_world *w)
+{
+    uint64_t bad0 = l->phantom + l->duplicate + l->fifo + l->lost;
+    /* Everything received of a producer came out of the queue before
+     * anything still in it: what is drained now comes after, in order. */
+    uint64_t max_recv[TT_WORKERS_MAX] = {0};
+    size_t recv_n[TT_WORKERS_MAX];
+    for (unsigned p = 0; p < TT_WORKERS_MAX; p++) {
+        recv_n[p] = l->p[p].rn;
+        for (size_t i = 0; i < l->p[p].rn; i++)
+            if (l->p[p].rv[i] > max_recv[p])
+                max_recv[p] = l->p[p].rv[i];
+    }
+    int rc;
+    for (;;) {
+        unsigned char v[VAL_MAX];
+        size_t len;
+        rc = shmds_queue_recv(w->queue, v, sizeof v, &len, 0);
+        if (rc != 0)
+            break;
+        uint64_t id = val_id(v, len);
+        int p = producer_of(id);
+        l->drained++;
+        if (p >= 0 && id != TT_BAD_VALUE) {
+            if (id <= max_recv[p])
+                l->fifo++;
+            max_recv[p] = id;
+        }
+        note_received(l, id);
+    }
+    if (rc != -EAGAIN)
+        return rc;
+    /* Exactly once: match receipts with sends, on a copy of the states. */
+    uint64_t missing = 0;
+    for (unsigned p = 0; p < TT_WORKERS_MAX; p++) {
+        uint32_t *st = malloc((l->p[p].n + 1) * sizeof *st);
+        if (st == NULL)
+            abort();
+        for (size_t i = 0; i < l->p[p].n; i++)
+            st[i] = l->p[p].v[i].st;
+        for (size_t i = 0; i < l->p[p].rn; i++) {
+            tt_qrec *q = find(l, l->p[p].rv[i]);
+            uint32_t *s = q != NULL ? &st[q - l->p[p].v] : NULL;
+            if (s == NULL || *s == TT_Q_REFUSED)
+                l->phantom++;
+            else if (*s == TT_Q_RECEIVED)
+                l->duplicate++;
+            else
+                *s = TT_Q_RECEIVED;
+        }
+        for (size_t i = 0; i < l->p[p].n; i++)
+            missing += st[i] == TT_Q_SENT;
+        free(st);
+        /* The drained receipts are this settle's own: a later settle of
+         * another copy of the image drains again. */
+        l->p[p].rn = recv_n[p];
+    }
+    uint64_t excused = missing < l->ambiguous ? missing : l->ambiguous;
+    l->ambiguous_used += excused;
+    l->lost += missing - excused;
+    if (missing > excused)
+        fprintf(stderr, "torture: queue: %" PRIu64 " sent messages never received\n",
+                missing - excused);
+    return l->phantom + l->duplicate + l->fifo + l->lost != bad0 ? SHMDS_ECORRUPT : 0;
+}
+
+void tt_ledger_reset(tt_ledger *l)
+{
+    for (unsigned p = 0; p < TT_WORKERS_MAX; p++)
+        l->p[p].n = l->p[p].rn = 0;
+    l->ambiguous = 0;
+}
+
+void tt_ledger_free(tt_ledger *l)
+{
+    for (unsigned p = 0; p < TT_WORKERS_MAX; p++) {
+        free(l->p[p].v);
+        free(l->p[p].rv);
+    }
+    memset(l, 0, sizeof *l);
 }

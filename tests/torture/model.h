@@ -22,6 +22,10 @@
 #define TT_DIR_NAMES 3  /* directory names per worker */
 #define TT_SLOTS 8      /* allocation slots per worker (shmds__alloc_into) */
 #define TT_LIST_MAX 128 /* a worker's list is kept shorter (tt_draw pops) */
+#define TT_MAP_VALS 40  /* map keys per worker holding values (put, del, get) */
+#define TT_MAP_CTRS 4   /* map keys per worker holding counters (add, del, get) */
+#define TT_MAP_KEYS (TT_MAP_VALS + TT_MAP_CTRS)
+#define TT_QUEUE_BYTES 2048 /* the shared queue's ring: small, so it fills and wraps */
 
 /* What a worker can do. */
 enum tt_kind {
@@ -32,19 +36,30 @@ enum tt_kind {
     TT_LIST_PUSH_FRONT,
     TT_LIST_POP_FRONT,
     TT_LIST_POP_BACK,
+    TT_SLOT_REALLOC, /* slot k live: shmds_realloc to size, store the offset */
+    TT_MAP_PUT,      /* value key k, flags 0 / NX / XX, ttl 0 or an hour */
+    TT_MAP_DEL,      /* any key k */
+    TT_MAP_ADD,      /* counter key k += delta */
+    TT_MAP_GET,      /* any key k */
+    TT_Q_SEND,       /* a message naming this producer and its sequence number */
+    TT_Q_RECV,
     TT_KINDS
 };
 
 /* Which structure an operation belongs to (for the figures). */
-enum tt_struct { TT_S_DIR, TT_S_ALLOC, TT_S_LIST, TT_STRUCTS };
+enum tt_struct { TT_S_DIR, TT_S_ALLOC, TT_S_LIST, TT_S_MAP, TT_S_QUEUE, TT_STRUCTS };
 extern const char *const tt_struct_name[TT_STRUCTS];
 
 typedef struct tt_op {
     uint8_t kind;
     uint8_t arg;   /* name, slot, key index */
-    uint16_t pad;
-    uint32_t size; /* bytes to allocate */
-    uint64_t id;   /* value written, when the op writes one */
+    uint8_t flags; /* map put: 0, SHMDS_PUT_NX or SHMDS_PUT_XX */
+    uint8_t pad;
+    uint32_t size; /* bytes to allocate; map put: ttl; queue: timeout (ms) */
+    uint64_t id;   /* value written, when the op writes one (unique in the run;
+                      the top byte is the worker + 1) */
+    uint64_t aux;  /* realloc: the block's offset before (tt_prepare);
+                      map add: the delta (an int64_t) */
 } tt_op;
 
 enum { TT_MSG_INTENT = 1, TT_MSG_DONE = 2 };
@@ -60,20 +75,27 @@ typedef struct tt_msg {
     uint64_t got; /* DONE of a read: the value id read, 0 for none */
 } tt_msg;
 
-/* One worker's part of the region, as the model sees it. */
+/* One worker's part of the region, as the model sees it. The queue is
+ * shared by all workers, so it is not in here: see tt_ledger. */
 typedef struct tt_state {
     uint32_t dir;                /* bit k: name k is registered */
     uint32_t slot_size[TT_SLOTS]; /* 0: slot empty */
     uint32_t list_n;
     uint64_t list[TT_LIST_MAX];   /* value ids, front first */
+    uint64_t map_has;             /* bit k: map key k is present */
+    uint64_t map_val[TT_MAP_KEYS]; /* value key: the value's id; counter: its value */
 } tt_state;
 
-/* The region and every process-local handle a worker or checker needs. */
+/* The region and every process-local handle a worker or checker needs.
+ * One map and one queue are shared by every worker (each worker has its
+ * own keys in the map; every worker both sends and receives). */
 typedef struct tt_world {
     shmds_region *r;
     unsigned workers;
     shmds_off_t table[TT_WORKERS_MAX]; /* each worker's TT_SLOTS slots */
     shmds_list *list[TT_WORKERS_MAX];
+    shmds_map *map;
+    shmds_queue *queue;
 } tt_world;
 
 /* Set up a fresh region with every worker's objects (the driver, once). */
@@ -88,6 +110,12 @@ uint64_t tt_rand(uint64_t *s);
 /* Draw worker `me`'s next operation. `st` is the worker's own view of its
  * state, used only to bias the draw; `id` must be unique in the run. */
 tt_op tt_draw(uint64_t *rng, const tt_world *w, unsigned me, uint64_t id);
+
+/* Between drawing an op and sending its intent: a realloc notes the
+ * block's offset in op->aux and writes op->id into the block's first 8
+ * bytes (a tag: the checker can tell whether the block is still this
+ * worker's after a crash inside the call, see tt_verify). */
+void tt_prepare(tt_world *w, unsigned me, tt_op *op);
 
 /* Perform `op` for worker `me`; fills rc and got of *done. */
 void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done);
@@ -105,9 +133,78 @@ bool tt_model_ack(tt_state *s, const tt_msg *done);
  * equals *s, or *s plus *inflight (then *s advances), SHMDS_ECORRUPT
  * otherwise, with *lost the acknowledged items missing and *phantom the
  * items present that no acknowledged or in-flight op wrote. Takes the
- * locks it needs (so repairs run). */
+ * locks it needs (so repairs run).
+ *
+ * shmds_realloc gives the new offset to the caller only: a worker killed
+ * after the call committed a move (old block freed) but before it stored
+ * the offset in its slot leaves the slot naming a block that is no longer
+ * its own, and the new block leaked. tt_verify tells that case by the tag
+ * tt_prepare wrote (a freed block's first 8 bytes become a free-list link,
+ * never a tag), clears the slot, counts it in *dropped and accepts. */
 int tt_verify(tt_world *w, unsigned me, tt_state *s, const tt_op *inflight, unsigned *lost,
-              unsigned *phantom);
+              unsigned *phantom, unsigned *dropped);
+
+/* True when `op` is a realloc that may leak one block if its worker dies
+ * inside it (see tt_verify): the leak check allows one block per such
+ * death. */
+bool tt_op_may_leak(const tt_op *op);
+
+/* True when `op` may legitimately return -ETIMEDOUT (a queue op with a
+ * timeout): not a hang. */
+bool tt_op_may_time_out(const tt_op *op);
+
+/* ---- the queue's ledger ----
+ * Every worker is a producer whose messages carry their op id (worker,
+ * generation, sequence number: increasing per producer) and a consumer.
+ * The ledger follows each producer's messages from intent to receipt:
+ *  - a receive of a message never sent, or whose send failed, is a phantom;
+ *    of a message already received, a duplicate;
+ *  - FIFO per producer: each consumer receives a producer's messages in
+ *    increasing order; at settle, what is left in the queue of a producer
+ *    comes after everything received of it;
+ *  - at settle (every worker stopped, the queue drained by the checker)
+ *    every message whose send returned 0 was received exactly once, except
+ *    at most one per receive that was in flight when its worker was killed
+ *    (that receive may have committed: the message went with it); a send
+ *    in flight when its worker was killed counts either way, once. */
+enum { TT_Q_MAYBE = 1, TT_Q_SENT, TT_Q_REFUSED, TT_Q_RECEIVED };
+typedef struct tt_qrec {
+    uint64_t id;
+    uint32_t st; /* TT_Q_MAYBE, TT_Q_SENT, TT_Q_REFUSED, TT_Q_RECEIVED */
+    uint32_t pad;
+} tt_qrec;
+
+typedef struct tt_ledger {
+    struct {
+        tt_qrec *v; /* its sends, in id order */
+        size_t n, cap;
+        uint64_t *rv; /* ids of its messages the workers received */
+        size_t rn, rcap;
+    } p[TT_WORKERS_MAX];
+    uint64_t last_by[TT_WORKERS_MAX][TT_WORKERS_MAX]; /* consumer x producer */
+    uint64_t ambiguous; /* receives in flight at a kill, since the last settle */
+    /* Figures, over the run. */
+    uint64_t sent, received, drained, phantom, duplicate, fifo, lost, ambiguous_used;
+} tt_ledger;
+
+void tt_ledger_intent(tt_ledger *l, unsigned worker, const tt_op *op);
+void tt_ledger_done(tt_ledger *l, unsigned worker, const tt_msg *done);
+/* The worker died with `inflight` (NULL: none) under way. */
+void tt_ledger_killed(tt_ledger *l, unsigned worker, const tt_op *inflight);
+/* Every worker stopped and its pipe read to the end: drain the queue and
+ * check exactly-once and FIFO. The records stay (tt_ledger_reset drops
+ * them), so a sweep may settle copies of one crashed image again.
+ * Returns 0, SHMDS_ECORRUPT (a rule above broken: see the counters), or a
+ * library error from the receives. */
+int tt_ledger_settle(tt_ledger *l, tt_world *w);
+/* Forget every message (after a settle emptied the queue). */
+void tt_ledger_reset(tt_ledger *l);
+void tt_ledger_free(tt_ledger *l);
+
+/* Destroy the shared map and create it again, empty (the driver, at a
+ * checkpoint, so that every stretch of the run grows it again); every
+ * worker's model then has no keys. */
+int tt_world_map_reset(tt_world *w);
 
 /* Take every lock of the region once (directory, allocator, each
  * structure's), so that whatever a dead holder left is repaired now.
