@@ -27,7 +27,7 @@ pid=$!
 until grep -q holding "$log"; do sleep 0.05; done
 cat "$log"; rm -f "$log"
 kill -9 "$pid"; wait "$pid" 2>/dev/null || true
-echo "killed $pid"
+echo "killed $pid (it had reserved one number; the repair keeps it used, never handed out twice)"
 say seqnum_get "$name";           "$ex/seqnum_get" -d 0 "$name"
 say unlink "$name";               "$ex/unlink" "$name"
 
