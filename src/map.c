@@ -217,6 +217,10 @@ struct map_hdr {
     struct shard shards[SHARDS];
     struct stripe stripes[];
 };
+SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, nstripes) == 8, "format: stripes");
+SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, sbits) == 12, "format: stripe bits");
+SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, tab_old) == 72, "format: bucket table");
+SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, bits_old) == 88, "format: table bits");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, tseq) == 64, "format: table state");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, resize) == 128, "format: resize lock");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, rlog) == 192, "format: resize log");
@@ -1128,7 +1132,8 @@ static int map_attach(shmds_region *r, shmds_off_t off, shmds_map **out)
     if (h == NULL || LDA(&h->magic) != MAP_MAGIC)
         return SHMDS_ECORRUPT;
     uint32_t S = h->nstripes, sb = h->sbits;
-    if (S == 0 || S > SHMDS_MAP_STRIPES_MAX || (S & (S - 1)) != 0 || S != (1u << sb) ||
+    /* sb is checked before it is used as a shift count: it is untrusted. */
+    if (S == 0 || S > SHMDS_MAP_STRIPES_MAX || (S & (S - 1)) != 0 || sb >= 32 || S != (1u << sb) ||
         shmds__ptr_chk(r, off, hdr_bytes(S), 64) == NULL)
         return SHMDS_ECORRUPT;
     shmds_map *m = calloc(1, sizeof *m);

@@ -203,6 +203,7 @@ static void mk_free_slot_garbage(unsigned char *img)
 /* ---- maps and queues ----
  * Their layouts are private to map.c and queue.c; these offsets are the
  * format (both files assert them). */
+#define MAP_SBITS 12   /* struct map_hdr: stripe bits (log2 of the stripe count) */
 #define MAP_TAB_OLD 72 /* struct map_hdr: offset of the bucket table */
 #define MAP_BITS_OLD 88
 #define Q_CAP 16  /* struct qhdr: ring bytes (covered by the checksum) */
@@ -246,6 +247,13 @@ static void mk_map_chain_out(unsigned char *img) { *map_bucket(img) = IMG_SIZE +
 static void mk_map_table_out(unsigned char *img)
 {
     *word_at(img, root_off(img, "delta") + MAP_TAB_OLD) = IMG_SIZE - 64;
+}
+/* Found by the fuzzer: a stripe-bits word used as a shift count before it
+ * was bounded (undefined behaviour). */
+static void mk_map_sbits_huge(unsigned char *img)
+{
+    uint32_t sb = 1024;
+    memcpy(img + root_off(img, "delta") + MAP_SBITS, &sb, sizeof sb);
 }
 static void mk_queue_head_past_tail(unsigned char *img)
 {
@@ -302,6 +310,7 @@ static const hostile cases[] = {
     {"map_chain_cycle", IMG_SIZE, mk_map_chain_cycle, 0, SHMDS_ECORRUPT},
     {"map_chain_out", IMG_SIZE, mk_map_chain_out, 0, SHMDS_ECORRUPT},
     {"map_table_out", IMG_SIZE, mk_map_table_out, 0, SHMDS_ECORRUPT},
+    {"map_sbits_huge", IMG_SIZE, mk_map_sbits_huge, 0, SHMDS_ECORRUPT},
     {"queue_head_past_tail", IMG_SIZE, mk_queue_head_past_tail, 0, SHMDS_ECORRUPT},
     {"queue_index_out", IMG_SIZE, mk_queue_index_out, 0, SHMDS_ECORRUPT},
     {"queue_count_wrong", IMG_SIZE, mk_queue_count_wrong, 0, SHMDS_ECORRUPT},
