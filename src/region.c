@@ -462,6 +462,16 @@ static int dir_find_in(const struct shmds__root *roots, const char *name, bool p
     return -1;
 }
 
+/* The offset lookups report: for the library's own structures the entry
+ * holds the start of the header's block (the allocator slot, see the top of
+ * the file), and the object is the 64-byte aligned header inside it. */
+static shmds_off_t entry_off(const struct shmds__root *e)
+{
+    bool own = e->type == SHMDS_TYPE_LIST || e->type == SHMDS_TYPE_MAP ||
+               e->type == SHMDS_TYPE_QUEUE;
+    return own ? shmds__hdr_of(e->off) : e->off;
+}
+
 static int dir_find(const struct shmds__root *roots, const char *name)
 {
     return dir_find_in(roots, name, false);
@@ -521,7 +531,7 @@ SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type, 
     if (type != NULL)
         *type = copy[i].type;
     if (off != NULL)
-        *off = copy[i].off;
+        *off = entry_off(&copy[i]);
     return 0;
 }
 
@@ -626,7 +636,7 @@ int shmds__root_unpublish(shmds_region *r, const char *name, uint32_t type, shmd
         return rc;
     struct shmds__hdr *h = r->hdr;
     int i = dir_find(h->roots, name);
-    if (i < 0 || h->roots[i].type != type || shmds__hdr_of(h->roots[i].off) != off) {
+    if (i < 0 || h->roots[i].type != type || entry_off(&h->roots[i]) != off) {
         rc = -ENOENT;
     } else {
         dir_write_begin(h);
@@ -697,7 +707,7 @@ SHMDS_API int shmds_root_foreach(shmds_region *r,
         if (!slot_visible(&copy[i]))
             continue;
         copy[i].name[SHMDS_ROOT_NAME_MAX] = '\0';
-        if ((rc = fn(copy[i].name, copy[i].type, copy[i].off, arg)) != 0)
+        if ((rc = fn(copy[i].name, copy[i].type, entry_off(&copy[i]), arg)) != 0)
             return rc;
     }
     return 0;
@@ -714,7 +724,7 @@ int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shm
         return SHMDS_ETYPE;
     if (!shmds__off_ok(r, o, 1, 8))
         return SHMDS_ECORRUPT;
-    *off = shmds__hdr_of(o);
+    *off = o;
     return 0;
 }
 
