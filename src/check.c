@@ -47,8 +47,12 @@ static int check_object(const char *name, uint32_t type, shmds_off_t off, void *
  * the allocator's or the directory's lock in that order. */
 static int reclaim_one(shmds_region *r, uint32_t type, shmds_off_t *slot)
 {
+    /* The dead owner may have died inside the allocator's commit that
+     * fills or clears the slot: settle it before reading the slot. */
+    int rc = shmds__alloc_settle(r);
+    if (rc != 0)
+        return rc;
     shmds_off_t blk = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-    int rc = 0;
     if (blk != SHMDS_NULL) {
         if (!shmds__off_ok(r, blk, 1, 16))
             return SHMDS_ECORRUPT;

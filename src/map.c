@@ -1265,8 +1265,20 @@ SHMDS_API void shmds_map_close(shmds_map *m)
     free(m);
 }
 
-/* Free every entry of the map `m` (its name already gone), then its
- * tables, and clear its magic. Entries are taken off the head of each chain
+/* Free the blocks a map header without its magic may still reach: an entry
+ * unlinked by a dead teardown, and the tables. Idempotent. */
+static int map_free_tables(shmds_region *r, struct map_hdr *h)
+{
+    int rc = shmds__free_from(r, &h->scratch);
+    if (rc == 0)
+        rc = shmds__free_from(r, &h->tab_new);
+    if (rc == 0)
+        rc = shmds__free_from(r, &h->tab_old);
+    return rc;
+}
+
+/* Free every entry of the map `m` (its name already gone), clear its
+ * magic, then free its tables. Entries are taken off the head of each chain
  * in a fixed walk order, through h->scratch (an allocator slot): a run that
  * died left in scratch either the head the walk meets first (still linked)
  * or an entry already unlinked, which is freed first. Idempotent and
@@ -1307,15 +1319,13 @@ static int map_teardown(shmds_map *m)
         stripe_unlock(m, s);
         rc = rc > 0 ? 0 : rc;
     }
-    if (rc == 0)
-        rc = shmds__free_from(r, &h->scratch);
-    if (rc == 0)
-        rc = shmds__free_from(r, &h->tab_new);
-    if (rc == 0)
-        rc = shmds__free_from(r, &h->tab_old);
-    if (rc == 0)
-        ST(&h->magic, 0);
-    return rc;
+    if (rc != 0)
+        return rc;
+    /* No entries left: from here the tables go, and a rerun must not walk
+     * them, so the magic goes first. */
+    ST(&h->magic, 0);
+    SHMDS_FAULT("map.destroy.unmarked");
+    return map_free_tables(r, h);
 }
 
 int shmds__map_reclaim_at(shmds_region *r, shmds_off_t off)
@@ -1323,11 +1333,8 @@ int shmds__map_reclaim_at(shmds_region *r, shmds_off_t off)
     struct map_hdr *h = shmds__ptr_chk(r, off, sizeof(struct map_hdr), 64);
     if (h == NULL)
         return SHMDS_ECORRUPT;
-    if (LDA(&h->magic) != MAP_MAGIC) {
-        /* A create that died before the magic: at most the first table. */
-        int rc = shmds__free_from(r, &h->tab_old);
-        return rc == 0 ? shmds__free_from(r, &h->tab_new) : rc;
-    }
+    if (LDA(&h->magic) != MAP_MAGIC) /* a create before it, a teardown past it */
+        return map_free_tables(r, h);
     shmds_map *m;
     int rc = map_attach(r, off, &m);
     if (rc != 0)

@@ -721,13 +721,13 @@ END_TEST
 #ifdef SHMDS_FAULT_INJECTION
 /* Every fault point of a create and a destroy, and the repair points the
  * reclaim passes (hit by a second child that reclaims and is killed too). */
-static const char *const k_points[K_N][9] = {
+static const char *const k_points[K_N][10] = {
     {"list.create.reserved", "list.create.allocated", "list.create.before_register",
      "list.destroy.unregistered", "list.destroy.marked", "list.destroy.emptied",
      "list.destroy.freed", NULL},
     {"map.create.reserved", "map.create.table", "map.create.before_register",
      "map.destroy.unregistered", "map.destroy.scratch", "map.destroy.unlinked",
-     "map.destroy.freed", NULL},
+     "map.destroy.unmarked", "map.destroy.freed", NULL},
     {"queue.create.reserved", "queue.create.after_alloc", "queue.create.before_register",
      "queue.destroy.after_unregister", "queue.destroy.freed", NULL},
 };
@@ -761,23 +761,33 @@ static int lifecycle(void *p)
 static int reclaimer(void *p)
 {
     fault_env(fault_point, fault_skip);
-    return shmds_region_reclaim(p) == 0 ? 0 : 2;
+    int rc = shmds_region_reclaim(p);
+    if (rc != 0)
+        fprintf(stderr, "reclaim at %s: %s\n", fault_point, shmds_errname(rc));
+    return rc == 0 ? 0 : 2;
 }
 
 /* After a kill: reclaim (itself killed once at each reclaim point), then
  * the name is free or a complete object, and nothing leaked. */
 static void after_kill(shmds_region *r, int k, const char *name, uint64_t base)
 {
+    const char *point = fault_point;
+    unsigned skip = fault_skip;
     for (unsigned i = 0; reclaim_points[i] != NULL; i++) {
         fault_point = reclaim_points[i];
         fault_skip = 0;
         int st = tu_wait(tu_fork(reclaimer, r), 10000);
-        ck_assert(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 0));
+        ck_assert_msg(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 0),
+                      "%s after %s skip %u: status %d", fault_point, point, skip, st);
     }
+    fault_point = point;
+    fault_skip = skip;
     ck_assert_int_eq(shmds_region_check(r), 0);
     int rc = k_destroy(r, k, name);
     ck_assert_msg(rc == 0 || rc == -ENOENT, "%s: %s", name, shmds_errname(rc));
-    ck_assert_uint_eq(used_blocks(r), base);
+    uint64_t used = used_blocks(r);
+    ck_assert_msg(used == base, "%s at %s skip %u: %" PRIu64 " blocks, %" PRIu64 " before",
+                  name, fault_point, fault_skip, used, base);
     ck_assert_int_eq(k_create(r, k, name), 0);
     ck_assert_int_eq(k_destroy(r, k, name), 0);
     ck_assert_uint_eq(used_blocks(r), base);
