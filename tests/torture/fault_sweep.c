@@ -137,7 +137,8 @@ static void scan_points(const char *srcdir)
 static bool is_repair_point(const char *p)
 {
     return strstr(p, "repair") != NULL || strstr(p, "recover") != NULL ||
-           strstr(p, "settle") != NULL || strstr(p, "rebuild") != NULL;
+           strstr(p, "settle") != NULL || strstr(p, "rebuild") != NULL ||
+           strstr(p, "reclaim") != NULL;
 }
 
 static void read_trace(void)
@@ -369,6 +370,10 @@ static int checker_child(tt_world *w, tt_state model, const tt_op *inflight, con
         unsigned lost = 0, phantom = 0, dropped = 0;
         uint64_t rec[TT_STRUCTS] = {0};
         int rc = tt_take_every_lock(&c, rec);
+        /* A create or destroy the workload died in: finish it (the
+         * reclaim's own points are repair points). */
+        if (rc == 0)
+            rc = shmds_region_reclaim(c.r);
         if (rc == 0)
             rc = tt_verify(&c, 0, &model, inflight, &lost, &phantom, &dropped);
         tt_world_close(&c);
