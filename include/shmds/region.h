@@ -213,7 +213,11 @@ static inline shmds_off_t shmds_off(const shmds_region *r, const void *p);
  * A fixed table of SHMDS_ROOTS_MAX entries {name, type tag, offset} in the
  * header, guarded by a robust mutex. Names are 1 to SHMDS_ROOT_NAME_MAX bytes.
  * The library's structures register themselves here; users may register
- * their own blocks with tags from SHMDS_TYPE_USER up. */
+ * their own blocks with tags from SHMDS_TYPE_USER up. A structure being
+ * created or destroyed holds its name with a pending entry: the name is
+ * taken (shmds_root_set gives -EEXIST) but lookups do not see it (see
+ * shmds_region_reclaim). For a list, map or queue, the offset lookups report
+ * is the object's header. */
 
 /**
  * Add a named root.
