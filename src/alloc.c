@@ -464,8 +464,9 @@ static int repair(void *arg)
             return -1;
         memcpy(st, root->redo, n * sizeof st[0]);
         for (unsigned i = 0; i < n; i++)
-            if (!shmds__off_ok(o.r, st[i].off, 8, 8) || st[i].off < o.g->first ||
-                st[i].off + 8 > o.g->end + HDR)
+            if (!shmds__root_slot_off(st[i].off) &&
+                (!shmds__off_ok(o.r, st[i].off, 8, 8) || st[i].off < o.g->first ||
+                 st[i].off + 8 > o.g->end + HDR))
                 return -1; /* a record no operation could have written */
         apply(o.r, st, n);
         SHMDS_FAULT("alloc.repair.redone");
@@ -671,14 +672,20 @@ static void split_tags(struct op *o, uint64_t b, uint64_t size, uint64_t t)
 }
 
 /* Allocate a block of `bs` bytes; slot_off (or 0) receives its offset in the
- * same commit. */
-static int do_alloc(struct op *o, uint64_t bs, uint64_t slot_off, uint64_t *out)
+ * same commit. The first `zero` bytes of the block are zeroed before that
+ * commit: the block is still free in its header word then, and a repair
+ * rebuilds its free-list links from the walk. */
+static int do_alloc(struct op *o, uint64_t bs, uint64_t slot_off, uint64_t zero, uint64_t *out)
 {
     uint64_t b, size;
     int rc = take_free(o, bs, &b, &size);
     if (rc != 0)
         return rc;
     SHMDS_FAULT("alloc.alloc.unlinked");
+    if (zero != 0) {
+        memset(o->base + b + HDR, 0, zero);
+        SHMDS_FAULT("alloc.alloc.zeroed");
+    }
     uint64_t t = put_split(o, b, size, bs);
     if (slot_off != 0)
         put(o, slot_off, b + HDR);
@@ -774,17 +781,21 @@ static int do_resize(struct op *o, uint64_t b, const struct live *lv, uint64_t b
  * ------------------------------------------------------------------------ */
 
 /* The region offset of a slot pointer, when the slot may be named in a
- * commit: 8-aligned, inside the heap's blocks. 0 otherwise. */
+ * commit: 8-aligned, inside the heap's blocks, or the off field of a
+ * directory entry (a structure's header block, region.c). 0 otherwise. */
 static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
 {
     const unsigned char *p = (const unsigned char *)slot;
-    if (slot == NULL || p < r->base + r->geo.first || p + 8 > r->base + r->geo.end)
+    if (slot == NULL || p < r->base || p + 8 > r->base + r->geo.end)
         return 0;
     uint64_t off = (uint64_t)(p - r->base);
+    if (p < r->base + r->geo.first)
+        return shmds__root_slot_off(off) ? off : 0;
     return (off & 7) == 0 ? off : 0;
 }
 
-FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, shmds_off_t *out)
+FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool zero,
+                      shmds_off_t *out)
 {
     int rc = shmds__writable(r);
     if (rc != 0)
@@ -801,12 +812,12 @@ FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, shmds_o
     if (slot_off != 0 && __atomic_load_n((uint64_t *)(void *)(r->base + slot_off),
                                          __ATOMIC_RELAXED) != SHMDS_NULL)
         return finish(&o, -EINVAL);
-    rc = do_alloc(&o, bs, slot_off, out);
+    rc = do_alloc(&o, bs, slot_off, zero ? size : 0, out);
     if (rc == SHMDS_ECORRUPT && o.rebuild) {
         /* A damaged free list: rebuild it from the walk and try once more. */
         o.rebuild = false;
         if (rebuild(&o) == 0)
-            rc = do_alloc(&o, bs, slot_off, out);
+            rc = do_alloc(&o, bs, slot_off, zero ? size : 0, out);
     }
     return finish(&o, rc);
 }
@@ -814,7 +825,7 @@ FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, shmds_o
 SHMDS_API int shmds_alloc(shmds_region *r, size_t size, shmds_off_t *out)
 {
     shmds_off_t off;
-    int rc = alloc_common(r, size, 0, &off);
+    int rc = alloc_common(r, size, 0, false, &off);
     if (rc == 0)
         *out = off;
     return rc;
@@ -826,7 +837,16 @@ int shmds__alloc_into(shmds_region *r, uint64_t size, shmds_off_t *slot)
     if (so == 0)
         return shmds__writable(r) != 0 ? SHMDS_ERDONLY : -EINVAL;
     shmds_off_t off;
-    return alloc_common(r, size, so, &off);
+    return alloc_common(r, size, so, false, &off);
+}
+
+int shmds__alloc_zeroed_into(shmds_region *r, uint64_t size, shmds_off_t *slot)
+{
+    uint64_t so = slot_offset(r, slot);
+    if (so == 0)
+        return shmds__writable(r) != 0 ? SHMDS_ERDONLY : -EINVAL;
+    shmds_off_t off;
+    return alloc_common(r, size, so, true, &off);
 }
 
 /* Free the block at user offset `off`; slot_off (or 0) is cleared with it. */

@@ -68,8 +68,9 @@ void shmds__fault(const char *point);
 struct shmds__root {
     char name[SHMDS_ROOT_NAME_MAX + 1];
     uint32_t type; /* 0: free slot; written last on set, first on delete */
-    uint32_t reserved;
-    uint64_t off;
+    uint32_t owner_pid; /* 0: published; else pending, being created or
+                         * destroyed by that process (region.c) */
+    uint64_t off; /* a block start; the object's header is shmds__hdr_of(off) */
 };
 SHMDS__STATIC_ASSERT(sizeof(struct shmds__root) == 64, "directory entry is 64 bytes");
 SHMDS__STATIC_ASSERT(sizeof(shmds_mutex) == 64, "a mutex fills one cache line");
@@ -198,6 +199,47 @@ int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shm
  * memory stays the caller's (shmds_region_close frees only the handle).
  * flags: 0 or SHMDS_RDONLY. */
 int shmds__region_attach_mem(void *base, size_t len, unsigned flags, shmds_region **out);
+/* The 64-byte aligned header of a named object inside the block at `off`
+ * (the structures allocate their header 48 bytes larger and round up). */
+static inline shmds_off_t shmds__hdr_of(shmds_off_t off)
+{
+    return (off + 63) & ~(shmds_off_t)63;
+}
+
+/* Pending directory entries (region.c, top of file): how the structures'
+ * create and destroy keep every block reachable from the directory.
+ *
+ * Reserve `name` as a pending entry of `type` owned by this process, with
+ * off 0; *slot receives the entry's off field, the allocator slot for the
+ * object's header block. -EEXIST when the name is taken (pending or not),
+ * -EAGAIN when it is held by a pending entry of a dead process (reclaim,
+ * then retry), -ENOSPC, -EINVAL, lock errors. */
+int shmds__root_reserve(shmds_region *r, const char *name, uint32_t type, shmds_off_t **slot);
+/* Make this process's pending entry visible (owner 0, one store): the
+ * commit point of a create. */
+int shmds__root_publish(shmds_region *r, shmds_off_t *slot);
+/* Make the visible entry `name` (of `type`, whose header is `off`) pending
+ * again, owned by this process: the commit point of a destroy. -ENOENT when
+ * the name does not name that object. */
+int shmds__root_unpublish(shmds_region *r, const char *name, uint32_t type, shmds_off_t off,
+                          shmds_off_t **slot);
+/* Free this process's pending entry, whose off must be back to 0. */
+int shmds__root_drop(shmds_region *r, shmds_off_t *slot);
+/* Take over one pending entry whose owner is dead (owner = this process):
+ * its type and slot. -ENOENT when there is none. */
+int shmds__root_take_orphan(shmds_region *r, uint32_t *type, shmds_off_t **slot);
+/* True when `off` is the region offset of a directory entry's off field. */
+static inline bool shmds__root_slot_off(uint64_t off)
+{
+    const uint64_t first = offsetof(struct shmds__hdr, roots) + offsetof(struct shmds__root, off);
+    return off >= first && off < first + (uint64_t)SHMDS_ROOTS_MAX * sizeof(struct shmds__root) &&
+           (off - first) % sizeof(struct shmds__root) == 0;
+}
+/* Allocate like shmds__alloc_into, with the block's first `size` bytes
+ * zeroed before the commit that stores it into *slot: whoever finds the
+ * block through the slot after a crash reads zeros or what was written. */
+int shmds__alloc_zeroed_into(shmds_region *r, uint64_t size, shmds_off_t *slot);
+
 /* Header and directory checks (part of shmds_region_check). */
 int shmds__region_check_header(shmds_region *r);
 /* 64-bit FNV-1a over a byte string, continuing from `h` (start with

@@ -44,6 +44,7 @@
  * stores, so the compiler cannot move them across each other.
  */
 #include "internal.h"
+#include "list_int.h"
 
 #include <sched.h>
 #include <stdlib.h>
@@ -658,36 +659,46 @@ SHMDS_API int shmds_list_create(shmds_region *r, const char *name, shmds_list **
     int rc = shmds__writable(r);
     if (rc != 0)
         return rc;
-    rc = shmds_root_get(r, name, NULL, NULL);
-    if (rc != -ENOENT)
-        return rc == 0 ? -EEXIST : rc;
-
-    shmds_off_t block;
-    if ((rc = shmds_alloc(r, HDR_ALLOC, &block)) != 0)
-        return rc;
-    shmds_off_t off = (block + 63) & ~(shmds_off_t)63;
+    /* The name is reserved as a pending entry and the header block is
+     * allocated into that entry (zeroed first): a crash at any point leaves
+     * the block reachable from the directory, for shmds_region_reclaim. */
+    shmds_off_t *slot;
+    rc = shmds__root_reserve(r, name, SHMDS_TYPE_LIST, &slot);
+    if (rc == -EAGAIN && (rc = shmds_region_reclaim(r)) == 0)
+        rc = shmds__root_reserve(r, name, SHMDS_TYPE_LIST, &slot);
+    if (rc != 0)
+        return rc == -EAGAIN ? -EEXIST : rc;
+    SHMDS_FAULT("list.create.reserved");
+    if ((rc = shmds__alloc_zeroed_into(r, HDR_ALLOC, slot)) != 0)
+        goto fail;
+    SHMDS_FAULT("list.create.allocated");
+    shmds_off_t block = *slot;
+    shmds_off_t off = shmds__hdr_of(block);
     struct list_hdr *h = shmds__ptr_chk(r, off, sizeof *h, 64);
     shmds_list *l = h != NULL ? handle_new(r, off) : NULL;
     if (l == NULL) {
-        shmds_free(r, block);
-        return h != NULL ? -ENOMEM : SHMDS_ECORRUPT;
-    }
-    memset(h, 0, sizeof *h);
-    if ((rc = shmds_mutex_init(&h->lock)) != 0)
+        rc = h != NULL ? -ENOMEM : SHMDS_ECORRUPT;
         goto fail;
+    }
+    if ((rc = shmds_mutex_init(&h->lock)) != 0) {
+        free(l);
+        goto fail;
+    }
     h->block = block;
     h->state = STATE_LIVE;
     memcpy(h->name, name, strlen(name));
     __atomic_store_n(&h->magic, LIST_MAGIC, __ATOMIC_RELEASE);
     SHMDS_FAULT("list.create.before_register");
-    if ((rc = shmds_root_set(r, name, SHMDS_TYPE_LIST, off)) != 0)
+    if ((rc = shmds__root_publish(r, slot)) != 0) {
+        free(l);
         goto fail;
+    }
     *out = l;
     return 0;
 
 fail:
-    free(l);
-    shmds_free(r, block);
+    if (shmds__free_from(r, slot) == 0)
+        shmds__root_drop(r, slot);
     return rc;
 }
 
@@ -716,45 +727,67 @@ SHMDS_API void shmds_list_close(shmds_list *l)
     free(l);
 }
 
-SHMDS_API int shmds_list_destroy(shmds_list *l)
+/* Empty the list whose header is at `off` and mark it destroyed: every
+ * node freed through the list's own intent log, then the magic cleared.
+ * Nothing to do when the magic is not there (a create that died before it,
+ * or a destroy that got past it). Idempotent and killable. */
+static int list_teardown(shmds_list *l)
 {
-    if (l == NULL)
-        return -EINVAL;
-    shmds_region *r = l->r;
     struct list_hdr *h = l->h;
     int rc = list_lock(l, true);
+    if (rc == -EIDRM)
+        return 0;
     if (rc != 0)
-        goto out;
+        return rc;
     PUT(&h->state, STATE_DYING);
     SHMDS_FAULT("list.destroy.marked");
     while (rc == 0 && GET(&h->ends[END_FRONT]) != 0)
         rc = pop_locked(l, END_FRONT, NULL, 0, NULL);
     if (rc == 0 && GET(&h->len) != 0)
         rc = SHMDS_ECORRUPT;
-    if (rc != 0) {
-        list_unlock(l);
-        goto out;
+    if (rc == 0) {
+        SHMDS_FAULT("list.destroy.emptied");
+        PUT(&h->magic, 0);
     }
-    SHMDS_FAULT("list.destroy.emptied");
-    /* Remove the name only if it still names this list: after a destroy
-     * that died past this point, the name may belong to a newer object. */
+    list_unlock(l);
+    return rc;
+}
+
+int shmds__list_reclaim_at(shmds_region *r, shmds_off_t off)
+{
+    if (shmds__ptr_chk(r, off, sizeof(struct list_hdr), 64) == NULL)
+        return SHMDS_ECORRUPT;
+    shmds_list *l = handle_new(r, off);
+    if (l == NULL)
+        return -ENOMEM;
+    int rc = list_teardown(l);
+    free(l);
+    return rc;
+}
+
+SHMDS_API int shmds_list_destroy(shmds_list *l)
+{
+    if (l == NULL)
+        return -EINVAL;
+    shmds_region *r = l->r;
+    struct list_hdr *h = l->h;
+    int rc = list_lock(l, false);
+    if (rc != 0)
+        goto out;
     char name[SHMDS_ROOT_NAME_MAX + 1];
     memcpy(name, h->name, sizeof name);
     name[SHMDS_ROOT_NAME_MAX] = '\0';
-    uint32_t type;
-    shmds_off_t off;
-    rc = shmds_root_get(r, name, &type, &off);
-    if (rc == 0 && type == SHMDS_TYPE_LIST && off == l->off)
-        rc = shmds_root_del(r, name);
-    if (rc == -ENOENT || rc == 0) {
-        rc = 0;
-        SHMDS_FAULT("list.destroy.unregistered");
-        PUT(&h->magic, 0);
-    }
-    uint64_t block = h->block;
     list_unlock(l);
-    if (rc == 0)
-        rc = shmds_free(r, block);
+    /* The commit point: the name goes pending, owned by us; from here the
+     * destroy rolls forward (a reclaim finishes it if we die). */
+    shmds_off_t *slot;
+    if ((rc = shmds__root_unpublish(r, name, SHMDS_TYPE_LIST, l->off, &slot)) != 0)
+        goto out;
+    SHMDS_FAULT("list.destroy.unregistered");
+    if ((rc = list_teardown(l)) == 0 && (rc = shmds__free_from(r, slot)) == 0) {
+        SHMDS_FAULT("list.destroy.freed");
+        rc = shmds__root_drop(r, slot);
+    }
 out:
     free(l);
     return rc;

@@ -1187,15 +1187,27 @@ SHMDS_API int shmds_map_create(shmds_region *r, const char *name, const shmds_ma
     if (bits < sb)
         bits = sb;
 
-    /* The header needs 64-byte alignment (its mutexes); blocks are 16-byte
-     * aligned, so take 48 bytes more and round up. */
-    shmds_off_t blk;
-    rc = shmds_alloc(r, hdr_bytes(S) + 48, &blk);
-    if (rc < 0)
-        return rc;
-    shmds_off_t off = (blk + 63) & ~(shmds_off_t)63;
-    struct map_hdr *h = shmds_ptr(r, off);
-    memset(h, 0, hdr_bytes(S));
+    /* The name is reserved as a pending entry and the header block (64-byte
+     * aligned inside: take 48 bytes more and round up) is allocated into
+     * it, zeroed first; the first table goes into the header's own field.
+     * A crash at any point leaves every block reachable from the
+     * directory, for shmds_region_reclaim. */
+    shmds_off_t *slot;
+    rc = shmds__root_reserve(r, name, SHMDS_TYPE_MAP, &slot);
+    if (rc == -EAGAIN && (rc = shmds_region_reclaim(r)) == 0)
+        rc = shmds__root_reserve(r, name, SHMDS_TYPE_MAP, &slot);
+    if (rc != 0)
+        return rc == -EAGAIN ? -EEXIST : rc;
+    SHMDS_FAULT("map.create.reserved");
+    if ((rc = shmds__alloc_zeroed_into(r, hdr_bytes(S) + 48, slot)) != 0)
+        goto fail;
+    shmds_off_t blk = *slot;
+    shmds_off_t off = shmds__hdr_of(blk);
+    struct map_hdr *h = shmds__ptr_chk(r, off, hdr_bytes(S), 64);
+    if (h == NULL) {
+        rc = SHMDS_ECORRUPT;
+        goto fail;
+    }
     h->nstripes = S;
     h->sbits = sb;
     h->capacity = o->capacity;
@@ -1213,21 +1225,27 @@ SHMDS_API int shmds_map_create(shmds_region *r, const char *name, const shmds_ma
     if (rc == 0)
         rc = shmds__alloc_into(r, (uint64_t)8 << bits, &h->tab_old);
     if (rc == 0) {
+        SHMDS_FAULT("map.create.table");
         memset(shmds_ptr(r, h->tab_old), 0, (size_t)8 << bits);
         STR(&h->magic, MAP_MAGIC);
         SHMDS_FAULT("map.create.before_register");
-        rc = shmds_root_set(r, name, SHMDS_TYPE_MAP, off);
+        rc = map_attach(r, off, out);
     }
-    if (rc == 0 && (rc = map_attach(r, off, out)) == 0)
+    if (rc == 0) {
         memcpy((*out)->name, name, strlen(name) + 1);
-    if (rc < 0) {
-        shmds_root_del(r, name);
-        ST(&h->magic, 0);
-        shmds__free_from(r, &h->tab_old);
-        shmds_free(r, blk);
-        return rc;
+        if ((rc = shmds__root_publish(r, slot)) != 0) {
+            shmds_map_close(*out);
+            *out = NULL;
+        }
     }
-    return 0;
+    if (rc == 0)
+        return 0;
+    if (h != NULL && shmds__map_reclaim_at(r, off) != 0)
+        return rc;
+fail:
+    if (shmds__free_from(r, slot) == 0)
+        shmds__root_drop(r, slot);
+    return rc;
 }
 
 SHMDS_API int shmds_map_open(shmds_region *r, const char *name, shmds_map **out)
@@ -1252,21 +1270,29 @@ SHMDS_API void shmds_map_close(shmds_map *m)
     free(m);
 }
 
-SHMDS_API int shmds_map_destroy(shmds_map *m)
+/* Free the blocks a map header without its magic may still reach: an entry
+ * unlinked by a dead teardown, and the tables. Idempotent. */
+static int map_free_tables(shmds_region *r, struct map_hdr *h)
+{
+    int rc = shmds__free_from(r, &h->scratch);
+    if (rc == 0)
+        rc = shmds__free_from(r, &h->tab_new);
+    if (rc == 0)
+        rc = shmds__free_from(r, &h->tab_old);
+    return rc;
+}
+
+/* Free every entry of the map `m` (its name already gone), clear its
+ * magic, then free its tables. Entries are taken off the head of each chain
+ * in a fixed walk order, through h->scratch (an allocator slot): a run that
+ * died left in scratch either the head the walk meets first (still linked)
+ * or an entry already unlinked, which is freed first. Idempotent and
+ * killable. */
+static int map_teardown(shmds_map *m)
 {
     shmds_region *r = m->r;
     struct map_hdr *h = m->h;
-    shard_release(m);
-    int rc = shmds__writable(r);
-    if (rc == 0 && m->name[0] == '\0')
-        rc = -EINVAL;
-    if (rc == 0)
-        rc = shmds_root_del(r, m->name);
-    if (rc < 0) {
-        shmds_map_close(m);
-        return rc;
-    }
-    /* Unreachable from now on: free entries, tables, header. */
+    int rc = 0;
     struct tsnap t;
     for (uint32_t s = 0; s < m->S && rc == 0; s++) {
         if ((rc = stripe_lock(m, s, false)) < 0)
@@ -1283,8 +1309,13 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
                         rc = SHMDS_ECORRUPT;
                         break;
                     }
+                    if (LD(&h->scratch) != LD(slots[i]) &&
+                        (rc = shmds__free_from(r, &h->scratch)) < 0)
+                        break;
                     ST(&h->scratch, LD(slots[i]));
+                    SHMDS_FAULT("map.destroy.scratch");
                     ST(slots[i], e->next);
+                    SHMDS_FAULT("map.destroy.unlinked");
                     if ((rc = shmds__free_from(r, &h->scratch)) < 0)
                         break;
                 }
@@ -1293,13 +1324,50 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
         stripe_unlock(m, s);
         rc = rc > 0 ? 0 : rc;
     }
+    if (rc != 0)
+        return rc;
+    /* No entries left: from here the tables go, and a rerun must not walk
+     * them, so the magic goes first. */
+    ST(&h->magic, 0);
+    SHMDS_FAULT("map.destroy.unmarked");
+    return map_free_tables(r, h);
+}
+
+int shmds__map_reclaim_at(shmds_region *r, shmds_off_t off)
+{
+    struct map_hdr *h = shmds__ptr_chk(r, off, sizeof(struct map_hdr), 64);
+    if (h == NULL)
+        return SHMDS_ECORRUPT;
+    if (LDA(&h->magic) != MAP_MAGIC) /* a create before it, a teardown past it */
+        return map_free_tables(r, h);
+    shmds_map *m;
+    int rc = map_attach(r, off, &m);
+    if (rc != 0)
+        return rc;
+    rc = map_teardown(m);
+    shmds_map_close(m);
+    return rc;
+}
+
+SHMDS_API int shmds_map_destroy(shmds_map *m)
+{
+    shmds_region *r = m->r;
+    shard_release(m);
+    int rc = shmds__writable(r);
+    if (rc == 0 && m->name[0] == '\0')
+        rc = -EINVAL;
+    /* The commit point: the name goes pending, owned by us; from here the
+     * destroy rolls forward (a reclaim finishes it if we die). */
+    shmds_off_t *slot = NULL;
     if (rc == 0)
-        rc = shmds__free_from(r, &h->tab_new);
-    if (rc == 0)
-        rc = shmds__free_from(r, &h->tab_old);
+        rc = shmds__root_unpublish(r, m->name, SHMDS_TYPE_MAP, m->off, &slot);
     if (rc == 0) {
-        ST(&h->magic, 0);
-        rc = shmds_free(r, h->block);
+        SHMDS_FAULT("map.destroy.unregistered");
+        rc = map_teardown(m);
+    }
+    if (rc == 0 && (rc = shmds__free_from(r, slot)) == 0) {
+        SHMDS_FAULT("map.destroy.freed");
+        rc = shmds__root_drop(r, slot);
     }
     shmds_map_close(m);
     return rc;

@@ -653,27 +653,29 @@ SHMDS_API int shmds_queue_create(shmds_region *r, const char *name, size_t capac
     size_t nlen = strnlen(name, SHMDS_ROOT_NAME_MAX + 1);
     if (nlen == 0 || nlen > SHMDS_ROOT_NAME_MAX)
         return -EINVAL;
-    if (shmds_root_get(r, name, NULL, NULL) == 0)
-        return -EEXIST; /* early answer; root_set below decides for sure */
-
-    /* The allocator aligns blocks to 16 bytes; the header wants its own
-     * cache lines, so allocate a little more and round up inside.
-     * shmds__alloc_into would need a slot in the heap that outlives a
-     * crash, and before the queue exists there is none: a creator killed
-     * between here and shmds_root_set leaks this one block, unnamed and so
-     * unused (see shmds/queue.h). */
-    shmds_off_t block = SHMDS_NULL;
-    rc = shmds_alloc(r, sizeof(struct qhdr) + cap + SHMDS__CACHE_LINE - 16, &block);
+    /* The name is reserved as a pending entry and the block (header, then
+     * ring; the header wants its own cache lines, so a little more is taken
+     * and rounded up inside) is allocated into it, zeroed first: a crash at
+     * any point leaves it reachable from the directory, for
+     * shmds_region_reclaim. */
+    shmds_off_t *slot;
+    rc = shmds__root_reserve(r, name, SHMDS_TYPE_QUEUE, &slot);
+    if (rc == -EAGAIN && (rc = shmds_region_reclaim(r)) == 0)
+        rc = shmds__root_reserve(r, name, SHMDS_TYPE_QUEUE, &slot);
     if (rc != 0)
-        return rc;
+        return rc == -EAGAIN ? -EEXIST : rc;
+    SHMDS_FAULT("queue.create.reserved");
+    rc = shmds__alloc_zeroed_into(r, sizeof(struct qhdr) + cap + SHMDS__CACHE_LINE - 16, slot);
+    if (rc != 0)
+        goto fail;
     SHMDS_FAULT("queue.create.after_alloc");
-    shmds_off_t off = (block + SHMDS__CACHE_LINE - 1) & ~(shmds_off_t)(SHMDS__CACHE_LINE - 1);
+    shmds_off_t block = *slot;
+    shmds_off_t off = shmds__hdr_of(block);
     struct qhdr *h = shmds__ptr_chk(r, off, sizeof(struct qhdr) + cap, SHMDS__CACHE_LINE);
     if (h == NULL) {
-        shmds_free(r, block);
-        return SHMDS_ECORRUPT;
+        rc = SHMDS_ECORRUPT;
+        goto fail;
     }
-    memset(h, 0, sizeof *h);
     h->version = Q_VERSION;
     h->flags = flags;
     h->cap = cap;
@@ -684,24 +686,23 @@ SHMDS_API int shmds_queue_create(shmds_region *r, const char *name, size_t capac
     h->checksum = hdr_checksum(h);
     shmds_queue *q = NULL;
     if ((rc = shmds_mutex_init(&h->lock)) != 0 || (rc = shmds_sem_init(&h->not_empty, 0)) != 0 ||
-        (rc = shmds_sem_init(&h->not_full, 0)) != 0) {
-        shmds_free(r, block);
-        return rc;
-    }
+        (rc = shmds_sem_init(&h->not_full, 0)) != 0)
+        goto fail;
     __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE);
-    if ((rc = handle_make(r, off, &q)) != 0) {
-        shmds_free(r, block);
-        return rc;
-    }
+    if ((rc = handle_make(r, off, &q)) != 0)
+        goto fail;
     SHMDS_FAULT("queue.create.before_register");
-    /* Registered last: the name never points at half a queue. */
-    if ((rc = shmds_root_set(r, name, SHMDS_TYPE_QUEUE, off)) != 0) {
+    if ((rc = shmds__root_publish(r, slot)) != 0) {
         free(q);
-        shmds_free(r, block);
-        return rc;
+        goto fail;
     }
     *out = q;
     return 0;
+
+fail:
+    if (shmds__free_from(r, slot) == 0)
+        shmds__root_drop(r, slot);
+    return rc;
 }
 
 SHMDS_API int shmds_queue_open(shmds_region *r, const char *name, shmds_queue **out)
@@ -735,10 +736,20 @@ struct find_name {
 static int find_name_fn(const char *name, uint32_t type, shmds_off_t off, void *arg)
 {
     struct find_name *f = arg;
-    if (type != SHMDS_TYPE_QUEUE || off != f->off)
+    if (type != SHMDS_TYPE_QUEUE || shmds__hdr_of(off) != f->off)
         return 0;
     snprintf(f->name, sizeof f->name, "%s", name);
     return 1;
+}
+
+int shmds__queue_reclaim_at(shmds_region *r, shmds_off_t off)
+{
+    /* The ring lives in the header's own block: nothing else to free. */
+    struct qhdr *h = shmds__ptr_chk(r, off, sizeof(struct qhdr), SHMDS__CACHE_LINE);
+    if (h == NULL)
+        return SHMDS_ECORRUPT;
+    __atomic_store_n(&h->magic, 0, __ATOMIC_RELEASE);
+    return 0;
 }
 
 SHMDS_API int shmds_queue_destroy(shmds_queue *q)
@@ -752,15 +763,17 @@ SHMDS_API int shmds_queue_destroy(shmds_queue *q)
         rc = shmds_root_foreach(r, find_name_fn, &f);
         rc = rc == 1 ? 0 : rc == 0 ? -ENOENT : rc;
     }
-    /* Unregister first: a crash after this leaks the block but never
-     * leaves a name pointing at freed memory. */
+    /* The commit point: the name goes pending, owned by us; the block stays
+     * reachable from the entry until it is freed through it. */
+    shmds_off_t *slot = NULL;
     if (rc == 0)
-        rc = shmds_root_del(r, f.name);
+        rc = shmds__root_unpublish(r, f.name, SHMDS_TYPE_QUEUE, q->off, &slot);
     SHMDS_FAULT("queue.destroy.after_unregister");
-    if (rc == 0) {
-        shmds_off_t block = q->h->block;
-        __atomic_store_n(&q->h->magic, 0, __ATOMIC_RELEASE);
-        rc = shmds_free(r, block);
+    if (rc == 0)
+        rc = shmds__queue_reclaim_at(r, q->off);
+    if (rc == 0 && (rc = shmds__free_from(r, slot)) == 0) {
+        SHMDS_FAULT("queue.destroy.freed");
+        rc = shmds__root_drop(r, slot);
     }
     free(q);
     return rc;

@@ -25,10 +25,27 @@
  * sequence lock and retry, which is what lets a read-only mapping look roots
  * up. A writer that dies mid-change leaves `dir_seq` odd; the repair clears
  * the names of free slots and makes it even again.
+ *
+ * Pending entries. A structure's create and destroy do not set and delete
+ * a name around their allocations (a crash between the two would leak the
+ * blocks); they go through a *pending* entry: `owner_pid` nonzero means "being
+ * created or destroyed by that process". A pending entry keeps its name
+ * taken but is invisible to every lookup (root_get, foreach, typed opens see
+ * it as absent), and its `off` field is the allocator slot of the object's
+ * header block (shmds__alloc_into / shmds__free_from write it as part of the
+ * allocator's commit). So at every instant the object's blocks are reachable
+ * from the directory: create reserves, allocates into the entry, fills the
+ * header and publishes (owner_pid = 0, one store: the commit point); destroy
+ * unpublishes (owner_pid = self), frees, and drops the entry once its `off`
+ * is back to 0. An entry whose owner is dead is an orphan; check.c reclaims
+ * it (shmds_region_reclaim). owner_pid is stored before the type when a slot
+ * is taken, so the repair's rule is unchanged: every slot is free or
+ * complete (complete includes pending).
  */
 #include "internal.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -354,8 +371,10 @@ static int dir_repair(void *arg)
 {
     struct shmds__hdr *h = arg;
     for (unsigned i = 0; i < SHMDS_ROOTS_MAX; i++)
-        if (__atomic_load_n(&h->roots[i].type, __ATOMIC_RELAXED) == 0)
+        if (__atomic_load_n(&h->roots[i].type, __ATOMIC_RELAXED) == 0) {
             memset(h->roots[i].name, 0, sizeof h->roots[i].name);
+            h->roots[i].owner_pid = 0;
+        }
     uint64_t seq = __atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED);
     if (seq & 1)
         __atomic_store_n(&h->dir_seq, seq + 1, __ATOMIC_RELEASE);
@@ -421,12 +440,67 @@ static int dir_snapshot(shmds_region *r, struct shmds__root *copy)
     }
 }
 
-static int dir_find(const struct shmds__root *roots, const char *name)
+/* A slot that names something, pending or not. */
+static bool slot_taken(const struct shmds__root *e)
+{
+    return e->type != 0;
+}
+
+/* A slot that lookups see: taken and not pending. */
+static bool slot_visible(const struct shmds__root *e)
+{
+    return e->type != 0 && e->owner_pid == 0;
+}
+
+/* The slot holding `name`: visible ones only, or every taken one. */
+static int dir_find_in(const struct shmds__root *roots, const char *name, bool pending_too)
 {
     for (int i = 0; i < SHMDS_ROOTS_MAX; i++)
-        if (roots[i].type != 0 && strncmp(roots[i].name, name, sizeof roots[i].name) == 0)
+        if ((pending_too ? slot_taken(&roots[i]) : slot_visible(&roots[i])) &&
+            strncmp(roots[i].name, name, sizeof roots[i].name) == 0)
             return i;
     return -1;
+}
+
+/* The offset lookups report: for the library's own structures the entry
+ * holds the start of the header's block (the allocator slot, see the top of
+ * the file), and the object is the 64-byte aligned header inside it. */
+static shmds_off_t entry_off(const struct shmds__root *e)
+{
+    bool own = e->type == SHMDS_TYPE_LIST || e->type == SHMDS_TYPE_MAP ||
+               e->type == SHMDS_TYPE_QUEUE;
+    return own ? shmds__hdr_of(e->off) : e->off;
+}
+
+static int dir_find(const struct shmds__root *roots, const char *name)
+{
+    return dir_find_in(roots, name, false);
+}
+
+/* Take a free slot for `name` (not taken, pending or not) with the given
+ * owner and offset, the type stored last. Under the directory lock. */
+static int dir_take(struct shmds__hdr *h, const char *name, uint32_t type, uint32_t owner,
+                    shmds_off_t off, int *slot_out)
+{
+    if (dir_find_in(h->roots, name, true) >= 0)
+        return -EEXIST;
+    int slot = -1;
+    for (int i = 0; i < SHMDS_ROOTS_MAX && slot < 0; i++)
+        if (h->roots[i].type == 0)
+            slot = i;
+    if (slot < 0)
+        return -ENOSPC;
+    struct shmds__root *e = &h->roots[slot];
+    dir_write_begin(h);
+    memset(e->name, 0, sizeof e->name);
+    memcpy(e->name, name, strlen(name));
+    e->owner_pid = owner;
+    e->off = off;
+    SHMDS_FAULT("region.root_set.before_publish");
+    __atomic_store_n(&e->type, type, __ATOMIC_RELEASE);
+    dir_write_end(h);
+    *slot_out = slot;
+    return 0;
 }
 
 SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, shmds_off_t off)
@@ -437,25 +511,8 @@ SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, s
     if (rc != 0)
         return rc;
     struct shmds__hdr *h = r->hdr;
-    int slot = -1;
-    if (dir_find(h->roots, name) >= 0) {
-        rc = -EEXIST;
-    } else {
-        for (int i = 0; i < SHMDS_ROOTS_MAX && slot < 0; i++)
-            if (h->roots[i].type == 0)
-                slot = i;
-        rc = slot < 0 ? -ENOSPC : 0;
-    }
-    if (rc == 0) {
-        struct shmds__root *e = &h->roots[slot];
-        dir_write_begin(h);
-        memset(e->name, 0, sizeof e->name);
-        memcpy(e->name, name, strlen(name));
-        e->off = off;
-        SHMDS_FAULT("region.root_set.before_publish");
-        __atomic_store_n(&e->type, type, __ATOMIC_RELEASE);
-        dir_write_end(h);
-    }
+    int slot;
+    rc = dir_take(h, name, type, 0, off, &slot);
     shmds_mutex_unlock(&h->dir_lock);
     return rc;
 }
@@ -474,7 +531,7 @@ SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type, 
     if (type != NULL)
         *type = copy[i].type;
     if (off != NULL)
-        *off = copy[i].off;
+        *off = entry_off(&copy[i]);
     return 0;
 }
 
@@ -501,6 +558,142 @@ SHMDS_API int shmds_root_del(shmds_region *r, const char *name)
     return rc;
 }
 
+/* ---------------------------------------------------------------------------
+ * Pending entries (see the top of the file)
+ * ------------------------------------------------------------------------ */
+
+static uint32_t self_pid(void)
+{
+    return (uint32_t)getpid();
+}
+
+/* True when the process `pid` is gone. PID reuse: a pid recycled by an
+ * unrelated process keeps an orphan pending (invisible, name taken) until
+ * that process exits too; nothing is ever freed under a live owner. */
+static bool pid_dead(uint32_t pid)
+{
+    return pid != 0 && pid <= INT32_MAX && kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+}
+
+int shmds__root_reserve(shmds_region *r, const char *name, uint32_t type, shmds_off_t **slot)
+{
+    if (root_name_check(name) != 0 || type == 0)
+        return -EINVAL;
+    int rc = dir_lock(r);
+    if (rc != 0)
+        return rc;
+    struct shmds__hdr *h = r->hdr;
+    int i;
+    rc = dir_take(h, name, type, self_pid(), 0, &i);
+    if (rc == -EEXIST) {
+        int j = dir_find_in(h->roots, name, true);
+        if (j >= 0 && pid_dead(h->roots[j].owner_pid))
+            rc = -EAGAIN;
+    }
+    if (rc == 0)
+        *slot = &h->roots[i].off;
+    shmds_mutex_unlock(&h->dir_lock);
+    return rc;
+}
+
+/* The entry whose `off` field is `slot`, or NULL. */
+static struct shmds__root *entry_of(shmds_region *r, const shmds_off_t *slot)
+{
+    struct shmds__hdr *h = r->hdr;
+    for (int i = 0; i < SHMDS_ROOTS_MAX; i++)
+        if (&h->roots[i].off == slot)
+            return &h->roots[i];
+    return NULL;
+}
+
+int shmds__root_publish(shmds_region *r, shmds_off_t *slot)
+{
+    struct shmds__root *e = entry_of(r, slot);
+    if (e == NULL)
+        return -EINVAL;
+    int rc = dir_lock(r);
+    if (rc != 0)
+        return rc;
+    struct shmds__hdr *h = r->hdr;
+    if (e->type == 0 || e->owner_pid != self_pid() || e->off == 0) {
+        rc = SHMDS_ECORRUPT;
+    } else {
+        dir_write_begin(h);
+        __atomic_store_n(&e->owner_pid, 0, __ATOMIC_RELEASE);
+        dir_write_end(h);
+    }
+    shmds_mutex_unlock(&h->dir_lock);
+    return rc;
+}
+
+int shmds__root_unpublish(shmds_region *r, const char *name, uint32_t type, shmds_off_t off,
+                          shmds_off_t **slot)
+{
+    if (root_name_check(name) != 0)
+        return -EINVAL;
+    int rc = dir_lock(r);
+    if (rc != 0)
+        return rc;
+    struct shmds__hdr *h = r->hdr;
+    int i = dir_find(h->roots, name);
+    if (i < 0 || h->roots[i].type != type || entry_off(&h->roots[i]) != off) {
+        rc = -ENOENT;
+    } else {
+        dir_write_begin(h);
+        __atomic_store_n(&h->roots[i].owner_pid, self_pid(), __ATOMIC_RELEASE);
+        dir_write_end(h);
+        *slot = &h->roots[i].off;
+    }
+    shmds_mutex_unlock(&h->dir_lock);
+    return rc;
+}
+
+int shmds__root_drop(shmds_region *r, shmds_off_t *slot)
+{
+    struct shmds__root *e = entry_of(r, slot);
+    if (e == NULL)
+        return -EINVAL;
+    int rc = dir_lock(r);
+    if (rc != 0)
+        return rc;
+    struct shmds__hdr *h = r->hdr;
+    if (e->type == 0 || e->owner_pid != self_pid() || e->off != 0) {
+        rc = SHMDS_ECORRUPT;
+    } else {
+        dir_write_begin(h);
+        __atomic_store_n(&e->type, 0, __ATOMIC_RELEASE);
+        SHMDS_FAULT("region.root_drop.after_free");
+        memset(e->name, 0, sizeof e->name);
+        e->owner_pid = 0;
+        dir_write_end(h);
+    }
+    shmds_mutex_unlock(&h->dir_lock);
+    return rc;
+}
+
+int shmds__root_take_orphan(shmds_region *r, uint32_t *type, shmds_off_t **slot)
+{
+    int rc = dir_lock(r);
+    if (rc != 0)
+        return rc;
+    struct shmds__hdr *h = r->hdr;
+    rc = -ENOENT;
+    for (int i = 0; i < SHMDS_ROOTS_MAX; i++) {
+        struct shmds__root *e = &h->roots[i];
+        if (e->type == 0 || !pid_dead(e->owner_pid))
+            continue;
+        dir_write_begin(h);
+        __atomic_store_n(&e->owner_pid, self_pid(), __ATOMIC_RELEASE);
+        dir_write_end(h);
+        *type = e->type;
+        *slot = &e->off;
+        rc = 0;
+        break;
+    }
+    shmds_mutex_unlock(&h->dir_lock);
+    return rc;
+}
+
 SHMDS_API int shmds_root_foreach(shmds_region *r,
                                  int (*fn)(const char *name, uint32_t type, shmds_off_t off,
                                            void *arg),
@@ -511,10 +704,10 @@ SHMDS_API int shmds_root_foreach(shmds_region *r,
     if (rc != 0)
         return rc;
     for (int i = 0; i < SHMDS_ROOTS_MAX; i++) {
-        if (copy[i].type == 0)
+        if (!slot_visible(&copy[i]))
             continue;
         copy[i].name[SHMDS_ROOT_NAME_MAX] = '\0';
-        if ((rc = fn(copy[i].name, copy[i].type, copy[i].off, arg)) != 0)
+        if ((rc = fn(copy[i].name, copy[i].type, entry_off(&copy[i]), arg)) != 0)
             return rc;
     }
     return 0;
@@ -595,7 +788,9 @@ int shmds__region_check_header(shmds_region *r)
         if (copy[i].type == 0)
             continue;
         size_t n = strnlen(copy[i].name, sizeof copy[i].name);
-        if (n == 0 || n > SHMDS_ROOT_NAME_MAX || !shmds__off_ok(r, copy[i].off, 1, 8))
+        bool pending = copy[i].owner_pid != 0; /* its off may still be 0 */
+        if (n == 0 || n > SHMDS_ROOT_NAME_MAX ||
+            (!(pending && copy[i].off == 0) && !shmds__off_ok(r, copy[i].off, 1, 8)))
             return SHMDS_ECORRUPT;
         for (int j = 0; j < i; j++)
             if (copy[j].type != 0 && strncmp(copy[j].name, copy[i].name, sizeof copy[i].name) == 0)

@@ -218,11 +218,13 @@ static uint64_t *word_at(unsigned char *img, uint64_t off)
     return (uint64_t *)(void *)(img + off);
 }
 
+/* A structure's header: its directory entry holds the start of the
+ * header's block, and the header is 64-byte aligned inside it. */
 static uint64_t root_off(unsigned char *img, const char *name)
 {
     for (unsigned i = 0; i < SHMDS_ROOTS_MAX; i++)
         if (strcmp(hdr_of(img)->roots[i].name, name) == 0)
-            return hdr_of(img)->roots[i].off;
+            return shmds__hdr_of(hdr_of(img)->roots[i].off);
     abort();
 }
 

@@ -544,6 +544,289 @@ START_TEST(test_region_directory_writer_killed_is_repaired)
 }
 END_TEST
 
+/* ---- creates and destroys killed part way: nothing leaks ----
+ * A list, a map or a queue being created or destroyed holds its name with
+ * a pending directory entry that reaches every block; shmds_region_check
+ * (or a create of the same name) reclaims a dead owner's. */
+
+enum { K_LIST, K_MAP, K_QUEUE, K_N };
+static const uint32_t k_type[K_N] = {SHMDS_TYPE_LIST, SHMDS_TYPE_MAP, SHMDS_TYPE_QUEUE};
+static const char *const k_tag[K_N] = {"list", "map", "queue"};
+
+/* Create the object of kind k under `name` with a little content; close. */
+static int k_create(shmds_region *r, int k, const char *name)
+{
+    int rc;
+    if (k == K_LIST) {
+        shmds_list *l;
+        if ((rc = shmds_list_create(r, name, &l)) != 0)
+            return rc;
+        if ((rc = shmds_list_push_back(l, "a", 1)) == 0)
+            rc = shmds_list_push_back(l, "bb", 2);
+        shmds_list_close(l);
+    } else if (k == K_MAP) {
+        shmds_map *m;
+        if ((rc = shmds_map_create(r, name, NULL, &m)) != 0)
+            return rc;
+        if ((rc = shmds_map_put(m, "k1", 2, "v", 1, 0, 0)) == 0)
+            rc = shmds_map_put(m, "k2", 2, "w", 1, 0, 0);
+        shmds_map_close(m);
+    } else {
+        shmds_queue *q;
+        if ((rc = shmds_queue_create(r, name, 256, 32, 0, &q)) != 0)
+            return rc;
+        rc = shmds_queue_send(q, "m", 1, 0);
+        shmds_queue_close(q);
+    }
+    return rc;
+}
+
+/* Open and destroy; -ENOENT when the name is not (visibly) there. */
+static int k_destroy(shmds_region *r, int k, const char *name)
+{
+    int rc;
+    if (k == K_LIST) {
+        shmds_list *l;
+        return (rc = shmds_list_open(r, name, &l)) != 0 ? rc : shmds_list_destroy(l);
+    }
+    if (k == K_MAP) {
+        shmds_map *m;
+        return (rc = shmds_map_open(r, name, &m)) != 0 ? rc : shmds_map_destroy(m);
+    }
+    shmds_queue *q;
+    return (rc = shmds_queue_open(r, name, &q)) != 0 ? rc : shmds_queue_destroy(q);
+}
+
+static uint64_t used_blocks(shmds_region *r)
+{
+    shmds_alloc_stats st;
+    ck_assert_int_eq(shmds_alloc_stats_get(r, &st), 0);
+    return st.used_blocks;
+}
+
+struct k_arg {
+    shmds_region *r;
+    int k;
+    const char *name;
+};
+
+/* Die holding a pending entry of a create: name reserved, header block
+ * allocated into the entry (zeroed), nothing written yet. */
+static int die_in_create(void *p)
+{
+    struct k_arg *a = p;
+    shmds_off_t *slot;
+    if (shmds__root_reserve(a->r, a->name, k_type[a->k], &slot) != 0 ||
+        shmds__alloc_zeroed_into(a->r, 512, slot) != 0)
+        return 2;
+    raise(SIGKILL);
+    return 3;
+}
+
+/* Die at a destroy's commit point: the complete object's name is pending,
+ * owned by us, and nothing is freed yet. */
+static int die_in_destroy(void *p)
+{
+    struct k_arg *a = p;
+    uint32_t type;
+    shmds_off_t off, *slot;
+    if (shmds_root_get(a->r, a->name, &type, &off) != 0 ||
+        shmds__root_unpublish(a->r, a->name, type, off, &slot) != 0)
+        return 2;
+    raise(SIGKILL);
+    return 3;
+}
+
+static void expect_killed(int st)
+{
+    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "child status %d", st);
+}
+
+START_TEST(test_region_reclaim_after_kill_in_create)
+{
+    shmds_region *r = make();
+    for (int k = 0; k < K_N; k++) {
+        uint64_t base = used_blocks(r);
+        struct k_arg a = {r, k, k_tag[k]};
+        expect_killed(tu_wait(tu_fork(die_in_create, &a), 10000));
+        ck_assert_uint_eq(used_blocks(r), base + 1);
+        /* Pending: invisible, but the name is taken. */
+        ck_assert_int_eq(shmds_root_get(r, a.name, NULL, NULL), -ENOENT);
+        ck_assert_int_eq(shmds_root_set(r, a.name, SHMDS_TYPE_USER, SHMDS_HEADER_SIZE), -EEXIST);
+        ck_assert_int_eq(shmds_region_check(r), 0);
+        ck_assert_uint_eq(used_blocks(r), base);
+        ck_assert_int_eq(k_create(r, k, a.name), 0);
+        ck_assert_int_eq(k_destroy(r, k, a.name), 0);
+        ck_assert_uint_eq(used_blocks(r), base);
+    }
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_region_reclaim_after_kill_in_destroy)
+{
+    shmds_region *r = make();
+    for (int k = 0; k < K_N; k++) {
+        uint64_t base = used_blocks(r);
+        struct k_arg a = {r, k, k_tag[k]};
+        ck_assert_int_eq(k_create(r, k, a.name), 0);
+        ck_assert_uint_gt(used_blocks(r), base);
+        expect_killed(tu_wait(tu_fork(die_in_destroy, &a), 10000));
+        ck_assert_int_eq(k_destroy(r, k, a.name), -ENOENT);
+        ck_assert_int_eq(shmds_region_reclaim(r), 0);
+        ck_assert_uint_eq(used_blocks(r), base);
+        ck_assert_int_eq(shmds_region_check(r), 0);
+    }
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_region_create_over_dead_pending_name_reclaims)
+{
+    shmds_region *r = make();
+    for (int k = 0; k < K_N; k++) {
+        uint64_t base = used_blocks(r);
+        struct k_arg a = {r, k, k_tag[k]};
+        expect_killed(tu_wait(tu_fork(die_in_create, &a), 10000));
+        /* No check in between: the create itself reclaims the orphan. */
+        ck_assert_int_eq(k_create(r, k, a.name), 0);
+        ck_assert_int_eq(k_destroy(r, k, a.name), 0);
+        ck_assert_uint_eq(used_blocks(r), base);
+    }
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_region_live_pending_name_is_left_alone)
+{
+    shmds_region *r = make();
+    uint64_t base = used_blocks(r);
+    shmds_off_t *slot;
+    ck_assert_int_eq(shmds__root_reserve(r, "mine", SHMDS_TYPE_LIST, &slot), 0);
+    ck_assert_int_eq(shmds__alloc_zeroed_into(r, 256, slot), 0);
+    /* Our own pending create: not an orphan, and the name stays taken. */
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_uint_eq(used_blocks(r), base + 1);
+    shmds_list *l;
+    ck_assert_int_eq(shmds_list_create(r, "mine", &l), -EEXIST);
+    ck_assert_int_eq(shmds_list_open(r, "mine", &l), -ENOENT);
+    ck_assert_int_eq(shmds__free_from(r, slot), 0);
+    ck_assert_int_eq(shmds__root_drop(r, slot), 0);
+    ck_assert_uint_eq(used_blocks(r), base);
+    ck_assert_int_eq(shmds_region_reclaim(NULL), -EINVAL);
+    shmds_region_close(r);
+}
+END_TEST
+
+#ifdef SHMDS_FAULT_INJECTION
+/* Every fault point of a create and a destroy, and the repair points the
+ * reclaim passes (hit by a second child that reclaims and is killed too). */
+static const char *const k_points[K_N][10] = {
+    {"list.create.reserved", "list.create.allocated", "list.create.before_register",
+     "list.destroy.unregistered", "list.destroy.marked", "list.destroy.emptied",
+     "list.destroy.freed", NULL},
+    {"map.create.reserved", "map.create.table", "map.create.before_register",
+     "map.destroy.unregistered", "map.destroy.scratch", "map.destroy.unlinked",
+     "map.destroy.unmarked", "map.destroy.freed", NULL},
+    {"queue.create.reserved", "queue.create.after_alloc", "queue.create.before_register",
+     "queue.destroy.after_unregister", "queue.destroy.freed", NULL},
+};
+static const char *const common_points[] = {
+    "region.root_set.before_publish", "region.root_drop.after_free", "alloc.alloc.zeroed",
+    "alloc.commit.sealed", "alloc.commit.store", NULL};
+static const char *const reclaim_points[] = {"check.reclaim.reached", "check.reclaim.freed",
+                                             "region.root_drop.after_free", NULL};
+
+static const char *fault_point;
+static unsigned fault_skip;
+
+static void fault_env(const char *point, unsigned skip)
+{
+    char n[16];
+    snprintf(n, sizeof n, "%u", skip);
+    setenv("SHMDS_FAULT", point, 1);
+    setenv("SHMDS_FAULT_SKIP", n, 1);
+}
+
+/* Create, fill and destroy, to be killed at fault_point. */
+static int lifecycle(void *p)
+{
+    struct k_arg *a = p;
+    fault_env(fault_point, fault_skip);
+    if (k_create(a->r, a->k, a->name) != 0 || k_destroy(a->r, a->k, a->name) != 0)
+        return 2;
+    return 0;
+}
+
+static int reclaimer(void *p)
+{
+    fault_env(fault_point, fault_skip);
+    int rc = shmds_region_reclaim(p);
+    if (rc != 0)
+        fprintf(stderr, "reclaim at %s: %s\n", fault_point, shmds_errname(rc));
+    return rc == 0 ? 0 : 2;
+}
+
+/* After a kill: reclaim (itself killed once at each reclaim point), then
+ * the name is free or a complete object, and nothing leaked. */
+static void after_kill(shmds_region *r, int k, const char *name, uint64_t base)
+{
+    const char *point = fault_point;
+    unsigned skip = fault_skip;
+    for (unsigned i = 0; reclaim_points[i] != NULL; i++) {
+        fault_point = reclaim_points[i];
+        fault_skip = 0;
+        int st = tu_wait(tu_fork(reclaimer, r), 10000);
+        ck_assert_msg(WIFSIGNALED(st) || (WIFEXITED(st) && WEXITSTATUS(st) == 0),
+                      "%s after %s skip %u: status %d", fault_point, point, skip, st);
+    }
+    fault_point = point;
+    fault_skip = skip;
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    int rc = k_destroy(r, k, name);
+    ck_assert_msg(rc == 0 || rc == -ENOENT, "%s: %s", name, shmds_errname(rc));
+    uint64_t used = used_blocks(r);
+    ck_assert_msg(used == base, "%s at %s skip %u: %" PRIu64 " blocks, %" PRIu64 " before",
+                  name, fault_point, fault_skip, used, base);
+    ck_assert_int_eq(k_create(r, k, name), 0);
+    ck_assert_int_eq(k_destroy(r, k, name), 0);
+    ck_assert_uint_eq(used_blocks(r), base);
+}
+
+START_TEST(test_region_kill_at_every_lifecycle_point_leaks_nothing)
+{
+    shmds_region *r = make();
+    unsigned kills = 0;
+    for (int k = 0; k < K_N; k++) {
+        uint64_t base = used_blocks(r);
+        struct k_arg a = {r, k, k_tag[k]};
+        for (int set = 0; set < 2; set++) {
+            const char *const *pts = set == 0 ? k_points[k] : common_points;
+            for (unsigned i = 0; pts[i] != NULL; i++) {
+                for (unsigned skip = 0; skip < 24; skip++) {
+                    fault_point = pts[i];
+                    fault_skip = skip;
+                    int st = tu_wait(tu_fork(lifecycle, &a), 10000);
+                    if (WIFEXITED(st)) {
+                        ck_assert_msg(WEXITSTATUS(st) == 0, "%s skip %u: exit %d", pts[i],
+                                      skip, WEXITSTATUS(st));
+                        ck_assert_uint_eq(used_blocks(r), base);
+                        break; /* the point has no more hits */
+                    }
+                    expect_killed(st);
+                    kills++;
+                    after_kill(r, k, a.name, base);
+                }
+            }
+        }
+    }
+    printf("lifecycle kills: %u\n", kills);
+    ck_assert_uint_gt(kills, 30);
+    shmds_region_close(r);
+}
+END_TEST
+#endif
+
 int main(void)
 {
     Suite *s = suite_create("region");
@@ -587,6 +870,17 @@ int main(void)
     tcase_add_test(mp, test_region_open_during_create_never_sees_garbage);
     tcase_add_test(mp, test_region_directory_writer_killed_is_repaired);
     suite_add_tcase(s, mp);
+
+    TCase *crash = tcase_create("crash");
+    tcase_set_timeout(crash, 120);
+    tcase_add_test(crash, test_region_reclaim_after_kill_in_create);
+    tcase_add_test(crash, test_region_reclaim_after_kill_in_destroy);
+    tcase_add_test(crash, test_region_create_over_dead_pending_name_reclaims);
+    tcase_add_test(crash, test_region_live_pending_name_is_left_alone);
+#ifdef SHMDS_FAULT_INJECTION
+    tcase_add_test(crash, test_region_kill_at_every_lifecycle_point_leaks_nothing);
+#endif
+    suite_add_tcase(s, crash);
 
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -84,9 +84,11 @@ typedef struct shmds_list shmds_list;
  * @p name (type SHMDS_TYPE_LIST). The name appears only once the list is
  * complete. Cost: one allocation and a directory update.
  *
- * If the process dies between allocating the list and registering its name,
- * the list's header block (a few hundred bytes) stays allocated with no name
- * pointing at it; nothing else is affected.
+ * If the process dies inside this call, the name is either free or names a
+ * complete list, and nothing leaks: until the list is complete its name is
+ * held by a pending directory entry that reaches its block, which
+ * shmds_region_reclaim() (run by shmds_region_check() and by a create of the
+ * same name) frees.
  *
  * @param r    a region opened read-write.
  * @param name 1 to SHMDS_ROOT_NAME_MAX bytes.
@@ -114,16 +116,16 @@ SHMDS_API void shmds_list_close(shmds_list *l);
  * and its header, and close @p l (also on error). No other process may use
  * the list afterwards; handles other processes still hold become invalid.
  *
- * Crash-safe in steps: the list is first marked as being destroyed (other
+ * Crash-safe: the name first goes pending (lookups no longer see it; this
+ * is the commit point), then the list is marked as being destroyed (other
  * handles then get -EIDRM), its elements are freed one by one as by pops,
- * then its name is removed, then its header freed. A process killed part
- * way leaves a list that a later shmds_list_open() + shmds_list_destroy()
- * finishes; killed between removing the name and freeing the header, it
- * leaves that one header block allocated. Cost: O(length).
+ * then its header, then the name. A process killed part way leaves the
+ * rest to shmds_region_reclaim(); nothing leaks. Cost: O(length).
  *
  * @return 0; SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ENOTRECOVERABLE;
  *         SHMDS_ECORRUPT (the list was damaged; nothing was freed past the
- *         damage); -EINVAL @p l is NULL.
+ *         damage); -EIDRM the list is already being destroyed; -ENOENT its
+ *         name no longer names it; -EINVAL @p l is NULL.
  */
 SHMDS_API int shmds_list_destroy(shmds_list *l);
 

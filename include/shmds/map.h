@@ -98,8 +98,11 @@ typedef struct shmds_map_stats {
 /**
  * Create a map and register it in the region's directory under @p name.
  * Cost: O(capacity) to clear the first table.
- * If the process dies inside this call, the name is either absent or names
- * a complete map; the blocks of an unfinished map may stay allocated.
+ * If the process dies inside this call, the name is either free or names a
+ * complete map, and nothing leaks: an unfinished map's blocks stay
+ * reachable from its name's pending directory entry, and
+ * shmds_region_reclaim() (run by shmds_region_check() and by a create of
+ * the same name) frees them.
  * @param o NULL for defaults.
  * @return 0; -EINVAL bad name or options; -EEXIST the name is taken;
  *         -ENOSPC the directory is full; -ENOMEM the heap is too small;
@@ -122,10 +125,11 @@ SHMDS_API void shmds_map_close(shmds_map *m);
 /**
  * Remove the map from the directory, free all its memory, and close the
  * handle (also on error). No other process may use the map any more.
- * Cost: O(entries). A crash part way leaves the name removed and may leave
- * some of the map's blocks allocated.
- * @return 0; SHMDS_ERDONLY (the handle is still closed); -ETIMEDOUT;
- *         SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
+ * Cost: O(entries). The name goes pending first (the commit point); a crash
+ * part way leaves the rest to shmds_region_reclaim(); nothing leaks.
+ * @return 0; SHMDS_ERDONLY (the handle is still closed); -ENOENT the name no
+ *         longer names this map; -ETIMEDOUT; SHMDS_ECORRUPT;
+ *         SHMDS_ENOTRECOVERABLE.
  */
 SHMDS_API int shmds_map_destroy(shmds_map *m);
 

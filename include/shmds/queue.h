@@ -86,10 +86,11 @@ static inline size_t shmds_queue_bytes_for(size_t msgs, size_t len)
  * Create a queue, register it under @p name and open it.
  *
  * Allocates one block (header plus ring) from the region's heap. The name
- * is registered last, when the queue is complete, so another process
- * never opens half a queue. A process killed between the allocation and
- * the registration leaks that block (nothing names it yet, so nothing can
- * use it either).
+ * becomes visible last, when the queue is complete, so another process
+ * never opens half a queue. Until then it is held by a pending directory
+ * entry that reaches the block: a process killed part way leaks nothing,
+ * shmds_region_reclaim() (run by shmds_region_check() and by a create of
+ * the same name) frees it.
  *
  * @param r              a writable region.
  * @param name           directory name (1 to SHMDS_ROOT_NAME_MAX bytes).
@@ -121,11 +122,11 @@ SHMDS_API int shmds_queue_open(shmds_region *r, const char *name, shmds_queue **
 SHMDS_API void shmds_queue_close(shmds_queue *q);
 
 /**
- * Remove the queue from the region: unregister its name, then free its
- * memory; closes the handle (also on error). Other processes must have
- * stopped using it: their handles then point at freed memory.
- * A process killed between the two steps leaks the queue's block (the
- * name is already gone, so nobody can use the half-destroyed queue).
+ * Remove the queue from the region: its name goes pending (lookups no
+ * longer see it), its memory is freed, then the name; closes the handle
+ * (also on error). Other processes must have stopped using it: their
+ * handles then point at freed memory. A process killed part way leaks
+ * nothing: shmds_region_reclaim() finishes the destroy.
  * @return 0; -EINVAL NULL; SHMDS_ERDONLY; -ENOENT the name was already
  *         removed; -ETIMEDOUT; SHMDS_ENOTRECOVERABLE; SHMDS_ECORRUPT.
  */

@@ -177,9 +177,27 @@ enum { SHMDS_LOCK_DIRECTORY = 0, SHMDS_LOCK_ALLOCATOR = 1 };
 SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mutex_info *out);
 
 /**
+ * Finish the creates and destroys of lists, maps and queues whose process
+ * died in the middle. Such an object's name is held by a *pending* directory
+ * entry (invisible to shmds_root_get, shmds_root_foreach and the opens, but
+ * the name stays taken) that still reaches every block the object had; this
+ * takes each one whose owner is dead over, frees those blocks and frees the
+ * name. A reclaimer that dies is itself a dead owner: the next call goes on.
+ * shmds_region_check (writable regions) and a create that meets a dead
+ * owner's pending name call it. "Dead" is kill(pid, 0) failing with ESRCH:
+ * a pid reused by an unrelated live process delays the reclaim until that
+ * process exits, and never frees anything early.
+ * @return 0 (also when there was nothing to do); -EINVAL for NULL;
+ *         SHMDS_ERDONLY; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE; -ETIMEDOUT.
+ */
+SHMDS_API int shmds_region_reclaim(shmds_region *r);
+
+/**
  * Verify the whole region: the header and its checksum, the directory, the
  * heap, and every named object of a known type. Takes each lock in turn (so
- * pending repairs run); in a read-only region, checks what needs no lock.
+ * pending repairs run) and, in a writable region, first reclaims what dead
+ * creators and destroyers left (shmds_region_reclaim); in a read-only
+ * region, checks what needs no lock.
  * @return 0 healthy; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE (an object is
  *         fenced off); -ETIMEDOUT a lock stayed held past the bound.
  */
@@ -195,7 +213,11 @@ static inline shmds_off_t shmds_off(const shmds_region *r, const void *p);
  * A fixed table of SHMDS_ROOTS_MAX entries {name, type tag, offset} in the
  * header, guarded by a robust mutex. Names are 1 to SHMDS_ROOT_NAME_MAX bytes.
  * The library's structures register themselves here; users may register
- * their own blocks with tags from SHMDS_TYPE_USER up. */
+ * their own blocks with tags from SHMDS_TYPE_USER up. A structure being
+ * created or destroyed holds its name with a pending entry: the name is
+ * taken (shmds_root_set gives -EEXIST) but lookups do not see it (see
+ * shmds_region_reclaim). For a list, map or queue, the offset lookups report
+ * is the object's header. */
 
 /**
  * Add a named root.
