@@ -58,4 +58,10 @@ else
 fi
 echo "=== _build-werror: make distcheck ==="
 (cd _build-werror && make -s -j"$jobs" distcheck)
+# One closing line over every build: each test program's verdict (a Check
+# program's own summary is in its .log) counted once per build it ran in.
+passed=$(cat _build-*/tests/*.trs _build-*/tests/*/*.trs 2>/dev/null | grep -c '^:test-result: PASS' || true)
+failed=$(cat _build-*/tests/*.trs _build-*/tests/*/*.trs 2>/dev/null | grep -c '^:test-result: \(FAIL\|ERROR\)' || true)
+skipped=$(cat _build-*/tests/*.trs _build-*/tests/*/*.trs 2>/dev/null | grep -c '^:test-result: SKIP' || true)
 echo "tests/all.sh: all passed"
+echo "$passed passed, $failed failed, $skipped skipped"
