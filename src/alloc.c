@@ -1148,7 +1148,9 @@ static int check_fn(const struct op *o, void *arg)
 SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out)
 {
     shmds_alloc_stats st;
-    int rc = read_stable(r, stats_fn, &st);
+    int rc = shmds__region_intact(r);
+    if (rc == 0)
+        rc = read_stable(r, stats_fn, &st);
     if (rc == 0)
         *out = st;
     return rc;

@@ -184,11 +184,24 @@ int shmds__ms_left(uint64_t deadline_ns);
  * the region's epoch. Returns as shmds_mutex_lock(), except that a mutex
  * whose own bytes are damaged gives SHMDS_ECORRUPT (never a glibc abort). */
 int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg);
+/* The same, waiting at most max_ms (0: never waits, -EBUSY when held; -1:
+ * the region's bound; the region's bound caps any other value too). */
+int shmds__lock_within(shmds_region *r, shmds_mutex *m, int max_ms, shmds_repair_fn *repair,
+                       void *arg);
+/* True when the words glibc trusts inside a mutex / semaphore hold what
+ * shmds_mutex_init / shmds_sem_init wrote (lock.c); the structure checks
+ * use them. */
+bool shmds__mutex_ok(const shmds_mutex *m);
+bool shmds__sem_ok(const shmds_sem *s);
+/* A semaphore's count without a call into glibc (clamped to SEM_VALUE_MAX). */
+int shmds__sem_value(const shmds_sem *s);
 /* True when the calling thread holds a shmds_mutex inside [base, base+len). */
 bool shmds__locks_held_in(const void *base, size_t len);
 
 /* ---- region internals used by the layers above ---- */
 
+/* SHMDS_ECORRUPT when the shm object is now shorter than the mapping. */
+int shmds__region_intact(const shmds_region *r);
 /* SHMDS_ERDONLY for a read-only region, else 0. */
 int shmds__writable(const shmds_region *r);
 /* Look a root up and insist on its type: SHMDS_ETYPE for another kind;

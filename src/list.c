@@ -587,9 +587,12 @@ SHMDS_API int shmds_list_foreach(shmds_list *l,
 {
     if (l == NULL || fn == NULL)
         return -EINVAL;
+    int rc = shmds__region_intact(l->r);
+    if (rc != 0)
+        return rc;
     if (shmds__rdonly(l->r))
         return foreach_snapshot(l, fn, arg);
-    int rc = list_lock(l, false);
+    rc = list_lock(l, false);
     if (rc != 0)
         return rc;
     struct list_hdr *h = l->h;
@@ -616,6 +619,8 @@ SHMDS_API int shmds_list_check(shmds_list *l)
     if (shmds__rdonly(l->r)) {
         if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != LIST_MAGIC)
             return -EIDRM;
+        if (!shmds__mutex_ok(&h->lock))
+            return SHMDS_ECORRUPT;
         return walk_snapshot(l, NULL, true, NULL);
     }
     int rc = list_lock(l, true);

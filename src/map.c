@@ -1266,7 +1266,8 @@ SHMDS_API void shmds_map_close(shmds_map *m)
 {
     if (m == NULL)
         return;
-    shard_release(m);
+    if (shmds__region_intact(m->r) == 0) /* the shard word may be gone */
+        shard_release(m);
     free(m);
 }
 
@@ -1853,8 +1854,8 @@ SHMDS_API int shmds_map_foreach(shmds_map *m,
                                 void *arg)
 {
     struct snapbuf b = {0};
-    int rc = 0;
-    for (uint32_t s = 0; s < m->S && rc == 0; s++) {
+    int rc = shmds__region_intact(m->r); /* truncated: an error, not SIGBUS */
+    for (uint32_t s = 0; rc == 0 && s < m->S; s++) {
         if ((rc = read_stripe(m, s, snap_fn, &b)) < 0)
             break;
         size_t at = 0;

@@ -279,15 +279,16 @@ static void bell_ring(shmds_sem *bell, const uint32_t *sleepers)
     uint32_t n = __atomic_load_n(sleepers, __ATOMIC_SEQ_CST);
     if (n == 0)
         return;
-    int v = 0;
-    sem_getvalue(&bell->sem, &v);
-    if (v < (int)(n < 64 ? n : 64))
+    /* A damaged semaphore is not posted (shmds_sem_post refuses it): the
+     * sleepers' bounded slices still wake them, and the check reports it. */
+    if (shmds__sem_value(bell) < (int)(n < 64 ? n : 64))
         shmds_sem_post(bell);
 }
 
 /* One bounded sleep on `bell`: until rung, the slice ends or the deadline
- * passes. deadline_ns 0 means no deadline. */
-static void bell_wait(shmds_sem *bell, uint64_t deadline_ns)
+ * passes. deadline_ns 0 means no deadline. SHMDS_ECORRUPT when the
+ * semaphore's words are damaged, else 0. */
+static int bell_wait(shmds_sem *bell, uint64_t deadline_ns)
 {
     int ms = SLICE_MS;
     if (deadline_ns != 0) {
@@ -295,7 +296,7 @@ static void bell_wait(shmds_sem *bell, uint64_t deadline_ns)
         if (left < ms)
             ms = left > 0 ? left : 1;
     }
-    shmds_sem_wait(bell, ms);
+    return shmds_sem_wait(bell, ms) == SHMDS_ECORRUPT ? SHMDS_ECORRUPT : 0;
 }
 
 static uint64_t deadline_of(int timeout_ms)
@@ -336,11 +337,26 @@ static int q_lock(shmds_queue *q)
     return rc == SHMDS_RECOVERED ? 0 : rc;
 }
 
+/* Lock the queue for a send or receive that may wait timeout_ms in all
+ * (ending at deadline_ns when > 0): a busy lock is a wait like any other,
+ * so 0 never waits (-EAGAIN) and a positive timeout bounds the lock's wait
+ * too (-ETIMEDOUT). */
+static int q_lock_io(shmds_queue *q, int timeout_ms, uint64_t deadline_ns)
+{
+    int ms = timeout_ms;
+    if (timeout_ms > 0 && (ms = shmds__ms_left(deadline_ns)) == 0)
+        ms = 1; /* deadline passed: one last try, then -ETIMEDOUT */
+    int rc = shmds__lock_within(q->r, &q->h->lock, ms, NULL, NULL);
+    if (rc == -EBUSY)
+        return -EAGAIN;
+    return rc == SHMDS_RECOVERED ? 0 : rc;
+}
+
 static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeout_ms)
 {
     struct qhdr *h = q->h;
     uint64_t need = rec_units(len), deadline = deadline_of(timeout_ms);
-    int rc = q_lock(q);
+    int rc = q_lock_io(q, timeout_ms, deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -382,10 +398,12 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             __atomic_add_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
             if (__atomic_load_n(&h->head, __ATOMIC_SEQ_CST) == hw &&
                 (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) & CLOSED_BIT) == 0)
-                bell_wait(&h->not_full, deadline);
+                rc = bell_wait(&h->not_full, deadline);
             __atomic_sub_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
+            if (rc != 0)
+                return rc;
         }
-        if ((rc = q_lock(q)) != 0)
+        if ((rc = q_lock_io(q, timeout_ms, deadline)) != 0)
             return rc;
     }
     shmds_mutex_unlock(&h->lock);
@@ -396,7 +414,7 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
 {
     struct qhdr *h = q->h;
     uint64_t deadline = deadline_of(timeout_ms);
-    int rc = q_lock(q);
+    int rc = q_lock_io(q, timeout_ms, deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -443,10 +461,12 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
         if (!spin_for_change(&h->tail, tw)) {
             __atomic_add_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
             if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == tw)
-                bell_wait(&h->not_empty, deadline);
+                rc = bell_wait(&h->not_empty, deadline);
             __atomic_sub_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
+            if (rc != 0)
+                return rc;
         }
-        if ((rc = q_lock(q)) != 0)
+        if ((rc = q_lock_io(q, timeout_ms, deadline)) != 0)
             return rc;
     }
     shmds_mutex_unlock(&h->lock);
@@ -544,8 +564,10 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
         __atomic_add_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&h->head, __ATOMIC_SEQ_CST) == hw &&
             (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) & CLOSED_BIT) == 0)
-            bell_wait(&h->not_full, deadline);
+            rc = bell_wait(&h->not_full, deadline);
         __atomic_sub_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -593,8 +615,10 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
             continue;
         __atomic_add_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == tw)
-            bell_wait(&h->not_empty, deadline);
+            rc = bell_wait(&h->not_empty, deadline);
         __atomic_sub_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -890,6 +914,9 @@ SHMDS_API int shmds_queue_check(shmds_queue *q)
     if (rc != 0)
         return rc == -EINVAL ? SHMDS_ECORRUPT : rc;
     if (h->block > q->off || q->off - h->block + sizeof(struct qhdr) + h->cap > usable)
+        return SHMDS_ECORRUPT;
+    /* The words glibc trusts in the lock and the doorbells. */
+    if (!shmds__mutex_ok(&h->lock) || !shmds__sem_ok(&h->not_empty) || !shmds__sem_ok(&h->not_full))
         return SHMDS_ECORRUPT;
     if (!shmds__rdonly(r) && !(q->flags & SHMDS_QUEUE_SPSC)) {
         if ((rc = q_lock(q)) != 0)

@@ -116,12 +116,92 @@ static shmds_region *handle_new(unsigned char *base, size_t map_len, int fd, uns
     r->heap_off = h->heap_off;
     r->heap_end = h->heap_off + h->heap_size;
     shmds__alloc_geo_init(r);
-    r->lock_timeout_ms = h->lock_timeout_ms;
+    /* Clamped: a header may claim anything up to INT32_MAX ms. */
+    uint32_t bound = h->lock_timeout_ms;
+    r->lock_timeout_ms = bound < SHMDS_LOCK_TIMEOUT_MAX_MS ? bound : SHMDS_LOCK_TIMEOUT_MAX_MS;
     r->flags = flags;
     r->map_len = map_len;
     r->fd = fd;
     r->hdr = h;
     return r;
+}
+
+/* ---------------------------------------------------------------------------
+ * Creation lock
+ *
+ * A creator holds a write lock (an open-file-description lock, F_OFD_SETLK)
+ * on the whole object from just after shm_open until the magic is
+ * published. The kernel drops the lock when the creator's file is closed,
+ * which includes its death, so "magic still 0 and nobody holds the creation
+ * lock" means the creation was abandoned, with no pid to be reused and no
+ * clock to trust. Whoever holds the lock of an unpublished object owns it:
+ * the creator, or a later create that took the lock of an abandoned one
+ * and replaces it. A creator that finds its object unlinked once it holds
+ * the lock lost it to such a replacement (its shm_open and its lock were
+ * microseconds apart, and the replacer saw no lock in between).
+ * ------------------------------------------------------------------------ */
+
+static int creation_lock(int fd, short type, int cmd)
+{
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, cmd, &fl) != 0)
+        return -errno;
+    return cmd == F_OFD_GETLK ? (fl.l_type == F_UNLCK ? 0 : -EAGAIN) : 0;
+}
+
+/* Open `name` without blocking and without following a link, and insist on
+ * a regular file (a FIFO put in /dev/shm by anyone must not hang an open).
+ * O_NONBLOCK is cleared again once the type is known. */
+static int shm_open_regular(const char *name, int oflag, struct stat *st)
+{
+    int fd = shm_open(name, oflag | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (fd < 0)
+        return errno == ELOOP ? SHMDS_EFORMAT : -errno;
+    int rc = fstat(fd, st) != 0 ? -errno : S_ISREG(st->st_mode) ? 0 : SHMDS_EFORMAT;
+    if (rc == 0) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0)
+            rc = -errno;
+    }
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+/* True when the object behind fd was never published and no creator holds
+ * its creation lock: its creator died (or failed without cleaning up). */
+static bool creation_abandoned(int fd)
+{
+    uint64_t magic = 0;
+    ssize_t n = pread(fd, &magic, sizeof magic, 0);
+    if (n < 0 || (n == (ssize_t)sizeof magic && magic != 0))
+        return false;
+    return creation_lock(fd, F_WRLCK, F_OFD_GETLK) == 0;
+}
+
+/* Create found `name` taken: when it is an abandoned creation, take its
+ * creation lock and remove the name, so that create can try again. 0 when
+ * removed; -EEXIST when it is a region or a creation still under way. */
+static int replace_abandoned(const char *name)
+{
+    struct stat st;
+    int fd = shm_open_regular(name, O_RDWR, &st);
+    if (fd < 0)
+        return fd == -ENOENT ? 0 : -EEXIST;
+    int rc = -EEXIST;
+    if (st.st_uid == geteuid() && creation_lock(fd, F_WRLCK, F_OFD_SETLK) == 0) {
+        uint64_t magic = 0;
+        ssize_t n = pread(fd, &magic, sizeof magic, 0);
+        /* Holding the lock: nobody can publish it or remove it now
+         * (but by hand, which the nlink test narrows). */
+        if (fstat(fd, &st) == 0 && st.st_nlink > 0 && n >= 0 &&
+            (n < (ssize_t)sizeof magic || magic == 0))
+            rc = shm_unlink(name) == 0 || errno == ENOENT ? 0 : -EEXIST;
+    }
+    close(fd); /* drops the lock */
+    return rc;
 }
 
 SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_region_opts *opts,
@@ -135,7 +215,7 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
         return -EINVAL;
     uint32_t timeout = (opts != NULL && opts->lock_timeout_ms != 0) ? opts->lock_timeout_ms
                                                                     : SHMDS_DEFAULT_LOCK_TIMEOUT_MS;
-    if (timeout > INT32_MAX)
+    if (timeout > SHMDS_LOCK_TIMEOUT_MAX_MS)
         return -EINVAL;
     if (size < SHMDS_REGION_MIN_SIZE)
         return -EINVAL;
@@ -144,14 +224,34 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
         return -EFBIG;
     size = (size + page - 1) / page * page;
 
-    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    int oflag = O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+    int fd = shm_open(name, oflag, 0600);
+    if (fd < 0 && errno == EEXIST) {
+        if ((rc = replace_abandoned(name)) != 0)
+            return rc;
+        fd = shm_open(name, oflag, 0600);
+    }
     if (fd < 0)
         return -errno;
+    struct stat st;
+    if (creation_lock(fd, F_WRLCK, F_OFD_SETLK) != 0 || fstat(fd, &st) != 0 || st.st_nlink == 0) {
+        close(fd); /* replaced as abandoned before the lock was taken */
+        return -EEXIST;
+    }
+    SHMDS_FAULT("region.create.after_open");
     void *base = MAP_FAILED;
     if (fchmod(fd, mode) != 0 || ftruncate(fd, (off_t)size) != 0) {
         rc = -errno;
         goto fail;
     }
+    /* The format words first, so that `shmds ls` can tell a half-created
+     * region from someone else's object. */
+    const uint32_t stamp[2] = {SHMDS_FORMAT_VERSION, SHMDS_HEADER_SIZE};
+    if (pwrite(fd, stamp, sizeof stamp, offsetof(struct shmds__hdr, format)) != (ssize_t)sizeof stamp) {
+        rc = -EIO;
+        goto fail;
+    }
+    SHMDS_FAULT("region.create.after_truncate");
     rc = posix_fallocate(fd, 0, (off_t)size);
     if (rc != 0) {
         rc = -rc;
@@ -162,7 +262,6 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
         rc = -errno;
         goto fail;
     }
-
     /* The object is fresh from ftruncate, so every byte is already zero. */
     struct shmds__hdr *h = base;
     h->format = SHMDS_FORMAT_VERSION;
@@ -186,6 +285,7 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
     h->checksum = header_checksum(&copy);
     SHMDS_FAULT("region.create.before_publish");
     __atomic_store_n(&h->magic, SHMDS__MAGIC, __ATOMIC_RELEASE);
+    creation_lock(fd, F_UNLCK, F_OFD_SETLK);
 
     shmds_region *r = handle_new(base, size, fd, 0);
     if (r == NULL) {
@@ -236,12 +336,12 @@ SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region *
     if (name_check(name) != 0 || out == NULL || (flags & ~(unsigned)(SHMDS_RDONLY | SHMDS_SAME_UID)))
         return -EINVAL;
     bool ro = (flags & SHMDS_RDONLY) != 0;
-    int fd = shm_open(name, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+    struct stat st;
+    int fd = shm_open_regular(name, ro ? O_RDONLY : O_RDWR, &st);
     if (fd < 0)
-        return -errno;
+        return fd;
 
     int rc;
-    struct stat st;
     void *base = MAP_FAILED;
     size_t len = 0;
     uint64_t deadline = shmds__now_ns() + (uint64_t)OPEN_WAIT_MS * 1000000u;
@@ -271,6 +371,10 @@ SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region *
             /* Sized but the magic is not published yet: creator at work. */
             munmap(base, len);
             base = MAP_FAILED;
+        }
+        if (creation_abandoned(fd)) {
+            rc = -ENOENT; /* a create will replace it */
+            goto fail;
         }
         if (shmds__now_ns() >= deadline) {
             rc = -EAGAIN;
@@ -764,6 +868,19 @@ SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mut
     }
 }
 
+/* SHMDS_ECORRUPT when the object was made shorter than this process's
+ * mapping (any access past the new end would raise SIGBUS); called before
+ * the walks that read the whole heap. An attachment from memory is whole. */
+int shmds__region_intact(const shmds_region *r)
+{
+    struct stat st;
+    if (r->fd < 0)
+        return 0;
+    if (fstat(r->fd, &st) != 0)
+        return -errno;
+    return (uint64_t)st.st_size < (uint64_t)r->map_len ? SHMDS_ECORRUPT : 0;
+}
+
 int shmds__region_check_header(shmds_region *r)
 {
     uint64_t obj_size = r->map_len;
@@ -778,7 +895,8 @@ int shmds__region_check_header(shmds_region *r)
     int rc = header_validate(r->hdr, obj_size);
     if (rc != 0)
         return rc;
-    if (r->hdr->size != r->size)
+    if (r->hdr->size != r->size || !shmds__mutex_ok(&r->hdr->dir_lock) ||
+        !shmds__mutex_ok(&r->hdr->alloc_lock))
         return SHMDS_ECORRUPT;
 
     struct shmds__root copy[SHMDS_ROOTS_MAX];

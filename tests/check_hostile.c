@@ -280,6 +280,49 @@ static void mk_queue_geometry(unsigned char *img)
     *word_at(img, root_off(img, "eps") + Q_CAP) += 1u << 20; /* checksum no longer matches */
 }
 
+/* The doorbell line: sleeper counts, then the two semaphores (glibc's
+ * 64-bit sem_t: count and sleepers word, then the futex flags word). */
+#define Q_SLEEPERS 256
+#define Q_NOT_EMPTY 320
+#define Q_NOT_FULL 352
+#define SEM_PRIVATE 8
+/* Issue 19: damaged doorbells made a receive abort in glibc (sem_post's
+ * FUTEX_WAKE turned into another operation) or sleep for ever. Sleepers
+ * are counted so that every receive and send rings. */
+static void mk_queue_sem_private(unsigned char *img)
+{
+    uint64_t q = root_off(img, "eps");
+    uint32_t one[2] = {1, 1};
+    int32_t bad = 8;
+    memcpy(img + q + Q_SLEEPERS, one, sizeof one);
+    memcpy(img + q + Q_NOT_EMPTY + SEM_PRIVATE, &bad, sizeof bad);
+    memcpy(img + q + Q_NOT_FULL + SEM_PRIVATE, &bad, sizeof bad);
+}
+static void mk_queue_sem_count(unsigned char *img)
+{
+    uint64_t q = root_off(img, "eps");
+    uint32_t one[2] = {1, 1};
+    memcpy(img + q + Q_SLEEPERS, one, sizeof one);
+    *word_at(img, q + Q_NOT_FULL) = UINT64_C(0xffffffff); /* count past SEM_VALUE_MAX */
+}
+static void mk_queue_lock_kind(unsigned char *img)
+{
+    int32_t bad = 0x12345;
+    memcpy(img + root_off(img, "eps") + 64 + offsetof(pthread_mutex_t, __data.__kind), &bad,
+           sizeof bad);
+}
+static void mk_dir_lock_kind(unsigned char *img)
+{
+    hdr_of(img)->dir_lock.mtx.__data.__kind = 0x12345;
+}
+/* Issue 19: a header's lock bound of INT32_MAX ms (24 days) is legal in
+ * the format but clamped by every handle (SHMDS_LOCK_TIMEOUT_MAX_MS). */
+static void mk_timeout_int32(unsigned char *img)
+{
+    hdr_of(img)->lock_timeout_ms = INT32_MAX;
+    reseal(img);
+}
+
 static const hostile cases[] = {
     {"healthy", IMG_SIZE, mk_nothing, 0, 0},
     {"empty", 0, mk_nothing, SHMDS_ECORRUPT, 0},
@@ -299,6 +342,11 @@ static const hostile cases[] = {
     {"roots_max", IMG_SIZE, mk_roots_max, SHMDS_ECORRUPT, 0},
     {"lock_timeout_zero", IMG_SIZE, mk_timeout_zero, SHMDS_ECORRUPT, 0},
     {"lock_timeout_huge", IMG_SIZE, mk_timeout_huge, SHMDS_ECORRUPT, 0},
+    {"lock_timeout_int32_max", IMG_SIZE, mk_timeout_int32, 0, 0},
+    {"dir_lock_kind", IMG_SIZE, mk_dir_lock_kind, 0, SHMDS_ECORRUPT},
+    {"queue_sem_private", IMG_SIZE, mk_queue_sem_private, 0, SHMDS_ECORRUPT},
+    {"queue_sem_count", IMG_SIZE, mk_queue_sem_count, 0, SHMDS_ECORRUPT},
+    {"queue_lock_kind", IMG_SIZE, mk_queue_lock_kind, 0, SHMDS_ECORRUPT},
     {"root_off_past_end", IMG_SIZE, mk_root_off_out, 0, SHMDS_ECORRUPT},
     {"root_off_huge", IMG_SIZE, mk_root_off_huge, 0, SHMDS_ECORRUPT},
     {"root_off_in_header", IMG_SIZE, mk_root_off_header, 0, SHMDS_ECORRUPT},
@@ -413,7 +461,7 @@ START_TEST(test_hostile_image_through_shm)
     shmds_region *r = NULL;
     int rc = shmds_region_open(name, 0, &r);
     if (c->len == 0)
-        ck_assert_int_eq(rc, -EAGAIN); /* an empty object: creator still at work */
+        ck_assert_int_eq(rc, -ENOENT); /* an empty object no creator holds: abandoned */
     else
         ck_assert_msg(rc == c->open_rc, "%s: open gave %s", c->name, shmds_errname(rc));
     if (rc == 0) {
@@ -474,6 +522,22 @@ START_TEST(test_hostile_garbage_lock_is_corrupt)
     ck_assert_int_eq(shmds_root_set(r, "delta", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE),
                      SHMDS_ECORRUPT);
     ck_assert_int_eq(shmds_root_del(r, "alpha"), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+    free(img);
+}
+END_TEST
+
+START_TEST(test_hostile_lock_bound_is_clamped)
+{
+    base_build();
+    unsigned char *img = aligned_alloc(64, IMG_SIZE);
+    memcpy(img, base_img, IMG_SIZE);
+    mk_timeout_int32(img);
+    shmds_region *r = NULL;
+    ck_assert_int_eq(shmds__region_attach_mem(img, IMG_SIZE, SHMDS_RDONLY, &r), 0);
+    shmds_region_info info;
+    ck_assert_int_eq(shmds_region_info_get(r, &info), 0);
+    ck_assert_uint_eq(info.lock_timeout_ms, SHMDS_LOCK_TIMEOUT_MAX_MS);
     ck_assert_int_eq(shmds_region_close(r), 0);
     free(img);
 }
@@ -554,6 +618,7 @@ static Suite *hostile_suite(void)
     tcase_add_test(tc, test_hostile_stale_dir_seq_is_closed);
     tcase_add_loop_test(tc, test_hostile_garbage_lock_is_corrupt, 0, 3);
     tcase_add_test(tc, test_hostile_bent_links);
+    tcase_add_test(tc, test_hostile_lock_bound_is_clamped);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -50,6 +50,18 @@ static void poke(const char *name, off_t at, const void *bytes, size_t len)
     close(fd);
 }
 
+static int touch_elem(const void *d, size_t len, void *arg)
+{
+    (void)d, (void)len, (void)arg;
+    return 0;
+}
+
+static int touch_entry(const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    (void)k, (void)kl, (void)v, (void)vl, (void)arg;
+    return 0;
+}
+
 static void truncate_object(const char *name, off_t len)
 {
     int fd = shm_open(name, O_RDWR, 0);
@@ -447,17 +459,172 @@ START_TEST(test_region_truncated_is_ecorrupt_not_sigbus)
 }
 END_TEST
 
+/* Hold (F_WRLCK) or drop (F_UNLCK) the creation lock on fd, as a creator
+ * does between shm_open and publishing (region.c). */
+static void creation_lock(int fd, short type)
+{
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET};
+    ck_assert_int_eq(fcntl(fd, F_OFD_SETLK, &fl), 0);
+}
+
 START_TEST(test_region_unfinished_is_eagain)
 {
     /* An object whose creator never got to size it, then one it sized but
-     * never published: both refused after a short wait, never garbage. */
+     * never published: refused with -EAGAIN after a short wait while the
+     * creator is at work (holds the creation lock), never garbage. */
     const char *n = tu_name("half");
     int fd = shm_open(n, O_CREAT | O_EXCL | O_RDWR, 0600);
     ck_assert_int_ge(fd, 0);
+    creation_lock(fd, F_WRLCK);
     expect_open(n, -EAGAIN);
     ck_assert_int_eq(ftruncate(fd, SZ), 0);
     expect_open(n, -EAGAIN);
+    shmds_region *r;
+    ck_assert_int_eq(shmds_region_create(n, SZ, NULL, &r), -EEXIST);
+    /* The creator gave up without removing it: an abandoned creation is
+     * no region (-ENOENT at once), and a create replaces it. */
+    creation_lock(fd, F_UNLCK);
+    expect_open(n, -ENOENT);
     close(fd);
+    ck_assert_int_eq(shmds_region_create(n, SZ, NULL, &r), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+/* Child: start a create by hand the way a creator of an older build, or
+ * one killed after the kernel dropped its lock, leaves it (named, sized,
+ * unpublished), then die by SIGKILL. */
+static int die_half_created(void *arg)
+{
+    int fd = shm_open(arg, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0 || ftruncate(fd, SZ) != 0)
+        return 1;
+    raise(SIGKILL);
+    return 2;
+}
+
+/* Issue 19: a process killed inside shmds_region_create left a name that
+ * opened with -EAGAIN forever and could not be created again (-EEXIST). */
+START_TEST(test_region_create_replaces_abandoned_creation)
+{
+    const char *n = tu_name("aband");
+    int st = tu_wait(tu_fork(die_half_created, (void *)n), 10000);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    expect_open(n, -ENOENT);
+    shmds_region *r;
+    ck_assert_int_eq(shmds_region_create(n, SZ, NULL, &r), 0);
+    ck_assert_int_eq(shmds_root_set(r, "x", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+    ck_assert_int_eq(open_rc(n, SHMDS_RDONLY), 0);
+    /* A published region is never replaced. */
+    ck_assert_int_eq(shmds_region_create(n, SZ, NULL, &r), -EEXIST);
+}
+END_TEST
+
+#ifdef SHMDS_FAULT_INJECTION
+static const char *const create_points[] = {"region.create.after_open",
+                                            "region.create.after_truncate",
+                                            "region.create.before_publish"};
+
+static int create_killed(void *arg)
+{
+    setenv("SHMDS_FAULT", create_points[*(int *)arg], 1);
+    shmds_region *r;
+    shmds_region_create(last_name, SZ, NULL, &r);
+    return 3; /* not killed */
+}
+
+/* A real SIGKILL at each fault point of create; then open says -ENOENT at
+ * once, and a create (in this process) replaces the remains. */
+START_TEST(test_region_kill_in_create_then_create_again)
+{
+    int i = _i;
+    last_name = tu_name("kc");
+    int st = tu_wait(tu_fork(create_killed, &i), 10000);
+    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s: not killed",
+                  create_points[i]);
+    expect_open(last_name, -ENOENT);
+    shmds_region *r;
+    ck_assert_int_eq(shmds_region_create(last_name, SZ, NULL, &r), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+#endif
+
+/* Issue 19: a FIFO in /dev/shm made shmds_region_open block forever (the
+ * object was opened before its type was looked at). */
+static int open_fifo(void *arg)
+{
+    shmds_region *r;
+    int a = shmds_region_open(arg, SHMDS_RDONLY, &r);
+    int b = shmds_region_open(arg, 0, &r);
+    shmds_region *c;
+    int d = shmds_region_create(arg, SZ, NULL, &c);
+    return a == SHMDS_EFORMAT && b == SHMDS_EFORMAT && d == -EEXIST ? 0 : 1;
+}
+
+START_TEST(test_region_fifo_is_refused_not_waited_on)
+{
+    const char *n = tu_name("fifo");
+    char path[300];
+    snprintf(path, sizeof path, "/dev/shm%s", n);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    int st = tu_wait(tu_fork(open_fifo, (void *)n), 10000);
+    unlink(path);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "open of a FIFO hung or was accepted");
+}
+END_TEST
+
+START_TEST(test_region_lock_bound_is_capped)
+{
+    shmds_region *r;
+    const char *n = tu_name("cap");
+    shmds_region_opts o = {.lock_timeout_ms = SHMDS_LOCK_TIMEOUT_MAX_MS + 1};
+    ck_assert_int_eq(shmds_region_create(n, SZ, &o, &r), -EINVAL);
+    o.lock_timeout_ms = SHMDS_LOCK_TIMEOUT_MAX_MS;
+    ck_assert_int_eq(shmds_region_create(n, SZ, &o, &r), 0);
+    shmds_region_info info;
+    shmds_region_info_get(r, &info);
+    ck_assert_uint_eq(info.lock_timeout_ms, SHMDS_LOCK_TIMEOUT_MAX_MS);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+static int touch_heap(void *arg)
+{
+    shmds_region *r = arg;
+    volatile unsigned char *p = (unsigned char *)shmds_region_base(r) + SHMDS_HEADER_SIZE + 64;
+    return *p == 0xa5 ? 0 : 1;
+}
+
+/* Issue 19: the object truncated under an attached process. What each call
+ * does is in region.h: the header page stays readable here, the walks of
+ * the heap see it (fstat) and say SHMDS_ECORRUPT, and a plain access past
+ * the new end is SIGBUS. */
+START_TEST(test_region_truncated_while_attached)
+{
+    shmds_region *r = make();
+    shmds_list *l;
+    ck_assert_int_eq(shmds_list_create(r, "l", &l), 0);
+    ck_assert_int_eq(shmds_list_push_back(l, "abc", 3), 0);
+    shmds_map *m;
+    ck_assert_int_eq(shmds_map_create(r, "m", NULL, &m), 0);
+    ck_assert_int_eq(shmds_map_put(m, "k", 1, "v", 1, 0, 0), 0);
+    truncate_object(last_name, SHMDS_HEADER_SIZE);
+    uint32_t type;
+    ck_assert_int_eq(shmds_root_get(r, "l", &type, NULL), 0);
+    ck_assert_int_eq(shmds_region_check(r), SHMDS_ECORRUPT);
+    shmds_alloc_stats st;
+    ck_assert_int_eq(shmds_alloc_stats_get(r, &st), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_list_foreach(l, touch_elem, NULL), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_map_foreach(m, touch_entry, NULL), SHMDS_ECORRUPT);
+    int ws = tu_wait(tu_fork(touch_heap, r), 10000);
+    ck_assert(WIFSIGNALED(ws) && WTERMSIG(ws) == SIGBUS);
+    shmds_list_close(l);
+    shmds_map_close(m);
+    ck_assert_int_eq(shmds_region_close(r), 0);
 }
 END_TEST
 
@@ -861,6 +1028,9 @@ int main(void)
     tcase_add_test(corrupt, test_region_forged_geometry_is_ecorrupt);
     tcase_add_test(corrupt, test_region_truncated_is_ecorrupt_not_sigbus);
     tcase_add_test(corrupt, test_region_unfinished_is_eagain);
+    tcase_add_test(corrupt, test_region_fifo_is_refused_not_waited_on);
+    tcase_add_test(corrupt, test_region_lock_bound_is_capped);
+    tcase_add_test(corrupt, test_region_truncated_while_attached);
     tcase_add_test(corrupt, test_region_damaged_directory_is_ecorrupt);
     suite_add_tcase(s, corrupt);
 
@@ -877,8 +1047,10 @@ int main(void)
     tcase_add_test(crash, test_region_reclaim_after_kill_in_destroy);
     tcase_add_test(crash, test_region_create_over_dead_pending_name_reclaims);
     tcase_add_test(crash, test_region_live_pending_name_is_left_alone);
+    tcase_add_test(crash, test_region_create_replaces_abandoned_creation);
 #ifdef SHMDS_FAULT_INJECTION
     tcase_add_test(crash, test_region_kill_at_every_lifecycle_point_leaks_nothing);
+    tcase_add_loop_test(crash, test_region_kill_in_create_then_create_again, 0, 3);
 #endif
     suite_add_tcase(s, crash);
 

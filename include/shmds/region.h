@@ -53,6 +53,13 @@ SHMDS_BEGIN_DECLS
 #define SHMDS_HEADER_SIZE ((size_t)4096)
 /** Bound on internal lock waits when the creator gave none (milliseconds). */
 #define SHMDS_DEFAULT_LOCK_TIMEOUT_MS 10000u
+/**
+ * Largest bound on internal lock waits (milliseconds, one minute).
+ * shmds_region_create() refuses a larger one with -EINVAL, and a handle
+ * clamps what a region's header says to it: the header is shared memory,
+ * and a hostile or damaged one must not make a call wait for days.
+ */
+#define SHMDS_LOCK_TIMEOUT_MAX_MS 60000u
 
 /** A process-local handle on a mapped region. */
 typedef struct shmds_region shmds_region;
@@ -63,7 +70,8 @@ typedef struct shmds_region_opts {
                                    fchmod, so the umask neither widens nor
                                    narrows them. */
     uint32_t lock_timeout_ms; /**< bound on every internal lock wait in this
-                                   region; 0 means SHMDS_DEFAULT_LOCK_TIMEOUT_MS */
+                                   region; 0 means SHMDS_DEFAULT_LOCK_TIMEOUT_MS;
+                                   at most SHMDS_LOCK_TIMEOUT_MAX_MS */
 } shmds_region_opts;
 
 /** Flags for shmds_region_open(). */
