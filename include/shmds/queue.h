@@ -136,13 +136,20 @@ SHMDS_API int shmds_queue_destroy(shmds_queue *q);
  * Copy a message into the queue.
  * @param msg        @p len bytes (may be NULL when @p len is 0).
  * @param timeout_ms -1 wait while full without bound, 0 never wait, >0 at
- *                   most that long.
+ *                   most that long. The time spent waiting for the queue's
+ *                   lock counts: 0 never waits for it either, and a positive
+ *                   timeout bounds that wait too (-1 waits for the lock at
+ *                   most the region's lock bound).
  * @return 0 committed: it will be received exactly once;
- *         -EAGAIN full and @p timeout_ms was 0; -ETIMEDOUT still full at
- *         the deadline; -EMSGSIZE @p len > max_msg; SHMDS_ECLOSED the
+ *         -EAGAIN full, or the queue's lock held by another thread, and
+ *         @p timeout_ms was 0; -ETIMEDOUT still full (or the lock still
+ *         held) at the deadline; -EMSGSIZE @p len > max_msg; SHMDS_ECLOSED the
  *         queue was shut down; -EINVAL NULL argument or timeout below -1;
  *         -EBUSY (SPSC) another live thread is the producer;
- *         SHMDS_ERDONLY; SHMDS_ECORRUPT the indices are damaged;
+ *         SHMDS_ERDONLY; SHMDS_ECORRUPT the indices, the lock's or the
+ *         doorbell semaphores' words are damaged (a message committed
+ *         before the damage was seen stays committed: the damaged
+ *         doorbell is then not rung);
  *         SHMDS_ENOTRECOVERABLE, -ETIMEDOUT (queue lock).
  */
 SHMDS_API int shmds_queue_send(shmds_queue *q, const void *msg, size_t len, int timeout_ms);
