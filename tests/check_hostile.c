@@ -448,6 +448,27 @@ START_TEST(test_hostile_image_from_memory)
 }
 END_TEST
 
+/* The same bytes through a read-only attach (the `shmds` tool's views): it
+ * takes no lock, so the locks' words cannot matter; it verifies less (no
+ * locked walks), so a damaged image may look healthy, but it never crashes
+ * or hangs, and answers health, damage or (a writer's sequence left odd)
+ * -ETIMEDOUT after the lock bound. */
+START_TEST(test_hostile_image_read_only)
+{
+    const hostile *c = &cases[_i];
+    unsigned char *img = case_image(c);
+    img_result res = img_exercise_readonly(img, c->len);
+    ck_assert_msg(res.open_rc == c->open_rc, "%s: attach gave %s", c->name,
+                  shmds_errname(res.open_rc));
+    if (res.open_rc == 0)
+        /* -ETIMEDOUT: a writer's sequence left odd (it waits the bound). */
+        ck_assert_msg(res.check_rc == 0 || res.check_rc == SHMDS_ECORRUPT ||
+                          res.check_rc == -ETIMEDOUT || res.check_rc == c->check_rc,
+                      "%s: read-only check gave %s", c->name, shmds_errname(res.check_rc));
+    free(img);
+}
+END_TEST
+
 /* The same bytes in a real shared-memory object, through shmds_region_open. */
 START_TEST(test_hostile_image_through_shm)
 {
@@ -615,6 +636,7 @@ static Suite *hostile_suite(void)
     TCase *tc = tcase_create("limits");
     tcase_add_loop_test(tc, test_hostile_image_from_memory, 0, NCASES);
     tcase_add_loop_test(tc, test_hostile_image_through_shm, 0, NCASES);
+    tcase_add_loop_test(tc, test_hostile_image_read_only, 0, NCASES);
     tcase_add_test(tc, test_hostile_stale_dir_seq_is_closed);
     tcase_add_loop_test(tc, test_hostile_garbage_lock_is_corrupt, 0, 3);
     tcase_add_test(tc, test_hostile_bent_links);

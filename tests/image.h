@@ -21,5 +21,8 @@ typedef struct img_result {
 
 /* Copy `len` bytes into aligned memory of their own and exercise them. */
 img_result img_exercise(const void *data, size_t len);
+/* The same through a read-only attach: what the `shmds` tool's views
+ * (ls, info, dump, stat, check) call, with no lock taken. */
+img_result img_exercise_readonly(const void *data, size_t len);
 
 #endif

@@ -7,11 +7,18 @@
  *  - The header's checksum would stop almost every mutation at open, so
  *    when bit 0 of the header's last reserved byte is set the harness
  *    recomputes it: header fields past the checksum get explored too.
- *  - The pthread part of the header's two mutexes is re-initialised (their
- *    shmds `state` word is kept). glibc trusts a mutex's own bytes (a
- *    garbage kind word can reach an assert inside glibc); a process that
- *    may write the region can always break its locks that way, which is
- *    outside what shmds can check. */
+ *  - Unless bit 1 of that byte is set, the pthread part of the header's two
+ *    mutexes is re-initialised (their shmds `state` word is kept), so that
+ *    most inputs get past the header's locks into the structures. With the
+ *    bit set the lock words are left as the fuzzer made them: every lock
+ *    path checks them (lock.c) and must answer SHMDS_ECORRUPT, never reach
+ *    an assertion in glibc. The structures' own locks and the queues'
+ *    doorbell semaphores are never re-initialised.
+ *
+ * Each input is also run through a read-only attach (the `shmds` tool's
+ * views: ls, info, dump, stat, check) before any repair: no lock, no
+ * write, whatever the bytes. */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +36,13 @@ static void reinit_mutex(shmds_mutex *m)
     m->state = state;
 }
 
+/* Bit 1 of the header's last reserved byte: keep the header's lock words
+ * as fuzzed. */
+static bool fuzz_lock_words(const uint8_t *img)
+{
+    return (img[SHMDS_HEADER_SIZE - 1] & 2) != 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -36,6 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > MAX_IMAGE)
         return 0;
     if (size < SHMDS_HEADER_SIZE) {
+        (void)img_exercise_readonly(data, size);
         (void)img_exercise(data, size);
         return 0;
     }
@@ -46,8 +61,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct shmds__hdr *h = (struct shmds__hdr *)img;
     if (img[SHMDS_HEADER_SIZE - 1] & 1)
         h->checksum = shmds__fnv1a(SHMDS__FNV_INIT, h, offsetof(struct shmds__hdr, checksum));
-    reinit_mutex(&h->dir_lock);
-    reinit_mutex(&h->alloc_lock);
+    (void)img_exercise_readonly(img, size);
+    if (!fuzz_lock_words(img)) {
+        reinit_mutex(&h->dir_lock);
+        reinit_mutex(&h->alloc_lock);
+    }
     (void)img_exercise(img, size);
     free(img);
     return 0;
