@@ -289,15 +289,22 @@ static void mk_queue_geometry(unsigned char *img)
 /* Issue 19: damaged doorbells made a receive abort in glibc (sem_post's
  * FUTEX_WAKE turned into another operation) or sleep for ever. Sleepers
  * are counted so that every receive and send rings. */
-static void mk_queue_sem_private(unsigned char *img)
+static void queue_sem_private(unsigned char *img, int32_t bad)
 {
     uint64_t q = root_off(img, "eps");
     uint32_t one[2] = {1, 1};
-    int32_t bad = 8;
     memcpy(img + q + Q_SLEEPERS, one, sizeof one);
     memcpy(img + q + Q_NOT_EMPTY + SEM_PRIVATE, &bad, sizeof bad);
     memcpy(img + q + Q_NOT_FULL + SEM_PRIVATE, &bad, sizeof bad);
+    /* One sleeper in each, so that sem_post calls the futex. */
+    *word_at(img, q + Q_NOT_EMPTY) = UINT64_C(1) << 32;
+    *word_at(img, q + Q_NOT_FULL) = UINT64_C(1) << 32;
 }
+/* glibc's sem_post wakes with FUTEX_WAKE | FUTEX_PRIVATE_FLAG xor `private`:
+ * 1 makes it FUTEX_WAIT_PRIVATE on a count of 1 (asleep for ever), 149 an
+ * operation the kernel does not know (ENOSYS: glibc aborts). */
+static void mk_queue_sem_private_wait(unsigned char *img) { queue_sem_private(img, 1); }
+static void mk_queue_sem_private_abort(unsigned char *img) { queue_sem_private(img, 149); }
 static void mk_queue_sem_count(unsigned char *img)
 {
     uint64_t q = root_off(img, "eps");
@@ -344,7 +351,8 @@ static const hostile cases[] = {
     {"lock_timeout_huge", IMG_SIZE, mk_timeout_huge, SHMDS_ECORRUPT, 0},
     {"lock_timeout_int32_max", IMG_SIZE, mk_timeout_int32, 0, 0},
     {"dir_lock_kind", IMG_SIZE, mk_dir_lock_kind, 0, SHMDS_ECORRUPT},
-    {"queue_sem_private", IMG_SIZE, mk_queue_sem_private, 0, SHMDS_ECORRUPT},
+    {"queue_sem_private_wait", IMG_SIZE, mk_queue_sem_private_wait, 0, SHMDS_ECORRUPT},
+    {"queue_sem_private_abort", IMG_SIZE, mk_queue_sem_private_abort, 0, SHMDS_ECORRUPT},
     {"queue_sem_count", IMG_SIZE, mk_queue_sem_count, 0, SHMDS_ECORRUPT},
     {"queue_lock_kind", IMG_SIZE, mk_queue_lock_kind, 0, SHMDS_ECORRUPT},
     {"root_off_past_end", IMG_SIZE, mk_root_off_out, 0, SHMDS_ECORRUPT},
