@@ -342,8 +342,12 @@ static void nap_1ms(void)
     nanosleep(&ts, NULL);
 }
 
-/* The entry at `off` with its key and value in bounds, or NULL. */
-static inline struct entry *entry_at(const shmds_map *m, uint64_t off)
+/* The entry at `off` with its key and value in bounds, or NULL; the
+ * lengths it checked in *klp and *vlp. Each is read once: a lock-free
+ * reader uses these, never a second read of the entry (a concurrent change
+ * or reuse of the block can make that one anything). */
+static inline struct entry *entry_lens(const shmds_map *m, uint64_t off, uint64_t *klp,
+                                       uint64_t *vlp)
 {
     struct entry *e = shmds__ptr_chk(m->r, off, ENTRY_HDR, 16);
     if (e == NULL)
@@ -352,7 +356,26 @@ static inline struct entry *entry_at(const shmds_map *m, uint64_t off)
     uint64_t room = m->r->heap_end - off - ENTRY_HDR;
     if (LD(&e->magic) != ENTRY_MAGIC || kl > room || vl > room - kl)
         return NULL;
+    *klp = kl;
+    *vlp = vl;
     return e;
+}
+
+/* entry_lens() for callers holding the stripe lock. */
+static inline struct entry *entry_at(const shmds_map *m, uint64_t off)
+{
+    uint64_t kl, vl;
+    return entry_lens(m, off, &kl, &vl);
+}
+
+/* The most entries one walk can meet in a healthy map: entries are
+ * disjoint heap blocks of at least 64 bytes. A walk past it goes round a
+ * shared tail (buckets of a damaged map all pointing into one chain, each
+ * chain under CHAIN_CAP): it stops with SHMDS_ECORRUPT, so its work is
+ * bounded by the region's size, not by buckets times chain length. */
+static inline uint64_t walk_cap(const shmds_map *m)
+{
+    return (m->r->heap_end - m->r->heap_off) / 64u + 1u;
 }
 
 static inline unsigned char *e_val(struct entry *e)
@@ -456,10 +479,13 @@ static int tsnap_load(shmds_map *m, struct tsnap *t)
 /* The table state: the handle's copy while tseq has not moved since it
  * was read and checked (the common case: one load), else a fresh read.
  * The fields are only ever changed with tseq odd and bumped again, so an
- * unchanged even tseq means unchanged fields. */
+ * unchanged even tseq means unchanged fields. The copy is only ever taken
+ * at an even tseq; a fresh handle's odd tc.seq must not match a tseq a
+ * writer killed mid-change left odd (the first growth leaves it at 1). */
 static inline int tsnap_get(shmds_map *m, struct tsnap *t)
 {
-    if (shmds__likely(LDA(&m->h->tseq) == m->tc.seq)) {
+    uint64_t q = LDA(&m->h->tseq);
+    if (shmds__likely(q == m->tc.seq && (q & 1) == 0)) {
         *t = m->tc;
         return 0;
     }
@@ -687,6 +713,7 @@ static int grow_start(shmds_map *m)
             SHMDS_FAULT("map.grow.allocated");
             uint64_t q = LD(&h->tseq) + 1;
             STR(&h->tseq, q);
+            SHMDS_FAULT("map.grow.odd");
             ST(&h->bits_new, rl->newbits);
             ST(&h->tepoch, rl->tepoch1);
             ST(&h->rehashing, 1);
@@ -1608,13 +1635,14 @@ static int lookup_copy(shmds_map *m, const struct tsnap *t, uint32_t s, uint64_t
     struct stripe *st = &m->h->stripes[s];
     uint64_t o = LD(bucket_slot(m, t, st, s, hash)), now = 0;
     for (unsigned steps = 0; o != 0; steps++) {
-        struct entry *e = entry_at(m, o);
+        uint64_t kl, vl;
+        struct entry *e = entry_lens(m, o, &kl, &vl);
         if (e == NULL || steps >= CHAIN_CAP)
             return SHMDS_ECORRUPT;
-        if (e_match(e, hash, key, klen)) {
+        if (LD(&e->hash) == hash && kl == klen &&
+            bytes_eq((unsigned char *)e + ENTRY_HDR + vl, key, klen)) {
             if (e_expired(e, &now))
                 return -ENOENT;
-            uint64_t vl = LD(&e->vlen);
             if (vlen != NULL)
                 *vlen = (size_t)vl;
             if (vl > cap)
@@ -1787,11 +1815,14 @@ SHMDS_API int shmds_map_count(shmds_map *m, uint64_t *n)
     return 0;
 }
 
-/* A stripe's live entries, copied: records of {klen, vlen} then the bytes. */
+/* A stripe's live entries, copied: records of {klen, vlen} then the bytes.
+ * `steps` counts the entries the whole walk has met (walk_cap), `done` those
+ * of the stripes already accepted. */
 struct snapbuf {
     unsigned char *p;
     size_t len, cap;
     uint64_t n;
+    uint64_t steps, done;
 };
 
 static int snap_put(struct snapbuf *b, const void *src, size_t len)
@@ -1818,21 +1849,27 @@ static int snap_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
 {
     struct snapbuf *b = arg;
     struct stripe *st = &m->h->stripes[s];
-    uint64_t now = 0;
+    uint64_t now = 0, cap = walk_cap(m);
     b->len = 0;
     b->n = 0;
+    b->steps = b->done;
     for (uint64_t rel = 0; rel < slice_len(m, t->bo); rel++) {
         uint64_t *slots[2];
         int n = slice_slots(m, t, st, s, rel, slots);
         for (int i = 0; i < n; i++) {
             uint64_t o = LD(slots[i]);
             for (unsigned steps = 0; o != 0; steps++) {
-                struct entry *e = entry_at(m, o);
-                if (e == NULL || steps >= CHAIN_CAP)
+                uint64_t lens[2];
+                struct entry *e = entry_lens(m, o, &lens[0], &lens[1]);
+                if (e == NULL || steps >= CHAIN_CAP || ++b->steps > cap)
                     return SHMDS_ECORRUPT;
                 if (!e_expired(e, &now)) {
-                    uint64_t lens[2] = {LD(&e->klen), LD(&e->vlen)};
                     int rc;
+                    /* A stripe's live entries are disjoint: more bytes than
+                     * the heap holds is a walk going round. */
+                    uint64_t heap = m->r->heap_end - m->r->heap_off;
+                    if (b->len > heap || lens[0] + lens[1] > heap - b->len)
+                        return SHMDS_ECORRUPT;
                     if ((rc = snap_put(b, lens, sizeof lens)) < 0 ||
                         (rc = snap_put(b, (unsigned char *)e + ENTRY_HDR + lens[1],
                                        (size_t)lens[0])) < 0 ||
@@ -1857,6 +1894,7 @@ SHMDS_API int shmds_map_foreach(shmds_map *m,
     for (uint32_t s = 0; s < m->S && rc == 0; s++) {
         if ((rc = read_stripe(m, s, snap_fn, &b)) < 0)
             break;
+        b.done = b.steps;
         size_t at = 0;
         for (uint64_t i = 0; i < b.n && rc == 0; i++) {
             uint64_t lens[2];

@@ -495,6 +495,71 @@ START_TEST(test_map_damaged_chains_are_ecorrupt)
 }
 END_TEST
 
+/* The map's bucket table: the header's words at offsets 72 (table) and 88
+ * (log2 of its buckets), the format map.c asserts. */
+static uint64_t *map_table(shmds_region *r, const char *name, uint64_t *nb)
+{
+    uint32_t type;
+    shmds_off_t off;
+    ck_assert_int_eq(shmds_root_get(r, name, &type, &off), 0);
+    unsigned char *h = shmds_ptr(r, shmds__hdr_of(off));
+    uint64_t tab;
+    uint32_t bits;
+    memcpy(&tab, h + 72, 8);
+    memcpy(&bits, h + 88, 4);
+    *nb = (uint64_t)1 << bits;
+    return shmds_ptr(r, tab);
+}
+
+static int count_fn(const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    (void)k, (void)kl, (void)v, (void)vl;
+    ++*(uint64_t *)arg;
+    return 0;
+}
+
+static int foreach_child(void *arg)
+{
+    uint64_t n = 0;
+    return shmds_map_foreach(arg, count_fn, &n) == SHMDS_ECORRUPT ? 0 : 1;
+}
+
+/* A damaged map whose every bucket (2^16) points into one chain of 30 000
+ * expired entries (each chain under the per-chain cap): foreach walked
+ * buckets x chain, 2 * 10^9 steps. The walk's total is capped by what the
+ * heap can hold: SHMDS_ECORRUPT at once (a child, so a hang is seen). */
+START_TEST(test_map_foreach_over_one_shared_chain_is_bounded)
+{
+    shmds_region *r = region(8 * MB);
+    shmds__map_set_clock(fake_clock);
+    shmds_map *m = mk(r, "w", 30000, 0, 1, 0, 0);
+    const uint64_t N = 30000;
+    for (uint64_t i = 0; i < N; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "%" PRIu64, i);
+        ck_assert_int_eq(shmds_map_put(m, k, strlen(k), "v", 1, 1, 0), 0);
+    }
+    fake_ms += 5000;
+    uint64_t nb, *tab = map_table(r, "w", &nb), *chain = malloc(N * sizeof *chain), n = 0;
+    ck_assert_ptr_nonnull(chain);
+    for (uint64_t b = 0; b < nb; b++)
+        for (uint64_t o = tab[b]; o != 0; o = *(uint64_t *)shmds_ptr(r, o))
+            chain[n++] = o;
+    ck_assert_uint_eq(n, N);
+    for (uint64_t i = 0; i < N; i++)
+        *(uint64_t *)shmds_ptr(r, chain[i]) = i + 1 < N ? chain[i + 1] : 0;
+    for (uint64_t b = 0; b < nb; b++)
+        tab[b] = chain[0];
+    free(chain);
+    int st = tu_wait(tu_fork(foreach_child, m), 20000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "foreach over a shared chain: %s",
+                  st == -1 ? "still walking after 20 s" : "not SHMDS_ECORRUPT");
+    shmds__map_set_clock(NULL);
+    shmds_map_close(m);
+    shmds_region_close(r);
+}
+END_TEST
+
 START_TEST(test_map_size_hint_is_enough)
 {
     uint64_t n = 100000;
@@ -941,6 +1006,62 @@ START_TEST(test_map_killed_mid_bucket_move_keeps_keys_visible)
     shmds_region_close(r);
 }
 END_TEST
+
+/* A fresh process (no table state read yet) gets every acknowledged key. */
+static int get_all_fresh(void *arg)
+{
+    uint32_t acked = *(uint32_t *)arg;
+    shmds_region *r;
+    shmds_map *m;
+    if (shmds_region_open(rname, 0, &r) != 0 || shmds_map_open(r, "mv", &m) != 0)
+        return 31;
+    for (uint32_t j = 0; j < acked; j++) {
+        char k[32], v[32];
+        snprintf(k, sizeof k, "m%u", j);
+        if (gets_(m, k, v, sizeof v) != 0 || strcmp(k, v) != 0)
+            return 32;
+    }
+    if (shmds_map_check(m) != 0)
+        return 33;
+    shmds_map_close(m);
+    shmds_region_close(r);
+    return 0;
+}
+
+/* A writer killed in the map's first growth just after the table sequence
+ * word became odd (1, the value a fresh handle's "nothing read yet" held):
+ * a fresh process's lock-free get took its empty table state for current
+ * and died with SIGSEGV. Now it repairs and finds every key. */
+START_TEST(test_map_killed_in_first_growth_fresh_reader_gets)
+{
+    shmds_region *r = region(4 * MB);
+    shmds_map *m = mk(r, "mv", 0, 0, 1, 0, 0);
+    shmds_map_close(m);
+    setenv("SHMDS_FAULT", "map.grow.odd", 1);
+    setenv("SHMDS_FAULT_SKIP", "0", 1);
+    tu_chan c;
+    tu_chan_open(&c);
+    pid_t p = tu_fork(put_until_fault, &c);
+    unsetenv("SHMDS_FAULT");
+    unsetenv("SHMDS_FAULT_SKIP");
+    close(c.wr);
+    c.wr = -1;
+    uint32_t j, acked = 0;
+    while (tu_recv(&c, &j, sizeof j) == 1)
+        acked = j + 1;
+    int st = tu_wait(p, 30000);
+    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer was not killed");
+    tu_chan_close(&c);
+    ck_assert_uint_gt(acked, 0);
+    st = tu_wait(tu_fork(get_all_fresh, &acked), 30000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fresh reader: %s %d",
+                  WIFSIGNALED(st) ? "signal" : "exit",
+                  WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    ck_assert_int_eq(shmds_map_open(r, "mv", &m), 0);
+    ck_assert_int_eq(shmds_map_destroy(m), 0);
+    shmds_region_close(r);
+}
+END_TEST
 #endif
 
 static Suite *map_suite(void)
@@ -966,6 +1087,7 @@ static Suite *map_suite(void)
     tcase_add_test(limits, test_map_evicts_when_heap_is_full);
     tcase_add_test(limits, test_map_size_hint_is_enough);
     tcase_add_test(limits, test_map_damaged_chains_are_ecorrupt);
+    tcase_add_test(limits, test_map_foreach_over_one_shared_chain_is_bounded);
     suite_add_tcase(s, limits);
     TCase *mp = tcase_create("multiprocess");
     tcase_set_timeout(mp, 60);
@@ -978,6 +1100,7 @@ static Suite *map_suite(void)
     tcase_add_test(crash, test_map_writers_killed_at_random_keep_acknowledged_writes);
 #ifdef SHMDS_FAULT_INJECTION
     tcase_add_loop_test(crash, test_map_killed_mid_bucket_move_keeps_keys_visible, 0, 6);
+    tcase_add_test(crash, test_map_killed_in_first_growth_fresh_reader_gets);
 #endif
     suite_add_tcase(s, crash);
     return s;
