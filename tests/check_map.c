@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -560,6 +561,80 @@ START_TEST(test_map_foreach_over_one_shared_chain_is_bounded)
 }
 END_TEST
 
+/* Flips the value length of one entry between its own and one that points
+ * far outside the region, until told to stop: what damage, a co-tenant or
+ * a block reused under a lock-free reader looks like. */
+struct flipper {
+    uint64_t *vlen;
+    int stop;
+};
+
+static void *flip_length(void *arg)
+{
+    struct flipper *f = arg;
+    while (!__atomic_load_n(&f->stop, __ATOMIC_RELAXED)) {
+        __atomic_store_n(f->vlen, UINT64_C(1) << 44, __ATOMIC_RELAXED);
+        __atomic_store_n(f->vlen, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static int value_is_v(const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    (void)k, (void)kl;
+    if (vl != 1 || memcmp(v, "v", 1) != 0)
+        ++*(uint64_t *)arg;
+    return 0;
+}
+
+/* Lock-free readers (get, foreach) on a read-only attach while another
+ * thread keeps changing an entry's value length under them: each length is
+ * read once, checked and used, so the readers see an error or the true
+ * value, never a copy from outside the region (they used to check the
+ * lengths, then read them again for the copy: SIGSEGV). */
+START_TEST(test_map_readers_use_the_lengths_they_checked)
+{
+    shmds_region *r = region(MB);
+    shmds_map *m = mk(r, "f", 64, 0, 1, 0, 0);
+    for (unsigned i = 0; i < 64; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "%u", i);
+        ck_assert_int_eq(shmds_map_put(m, k, strlen(k), "v", 1, 0, 0), 0);
+    }
+    uint64_t *slot = shmds__map_slot(m, "7", 1), eo = *slot;
+    while (eo != 0 && memcmp((char *)shmds_ptr(r, eo) + 48 + 1, "7", 1) != 0)
+        eo = *(uint64_t *)shmds_ptr(r, eo); /* struct entry: next, then value, key */
+    ck_assert_uint_ne(eo, 0);
+    struct flipper f = {(uint64_t *)shmds_ptr(r, eo + 24), 0}; /* struct entry: vlen */
+    shmds_region *ro;
+    shmds_map *mr;
+    ck_assert_int_eq(shmds_region_open(rname, SHMDS_RDONLY, &ro), 0);
+    ck_assert_int_eq(shmds_map_open(ro, "f", &mr), 0);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, flip_length, &f), 0);
+    uint64_t bad = 0;
+    for (unsigned pass = 0; pass < 200000; pass++) {
+        char v[8];
+        size_t vl = 0;
+        int rc = shmds_map_get(mr, "7", 1, v, sizeof v, &vl);
+        ck_assert_msg(rc == SHMDS_ECORRUPT || rc == -ENOBUFS || (rc == 0 && vl == 1 && v[0] == 'v'),
+                      "get: %s", shmds_errname(rc));
+        if (pass % 64 == 0) {
+            rc = shmds_map_foreach(mr, value_is_v, &bad);
+            ck_assert_msg(rc == 0 || rc == SHMDS_ECORRUPT, "foreach: %s", shmds_errname(rc));
+        }
+    }
+    __atomic_store_n(&f.stop, 1, __ATOMIC_RELAXED);
+    pthread_join(th, NULL);
+    ck_assert_uint_eq(bad, 0);
+    ck_assert_int_eq(shmds_map_check(m), 0);
+    shmds_map_close(mr);
+    shmds_region_close(ro);
+    shmds_map_close(m);
+    shmds_region_close(r);
+}
+END_TEST
+
 START_TEST(test_map_size_hint_is_enough)
 {
     uint64_t n = 100000;
@@ -1088,6 +1163,7 @@ static Suite *map_suite(void)
     tcase_add_test(limits, test_map_size_hint_is_enough);
     tcase_add_test(limits, test_map_damaged_chains_are_ecorrupt);
     tcase_add_test(limits, test_map_foreach_over_one_shared_chain_is_bounded);
+    tcase_add_test(limits, test_map_readers_use_the_lengths_they_checked);
     suite_add_tcase(s, limits);
     TCase *mp = tcase_create("multiprocess");
     tcase_set_timeout(mp, 60);
