@@ -206,6 +206,14 @@ void tt_ledger_free(tt_ledger *l);
  * worker's model then has no keys. */
 int tt_world_map_reset(tt_world *w);
 
+/* What a process attaching right after a crash sees before anything was
+ * repaired: a child opens the region named `name` afresh and walks the
+ * map through a new handle (lock-free, repairing what it must). Returns 0,
+ * the walk's SHMDS_ECORRUPT, or -ECHILD when the child died of a signal;
+ * other errors of the walk (a live worker holding a lock past the bound)
+ * are not damage and give 0. */
+int tt_fresh_read(const char *name);
+
 /* Take every lock of the region once (directory, allocator, each
  * structure's), so that whatever a dead holder left is repaired now.
  * Adds to rec[s] the recoveries (epoch bumps) each structure's step made.
