@@ -1062,6 +1062,13 @@ static uint64_t mem_total(const shmds_map *m)
     return sum;
 }
 
+/* Whether `need` more bytes fit a budget of `limit` with `used` spent
+ * (without wrapping: a mem_limit near UINT64_MAX is a caller's to give). */
+static inline bool within(uint64_t used, uint64_t need, uint64_t limit)
+{
+    return used <= limit && need <= limit - used;
+}
+
 /* Make room for `need` more bytes of entries (stripe s locked): evict under
  * SHMDS_MAP_EVICT, first here, then in stripes we can lock at once.
  * `force` evicts one entry even without a budget (the heap was full).
@@ -1070,7 +1077,7 @@ static int make_room(shmds_map *m, uint32_t s, uint64_t need, bool force)
 {
     uint64_t limit = m->h->mem_limit;
     bool evict = m->evict;
-    if (!force && (limit == 0 || mem_total(m) + need <= limit))
+    if (!force && (limit == 0 || within(mem_total(m), need, limit)))
         return 0;
     if (!evict || (limit != 0 && need > limit))
         return -ENOMEM;
@@ -1091,7 +1098,7 @@ static int make_room(shmds_map *m, uint32_t s, uint64_t need, bool force)
             if (rc <= 0)
                 return rc < 0 ? rc : -ENOMEM;
         }
-        if (force || limit == 0 || mem_total(m) + need <= limit)
+        if (force || limit == 0 || within(mem_total(m), need, limit))
             return 0;
     }
     return -ENOMEM;
@@ -1404,9 +1411,15 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
  * Writes
  * ------------------------------------------------------------------------ */
 
-static int check_key(const void *key, size_t klen)
+/* -EINVAL for a NULL or empty key; -E2BIG when an entry of this key and a
+ * value of `vlen` bytes could not fit the region's heap (so every entry
+ * size computed after this fits 64 bits), before the key is read. */
+static int check_key(const shmds_map *m, const void *key, size_t klen, size_t vlen)
 {
-    return key == NULL || klen == 0 ? -EINVAL : 0;
+    if (key == NULL || klen == 0)
+        return -EINVAL;
+    uint64_t heap = m->r->heap_end - m->r->heap_off;
+    return klen > heap || vlen > heap - klen ? -E2BIG : 0;
 }
 
 static uint64_t expiry(const shmds_map *m, uint32_t ttl_s)
@@ -1508,7 +1521,7 @@ static int put_op(shmds_map *m, uint32_t s, const struct newent *ne, unsigned fl
 SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const void *val,
                             size_t vlen, uint32_t ttl_s, unsigned flags)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen, vlen);
     if (rc == 0 && ((vlen > 0 && val == NULL) || (flags & ~3u) != 0 || flags == 3u))
         rc = -EINVAL;
     if (rc == 0)
@@ -1545,7 +1558,7 @@ static int del_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64
 
 SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen, 0);
     if (rc == 0)
         rc = shmds__writable(m->r);
     if (rc != 0)
@@ -1612,7 +1625,7 @@ static int add_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64
 SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t delta,
                             int64_t *result)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen, 8);
     if (rc == 0)
         rc = shmds__writable(m->r);
     if (rc != 0)
@@ -1776,7 +1789,7 @@ static inline bool get_once(shmds_map *m, uint32_t s, struct getarg *g, int *rc)
 SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *buf, size_t cap,
                             size_t *vlen)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen, 0);
     if (rc == 0 && cap > 0 && buf == NULL)
         rc = -EINVAL;
     if (rc != 0)
@@ -2044,6 +2057,10 @@ uint64_t *shmds__map_slot(shmds_map *m, const void *key, size_t klen)
 
 SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_t val_bytes)
 {
+    /* Sizes no region can hold: saturate instead of wrapping round. */
+    const uint64_t huge = (uint64_t)1 << 56;
+    if (entries > huge || key_bytes > huge || val_bytes > huge)
+        return UINT64_MAX;
     uint64_t S = SHMDS_MAP_STRIPES_DEFAULT;
     uint64_t buckets = (uint64_t)1 << log2_ceil(entries < 16 ? 16 : entries);
     /* Per-stripe growth can double the table early; a growth holds the old
@@ -2051,8 +2068,12 @@ SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_
      * starts at 2 * buckets and would need twice the entries to grow. */
     uint64_t tables = 8 * (2 * buckets + buckets);
     /* Each entry is one heap block: its size plus the allocator's header. */
-    uint64_t ents = entries * (esize(key_bytes, val_bytes) + 16);
+    uint64_t ents;
+    if (__builtin_mul_overflow(entries, esize(key_bytes, val_bytes) + 16, &ents))
+        return UINT64_MAX;
     uint64_t hdr = hdr_bytes((uint32_t)S) + 64;
-    uint64_t sum = SHMDS_HEADER_SIZE + hdr + tables + ents;
+    uint64_t sum = SHMDS_HEADER_SIZE + hdr + tables;
+    if (__builtin_add_overflow(sum, ents, &sum) || sum > UINT64_MAX / 2)
+        return UINT64_MAX;
     return sum + sum / 8 + 65536;
 }

@@ -635,6 +635,65 @@ START_TEST(test_map_readers_use_the_lengths_they_checked)
 }
 END_TEST
 
+/* Sizes that wrap an entry size (48 + klen + vlen + 15) or cannot fit any
+ * region: the entry size used to wrap to a small block, the put returned 0
+ * and the map and heap were corrupt for every process. Now -E2BIG before
+ * anything is read or changed; the region checks healthy and the other
+ * keys read back. */
+START_TEST(test_map_sizes_that_overflow_are_e2big)
+{
+    static const size_t huge[] = {SIZE_MAX,      SIZE_MAX - 15,  SIZE_MAX - 47, SIZE_MAX - 63,
+                                  SIZE_MAX / 2,  SIZE_MAX / 2 + 1, UINT32_MAX,  (size_t)UINT32_MAX + 1};
+    shmds_region *r = region(MB);
+    shmds_map *m = mk(r, "z", 0, 0, 1, 0, 0);
+    shmds_map *mb = mk(r, "zb", 0, UINT64_MAX, 1, 0, SHMDS_MAP_EVICT);
+    char buf[8];
+    ck_assert_int_eq(puts_(m, "keep", "1", 0, 0), 0);
+    ck_assert_int_eq(puts_(mb, "keep", "2", 0, 0), 0);
+    uint64_t blocks = used_blocks(r);
+    /* The key and value buffers are short: nothing may read them past
+     * what the sizes could legally cover. */
+    static const char k[] = "k", v[] = "v";
+    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
+        size_t n = huge[i];
+        ck_assert_int_eq(shmds_map_put(m, k, 1, v, n, 0, 0), -E2BIG);
+        ck_assert_int_eq(shmds_map_put(m, k, n, v, 1, 0, 0), -E2BIG);
+        ck_assert_int_eq(shmds_map_put(m, k, n, v, n, 0, 0), -E2BIG);
+        ck_assert_int_eq(shmds_map_put(mb, k, 1, v, n, 0, 0), -E2BIG);
+        ck_assert_int_eq(shmds_map_get(m, k, n, buf, sizeof buf, NULL), -E2BIG);
+        ck_assert_int_eq(shmds_map_del(m, k, n), -E2BIG);
+        ck_assert_int_eq(shmds_map_add(m, k, n, 1, NULL), -E2BIG);
+        /* A value of exactly what cannot fit beside the key. */
+        ck_assert_int_eq(shmds_map_put(m, k, 1, v, r->heap_end - r->heap_off, 0, 0), -E2BIG);
+        shmds_map *m2 = NULL;
+        shmds_map_opts o = {.capacity = n};
+        int rc = shmds_map_create(r, "z2", &o, &m2);
+        ck_assert_msg(rc == -EINVAL || rc == -ENOMEM, "capacity %zx: %s", n, shmds_errname(rc));
+        if (n >= SIZE_MAX / 2) { /* no region that large: saturates */
+            ck_assert_uint_eq(shmds_map_size_hint(n, 8, 8), UINT64_MAX);
+            ck_assert_uint_eq(shmds_map_size_hint(1000, n, 8), UINT64_MAX);
+            ck_assert_uint_eq(shmds_map_size_hint(1000, 8, n), UINT64_MAX);
+        } else {
+            ck_assert_uint_gt(shmds_map_size_hint(1000, 8, n), 1000 * (uint64_t)n);
+        }
+        ck_assert_int_eq(shmds_region_check(r), 0);
+        ck_assert_uint_eq(used_blocks(r), blocks);
+        ck_assert_int_eq(gets_(m, "keep", buf, sizeof buf), 0);
+        ck_assert_str_eq(buf, "1");
+        ck_assert_int_eq(gets_(mb, "keep", buf, sizeof buf), 0);
+        ck_assert_str_eq(buf, "2");
+    }
+    /* A size hint that fits 64 bits grows with what it is asked for. */
+    ck_assert_uint_lt(shmds_map_size_hint(1000, 8, 8), shmds_map_size_hint(1000, 8, UINT32_MAX));
+    ck_assert_uint_lt(shmds_map_size_hint(1000, 8, UINT32_MAX), UINT64_MAX);
+    ck_assert_int_eq(shmds_map_check(m), 0);
+    ck_assert_int_eq(shmds_map_check(mb), 0);
+    shmds_map_close(mb);
+    shmds_map_close(m);
+    shmds_region_close(r);
+}
+END_TEST
+
 START_TEST(test_map_size_hint_is_enough)
 {
     uint64_t n = 100000;
@@ -1164,6 +1223,7 @@ static Suite *map_suite(void)
     tcase_add_test(limits, test_map_damaged_chains_are_ecorrupt);
     tcase_add_test(limits, test_map_foreach_over_one_shared_chain_is_bounded);
     tcase_add_test(limits, test_map_readers_use_the_lengths_they_checked);
+    tcase_add_test(limits, test_map_sizes_that_overflow_are_e2big);
     suite_add_tcase(s, limits);
     TCase *mp = tcase_create("multiprocess");
     tcase_set_timeout(mp, 60);
