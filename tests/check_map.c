@@ -642,8 +642,6 @@ END_TEST
  * keys read back. */
 START_TEST(test_map_sizes_that_overflow_are_e2big)
 {
-    static const size_t huge[] = {SIZE_MAX,      SIZE_MAX - 15,  SIZE_MAX - 47, SIZE_MAX - 63,
-                                  SIZE_MAX / 2,  SIZE_MAX / 2 + 1, UINT32_MAX,  (size_t)UINT32_MAX + 1};
     shmds_region *r = region(MB);
     shmds_map *m = mk(r, "z", 0, 0, 1, 0, 0);
     shmds_map *mb = mk(r, "zb", 0, UINT64_MAX, 1, 0, SHMDS_MAP_EVICT);
@@ -654,8 +652,8 @@ START_TEST(test_map_sizes_that_overflow_are_e2big)
     /* The key and value buffers are short: nothing may read them past
      * what the sizes could legally cover. */
     static const char k[] = "k", v[] = "v";
-    for (size_t i = 0; i < sizeof huge / sizeof huge[0]; i++) {
-        size_t n = huge[i];
+    for (size_t i = 0; i < TU_HUGE_SIZES; i++) {
+        size_t n = tu_huge_sizes[i];
         ck_assert_int_eq(shmds_map_put(m, k, 1, v, n, 0, 0), -E2BIG);
         ck_assert_int_eq(shmds_map_put(m, k, n, v, 1, 0, 0), -E2BIG);
         ck_assert_int_eq(shmds_map_put(m, k, n, v, n, 0, 0), -E2BIG);
