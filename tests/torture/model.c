@@ -180,7 +180,9 @@ int tt_fresh_read(const char *name)
         shmds_region *r;
         shmds_map *m;
         uint64_t n = 0;
-        int rc = shmds_region_open(name, 0, &r);
+        int rc = shmds_region_open(name, SHMDS_RDONLY, &r);
+        if (rc == 0) /* a writer stopped mid-change: do not wait for a repair */
+            r->lock_timeout_ms = 1;
         if (rc == 0 && (rc = shmds_map_open(r, MAP_NAME, &m)) == 0) {
             rc = shmds_map_foreach(m, count_entry, &n);
             shmds_map_close(m);

@@ -207,11 +207,11 @@ void tt_ledger_free(tt_ledger *l);
 int tt_world_map_reset(tt_world *w);
 
 /* What a process attaching right after a crash sees before anything was
- * repaired: a child opens the region named `name` afresh and walks the
- * map through a new handle (lock-free, repairing what it must). Returns 0,
- * the walk's SHMDS_ECORRUPT, or -ECHILD when the child died of a signal;
- * other errors of the walk (a live worker holding a lock past the bound)
- * are not damage and give 0. */
+ * repaired: a child attaches to the region named `name` read-only (so it
+ * repairs nothing, and waits at most 1 ms for a repair) and walks the map
+ * through a new handle, lock-free. Returns 0, the walk's SHMDS_ECORRUPT, or
+ * -ECHILD when the child died of a signal; -ETIMEDOUT (a change the dead
+ * process left half done) is not damage and gives 0. */
 int tt_fresh_read(const char *name);
 
 /* Take every lock of the region once (directory, allocator, each
