@@ -105,6 +105,17 @@ img_result img_exercise(const void *data, size_t len)
         abort();
     memcpy(buf, data, len);
     shmds_region *r = NULL;
+    /* First as a read-only process that attaches before anyone repaired
+     * anything: lock-free reads only, over whatever state a dead writer
+     * left (a map's growth half published, a stripe mid-change). */
+    if (shmds__region_attach_mem(buf, len, SHMDS_RDONLY, &r) == 0) {
+        r->lock_timeout_ms = IMG_LOCK_TIMEOUT_MS;
+        struct walk w = {r, 0};
+        (void)shmds_root_foreach(r, visit_root, &w);
+        if (shmds_region_close(r) != 0)
+            abort();
+        r = NULL;
+    }
     res.open_rc = shmds__region_attach_mem(buf, len, 0, &r);
     if (res.open_rc == 0) {
         r->lock_timeout_ms = IMG_LOCK_TIMEOUT_MS;
