@@ -126,14 +126,19 @@ struct shmds_list {
 };
 
 /* The node at `off` when it is in bounds, aligned, belongs to this list and
- * its payload fits in the heap; else NULL. */
-static struct list_node *node_at(const shmds_list *l, uint64_t off)
+ * its payload fits in the heap; else NULL. The payload length it checked
+ * goes to *lenp (when not NULL), read once: whoever copies the payload uses
+ * that, never a second read of the node. */
+static struct list_node *node_at(const shmds_list *l, uint64_t off, uint64_t *lenp)
 {
     struct list_node *n = shmds__ptr_chk(l->r, off, sizeof *n, NODE_ALIGN);
     if (n == NULL || GET(&n->owner) != l->off)
         return NULL;
-    if (GET(&n->len) > l->r->heap_end - off - sizeof *n)
+    uint64_t len = GET(&n->len);
+    if (len > l->r->heap_end - off - sizeof *n)
         return NULL;
+    if (lenp != NULL)
+        *lenp = len;
     return n;
 }
 
@@ -163,11 +168,11 @@ static int push_apply(shmds_list *l)
     struct list_log *g = &h->log;
     uint32_t e = GET(&g->end);
     uint64_t off = GET(&g->node), nb = GET(&g->nb);
-    struct list_node *n = node_at(l, off);
+    struct list_node *n = node_at(l, off, NULL);
     if (e > END_BACK || n == NULL)
         return SHMDS_ECORRUPT;
     struct list_node *nbn = NULL;
-    if (nb != 0 && (nbn = node_at(l, nb)) == NULL)
+    if (nb != 0 && (nbn = node_at(l, nb, NULL)) == NULL)
         return SHMDS_ECORRUPT;
 
     seq_enter(h);
@@ -196,7 +201,7 @@ static int pop_apply(shmds_list *l)
     struct list_node *nbn = NULL;
     if (e > END_BACK || old_len == 0)
         return SHMDS_ECORRUPT;
-    if (nb != 0 && (nbn = node_at(l, nb)) == NULL)
+    if (nb != 0 && (nbn = node_at(l, nb, NULL)) == NULL)
         return SHMDS_ECORRUPT;
 
     seq_enter(h);
@@ -301,7 +306,7 @@ static int push_locked(shmds_list *l, uint32_t e, const void *data, size_t len)
     shmds_region *r = l->r;
 
     uint64_t old = GET(&h->ends[e]);
-    const struct list_node *oldn = old != 0 ? node_at(l, old) : NULL;
+    const struct list_node *oldn = old != 0 ? node_at(l, old, NULL) : NULL;
     if (old != 0 && (oldn == NULL || GET(&oldn->link[e]) != 0))
         return SHMDS_ECORRUPT;
     if ((old == 0) != (GET(&h->len) == 0))
@@ -345,7 +350,8 @@ static int pop_locked(shmds_list *l, uint32_t e, void *buf, size_t cap, size_t *
     uint64_t count = GET(&h->len);
     if (off == 0)
         return count == 0 ? -ENOENT : SHMDS_ECORRUPT;
-    struct list_node *n = node_at(l, off);
+    uint64_t nlen;
+    struct list_node *n = node_at(l, off, &nlen);
     if (n == NULL || count == 0 || GET(&n->link[e]) != 0)
         return SHMDS_ECORRUPT;
     uint64_t nb = GET(&n->link[1 - e]);
@@ -353,11 +359,10 @@ static int pop_locked(shmds_list *l, uint32_t e, void *buf, size_t cap, size_t *
         if (GET(&h->ends[1 - e]) != off || count != 1)
             return SHMDS_ECORRUPT;
     } else {
-        struct list_node *nbn = node_at(l, nb);
+        struct list_node *nbn = node_at(l, nb, NULL);
         if (nbn == NULL || GET(&nbn->link[e]) != off)
             return SHMDS_ECORRUPT;
     }
-    uint64_t nlen = GET(&n->len);
     if (len != NULL) {
         *len = (size_t)nlen;
         if (nlen > cap)
@@ -471,10 +476,10 @@ static int walk(shmds_list *l, struct snap *s, bool full)
     while (cur != 0) {
         if (seen >= count)
             return SHMDS_ECORRUPT; /* longer than its length: a cycle or a stray link */
-        struct list_node *n = node_at(l, cur);
+        uint64_t nlen;
+        struct list_node *n = node_at(l, cur, &nlen);
         if (n == NULL || GET(&n->link[0]) != prev)
             return SHMDS_ECORRUPT;
-        uint64_t nlen = GET(&n->len);
         if (full && !shmds__rdonly(l->r)) {
             uint64_t usable;
             if (shmds__alloc_block_live(l->r, cur, &usable) != 0 ||
@@ -501,7 +506,7 @@ static int walk(shmds_list *l, struct snap *s, bool full)
     while (cur != 0) {
         if (seen >= count)
             return SHMDS_ECORRUPT;
-        struct list_node *n = node_at(l, cur);
+        struct list_node *n = node_at(l, cur, NULL);
         if (n == NULL || GET(&n->link[1]) != next)
             return SHMDS_ECORRUPT;
         next = cur;
@@ -598,12 +603,13 @@ SHMDS_API int shmds_list_foreach(shmds_list *l,
     struct list_hdr *h = l->h;
     uint64_t count = GET(&h->len), prev = 0, cur = GET(&h->ends[END_FRONT]), seen = 0;
     while (rc == 0 && cur != 0) {
-        struct list_node *n = node_at(l, cur);
+        uint64_t nlen;
+        struct list_node *n = node_at(l, cur, &nlen);
         if (seen++ >= count || n == NULL || GET(&n->link[0]) != prev) {
             rc = SHMDS_ECORRUPT;
             break;
         }
-        rc = fn(n->data, (size_t)GET(&n->len), arg);
+        rc = fn(n->data, (size_t)nlen, arg);
         prev = cur;
         cur = GET(&n->link[1]);
     }

@@ -222,6 +222,7 @@ SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, sbits) == 12, "format: stripe bits
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, tab_old) == 72, "format: bucket table");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, bits_old) == 88, "format: table bits");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, tseq) == 64, "format: table state");
+SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, rehashing) == 104, "format: growth under way");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, resize) == 128, "format: resize lock");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, rlog) == 192, "format: resize log");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, shards) == 256, "format: shards");
@@ -342,8 +343,12 @@ static void nap_1ms(void)
     nanosleep(&ts, NULL);
 }
 
-/* The entry at `off` with its key and value in bounds, or NULL. */
-static inline struct entry *entry_at(const shmds_map *m, uint64_t off)
+/* The entry at `off` with its key and value in bounds, or NULL; the
+ * lengths it checked in *klp and *vlp. Each is read once: a lock-free
+ * reader uses these, never a second read of the entry (a concurrent change
+ * or reuse of the block can make that one anything). */
+static inline struct entry *entry_lens(const shmds_map *m, uint64_t off, uint64_t *klp,
+                                       uint64_t *vlp)
 {
     struct entry *e = shmds__ptr_chk(m->r, off, ENTRY_HDR, 16);
     if (e == NULL)
@@ -352,7 +357,26 @@ static inline struct entry *entry_at(const shmds_map *m, uint64_t off)
     uint64_t room = m->r->heap_end - off - ENTRY_HDR;
     if (LD(&e->magic) != ENTRY_MAGIC || kl > room || vl > room - kl)
         return NULL;
+    *klp = kl;
+    *vlp = vl;
     return e;
+}
+
+/* entry_lens() for callers holding the stripe lock. */
+static inline struct entry *entry_at(const shmds_map *m, uint64_t off)
+{
+    uint64_t kl, vl;
+    return entry_lens(m, off, &kl, &vl);
+}
+
+/* The most entries one walk can meet in a healthy map: entries are
+ * disjoint heap blocks of at least 64 bytes. A walk past it goes round a
+ * shared tail (buckets of a damaged map all pointing into one chain, each
+ * chain under CHAIN_CAP): it stops with SHMDS_ECORRUPT, so its work is
+ * bounded by the region's size, not by buckets times chain length. */
+static inline uint64_t walk_cap(const shmds_map *m)
+{
+    return (m->r->heap_end - m->r->heap_off) / 64u + 1u;
 }
 
 static inline unsigned char *e_val(struct entry *e)
@@ -456,10 +480,13 @@ static int tsnap_load(shmds_map *m, struct tsnap *t)
 /* The table state: the handle's copy while tseq has not moved since it
  * was read and checked (the common case: one load), else a fresh read.
  * The fields are only ever changed with tseq odd and bumped again, so an
- * unchanged even tseq means unchanged fields. */
+ * unchanged even tseq means unchanged fields. The copy is only ever taken
+ * at an even tseq; a fresh handle's odd tc.seq must not match a tseq a
+ * writer killed mid-change left odd (the first growth leaves it at 1). */
 static inline int tsnap_get(shmds_map *m, struct tsnap *t)
 {
-    if (shmds__likely(LDA(&m->h->tseq) == m->tc.seq)) {
+    uint64_t q = LDA(&m->h->tseq);
+    if (shmds__likely(q == m->tc.seq && (q & 1) == 0)) {
         *t = m->tc;
         return 0;
     }
@@ -687,6 +714,7 @@ static int grow_start(shmds_map *m)
             SHMDS_FAULT("map.grow.allocated");
             uint64_t q = LD(&h->tseq) + 1;
             STR(&h->tseq, q);
+            SHMDS_FAULT("map.grow.odd");
             ST(&h->bits_new, rl->newbits);
             ST(&h->tepoch, rl->tepoch1);
             ST(&h->rehashing, 1);
@@ -1035,6 +1063,13 @@ static uint64_t mem_total(const shmds_map *m)
     return sum;
 }
 
+/* Whether `need` more bytes fit a budget of `limit` with `used` spent
+ * (without wrapping: a mem_limit near UINT64_MAX is a caller's to give). */
+static inline bool within(uint64_t used, uint64_t need, uint64_t limit)
+{
+    return used <= limit && need <= limit - used;
+}
+
 /* Make room for `need` more bytes of entries (stripe s locked): evict under
  * SHMDS_MAP_EVICT, first here, then in stripes we can lock at once.
  * `force` evicts one entry even without a budget (the heap was full).
@@ -1043,7 +1078,7 @@ static int make_room(shmds_map *m, uint32_t s, uint64_t need, bool force)
 {
     uint64_t limit = m->h->mem_limit;
     bool evict = m->evict;
-    if (!force && (limit == 0 || mem_total(m) + need <= limit))
+    if (!force && (limit == 0 || within(mem_total(m), need, limit)))
         return 0;
     if (!evict || (limit != 0 && need > limit))
         return -ENOMEM;
@@ -1064,7 +1099,7 @@ static int make_room(shmds_map *m, uint32_t s, uint64_t need, bool force)
             if (rc <= 0)
                 return rc < 0 ? rc : -ENOMEM;
         }
-        if (force || limit == 0 || mem_total(m) + need <= limit)
+        if (force || limit == 0 || within(mem_total(m), need, limit))
             return 0;
     }
     return -ENOMEM;
@@ -1378,9 +1413,15 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
  * Writes
  * ------------------------------------------------------------------------ */
 
-static int check_key(const void *key, size_t klen)
+/* -EINVAL for a NULL or empty key; -E2BIG when an entry of this key and a
+ * value of `vlen` bytes could not fit the region's heap (so every entry
+ * size computed after this fits 64 bits), before the key is read. */
+static int check_key(const shmds_map *m, const void *key, size_t klen, size_t vlen)
 {
-    return key == NULL || klen == 0 ? -EINVAL : 0;
+    if (key == NULL || klen == 0)
+        return -EINVAL;
+    uint64_t heap = m->r->heap_end - m->r->heap_off;
+    return klen > heap || vlen > heap - klen ? -E2BIG : 0;
 }
 
 static uint64_t expiry(const shmds_map *m, uint32_t ttl_s)
@@ -1482,7 +1523,7 @@ static int put_op(shmds_map *m, uint32_t s, const struct newent *ne, unsigned fl
 SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const void *val,
                             size_t vlen, uint32_t ttl_s, unsigned flags)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen, vlen);
     if (rc == 0 && ((vlen > 0 && val == NULL) || (flags & ~3u) != 0 || flags == 3u))
         rc = -EINVAL;
     if (rc == 0)
@@ -1519,7 +1560,7 @@ static int del_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64
 
 SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen, 0);
     if (rc == 0)
         rc = shmds__writable(m->r);
     if (rc != 0)
@@ -1586,7 +1627,7 @@ static int add_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64
 SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t delta,
                             int64_t *result)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen, 8);
     if (rc == 0)
         rc = shmds__writable(m->r);
     if (rc != 0)
@@ -1609,13 +1650,14 @@ static int lookup_copy(shmds_map *m, const struct tsnap *t, uint32_t s, uint64_t
     struct stripe *st = &m->h->stripes[s];
     uint64_t o = LD(bucket_slot(m, t, st, s, hash)), now = 0;
     for (unsigned steps = 0; o != 0; steps++) {
-        struct entry *e = entry_at(m, o);
+        uint64_t kl, vl;
+        struct entry *e = entry_lens(m, o, &kl, &vl);
         if (e == NULL || steps >= CHAIN_CAP)
             return SHMDS_ECORRUPT;
-        if (e_match(e, hash, key, klen)) {
+        if (LD(&e->hash) == hash && kl == klen &&
+            bytes_eq((unsigned char *)e + ENTRY_HDR + vl, key, klen)) {
             if (e_expired(e, &now))
                 return -ENOENT;
-            uint64_t vl = LD(&e->vlen);
             if (vlen != NULL)
                 *vlen = (size_t)vl;
             if (vl > cap)
@@ -1749,7 +1791,7 @@ static inline bool get_once(shmds_map *m, uint32_t s, struct getarg *g, int *rc)
 SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *buf, size_t cap,
                             size_t *vlen)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen, 0);
     if (rc == 0 && cap > 0 && buf == NULL)
         rc = -EINVAL;
     if (rc != 0)
@@ -1788,11 +1830,14 @@ SHMDS_API int shmds_map_count(shmds_map *m, uint64_t *n)
     return 0;
 }
 
-/* A stripe's live entries, copied: records of {klen, vlen} then the bytes. */
+/* A stripe's live entries, copied: records of {klen, vlen} then the bytes.
+ * `steps` counts the entries the whole walk has met (walk_cap), `done` those
+ * of the stripes already accepted. */
 struct snapbuf {
     unsigned char *p;
     size_t len, cap;
     uint64_t n;
+    uint64_t steps, done;
 };
 
 static int snap_put(struct snapbuf *b, const void *src, size_t len)
@@ -1819,21 +1864,27 @@ static int snap_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
 {
     struct snapbuf *b = arg;
     struct stripe *st = &m->h->stripes[s];
-    uint64_t now = 0;
+    uint64_t now = 0, cap = walk_cap(m);
     b->len = 0;
     b->n = 0;
+    b->steps = b->done;
     for (uint64_t rel = 0; rel < slice_len(m, t->bo); rel++) {
         uint64_t *slots[2];
         int n = slice_slots(m, t, st, s, rel, slots);
         for (int i = 0; i < n; i++) {
             uint64_t o = LD(slots[i]);
             for (unsigned steps = 0; o != 0; steps++) {
-                struct entry *e = entry_at(m, o);
-                if (e == NULL || steps >= CHAIN_CAP)
+                uint64_t lens[2];
+                struct entry *e = entry_lens(m, o, &lens[0], &lens[1]);
+                if (e == NULL || steps >= CHAIN_CAP || ++b->steps > cap)
                     return SHMDS_ECORRUPT;
                 if (!e_expired(e, &now)) {
-                    uint64_t lens[2] = {LD(&e->klen), LD(&e->vlen)};
                     int rc;
+                    /* A stripe's live entries are disjoint: more bytes than
+                     * the heap holds is a walk going round. */
+                    uint64_t heap = m->r->heap_end - m->r->heap_off;
+                    if (b->len > heap || lens[0] + lens[1] > heap - b->len)
+                        return SHMDS_ECORRUPT;
                     if ((rc = snap_put(b, lens, sizeof lens)) < 0 ||
                         (rc = snap_put(b, (unsigned char *)e + ENTRY_HDR + lens[1],
                                        (size_t)lens[0])) < 0 ||
@@ -1858,6 +1909,7 @@ SHMDS_API int shmds_map_foreach(shmds_map *m,
     for (uint32_t s = 0; rc == 0 && s < m->S; s++) {
         if ((rc = read_stripe(m, s, snap_fn, &b)) < 0)
             break;
+        b.done = b.steps;
         size_t at = 0;
         for (uint64_t i = 0; i < b.n && rc == 0; i++) {
             uint64_t lens[2];
@@ -2007,6 +2059,10 @@ uint64_t *shmds__map_slot(shmds_map *m, const void *key, size_t klen)
 
 SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_t val_bytes)
 {
+    /* Sizes no region can hold: saturate instead of wrapping round. */
+    const uint64_t huge = (uint64_t)1 << 56;
+    if (entries > huge || key_bytes > huge || val_bytes > huge)
+        return UINT64_MAX;
     uint64_t S = SHMDS_MAP_STRIPES_DEFAULT;
     uint64_t buckets = (uint64_t)1 << log2_ceil(entries < 16 ? 16 : entries);
     /* Per-stripe growth can double the table early; a growth holds the old
@@ -2014,8 +2070,12 @@ SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_
      * starts at 2 * buckets and would need twice the entries to grow. */
     uint64_t tables = 8 * (2 * buckets + buckets);
     /* Each entry is one heap block: its size plus the allocator's header. */
-    uint64_t ents = entries * (esize(key_bytes, val_bytes) + 16);
+    uint64_t ents;
+    if (__builtin_mul_overflow(entries, esize(key_bytes, val_bytes) + 16, &ents))
+        return UINT64_MAX;
     uint64_t hdr = hdr_bytes((uint32_t)S) + 64;
-    uint64_t sum = SHMDS_HEADER_SIZE + hdr + tables + ents;
+    uint64_t sum = SHMDS_HEADER_SIZE + hdr + tables;
+    if (__builtin_add_overflow(sum, ents, &sum) || sum > UINT64_MAX / 2)
+        return UINT64_MAX;
     return sum + sum / 8 + 65536;
 }

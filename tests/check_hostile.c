@@ -206,6 +206,9 @@ static void mk_free_slot_garbage(unsigned char *img)
 #define MAP_SBITS 12   /* struct map_hdr: stripe bits (log2 of the stripe count) */
 #define MAP_TAB_OLD 72 /* struct map_hdr: offset of the bucket table */
 #define MAP_BITS_OLD 88
+#define MAP_TSEQ 64      /* table sequence word: odd while the table state changes */
+#define MAP_RLOG 192     /* resize log: op (1 = START), new bits, new table, ... */
+#define MAP_RLOG_EPOCH 216
 #define Q_CAP 16  /* struct qhdr: ring bytes (covered by the checksum) */
 #define Q_RING 40 /* offset of the ring */
 #define Q_TAIL 128
@@ -256,6 +259,37 @@ static void mk_map_sbits_huge(unsigned char *img)
 {
     uint32_t sb = 1024;
     memcpy(img + root_off(img, "delta") + MAP_SBITS, &sb, sizeof sb);
+}
+/* Found by an adversarial pass (issue 19): a writer killed in the map's
+ * first growth just after the table sequence word went from 0 to 1. A
+ * fresh handle took it for the table state it had "already read" and its
+ * lock-free get used an empty one (SIGSEGV). */
+static void mk_map_tseq_odd(unsigned char *img)
+{
+    *word_at(img, root_off(img, "delta") + MAP_TSEQ) |= 1;
+}
+/* The same window with the resize log as the killed writer left it: START
+ * logged, a new table in place (here: the old one's block). */
+static void mk_map_first_growth_killed(unsigned char *img)
+{
+    uint64_t m = root_off(img, "delta");
+    uint32_t bits;
+    memcpy(&bits, img + m + MAP_BITS_OLD, 4);
+    *word_at(img, m + MAP_TSEQ) = 1;
+    uint32_t op_bits[2] = {1, bits + 1};
+    memcpy(word_at(img, m + MAP_RLOG), op_bits, 8);
+    *word_at(img, m + MAP_RLOG_EPOCH) = 1;
+    *word_at(img, m + MAP_TAB_OLD + 8) = *word_at(img, m + MAP_TAB_OLD);
+}
+/* Every bucket points at one chain: a walk must not cost buckets x chain. */
+static void mk_map_buckets_share_chain(unsigned char *img)
+{
+    uint64_t m = root_off(img, "delta"), tab = *word_at(img, m + MAP_TAB_OLD);
+    uint64_t head = *map_bucket(img);
+    uint32_t bits;
+    memcpy(&bits, img + m + MAP_BITS_OLD, 4);
+    for (uint64_t b = 0; b < (UINT64_C(1) << bits); b++)
+        *word_at(img, tab + 8 * b) = head;
 }
 static void mk_queue_head_past_tail(unsigned char *img)
 {
@@ -369,6 +403,9 @@ static const hostile cases[] = {
     {"map_chain_out", IMG_SIZE, mk_map_chain_out, 0, SHMDS_ECORRUPT},
     {"map_table_out", IMG_SIZE, mk_map_table_out, 0, SHMDS_ECORRUPT},
     {"map_sbits_huge", IMG_SIZE, mk_map_sbits_huge, 0, SHMDS_ECORRUPT},
+    {"map_tseq_odd", IMG_SIZE, mk_map_tseq_odd, 0, CHECK_ANY},
+    {"map_first_growth_killed", IMG_SIZE, mk_map_first_growth_killed, 0, CHECK_ANY},
+    {"map_buckets_share_chain", IMG_SIZE, mk_map_buckets_share_chain, 0, SHMDS_ECORRUPT},
     {"queue_head_past_tail", IMG_SIZE, mk_queue_head_past_tail, 0, SHMDS_ECORRUPT},
     {"queue_index_out", IMG_SIZE, mk_queue_index_out, 0, SHMDS_ECORRUPT},
     {"queue_count_wrong", IMG_SIZE, mk_queue_count_wrong, 0, SHMDS_ECORRUPT},

@@ -111,6 +111,37 @@ START_TEST(test_queue_send_recv_in_order_across_wraps)
 }
 END_TEST
 
+/* Capacities, message bounds and message lengths up to SIZE_MAX: the
+ * documented error (-EINVAL out of range, -ENOMEM no room, -EMSGSIZE
+ * longer than max_msg) before anything is read, and the queue still holds
+ * what it held. */
+START_TEST(test_queue_sizes_that_overflow_are_refused)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_queue(r, "q", 4096, 256, 0), *q2 = NULL;
+    ck_assert_int_eq(shmds_queue_send(q, "keep", 4, 0), 0);
+    for (size_t i = 0; i < TU_HUGE_SIZES; i++) {
+        size_t n = tu_huge_sizes[i];
+        ck_assert_int_eq(shmds_queue_send(q, "x", n, 0), -EMSGSIZE);
+        int rc = shmds_queue_create(r, "q2", n, 16, 0, &q2);
+        ck_assert_msg(rc == -EINVAL || rc == -ENOMEM, "capacity %zx: %s", n, shmds_errname(rc));
+        ck_assert_int_eq(shmds_queue_create(r, "q3", 4096, n, 0, &q2), -EINVAL);
+        ck_assert_int_eq(shmds_queue_create(r, "q4", n, n, 0, &q2), -EINVAL);
+        ck_assert_int_eq(shmds_region_check(r), 0);
+        uint64_t len;
+        ck_assert_int_eq(shmds_queue_len(q, &len), 0);
+        ck_assert_uint_eq(len, 1);
+    }
+    char buf[8];
+    size_t len;
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_uint_eq(len, 4);
+    ck_assert_int_eq(memcmp(buf, "keep", 4), 0);
+    ck_assert_int_eq(shmds_queue_destroy(q), 0);
+    shmds_region_close(r);
+}
+END_TEST
+
 START_TEST(test_queue_zero_length_messages_count)
 {
     shmds_region *r = make_region();
@@ -833,6 +864,7 @@ static Suite *queue_suite(void)
     Suite *s = suite_create("queue");
     TCase *core = tcase_create("core");
     tcase_add_test(core, test_queue_send_recv_in_order_across_wraps);
+    tcase_add_test(core, test_queue_sizes_that_overflow_are_refused);
     tcase_add_test(core, test_queue_zero_length_messages_count);
     tcase_add_test(core, test_queue_small_buffer_is_enobufs_and_keeps_message);
     tcase_add_test(core, test_queue_shutdown_drains_then_closed);

@@ -97,6 +97,25 @@ START_TEST(test_region_create_reports_itself)
 }
 END_TEST
 
+/* Region sizes no system can map (from SIZE_MAX / 2 up: rounding up to a
+ * page would wrap) are refused, and no object is left behind. Sizes near
+ * UINT32_MAX are legal on 64 bits and not tried (they would be real). */
+START_TEST(test_region_create_sizes_that_overflow_are_refused)
+{
+    for (size_t i = 0; i < TU_HUGE_SIZES; i++) {
+        size_t n = tu_huge_sizes[i];
+        if (n < SIZE_MAX / 2)
+            continue;
+        const char *name = tu_name("rg-huge");
+        shmds_region *r = NULL;
+        int rc = shmds_region_create(name, n, NULL, &r);
+        ck_assert_msg(rc == -EFBIG || rc == -EINVAL, "size %zx: %s", n, shmds_errname(rc));
+        ck_assert_ptr_null(r);
+        ck_assert_int_eq(open_rc(name, 0), -ENOENT);
+    }
+}
+END_TEST
+
 START_TEST(test_region_two_mappings_share_data)
 {
     shmds_region *a = make(), *b;
@@ -1014,6 +1033,7 @@ int main(void)
     TCase *core = tcase_create("core");
     tcase_set_timeout(core, 120);
     tcase_add_test(core, test_region_create_reports_itself);
+    tcase_add_test(core, test_region_create_sizes_that_overflow_are_refused);
     tcase_add_test(core, test_region_two_mappings_share_data);
     tcase_add_test(core, test_region_directory_set_get_del);
     suite_add_tcase(s, core);

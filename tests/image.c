@@ -107,6 +107,18 @@ static img_result exercise(const void *data, size_t len, unsigned flags)
         abort();
     memcpy(buf, data, len);
     shmds_region *r = NULL;
+    /* A writable pass first runs as a read-only process that attaches
+     * before anyone repaired anything: lock-free reads only, over whatever
+     * state a dead writer left (a map's growth half published, a stripe
+     * mid-change). */
+    if (flags == 0 && shmds__region_attach_mem(buf, len, SHMDS_RDONLY, &r) == 0) {
+        r->lock_timeout_ms = IMG_LOCK_TIMEOUT_MS;
+        struct walk w = {r, 0};
+        (void)shmds_root_foreach(r, visit_root, &w);
+        if (shmds_region_close(r) != 0)
+            abort();
+        r = NULL;
+    }
     res.open_rc = shmds__region_attach_mem(buf, len, flags, &r);
     if (res.open_rc == 0) {
         r->lock_timeout_ms = IMG_LOCK_TIMEOUT_MS;

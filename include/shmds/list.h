@@ -134,7 +134,9 @@ SHMDS_API int shmds_list_destroy(shmds_list *l);
  * Cost: O(1) plus one allocation of len + 32 bytes.
  * @param data may be NULL only when @p len is 0.
  * @return 0 (the element is in the list, even if this process dies right
- *         after); -EINVAL; -ENOMEM the heap is full; SHMDS_ERDONLY;
+ *         after); -EINVAL; -ENOMEM the heap is full (also for any @p len
+ *         larger than the heap, up to SIZE_MAX: no overflow; nothing is
+ *         read or changed); SHMDS_ERDONLY;
  *         -EIDRM the list is being destroyed; -ETIMEDOUT; -EDEADLK called
  *         from inside shmds_list_foreach() on the same list;
  *         SHMDS_ENOTRECOVERABLE; SHMDS_ECORRUPT.

@@ -142,6 +142,8 @@ SHMDS_API int shmds_map_destroy(shmds_map *m);
  *         change); -EEXIST (NX, key present); -ENOENT (XX, key absent);
  *         -ENOMEM the budget or the heap is full (with SHMDS_MAP_EVICT: even
  *         after evicting); -EINVAL klen 0, NULL key, or both flags;
+ *         -E2BIG @p klen + @p vlen is more than the region's heap holds
+ *         (sizes whose sum overflows among them; nothing read or changed);
  *         SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
  */
 SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const void *val,
@@ -153,7 +155,8 @@ SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const vo
  * Takes no lock unless the map has SHMDS_MAP_EVICT (see the file comment).
  * @return 0; -ENOENT no such key; -ENOBUFS the value is longer than @p cap
  *         (nothing copied, *vlen set); -EINVAL klen 0 or NULL key;
- *         SHMDS_ERDONLY (EVICT map on a read-only region); -ETIMEDOUT a
+ *         -E2BIG @p klen is more than the region's heap holds (the key
+ *         is not read); SHMDS_ERDONLY (EVICT map on a read-only region); -ETIMEDOUT a
  *         writer died mid-change and nobody repaired it within the region's
  *         lock bound (read-only regions only); SHMDS_ECORRUPT;
  *         SHMDS_ENOTRECOVERABLE.
@@ -163,8 +166,9 @@ SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *bu
 
 /**
  * Remove @p key. An expired key counts as absent (and is reclaimed).
- * @return 0 (or SHMDS_RECOVERED); -ENOENT; -EINVAL; SHMDS_ERDONLY;
- *         -ETIMEDOUT; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
+ * @return 0 (or SHMDS_RECOVERED); -ENOENT; -EINVAL; -E2BIG as for
+ *         shmds_map_get(); SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ECORRUPT;
+ *         SHMDS_ENOTRECOVERABLE.
  */
 SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen);
 
@@ -175,7 +179,8 @@ SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen);
  * expired) key is created at 0 with the map's default TTL, then added to.
  * @return 0 (or SHMDS_RECOVERED); -EINVAL the key holds a value that is not
  *         8 bytes long (nothing changed), klen 0 or NULL key; -EOVERFLOW the
- *         sum does not fit an int64_t (nothing changed); -ENOMEM;
+ *         sum does not fit an int64_t (nothing changed); -E2BIG the key
+ *         and a counter do not fit the region's heap; -ENOMEM;
  *         SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
  */
 SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t delta,
@@ -219,6 +224,8 @@ SHMDS_API int shmds_map_check(shmds_map *m);
  * Region size (bytes, header included) that comfortably holds a map of
  * @p entries entries with keys of @p key_bytes and values of @p val_bytes,
  * including the room growth needs while two tables coexist.
+ * @return the size; UINT64_MAX when it does not fit 64 bits (no region
+ *         can be made that large).
  */
 SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_t val_bytes);
 

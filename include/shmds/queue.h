@@ -99,7 +99,8 @@ static inline size_t shmds_queue_bytes_for(size_t msgs, size_t len)
  * @param flags          0 or SHMDS_QUEUE_SPSC.
  * @param out            receives the handle.
  * @return 0; -EINVAL (NULL argument, bad name, unknown flag, capacity or
- *         max_msg out of range); -EEXIST the name is taken; -ENOSPC the
+ *         max_msg out of range: above SHMDS_QUEUE_CAPACITY_MAX, or any
+ *         size up to SIZE_MAX that would overflow); -EEXIST the name is taken; -ENOSPC the
  *         directory is full; -ENOMEM the heap has no room; SHMDS_ERDONLY;
  *         SHMDS_ECORRUPT; -ETIMEDOUT; SHMDS_ENOTRECOVERABLE (allocator or
  *         directory lock).
