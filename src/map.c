@@ -245,7 +245,6 @@ struct shmds_map {
     bool evict;
     bool own;            /* shard is ours alone (claimed), not shared */
     struct shard *shard; /* where gets count: NULL on a read-only region */
-    uint32_t repair_stripe; /* which stripe the repair callback is for */
     /* The last table state read and checked, valid while the map's tseq
      * still equals tc.seq (odd: none yet). */
     struct tsnap tc;
@@ -530,14 +529,24 @@ static int finish_bucket(shmds_map *m, uint32_t s)
     return rc < 0 ? rc : 0;
 }
 
-/* Called with stripe m->repair_stripe locked after its holder died. Reads
- * only the intent log (and, after a rehash move, the bucket it was in). Idempotent: every step sets absolute values or is an
- * allocator call that is a no-op once its slot is 0. */
+/* What the stripe repair callback repairs: the map and the stripe whose
+ * lock stripe_lock() is taking (on its stack: the repair runs inside that
+ * call). */
+struct stripe_ref {
+    shmds_map *m;
+    uint32_t s;
+};
+
+/* Called with stripe ref->s locked after its holder died. Reads only the
+ * intent log (and, after a rehash move, the bucket it was in). Idempotent:
+ * every step sets absolute values or is an allocator call that is a no-op
+ * once its slot is 0. */
 static int stripe_repair(void *arg)
 {
-    shmds_map *m = arg;
+    const struct stripe_ref *ref = arg;
+    shmds_map *m = ref->m;
     shmds_region *r = m->r;
-    struct stripe *st = &m->h->stripes[m->repair_stripe];
+    struct stripe *st = &m->h->stripes[ref->s];
     struct slog *lg = &st->log;
     int rc = shmds__alloc_settle(r);
     if (rc < 0)
@@ -597,7 +606,7 @@ static int stripe_repair(void *arg)
     uint64_t q = LD(&st->seq);
     if (q & 1)
         STR(&st->seq, q + 1);
-    return finish_bucket(m, m->repair_stripe);
+    return finish_bucket(m, ref->s);
 }
 
 /* Called with the resize lock held after its holder died: roll START or
@@ -650,10 +659,10 @@ static int resize_repair(void *arg)
 static int stripe_lock(shmds_map *m, uint32_t s, bool try)
 {
     struct stripe *st = &m->h->stripes[s];
-    m->repair_stripe = s;
+    struct stripe_ref ref = {m, s};
     if (try)
-        return shmds_mutex_lock(&st->lock, 0, stripe_repair, m);
-    return shmds__lock(m->r, &st->lock, stripe_repair, m);
+        return shmds_mutex_lock(&st->lock, 0, stripe_repair, &ref);
+    return shmds__lock(m->r, &st->lock, stripe_repair, &ref);
 }
 
 static void stripe_unlock(shmds_map *m, uint32_t s)
@@ -817,7 +826,6 @@ static int rehash_step(shmds_map *m, uint32_t s)
     }
     if (rc == 1)
         rc = grow_finish(m);
-    m->repair_stripe = s;
     return rc < 0 ? rc : 0;
 }
 
@@ -825,62 +833,79 @@ static int rehash_step(shmds_map *m, uint32_t s)
  * The one mutation: SWAP
  * ------------------------------------------------------------------------ */
 
-struct newent {
-    const void *key;
-    size_t klen;
+/* A key as the write and locked-read paths carry it: bytes and hash. */
+struct key {
+    const void *p;
+    size_t len;
     uint64_t hash;
+};
+
+/* A new entry to link in. */
+struct newent {
+    struct key k;
     const void *val;
     size_t vlen;
     uint64_t expire_ms;
 };
 
-/* Replace the link word `link` (stripe st locked, log idle) by a new entry
- * `ne` chained to `next` (ne != NULL), or by `next` itself (ne == NULL: an
- * unlink). `dead` (0 for none) is freed after the commit; the stripe's
- * counters change by dn entries and dmem bytes. Returns 0; on -ENOMEM or
- * any allocator error nothing changed. */
-static int swap(shmds_map *m, struct stripe *st, uint64_t *link, uint64_t next,
-                const struct newent *ne, uint64_t dead, int64_t dn, int64_t dmem)
+/* One SWAP: the link word `link` gets a new entry `ne` chained to `next`
+ * (ne != NULL), or `next` itself (ne == NULL: an unlink); the entry `dead`
+ * (0 for none) is freed after the commit; the stripe's counters change by
+ * `dn` entries and `dmem` bytes. Built by insert_entry, replace_entry and
+ * unlink_entry below. */
+struct swap_op {
+    uint64_t *link;
+    uint64_t next;
+    const struct newent *ne;
+    uint64_t dead;
+    int64_t dn, dmem;
+};
+
+/* Apply `op` (stripe st locked, log idle). Returns 0; on -ENOMEM or any
+ * allocator error nothing changed. */
+static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
 {
     shmds_region *r = m->r;
     struct slog *lg = &st->log;
+    const struct newent *ne = op->ne;
+    uint64_t *link = op->link;
     lg->committed = 0;
     lg->link = shmds_off(r, link);
     lg->link_old = LD(link);
     lg->link_new = 0;
-    ST(&lg->dead, dead);
-    lg->entries1 = st->entries + (uint64_t)dn;
-    lg->mem1 = st->mem + (uint64_t)dmem;
+    ST(&lg->dead, op->dead);
+    lg->entries1 = st->entries + (uint64_t)op->dn;
+    lg->mem1 = st->mem + (uint64_t)op->dmem;
     STR(&lg->op, OP_SWAP);
     SHMDS_FAULT("map.swap.logged");
     if (ne != NULL) {
-        int rc = shmds__alloc_into(r, esize(ne->klen, ne->vlen), &lg->blk);
+        int rc = shmds__alloc_into(r, esize(ne->k.len, ne->vlen), &lg->blk);
         if (rc < 0) {
             ST(&lg->dead, 0);
             STR(&lg->op, OP_NONE);
             return rc;
         }
         SHMDS_FAULT("map.swap.allocated");
-        struct entry *e = shmds__ptr_chk(r, lg->blk, ENTRY_HDR + ne->vlen + ne->klen, 16);
+        struct entry *e = shmds__ptr_chk(r, lg->blk, ENTRY_HDR + ne->vlen + ne->k.len, 16);
         if (e == NULL) {
             shmds__free_from(r, &lg->blk);
             ST(&lg->dead, 0);
             STR(&lg->op, OP_NONE);
             return SHMDS_ECORRUPT;
         }
-        e->next = next;
-        e->hash = ne->hash;
-        e->klen = ne->klen;
+        e->next = op->next;
+        e->hash = ne->k.hash;
+        e->klen = ne->k.len;
         e->vlen = ne->vlen;
         e->expire_ms = ne->expire_ms;
         e->ref = 0;
         e->magic = ENTRY_MAGIC;
         if (ne->vlen > 0)
             memcpy(e_val(e), ne->val, ne->vlen);
-        memcpy(e_key(e), ne->key, ne->klen);
+        memcpy(e_key(e), ne->k.p, ne->k.len);
         lg->link_new = lg->blk;
     } else {
-        lg->link_new = next;
+        lg->link_new = op->next;
     }
     SHMDS_FAULT("map.swap.before_commit");
     seq_begin(st);
@@ -903,22 +928,53 @@ static int swap(shmds_map *m, struct stripe *st, uint64_t *link, uint64_t next,
     return rc;
 }
 
+/* Where find() met a key in a locked stripe. */
+struct hit {
+    uint64_t *head;  /* the key's bucket slot (always set) */
+    uint64_t *link;  /* found: the word pointing at the entry */
+    uint64_t eo;     /* found: the entry's offset */
+    struct entry *e; /* found: the entry */
+};
+
 /* Unlink the entry `e` (at `eo`) whose link word is `link`. */
 static int unlink_entry(shmds_map *m, struct stripe *st, uint64_t *link, uint64_t eo,
                         struct entry *e)
 {
-    return swap(m, st, link, e->next, NULL, eo, -1, -(int64_t)esize(e->klen, e->vlen));
+    const struct swap_op op = {link, e->next, NULL, eo, -1, -(int64_t)esize(e->klen, e->vlen)};
+    return swap(m, st, &op);
 }
 
-/* Find `key` in stripe s (locked) under snapshot t. On return *head is its
- * bucket slot; when found (return 1) *link is the word pointing at it, *eo
- * and *ep the entry. Returns 0 when absent, SHMDS_ECORRUPT. */
-static int find(shmds_map *m, const struct tsnap *t, uint32_t s, uint64_t hash, const void *key,
-                size_t klen, uint64_t **head, uint64_t **link, uint64_t *eo, struct entry **ep)
+/* Unlink the entry find() hit. */
+static int unlink_hit(shmds_map *m, struct stripe *st, const struct hit *h)
+{
+    return unlink_entry(m, st, h->link, h->eo, h->e);
+}
+
+/* Replace the entry find() hit by `ne`, in place in its chain. */
+static int replace_entry(shmds_map *m, struct stripe *st, const struct hit *h,
+                         const struct newent *ne)
+{
+    const struct swap_op op = {h->link, h->e->next, ne, h->eo, 0,
+                               (int64_t)esize(ne->k.len, ne->vlen) -
+                                   (int64_t)esize(h->e->klen, h->e->vlen)};
+    return swap(m, st, &op);
+}
+
+/* Link `ne` at the head of the bucket slot `head`. */
+static int insert_entry(shmds_map *m, struct stripe *st, uint64_t *head, const struct newent *ne)
+{
+    const struct swap_op op = {head, LD(head), ne, 0, 1, (int64_t)esize(ne->k.len, ne->vlen)};
+    return swap(m, st, &op);
+}
+
+/* Find key `k` in stripe s (locked) under snapshot t and say where in *h.
+ * Returns 1 found, 0 absent (only h->head set), SHMDS_ECORRUPT. */
+static int find(shmds_map *m, const struct tsnap *t, uint32_t s, const struct key *k,
+                struct hit *h)
 {
     struct stripe *st = &m->h->stripes[s];
-    uint64_t *l = bucket_slot(m, t, st, s, hash);
-    *head = l;
+    uint64_t *l = bucket_slot(m, t, st, s, k->hash);
+    h->head = l;
     for (unsigned steps = 0;; steps++) {
         uint64_t o = LD(l);
         if (o == 0)
@@ -926,10 +982,10 @@ static int find(shmds_map *m, const struct tsnap *t, uint32_t s, uint64_t hash, 
         struct entry *e = entry_at(m, o);
         if (e == NULL || steps >= CHAIN_CAP)
             return SHMDS_ECORRUPT;
-        if (e_match(e, hash, key, klen)) {
-            *link = l;
-            *eo = o;
-            *ep = e;
+        if (e_match(e, k->hash, k->p, k->len)) {
+            h->link = l;
+            h->eo = o;
+            h->e = e;
             return 1;
         }
         l = &e->next;
@@ -1060,7 +1116,6 @@ static int make_room(shmds_map *m, uint32_t s, uint64_t need, bool force)
                 rc = evict_one(m, o);
                 stripe_unlock(m, o);
             }
-            m->repair_stripe = s;
             if (rc <= 0)
                 return rc < 0 ? rc : -ENOMEM;
         }
@@ -1411,19 +1466,19 @@ static int put_locked(shmds_map *m, uint32_t s, const struct newent *ne, unsigne
 {
     struct stripe *st = &m->h->stripes[s];
     struct tsnap t;
-    uint64_t *head, *link, eo, now = 0;
-    struct entry *e;
+    struct hit h;
+    uint64_t now = 0;
     int rc = rehash_step(m, s);
     if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
         return rc;
-    int f = find(m, &t, s, ne->hash, ne->key, ne->klen, &head, &link, &eo, &e);
+    int f = find(m, &t, s, &ne->k, &h);
     if (f < 0)
         return f;
     /* Whether the chain may have changed since that find: after an unlink,
      * or when make_room may evict (a budget) or has evicted (a retry). */
     bool stale = m->h->mem_limit != 0;
-    if (f == 1 && e_expired(e, &now)) {
-        if ((rc = unlink_entry(m, st, link, eo, e)) < 0)
+    if (f == 1 && e_expired(h.e, &now)) {
+        if ((rc = unlink_hit(m, st, &h)) < 0)
             return rc;
         st->expirations++;
         f = 0;
@@ -1433,18 +1488,14 @@ static int put_locked(shmds_map *m, uint32_t s, const struct newent *ne, unsigne
         return -EEXIST;
     if ((flags & SHMDS_PUT_XX) && f == 0)
         return -ENOENT;
-    uint64_t need = esize(ne->klen, ne->vlen);
+    uint64_t need = esize(ne->k.len, ne->vlen);
     if ((rc = make_room(m, s, need, false)) < 0)
         return rc;
     bool evict = m->evict;
     for (unsigned tries = 0;; tries++, stale = true) {
-        if (stale && (f = find(m, &t, s, ne->hash, ne->key, ne->klen, &head, &link, &eo, &e)) < 0)
+        if (stale && (f = find(m, &t, s, &ne->k, &h)) < 0)
             return f;
-        if (f == 1)
-            rc = swap(m, st, link, e->next, ne, eo, 0,
-                      (int64_t)need - (int64_t)esize(e->klen, e->vlen));
-        else
-            rc = swap(m, st, head, LD(head), ne, 0, 1, (int64_t)need);
+        rc = f == 1 ? replace_entry(m, st, &h, ne) : insert_entry(m, st, h.head, ne);
         if (rc == -ENOMEM && evict && tries < EVICT_TRIES) {
             if ((rc = make_room(m, s, need, true)) < 0)
                 return rc;
@@ -1455,19 +1506,16 @@ static int put_locked(shmds_map *m, uint32_t s, const struct newent *ne, unsigne
     }
 }
 
-/* Lock stripe s, run the body, do the after-write work, unlock. The lock's
- * SHMDS_RECOVERED is passed on when the operation succeeds. */
-#define WITH_STRIPE(m, s, body)                                  \
-    do {                                                         \
-        int lk_ = stripe_lock((m), (s), false);                  \
-        if (lk_ < 0)                                             \
-            return lk_;                                          \
-        int rc_ = (body);                                        \
-        if (rc_ >= 0)                                            \
-            rc_ = after_write((m), (s));                         \
-        stripe_unlock((m), (s));                                 \
-        return rc_ < 0 ? rc_ : lk_;                              \
-    } while (0)
+/* End a write on stripe s (locked by stripe_lock(), which returned `lk`)
+ * whose own change returned `rc`: after a success do the after-write work,
+ * then unlock. Returns the error, or the lock's 0 / SHMDS_RECOVERED. */
+static int write_end(shmds_map *m, uint32_t s, int lk, int rc)
+{
+    if (rc >= 0)
+        rc = after_write(m, s);
+    stripe_unlock(m, s);
+    return rc < 0 ? rc : lk;
+}
 
 static int put_op(shmds_map *m, uint32_t s, const struct newent *ne, unsigned flags)
 {
@@ -1488,25 +1536,28 @@ SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const vo
         rc = shmds__writable(m->r);
     if (rc != 0)
         return rc;
-    struct newent ne = {key, klen, key_hash(m->seed, key, klen), val, vlen, expiry(m, ttl_s)};
-    uint32_t s = stripe_of(m, ne.hash);
-    WITH_STRIPE(m, s, put_op(m, s, &ne, flags));
+    struct newent ne = {{key, klen, key_hash(m->seed, key, klen)}, val, vlen, expiry(m, ttl_s)};
+    uint32_t s = stripe_of(m, ne.k.hash);
+    int lk = stripe_lock(m, s, false);
+    if (lk < 0)
+        return lk;
+    return write_end(m, s, lk, put_op(m, s, &ne, flags));
 }
 
-static int del_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64_t hash)
+static int del_op(shmds_map *m, uint32_t s, const struct key *k)
 {
     struct stripe *st = &m->h->stripes[s];
     struct tsnap t;
-    uint64_t *head, *link, eo, now = 0;
-    struct entry *e;
+    struct hit h;
+    uint64_t now = 0;
     int rc = rehash_step(m, s);
     if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
         return rc;
-    int f = find(m, &t, s, hash, key, klen, &head, &link, &eo, &e);
+    int f = find(m, &t, s, k, &h);
     if (f <= 0)
         return f < 0 ? f : -ENOENT;
-    bool exp = e_expired(e, &now);
-    if ((rc = unlink_entry(m, st, link, eo, e)) < 0)
+    bool exp = e_expired(h.e, &now);
+    if ((rc = unlink_hit(m, st, &h)) < 0)
         return rc;
     if (exp) {
         st->expirations++;
@@ -1523,12 +1574,12 @@ SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
         rc = shmds__writable(m->r);
     if (rc != 0)
         return rc;
-    uint64_t hash = key_hash(m->seed, key, klen);
-    uint32_t s = stripe_of(m, hash);
+    const struct key k = {key, klen, key_hash(m->seed, key, klen)};
+    uint32_t s = stripe_of(m, k.hash);
     int lk = stripe_lock(m, s, false);
     if (lk < 0)
         return lk;
-    rc = del_op(m, s, key, klen, hash);
+    rc = del_op(m, s, &k);
     /* -ENOENT still does the after-write work (it may have reclaimed). */
     int rc2 = rc >= 0 || rc == -ENOENT ? after_write(m, s) : 0;
     stripe_unlock(m, s);
@@ -1537,34 +1588,33 @@ SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
     return rc2 < 0 ? rc2 : lk;
 }
 
-static int add_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64_t hash,
-                  int64_t delta, int64_t *result)
+static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, int64_t *result)
 {
     struct stripe *st = &m->h->stripes[s];
     struct tsnap t;
-    uint64_t *head, *link, eo, now = 0;
-    struct entry *e;
+    struct hit h;
+    uint64_t now = 0;
     int rc = rehash_step(m, s);
     if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
         return rc;
-    int f = find(m, &t, s, hash, key, klen, &head, &link, &eo, &e);
+    int f = find(m, &t, s, k, &h);
     if (f < 0)
         return f;
-    if (f == 1 && e_expired(e, &now)) {
-        if ((rc = unlink_entry(m, st, link, eo, e)) < 0)
+    if (f == 1 && e_expired(h.e, &now)) {
+        if ((rc = unlink_hit(m, st, &h)) < 0)
             return rc;
         st->expirations++;
         f = 0;
     }
     if (f == 0) {
-        struct newent ne = {key, klen, hash, &delta, 8, expiry(m, 0)};
+        struct newent ne = {*k, &delta, 8, expiry(m, 0)};
         if ((rc = put_op(m, s, &ne, SHMDS_PUT_NX)) == 0 && result != NULL)
             *result = delta;
         return rc;
     }
-    if (e->vlen != 8)
+    if (h.e->vlen != 8)
         return -EINVAL;
-    int64_t *v = (int64_t *)(void *)e_val(e), nv;
+    int64_t *v = (int64_t *)(void *)e_val(h.e), nv;
     if (__builtin_add_overflow(LD(v), delta, &nv))
         return -EOVERFLOW;
     struct slog *lg = &st->log;
@@ -1590,9 +1640,12 @@ SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t 
         rc = shmds__writable(m->r);
     if (rc != 0)
         return rc;
-    uint64_t hash = key_hash(m->seed, key, klen);
-    uint32_t s = stripe_of(m, hash);
-    WITH_STRIPE(m, s, add_op(m, s, key, klen, hash, delta, result));
+    const struct key k = {key, klen, key_hash(m->seed, key, klen)};
+    uint32_t s = stripe_of(m, k.hash);
+    int lk = stripe_lock(m, s, false);
+    if (lk < 0)
+        return lk;
+    return write_end(m, s, lk, add_op(m, s, &k, delta, result));
 }
 
 /* ---------------------------------------------------------------------------
@@ -1632,21 +1685,22 @@ static int lookup_copy(shmds_map *m, const struct tsnap *t, uint32_t s, uint64_t
 
 /* Get under the stripe lock: EVICT maps (sets the CLOCK bit, reclaims an
  * expired entry) and the fallback of optimistic reads. */
-static int get_locked(shmds_map *m, uint32_t s, uint64_t hash, const void *key, size_t klen,
-                      void *buf, size_t cap, size_t *vlen)
+static int get_locked(shmds_map *m, uint32_t s, const struct key *k, void *buf, size_t cap,
+                      size_t *vlen)
 {
     int lk = stripe_lock(m, s, false);
     if (lk < 0)
         return lk;
     struct stripe *st = &m->h->stripes[s];
     struct tsnap t;
-    uint64_t *head, *link, eo, now = 0;
-    struct entry *e;
+    struct hit h = {NULL, NULL, 0, NULL};
+    uint64_t now = 0;
     int rc = tsnap_get(m, &t);
     if (rc == 0)
-        rc = find(m, &t, s, hash, key, klen, &head, &link, &eo, &e);
+        rc = find(m, &t, s, k, &h);
+    struct entry *e = h.e;
     if (rc == 1 && e_expired(e, &now)) {
-        rc = unlink_entry(m, st, link, eo, e);
+        rc = unlink_hit(m, st, &h);
         if (rc == 0) {
             st->expirations++;
             rc = -ENOENT;
@@ -1759,7 +1813,8 @@ SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *bu
     if (m->evict) {
         if (ro)
             return SHMDS_ERDONLY;
-        rc = get_locked(m, s, hash, key, klen, buf, cap, vlen);
+        const struct key k = {key, klen, hash};
+        rc = get_locked(m, s, &k, buf, cap, vlen);
     } else {
         struct getarg g = {key, klen, hash, buf, cap, vlen};
         if (!get_once(m, s, &g, &rc))
