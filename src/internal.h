@@ -178,6 +178,18 @@ struct timespec shmds__deadline(int ms);
 /* Milliseconds left until `deadline_ns` (monotonic), at least 0. */
 int shmds__ms_left(uint64_t deadline_ns);
 
+/* ---- processes ---- */
+
+/* The one liveness probe: true when no process `pid` exists (kill(pid, 0)
+ * says ESRCH). 0 and values that are not pids are never gone. A pid reused
+ * by an unrelated process reads as alive: what waits on it (a pending
+ * entry, a claimed line) waits until that process exits too, so nothing is
+ * ever taken from a live owner. */
+bool shmds__proc_gone(uint32_t pid);
+/* Sleep about a millisecond: the one backoff step of every wait for a
+ * writer that may have died (after spinning and yielding). */
+void shmds__nap_1ms(void);
+
 /* ---- locks ---- */
 
 /* Lock one of region r's mutexes with the region's bound. A recovery bumps
@@ -199,8 +211,17 @@ int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shm
  * memory stays the caller's (shmds_region_close frees only the handle).
  * flags: 0 or SHMDS_RDONLY. */
 int shmds__region_attach_mem(void *base, size_t len, unsigned flags, shmds_region **out);
-/* The 64-byte aligned header of a named object inside the block at `off`
- * (the structures allocate their header 48 bytes larger and round up). */
+/* Tags 1..SHMDS__TYPE_OBJ_LAST name the object layer's objects (object.h):
+ * their directory entry holds the header's block (an allocator slot) and
+ * lookups report the 64-byte aligned header inside it. All the region
+ * knows of them is this range of tags. */
+#define SHMDS__TYPE_OBJ_LAST SHMDS_TYPE_QUEUE
+static inline bool shmds__type_is_object(uint32_t type)
+{
+    return type != 0 && type <= SHMDS__TYPE_OBJ_LAST;
+}
+/* The 64-byte aligned header of an object inside the block at `off`
+ * (object.c allocates the header 48 bytes larger and rounds up). */
 static inline shmds_off_t shmds__hdr_of(shmds_off_t off)
 {
     return (off + 63) & ~(shmds_off_t)63;
@@ -218,16 +239,25 @@ int shmds__root_reserve(shmds_region *r, const char *name, uint32_t type, shmds_
 /* Make this process's pending entry visible (owner 0, one store): the
  * commit point of a create. */
 int shmds__root_publish(shmds_region *r, shmds_off_t *slot);
-/* Make the visible entry `name` (of `type`, whose header is `off`) pending
- * again, owned by this process: the commit point of a destroy. -ENOENT when
- * the name does not name that object. */
-int shmds__root_unpublish(shmds_region *r, const char *name, uint32_t type, shmds_off_t off,
-                          shmds_off_t **slot);
+/* Make the visible entry of the object of `type` whose header is `off`
+ * pending again, owned by this process: the commit point of a destroy.
+ * -ENOENT when no visible entry names that object. */
+int shmds__root_unpublish(shmds_region *r, uint32_t type, shmds_off_t off, shmds_off_t **slot);
 /* Free this process's pending entry, whose off must be back to 0. */
 int shmds__root_drop(shmds_region *r, shmds_off_t *slot);
-/* Take over one pending entry whose owner is dead (owner = this process):
- * its type and slot. -ENOENT when there is none. */
-int shmds__root_take_orphan(shmds_region *r, uint32_t *type, shmds_off_t **slot);
+/* Take over one pending entry whose owner is dead (owner = this process),
+ * named `name` (NULL: any) of type `of_type` (0: any): its type and slot.
+ * -ENOENT when there is none. */
+int shmds__root_take_orphan(shmds_region *r, const char *name, uint32_t of_type, uint32_t *type,
+                            shmds_off_t **slot);
+/* 0 when a visible entry names the object of `type` whose header is `off`
+ * (a lock-free look at the directory), else -ENOENT or a snapshot error. */
+int shmds__root_published(shmds_region *r, uint32_t type, shmds_off_t off);
+/* Take the directory lock and keep it when a visible entry names the
+ * object of `type` at `off` (0: no destroy can unpublish it until
+ * shmds__root_release); -ENOENT (lock not held) when none does. */
+int shmds__root_hold(shmds_region *r, uint32_t type, shmds_off_t off);
+void shmds__root_release(shmds_region *r);
 /* True when `off` is the region offset of a directory entry's off field. */
 static inline bool shmds__root_slot_off(uint64_t off)
 {

@@ -43,8 +43,7 @@
  * Stores that a crash must see in program order are __atomic release
  * stores, so the compiler cannot move them across each other.
  */
-#include "internal.h"
-#include "list_int.h"
+#include "object.h"
 
 #include <sched.h>
 #include <stdlib.h>
@@ -634,86 +633,76 @@ SHMDS_API int shmds_list_check(shmds_list *l)
  * Create, open, close, destroy
  * ------------------------------------------------------------------------ */
 
-static int name_ok(const char *name)
+static void handle_set(shmds_list *l, shmds_region *r, shmds_off_t off)
 {
-    size_t n = strnlen(name, SHMDS_ROOT_NAME_MAX + 1);
-    return n > 0 && n <= SHMDS_ROOT_NAME_MAX;
+    l->r = r;
+    l->off = off;
+    l->h = (struct list_hdr *)(void *)(r->base + off);
+    l->max_nodes = (r->heap_end - r->heap_off) / sizeof(struct list_node);
 }
 
 static shmds_list *handle_new(shmds_region *r, shmds_off_t off)
 {
     shmds_list *l = malloc(sizeof *l);
-    if (l == NULL)
-        return NULL;
-    l->r = r;
-    l->off = off;
-    l->h = (struct list_hdr *)(void *)(r->base + off);
-    l->max_nodes = (r->heap_end - r->heap_off) / sizeof(struct list_node);
+    if (l != NULL)
+        handle_set(l, r, off);
     return l;
 }
 
-SHMDS_API int shmds_list_create(shmds_region *r, const char *name, shmds_list **out)
+/* The object layer's init: fill in the zeroed header, magic last. */
+static int list_init(shmds_region *r, shmds_off_t off, shmds_off_t block, void *arg)
 {
-    if (r == NULL || name == NULL || out == NULL || !name_ok(name))
-        return -EINVAL;
-    int rc = shmds__writable(r);
+    const char *name = arg;
+    struct list_hdr *h = (struct list_hdr *)(void *)(r->base + off);
+    int rc = shmds_mutex_init(&h->lock);
     if (rc != 0)
         return rc;
-    /* The name is reserved as a pending entry and the header block is
-     * allocated into that entry (zeroed first): a crash at any point leaves
-     * the block reachable from the directory, for shmds_region_reclaim. */
-    shmds_off_t *slot;
-    rc = shmds__root_reserve(r, name, SHMDS_TYPE_LIST, &slot);
-    if (rc == -EAGAIN && (rc = shmds_region_reclaim(r)) == 0)
-        rc = shmds__root_reserve(r, name, SHMDS_TYPE_LIST, &slot);
-    if (rc != 0)
-        return rc == -EAGAIN ? -EEXIST : rc;
-    SHMDS_FAULT("list.create.reserved");
-    if ((rc = shmds__alloc_zeroed_into(r, HDR_ALLOC, slot)) != 0)
-        goto fail;
-    SHMDS_FAULT("list.create.allocated");
-    shmds_off_t block = *slot;
-    shmds_off_t off = shmds__hdr_of(block);
-    struct list_hdr *h = shmds__ptr_chk(r, off, sizeof *h, 64);
-    shmds_list *l = h != NULL ? handle_new(r, off) : NULL;
-    if (l == NULL) {
-        rc = h != NULL ? -ENOMEM : SHMDS_ECORRUPT;
-        goto fail;
-    }
-    if ((rc = shmds_mutex_init(&h->lock)) != 0) {
-        free(l);
-        goto fail;
-    }
     h->block = block;
     h->state = STATE_LIVE;
     memcpy(h->name, name, strlen(name));
     __atomic_store_n(&h->magic, LIST_MAGIC, __ATOMIC_RELEASE);
-    SHMDS_FAULT("list.create.before_register");
-    if ((rc = shmds__root_publish(r, slot)) != 0) {
+    return 0;
+}
+
+SHMDS_API int shmds_list_create(shmds_region *r, const char *name, shmds_list **out)
+{
+    if (r == NULL || out == NULL)
+        return -EINVAL;
+    shmds_list *l = malloc(sizeof *l);
+    if (l == NULL)
+        return -ENOMEM;
+    shmds_off_t off;
+    int rc = shmds__obj_create(r, &shmds__list_ops, name, sizeof(struct list_hdr), list_init,
+                               (void *)name, &off);
+    if (rc != 0) {
         free(l);
-        goto fail;
+        return rc;
     }
+    handle_set(l, r, off);
     *out = l;
     return 0;
+}
 
-fail:
-    if (shmds__free_from(r, slot) == 0)
-        shmds__root_drop(r, slot);
-    return rc;
+/* The header at `off` is a list's (in bounds, magic, block). */
+static const struct list_hdr *hdr_valid(shmds_region *r, shmds_off_t off)
+{
+    const struct list_hdr *h = shmds__ptr_chk(r, off, sizeof *h, 64);
+    if (h == NULL || __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != LIST_MAGIC ||
+        h->block > off || off - h->block >= 64)
+        return NULL;
+    return h;
 }
 
 SHMDS_API int shmds_list_open(shmds_region *r, const char *name, shmds_list **out)
 {
-    if (r == NULL || name == NULL || out == NULL || !name_ok(name))
+    if (r == NULL || out == NULL || !shmds__obj_name_ok(name))
         return -EINVAL;
     shmds_off_t off;
     int rc = shmds__root_find_typed(r, name, SHMDS_TYPE_LIST, &off);
     if (rc != 0)
         return rc;
-    const struct list_hdr *h = shmds__ptr_chk(r, off, sizeof *h, 64);
-    if (h == NULL || __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != LIST_MAGIC ||
-        h->block > off || off - h->block >= 64 ||
-        strncmp(h->name, name, sizeof h->name) != 0)
+    const struct list_hdr *h = hdr_valid(r, off);
+    if (h == NULL || strncmp(h->name, name, sizeof h->name) != 0)
         return SHMDS_ECORRUPT;
     shmds_list *l = handle_new(r, off);
     if (l == NULL)
@@ -753,7 +742,7 @@ static int list_teardown(shmds_list *l)
     return rc;
 }
 
-int shmds__list_reclaim_at(shmds_region *r, shmds_off_t off)
+static int list_teardown_at(shmds_region *r, shmds_off_t off)
 {
     if (shmds__ptr_chk(r, off, sizeof(struct list_hdr), 64) == NULL)
         return SHMDS_ECORRUPT;
@@ -769,29 +758,29 @@ SHMDS_API int shmds_list_destroy(shmds_list *l)
 {
     if (l == NULL)
         return -EINVAL;
-    shmds_region *r = l->r;
-    struct list_hdr *h = l->h;
-    int rc = list_lock(l, false);
-    if (rc != 0)
-        goto out;
-    char name[SHMDS_ROOT_NAME_MAX + 1];
-    memcpy(name, h->name, sizeof name);
-    name[SHMDS_ROOT_NAME_MAX] = '\0';
-    list_unlock(l);
-    /* The commit point: the name goes pending, owned by us; from here the
-     * destroy rolls forward (a reclaim finishes it if we die). */
-    shmds_off_t *slot;
-    if ((rc = shmds__root_unpublish(r, name, SHMDS_TYPE_LIST, l->off, &slot)) != 0)
-        goto out;
-    SHMDS_FAULT("list.destroy.unregistered");
-    if ((rc = list_teardown(l)) == 0 && (rc = shmds__free_from(r, slot)) == 0) {
-        SHMDS_FAULT("list.destroy.freed");
-        rc = shmds__root_drop(r, slot);
-    }
-out:
+    int rc = shmds__writable(l->r);
+    if (rc == 0 && __atomic_load_n(&l->h->magic, __ATOMIC_ACQUIRE) != LIST_MAGIC)
+        rc = -EIDRM;
+    if (rc == 0)
+        rc = shmds__obj_destroy(l->r, &shmds__list_ops, l->off);
     free(l);
     return rc;
 }
+
+/* The object layer's check: the header validates, then as shmds_list_check. */
+static int list_check_at(shmds_region *r, shmds_off_t off)
+{
+    if (hdr_valid(r, off) == NULL)
+        return SHMDS_ECORRUPT;
+    shmds_list *l = handle_new(r, off);
+    if (l == NULL)
+        return -ENOMEM;
+    int rc = shmds_list_check(l);
+    free(l);
+    return rc;
+}
+
+const struct shmds__obj_ops shmds__list_ops = {SHMDS_TYPE_LIST, list_teardown_at, list_check_at};
 
 /* ---------------------------------------------------------------------------
  * Intrusive links. No locks: the caller's own mutex guards them.

@@ -85,7 +85,7 @@
  * them, and every write sweeps one bucket of its stripe while any entry may
  * carry a TTL.
  */
-#include "internal.h"
+#include "object.h"
 #include "map_int.h"
 
 #include <sched.h>
@@ -248,7 +248,6 @@ struct shmds_map {
     /* The last table state read and checked, valid while the map's tseq
      * still equals tc.seq (odd: none yet). */
     struct tsnap tc;
-    char name[SHMDS_ROOT_NAME_MAX + 1]; /* for destroy; "" when unknown */
 };
 
 /* ---------------------------------------------------------------------------
@@ -333,12 +332,6 @@ static inline void seq_begin(struct stripe *st)
 static inline void seq_end(struct stripe *st)
 {
     __atomic_add_fetch(&st->seq, 1, __ATOMIC_RELEASE);
-}
-
-static void nap_1ms(void)
-{
-    struct timespec ts = {0, 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 /* The entry at `off` with its key and value in bounds, or NULL. */
@@ -448,7 +441,7 @@ static int tsnap_load(shmds_map *m, struct tsnap *t)
         }
         if (shmds__now_ns() >= deadline)
             return -ETIMEDOUT;
-        nap_1ms();
+        shmds__nap_1ms();
     }
 }
 
@@ -1156,7 +1149,7 @@ static void shard_claim(shmds_map *m)
     for (unsigned i = 0; i < SHARDS; i++) {
         struct shard *sh = &m->h->shards[i];
         uint64_t o = LD(&sh->owner);
-        if (o != 0 && (o > INT32_MAX || kill((pid_t)o, 0) == 0 || errno != ESRCH))
+        if (o != 0 && (o > UINT32_MAX || !shmds__proc_gone((uint32_t)o)))
             continue;
         if (__atomic_compare_exchange_n(&sh->owner, &o, me, false, __ATOMIC_ACQ_REL,
                                         __ATOMIC_RELAXED)) {
@@ -1207,23 +1200,51 @@ static int map_attach(shmds_region *r, shmds_off_t off, shmds_map **out)
     return 0;
 }
 
+struct mparams {
+    const shmds_map_opts *o;
+    uint32_t S, sb, bits;
+};
+
+/* The object layer's init: fill in the zeroed header, allocate the first
+ * table into the header's own field, magic last. */
+static int map_init(shmds_region *r, shmds_off_t off, shmds_off_t blk, void *arg)
+{
+    const struct mparams *p = arg;
+    const shmds_map_opts *o = p->o;
+    struct map_hdr *h = (struct map_hdr *)(void *)(r->base + off);
+    h->nstripes = p->S;
+    h->sbits = p->sb;
+    h->capacity = o->capacity;
+    h->mem_limit = o->mem_limit;
+    h->default_ttl_s = o->default_ttl_s;
+    h->flags = o->flags;
+    h->has_ttl = o->default_ttl_s != 0;
+    h->block = blk;
+    if (getrandom(&h->seed, sizeof h->seed, GRND_NONBLOCK) != (ssize_t)sizeof h->seed)
+        h->seed = mix(shmds__now_ns() ^ ((uint64_t)getpid() << 32));
+    h->bits_old = p->bits;
+    int rc = shmds_mutex_init(&h->resize);
+    for (uint32_t i = 0; i < p->S && rc == 0; i++)
+        rc = shmds_mutex_init(&h->stripes[i].lock);
+    if (rc == 0)
+        rc = shmds__alloc_into(r, (uint64_t)8 << p->bits, &h->tab_old);
+    if (rc != 0)
+        return rc;
+    SHMDS_FAULT("map.create.table");
+    memset(shmds_ptr(r, h->tab_old), 0, (size_t)8 << p->bits);
+    STR(&h->magic, MAP_MAGIC);
+    return 0;
+}
+
 SHMDS_API int shmds_map_create(shmds_region *r, const char *name, const shmds_map_opts *o,
                                shmds_map **out)
 {
     shmds_map_opts d = {0};
     if (o == NULL)
         o = &d;
-    if (name == NULL || out == NULL || o->stripes > SHMDS_MAP_STRIPES_MAX ||
+    if (r == NULL || out == NULL || o->stripes > SHMDS_MAP_STRIPES_MAX ||
         (o->flags & ~(uint32_t)SHMDS_MAP_EVICT) != 0)
         return -EINVAL;
-    int rc = shmds__writable(r);
-    if (rc != 0)
-        return rc;
-    rc = shmds_root_get(r, name, NULL, NULL);
-    if (rc == 0)
-        return -EEXIST;
-    if (rc != -ENOENT)
-        return rc;
     uint32_t S = o->stripes == 0 ? SHMDS_MAP_STRIPES_DEFAULT : o->stripes;
     uint32_t sb = log2_ceil(S);
     S = 1u << sb;
@@ -1241,80 +1262,23 @@ SHMDS_API int shmds_map_create(shmds_region *r, const char *name, const shmds_ma
         bits = MIN_BITS;
     if (bits < sb)
         bits = sb;
-
-    /* The name is reserved as a pending entry and the header block (64-byte
-     * aligned inside: take 48 bytes more and round up) is allocated into
-     * it, zeroed first; the first table goes into the header's own field.
-     * A crash at any point leaves every block reachable from the
-     * directory, for shmds_region_reclaim. */
-    shmds_off_t *slot;
-    rc = shmds__root_reserve(r, name, SHMDS_TYPE_MAP, &slot);
-    if (rc == -EAGAIN && (rc = shmds_region_reclaim(r)) == 0)
-        rc = shmds__root_reserve(r, name, SHMDS_TYPE_MAP, &slot);
-    if (rc != 0)
-        return rc == -EAGAIN ? -EEXIST : rc;
-    SHMDS_FAULT("map.create.reserved");
-    if ((rc = shmds__alloc_zeroed_into(r, hdr_bytes(S) + 48, slot)) != 0)
-        goto fail;
-    shmds_off_t blk = *slot;
-    shmds_off_t off = shmds__hdr_of(blk);
-    struct map_hdr *h = shmds__ptr_chk(r, off, hdr_bytes(S), 64);
-    if (h == NULL) {
-        rc = SHMDS_ECORRUPT;
-        goto fail;
-    }
-    h->nstripes = S;
-    h->sbits = sb;
-    h->capacity = o->capacity;
-    h->mem_limit = o->mem_limit;
-    h->default_ttl_s = o->default_ttl_s;
-    h->flags = o->flags;
-    h->has_ttl = o->default_ttl_s != 0;
-    h->block = blk;
-    if (getrandom(&h->seed, sizeof h->seed, GRND_NONBLOCK) != (ssize_t)sizeof h->seed)
-        h->seed = mix(shmds__now_ns() ^ ((uint64_t)getpid() << 32));
-    h->bits_old = bits;
-    rc = shmds_mutex_init(&h->resize);
-    for (uint32_t i = 0; i < S && rc == 0; i++)
-        rc = shmds_mutex_init(&h->stripes[i].lock);
-    if (rc == 0)
-        rc = shmds__alloc_into(r, (uint64_t)8 << bits, &h->tab_old);
-    if (rc == 0) {
-        SHMDS_FAULT("map.create.table");
-        memset(shmds_ptr(r, h->tab_old), 0, (size_t)8 << bits);
-        STR(&h->magic, MAP_MAGIC);
-        SHMDS_FAULT("map.create.before_register");
-        rc = map_attach(r, off, out);
-    }
-    if (rc == 0) {
-        memcpy((*out)->name, name, strlen(name) + 1);
-        if ((rc = shmds__root_publish(r, slot)) != 0) {
-            shmds_map_close(*out);
-            *out = NULL;
-        }
-    }
-    if (rc == 0)
-        return 0;
-    if (h != NULL && shmds__map_reclaim_at(r, off) != 0)
-        return rc;
-fail:
-    if (shmds__free_from(r, slot) == 0)
-        shmds__root_drop(r, slot);
+    struct mparams p = {o, S, sb, bits};
+    shmds_off_t off;
+    int rc = shmds__obj_create(r, &shmds__map_ops, name, hdr_bytes(S), map_init, &p, &off);
+    if (rc == 0 && (rc = map_attach(r, off, out)) != 0)
+        shmds__obj_destroy(r, &shmds__map_ops, off);
     return rc;
 }
 
 SHMDS_API int shmds_map_open(shmds_region *r, const char *name, shmds_map **out)
 {
-    if (name == NULL || out == NULL)
+    if (r == NULL || out == NULL || !shmds__obj_name_ok(name))
         return -EINVAL;
     shmds_off_t off;
     int rc = shmds__root_find_typed(r, name, SHMDS_TYPE_MAP, &off);
     if (rc < 0)
         return rc;
-    rc = map_attach(r, off, out);
-    if (rc == 0 && strlen(name) <= SHMDS_ROOT_NAME_MAX)
-        memcpy((*out)->name, name, strlen(name) + 1);
-    return rc;
+    return map_attach(r, off, out);
 }
 
 SHMDS_API void shmds_map_close(shmds_map *m)
@@ -1388,7 +1352,8 @@ static int map_teardown(shmds_map *m)
     return map_free_tables(r, h);
 }
 
-int shmds__map_reclaim_at(shmds_region *r, shmds_off_t off)
+/* The object layer's teardown. */
+static int map_teardown_at(shmds_region *r, shmds_off_t off)
 {
     struct map_hdr *h = shmds__ptr_chk(r, off, sizeof(struct map_hdr), 64);
     if (h == NULL)
@@ -1406,24 +1371,10 @@ int shmds__map_reclaim_at(shmds_region *r, shmds_off_t off)
 
 SHMDS_API int shmds_map_destroy(shmds_map *m)
 {
-    shmds_region *r = m->r;
+    if (m == NULL)
+        return -EINVAL;
     shard_release(m);
-    int rc = shmds__writable(r);
-    if (rc == 0 && m->name[0] == '\0')
-        rc = -EINVAL;
-    /* The commit point: the name goes pending, owned by us; from here the
-     * destroy rolls forward (a reclaim finishes it if we die). */
-    shmds_off_t *slot = NULL;
-    if (rc == 0)
-        rc = shmds__root_unpublish(r, m->name, SHMDS_TYPE_MAP, m->off, &slot);
-    if (rc == 0) {
-        SHMDS_FAULT("map.destroy.unregistered");
-        rc = map_teardown(m);
-    }
-    if (rc == 0 && (rc = shmds__free_from(r, slot)) == 0) {
-        SHMDS_FAULT("map.destroy.freed");
-        rc = shmds__root_drop(r, slot);
-    }
+    int rc = shmds__obj_destroy(m->r, &shmds__map_ops, m->off);
     shmds_map_close(m);
     return rc;
 }
@@ -1766,7 +1717,7 @@ static int read_stripe(shmds_map *m, uint32_t s,
             deadline = shmds__now_ns() + (uint64_t)m->r->lock_timeout_ms * 1000000u;
         if (shmds__now_ns() >= deadline)
             return -ETIMEDOUT;
-        nap_1ms();
+        shmds__nap_1ms();
     }
 }
 
@@ -2038,8 +1989,12 @@ SHMDS_API int shmds_map_check(shmds_map *m)
     return rc;
 }
 
-int shmds__map_check_at(shmds_region *r, shmds_off_t off)
+/* The object layer's check: the header validates, then as shmds_map_check.
+ * A map's check takes its locks: a read-only region skips it. */
+static int map_check_at(shmds_region *r, shmds_off_t off)
 {
+    if (shmds__rdonly(r))
+        return 0;
     shmds_map *m;
     int rc = map_attach(r, off, &m);
     if (rc < 0)
@@ -2073,3 +2028,5 @@ SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_
     uint64_t sum = SHMDS_HEADER_SIZE + hdr + tables + ents;
     return sum + sum / 8 + 65536;
 }
+
+const struct shmds__obj_ops shmds__map_ops = {SHMDS_TYPE_MAP, map_teardown_at, map_check_at};

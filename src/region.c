@@ -38,7 +38,7 @@
  * header and publishes (owner_pid = 0, one store: the commit point); destroy
  * unpublishes (owner_pid = self), frees, and drops the entry once its `off`
  * is back to 0. An entry whose owner is dead is an orphan; check.c reclaims
- * it (shmds_region_reclaim). owner_pid is stored before the type when a slot
+ * it (object.c, shmds_region_reclaim). owner_pid is stored before the type when a slot
  * is taken, so the repair's rule is unchanged: every slot is free or
  * complete (complete includes pending).
  */
@@ -225,12 +225,6 @@ static int header_validate(const struct shmds__hdr *h, uint64_t obj_size)
     return 0;
 }
 
-static void nap_1ms(void)
-{
-    struct timespec ts = {0, 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region **out)
 {
     if (name_check(name) != 0 || out == NULL || (flags & ~(unsigned)(SHMDS_RDONLY | SHMDS_SAME_UID)))
@@ -276,7 +270,7 @@ SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region *
             rc = -EAGAIN;
             goto fail;
         }
-        nap_1ms();
+        shmds__nap_1ms();
     }
 
     rc = header_validate(base, (uint64_t)st.st_size);
@@ -436,7 +430,7 @@ static int dir_snapshot(shmds_region *r, struct shmds__root *copy)
         }
         if (shmds__now_ns() >= deadline)
             return -ETIMEDOUT;
-        nap_1ms();
+        shmds__nap_1ms();
     }
 }
 
@@ -467,9 +461,16 @@ static int dir_find_in(const struct shmds__root *roots, const char *name, bool p
  * the file), and the object is the 64-byte aligned header inside it. */
 static shmds_off_t entry_off(const struct shmds__root *e)
 {
-    bool own = e->type == SHMDS_TYPE_LIST || e->type == SHMDS_TYPE_MAP ||
-               e->type == SHMDS_TYPE_QUEUE;
-    return own ? shmds__hdr_of(e->off) : e->off;
+    return shmds__type_is_object(e->type) ? shmds__hdr_of(e->off) : e->off;
+}
+
+/* The visible slot naming the object of `type` whose header is `off`. */
+static int dir_find_object(const struct shmds__root *roots, uint32_t type, shmds_off_t off)
+{
+    for (int i = 0; i < SHMDS_ROOTS_MAX; i++)
+        if (slot_visible(&roots[i]) && roots[i].type == type && entry_off(&roots[i]) == off)
+            return i;
+    return -1;
 }
 
 static int dir_find(const struct shmds__root *roots, const char *name)
@@ -567,14 +568,6 @@ static uint32_t self_pid(void)
     return (uint32_t)getpid();
 }
 
-/* True when the process `pid` is gone. PID reuse: a pid recycled by an
- * unrelated process keeps an orphan pending (invisible, name taken) until
- * that process exits too; nothing is ever freed under a live owner. */
-static bool pid_dead(uint32_t pid)
-{
-    return pid != 0 && pid <= INT32_MAX && kill((pid_t)pid, 0) == -1 && errno == ESRCH;
-}
-
 int shmds__root_reserve(shmds_region *r, const char *name, uint32_t type, shmds_off_t **slot)
 {
     if (root_name_check(name) != 0 || type == 0)
@@ -587,7 +580,7 @@ int shmds__root_reserve(shmds_region *r, const char *name, uint32_t type, shmds_
     rc = dir_take(h, name, type, self_pid(), 0, &i);
     if (rc == -EEXIST) {
         int j = dir_find_in(h->roots, name, true);
-        if (j >= 0 && pid_dead(h->roots[j].owner_pid))
+        if (j >= 0 && shmds__proc_gone(h->roots[j].owner_pid))
             rc = -EAGAIN;
     }
     if (rc == 0)
@@ -626,17 +619,14 @@ int shmds__root_publish(shmds_region *r, shmds_off_t *slot)
     return rc;
 }
 
-int shmds__root_unpublish(shmds_region *r, const char *name, uint32_t type, shmds_off_t off,
-                          shmds_off_t **slot)
+int shmds__root_unpublish(shmds_region *r, uint32_t type, shmds_off_t off, shmds_off_t **slot)
 {
-    if (root_name_check(name) != 0)
-        return -EINVAL;
     int rc = dir_lock(r);
     if (rc != 0)
         return rc;
     struct shmds__hdr *h = r->hdr;
-    int i = dir_find(h->roots, name);
-    if (i < 0 || h->roots[i].type != type || entry_off(&h->roots[i]) != off) {
+    int i = dir_find_object(h->roots, type, off);
+    if (i < 0) {
         rc = -ENOENT;
     } else {
         dir_write_begin(h);
@@ -671,7 +661,8 @@ int shmds__root_drop(shmds_region *r, shmds_off_t *slot)
     return rc;
 }
 
-int shmds__root_take_orphan(shmds_region *r, uint32_t *type, shmds_off_t **slot)
+int shmds__root_take_orphan(shmds_region *r, const char *name, uint32_t of_type, uint32_t *type,
+                            shmds_off_t **slot)
 {
     int rc = dir_lock(r);
     if (rc != 0)
@@ -680,7 +671,9 @@ int shmds__root_take_orphan(shmds_region *r, uint32_t *type, shmds_off_t **slot)
     rc = -ENOENT;
     for (int i = 0; i < SHMDS_ROOTS_MAX; i++) {
         struct shmds__root *e = &h->roots[i];
-        if (e->type == 0 || !pid_dead(e->owner_pid))
+        if (e->type == 0 || (of_type != 0 && e->type != of_type) ||
+            (name != NULL && strncmp(e->name, name, sizeof e->name) != 0) ||
+            !shmds__proc_gone(e->owner_pid))
             continue;
         dir_write_begin(h);
         __atomic_store_n(&e->owner_pid, self_pid(), __ATOMIC_RELEASE);
@@ -711,6 +704,32 @@ SHMDS_API int shmds_root_foreach(shmds_region *r,
             return rc;
     }
     return 0;
+}
+
+int shmds__root_published(shmds_region *r, uint32_t type, shmds_off_t off)
+{
+    struct shmds__root copy[SHMDS_ROOTS_MAX];
+    int rc = dir_snapshot(r, copy);
+    if (rc != 0)
+        return rc;
+    return dir_find_object(copy, type, off) >= 0 ? 0 : -ENOENT;
+}
+
+int shmds__root_hold(shmds_region *r, uint32_t type, shmds_off_t off)
+{
+    int rc = dir_lock(r);
+    if (rc != 0)
+        return rc;
+    if (dir_find_object(r->hdr->roots, type, off) < 0) {
+        shmds_mutex_unlock(&r->hdr->dir_lock);
+        return -ENOENT;
+    }
+    return 0;
+}
+
+void shmds__root_release(shmds_region *r)
+{
+    shmds_mutex_unlock(&r->hdr->dir_lock);
 }
 
 int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shmds_off_t *off)

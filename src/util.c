@@ -1,5 +1,8 @@
-/* Small helpers shared by the modules: clocks, deadlines and hashing. */
+/* Small helpers shared by the modules: clocks, deadlines, naps, the
+ * liveness probe and hashing. Layer: the bottom (calls nothing above). */
 #include "internal.h"
+
+#include <signal.h>
 
 uint64_t shmds__now_ns(void)
 {
@@ -45,4 +48,15 @@ uint64_t shmds__fnv1a(uint64_t h, const void *data, size_t len)
         h *= UINT64_C(0x100000001b3);
     }
     return h;
+}
+
+void shmds__nap_1ms(void)
+{
+    struct timespec ts = {0, 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+bool shmds__proc_gone(uint32_t pid)
+{
+    return pid != 0 && pid <= INT32_MAX && kill((pid_t)pid, 0) == -1 && errno == ESRCH;
 }

@@ -183,11 +183,13 @@ SHMDS_API int shmds_queue_len(shmds_queue *q, uint64_t *msgs);
  * indices, and every queued message's framing (walked from head to tail),
  * against the message count. The default mode walks under the queue lock.
  * In SPSC mode it walks without a lock and keeps the result only if the
- * consumer did not move meanwhile; on a queue too busy for that, only the
- * indices are checked. Works read-only (without taking the lock).
- * Cost: O(queued messages).
- * @return 0 healthy; SHMDS_ECORRUPT; -EINVAL NULL; -ETIMEDOUT,
- *         SHMDS_ENOTRECOVERABLE (queue lock).
+ * consumer did not move meanwhile; on a queue too busy for that (every one
+ * of many attempts overlapped a receive) it says so with -EAGAIN rather
+ * than report a queue it did not walk as healthy. Works read-only (without
+ * taking the lock). Cost: O(queued messages).
+ * @return 0 healthy; SHMDS_ECORRUPT; -EINVAL NULL; -EAGAIN no stable view
+ *         to walk (try again); -ETIMEDOUT, SHMDS_ENOTRECOVERABLE (queue
+ *         lock).
  */
 SHMDS_API int shmds_queue_check(shmds_queue *q);
 
