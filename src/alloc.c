@@ -437,16 +437,6 @@ static void op_init(struct op *o, shmds_region *r)
     o->rebuild = false;
 }
 
-static void seq_begin(struct aroot *root)
-{
-    __atomic_store_n(&root->seq, root->seq | 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-}
-
-static void seq_end(struct aroot *root)
-{
-    __atomic_store_n(&root->seq, (root->seq | 1) + 1, __ATOMIC_RELEASE);
-}
 
 /* Called by the lock, holding it, when the previous holder died. */
 static int repair(void *arg)
@@ -473,11 +463,11 @@ static int repair(void *arg)
         __atomic_store_n(&root->redo_state, 0, __ATOMIC_RELEASE);
     }
     if ((root->seq & 1) != 0 || redo) {
-        seq_begin(root);
+        shmds__seq_write_begin(&root->seq);
         if (rebuild(&o) != 0)
             return -1;
         SHMDS_FAULT("alloc.repair.rebuilt");
-        seq_end(root);
+        shmds__seq_write_end(&root->seq);
     }
     root->repairs++;
     return 0;
@@ -522,7 +512,7 @@ static int lock(struct op *o)
         unlock(o);
         return rc;
     }
-    seq_begin(o->root);
+    shmds__seq_write_begin(&o->root->seq);
     return 0;
 }
 
@@ -536,7 +526,7 @@ static int finish(struct op *o, int rc)
         if (rebuild(o) != 0)
             rc = SHMDS_ECORRUPT;
     }
-    seq_end(o->root);
+    shmds__seq_write_end(&o->root->seq);
     unlock(o);
     return rc;
 }
@@ -1118,19 +1108,19 @@ static int read_stable(shmds_region *r, int (*fn)(const struct op *, void *), vo
         rc = fn(&o, arg);
         return finish(&o, rc);
     }
-    uint64_t deadline = shmds__now_ns() + (uint64_t)r->lock_timeout_ms * 1000000u;
+    struct shmds__wait w = {0};
     for (;;) {
-        uint64_t s1 = __atomic_load_n(&o.root->seq, __ATOMIC_ACQUIRE);
+        uint64_t s1 = shmds__seq_read_begin(&o.root->seq);
         if ((s1 & 1) == 0) {
             int rc = fn(&o, arg);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (__atomic_load_n(&o.root->seq, __ATOMIC_RELAXED) == s1)
+            if (shmds__seq_read_ok(&o.root->seq, s1))
                 return rc;
         }
-        if (shmds__now_ns() >= deadline)
-            return -ETIMEDOUT;
-        struct timespec nap = {0, 100000L};
-        nanosleep(&nap, NULL);
+        if (shmds__wait_spin(&w))
+            continue;
+        int rc = shmds__wait_nap(&w, r->lock_timeout_ms);
+        if (rc != 0)
+            return rc;
     }
 }
 

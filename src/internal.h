@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sched.h>
 #include <time.h>
 
 #include "shmds.h"
@@ -189,6 +190,66 @@ bool shmds__proc_gone(uint32_t pid);
 /* Sleep about a millisecond: the one backoff step of every wait for a
  * writer that may have died (after spinning and yielding). */
 void shmds__nap_1ms(void);
+
+/* ---- the seqlock (lock.c's layer): one helper for every sequence word ----
+ * A writer, holding the lock that serialises writers, makes the word odd
+ * before its first store a reader could see and even after its last. Both
+ * steps are idempotent, so a repair closes a dead writer's odd word with
+ * shmds__seq_write_end. A lock-free reader takes s = shmds__seq_read_begin,
+ * copies (following only checked offsets: the copy may be torn), and keeps
+ * the copy only when shmds__seq_read_ok(w, s). Between attempts it backs
+ * off with one policy, struct shmds__wait. */
+static inline void shmds__seq_write_begin(uint64_t *w)
+{
+    uint64_t s = __atomic_load_n(w, __ATOMIC_RELAXED);
+    if ((s & 1) == 0)
+        __atomic_store_n(w, s + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE); /* the odd word before the data */
+}
+
+static inline void shmds__seq_write_end(uint64_t *w)
+{
+    uint64_t s = __atomic_load_n(w, __ATOMIC_RELAXED);
+    if (s & 1)
+        __atomic_store_n(w, s + 1, __ATOMIC_RELEASE);
+}
+
+static inline uint64_t shmds__seq_read_begin(const uint64_t *w)
+{
+    return __atomic_load_n(w, __ATOMIC_ACQUIRE);
+}
+
+/* True when the copy made since shmds__seq_read_begin returned `s` is whole. */
+static inline bool shmds__seq_read_ok(const uint64_t *w, uint64_t s)
+{
+    __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the data before the re-read */
+    return (s & 1) == 0 && __atomic_load_n(w, __ATOMIC_RELAXED) == s;
+}
+
+/* The one backoff policy for a lock-free reader waiting for a writer:
+ * SHMDS__WAIT_SPINS quick retries (the first few spin, then each yields),
+ * then, per retry, the caller's slow step (a writable handle takes the
+ * writers' lock, which repairs a dead writer) and a 1 ms nap, until the
+ * region's lock bound has passed since the first nap. */
+#define SHMDS__WAIT_SPINS 64u
+struct shmds__wait {
+    unsigned spins;
+    uint64_t deadline_ns;
+};
+/* True while still in the quick phase (retry at once). */
+static inline bool shmds__wait_spin(struct shmds__wait *w)
+{
+    if (w->spins >= SHMDS__WAIT_SPINS)
+        return false;
+    if (++w->spins > 8)
+        sched_yield();
+    else
+        shmds__cpu_relax();
+    return true;
+}
+/* The slow phase's nap: 0 after napping, -ETIMEDOUT once `bound_ms` has
+ * passed since the first call. */
+int shmds__wait_nap(struct shmds__wait *w, uint32_t bound_ms);
 
 /* ---- locks ---- */
 

@@ -136,21 +136,6 @@ static struct list_node *node_at(const shmds_list *l, uint64_t off)
     return n;
 }
 
-/* Make seq odd (writer inside) / even (done); both idempotent. */
-static void seq_enter(struct list_hdr *h)
-{
-    uint64_t s = GET(&h->seq);
-    if ((s & 1) == 0)
-        PUT(&h->seq, s + 1);
-}
-
-static void seq_leave(struct list_hdr *h)
-{
-    uint64_t s = GET(&h->seq);
-    if (s & 1)
-        PUT(&h->seq, s + 1);
-}
-
 /* ---------------------------------------------------------------------------
  * Roll-forward steps: stores computed from the log only, so each can be
  * redone from its start after a crash at any point.
@@ -169,7 +154,7 @@ static int push_apply(shmds_list *l)
     if (nb != 0 && (nbn = node_at(l, nb)) == NULL)
         return SHMDS_ECORRUPT;
 
-    seq_enter(h);
+    shmds__seq_write_begin(&h->seq);
     PUT(&n->link[e], 0);
     PUT(&n->link[1 - e], nb);
     if (nbn != NULL)
@@ -179,7 +164,7 @@ static int push_apply(shmds_list *l)
     SHMDS_FAULT("list.push.neighbour_linked");
     PUT(&h->ends[e], off);
     PUT(&h->len, GET(&g->old_len) + 1);
-    seq_leave(h);
+    shmds__seq_write_end(&h->seq);
     SHMDS_FAULT("list.push.linked");
     PUT(&g->op, OP_NONE);
     PUT(&g->node, 0);
@@ -198,7 +183,7 @@ static int pop_apply(shmds_list *l)
     if (nb != 0 && (nbn = node_at(l, nb)) == NULL)
         return SHMDS_ECORRUPT;
 
-    seq_enter(h);
+    shmds__seq_write_begin(&h->seq);
     PUT(&h->ends[e], nb);
     if (nbn != NULL)
         PUT(&nbn->link[e], 0);
@@ -206,7 +191,7 @@ static int pop_apply(shmds_list *l)
         PUT(&h->ends[1 - e], 0);
     SHMDS_FAULT("list.pop.ends_moved");
     PUT(&h->len, old_len - 1);
-    seq_leave(h);
+    shmds__seq_write_end(&h->seq);
     SHMDS_FAULT("list.pop.unlinked");
     int rc = shmds__free_from(l->r, &g->node);
     if (rc != 0)
@@ -252,7 +237,7 @@ static int list_repair(void *arg)
     }
     if (rc != 0)
         return rc;
-    seq_leave(l->h);
+    shmds__seq_write_end(&l->h->seq);
     return 0;
 }
 
@@ -516,16 +501,15 @@ static int walk(shmds_list *l, struct snap *s, bool full)
 static int walk_snapshot(shmds_list *l, struct snap *s, bool full, uint64_t *len)
 {
     struct list_hdr *h = l->h;
-    uint64_t deadline = shmds__now_ns() + (uint64_t)l->r->lock_timeout_ms * 1000000u;
-    for (unsigned tries = 0;; tries++) {
-        uint64_t s1 = __atomic_load_n(&h->seq, __ATOMIC_ACQUIRE);
+    struct shmds__wait w = {0};
+    for (;;) {
+        uint64_t s1 = shmds__seq_read_begin(&h->seq);
         if ((s1 & 1) == 0) {
             if (s != NULL)
                 s->used = 0;
             uint64_t n = GET(&h->len);
             int rc = (s != NULL || full) ? walk(l, s, full) : 0;
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (GET(&h->seq) == s1) {
+            if (shmds__seq_read_ok(&h->seq, s1)) {
                 if (len != NULL)
                     *len = n;
                 return rc;
@@ -533,9 +517,11 @@ static int walk_snapshot(shmds_list *l, struct snap *s, bool full, uint64_t *len
             if (rc == -ENOMEM)
                 return rc;
         }
-        if (tries >= 64 && shmds__now_ns() >= deadline)
-            return -ETIMEDOUT;
-        sched_yield();
+        if (shmds__wait_spin(&w))
+            continue;
+        int rc = shmds__wait_nap(&w, l->r->lock_timeout_ms);
+        if (rc != 0)
+            return rc;
     }
 }
 

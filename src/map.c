@@ -103,7 +103,6 @@
 #define MIN_BITS 4u         /* smallest table: 16 buckets */
 #define MAX_BITS 40u        /* largest table: 2^40 buckets */
 #define SHARDS 16u          /* hit/miss counter lines, one per handle */
-#define SPINS 64u           /* optimistic read attempts before backing off */
 #define EVICT_TRIES 64u     /* allocation retries after evicting */
 
 enum { OP_NONE = 0, OP_SWAP = 1, OP_MOVE = 2, OP_ADD = 3 };
@@ -323,17 +322,6 @@ static inline uint64_t esize(uint64_t klen, uint64_t vlen)
     return (ENTRY_HDR + vlen + klen + 15u) & ~(uint64_t)15u;
 }
 
-static inline void seq_begin(struct stripe *st)
-{
-    __atomic_add_fetch(&st->seq, 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-}
-
-static inline void seq_end(struct stripe *st)
-{
-    __atomic_add_fetch(&st->seq, 1, __ATOMIC_RELEASE);
-}
-
 /* The entry at `off` with its key and value in bounds, or NULL. */
 static inline struct entry *entry_at(const shmds_map *m, uint64_t off)
 {
@@ -394,16 +382,15 @@ static int resize_repair(void *arg);
 static int tsnap_load(shmds_map *m, struct tsnap *t)
 {
     struct map_hdr *h = m->h;
-    uint64_t deadline = 0;
-    for (unsigned spins = 0;; spins++) {
-        uint64_t s1 = LDA(&h->tseq);
+    struct shmds__wait w = {0};
+    for (;;) {
+        uint64_t s1 = shmds__seq_read_begin(&h->tseq);
         if ((s1 & 1) == 0) {
             uint64_t to = LD(&h->tab_old), tn = LD(&h->tab_new);
             uint32_t bo = LD(&h->bits_old), bn = LD(&h->bits_new);
             uint64_t ep = LD(&h->tepoch);
             uint32_t rh = LD(&h->rehashing);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (LD(&h->tseq) == s1) {
+            if (shmds__seq_read_ok(&h->tseq, s1)) {
                 if (bo < m->sbits || bo < 1 || bo > MAX_BITS)
                     return SHMDS_ECORRUPT;
                 t->seq = s1;
@@ -427,21 +414,17 @@ static int tsnap_load(shmds_map *m, struct tsnap *t)
                 return 0;
             }
         }
-        if (spins < SPINS) {
-            sched_yield();
+        if (shmds__wait_spin(&w))
             continue;
-        }
-        if (deadline == 0)
-            deadline = shmds__now_ns() + (uint64_t)m->r->lock_timeout_ms * 1000000u;
         if (!shmds__rdonly(m->r)) {
             int rc = shmds__lock(m->r, &h->resize, resize_repair, m);
             if (rc < 0)
                 return rc;
             shmds_mutex_unlock(&h->resize);
         }
-        if (shmds__now_ns() >= deadline)
-            return -ETIMEDOUT;
-        shmds__nap_1ms();
+        int rc = shmds__wait_nap(&w, m->r->lock_timeout_ms);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -596,9 +579,7 @@ static int stripe_repair(void *arg)
     }
     ST(&lg->committed, 0);
     STR(&lg->op, OP_NONE);
-    uint64_t q = LD(&st->seq);
-    if (q & 1)
-        STR(&st->seq, q + 1);
+    shmds__seq_write_end(&st->seq);
     return finish_bucket(m, ref->s);
 }
 
@@ -612,37 +593,32 @@ static int resize_repair(void *arg)
     int rc = shmds__alloc_settle(m->r);
     if (rc < 0)
         return rc;
-    uint64_t q = LD(&h->tseq);
     switch (LD(&rl->op)) {
     case ROP_NONE:
         break;
     case ROP_START:
         if (LD(&h->tab_new) != 0) {
-            if ((q & 1) == 0)
-                STR(&h->tseq, ++q);
+            shmds__seq_write_begin(&h->tseq);
             ST(&h->bits_new, rl->newbits);
             ST(&h->tepoch, rl->tepoch1);
             ST(&h->rehashing, 1);
         }
         break;
     case ROP_SWITCH:
-        if ((q & 1) == 0)
-            STR(&h->tseq, ++q);
+        shmds__seq_write_begin(&h->tseq);
         ST(&h->tab_old, rl->newtab);
         ST(&h->bits_old, rl->newbits);
         ST(&h->tab_new, 0);
         ST(&h->bits_new, 0);
         ST(&h->rehashing, 0);
-        STR(&h->tseq, ++q);
+        shmds__seq_write_end(&h->tseq);
         if ((rc = shmds__free_from(m->r, &rl->dead)) < 0)
             return rc;
         break;
     default:
         return SHMDS_ECORRUPT;
     }
-    q = LD(&h->tseq);
-    if (q & 1)
-        STR(&h->tseq, q + 1);
+    shmds__seq_write_end(&h->tseq);
     STR(&rl->op, ROP_NONE);
     return 0;
 }
@@ -687,12 +663,11 @@ static int grow_start(shmds_map *m)
         rc = shmds__alloc_into(m->r, (uint64_t)8 << (t.bo + 1), &h->tab_new);
         if (rc == 0) {
             SHMDS_FAULT("map.grow.allocated");
-            uint64_t q = LD(&h->tseq) + 1;
-            STR(&h->tseq, q);
+            shmds__seq_write_begin(&h->tseq);
             ST(&h->bits_new, rl->newbits);
             ST(&h->tepoch, rl->tepoch1);
             ST(&h->rehashing, 1);
-            STR(&h->tseq, q + 1);
+            shmds__seq_write_end(&h->tseq);
         } else if (rc == -ENOMEM) {
             rc = 0;
         }
@@ -727,15 +702,14 @@ static int grow_finish(shmds_map *m)
         ST(&rl->dead, LD(&h->tab_old));
         STR(&rl->op, ROP_SWITCH);
         SHMDS_FAULT("map.switch.logged");
-        uint64_t q = LD(&h->tseq) + 1;
-        STR(&h->tseq, q);
+        shmds__seq_write_begin(&h->tseq);
         ST(&h->tab_old, rl->newtab);
         ST(&h->bits_old, rl->newbits);
         SHMDS_FAULT("map.switch.half");
         ST(&h->tab_new, 0);
         ST(&h->bits_new, 0);
         ST(&h->rehashing, 0);
-        STR(&h->tseq, q + 1);
+        shmds__seq_write_end(&h->tseq);
         SHMDS_FAULT("map.switch.published");
         rc = shmds__free_from(m->r, &rl->dead);
         SHMDS_FAULT("map.switch.freed");
@@ -758,7 +732,7 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
     if (stripe_done(m, st, t))
         return 1;
     int rc = 0;
-    seq_begin(st);
+    shmds__seq_write_begin(&st->seq);
     if (LD(&st->epoch) != t->tepoch) {
         /* First touch in this growth: nothing of ours is in the new table
          * yet, so clearing our slice of it is safe to repeat. */
@@ -794,7 +768,7 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
         ST(&st->moved, LD(&st->moved) + 1);
     }
 out:
-    seq_end(st);
+    shmds__seq_write_end(&st->seq);
     if (rc < 0)
         return rc;
     return LD(&st->moved) >= total ? 1 : 0;
@@ -901,9 +875,9 @@ static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
         lg->link_new = op->next;
     }
     SHMDS_FAULT("map.swap.before_commit");
-    seq_begin(st);
+    shmds__seq_write_begin(&st->seq);
     STR(link, lg->link_new);
-    seq_end(st);
+    shmds__seq_write_end(&st->seq);
     SHMDS_FAULT("map.swap.committed");
     ST(&lg->committed, 1);
     st->entries = lg->entries1;
@@ -1573,9 +1547,9 @@ static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, 
     lg->enext = (uint64_t)nv;
     STR(&lg->op, OP_ADD);
     SHMDS_FAULT("map.add.logged");
-    seq_begin(st);
+    shmds__seq_write_begin(&st->seq);
     ST(v, nv);
-    seq_end(st);
+    shmds__seq_write_end(&st->seq);
     SHMDS_FAULT("map.add.stored");
     STR(&lg->op, OP_NONE);
     if (result != NULL)
@@ -1676,7 +1650,7 @@ static int get_locked(shmds_map *m, uint32_t s, const struct key *k, void *buf, 
 }
 
 /* Run `fn` over stripe s optimistically: accept its result only when the
- * stripe and table counters did not move. After SPINS failures a writable
+ * stripe and table counters did not move. After SHMDS__WAIT_SPINS failures a writable
  * handle runs it under the lock; a read-only one naps and retries until the
  * region's lock bound (a writer that died mid-change). */
 static int read_stripe(shmds_map *m, uint32_t s,
@@ -1684,24 +1658,20 @@ static int read_stripe(shmds_map *m, uint32_t s,
                        void *arg)
 {
     struct stripe *st = &m->h->stripes[s];
-    uint64_t deadline = 0;
-    for (unsigned spins = 0;; spins++) {
-        uint64_t q = LDA(&st->seq);
+    struct shmds__wait w = {0};
+    for (;;) {
+        uint64_t q = shmds__seq_read_begin(&st->seq);
         if ((q & 1) == 0) {
             struct tsnap t;
             int rc = tsnap_get(m, &t);
             if (rc < 0)
                 return rc; /* -ETIMEDOUT, or a consistent snapshot that is corrupt */
             rc = fn(m, &t, s, arg);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (LD(&st->seq) == q && LD(&m->h->tseq) == t.seq)
+            if (shmds__seq_read_ok(&st->seq, q) && LD(&m->h->tseq) == t.seq)
                 return rc;
         }
-        if (spins < SPINS) {
-            if (spins > 8)
-                sched_yield();
+        if (shmds__wait_spin(&w))
             continue;
-        }
         if (!shmds__rdonly(m->r)) {
             int lk = stripe_lock(m, s, false);
             if (lk < 0)
@@ -1713,11 +1683,9 @@ static int read_stripe(shmds_map *m, uint32_t s,
             stripe_unlock(m, s);
             return rc;
         }
-        if (deadline == 0)
-            deadline = shmds__now_ns() + (uint64_t)m->r->lock_timeout_ms * 1000000u;
-        if (shmds__now_ns() >= deadline)
-            return -ETIMEDOUT;
-        shmds__nap_1ms();
+        int rc = shmds__wait_nap(&w, m->r->lock_timeout_ms);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -1741,13 +1709,12 @@ static int get_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
 static inline bool get_once(shmds_map *m, uint32_t s, struct getarg *g, int *rc)
 {
     struct stripe *st = &m->h->stripes[s];
-    uint64_t q = LDA(&st->seq);
+    uint64_t q = shmds__seq_read_begin(&st->seq);
     struct tsnap t;
     if ((q & 1) != 0 || tsnap_get(m, &t) != 0)
         return false;
     *rc = get_fn(m, &t, s, g);
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    return LD(&st->seq) == q && LD(&m->h->tseq) == t.seq;
+    return shmds__seq_read_ok(&st->seq, q) && LD(&m->h->tseq) == t.seq;
 }
 
 SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *buf, size_t cap,

@@ -369,9 +369,7 @@ static int dir_repair(void *arg)
             memset(h->roots[i].name, 0, sizeof h->roots[i].name);
             h->roots[i].owner_pid = 0;
         }
-    uint64_t seq = __atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED);
-    if (seq & 1)
-        __atomic_store_n(&h->dir_seq, seq + 1, __ATOMIC_RELEASE);
+    shmds__seq_write_end(&h->dir_seq);
     return 0;
 }
 
@@ -384,38 +382,22 @@ static int dir_lock(shmds_region *r)
     return rc == SHMDS_RECOVERED ? 0 : rc;
 }
 
-static void dir_write_begin(struct shmds__hdr *h)
-{
-    __atomic_add_fetch(&h->dir_seq, 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-}
-
-static void dir_write_end(struct shmds__hdr *h)
-{
-    __atomic_add_fetch(&h->dir_seq, 1, __ATOMIC_RELEASE);
-}
-
 /* Copy the whole directory consistently, without a lock. A writer that
  * stays mid-change past the bound has died: in a writable region we take
  * the lock, which repairs; a read-only one reports -ETIMEDOUT. */
 static int dir_snapshot(shmds_region *r, struct shmds__root *copy)
 {
     struct shmds__hdr *h = r->hdr;
-    uint64_t deadline = 0;
-    for (unsigned spins = 0;; spins++) {
-        uint64_t s1 = __atomic_load_n(&h->dir_seq, __ATOMIC_ACQUIRE);
+    struct shmds__wait w = {0};
+    for (;;) {
+        uint64_t s1 = shmds__seq_read_begin(&h->dir_seq);
         if ((s1 & 1) == 0) {
             memcpy(copy, (const void *)h->roots, sizeof h->roots);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (__atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED) == s1)
+            if (shmds__seq_read_ok(&h->dir_seq, s1))
                 return 0;
         }
-        if (spins < 64) {
-            sched_yield();
+        if (shmds__wait_spin(&w))
             continue;
-        }
-        if (deadline == 0)
-            deadline = shmds__now_ns() + (uint64_t)r->lock_timeout_ms * 1000000u;
         if (!shmds__rdonly(r)) {
             int rc = dir_lock(r); /* repairs a dead writer's half change */
             if (rc != 0)
@@ -428,9 +410,9 @@ static int dir_snapshot(shmds_region *r, struct shmds__root *copy)
                 dir_repair(h);
             shmds_mutex_unlock(&h->dir_lock);
         }
-        if (shmds__now_ns() >= deadline)
-            return -ETIMEDOUT;
-        shmds__nap_1ms();
+        int rc = shmds__wait_nap(&w, r->lock_timeout_ms);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -492,14 +474,14 @@ static int dir_take(struct shmds__hdr *h, const char *name, uint32_t type, uint3
     if (slot < 0)
         return -ENOSPC;
     struct shmds__root *e = &h->roots[slot];
-    dir_write_begin(h);
+    shmds__seq_write_begin(&h->dir_seq);
     memset(e->name, 0, sizeof e->name);
     memcpy(e->name, name, strlen(name));
     e->owner_pid = owner;
     e->off = off;
     SHMDS_FAULT("region.root_set.before_publish");
     __atomic_store_n(&e->type, type, __ATOMIC_RELEASE);
-    dir_write_end(h);
+    shmds__seq_write_end(&h->dir_seq);
     *slot_out = slot;
     return 0;
 }
@@ -548,12 +530,12 @@ SHMDS_API int shmds_root_del(shmds_region *r, const char *name)
     if (i < 0) {
         rc = -ENOENT;
     } else {
-        dir_write_begin(h);
+        shmds__seq_write_begin(&h->dir_seq);
         __atomic_store_n(&h->roots[i].type, 0, __ATOMIC_RELEASE);
         SHMDS_FAULT("region.root_del.after_unpublish");
         memset(h->roots[i].name, 0, sizeof h->roots[i].name);
         h->roots[i].off = 0;
-        dir_write_end(h);
+        shmds__seq_write_end(&h->dir_seq);
     }
     shmds_mutex_unlock(&h->dir_lock);
     return rc;
@@ -611,9 +593,9 @@ int shmds__root_publish(shmds_region *r, shmds_off_t *slot)
     if (e->type == 0 || e->owner_pid != self_pid() || e->off == 0) {
         rc = SHMDS_ECORRUPT;
     } else {
-        dir_write_begin(h);
+        shmds__seq_write_begin(&h->dir_seq);
         __atomic_store_n(&e->owner_pid, 0, __ATOMIC_RELEASE);
-        dir_write_end(h);
+        shmds__seq_write_end(&h->dir_seq);
     }
     shmds_mutex_unlock(&h->dir_lock);
     return rc;
@@ -629,9 +611,9 @@ int shmds__root_unpublish(shmds_region *r, uint32_t type, shmds_off_t off, shmds
     if (i < 0) {
         rc = -ENOENT;
     } else {
-        dir_write_begin(h);
+        shmds__seq_write_begin(&h->dir_seq);
         __atomic_store_n(&h->roots[i].owner_pid, self_pid(), __ATOMIC_RELEASE);
-        dir_write_end(h);
+        shmds__seq_write_end(&h->dir_seq);
         *slot = &h->roots[i].off;
     }
     shmds_mutex_unlock(&h->dir_lock);
@@ -650,12 +632,12 @@ int shmds__root_drop(shmds_region *r, shmds_off_t *slot)
     if (e->type == 0 || e->owner_pid != self_pid() || e->off != 0) {
         rc = SHMDS_ECORRUPT;
     } else {
-        dir_write_begin(h);
+        shmds__seq_write_begin(&h->dir_seq);
         __atomic_store_n(&e->type, 0, __ATOMIC_RELEASE);
         SHMDS_FAULT("region.root_drop.after_free");
         memset(e->name, 0, sizeof e->name);
         e->owner_pid = 0;
-        dir_write_end(h);
+        shmds__seq_write_end(&h->dir_seq);
     }
     shmds_mutex_unlock(&h->dir_lock);
     return rc;
@@ -675,9 +657,9 @@ int shmds__root_take_orphan(shmds_region *r, const char *name, uint32_t of_type,
             (name != NULL && strncmp(e->name, name, sizeof e->name) != 0) ||
             !shmds__proc_gone(e->owner_pid))
             continue;
-        dir_write_begin(h);
+        shmds__seq_write_begin(&h->dir_seq);
         __atomic_store_n(&e->owner_pid, self_pid(), __ATOMIC_RELEASE);
-        dir_write_end(h);
+        shmds__seq_write_end(&h->dir_seq);
         *type = e->type;
         *slot = &e->off;
         rc = 0;

@@ -56,6 +56,17 @@ void shmds__nap_1ms(void)
     nanosleep(&ts, NULL);
 }
 
+int shmds__wait_nap(struct shmds__wait *w, uint32_t bound_ms)
+{
+    uint64_t now = shmds__now_ns();
+    if (w->deadline_ns == 0)
+        w->deadline_ns = now + (uint64_t)bound_ms * 1000000u;
+    else if (now >= w->deadline_ns)
+        return -ETIMEDOUT;
+    shmds__nap_1ms();
+    return 0;
+}
+
 bool shmds__proc_gone(uint32_t pid)
 {
     return pid != 0 && pid <= INT32_MAX && kill((pid_t)pid, 0) == -1 && errno == ESRCH;
