@@ -166,7 +166,7 @@ static void mapping(uint64_t size, unsigned *fl, unsigned *sl)
 /* Lay the control block and the blocks out in the handle's trusted heap
  * bounds: pure arithmetic (garbage bounds of a header that fails its checks
  * give a garbage but harmless layout, never used). */
-void shmds__alloc_geo_init(shmds_region *r)
+static void geo_init(shmds_region *r)
 {
     geo_t *g = &r->geo;
     uint64_t lo = (r->heap_off + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
@@ -184,6 +184,24 @@ void shmds__alloc_geo_init(shmds_region *r)
     g->end = hi - HDR;
     /* last < first (nothing plausible) when not even one block fits. */
     g->last = g->end >= g->first && g->end - g->first >= MIN_BLOCK ? g->end - MIN_BLOCK : 0;
+}
+
+/* r->geo, computed by the first caller in this process (the region makes
+ * handles without calling up into the allocator): 0 none yet, 1 being
+ * computed, 2 ready. */
+static const geo_t *geo_of(shmds_region *r)
+{
+    if (shmds__likely(__atomic_load_n(&r->geo_state, __ATOMIC_ACQUIRE) == 2))
+        return &r->geo;
+    uint32_t none = 0;
+    if (__atomic_compare_exchange_n(&r->geo_state, &none, 1, false, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_ACQUIRE)) {
+        geo_init(r);
+        __atomic_store_n(&r->geo_state, 2, __ATOMIC_RELEASE);
+    }
+    while (__atomic_load_n(&r->geo_state, __ATOMIC_ACQUIRE) != 2)
+        shmds__cpu_relax();
+    return &r->geo;
 }
 
 static uint64_t tag_of(uint64_t off, uint64_t size, uint64_t flags)
@@ -432,7 +450,7 @@ static void op_init(struct op *o, shmds_region *r)
     o->r = r;
     o->base = r->base;
     o->root = root_of(r);
-    o->g = &r->geo;
+    o->g = geo_of(r);
     o->n = 0;
     o->rebuild = false;
 }
@@ -776,10 +794,11 @@ static int do_resize(struct op *o, uint64_t b, const struct live *lv, uint64_t b
 static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
 {
     const unsigned char *p = (const unsigned char *)slot;
-    if (slot == NULL || p < r->base || p + 8 > r->base + r->geo.end)
+    const geo_t *g = geo_of(r);
+    if (slot == NULL || p < r->base || p + 8 > r->base + g->end)
         return 0;
     uint64_t off = (uint64_t)(p - r->base);
-    if (p < r->base + r->geo.first)
+    if (p < r->base + g->first)
         return shmds__root_slot_off(off) ? off : 0;
     return (off & 7) == 0 ? off : 0;
 }
@@ -1149,7 +1168,3 @@ SHMDS_API int shmds_alloc_check(shmds_region *r)
     return read_stable(r, check_fn, NULL);
 }
 
-int shmds__alloc_check(shmds_region *r)
-{
-    return shmds_alloc_check(r);
-}

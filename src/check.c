@@ -52,7 +52,7 @@ SHMDS_API int shmds_region_check(shmds_region *r)
         return rc;
     if (!shmds__rdonly(r) && (rc = shmds_region_reclaim(r)) != 0)
         return rc;
-    if ((rc = shmds__alloc_check(r)) != 0)
+    if ((rc = shmds_alloc_check(r)) != 0)
         return rc;
     return shmds_root_foreach(r, check_object, r);
 }

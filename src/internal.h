@@ -116,8 +116,8 @@ SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, roots) == 1024, "format: direct
 /* ---- the process-local handle ---- */
 
 /* Where the allocator's parts are in the heap (alloc.c): a function of the
- * handle's trusted heap bounds only, computed once by
- * shmds__alloc_geo_init() when the handle is made. */
+ * handle's trusted heap bounds only, computed by the allocator on its first
+ * use of the handle (geo_state). */
 struct shmds__heap_geo {
     uint64_t ctl;      /* control block */
     uint64_t slbm;     /* uint32_t second-level bitmaps [fl_count] */
@@ -129,7 +129,8 @@ struct shmds__heap_geo {
 };
 
 struct shmds_region {
-    /* Must match struct shmds_region_pub_ (region.h): the inline helpers. */
+    /* Must match struct shmds_region_pub_ (region.h): the inline helpers
+     * (asserted below). */
     unsigned char *base;
     uint64_t size;
     /* Copied from the header once it was validated at open, and trusted from
@@ -141,8 +142,16 @@ struct shmds_region {
     size_t map_len;
     int fd;
     struct shmds__hdr *hdr;
+    uint32_t geo_state; /* 0, 1 being filled, 2 geo valid (alloc.c) */
     struct shmds__heap_geo geo;
 };
+
+SHMDS__STATIC_ASSERT(offsetof(struct shmds_region, base) ==
+                         offsetof(struct shmds_region_pub_, base),
+                     "handle layout: base as in region.h");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds_region, size) ==
+                         offsetof(struct shmds_region_pub_, size),
+                     "handle layout: size as in region.h");
 
 static inline bool shmds__rdonly(const shmds_region *r)
 {
@@ -253,9 +262,13 @@ int shmds__wait_nap(struct shmds__wait *w, uint32_t bound_ms);
 
 /* ---- locks ---- */
 
-/* Lock one of region r's mutexes with the region's bound. A recovery bumps
- * the region's epoch. Returns as shmds_mutex_lock(), except that a mutex
- * whose own bytes are damaged gives SHMDS_ECORRUPT (never a glibc abort). */
+/* Lock a mutex: a short spin, then a wait of at most `bound_ms` (lock.c).
+ * Returns as shmds_mutex_lock(), except that a mutex whose own bytes are
+ * damaged gives SHMDS_ECORRUPT (never a glibc abort). */
+int shmds__mutex_lock_bounded(shmds_mutex *m, uint32_t bound_ms, shmds_repair_fn *repair,
+                              void *arg);
+/* Lock one of region r's mutexes with the region's bound (region.c); a
+ * recovery bumps the region's epoch. Returns as shmds__mutex_lock_bounded. */
 int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg);
 /* True when the calling thread holds a shmds_mutex inside [base, base+len). */
 bool shmds__locks_held_in(const void *base, size_t len);
@@ -372,13 +385,5 @@ int shmds__alloc_settle(shmds_region *r);
  * the heap around it is damaged. Takes no lock: for checks run while the
  * caller's structure lock keeps its own blocks from changing. */
 int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable);
-
-/* Verify the whole heap (part of shmds_region_check); takes the allocator
- * lock. 0, SHMDS_ECORRUPT, -ETIMEDOUT, SHMDS_ENOTRECOVERABLE. */
-int shmds__alloc_check(shmds_region *r);
-
-/* Fill r->geo from r->heap_off and r->heap_end (process-local; reads no
- * shared memory). The region calls it when it makes a handle. */
-void shmds__alloc_geo_init(shmds_region *r);
 
 #endif

@@ -319,8 +319,7 @@ static int push_locked(shmds_list *l, uint32_t e, const void *data, size_t len)
     return push_apply(l);
 }
 
-/* Pop at end e. `buf` NULL with cap 0 and want_copy false: drop the element
- * (destroy). */
+/* Pop at end e. `buf` NULL with cap 0: drop the element (destroy). */
 static int pop_locked(shmds_list *l, uint32_t e, void *buf, size_t cap, size_t *len)
 {
     struct list_hdr *h = l->h;

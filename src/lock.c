@@ -303,7 +303,8 @@ static int mutex_kind(void)
 }
 #endif
 
-int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg)
+int shmds__mutex_lock_bounded(shmds_mutex *m, uint32_t bound_ms, shmds_repair_fn *repair,
+                              void *arg)
 {
 #ifdef __GLIBC__
     if (__atomic_load_n(&m->mtx.__data.__kind, __ATOMIC_RELAXED) != mutex_kind())
@@ -315,9 +316,7 @@ int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *
         rc = mutex_lock(m, 0, repair, arg);
     }
     if (rc == -EBUSY)
-        rc = mutex_lock(m, (int)r->lock_timeout_ms, repair, arg);
-    if (rc == SHMDS_RECOVERED)
-        __atomic_add_fetch(&r->hdr->epoch, 1, __ATOMIC_RELAXED);
+        rc = mutex_lock(m, (int)bound_ms, repair, arg);
     /* The timeout is ours and valid, so pthread's EINVAL can only mean the
      * mutex's own bytes in the region are damaged. */
     if (rc == -EINVAL)
@@ -348,7 +347,7 @@ SHMDS_API int shmds_sem_wait(shmds_sem *s, int timeout_ms)
     if (timeout_ms == 0) {
         while (sem_trywait(&s->sem) != 0) {
             if (errno != EINTR)
-                return errno == EAGAIN ? -EAGAIN : -errno;
+                return -errno;
         }
         return 0;
     }
@@ -365,8 +364,7 @@ SHMDS_API int shmds_sem_wait(shmds_sem *s, int timeout_ms)
 #else
     uint64_t deadline = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     for (;;) {
-        struct timespec rt = shmds__deadline(0);
-        rt.tv_sec = 0; /* realtime deadline recomputed each round */
+        struct timespec rt; /* realtime deadline recomputed each round */
         clock_gettime(CLOCK_REALTIME, &rt);
         int left = shmds__ms_left(deadline);
         rt.tv_sec += left / 1000;
@@ -380,7 +378,7 @@ SHMDS_API int shmds_sem_wait(shmds_sem *s, int timeout_ms)
 #endif
         if (errno == EINTR)
             continue;
-        return errno == ETIMEDOUT ? -ETIMEDOUT : -errno;
+        return -errno;
     }
     return 0;
 }

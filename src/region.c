@@ -115,7 +115,6 @@ static shmds_region *handle_new(unsigned char *base, size_t map_len, int fd, uns
     r->size = h->size;
     r->heap_off = h->heap_off;
     r->heap_end = h->heap_off + h->heap_size;
-    shmds__alloc_geo_init(r);
     r->lock_timeout_ms = h->lock_timeout_ms;
     r->flags = flags;
     r->map_len = map_len;
@@ -352,6 +351,14 @@ SHMDS_API int shmds_region_readonly(const shmds_region *r)
 int shmds__writable(const shmds_region *r)
 {
     return shmds__rdonly(r) ? SHMDS_ERDONLY : 0;
+}
+
+int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg)
+{
+    int rc = shmds__mutex_lock_bounded(m, r->lock_timeout_ms, repair, arg);
+    if (rc == SHMDS_RECOVERED)
+        __atomic_add_fetch(&r->hdr->epoch, 1, __ATOMIC_RELAXED);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------
