@@ -833,6 +833,8 @@ FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool ze
 
 SHMDS_API int shmds_alloc(shmds_region *r, size_t size, shmds_off_t *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     shmds_off_t off;
     int rc = alloc_common(r, size, 0, false, &off);
     if (rc == 0)
@@ -883,6 +885,8 @@ FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const 
 
 SHMDS_API int shmds_free(shmds_region *r, shmds_off_t off)
 {
+    if (r == NULL)
+        return -EINVAL;
     int rc = shmds__writable(r);
     if (rc != 0 || off == SHMDS_NULL)
         return rc;
@@ -902,6 +906,8 @@ int shmds__free_from(shmds_region *r, shmds_off_t *slot)
 
 SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds_off_t *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     if (off == SHMDS_NULL)
         return shmds_alloc(r, size, out);
     int rc = shmds__writable(r);
@@ -976,7 +982,7 @@ int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable)
 SHMDS_API size_t shmds_usable_size(shmds_region *r, shmds_off_t off)
 {
     uint64_t u;
-    return shmds__alloc_block_live(r, off, &u) == 0 ? (size_t)u : 0;
+    return r != NULL && shmds__alloc_block_live(r, off, &u) == 0 ? (size_t)u : 0;
 }
 
 int shmds__alloc_settle(shmds_region *r)
@@ -1156,6 +1162,8 @@ static int check_fn(const struct op *o, void *arg)
 
 SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     shmds_alloc_stats st;
     int rc = read_stable(r, stats_fn, &st);
     if (rc == 0)
@@ -1165,6 +1173,8 @@ SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out)
 
 SHMDS_API int shmds_alloc_check(shmds_region *r)
 {
+    if (r == NULL)
+        return -EINVAL;
     return read_stable(r, check_fn, NULL);
 }
 

@@ -549,7 +549,7 @@ SHMDS_API int shmds_list_len(shmds_list *l, size_t *len)
     return 0;
 }
 
-static int foreach_snapshot(shmds_list *l, int (*fn)(const void *, size_t, void *), void *arg)
+static int foreach_snapshot(shmds_list *l, shmds_list_foreach_fn *fn, void *arg)
 {
     if (__atomic_load_n(&l->h->magic, __ATOMIC_ACQUIRE) != LIST_MAGIC ||
         GET(&l->h->state) != STATE_LIVE)
@@ -567,7 +567,7 @@ static int foreach_snapshot(shmds_list *l, int (*fn)(const void *, size_t, void 
 }
 
 SHMDS_API int shmds_list_foreach(shmds_list *l,
-                                 int (*fn)(const void *data, size_t len, void *arg), void *arg)
+                                 shmds_list_foreach_fn *fn, void *arg)
 {
     if (l == NULL || fn == NULL)
         return -EINVAL;
@@ -883,7 +883,7 @@ SHMDS_API int shmds_link_empty(shmds_region *r, shmds_off_t head)
 }
 
 SHMDS_API int shmds_link_foreach(shmds_region *r, shmds_off_t head,
-                                 int (*fn)(shmds_region *r, shmds_off_t node, void *arg),
+                                 shmds_link_foreach_fn *fn,
                                  void *arg)
 {
     if (r == NULL || fn == NULL)

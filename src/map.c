@@ -1357,9 +1357,10 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
  * Writes
  * ------------------------------------------------------------------------ */
 
-static int check_key(const void *key, size_t klen)
+/* The arguments every keyed call shares: a handle and a non-empty key. */
+static int check_key(const shmds_map *m, const void *key, size_t klen)
 {
-    return key == NULL || klen == 0 ? -EINVAL : 0;
+    return m == NULL || key == NULL || klen == 0 ? -EINVAL : 0;
 }
 
 static uint64_t expiry(const shmds_map *m, uint32_t ttl_s)
@@ -1454,7 +1455,7 @@ static int put_op(shmds_map *m, uint32_t s, const struct newent *ne, unsigned fl
 SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const void *val,
                             size_t vlen, uint32_t ttl_s, unsigned flags)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen);
     if (rc == 0 && ((vlen > 0 && val == NULL) || (flags & ~3u) != 0 || flags == 3u))
         rc = -EINVAL;
     if (rc == 0)
@@ -1494,7 +1495,7 @@ static int del_op(shmds_map *m, uint32_t s, const struct key *k)
 
 SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen);
     if (rc == 0)
         rc = shmds__writable(m->r);
     if (rc != 0)
@@ -1560,7 +1561,7 @@ static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, 
 SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t delta,
                             int64_t *result)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen);
     if (rc == 0)
         rc = shmds__writable(m->r);
     if (rc != 0)
@@ -1720,7 +1721,7 @@ static inline bool get_once(shmds_map *m, uint32_t s, struct getarg *g, int *rc)
 SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *buf, size_t cap,
                             size_t *vlen)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen);
     if (rc == 0 && cap > 0 && buf == NULL)
         rc = -EINVAL;
     if (rc != 0)
@@ -1753,6 +1754,8 @@ SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *bu
 
 SHMDS_API int shmds_map_count(shmds_map *m, uint64_t *n)
 {
+    if (m == NULL || n == NULL)
+        return -EINVAL;
     uint64_t sum = 0;
     for (uint32_t i = 0; i < m->S; i++)
         sum += LD(&m->h->stripes[i].entries);
@@ -1821,10 +1824,10 @@ static int snap_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
 }
 
 SHMDS_API int shmds_map_foreach(shmds_map *m,
-                                int (*fn)(const void *k, size_t kl, const void *v, size_t vl,
-                                          void *arg),
-                                void *arg)
+                                shmds_map_foreach_fn *fn, void *arg)
 {
+    if (m == NULL || fn == NULL)
+        return -EINVAL;
     struct snapbuf b = {0};
     int rc = 0;
     for (uint32_t s = 0; s < m->S && rc == 0; s++) {
@@ -1846,6 +1849,8 @@ SHMDS_API int shmds_map_foreach(shmds_map *m,
 
 SHMDS_API int shmds_map_stats_get(shmds_map *m, shmds_map_stats *out)
 {
+    if (m == NULL || out == NULL)
+        return -EINVAL;
     struct map_hdr *h = m->h;
     memset(out, 0, sizeof *out);
     for (uint32_t i = 0; i < m->S; i++) {
@@ -1932,6 +1937,8 @@ static int check_tables(shmds_map *m, const struct tsnap *t)
 
 SHMDS_API int shmds_map_check(shmds_map *m)
 {
+    if (m == NULL)
+        return -EINVAL;
     if (shmds__rdonly(m->r))
         return SHMDS_ERDONLY;
     uint32_t locked = 0;

@@ -335,16 +335,18 @@ SHMDS_API int shmds_region_unlink(const char *name)
 
 SHMDS_API void *shmds_region_base(const shmds_region *r)
 {
-    return r->base;
+    return r != NULL ? r->base : NULL;
 }
 
 SHMDS_API size_t shmds_region_size(const shmds_region *r)
 {
-    return (size_t)r->size;
+    return r != NULL ? (size_t)r->size : 0;
 }
 
 SHMDS_API int shmds_region_readonly(const shmds_region *r)
 {
+    if (r == NULL)
+        return -EINVAL;
     return shmds__rdonly(r) ? 1 : 0;
 }
 
@@ -495,7 +497,8 @@ static int dir_take(struct shmds__hdr *h, const char *name, uint32_t type, uint3
 
 SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, shmds_off_t off)
 {
-    if (root_name_check(name) != 0 || type == 0 || off == SHMDS_NULL || off >= r->size)
+    if (r == NULL || root_name_check(name) != 0 || type == 0 || off == SHMDS_NULL ||
+        off >= r->size)
         return -EINVAL;
     int rc = dir_lock(r);
     if (rc != 0)
@@ -509,7 +512,7 @@ SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, s
 
 SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type, shmds_off_t *off)
 {
-    if (root_name_check(name) != 0)
+    if (r == NULL || root_name_check(name) != 0)
         return -EINVAL;
     struct shmds__root copy[SHMDS_ROOTS_MAX];
     int rc = dir_snapshot(r, copy);
@@ -527,7 +530,7 @@ SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type, 
 
 SHMDS_API int shmds_root_del(shmds_region *r, const char *name)
 {
-    if (root_name_check(name) != 0)
+    if (r == NULL || root_name_check(name) != 0)
         return -EINVAL;
     int rc = dir_lock(r);
     if (rc != 0)
@@ -677,10 +680,10 @@ int shmds__root_take_orphan(shmds_region *r, const char *name, uint32_t of_type,
 }
 
 SHMDS_API int shmds_root_foreach(shmds_region *r,
-                                 int (*fn)(const char *name, uint32_t type, shmds_off_t off,
-                                           void *arg),
-                                 void *arg)
+                                 shmds_root_foreach_fn *fn, void *arg)
 {
+    if (r == NULL || fn == NULL)
+        return -EINVAL;
     struct shmds__root copy[SHMDS_ROOTS_MAX];
     int rc = dir_snapshot(r, copy);
     if (rc != 0)
@@ -742,6 +745,8 @@ int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shm
 
 SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     const struct shmds__hdr *h = r->hdr;
     memset(out, 0, sizeof *out);
     out->size = r->size;
@@ -762,6 +767,8 @@ SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *ou
 
 SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mutex_info *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     switch (which) {
     case SHMDS_LOCK_DIRECTORY:
         return shmds_mutex_info_get(&r->hdr->dir_lock, out);

@@ -242,15 +242,16 @@ SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type,
  */
 SHMDS_API int shmds_root_del(shmds_region *r, const char *name);
 
+/** The callback of shmds_root_foreach(): one visible root; non-zero stops
+ * the walk. */
+typedef int shmds_root_foreach_fn(const char *name, uint32_t type, shmds_off_t off, void *arg);
+
 /**
  * Call @p fn for every root, in directory order, on a consistent snapshot.
  * A non-zero return from @p fn stops the walk and is returned.
  * @return 0, @p fn's value, or -ETIMEDOUT as shmds_root_get().
  */
-SHMDS_API int shmds_root_foreach(shmds_region *r,
-                                 int (*fn)(const char *name, uint32_t type, shmds_off_t off,
-                                           void *arg),
-                                 void *arg);
+SHMDS_API int shmds_root_foreach(shmds_region *r, shmds_root_foreach_fn *fn, void *arg);
 
 /* ---- inline definitions ---- */
 
