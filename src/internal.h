@@ -188,6 +188,15 @@ struct timespec shmds__deadline(int ms);
 /* Milliseconds left until `deadline_ns` (monotonic), at least 0. */
 int shmds__ms_left(uint64_t deadline_ns);
 
+/* ---- a growable buffer in process memory (util.c) ---- */
+struct shmds__buf {
+    unsigned char *p;
+    size_t len, cap;
+};
+/* Append `len` bytes of `data`, growing by doubling: 0, or -ENOMEM when
+ * memory is short or the size would overflow (nothing appended). */
+int shmds__buf_put(struct shmds__buf *b, const void *data, size_t len);
+
 /* ---- processes ---- */
 
 /* The one liveness probe: true when no process `pid` exists (kill(pid, 0)

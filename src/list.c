@@ -414,35 +414,23 @@ SHMDS_API int shmds_list_pop_back(shmds_list *l, void *buf, size_t cap, size_t *
 
 /* Growing process-local copy of the elements: per element a uint64_t length
  * then the bytes, padded to 8. */
-struct snap {
-    unsigned char *buf;
-    size_t used, cap;
-};
-
-static int snap_add(struct snap *s, const void *data, uint64_t len)
+/* A snapshot: each element as its length (8 bytes) and its bytes, padded
+ * to 8. */
+static int snap_add(struct shmds__buf *s, const void *data, uint64_t len)
 {
-    size_t need = sizeof(uint64_t) + (((size_t)len + 7) & ~(size_t)7);
-    if (s->cap - s->used < need) {
-        size_t cap = s->cap ? s->cap : 4096;
-        while (cap - s->used < need)
-            cap *= 2;
-        unsigned char *p = realloc(s->buf, cap);
-        if (p == NULL)
-            return -ENOMEM;
-        s->buf = p;
-        s->cap = cap;
-    }
-    memcpy(s->buf + s->used, &len, sizeof len);
-    memcpy(s->buf + s->used + sizeof len, data, (size_t)len);
-    s->used += need;
-    return 0;
+    static const unsigned char pad[8];
+    size_t at = s->len;
+    int rc = shmds__buf_put(s, &len, sizeof len);
+    if (rc == 0)
+        rc = shmds__buf_put(s, data, (size_t)len);
+    if (rc == 0)
+        rc = shmds__buf_put(s, pad, (8 - (size_t)len % 8) % 8);
+    if (rc != 0)
+        s->len = at;
+    return rc;
 }
 
-/* Walk the whole list and verify it; with `s`, also copy every payload.
- * `full`: walk backwards too and, in a read-write region (where the lock
- * keeps this list's blocks still), check each node's heap block. Bounded by
- * the length (itself bounded by what the heap can hold). */
-static int walk(shmds_list *l, struct snap *s, bool full)
+static int walk(shmds_list *l, struct shmds__buf *s, bool full)
 {
     struct list_hdr *h = l->h;
     uint64_t count = GET(&h->len);
@@ -497,7 +485,7 @@ static int walk(shmds_list *l, struct snap *s, bool full)
 /* Read-only regions: run walk() until it sees a stable, even sequence.
  * A writer stuck mid-change past the lock timeout has died, and only a
  * read-write process can repair it: -ETIMEDOUT. */
-static int walk_snapshot(shmds_list *l, struct snap *s, bool full, uint64_t *len)
+static int walk_snapshot(shmds_list *l, struct shmds__buf *s, bool full, uint64_t *len)
 {
     struct list_hdr *h = l->h;
     struct shmds__wait w = {0};
@@ -505,7 +493,7 @@ static int walk_snapshot(shmds_list *l, struct snap *s, bool full, uint64_t *len
         uint64_t s1 = shmds__seq_read_begin(&h->seq);
         if ((s1 & 1) == 0) {
             if (s != NULL)
-                s->used = 0;
+                s->len = 0;
             uint64_t n = GET(&h->len);
             int rc = (s != NULL || full) ? walk(l, s, full) : 0;
             if (shmds__seq_read_ok(&h->seq, s1)) {
@@ -554,20 +542,19 @@ static int foreach_snapshot(shmds_list *l, shmds_list_foreach_fn *fn, void *arg)
     if (__atomic_load_n(&l->h->magic, __ATOMIC_ACQUIRE) != LIST_MAGIC ||
         GET(&l->h->state) != STATE_LIVE)
         return -EIDRM;
-    struct snap s = {NULL, 0, 0};
+    struct shmds__buf s = {NULL, 0, 0};
     int rc = walk_snapshot(l, &s, false, NULL);
-    for (size_t at = 0; rc == 0 && at < s.used;) {
+    for (size_t at = 0; rc == 0 && at < s.len;) {
         uint64_t n;
-        memcpy(&n, s.buf + at, sizeof n);
-        rc = fn(s.buf + at + sizeof n, (size_t)n, arg);
+        memcpy(&n, s.p + at, sizeof n);
+        rc = fn(s.p + at + sizeof n, (size_t)n, arg);
         at += sizeof n + (((size_t)n + 7) & ~(size_t)7);
     }
-    free(s.buf);
+    free(s.p);
     return rc;
 }
 
-SHMDS_API int shmds_list_foreach(shmds_list *l,
-                                 shmds_list_foreach_fn *fn, void *arg)
+SHMDS_API int shmds_list_foreach(shmds_list *l, shmds_list_foreach_fn *fn, void *arg)
 {
     if (l == NULL || fn == NULL)
         return -EINVAL;
@@ -882,8 +869,7 @@ SHMDS_API int shmds_link_empty(shmds_region *r, shmds_off_t head)
     return rc != 0 ? rc : n == head;
 }
 
-SHMDS_API int shmds_link_foreach(shmds_region *r, shmds_off_t head,
-                                 shmds_link_foreach_fn *fn,
+SHMDS_API int shmds_link_foreach(shmds_region *r, shmds_off_t head, shmds_link_foreach_fn *fn,
                                  void *arg)
 {
     if (r == NULL || fn == NULL)

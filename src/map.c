@@ -1765,37 +1765,16 @@ SHMDS_API int shmds_map_count(shmds_map *m, uint64_t *n)
 
 /* A stripe's live entries, copied: records of {klen, vlen} then the bytes. */
 struct snapbuf {
-    unsigned char *p;
-    size_t len, cap;
+    struct shmds__buf buf;
     uint64_t n;
 };
-
-static int snap_put(struct snapbuf *b, const void *src, size_t len)
-{
-    if (b->cap - b->len < len) {
-        size_t nc = b->cap ? b->cap : 4096;
-        while (nc - b->len < len) {
-            if (nc > SIZE_MAX / 2)
-                return -ENOMEM;
-            nc *= 2;
-        }
-        unsigned char *np = realloc(b->p, nc);
-        if (np == NULL)
-            return -ENOMEM;
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->len, src, len);
-    b->len += len;
-    return 0;
-}
 
 static int snap_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
 {
     struct snapbuf *b = arg;
     struct stripe *st = &m->h->stripes[s];
     uint64_t now = 0;
-    b->len = 0;
+    b->buf.len = 0;
     b->n = 0;
     for (uint64_t rel = 0; rel < slice_len(m, t->bo); rel++) {
         uint64_t *slots[2];
@@ -1809,10 +1788,10 @@ static int snap_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
                 if (!e_expired(e, &now)) {
                     uint64_t lens[2] = {LD(&e->klen), LD(&e->vlen)};
                     int rc;
-                    if ((rc = snap_put(b, lens, sizeof lens)) < 0 ||
-                        (rc = snap_put(b, (unsigned char *)e + ENTRY_HDR + lens[1],
+                    if ((rc = shmds__buf_put(&b->buf, lens, sizeof lens)) < 0 ||
+                        (rc = shmds__buf_put(&b->buf, (unsigned char *)e + ENTRY_HDR + lens[1],
                                        (size_t)lens[0])) < 0 ||
-                        (rc = snap_put(b, (unsigned char *)e + ENTRY_HDR, (size_t)lens[1])) < 0)
+                        (rc = shmds__buf_put(&b->buf, (unsigned char *)e + ENTRY_HDR, (size_t)lens[1])) < 0)
                         return rc;
                     b->n++;
                 }
@@ -1836,14 +1815,14 @@ SHMDS_API int shmds_map_foreach(shmds_map *m,
         size_t at = 0;
         for (uint64_t i = 0; i < b.n && rc == 0; i++) {
             uint64_t lens[2];
-            memcpy(lens, b.p + at, sizeof lens);
+            memcpy(lens, b.buf.p + at, sizeof lens);
             at += sizeof lens;
-            const unsigned char *k = b.p + at, *v = k + lens[0];
+            const unsigned char *k = b.buf.p + at, *v = k + lens[0];
             at += (size_t)(lens[0] + lens[1]);
             rc = fn(k, (size_t)lens[0], v, (size_t)lens[1], arg);
         }
     }
-    free(b.p);
+    free(b.buf.p);
     return rc;
 }
 

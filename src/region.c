@@ -679,8 +679,7 @@ int shmds__root_take_orphan(shmds_region *r, const char *name, uint32_t of_type,
     return rc;
 }
 
-SHMDS_API int shmds_root_foreach(shmds_region *r,
-                                 shmds_root_foreach_fn *fn, void *arg)
+SHMDS_API int shmds_root_foreach(shmds_region *r, shmds_root_foreach_fn *fn, void *arg)
 {
     if (r == NULL || fn == NULL)
         return -EINVAL;

@@ -3,6 +3,8 @@
 #include "internal.h"
 
 #include <signal.h>
+#include <stdlib.h>
+#include <string.h>
 
 uint64_t shmds__now_ns(void)
 {
@@ -70,4 +72,27 @@ int shmds__wait_nap(struct shmds__wait *w, uint32_t bound_ms)
 bool shmds__proc_gone(uint32_t pid)
 {
     return pid != 0 && pid <= INT32_MAX && kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+}
+
+int shmds__buf_put(struct shmds__buf *b, const void *data, size_t len)
+{
+    if (len > SIZE_MAX - b->len)
+        return -ENOMEM;
+    if (b->cap - b->len < len) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc - b->len < len) {
+            if (nc > SIZE_MAX / 2)
+                return -ENOMEM;
+            nc *= 2;
+        }
+        unsigned char *np = realloc(b->p, nc);
+        if (np == NULL)
+            return -ENOMEM;
+        b->p = np;
+        b->cap = nc;
+    }
+    if (len > 0)
+        memcpy(b->p + b->len, data, len);
+    b->len += len;
+    return 0;
 }
