@@ -1141,9 +1141,7 @@ static int read_stable(shmds_region *r, int (*fn)(const struct op *, void *), vo
             if (shmds__seq_read_ok(&o.root->seq, s1))
                 return rc;
         }
-        if (shmds__wait_spin(&w))
-            continue;
-        int rc = shmds__wait_nap(&w, r->lock_timeout_ms);
+        int rc = shmds__seq_wait(r, &w, &o.root->seq, NULL, NULL, NULL);
         if (rc != 0)
             return rc;
     }

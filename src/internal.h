@@ -279,6 +279,14 @@ int shmds__mutex_lock_bounded(shmds_mutex *m, uint32_t bound_ms, shmds_repair_fn
 /* Lock one of region r's mutexes with the region's bound (region.c); a
  * recovery bumps the region's epoch. Returns as shmds__mutex_lock_bounded. */
 int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg);
+/* One step of a lock-free reader's wait on the sequence word `word`
+ * (region.c): the quick phase of `w`; then, in a writable region, take the
+ * writers' lock `m` (its repair closes a dead writer's change) and, when
+ * the word is still odd while we hold it (a stale word: no writer is at
+ * work), run `repair` ourselves; then nap. `m` NULL: no lock to take.
+ * 0: read again; -ETIMEDOUT past the region's bound; lock errors. */
+int shmds__seq_wait(shmds_region *r, struct shmds__wait *w, const uint64_t *word, shmds_mutex *m,
+                    shmds_repair_fn *repair, void *arg);
 /* True when the calling thread holds a shmds_mutex inside [base, base+len). */
 bool shmds__locks_held_in(const void *base, size_t len);
 

@@ -504,9 +504,7 @@ static int walk_snapshot(shmds_list *l, struct shmds__buf *s, bool full, uint64_
             if (rc == -ENOMEM)
                 return rc;
         }
-        if (shmds__wait_spin(&w))
-            continue;
-        int rc = shmds__wait_nap(&w, l->r->lock_timeout_ms);
+        int rc = shmds__seq_wait(l->r, &w, &h->seq, NULL, NULL, NULL);
         if (rc != 0)
             return rc;
     }
@@ -605,19 +603,15 @@ SHMDS_API int shmds_list_check(shmds_list *l)
  * Create, open, close, destroy
  * ------------------------------------------------------------------------ */
 
-static void handle_set(shmds_list *l, shmds_region *r, shmds_off_t off)
+static shmds_list *handle_new(shmds_region *r, shmds_off_t off)
 {
+    shmds_list *l = malloc(sizeof *l);
+    if (l == NULL)
+        return NULL;
     l->r = r;
     l->off = off;
     l->h = (struct list_hdr *)(void *)(r->base + off);
     l->max_nodes = (r->heap_end - r->heap_off) / sizeof(struct list_node);
-}
-
-static shmds_list *handle_new(shmds_region *r, shmds_off_t off)
-{
-    shmds_list *l = malloc(sizeof *l);
-    if (l != NULL)
-        handle_set(l, r, off);
     return l;
 }
 
@@ -640,47 +634,39 @@ SHMDS_API int shmds_list_create(shmds_region *r, const char *name, shmds_list **
 {
     if (r == NULL || out == NULL)
         return -EINVAL;
-    shmds_list *l = malloc(sizeof *l);
-    if (l == NULL)
-        return -ENOMEM;
-    shmds_off_t off;
-    int rc = shmds__obj_create(r, &shmds__list_ops, name, sizeof(struct list_hdr), list_init,
-                               (void *)name, &off);
-    if (rc != 0) {
-        free(l);
-        return rc;
-    }
-    handle_set(l, r, off);
-    *out = l;
-    return 0;
+    void *l;
+    int rc = shmds__obj_create_attach(r, &shmds__list_ops, name, sizeof(struct list_hdr),
+                                      list_init, (void *)name, &l);
+    if (rc == 0)
+        *out = l;
+    return rc;
 }
 
-/* The header at `off` is a list's (in bounds, magic, block). */
-static const struct list_hdr *hdr_valid(shmds_region *r, shmds_off_t off)
+/* The object layer's attach: the header at `off` is a list's (in bounds,
+ * magic, block, and the name when given). */
+static int list_attach(shmds_region *r, shmds_off_t off, const char *name, void **out)
 {
     const struct list_hdr *h = shmds__ptr_chk(r, off, sizeof *h, 64);
     if (h == NULL || __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != LIST_MAGIC ||
-        h->block > off || off - h->block >= 64)
-        return NULL;
-    return h;
-}
-
-SHMDS_API int shmds_list_open(shmds_region *r, const char *name, shmds_list **out)
-{
-    if (r == NULL || out == NULL || !shmds__obj_name_ok(name))
-        return -EINVAL;
-    shmds_off_t off;
-    int rc = shmds__root_find_typed(r, name, SHMDS_TYPE_LIST, &off);
-    if (rc != 0)
-        return rc;
-    const struct list_hdr *h = hdr_valid(r, off);
-    if (h == NULL || strncmp(h->name, name, sizeof h->name) != 0)
+        h->block > off || off - h->block >= 64 ||
+        (name != NULL && strncmp(h->name, name, sizeof h->name) != 0))
         return SHMDS_ECORRUPT;
     shmds_list *l = handle_new(r, off);
     if (l == NULL)
         return -ENOMEM;
     *out = l;
     return 0;
+}
+
+SHMDS_API int shmds_list_open(shmds_region *r, const char *name, shmds_list **out)
+{
+    if (r == NULL || out == NULL)
+        return -EINVAL;
+    void *l;
+    int rc = shmds__obj_open(r, &shmds__list_ops, name, &l);
+    if (rc == 0)
+        *out = l;
+    return rc;
 }
 
 SHMDS_API void shmds_list_close(shmds_list *l)
@@ -742,17 +728,17 @@ SHMDS_API int shmds_list_destroy(shmds_list *l)
 /* The object layer's check: the header validates, then as shmds_list_check. */
 static int list_check_at(shmds_region *r, shmds_off_t off)
 {
-    if (hdr_valid(r, off) == NULL)
-        return SHMDS_ECORRUPT;
-    shmds_list *l = handle_new(r, off);
-    if (l == NULL)
-        return -ENOMEM;
-    int rc = shmds_list_check(l);
+    void *l;
+    int rc = list_attach(r, off, NULL, &l);
+    if (rc != 0)
+        return rc;
+    rc = shmds_list_check(l);
     free(l);
     return rc;
 }
 
-const struct shmds__obj_ops shmds__list_ops = {SHMDS_TYPE_LIST, list_teardown_at, list_check_at};
+const struct shmds__obj_ops shmds__list_ops = {SHMDS_TYPE_LIST, list_attach, list_teardown_at,
+                                               list_check_at};
 
 /* ---------------------------------------------------------------------------
  * Intrusive links. No locks: the caller's own mutex guards them.

@@ -414,15 +414,7 @@ static int tsnap_load(shmds_map *m, struct tsnap *t)
                 return 0;
             }
         }
-        if (shmds__wait_spin(&w))
-            continue;
-        if (!shmds__rdonly(m->r)) {
-            int rc = shmds__lock(m->r, &h->resize, resize_repair, m);
-            if (rc < 0)
-                return rc;
-            shmds_mutex_unlock(&h->resize);
-        }
-        int rc = shmds__wait_nap(&w, m->r->lock_timeout_ms);
+        int rc = shmds__seq_wait(m->r, &w, &h->tseq, &h->resize, resize_repair, m);
         if (rc != 0)
             return rc;
     }
@@ -1237,22 +1229,22 @@ SHMDS_API int shmds_map_create(shmds_region *r, const char *name, const shmds_ma
     if (bits < sb)
         bits = sb;
     struct mparams p = {o, S, sb, bits};
-    shmds_off_t off;
-    int rc = shmds__obj_create(r, &shmds__map_ops, name, hdr_bytes(S), map_init, &p, &off);
-    if (rc == 0 && (rc = map_attach(r, off, out)) != 0)
-        shmds__obj_destroy(r, &shmds__map_ops, off);
+    void *m;
+    int rc = shmds__obj_create_attach(r, &shmds__map_ops, name, hdr_bytes(S), map_init, &p, &m);
+    if (rc == 0)
+        *out = m;
     return rc;
 }
 
 SHMDS_API int shmds_map_open(shmds_region *r, const char *name, shmds_map **out)
 {
-    if (r == NULL || out == NULL || !shmds__obj_name_ok(name))
+    if (r == NULL || out == NULL)
         return -EINVAL;
-    shmds_off_t off;
-    int rc = shmds__root_find_typed(r, name, SHMDS_TYPE_MAP, &off);
-    if (rc < 0)
-        return rc;
-    return map_attach(r, off, out);
+    void *m;
+    int rc = shmds__obj_open(r, &shmds__map_ops, name, &m);
+    if (rc == 0)
+        *out = m;
+    return rc;
 }
 
 SHMDS_API void shmds_map_close(shmds_map *m)
@@ -1982,4 +1974,16 @@ SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_
     return sum + sum / 8 + 65536;
 }
 
-const struct shmds__obj_ops shmds__map_ops = {SHMDS_TYPE_MAP, map_teardown_at, map_check_at};
+/* The object layer's attach (a map keeps no name to compare). */
+static int map_attach_op(shmds_region *r, shmds_off_t off, const char *name, void **out)
+{
+    (void)name;
+    shmds_map *m;
+    int rc = map_attach(r, off, &m);
+    if (rc == 0)
+        *out = m;
+    return rc;
+}
+
+const struct shmds__obj_ops shmds__map_ops = {SHMDS_TYPE_MAP, map_attach_op, map_teardown_at,
+                                              map_check_at};

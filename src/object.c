@@ -109,6 +109,27 @@ fail:
     return rc;
 }
 
+int shmds__obj_create_attach(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
+                             uint64_t hdr_size, shmds__obj_init_fn *init, void *arg,
+                             void **handle)
+{
+    shmds_off_t off;
+    int rc = shmds__obj_create(r, ops, name, hdr_size, init, arg, &off);
+    if (rc == 0 && (rc = ops->attach(r, off, name, handle)) != 0)
+        shmds__obj_destroy(r, ops, off);
+    return rc;
+}
+
+int shmds__obj_open(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
+                    void **handle)
+{
+    if (!shmds__obj_name_ok(name))
+        return -EINVAL;
+    shmds_off_t off;
+    int rc = shmds__root_find_typed(r, name, ops->type, &off);
+    return rc != 0 ? rc : ops->attach(r, off, name, handle);
+}
+
 int shmds__obj_destroy(shmds_region *r, const struct shmds__obj_ops *ops, shmds_off_t off)
 {
     int rc = shmds__writable(r);

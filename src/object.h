@@ -24,6 +24,9 @@
 /* What the object layer needs from a structure: one table per type tag. */
 struct shmds__obj_ops {
     uint32_t type; /* SHMDS_TYPE_LIST .. SHMDS__TYPE_OBJ_LAST */
+    /* Validate the header at `off` (and, when `name` is not NULL, that it
+     * is the object of that name) and make a process-local handle. */
+    int (*attach)(shmds_region *r, shmds_off_t off, const char *name, void **handle);
     /* Free everything the header at `off` reaches except the header's own
      * block, and clear its magic. The header is all zeros (a create that
      * died before writing it), complete, or as a killed teardown left it.
@@ -57,6 +60,15 @@ bool shmds__obj_name_ok(const char *name);
  * left behind (or, if the cleanup itself failed, an orphan for a reclaim). */
 int shmds__obj_create(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
                       uint64_t hdr_size, shmds__obj_init_fn *init, void *arg, shmds_off_t *off);
+/* shmds__obj_create, then ops->attach: *handle for the new object (one
+ * that cannot be attached is destroyed again). */
+int shmds__obj_create_attach(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
+                             uint64_t hdr_size, shmds__obj_init_fn *init, void *arg,
+                             void **handle);
+/* Open the published object `name` of ops->type: -EINVAL bad name,
+ * -ENOENT, SHMDS_ETYPE (another type), SHMDS_ECORRUPT, attach's errors. */
+int shmds__obj_open(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
+                    void **handle);
 
 /* Destroy the published object of ops->type whose header is at `off`:
  * unpublish (the commit point; from here a reclaim finishes it if this

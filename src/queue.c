@@ -674,23 +674,23 @@ SHMDS_API int shmds_queue_create(shmds_region *r, const char *name, size_t capac
     if (cap < 16 || max_msg == 0 || max_msg > cap - 8)
         return -EINVAL;
     struct qparams p = {cap, max_msg, flags};
-    shmds_off_t off;
-    int rc = shmds__obj_create(r, &shmds__queue_ops, name, sizeof(struct qhdr) + cap, queue_init,
-                               &p, &off);
-    if (rc == 0 && (rc = handle_make(r, off, out)) != 0)
-        shmds__obj_destroy(r, &shmds__queue_ops, off);
+    void *q;
+    int rc = shmds__obj_create_attach(r, &shmds__queue_ops, name, sizeof(struct qhdr) + cap,
+                                      queue_init, &p, &q);
+    if (rc == 0)
+        *out = q;
     return rc;
 }
 
 SHMDS_API int shmds_queue_open(shmds_region *r, const char *name, shmds_queue **out)
 {
-    if (r == NULL || out == NULL || !shmds__obj_name_ok(name))
+    if (r == NULL || out == NULL)
         return -EINVAL;
-    shmds_off_t off;
-    int rc = shmds__root_find_typed(r, name, SHMDS_TYPE_QUEUE, &off);
-    if (rc != 0)
-        return rc;
-    return handle_make(r, off, out);
+    void *q;
+    int rc = shmds__obj_open(r, &shmds__queue_ops, name, &q);
+    if (rc == 0)
+        *out = q;
+    return rc;
 }
 
 SHMDS_API void shmds_queue_close(shmds_queue *q)
@@ -874,5 +874,16 @@ static int queue_check_at(shmds_region *r, shmds_off_t off)
     return rc;
 }
 
-const struct shmds__obj_ops shmds__queue_ops = {SHMDS_TYPE_QUEUE, queue_teardown_at,
+/* The object layer's attach (a queue keeps no name to compare). */
+static int queue_attach(shmds_region *r, shmds_off_t off, const char *name, void **out)
+{
+    (void)name;
+    shmds_queue *q;
+    int rc = handle_make(r, off, &q);
+    if (rc == 0)
+        *out = q;
+    return rc;
+}
+
+const struct shmds__obj_ops shmds__queue_ops = {SHMDS_TYPE_QUEUE, queue_attach, queue_teardown_at,
                                                 queue_check_at};

@@ -363,6 +363,25 @@ int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *
     return rc;
 }
 
+int shmds__seq_wait(shmds_region *r, struct shmds__wait *w, const uint64_t *word, shmds_mutex *m,
+                    shmds_repair_fn *repair, void *arg)
+{
+    if (shmds__wait_spin(w))
+        return 0;
+    if (m != NULL && !shmds__rdonly(r)) {
+        int rc = shmds__lock(r, m, repair, arg);
+        if (rc < 0)
+            return rc;
+        rc = 0;
+        if (__atomic_load_n(word, __ATOMIC_RELAXED) & 1)
+            rc = repair(arg);
+        shmds_mutex_unlock(m);
+        if (rc != 0)
+            return rc < 0 ? rc : SHMDS_ECORRUPT;
+    }
+    return shmds__wait_nap(w, r->lock_timeout_ms);
+}
+
 /* ---------------------------------------------------------------------------
  * Directory
  * ------------------------------------------------------------------------ */
@@ -405,21 +424,9 @@ static int dir_snapshot(shmds_region *r, struct shmds__root *copy)
             if (shmds__seq_read_ok(&h->dir_seq, s1))
                 return 0;
         }
-        if (shmds__wait_spin(&w))
-            continue;
-        if (!shmds__rdonly(r)) {
-            int rc = dir_lock(r); /* repairs a dead writer's half change */
-            if (rc != 0)
-                return rc;
-            /* Odd while we hold the lock: no writer is at work, so the
-             * sequence is stale (a damaged or restored image); close it as
-             * the repair would, rather than wait for a writer that is not
-             * there. */
-            if (__atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED) & 1)
-                dir_repair(h);
-            shmds_mutex_unlock(&h->dir_lock);
-        }
-        int rc = shmds__wait_nap(&w, r->lock_timeout_ms);
+        /* A stale odd word (a damaged or restored image) is closed as the
+         * repair would, rather than waited for. */
+        int rc = shmds__seq_wait(r, &w, &h->dir_seq, &h->dir_lock, dir_repair, h);
         if (rc != 0)
             return rc;
     }
