@@ -598,7 +598,10 @@ static struct shmds__root *entry_of(shmds_region *r, const shmds_off_t *slot)
     return NULL;
 }
 
-int shmds__root_publish(shmds_region *r, shmds_off_t *slot)
+/* Lock the directory and find this process's pending entry whose off
+ * field is `slot`, holding a block (`filled`) or none. 0 with the lock
+ * held; -EINVAL, SHMDS_ECORRUPT, lock errors without it. */
+static int own_pending(shmds_region *r, shmds_off_t *slot, bool filled, struct shmds__root **out)
 {
     struct shmds__root *e = entry_of(r, slot);
     if (e == NULL)
@@ -606,16 +609,26 @@ int shmds__root_publish(shmds_region *r, shmds_off_t *slot)
     int rc = dir_lock(r);
     if (rc != 0)
         return rc;
-    struct shmds__hdr *h = r->hdr;
-    if (e->type == 0 || e->owner_pid != self_pid() || e->off == 0) {
-        rc = SHMDS_ECORRUPT;
-    } else {
-        shmds__seq_write_begin(&h->dir_seq);
-        __atomic_store_n(&e->owner_pid, 0, __ATOMIC_RELEASE);
-        shmds__seq_write_end(&h->dir_seq);
+    if (e->type == 0 || e->owner_pid != self_pid() || (e->off != 0) != filled) {
+        shmds_mutex_unlock(&r->hdr->dir_lock);
+        return SHMDS_ECORRUPT;
     }
+    *out = e;
+    return 0;
+}
+
+int shmds__root_publish(shmds_region *r, shmds_off_t *slot)
+{
+    struct shmds__root *e;
+    int rc = own_pending(r, slot, true, &e);
+    if (rc != 0)
+        return rc;
+    struct shmds__hdr *h = r->hdr;
+    shmds__seq_write_begin(&h->dir_seq);
+    __atomic_store_n(&e->owner_pid, 0, __ATOMIC_RELEASE);
+    shmds__seq_write_end(&h->dir_seq);
     shmds_mutex_unlock(&h->dir_lock);
-    return rc;
+    return 0;
 }
 
 int shmds__root_unpublish(shmds_region *r, uint32_t type, shmds_off_t off, shmds_off_t **slot)
@@ -639,25 +652,19 @@ int shmds__root_unpublish(shmds_region *r, uint32_t type, shmds_off_t off, shmds
 
 int shmds__root_drop(shmds_region *r, shmds_off_t *slot)
 {
-    struct shmds__root *e = entry_of(r, slot);
-    if (e == NULL)
-        return -EINVAL;
-    int rc = dir_lock(r);
+    struct shmds__root *e;
+    int rc = own_pending(r, slot, false, &e);
     if (rc != 0)
         return rc;
     struct shmds__hdr *h = r->hdr;
-    if (e->type == 0 || e->owner_pid != self_pid() || e->off != 0) {
-        rc = SHMDS_ECORRUPT;
-    } else {
-        shmds__seq_write_begin(&h->dir_seq);
-        __atomic_store_n(&e->type, 0, __ATOMIC_RELEASE);
-        SHMDS_FAULT("region.root_drop.after_free");
-        memset(e->name, 0, sizeof e->name);
-        e->owner_pid = 0;
-        shmds__seq_write_end(&h->dir_seq);
-    }
+    shmds__seq_write_begin(&h->dir_seq);
+    __atomic_store_n(&e->type, 0, __ATOMIC_RELEASE);
+    SHMDS_FAULT("region.root_drop.after_free");
+    memset(e->name, 0, sizeof e->name);
+    e->owner_pid = 0;
+    shmds__seq_write_end(&h->dir_seq);
     shmds_mutex_unlock(&h->dir_lock);
-    return rc;
+    return 0;
 }
 
 int shmds__root_take_orphan(shmds_region *r, const char *name, uint32_t of_type, uint32_t *type,
