@@ -2,6 +2,10 @@
  * The offset heap: a two-level segregated-fit (TLSF) allocator with boundary
  * tags, inside the region, shared by every process that maps it.
  *
+ * Layer: the allocator. Calls down into the region (its lock, its header's
+ * allocator root, directory slots as allocation slots) and lock.c; called
+ * by the object layer and the structures; calls nothing above.
+ *
  * Layout. The heap [heap_off, heap_end) starts with a control block (the
  * first-level bitmap, one second-level bitmap per first level, and the heads
  * of the free lists), then holds a sequence of blocks that tile it exactly,

@@ -1,6 +1,10 @@
 /*
  * The shared doubly linked list (shmds_list) and intrusive links (shmds_link).
  *
+ * Layer: a structure. Calls down into the object layer (create, open,
+ * destroy: shmds__list_ops), the allocator, lock.c and the region; never
+ * into another structure or the region-wide passes (check.c).
+ *
  * A list is a header block in the heap, registered in the directory, and one
  * heap block per element: {prev, next, len, owner} followed by the payload.
  * Links are offsets; `owner` is the header's offset, so a node of another

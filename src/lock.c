@@ -2,6 +2,12 @@
  * Robust process-shared mutexes with a repair protocol, and semaphores used
  * as doorbells.
  *
+ * Layer: locks, below the allocator and the region's directory (which lock
+ * through it) and above util.c. It knows nothing of regions: the bound of a
+ * wait is the caller's (region.c's shmds__lock passes the region's and
+ * bumps the region's epoch on a recovery). The seqlock helpers beside it
+ * are in internal.h.
+ *
  * How owner death is handled: the mutex is a pthread mutex made
  * PTHREAD_PROCESS_SHARED and PTHREAD_MUTEX_ROBUST. When its holder dies, the
  * kernel (walking the dead thread's robust list) marks the futex word

@@ -1,6 +1,10 @@
 /*
  * The shared hash map.
  *
+ * Layer: a structure. Calls down into the object layer (create, open,
+ * destroy: shmds__map_ops), the allocator, lock.c and the region; never
+ * into another structure or the region-wide passes (check.c).
+ *
  * Layout. A map is one header block (struct map_hdr, followed by an array of
  * stripes) plus bucket tables and entries, all in the region's heap and
  * linked by offsets. An entry is one block: a 48-byte header, the value

@@ -2,6 +2,10 @@
  * The bounded multi-process queue: variable-size messages copied into a
  * byte ring inside the region.
  *
+ * Layer: a structure. Calls down into the object layer (create, open,
+ * destroy: shmds__queue_ops), lock.c and the region; never into another
+ * structure or the region-wide passes (check.c).
+ *
  * Layout: one heap block holds the header (struct qhdr) and, right after
  * it, the ring of `cap` bytes. The ring is counted in 8-byte units. A
  * message is a record: an 8-byte header {len, tag} followed by len payload

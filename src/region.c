@@ -2,6 +2,10 @@
  * Regions: the shared-memory object, its header and the directory of named
  * roots.
  *
+ * Layer: the region, at the bottom with lock.c and util.c. It calls no
+ * layer above (the allocator formats and maps its heap on first use; the
+ * object layer's types are only a range of tags here, SHMDS__TYPE_OBJ_LAST).
+ *
  * Create: shm_open(O_CREAT|O_EXCL), fchmod to the requested mode (so the
  * umask has no say), ftruncate, posix_fallocate (a full tmpfs fails now, not
  * with SIGBUS later), mmap. The header is filled in, its checksum computed,

@@ -87,8 +87,9 @@ typedef struct shmds_list shmds_list;
  * If the process dies inside this call, the name is either free or names a
  * complete list, and nothing leaks: until the list is complete its name is
  * held by a pending directory entry that reaches its block, which
- * shmds_region_reclaim() (run by shmds_region_check() and by a create of the
- * same name) frees.
+ * shmds_region_reclaim() (run by shmds_region_check()) frees; a create of the
+ * same name finishes a dead creator's list of that name itself (a pending
+ * name of another type stays -EEXIST until a reclaim).
  *
  * @param r    a region opened read-write.
  * @param name 1 to SHMDS_ROOT_NAME_MAX bytes.

@@ -101,8 +101,9 @@ typedef struct shmds_map_stats {
  * If the process dies inside this call, the name is either free or names a
  * complete map, and nothing leaks: an unfinished map's blocks stay
  * reachable from its name's pending directory entry, and
- * shmds_region_reclaim() (run by shmds_region_check() and by a create of
- * the same name) frees them.
+ * shmds_region_reclaim() (run by shmds_region_check()) frees them; a
+ * create of the same name finishes a dead creator's map of that name
+ * itself (a pending name of another type stays -EEXIST until a reclaim).
  * @param o NULL for defaults.
  * @return 0; -EINVAL bad name or options; -EEXIST the name is taken;
  *         -ENOSPC the directory is full; -ENOMEM the heap is too small;

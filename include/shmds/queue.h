@@ -89,8 +89,9 @@ static inline size_t shmds_queue_bytes_for(size_t msgs, size_t len)
  * becomes visible last, when the queue is complete, so another process
  * never opens half a queue. Until then it is held by a pending directory
  * entry that reaches the block: a process killed part way leaks nothing,
- * shmds_region_reclaim() (run by shmds_region_check() and by a create of
- * the same name) frees it.
+ * shmds_region_reclaim() (run by shmds_region_check()) frees it; a create
+ * of the same name finishes a dead creator's queue of that name itself (a
+ * pending name of another type stays -EEXIST until a reclaim).
  *
  * @param r              a writable region.
  * @param name           directory name (1 to SHMDS_ROOT_NAME_MAX bytes).
