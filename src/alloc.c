@@ -406,7 +406,7 @@ COLD int rebuild(struct op *o)
  * repair ignores whatever the record holds. */
 static void put(struct op *o, uint64_t off, uint64_t val)
 {
-    SHMDS_ASSERT(o->n < REDO_MAX);
+    SHMDS_ASSERT(o->n < REDO_MAX, "an operation's redo record has room for every store it logs");
     struct redo_store *st = &o->root->redo[o->n++];
     st->off = off;
     st->val = val;

@@ -19,15 +19,17 @@
 #include "shmds.h"
 
 /* ---- assertions and checks ----
- * SHMDS_ASSERT states the library's own invariants and compiles away in
- * release builds. Shared memory is untrusted input, so checks on data read
- * from a region are plain `if`s that stay in every build and return
- * SHMDS_ECORRUPT; never assert on them. */
+ * SHMDS_ASSERT(cond, why) states one of the library's own invariants (a
+ * lock this process must hold, counts its own code keeps in step) with
+ * the reason it must hold; it aborts with both in a --enable-debug build
+ * and compiles away otherwise. Shared memory is untrusted input, so checks
+ * on data read from a region are plain `if`s that stay in every build and
+ * return SHMDS_ECORRUPT; never assert on them. */
 #ifdef SHMDS_DEBUG
 #include <assert.h>
-#define SHMDS_ASSERT(cond) assert(cond)
+#define SHMDS_ASSERT(cond, why) assert((cond) && (why))
 #else
-#define SHMDS_ASSERT(cond) ((void)0)
+#define SHMDS_ASSERT(cond, why) ((void)0)
 #endif
 
 #define shmds__likely(x) __builtin_expect(!!(x), 1)
@@ -289,6 +291,11 @@ int shmds__seq_wait(shmds_region *r, struct shmds__wait *w, const uint64_t *word
                     shmds_repair_fn *repair, void *arg);
 /* True when the calling thread holds a shmds_mutex inside [base, base+len). */
 bool shmds__locks_held_in(const void *base, size_t len);
+/* True when the calling thread holds `m` (for SHMDS_ASSERT). */
+static inline bool shmds__mutex_held(const shmds_mutex *m)
+{
+    return shmds__locks_held_in(m, sizeof *m);
+}
 
 /* ---- region internals used by the layers above ---- */
 

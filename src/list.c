@@ -284,6 +284,7 @@ static void list_unlock(shmds_list *l)
 
 static int push_locked(shmds_list *l, uint32_t e, const void *data, size_t len)
 {
+    SHMDS_ASSERT(shmds__mutex_held(&l->h->lock), "the list lock serialises its intent log");
     struct list_hdr *h = l->h;
     struct list_log *g = &h->log;
     shmds_region *r = l->r;
@@ -326,6 +327,7 @@ static int push_locked(shmds_list *l, uint32_t e, const void *data, size_t len)
 /* Pop at end e. `buf` NULL with cap 0: drop the element (destroy). */
 static int pop_locked(shmds_list *l, uint32_t e, void *buf, size_t cap, size_t *len)
 {
+    SHMDS_ASSERT(shmds__mutex_held(&l->h->lock), "the list lock serialises its intent log");
     struct list_hdr *h = l->h;
     struct list_log *g = &h->log;
     uint64_t off = GET(&h->ends[e]);

@@ -721,6 +721,7 @@ static int grow_finish(shmds_map *m)
 static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
 {
     struct stripe *st = &m->h->stripes[s];
+    SHMDS_ASSERT(shmds__mutex_held(&st->lock), "only the stripe's holder moves its buckets");
     struct slog *lg = &st->log;
     if (!t->rh)
         return 0;
@@ -832,6 +833,9 @@ static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
     struct slog *lg = &st->log;
     const struct newent *ne = op->ne;
     uint64_t *link = op->link;
+    SHMDS_ASSERT(shmds__mutex_held(&st->lock), "the stripe lock serialises its intent log");
+    SHMDS_ASSERT(LD(&lg->op) == OP_NONE, "a SWAP starts on an idle log (repairs finish others)");
+    SHMDS_ASSERT(op->dn >= -1 && op->dn <= 1, "a SWAP adds, replaces or removes one entry");
     lg->committed = 0;
     lg->link = shmds_off(r, link);
     lg->link_old = LD(link);
@@ -936,6 +940,7 @@ static int find(shmds_map *m, const struct tsnap *t, uint32_t s, const struct ke
                 struct hit *h)
 {
     struct stripe *st = &m->h->stripes[s];
+    SHMDS_ASSERT(shmds__mutex_held(&st->lock), "find's hit is used to write the chain");
     uint64_t *l = bucket_slot(m, t, st, s, k->hash);
     h->head = l;
     for (unsigned steps = 0;; steps++) {

@@ -73,7 +73,8 @@ static int reserve(shmds_region *r, const struct shmds__obj_ops *ops, const char
 int shmds__obj_create(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
                       uint64_t hdr_size, shmds__obj_init_fn *init, void *arg, shmds_off_t *off)
 {
-    SHMDS_ASSERT(ops->type != 0 && ops->type <= SHMDS__TYPE_OBJ_LAST);
+    SHMDS_ASSERT(shmds__type_is_object(ops->type),
+                 "the region reports header offsets only for the object layer's tags");
     if (!shmds__obj_name_ok(name) || hdr_size > UINT64_MAX - HDR_SLACK)
         return -EINVAL;
     int rc = shmds__writable(r);

@@ -362,7 +362,8 @@ static double pct_us(double p)
 
 static void report(double secs)
 {
-    qsort(fig.repair_ns, fig.repair_n, sizeof *fig.repair_ns, cmp_u64);
+    if (fig.repair_n > 0) /* no kill met a held lock: repair_ns is still NULL */
+        qsort(fig.repair_ns, fig.repair_n, sizeof *fig.repair_ns, cmp_u64);
     printf("shmds crash torture: seed %" PRIu64 ", %u workers, %.1f s\n", opt.seed, opt.workers,
            secs);
     printf("  kills delivered                 %" PRIu64 "\n", fig.kills);
