@@ -2,6 +2,12 @@
  * Robust process-shared mutexes with a repair protocol, and semaphores used
  * as doorbells.
  *
+ * Layer: locks, below the allocator and the region's directory (which lock
+ * through it) and above util.c. It knows nothing of regions: the bound of a
+ * wait is the caller's (region.c's shmds__lock passes the region's and
+ * bumps the region's epoch on a recovery). The seqlock helpers beside it
+ * are in internal.h.
+ *
  * How owner death is handled: the mutex is a pthread mutex made
  * PTHREAD_PROCESS_SHARED and PTHREAD_MUTEX_ROBUST. When its holder dies, the
  * kernel (walking the dead thread's robust list) marks the futex word
@@ -418,30 +424,21 @@ SHMDS_API int shmds_mutex_info_get(const shmds_mutex *m, shmds_mutex_info *out)
  * nanoseconds. */
 #define LOCK_SPINS 100
 
-int shmds__lock_within(shmds_region *r, shmds_mutex *m, int max_ms, shmds_repair_fn *repair,
-                       void *arg)
+int shmds__mutex_lock_bounded(shmds_mutex *m, uint32_t bound_ms, shmds_repair_fn *repair,
+                              void *arg)
 {
     int rc = mutex_lock(m, 0, repair, arg);
     for (int i = 0; rc == -EBUSY && i < LOCK_SPINS; i++) {
         shmds__cpu_relax();
         rc = mutex_lock(m, 0, repair, arg);
     }
-    if (rc == -EBUSY && max_ms != 0) {
-        int bound = (int)r->lock_timeout_ms;
-        rc = mutex_lock(m, max_ms > 0 && max_ms < bound ? max_ms : bound, repair, arg);
-    }
-    if (rc == SHMDS_RECOVERED)
-        __atomic_add_fetch(&r->hdr->epoch, 1, __ATOMIC_RELAXED);
+    if (rc == -EBUSY && bound_ms != 0)
+        rc = mutex_lock(m, (int)bound_ms, repair, arg);
     /* The timeout is ours and valid, so pthread's EINVAL can only mean the
      * mutex's own bytes in the region are damaged. */
     if (rc == -EINVAL)
         rc = SHMDS_ECORRUPT;
     return rc;
-}
-
-int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg)
-{
-    return shmds__lock_within(r, m, -1, repair, arg);
 }
 
 /* ---------------------------------------------------------------------------
@@ -469,7 +466,7 @@ SHMDS_API int shmds_sem_wait(shmds_sem *s, int timeout_ms)
     if (timeout_ms == 0) {
         while (sem_trywait(&s->sem) != 0) {
             if (errno != EINTR)
-                return errno == EAGAIN ? -EAGAIN : -errno;
+                return -errno;
         }
         return 0;
     }

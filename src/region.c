@@ -2,6 +2,10 @@
  * Regions: the shared-memory object, its header and the directory of named
  * roots.
  *
+ * Layer: the region, at the bottom with lock.c and util.c. It calls no
+ * layer above (the allocator formats and maps its heap on first use; the
+ * object layer's types are only a range of tags here, SHMDS__TYPE_OBJ_LAST).
+ *
  * Create: shm_open(O_CREAT|O_EXCL), fchmod to the requested mode (so the
  * umask has no say), ftruncate, posix_fallocate (a full tmpfs fails now, not
  * with SIGBUS later), mmap. The header is filled in, its checksum computed,
@@ -38,7 +42,7 @@
  * header and publishes (owner_pid = 0, one store: the commit point); destroy
  * unpublishes (owner_pid = self), frees, and drops the entry once its `off`
  * is back to 0. An entry whose owner is dead is an orphan; check.c reclaims
- * it (shmds_region_reclaim). owner_pid is stored before the type when a slot
+ * it (object.c, shmds_region_reclaim). owner_pid is stored before the type when a slot
  * is taken, so the repair's rule is unchanged: every slot is free or
  * complete (complete includes pending).
  */
@@ -115,7 +119,6 @@ static shmds_region *handle_new(unsigned char *base, size_t map_len, int fd, uns
     r->size = h->size;
     r->heap_off = h->heap_off;
     r->heap_end = h->heap_off + h->heap_size;
-    shmds__alloc_geo_init(r);
     /* Clamped: a header may claim anything up to INT32_MAX ms. */
     uint32_t bound = h->lock_timeout_ms;
     r->lock_timeout_ms = bound < SHMDS_LOCK_TIMEOUT_MAX_MS ? bound : SHMDS_LOCK_TIMEOUT_MAX_MS;
@@ -325,12 +328,6 @@ static int header_validate(const struct shmds__hdr *h, uint64_t obj_size)
     return 0;
 }
 
-static void nap_1ms(void)
-{
-    struct timespec ts = {0, 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region **out)
 {
     if (name_check(name) != 0 || out == NULL || (flags & ~(unsigned)(SHMDS_RDONLY | SHMDS_SAME_UID)))
@@ -380,7 +377,7 @@ SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region *
             rc = -EAGAIN;
             goto fail;
         }
-        nap_1ms();
+        shmds__nap_1ms();
     }
 
     rc = header_validate(base, (uint64_t)st.st_size);
@@ -446,22 +443,60 @@ SHMDS_API int shmds_region_unlink(const char *name)
 
 SHMDS_API void *shmds_region_base(const shmds_region *r)
 {
-    return r->base;
+    return r != NULL ? r->base : NULL;
 }
 
 SHMDS_API size_t shmds_region_size(const shmds_region *r)
 {
-    return (size_t)r->size;
+    return r != NULL ? (size_t)r->size : 0;
 }
 
 SHMDS_API int shmds_region_readonly(const shmds_region *r)
 {
+    if (r == NULL)
+        return -EINVAL;
     return shmds__rdonly(r) ? 1 : 0;
 }
 
 int shmds__writable(const shmds_region *r)
 {
     return shmds__rdonly(r) ? SHMDS_ERDONLY : 0;
+}
+
+int shmds__lock_within(shmds_region *r, shmds_mutex *m, int max_ms, shmds_repair_fn *repair,
+                       void *arg)
+{
+    uint32_t bound = r->lock_timeout_ms;
+    if (max_ms >= 0 && (uint32_t)max_ms < bound)
+        bound = (uint32_t)max_ms;
+    int rc = shmds__mutex_lock_bounded(m, bound, repair, arg);
+    if (rc == SHMDS_RECOVERED)
+        __atomic_add_fetch(&r->hdr->epoch, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg)
+{
+    return shmds__lock_within(r, m, -1, repair, arg);
+}
+
+int shmds__seq_wait(shmds_region *r, struct shmds__wait *w, const uint64_t *word, shmds_mutex *m,
+                    shmds_repair_fn *repair, void *arg)
+{
+    if (shmds__wait_spin(w))
+        return 0;
+    if (m != NULL && !shmds__rdonly(r)) {
+        int rc = shmds__lock(r, m, repair, arg);
+        if (rc < 0)
+            return rc;
+        rc = 0;
+        if (__atomic_load_n(word, __ATOMIC_RELAXED) & 1)
+            rc = repair(arg);
+        shmds_mutex_unlock(m);
+        if (rc != 0)
+            return rc < 0 ? rc : SHMDS_ECORRUPT;
+    }
+    return shmds__wait_nap(w, r->lock_timeout_ms);
 }
 
 /* ---------------------------------------------------------------------------
@@ -479,9 +514,7 @@ static int dir_repair(void *arg)
             memset(h->roots[i].name, 0, sizeof h->roots[i].name);
             h->roots[i].owner_pid = 0;
         }
-    uint64_t seq = __atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED);
-    if (seq & 1)
-        __atomic_store_n(&h->dir_seq, seq + 1, __ATOMIC_RELEASE);
+    shmds__seq_write_end(&h->dir_seq);
     return 0;
 }
 
@@ -494,53 +527,25 @@ static int dir_lock(shmds_region *r)
     return rc == SHMDS_RECOVERED ? 0 : rc;
 }
 
-static void dir_write_begin(struct shmds__hdr *h)
-{
-    __atomic_add_fetch(&h->dir_seq, 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-}
-
-static void dir_write_end(struct shmds__hdr *h)
-{
-    __atomic_add_fetch(&h->dir_seq, 1, __ATOMIC_RELEASE);
-}
-
 /* Copy the whole directory consistently, without a lock. A writer that
  * stays mid-change past the bound has died: in a writable region we take
  * the lock, which repairs; a read-only one reports -ETIMEDOUT. */
 static int dir_snapshot(shmds_region *r, struct shmds__root *copy)
 {
     struct shmds__hdr *h = r->hdr;
-    uint64_t deadline = 0;
-    for (unsigned spins = 0;; spins++) {
-        uint64_t s1 = __atomic_load_n(&h->dir_seq, __ATOMIC_ACQUIRE);
+    struct shmds__wait w = {0};
+    for (;;) {
+        uint64_t s1 = shmds__seq_read_begin(&h->dir_seq);
         if ((s1 & 1) == 0) {
             memcpy(copy, (const void *)h->roots, sizeof h->roots);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (__atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED) == s1)
+            if (shmds__seq_read_ok(&h->dir_seq, s1))
                 return 0;
         }
-        if (spins < 64) {
-            sched_yield();
-            continue;
-        }
-        if (deadline == 0)
-            deadline = shmds__now_ns() + (uint64_t)r->lock_timeout_ms * 1000000u;
-        if (!shmds__rdonly(r)) {
-            int rc = dir_lock(r); /* repairs a dead writer's half change */
-            if (rc != 0)
-                return rc;
-            /* Odd while we hold the lock: no writer is at work, so the
-             * sequence is stale (a damaged or restored image); close it as
-             * the repair would, rather than wait for a writer that is not
-             * there. */
-            if (__atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED) & 1)
-                dir_repair(h);
-            shmds_mutex_unlock(&h->dir_lock);
-        }
-        if (shmds__now_ns() >= deadline)
-            return -ETIMEDOUT;
-        nap_1ms();
+        /* A stale odd word (a damaged or restored image) is closed as the
+         * repair would, rather than waited for. */
+        int rc = shmds__seq_wait(r, &w, &h->dir_seq, &h->dir_lock, dir_repair, h);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -571,9 +576,16 @@ static int dir_find_in(const struct shmds__root *roots, const char *name, bool p
  * the file), and the object is the 64-byte aligned header inside it. */
 static shmds_off_t entry_off(const struct shmds__root *e)
 {
-    bool own = e->type == SHMDS_TYPE_LIST || e->type == SHMDS_TYPE_MAP ||
-               e->type == SHMDS_TYPE_QUEUE;
-    return own ? shmds__hdr_of(e->off) : e->off;
+    return shmds__type_is_object(e->type) ? shmds__hdr_of(e->off) : e->off;
+}
+
+/* The visible slot naming the object of `type` whose header is `off`. */
+static int dir_find_object(const struct shmds__root *roots, uint32_t type, shmds_off_t off)
+{
+    for (int i = 0; i < SHMDS_ROOTS_MAX; i++)
+        if (slot_visible(&roots[i]) && roots[i].type == type && entry_off(&roots[i]) == off)
+            return i;
+    return -1;
 }
 
 static int dir_find(const struct shmds__root *roots, const char *name)
@@ -595,21 +607,22 @@ static int dir_take(struct shmds__hdr *h, const char *name, uint32_t type, uint3
     if (slot < 0)
         return -ENOSPC;
     struct shmds__root *e = &h->roots[slot];
-    dir_write_begin(h);
+    shmds__seq_write_begin(&h->dir_seq);
     memset(e->name, 0, sizeof e->name);
     memcpy(e->name, name, strlen(name));
     e->owner_pid = owner;
     e->off = off;
     SHMDS_FAULT("region.root_set.before_publish");
     __atomic_store_n(&e->type, type, __ATOMIC_RELEASE);
-    dir_write_end(h);
+    shmds__seq_write_end(&h->dir_seq);
     *slot_out = slot;
     return 0;
 }
 
 SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, shmds_off_t off)
 {
-    if (root_name_check(name) != 0 || type == 0 || off == SHMDS_NULL || off >= r->size)
+    if (r == NULL || root_name_check(name) != 0 || type == 0 || off == SHMDS_NULL ||
+        off >= r->size)
         return -EINVAL;
     int rc = dir_lock(r);
     if (rc != 0)
@@ -623,7 +636,7 @@ SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, s
 
 SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type, shmds_off_t *off)
 {
-    if (root_name_check(name) != 0)
+    if (r == NULL || root_name_check(name) != 0)
         return -EINVAL;
     struct shmds__root copy[SHMDS_ROOTS_MAX];
     int rc = dir_snapshot(r, copy);
@@ -641,7 +654,7 @@ SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type, 
 
 SHMDS_API int shmds_root_del(shmds_region *r, const char *name)
 {
-    if (root_name_check(name) != 0)
+    if (r == NULL || root_name_check(name) != 0)
         return -EINVAL;
     int rc = dir_lock(r);
     if (rc != 0)
@@ -651,12 +664,12 @@ SHMDS_API int shmds_root_del(shmds_region *r, const char *name)
     if (i < 0) {
         rc = -ENOENT;
     } else {
-        dir_write_begin(h);
+        shmds__seq_write_begin(&h->dir_seq);
         __atomic_store_n(&h->roots[i].type, 0, __ATOMIC_RELEASE);
         SHMDS_FAULT("region.root_del.after_unpublish");
         memset(h->roots[i].name, 0, sizeof h->roots[i].name);
         h->roots[i].off = 0;
-        dir_write_end(h);
+        shmds__seq_write_end(&h->dir_seq);
     }
     shmds_mutex_unlock(&h->dir_lock);
     return rc;
@@ -671,14 +684,6 @@ static uint32_t self_pid(void)
     return (uint32_t)getpid();
 }
 
-/* True when the process `pid` is gone. PID reuse: a pid recycled by an
- * unrelated process keeps an orphan pending (invisible, name taken) until
- * that process exits too; nothing is ever freed under a live owner. */
-static bool pid_dead(uint32_t pid)
-{
-    return pid != 0 && pid <= INT32_MAX && kill((pid_t)pid, 0) == -1 && errno == ESRCH;
-}
-
 int shmds__root_reserve(shmds_region *r, const char *name, uint32_t type, shmds_off_t **slot)
 {
     if (root_name_check(name) != 0 || type == 0)
@@ -691,7 +696,7 @@ int shmds__root_reserve(shmds_region *r, const char *name, uint32_t type, shmds_
     rc = dir_take(h, name, type, self_pid(), 0, &i);
     if (rc == -EEXIST) {
         int j = dir_find_in(h->roots, name, true);
-        if (j >= 0 && pid_dead(h->roots[j].owner_pid))
+        if (j >= 0 && shmds__proc_gone(h->roots[j].owner_pid))
             rc = -EAGAIN;
     }
     if (rc == 0)
@@ -710,7 +715,10 @@ static struct shmds__root *entry_of(shmds_region *r, const shmds_off_t *slot)
     return NULL;
 }
 
-int shmds__root_publish(shmds_region *r, shmds_off_t *slot)
+/* Lock the directory and find this process's pending entry whose off
+ * field is `slot`, holding a block (`filled`) or none. 0 with the lock
+ * held; -EINVAL, SHMDS_ECORRUPT, lock errors without it. */
+static int own_pending(shmds_region *r, shmds_off_t *slot, bool filled, struct shmds__root **out)
 {
     struct shmds__root *e = entry_of(r, slot);
     if (e == NULL)
@@ -718,34 +726,41 @@ int shmds__root_publish(shmds_region *r, shmds_off_t *slot)
     int rc = dir_lock(r);
     if (rc != 0)
         return rc;
-    struct shmds__hdr *h = r->hdr;
-    if (e->type == 0 || e->owner_pid != self_pid() || e->off == 0) {
-        rc = SHMDS_ECORRUPT;
-    } else {
-        dir_write_begin(h);
-        __atomic_store_n(&e->owner_pid, 0, __ATOMIC_RELEASE);
-        dir_write_end(h);
+    if (e->type == 0 || e->owner_pid != self_pid() || (e->off != 0) != filled) {
+        shmds_mutex_unlock(&r->hdr->dir_lock);
+        return SHMDS_ECORRUPT;
     }
-    shmds_mutex_unlock(&h->dir_lock);
-    return rc;
+    *out = e;
+    return 0;
 }
 
-int shmds__root_unpublish(shmds_region *r, const char *name, uint32_t type, shmds_off_t off,
-                          shmds_off_t **slot)
+int shmds__root_publish(shmds_region *r, shmds_off_t *slot)
 {
-    if (root_name_check(name) != 0)
-        return -EINVAL;
+    struct shmds__root *e;
+    int rc = own_pending(r, slot, true, &e);
+    if (rc != 0)
+        return rc;
+    struct shmds__hdr *h = r->hdr;
+    shmds__seq_write_begin(&h->dir_seq);
+    __atomic_store_n(&e->owner_pid, 0, __ATOMIC_RELEASE);
+    shmds__seq_write_end(&h->dir_seq);
+    shmds_mutex_unlock(&h->dir_lock);
+    return 0;
+}
+
+int shmds__root_unpublish(shmds_region *r, uint32_t type, shmds_off_t off, shmds_off_t **slot)
+{
     int rc = dir_lock(r);
     if (rc != 0)
         return rc;
     struct shmds__hdr *h = r->hdr;
-    int i = dir_find(h->roots, name);
-    if (i < 0 || h->roots[i].type != type || entry_off(&h->roots[i]) != off) {
+    int i = dir_find_object(h->roots, type, off);
+    if (i < 0) {
         rc = -ENOENT;
     } else {
-        dir_write_begin(h);
+        shmds__seq_write_begin(&h->dir_seq);
         __atomic_store_n(&h->roots[i].owner_pid, self_pid(), __ATOMIC_RELEASE);
-        dir_write_end(h);
+        shmds__seq_write_end(&h->dir_seq);
         *slot = &h->roots[i].off;
     }
     shmds_mutex_unlock(&h->dir_lock);
@@ -754,28 +769,23 @@ int shmds__root_unpublish(shmds_region *r, const char *name, uint32_t type, shmd
 
 int shmds__root_drop(shmds_region *r, shmds_off_t *slot)
 {
-    struct shmds__root *e = entry_of(r, slot);
-    if (e == NULL)
-        return -EINVAL;
-    int rc = dir_lock(r);
+    struct shmds__root *e;
+    int rc = own_pending(r, slot, false, &e);
     if (rc != 0)
         return rc;
     struct shmds__hdr *h = r->hdr;
-    if (e->type == 0 || e->owner_pid != self_pid() || e->off != 0) {
-        rc = SHMDS_ECORRUPT;
-    } else {
-        dir_write_begin(h);
-        __atomic_store_n(&e->type, 0, __ATOMIC_RELEASE);
-        SHMDS_FAULT("region.root_drop.after_free");
-        memset(e->name, 0, sizeof e->name);
-        e->owner_pid = 0;
-        dir_write_end(h);
-    }
+    shmds__seq_write_begin(&h->dir_seq);
+    __atomic_store_n(&e->type, 0, __ATOMIC_RELEASE);
+    SHMDS_FAULT("region.root_drop.after_free");
+    memset(e->name, 0, sizeof e->name);
+    e->owner_pid = 0;
+    shmds__seq_write_end(&h->dir_seq);
     shmds_mutex_unlock(&h->dir_lock);
-    return rc;
+    return 0;
 }
 
-int shmds__root_take_orphan(shmds_region *r, uint32_t *type, shmds_off_t **slot)
+int shmds__root_take_orphan(shmds_region *r, const char *name, uint32_t of_type, uint32_t *type,
+                            shmds_off_t **slot)
 {
     int rc = dir_lock(r);
     if (rc != 0)
@@ -784,11 +794,13 @@ int shmds__root_take_orphan(shmds_region *r, uint32_t *type, shmds_off_t **slot)
     rc = -ENOENT;
     for (int i = 0; i < SHMDS_ROOTS_MAX; i++) {
         struct shmds__root *e = &h->roots[i];
-        if (e->type == 0 || !pid_dead(e->owner_pid))
+        if (e->type == 0 || (of_type != 0 && e->type != of_type) ||
+            (name != NULL && strncmp(e->name, name, sizeof e->name) != 0) ||
+            !shmds__proc_gone(e->owner_pid))
             continue;
-        dir_write_begin(h);
+        shmds__seq_write_begin(&h->dir_seq);
         __atomic_store_n(&e->owner_pid, self_pid(), __ATOMIC_RELEASE);
-        dir_write_end(h);
+        shmds__seq_write_end(&h->dir_seq);
         *type = e->type;
         *slot = &e->off;
         rc = 0;
@@ -798,11 +810,10 @@ int shmds__root_take_orphan(shmds_region *r, uint32_t *type, shmds_off_t **slot)
     return rc;
 }
 
-SHMDS_API int shmds_root_foreach(shmds_region *r,
-                                 int (*fn)(const char *name, uint32_t type, shmds_off_t off,
-                                           void *arg),
-                                 void *arg)
+SHMDS_API int shmds_root_foreach(shmds_region *r, shmds_root_foreach_fn *fn, void *arg)
 {
+    if (r == NULL || fn == NULL)
+        return -EINVAL;
     struct shmds__root copy[SHMDS_ROOTS_MAX];
     int rc = dir_snapshot(r, copy);
     if (rc != 0)
@@ -815,6 +826,32 @@ SHMDS_API int shmds_root_foreach(shmds_region *r,
             return rc;
     }
     return 0;
+}
+
+int shmds__root_published(shmds_region *r, uint32_t type, shmds_off_t off)
+{
+    struct shmds__root copy[SHMDS_ROOTS_MAX];
+    int rc = dir_snapshot(r, copy);
+    if (rc != 0)
+        return rc;
+    return dir_find_object(copy, type, off) >= 0 ? 0 : -ENOENT;
+}
+
+int shmds__root_hold(shmds_region *r, uint32_t type, shmds_off_t off)
+{
+    int rc = dir_lock(r);
+    if (rc != 0)
+        return rc;
+    if (dir_find_object(r->hdr->roots, type, off) < 0) {
+        shmds_mutex_unlock(&r->hdr->dir_lock);
+        return -ENOENT;
+    }
+    return 0;
+}
+
+void shmds__root_release(shmds_region *r)
+{
+    shmds_mutex_unlock(&r->hdr->dir_lock);
 }
 
 int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shmds_off_t *off)
@@ -838,6 +875,8 @@ int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shm
 
 SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     const struct shmds__hdr *h = r->hdr;
     memset(out, 0, sizeof *out);
     out->size = r->size;
@@ -858,6 +897,8 @@ SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *ou
 
 SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mutex_info *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     switch (which) {
     case SHMDS_LOCK_DIRECTORY:
         return shmds_mutex_info_get(&r->hdr->dir_lock, out);

@@ -79,6 +79,39 @@ START_TEST(test_map_close_null_is_a_no_op)
 }
 END_TEST
 
+static int count_entry(const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    (void)k, (void)kl, (void)v, (void)vl;
+    ++*(int *)arg;
+    return 0;
+}
+
+/* One NULL-handle policy for every module: a NULL map is -EINVAL for every
+ * call (it used to be dereferenced), as a NULL list or queue is. */
+START_TEST(test_map_null_handle_is_einval)
+{
+    shmds_map_stats st;
+    uint64_t n;
+    int64_t v;
+    char buf[8];
+    int calls = 0;
+    ck_assert_int_eq(shmds_map_put(NULL, "k", 1, "v", 1, 0, 0), -EINVAL);
+    ck_assert_int_eq(shmds_map_get(NULL, "k", 1, buf, sizeof buf, NULL), -EINVAL);
+    ck_assert_int_eq(shmds_map_del(NULL, "k", 1), -EINVAL);
+    ck_assert_int_eq(shmds_map_add(NULL, "k", 1, 1, &v), -EINVAL);
+    ck_assert_int_eq(shmds_map_count(NULL, &n), -EINVAL);
+    ck_assert_int_eq(shmds_map_foreach(NULL, count_entry, &calls), -EINVAL);
+    ck_assert_int_eq(shmds_map_stats_get(NULL, &st), -EINVAL);
+    ck_assert_int_eq(shmds_map_check(NULL), -EINVAL);
+    ck_assert_int_eq(shmds_map_destroy(NULL), -EINVAL);
+    ck_assert_int_eq(shmds_list_destroy(NULL), -EINVAL);
+    ck_assert_int_eq(shmds_queue_destroy(NULL), -EINVAL);
+    ck_assert_int_eq(shmds_region_check(NULL), -EINVAL);
+    ck_assert_int_eq(shmds_root_foreach(NULL, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(calls, 0);
+}
+END_TEST
+
 START_TEST(test_map_put_get_del_and_flags)
 {
     shmds_region *r = region(4 * MB);
@@ -208,7 +241,7 @@ START_TEST(test_map_ttl_expires_with_injected_clock)
     for (int i = 0; i < 200; i++)
         ck_assert_int_eq(puts_(m, "w", "x", 1000, 0), 0);
     uint64_t n;
-    shmds_map_count(m, &n);
+    ck_assert_int_eq(shmds_map_count(m, &n), 0);
     ck_assert_uint_eq(n, 1);
     ck_assert_int_eq(shmds_map_check(m), 0);
     shmds_map_close(m);
@@ -781,7 +814,7 @@ START_TEST(test_map_two_processes_overlapping_keys_match_model)
         }
     }
     uint64_t n;
-    shmds_map_count(m, &n);
+    ck_assert_int_eq(shmds_map_count(m, &n), 0);
     ck_assert_uint_eq(n, want);
     ck_assert_int_eq(shmds_map_check(m), 0);
     ck_assert_int_eq(shmds_region_check(r), 0);
@@ -845,7 +878,7 @@ START_TEST(test_map_rehash_while_another_process_reads_and_writes)
     ck_assert_msg(WIFEXITED(sa) && WEXITSTATUS(sa) == 0, "writer: %d", sa);
     ck_assert_msg(WIFEXITED(sb) && WEXITSTATUS(sb) == 0, "reader: %d", sb);
     uint64_t n;
-    shmds_map_count(m, &n);
+    ck_assert_int_eq(shmds_map_count(m, &n), 0);
     ck_assert_uint_eq(n, RH_N + RH_N / 4);
     shmds_map_stats st;
     shmds_map_stats_get(m, &st);
@@ -1202,6 +1235,7 @@ static Suite *map_suite(void)
     TCase *core = tcase_create("core");
     tcase_set_timeout(core, 60);
     tcase_add_test(core, test_map_close_null_is_a_no_op);
+    tcase_add_test(core, test_map_null_handle_is_einval);
     tcase_add_test(core, test_map_put_get_del_and_flags);
     tcase_add_test(core, test_map_add_is_a_counter);
     tcase_add_test(core, test_map_ttl_expires_with_injected_clock);

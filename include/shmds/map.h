@@ -101,8 +101,9 @@ typedef struct shmds_map_stats {
  * If the process dies inside this call, the name is either free or names a
  * complete map, and nothing leaks: an unfinished map's blocks stay
  * reachable from its name's pending directory entry, and
- * shmds_region_reclaim() (run by shmds_region_check() and by a create of
- * the same name) frees them.
+ * shmds_region_reclaim() (run by shmds_region_check()) frees them; a
+ * create of the same name finishes a dead creator's map of that name
+ * itself (a pending name of another type stays -EEXIST until a reclaim).
  * @param o NULL for defaults.
  * @return 0; -EINVAL bad name or options; -EEXIST the name is taken;
  *         -ENOSPC the directory is full; -ENOMEM the heap is too small;
@@ -188,9 +189,13 @@ SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t 
 
 /**
  * Number of entries (expired ones not yet reclaimed included). Exact when
- * no write is in progress. Takes no lock. @return 0.
+ * no write is in progress. Takes no lock. @return 0; -EINVAL NULL handle or @p n.
  */
 SHMDS_API int shmds_map_count(shmds_map *m, uint64_t *n);
+
+/** The callback of shmds_map_foreach(): one entry's key and value (a
+ * copy); non-zero stops the walk. */
+typedef int shmds_map_foreach_fn(const void *k, size_t kl, const void *v, size_t vl, void *arg);
 
 /**
  * Call @p fn for every live (unexpired) entry. Each stripe is copied out
@@ -201,10 +206,7 @@ SHMDS_API int shmds_map_count(shmds_map *m, uint64_t *n);
  * @return 0, @p fn's value, -ENOMEM (no memory for a stripe's copy),
  *         -ETIMEDOUT, SHMDS_ECORRUPT, SHMDS_ENOTRECOVERABLE.
  */
-SHMDS_API int shmds_map_foreach(shmds_map *m,
-                                int (*fn)(const void *k, size_t kl, const void *v, size_t vl,
-                                          void *arg),
-                                void *arg);
+SHMDS_API int shmds_map_foreach(shmds_map *m, shmds_map_foreach_fn *fn, void *arg);
 
 /** Fill @p out. Takes no lock; the figures are a snapshot. @return 0. */
 SHMDS_API int shmds_map_stats_get(shmds_map *m, shmds_map_stats *out);

@@ -89,8 +89,9 @@ static inline size_t shmds_queue_bytes_for(size_t msgs, size_t len)
  * becomes visible last, when the queue is complete, so another process
  * never opens half a queue. Until then it is held by a pending directory
  * entry that reaches the block: a process killed part way leaks nothing,
- * shmds_region_reclaim() (run by shmds_region_check() and by a create of
- * the same name) frees it.
+ * shmds_region_reclaim() (run by shmds_region_check()) frees it; a create
+ * of the same name finishes a dead creator's queue of that name itself (a
+ * pending name of another type stays -EEXIST until a reclaim).
  *
  * @param r              a writable region.
  * @param name           directory name (1 to SHMDS_ROOT_NAME_MAX bytes).
@@ -191,11 +192,13 @@ SHMDS_API int shmds_queue_len(shmds_queue *q, uint64_t *msgs);
  * indices, and every queued message's framing (walked from head to tail),
  * against the message count. The default mode walks under the queue lock.
  * In SPSC mode it walks without a lock and keeps the result only if the
- * consumer did not move meanwhile; on a queue too busy for that, only the
- * indices are checked. Works read-only (without taking the lock).
- * Cost: O(queued messages).
- * @return 0 healthy; SHMDS_ECORRUPT; -EINVAL NULL; -ETIMEDOUT,
- *         SHMDS_ENOTRECOVERABLE (queue lock).
+ * consumer did not move meanwhile; on a queue too busy for that (every one
+ * of many attempts overlapped a receive) it says so with -EAGAIN rather
+ * than report a queue it did not walk as healthy. Works read-only (without
+ * taking the lock). Cost: O(queued messages).
+ * @return 0 healthy; SHMDS_ECORRUPT; -EINVAL NULL; -EAGAIN no stable view
+ *         to walk (try again); -ETIMEDOUT, SHMDS_ENOTRECOVERABLE (queue
+ *         lock).
  */
 SHMDS_API int shmds_queue_check(shmds_queue *q);
 

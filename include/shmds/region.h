@@ -233,8 +233,9 @@ SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mut
  * the name stays taken) that still reaches every block the object had; this
  * takes each one whose owner is dead over, frees those blocks and frees the
  * name. A reclaimer that dies is itself a dead owner: the next call goes on.
- * shmds_region_check (writable regions) and a create that meets a dead
- * owner's pending name call it. "Dead" is kill(pid, 0) failing with ESRCH:
+ * shmds_region_check (writable regions) calls it; a create that meets a
+ * dead owner's pending entry of its own name and type finishes only that
+ * one (never other objects). "Dead" is kill(pid, 0) failing with ESRCH:
  * a pid reused by an unrelated live process delays the reclaim until that
  * process exits, and never frees anything early.
  * @return 0 (also when there was nothing to do); -EINVAL for NULL;
@@ -247,9 +248,16 @@ SHMDS_API int shmds_region_reclaim(shmds_region *r);
  * heap, and every named object of a known type. Takes each lock in turn (so
  * pending repairs run) and, in a writable region, first reclaims what dead
  * creators and destroyers left (shmds_region_reclaim); in a read-only
- * region, checks what needs no lock.
+ * region, checks what needs no lock. Safe beside live processes creating
+ * and destroying objects: a pending create or destroy of a live process is
+ * left alone, and each object is checked while the directory lock keeps it
+ * from being destroyed (read-only: a failure counts only if the object is
+ * still there afterwards), so the directory's writers wait for one
+ * object's check at a time.
  * @return 0 healthy; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE (an object is
- *         fenced off); -ETIMEDOUT a lock stayed held past the bound.
+ *         fenced off); -ETIMEDOUT a lock stayed held past the bound;
+ *         -EAGAIN an SPSC queue moved during every attempt to walk it
+ *         (see shmds_queue_check); -EINVAL for NULL.
  */
 SHMDS_API int shmds_region_check(shmds_region *r);
 
@@ -292,15 +300,16 @@ SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type,
  */
 SHMDS_API int shmds_root_del(shmds_region *r, const char *name);
 
+/** The callback of shmds_root_foreach(): one visible root; non-zero stops
+ * the walk. */
+typedef int shmds_root_foreach_fn(const char *name, uint32_t type, shmds_off_t off, void *arg);
+
 /**
  * Call @p fn for every root, in directory order, on a consistent snapshot.
  * A non-zero return from @p fn stops the walk and is returned.
  * @return 0, @p fn's value, or -ETIMEDOUT as shmds_root_get().
  */
-SHMDS_API int shmds_root_foreach(shmds_region *r,
-                                 int (*fn)(const char *name, uint32_t type, shmds_off_t off,
-                                           void *arg),
-                                 void *arg);
+SHMDS_API int shmds_root_foreach(shmds_region *r, shmds_root_foreach_fn *fn, void *arg);
 
 /* ---- inline definitions ---- */
 

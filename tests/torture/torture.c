@@ -367,7 +367,7 @@ static double pct_us(double p)
 
 static void report(double secs)
 {
-    if (fig.repair_n > 0)
+    if (fig.repair_n > 0) /* no kill met a held lock: repair_ns is still NULL */
         qsort(fig.repair_ns, fig.repair_n, sizeof *fig.repair_ns, cmp_u64);
     printf("shmds crash torture: seed %" PRIu64 ", %u workers, %.1f s\n", opt.seed, opt.workers,
            secs);
