@@ -101,12 +101,15 @@ struct aroot {
     uint32_t redo_n;
     uint32_t redo_pad;
     struct redo_store redo[REDO_MAX];
+    uint64_t heap_end;    /* where the heap ends (sentinel + 16): moved by a
+                           * growth's commit (shmds__alloc_extend) */
 };
 SHMDS__STATIC_ASSERT(sizeof(struct aroot) <= SHMDS__ALLOC_ROOT_BYTES, "allocator root fits");
 SHMDS__STATIC_ASSERT(offsetof(struct aroot, magic) == 0, "format: root magic");
 SHMDS__STATIC_ASSERT(offsetof(struct aroot, redo_state) == 64, "format: redo state");
 SHMDS__STATIC_ASSERT(offsetof(struct aroot, redo) == 80, "format: redo record");
-SHMDS__STATIC_ASSERT(sizeof(struct aroot) == 336, "format: root size");
+SHMDS__STATIC_ASSERT(offsetof(struct aroot, heap_end) == 336, "format: heap end");
+SHMDS__STATIC_ASSERT(sizeof(struct aroot) == 344, "format: root size");
 
 /* A block header; next/prev are meaningful in free blocks only. */
 struct blk {
@@ -167,14 +170,23 @@ static void mapping(uint64_t size, unsigned *fl, unsigned *sl)
     }
 }
 
+/* The heap's end when it was created (before any growth): the handle's
+ * trusted initial size. */
+static uint64_t init_end(const shmds_region *r)
+{
+    return r->init_size & ~(uint64_t)(ALIGN - 1);
+}
+
 /* Lay the control block and the blocks out in the handle's trusted heap
  * bounds: pure arithmetic (garbage bounds of a header that fails its checks
- * give a garbage but harmless layout, never used). */
+ * give a garbage but harmless layout, never used). The free-list classes
+ * cover the region's maximum, so growth never moves the control block;
+ * the end is the initial one until geo_sync sees the heap grown. */
 static void geo_init(shmds_region *r)
 {
     geo_t *g = &r->geo;
     uint64_t lo = (r->heap_off + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
-    uint64_t hi = r->heap_end;
+    uint64_t hi = r->max_size;
     if (hi - lo > HEAP_MAX)
         hi = lo + HEAP_MAX;
     hi &= ~(uint64_t)(ALIGN - 1);
@@ -185,9 +197,7 @@ static void geo_init(shmds_region *r)
     g->slbm = lo + 16;
     g->heads = g->slbm + (((uint64_t)g->fl_count * 4 + 15) & ~UINT64_C(15));
     g->first = g->heads + (uint64_t)g->fl_count * SL_N * 8;
-    g->end = hi - HDR;
-    /* last < first (nothing plausible) when not even one block fits. */
-    g->last = g->end >= g->first && g->end - g->first >= MIN_BLOCK ? g->end - MIN_BLOCK : 0;
+    g->end = init_end(r) - HDR;
 }
 
 /* r->geo, computed by the first caller in this process (the region makes
@@ -206,6 +216,25 @@ static const geo_t *geo_of(shmds_region *r)
     while (__atomic_load_n(&r->geo_state, __ATOMIC_ACQUIRE) != 2)
         shmds__cpu_relax();
     return &r->geo;
+}
+
+/* Bring the handle's heap end to the root's, which a growth moved (the
+ * heap only grows; a smaller end is an older image put back, followed
+ * too). 0, or SHMDS_ECORRUPT for an end no growth could have set or that
+ * this process cannot map. Under the lock, or in a reader's sequence
+ * window (its copy is checked afterwards). One load when nothing moved. */
+static int geo_sync(shmds_region *r, const struct aroot *root)
+{
+    geo_t *g = &r->geo;
+    uint64_t e = __atomic_load_n(&root->heap_end, __ATOMIC_ACQUIRE);
+    uint64_t have = __atomic_load_n(&g->end, __ATOMIC_RELAXED) + HDR;
+    if (shmds__likely(e == have) || __atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC)
+        return 0;
+    if ((e & (ALIGN - 1)) != 0 || e < init_end(r) || e > r->heap_max ||
+        shmds__region_follow(r, e) != 0)
+        return SHMDS_ECORRUPT;
+    __atomic_store_n(&g->end, e - HDR, __ATOMIC_RELAXED);
+    return 0;
 }
 
 static uint64_t tag_of(uint64_t off, uint64_t size, uint64_t flags)
@@ -263,7 +292,7 @@ static uint64_t *ctl_head(const struct op *o, unsigned fl, unsigned sl)
  * block fits between it and the end. */
 static bool blk_off_ok(const geo_t *g, uint64_t off)
 {
-    return off >= g->first && off <= g->last && (off & (ALIGN - 1)) == 0;
+    return off >= g->first && off <= g->end - MIN_BLOCK && (off & (ALIGN - 1)) == 0;
 }
 
 /* Read and check the block at `off`: a genuine header whose size keeps it
@@ -289,9 +318,9 @@ static bool sentinel_ok(const struct op *o)
 }
 
 /* The block size that holds `size` payload bytes, or 0 when none can. */
-static uint64_t block_size(const geo_t *g, uint64_t size)
+static uint64_t block_size(const shmds_region *r, const geo_t *g, uint64_t size)
 {
-    if (size == 0 || size > g->end - g->first)
+    if (size == 0 || size > r->heap_max - g->first)
         return 0;
     uint64_t bs = (size + HDR + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
     return bs < MIN_BLOCK ? MIN_BLOCK : bs;
@@ -475,15 +504,21 @@ static int repair(void *arg)
         if (n > REDO_MAX)
             return -1;
         memcpy(st, root->redo, n * sizeof st[0]);
+        /* A growth's commit stores past the old end (mapped once the
+         * region's size was published, which came first) and the root's
+         * heap_end. */
+        const uint64_t end_field = (uint64_t)((unsigned char *)&root->heap_end - o.r->base);
         for (unsigned i = 0; i < n; i++)
-            if (!shmds__root_slot_off(st[i].off) &&
+            if (!shmds__root_slot_off(st[i].off) && st[i].off != end_field &&
                 (!shmds__off_ok(o.r, st[i].off, 8, 8) || st[i].off < o.g->first ||
-                 st[i].off + 8 > o.g->end + HDR))
+                 st[i].off + 8 > o.r->heap_max))
                 return -1; /* a record no operation could have written */
         apply(o.r, st, n);
         SHMDS_FAULT("alloc.repair.redone");
         __atomic_store_n(&root->redo_state, 0, __ATOMIC_RELEASE);
     }
+    if (geo_sync(o.r, root) != 0)
+        return -1;
     if ((root->seq & 1) != 0 || redo) {
         shmds__seq_write_begin(&root->seq);
         if (rebuild(&o) != 0)
@@ -500,9 +535,11 @@ COLD int format(struct op *o)
 {
     struct aroot *root = o->root;
     const geo_t *g = o->g;
+    __atomic_store_n(&o->r->geo.end, init_end(o->r) - HDR, __ATOMIC_RELAXED);
     if (g->end <= g->first || g->end - g->first < MIN_BLOCK)
         return SHMDS_ECORRUPT; /* cannot happen above SHMDS_REGION_MIN_SIZE */
     memset(root, 0, sizeof *root);
+    root->heap_end = g->end + HDR;
     B(o, g->first)->prev_size = 0;
     B(o, g->first)->word = mkword(g->first, g->end - g->first, true);
     SHMDS_FAULT("alloc.format.mid");
@@ -529,8 +566,9 @@ static int lock(struct op *o)
     int rc = shmds__lock(r, &r->hdr->alloc_lock, repair, r);
     if (rc < 0)
         return rc;
-    if (__atomic_load_n(&o->root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC &&
-        (rc = format(o)) != 0) {
+    if ((__atomic_load_n(&o->root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC &&
+         (rc = format(o)) != 0) ||
+        (rc = geo_sync(r, o->root)) != 0) {
         unlock(o);
         return rc;
     }
@@ -799,7 +837,7 @@ static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
 {
     const unsigned char *p = (const unsigned char *)slot;
     const geo_t *g = geo_of(r);
-    if (slot == NULL || p < r->base || p + 8 > r->base + g->end)
+    if (slot == NULL || p < r->base || p + 8 > r->base + __atomic_load_n(&r->heap_end, __ATOMIC_RELAXED))
         return 0;
     uint64_t off = (uint64_t)(p - r->base);
     if (p < r->base + g->first)
@@ -807,15 +845,13 @@ static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
     return (off & 7) == 0 ? off : 0;
 }
 
-FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool zero,
-                      shmds_off_t *out)
+FLAT int alloc_once(shmds_region *r, uint64_t size, uint64_t slot_off, bool zero,
+                    shmds_off_t *out)
 {
-    int rc = shmds__writable(r);
-    if (rc != 0)
-        return rc;
+    int rc;
     struct op o;
     op_init(&o, r);
-    uint64_t bs = block_size(o.g, size);
+    uint64_t bs = block_size(r, o.g, size);
     if (size == 0)
         return -EINVAL;
     if (bs == 0)
@@ -833,6 +869,62 @@ FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool ze
             rc = do_alloc(&o, bs, slot_off, zero ? size : 0, out);
     }
     return finish(&o, rc);
+}
+
+/* Allocate; when the heap has no room, grow the region (region.c) and try
+ * again, until it is at its maximum (-ENOMEM) or growing fails. */
+static int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool zero,
+                        shmds_off_t *out)
+{
+    int rc = shmds__writable(r);
+    if (rc != 0)
+        return rc;
+    if (size >= r->heap_max - r->heap_off)
+        return size == 0 ? -EINVAL : -ENOMEM; /* never fits, however large it grows */
+    while ((rc = alloc_once(r, size, slot_off, zero, out)) == -ENOMEM) {
+        uint64_t seen = __atomic_load_n(&r->geo.end, __ATOMIC_RELAXED) + HDR;
+        if ((rc = shmds__region_grow_by(r, size + HDR + MIN_BLOCK, seen)) != 0)
+            return rc;
+    }
+    return rc;
+}
+
+int shmds__alloc_extend(shmds_region *r, uint64_t end)
+{
+    struct op o;
+    op_init(&o, r);
+    int rc = lock(&o);
+    if (rc != 0)
+        return rc;
+    const geo_t *g = o.g;
+    uint64_t s = g->end, cur = s + HDR; /* the old sentinel, the old end */
+    if (end <= cur)
+        return finish(&o, 0);
+    uint64_t last, lsize;
+    bool lfree;
+    uint64_t ps = B(&o, s)->prev_size;
+    if ((end & (ALIGN - 1)) != 0 || end > r->heap_max || !shmds__off_ok(r, end - HDR, HDR, 8) ||
+        ps > s - g->first || !blk_read(&o, last = s - ps, &lsize, &lfree) || lsize != ps)
+        return finish(&o, SHMDS_ECORRUPT);
+    /* The new space: a free block at the old sentinel, or the free last
+     * block made longer; a new sentinel; the root's end. */
+    uint64_t fb = lfree ? last : s, fsize = (lfree ? lsize : 0) + (end - cur);
+    if (lfree && !list_remove(&o, last, lsize)) {
+        o.rebuild = true;
+        return finish(&o, SHMDS_ECORRUPT);
+    }
+    SHMDS_FAULT("alloc.extend.unlinked");
+    put(&o, fb + 8, mkword(fb, fsize, true));
+    if (lfree)
+        put(&o, s + 8, 0);
+    put(&o, end - HDR + 8, mkword(end - HDR, 0, false));
+    put(&o, (uint64_t)((unsigned char *)&o.root->heap_end - r->base), end);
+    commit(&o);
+    __atomic_store_n(&r->geo.end, end - HDR, __ATOMIC_RELAXED);
+    set_tag(&o, end - HDR, fsize);
+    list_insert(&o, fb, fsize);
+    SHMDS_FAULT("alloc.extend.done");
+    return finish(&o, 0);
 }
 
 SHMDS_API int shmds_alloc(shmds_region *r, size_t size, shmds_off_t *out)
@@ -908,20 +1000,12 @@ int shmds__free_from(shmds_region *r, shmds_off_t *slot)
     return free_common(r, SHMDS_NULL, so, slot);
 }
 
-SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds_off_t *out)
+static int realloc_once(shmds_region *r, shmds_off_t off, size_t size, shmds_off_t *out)
 {
-    if (r == NULL || out == NULL)
-        return -EINVAL;
-    if (off == SHMDS_NULL)
-        return shmds_alloc(r, size, out);
-    int rc = shmds__writable(r);
-    if (rc != 0)
-        return rc;
-    if (size == 0)
-        return -EINVAL;
+    int rc;
     struct op o;
     op_init(&o, r);
-    uint64_t bs = block_size(o.g, size);
+    uint64_t bs = block_size(r, o.g, size);
     if ((rc = lock(&o)) != 0)
         return rc;
     uint64_t b = off - HDR;
@@ -961,6 +1045,27 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
     return finish(&o, rc);
 }
 
+SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds_off_t *out)
+{
+    if (r == NULL || out == NULL)
+        return -EINVAL;
+    if (off == SHMDS_NULL)
+        return shmds_alloc(r, size, out);
+    int rc = shmds__writable(r);
+    if (rc != 0)
+        return rc;
+    if (size == 0)
+        return -EINVAL;
+    if (size >= r->heap_max - r->heap_off)
+        return -ENOMEM; /* never fits, however large it grows */
+    while ((rc = realloc_once(r, off, size, out)) == -ENOMEM) {
+        uint64_t seen = __atomic_load_n(&r->geo.end, __ATOMIC_RELAXED) + HDR;
+        if ((rc = shmds__region_grow_by(r, size + HDR + MIN_BLOCK, seen)) != 0)
+            return rc;
+    }
+    return rc;
+}
+
 /* The no-lock block check behind shmds_usable_size and
  * shmds__alloc_block_live: only the block's own header and its boundary tag
  * in the next header, which no other process changes while the block stays
@@ -972,6 +1077,8 @@ int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable)
     if (__atomic_load_n(&o.root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC || off < HDR ||
         (off & (ALIGN - 1)) != 0)
         return -EINVAL;
+    if (geo_sync(r, o.root) != 0)
+        return SHMDS_ECORRUPT;
     uint64_t size;
     bool is_free;
     if (!blk_read(&o, off - HDR, &size, &is_free) || is_free)
@@ -1141,7 +1248,9 @@ static int read_stable(shmds_region *r, int (*fn)(const struct op *, void *), vo
     for (;;) {
         uint64_t s1 = shmds__seq_read_begin(&o.root->seq);
         if ((s1 & 1) == 0) {
-            int rc = fn(&o, arg);
+            int rc = geo_sync(r, o.root);
+            if (rc == 0)
+                rc = fn(&o, arg);
             if (shmds__seq_read_ok(&o.root->seq, s1))
                 return rc;
         }

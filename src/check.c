@@ -47,7 +47,10 @@ SHMDS_API int shmds_region_check(shmds_region *r)
 {
     if (r == NULL)
         return -EINVAL;
-    int rc = shmds__region_check_header(r);
+    /* A growth a dead process left is finished first (writable only). */
+    int rc = shmds__region_grow_settle(r);
+    if (rc == 0)
+        rc = shmds__region_check_header(r);
     if (rc != 0)
         return rc;
     if (!shmds__rdonly(r) && (rc = shmds_region_reclaim(r)) != 0)

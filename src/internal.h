@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <sched.h>
 #include <time.h>
 
@@ -84,9 +85,9 @@ struct shmds__hdr {
     uint32_t format;
     uint32_t hdr_size;
     uint64_t abi;
-    uint64_t size;
+    uint64_t size;     /* the size it was created with */
     uint64_t heap_off;
-    uint64_t heap_size;
+    uint64_t max_size; /* the most it may grow to (page multiple, >= size) */
     uint64_t created_ns;
     uint32_t creator_pid;
     uint32_t creator_uid;
@@ -96,13 +97,16 @@ struct shmds__hdr {
     /* Mutable. */
     uint64_t epoch;   /* bumped on every repair after a death */
     uint64_t dir_seq; /* seqlock over roots[]: odd while a writer changes it */
-    uint8_t pad0[128 - 96];
+    uint64_t cur_size; /* published size: the object is at least this long */
+    uint64_t grow_to;  /* nonzero while a growth to that size is under way */
+    uint8_t pad0[128 - 112];
     shmds_mutex dir_lock;
     shmds_mutex alloc_lock;
     /* The allocator's root, opaque to the region (alloc.c); zero at creation. */
     alignas(SHMDS__CACHE_LINE) uint8_t alloc_root[SHMDS__ALLOC_ROOT_BYTES];
     struct shmds__root roots[SHMDS_ROOTS_MAX];
-    uint8_t reserved[SHMDS_HEADER_SIZE - 1024 - 64 * SHMDS_ROOTS_MAX];
+    shmds_mutex grow_lock; /* serialises growth (region.c) */
+    uint8_t reserved[SHMDS_HEADER_SIZE - 1024 - 64 * SHMDS_ROOTS_MAX - 64];
 };
 SHMDS__STATIC_ASSERT(sizeof(struct shmds__hdr) == SHMDS_HEADER_SIZE, "header is one page");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, magic) == 0, "format: magic");
@@ -111,6 +115,8 @@ SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, abi) == 16, "format: abi stamp"
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, size) == 24, "format: size");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, checksum) == 72, "format: checksum");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, epoch) == 80, "format: epoch");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, cur_size) == 96, "format: current size");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, grow_lock) == 3072, "format: grow lock");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, dir_lock) == 128, "format: dir lock");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, alloc_root) == 256, "format: alloc root");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, roots) == 1024, "format: directory");
@@ -125,24 +131,31 @@ struct shmds__heap_geo {
     uint64_t slbm;     /* uint32_t second-level bitmaps [fl_count] */
     uint64_t heads;    /* uint64_t heads [fl_count][SL_N] */
     uint64_t first;    /* first block header */
-    uint64_t end;      /* sentinel header */
-    uint64_t last;     /* last offset where a minimum block fits */
-    uint32_t fl_count;
+    uint64_t end;      /* sentinel header: follows the heap's growth */
+    uint32_t fl_count; /* sized for the region's maximum */
 };
 
 struct shmds_region {
     /* Must match struct shmds_region_pub_ (region.h): the inline helpers
      * (asserted below). */
     unsigned char *base;
-    uint64_t size;
+    uint64_t size; /* bytes this process maps; grows (shmds__region_follow) */
     /* Copied from the header once it was validated at open, and trusted from
-     * then on: later writes to the shared header cannot move these bounds. */
+     * then on: later writes to the shared header cannot move these bounds.
+     * heap_end is where this process's mapping ends (it only grows, stored
+     * atomically); heap_max where the region's maximum puts it. */
     uint64_t heap_off;
     uint64_t heap_end;
+    uint64_t heap_max;
+    uint64_t init_size; /* the size the region was created with */
+    uint64_t max_size;  /* its maximum: the reservation at base, the
+                         * allocator's classes (heap_max is below it only
+                         * for an image attached from memory) */
+    uint64_t map_calls; /* mmap calls made to follow growth (diagnostics) */
     uint32_t lock_timeout_ms;
     unsigned flags;
-    size_t map_len;
     int fd;
+    pthread_mutex_t follow_lock; /* one thread of the process extends the mapping */
     struct shmds__hdr *hdr;
     uint32_t geo_state; /* 0, 1 being filled, 2 geo valid (alloc.c) */
     struct shmds__heap_geo geo;
@@ -164,13 +177,23 @@ static inline bool shmds__rdonly(const shmds_region *r)
  * Every offset read from shared memory goes through one of these before it
  * is followed. */
 
+/* The slow path of shmds__off_ok: the range ends past this process's
+ * mapping. When it lies below the region's maximum and the region has
+ * grown that far (its published size, checked against the object's),
+ * extend the mapping in place and say yes (region.c). */
+bool shmds__off_ok_slow(const shmds_region *r, shmds_off_t off, uint64_t len, uint64_t align);
+
 /* True when [off, off+len) lies in the heap and off is a multiple of align
- * (a power of two). Overflow-safe. */
+ * (a power of two). Overflow-safe. This is the hook of growth: an offset
+ * past what this process maps takes the slow path, which follows the
+ * region's growth; the fast path is the bounds compare it always was. */
 static inline bool shmds__off_ok(const shmds_region *r, shmds_off_t off, uint64_t len,
                                  uint64_t align)
 {
-    return off >= r->heap_off && off <= r->heap_end && len <= r->heap_end - off &&
-           (off & (align - 1)) == 0;
+    uint64_t end = __atomic_load_n(&r->heap_end, __ATOMIC_RELAXED);
+    if (shmds__likely(off >= r->heap_off && off <= end && len <= end - off))
+        return (off & (align - 1)) == 0;
+    return shmds__off_ok_slow(r, off, len, align);
 }
 
 /* Pointer for a checked [off, off+len), or NULL when the check fails
@@ -313,6 +336,26 @@ static inline bool shmds__mutex_held(const shmds_mutex *m)
 
 /* SHMDS_ECORRUPT when the shm object is now shorter than the mapping. */
 int shmds__region_intact(const shmds_region *r);
+/* Extend this process's mapping in place to cover [0, need) when the
+ * region has grown that far: 0, or SHMDS_ECORRUPT when it has not (need
+ * beyond the maximum, the published size or the object). Any thread. */
+int shmds__region_follow(shmds_region *r, uint64_t need);
+/* Grow the region so that its heap gains at least `want` bytes (a
+ * doubling step, at least that much, at most the maximum), unless it has
+ * grown past `seen` (the heap end the caller found full) meanwhile; a
+ * growth a dead process left is finished first. Writable handles only; under the grow lock,
+ * which is taken before the allocator's lock and never while holding it.
+ * 0; -ENOMEM at the maximum; -ENOSPC (tmpfs full) and other system errors
+ * with the region as it was; lock errors. */
+int shmds__region_grow_by(shmds_region *r, uint64_t want, uint64_t seen);
+/* Finish a growth a dead process left (takes the grow lock): 0 or errors. */
+int shmds__region_grow_settle(shmds_region *r);
+/* The allocator's step of a growth (alloc.c): the heap ends at `end` (a
+ * 16-byte multiple, the region's current size, which this process maps)
+ * from now on; the space past the old end becomes a free block (merged
+ * with a free last block). One logged commit under the allocator's lock;
+ * idempotent: an end the heap already reaches is nothing to do. */
+int shmds__alloc_extend(shmds_region *r, uint64_t end);
 /* SHMDS_ERDONLY for a read-only region, else 0. */
 int shmds__writable(const shmds_region *r);
 /* Look a root up and insist on its type: SHMDS_ETYPE for another kind;

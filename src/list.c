@@ -138,7 +138,7 @@ static struct list_node *node_at(const shmds_list *l, uint64_t off, uint64_t *le
     if (n == NULL || GET(&n->owner) != l->off)
         return NULL;
     uint64_t len = GET(&n->len);
-    if (len > l->r->heap_end - off - sizeof *n)
+    if (!shmds__off_ok(l->r, off + sizeof *n, len, 1))
         return NULL;
     if (lenp != NULL)
         *lenp = len;
@@ -374,7 +374,7 @@ static int push(shmds_list *l, uint32_t e, const void *data, size_t len)
 {
     if (l == NULL || (data == NULL && len > 0))
         return -EINVAL;
-    if (len > l->r->heap_end - l->r->heap_off)
+    if (len > l->r->heap_max - l->r->heap_off)
         return -ENOMEM;
     int rc = list_lock(l, false);
     if (rc != 0)
@@ -628,7 +628,7 @@ static shmds_list *handle_new(shmds_region *r, shmds_off_t off)
     l->r = r;
     l->off = off;
     l->h = (struct list_hdr *)(void *)(r->base + off);
-    l->max_nodes = (r->heap_end - r->heap_off) / sizeof(struct list_node);
+    l->max_nodes = (r->heap_max - r->heap_off) / sizeof(struct list_node);
     return l;
 }
 
@@ -881,7 +881,7 @@ SHMDS_API int shmds_link_foreach(shmds_region *r, shmds_off_t head, shmds_link_f
     int rc = link_follow(r, head, 1, &cur);
     if (rc != 0)
         return rc;
-    uint64_t bound = (r->heap_end - r->heap_off) / sizeof(shmds_link);
+    uint64_t bound = (r->heap_max - r->heap_off) / sizeof(shmds_link);
     for (uint64_t steps = 0; cur != head; steps++) {
         shmds_off_t next;
         if (steps >= bound || link_follow(r, cur, 1, &next) != 0)

@@ -338,8 +338,9 @@ static inline struct entry *entry_lens(const shmds_map *m, uint64_t off, uint64_
     if (e == NULL)
         return NULL;
     uint64_t kl = LD(&e->klen), vl = LD(&e->vlen);
-    uint64_t room = m->r->heap_end - off - ENTRY_HDR;
-    if (LD(&e->magic) != ENTRY_MAGIC || kl > room || vl > room - kl)
+    uint64_t room = m->r->heap_max - off - ENTRY_HDR;
+    if (LD(&e->magic) != ENTRY_MAGIC || kl > room || vl > room - kl ||
+        !shmds__off_ok(m->r, off + ENTRY_HDR, kl + vl, 1))
         return NULL;
     *klp = kl;
     *vlp = vl;
@@ -360,7 +361,7 @@ static inline struct entry *entry_at(const shmds_map *m, uint64_t off)
  * bounded by the region's size, not by buckets times chain length. */
 static inline uint64_t walk_cap(const shmds_map *m)
 {
-    return (m->r->heap_end - m->r->heap_off) / 64u + 1u;
+    return (m->r->heap_max - m->r->heap_off) / 64u + 1u;
 }
 
 static inline unsigned char *e_val(struct entry *e)
@@ -1401,7 +1402,7 @@ static int check_key(const shmds_map *m, const void *key, size_t klen, size_t vl
 {
     if (m == NULL || key == NULL || klen == 0)
         return -EINVAL;
-    uint64_t heap = m->r->heap_end - m->r->heap_off;
+    uint64_t heap = m->r->heap_max - m->r->heap_off;
     return klen > heap || vlen > heap - klen ? -E2BIG : 0;
 }
 
@@ -1837,7 +1838,7 @@ static int snap_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
                     int rc;
                     /* A stripe's live entries are disjoint: more bytes than
                      * the heap holds is a walk going round. */
-                    uint64_t heap = m->r->heap_end - m->r->heap_off;
+                    uint64_t heap = m->r->heap_max - m->r->heap_off;
                     if (b->buf.len > heap || lens[0] + lens[1] > heap - b->buf.len)
                         return SHMDS_ECORRUPT;
                     if ((rc = shmds__buf_put(&b->buf, lens, sizeof lens)) < 0 ||

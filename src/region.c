@@ -54,6 +54,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -109,21 +110,30 @@ static uint64_t header_checksum(const struct shmds__hdr *h)
  * Create, open, close, unlink
  * ------------------------------------------------------------------------ */
 
-static shmds_region *handle_new(unsigned char *base, size_t map_len, int fd, unsigned flags)
+/* A handle on a validated header at `base`: `map_len` bytes mapped, of
+ * `limit` reserved (the header's maximum, or an image's length). */
+static shmds_region *handle_new(unsigned char *base, uint64_t map_len, uint64_t limit, int fd,
+                                unsigned flags)
 {
     shmds_region *r = calloc(1, sizeof *r);
     if (r == NULL)
         return NULL;
+    if (pthread_mutex_init(&r->follow_lock, NULL) != 0) {
+        free(r);
+        return NULL;
+    }
     struct shmds__hdr *h = (struct shmds__hdr *)base;
     r->base = base;
-    r->size = h->size;
+    r->size = map_len;
+    r->init_size = h->size;
+    r->max_size = h->max_size;
     r->heap_off = h->heap_off;
-    r->heap_end = h->heap_off + h->heap_size;
+    r->heap_end = map_len;
+    r->heap_max = limit;
     /* Clamped: a header may claim anything up to INT32_MAX ms. */
     uint32_t bound = h->lock_timeout_ms;
     r->lock_timeout_ms = bound < SHMDS_LOCK_TIMEOUT_MAX_MS ? bound : SHMDS_LOCK_TIMEOUT_MAX_MS;
     r->flags = flags;
-    r->map_len = map_len;
     r->fd = fd;
     r->hdr = h;
     return r;
@@ -207,6 +217,39 @@ static int replace_abandoned(const char *name)
     return rc;
 }
 
+/* Reserve `max` bytes of address space (no access, no memory committed)
+ * and map the object's first `len` bytes at its start: the base every
+ * later growth extends in place. MAP_FAILED and errno on failure. */
+static void *map_reserved(int fd, int prot, uint64_t max, uint64_t len)
+{
+    void *base = mmap(NULL, max, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED)
+        return MAP_FAILED;
+    if (mmap(base, len, prot, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+        int e = errno;
+        munmap(base, max);
+        errno = e;
+        return MAP_FAILED;
+    }
+    return base;
+}
+
+/* The maximum a region of `size` bytes gets when its creator names none:
+ * SHMDS_DEFAULT_MAX_FACTOR times the size, at most SHMDS_DEFAULT_MAX_CAP
+ * and at most a quarter of the process's address-space limit (RLIMIT_AS)
+ * when it has one, never below the size itself. */
+static uint64_t default_max(uint64_t size, uint64_t page)
+{
+    uint64_t m = size <= SHMDS_DEFAULT_MAX_CAP / SHMDS_DEFAULT_MAX_FACTOR
+                     ? size * SHMDS_DEFAULT_MAX_FACTOR
+                     : SHMDS_DEFAULT_MAX_CAP;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && m > rl.rlim_cur / 4)
+        m = rl.rlim_cur / 4;
+    m = m / page * page;
+    return m > size ? m : size;
+}
+
 SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_region_opts *opts,
                                   shmds_region **out)
 {
@@ -226,6 +269,16 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
     if (size > (size_t)INT64_MAX - page)
         return -EFBIG;
     size = (size + page - 1) / page * page;
+    uint64_t max;
+    if (opts != NULL && opts->max_size != 0) {
+        if (opts->max_size > SHMDS_REGION_MAX_SIZE)
+            return -EFBIG;
+        max = ((uint64_t)opts->max_size + page - 1) / page * page;
+        if (max < size)
+            return -EINVAL;
+    } else {
+        max = default_max(size, page);
+    }
 
     int oflag = O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC;
     int fd = shm_open(name, oflag, 0600);
@@ -260,7 +313,7 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
         rc = -rc;
         goto fail;
     }
-    base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    base = map_reserved(fd, PROT_READ | PROT_WRITE, max, size);
     if (base == MAP_FAILED) {
         rc = -errno;
         goto fail;
@@ -272,13 +325,15 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
     h->abi = abi_stamp();
     h->size = size;
     h->heap_off = SHMDS_HEADER_SIZE;
-    h->heap_size = size - SHMDS_HEADER_SIZE;
+    h->max_size = max;
+    h->cur_size = size;
     h->created_ns = shmds__unix_now_ns();
     h->creator_pid = (uint32_t)getpid();
     h->creator_uid = (uint32_t)geteuid();
     h->lock_timeout_ms = timeout;
     h->roots_max = SHMDS_ROOTS_MAX;
-    if ((rc = shmds_mutex_init(&h->dir_lock)) != 0 || (rc = shmds_mutex_init(&h->alloc_lock)) != 0)
+    if ((rc = shmds_mutex_init(&h->dir_lock)) != 0 || (rc = shmds_mutex_init(&h->alloc_lock)) != 0 ||
+        (rc = shmds_mutex_init(&h->grow_lock)) != 0)
         goto fail;
     /* The checksum covers the magic, which must not appear in the shared
      * header before everything else is there: compute it on a copy. */
@@ -290,7 +345,7 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
     __atomic_store_n(&h->magic, SHMDS__MAGIC, __ATOMIC_RELEASE);
     creation_lock(fd, F_UNLCK, F_OFD_SETLK);
 
-    shmds_region *r = handle_new(base, size, fd, 0);
+    shmds_region *r = handle_new(base, size, max, fd, 0);
     if (r == NULL) {
         rc = -ENOMEM;
         goto fail;
@@ -300,7 +355,7 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
 
 fail:
     if (base != MAP_FAILED)
-        munmap(base, size);
+        munmap(base, max);
     close(fd);
     shm_unlink(name);
     return rc;
@@ -320,10 +375,12 @@ static int header_validate(const struct shmds__hdr *h, uint64_t obj_size)
         return SHMDS_EABI;
     if (h->checksum != header_checksum(h))
         return SHMDS_ECORRUPT;
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
     if (h->hdr_size != SHMDS_HEADER_SIZE || h->size < SHMDS_REGION_MIN_SIZE ||
-        h->size > obj_size || h->heap_off != SHMDS_HEADER_SIZE ||
-        h->heap_size != h->size - SHMDS_HEADER_SIZE || h->roots_max != SHMDS_ROOTS_MAX ||
-        h->lock_timeout_ms == 0 || h->lock_timeout_ms > INT32_MAX)
+        h->size > obj_size || h->heap_off != SHMDS_HEADER_SIZE || h->max_size < h->size ||
+        h->max_size > SHMDS_REGION_MAX_SIZE || h->max_size % page != 0 ||
+        h->roots_max != SHMDS_ROOTS_MAX || h->lock_timeout_ms == 0 ||
+        h->lock_timeout_ms > INT32_MAX)
         return SHMDS_ECORRUPT;
     return 0;
 }
@@ -383,8 +440,25 @@ SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region *
     rc = header_validate(base, (uint64_t)st.st_size);
     if (rc != 0)
         goto fail;
-    shmds_region *r = handle_new(base, len, fd, flags);
+    /* Now the real mapping: the maximum reserved, the current size mapped
+     * at its start (what the first look mapped goes). */
+    const struct shmds__hdr *h = base;
+    uint64_t max = h->max_size, cur = __atomic_load_n(&h->cur_size, __ATOMIC_ACQUIRE);
+    if (cur < h->size || cur > max || cur > (uint64_t)st.st_size ||
+        cur % (uint64_t)sysconf(_SC_PAGESIZE) != 0) {
+        rc = SHMDS_ECORRUPT;
+        goto fail;
+    }
+    void *rbase = map_reserved(fd, ro ? PROT_READ : PROT_READ | PROT_WRITE, max, cur);
+    if (rbase == MAP_FAILED) {
+        rc = -errno;
+        goto fail;
+    }
+    munmap(base, len);
+    base = MAP_FAILED;
+    shmds_region *r = handle_new(rbase, cur, max, fd, flags);
     if (r == NULL) {
+        munmap(rbase, max);
         rc = -ENOMEM;
         goto fail;
     }
@@ -413,7 +487,8 @@ int shmds__region_attach_mem(void *base, size_t len, unsigned flags, shmds_regio
     int rc = header_validate(base, (uint64_t)len);
     if (rc != 0)
         return rc;
-    shmds_region *r = handle_new(base, len, -1, flags);
+    /* Nothing to grow into: the image is all there is. */
+    shmds_region *r = handle_new(base, len, len, -1, flags);
     if (r == NULL)
         return -ENOMEM;
     *out = r;
@@ -424,12 +499,13 @@ SHMDS_API int shmds_region_close(shmds_region *r)
 {
     if (r == NULL)
         return -EINVAL;
-    if (shmds__locks_held_in(r->base, r->map_len))
+    if (shmds__locks_held_in(r->base, r->size))
         return -EBUSY;
     if (r->fd >= 0) { /* -1: attached from memory the caller owns */
-        munmap(r->base, r->map_len);
+        munmap(r->base, r->heap_max);
         close(r->fd);
     }
+    pthread_mutex_destroy(&r->follow_lock);
     free(r);
     return 0;
 }
@@ -448,7 +524,15 @@ SHMDS_API void *shmds_region_base(const shmds_region *r)
 
 SHMDS_API size_t shmds_region_size(const shmds_region *r)
 {
-    return r != NULL ? (size_t)r->size : 0;
+    if (r == NULL)
+        return 0;
+    uint64_t cur = __atomic_load_n(&r->hdr->cur_size, __ATOMIC_ACQUIRE);
+    return (size_t)(cur > r->max_size ? r->max_size : cur);
+}
+
+SHMDS_API size_t shmds_region_max_size(const shmds_region *r)
+{
+    return r != NULL ? (size_t)r->max_size : 0;
 }
 
 SHMDS_API int shmds_region_readonly(const shmds_region *r)
@@ -622,7 +706,7 @@ static int dir_take(struct shmds__hdr *h, const char *name, uint32_t type, uint3
 SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, shmds_off_t off)
 {
     if (r == NULL || root_name_check(name) != 0 || type == 0 || off == SHMDS_NULL ||
-        off >= r->size)
+        off >= shmds_region_size(r))
         return -EINVAL;
     int rc = dir_lock(r);
     if (rc != 0)
@@ -879,9 +963,16 @@ SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *ou
         return -EINVAL;
     const struct shmds__hdr *h = r->hdr;
     memset(out, 0, sizeof *out);
-    out->size = r->size;
+    uint64_t cur = __atomic_load_n(&h->cur_size, __ATOMIC_ACQUIRE);
+    if (cur > r->max_size)
+        cur = r->max_size; /* damaged; shmds_region_check says so */
+    out->size = cur;
+    out->max_size = r->max_size;
+    out->initial_size = r->init_size;
+    out->mapped_size = __atomic_load_n(&r->size, __ATOMIC_ACQUIRE);
+    out->map_calls = __atomic_load_n(&r->map_calls, __ATOMIC_RELAXED);
     out->heap_offset = r->heap_off;
-    out->heap_size = r->heap_end - r->heap_off;
+    out->heap_size = cur - r->heap_off;
     out->format_version = h->format;
     out->lock_timeout_ms = r->lock_timeout_ms;
     out->created_unix_ns = h->created_ns;
@@ -904,6 +995,8 @@ SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mut
         return shmds_mutex_info_get(&r->hdr->dir_lock, out);
     case SHMDS_LOCK_ALLOCATOR:
         return shmds_mutex_info_get(&r->hdr->alloc_lock, out);
+    case SHMDS_LOCK_GROW:
+        return shmds_mutex_info_get(&r->hdr->grow_lock, out);
     default:
         return -EINVAL;
     }
@@ -919,12 +1012,237 @@ int shmds__region_intact(const shmds_region *r)
         return 0;
     if (fstat(r->fd, &st) != 0)
         return -errno;
-    return (uint64_t)st.st_size < (uint64_t)r->map_len ? SHMDS_ECORRUPT : 0;
+    return (uint64_t)st.st_size < __atomic_load_n(&r->size, __ATOMIC_ACQUIRE) ? SHMDS_ECORRUPT : 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Growth (see shmds_region_grow in region.h)
+ *
+ * Every process reserved the region's maximum at attach and maps the
+ * object's first r->size bytes at the start of it. A grower, under the
+ * grow lock: (1) records its target in grow_to; (2) makes the object that
+ * long (ftruncate) and backs the new part (posix_fallocate: a full tmpfs is
+ * -ENOSPC now, never a SIGBUS later), rolling both back when that fails;
+ * (3) maps it; (4) publishes the size (cur_size, release), after which any
+ * process may map it; (5) hands the new part to the allocator, one logged,
+ * idempotent commit (shmds__alloc_extend); (6) clears grow_to. Every step
+ * can be done again, so whoever takes the grow lock next (a growth, or
+ * shmds_region_check) finishes a dead grower's target before anything else.
+ * Other processes extend their mapping when an offset check meets an
+ * offset past it (shmds__off_ok_slow) or the allocator sees its heap end
+ * moved: one mmap(MAP_FIXED) over their reservation, never a move.
+ * ------------------------------------------------------------------------ */
+
+static uint64_t page_size(void)
+{
+    return (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Map the object up to `n` bytes (page multiple, at most the maximum and
+ * the object's size). Under follow_lock. */
+static int map_upto(shmds_region *r, uint64_t n)
+{
+    uint64_t have = r->size;
+    if (n <= have)
+        return 0;
+    struct stat st;
+    if (r->fd < 0 || n > r->max_size || n % page_size() != 0)
+        return SHMDS_ECORRUPT;
+    if (fstat(r->fd, &st) != 0)
+        return -errno;
+    if ((uint64_t)st.st_size < n)
+        return SHMDS_ECORRUPT;
+    int prot = shmds__rdonly(r) ? PROT_READ : PROT_READ | PROT_WRITE;
+    if (mmap(r->base + have, n - have, prot, MAP_SHARED | MAP_FIXED, r->fd, (off_t)have) ==
+        MAP_FAILED)
+        return -errno;
+    __atomic_add_fetch(&r->map_calls, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->size, n, __ATOMIC_RELEASE);
+    __atomic_store_n(&r->heap_end, n, __ATOMIC_RELEASE);
+    return 0;
+}
+
+static int map_upto_locked(shmds_region *r, uint64_t n)
+{
+    pthread_mutex_lock(&r->follow_lock);
+    int rc = map_upto(r, n);
+    pthread_mutex_unlock(&r->follow_lock);
+    return rc;
+}
+
+int shmds__region_follow(shmds_region *r, uint64_t need)
+{
+    if (need <= __atomic_load_n(&r->size, __ATOMIC_ACQUIRE))
+        return 0;
+    if (r->fd < 0 || need > r->max_size)
+        return SHMDS_ECORRUPT;
+    uint64_t cur = __atomic_load_n(&r->hdr->cur_size, __ATOMIC_ACQUIRE);
+    if (cur > r->max_size)
+        cur = r->max_size;
+    cur -= cur % page_size();
+    if (cur < need)
+        return SHMDS_ECORRUPT;
+    return map_upto_locked(r, cur);
+}
+
+bool shmds__off_ok_slow(const shmds_region *r, shmds_off_t off, uint64_t len, uint64_t align)
+{
+    if (off < r->heap_off || len > r->heap_max || off > r->heap_max - len)
+        return false;
+    /* The handle is process-local: following growth changes only how much
+     * of the reservation is mapped, never what any byte means. */
+    if (shmds__region_follow((shmds_region *)(uintptr_t)r, off + len) != 0)
+        return false;
+    return (off & (align - 1)) == 0;
+}
+
+/* The published size, checked: SHMDS_ECORRUPT when no growth could have
+ * set it. */
+static int cur_size_get(const shmds_region *r, uint64_t *out)
+{
+    uint64_t cur = __atomic_load_n(&r->hdr->cur_size, __ATOMIC_ACQUIRE);
+    if (cur < r->init_size || cur > r->max_size || cur % page_size() != 0)
+        return SHMDS_ECORRUPT;
+    *out = cur;
+    return 0;
+}
+
+/* Steps 2 to 6 towards `t` (grow_to holds it). Under the grow lock. */
+static int grow_steps(shmds_region *r, uint64_t t)
+{
+    struct shmds__hdr *h = r->hdr;
+    uint64_t cur;
+    int rc = cur_size_get(r, &cur);
+    if (rc != 0)
+        return rc;
+    if (cur < t) {
+        struct stat st;
+        if (fstat(r->fd, &st) != 0)
+            return -errno;
+        if ((uint64_t)st.st_size < t && ftruncate(r->fd, (off_t)t) != 0) {
+            rc = -errno;
+        } else {
+            SHMDS_FAULT("region.grow.truncated");
+            rc = -posix_fallocate(r->fd, (off_t)cur, (off_t)(t - cur));
+        }
+        if (rc != 0) {
+            /* Nothing past cur_size was published: give it back. */
+            if (ftruncate(r->fd, (off_t)cur) != 0)
+                rc = rc != 0 ? rc : -errno;
+            __atomic_store_n(&h->grow_to, 0, __ATOMIC_RELEASE);
+            return rc;
+        }
+        SHMDS_FAULT("region.grow.allocated");
+    }
+    if ((rc = map_upto_locked(r, t)) != 0)
+        return rc;
+    if (cur < t) {
+        __atomic_store_n(&h->cur_size, t, __ATOMIC_RELEASE);
+        SHMDS_FAULT("region.grow.published");
+    }
+    if ((rc = shmds__alloc_extend(r, t)) != 0)
+        return rc;
+    SHMDS_FAULT("region.grow.extended");
+    __atomic_store_n(&h->grow_to, 0, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* Finish what a dead grower left: its target, from step 2 on. Under the
+ * grow lock. */
+static int grow_finish(shmds_region *r)
+{
+    uint64_t t = __atomic_load_n(&r->hdr->grow_to, __ATOMIC_ACQUIRE);
+    if (t == 0)
+        return 0;
+    if (t < r->init_size || t > r->max_size || t % page_size() != 0)
+        return SHMDS_ECORRUPT;
+    return grow_steps(r, t);
+}
+
+/* The grow lock's repair: nothing to do under the mutex's own repair, as
+ * every taker of the lock finishes a pending growth (grow_finish) first. */
+static int grow_repair(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+/* Take the grow lock and finish a dead grower's growth: 0 with the lock
+ * held, or an error without it. */
+static int grow_lock(shmds_region *r)
+{
+    int rc = shmds__writable(r);
+    if (rc != 0)
+        return rc;
+    if (r->fd < 0)
+        return -ENOMEM; /* an image in memory cannot grow */
+    rc = shmds__lock(r, &r->hdr->grow_lock, grow_repair, r);
+    if (rc < 0)
+        return rc;
+    if ((rc = grow_finish(r)) != 0) {
+        shmds_mutex_unlock(&r->hdr->grow_lock);
+        return rc;
+    }
+    return 0;
+}
+
+/* Grow to `t` (a page multiple within the maximum, above the current
+ * size). Under the grow lock. */
+static int grow_to(shmds_region *r, uint64_t t)
+{
+    __atomic_store_n(&r->hdr->grow_to, t, __ATOMIC_RELEASE);
+    SHMDS_FAULT("region.grow.intent");
+    return grow_steps(r, t);
+}
+
+int shmds__region_grow_by(shmds_region *r, uint64_t want, uint64_t seen)
+{
+    int rc = grow_lock(r);
+    if (rc != 0)
+        return rc;
+    uint64_t cur;
+    if ((rc = cur_size_get(r, &cur)) == 0 && cur <= seen) {
+        uint64_t page = page_size();
+        uint64_t t = want > cur ? cur + want : 2 * cur;
+        t = t > r->max_size - page ? r->max_size : (t + page - 1) / page * page;
+        rc = cur >= r->max_size ? -ENOMEM : grow_to(r, t);
+    }
+    shmds_mutex_unlock(&r->hdr->grow_lock);
+    return rc;
+}
+
+int shmds__region_grow_settle(shmds_region *r)
+{
+    if (shmds__rdonly(r) || r->fd < 0)
+        return 0;
+    int rc = grow_lock(r);
+    if (rc != 0)
+        return rc;
+    shmds_mutex_unlock(&r->hdr->grow_lock);
+    return 0;
+}
+
+SHMDS_API int shmds_region_grow(shmds_region *r, size_t size)
+{
+    if (r == NULL)
+        return -EINVAL;
+    uint64_t page = page_size();
+    if ((uint64_t)size > r->max_size)
+        return -ENOMEM;
+    uint64_t t = ((uint64_t)size + page - 1) / page * page;
+    int rc = grow_lock(r);
+    if (rc != 0)
+        return rc;
+    uint64_t cur;
+    if ((rc = cur_size_get(r, &cur)) == 0 && t > cur)
+        rc = grow_to(r, t);
+    shmds_mutex_unlock(&r->hdr->grow_lock);
+    return rc;
 }
 
 int shmds__region_check_header(shmds_region *r)
 {
-    uint64_t obj_size = r->map_len;
+    uint64_t obj_size = __atomic_load_n(&r->size, __ATOMIC_ACQUIRE);
     if (r->fd >= 0) {
         struct stat st;
         if (fstat(r->fd, &st) != 0)
@@ -936,8 +1254,10 @@ int shmds__region_check_header(shmds_region *r)
     int rc = header_validate(r->hdr, obj_size);
     if (rc != 0)
         return rc;
-    if (r->hdr->size != r->size || !shmds__mutex_ok(&r->hdr->dir_lock) ||
-        !shmds__mutex_ok(&r->hdr->alloc_lock))
+    uint64_t cur = __atomic_load_n(&r->hdr->cur_size, __ATOMIC_ACQUIRE);
+    if (r->hdr->size != r->init_size || r->hdr->max_size != r->max_size || cur < r->init_size ||
+        cur > r->max_size || cur > obj_size || !shmds__mutex_ok(&r->hdr->dir_lock) ||
+        !shmds__mutex_ok(&r->hdr->alloc_lock) || !shmds__mutex_ok(&r->hdr->grow_lock))
         return SHMDS_ECORRUPT;
 
     struct shmds__root copy[SHMDS_ROOTS_MAX];

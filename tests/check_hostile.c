@@ -123,24 +123,22 @@ static void mk_checksum(unsigned char *img) { hdr_of(img)->created_ns++; }
 static void mk_size_huge(unsigned char *img)
 {
     hdr_of(img)->size = UINT64_MAX - 4095;
-    hdr_of(img)->heap_size = UINT64_MAX - 8191;
+    hdr_of(img)->max_size = UINT64_MAX - 4095;
     reseal(img);
 }
 static void mk_size_small(unsigned char *img)
 {
     hdr_of(img)->size = SHMDS_HEADER_SIZE;
-    hdr_of(img)->heap_size = 0;
     reseal(img);
 }
 static void mk_heap_off(unsigned char *img)
 {
     hdr_of(img)->heap_off = 64;
-    hdr_of(img)->heap_size = IMG_SIZE - 64;
     reseal(img);
 }
 static void mk_heap_size(unsigned char *img)
 {
-    hdr_of(img)->heap_size += 4096;
+    hdr_of(img)->max_size = hdr_of(img)->size - 4096; /* below the size */
     reseal(img);
 }
 static void mk_hdr_size(unsigned char *img) { hdr_of(img)->hdr_size = 8192; reseal(img); }

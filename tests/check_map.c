@@ -25,7 +25,8 @@ static shmds_region *region(size_t size)
 {
     rname = tu_name("map");
     shmds_region *r = NULL;
-    int rc = shmds_region_create(rname, size, NULL, &r);
+    shmds_region_opts o = {.max_size = size}; /* never grows: full-heap tests */
+    int rc = shmds_region_create(rname, size, &o, &r);
     ck_assert_msg(rc == 0, "region_create: %s", shmds_errname(rc));
     return r;
 }
@@ -695,7 +696,7 @@ START_TEST(test_map_sizes_that_overflow_are_e2big)
         ck_assert_int_eq(shmds_map_del(m, k, n), -E2BIG);
         ck_assert_int_eq(shmds_map_add(m, k, n, 1, NULL), -E2BIG);
         /* A value of exactly what cannot fit beside the key. */
-        ck_assert_int_eq(shmds_map_put(m, k, 1, v, r->heap_end - r->heap_off, 0, 0), -E2BIG);
+        ck_assert_int_eq(shmds_map_put(m, k, 1, v, r->heap_max - r->heap_off, 0, 0), -E2BIG);
         shmds_map *m2 = NULL;
         shmds_map_opts o = {.capacity = n};
         int rc = shmds_map_create(r, "z2", &o, &m2);

@@ -22,7 +22,8 @@ static shmds_region *make_region(void)
 {
     rname = tu_name("q");
     shmds_region *r = NULL;
-    int rc = shmds_region_create(rname, RSZ, NULL, &r);
+    shmds_region_opts o = {.max_size = RSZ}; /* never grows: full-region tests */
+    int rc = shmds_region_create(rname, RSZ, &o, &r);
     ck_assert_msg(rc == 0, "region_create: %s", shmds_errname(rc));
     return r;
 }

@@ -461,7 +461,7 @@ START_TEST(test_region_forged_geometry_is_ecorrupt)
     struct shmds__hdr h;
     memcpy(&h, shmds_region_base(r), sizeof h);
     shmds_region_close(r);
-    h.heap_size += 4096;
+    h.max_size = h.size - 4096; /* a maximum below the size */
     h.checksum = shmds__fnv1a(SHMDS__FNV_INIT, &h, offsetof(struct shmds__hdr, checksum));
     poke(last_name, 0, &h, offsetof(struct shmds__hdr, epoch));
     expect_open(last_name, SHMDS_ECORRUPT);

@@ -58,8 +58,14 @@ const char *tu_name(const char *tag)
 
 shmds_region *tu_region(const char *tag, size_t size)
 {
+    return tu_region_max(tag, size, size);
+}
+
+shmds_region *tu_region_max(const char *tag, size_t size, size_t max_size)
+{
     shmds_region *r = NULL;
-    int rc = shmds_region_create(tu_name(tag), size, NULL, &r);
+    shmds_region_opts o = {.max_size = max_size};
+    int rc = shmds_region_create(tu_name(tag), size, &o, &r);
     ck_assert_msg(rc == 0, "region_create: %s", shmds_errname(rc));
     return r;
 }

@@ -13,8 +13,12 @@
 /* A fresh region name "/shmds-t-PID-TAG-N", unlinked when this process exits. */
 const char *tu_name(const char *tag);
 
-/* Create a region of `size` bytes under a fresh name; fails the test on error. */
+/* Create a region of `size` bytes under a fresh name, one that never
+ * grows (its maximum is its size: the tests of a full heap rely on it);
+ * fails the test on error. */
 shmds_region *tu_region(const char *tag, size_t size);
+/* The same, growable up to `max_size` bytes. */
+shmds_region *tu_region_max(const char *tag, size_t size, size_t max_size);
 
 /* Run fn(arg) in a child process that then _exits with fn's return value. */
 pid_t tu_fork(int (*fn)(void *arg), void *arg);

@@ -64,7 +64,7 @@ fi
 expect "check --repair" 0 "healthy" "$tool" check "$name" --repair
 # Issue 19: a creation abandoned by a dead creator (the format words
 # stamped, no magic, nobody holding the creation lock) is named as such.
-printf '\000\000\000\000\000\000\000\000\001\000\000\000\000\020\000\000' |
+printf '\000\000\000\000\000\000\000\000\002\000\000\000\000\020\000\000' |
     dd of="/dev/shm$half" bs=16 count=1 2>/dev/null
 truncate -s 65536 "/dev/shm$half"
 expect "ls flags an abandoned creation" 0 "abandoned creation" "$tool" ls

@@ -46,6 +46,29 @@
  * working as long as the header page is there. Every other call that
  * touches the heap after a truncation gets SIGBUS; the `shmds` tool catches
  * it and reports the truncation. Only the region's writers can do this.
+ *
+ * Growth. A region has a current size and a maximum size (fixed at create,
+ * shmds_region_opts.max_size). Every process reserves the maximum as
+ * address space when it attaches (PROT_NONE, MAP_NORESERVE: no memory, no
+ * swap, nothing counted against overcommit) and maps the current size at
+ * the start of it, so the base never moves: offsets and pointers stay
+ * valid while the region grows. When an allocation finds no room, the
+ * allocating process grows the region (doubling it, or more for a large
+ * request, up to the maximum): it lengthens the object (ftruncate) and
+ * backs the new part (posix_fallocate), so a full tmpfs is an error
+ * (-ENOSPC, region unchanged) and never a SIGBUS later; then it hands the
+ * new part to the allocator and publishes the new size. Other processes
+ * follow with one mmap call each, the first time they meet an offset past
+ * what they map (or their allocator sees the heap grown); read-only
+ * attaches follow too, but cannot grow a region (SHMDS_ERDONLY). A grower
+ * killed at any point leaves a state that the next growth or
+ * shmds_region_check completes: no space lost, none counted twice. At the
+ * maximum, allocations fail with -ENOMEM as in a region that never grows.
+ * The memory a region uses is its current size; the maximum only costs
+ * address space (and page tables for what is mapped), so a generous
+ * maximum is cheap; what bounds it is the address space of the processes
+ * (RLIMIT_AS, and 128 TiB of user address space on x86-64) and /dev/shm.
+ * Images attached from memory (tests, fuzzing) never grow.
  */
 #ifndef SHMDS_REGION_H
 #define SHMDS_REGION_H
@@ -59,7 +82,7 @@ SHMDS_BEGIN_DECLS
 
 /** Layout version of the region format; regions of another version are
  *  refused with SHMDS_EFORMAT. Separate from the library version. */
-#define SHMDS_FORMAT_VERSION 1
+#define SHMDS_FORMAT_VERSION 2
 
 /** The first 8 bytes of every complete region (of this byte order), for
  *  tools that look for regions among other shared-memory objects. */
@@ -75,6 +98,14 @@ SHMDS_BEGIN_DECLS
 #define SHMDS_REGION_MIN_SIZE ((size_t)16384)
 /** Bytes taken by the header at the start of every region. */
 #define SHMDS_HEADER_SIZE ((size_t)4096)
+/** The default maximum size is this many times the size a region is
+ *  created with (see shmds_region_opts.max_size)... */
+#define SHMDS_DEFAULT_MAX_FACTOR 64u
+/** ... but at most this many bytes (64 GiB), and at most a quarter of the
+ *  creating process's RLIMIT_AS when it has one. */
+#define SHMDS_DEFAULT_MAX_CAP ((uint64_t)64 << 30)
+/** Largest maximum size a region may have (2^46 bytes, 64 TiB). */
+#define SHMDS_REGION_MAX_SIZE ((uint64_t)1 << 46)
 /** Bound on internal lock waits when the creator gave none (milliseconds). */
 #define SHMDS_DEFAULT_LOCK_TIMEOUT_MS 10000u
 /**
@@ -96,6 +127,15 @@ typedef struct shmds_region_opts {
     uint32_t lock_timeout_ms; /**< bound on every internal lock wait in this
                                    region; 0 means SHMDS_DEFAULT_LOCK_TIMEOUT_MS;
                                    at most SHMDS_LOCK_TIMEOUT_MAX_MS */
+    size_t max_size;          /**< the most the region may grow to, in bytes
+                                   (rounded up to the page size; at least
+                                   `size`, at most SHMDS_REGION_MAX_SIZE).
+                                   0 means SHMDS_DEFAULT_MAX_FACTOR times
+                                   `size`, capped (SHMDS_DEFAULT_MAX_CAP,
+                                   RLIMIT_AS / 4); equal to `size`: a region
+                                   that never grows. It is address space
+                                   every attached process reserves, not
+                                   memory: see "Growth" below. */
 } shmds_region_opts;
 
 /** Flags for shmds_region_open(). */
@@ -191,17 +231,39 @@ SHMDS_API int shmds_region_unlink(const char *name);
 /** The address this process mapped the region at. */
 SHMDS_API void *shmds_region_base(const shmds_region *r);
 
-/** The region's size in bytes (header included). */
+/** The region's current size in bytes (header included): what it has
+ *  grown to, as published by the last growth. */
 SHMDS_API size_t shmds_region_size(const shmds_region *r);
+
+/** The most the region may grow to (shmds_region_opts.max_size). */
+SHMDS_API size_t shmds_region_max_size(const shmds_region *r);
+
+/**
+ * Grow the region to at least @p size bytes now (rounded up to the page
+ * size), as an allocation that finds no room does by itself (see "Growth"
+ * above): lengthen and back the object, hand the new part to the
+ * allocator, publish the size. Other attached processes follow without
+ * any call of theirs. A size the region already has is nothing to do.
+ * Finishes a growth a dead process left first.
+ * Across fork(): the child's handle is a copy of the parent's mapping and
+ * follows growth like any other process.
+ * @return 0; -ENOMEM @p size above the maximum (nothing done);
+ *         SHMDS_ERDONLY a read-only attach; -ENOSPC /dev/shm (tmpfs) is
+ *         full, -EFBIG and other errors of ftruncate/posix_fallocate (the
+ *         region is left as it was); -ETIMEDOUT, SHMDS_ENOTRECOVERABLE,
+ *         SHMDS_ECORRUPT; -EINVAL for NULL.
+ */
+SHMDS_API int shmds_region_grow(shmds_region *r, size_t size);
 
 /** 1 when the region was opened with SHMDS_RDONLY, else 0. */
 SHMDS_API int shmds_region_readonly(const shmds_region *r);
 
 /** What shmds_region_info_get() reports. */
 typedef struct shmds_region_info {
-    uint64_t size;            /**< bytes, header included */
+    uint64_t size;            /**< current (published) size in bytes, header
+                                   included */
     uint64_t heap_offset;     /**< where the heap starts */
-    uint64_t heap_size;       /**< bytes of heap */
+    uint64_t heap_size;       /**< bytes of heap at the current size */
     uint32_t format_version;  /**< SHMDS_FORMAT_VERSION of the maker */
     uint32_t lock_timeout_ms; /**< bound on internal lock waits */
     uint64_t created_unix_ns; /**< creation time, ns since the Epoch */
@@ -210,18 +272,23 @@ typedef struct shmds_region_info {
     uint64_t epoch;           /**< bumped on every repair after a death */
     uint32_t roots;           /**< named roots in use */
     uint32_t roots_max;       /**< SHMDS_ROOTS_MAX */
+    uint64_t max_size;        /**< the most the region may grow to */
+    uint64_t initial_size;    /**< the size it was created with */
+    uint64_t mapped_size;     /**< how much of it this process maps now */
+    uint64_t map_calls;       /**< mmap calls this handle made to follow
+                                   growth (diagnostics) */
 } shmds_region_info;
 
 /** Fill @p out from the header. Takes no lock. @return 0. */
 SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *out);
 
 /** The region's own locks, for shmds_region_lock_info(). */
-enum { SHMDS_LOCK_DIRECTORY = 0, SHMDS_LOCK_ALLOCATOR = 1 };
+enum { SHMDS_LOCK_DIRECTORY = 0, SHMDS_LOCK_ALLOCATOR = 1, SHMDS_LOCK_GROW = 2 };
 
 /**
  * Who holds one of the region's own locks, and its history (see
  * shmds_mutex_info_get). Takes no lock.
- * @param which SHMDS_LOCK_DIRECTORY or SHMDS_LOCK_ALLOCATOR.
+ * @param which SHMDS_LOCK_DIRECTORY, SHMDS_LOCK_ALLOCATOR or SHMDS_LOCK_GROW.
  * @return 0, or -EINVAL for another @p which.
  */
 SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mutex_info *out);
