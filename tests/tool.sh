@@ -28,6 +28,13 @@ expect "--version" 0 "region format" "$tool" --version
 expect "ls lists the region" 0 "$name" "$tool" ls
 expect "info" 0 "objects (0 of" "$tool" info "$name"
 expect "info shows the heap" 0 "largest" "$tool" info "$name"
+# Issue 14: current and maximum size; growth on request (the default
+# maximum of a 1 MiB region is 64 MiB).
+expect "info shows the maximum" 0 "maximum    64.0M" "$tool" info "$name"
+expect "grow" 0 "size 4.0M (4194304 bytes), maximum 64.0M" "$tool" grow "$name" 4m
+expect "info after grow" 0 "size       4.0M" "$tool" info "$name"
+expect "grow past the maximum" 1 "above the region's maximum" "$tool" grow "$name" 65m
+expect "grow is checked" 0 "healthy" "$tool" check "$name"
 "$ex/jobs" "$name" init >/dev/null && "$ex/jobs" "$name" add "one job" >/dev/null ||
     { echo "FAIL: jobs"; fail=1; }
 expect "info lists named objects" 0 "jobs" "$tool" info "$name"

@@ -231,14 +231,17 @@ static int cmd_info(int argc, char **argv)
         return complain(argv[1], rc);
     shmds_region_info info;
     shmds_region_info_get(r, &info);
-    char size[16], heap[16], when[32];
+    char size[16], heap[16], max[16], when[32];
     human_size(info.size, size, sizeof size);
     human_size(info.heap_size, heap, sizeof heap);
+    human_size(info.max_size, max, sizeof max);
     time_t t = (time_t)(info.created_unix_ns / 1000000000u);
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S %z", localtime(&t));
     printf("region %s\n", argv[1]);
     printf("  size       %s (%" PRIu64 " bytes), heap %s at offset %" PRIu64 "\n", size, info.size,
            heap, info.heap_offset);
+    printf("  maximum    %s (%" PRIu64 " bytes of address space; grows on demand)\n", max,
+           info.max_size);
     printf("  format     %" PRIu32 " (library %s)\n", info.format_version, shmds_version_string());
     printf("  created    %s by pid %ld, uid %ld\n", when, (long)info.creator_pid,
            (long)info.creator_uid);
@@ -462,6 +465,51 @@ static int cmd_rm(int argc, char **argv)
     return status;
 }
 
+/* SIZE: bytes, or with a suffix k, m, g (powers of 1024). */
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *s == '-')
+        return -1;
+    unsigned shift = *end == 'k' || *end == 'K' ? 10 : *end == 'm' || *end == 'M' ? 20
+                   : *end == 'g' || *end == 'G' ? 30 : 0;
+    if (shift != 0)
+        end++;
+    if (*end != '\0' || v > (UINT64_MAX >> shift))
+        return -1;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+static int cmd_grow(int argc, char **argv)
+{
+    uint64_t want;
+    if (argc != 3 || parse_size(argv[2], &want) != 0 || want > SIZE_MAX)
+        return -1;
+    shmds_region *r;
+    int rc = attach(argv[1], true, &r);
+    if (rc != 0)
+        return complain(argv[1], rc);
+    rc = shmds_region_grow(r, (size_t)want);
+    shmds_region_info info;
+    shmds_region_info_get(r, &info);
+    shmds_region_close(r);
+    if (rc == -ENOMEM) {
+        fprintf(stderr, "%s: %s is above the region's maximum of %" PRIu64 " bytes\n", argv[1],
+                argv[2], info.max_size);
+        return 1;
+    }
+    if (rc != 0)
+        return complain(argv[1], rc);
+    char size[16], max[16];
+    human_size(info.size, size, sizeof size);
+    human_size(info.max_size, max, sizeof max);
+    printf("%s: size %s (%" PRIu64 " bytes), maximum %s\n", argv[1], size, info.size, max);
+    return 0;
+}
+
 /* ---- main ---- */
 
 static const struct command {
@@ -475,6 +523,7 @@ static const struct command {
     {"check", cmd_check, "NAME [--repair]", "verify a region; exit 0 when healthy, 1 when not"},
     {"dump", cmd_dump, "NAME OBJECT [--json]", "a list's elements or a map's entries"},
     {"stat", cmd_stat, "NAME OBJECT", "an object's statistics"},
+    {"grow", cmd_grow, "NAME SIZE", "grow a region to SIZE bytes now (suffix k, m, g)"},
     {"rm", cmd_rm, "NAME...", "remove region names"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
