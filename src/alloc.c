@@ -889,6 +889,14 @@ static int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool 
     return rc;
 }
 
+uint64_t shmds__alloc_heap_end(shmds_region *r)
+{
+    const struct aroot *root = root_of(r);
+    if (__atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC)
+        return init_end(r);
+    return __atomic_load_n(&root->heap_end, __ATOMIC_ACQUIRE);
+}
+
 int shmds__alloc_extend(shmds_region *r, uint64_t end)
 {
     struct op o;

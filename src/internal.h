@@ -356,6 +356,10 @@ int shmds__region_grow_settle(shmds_region *r);
  * with a free last block). One logged commit under the allocator's lock;
  * idempotent: an end the heap already reaches is nothing to do. */
 int shmds__alloc_extend(shmds_region *r, uint64_t end);
+/* Where the allocator's heap ends now (its initial end before it is
+ * formatted); under the grow lock, the region's size once no growth is
+ * pending. */
+uint64_t shmds__alloc_heap_end(shmds_region *r);
 /* SHMDS_ERDONLY for a read-only region, else 0. */
 int shmds__writable(const shmds_region *r);
 /* Look a root up and insist on its type: SHMDS_ETYPE for another kind;

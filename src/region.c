@@ -527,7 +527,13 @@ SHMDS_API size_t shmds_region_size(const shmds_region *r)
     if (r == NULL)
         return 0;
     uint64_t cur = __atomic_load_n(&r->hdr->cur_size, __ATOMIC_ACQUIRE);
-    return (size_t)(cur > r->max_size ? r->max_size : cur);
+    if (cur > r->max_size)
+        cur = r->max_size;
+    /* Map what others have grown it to (process-local: the handle's
+     * mapping only), so that shmds_ptr() may follow any offset below. */
+    if (cur > __atomic_load_n(&r->size, __ATOMIC_ACQUIRE))
+        shmds__region_follow((shmds_region *)(uintptr_t)r, cur);
+    return (size_t)__atomic_load_n(&r->size, __ATOMIC_ACQUIRE);
 }
 
 SHMDS_API size_t shmds_region_max_size(const shmds_region *r)
@@ -733,6 +739,10 @@ SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type, 
         *type = copy[i].type;
     if (off != NULL)
         *off = entry_off(&copy[i]);
+    /* A root another process put in space grown since this process last
+     * looked: map it, so that shmds_ptr() on it is safe. */
+    if (entry_off(&copy[i]) >= __atomic_load_n(&r->size, __ATOMIC_ACQUIRE))
+        shmds_region_size(r);
     return 0;
 }
 
@@ -1218,8 +1228,12 @@ int shmds__region_grow_settle(shmds_region *r)
     int rc = grow_lock(r);
     if (rc != 0)
         return rc;
+    /* No growth pending: the heap ends where the region does. */
+    uint64_t cur;
+    if ((rc = cur_size_get(r, &cur)) == 0 && shmds__alloc_heap_end(r) != cur)
+        rc = SHMDS_ECORRUPT;
     shmds_mutex_unlock(&r->hdr->grow_lock);
-    return 0;
+    return rc;
 }
 
 SHMDS_API int shmds_region_grow(shmds_region *r, size_t size)

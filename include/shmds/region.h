@@ -232,7 +232,8 @@ SHMDS_API int shmds_region_unlink(const char *name);
 SHMDS_API void *shmds_region_base(const shmds_region *r);
 
 /** The region's current size in bytes (header included): what it has
- *  grown to, as published by the last growth. */
+ *  grown to, as published by the last growth. Maps that much in this
+ *  process first when others grew it (see shmds_ptr). */
 SHMDS_API size_t shmds_region_size(const shmds_region *r);
 
 /** The most the region may grow to (shmds_region_opts.max_size). */
@@ -329,7 +330,12 @@ SHMDS_API int shmds_region_reclaim(shmds_region *r);
 SHMDS_API int shmds_region_check(shmds_region *r);
 
 /** Pointer for an offset inside @p r; NULL for SHMDS_NULL. No checks: for
- *  offsets the caller knows to be valid. Inline and free. */
+ *  offsets the caller knows to be valid. Inline and free. After another
+ *  process grew the region, an offset in the new space is valid here once
+ *  this process maps it: shmds_root_get(), shmds_usable_size(), every
+ *  structure call and shmds_region_size() map what the region has grown
+ *  to (one mmap call per growth); call shmds_region_size() before
+ *  following an offset received by other means. */
 static inline void *shmds_ptr(const shmds_region *r, shmds_off_t off);
 /** Offset of a pointer into @p r; SHMDS_NULL for NULL. Inline and free. */
 static inline shmds_off_t shmds_off(const shmds_region *r, const void *p);
