@@ -4,11 +4,14 @@
  *
  * Layer: the region, at the bottom with lock.c and util.c. It calls no
  * layer above (the allocator formats and maps its heap on first use; the
- * object layer's types are only a range of tags here, SHMDS__TYPE_OBJ_LAST).
+ * object layer's types are only a range of tags here, SHMDS__TYPE_OBJ_LAST),
+ * with one exception: a growth hands its new space to the allocator
+ * through one entry point (shmds__alloc_extend; see "Growth" below).
  *
  * Create: shm_open(O_CREAT|O_EXCL), fchmod to the requested mode (so the
  * umask has no say), ftruncate, posix_fallocate (a full tmpfs fails now, not
- * with SIGBUS later), mmap. The header is filled in, its checksum computed,
+ * with SIGBUS later), then the maximum size is reserved as address space
+ * and the object mapped at its start (map_reserved). The header is filled in, its checksum computed,
  * and the magic number stored last with release order: an opener that sees
  * the magic sees a complete header. An opener that finds the object empty or
  * the magic still zero waits up to OPEN_WAIT_MS for the creator, then gives
@@ -17,9 +20,11 @@
  * Open: fstat before touching the mapping (an object shorter than the header,
  * or than the size the header claims, would SIGBUS), then magic, format
  * version, ABI stamp and checksum, each with its own error. The bounds the
- * rest of the library trusts (size, heap start and end) are copied into the
- * process-local handle once validated, so a later stray write to the shared
- * header cannot widen them.
+ * rest of the library trusts (initial and maximum size, heap start) are
+ * copied into the process-local handle once validated, so a later stray
+ * write to the shared header cannot widen them; the published current size
+ * is read again whenever the handle follows growth, and checked against
+ * the maximum and the object's real size before anything is mapped.
  *
  * Directory: SHMDS_ROOTS_MAX fixed slots in the header. Writers hold the
  * directory's robust mutex and wrap each change in a sequence lock
