@@ -207,6 +207,10 @@ static int workload(int wr)
         shmds_queue_send(q, "s", 1, 0) != 0 || shmds_queue_recv(q, buf, sizeof buf, &len, 0) != 0 ||
         shmds_queue_destroy(q) != 0)
         return 4;
+    /* Two growths (every point of one, hit twice). */
+    for (int i = 0; i < 2; i++)
+        if (shmds_region_grow(w.r, shmds_region_size(w.r) + 65536) != 0)
+            return 4;
     uint64_t r = SEED;
     for (uint64_t seq = 1; seq <= OPS; seq++) {
         tt_msg m = {.type = TT_MSG_INTENT, .worker = 0, .seq = seq};
