@@ -182,10 +182,15 @@ enum {
  *             size. shmds_region_size() tells the result.
  * @param opts NULL for defaults.
  * @param out  receives the handle.
- * @return 0; -EINVAL bad name, size or mode, or a lock_timeout_ms above
- *         SHMDS_LOCK_TIMEOUT_MAX_MS; -EEXIST the name exists (a region, a
- *         creation under way, or something else);
- *         -ENOSPC not enough shared memory; -EFBIG size too large;
+ * The maximum size (opts->max_size) is reserved as address space and
+ * the object mapped at its start; every process that opens the region
+ * reserves the same (see "Growth" in the file comment).
+ * @return 0; -EINVAL bad name, size or mode, a lock_timeout_ms above
+ *         SHMDS_LOCK_TIMEOUT_MAX_MS, or a max_size below the size;
+ *         -EEXIST the name exists (a region, a creation under way, or
+ *         something else); -ENOSPC not enough shared memory; -EFBIG size
+ *         or max_size too large; -ENOMEM also when the maximum cannot be
+ *         reserved as address space;
  *         -EACCES, -EMFILE, -ENOMEM as the system says.
  */
 SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_region_opts *opts,
@@ -209,7 +214,11 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
  *         create replaces it); -EACCES; -EPERM (SHMDS_SAME_UID) another
  *         owner; -EAGAIN the creator is still making it after a wait of
  *         two seconds; SHMDS_EFORMAT also for an object that is not a
- *         regular file (a FIFO, a link); the SHMDS_E* codes above.
+ *         regular file (a FIFO, a link); -ENOMEM the region's maximum
+ *         cannot be reserved as address space in this process (RLIMIT_AS);
+ *         SHMDS_ECORRUPT also for a published current size that is not a
+ *         page multiple between the initial and the maximum size, or
+ *         longer than the object; the SHMDS_E* codes above.
  */
 SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region **out);
 
