@@ -46,8 +46,12 @@ SHMDS_BEGIN_DECLS
  *             SHMDS_NULL); unchanged on error.
  * @return 0;
  *         -EINVAL @p size is 0;
- *         -ENOMEM no free block is large enough (also for any @p size larger
- *         than the heap, up to SIZE_MAX: no overflow); the heap is unchanged;
+ *         -ENOMEM no free block is large enough even after growing the
+ *         region to its maximum (shmds/region.h, "Growth"; at once for a
+ *         @p size larger than the heap at the maximum, up to SIZE_MAX: no
+ *         overflow); the heap is unchanged;
+ *         -ENOSPC the region had to grow and /dev/shm (tmpfs) is full, and
+ *         other errors of shmds_region_grow(): the region is as it was;
  *         SHMDS_ERDONLY the region is attached read-only;
  *         SHMDS_ECORRUPT the heap is damaged;
  *         -ETIMEDOUT the allocator lock was held past the region's bound;
@@ -83,7 +87,9 @@ SHMDS_API int shmds_free(shmds_region *r, shmds_off_t off);
  * @param size the new size in bytes, at least 1.
  * @param out  receives the (possibly new) offset; unchanged on error.
  * @return 0; -EINVAL @p size is 0 or @p off is not a live block;
- *         -ENOMEM no room (the old block is untouched and still valid);
+ *         -ENOMEM no room, even at the region's maximum size (the old
+ *         block is untouched and still valid); -ENOSPC and the other
+ *         errors of a growth, as for shmds_alloc();
  *         SHMDS_ERDONLY; SHMDS_ECORRUPT; -ETIMEDOUT; SHMDS_ENOTRECOVERABLE.
  */
 SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds_off_t *out);
