@@ -1216,7 +1216,9 @@ int shmds__region_grow_by(shmds_region *r, uint64_t want, uint64_t seen)
     if (rc != 0)
         return rc;
     uint64_t cur;
-    if ((rc = cur_size_get(r, &cur)) == 0 && cur <= seen) {
+    if ((rc = cur_size_get(r, &cur)) == 0 && shmds__alloc_heap_end(r) != cur)
+        rc = SHMDS_ECORRUPT; /* no growth pending, yet the heap ends elsewhere */
+    if (rc == 0 && cur <= seen) {
         uint64_t page = page_size();
         uint64_t t = want > cur ? cur + want : 2 * cur;
         t = t > r->max_size - page ? r->max_size : (t + page - 1) / page * page;
