@@ -373,8 +373,11 @@ static int racer(void *arg)
         if (i % 16 == 0 && shmds_region_grow(r, (size_t)(64 * KB + (x >> 40) % (8 * MB))) != 0)
             return 1;
         size_t sz = 1000 + (size_t)((x >> 20) % 30000);
-        if (shmds_alloc(r, sz, &keep[i]) != 0)
+        int arc = shmds_alloc(r, sz, &keep[i]);
+        if (arc != 0) {
+            fprintf(stderr, "racer %u: alloc %zu: %s\n", me, sz, shmds_errname(arc));
             return 2;
+        }
         memset(shmds_ptr(r, keep[i]), (int)(me * 16 + i % 16), sz);
     }
     for (unsigned i = 0; i < 400; i++) {
