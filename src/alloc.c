@@ -47,24 +47,66 @@
  * read-only cannot lock, so it reads statistics and checks the heap
  * optimistically and retries while a writer is busy.
  *
- * Formatting is lazy: the region never calls up into the allocator, so the
- * first locker that finds the root without its magic lays out the heap
- * (again, if a formatter died: nothing can have been allocated yet).
+ * Arenas. The heap is split into arenas (at most ARENAS_NEW when it is
+ * laid out, fewer when it is small: at least ARENA_MIN bytes each), and
+ * each arena is a heap of its own as described above, with its own lock,
+ * root (sequence word, counters, redo record) and control block at its
+ * start: [lock+root | control | blocks... | sentinel]. The arenas tile the
+ * heap: each ends where the next one starts. Arena 0 takes half the heap,
+ * so one block can still be half of it; the others share the rest evenly.
+ * Crash consistency is per arena, exactly as above: an operation works in
+ * one arena under that arena's lock, and a dead holder's change is redone
+ * or rolled back by whoever locks that arena next. An allocation starts
+ * at the arena its handle used last (large ones, from LARGE bytes, at
+ * arena 0) and takes the first arena it can lock without waiting; only
+ * when every arena is busy does it wait, and an arena that has no room
+ * passes the request on to the next. So processes that allocate at once
+ * spread over the arenas and stay there, and a large allocation (which
+ * zeroes its block under the lock) holds up no small one. A block is
+ * freed into the arena whose range holds it. A realloc that cannot grow
+ * in place moves within its arena, or, when that one is full, allocates
+ * in another one, copies, and frees the old block (two steps: a crash in
+ * between leaves both blocks allocated, the old one intact, as a move
+ * within one arena does).
  *
- * Lock: one robust mutex (hdr->alloc_lock). Callers may hold structure
- * locks; the allocator never takes another lock while holding its own.
+ * Where the arenas are is a function of the handle's trusted heap bounds
+ * (shmds__alloc_geo_init); the heap root in the region header (struct
+ * hroot) records the arena count and their ends too, for the check.
+ * How region growth is to hand new space to the allocator (not built yet;
+ * the layout leaves room for it): the space appended at the end of the
+ * heap becomes one more arena, [old end, new end), formatted like the
+ * others while nobody can reach it, then published under the heap lock by
+ * storing its end in hroot.ends[n] and then n + 1 in hroot.narenas; every
+ * store is absolute, so a grower killed half way leaves a state the next
+ * one finishes by doing the same again. A handle that finds hroot.narenas
+ * above its own count adds the new arenas from ends[] (checked against
+ * its mapping, as every shared offset) before it allocates; the table in
+ * the handle has room for SHMDS__ARENAS_MAX arenas.
+ *
+ * Formatting is lazy: the region never calls up into the allocator, so the
+ * first operation that finds the heap root without its magic lays out
+ * every arena under the heap lock, and stores the magic last (again, if a
+ * formatter died: no arena lock can have been taken yet).
+ *
+ * Locks: one robust mutex per arena, at the start of its range, and the
+ * heap lock (hdr->alloc_lock) for formatting. Callers may hold structure
+ * locks; the allocator never holds two of its locks at once.
  */
 #include "internal.h"
 
 #include <string.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------------------
  * Shared layout
  * ------------------------------------------------------------------------ */
 
+#define HEAP_MAGIC UINT64_C(0x31414e4552414853) /* "SHARENA1" */
 #define ROOT_MAGIC UINT64_C(0x31434f4c4c414853) /* "SHALLOC1" */
 #define REDO_SEALED UINT64_C(0x4c41455344455241)
-#define REDO_MAX 16
+/* The most stores one commit makes: a free that merges both neighbours
+ * (two header words cleared, the merged block's word, the slot). */
+#define REDO_MAX 4
 
 #define HDR 16u               /* block header bytes */
 #define MIN_BLOCK 32u         /* header + two free-list links */
@@ -73,6 +115,11 @@
 #define SL_N (1u << SL_LOG)   /* second-level classes per first level */
 #define SMALL_LOG 8u          /* sizes below 2^8 live in first level 0 */
 #define HEAP_MAX (UINT64_C(1) << 47)
+
+#define ARENA_HDR 256u                       /* an arena's lock and root */
+#define ARENA_MIN (UINT64_C(1) << 20)        /* smallest arena laid out */
+#define ARENAS_NEW 8u                        /* most arenas laid out at first */
+#define LARGE (UINT64_C(64) << 10)           /* requests that start at arena 0 */
 
 #define F_FREE UINT64_C(1)
 #define F_MARK UINT64_C(2)
@@ -83,10 +130,10 @@ struct redo_store {
     uint64_t val;
 };
 
-/* The allocator's root, in hdr->alloc_root (zero at region creation). */
+/* An arena's root, right after its lock. */
 struct aroot {
-    uint64_t magic;       /* ROOT_MAGIC once the heap is formatted (stored last) */
-    uint64_t seq;         /* odd while an operation changes the heap */
+    uint64_t magic;       /* ROOT_MAGIC once the arena is formatted */
+    uint64_t seq;         /* odd while an operation changes the arena */
     uint64_t used_bytes;  /* derived: sums of block sizes, headers included */
     uint64_t used_blocks;
     uint64_t free_bytes;
@@ -98,11 +145,30 @@ struct aroot {
     uint32_t redo_pad;
     struct redo_store redo[REDO_MAX];
 };
-SHMDS__STATIC_ASSERT(sizeof(struct aroot) <= SHMDS__ALLOC_ROOT_BYTES, "allocator root fits");
 SHMDS__STATIC_ASSERT(offsetof(struct aroot, magic) == 0, "format: root magic");
 SHMDS__STATIC_ASSERT(offsetof(struct aroot, redo_state) == 64, "format: redo state");
 SHMDS__STATIC_ASSERT(offsetof(struct aroot, redo) == 80, "format: redo record");
-SHMDS__STATIC_ASSERT(sizeof(struct aroot) == 336, "format: root size");
+SHMDS__STATIC_ASSERT(sizeof(struct aroot) == 144, "format: root size");
+
+/* The start of every arena. */
+struct arena {
+    shmds_mutex lock;
+    struct aroot root;
+    uint8_t pad[ARENA_HDR - sizeof(shmds_mutex) - sizeof(struct aroot)];
+};
+SHMDS__STATIC_ASSERT(sizeof(struct arena) == ARENA_HDR, "format: arena header");
+SHMDS__STATIC_ASSERT(offsetof(struct arena, root) == 64, "format: arena root");
+
+/* The heap root, in hdr->alloc_root (zero at region creation). */
+struct hroot {
+    uint64_t magic;    /* HEAP_MAGIC once every arena is formatted (stored last) */
+    uint32_t narenas;
+    uint32_t pad;
+    uint64_t ends[SHMDS__ARENAS_MAX]; /* where arena i ends (the next one starts) */
+};
+SHMDS__STATIC_ASSERT(sizeof(struct hroot) <= SHMDS__ALLOC_ROOT_BYTES, "heap root fits");
+SHMDS__STATIC_ASSERT(offsetof(struct hroot, narenas) == 8, "format: arena count");
+SHMDS__STATIC_ASSERT(offsetof(struct hroot, ends) == 16, "format: arena ends");
 
 /* A block header; next/prev are meaningful in free blocks only. */
 struct blk {
@@ -119,14 +185,16 @@ SHMDS__STATIC_ASSERT(offsetof(struct blk, word) == 8, "format: block word");
  * shared memory. */
 typedef struct shmds__heap_geo geo_t;
 
-/* One operation, under the lock. */
+/* One operation in one arena, under its lock. */
 struct op {
     shmds_region *r;
     unsigned char *base; /* r->base */
-    struct aroot *root;
-    const geo_t *g;
-    unsigned n;                     /* stores in root->redo[] so far */
-    bool rebuild;                   /* derived state found damaged */
+    struct arena *a;
+    struct aroot *root;  /* &a->root */
+    const geo_t *g;      /* the arena's geometry */
+    unsigned idx;        /* the arena's index */
+    unsigned n;          /* stores in root->redo[] so far */
+    bool rebuild;        /* derived state found damaged */
 };
 
 /* ---------------------------------------------------------------------------
@@ -141,9 +209,9 @@ struct op {
 #define FLAT static __attribute__((flatten, noinline))
 #define COLD static __attribute__((noinline, cold))
 
-static struct aroot *root_of(const shmds_region *r)
+static struct hroot *hroot_of(const shmds_region *r)
 {
-    return (struct aroot *)(void *)r->hdr->alloc_root;
+    return (struct hroot *)(void *)r->hdr->alloc_root;
 }
 
 static unsigned fls64(uint64_t x) /* index of the highest set bit; x != 0 */
@@ -163,27 +231,59 @@ static void mapping(uint64_t size, unsigned *fl, unsigned *sl)
     }
 }
 
-/* Lay the control block and the blocks out in the handle's trusted heap
- * bounds: pure arithmetic (garbage bounds of a header that fails its checks
- * give a garbage but harmless layout, never used). */
-void shmds__alloc_geo_init(shmds_region *r)
+/* Lay one arena out over [lo, hi) (16-aligned, hi - lo >= ARENA_HDR):
+ * its header, control block, blocks and sentinel. */
+static void arena_geo(geo_t *g, uint64_t lo, uint64_t hi)
 {
-    geo_t *g = &r->geo;
-    uint64_t lo = (r->heap_off + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
-    uint64_t hi = r->heap_end;
-    if (hi - lo > HEAP_MAX)
-        hi = lo + HEAP_MAX;
-    hi &= ~(uint64_t)(ALIGN - 1);
     unsigned fl, sl;
-    mapping(hi - lo, &fl, &sl);
+    g->base = lo;
+    g->ctl = lo + ARENA_HDR;
+    mapping(hi - g->ctl, &fl, &sl);
     g->fl_count = fl + 1;
-    g->ctl = lo;
-    g->slbm = lo + 16;
+    g->slbm = g->ctl + 16;
     g->heads = g->slbm + (((uint64_t)g->fl_count * 4 + 15) & ~UINT64_C(15));
     g->first = g->heads + (uint64_t)g->fl_count * SL_N * 8;
     g->end = hi - HDR;
     /* last < first (nothing plausible) when not even one block fits. */
     g->last = g->end >= g->first && g->end - g->first >= MIN_BLOCK ? g->end - MIN_BLOCK : 0;
+    g->pad = 0;
+}
+
+/* Lay the arenas out in the handle's trusted heap bounds: pure arithmetic
+ * (garbage bounds of a header that fails its checks give a garbage but
+ * harmless layout, never used). Arena 0 spans half the heap, the others
+ * share the rest; ARENA_MIN bytes at least each. */
+void shmds__alloc_geo_init(shmds_region *r)
+{
+    uint64_t lo = (r->heap_off + 63) & ~UINT64_C(63);
+    uint64_t hi = r->heap_end > lo ? r->heap_end : lo;
+    if (hi - lo > HEAP_MAX)
+        hi = lo + HEAP_MAX;
+    hi &= ~(uint64_t)(ALIGN - 1);
+    if (hi - lo < ARENA_HDR + 1024)
+        hi = lo + ARENA_HDR + 1024; /* never used: the region is too small */
+    uint64_t total = hi - lo, n = total / ARENA_MIN;
+    n = n < 1 ? 1 : n > ARENAS_NEW ? ARENAS_NEW : n;
+    r->narenas = (uint32_t)n;
+    if (n == 1) {
+        arena_geo(&r->arena[0], lo, hi);
+    } else {
+        uint64_t mid = lo + ((total / 2) & ~UINT64_C(63));
+        uint64_t step = ((hi - mid) / (n - 1)) & ~UINT64_C(63);
+        arena_geo(&r->arena[0], lo, mid);
+        for (uint64_t i = 1; i < n; i++)
+            arena_geo(&r->arena[i], mid + (i - 1) * step, i + 1 == n ? hi : mid + i * step);
+    }
+    r->arena_hint = (uint32_t)((uint64_t)getpid() % n);
+}
+
+/* The arena whose blocks [first, end) hold `off`, or -1. */
+static int arena_of(const shmds_region *r, uint64_t off)
+{
+    for (unsigned i = 0; i < r->narenas; i++)
+        if (off >= r->arena[i].first && off < r->arena[i].end)
+            return (int)i;
+    return -1;
 }
 
 static uint64_t tag_of(uint64_t off, uint64_t size, uint64_t flags)
@@ -427,12 +527,14 @@ static void commit(struct op *o)
  * Locking, repair and lazy formatting
  * ------------------------------------------------------------------------ */
 
-static void op_init(struct op *o, shmds_region *r)
+static void op_init(struct op *o, shmds_region *r, unsigned idx)
 {
     o->r = r;
     o->base = r->base;
-    o->root = root_of(r);
-    o->g = &r->geo;
+    o->g = &r->arena[idx];
+    o->a = (struct arena *)(void *)(r->base + o->g->base);
+    o->root = &o->a->root;
+    o->idx = idx;
     o->n = 0;
     o->rebuild = false;
 }
@@ -448,14 +550,30 @@ static void seq_end(struct aroot *root)
     __atomic_store_n(&root->seq, (root->seq | 1) + 1, __ATOMIC_RELEASE);
 }
 
-/* Called by the lock, holding it, when the previous holder died. */
+/* True when a redo store's target is a word some commit may write: a
+ * block header word of this arena (its sentinel's included), or a slot
+ * (an 8-aligned word in any arena's blocks, or a directory entry's off). */
+static bool redo_target_ok(const struct op *o, uint64_t off)
+{
+    if ((off & 7) != 0)
+        return false;
+    if (shmds__root_slot_off(off))
+        return true;
+    if (off >= o->g->first && off + 8 <= o->g->end + HDR)
+        return true;
+    return arena_of(o->r, off) >= 0 && off + 8 <= o->r->arena[arena_of(o->r, off)].end;
+}
+
+/* Called by an arena's lock, holding it, when the previous holder died
+ * (`arg`: the struct op of the locker). */
 static int repair(void *arg)
 {
+    const struct op *lk = arg;
     struct op o;
-    op_init(&o, arg);
+    op_init(&o, lk->r, lk->idx);
     struct aroot *root = o.root;
     if (__atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC)
-        return 0; /* died formatting: the next operation formats again */
+        return -1; /* arenas are formatted before anyone may lock them */
     bool redo = __atomic_load_n(&root->redo_state, __ATOMIC_ACQUIRE) == REDO_SEALED;
     if (redo) {
         unsigned n = root->redo_n;
@@ -464,9 +582,7 @@ static int repair(void *arg)
             return -1;
         memcpy(st, root->redo, n * sizeof st[0]);
         for (unsigned i = 0; i < n; i++)
-            if (!shmds__root_slot_off(st[i].off) &&
-                (!shmds__off_ok(o.r, st[i].off, 8, 8) || st[i].off < o.g->first ||
-                 st[i].off + 8 > o.g->end + HDR))
+            if (!redo_target_ok(&o, st[i].off))
                 return -1; /* a record no operation could have written */
         apply(o.r, st, n);
         SHMDS_FAULT("alloc.repair.redone");
@@ -483,44 +599,83 @@ static int repair(void *arg)
     return 0;
 }
 
-/* Lay out an empty heap. Under the lock; idempotent. */
-COLD int format(struct op *o)
+/* Lay out one empty arena. Under the heap lock, before the heap's magic:
+ * nobody else can touch the arena, its lock included. */
+COLD int format_arena(struct op *o)
 {
     struct aroot *root = o->root;
     const geo_t *g = o->g;
     if (g->end <= g->first || g->end - g->first < MIN_BLOCK)
         return SHMDS_ECORRUPT; /* cannot happen above SHMDS_REGION_MIN_SIZE */
-    memset(root, 0, sizeof *root);
+    memset(o->a, 0, sizeof *o->a);
+    int rc = shmds_mutex_init(&o->a->lock);
+    if (rc != 0)
+        return rc;
     B(o, g->first)->prev_size = 0;
     B(o, g->first)->word = mkword(g->first, g->end - g->first, true);
     SHMDS_FAULT("alloc.format.mid");
     B(o, g->end)->prev_size = g->end - g->first;
     B(o, g->end)->word = mkword(g->end, 0, false);
-    int rc = rebuild(o);
-    if (rc != 0)
+    if ((rc = rebuild(o)) != 0)
         return rc;
     __atomic_store_n(&root->magic, ROOT_MAGIC, __ATOMIC_RELEASE);
     return 0;
 }
 
-static void unlock(struct op *o)
+/* The heap lock's repair: a formatter that died left the heap's magic
+ * unset, and the next one formats every arena again. */
+static int heap_repair(void *arg)
 {
-    shmds_mutex_unlock(&o->r->hdr->alloc_lock);
+    (void)arg;
+    return 0;
 }
 
-/* Take the allocator lock (repairing after a dead holder), format the heap
- * if nobody has, and open the operation `o` (set up by op_init): the
- * sequence word goes odd. */
-static int lock(struct op *o)
+/* Format the heap if nobody has: 0 once every arena is ready. One load
+ * when it is. */
+static int heap_ready(shmds_region *r)
 {
-    shmds_region *r = o->r;
-    int rc = shmds__lock(r, &r->hdr->alloc_lock, repair, r);
+    struct hroot *h = hroot_of(r);
+    if (shmds__likely(__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC))
+        return 0;
+    int rc = shmds__lock(r, &r->hdr->alloc_lock, heap_repair, r);
     if (rc < 0)
         return rc;
-    if (__atomic_load_n(&o->root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC &&
-        (rc = format(o)) != 0) {
-        unlock(o);
+    rc = 0;
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != HEAP_MAGIC) {
+        for (unsigned i = 0; i < r->narenas && rc == 0; i++) {
+            struct op o;
+            op_init(&o, r, i);
+            rc = format_arena(&o);
+            SHMDS_FAULT("alloc.format.arena");
+            h->ends[i] = r->arena[i].end + HDR;
+        }
+        if (rc == 0) {
+            h->narenas = r->narenas;
+            __atomic_store_n(&h->magic, HEAP_MAGIC, __ATOMIC_RELEASE);
+        }
+    }
+    shmds_mutex_unlock(&r->hdr->alloc_lock);
+    return rc;
+}
+
+static void unlock(struct op *o)
+{
+    shmds_mutex_unlock(&o->a->lock);
+}
+
+/* Take the arena's lock (repairing after a dead holder; without waiting
+ * when `try`: -EBUSY) and open the operation `o` (set up by op_init): the
+ * sequence word goes odd. The heap must be formatted (heap_ready). */
+static int lock(struct op *o, bool try)
+{
+    shmds_region *r = o->r;
+    int rc = try ? shmds__lock_try(r, &o->a->lock, repair, o)
+                 : shmds__lock(r, &o->a->lock, repair, o);
+    if (rc < 0)
         return rc;
+    if (__atomic_load_n(&o->root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC) {
+        unlock(o);
+        return SHMDS_ECORRUPT;
     }
     seq_begin(o->root);
     return 0;
@@ -781,45 +936,78 @@ static int do_resize(struct op *o, uint64_t b, const struct live *lv, uint64_t b
  * ------------------------------------------------------------------------ */
 
 /* The region offset of a slot pointer, when the slot may be named in a
- * commit: 8-aligned, inside the heap's blocks, or the off field of a
+ * commit: 8-aligned, inside some arena's blocks, or the off field of a
  * directory entry (a structure's header block, region.c). 0 otherwise. */
 static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
 {
     const unsigned char *p = (const unsigned char *)slot;
-    if (slot == NULL || p < r->base || p + 8 > r->base + r->geo.end)
+    if (slot == NULL || p < r->base || p >= r->base + r->size)
         return 0;
     uint64_t off = (uint64_t)(p - r->base);
-    if (p < r->base + r->geo.first)
+    if (off < r->heap_off)
         return shmds__root_slot_off(off) ? off : 0;
-    return (off & 7) == 0 ? off : 0;
+    int i = arena_of(r, off);
+    return i >= 0 && (off & 7) == 0 && off + 8 <= r->arena[i].end ? off : 0;
 }
 
+/* Allocate in the arena `o` has locked; unlocks. -ENOMEM when this arena
+ * has no room (the caller tries the next one). */
+static int alloc_in(struct op *o, uint64_t size, uint64_t slot_off, bool zero, shmds_off_t *out)
+{
+    uint64_t bs = block_size(o->g, size);
+    if (bs == 0)
+        return finish(o, -ENOMEM);
+    if (slot_off != 0 && __atomic_load_n((uint64_t *)(void *)(o->base + slot_off),
+                                         __ATOMIC_RELAXED) != SHMDS_NULL)
+        return finish(o, -EINVAL);
+    int rc = do_alloc(o, bs, slot_off, zero ? size : 0, out);
+    if (rc == SHMDS_ECORRUPT && o->rebuild) {
+        /* A damaged free list: rebuild it from the walk and try once more. */
+        o->rebuild = false;
+        if (rebuild(o) == 0)
+            rc = do_alloc(o, bs, slot_off, zero ? size : 0, out);
+    }
+    return finish(o, rc);
+}
+
+/* Pick an arena and allocate there: the first arena, from the handle's
+ * last one on (arena 0 for a large request), that can be locked without
+ * waiting; the busy ones, waiting, only when none could; an arena without
+ * room passes the request on. Returns as shmds_alloc. */
 FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool zero,
                       shmds_off_t *out)
 {
     int rc = shmds__writable(r);
     if (rc != 0)
         return rc;
-    struct op o;
-    op_init(&o, r);
-    uint64_t bs = block_size(o.g, size);
     if (size == 0)
         return -EINVAL;
-    if (bs == 0)
-        return -ENOMEM;
-    if ((rc = lock(&o)) != 0)
+    if ((rc = heap_ready(r)) != 0)
         return rc;
-    if (slot_off != 0 && __atomic_load_n((uint64_t *)(void *)(r->base + slot_off),
-                                         __ATOMIC_RELAXED) != SHMDS_NULL)
-        return finish(&o, -EINVAL);
-    rc = do_alloc(&o, bs, slot_off, zero ? size : 0, out);
-    if (rc == SHMDS_ECORRUPT && o.rebuild) {
-        /* A damaged free list: rebuild it from the walk and try once more. */
-        o.rebuild = false;
-        if (rebuild(&o) == 0)
-            rc = do_alloc(&o, bs, slot_off, zero ? size : 0, out);
+    unsigned n = r->narenas, start = size >= LARGE ? 0 : r->arena_hint;
+    uint32_t busy = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (unsigned k = 0, i = start < n ? start : 0; k < n; k++, i = i + 1 < n ? i + 1 : 0) {
+            if (pass == 1 && (busy & (UINT32_C(1) << i)) == 0)
+                continue;
+            struct op o;
+            op_init(&o, r, i);
+            if ((rc = lock(&o, pass == 0)) == -EBUSY) {
+                busy |= UINT32_C(1) << i;
+                continue;
+            }
+            if (rc < 0)
+                return rc;
+            if ((rc = alloc_in(&o, size, slot_off, zero, out)) != -ENOMEM) {
+                if (rc == 0)
+                    r->arena_hint = i;
+                return rc;
+            }
+        }
+        if (busy == 0)
+            break;
     }
-    return finish(&o, rc);
+    return -ENOMEM;
 }
 
 SHMDS_API int shmds_alloc(shmds_region *r, size_t size, shmds_off_t *out)
@@ -849,25 +1037,35 @@ int shmds__alloc_zeroed_into(shmds_region *r, uint64_t size, shmds_off_t *slot)
     return alloc_common(r, size, so, true, &off);
 }
 
-/* Free the block at user offset `off`; slot_off (or 0) is cleared with it. */
+/* Lock the arena that owns the block at user offset `off` into `o`:
+ * -EINVAL when no arena's blocks hold it. */
+static int lock_owner(shmds_region *r, shmds_off_t off, struct op *o)
+{
+    int i = off >= HDR && (off & (ALIGN - 1)) == 0 ? arena_of(r, off - HDR) : -1;
+    if (i < 0)
+        return -EINVAL;
+    op_init(o, r, (unsigned)i);
+    return lock(o, false);
+}
+
+/* Free the block at user offset `off` in its arena; slot_off (or 0) is
+ * cleared with it. With a slot, the offset is the slot's: only commits of
+ * the slot owner's own calls write it, so reading it before the lock
+ * names the arena, and reading it again under the lock confirms it. */
 FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const shmds_off_t *slot)
 {
-    struct op o;
-    op_init(&o, r);
-    int rc = lock(&o);
+    int rc = heap_ready(r);
     if (rc != 0)
         return rc;
-    if (slot != NULL) {
-        off = __atomic_load_n(slot, __ATOMIC_RELAXED);
-        if (off == SHMDS_NULL)
-            return finish(&o, 0);
-    }
+    if (slot != NULL && (off = __atomic_load_n(slot, __ATOMIC_RELAXED)) == SHMDS_NULL)
+        return 0;
+    struct op o;
+    if ((rc = lock_owner(r, off, &o)) != 0)
+        return rc;
+    if (slot != NULL && __atomic_load_n(slot, __ATOMIC_RELAXED) != off)
+        return finish(&o, SHMDS_ECORRUPT);
     struct live lv;
-    if (off < HDR || (off & (ALIGN - 1)) != 0)
-        rc = -EINVAL;
-    else
-        rc = live_block(&o, off - HDR, &lv);
-    if (rc == 0)
+    if ((rc = live_block(&o, off - HDR, &lv)) == 0)
         rc = do_free(&o, off - HDR, &lv, slot_off);
     return finish(&o, rc);
 }
@@ -900,30 +1098,37 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
         return rc;
     if (size == 0)
         return -EINVAL;
-    struct op o;
-    op_init(&o, r);
-    uint64_t bs = block_size(o.g, size);
-    if ((rc = lock(&o)) != 0)
+    if ((rc = heap_ready(r)) != 0)
         return rc;
+    struct op o;
+    if ((rc = lock_owner(r, off, &o)) != 0)
+        return rc;
+    uint64_t bs = block_size(o.g, size);
     uint64_t b = off - HDR;
     struct live lv;
-    if (off < HDR || (off & (ALIGN - 1)) != 0)
-        return finish(&o, -EINVAL);
     if ((rc = live_block(&o, b, &lv)) != 0)
         return finish(&o, rc);
-    if (bs == 0)
-        return finish(&o, -ENOMEM);
-    rc = do_resize(&o, b, &lv, bs);
-    if (rc == 0) {
-        *out = off;
-        return finish(&o, 0);
-    }
-    if (rc < 0)
+    if (bs != 0 && (rc = do_resize(&o, b, &lv, bs)) <= 0) {
+        if (rc == 0)
+            *out = off;
         return finish(&o, rc);
+    }
     /* Move: allocate, copy, free the old block. A crash between the two
      * commits leaves both blocks allocated, the old one intact. */
     uint64_t nb, nsize;
-    if ((rc = take_free(&o, bs, &nb, &nsize)) != 0)
+    if (bs == 0 || (rc = take_free(&o, bs, &nb, &nsize)) == -ENOMEM) {
+        /* No room in this arena: in another one, in two steps. */
+        finish(&o, 0);
+        shmds_off_t noff;
+        if ((rc = alloc_common(r, size, 0, false, &noff)) != 0)
+            return rc;
+        memcpy(r->base + noff, r->base + off, lv.size - HDR);
+        SHMDS_FAULT("alloc.realloc.copied");
+        if ((rc = free_common(r, off, 0, NULL)) == 0)
+            *out = noff;
+        return rc;
+    }
+    if (rc != 0)
         return finish(&o, rc);
     uint64_t t = put_split(&o, nb, nsize, bs);
     commit(&o);
@@ -948,11 +1153,11 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
  * allocated. */
 int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable)
 {
-    struct op o;
-    op_init(&o, r);
-    if (__atomic_load_n(&o.root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC || off < HDR ||
-        (off & (ALIGN - 1)) != 0)
+    int i = off >= HDR && (off & (ALIGN - 1)) == 0 ? arena_of(r, off - HDR) : -1;
+    if (__atomic_load_n(&hroot_of(r)->magic, __ATOMIC_ACQUIRE) != HEAP_MAGIC || i < 0)
         return -EINVAL;
+    struct op o;
+    op_init(&o, r, (unsigned)i);
     uint64_t size;
     bool is_free;
     if (!blk_read(&o, off - HDR, &size, &is_free) || is_free)
@@ -972,14 +1177,16 @@ SHMDS_API size_t shmds_usable_size(shmds_region *r, shmds_off_t off)
 
 int shmds__alloc_settle(shmds_region *r)
 {
-    struct op o;
     if (shmds__rdonly(r))
         return SHMDS_ERDONLY;
-    op_init(&o, r);
-    int rc = lock(&o);
-    if (rc != 0)
-        return rc;
-    return finish(&o, 0);
+    int rc = heap_ready(r);
+    for (unsigned i = 0; i < r->narenas && rc == 0; i++) {
+        struct op o;
+        op_init(&o, r, i);
+        if ((rc = lock(&o, false)) == 0)
+            rc = finish(&o, 0);
+    }
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------
@@ -1017,14 +1224,6 @@ static int stats_read(const struct op *o, shmds_alloc_stats *st)
     const struct aroot *root = o->root;
     const geo_t *g = o->g;
     st->heap_bytes = g->end - g->first;
-    if (__atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC) {
-        /* Not formatted yet: one free block spans the heap. */
-        st->used_bytes = st->used_blocks = 0;
-        st->free_bytes = st->heap_bytes;
-        st->free_blocks = 1;
-        st->largest_free = st->heap_bytes - HDR;
-        return 0;
-    }
     st->used_bytes = root->used_bytes;
     st->used_blocks = root->used_blocks;
     st->free_bytes = root->free_bytes;
@@ -1040,9 +1239,8 @@ static int check_heap(const struct op *o)
 {
     const struct aroot *root = o->root;
     const geo_t *g = o->g;
-    if (__atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC)
-        return 0; /* never formatted: nothing allocated, nothing to check */
-    if (root->redo_state != 0 || !sentinel_ok(o))
+    if (__atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC ||
+        root->redo_state != 0 || !sentinel_ok(o))
         return SHMDS_ECORRUPT;
 
     /* The physical walk. */
@@ -1104,15 +1302,17 @@ static int check_heap(const struct op *o)
     return listed == fn ? 0 : SHMDS_ECORRUPT;
 }
 
-/* Run `fn` on a stable heap: under the lock, or on a read-only region
- * between two equal even readings of the sequence word, retried until the
- * region's lock bound. */
-static int read_stable(shmds_region *r, int (*fn)(const struct op *, void *), void *arg)
+/* Run `fn` on a stable arena: under its lock, or on a read-only region
+ * between two equal even readings of its sequence word, retried until the
+ * region's lock bound. The heap is formatted (heap_ready, or its magic
+ * seen). */
+static int read_stable(shmds_region *r, unsigned idx, int (*fn)(const struct op *, void *),
+                       void *arg)
 {
     struct op o;
-    op_init(&o, r);
+    op_init(&o, r, idx);
     if (!shmds__rdonly(r)) {
-        int rc = lock(&o);
+        int rc = lock(&o, false);
         if (rc != 0)
             return rc;
         rc = fn(&o, arg);
@@ -1134,6 +1334,19 @@ static int read_stable(shmds_region *r, int (*fn)(const struct op *, void *), vo
     }
 }
 
+/* 1 when the heap is formatted; 0 when it is not and the region is
+ * read-only (nothing was ever allocated: every arena is one free block);
+ * or an error from formatting it. */
+static int heap_formatted(shmds_region *r)
+{
+    if (__atomic_load_n(&hroot_of(r)->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC)
+        return 1;
+    if (shmds__rdonly(r))
+        return 0;
+    int rc = heap_ready(r);
+    return rc == 0 ? 1 : rc;
+}
+
 static int stats_fn(const struct op *o, void *arg)
 {
     return stats_read(o, arg);
@@ -1145,18 +1358,94 @@ static int check_fn(const struct op *o, void *arg)
     return check_heap(o);
 }
 
+/* Arena i's statistics; `formatted` from heap_formatted. */
+static int arena_stats(shmds_region *r, unsigned i, int formatted, shmds_alloc_stats *st)
+{
+    if (formatted)
+        return read_stable(r, i, stats_fn, st);
+    const geo_t *g = &r->arena[i];
+    st->heap_bytes = st->free_bytes = g->end - g->first;
+    st->used_bytes = st->used_blocks = 0;
+    st->free_blocks = 1;
+    st->largest_free = st->heap_bytes - HDR;
+    return 0;
+}
+
 SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out)
 {
-    shmds_alloc_stats st;
-    int rc = read_stable(r, stats_fn, &st);
-    if (rc == 0)
-        *out = st;
-    return rc;
+    shmds_alloc_stats sum = {0};
+    int rc = heap_formatted(r);
+    if (rc < 0)
+        return rc;
+    for (unsigned i = 0; i < r->narenas; i++) {
+        shmds_alloc_stats st;
+        int rc2 = arena_stats(r, i, rc, &st);
+        if (rc2 != 0)
+            return rc2;
+        sum.heap_bytes += st.heap_bytes;
+        sum.used_bytes += st.used_bytes;
+        sum.free_bytes += st.free_bytes;
+        sum.used_blocks += st.used_blocks;
+        sum.free_blocks += st.free_blocks;
+        if (st.largest_free > sum.largest_free)
+            sum.largest_free = st.largest_free;
+    }
+    *out = sum;
+    return 0;
+}
+
+SHMDS_API unsigned shmds_alloc_arena_count(const shmds_region *r)
+{
+    return r->narenas;
+}
+
+SHMDS_API int shmds_alloc_arena_info_get(shmds_region *r, unsigned arena,
+                                         shmds_alloc_arena_info *out)
+{
+    if (arena >= r->narenas)
+        return -EINVAL;
+    int rc = heap_formatted(r);
+    if (rc < 0)
+        return rc;
+    shmds_alloc_arena_info info;
+    memset(&info, 0, sizeof info);
+    const geo_t *g = &r->arena[arena];
+    info.offset = g->base;
+    info.size = g->end + HDR - g->base;
+    if ((rc = arena_stats(r, arena, rc, &info.stats)) != 0)
+        return rc;
+    if (__atomic_load_n(&hroot_of(r)->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC) {
+        const struct arena *a = (const struct arena *)(const void *)(r->base + g->base);
+        shmds_mutex_info_get(&a->lock, &info.lock);
+        info.repairs = __atomic_load_n(&a->root.repairs, __ATOMIC_RELAXED);
+        info.rebuilds = __atomic_load_n(&a->root.rebuilds, __ATOMIC_RELAXED);
+    }
+    *out = info;
+    return 0;
+}
+
+/* The heap root agrees with the handle's arena table. */
+static int check_hroot(shmds_region *r)
+{
+    const struct hroot *h = hroot_of(r);
+    if (h->narenas != r->narenas)
+        return SHMDS_ECORRUPT;
+    for (unsigned i = 0; i < r->narenas; i++)
+        if (h->ends[i] != r->arena[i].end + HDR)
+            return SHMDS_ECORRUPT;
+    return 0;
 }
 
 SHMDS_API int shmds_alloc_check(shmds_region *r)
 {
-    return read_stable(r, check_fn, NULL);
+    int rc = heap_formatted(r);
+    if (rc <= 0)
+        return rc; /* never formatted: nothing allocated, nothing to check */
+    if ((rc = check_hroot(r)) != 0)
+        return rc;
+    for (unsigned i = 0; i < r->narenas && rc == 0; i++)
+        rc = read_stable(r, i, check_fn, NULL);
+    return rc;
 }
 
 int shmds__alloc_check(shmds_region *r)

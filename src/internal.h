@@ -114,18 +114,24 @@ SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, roots) == 1024, "format: direct
 
 /* ---- the process-local handle ---- */
 
-/* Where the allocator's parts are in the heap (alloc.c): a function of the
- * handle's trusted heap bounds only, computed once by
- * shmds__alloc_geo_init() when the handle is made. */
+/* Where one arena's parts are (alloc.c): a function of the handle's trusted
+ * heap bounds only, computed once by shmds__alloc_geo_init() when the
+ * handle is made. */
 struct shmds__heap_geo {
+    uint64_t base;     /* the arena's header (its lock and root) */
     uint64_t ctl;      /* control block */
     uint64_t slbm;     /* uint32_t second-level bitmaps [fl_count] */
     uint64_t heads;    /* uint64_t heads [fl_count][SL_N] */
     uint64_t first;    /* first block header */
-    uint64_t end;      /* sentinel header */
+    uint64_t end;      /* sentinel header; the arena ends 16 bytes later */
     uint64_t last;     /* last offset where a minimum block fits */
     uint32_t fl_count;
+    uint32_t pad;
 };
+
+/* Most arenas a heap can hold (alloc.c lays out at most 8 at creation;
+ * the rest of the table is room for arenas appended by growth). */
+#define SHMDS__ARENAS_MAX 16
 
 struct shmds_region {
     /* Must match struct shmds_region_pub_ (region.h): the inline helpers. */
@@ -140,7 +146,10 @@ struct shmds_region {
     size_t map_len;
     int fd;
     struct shmds__hdr *hdr;
-    struct shmds__heap_geo geo;
+    /* The allocator's arenas, laid out by shmds__alloc_geo_init (alloc.c). */
+    uint32_t narenas;
+    uint32_t arena_hint; /* the arena this handle allocated from last */
+    struct shmds__heap_geo arena[SHMDS__ARENAS_MAX];
 };
 
 static inline bool shmds__rdonly(const shmds_region *r)
@@ -184,6 +193,8 @@ int shmds__ms_left(uint64_t deadline_ns);
  * the region's epoch. Returns as shmds_mutex_lock(), except that a mutex
  * whose own bytes are damaged gives SHMDS_ECORRUPT (never a glibc abort). */
 int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg);
+/* The same without waiting: -EBUSY when another thread holds it. */
+int shmds__lock_try(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg);
 /* True when the calling thread holds a shmds_mutex inside [base, base+len). */
 bool shmds__locks_held_in(const void *base, size_t len);
 

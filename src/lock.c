@@ -303,18 +303,21 @@ static int mutex_kind(void)
 }
 #endif
 
-int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg)
+/* One attempt (spins 0) or a bounded wait (spins LOCK_SPINS, then the
+ * region's bound): shmds__lock and shmds__lock_try. */
+static int region_lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg,
+                       int spins)
 {
 #ifdef __GLIBC__
     if (__atomic_load_n(&m->mtx.__data.__kind, __ATOMIC_RELAXED) != mutex_kind())
         return SHMDS_ECORRUPT;
 #endif
     int rc = mutex_lock(m, 0, repair, arg);
-    for (int i = 0; rc == -EBUSY && i < LOCK_SPINS; i++) {
+    for (int i = 0; rc == -EBUSY && i < spins; i++) {
         shmds__cpu_relax();
         rc = mutex_lock(m, 0, repair, arg);
     }
-    if (rc == -EBUSY)
+    if (rc == -EBUSY && spins > 0)
         rc = mutex_lock(m, (int)r->lock_timeout_ms, repair, arg);
     if (rc == SHMDS_RECOVERED)
         __atomic_add_fetch(&r->hdr->epoch, 1, __ATOMIC_RELAXED);
@@ -323,6 +326,16 @@ int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *
     if (rc == -EINVAL)
         rc = SHMDS_ECORRUPT;
     return rc;
+}
+
+int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg)
+{
+    return region_lock(r, m, repair, arg, LOCK_SPINS);
+}
+
+int shmds__lock_try(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg)
+{
+    return region_lock(r, m, repair, arg, 0);
 }
 
 /* ---------------------------------------------------------------------------
