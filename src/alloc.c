@@ -47,50 +47,52 @@
  * read-only cannot lock, so it reads statistics and checks the heap
  * optimistically and retries while a writer is busy.
  *
- * Arenas. The heap is split into arenas (at most ARENAS_NEW when it is
- * laid out, fewer when it is small: at least ARENA_MIN bytes each), and
- * each arena is a heap of its own as described above, with its own lock,
- * root (sequence word, counters, redo record) and control block at its
- * start: [lock+root | control | blocks... | sentinel]. The arenas tile the
- * heap: each ends where the next one starts. Arena 0 takes half the heap,
- * so one block can still be half of it; the others share the rest evenly.
- * Crash consistency is per arena, exactly as above: an operation works in
- * one arena under that arena's lock, and a dead holder's change is redone
- * or rolled back by whoever locks that arena next. An allocation starts
- * at the arena its handle used last (large ones, from LARGE bytes, at
- * arena 0) and takes the first arena it can lock without waiting; only
- * when every arena is busy does it wait, and an arena that has no room
- * passes the request on to the next. So processes that allocate at once
- * spread over the arenas and stay there, and a large allocation (which
- * zeroes its block under the lock) holds up no small one. A block is
- * freed into the arena whose range holds it. A realloc that cannot grow
- * in place moves within its arena, or, when that one is full, allocates
- * in another one, copies, and frees the old block (two steps: a crash in
- * between leaves both blocks allocated, the old one intact, as a move
- * within one arena does).
+ * Arenas. Each arena is a heap of its own as described above, with its
+ * own lock, root (sequence word, counters, redo record) and control block
+ * at its start: [lock+root | control | blocks... | sentinel]. Arena 0 spans
+ * the whole heap at first, so one block can be as large as the heap. More
+ * arenas are made when processes allocate at once: a process that finds
+ * every arena busy (or full) takes a chunk (CHUNK_DIV-th of the heap) from
+ * arena 0 as an ordinary allocated block, its *carrier*, and lays a new
+ * arena out inside it; at most SHMDS__ARENAS_MAX arenas. Arenas are never
+ * given back. Crash consistency is per arena, exactly as above: an
+ * operation works in one arena under that arena's lock, and a dead
+ * holder's change is redone or rolled back by whoever locks that arena
+ * next. An allocation starts at the arena its handle used last (large
+ * ones, from LARGE bytes, at arena 0) and takes the first arena it can
+ * lock without waiting; an arena that has no room passes the request on.
+ * So processes that allocate at once spread over the arenas and stay
+ * there, and a large allocation (which zeroes its block under the lock)
+ * holds up no small one. A block is freed into the arena whose range holds
+ * it (a carved arena's range lies inside its carrier, so those are looked
+ * at first). A realloc that cannot grow in place moves within its arena,
+ * or, when that one is full, allocates in another one, copies, and frees
+ * the old block (two steps: a crash in between leaves both blocks
+ * allocated, the old one intact, as a move within one arena does).
  *
- * Where the arenas are is a function of the handle's trusted heap bounds
- * (shmds__alloc_geo_init); the heap root in the region header (struct
- * hroot) records the arena count and their ends too, for the check.
- * How region growth is to hand new space to the allocator (not built yet;
- * the layout leaves room for it): the space appended at the end of the
- * heap becomes one more arena, [old end, new end), formatted like the
- * others while nobody can reach it, then published under the heap lock by
- * storing its end in hroot.ends[n] and then n + 1 in hroot.narenas; every
- * store is absolute, so a grower killed half way leaves a state the next
- * one finishes by doing the same again. A handle that finds hroot.narenas
- * above its own count adds the new arenas from ends[] (checked against
- * its mapping, as every shared offset) before it allocates; the table in
- * the handle has room for SHMDS__ARENAS_MAX arenas.
+ * The arena table is in the heap root (struct hroot, in the region
+ * header): the count and each carved arena's carrier and end. Carving runs
+ * under the heap lock (hdr->alloc_lock): the carrier is allocated from
+ * arena 0 straight into hroot.pending (one commit of arena 0, so it is
+ * never lost), the arena is laid out inside it while nobody can reach it,
+ * then published: its entry, then the count (release), then pending is
+ * cleared. A carver that died is finished by the heap lock's repair (lay
+ * the pending carrier out again and publish it: every step is absolute).
+ * Each handle keeps a checked copy of the table and adds entries when the
+ * count grows (one load per operation tells). Region growth is to hand
+ * new space to the allocator the same way: the appended space becomes one
+ * more arena, published by the same steps under the heap lock (its
+ * carrier 0, its range past the old end); the table has room for it.
  *
  * Formatting is lazy: the region never calls up into the allocator, so the
- * first operation that finds the heap root without its magic lays out
- * every arena under the heap lock, and stores the magic last (again, if a
+ * first operation that finds the heap root without its magic lays arena 0
+ * out under the heap lock, and stores the magic last (again, if a
  * formatter died: no arena lock can have been taken yet).
  *
  * Locks: one robust mutex per arena, at the start of its range, and the
- * heap lock (hdr->alloc_lock) for formatting. Callers may hold structure
- * locks; the allocator never holds two of its locks at once.
+ * heap lock (hdr->alloc_lock) for formatting and carving. Lock order: heap
+ * lock -> an arena lock; callers may hold structure locks before either.
+ * No operation holds two arena locks at once.
  */
 #include "internal.h"
 
@@ -116,10 +118,11 @@
 #define SMALL_LOG 8u          /* sizes below 2^8 live in first level 0 */
 #define HEAP_MAX (UINT64_C(1) << 47)
 
-#define ARENA_HDR 256u                       /* an arena's lock and root */
-#define ARENA_MIN (UINT64_C(1) << 20)        /* smallest arena laid out */
-#define ARENAS_NEW 8u                        /* most arenas laid out at first */
-#define LARGE (UINT64_C(64) << 10)           /* requests that start at arena 0 */
+#define ARENA_HDR 256u                 /* an arena's lock and root */
+#define CHUNK_DIV 16u                  /* a carved arena is this fraction of the heap */
+#define CHUNK_MIN (UINT64_C(64) << 10) /* ... but at least this */
+#define CHUNK_MAX (UINT64_C(64) << 20) /* ... and at most this */
+#define LARGE (UINT64_C(64) << 10)     /* requests that start at arena 0 */
 
 #define F_FREE UINT64_C(1)
 #define F_MARK UINT64_C(2)
@@ -159,16 +162,25 @@ struct arena {
 SHMDS__STATIC_ASSERT(sizeof(struct arena) == ARENA_HDR, "format: arena header");
 SHMDS__STATIC_ASSERT(offsetof(struct arena, root) == 64, "format: arena root");
 
+/* A carved arena in the table. */
+struct harena {
+    uint64_t carrier; /* user offset of its carrier block in arena 0 */
+    uint64_t end;     /* where the arena ends (the carrier's end) */
+};
+
 /* The heap root, in hdr->alloc_root (zero at region creation). */
 struct hroot {
-    uint64_t magic;    /* HEAP_MAGIC once every arena is formatted (stored last) */
-    uint32_t narenas;
+    uint64_t magic;    /* HEAP_MAGIC once arena 0 is formatted (stored last) */
+    uint32_t narenas;  /* arenas published (stored after their entry) */
     uint32_t pad;
-    uint64_t ends[SHMDS__ARENAS_MAX]; /* where arena i ends (the next one starts) */
+    uint64_t pending;  /* allocator slot: the carrier being laid out */
+    uint64_t pad1;
+    struct harena arenas[SHMDS__ARENAS_MAX]; /* [0] unused: arena 0 is the heap */
 };
 SHMDS__STATIC_ASSERT(sizeof(struct hroot) <= SHMDS__ALLOC_ROOT_BYTES, "heap root fits");
 SHMDS__STATIC_ASSERT(offsetof(struct hroot, narenas) == 8, "format: arena count");
-SHMDS__STATIC_ASSERT(offsetof(struct hroot, ends) == 16, "format: arena ends");
+SHMDS__STATIC_ASSERT(offsetof(struct hroot, pending) == 16, "format: pending carrier");
+SHMDS__STATIC_ASSERT(offsetof(struct hroot, arenas) == 32, "format: arena table");
 
 /* A block header; next/prev are meaningful in free blocks only. */
 struct blk {
@@ -247,12 +259,13 @@ static void arena_geo(geo_t *g, uint64_t lo, uint64_t hi)
     /* last < first (nothing plausible) when not even one block fits. */
     g->last = g->end >= g->first && g->end - g->first >= MIN_BLOCK ? g->end - MIN_BLOCK : 0;
     g->pad = 0;
+    g->carrier = 0;
 }
 
-/* Lay the arenas out in the handle's trusted heap bounds: pure arithmetic
+/* Lay arena 0 out over the handle's trusted heap bounds: pure arithmetic
  * (garbage bounds of a header that fails its checks give a garbage but
- * harmless layout, never used). Arena 0 spans half the heap, the others
- * share the rest; ARENA_MIN bytes at least each. */
+ * harmless layout, never used). Carved arenas join the table later
+ * (arenas_sync). */
 void shmds__alloc_geo_init(shmds_region *r)
 {
     uint64_t lo = (r->heap_off + 63) & ~UINT64_C(63);
@@ -262,28 +275,30 @@ void shmds__alloc_geo_init(shmds_region *r)
     hi &= ~(uint64_t)(ALIGN - 1);
     if (hi - lo < ARENA_HDR + 1024)
         hi = lo + ARENA_HDR + 1024; /* never used: the region is too small */
-    uint64_t total = hi - lo, n = total / ARENA_MIN;
-    n = n < 1 ? 1 : n > ARENAS_NEW ? ARENAS_NEW : n;
-    r->narenas = (uint32_t)n;
-    if (n == 1) {
-        arena_geo(&r->arena[0], lo, hi);
-    } else {
-        uint64_t mid = lo + ((total / 2) & ~UINT64_C(63));
-        uint64_t step = ((hi - mid) / (n - 1)) & ~UINT64_C(63);
-        arena_geo(&r->arena[0], lo, mid);
-        for (uint64_t i = 1; i < n; i++)
-            arena_geo(&r->arena[i], mid + (i - 1) * step, i + 1 == n ? hi : mid + i * step);
-    }
-    r->arena_hint = (uint32_t)((uint64_t)getpid() % n);
+    arena_geo(&r->arena[0], lo, hi);
+    r->arena[0].carrier = 0;
+    r->narenas = 1;
+    r->arena_hint = 0;
 }
 
-/* The arena whose blocks [first, end) hold `off`, or -1. */
+/* The arena whose blocks [first, end) hold `off`, or -1. Carved arenas
+ * lie inside arena 0: they are looked at first. */
 static int arena_of(const shmds_region *r, uint64_t off)
 {
-    for (unsigned i = 0; i < r->narenas; i++)
+    for (unsigned i = r->narenas; i-- > 0;)
         if (off >= r->arena[i].first && off < r->arena[i].end)
             return (int)i;
     return -1;
+}
+
+/* True when user offset `off` is a carved arena's carrier (a block no
+ * caller may free or resize). */
+static bool is_carrier(const shmds_region *r, uint64_t off)
+{
+    for (unsigned i = 1; i < r->narenas; i++)
+        if (r->arena[i].carrier == off)
+            return true;
+    return false;
 }
 
 static uint64_t tag_of(uint64_t off, uint64_t size, uint64_t flags)
@@ -550,6 +565,12 @@ static void seq_end(struct aroot *root)
     __atomic_store_n(&root->seq, (root->seq | 1) + 1, __ATOMIC_RELEASE);
 }
 
+/* The region offset of hroot.pending (the carving's allocator slot). */
+static uint64_t pending_off(void)
+{
+    return offsetof(struct shmds__hdr, alloc_root) + offsetof(struct hroot, pending);
+}
+
 /* True when a redo store's target is a word some commit may write: a
  * block header word of this arena (its sentinel's included), or a slot
  * (an 8-aligned word in any arena's blocks, or a directory entry's off). */
@@ -557,7 +578,7 @@ static bool redo_target_ok(const struct op *o, uint64_t off)
 {
     if ((off & 7) != 0)
         return false;
-    if (shmds__root_slot_off(off))
+    if (shmds__root_slot_off(off) || off == pending_off())
         return true;
     if (off >= o->g->first && off + 8 <= o->g->end + HDR)
         return true;
@@ -622,40 +643,113 @@ COLD int format_arena(struct op *o)
     return 0;
 }
 
-/* The heap lock's repair: a formatter that died left the heap's magic
- * unset, and the next one formats every arena again. */
-static int heap_repair(void *arg)
+static int lock(struct op *o, bool try);
+static int finish(struct op *o, int rc);
+
+/* Add the arenas published since this handle last looked to its table,
+ * each checked: its carrier a block start in arena 0, its range inside
+ * arena 0 and past every earlier carved arena's. */
+static int arenas_sync(shmds_region *r, uint32_t n)
 {
-    (void)arg;
+    const struct hroot *h = hroot_of(r);
+    if (n > SHMDS__ARENAS_MAX)
+        return SHMDS_ECORRUPT;
+    const geo_t *g0 = &r->arena[0];
+    for (uint32_t i = r->narenas; i < n; i++) {
+        uint64_t c = __atomic_load_n(&h->arenas[i].carrier, __ATOMIC_RELAXED);
+        uint64_t end = __atomic_load_n(&h->arenas[i].end, __ATOMIC_RELAXED);
+        uint64_t lo = (c + 63) & ~UINT64_C(63);
+        uint64_t after = i == 1 ? g0->first : r->arena[i - 1].end + HDR;
+        if ((c & (ALIGN - 1)) != 0 || c < after + HDR || c > g0->end || end > g0->end ||
+            (end & (ALIGN - 1)) != 0 || end < lo || end - lo < ARENA_HDR + 1024)
+            return SHMDS_ECORRUPT;
+        arena_geo(&r->arena[i], lo, end);
+        r->arena[i].carrier = c;
+        r->narenas = i + 1;
+    }
     return 0;
 }
 
-/* Format the heap if nobody has: 0 once every arena is ready. One load
- * when it is. */
+/* Lay out the carved arena whose carrier (a live block of arena 0) is at
+ * user offset `c`, and publish it as arena n. Under the heap lock; every
+ * store absolute, so it can be done again after a death. */
+static int carve_finish(shmds_region *r, uint64_t c, uint32_t n)
+{
+    struct hroot *h = hroot_of(r);
+    uint64_t usable;
+    int rc = shmds__alloc_block_live(r, c, &usable);
+    if (rc != 0 || n >= SHMDS__ARENAS_MAX)
+        return SHMDS_ECORRUPT;
+    uint64_t lo = (c + 63) & ~UINT64_C(63), end = c + usable;
+    if (end < lo || end - lo < ARENA_HDR + 1024)
+        return SHMDS_ECORRUPT;
+    struct op o;
+    arena_geo(&r->arena[n], lo, end);
+    op_init(&o, r, n);
+    if ((rc = format_arena(&o)) != 0)
+        return rc;
+    h->arenas[n].carrier = c;
+    h->arenas[n].end = end;
+    __atomic_store_n(&h->narenas, n + 1, __ATOMIC_RELEASE);
+    SHMDS_FAULT("alloc.arena.published");
+    __atomic_store_n(&h->pending, 0, __ATOMIC_RELEASE);
+    return arenas_sync(r, n + 1);
+}
+
+/* The heap lock's repair. A formatter that died left the heap's magic
+ * unset, and the next one formats arena 0 again. A carver that died left
+ * its carrier in `pending` (once arena 0 is settled): lay it out and
+ * publish it, unless it was published already. */
+static int heap_repair(void *arg)
+{
+    shmds_region *r = arg;
+    struct hroot *h = hroot_of(r);
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != HEAP_MAGIC)
+        return 0;
+    struct op o;
+    op_init(&o, r, 0);
+    int rc = lock(&o, false);
+    if (rc < 0)
+        return -1;
+    finish(&o, 0);
+    uint64_t c = __atomic_load_n(&h->pending, __ATOMIC_ACQUIRE);
+    uint32_t n = __atomic_load_n(&h->narenas, __ATOMIC_ACQUIRE);
+    if (arenas_sync(r, n) != 0)
+        return -1;
+    if (c == 0)
+        return 0;
+    if (n > 1 && h->arenas[n - 1].carrier == c) {
+        __atomic_store_n(&h->pending, 0, __ATOMIC_RELEASE);
+        return 0;
+    }
+    return carve_finish(r, c, n) == 0 ? 0 : -1;
+}
+
+
+/* Format arena 0 if nobody has, and bring the handle's arena table up to
+ * date: 0 when the heap is ready. Two loads when it is. */
 static int heap_ready(shmds_region *r)
 {
     struct hroot *h = hroot_of(r);
-    if (shmds__likely(__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC))
-        return 0;
+    if (shmds__likely(__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC)) {
+        uint32_t n = __atomic_load_n(&h->narenas, __ATOMIC_ACQUIRE);
+        return shmds__likely(n == r->narenas) ? 0 : arenas_sync(r, n);
+    }
     int rc = shmds__lock(r, &r->hdr->alloc_lock, heap_repair, r);
     if (rc < 0)
         return rc;
     rc = 0;
     if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != HEAP_MAGIC) {
-        for (unsigned i = 0; i < r->narenas && rc == 0; i++) {
-            struct op o;
-            op_init(&o, r, i);
-            rc = format_arena(&o);
-            SHMDS_FAULT("alloc.format.arena");
-            h->ends[i] = r->arena[i].end + HDR;
-        }
-        if (rc == 0) {
-            h->narenas = r->narenas;
+        struct op o;
+        op_init(&o, r, 0);
+        memset(h, 0, sizeof *h);
+        if ((rc = format_arena(&o)) == 0) {
+            h->narenas = 1;
             __atomic_store_n(&h->magic, HEAP_MAGIC, __ATOMIC_RELEASE);
         }
     }
     shmds_mutex_unlock(&r->hdr->alloc_lock);
-    return rc;
+    return rc != 0 ? rc : heap_ready(r);
 }
 
 static void unlock(struct op *o)
@@ -970,10 +1064,48 @@ static int alloc_in(struct op *o, uint64_t size, uint64_t slot_off, bool zero, s
     return finish(o, rc);
 }
 
+/* Carve one more arena out of arena 0 (module comment): 0 done, or the
+ * table had grown meanwhile (the caller looks again); -ENOMEM when the
+ * table is full or arena 0 has no room for it; lock errors. */
+COLD int carve(shmds_region *r)
+{
+    uint32_t seen = r->narenas;
+    if (seen >= SHMDS__ARENAS_MAX)
+        return -ENOMEM;
+    int rc = shmds__lock(r, &r->hdr->alloc_lock, heap_repair, r);
+    if (rc < 0)
+        return rc;
+    if ((rc = heap_ready(r)) != 0 || r->narenas != seen) {
+        shmds_mutex_unlock(&r->hdr->alloc_lock);
+        return rc;
+    }
+    const geo_t *g0 = &r->arena[0];
+    uint64_t chunk = (g0->end - g0->first) / CHUNK_DIV;
+    chunk = chunk < CHUNK_MIN ? CHUNK_MIN : chunk > CHUNK_MAX ? CHUNK_MAX : chunk;
+    struct op o;
+    op_init(&o, r, 0);
+    shmds_off_t c;
+    if ((rc = lock(&o, false)) == 0 && (rc = alloc_in(&o, chunk, pending_off(), false, &c)) == 0) {
+        SHMDS_FAULT("alloc.arena.carved");
+        rc = carve_finish(r, c, seen);
+    }
+    shmds_mutex_unlock(&r->hdr->alloc_lock);
+    return rc;
+}
+
+int shmds__alloc_arena_add(shmds_region *r)
+{
+    int rc = shmds__writable(r);
+    if (rc == 0)
+        rc = heap_ready(r);
+    return rc != 0 ? rc : carve(r);
+}
+
 /* Pick an arena and allocate there: the first arena, from the handle's
  * last one on (arena 0 for a large request), that can be locked without
- * waiting; the busy ones, waiting, only when none could; an arena without
- * room passes the request on. Returns as shmds_alloc. */
+ * waiting. When every arena is busy or full, carve a new one (for a
+ * request small enough to fit one) and go on there; else wait for the busy
+ * ones in turn. Returns as shmds_alloc. */
 FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool zero,
                       shmds_off_t *out)
 {
@@ -984,15 +1116,15 @@ FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool ze
         return -EINVAL;
     if ((rc = heap_ready(r)) != 0)
         return rc;
-    unsigned n = r->narenas, start = size >= LARGE ? 0 : r->arena_hint;
+    unsigned start = size >= LARGE ? 0 : r->arena_hint;
     uint32_t busy = 0;
-    for (int pass = 0; pass < 2; pass++) {
+    for (int round = 0; round < 2; round++) {
+        unsigned n = r->narenas;
+        busy = 0;
         for (unsigned k = 0, i = start < n ? start : 0; k < n; k++, i = i + 1 < n ? i + 1 : 0) {
-            if (pass == 1 && (busy & (UINT32_C(1) << i)) == 0)
-                continue;
             struct op o;
             op_init(&o, r, i);
-            if ((rc = lock(&o, pass == 0)) == -EBUSY) {
+            if ((rc = lock(&o, true)) == -EBUSY) {
                 busy |= UINT32_C(1) << i;
                 continue;
             }
@@ -1004,8 +1136,25 @@ FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool ze
                 return rc;
             }
         }
-        if (busy == 0)
+        if (round == 1 || size >= LARGE || (rc = carve(r)) == -ENOMEM)
             break;
+        if (rc != 0)
+            return rc;
+        start = r->narenas - 1; /* the new arena (or one another process made) */
+    }
+    /* Every arena busy or full, and no new one: wait for the busy ones. */
+    for (unsigned i = 0; i < r->narenas; i++) {
+        if ((busy & (UINT32_C(1) << i)) == 0)
+            continue;
+        struct op o;
+        op_init(&o, r, i);
+        if ((rc = lock(&o, false)) < 0)
+            return rc;
+        if ((rc = alloc_in(&o, size, slot_off, zero, out)) != -ENOMEM) {
+            if (rc == 0)
+                r->arena_hint = i;
+            return rc;
+        }
     }
     return -ENOMEM;
 }
@@ -1042,7 +1191,7 @@ int shmds__alloc_zeroed_into(shmds_region *r, uint64_t size, shmds_off_t *slot)
 static int lock_owner(shmds_region *r, shmds_off_t off, struct op *o)
 {
     int i = off >= HDR && (off & (ALIGN - 1)) == 0 ? arena_of(r, off - HDR) : -1;
-    if (i < 0)
+    if (i < 0 || (i == 0 && is_carrier(r, off)))
         return -EINVAL;
     op_init(o, r, (unsigned)i);
     return lock(o, false);
@@ -1179,7 +1328,13 @@ int shmds__alloc_settle(shmds_region *r)
 {
     if (shmds__rdonly(r))
         return SHMDS_ERDONLY;
-    int rc = heap_ready(r);
+    /* The heap lock first: a dead carver's arena is published by its
+     * repair, which settles arena 0 on the way. */
+    int rc = shmds__lock(r, &r->hdr->alloc_lock, heap_repair, r);
+    if (rc < 0)
+        return rc;
+    shmds_mutex_unlock(&r->hdr->alloc_lock);
+    rc = heap_ready(r);
     for (unsigned i = 0; i < r->narenas && rc == 0; i++) {
         struct op o;
         op_init(&o, r, i);
@@ -1339,8 +1494,11 @@ static int read_stable(shmds_region *r, unsigned idx, int (*fn)(const struct op 
  * or an error from formatting it. */
 static int heap_formatted(shmds_region *r)
 {
-    if (__atomic_load_n(&hroot_of(r)->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC)
-        return 1;
+    struct hroot *h = hroot_of(r);
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC) {
+        int rc = arenas_sync(r, __atomic_load_n(&h->narenas, __ATOMIC_ACQUIRE));
+        return rc == 0 ? 1 : rc;
+    }
     if (shmds__rdonly(r))
         return 0;
     int rc = heap_ready(r);
@@ -1382,6 +1540,14 @@ SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out)
         int rc2 = arena_stats(r, i, rc, &st);
         if (rc2 != 0)
             return rc2;
+        if (i > 0) {
+            /* Its carrier is a used block of arena 0: count the arena's
+             * blocks instead. */
+            uint64_t cs = r->arena[i].end + HDR - (r->arena[i].carrier - HDR);
+            sum.heap_bytes -= cs;
+            sum.used_bytes -= cs;
+            sum.used_blocks--;
+        }
         sum.heap_bytes += st.heap_bytes;
         sum.used_bytes += st.used_bytes;
         sum.free_bytes += st.free_bytes;
@@ -1424,15 +1590,21 @@ SHMDS_API int shmds_alloc_arena_info_get(shmds_region *r, unsigned arena,
     return 0;
 }
 
-/* The heap root agrees with the handle's arena table. */
+/* The heap root agrees with the handle's arena table, and every carrier
+ * is a live block of arena 0 that ends where its arena does. */
 static int check_hroot(shmds_region *r)
 {
     const struct hroot *h = hroot_of(r);
     if (h->narenas != r->narenas)
         return SHMDS_ECORRUPT;
-    for (unsigned i = 0; i < r->narenas; i++)
-        if (h->ends[i] != r->arena[i].end + HDR)
+    for (unsigned i = 1; i < r->narenas; i++) {
+        uint64_t usable;
+        const geo_t *g = &r->arena[i];
+        if (h->arenas[i].carrier != g->carrier || h->arenas[i].end != g->end + HDR ||
+            shmds__alloc_block_live(r, g->carrier, &usable) != 0 ||
+            g->carrier + usable != g->end + HDR)
             return SHMDS_ECORRUPT;
+    }
     return 0;
 }
 

@@ -127,11 +127,11 @@ struct shmds__heap_geo {
     uint64_t last;     /* last offset where a minimum block fits */
     uint32_t fl_count;
     uint32_t pad;
+    uint64_t carrier;  /* a carved arena's carrier block in arena 0; 0 for arena 0 */
 };
 
-/* Most arenas a heap can hold (alloc.c lays out at most 8 at creation;
- * the rest of the table is room for arenas appended by growth). */
-#define SHMDS__ARENAS_MAX 16
+/* Most arenas a heap can hold (alloc.c). */
+#define SHMDS__ARENAS_MAX 8
 
 struct shmds_region {
     /* Must match struct shmds_region_pub_ (region.h): the inline helpers. */
@@ -296,6 +296,11 @@ int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable);
 /* Verify the whole heap (part of shmds_region_check); takes the allocator
  * lock. 0, SHMDS_ECORRUPT, -ETIMEDOUT, SHMDS_ENOTRECOVERABLE. */
 int shmds__alloc_check(shmds_region *r);
+
+/* Carve one more arena out of arena 0 now, as a process that finds every
+ * arena busy does (tests and the crash torture use it to reach that code
+ * at will). 0; -ENOMEM no room or the table is full; lock errors. */
+int shmds__alloc_arena_add(shmds_region *r);
 
 /* Fill r->geo from r->heap_off and r->heap_end (process-local; reads no
  * shared memory). The region calls it when it makes a handle. */
