@@ -648,12 +648,17 @@ static int finish(struct op *o, int rc);
 
 /* Add the arenas published since this handle last looked to its table,
  * each checked: its carrier a block start in arena 0, its range inside
- * arena 0 and past every earlier carved arena's. */
+ * arena 0 and past every earlier carved arena's. A count below the
+ * handle's own (arenas are never unpublished, but the region's bytes are
+ * not to be trusted: a test may even put an older image back) makes the
+ * handle read the whole table again. */
 static int arenas_sync(shmds_region *r, uint32_t n)
 {
     const struct hroot *h = hroot_of(r);
-    if (n > SHMDS__ARENAS_MAX)
+    if (n > SHMDS__ARENAS_MAX || n == 0)
         return SHMDS_ECORRUPT;
+    if (n < r->narenas)
+        r->narenas = 1;
     const geo_t *g0 = &r->arena[0];
     for (uint32_t i = r->narenas; i < n; i++) {
         uint64_t c = __atomic_load_n(&h->arenas[i].carrier, __ATOMIC_RELAXED);

@@ -1062,17 +1062,42 @@ static int script(void *p)
     return 0;
 }
 
-static int run_with_fault(shmds_region *r, shmds_off_t table, const char *point, int skip)
+/* The same over arenas: carve an arena, allocate and free in it, move a
+ * block that outgrows it to arena 0. */
+static int arena_script(void *p)
+{
+    struct script_arg *a = p;
+    shmds_region *r = a->r;
+    shmds_off_t *slot = shmds_ptr(r, a->table);
+    shmds_off_t out;
+    if (shmds__alloc_arena_add(r) != 0)
+        return 31;
+    r->arena_hint = 1;
+    if (shmds__alloc_into(r, 100, &slot[S_A]) != 0 || shmds__alloc_into(r, 100, &slot[S_B]) != 0 ||
+        shmds__free_from(r, &slot[S_A]) != 0 || shmds_alloc(r, 100, &out) != 0 ||
+        shmds_realloc(r, out, 200000, &out) != 0 || shmds_free(r, out) != 0 ||
+        shmds__free_from(r, &slot[S_B]) != 0)
+        return 32;
+    return 0;
+}
+
+static int run_script(shmds_region *r, shmds_off_t table, int (*fn)(void *), const char *point,
+                      int skip)
 {
     struct script_arg a = {r, table};
     char buf[16];
     snprintf(buf, sizeof buf, "%d", skip);
     setenv("SHMDS_FAULT", point, 1);
     setenv("SHMDS_FAULT_SKIP", buf, 1);
-    pid_t pid = tu_fork(script, &a);
+    pid_t pid = tu_fork(fn, &a);
     unsetenv("SHMDS_FAULT");
     unsetenv("SHMDS_FAULT_SKIP");
     return tu_wait(pid, 30000);
+}
+
+static int run_with_fault(shmds_region *r, shmds_off_t table, const char *point, int skip)
+{
+    return run_script(r, table, script, point, skip);
 }
 
 static void fault_settle_and_check(shmds_region *r, shmds_off_t table, const char *point,
@@ -1105,30 +1130,51 @@ static const char *const points[] = {
     "alloc.realloc.done",     "alloc.realloc.copied",
 };
 
-/* Every hit of every point in the script: die there, repair, check. */
-START_TEST(test_alloc_killed_at_each_fault_point_is_repaired)
+static const char *const arena_points[] = {
+    "alloc.arena.carved",     "alloc.arena.published", "alloc.format.mid",
+    "alloc.alloc.unlinked",   "alloc.alloc.done",      "alloc.commit.before_seal",
+    "alloc.commit.sealed",    "alloc.commit.store",    "alloc.commit.cleared",
+    "alloc.free.unlinked",    "alloc.free.done",       "alloc.realloc.copied",
+};
+
+/* Every hit of every point in a script: die there, repair, check. */
+static void each_fault_point(int (*fn)(void *), const char *const *pts, size_t npoints)
 {
-    for (size_t p = 0; p < sizeof points / sizeof points[0]; p++) {
+    for (size_t p = 0; p < npoints; p++) {
         for (int skip = 0;; skip++) {
             ck_assert_int_lt(skip, 100);
             shmds_region *r = tu_region("af", SZ);
             shmds_off_t table = must_alloc(r, 8 * sizeof(shmds_off_t));
             memset(shmds_ptr(r, table), 0, 8 * sizeof(shmds_off_t));
-            int st = run_with_fault(r, table, points[p], skip);
+            int st = run_script(r, table, fn, pts[p], skip);
             if (WIFEXITED(st)) {
                 /* The script finished: the point has fewer hits than that,
                  * but at least one. */
                 ck_assert_int_eq(WEXITSTATUS(st), 0);
-                ck_assert_msg(skip > 0, "%s never reached", points[p]);
+                ck_assert_msg(skip > 0, "%s never reached", pts[p]);
                 shmds_region_close(r);
                 break;
             }
-            ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s/%d: %d", points[p],
+            ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s/%d: %d", pts[p],
                           skip, st);
-            fault_settle_and_check(r, table, points[p], skip);
+            fault_settle_and_check(r, table, pts[p], skip);
             shmds_region_close(r);
         }
     }
+}
+
+START_TEST(test_alloc_killed_at_each_fault_point_is_repaired)
+{
+    each_fault_point(script, points, sizeof points / sizeof points[0]);
+}
+END_TEST
+
+/* The same in carved arenas, the carving included: a carver killed
+ * anywhere leaves an arena that the next locker of the heap lock lays out
+ * and publishes (or nothing at all), never a lost carrier. */
+START_TEST(test_alloc_killed_at_each_arena_fault_point_is_repaired)
+{
+    each_fault_point(arena_script, arena_points, sizeof arena_points / sizeof arena_points[0]);
 }
 END_TEST
 
@@ -1243,6 +1289,7 @@ static Suite *alloc_suite(void)
     tcase_add_test(crash, test_alloc_killed_in_every_arena_loses_nothing);
 #ifdef SHMDS_FAULT_INJECTION
     tcase_add_test(crash, test_alloc_killed_at_each_fault_point_is_repaired);
+    tcase_add_test(crash, test_alloc_killed_at_each_arena_fault_point_is_repaired);
     tcase_add_test(crash, test_alloc_killed_while_formatting_is_repaired);
     tcase_add_test(crash, test_alloc_repairer_killed_is_repaired_again);
 #endif
