@@ -136,6 +136,30 @@ static void print_lock(const char *what, const shmds_mutex_info *m)
     printf(", %" PRIu64 " recover%s\n", m->recoveries, m->recoveries == 1 ? "y" : "ies");
 }
 
+/* One line per allocator arena: where, how full, its lock. */
+static void print_arenas(shmds_region *r)
+{
+    unsigned n = shmds_alloc_arena_count(r);
+    printf("  arenas     %u\n", n);
+    for (unsigned i = 0; i < n; i++) {
+        shmds_alloc_arena_info a;
+        int rc = shmds_alloc_arena_info_get(r, i, &a);
+        if (rc != 0) {
+            printf("    arena %u: (%s)\n", i, shmds_errname(rc));
+            continue;
+        }
+        char size[16], used[16];
+        human_size(a.size, size, sizeof size);
+        human_size(a.stats.used_bytes, used, sizeof used);
+        printf("    arena %u at %" PRIu64 ", %s: %s used in %" PRIu64 " blocks, %" PRIu64
+               " free blocks; %" PRIu64 " repairs\n",
+               i, a.offset, size, used, a.stats.used_blocks, a.stats.free_blocks, a.repairs);
+        char what[24];
+        snprintf(what, sizeof what, "  lock %u", i);
+        print_lock(what, &a.lock);
+    }
+}
+
 static int queue_len(shmds_region *r, const char *name, uint64_t *n)
 {
     shmds_queue *q;
@@ -211,7 +235,7 @@ static int cmd_info(int argc, char **argv)
     shmds_region_lock_info(r, SHMDS_LOCK_DIRECTORY, &m);
     print_lock("directory", &m);
     shmds_region_lock_info(r, SHMDS_LOCK_ALLOCATOR, &m);
-    print_lock("allocator", &m);
+    print_lock("heap", &m);
     shmds_alloc_stats st;
     rc = shmds_alloc_stats_get(r, &st);
     if (rc == 0) {
@@ -224,6 +248,7 @@ static int cmd_info(int argc, char **argv)
         printf("heap\n  used       %s in %" PRIu64 " blocks\n", used, st.used_blocks);
         printf("  free       %s in %" PRIu64 " blocks; largest %s (fragmentation %.1f%%)\n", free_,
                st.free_blocks, largest, frag);
+        print_arenas(r);
     } else {
         printf("heap\n  (%s)\n", shmds_errname(rc));
     }
