@@ -279,6 +279,7 @@ void shmds__alloc_geo_init(shmds_region *r)
     r->arena[0].carrier = 0;
     r->narenas = 1;
     r->arena_hint = 0;
+    r->arena_full = 0;
 }
 
 /* The arena whose blocks [first, end) hold `off`, or -1. Carved arenas
@@ -1106,11 +1107,75 @@ int shmds__alloc_arena_add(shmds_region *r)
     return rc != 0 ? rc : carve(r);
 }
 
-/* Pick an arena and allocate there: the first arena, from the handle's
- * last one on (arena 0 for a large request), that can be locked without
- * waiting. When every arena is busy or full, carve a new one (for a
- * request small enough to fit one) and go on there; else wait for the busy
- * ones in turn. Returns as shmds_alloc. */
+/* Try arena i: 1 when it is busy (try) or has no room (-ENOMEM, noted
+ * in the handle for small requests), else what the allocation returned. */
+static int alloc_at(shmds_region *r, unsigned i, bool try, uint64_t size, uint64_t slot_off,
+                    bool zero, shmds_off_t *out)
+{
+    struct op o;
+    op_init(&o, r, i);
+    int rc = lock(&o, try);
+    if (rc == -EBUSY && try)
+        return 1;
+    if (rc < 0)
+        return rc;
+    rc = alloc_in(&o, size, slot_off, zero, out);
+    if (rc == -ENOMEM) {
+        if (size < LARGE)
+            r->arena_full |= UINT32_C(1) << i;
+        return 1;
+    }
+    if (rc == 0)
+        r->arena_hint = i;
+    return rc;
+}
+
+/* The allocation's slow path: the handle's arena was busy or full. In
+ * turn: every other arena that can be locked without waiting (a small
+ * request leaves arena 0 for later once it has moved off it, so that
+ * processes that met each other keep apart); a new arena carved for a
+ * small request; then, waiting, arena 0, the busy arenas and those found
+ * full before. */
+COLD int alloc_slow(shmds_region *r, unsigned first, uint64_t size, uint64_t slot_off, bool zero,
+                    shmds_off_t *out)
+{
+    bool small = size < LARGE;
+    uint32_t busy = 0;
+    bool later0 = small && first != 0;
+    int rc;
+    for (unsigned i = 0; i < r->narenas; i++) {
+        if (i == first || (later0 && i == 0) || (small && (r->arena_full >> i) & 1))
+            continue;
+        if ((rc = alloc_at(r, i, true, size, slot_off, zero, out)) <= 0)
+            return rc;
+        if (((r->arena_full >> i) & 1) == 0)
+            busy |= UINT32_C(1) << i;
+    }
+    if (small && (rc = carve(r)) != -ENOMEM) {
+        if (rc < 0)
+            return rc;
+        if ((rc = alloc_at(r, r->narenas - 1, false, size, slot_off, zero, out)) <= 0)
+            return rc;
+    }
+    /* Wait where others are busy, then look again where there was no
+     * room (frees may have made some). */
+    if (later0 || first == 0)
+        busy |= 1;
+    busy |= UINT32_C(1) << first;
+    r->arena_full = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (unsigned i = 0; i < r->narenas; i++) {
+            if ((((busy >> i) & 1) != 0) != (pass == 0))
+                continue;
+            if ((rc = alloc_at(r, i, false, size, slot_off, zero, out)) <= 0)
+                return rc;
+        }
+    return -ENOMEM;
+}
+
+/* Allocate in the arena this handle used last (arena 0 for a large
+ * request) when it can be locked without waiting and has room; else the
+ * slow path. Returns as shmds_alloc. */
 FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool zero,
                       shmds_off_t *out)
 {
@@ -1121,47 +1186,11 @@ FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool ze
         return -EINVAL;
     if ((rc = heap_ready(r)) != 0)
         return rc;
-    unsigned start = size >= LARGE ? 0 : r->arena_hint;
-    uint32_t busy = 0;
-    for (int round = 0; round < 2; round++) {
-        unsigned n = r->narenas;
-        busy = 0;
-        for (unsigned k = 0, i = start < n ? start : 0; k < n; k++, i = i + 1 < n ? i + 1 : 0) {
-            struct op o;
-            op_init(&o, r, i);
-            if ((rc = lock(&o, true)) == -EBUSY) {
-                busy |= UINT32_C(1) << i;
-                continue;
-            }
-            if (rc < 0)
-                return rc;
-            if ((rc = alloc_in(&o, size, slot_off, zero, out)) != -ENOMEM) {
-                if (rc == 0)
-                    r->arena_hint = i;
-                return rc;
-            }
-        }
-        if (round == 1 || size >= LARGE || (rc = carve(r)) == -ENOMEM)
-            break;
-        if (rc != 0)
-            return rc;
-        start = r->narenas - 1; /* the new arena (or one another process made) */
-    }
-    /* Every arena busy or full, and no new one: wait for the busy ones. */
-    for (unsigned i = 0; i < r->narenas; i++) {
-        if ((busy & (UINT32_C(1) << i)) == 0)
-            continue;
-        struct op o;
-        op_init(&o, r, i);
-        if ((rc = lock(&o, false)) < 0)
-            return rc;
-        if ((rc = alloc_in(&o, size, slot_off, zero, out)) != -ENOMEM) {
-            if (rc == 0)
-                r->arena_hint = i;
-            return rc;
-        }
-    }
-    return -ENOMEM;
+    unsigned first = size >= LARGE || r->arena_hint >= r->narenas ? 0 : r->arena_hint;
+    if (((r->arena_full >> first) & 1) == 0 &&
+        (rc = alloc_at(r, first, true, size, slot_off, zero, out)) <= 0)
+        return rc;
+    return alloc_slow(r, first, size, slot_off, zero, out);
 }
 
 SHMDS_API int shmds_alloc(shmds_region *r, size_t size, shmds_off_t *out)
@@ -1221,6 +1250,8 @@ FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const 
     struct live lv;
     if ((rc = live_block(&o, off - HDR, &lv)) == 0)
         rc = do_free(&o, off - HDR, &lv, slot_off);
+    if (rc == 0)
+        r->arena_full &= ~(UINT32_C(1) << o.idx);
     return finish(&o, rc);
 }
 
@@ -1565,8 +1596,11 @@ SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out)
     return 0;
 }
 
-SHMDS_API unsigned shmds_alloc_arena_count(const shmds_region *r)
+SHMDS_API unsigned shmds_alloc_arena_count(shmds_region *r)
 {
+    struct hroot *h = hroot_of(r);
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC)
+        (void)arenas_sync(r, __atomic_load_n(&h->narenas, __ATOMIC_ACQUIRE));
     return r->narenas;
 }
 

@@ -149,6 +149,7 @@ struct shmds_region {
     /* The allocator's arenas, laid out by shmds__alloc_geo_init (alloc.c). */
     uint32_t narenas;
     uint32_t arena_hint; /* the arena this handle allocated from last */
+    uint32_t arena_full; /* arenas this handle found without room (bit i) */
     struct shmds__heap_geo arena[SHMDS__ARENAS_MAX];
 };
 

@@ -165,10 +165,11 @@ typedef struct shmds_alloc_arena_info {
 } shmds_alloc_arena_info;
 
 /**
- * How many arenas the heap has (fixed for the region's life).
+ * How many arenas the heap has now (arenas are added, never taken away).
+ * Reads the region's arena table without a lock.
  * @return at least 1.
  */
-SHMDS_API unsigned shmds_alloc_arena_count(const shmds_region *r);
+SHMDS_API unsigned shmds_alloc_arena_count(shmds_region *r);
 
 /**
  * One arena's place, accounting and lock (what `shmds info` shows).
