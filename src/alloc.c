@@ -1050,22 +1050,40 @@ static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
     return i >= 0 && (off & 7) == 0 && off + 8 <= r->arena[i].end ? off : 0;
 }
 
+/* One allocation request: `size` bytes, into the slot at slot_off (or 0),
+ * the first bytes zeroed when `zero`; then, under the same lock, as many
+ * of the slots at more[0..nmore) as are empty and fit, with blocks of the
+ * same size (shmds__alloc_many_into). */
+struct req {
+    uint64_t size;
+    uint64_t slot_off;
+    bool zero;
+    unsigned nmore;
+    const uint64_t *more;
+};
+
 /* Allocate in the arena `o` has locked; unlocks. -ENOMEM when this arena
  * has no room (the caller tries the next one). */
-static int alloc_in(struct op *o, uint64_t size, uint64_t slot_off, bool zero, shmds_off_t *out)
+static int alloc_in(struct op *o, const struct req *q, shmds_off_t *out)
 {
-    uint64_t bs = block_size(o->g, size);
+    uint64_t bs = block_size(o->g, q->size), zero = q->zero ? q->size : 0;
     if (bs == 0)
         return finish(o, -ENOMEM);
-    if (slot_off != 0 && __atomic_load_n((uint64_t *)(void *)(o->base + slot_off),
-                                         __ATOMIC_RELAXED) != SHMDS_NULL)
+    if (q->slot_off != 0 && __atomic_load_n((uint64_t *)(void *)(o->base + q->slot_off),
+                                            __ATOMIC_RELAXED) != SHMDS_NULL)
         return finish(o, -EINVAL);
-    int rc = do_alloc(o, bs, slot_off, zero ? size : 0, out);
+    int rc = do_alloc(o, bs, q->slot_off, zero, out);
     if (rc == SHMDS_ECORRUPT && o->rebuild) {
         /* A damaged free list: rebuild it from the walk and try once more. */
         o->rebuild = false;
         if (rebuild(o) == 0)
-            rc = do_alloc(o, bs, slot_off, zero ? size : 0, out);
+            rc = do_alloc(o, bs, q->slot_off, zero, out);
+    }
+    for (unsigned i = 0; rc == 0 && i < q->nmore; i++) {
+        uint64_t *slot = (uint64_t *)(void *)(o->base + q->more[i]), extra;
+        if (__atomic_load_n(slot, __ATOMIC_RELAXED) == SHMDS_NULL &&
+            do_alloc(o, bs, q->more[i], 0, &extra) != 0)
+            break; /* no room for more: the first one is what counts */
     }
     return finish(o, rc);
 }
@@ -1091,7 +1109,8 @@ COLD int carve(shmds_region *r)
     struct op o;
     op_init(&o, r, 0);
     shmds_off_t c;
-    if ((rc = lock(&o, false)) == 0 && (rc = alloc_in(&o, chunk, pending_off(), false, &c)) == 0) {
+    struct req q = {chunk, pending_off(), false, 0, NULL};
+    if ((rc = lock(&o, false)) == 0 && (rc = alloc_in(&o, &q, &c)) == 0) {
         SHMDS_FAULT("alloc.arena.carved");
         rc = carve_finish(r, c, seen);
     }
@@ -1109,8 +1128,7 @@ int shmds__alloc_arena_add(shmds_region *r)
 
 /* Try arena i: 1 when it is busy (try) or has no room (-ENOMEM, noted
  * in the handle for small requests), else what the allocation returned. */
-static int alloc_at(shmds_region *r, unsigned i, bool try, uint64_t size, uint64_t slot_off,
-                    bool zero, shmds_off_t *out)
+static int alloc_at(shmds_region *r, unsigned i, bool try, const struct req *q, shmds_off_t *out)
 {
     struct op o;
     op_init(&o, r, i);
@@ -1119,9 +1137,9 @@ static int alloc_at(shmds_region *r, unsigned i, bool try, uint64_t size, uint64
         return 1;
     if (rc < 0)
         return rc;
-    rc = alloc_in(&o, size, slot_off, zero, out);
+    rc = alloc_in(&o, q, out);
     if (rc == -ENOMEM) {
-        if (size < LARGE)
+        if (q->size < LARGE)
             r->arena_full |= UINT32_C(1) << i;
         return 1;
     }
@@ -1136,17 +1154,16 @@ static int alloc_at(shmds_region *r, unsigned i, bool try, uint64_t size, uint64
  * processes that met each other keep apart); a new arena carved for a
  * small request; then, waiting, arena 0, the busy arenas and those found
  * full before. */
-COLD int alloc_slow(shmds_region *r, unsigned first, uint64_t size, uint64_t slot_off, bool zero,
-                    shmds_off_t *out)
+COLD int alloc_slow(shmds_region *r, unsigned first, const struct req *q, shmds_off_t *out)
 {
-    bool small = size < LARGE;
+    bool small = q->size < LARGE;
     uint32_t busy = 0;
     bool later0 = small && first != 0;
     int rc;
     for (unsigned i = 0; i < r->narenas; i++) {
         if (i == first || (later0 && i == 0) || (small && (r->arena_full >> i) & 1))
             continue;
-        if ((rc = alloc_at(r, i, true, size, slot_off, zero, out)) <= 0)
+        if ((rc = alloc_at(r, i, true, q, out)) <= 0)
             return rc;
         if (((r->arena_full >> i) & 1) == 0)
             busy |= UINT32_C(1) << i;
@@ -1154,7 +1171,7 @@ COLD int alloc_slow(shmds_region *r, unsigned first, uint64_t size, uint64_t slo
     if (small && (rc = carve(r)) != -ENOMEM) {
         if (rc < 0)
             return rc;
-        if ((rc = alloc_at(r, r->narenas - 1, false, size, slot_off, zero, out)) <= 0)
+        if ((rc = alloc_at(r, r->narenas - 1, false, q, out)) <= 0)
             return rc;
     }
     /* Wait where others are busy, then look again where there was no
@@ -1167,7 +1184,7 @@ COLD int alloc_slow(shmds_region *r, unsigned first, uint64_t size, uint64_t slo
         for (unsigned i = 0; i < r->narenas; i++) {
             if ((((busy >> i) & 1) != 0) != (pass == 0))
                 continue;
-            if ((rc = alloc_at(r, i, false, size, slot_off, zero, out)) <= 0)
+            if ((rc = alloc_at(r, i, false, q, out)) <= 0)
                 return rc;
         }
     return -ENOMEM;
@@ -1176,21 +1193,26 @@ COLD int alloc_slow(shmds_region *r, unsigned first, uint64_t size, uint64_t slo
 /* Allocate in the arena this handle used last (arena 0 for a large
  * request) when it can be locked without waiting and has room; else the
  * slow path. Returns as shmds_alloc. */
-FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool zero,
-                      shmds_off_t *out)
+FLAT int alloc_req(shmds_region *r, const struct req *q, shmds_off_t *out)
 {
     int rc = shmds__writable(r);
     if (rc != 0)
         return rc;
-    if (size == 0)
+    if (q->size == 0)
         return -EINVAL;
     if ((rc = heap_ready(r)) != 0)
         return rc;
-    unsigned first = size >= LARGE || r->arena_hint >= r->narenas ? 0 : r->arena_hint;
-    if (((r->arena_full >> first) & 1) == 0 &&
-        (rc = alloc_at(r, first, true, size, slot_off, zero, out)) <= 0)
+    unsigned first = q->size >= LARGE || r->arena_hint >= r->narenas ? 0 : r->arena_hint;
+    if (((r->arena_full >> first) & 1) == 0 && (rc = alloc_at(r, first, true, q, out)) <= 0)
         return rc;
-    return alloc_slow(r, first, size, slot_off, zero, out);
+    return alloc_slow(r, first, q, out);
+}
+
+static int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool zero,
+                        shmds_off_t *out)
+{
+    struct req q = {size, slot_off, zero, 0, NULL};
+    return alloc_req(r, &q, out);
 }
 
 SHMDS_API int shmds_alloc(shmds_region *r, size_t size, shmds_off_t *out)
@@ -1209,6 +1231,21 @@ int shmds__alloc_into(shmds_region *r, uint64_t size, shmds_off_t *slot)
         return shmds__writable(r) != 0 ? SHMDS_ERDONLY : -EINVAL;
     shmds_off_t off;
     return alloc_common(r, size, so, false, &off);
+}
+
+int shmds__alloc_many_into(shmds_region *r, uint64_t size, shmds_off_t *slot,
+                           shmds_off_t *const *more, unsigned nmore)
+{
+    uint64_t so = slot_offset(r, slot), mo[SHMDS__ALLOC_MANY_MAX];
+    if (so == 0)
+        return shmds__writable(r) != 0 ? SHMDS_ERDONLY : -EINVAL;
+    unsigned n = 0;
+    for (unsigned i = 0; i < nmore && n < SHMDS__ALLOC_MANY_MAX; i++)
+        if ((mo[n] = slot_offset(r, more[i])) != 0 && mo[n] != so)
+            n++;
+    struct req q = {size, so, false, n, mo};
+    shmds_off_t off;
+    return alloc_req(r, &q, &off);
 }
 
 int shmds__alloc_zeroed_into(shmds_region *r, uint64_t size, shmds_off_t *slot)

@@ -278,6 +278,17 @@ uint64_t shmds__fnv1a(uint64_t h, const void *data, size_t len);
  * On error *slot is unchanged. */
 int shmds__alloc_into(shmds_region *r, uint64_t size, shmds_off_t *slot);
 
+/* shmds__alloc_into(r, size, slot), and then, under the same allocator
+ * lock (one lock round trip for all), a block of the same size into each
+ * of the slots more[0..nmore) that holds SHMDS_NULL, as long as there is
+ * room; each block is written into its slot by its own commit. Slots that
+ * are not valid are skipped; at most SHMDS__ALLOC_MANY_MAX of them. The
+ * result is *slot's: 0 once it holds its block, errors as
+ * shmds__alloc_into. */
+#define SHMDS__ALLOC_MANY_MAX 8
+int shmds__alloc_many_into(shmds_region *r, uint64_t size, shmds_off_t *slot,
+                           shmds_off_t *const *more, unsigned nmore);
+
 /* Free the block whose offset is in *slot and set *slot to SHMDS_NULL, as
  * one commit. *slot == SHMDS_NULL: nothing to do, returns 0 (so a repair can
  * call it again after a crash). Errors as shmds_free(); *slot unchanged. */
