@@ -9,16 +9,16 @@
  * first payload byte), so they mean the same thing in every process; turn
  * one into a pointer with shmds_ptr().
  *
- * Arenas: the heap is split into arenas (up to 8, each at least 1 MiB; a
- * heap under 2 MiB is one arena), each with its own robust mutex, so
- * processes that allocate at once work in different arenas instead of
- * queueing on one lock. Arena 0 spans half the heap and the others share
- * the rest; a single block must fit in one arena, so the largest block is
- * about half the heap (shmds_alloc_stats::largest_free says what fits).
- * An allocation takes the arena its handle used last if it can lock it
- * without waiting, else the next one it can (allocations of 64 KiB and
- * more start at arena 0); a block is freed into the arena that holds it,
- * whichever process frees it. A process killed at any
+ * Arenas: so that processes that allocate at once do not queue on one
+ * lock, the heap has arenas, each with its own robust mutex. Arena 0 spans
+ * the whole heap at first, so one block can be as large as the heap. When
+ * a process finds every arena busy (another process holds its lock), it
+ * carves a new arena out of arena 0 (a sixteenth of the heap, 64 KiB to
+ * 64 MiB; at most 8 arenas, never given back) and allocates there from
+ * then on; later allocations start at the arena the handle used last and
+ * take any other arena they can lock without waiting before they wait.
+ * Allocations of 64 KiB and more start at arena 0. A block is freed into
+ * the arena that holds it, whichever process frees it. A process killed at any
  * instruction inside shmds_alloc(), shmds_free() or shmds_realloc() leaves
  * a heap that the next caller repairs before it goes on (the call returns
  * success as usual): the dead call either happened completely or not at
@@ -28,9 +28,10 @@
  *
  * Costs: a block takes its payload rounded up to 16 bytes plus a 16-byte
  * header, and at least 32 bytes. Each arena starts with its lock, its
- * root and its control block (free-list heads and bitmaps: 132 bytes per
- * doubling of the arena's size, under 6 KiB) and ends with a 16-byte
- * sentinel.
+ * root and its control block (256 bytes, then free-list heads and bitmaps:
+ * 132 bytes per doubling of the arena's size, under 6 KiB) and ends with a
+ * 16-byte sentinel. Space carved into arenas serves only blocks that fit
+ * an arena; shmds_alloc_stats::largest_free says what fits now.
  *
  * Across fork(): the child's handle keeps the parent's arena preference;
  * the first time both allocate at once, one of them moves to another

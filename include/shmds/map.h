@@ -73,7 +73,9 @@ typedef struct shmds_map_opts {
                                  of two, so chains stay short (0: small) */
     uint64_t mem_limit;     /**< bytes the entries may use (keys, values and a
                                  48-byte header each, rounded up to 16); 0 = no
-                                 budget. The bucket tables are outside it. */
+                                 budget. The bucket tables are outside it, and
+                                 so are the up to 4 spare entry blocks each
+                                 stripe keeps for its next inserts. */
     uint32_t stripes;       /**< lock stripes, rounded up to a power of two,
                                  at most SHMDS_MAP_STRIPES_MAX; 0 = default */
     uint32_t default_ttl_s; /**< time to live of entries put with ttl 0; 0 = none */
