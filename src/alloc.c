@@ -1143,8 +1143,8 @@ static int alloc_at(shmds_region *r, unsigned i, bool try, const struct req *q, 
             r->arena_full |= UINT32_C(1) << i;
         return 1;
     }
-    if (rc == 0)
-        r->arena_hint = i;
+    if (rc == 0 && q->size < LARGE)
+        r->arena_hint = i; /* large requests always start at arena 0 */
     return rc;
 }
 
