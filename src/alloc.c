@@ -2,6 +2,10 @@
  * The offset heap: a two-level segregated-fit (TLSF) allocator with boundary
  * tags, inside the region, shared by every process that maps it.
  *
+ * Layer: the allocator. Calls down into the region (its lock, its header's
+ * allocator root, directory slots as allocation slots) and lock.c; called
+ * by the object layer and the structures; calls nothing above.
+ *
  * Layout. The heap [heap_off, heap_end) starts with a control block (the
  * first-level bitmap, one second-level bitmap per first level, and the heads
  * of the free lists), then holds a sequence of blocks that tile it exactly,
@@ -266,7 +270,7 @@ static void arena_geo(geo_t *g, uint64_t lo, uint64_t hi)
  * (garbage bounds of a header that fails its checks give a garbage but
  * harmless layout, never used). Carved arenas join the table later
  * (arenas_sync). */
-void shmds__alloc_geo_init(shmds_region *r)
+static void geo_init(shmds_region *r)
 {
     uint64_t lo = (r->heap_off + 63) & ~UINT64_C(63);
     uint64_t hi = r->heap_end > lo ? r->heap_end : lo;
@@ -300,6 +304,24 @@ static bool is_carrier(const shmds_region *r, uint64_t off)
         if (r->arena[i].carrier == off)
             return true;
     return false;
+}
+
+/* Fill the handle's arena table on the allocator's first use of it in
+ * this process (the region makes handles without calling up into the
+ * allocator): geo_state 0 none yet, 1 being filled, 2 ready. Every entry
+ * point runs it before it looks at the table. */
+static void table_init(shmds_region *r)
+{
+    if (shmds__likely(__atomic_load_n(&r->geo_state, __ATOMIC_ACQUIRE) == 2))
+        return;
+    uint32_t none = 0;
+    if (__atomic_compare_exchange_n(&r->geo_state, &none, 1, false, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_ACQUIRE)) {
+        geo_init(r);
+        __atomic_store_n(&r->geo_state, 2, __ATOMIC_RELEASE);
+    }
+    while (__atomic_load_n(&r->geo_state, __ATOMIC_ACQUIRE) != 2)
+        shmds__cpu_relax();
 }
 
 static uint64_t tag_of(uint64_t off, uint64_t size, uint64_t flags)
@@ -500,7 +522,7 @@ COLD int rebuild(struct op *o)
  * repair ignores whatever the record holds. */
 static void put(struct op *o, uint64_t off, uint64_t val)
 {
-    SHMDS_ASSERT(o->n < REDO_MAX);
+    SHMDS_ASSERT(o->n < REDO_MAX, "an operation's redo record has room for every store it logs");
     struct redo_store *st = &o->root->redo[o->n++];
     st->off = off;
     st->val = val;
@@ -555,16 +577,6 @@ static void op_init(struct op *o, shmds_region *r, unsigned idx)
     o->rebuild = false;
 }
 
-static void seq_begin(struct aroot *root)
-{
-    __atomic_store_n(&root->seq, root->seq | 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-}
-
-static void seq_end(struct aroot *root)
-{
-    __atomic_store_n(&root->seq, (root->seq | 1) + 1, __ATOMIC_RELEASE);
-}
 
 /* The region offset of hroot.pending (the carving's allocator slot). */
 static uint64_t pending_off(void)
@@ -611,11 +623,11 @@ static int repair(void *arg)
         __atomic_store_n(&root->redo_state, 0, __ATOMIC_RELEASE);
     }
     if ((root->seq & 1) != 0 || redo) {
-        seq_begin(root);
+        shmds__seq_write_begin(&root->seq);
         if (rebuild(&o) != 0)
             return -1;
         SHMDS_FAULT("alloc.repair.rebuilt");
-        seq_end(root);
+        shmds__seq_write_end(&root->seq);
     }
     root->repairs++;
     return 0;
@@ -709,6 +721,7 @@ static int carve_finish(shmds_region *r, uint64_t c, uint32_t n)
 static int heap_repair(void *arg)
 {
     shmds_region *r = arg;
+    table_init(r);
     struct hroot *h = hroot_of(r);
     if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != HEAP_MAGIC)
         return 0;
@@ -736,6 +749,7 @@ static int heap_repair(void *arg)
  * date: 0 when the heap is ready. Two loads when it is. */
 static int heap_ready(shmds_region *r)
 {
+    table_init(r);
     struct hroot *h = hroot_of(r);
     if (shmds__likely(__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC)) {
         uint32_t n = __atomic_load_n(&h->narenas, __ATOMIC_ACQUIRE);
@@ -777,7 +791,7 @@ static int lock(struct op *o, bool try)
         unlock(o);
         return SHMDS_ECORRUPT;
     }
-    seq_begin(o->root);
+    shmds__seq_write_begin(&o->root->seq);
     return 0;
 }
 
@@ -791,7 +805,7 @@ static int finish(struct op *o, int rc)
         if (rebuild(o) != 0)
             rc = SHMDS_ECORRUPT;
     }
-    seq_end(o->root);
+    shmds__seq_write_end(&o->root->seq);
     unlock(o);
     return rc;
 }
@@ -1041,6 +1055,7 @@ static int do_resize(struct op *o, uint64_t b, const struct live *lv, uint64_t b
 static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
 {
     const unsigned char *p = (const unsigned char *)slot;
+    table_init(r);
     if (slot == NULL || p < r->base || p >= r->base + r->size)
         return 0;
     uint64_t off = (uint64_t)(p - r->base);
@@ -1217,6 +1232,8 @@ static int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool 
 
 SHMDS_API int shmds_alloc(shmds_region *r, size_t size, shmds_off_t *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     shmds_off_t off;
     int rc = alloc_common(r, size, 0, false, &off);
     if (rc == 0)
@@ -1294,6 +1311,8 @@ FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const 
 
 SHMDS_API int shmds_free(shmds_region *r, shmds_off_t off)
 {
+    if (r == NULL)
+        return -EINVAL;
     int rc = shmds__writable(r);
     if (rc != 0 || off == SHMDS_NULL)
         return rc;
@@ -1313,6 +1332,8 @@ int shmds__free_from(shmds_region *r, shmds_off_t *slot)
 
 SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds_off_t *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     if (off == SHMDS_NULL)
         return shmds_alloc(r, size, out);
     int rc = shmds__writable(r);
@@ -1375,6 +1396,7 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
  * allocated. */
 int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable)
 {
+    table_init(r);
     int i = off >= HDR && (off & (ALIGN - 1)) == 0 ? arena_of(r, off - HDR) : -1;
     if (__atomic_load_n(&hroot_of(r)->magic, __ATOMIC_ACQUIRE) != HEAP_MAGIC || i < 0)
         return -EINVAL;
@@ -1394,7 +1416,7 @@ int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable)
 SHMDS_API size_t shmds_usable_size(shmds_region *r, shmds_off_t off)
 {
     uint64_t u;
-    return shmds__alloc_block_live(r, off, &u) == 0 ? (size_t)u : 0;
+    return r != NULL && shmds__alloc_block_live(r, off, &u) == 0 ? (size_t)u : 0;
 }
 
 int shmds__alloc_settle(shmds_region *r)
@@ -1546,19 +1568,17 @@ static int read_stable(shmds_region *r, unsigned idx, int (*fn)(const struct op 
         rc = fn(&o, arg);
         return finish(&o, rc);
     }
-    uint64_t deadline = shmds__now_ns() + (uint64_t)r->lock_timeout_ms * 1000000u;
+    struct shmds__wait w = {0};
     for (;;) {
-        uint64_t s1 = __atomic_load_n(&o.root->seq, __ATOMIC_ACQUIRE);
+        uint64_t s1 = shmds__seq_read_begin(&o.root->seq);
         if ((s1 & 1) == 0) {
             int rc = fn(&o, arg);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (__atomic_load_n(&o.root->seq, __ATOMIC_RELAXED) == s1)
+            if (shmds__seq_read_ok(&o.root->seq, s1))
                 return rc;
         }
-        if (shmds__now_ns() >= deadline)
-            return -ETIMEDOUT;
-        struct timespec nap = {0, 100000L};
-        nanosleep(&nap, NULL);
+        int rc = shmds__seq_wait(r, &w, &o.root->seq, NULL, NULL, NULL);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -1567,6 +1587,7 @@ static int read_stable(shmds_region *r, unsigned idx, int (*fn)(const struct op 
  * or an error from formatting it. */
 static int heap_formatted(shmds_region *r)
 {
+    table_init(r);
     struct hroot *h = hroot_of(r);
     if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC) {
         int rc = arenas_sync(r, __atomic_load_n(&h->narenas, __ATOMIC_ACQUIRE));
@@ -1604,8 +1625,12 @@ static int arena_stats(shmds_region *r, unsigned i, int formatted, shmds_alloc_s
 
 SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     shmds_alloc_stats sum = {0};
-    int rc = heap_formatted(r);
+    int rc = shmds__region_intact(r);
+    if (rc == 0)
+        rc = heap_formatted(r);
     if (rc < 0)
         return rc;
     for (unsigned i = 0; i < r->narenas; i++) {
@@ -1635,6 +1660,9 @@ SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out)
 
 SHMDS_API unsigned shmds_alloc_arena_count(shmds_region *r)
 {
+    if (r == NULL)
+        return 0;
+    table_init(r);
     struct hroot *h = hroot_of(r);
     if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC)
         (void)arenas_sync(r, __atomic_load_n(&h->narenas, __ATOMIC_ACQUIRE));
@@ -1644,11 +1672,15 @@ SHMDS_API unsigned shmds_alloc_arena_count(shmds_region *r)
 SHMDS_API int shmds_alloc_arena_info_get(shmds_region *r, unsigned arena,
                                          shmds_alloc_arena_info *out)
 {
-    if (arena >= r->narenas)
+    if (r == NULL || out == NULL)
         return -EINVAL;
-    int rc = heap_formatted(r);
+    int rc = shmds__region_intact(r);
+    if (rc == 0)
+        rc = heap_formatted(r);
     if (rc < 0)
         return rc;
+    if (arena >= r->narenas)
+        return -EINVAL;
     shmds_alloc_arena_info info;
     memset(&info, 0, sizeof info);
     const geo_t *g = &r->arena[arena];
@@ -1686,6 +1718,8 @@ static int check_hroot(shmds_region *r)
 
 SHMDS_API int shmds_alloc_check(shmds_region *r)
 {
+    if (r == NULL)
+        return -EINVAL;
     int rc = heap_formatted(r);
     if (rc <= 0)
         return rc; /* never formatted: nothing allocated, nothing to check */
@@ -1696,7 +1730,3 @@ SHMDS_API int shmds_alloc_check(shmds_region *r)
     return rc;
 }
 
-int shmds__alloc_check(shmds_region *r)
-{
-    return shmds_alloc_check(r);
-}
