@@ -7,6 +7,12 @@ name="/shmds-tool-$$"
 fail=0
 trap '"$tool" rm "$name" 2>/dev/null' EXIT
 
+# A JSON parser to hold --json output to, when there is one.
+json_ok() { :; }
+if [ -n "${PYTHON:-}" ] && [ "$PYTHON" != : ]; then
+    json_ok() { printf '%s\n' "$1" | "$PYTHON" -c 'import json, sys; json.load(sys.stdin)'; }
+fi
+
 expect() { # expect WHAT STATUS PATTERN COMMAND...
     what=$1 want=$2 pat=$3; shift 3
     out=$("$@" 2>&1); got=$?
@@ -14,6 +20,20 @@ expect() { # expect WHAT STATUS PATTERN COMMAND...
         echo "FAIL: $what: exit $got, want $want: $out"; fail=1
     elif ! printf '%s\n' "$out" | grep -q -- "$pat"; then
         echo "FAIL: $what: output lacks '$pat': $out"; fail=1
+    else
+        echo "ok: $what"
+    fi
+}
+
+expect_json() { # expect_json WHAT STATUS PATTERN COMMAND...: standard output only, valid JSON
+    what=$1 want=$2 pat=$3; shift 3
+    out=$("$@" 2>/dev/null); got=$?
+    if [ "$got" -ne "$want" ]; then
+        echo "FAIL: $what: exit $got, want $want: $out"; fail=1
+    elif ! printf '%s\n' "$out" | grep -q -- "$pat"; then
+        echo "FAIL: $what: output lacks '$pat': $out"; fail=1
+    elif ! json_ok "$out"; then
+        echo "FAIL: $what: not valid JSON: $out"; fail=1
     else
         echo "ok: $what"
     fi
@@ -40,12 +60,30 @@ expect "stat a map" 0 "entries *2" "$tool" stat "$name" cities
 expect "info counts queued messages" 0 "inbox.*3 messages waiting" "$tool" info "$name"
 expect "stat a queue" 0 "waiting *3 messages" "$tool" stat "$name" inbox
 expect "check with every kind of object" 0 "healthy" "$tool" check "$name"
+expect_json "ls --json" 0 "{\"name\": \"$name\", \"size\": 1048576" "$tool" ls --json
+expect_json "info --json" 0 '"name": "cities", "type": "map", .*"entries": 2' "$tool" --json info "$name"
+expect_json "info --json queues" 0 '"name": "inbox", "type": "queue", .*"messages": 3' "$tool" info "$name" --json
+expect_json "info --json locks" 0 '"directory": {"state": "free"' "$tool" info "$name" --json
+expect_json "stat --json map" 0 '"type": "map", "name": "cities", "entries": 2' "$tool" stat "$name" cities --json
+expect_json "stat --json queue" 0 '"messages": 3' "$tool" stat --json "$name" inbox
+expect_json "check --json" 0 '"healthy": true' "$tool" check "$name" --json
+expect_json "dump --json error" 1 '{"error": {"object": "nosuch", "name": "ENOENT"' "$tool" dump "$name" nosuch --json
+expect_json "--version --json" 0 '"format_version": ' "$tool" --version --json
+expect "usage names the exit codes" 2 "Exit status: 0" "$tool"
 expect "dump a missing object" 1 "ENOENT" "$tool" dump "$name" nosuch
 expect "dump a user object" 1 "SHMDS_ETYPE" "$tool" dump "$name" jobs
 expect "check healthy" 0 "healthy" "$tool" check "$name"
+# Damage the heap's control block (the header still opens): a verdict.
+printf '%064d' 0 | tr 0 '\377' | dd of="/dev/shm${name}" bs=1 seek=4096 conv=notrunc 2>/dev/null
+expect_json "check --json unhealthy" 1 '"healthy": false, "error": "SHMDS_ECORRUPT"' \
+    "$tool" check "$name" --json
 # Damage the header checksum the way a stray writer would.
 printf '\001' | dd of="/dev/shm${name}" bs=1 seek=56 conv=notrunc 2>/dev/null
 expect "check damaged" 1 "SHMDS_ECORRUPT" "$tool" check "$name"
+expect_json "check --json damaged" 1 '"error": {"object": "/.*", "name": "SHMDS_ECORRUPT"' "$tool" check "$name" --json
+expect_json "rm --json" 1 '"removed": false, "error": "ENOENT"' \
+    "$tool" rm --json "$name" "$name"
+"$ex/create" "$name" 1m >/dev/null || { echo "FAIL: create again"; exit 1; }
 expect "rm" 0 "" "$tool" rm "$name"
 expect "check missing" 1 "ENOENT" "$tool" check "$name"
 exit $fail
