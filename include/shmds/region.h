@@ -109,13 +109,16 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
 /**
  * Open and map an existing region.
  *
+ * @param[in] name  the region's name, as for shmds_region_create().
+ * @param[in] flags 0, or SHMDS_RDONLY and/or SHMDS_SAME_UID.
+ * @param[out] out  receives the handle.
+ *
  * Checks, in this order, before trusting anything in it: object size
  * (smaller than a header, or than the size the header claims:
  * SHMDS_ECORRUPT), magic (SHMDS_EFORMAT; byte-swapped magic: SHMDS_EABI),
  * format version (SHMDS_EFORMAT), ABI stamp (SHMDS_EABI), header checksum
  * (SHMDS_ECORRUPT).
  *
- * @param flags 0, or SHMDS_RDONLY and/or SHMDS_SAME_UID.
  * @return 0; -EINVAL bad name or flags; -ENOENT no such region; -EACCES;
  *         -EPERM (SHMDS_SAME_UID) another owner; -EAGAIN the creator has
  *         not finished making it (or died while making it); the SHMDS_E*
@@ -171,6 +174,8 @@ enum { SHMDS_LOCK_DIRECTORY = 0, SHMDS_LOCK_ALLOCATOR = 1 };
 /**
  * Who holds one of the region's own locks, and its history (see
  * shmds_mutex_info_get). Takes no lock.
+ * @param[in] r    the region.
+ * @param[out] out receives the snapshot.
  * @param which SHMDS_LOCK_DIRECTORY or SHMDS_LOCK_ALLOCATOR.
  * @return 0, or -EINVAL for another @p which.
  */
