@@ -39,9 +39,13 @@ class ShmdsError(OSError):
         super().__init__(-code, msg)
         self.code = code
         self.name = calls.errname(code).decode()
+        self.what = what
 
     def __str__(self):
         return self.strerror
+
+    def __reduce__(self):  # survives pickling (multiprocessing results)
+        return (type(self), (self.code, self.what))
 
 
 class FormatError(ShmdsError):

@@ -1,5 +1,6 @@
 """Every code the library returns maps to an exception."""
 import errno
+import pickle
 
 import pytest
 
@@ -45,3 +46,13 @@ def test_errors_names_and_descriptions():
     assert shmds.errname(-errno.ENOENT) == "ENOENT"
     assert shmds.strerror(shmds.CorruptRegion(-4003).code) != "unknown error"
     assert shmds.errname(-4098) == "UNKNOWN"
+
+
+def test_errors_survive_pickling_as_multiprocessing_sends_them():
+    for code in errors.library_codes():
+        e = errors.error(code, "obj")
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is type(e)
+        assert (back.code, back.name, back.errno, str(back)) == (e.code, e.name, e.errno, str(e))
+    t = pickle.loads(pickle.dumps(errors.error(-errno.ETIMEDOUT, "q")))
+    assert isinstance(t, TimeoutError) and t.filename == "q"
