@@ -14,7 +14,7 @@ done
 text=$(MANWIDTH=200 man -l "$top_srcdir/man/shmds.1" 2>/dev/null)
 # The tool's commands, from its own usage text.
 for cmd in $("$tool" --help | sed -n '/^commands:/,/^$/s/^  \([a-z]*\) .*/\1/p'); do
-    if printf '%s\n' "$text" | grep -q "^       shmds \[--json\] $cmd"; then
+    if printf '%s\n' "$text" | grep -q "^       shmds \[--any-owner\] \[--json\] $cmd"; then
         echo "ok: shmds(1) has $cmd"
     else
         echo "FAIL: shmds(1) does not document '$cmd'"; fail=1

@@ -5,7 +5,9 @@ tool="$top_builddir/tools/shmds"
 ex="$top_builddir/examples"
 name="/shmds-tool-$$"
 fail=0
-trap '"$tool" rm "$name" 2>/dev/null' EXIT
+fifo="/dev/shm/shmds-tool-fifo-$$"
+half="/shmds-tool-half-$$"
+trap '"$tool" rm "$name" "$half" 2>/dev/null; rm -f "$fifo"' EXIT
 
 # A JSON parser to hold --json output to, when there is one.
 json_ok() { :; }
@@ -66,13 +68,50 @@ expect_json "info --json queues" 0 '"name": "inbox", "type": "queue", .*"message
 expect_json "info --json locks" 0 '"directory": {"state": "free"' "$tool" info "$name" --json
 expect_json "stat --json map" 0 '"type": "map", "name": "cities", "entries": 2' "$tool" stat "$name" cities --json
 expect_json "stat --json queue" 0 '"messages": 3' "$tool" stat --json "$name" inbox
-expect_json "check --json" 0 '"healthy": true' "$tool" check "$name" --json
+expect_json "check --json" 0 '"repair": false, "healthy": true' "$tool" check "$name" --json
 expect_json "dump --json error" 1 '{"error": {"object": "nosuch", "name": "ENOENT"' "$tool" dump "$name" nosuch --json
 expect_json "--version --json" 0 '"format_version": ' "$tool" --version --json
 expect "usage names the exit codes" 2 "Exit status: 0" "$tool"
 expect "dump a missing object" 1 "ENOENT" "$tool" dump "$name" nosuch
 expect "dump a user object" 1 "SHMDS_ETYPE" "$tool" dump "$name" jobs
 expect "check healthy" 0 "healthy" "$tool" check "$name"
+# Issue 19: a FIFO in /dev/shm made ls and info block for ever.
+mkfifo "$fifo" || { echo "FAIL: mkfifo"; fail=1; }
+expect "ls is not held up by a FIFO" 0 "NAME" timeout 20 "$tool" ls
+expect "info refuses a FIFO at once" 1 "SHMDS_EFORMAT" timeout 20 "$tool" info "/${fifo##*/}"
+rm -f "$fifo"
+# Issue 19: the operator's tool refuses another user's region by default.
+if [ "$(id -u)" -eq 0 ]; then
+    chown 65534 "/dev/shm$name"
+    expect "another user's region is refused" 1 "EPERM" "$tool" info "$name"
+    expect "check refuses it too" 1 "EPERM" "$tool" check "$name"
+    expect "ls says whose it is" 0 "another user's" "$tool" ls
+    expect "--any-owner reads it" 0 "objects" "$tool" --any-owner info "$name"
+    expect_json "ls --json notes another user's" 0 '"error": "EPERM", "note": "another user' \
+        "$tool" ls --json
+    expect_json "--any-owner --json" 0 '"name": "cities", "type": "map"' \
+        "$tool" --any-owner --json info "$name"
+    chown 0 "/dev/shm$name"
+else
+    echo "skip: another user's region (needs root to chown)"
+fi
+expect "check --repair" 0 "healthy" "$tool" check "$name" --repair
+expect_json "check --repair --json" 0 '"repair": true, "healthy": true' \
+    "$tool" check "$name" --repair --json
+# Issue 19: a creation abandoned by a dead creator (the format words
+# stamped, no magic, nobody holding the creation lock) is named as such.
+printf '\000\000\000\000\000\000\000\000\001\000\000\000\000\020\000\000' |
+    dd of="/dev/shm$half" bs=16 count=1 2>/dev/null
+truncate -s 65536 "/dev/shm$half"
+expect "ls flags an abandoned creation" 0 "abandoned creation" "$tool" ls
+expect_json "ls --json flags it too" 0 '"note": "abandoned creation' "$tool" ls --json
+"$tool" rm "$half"
+# Issue 19: an object truncated under the tool is an error, not SIGBUS.
+"$ex/create" "$half" 1m >/dev/null && "$top_builddir/tests/peer" mkmap "$half" m k v ||
+    { echo "FAIL: create $half"; fail=1; }
+truncate -s 8192 "/dev/shm$half"
+expect "dump of a truncated region" 1 "SHMDS_ECORRUPT" "$tool" dump "$half" m
+"$tool" rm "$half"
 # Damage the heap's control block (the header still opens): a verdict.
 printf '%064d' 0 | tr 0 '\377' | dd of="/dev/shm${name}" bs=1 seek=4096 conv=notrunc 2>/dev/null
 expect_json "check --json unhealthy" 1 '"healthy": false, "error": "SHMDS_ECORRUPT"' \
