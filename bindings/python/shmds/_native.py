@@ -121,6 +121,7 @@ PROTOTYPES = {
     "shmds_region_unlink": (c_int, [c_char_p]),
     "shmds_region_size": (c_size_t, [region_p]),
     "shmds_region_readonly": (c_int, [region_p]),
+    "shmds_region_set_lock_timeout": (c_int, [region_p, c_uint32]),
     "shmds_region_info_get": (c_int, [region_p, c_void_p]),
     "shmds_region_check": (c_int, [region_p]),
     "shmds_region_reclaim": (c_int, [region_p]),

@@ -490,6 +490,18 @@ class Region:
     def readonly(self):
         return calls.region_readonly(self._h) == 1
 
+    def set_lock_timeout(self, ms):
+        """This handle's bound on waits for locks and for writers, in ms
+        (process-local; other handles keep theirs). 0 never waits: a held
+        lock is an OSError with errno EBUSY and a writer caught mid-change
+        TimeoutError, at once. ValueError above the library's maximum."""
+        if not 0 <= ms <= 0xFFFFFFFF:
+            raise ValueError("lock timeout %r ms is out of range" % (ms,))
+        rc = calls.region_set_lock_timeout(self._h, ms)
+        if rc == -errno.EINVAL:
+            raise ValueError("lock timeout %r ms is out of range" % (ms,))
+        check(rc, self.name)
+
     def info(self):
         """The header as a dict (size, heap_size, creator_pid, epoch, ...)."""
         i = _native.new_struct(_native.RegionInfo)

@@ -123,3 +123,14 @@ def test_region_byte_swapped_magic_is_abi_error(region):
 def test_region_version_matches_the_library():
     major, minor, patch = shmds.version_info()
     assert shmds.version() == "%d.%d.%d" % (major, minor, patch)
+
+
+def test_region_lock_timeout_is_per_handle_and_bounded(region):
+    region.set_lock_timeout(0)
+    region.set_lock_timeout(60000)
+    for bad in (60001, 2**32, -1):
+        with pytest.raises(ValueError):
+            region.set_lock_timeout(bad)
+    assert region.info()["lock_timeout_ms"] == 60000
+    with shmds.Region.open(region.name) as other:  # another handle keeps the region's
+        assert other.info()["lock_timeout_ms"] == 10000
