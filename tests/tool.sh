@@ -117,7 +117,9 @@ printf '%064d' 0 | tr 0 '\377' | dd of="/dev/shm${name}" bs=1 seek=4096 conv=not
 expect_json "check --json unhealthy" 1 '"healthy": false, "error": "SHMDS_ECORRUPT"' \
     "$tool" check "$name" --json
 # Damage the header checksum the way a stray writer would.
-printf '\001' | dd of="/dev/shm${name}" bs=1 seek=56 conv=notrunc 2>/dev/null
+# (byte 56 is the creator's pid: flip a bit, so the byte always changes)
+b=$(od -An -tu1 -j56 -N1 "/dev/shm${name}" | tr -d ' ')
+printf "\\$(printf '%03o' $((b ^ 1)))" | dd of="/dev/shm${name}" bs=1 seek=56 conv=notrunc 2>/dev/null
 expect "check damaged" 1 "SHMDS_ECORRUPT" "$tool" check "$name"
 expect_json "check --json damaged" 1 '"error": {"object": "/.*", "name": "SHMDS_ECORRUPT"' "$tool" check "$name" --json
 expect_json "rm --json" 1 '"removed": false, "error": "ENOENT"' \
