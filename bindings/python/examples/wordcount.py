@@ -27,8 +27,10 @@ def _count_file(path):
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             for word in line.lower().split():
-                _counts.add(word.strip(".,;:!?\"'()[]{}"))
-                n += 1
+                word = word.strip(".,;:!?\"'()[]{}`*#-")
+                if word:  # a map key is at least one byte
+                    _counts.add(word)
+                    n += 1
     return n
 
 
@@ -39,7 +41,7 @@ def main(paths):
         try:
             with multiprocessing.Pool(initializer=_open, initargs=(name,)) as pool:
                 total = sum(pool.map(_count_file, paths))
-            top = sorted(((words.counter(w), w) for w in words if w), reverse=True)[:10]
+            top = sorted(((words.counter(w), w) for w in words), reverse=True)[:10]
             print("%d words, %d distinct" % (total, len(words)))
             for n, w in top:
                 print("%8d  %s" % (n, w.decode(errors="replace")))

@@ -51,6 +51,14 @@ def _bytes(data):
     return bytes(memoryview(data))
 
 
+def _key(key):
+    """A map key as bytes; keys are at least one byte long."""
+    k = _bytes(key)
+    if not k:
+        raise ValueError("a map key is at least one byte long")
+    return k
+
+
 def _copy(ptr, length):
     """length bytes at a C pointer (which may be NULL when length is 0)."""
     return ctypes.string_at(ptr, length) if length else b""
@@ -210,7 +218,7 @@ class Map(_Handle):
 
     def get(self, key, default=None):
         """The value under key (bytes), or default when absent or expired."""
-        k = _bytes(key)
+        k = _key(key)
         rc, val = self._buf.call(calls.map_get, self._h, k, len(k))
         if rc == -errno.ENOENT:
             return default
@@ -218,7 +226,7 @@ class Map(_Handle):
         return val
 
     def __getitem__(self, key):
-        k = _bytes(key)
+        k = _key(key)
         rc, val = self._buf.call(calls.map_get, self._h, k, len(k))
         if rc == -errno.ENOENT:
             raise KeyError(key)
@@ -226,7 +234,7 @@ class Map(_Handle):
         return val
 
     def __contains__(self, key):
-        k = _bytes(key)
+        k = _key(key)
         rc = calls.map_get(self._h, k, len(k), None, 0, None)
         if rc == -errno.ENOENT:
             return False
@@ -241,7 +249,7 @@ class Map(_Handle):
         stored, False when nx/xx said no."""
         if nx and xx:
             raise ValueError("put: nx and xx exclude each other")
-        k, v = _bytes(key), _bytes(value)
+        k, v = _key(key), _bytes(value)
         flags = (_PUT_NX if nx else 0) | (_PUT_XX if xx else 0)
         rc = calls.map_put(self._h, k, len(k), v, len(v), ttl, flags)
         if (nx and rc == -errno.EEXIST) or (xx and rc == -errno.ENOENT):
@@ -254,7 +262,7 @@ class Map(_Handle):
 
     def delete(self, key):
         """Remove key; KeyError when absent."""
-        k = _bytes(key)
+        k = _key(key)
         rc = calls.map_del(self._h, k, len(k))
         if rc == -errno.ENOENT:
             raise KeyError(key)
@@ -267,7 +275,7 @@ class Map(_Handle):
         0 when absent) and return the new value. ValueError (EINVAL) if the
         key holds a value that is not a counter; OverflowError if the sum
         does not fit 64 bits."""
-        k = _bytes(key)
+        k = _key(key)
         out = c_int64()
         rc = calls.map_add(self._h, k, len(k), delta, byref(out))
         if rc == -errno.EOVERFLOW:

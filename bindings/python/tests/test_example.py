@@ -9,7 +9,7 @@ EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "wordcount.p
 def test_example_wordcount_counts_every_word(tmp_path):
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("the cat and the hat\n" * 300)
-    b.write_text("The end. the END!\n" * 200)
+    b.write_text("The end. the END! -- ...\n" * 200)
     out = subprocess.run([sys.executable, EXAMPLE, str(a), str(b)], check=True,
                          capture_output=True, text=True, timeout=120).stdout
     lines = out.splitlines()
