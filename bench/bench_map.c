@@ -23,6 +23,7 @@
 #include <shmds.h>
 
 #include "config.h"
+#include "data.h"
 #include "map_bench.h"
 
 #ifdef HAVE_LMDB
@@ -346,24 +347,6 @@ static int read_boost(const char *path, struct result *b)
     return got == 7 ? 0 : -1;
 }
 
-static void cpu_model(char *out, size_t cap)
-{
-    snprintf(out, cap, "unknown CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (f == NULL)
-        return;
-    char line[256];
-    while (fgets(line, sizeof line, f) != NULL) {
-        char *c = strchr(line, ':');
-        if (strncmp(line, "model name", 10) == 0 && c != NULL) {
-            snprintf(out, cap, "%s", c + 2);
-            out[strcspn(out, "\n")] = '\0';
-            break;
-        }
-    }
-    fclose(f);
-}
-
 int main(int argc, char **argv)
 {
     uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
@@ -381,12 +364,12 @@ int main(int argc, char **argv)
 #ifdef HAVE_LMDB
     rs[nr++] = run_lmdb(n);
 #endif
-    char cpu[128];
-    cpu_model(cpu, sizeof cpu);
+    char machine[400];
+    bench_machine(machine, sizeof machine);
     printf("\nshmds map benchmark: %llu entries, 16-byte keys, 8-byte values; "
            "%llu random lookups per process\n",
            (unsigned long long)n, (unsigned long long)n);
-    printf("machine: %ld CPUs online, %s\n\n", sysconf(_SC_NPROCESSORS_ONLN), cpu);
+    printf("machine: %s\n\n", machine);
     printf("%-34s %12s %12s %12s %8s\n", "", "inserts/s", "lookups/s", "2 procs/s", "2p/1p");
     for (int i = 0; i < nr; i++)
         printf("%-34s %12.0f %12.0f %12.0f %7.2fx\n", rs[i].name, rs[i].insert, rs[i].lookup,
@@ -399,5 +382,22 @@ int main(int argc, char **argv)
         printf("  vs %-32s %6.2fx / %6.2fx   (inserts %6.2fx)\n", rs[i].name,
                rs[0].lookup / rs[i].lookup, rs[0].lookup2 / rs[i].lookup2,
                rs[0].insert / rs[i].insert);
+
+    const char *names[4];
+    double ins[4], look[4], look2[4];
+    for (int i = 0; i < nr; i++) {
+        names[i] = rs[i].name;
+        ins[i] = rs[i].insert / 1e6;
+        look[i] = rs[i].lookup / 1e6;
+        look2[i] = rs[i].lookup2 / 1e6;
+    }
+    char title[160];
+    snprintf(title, sizeof title, "hash map: %llu entries, 16-byte keys, 8-byte values",
+             (unsigned long long)n);
+    FILE *d = bench_data_open("map", title, "million operations per second", "log", names, nr);
+    bench_data_row(d, "inserts", ins, nr);
+    bench_data_row(d, "lookups, 1 process", look, nr);
+    bench_data_row(d, "lookups, 2 processes", look2, nr);
+    bench_data_close(d);
     return 0;
 }
