@@ -1725,8 +1725,15 @@ SHMDS_API int shmds_alloc_check(shmds_region *r)
         return rc; /* never formatted: nothing allocated, nothing to check */
     if ((rc = check_hroot(r)) != 0)
         return rc;
-    for (unsigned i = 0; i < r->narenas && rc == 0; i++)
+    for (unsigned i = 0; i < r->narenas && rc == 0; i++) {
+        /* A read-only check cannot lock the arena, but it sees a lock whose
+         * own words are damaged (every later locker gets SHMDS_ECORRUPT). */
+        struct op o;
+        op_init(&o, r, i);
+        if (shmds__rdonly(r) && !shmds__mutex_ok(&o.a->lock))
+            return SHMDS_ECORRUPT;
         rc = read_stable(r, i, check_fn, NULL);
+    }
     return rc;
 }
 
