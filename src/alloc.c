@@ -707,7 +707,7 @@ static int finish(struct op *o, int rc);
 
 /* Add the arenas published since this handle last looked to its table,
  * each checked: its carrier a block start in arena 0, its range inside
- * arena 0 and past every earlier carved arena's. A count below the
+ * arena 0 and apart from every earlier carved arena's. A count below the
  * handle's own (arenas are never unpublished, but the region's bytes are
  * not to be trusted: a test may even put an older image back) makes the
  * handle read the whole table again. */
@@ -723,10 +723,15 @@ static int arenas_sync(shmds_region *r, uint32_t n)
         uint64_t c = __atomic_load_n(&h->arenas[i].carrier, __ATOMIC_RELAXED);
         uint64_t end = __atomic_load_n(&h->arenas[i].end, __ATOMIC_RELAXED);
         uint64_t lo = (c + 63) & ~UINT64_C(63);
-        uint64_t after = i == 1 ? g0->first : r->arena[i - 1].end + HDR;
-        if ((c & (ALIGN - 1)) != 0 || c < after + HDR || c > g0->end || end > g0->end ||
+        if ((c & (ALIGN - 1)) != 0 || c < g0->first + HDR || c > g0->end || end > g0->end ||
             (end & (ALIGN - 1)) != 0 || end < lo || end - lo < ARENA_HDR + 1024)
             return SHMDS_ECORRUPT;
+        /* Carriers are blocks of arena 0, so carved arenas never overlap;
+         * they need not come in address order (a carve takes whatever
+         * block arena 0 hands out, below an earlier one after frees). */
+        for (uint32_t j = 1; j < i; j++)
+            if (c - HDR < r->arena[j].end + HDR && r->arena[j].carrier - HDR < end)
+                return SHMDS_ECORRUPT;
         arena_geo(&r->arena[i], lo, end);
         r->arena[i].carrier = c;
         r->narenas = i + 1;
