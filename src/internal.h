@@ -178,6 +178,16 @@ struct timespec shmds__deadline(int ms);
 /* Milliseconds left until `deadline_ns` (monotonic), at least 0. */
 int shmds__ms_left(uint64_t deadline_ns);
 
+/* ---- liveness of other processes ----
+ * A process's start time (clock ticks since boot, from /proc) tells it from
+ * a later process that got the same pid. 0 when unknown. */
+uint64_t shmds__proc_start(uint32_t pid);
+/* False when `pid` is certainly not the process that recorded `start`: no
+ * such process, a zombie (killed, not yet reaped), or a process with the
+ * same pid that started at another time (`start` 0: not compared). Cost:
+ * kill(2) and a read of /proc/PID/stat. */
+bool shmds__proc_alive(uint32_t pid, uint64_t start);
+
 /* ---- locks ---- */
 
 /* Lock one of region r's mutexes with the region's bound. A recovery bumps

@@ -88,10 +88,14 @@ struct qhdr {
     shmds_mutex lock; /* default mode: guards both words and the copies */
     alignas(SHMDS__CACHE_LINE) uint64_t tail; /* producer line */
     uint32_t prod_claim; /* SPSC: thread id of the producer, 0 = none */
-    uint8_t pad1[SHMDS__CACHE_LINE - 12];
+    uint32_t pad1a;
+    uint64_t sent;       /* catch-up count of the tail's commits (see stat_catch_up) */
+    uint8_t pad1[SHMDS__CACHE_LINE - 24];
     alignas(SHMDS__CACHE_LINE) uint64_t head; /* consumer line */
     uint32_t cons_claim; /* SPSC: thread id of the consumer, 0 = none */
-    uint8_t pad2[SHMDS__CACHE_LINE - 12];
+    uint32_t pad2a;
+    uint64_t received;   /* catch-up count of first deliveries */
+    uint8_t pad2[SHMDS__CACHE_LINE - 24];
     alignas(SHMDS__CACHE_LINE) uint32_t recv_sleepers; /* doorbell line */
     uint32_t send_sleepers;
     uint8_t pad3[SHMDS__CACHE_LINE - 8];
@@ -107,6 +111,66 @@ SHMDS__STATIC_ASSERT(offsetof(struct qhdr, head) == 192, "queue: head line");
 SHMDS__STATIC_ASSERT(offsetof(struct qhdr, recv_sleepers) == 256, "queue: doorbell line");
 SHMDS__STATIC_ASSERT(offsetof(struct qhdr, not_empty) == 320, "queue: semaphores");
 SHMDS__STATIC_ASSERT(sizeof(struct qhdr) % SHMDS__CACHE_LINE == 0, "queue: ring is line-aligned");
+
+/* At-least-once (SHMDS_QUEUE_ACK): an area between the header and the
+ * ring. `head` is then the floor: the oldest message not yet acknowledged
+ * (ring space is reused up to it); `rd` is the read cursor: messages in
+ * [head, rd) have been delivered (the window), [rd, tail) never. Each
+ * message of the window has a lease slot, slots[count mod slots]:
+ *   word = count(32) << 32 | attempt(24) << 8 | state(8)
+ * with the ring index of its record in `idx` and, while LEASED, its holder.
+ * A lease id handed out is the word without its state byte, so a message
+ * delivered again (attempt + 1) has a new id and the old one is stale.
+ *
+ * Every change of the shared words here is one redo-log commit (log_put /
+ * log_commit): the new values of up to LOG_MAX words are written into the
+ * log, log_n is stored (the commit point), the values are stored, log_n is
+ * cleared. A holder of the queue lock killed anywhere leaves either an
+ * empty log (nothing changed, or all of it) or a full one that the next
+ * locker replays (q_repair). Slot fields that are not read until the word
+ * that makes them live is committed (a slot outside the window, the holder
+ * of a slot not LEASED) are written directly, before the commit. */
+enum { L_FREE = 0, L_LEASED = 1, L_READY = 2, L_ACKED = 3 };
+#define LOG_MAX 4
+#define ACK_SLOTS_DEFAULT 256u
+#define ACK_SLOTS_MAX 65536u
+
+struct qlease {
+    uint64_t word;
+    uint64_t idx;      /* ring index of the message's record */
+    uint64_t pid;      /* holder, while LEASED */
+    uint64_t start;    /* holder's start time (against pid reuse) */
+    uint64_t since_ns; /* CLOCK_MONOTONIC when leased */
+    uint8_t pad[24];   /* a line each: holders write their own */
+};
+SHMDS__STATIC_ASSERT(sizeof(struct qlease) == SHMDS__CACHE_LINE, "lease slot is one line");
+
+struct qack {
+    /* Immutable after create; covered by `checksum`. */
+    uint32_t slots;    /* a power of two */
+    uint32_t lease_ms;
+    uint64_t self;     /* offset of the queue header */
+    uint64_t checksum; /* FNV-1a of the bytes before it */
+    uint8_t pad0[SHMDS__CACHE_LINE - 24];
+    /* Under the queue lock, changed through the log. */
+    alignas(SHMDS__CACHE_LINE) uint64_t rd;
+    uint64_t redelivered;
+    uint64_t ready;  /* slots READY (taken back, to deliver again) */
+    uint64_t leased; /* slots LEASED */
+    uint8_t pad1[SHMDS__CACHE_LINE - 32];
+    alignas(SHMDS__CACHE_LINE) uint64_t log_n; /* 0: empty */
+    uint64_t log_pad;
+    struct {
+        uint64_t off; /* of the word, from the queue header */
+        uint64_t val;
+    } log[LOG_MAX];
+    uint8_t pad2[2 * SHMDS__CACHE_LINE - 16 - 16 * LOG_MAX];
+    /* struct qlease slots[slots] follow. */
+};
+SHMDS__STATIC_ASSERT(offsetof(struct qack, checksum) == 16, "queue ack: checksum");
+SHMDS__STATIC_ASSERT(offsetof(struct qack, rd) == 64, "queue ack: read line");
+SHMDS__STATIC_ASSERT(offsetof(struct qack, log_n) == 128, "queue ack: log");
+SHMDS__STATIC_ASSERT(sizeof(struct qack) == 256, "queue ack: slots follow");
 
 struct rec {
     uint32_t len;
@@ -138,6 +202,11 @@ struct shmds_queue {
     } claim[2];
     uint64_t seen_head; /* producer's cached copy */
     uint64_t seen_tail; /* consumer's cached copy */
+    /* SHMDS_QUEUE_ACK: the area, its slots, and their count (trusted). */
+    struct qack *a;
+    struct qlease *slots;
+    uint32_t nslots;
+    uint64_t lease_ns;
 };
 
 /* Bumped in a child after fork(), so a handle inherited across fork knows
@@ -328,12 +397,101 @@ static bool spin_for_change(const uint64_t *word, uint64_t seen)
  * Default mode: under the queue mutex
  * ------------------------------------------------------------------------ */
 
-/* Lock the queue. The mutex has no repair function because a dead holder
- * leaves nothing half done (see the top of the file). */
+/* ---------------------------------------------------------------------------
+ * The redo log of SHMDS_QUEUE_ACK queues (see struct qack)
+ * ------------------------------------------------------------------------ */
+
+struct redo {
+    unsigned n;
+    uint64_t *word[LOG_MAX];
+    uint64_t val[LOG_MAX];
+};
+
+static void log_put(struct redo *d, uint64_t *word, uint64_t val)
+{
+    SHMDS_ASSERT(d->n < LOG_MAX);
+    d->word[d->n] = word;
+    d->val[d->n++] = val;
+}
+
+/* Commit `d` (queue lock held): write the log, store its length (the
+ * commit point), store the words, clear the log. */
+static void log_commit(shmds_queue *q, const struct redo *d)
+{
+    struct qack *a = q->a;
+    for (unsigned i = 0; i < d->n; i++) {
+        a->log[i].off = (uint64_t)((unsigned char *)d->word[i] - (unsigned char *)q->h);
+        a->log[i].val = d->val[i];
+    }
+    __atomic_store_n(&a->log_n, d->n, __ATOMIC_RELEASE);
+    SHMDS_FAULT("queue.log.committed");
+    for (unsigned i = 0; i < d->n; i++)
+        __atomic_store_n(d->word[i], d->val[i], __ATOMIC_RELEASE);
+    SHMDS_FAULT("queue.log.applied");
+    __atomic_store_n(&a->log_n, 0, __ATOMIC_RELEASE);
+}
+
+/* True when a log entry names a word the log may change: the head word,
+ * the read line's words, or a lease slot's word. The log is untrusted. */
+static bool log_off_ok(const shmds_queue *q, uint64_t off)
+{
+    const uint64_t ack = sizeof(struct qhdr), slots = ack + sizeof(struct qack);
+    if (off % 8 != 0)
+        return false;
+    return off == offsetof(struct qhdr, head) ||
+           (off >= ack + offsetof(struct qack, rd) && off < ack + offsetof(struct qack, pad1)) ||
+           (off >= slots && off < slots + (uint64_t)q->nslots * sizeof(struct qlease) &&
+            (off - slots) % sizeof(struct qlease) == offsetof(struct qlease, word));
+}
+
+/* The queue lock's repair, run by the next locker after a holder died:
+ * replay an open redo log (storing the same values again: idempotent, and
+ * killable). Only SHMDS_QUEUE_ACK queues have a log; the other modes leave
+ * nothing half done (see the top of the file). A damaged log fences the
+ * queue. */
+static int q_repair(void *arg)
+{
+    shmds_queue *q = arg;
+    struct qack *a = q->a;
+    if (a == NULL)
+        return 0;
+    uint64_t n = __atomic_load_n(&a->log_n, __ATOMIC_ACQUIRE);
+    if (n > LOG_MAX)
+        return SHMDS_ECORRUPT;
+    for (uint64_t i = 0; i < n; i++)
+        if (!log_off_ok(q, a->log[i].off))
+            return SHMDS_ECORRUPT;
+    for (uint64_t i = 0; i < n; i++) {
+        SHMDS_FAULT("queue.repair.replay");
+        __atomic_store_n((uint64_t *)((unsigned char *)q->h + a->log[i].off), a->log[i].val,
+                         __ATOMIC_RELEASE);
+    }
+    __atomic_store_n(&a->log_n, 0, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* Lock the queue (repairing after a dead holder, see q_repair). */
 static int q_lock(shmds_queue *q)
 {
-    int rc = shmds__lock(q->r, &q->h->lock, NULL, NULL);
+    int rc = shmds__lock(q->r, &q->h->lock, q_repair, q);
     return rc == SHMDS_RECOVERED ? 0 : rc;
+}
+
+/* sent and received are 64-bit counts kept beside the 31-bit counts of the
+ * committed index words: after each commit the committer moves the 64-bit
+ * copy up to match, and a reader adds what is still missing the same way.
+ * So they are exact after a crash between a commit and its update (the
+ * next update, or the reader, makes up for it), and a stale store by a
+ * racing updater costs nothing either. */
+static inline uint64_t count_value(uint64_t c64, uint64_t cnt)
+{
+    return c64 + ((cnt - c64) & CNT_MASK);
+}
+
+static inline void count_update(uint64_t *c64, uint64_t cnt)
+{
+    uint64_t v = __atomic_load_n(c64, __ATOMIC_RELAXED);
+    __atomic_store_n(c64, count_value(v, cnt), __ATOMIC_RELAXED);
 }
 
 static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeout_ms)
@@ -367,6 +525,7 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
                 break;
             }
             SHMDS_FAULT("queue.send.after_commit");
+            count_update(&h->sent, w_cnt(nw));
             bell_ring(&h->not_empty, &h->recv_sleepers);
             if (free_u - need > 0)
                 bell_ring(&h->not_full, &h->send_sleepers);
@@ -424,6 +583,7 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
             __atomic_store_n(&h->head, w_make(idx_add(q, w_idx(hw), need), w_cnt(hw) + 1),
                              __ATOMIC_SEQ_CST);
             SHMDS_FAULT("queue.recv.after_commit");
+            count_update(&h->received, w_cnt(hw) + 1);
             bell_ring(&h->not_full, &h->send_sleepers);
             if (used > need)
                 bell_ring(&h->not_empty, &h->recv_sleepers);
@@ -530,6 +690,7 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
             if (!__atomic_compare_exchange_n(&h->tail, &tw, nw, false, __ATOMIC_SEQ_CST,
                                              __ATOMIC_RELAXED))
                 return SHMDS_ECLOSED; /* shut down meanwhile: not sent */
+            count_update(&h->sent, w_cnt(nw));
             bell_ring(&h->not_empty, &h->recv_sleepers);
             return 0;
         }
@@ -578,6 +739,7 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
             __atomic_store_n(&h->head,
                              w_make(idx_add(q, w_idx(hw), rec_units((uint64_t)len)), w_cnt(hw) + 1),
                              __ATOMIC_SEQ_CST);
+            count_update(&h->received, w_cnt(hw) + 1);
             bell_ring(&h->not_full, &h->send_sleepers);
             return 0;
         }
@@ -599,6 +761,466 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
 }
 
 /* ---------------------------------------------------------------------------
+ * At-least-once (SHMDS_QUEUE_ACK): leases, take-backs, acknowledgements
+ * ------------------------------------------------------------------------ */
+
+static int io_check(shmds_queue *q, int timeout_ms);
+
+#define LW_STATE_MASK UINT64_C(0xff)
+#define LW_ATTEMPT_MASK UINT64_C(0xffffff)
+
+static inline uint64_t lw_make(uint64_t cnt, uint64_t attempt, unsigned state)
+{
+    return (cnt & CNT_MASK) << 32 | (attempt & LW_ATTEMPT_MASK) << 8 | state;
+}
+
+static inline unsigned lw_state(uint64_t w)
+{
+    return (unsigned)(w & LW_STATE_MASK);
+}
+
+static inline uint64_t lw_cnt(uint64_t w)
+{
+    return w >> 32;
+}
+
+static inline uint64_t lw_attempt(uint64_t w)
+{
+    return (w >> 8) & LW_ATTEMPT_MASK;
+}
+
+/* The next delivery's attempt number (never 0, so an id is never 0). */
+static inline uint64_t lw_next_attempt(uint64_t w)
+{
+    uint64_t n = (lw_attempt(w) + 1) & LW_ATTEMPT_MASK;
+    return n != 0 ? n : 1;
+}
+
+static inline struct qlease *slot_of(const shmds_queue *q, uint64_t cnt)
+{
+    return &q->slots[cnt & (q->nslots - 1)];
+}
+
+/* This process's pid and start time, as a lease holder; computed again in
+ * a child after fork(). */
+static uint32_t self_pid;
+static uint64_t self_start;
+static unsigned self_gen;
+
+static void self_ident(uint32_t *pid, uint64_t *start)
+{
+    pthread_once(&atfork_once, atfork_register);
+    unsigned g = __atomic_load_n(&fork_gen, __ATOMIC_ACQUIRE);
+    uint32_t p = __atomic_load_n(&self_pid, __ATOMIC_ACQUIRE);
+    if (p == 0 || __atomic_load_n(&self_gen, __ATOMIC_RELAXED) != g) {
+        p = (uint32_t)getpid();
+        __atomic_store_n(&self_start, shmds__proc_start(p), __ATOMIC_RELAXED);
+        __atomic_store_n(&self_gen, g, __ATOMIC_RELAXED);
+        __atomic_store_n(&self_pid, p, __ATOMIC_RELEASE);
+    }
+    *pid = p;
+    *start = __atomic_load_n(&self_start, __ATOMIC_RELAXED);
+}
+
+/* The three words of an SHMDS_QUEUE_ACK queue, read under its lock. */
+struct ackview {
+    uint64_t tw, hw, rw;
+};
+
+static inline uint64_t window_of(const struct ackview *v)
+{
+    return msgs_between(v->rw, v->hw);
+}
+
+/* Read and check the words: head <= rd <= tail, and the window fits the
+ * slots. */
+static int ack_view(const shmds_queue *q, struct ackview *v)
+{
+    v->tw = __atomic_load_n(&q->h->tail, __ATOMIC_ACQUIRE);
+    v->hw = __atomic_load_n(&q->h->head, __ATOMIC_RELAXED);
+    v->rw = __atomic_load_n(&q->a->rd, __ATOMIC_RELAXED);
+    if (!words_ok(q, v->tw, v->hw) || w_idx(v->rw) >= 2 * q->cap_u || (v->rw & CLOSED_BIT))
+        return SHMDS_ECORRUPT;
+    uint64_t win_u = used_units(q, v->rw, v->hw), win = window_of(v);
+    if (win_u > used_units(q, v->tw, v->hw) || win > msgs_between(v->tw, v->hw) ||
+        win > q->nslots || win > win_u)
+        return SHMDS_ECORRUPT;
+    return 0;
+}
+
+/* The word of the window's slot for count `c`, checked to be that
+ * message's; SHMDS_ECORRUPT else. */
+static int slot_word(const shmds_queue *q, uint64_t c, uint64_t *w)
+{
+    *w = __atomic_load_n(&slot_of(q, c)->word, __ATOMIC_ACQUIRE);
+    return lw_cnt(*w) == (c & CNT_MASK) ? 0 : SHMDS_ECORRUPT;
+}
+
+/* Length of the window's record at ring index `idx` (from a slot, so
+ * untrusted): it must start inside [head, rd) and be framed; -1 else. */
+static int64_t window_rec(const shmds_queue *q, const struct ackview *v, uint64_t idx)
+{
+    if (idx >= 2 * q->cap_u || used_units(q, w_make(idx, 0), v->hw) >= used_units(q, v->rw, v->hw))
+        return -1;
+    return rec_read(q, idx, used_units(q, v->tw, w_make(idx, 0)));
+}
+
+/* The head word once every ACKED message at the floor (and the one of
+ * count `also`, which the caller is about to mark ACKED; pass a count
+ * outside the window for none) is passed. Cost: O(messages passed). */
+static int floor_after(const shmds_queue *q, const struct ackview *v, uint64_t also,
+                       uint64_t *out)
+{
+    uint64_t hw = v->hw, n = window_of(v);
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t c = w_cnt(hw), w;
+        if (slot_word(q, c, &w) != 0)
+            return SHMDS_ECORRUPT;
+        if (lw_state(w) != L_ACKED && c != (also & CNT_MASK))
+            break;
+        int64_t len = rec_read(q, w_idx(hw), used_units(q, v->tw, hw));
+        if (len < 0)
+            return SHMDS_ECORRUPT;
+        hw = w_make(idx_add(q, w_idx(hw), rec_units((uint64_t)len)), c + 1);
+    }
+    *out = hw;
+    return 0;
+}
+
+static void holder_write(struct qlease *s, uint64_t now)
+{
+    uint32_t pid;
+    uint64_t start;
+    self_ident(&pid, &start);
+    __atomic_store_n(&s->pid, pid, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->start, start, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->since_ns, now, __ATOMIC_RELAXED);
+}
+
+/* Take back leases (LEASED -> READY, one commit each) that ran out, and
+ * when `probe` those whose holder is dead; without `probe` only the oldest
+ * message's lease is looked at. Queue lock held. Returns how many were
+ * taken back, or an error. Cost: O(window) and a liveness probe per
+ * distinct holder when probing, O(1) else. */
+static int ack_take_back(shmds_queue *q, const struct ackview *v, bool probe, uint64_t now)
+{
+    struct qack *a = q->a;
+    uint64_t n = window_of(v), looked = probe ? n : n > 0;
+    uint32_t dead = 0, live = 0; /* the last holders probed */
+    uint64_t dead_start = 0, live_start = 0;
+    int taken = 0;
+    for (uint64_t i = 0; i < looked; i++) {
+        uint64_t c = (w_cnt(v->hw) + i) & CNT_MASK, w;
+        if (slot_word(q, c, &w) != 0)
+            return SHMDS_ECORRUPT;
+        if (lw_state(w) != L_LEASED)
+            continue;
+        struct qlease *s = slot_of(q, c);
+        uint64_t since = __atomic_load_n(&s->since_ns, __ATOMIC_RELAXED);
+        bool gone = now >= since && now - since >= q->lease_ns;
+        if (!gone && probe) {
+            uint64_t pid = __atomic_load_n(&s->pid, __ATOMIC_RELAXED);
+            uint64_t st = __atomic_load_n(&s->start, __ATOMIC_RELAXED);
+            if (pid == dead && st == dead_start)
+                gone = true;
+            else if (pid != live || st != live_start) {
+                gone = pid > UINT32_MAX || !shmds__proc_alive((uint32_t)pid, st);
+                if (gone) {
+                    dead = (uint32_t)pid;
+                    dead_start = st;
+                } else {
+                    live = (uint32_t)pid;
+                    live_start = st;
+                }
+            }
+        }
+        if (!gone)
+            continue;
+        uint64_t ready = __atomic_load_n(&a->ready, __ATOMIC_RELAXED);
+        uint64_t leased = __atomic_load_n(&a->leased, __ATOMIC_RELAXED);
+        if (leased == 0 || ready >= n)
+            return SHMDS_ECORRUPT;
+        struct redo d = {0};
+        log_put(&d, &s->word, lw_make(c, lw_attempt(w), L_READY));
+        log_put(&d, &a->ready, ready + 1);
+        log_put(&d, &a->leased, leased - 1);
+        SHMDS_FAULT("queue.takeback.before_commit");
+        log_commit(q, &d);
+        taken++;
+    }
+    return taken;
+}
+
+/* Deliver the next message, if one is deliverable now: a taken-back one
+ * (the oldest), else the oldest never delivered. `lease`: under a lease
+ * (*idp receives its id); else acknowledged in the same commit. Queue lock
+ * held. Returns 0, -EAGAIN (nothing deliverable), -ENOBUFS, SHMDS_ECORRUPT. */
+static int ack_take(shmds_queue *q, const struct ackview *v, bool lease, void *buf, size_t cap,
+                    size_t *lenp, uint64_t *idp, uint64_t now)
+{
+    struct qack *a = q->a;
+    uint64_t win = window_of(v);
+    uint64_t ready = __atomic_load_n(&a->ready, __ATOMIC_RELAXED);
+    uint64_t leased = __atomic_load_n(&a->leased, __ATOMIC_RELAXED);
+    if (ready > win || leased > win - ready)
+        return SHMDS_ECORRUPT;
+    struct redo d = {0};
+    uint64_t c, idx, nw;
+    struct qlease *s;
+    int64_t len;
+    if (ready > 0) {
+        uint64_t w = 0;
+        for (c = w_cnt(v->hw);; c = (c + 1) & CNT_MASK) {
+            if (c == w_cnt(v->rw))
+                return SHMDS_ECORRUPT; /* the count says there is one */
+            if (slot_word(q, c, &w) != 0)
+                return SHMDS_ECORRUPT;
+            if (lw_state(w) == L_READY)
+                break;
+        }
+        s = slot_of(q, c);
+        idx = __atomic_load_n(&s->idx, __ATOMIC_RELAXED);
+        if ((len = window_rec(q, v, idx)) < 0)
+            return SHMDS_ECORRUPT;
+        *lenp = (size_t)len;
+        if ((uint64_t)len > cap)
+            return -ENOBUFS;
+        payload_read(q, idx, buf, (uint64_t)len);
+        nw = lw_make(c, lw_next_attempt(w), lease ? L_LEASED : L_ACKED);
+        log_put(&d, &s->word, nw);
+        log_put(&d, &a->ready, ready - 1);
+        log_put(&d, &a->redelivered, __atomic_load_n(&a->redelivered, __ATOMIC_RELAXED) + 1);
+        if (lease) {
+            holder_write(s, now);
+            log_put(&d, &a->leased, leased + 1);
+        } else {
+            uint64_t hw2;
+            if (floor_after(q, v, c, &hw2) != 0)
+                return SHMDS_ECORRUPT;
+            if (hw2 != v->hw)
+                log_put(&d, &q->h->head, hw2);
+        }
+    } else {
+        if (msgs_between(v->tw, v->rw) == 0 || win == q->nslots)
+            return -EAGAIN; /* empty, or as many in flight as there are slots */
+        c = w_cnt(v->rw);
+        idx = w_idx(v->rw);
+        if ((len = rec_read(q, idx, used_units(q, v->tw, v->rw))) < 0)
+            return SHMDS_ECORRUPT;
+        *lenp = (size_t)len;
+        if ((uint64_t)len > cap)
+            return -ENOBUFS;
+        payload_read(q, idx, buf, (uint64_t)len);
+        uint64_t rw2 = w_make(idx_add(q, idx, rec_units((uint64_t)len)), c + 1);
+        s = slot_of(q, c); /* outside the window until rd moves: free to write */
+        nw = lw_make(c, 1, lease ? L_LEASED : L_ACKED);
+        if (!lease && win == 0) {
+            log_put(&d, &q->h->head, rw2); /* nothing older in flight */
+        } else {
+            __atomic_store_n(&s->idx, idx, __ATOMIC_RELAXED);
+            log_put(&d, &s->word, nw);
+            if (lease) {
+                holder_write(s, now);
+                log_put(&d, &a->leased, leased + 1);
+            }
+        }
+        log_put(&d, &a->rd, rw2);
+    }
+    SHMDS_FAULT("queue.lease.before_commit");
+    log_commit(q, &d);
+    *idp = nw & ~LW_STATE_MASK;
+    return 0;
+}
+
+/* The receive of an SHMDS_QUEUE_ACK queue, leased or plain (acknowledged
+ * at once). The waiting is recv_locked's; a receiver that finds nothing
+ * deliverable probes the lease holders before it sleeps, and again after
+ * every wake-up (at most SLICE_MS apart). */
+static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *lenp,
+                    uint64_t *idp, int timeout_ms)
+{
+    struct qhdr *h = q->h;
+    uint64_t deadline = deadline_of(timeout_ms);
+    int rc = q_lock(q);
+    if (rc != 0)
+        return rc;
+    for (;;) {
+        struct ackview v;
+        if ((rc = ack_view(q, &v)) != 0)
+            break;
+        uint64_t now = shmds__now_ns();
+        rc = ack_take_back(q, &v, false, now);
+        if (rc >= 0)
+            rc = ack_take(q, &v, lease, buf, cap, lenp, idp, now);
+        if (rc == -EAGAIN) {
+            int back = ack_take_back(q, &v, true, now);
+            rc = back > 0 ? ack_take(q, &v, lease, buf, cap, lenp, idp, now)
+                          : back < 0 ? back : -EAGAIN;
+        }
+        if (rc == 0) {
+            SHMDS_FAULT("queue.lease.after_commit");
+            struct ackview after;
+            if (ack_view(q, &after) == 0) {
+                count_update(&h->received, w_cnt(after.rw));
+                if (after.hw != v.hw)
+                    bell_ring(&h->not_full, &h->send_sleepers);
+                if (msgs_between(after.tw, after.rw) > 0 ||
+                    __atomic_load_n(&q->a->ready, __ATOMIC_RELAXED) > 0)
+                    bell_ring(&h->not_empty, &h->recv_sleepers);
+            }
+            break;
+        }
+        if (rc != -EAGAIN)
+            break;
+        if (v.tw & CLOSED_BIT) {
+            bell_ring(&h->not_empty, &h->recv_sleepers);
+            rc = SHMDS_ECLOSED;
+            break;
+        }
+        if (expired(timeout_ms, deadline))
+            break; /* rc is -EAGAIN */
+        shmds_mutex_unlock(&h->lock);
+        if (!spin_for_change(&h->tail, v.tw)) {
+            __atomic_add_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == v.tw)
+                bell_wait(&h->not_empty, deadline);
+            __atomic_sub_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
+        }
+        if ((rc = q_lock(q)) != 0)
+            return rc;
+    }
+    shmds_mutex_unlock(&h->lock);
+    if (rc == -EAGAIN && timeout_ms != 0)
+        rc = -ETIMEDOUT;
+    return rc;
+}
+
+/* Acknowledge the lease `id` (queue lock held). */
+static int ack_locked(shmds_queue *q, uint64_t id)
+{
+    struct qack *a = q->a;
+    struct ackview v;
+    int rc = ack_view(q, &v);
+    if (rc != 0)
+        return rc;
+    uint64_t c = lw_cnt(id), win = window_of(&v), w;
+    if (((c - w_cnt(v.hw)) & CNT_MASK) >= win)
+        return -ESTALE; /* acknowledged and passed, or never leased */
+    if (slot_word(q, c, &w) != 0)
+        return SHMDS_ECORRUPT;
+    unsigned st = lw_state(w);
+    if ((w & ~LW_STATE_MASK) != id || (st != L_LEASED && st != L_READY))
+        return -ESTALE;
+    uint64_t *count = st == L_LEASED ? &a->leased : &a->ready;
+    uint64_t n = __atomic_load_n(count, __ATOMIC_RELAXED), hw2;
+    if (n == 0 || floor_after(q, &v, c, &hw2) != 0)
+        return SHMDS_ECORRUPT;
+    struct redo d = {0};
+    log_put(&d, &slot_of(q, c)->word, lw_make(c, lw_attempt(w), L_ACKED));
+    log_put(&d, count, n - 1);
+    if (hw2 != v.hw)
+        log_put(&d, &q->h->head, hw2);
+    SHMDS_FAULT("queue.ack.before_commit");
+    log_commit(q, &d);
+    if (hw2 != v.hw)
+        bell_ring(&q->h->not_full, &q->h->send_sleepers);
+    if (win == q->nslots) /* receivers may wait for a free slot */
+        bell_ring(&q->h->not_empty, &q->h->recv_sleepers);
+    return 0;
+}
+
+SHMDS_API int shmds_queue_recv_lease(shmds_queue *q, void *buf, size_t cap, size_t *len,
+                                     uint64_t *id, int timeout_ms)
+{
+    if (q == NULL || len == NULL || id == NULL || (buf == NULL && cap > 0) || q->a == NULL)
+        return -EINVAL;
+    int rc = io_check(q, timeout_ms);
+    if (rc != 0)
+        return rc;
+    return recv_ack(q, true, buf, cap, len, id, timeout_ms);
+}
+
+SHMDS_API int shmds_queue_ack(shmds_queue *q, uint64_t id)
+{
+    if (q == NULL || q->a == NULL || (id & LW_STATE_MASK) != 0 || lw_attempt(id) == 0 ||
+        lw_cnt(id) > CNT_MASK)
+        return -EINVAL;
+    int rc = shmds__writable(q->r);
+    if (rc != 0 || (rc = q_lock(q)) != 0)
+        return rc;
+    rc = ack_locked(q, id);
+    shmds_mutex_unlock(&q->h->lock);
+    return rc;
+}
+
+SHMDS_API int shmds_queue_stats_get(shmds_queue *q, shmds_queue_stats *out)
+{
+    if (q == NULL || out == NULL)
+        return -EINVAL;
+    struct qhdr *h = q->h;
+    memset(out, 0, sizeof *out);
+    uint64_t hw = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+    uint64_t dw = q->a != NULL ? __atomic_load_n(&q->a->rd, __ATOMIC_ACQUIRE) : hw;
+    uint64_t tw = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+    if (w_idx(tw) >= 2 * q->cap_u || w_idx(hw) >= 2 * q->cap_u || w_idx(dw) >= 2 * q->cap_u)
+        return SHMDS_ECORRUPT;
+    out->sent = count_value(__atomic_load_n(&h->sent, __ATOMIC_RELAXED), w_cnt(tw));
+    out->received = count_value(__atomic_load_n(&h->received, __ATOMIC_RELAXED), w_cnt(dw));
+    out->waiting = msgs_between(tw, dw);
+    out->flags = q->flags;
+    out->recoveries = __atomic_load_n(&h->lock.recoveries, __ATOMIC_RELAXED);
+    if (q->a == NULL)
+        return 0;
+    struct qack *a = q->a;
+    out->redelivered = __atomic_load_n(&a->redelivered, __ATOMIC_RELAXED);
+    out->in_flight = __atomic_load_n(&a->leased, __ATOMIC_RELAXED);
+    out->requeued = __atomic_load_n(&a->ready, __ATOMIC_RELAXED);
+    out->lease_ms = a->lease_ms;
+    out->max_in_flight = q->nslots;
+    uint64_t now = shmds__now_ns(), win = msgs_between(dw, hw);
+    for (uint64_t i = 0; i < win && i < q->nslots; i++) {
+        struct qlease *s = slot_of(q, w_cnt(hw) + i);
+        uint64_t w = __atomic_load_n(&s->word, __ATOMIC_ACQUIRE);
+        uint64_t since = __atomic_load_n(&s->since_ns, __ATOMIC_RELAXED);
+        if (lw_state(w) == L_LEASED && now > since && now - since > out->oldest_in_flight_ns)
+            out->oldest_in_flight_ns = now - since;
+    }
+    return 0;
+}
+
+/* The check's part for SHMDS_QUEUE_ACK (queue lock held, so no log is
+ * open): the words, and every slot of the window against the records of
+ * [head, rd) and the counts. */
+static int ack_check(const shmds_queue *q)
+{
+    struct ackview v;
+    if (__atomic_load_n(&q->a->log_n, __ATOMIC_ACQUIRE) != 0 || ack_view(q, &v) != 0)
+        return SHMDS_ECORRUPT;
+    uint64_t hw = v.hw, n = window_of(&v), leased = 0, ready = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        uint64_t c = w_cnt(hw), w;
+        if (slot_word(q, c, &w) != 0)
+            return SHMDS_ECORRUPT;
+        unsigned st = lw_state(w);
+        if ((st != L_LEASED && st != L_READY && st != L_ACKED) || (i == 0 && st == L_ACKED) ||
+            lw_attempt(w) == 0)
+            return SHMDS_ECORRUPT;
+        if (__atomic_load_n(&slot_of(q, c)->idx, __ATOMIC_RELAXED) != w_idx(hw))
+            return SHMDS_ECORRUPT;
+        leased += st == L_LEASED;
+        ready += st == L_READY;
+        int64_t len = rec_read(q, w_idx(hw), used_units(q, v.tw, hw));
+        if (len < 0)
+            return SHMDS_ECORRUPT;
+        hw = w_make(idx_add(q, w_idx(hw), rec_units((uint64_t)len)), c + 1);
+    }
+    if (hw != (v.rw & ~CLOSED_BIT) || leased != __atomic_load_n(&q->a->leased, __ATOMIC_RELAXED) ||
+        ready != __atomic_load_n(&q->a->ready, __ATOMIC_RELAXED))
+        return SHMDS_ECORRUPT;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
  * Create, open, close, destroy
  * ------------------------------------------------------------------------ */
 
@@ -607,6 +1229,35 @@ static uint64_t hdr_checksum(const struct qhdr *h)
     /* `magic` is left out: it is stored last, when the rest is written. */
     return shmds__fnv1a(SHMDS__FNV_INIT, (const unsigned char *)h + 8,
                         offsetof(struct qhdr, checksum) - 8);
+}
+
+static uint64_t ack_checksum(const struct qack *a)
+{
+    return shmds__fnv1a(SHMDS__FNV_INIT, a, offsetof(struct qack, checksum));
+}
+
+/* Bytes of the SHMDS_QUEUE_ACK area with `slots` lease slots. */
+static uint64_t ack_bytes(uint64_t slots)
+{
+    return sizeof(struct qack) + slots * sizeof(struct qlease);
+}
+
+/* Validate the SHMDS_QUEUE_ACK area of the queue at `off` (whose header is
+ * valid) and fill the handle's view of it. */
+static int ack_attach(shmds_region *r, shmds_off_t off, const struct qhdr *h, shmds_queue *q)
+{
+    struct qack *a = shmds__ptr_chk(r, off + sizeof(struct qhdr), sizeof *a, SHMDS__CACHE_LINE);
+    if (a == NULL || a->checksum != ack_checksum(a) || a->self != off)
+        return SHMDS_ECORRUPT;
+    uint32_t n = a->slots;
+    if (n == 0 || n > ACK_SLOTS_MAX || (n & (n - 1)) != 0 || a->lease_ms == 0 ||
+        h->ring != off + sizeof(struct qhdr) + ack_bytes(n))
+        return SHMDS_ECORRUPT;
+    q->a = a;
+    q->slots = (struct qlease *)(a + 1);
+    q->nslots = n;
+    q->lease_ns = (uint64_t)a->lease_ms * 1000000u;
+    return 0;
 }
 
 /* Validate the header at `off` and fill a handle from it. */
@@ -619,19 +1270,28 @@ static int handle_make(shmds_region *r, shmds_off_t off, shmds_queue **out)
         h->checksum != hdr_checksum(h))
         return SHMDS_ECORRUPT;
     uint64_t cap = h->cap;
-    if (h->self != off || h->ring != off + sizeof(struct qhdr) || (h->flags & ~SHMDS_QUEUE_SPSC) ||
-        cap < 16 || cap > SHMDS_QUEUE_CAPACITY_MAX || cap % 8 != 0 || h->max_msg == 0 ||
-        h->max_msg > cap - 8 || !shmds__off_ok(r, h->ring, cap, 8))
+    uint32_t flags = h->flags;
+    bool ack = (flags & SHMDS_QUEUE_ACK) != 0;
+    if (h->self != off || (!ack && h->ring != off + sizeof(struct qhdr)) ||
+        (flags & ~(SHMDS_QUEUE_SPSC | SHMDS_QUEUE_ACK)) ||
+        (ack && (flags & SHMDS_QUEUE_SPSC)) || cap < 16 || cap > SHMDS_QUEUE_CAPACITY_MAX ||
+        cap % 8 != 0 || h->max_msg == 0 || h->max_msg > cap - 8 ||
+        !shmds__off_ok(r, h->ring, cap, 8))
         return SHMDS_ECORRUPT;
     shmds_queue *q = calloc(1, sizeof *q);
     if (q == NULL)
         return -ENOMEM;
+    int rc = ack ? ack_attach(r, off, h, q) : 0;
+    if (rc != 0) {
+        free(q);
+        return rc;
+    }
     q->r = r;
     q->h = h;
     q->ring = r->base + h->ring;
     q->cap_u = cap / 8;
     q->max_msg = h->max_msg;
-    q->flags = h->flags;
+    q->flags = flags;
     q->off = off;
     *out = q;
     return 0;
@@ -640,7 +1300,20 @@ static int handle_make(shmds_region *r, shmds_off_t off, shmds_queue **out)
 SHMDS_API int shmds_queue_create(shmds_region *r, const char *name, size_t capacity_bytes,
                                  size_t max_msg, unsigned flags, shmds_queue **out)
 {
-    if (r == NULL || name == NULL || out == NULL || (flags & ~(unsigned)SHMDS_QUEUE_SPSC))
+    shmds_queue_opts o = {.capacity_bytes = capacity_bytes, .max_msg = max_msg, .flags = flags};
+    return shmds_queue_create_ex(r, name, &o, out);
+}
+
+SHMDS_API int shmds_queue_create_ex(shmds_region *r, const char *name,
+                                    const shmds_queue_opts *o, shmds_queue **out)
+{
+    if (r == NULL || name == NULL || out == NULL || o == NULL)
+        return -EINVAL;
+    unsigned flags = o->flags;
+    size_t capacity_bytes = o->capacity_bytes, max_msg = o->max_msg;
+    if ((flags & ~(unsigned)(SHMDS_QUEUE_SPSC | SHMDS_QUEUE_ACK)) ||
+        ((flags & SHMDS_QUEUE_ACK) && (flags & SHMDS_QUEUE_SPSC)) ||
+        o->max_in_flight > ACK_SLOTS_MAX)
         return -EINVAL;
     int rc = shmds__writable(r);
     if (rc != 0)
@@ -650,6 +1323,11 @@ SHMDS_API int shmds_queue_create(shmds_region *r, const char *name, size_t capac
     uint64_t cap = ((uint64_t)capacity_bytes + 7) & ~UINT64_C(7);
     if (cap < 16 || max_msg == 0 || max_msg > cap - 8)
         return -EINVAL;
+    uint32_t slots = 0;
+    if (flags & SHMDS_QUEUE_ACK)
+        for (slots = 1; slots < (o->max_in_flight ? o->max_in_flight : ACK_SLOTS_DEFAULT);)
+            slots *= 2;
+    uint64_t extra = slots ? ack_bytes(slots) : 0;
     size_t nlen = strnlen(name, SHMDS_ROOT_NAME_MAX + 1);
     if (nlen == 0 || nlen > SHMDS_ROOT_NAME_MAX)
         return -EINVAL;
@@ -665,13 +1343,14 @@ SHMDS_API int shmds_queue_create(shmds_region *r, const char *name, size_t capac
     if (rc != 0)
         return rc == -EAGAIN ? -EEXIST : rc;
     SHMDS_FAULT("queue.create.reserved");
-    rc = shmds__alloc_zeroed_into(r, sizeof(struct qhdr) + cap + SHMDS__CACHE_LINE - 16, slot);
+    rc = shmds__alloc_zeroed_into(r, sizeof(struct qhdr) + extra + cap + SHMDS__CACHE_LINE - 16,
+                                  slot);
     if (rc != 0)
         goto fail;
     SHMDS_FAULT("queue.create.after_alloc");
     shmds_off_t block = *slot;
     shmds_off_t off = shmds__hdr_of(block);
-    struct qhdr *h = shmds__ptr_chk(r, off, sizeof(struct qhdr) + cap, SHMDS__CACHE_LINE);
+    struct qhdr *h = shmds__ptr_chk(r, off, sizeof(struct qhdr) + extra + cap, SHMDS__CACHE_LINE);
     if (h == NULL) {
         rc = SHMDS_ECORRUPT;
         goto fail;
@@ -681,9 +1360,16 @@ SHMDS_API int shmds_queue_create(shmds_region *r, const char *name, size_t capac
     h->cap = cap;
     h->max_msg = max_msg;
     h->self = off;
-    h->ring = off + sizeof(struct qhdr);
+    h->ring = off + sizeof(struct qhdr) + extra;
     h->block = block;
     h->checksum = hdr_checksum(h);
+    if (slots != 0) {
+        struct qack *a = (struct qack *)(h + 1);
+        a->slots = slots;
+        a->lease_ms = o->lease_ms ? o->lease_ms : SHMDS_QUEUE_LEASE_MS_DEFAULT;
+        a->self = off;
+        a->checksum = ack_checksum(a);
+    }
     shmds_queue *q = NULL;
     if ((rc = shmds_mutex_init(&h->lock)) != 0 || (rc = shmds_sem_init(&h->not_empty, 0)) != 0 ||
         (rc = shmds_sem_init(&h->not_full, 0)) != 0)
@@ -813,6 +1499,10 @@ SHMDS_API int shmds_queue_recv(shmds_queue *q, void *buf, size_t cap, size_t *le
         return rc;
     if (q->flags & SHMDS_QUEUE_SPSC)
         return recv_spsc(q, buf, cap, len, timeout_ms);
+    if (q->a != NULL) {
+        uint64_t id;
+        return recv_ack(q, false, buf, cap, len, &id, timeout_ms);
+    }
     return recv_locked(q, buf, cap, len, timeout_ms);
 }
 
@@ -840,12 +1530,14 @@ SHMDS_API int shmds_queue_len(shmds_queue *q, uint64_t *msgs)
 {
     if (q == NULL || msgs == NULL)
         return -EINVAL;
+    /* Of an SHMDS_QUEUE_ACK queue, the messages past the read cursor. */
+    uint64_t *from = q->a != NULL ? &q->a->rd : &q->h->head;
     for (int i = 0; i < LEN_TRIES; i++) {
-        uint64_t hw = __atomic_load_n(&q->h->head, __ATOMIC_ACQUIRE);
+        uint64_t hw = __atomic_load_n(from, __ATOMIC_ACQUIRE);
         uint64_t tw = __atomic_load_n(&q->h->tail, __ATOMIC_ACQUIRE);
         /* The pair is a snapshot only if the head did not move while the
          * tail was read (else the tail may be a lap ahead of it). */
-        if (__atomic_load_n(&q->h->head, __ATOMIC_ACQUIRE) != hw)
+        if (__atomic_load_n(from, __ATOMIC_ACQUIRE) != hw)
             continue;
         if (!words_ok(q, tw, hw))
             return SHMDS_ECORRUPT;
@@ -889,7 +1581,8 @@ SHMDS_API int shmds_queue_check(shmds_queue *q)
     int rc = shmds__alloc_block_live(r, h->block, &usable);
     if (rc != 0)
         return rc == -EINVAL ? SHMDS_ECORRUPT : rc;
-    if (h->block > q->off || q->off - h->block + sizeof(struct qhdr) + h->cap > usable)
+    uint64_t extra = q->a != NULL ? ack_bytes(q->nslots) : 0;
+    if (h->block > q->off || q->off - h->block + sizeof(struct qhdr) + extra + h->cap > usable)
         return SHMDS_ECORRUPT;
     if (!shmds__rdonly(r) && !(q->flags & SHMDS_QUEUE_SPSC)) {
         if ((rc = q_lock(q)) != 0)
@@ -897,6 +1590,8 @@ SHMDS_API int shmds_queue_check(shmds_queue *q)
         uint64_t tw = __atomic_load_n(&h->tail, __ATOMIC_RELAXED);
         uint64_t hw = __atomic_load_n(&h->head, __ATOMIC_RELAXED);
         rc = words_ok(q, tw, hw) ? walk(q, tw, hw) : SHMDS_ECORRUPT;
+        if (rc == 0 && q->a != NULL)
+            rc = ack_check(q);
         shmds_mutex_unlock(&h->lock);
         return rc;
     }

@@ -3,6 +3,7 @@
  * points with the ring checked after each. */
 #include <check.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -728,6 +729,500 @@ START_TEST(test_queue_spsc_survives_random_sigkills)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------
+ * at-least-once (SHMDS_QUEUE_ACK)
+ * ------------------------------------------------------------------------ */
+
+static shmds_queue *make_ack_queue(shmds_region *r, const char *name, size_t cap, size_t max_msg,
+                                   uint32_t lease_ms, uint32_t max_in_flight)
+{
+    shmds_queue_opts o = {.capacity_bytes = cap,
+                          .max_msg = max_msg,
+                          .flags = SHMDS_QUEUE_ACK,
+                          .lease_ms = lease_ms,
+                          .max_in_flight = max_in_flight};
+    shmds_queue *q = NULL;
+    int rc = shmds_queue_create_ex(r, name, &o, &q);
+    ck_assert_msg(rc == 0, "queue_create_ex: %s", shmds_errname(rc));
+    return q;
+}
+
+static shmds_queue_stats qstats(shmds_queue *q)
+{
+    shmds_queue_stats st;
+    ck_assert_int_eq(shmds_queue_stats_get(q, &st), 0);
+    return st;
+}
+
+START_TEST(test_queue_ack_lease_then_ack_removes_message)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_ack_queue(r, "a", 1024, 64, 60000, 0);
+    ck_assert_int_eq(shmds_queue_send(q, "one", 3, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "two", 3, 0), 0);
+    char buf[64];
+    size_t len = 0;
+    uint64_t id = 0, id2 = 0, n = 0;
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_uint_eq(len, 3);
+    ck_assert(memcmp(buf, "one", 3) == 0);
+    ck_assert_uint_ne(id, 0);
+    ck_assert_int_eq(shmds_queue_len(q, &n), 0);
+    ck_assert_uint_eq(n, 1);
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_eq(st.sent, 2);
+    ck_assert_uint_eq(st.received, 1);
+    ck_assert_uint_eq(st.in_flight, 1);
+    ck_assert_uint_eq(st.waiting, 1);
+    ck_assert_uint_eq(st.lease_ms, 60000);
+    ck_assert_uint_eq(st.max_in_flight, 256);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    /* The next lease is the next message, not the one in flight. */
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id2, 0), 0);
+    ck_assert(memcmp(buf, "two", 3) == 0);
+    ck_assert_uint_ne(id, id2);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id2, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    ck_assert_int_eq(shmds_queue_ack(q, id), -ESTALE); /* exactly once */
+    ck_assert_int_eq(shmds_queue_ack(q, id2), 0);
+    st = qstats(q);
+    ck_assert_uint_eq(st.in_flight, 0);
+    ck_assert_uint_eq(st.redelivered, 0);
+    ck_assert_uint_eq(st.received, 2);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id2, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_ack_plain_recv_stays_exactly_once)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_ack_queue(r, "p", 1024, 64, 60000, 0);
+    for (char c = 'a'; c <= 'd'; c++)
+        ck_assert_int_eq(shmds_queue_send(q, &c, 1, 0), 0);
+    char buf[8];
+    size_t len;
+    uint64_t id;
+    /* Plain receives around a lease: each message once, in order. */
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(buf[0], 'a');
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(buf[0], 'b');
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(buf[0], 'c');
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(buf[0], 'd');
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), -EAGAIN);
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_eq(st.received, 4);
+    ck_assert_uint_eq(st.in_flight, 0);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_ack_lapsed_lease_is_delivered_again_first)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_ack_queue(r, "l", 1024, 64, 20, 0);
+    ck_assert_int_eq(shmds_queue_send(q, "A", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "B", 1, 0), 0);
+    char buf[8];
+    size_t len;
+    uint64_t id1, id2, id3;
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id1, 0), 0);
+    ck_assert_int_eq(buf[0], 'A');
+    /* Sleep past the 20 ms lease: it has certainly run out. */
+    struct timespec nap = {0, 40 * 1000000L};
+    nanosleep(&nap, NULL);
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_ge(st.oldest_in_flight_ns, 20 * 1000000u);
+    /* A is delivered again before B, under a new id. */
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id2, 0), 0);
+    ck_assert_int_eq(buf[0], 'A');
+    ck_assert_uint_ne(id1, id2);
+    ck_assert_int_eq(shmds_queue_ack(q, id1), -ESTALE); /* the lease moved on */
+    ck_assert_int_eq(shmds_queue_ack(q, id2), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id3, 0), 0);
+    ck_assert_int_eq(buf[0], 'B');
+    st = qstats(q);
+    ck_assert_uint_eq(st.redelivered, 1);
+    ck_assert_uint_eq(st.received, 2);
+    ck_assert_uint_eq(st.in_flight, 1);
+    /* A lapsed lease not yet delivered again may still be acknowledged. */
+    nanosleep(&nap, NULL);
+    ck_assert_int_eq(shmds_queue_ack(q, id3), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id3, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* A child that leases one message, reports it, and waits to be killed. */
+static int ack_lease_and_wait(void *arg)
+{
+    (void)arg;
+    shmds_queue *q;
+    char buf[8];
+    size_t len;
+    uint64_t id;
+    if (shmds_queue_open(g_r, "d", &q) != 0 ||
+        shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0) != 0)
+        return 1;
+    tu_send(&chan, buf, 1);
+    for (;;)
+        pause();
+}
+
+START_TEST(test_queue_ack_dead_holder_message_delivered_again)
+{
+    g_r = make_region();
+    shmds_queue *q = make_ack_queue(g_r, "d", 1024, 64, 60000, 0);
+    tu_chan_open(&chan);
+    ck_assert_int_eq(shmds_queue_send(q, "X", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "Y", 1, 0), 0);
+    char buf[8], c;
+    size_t len;
+    uint64_t id;
+    /* Reaped: no such process any more. */
+    pid_t pid = tu_fork(ack_lease_and_wait, NULL);
+    ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    ck_assert_int_eq(c, 'X');
+    tu_kill(pid);
+    /* Y is new, so it goes first while nothing makes the receiver probe;
+     * then the queue has nothing new, the holder is probed, X comes back. */
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(buf[0], 'Y');
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(buf[0], 'X');
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    /* Killed but not reaped (a zombie) counts as dead too. */
+    ck_assert_int_eq(shmds_queue_send(q, "Z", 1, 0), 0);
+    pid = tu_fork(ack_lease_and_wait, NULL);
+    ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    siginfo_t si;
+    ck_assert_int_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(buf[0], 'Z');
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    tu_kill(pid);
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_eq(st.redelivered, 2);
+    ck_assert_uint_eq(st.in_flight, 0);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    tu_chan_close(&chan);
+    shmds_region_close(g_r);
+}
+END_TEST
+
+START_TEST(test_queue_ack_ring_space_waits_for_the_oldest_ack)
+{
+    shmds_region *r = make_region();
+    /* Two 8-byte messages fill the ring (16 bytes each with the header). */
+    shmds_queue *q = make_ack_queue(r, "s", 32, 8, 60000, 2);
+    ck_assert_int_eq(shmds_queue_send(q, "11111111", 8, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "22222222", 8, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "3", 1, 0), -EAGAIN);
+    char buf[8];
+    size_t len;
+    uint64_t a, b, c;
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &a, 0), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &b, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "3", 1, 0), -EAGAIN); /* leased: still held */
+    ck_assert_int_eq(shmds_queue_ack(q, b), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "3", 1, 0), -EAGAIN); /* the oldest holds the ring */
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    ck_assert_int_eq(shmds_queue_ack(q, a), 0); /* both freed at once */
+    ck_assert_int_eq(shmds_queue_send(q, "3", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "4", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    /* max_in_flight 2: a third lease waits although a message is there. */
+    q = make_ack_queue(r, "w", 256, 8, 60000, 2);
+    for (char m = '1'; m <= '3'; m++)
+        ck_assert_int_eq(shmds_queue_send(q, &m, 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &a, 0), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &b, 0), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &c, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &c, 20), -ETIMEDOUT);
+    /* The window runs from the oldest message not acknowledged. */
+    ck_assert_int_eq(shmds_queue_ack(q, b), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &c, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_ack(q, a), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &c, 0), 0);
+    ck_assert_int_eq(buf[0], '3');
+    ck_assert_int_eq(shmds_queue_ack(q, c), 0);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_ack_bad_input)
+{
+    shmds_region *r = make_region();
+    shmds_queue *plain = make_queue(r, "n", 256, 16, 0);
+    shmds_queue *q = make_ack_queue(r, "b", 256, 16, 0, 0);
+    char buf[16];
+    size_t len;
+    uint64_t id;
+    ck_assert_int_eq(shmds_queue_recv_lease(plain, buf, sizeof buf, &len, &id, 0), -EINVAL);
+    ck_assert_int_eq(shmds_queue_ack(plain, UINT64_C(1) << 8), -EINVAL);
+    ck_assert_int_eq(shmds_queue_recv_lease(NULL, buf, sizeof buf, &len, &id, 0), -EINVAL);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, NULL, 0), -EINVAL);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, -2), -EINVAL);
+    ck_assert_int_eq(shmds_queue_ack(NULL, UINT64_C(1) << 8), -EINVAL);
+    ck_assert_int_eq(shmds_queue_ack(q, 0), -EINVAL);
+    ck_assert_int_eq(shmds_queue_ack(q, 5), -EINVAL);
+    ck_assert_int_eq(shmds_queue_ack(q, UINT64_C(1) << 8), -ESTALE); /* never leased */
+    ck_assert_int_eq(shmds_queue_stats_get(q, NULL), -EINVAL);
+    ck_assert_int_eq(qstats(q).lease_ms, SHMDS_QUEUE_LEASE_MS_DEFAULT);
+    /* A small buffer: -ENOBUFS, the message stays deliverable. */
+    ck_assert_int_eq(shmds_queue_send(q, "0123456789", 10, 0), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, 4, &len, &id, 0), -ENOBUFS);
+    ck_assert_uint_eq(len, 10);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    shmds_queue_opts o = {.capacity_bytes = 256, .max_msg = 16,
+                          .flags = SHMDS_QUEUE_ACK | SHMDS_QUEUE_SPSC};
+    shmds_queue *x;
+    ck_assert_int_eq(shmds_queue_create_ex(r, "x", &o, &x), -EINVAL);
+    o.flags = SHMDS_QUEUE_ACK;
+    o.max_in_flight = 65537;
+    ck_assert_int_eq(shmds_queue_create_ex(r, "x", &o, &x), -EINVAL);
+    ck_assert_int_eq(shmds_queue_create_ex(r, "x", NULL, &x), -EINVAL);
+    o.flags = 1u << 7;
+    o.max_in_flight = 0;
+    ck_assert_int_eq(shmds_queue_create_ex(r, "x", &o, &x), -EINVAL);
+    /* Shut down with a lease out: nothing to deliver is the end. */
+    ck_assert_int_eq(shmds_queue_send(q, "z", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(shmds_queue_shutdown(q), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, -1), SHMDS_ECLOSED);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(plain);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_ack_damaged_log_or_slots_are_ecorrupt)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_ack_queue(r, "c", 256, 16, 60000, 4);
+    ck_assert_int_eq(shmds_queue_send(q, "m", 1, 0), 0);
+    char buf[16];
+    size_t len;
+    uint64_t id;
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    /* The area after the queue header (the immutable line, then rd's
+     * line): damage the lease count, then the slot word. */
+    shmds_off_t off;
+    uint32_t type;
+    ck_assert_int_eq(shmds_root_get(r, "c", &type, &off), 0);
+    unsigned char *hdr = (unsigned char *)shmds_ptr(r, (off + 63) & ~(shmds_off_t)63);
+    unsigned char *area = hdr + 384;
+    uint64_t saved;
+    memcpy(&saved, area + 64 + 24, 8); /* leased */
+    uint64_t bad = saved + 3;
+    memcpy(area + 64 + 24, &bad, 8);
+    ck_assert_int_eq(shmds_queue_check(q), SHMDS_ECORRUPT);
+    memcpy(area + 64 + 24, &saved, 8);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    memcpy(&saved, area + 256, 8); /* slot 0's word */
+    bad = saved ^ (UINT64_C(1) << 40);
+    memcpy(area + 256, &bad, 8);
+    ck_assert_int_eq(shmds_queue_check(q), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_queue_ack(q, id), SHMDS_ECORRUPT);
+    memcpy(area + 256, &saved, 8);
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    /* The immutable part is checksummed: open refuses it. */
+    area[0] ^= 1;
+    shmds_queue *q2;
+    ck_assert_int_eq(shmds_queue_open(r, "c", &q2), SHMDS_ECORRUPT);
+    area[0] ^= 1;
+    ck_assert_int_eq(shmds_queue_open(r, "c", &q2), 0);
+    shmds_queue_close(q2);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* Consumers SIGKILLed at random inside recv_lease / ack, producers too.
+ * Every acknowledged send must be processed at least once and acknowledged
+ * exactly once; redeliveries are bounded by the consumer kills (each holds
+ * one lease at a time). */
+#define AK_ROUNDS 40
+#define AK_SEQ 4096
+#define AK_MAXLEN 120
+
+struct ak_shared {
+    uint32_t sent[AK_ROUNDS * 2];          /* sends that returned 0 */
+    uint8_t processed[AK_ROUNDS * 2][AK_SEQ];
+    uint8_t acked[AK_ROUNDS * 2][AK_SEQ];  /* acks that returned 0 */
+    uint8_t maybe[AK_ROUNDS * 2][AK_SEQ];  /* an ack was in flight at a kill */
+    uint32_t in_ack[2];                    /* consumer i: (p << 16 | s) + 1 */
+    uint32_t progress, bad, stale;
+};
+static struct ak_shared *ak;
+
+static void ak_process(const unsigned char *buf, size_t len, uint32_t *p, uint32_t *s)
+{
+    if (!msg_ok(buf, len, p, s) || *p >= AK_ROUNDS * 2 || *s >= AK_SEQ) {
+        __atomic_store_n(&ak->bad, 1, __ATOMIC_SEQ_CST);
+        *p = 0;
+        *s = 0;
+        return;
+    }
+    __atomic_add_fetch(&ak->processed[*p][*s], 1, __ATOMIC_SEQ_CST);
+}
+
+/* Lease, process, acknowledge; *in_ack says which ack may be in flight. */
+static int ak_take(shmds_queue *q, uint32_t *in_ack, int timeout_ms)
+{
+    unsigned char buf[AK_MAXLEN];
+    size_t len;
+    uint64_t id;
+    int rc = shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, timeout_ms);
+    if (rc != 0)
+        return rc;
+    uint32_t p, s;
+    ak_process(buf, len, &p, &s);
+    __atomic_store_n(in_ack, (p << 16 | s) + 1, __ATOMIC_SEQ_CST);
+    rc = shmds_queue_ack(q, id);
+    if (rc == 0)
+        __atomic_add_fetch(&ak->acked[p][s], 1, __ATOMIC_SEQ_CST);
+    else if (rc == -ESTALE)
+        __atomic_add_fetch(&ak->stale, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(in_ack, 0, __ATOMIC_SEQ_CST);
+    return rc == -ESTALE ? 0 : rc;
+}
+
+static int ak_child(void *arg)
+{
+    const struct cr_arg *a = arg;
+    shmds_queue *q;
+    if (shmds_queue_open(g_r, "ak", &q) != 0)
+        return 1;
+    if (a->role == 0) {
+        unsigned char buf[AK_MAXLEN];
+        for (uint32_t s = 1; s < AK_SEQ; s++) {
+            size_t len = msg_make(buf, a->id, s, AK_MAXLEN);
+            if (shmds_queue_send(q, buf, len, -1) != 0)
+                return 2;
+            __atomic_store_n(&ak->sent[a->id], s, __ATOMIC_SEQ_CST);
+            __atomic_add_fetch(&ak->progress, 1, __ATOMIC_SEQ_CST);
+        }
+        for (;;)
+            pause();
+    }
+    for (;;) {
+        if (ak_take(q, &ak->in_ack[a->id], -1) != 0)
+            return 3;
+        __atomic_add_fetch(&ak->progress, 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+START_TEST(test_queue_ack_consumers_killed_at_random_lose_nothing)
+{
+    g_r = make_region();
+    ak = tu_shared_alloc(sizeof *ak);
+    /* A small ring (producers block on it and it wraps often); a lease
+     * longer than the test, so only deaths cause redeliveries. */
+    shmds_queue *q = make_ack_queue(g_r, "ak", 2048, AK_MAXLEN, 600000, 8);
+    unsigned seed = (unsigned)time(NULL);
+    uint64_t consumer_kills = 0;
+    for (int round = 0; round < AK_ROUNDS; round++) {
+        pid_t pids[4];
+        struct cr_arg args[4];
+        int n = 0;
+        for (int i = 0; i < 2; i++) {
+            args[n] = (struct cr_arg){1, (uint32_t)i};
+            pids[n] = tu_fork(ak_child, &args[n]);
+            n++;
+        }
+        for (int i = 0; i < 2; i++) {
+            args[n] = (struct cr_arg){0, (uint32_t)(round * 2 + i)};
+            pids[n] = tu_fork(ak_child, &args[n]);
+            n++;
+        }
+        uint32_t start = __atomic_load_n(&ak->progress, __ATOMIC_SEQ_CST);
+        for (int spins = 0; spins < 20000 &&
+                            __atomic_load_n(&ak->progress, __ATOMIC_SEQ_CST) - start < 20;
+             spins++) {
+            struct timespec nap = {0, 100000};
+            nanosleep(&nap, NULL);
+        }
+        int first = rand_r(&seed) % n;
+        for (int k = 0; k < n; k++) {
+            int i = (first + k) % n;
+            struct timespec nap = {0, (long)(rand_r(&seed) % 2000) * 1000};
+            nanosleep(&nap, NULL);
+            int st = tu_kill(pids[i]);
+            ck_assert_msg(WIFSIGNALED(st), "child exited by itself: status %d", st);
+            if (args[i].role == 1)
+                consumer_kills++;
+        }
+        for (int i = 0; i < 2; i++) {
+            uint32_t x = __atomic_exchange_n(&ak->in_ack[i], 0, __ATOMIC_SEQ_CST);
+            if (x != 0)
+                ak->maybe[(x - 1) >> 16][(x - 1) & 0xffff] = 1;
+        }
+        ck_assert_int_eq(shmds_queue_check(q), 0);
+        ck_assert_int_eq(shmds_region_check(g_r), 0);
+    }
+    /* Drain: the dead consumers' leases come back. */
+    ck_assert_int_eq(shmds_queue_shutdown(q), 0);
+    uint32_t none;
+    int rc;
+    while ((rc = ak_take(q, &none, 0)) == 0)
+        ;
+    ck_assert_int_eq(rc, SHMDS_ECLOSED);
+    ck_assert_int_eq(ak->bad, 0);
+    ck_assert_int_eq(ak->stale, 0);
+    uint64_t sent = 0, dups = 0;
+    for (int p = 0; p < AK_ROUNDS * 2; p++) {
+        for (uint32_t s = 1; s < AK_SEQ; s++) {
+            uint8_t pr = ak->processed[p][s], ac = ak->acked[p][s];
+            if (s <= ak->sent[p]) {
+                sent++;
+                ck_assert_msg(pr >= 1, "message %d/%u never processed", p, s);
+            }
+            if (s > ak->sent[p] + 1)
+                ck_assert_msg(pr == 0, "message %d/%u never sent", p, s);
+            ck_assert_msg(ac <= 1, "message %d/%u acknowledged %u times", p, s, ac);
+            /* Processed means acknowledged, unless the ack that was in flight
+             * at a kill committed (then nobody recorded it). */
+            if (pr > 0)
+                ck_assert_msg(ac == 1 || ak->maybe[p][s], "message %d/%u not acknowledged", p, s);
+            dups += pr > 1 ? pr - 1u : 0u;
+        }
+    }
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_le(dups, st.redelivered);
+    ck_assert_uint_le(st.redelivered, consumer_kills);
+    ck_assert_uint_eq(st.in_flight, 0);
+    ck_assert_uint_eq(st.requeued, 0);
+    ck_assert_uint_gt(sent, (uint64_t)AK_ROUNDS * 10);
+    fprintf(stderr, "ack torture: %" PRIu64 " sent, %" PRIu64 " redelivered, %" PRIu64
+                    " processed twice, %" PRIu64 " consumer kills\n",
+            sent, st.redelivered, dups, consumer_kills);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    shmds_region_close(g_r);
+}
+END_TEST
+
 static Suite *queue_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -757,7 +1252,18 @@ static Suite *queue_suite(void)
     TCase *crash = tcase_create("crash");
     tcase_add_test(crash, test_queue_mpmc_survives_random_sigkills);
     tcase_add_test(crash, test_queue_spsc_survives_random_sigkills);
+    tcase_add_test(crash, test_queue_ack_consumers_killed_at_random_lose_nothing);
     suite_add_tcase(s, crash);
+
+    TCase *ack = tcase_create("ack");
+    tcase_add_test(ack, test_queue_ack_lease_then_ack_removes_message);
+    tcase_add_test(ack, test_queue_ack_plain_recv_stays_exactly_once);
+    tcase_add_test(ack, test_queue_ack_lapsed_lease_is_delivered_again_first);
+    tcase_add_test(ack, test_queue_ack_dead_holder_message_delivered_again);
+    tcase_add_test(ack, test_queue_ack_ring_space_waits_for_the_oldest_ack);
+    tcase_add_test(ack, test_queue_ack_bad_input);
+    tcase_add_test(ack, test_queue_ack_damaged_log_or_slots_are_ecorrupt);
+    suite_add_tcase(s, ack);
     return s;
 }
 

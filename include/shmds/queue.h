@@ -46,6 +46,43 @@
  * SHMDS_ECLOSED; receivers drain what is left, then get SHMDS_ECLOSED; all
  * sleepers are woken at once.
  *
+ * At-least-once receive (SHMDS_QUEUE_ACK, default mode only): besides the
+ * plain receive, shmds_queue_recv_lease() hands out a message under a
+ * lease held by the calling process (its pid and start time, so a later
+ * process that reuses the pid does not inherit it). The message keeps its
+ * place in the ring until shmds_queue_ack() removes it. If the holder dies
+ * or the lease runs out (@c lease_ms, set at create) before the ack, the
+ * message is taken back and delivered again, to any receiver. Order kept:
+ * a message taken back is delivered before every message that was never
+ * delivered, and messages taken back go out oldest first; so each message
+ * is delivered at its original position or earlier, never later. A lease
+ * that ran out is taken back at once (every receive looks at the oldest);
+ * a dead holder is noticed by a receiver that finds no new message, or
+ * too many in flight (it probes the holders), and at the latest when the
+ * lease runs out. The plain shmds_queue_recv() on such a queue stays
+ * exactly-once: it takes the message and acknowledges it in one commit.
+ * At most @c max_in_flight messages are delivered counting from the oldest
+ * one not yet acknowledged (acknowledged ones after it count until it is);
+ * past that, receivers wait as on an empty queue. The ring space of a
+ * message is reused once it and every older message are acknowledged: a
+ * lease that is never acknowledged holds the ring until it runs out.
+ * Crash consistency: each lease, acknowledgement and take-back is one
+ * commit of a small redo log under the queue lock; a process killed inside
+ * any of them leaves the change done or not done, never half (the next
+ * locker replays the log). A receiver killed after its lease committed
+ * leaves the message leased by a dead process: it is delivered again.
+ *
+ * Statistics (shmds_queue_stats_get()): sent, received, redelivered, in
+ * flight, oldest lease's age; exact after crashes (sent and received are
+ * kept in the committed index words, the rest in the redo log).
+ *
+ * Across fork(): a handle is process-local memory and is copied into the
+ * child. In the default mode the child may use it like any handle. A lease
+ * belongs to the process that took it (the parent): the child may
+ * acknowledge it by its id, and the lease ends with the parent, not with
+ * the child. In SPSC mode the claims belong to the parent's threads: see
+ * above.
+ *
  * Limits: 8 <= capacity <= SHMDS_QUEUE_CAPACITY_MAX; 1 <= max_msg <=
  * capacity - 8 (each message takes 8 bytes of header plus its length
  * rounded up to 8).
@@ -64,8 +101,46 @@ typedef struct shmds_queue shmds_queue;
 /** Flags for shmds_queue_create(). */
 enum {
     /** One producer and one consumer: lock-free data path (see above). */
-    SHMDS_QUEUE_SPSC = 1u << 0
+    SHMDS_QUEUE_SPSC = 1u << 0,
+    /** At-least-once receive: leases and acknowledgements (see above).
+     *  Not with SHMDS_QUEUE_SPSC. */
+    SHMDS_QUEUE_ACK = 1u << 1
 };
+
+/** Options of shmds_queue_create_ex(). Zero fields take the defaults. */
+typedef struct shmds_queue_opts {
+    size_t capacity_bytes; /**< ring size (required), as shmds_queue_create() */
+    size_t max_msg;        /**< largest message (required) */
+    unsigned flags;        /**< 0, SHMDS_QUEUE_SPSC or SHMDS_QUEUE_ACK */
+    /** SHMDS_QUEUE_ACK: how long a lease lasts before its message is taken
+     *  back, in ms (0: SHMDS_QUEUE_LEASE_MS_DEFAULT). */
+    uint32_t lease_ms;
+    /** SHMDS_QUEUE_ACK: most messages delivered from the oldest one not
+     *  yet acknowledged on (see above), rounded up to a power of two (0:
+     *  256; at most 65536). Each costs 64 bytes of the queue's block. */
+    uint32_t max_in_flight;
+} shmds_queue_opts;
+
+/** Default lease of an SHMDS_QUEUE_ACK queue. */
+#define SHMDS_QUEUE_LEASE_MS_DEFAULT 30000
+
+/** What shmds_queue_stats_get() reports: a snapshot taken without the
+ *  lock (counts may be a message apart while the queue is busy). */
+typedef struct shmds_queue_stats {
+    uint64_t sent;        /**< messages committed by sends, ever */
+    uint64_t received;    /**< first deliveries (plain receives and leases), ever */
+    uint64_t redelivered; /**< deliveries again of a message taken back from a
+                               dead or late lease holder, ever */
+    uint64_t waiting;     /**< messages never delivered yet */
+    uint64_t in_flight;   /**< leased and not yet acknowledged */
+    uint64_t requeued;    /**< taken back, waiting to be delivered again */
+    uint64_t oldest_in_flight_ns; /**< age of the oldest lease; 0 when none */
+    uint64_t recoveries;  /**< dead holders of the queue lock recovered from */
+    uint32_t flags;       /**< the queue's flags */
+    uint32_t lease_ms;    /**< SHMDS_QUEUE_ACK: the lease; else 0 */
+    uint32_t max_in_flight; /**< SHMDS_QUEUE_ACK: the window; else 0 */
+    uint32_t pad_;
+} shmds_queue_stats;
 
 /** Largest ring, in bytes. */
 #define SHMDS_QUEUE_CAPACITY_MAX ((size_t)1 << 33)
@@ -106,6 +181,16 @@ static inline size_t shmds_queue_bytes_for(size_t msgs, size_t len)
  */
 SHMDS_API int shmds_queue_create(shmds_region *r, const char *name, size_t capacity_bytes,
                                  size_t max_msg, unsigned flags, shmds_queue **out);
+
+/**
+ * Create a queue with options (at-least-once receive: SHMDS_QUEUE_ACK).
+ * As shmds_queue_create() otherwise.
+ * @param[in] o  the options (required).
+ * @return as shmds_queue_create(); -EINVAL also for SHMDS_QUEUE_ACK with
+ *         SHMDS_QUEUE_SPSC, or max_in_flight above 65536.
+ */
+SHMDS_API int shmds_queue_create_ex(shmds_region *r, const char *name,
+                                    const shmds_queue_opts *o, shmds_queue **out);
 
 /**
  * Open a queue by name. Validates its header (magic, checksum, geometry)
@@ -163,6 +248,48 @@ SHMDS_API int shmds_queue_send(shmds_queue *q, const void *msg, size_t len, int 
 SHMDS_API int shmds_queue_recv(shmds_queue *q, void *buf, size_t cap, size_t *len, int timeout_ms);
 
 /**
+ * Receive the oldest deliverable message under a lease (at-least-once; the
+ * queue must be SHMDS_QUEUE_ACK). The message stays in the queue, leased
+ * by this process, until shmds_queue_ack() with @p id; if this process dies
+ * or the lease runs out first, it is delivered again (see the top of this
+ * file for the order). Cost: as shmds_queue_recv(), plus O(in flight) when
+ * no new message is there (the holders are probed).
+ * @param[out] buf, cap   where to copy it.
+ * @param[out] len        the message's length (also on -ENOBUFS).
+ * @param[out] id         the lease, for shmds_queue_ack(); never 0.
+ * @param[in]  timeout_ms as shmds_queue_send().
+ * @return 0; -EAGAIN nothing deliverable and @p timeout_ms was 0 (also
+ *         when max_in_flight messages are leased); -ETIMEDOUT; -ENOBUFS
+ *         @p cap too small: *len is set, the message stays deliverable;
+ *         SHMDS_ECLOSED shut down and nothing left to deliver (leases still
+ *         out may be taken back and delivered later); -EINVAL NULL argument,
+ *         timeout below -1, or not an SHMDS_QUEUE_ACK queue; SHMDS_ERDONLY;
+ *         SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE, -ETIMEDOUT (queue lock).
+ */
+SHMDS_API int shmds_queue_recv_lease(shmds_queue *q, void *buf, size_t cap, size_t *len,
+                                     uint64_t *id, int timeout_ms);
+
+/**
+ * Acknowledge a leased message: it is removed for good (never delivered
+ * again). Any process may acknowledge a lease by its id. Succeeds also when
+ * the lease ran out but the message was not delivered to anyone else yet.
+ * Cost: O(1), plus the ring space of the messages this frees.
+ * @return 0; -ESTALE the lease is gone: the message was delivered again
+ *         (to its new holder the ack belongs now) or already acknowledged;
+ *         -EINVAL NULL, an id no lease ever had, or not an SHMDS_QUEUE_ACK
+ *         queue; SHMDS_ERDONLY; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE,
+ *         -ETIMEDOUT (queue lock).
+ */
+SHMDS_API int shmds_queue_ack(shmds_queue *q, uint64_t id);
+
+/**
+ * The queue's counters (see shmds_queue_stats). Takes no lock: works on a
+ * read-only region. Cost: O(max_in_flight) for an SHMDS_QUEUE_ACK queue.
+ * @return 0; -EINVAL NULL; SHMDS_ECORRUPT.
+ */
+SHMDS_API int shmds_queue_stats_get(shmds_queue *q, shmds_queue_stats *out);
+
+/**
  * Shut the queue down: later sends fail with SHMDS_ECLOSED, receivers get
  * what is queued and then SHMDS_ECLOSED; every sleeper wakes. Idempotent;
  * there is no reopening.
@@ -171,7 +298,9 @@ SHMDS_API int shmds_queue_recv(shmds_queue *q, void *buf, size_t cap, size_t *le
 SHMDS_API int shmds_queue_shutdown(shmds_queue *q);
 
 /**
- * Messages queued now (a snapshot; it may change at once). Takes no lock,
+ * Messages queued now and never delivered (a snapshot; it may change at
+ * once). Leased messages of an SHMDS_QUEUE_ACK queue are not counted (see
+ * shmds_queue_stats_get()). Takes no lock,
  * so it works in a read-only region.
  * @return 0; -EINVAL NULL; SHMDS_ECORRUPT; -EAGAIN receivers kept moving
  *         the head during every one of many attempts (try again).
