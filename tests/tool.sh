@@ -39,6 +39,11 @@ expect "stat a map" 0 "entries *2" "$tool" stat "$name" cities
 "$top_builddir/tests/peer" mkqueue "$name" inbox one two three || { echo "FAIL: mkqueue"; fail=1; }
 expect "info counts queued messages" 0 "inbox.*3 messages waiting" "$tool" info "$name"
 expect "stat a queue" 0 "waiting *3 messages" "$tool" stat "$name" inbox
+expect "stat counts sends" 0 "sent *3" "$tool" stat "$name" inbox
+"$top_builddir/tests/peer" mkackq "$name" jobq a b || { echo "FAIL: mkackq"; fail=1; }
+expect "stat an at-least-once queue" 0 "at-least-once" "$tool" stat "$name" jobq
+expect "stat shows the lease in flight" 0 "in flight *1 " "$tool" stat "$name" jobq
+expect "stat shows redeliveries" 0 "redelivered *0" "$tool" stat "$name" jobq
 expect "check with every kind of object" 0 "healthy" "$tool" check "$name"
 expect "dump a missing object" 1 "ENOENT" "$tool" dump "$name" nosuch
 expect "dump a user object" 1 "SHMDS_ETYPE" "$tool" dump "$name" jobs
