@@ -2,7 +2,8 @@
  * queue_bench — shmds queues beside the IPC a user would otherwise pick.
  *
  * Two processes (fork), one sending and one receiving, over: a shmds queue
- * (default mode and SPSC), a pipe, a Unix socketpair (SOCK_SEQPACKET, so it
+ * (default mode, SPSC, and at-least-once: each message received under a
+ * lease, then acknowledged), a pipe, a Unix socketpair (SOCK_SEQPACKET, so it
  * keeps message boundaries like the others) and a POSIX message queue.
  * Every transport is measured in the same run, so the ratios compare like
  * with like:
@@ -30,8 +31,9 @@
 
 #include <shmds.h>
 
-enum kind { K_SHMDS, K_SPSC, K_PIPE, K_SOCK, K_MQ, K_N };
-static const char *kind_name[K_N] = {"shmds queue", "shmds SPSC", "pipe", "socketpair", "POSIX mq"};
+enum kind { K_SHMDS, K_SPSC, K_ACK, K_PIPE, K_SOCK, K_MQ, K_N };
+static const char *kind_name[K_N] = {"shmds queue", "shmds SPSC", "shmds ack",
+                                     "pipe",        "socketpair", "POSIX mq"};
 
 /* One direction of a channel. */
 struct chan {
@@ -68,12 +70,17 @@ static int chan_open(struct chan *c, enum kind k, size_t msg, struct chan *peer)
     int fds[2];
     switch (k) {
     case K_SHMDS:
-    case K_SPSC: {
+    case K_SPSC:
+    case K_ACK: {
         char qn[32];
         static unsigned qseq;
         snprintf(qn, sizeof qn, "q%u", qseq++);
-        int rc = shmds_queue_create(region, qn, 4u << 20, msg,
-                                    k == K_SPSC ? SHMDS_QUEUE_SPSC : 0, &c->q);
+        shmds_queue_opts o = {.capacity_bytes = 4u << 20,
+                              .max_msg = msg,
+                              .flags = k == K_SPSC  ? SHMDS_QUEUE_SPSC
+                                       : k == K_ACK ? SHMDS_QUEUE_ACK
+                                                    : 0};
+        int rc = shmds_queue_create_ex(region, qn, &o, &c->q);
         if (rc != 0)
             die("shmds_queue_create", rc);
         break;
@@ -127,7 +134,8 @@ static void chan_close(struct chan *c)
 {
     switch (c->k) {
     case K_SHMDS:
-    case K_SPSC: shmds_queue_destroy(c->q); break;
+    case K_SPSC:
+    case K_ACK: shmds_queue_destroy(c->q); break;
     case K_PIPE:
     case K_SOCK: close(c->rfd); close(c->wfd); break;
     case K_MQ: mq_close(c->mq); break;
@@ -140,7 +148,8 @@ static void chan_send(struct chan *c, const void *buf, size_t len)
     int rc = 0;
     switch (c->k) {
     case K_SHMDS:
-    case K_SPSC: rc = shmds_queue_send(c->q, buf, len, -1); break;
+    case K_SPSC:
+    case K_ACK: rc = shmds_queue_send(c->q, buf, len, -1); break;
     case K_PIPE: {
         const char *p = buf;
         while (len > 0) {
@@ -179,6 +188,12 @@ static void chan_recv(struct chan *c, void *buf, size_t len)
     switch (c->k) {
     case K_SHMDS:
     case K_SPSC: rc = shmds_queue_recv(c->q, buf, len, &got, -1); break;
+    case K_ACK: {
+        uint64_t id;
+        if ((rc = shmds_queue_recv_lease(c->q, buf, len, &got, &id, -1)) == 0)
+            rc = shmds_queue_ack(c->q, id);
+        break;
+    }
     case K_PIPE: {
         char *p = buf;
         for (got = 0; got < len;) {
