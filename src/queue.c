@@ -207,6 +207,20 @@ struct shmds_queue {
     struct qlease *slots;
     uint32_t nslots;
     uint64_t lease_ns;
+    /* Zero-copy: the reservation of shmds_queue_reserve() and the message
+     * of shmds_queue_recv_ref(), each owned by the thread that made it (in
+     * the default mode that thread holds the queue lock meanwhile). */
+    struct {
+        bool on;
+        pthread_t thread;
+        unsigned fork_gen;
+        uint64_t tw;  /* reserve: the tail word it follows */
+        uint64_t pad; /* reserve: units padded to the end of the ring */
+        uint64_t len; /* reserve: bytes reserved */
+        uint64_t nh;  /* receive: the head word past the message */
+        void *ptr;
+    } rsv, ref;
+    void *bounce; /* max_msg bytes, for a message that wraps the ring */
 };
 
 /* Bumped in a child after fork(), so a handle inherited across fork knows
@@ -325,6 +339,48 @@ static int64_t rec_read(const shmds_queue *q, uint64_t idx, uint64_t avail)
     if (rh.tag != rec_tag(idx) || rh.len > q->max_msg || rec_units(rh.len) > avail)
         return -1;
     return rh.len;
+}
+
+/* A pad record: a zero-copy send whose payload would wrap the end of the
+ * ring writes one in the rest of the ring and its record at the start, so
+ * that the payload is contiguous. A pad and the record after it are
+ * committed together and consumed together: the counts never see a pad. */
+#define PAD_LEN UINT32_MAX
+
+static inline uint64_t units_to_end(const shmds_queue *q, uint64_t idx)
+{
+    return q->cap_u - (idx >= q->cap_u ? idx - q->cap_u : idx);
+}
+
+/* Units a zero-copy record of `len` bytes at `idx` pads first (0: none). */
+static uint64_t pad_for(const shmds_queue *q, uint64_t idx, uint64_t len)
+{
+    uint64_t at = idx_byte(q, idx) + 8, cap = q->cap_u * 8;
+    return at == cap || at + len <= cap ? 0 : units_to_end(q, idx);
+}
+
+/* The record at `idx`, of which `avail` units are committed, after the pad
+ * before it if there is one: its length (-1: damaged framing), its index
+ * in *at, and in *units the units from `idx` to its end. */
+static int64_t rec_at(const shmds_queue *q, uint64_t idx, uint64_t avail, uint64_t *at,
+                      uint64_t *units)
+{
+    struct rec rh;
+    uint64_t skip = 0;
+    memcpy(&rh, q->ring + idx_byte(q, idx), sizeof rh);
+    if (rh.len == PAD_LEN && rh.tag == rec_tag(idx)) {
+        skip = units_to_end(q, idx);
+        if (skip >= avail)
+            return -1; /* a pad is never committed alone */
+        idx = idx_add(q, idx, skip);
+        avail -= skip;
+    }
+    int64_t len = rec_read(q, idx, avail);
+    if (len < 0)
+        return -1;
+    *at = idx;
+    *units = skip + rec_units((uint64_t)len);
+    return len;
 }
 
 static void payload_read(const shmds_queue *q, uint64_t idx, void *buf, uint64_t len)
@@ -494,7 +550,49 @@ static inline void count_update(uint64_t *c64, uint64_t cnt)
     __atomic_store_n(c64, count_value(v, cnt), __ATOMIC_RELAXED);
 }
 
-static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeout_ms)
+/* ---------------------------------------------------------------------------
+ * Zero-copy: reservations and messages received in place
+ * ------------------------------------------------------------------------ */
+
+/* Room for a record of `len` bytes after tail word `tw` was found (queue
+ * locked, or the SPSC producer): note the reservation. Nothing is written
+ * until the commit. */
+static void rsv_begin(shmds_queue *q, uint64_t tw, uint64_t pad, uint64_t len)
+{
+    uint64_t at = idx_add(q, w_idx(tw), pad), off = idx_byte(q, at) + 8;
+    q->rsv.on = true;
+    q->rsv.thread = pthread_self();
+    q->rsv.fork_gen = fork_gen;
+    q->rsv.tw = tw;
+    q->rsv.pad = pad;
+    q->rsv.len = len;
+    q->rsv.ptr = q->ring + (off == q->cap_u * 8 ? 0 : off);
+}
+
+/* A message found at `at` (its length `len`; `nh` the head word past it):
+ * hand it out in place, or, if its payload wraps the end of the ring (a
+ * plain send does that), from a copy in the handle's bounce buffer. */
+static int ref_begin(shmds_queue *q, uint64_t at, uint64_t len, uint64_t nh)
+{
+    uint64_t off = idx_byte(q, at) + 8, cap = q->cap_u * 8;
+    if (off == cap)
+        off = 0;
+    if (off + len <= cap) {
+        q->ref.ptr = q->ring + off;
+    } else {
+        if (q->bounce == NULL && (q->bounce = malloc(q->max_msg)) == NULL)
+            return -ENOMEM;
+        payload_read(q, at, q->bounce, len);
+        q->ref.ptr = q->bounce;
+    }
+    q->ref.on = true;
+    q->ref.thread = pthread_self();
+    q->ref.fork_gen = fork_gen;
+    q->ref.nh = nh;
+    return 0;
+}
+
+static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeout_ms, bool zc)
 {
     struct qhdr *h = q->h;
     uint64_t need = rec_units(len), deadline = deadline_of(timeout_ms);
@@ -514,7 +612,12 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             break;
         }
         uint64_t free_u = q->cap_u - used_units(q, tw, hw);
-        if (need <= free_u) {
+        uint64_t pad = zc ? pad_for(q, w_idx(tw), len) : 0;
+        if (pad + need <= free_u && zc) {
+            rsv_begin(q, tw, pad, len);
+            return 0; /* locked until the commit */
+        }
+        if (!zc && need <= free_u) {
             rec_write(q, w_idx(tw), msg, len);
             SHMDS_FAULT("queue.send.before_commit");
             uint64_t nw = w_make(idx_add(q, w_idx(tw), need), w_cnt(tw) + 1);
@@ -551,7 +654,8 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
     return rc;
 }
 
-static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int timeout_ms)
+static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int timeout_ms,
+                       bool zc)
 {
     struct qhdr *h = q->h;
     uint64_t deadline = deadline_of(timeout_ms);
@@ -565,23 +669,27 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
             rc = SHMDS_ECORRUPT;
             break;
         }
-        uint64_t used = used_units(q, tw, hw);
+        uint64_t used = used_units(q, tw, hw), at, need;
         if (used > 0) {
-            int64_t len = rec_read(q, w_idx(hw), used);
+            int64_t len = rec_at(q, w_idx(hw), used, &at, &need);
             if (len < 0) {
                 rc = SHMDS_ECORRUPT;
                 break;
             }
             *lenp = (size_t)len;
+            uint64_t nh = w_make(idx_add(q, w_idx(hw), need), w_cnt(hw) + 1);
+            if (zc) {
+                if ((rc = ref_begin(q, at, (uint64_t)len, nh)) == 0)
+                    return 0; /* locked until the release */
+                break;
+            }
             if ((uint64_t)len > cap) {
                 rc = -ENOBUFS;
                 break;
             }
-            payload_read(q, w_idx(hw), buf, (uint64_t)len);
+            payload_read(q, at, buf, (uint64_t)len);
             SHMDS_FAULT("queue.recv.before_commit");
-            uint64_t need = rec_units((uint64_t)len);
-            __atomic_store_n(&h->head, w_make(idx_add(q, w_idx(hw), need), w_cnt(hw) + 1),
-                             __ATOMIC_SEQ_CST);
+            __atomic_store_n(&h->head, nh, __ATOMIC_SEQ_CST);
             SHMDS_FAULT("queue.recv.after_commit");
             count_update(&h->received, w_cnt(hw) + 1);
             bell_ring(&h->not_full, &h->send_sleepers);
@@ -665,7 +773,7 @@ static void unclaim(shmds_queue *q, int side)
     q->claim[side].held = false;
 }
 
-static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_ms)
+static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_ms, bool zc)
 {
     struct qhdr *h = q->h;
     int rc = claim(q, SIDE_PROD);
@@ -678,12 +786,17 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
         uint64_t hw = q->seen_head;
         if (tw & CLOSED_BIT)
             return SHMDS_ECLOSED;
-        if (!words_ok(q, tw, hw) || q->cap_u - used_units(q, tw, hw) < need) {
+        uint64_t want = need + (zc && w_idx(tw) < 2 * q->cap_u ? pad_for(q, w_idx(tw), len) : 0);
+        if (!words_ok(q, tw, hw) || q->cap_u - used_units(q, tw, hw) < want) {
             hw = q->seen_head = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
             if (!words_ok(q, tw, hw))
                 return SHMDS_ECORRUPT;
         }
-        if (q->cap_u - used_units(q, tw, hw) >= need) {
+        if (q->cap_u - used_units(q, tw, hw) >= want && zc) {
+            rsv_begin(q, tw, want - need, len);
+            return 0;
+        }
+        if (!zc && q->cap_u - used_units(q, tw, hw) >= need) {
             rec_write(q, w_idx(tw), msg, len);
             SHMDS_FAULT("queue.spsc_send.before_commit");
             uint64_t nw = w_make(idx_add(q, w_idx(tw), need), w_cnt(tw) + 1);
@@ -710,7 +823,8 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
     }
 }
 
-static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int timeout_ms)
+static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int timeout_ms,
+                     bool zc)
 {
     struct qhdr *h = q->h;
     int rc = claim(q, SIDE_CONS);
@@ -726,19 +840,20 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
             if (!words_ok(q, tw, hw))
                 return SHMDS_ECORRUPT;
         }
-        uint64_t used = used_units(q, tw, hw);
+        uint64_t used = used_units(q, tw, hw), at, units;
         if (used > 0) {
-            int64_t len = rec_read(q, w_idx(hw), used);
+            int64_t len = rec_at(q, w_idx(hw), used, &at, &units);
             if (len < 0)
                 return SHMDS_ECORRUPT;
             *lenp = (size_t)len;
+            uint64_t nh = w_make(idx_add(q, w_idx(hw), units), w_cnt(hw) + 1);
+            if (zc)
+                return ref_begin(q, at, (uint64_t)len, nh);
             if ((uint64_t)len > cap)
                 return -ENOBUFS;
-            payload_read(q, w_idx(hw), buf, (uint64_t)len);
+            payload_read(q, at, buf, (uint64_t)len);
             SHMDS_FAULT("queue.spsc_recv.before_commit");
-            __atomic_store_n(&h->head,
-                             w_make(idx_add(q, w_idx(hw), rec_units((uint64_t)len)), w_cnt(hw) + 1),
-                             __ATOMIC_SEQ_CST);
+            __atomic_store_n(&h->head, nh, __ATOMIC_SEQ_CST);
             count_update(&h->received, w_cnt(hw) + 1);
             bell_ring(&h->not_full, &h->send_sleepers);
             return 0;
@@ -765,6 +880,7 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
  * ------------------------------------------------------------------------ */
 
 static int io_check(shmds_queue *q, int timeout_ms);
+static void zc_drop(shmds_queue *q);
 
 #define LW_STATE_MASK UINT64_C(0xff)
 #define LW_ATTEMPT_MASK UINT64_C(0xffffff)
@@ -878,10 +994,10 @@ static int floor_after(const shmds_queue *q, const struct ackview *v, uint64_t a
             return SHMDS_ECORRUPT;
         if (lw_state(w) != L_ACKED && c != (also & CNT_MASK))
             break;
-        int64_t len = rec_read(q, w_idx(hw), used_units(q, v->tw, hw));
-        if (len < 0)
+        uint64_t at, units;
+        if (rec_at(q, w_idx(hw), used_units(q, v->tw, hw), &at, &units) < 0)
             return SHMDS_ECORRUPT;
-        hw = w_make(idx_add(q, w_idx(hw), rec_units((uint64_t)len)), c + 1);
+        hw = w_make(idx_add(q, w_idx(hw), units), c + 1);
     }
     *out = hw;
     return 0;
@@ -1003,15 +1119,15 @@ static int ack_take(shmds_queue *q, const struct ackview *v, bool lease, void *b
     } else {
         if (msgs_between(v->tw, v->rw) == 0 || win == q->nslots)
             return -EAGAIN; /* empty, or as many in flight as there are slots */
+        uint64_t units;
         c = w_cnt(v->rw);
-        idx = w_idx(v->rw);
-        if ((len = rec_read(q, idx, used_units(q, v->tw, v->rw))) < 0)
+        if ((len = rec_at(q, w_idx(v->rw), used_units(q, v->tw, v->rw), &idx, &units)) < 0)
             return SHMDS_ECORRUPT;
         *lenp = (size_t)len;
         if ((uint64_t)len > cap)
             return -ENOBUFS;
         payload_read(q, idx, buf, (uint64_t)len);
-        uint64_t rw2 = w_make(idx_add(q, idx, rec_units((uint64_t)len)), c + 1);
+        uint64_t rw2 = w_make(idx_add(q, w_idx(v->rw), units), c + 1);
         s = slot_of(q, c); /* outside the window until rd moves: free to write */
         nw = lw_make(c, 1, lease ? L_LEASED : L_ACKED);
         if (!lease && win == 0) {
@@ -1205,14 +1321,13 @@ static int ack_check(const shmds_queue *q)
         if ((st != L_LEASED && st != L_READY && st != L_ACKED) || (i == 0 && st == L_ACKED) ||
             lw_attempt(w) == 0)
             return SHMDS_ECORRUPT;
-        if (__atomic_load_n(&slot_of(q, c)->idx, __ATOMIC_RELAXED) != w_idx(hw))
+        uint64_t at, units;
+        if (rec_at(q, w_idx(hw), used_units(q, v.tw, hw), &at, &units) < 0 ||
+            __atomic_load_n(&slot_of(q, c)->idx, __ATOMIC_RELAXED) != at)
             return SHMDS_ECORRUPT;
         leased += st == L_LEASED;
         ready += st == L_READY;
-        int64_t len = rec_read(q, w_idx(hw), used_units(q, v.tw, hw));
-        if (len < 0)
-            return SHMDS_ECORRUPT;
-        hw = w_make(idx_add(q, w_idx(hw), rec_units((uint64_t)len)), c + 1);
+        hw = w_make(idx_add(q, w_idx(hw), units), c + 1);
     }
     if (hw != (v.rw & ~CLOSED_BIT) || leased != __atomic_load_n(&q->a->leased, __ATOMIC_RELAXED) ||
         ready != __atomic_load_n(&q->a->ready, __ATOMIC_RELAXED))
@@ -1406,6 +1521,8 @@ SHMDS_API void shmds_queue_close(shmds_queue *q)
 {
     if (q == NULL)
         return;
+    zc_drop(q);
+    free(q->bounce);
     if (q->flags & SHMDS_QUEUE_SPSC) {
         unclaim(q, SIDE_PROD);
         unclaim(q, SIDE_CONS);
@@ -1442,6 +1559,8 @@ SHMDS_API int shmds_queue_destroy(shmds_queue *q)
 {
     if (q == NULL)
         return -EINVAL;
+    zc_drop(q);
+    free(q->bounce);
     shmds_region *r = q->r;
     int rc = shmds__writable(r);
     struct find_name f = {q->off, {0}};
@@ -1486,8 +1605,8 @@ SHMDS_API int shmds_queue_send(shmds_queue *q, const void *msg, size_t len, int 
     if (len > q->max_msg)
         return -EMSGSIZE;
     if (q->flags & SHMDS_QUEUE_SPSC)
-        return send_spsc(q, msg, len, timeout_ms);
-    return send_locked(q, msg, len, timeout_ms);
+        return send_spsc(q, msg, len, timeout_ms, false);
+    return send_locked(q, msg, len, timeout_ms, false);
 }
 
 SHMDS_API int shmds_queue_recv(shmds_queue *q, void *buf, size_t cap, size_t *len, int timeout_ms)
@@ -1498,12 +1617,139 @@ SHMDS_API int shmds_queue_recv(shmds_queue *q, void *buf, size_t cap, size_t *le
     if (rc != 0)
         return rc;
     if (q->flags & SHMDS_QUEUE_SPSC)
-        return recv_spsc(q, buf, cap, len, timeout_ms);
+        return recv_spsc(q, buf, cap, len, timeout_ms, false);
     if (q->a != NULL) {
         uint64_t id;
         return recv_ack(q, false, buf, cap, len, &id, timeout_ms);
     }
-    return recv_locked(q, buf, cap, len, timeout_ms);
+    return recv_locked(q, buf, cap, len, timeout_ms, false);
+}
+
+/* True when the calling thread (not a forked child's copy) owns a
+ * reservation or message in place with these fields. */
+static bool zc_mine(bool on, pthread_t thread, unsigned gen)
+{
+    return on && gen == fork_gen && pthread_equal(thread, pthread_self());
+}
+
+SHMDS_API int shmds_queue_reserve(shmds_queue *q, size_t len, void **buf, int timeout_ms)
+{
+    if (q == NULL || buf == NULL)
+        return -EINVAL;
+    int rc = io_check(q, timeout_ms);
+    if (rc != 0)
+        return rc;
+    /* A pad before the record takes less than the record: what fits in
+     * half the ring always fits in an empty ring. */
+    if (len > q->max_msg || 2 * rec_units(len) - 1 > q->cap_u)
+        return -EMSGSIZE;
+    bool locked = !(q->flags & SHMDS_QUEUE_SPSC);
+    if (q->rsv.on || (locked && q->ref.on))
+        return -EBUSY;
+    rc = locked ? send_locked(q, NULL, len, timeout_ms, true)
+                : send_spsc(q, NULL, len, timeout_ms, true);
+    if (rc == 0)
+        *buf = q->rsv.ptr;
+    return rc;
+}
+
+/* End the reservation: commit `len` bytes of it, or (commit false) drop
+ * it. */
+static int rsv_end(shmds_queue *q, bool commit, uint64_t len)
+{
+    struct qhdr *h = q->h;
+    int rc = 0;
+    if (commit) {
+        uint64_t tw = q->rsv.tw, at = idx_add(q, w_idx(tw), q->rsv.pad);
+        if (q->rsv.pad > 0) {
+            struct rec ph = {PAD_LEN, rec_tag(w_idx(tw))};
+            memcpy(q->ring + idx_byte(q, w_idx(tw)), &ph, sizeof ph);
+        }
+        struct rec rh = {(uint32_t)len, rec_tag(at)};
+        memcpy(q->ring + idx_byte(q, at), &rh, sizeof rh);
+        SHMDS_FAULT("queue.zc.before_commit");
+        uint64_t nw = w_make(idx_add(q, at, rec_units(len)), w_cnt(tw) + 1);
+        /* Only a shut-down can have changed the word meanwhile. */
+        if (__atomic_compare_exchange_n(&h->tail, &tw, nw, false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_RELAXED)) {
+            count_update(&h->sent, w_cnt(nw));
+            bell_ring(&h->not_empty, &h->recv_sleepers);
+        } else {
+            rc = SHMDS_ECLOSED;
+        }
+    }
+    q->rsv.on = false;
+    if (!(q->flags & SHMDS_QUEUE_SPSC))
+        shmds_mutex_unlock(&h->lock);
+    return rc;
+}
+
+SHMDS_API int shmds_queue_commit(shmds_queue *q, size_t len)
+{
+    if (q == NULL || !zc_mine(q->rsv.on, q->rsv.thread, q->rsv.fork_gen))
+        return -EINVAL;
+    if (len > q->rsv.len)
+        return -EMSGSIZE;
+    return rsv_end(q, true, len);
+}
+
+SHMDS_API void shmds_queue_cancel(shmds_queue *q)
+{
+    if (q != NULL && zc_mine(q->rsv.on, q->rsv.thread, q->rsv.fork_gen))
+        rsv_end(q, false, 0);
+}
+
+SHMDS_API int shmds_queue_recv_ref(shmds_queue *q, const void **msg, size_t *len, int timeout_ms)
+{
+    if (q == NULL || msg == NULL || len == NULL || q->a != NULL)
+        return -EINVAL;
+    int rc = io_check(q, timeout_ms);
+    if (rc != 0)
+        return rc;
+    bool locked = !(q->flags & SHMDS_QUEUE_SPSC);
+    if (q->ref.on || (locked && q->rsv.on))
+        return -EBUSY;
+    rc = locked ? recv_locked(q, NULL, 0, len, timeout_ms, true)
+                : recv_spsc(q, NULL, 0, len, timeout_ms, true);
+    if (rc == 0)
+        *msg = q->ref.ptr;
+    return rc;
+}
+
+/* End the receive in place: consume the message, or leave it queued. */
+static void ref_end(shmds_queue *q, bool consume)
+{
+    struct qhdr *h = q->h;
+    if (consume) {
+        SHMDS_FAULT("queue.zc.before_release");
+        __atomic_store_n(&h->head, q->ref.nh, __ATOMIC_SEQ_CST);
+        count_update(&h->received, w_cnt(q->ref.nh));
+        bell_ring(&h->not_full, &h->send_sleepers);
+    }
+    q->ref.on = false;
+    if (!(q->flags & SHMDS_QUEUE_SPSC)) {
+        if (consume && used_units(q, __atomic_load_n(&h->tail, __ATOMIC_RELAXED), q->ref.nh) > 0)
+            bell_ring(&h->not_empty, &h->recv_sleepers);
+        shmds_mutex_unlock(&h->lock);
+    }
+}
+
+SHMDS_API int shmds_queue_release(shmds_queue *q)
+{
+    if (q == NULL || !zc_mine(q->ref.on, q->ref.thread, q->ref.fork_gen))
+        return -EINVAL;
+    ref_end(q, true);
+    return 0;
+}
+
+/* For close and destroy: give back what this thread holds (a reservation
+ * is dropped, a message received in place stays queued). */
+static void zc_drop(shmds_queue *q)
+{
+    if (zc_mine(q->rsv.on, q->rsv.thread, q->rsv.fork_gen))
+        rsv_end(q, false, 0);
+    if (zc_mine(q->ref.on, q->ref.thread, q->ref.fork_gen))
+        ref_end(q, false);
 }
 
 SHMDS_API int shmds_queue_shutdown(shmds_queue *q)
@@ -1556,10 +1802,9 @@ static int walk(const shmds_queue *q, uint64_t tw, uint64_t hw)
 {
     uint64_t idx = w_idx(hw), left = used_units(q, tw, hw), n = 0;
     while (left > 0) { /* each step consumes at least one unit: bounded */
-        int64_t len = rec_read(q, idx, left);
-        if (len < 0)
+        uint64_t at, u;
+        if (rec_at(q, idx, left, &at, &u) < 0)
             return SHMDS_ECORRUPT;
-        uint64_t u = rec_units((uint64_t)len);
         idx = idx_add(q, idx, u);
         left -= u;
         n++;

@@ -1223,6 +1223,218 @@ START_TEST(test_queue_ack_consumers_killed_at_random_lose_nothing)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------
+ * zero-copy
+ * ------------------------------------------------------------------------ */
+
+START_TEST(test_queue_zc_in_order_across_wraps_mixed_with_copies)
+{
+    shmds_region *r = make_region();
+    for (unsigned flags = 0; flags <= SHMDS_QUEUE_SPSC; flags += SHMDS_QUEUE_SPSC) {
+        char name[16];
+        snprintf(name, sizeof name, "zc%u", flags);
+        shmds_queue *q = make_queue(r, name, 1000, 300, flags);
+        unsigned char in[300], out[300];
+        uint32_t sent = 0, got = 0;
+        while (got < 3000) {
+            size_t len = (sent * 37u) % 301u;
+            fill(in, len, 2, sent);
+            int rc;
+            if (sent % 3 != 0) { /* two in three zero-copy, the rest copied */
+                void *p;
+                if ((rc = shmds_queue_reserve(q, len, &p, 0)) == 0) {
+                    ck_assert_uint_eq((uintptr_t)p % 8, 0);
+                    memcpy(p, in, len);
+                    ck_assert_int_eq(shmds_queue_commit(q, len), 0);
+                }
+            } else {
+                rc = shmds_queue_send(q, in, len, 0);
+            }
+            if (rc == 0) {
+                sent++;
+                continue;
+            }
+            ck_assert_int_eq(rc, -EAGAIN);
+            for (;;) {
+                size_t n = 0, want = (got * 37u) % 301u;
+                if (got % 2 == 0) {
+                    const void *m;
+                    if ((rc = shmds_queue_recv_ref(q, &m, &n, 0)) != 0)
+                        break;
+                    memcpy(out, m, n);
+                    ck_assert_int_eq(shmds_queue_release(q), 0);
+                } else if ((rc = shmds_queue_recv(q, out, sizeof out, &n, 0)) != 0) {
+                    break;
+                }
+                ck_assert_uint_eq(n, want);
+                fill(in, n, 2, got);
+                ck_assert(memcmp(in, out, n) == 0);
+                got++;
+            }
+            ck_assert_int_eq(rc, -EAGAIN);
+            ck_assert_int_eq(shmds_queue_check(q), 0);
+        }
+        shmds_queue_stats st = qstats(q);
+        ck_assert_uint_eq(st.sent, sent);
+        ck_assert_uint_eq(st.received, got);
+        shmds_queue_close(q);
+    }
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_zc_commit_shorter_cancel_and_misuse)
+{
+    shmds_region *r = make_region();
+    for (unsigned flags = 0; flags <= SHMDS_QUEUE_SPSC; flags += SHMDS_QUEUE_SPSC) {
+        shmds_queue *q = make_queue(r, flags ? "m1" : "m0", 256, 200, flags);
+        void *p;
+        const void *m;
+        size_t len;
+        ck_assert_int_eq(shmds_queue_commit(q, 0), -EINVAL); /* nothing reserved */
+        ck_assert_int_eq(shmds_queue_release(q), -EINVAL);
+        ck_assert_int_eq(shmds_queue_reserve(q, 201, &p, 0), -EMSGSIZE);
+        ck_assert_int_eq(shmds_queue_reserve(q, 160, &p, 0), -EMSGSIZE); /* > half the ring */
+        ck_assert_int_eq(shmds_queue_reserve(q, 100, NULL, 0), -EINVAL);
+        ck_assert_int_eq(shmds_queue_reserve(q, 100, &p, 0), 0);
+        ck_assert_int_eq(shmds_queue_reserve(q, 10, &p, 0), -EBUSY);
+        memcpy(p, "short", 5);
+        ck_assert_int_eq(shmds_queue_commit(q, 101), -EMSGSIZE);
+        ck_assert_int_eq(shmds_queue_commit(q, 5), 0);
+        ck_assert_int_eq(shmds_queue_reserve(q, 50, &p, 0), 0);
+        shmds_queue_cancel(q);
+        shmds_queue_cancel(q); /* no-op */
+        uint64_t n;
+        ck_assert_int_eq(shmds_queue_len(q, &n), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_int_eq(shmds_queue_recv_ref(q, &m, &len, 0), 0);
+        ck_assert_uint_eq(len, 5);
+        ck_assert(memcmp(m, "short", 5) == 0);
+        ck_assert_int_eq(shmds_queue_recv_ref(q, &m, &len, 0), -EBUSY);
+        ck_assert_int_eq(shmds_queue_release(q), 0);
+        ck_assert_int_eq(shmds_queue_recv_ref(q, &m, &len, 0), -EAGAIN);
+        ck_assert_int_eq(shmds_queue_recv_ref(q, &m, &len, 20), -ETIMEDOUT);
+        /* A message in place left unreleased stays queued at close. */
+        ck_assert_int_eq(shmds_queue_send(q, "kept", 4, 0), 0);
+        ck_assert_int_eq(shmds_queue_recv_ref(q, &m, &len, 0), 0);
+        shmds_queue_close(q);
+        ck_assert_int_eq(shmds_queue_open(r, flags ? "m1" : "m0", &q), 0);
+        char buf[8];
+        ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+        ck_assert_uint_eq(len, 4);
+        /* Shut down between reserve and commit: not sent. */
+        if (flags) { /* in the default mode shutdown needs no lock either */
+            ck_assert_int_eq(shmds_queue_reserve(q, 8, &p, 0), 0);
+            ck_assert_int_eq(shmds_queue_shutdown(q), 0);
+            ck_assert_int_eq(shmds_queue_commit(q, 8), SHMDS_ECLOSED);
+            ck_assert_int_eq(shmds_queue_recv_ref(q, &m, &len, 0), SHMDS_ECLOSED);
+        }
+        ck_assert_int_eq(shmds_queue_check(q), 0);
+        shmds_queue_close(q);
+    }
+    shmds_queue *a = make_ack_queue(r, "zack", 256, 16, 0, 0);
+    const void *m;
+    size_t len;
+    ck_assert_int_eq(shmds_queue_recv_ref(a, &m, &len, 0), -EINVAL);
+    shmds_queue_close(a);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* A child that reserves (or receives in place, arg 1), reports, and waits
+ * to be killed. */
+static int zc_hold_and_wait(void *arg)
+{
+    shmds_queue *q;
+    void *p;
+    const void *m;
+    size_t len;
+    if (shmds_queue_open(g_r, (uintptr_t)arg & 2 ? "zs" : "zm", &q) != 0)
+        return 1;
+    if ((uintptr_t)arg & 1) {
+        if (shmds_queue_recv_ref(q, &m, &len, 0) != 0)
+            return 2;
+    } else {
+        if (shmds_queue_reserve(q, 64, &p, 0) != 0)
+            return 2;
+        memset(p, 'x', 64);
+    }
+    tu_send(&chan, "H", 1);
+    for (;;)
+        pause();
+}
+
+START_TEST(test_queue_zc_killed_holders_leave_nothing)
+{
+    g_r = make_region();
+    tu_chan_open(&chan);
+    shmds_alloc_stats before, after;
+    for (uintptr_t spsc = 0; spsc <= 2; spsc += 2) {
+        shmds_queue *q = make_queue(g_r, spsc ? "zs" : "zm", 1024, 128, spsc ? SHMDS_QUEUE_SPSC : 0);
+        ck_assert_int_eq(shmds_alloc_stats_get(g_r, &before), 0);
+        ck_assert_int_eq(shmds_queue_send(q, "first", 5, 0), 0);
+        shmds_queue_close(q); /* SPSC: give the producer side to the child */
+        ck_assert_int_eq(shmds_queue_open(g_r, spsc ? "zs" : "zm", &q), 0);
+        /* A producer killed between reserve and commit: nothing visible. */
+        char c, buf[128];
+        size_t len;
+        pid_t pid = tu_fork(zc_hold_and_wait, (void *)spsc);
+        ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+        tu_kill(pid);
+        uint64_t n;
+        ck_assert_int_eq(shmds_queue_len(q, &n), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_int_eq(shmds_queue_check(q), 0);
+        ck_assert_int_eq(shmds_queue_send(q, "second", 6, 0), 0);
+        /* A consumer killed between receive and release: still queued. */
+        pid = tu_fork(zc_hold_and_wait, (void *)(spsc | 1));
+        ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+        tu_kill(pid);
+        ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+        ck_assert_uint_eq(len, 5);
+        ck_assert(memcmp(buf, "first", 5) == 0);
+        ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+        ck_assert(memcmp(buf, "second", 6) == 0);
+        ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), -EAGAIN);
+        ck_assert_int_eq(shmds_queue_check(q), 0);
+        ck_assert_int_eq(shmds_region_check(g_r), 0);
+        ck_assert_int_eq(shmds_alloc_stats_get(g_r, &after), 0);
+        ck_assert_uint_eq(after.used_blocks, before.used_blocks);
+        shmds_queue_close(q);
+    }
+    tu_chan_close(&chan);
+    shmds_region_close(g_r);
+}
+END_TEST
+
+/* A forked child may not commit its parent's reservation. */
+static int zc_child_commit(void *arg)
+{
+    shmds_queue *q = arg;
+    return shmds_queue_commit(q, 1) == -EINVAL ? 0 : 1;
+}
+
+START_TEST(test_queue_zc_reservation_stays_with_its_thread_across_fork)
+{
+    shmds_region *r = make_region();
+    g_r = r;
+    shmds_queue *q = make_queue(r, "zf", 256, 16, SHMDS_QUEUE_SPSC);
+    void *p;
+    ck_assert_int_eq(shmds_queue_reserve(q, 1, &p, 0), 0);
+    memcpy(p, "p", 1);
+    int st = tu_wait(tu_fork(zc_child_commit, q), 10000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert_int_eq(shmds_queue_commit(q, 1), 0);
+    char buf[4];
+    size_t len;
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(buf[0], 'p');
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
 static Suite *queue_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -1264,6 +1476,13 @@ static Suite *queue_suite(void)
     tcase_add_test(ack, test_queue_ack_bad_input);
     tcase_add_test(ack, test_queue_ack_damaged_log_or_slots_are_ecorrupt);
     suite_add_tcase(s, ack);
+
+    TCase *zc = tcase_create("zerocopy");
+    tcase_add_test(zc, test_queue_zc_in_order_across_wraps_mixed_with_copies);
+    tcase_add_test(zc, test_queue_zc_commit_shorter_cancel_and_misuse);
+    tcase_add_test(zc, test_queue_zc_killed_holders_leave_nothing);
+    tcase_add_test(zc, test_queue_zc_reservation_stays_with_its_thread_across_fork);
+    suite_add_tcase(s, zc);
     return s;
 }
 

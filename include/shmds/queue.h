@@ -72,6 +72,25 @@
  * locker replays the log). A receiver killed after its lease committed
  * leaves the message leased by a dead process: it is delivered again.
  *
+ * Zero-copy (default and SPSC modes): shmds_queue_reserve() hands out room
+ * for a message inside the ring, shmds_queue_commit() publishes it (one
+ * store, as a send), shmds_queue_cancel() drops it; shmds_queue_recv_ref()
+ * hands out the oldest message in place and shmds_queue_release() removes
+ * it. A reserved payload is contiguous (if it would wrap the end of the
+ * ring, the rest of the ring is skipped), so a reservation is limited to
+ * max_msg and about half the ring. A message that a plain send wrapped
+ * around the end is handed out from a copy in the handle (one per lap of
+ * the ring at most). In the default mode the queue lock is held from
+ * reserve to commit and from receive to release: other senders and
+ * receivers wait meanwhile, so keep it short (SPSC holds no lock). Crash:
+ * a producer killed between reserve and commit leaves nothing visible and
+ * nothing allocated (its bytes are free ring space); a consumer killed
+ * between receive and release leaves the message queued: it is received
+ * again. A reservation and a message in place belong to the thread that
+ * made them: another thread, or a forked child, gets -EINVAL from commit
+ * and release. One of each at a time per handle (SPSC: one reservation and
+ * one message in place; default mode: one of the two).
+ *
  * Statistics (shmds_queue_stats_get()): sent, received, redelivered, in
  * flight, oldest lease's age; exact after crashes (sent and received are
  * kept in the committed index words, the rest in the redo log).
@@ -203,7 +222,8 @@ SHMDS_API int shmds_queue_create_ex(shmds_region *r, const char *name,
 SHMDS_API int shmds_queue_open(shmds_region *r, const char *name, shmds_queue **out);
 
 /** Drop the handle, and with it this thread's SPSC producer or consumer
- *  claim. The queue stays. NULL is ignored. */
+ *  claim, its reservation (cancelled) and its message in place (left
+ *  queued). The queue stays. NULL is ignored. */
 SHMDS_API void shmds_queue_close(shmds_queue *q);
 
 /**
@@ -246,6 +266,63 @@ SHMDS_API int shmds_queue_send(shmds_queue *q, const void *msg, size_t len, int 
  *         -ETIMEDOUT (queue lock).
  */
 SHMDS_API int shmds_queue_recv(shmds_queue *q, void *buf, size_t cap, size_t *len, int timeout_ms);
+
+/**
+ * Reserve room for a message of at most @p len bytes in the ring (zero-copy
+ * send; default and SPSC modes). Write it at *@p buf, then
+ * shmds_queue_commit() or shmds_queue_cancel(). In the default mode the
+ * queue lock stays held until then.
+ * @param[in]  len        bytes to reserve (<= max_msg and about half the ring:
+ *                        2 * (8 + len rounded up to 8) - 8 <= capacity).
+ * @param[out] buf        where to write the message; 8-byte aligned,
+ *                        contiguous, valid until the commit or cancel.
+ * @param[in]  timeout_ms as shmds_queue_send().
+ * @return 0; -EAGAIN, -ETIMEDOUT no room; -EMSGSIZE @p len too large;
+ *         -EBUSY this handle already has a reservation (default mode: or a
+ *         message in place); SHMDS_ECLOSED; -EINVAL; -EBUSY (SPSC) another
+ *         live thread is the producer; SHMDS_ERDONLY; SHMDS_ECORRUPT;
+ *         SHMDS_ENOTRECOVERABLE, -ETIMEDOUT (queue lock).
+ */
+SHMDS_API int shmds_queue_reserve(shmds_queue *q, size_t len, void **buf, int timeout_ms);
+
+/**
+ * Publish the reserved message with its final length (at most what was
+ * reserved): from now on it is received exactly once (or leased, on an
+ * SHMDS_QUEUE_ACK queue), as after shmds_queue_send(). Ends the
+ * reservation, also on error.
+ * @return 0; SHMDS_ECLOSED the queue was shut down since the reserve (not
+ *         sent); -EMSGSIZE @p len above the reservation (the reservation
+ *         stays); -EINVAL no reservation of this thread.
+ */
+SHMDS_API int shmds_queue_commit(shmds_queue *q, size_t len);
+
+/** Drop this thread's reservation (nothing is sent). No reservation: no-op. */
+SHMDS_API void shmds_queue_cancel(shmds_queue *q);
+
+/**
+ * Receive the oldest message in place (zero-copy; default and SPSC modes,
+ * not SHMDS_QUEUE_ACK). *@p msg is valid until shmds_queue_release(), which
+ * removes the message; until then it stays queued (a process killed
+ * meanwhile leaves it to the next receiver). In the default mode the queue
+ * lock stays held until the release.
+ * @param[out] msg        the message's bytes (read-only).
+ * @param[out] len        its length.
+ * @param[in]  timeout_ms as shmds_queue_send().
+ * @return 0; -EAGAIN, -ETIMEDOUT empty; SHMDS_ECLOSED shut down and
+ *         drained; -EBUSY this handle already holds a message in place
+ *         (default mode: or a reservation); -ENOMEM no memory for the copy
+ *         of a wrapped message; -EINVAL (also on an SHMDS_QUEUE_ACK queue);
+ *         -EBUSY (SPSC) another live thread is the consumer; SHMDS_ERDONLY;
+ *         SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE, -ETIMEDOUT (queue lock).
+ */
+SHMDS_API int shmds_queue_recv_ref(shmds_queue *q, const void **msg, size_t *len,
+                                   int timeout_ms);
+
+/**
+ * Remove the message of shmds_queue_recv_ref() from the queue.
+ * @return 0; -EINVAL no message in place of this thread.
+ */
+SHMDS_API int shmds_queue_release(shmds_queue *q);
 
 /**
  * Receive the oldest deliverable message under a lease (at-least-once; the

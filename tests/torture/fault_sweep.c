@@ -239,8 +239,12 @@ static int workload(int wr)
         shmds_queue_send(q, "m", 1, 0) != 0 || shmds_queue_shutdown(q) != 0 ||
         shmds_queue_recv(q, buf, sizeof buf, &len, 0) != 0 || shmds_queue_destroy(q) != 0)
         return 4;
+    void *zp;
+    const void *zm;
     if (shmds_queue_create(w.r, SCRATCH_SPSC, 64, 8, SHMDS_QUEUE_SPSC, &q) != 0 ||
         shmds_queue_send(q, "s", 1, 0) != 0 || shmds_queue_recv(q, buf, sizeof buf, &len, 0) != 0 ||
+        shmds_queue_reserve(q, 8, &zp, 0) != 0 || shmds_queue_commit(q, 1) != 0 ||
+        shmds_queue_recv_ref(q, &zm, &len, 0) != 0 || shmds_queue_release(q) != 0 ||
         shmds_queue_destroy(q) != 0)
         return 4;
     if (scratch_leases(&w) != 0)

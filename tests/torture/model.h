@@ -28,6 +28,8 @@
 #define TT_QUEUE_BYTES 2048 /* the shared queue's ring: small, so it fills and wraps */
 #define TT_HELD_MAX 4       /* leases a worker holds at most (tt_draw acks then) */
 
+#define TT_Q_ZEROCOPY 1
+
 /* What a worker can do. */
 enum tt_kind {
     TT_DIR_SET,    /* shmds_root_set(name k) */
@@ -56,7 +58,8 @@ extern const char *const tt_struct_name[TT_STRUCTS];
 typedef struct tt_op {
     uint8_t kind;
     uint8_t arg;   /* name, slot, key index */
-    uint8_t flags; /* map put: 0, SHMDS_PUT_NX or SHMDS_PUT_XX */
+    uint8_t flags; /* map put: 0, SHMDS_PUT_NX or SHMDS_PUT_XX; queue send:
+                      TT_Q_ZEROCOPY (reserve, then commit) */
     uint8_t pad;
     uint32_t size; /* bytes to allocate; map put: ttl; queue: timeout (ms) */
     uint64_t id;   /* value written, when the op writes one (unique in the run;
