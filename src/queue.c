@@ -40,7 +40,11 @@
  * committer rings the other side's bell only when someone sleeps there and
  * the bell has fewer tokens than sleepers, so the count stays small even
  * when a sleeper died and left its count behind (that costs spurious
- * wake-ups, never correctness). A woken waiter that leaves work behind
+ * wake-ups, never correctness). A locked call rings after its unlock, so
+ * the woken waiter does not meet the lock still held (a second sleep and
+ * wake-up on the mutex). Before sleeping, a waiter spins briefly only when
+ * its process may run on several CPUs (else the other party needs this
+ * CPU), then yields a few times. A woken waiter that leaves work behind
  * (more messages, more room, or a shut-down queue) rings again, so a
  * shut-down wakes every sleeper in a chain.
  */
@@ -433,15 +437,33 @@ static bool expired(int timeout_ms, uint64_t deadline_ns)
     return timeout_ms == 0 || (timeout_ms > 0 && shmds__now_ns() >= deadline_ns);
 }
 
-/* Busy-wait a little for `word` to change from `seen`, yielding the CPU
- * after a few rounds (the other party may be waiting for this CPU). True
- * when it changed. */
+/* True when this process may run on more than one CPU: then the other
+ * party can run while we spin. On one CPU (pinned, or a 1-CPU machine)
+ * spinning only delays it: we yield at once. Asked of the kernel again
+ * every SPIN_RECHECK slow waits (the affinity may change). */
+#define SPIN_RECHECK 4096
+static bool spin_useful(void)
+{
+    static unsigned calls, useful;
+    unsigned c = __atomic_fetch_add(&calls, 1, __ATOMIC_RELAXED);
+    if (c % SPIN_RECHECK == 0) {
+        cpu_set_t set;
+        bool many = sched_getaffinity(0, sizeof set, &set) != 0 || CPU_COUNT(&set) > 1;
+        __atomic_store_n(&useful, many ? 1u : 0u, __ATOMIC_RELAXED);
+    }
+    return __atomic_load_n(&useful, __ATOMIC_RELAXED) != 0;
+}
+
+/* Busy-wait a little for `word` to change from `seen` (when another CPU
+ * can change it meanwhile), then yield the CPU a few times (the other
+ * party may be waiting for this CPU). True when it changed. */
 static bool spin_for_change(const uint64_t *word, uint64_t seen)
 {
-    for (int i = 0; i < SPIN_ROUNDS + YIELD_ROUNDS; i++) {
+    int spins = spin_useful() ? SPIN_ROUNDS : 0;
+    for (int i = 0; i < spins + YIELD_ROUNDS; i++) {
         if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
             return true;
-        if (i < SPIN_ROUNDS)
+        if (i < spins)
             shmds__cpu_relax();
         else
             sched_yield();
@@ -533,6 +555,24 @@ static int q_lock(shmds_queue *q)
     return rc == SHMDS_RECOVERED ? 0 : rc;
 }
 
+/* Doorbells a locked call found to ring: rung after the unlock, so that a
+ * woken waiter does not find the lock still held and sleep again on it. */
+enum { WAKE_RECV = 1u, WAKE_SEND = 2u };
+
+static void bells_ring(struct qhdr *h, unsigned bells)
+{
+    if (bells & WAKE_RECV)
+        bell_ring(&h->not_empty, &h->recv_sleepers);
+    if (bells & WAKE_SEND)
+        bell_ring(&h->not_full, &h->send_sleepers);
+}
+
+static void q_unlock(shmds_queue *q, unsigned bells)
+{
+    shmds_mutex_unlock(&q->h->lock);
+    bells_ring(q->h, bells);
+}
+
 /* sent and received are 64-bit counts kept beside the 31-bit counts of the
  * committed index words: after each commit the committer moves the 64-bit
  * copy up to match, and a reader adds what is still missing the same way.
@@ -596,6 +636,7 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
 {
     struct qhdr *h = q->h;
     uint64_t need = rec_units(len), deadline = deadline_of(timeout_ms);
+    unsigned bells = 0;
     int rc = q_lock(q);
     if (rc != 0)
         return rc;
@@ -607,7 +648,7 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             break;
         }
         if (tw & CLOSED_BIT) {
-            bell_ring(&h->not_full, &h->send_sleepers); /* pass the news on */
+            bells |= WAKE_SEND; /* pass the news on */
             rc = SHMDS_ECLOSED;
             break;
         }
@@ -629,9 +670,9 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             }
             SHMDS_FAULT("queue.send.after_commit");
             count_update(&h->sent, w_cnt(nw));
-            bell_ring(&h->not_empty, &h->recv_sleepers);
+            bells |= WAKE_RECV;
             if (free_u - need > 0)
-                bell_ring(&h->not_full, &h->send_sleepers);
+                bells |= WAKE_SEND;
             rc = 0;
             break;
         }
@@ -650,7 +691,7 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
         if ((rc = q_lock(q)) != 0)
             return rc;
     }
-    shmds_mutex_unlock(&h->lock);
+    q_unlock(q, bells);
     return rc;
 }
 
@@ -659,6 +700,7 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
 {
     struct qhdr *h = q->h;
     uint64_t deadline = deadline_of(timeout_ms);
+    unsigned bells = 0;
     int rc = q_lock(q);
     if (rc != 0)
         return rc;
@@ -692,14 +734,14 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
             __atomic_store_n(&h->head, nh, __ATOMIC_SEQ_CST);
             SHMDS_FAULT("queue.recv.after_commit");
             count_update(&h->received, w_cnt(hw) + 1);
-            bell_ring(&h->not_full, &h->send_sleepers);
+            bells |= WAKE_SEND;
             if (used > need)
-                bell_ring(&h->not_empty, &h->recv_sleepers);
+                bells |= WAKE_RECV;
             rc = 0;
             break;
         }
         if (tw & CLOSED_BIT) {
-            bell_ring(&h->not_empty, &h->recv_sleepers);
+            bells |= WAKE_RECV;
             rc = SHMDS_ECLOSED;
             break;
         }
@@ -717,7 +759,7 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
         if ((rc = q_lock(q)) != 0)
             return rc;
     }
-    shmds_mutex_unlock(&h->lock);
+    q_unlock(q, bells);
     return rc;
 }
 
@@ -1157,6 +1199,7 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
 {
     struct qhdr *h = q->h;
     uint64_t deadline = deadline_of(timeout_ms);
+    unsigned bells = 0;
     int rc = q_lock(q);
     if (rc != 0)
         return rc;
@@ -1179,17 +1222,17 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
             if (ack_view(q, &after) == 0) {
                 count_update(&h->received, w_cnt(after.rw));
                 if (after.hw != v.hw)
-                    bell_ring(&h->not_full, &h->send_sleepers);
+                    bells |= WAKE_SEND;
                 if (msgs_between(after.tw, after.rw) > 0 ||
                     __atomic_load_n(&q->a->ready, __ATOMIC_RELAXED) > 0)
-                    bell_ring(&h->not_empty, &h->recv_sleepers);
+                    bells |= WAKE_RECV;
             }
             break;
         }
         if (rc != -EAGAIN)
             break;
         if (v.tw & CLOSED_BIT) {
-            bell_ring(&h->not_empty, &h->recv_sleepers);
+            bells |= WAKE_RECV;
             rc = SHMDS_ECLOSED;
             break;
         }
@@ -1205,14 +1248,14 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
         if ((rc = q_lock(q)) != 0)
             return rc;
     }
-    shmds_mutex_unlock(&h->lock);
+    q_unlock(q, bells);
     if (rc == -EAGAIN && timeout_ms != 0)
         rc = -ETIMEDOUT;
     return rc;
 }
 
-/* Acknowledge the lease `id` (queue lock held). */
-static int ack_locked(shmds_queue *q, uint64_t id)
+/* Acknowledge the lease `id` (queue lock held); *bells: whom to wake. */
+static int ack_locked(shmds_queue *q, uint64_t id, unsigned *bells)
 {
     struct qack *a = q->a;
     struct ackview v;
@@ -1239,9 +1282,9 @@ static int ack_locked(shmds_queue *q, uint64_t id)
     SHMDS_FAULT("queue.ack.before_commit");
     log_commit(q, &d);
     if (hw2 != v.hw)
-        bell_ring(&q->h->not_full, &q->h->send_sleepers);
+        *bells |= WAKE_SEND;
     if (win == q->nslots) /* receivers may wait for a free slot */
-        bell_ring(&q->h->not_empty, &q->h->recv_sleepers);
+        *bells |= WAKE_RECV;
     return 0;
 }
 
@@ -1264,8 +1307,9 @@ SHMDS_API int shmds_queue_ack(shmds_queue *q, uint64_t id)
     int rc = shmds__writable(q->r);
     if (rc != 0 || (rc = q_lock(q)) != 0)
         return rc;
-    rc = ack_locked(q, id);
-    shmds_mutex_unlock(&q->h->lock);
+    unsigned bells = 0;
+    rc = ack_locked(q, id, &bells);
+    q_unlock(q, bells);
     return rc;
 }
 
@@ -1671,16 +1715,16 @@ static int rsv_end(shmds_queue *q, bool commit, uint64_t len)
         uint64_t nw = w_make(idx_add(q, at, rec_units(len)), w_cnt(tw) + 1);
         /* Only a shut-down can have changed the word meanwhile. */
         if (__atomic_compare_exchange_n(&h->tail, &tw, nw, false, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_RELAXED)) {
+                                        __ATOMIC_RELAXED))
             count_update(&h->sent, w_cnt(nw));
-            bell_ring(&h->not_empty, &h->recv_sleepers);
-        } else {
+        else
             rc = SHMDS_ECLOSED;
-        }
     }
     q->rsv.on = false;
     if (!(q->flags & SHMDS_QUEUE_SPSC))
         shmds_mutex_unlock(&h->lock);
+    if (commit && rc == 0)
+        bell_ring(&h->not_empty, &h->recv_sleepers);
     return rc;
 }
 
@@ -1720,18 +1764,20 @@ SHMDS_API int shmds_queue_recv_ref(shmds_queue *q, const void **msg, size_t *len
 static void ref_end(shmds_queue *q, bool consume)
 {
     struct qhdr *h = q->h;
+    unsigned bells = 0;
     if (consume) {
         SHMDS_FAULT("queue.zc.before_release");
         __atomic_store_n(&h->head, q->ref.nh, __ATOMIC_SEQ_CST);
         count_update(&h->received, w_cnt(q->ref.nh));
-        bell_ring(&h->not_full, &h->send_sleepers);
+        bells |= WAKE_SEND;
     }
     q->ref.on = false;
     if (!(q->flags & SHMDS_QUEUE_SPSC)) {
         if (consume && used_units(q, __atomic_load_n(&h->tail, __ATOMIC_RELAXED), q->ref.nh) > 0)
-            bell_ring(&h->not_empty, &h->recv_sleepers);
+            bells |= WAKE_RECV;
         shmds_mutex_unlock(&h->lock);
     }
+    bells_ring(h, bells);
 }
 
 SHMDS_API int shmds_queue_release(shmds_queue *q)
