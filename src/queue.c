@@ -57,6 +57,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -102,7 +105,9 @@ struct qhdr {
     uint8_t pad2[SHMDS__CACHE_LINE - 24];
     alignas(SHMDS__CACHE_LINE) uint32_t recv_sleepers; /* doorbell line */
     uint32_t send_sleepers;
-    uint8_t pad3[SHMDS__CACHE_LINE - 8];
+    uint32_t fd_waiters; /* handles with a notification fd (see fd_notify) */
+    uint32_t fd_pending; /* a byte is in the FIFO, or on its way */
+    uint8_t pad3[SHMDS__CACHE_LINE - 16];
     shmds_sem not_empty; /* rung for receivers */
     shmds_sem not_full;  /* rung for senders */
 };
@@ -225,6 +230,8 @@ struct shmds_queue {
         void *ptr;
     } rsv, ref;
     void *bounce; /* max_msg bytes, for a message that wraps the ring */
+    int fifo;     /* the notification FIFO, opened read-write; -1: not yet */
+    bool fifo_armed; /* this handle counts in fd_waiters */
 };
 
 /* Bumped in a child after fork(), so a handle inherited across fork knows
@@ -427,6 +434,63 @@ static void bell_wait(shmds_sem *bell, uint64_t deadline_ns)
     shmds_sem_wait(bell, ms);
 }
 
+/* ---- the notification FIFO (shmds_queue_notify_fd) ----
+ * One FIFO per queue, named after the region's file (device and inode)
+ * and the queue's offset, in /dev/shm beside the regions. A handle that
+ * wants a file descriptor opens it read-write and non-blocking (Linux: a
+ * FIFO opened so is never without a reader or a writer, so neither side
+ * sees EOF, ENXIO or SIGPIPE) and counts itself in fd_waiters. While that
+ * count is not 0, whoever rings the receivers' doorbell also writes one
+ * byte, unless fd_pending says a byte is there already; a waiter clears
+ * fd_pending, empties the FIFO, then looks at the queue. A writer killed
+ * between setting fd_pending and its write leaves no byte: waiters bound
+ * their poll(2), as every sleep here is bounded, and clear it then. */
+static int fifo_path(const shmds_queue *q, char *buf, size_t cap)
+{
+    struct stat st;
+    if (q->r->fd < 0)
+        return -ENOTSUP; /* a region attached from memory has no file */
+    if (fstat(q->r->fd, &st) != 0)
+        return -errno;
+    snprintf(buf, cap, "/dev/shm/shmds-fifo-%llx-%llx-%llx", (unsigned long long)st.st_dev,
+             (unsigned long long)st.st_ino, (unsigned long long)q->off);
+    return 0;
+}
+
+static int fifo_open(shmds_queue *q)
+{
+    if (q->fifo >= 0)
+        return 0;
+    char path[96];
+    int rc = fifo_path(q, path, sizeof path);
+    if (rc != 0)
+        return rc;
+    if (mkfifo(path, 0600) != 0 && errno != EEXIST)
+        return -errno;
+    int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    q->fifo = fd;
+    return 0;
+}
+
+static void fd_notify(shmds_queue *q)
+{
+    struct qhdr *h = q->h;
+    if (__atomic_load_n(&h->fd_waiters, __ATOMIC_SEQ_CST) == 0 ||
+        __atomic_exchange_n(&h->fd_pending, 1, __ATOMIC_SEQ_CST) != 0)
+        return;
+    if (fifo_open(q) == 0)
+        (void)!write(q->fifo, "", 1); /* EAGAIN: full, so readable already */
+}
+
+/* Wake receivers: the doorbell, and the FIFO if someone polls it. */
+static void wake_receivers(shmds_queue *q)
+{
+    bell_ring(&q->h->not_empty, &q->h->recv_sleepers);
+    fd_notify(q);
+}
+
 static uint64_t deadline_of(int timeout_ms)
 {
     return timeout_ms > 0 ? shmds__now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
@@ -557,20 +621,26 @@ static int q_lock(shmds_queue *q)
 
 /* Doorbells a locked call found to ring: rung after the unlock, so that a
  * woken waiter does not find the lock still held and sleep again on it. */
-enum { WAKE_RECV = 1u, WAKE_SEND = 2u };
+enum {
+    WAKE_RECV = 1u, /* receivers' doorbell (passing the news on) */
+    WAKE_SEND = 2u, /* senders' doorbell */
+    WAKE_NEW = 4u   /* a message was sent: the doorbell and the FIFO */
+};
 
-static void bells_ring(struct qhdr *h, unsigned bells)
+static void bells_ring(shmds_queue *q, unsigned bells)
 {
-    if (bells & WAKE_RECV)
-        bell_ring(&h->not_empty, &h->recv_sleepers);
+    if (bells & WAKE_NEW)
+        wake_receivers(q);
+    else if (bells & WAKE_RECV)
+        bell_ring(&q->h->not_empty, &q->h->recv_sleepers);
     if (bells & WAKE_SEND)
-        bell_ring(&h->not_full, &h->send_sleepers);
+        bell_ring(&q->h->not_full, &q->h->send_sleepers);
 }
 
 static void q_unlock(shmds_queue *q, unsigned bells)
 {
     shmds_mutex_unlock(&q->h->lock);
-    bells_ring(q->h, bells);
+    bells_ring(q, bells);
 }
 
 /* sent and received are 64-bit counts kept beside the 31-bit counts of the
@@ -670,7 +740,7 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             }
             SHMDS_FAULT("queue.send.after_commit");
             count_update(&h->sent, w_cnt(nw));
-            bells |= WAKE_RECV;
+            bells |= WAKE_NEW;
             if (free_u - need > 0)
                 bells |= WAKE_SEND;
             rc = 0;
@@ -846,7 +916,7 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
                                              __ATOMIC_RELAXED))
                 return SHMDS_ECLOSED; /* shut down meanwhile: not sent */
             count_update(&h->sent, w_cnt(nw));
-            bell_ring(&h->not_empty, &h->recv_sleepers);
+            wake_receivers(q);
             return 0;
         }
         if (!timed) {
@@ -923,6 +993,7 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
 
 static int io_check(shmds_queue *q, int timeout_ms);
 static void zc_drop(shmds_queue *q);
+static void fifo_close(shmds_queue *q);
 
 #define LW_STATE_MASK UINT64_C(0xff)
 #define LW_ATTEMPT_MASK UINT64_C(0xffffff)
@@ -1452,6 +1523,7 @@ static int handle_make(shmds_region *r, shmds_off_t off, shmds_queue **out)
     q->max_msg = h->max_msg;
     q->flags = flags;
     q->off = off;
+    q->fifo = -1;
     *out = q;
     return 0;
 }
@@ -1566,6 +1638,7 @@ SHMDS_API void shmds_queue_close(shmds_queue *q)
     if (q == NULL)
         return;
     zc_drop(q);
+    fifo_close(q);
     free(q->bounce);
     if (q->flags & SHMDS_QUEUE_SPSC) {
         unclaim(q, SIDE_PROD);
@@ -1604,6 +1677,10 @@ SHMDS_API int shmds_queue_destroy(shmds_queue *q)
     if (q == NULL)
         return -EINVAL;
     zc_drop(q);
+    char path[96];
+    if (fifo_path(q, path, sizeof path) == 0)
+        unlink(path);
+    fifo_close(q);
     free(q->bounce);
     shmds_region *r = q->r;
     int rc = shmds__writable(r);
@@ -1724,7 +1801,7 @@ static int rsv_end(shmds_queue *q, bool commit, uint64_t len)
     if (!(q->flags & SHMDS_QUEUE_SPSC))
         shmds_mutex_unlock(&h->lock);
     if (commit && rc == 0)
-        bell_ring(&h->not_empty, &h->recv_sleepers);
+        wake_receivers(q);
     return rc;
 }
 
@@ -1777,7 +1854,7 @@ static void ref_end(shmds_queue *q, bool consume)
             bells |= WAKE_RECV;
         shmds_mutex_unlock(&h->lock);
     }
-    bells_ring(h, bells);
+    bells_ring(q, bells);
 }
 
 SHMDS_API int shmds_queue_release(shmds_queue *q)
@@ -1798,6 +1875,94 @@ static void zc_drop(shmds_queue *q)
         ref_end(q, false);
 }
 
+/* ---------------------------------------------------------------------------
+ * Waiting on several queues, and event loops
+ * ------------------------------------------------------------------------ */
+
+static void fifo_close(shmds_queue *q)
+{
+    if (q->fifo_armed)
+        __atomic_sub_fetch(&q->h->fd_waiters, 1, __ATOMIC_SEQ_CST);
+    q->fifo_armed = false;
+    if (q->fifo >= 0)
+        close(q->fifo);
+    q->fifo = -1;
+}
+
+SHMDS_API int shmds_queue_notify_fd(shmds_queue *q, int *fd)
+{
+    if (q == NULL || fd == NULL)
+        return -EINVAL;
+    int rc = fifo_open(q);
+    if (rc != 0)
+        return rc;
+    if (!q->fifo_armed) {
+        __atomic_add_fetch(&q->h->fd_waiters, 1, __ATOMIC_SEQ_CST);
+        q->fifo_armed = true;
+    }
+    *fd = q->fifo;
+    return 0;
+}
+
+SHMDS_API int shmds_queue_notify_clear(shmds_queue *q)
+{
+    if (q == NULL || !q->fifo_armed)
+        return -EINVAL;
+    char junk[256];
+    __atomic_store_n(&q->h->fd_pending, 0, __ATOMIC_SEQ_CST);
+    while (read(q->fifo, junk, sizeof junk) > 0)
+        ;
+    return 0;
+}
+
+/* Would a receive on q find something to return now: a message never
+ * delivered, one taken back (SHMDS_QUEUE_ACK), or the end of the stream?
+ * Takes no lock. */
+static bool has_work(shmds_queue *q)
+{
+    const struct qhdr *h = q->h;
+    uint64_t tw = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+    uint64_t from = __atomic_load_n(q->a != NULL ? &q->a->rd : &h->head, __ATOMIC_ACQUIRE);
+    if (tw & CLOSED_BIT)
+        return true;
+    return w_idx(tw) != w_idx(from) ||
+           (q->a != NULL && __atomic_load_n(&q->a->ready, __ATOMIC_RELAXED) > 0);
+}
+
+SHMDS_API int shmds_queue_wait_any(shmds_queue *const *qs, unsigned n, int timeout_ms,
+                                   unsigned *ready)
+{
+    if (qs == NULL || ready == NULL || n == 0 || n > SHMDS_QUEUE_WAIT_MAX || timeout_ms < -1)
+        return -EINVAL;
+    struct pollfd pfd[SHMDS_QUEUE_WAIT_MAX];
+    for (unsigned i = 0; i < n; i++) {
+        if (qs[i] == NULL)
+            return -EINVAL;
+        int rc = shmds_queue_notify_fd(qs[i], &pfd[i].fd);
+        if (rc != 0)
+            return rc;
+        pfd[i].events = POLLIN;
+    }
+    uint64_t deadline = deadline_of(timeout_ms);
+    for (;;) {
+        /* Clear first, then look: a send after the look leaves a byte. */
+        for (unsigned i = 0; i < n; i++)
+            shmds_queue_notify_clear(qs[i]);
+        for (unsigned i = 0; i < n; i++)
+            if (has_work(qs[i])) {
+                *ready = i;
+                return 0;
+            }
+        if (expired(timeout_ms, deadline))
+            return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
+        int ms = SLICE_MS;
+        if (timeout_ms > 0 && shmds__ms_left(deadline) < ms)
+            ms = shmds__ms_left(deadline) > 0 ? shmds__ms_left(deadline) : 1;
+        if (poll(pfd, n, ms) < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
 SHMDS_API int shmds_queue_shutdown(shmds_queue *q)
 {
     if (q == NULL)
@@ -1813,7 +1978,7 @@ SHMDS_API int shmds_queue_shutdown(shmds_queue *q)
     if (w_idx(old) >= 2 * q->cap_u)
         return SHMDS_ECORRUPT;
     SHMDS_FAULT("queue.shutdown.after_close");
-    bell_ring(&h->not_empty, &h->recv_sleepers);
+    wake_receivers(q);
     bell_ring(&h->not_full, &h->send_sleepers);
     return 0;
 }

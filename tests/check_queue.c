@@ -2,6 +2,10 @@
  * many producers and consumers in real processes, and SIGKILLs at random
  * points with the ring checked after each. */
 #include <check.h>
+#include <dirent.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <sys/stat.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -1435,6 +1439,126 @@ START_TEST(test_queue_zc_reservation_stays_with_its_thread_across_fork)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------
+ * waiting on several queues, event loops
+ * ------------------------------------------------------------------------ */
+
+static int wa_send_later(void *arg)
+{
+    shmds_queue *q;
+    char c;
+    /* Wait until the parent says it is about to wait, then send. */
+    if (tu_recv(&chan, &c, 1) != 1 || shmds_queue_open(g_r, (const char *)arg, &q) != 0)
+        return 1;
+    return shmds_queue_send(q, "w", 1, -1) == 0 ? 0 : 2;
+}
+
+START_TEST(test_queue_wait_any_returns_a_queue_with_work)
+{
+    g_r = make_region();
+    shmds_region *r2 = tu_region("q2", RSZ); /* queues of two regions */
+    tu_chan_open(&chan);
+    shmds_queue *qs[3];
+    qs[0] = make_queue(g_r, "w0", 256, 16, 0);
+    qs[1] = make_queue(g_r, "w1", 256, 16, SHMDS_QUEUE_SPSC);
+    qs[2] = make_ack_queue(r2, "w2", 256, 16, 60000, 0);
+    unsigned ready = 99;
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 3, 0, &ready), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 3, 20, &ready), -ETIMEDOUT);
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 0, 0, &ready), -EINVAL);
+    ck_assert_int_eq(shmds_queue_wait_any(NULL, 3, 0, &ready), -EINVAL);
+    ck_assert_int_eq(shmds_queue_send(qs[2], "x", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 3, 0, &ready), 0);
+    ck_assert_uint_eq(ready, 2);
+    char buf[16];
+    size_t len;
+    uint64_t id;
+    ck_assert_int_eq(shmds_queue_recv_lease(qs[2], buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 3, 0, &ready), -EAGAIN); /* leased: not new */
+    ck_assert_int_eq(shmds_queue_ack(qs[2], id), 0);
+    /* Blocked without bound: a send from another process wakes it. */
+    pid_t pid = tu_fork(wa_send_later, "w0");
+    tu_send(&chan, "g", 1);
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 3, -1, &ready), 0);
+    ck_assert_uint_eq(ready, 0);
+    int st = tu_wait(pid, 10000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert_int_eq(shmds_queue_recv(qs[0], buf, sizeof buf, &len, 0), 0);
+    /* The end of a stream counts as work: a receive returns at once. */
+    ck_assert_int_eq(shmds_queue_shutdown(qs[1]), 0);
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 3, -1, &ready), 0);
+    ck_assert_uint_eq(ready, 1);
+    for (int i = 0; i < 3; i++)
+        shmds_queue_close(qs[i]);
+    tu_chan_close(&chan);
+    shmds_region_close(r2);
+    shmds_region_close(g_r);
+}
+END_TEST
+
+static bool readable(int fd, int ms)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+START_TEST(test_queue_notify_fd_turns_readable_on_send)
+{
+    g_r = make_region();
+    tu_chan_open(&chan);
+    shmds_queue *q = make_queue(g_r, "nf", 256, 16, 0);
+    int fd = -1, fd2 = -1;
+    ck_assert_int_eq(shmds_queue_notify_clear(q), -EINVAL); /* no fd yet */
+    ck_assert_int_eq(shmds_queue_notify_fd(q, &fd), 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(shmds_queue_notify_fd(q, &fd2), 0);
+    ck_assert_int_eq(fd, fd2); /* one per handle */
+    ck_assert(!readable(fd, 0));
+    /* A send through another handle (as another process would). */
+    shmds_queue *other;
+    ck_assert_int_eq(shmds_queue_open(g_r, "nf", &other), 0);
+    ck_assert_int_eq(shmds_queue_send(other, "a", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(other, "b", 1, 0), 0);
+    ck_assert(readable(fd, 0));
+    ck_assert_int_eq(shmds_queue_notify_clear(q), 0);
+    ck_assert(!readable(fd, 0));
+    char buf[16];
+    size_t len;
+    while (shmds_queue_recv(q, buf, sizeof buf, &len, 0) == 0)
+        ;
+    /* From another process, while this one polls. */
+    pid_t pid = tu_fork(wa_send_later, "nf");
+    tu_send(&chan, "g", 1);
+    ck_assert(readable(fd, 10000));
+    ck_assert_int_eq(shmds_queue_notify_clear(q), 0);
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    int st = tu_wait(pid, 10000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    shmds_queue_close(other);
+    /* Destroy removes the FIFO from /dev/shm. */
+    struct stat sb;
+    char path[300];
+    ck_assert_int_eq(fstat(fd, &sb), 0);
+    ck_assert(S_ISFIFO(sb.st_mode));
+    ck_assert_int_eq(shmds_queue_destroy(q), 0);
+    int found = 0;
+    DIR *d = opendir("/dev/shm");
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        snprintf(path, sizeof path, "/dev/shm/%s", e->d_name);
+        struct stat s2;
+        if (strncmp(e->d_name, "shmds-fifo-", 11) == 0 && stat(path, &s2) == 0 &&
+            s2.st_ino == sb.st_ino && s2.st_dev == sb.st_dev)
+            found = 1;
+    }
+    if (d != NULL)
+        closedir(d);
+    ck_assert_int_eq(found, 0);
+    tu_chan_close(&chan);
+    shmds_region_close(g_r);
+}
+END_TEST
+
 static Suite *queue_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -1483,6 +1607,11 @@ static Suite *queue_suite(void)
     tcase_add_test(zc, test_queue_zc_killed_holders_leave_nothing);
     tcase_add_test(zc, test_queue_zc_reservation_stays_with_its_thread_across_fork);
     suite_add_tcase(s, zc);
+
+    TCase *wait = tcase_create("wait");
+    tcase_add_test(wait, test_queue_wait_any_returns_a_queue_with_work);
+    tcase_add_test(wait, test_queue_notify_fd_turns_readable_on_send);
+    suite_add_tcase(s, wait);
     return s;
 }
 

@@ -366,6 +366,62 @@ SHMDS_API int shmds_queue_ack(shmds_queue *q, uint64_t id);
  */
 SHMDS_API int shmds_queue_stats_get(shmds_queue *q, shmds_queue_stats *out);
 
+/** Most queues one shmds_queue_wait_any() call waits on. */
+#define SHMDS_QUEUE_WAIT_MAX 64
+
+/**
+ * Wait until one of several queues (any modes, any regions) has something
+ * for a receiver: a message never delivered, one taken back from a lease
+ * (SHMDS_QUEUE_ACK), or the end of the stream (shut down). Then receive
+ * from it with a timeout of 0: another receiver may have been quicker
+ * (-EAGAIN; wait again). Uses each handle's notification FIFO (see
+ * shmds_queue_notify_fd(), opened on the first call and kept), and
+ * re-checks the queues at least every 50 ms. Cost: O(n) per wake-up. A
+ * lease that merely ran out is not seen here; a receive takes it back.
+ * @param[in]  qs         @p n queue handles.
+ * @param[in]  timeout_ms as shmds_queue_send().
+ * @param[out] ready      the index in @p qs of a queue to receive from.
+ * @return 0; -EAGAIN nothing and @p timeout_ms was 0; -ETIMEDOUT;
+ *         -EINVAL NULL, n 0 or above SHMDS_QUEUE_WAIT_MAX, timeout below
+ *         -1; errors of shmds_queue_notify_fd().
+ */
+SHMDS_API int shmds_queue_wait_any(shmds_queue *const *qs, unsigned n, int timeout_ms,
+                                   unsigned *ready);
+
+/**
+ * A file descriptor that becomes readable when the queue may have
+ * something for a receiver: for an event loop (poll, epoll, libuv, ...).
+ *
+ * Why a FIFO: it needs no server to hand descriptors around (an eventfd
+ * must be passed over a Unix socket by someone who owns it), any process
+ * of the region's user can open it by name, and a process that dies just
+ * drops its descriptor. The FIFO lives in /dev/shm beside the region
+ * (shmds-fifo-DEV-INODE-OFFSET), made on first use, removed by
+ * shmds_queue_destroy(). While at least one handle has the descriptor,
+ * whoever wakes the queue's receivers also writes one byte into it
+ * (unless one is pending): a write(2) per burst of sends, nothing
+ * otherwise.
+ *
+ * Use: when the descriptor is readable (or your poll times out: bound it,
+ * e.g. 100 ms, because a sender killed in the middle of its notification
+ * leaves no byte), call shmds_queue_notify_clear(), then receive with a
+ * timeout of 0 until -EAGAIN. The descriptor belongs to the handle: do not
+ * close it; shmds_queue_close() does. Across fork() the child shares it
+ * with the parent (one file description): let one of them use it.
+ * @param[out] fd  the descriptor (non-blocking, close-on-exec).
+ * @return 0; -EINVAL NULL; -ENOTSUP the region was attached from memory
+ *         (it has no file); -errno of mkfifo(3) or open(2).
+ */
+SHMDS_API int shmds_queue_notify_fd(shmds_queue *q, int *fd);
+
+/**
+ * Empty the notification descriptor and re-arm it: call it before
+ * receiving, after the descriptor turned readable.
+ * @return 0; -EINVAL NULL, or shmds_queue_notify_fd() was not called on
+ *         this handle.
+ */
+SHMDS_API int shmds_queue_notify_clear(shmds_queue *q);
+
 /**
  * Shut the queue down: later sends fail with SHMDS_ECLOSED, receivers get
  * what is queued and then SHMDS_ECLOSED; every sleeper wakes. Idempotent;
