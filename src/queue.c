@@ -181,6 +181,25 @@ SHMDS__STATIC_ASSERT(offsetof(struct qack, rd) == 64, "queue ack: read line");
 SHMDS__STATIC_ASSERT(offsetof(struct qack, log_n) == 128, "queue ack: log");
 SHMDS__STATIC_ASSERT(sizeof(struct qack) == 256, "queue ack: slots follow");
 
+/* Broadcast (SHMDS_QUEUE_BROADCAST): the same area, whose slots are
+ * subscribers. `head` is then the oldest message kept; each subscriber
+ * reads on from its own cursor (a word like head's), without a lock. A
+ * publisher that needs room drops the oldest messages (moving head first,
+ * then writing: a subscriber that copied a message checks afterwards that
+ * head did not pass it, as a seqlock reader does), or, with
+ * SHMDS_QUEUE_BLOCK, moves head up to the slowest live subscriber's
+ * cursor and waits when that is not enough. */
+struct qsub {
+    uint64_t pid;    /* 0: free; written last when subscribing */
+    uint64_t start;  /* the subscriber's start time (against pid reuse) */
+    uint64_t cursor; /* the next message it reads */
+    uint64_t missed; /* messages dropped before it read them, ever */
+    uint8_t pad[32];
+};
+SHMDS__STATIC_ASSERT(sizeof(struct qsub) == SHMDS__CACHE_LINE, "subscriber slot is one line");
+#define SUBS_DEFAULT 64u
+#define SUBS_MAX 4096u
+
 struct rec {
     uint32_t len;
     uint32_t tag;
@@ -216,6 +235,9 @@ struct shmds_queue {
     struct qlease *slots;
     uint32_t nslots;
     uint64_t lease_ns;
+    /* SHMDS_QUEUE_BROADCAST: the subscriber slots and their count. */
+    struct qsub *subs;
+    uint32_t nsubs;
     /* Zero-copy: the reservation of shmds_queue_reserve() and the message
      * of shmds_queue_recv_ref(), each owned by the thread that made it (in
      * the default mode that thread holds the queue lock meanwhile). */
@@ -484,10 +506,20 @@ static void fd_notify(shmds_queue *q)
         (void)!write(q->fifo, "", 1); /* EAGAIN: full, so readable already */
 }
 
-/* Wake receivers: the doorbell, and the FIFO if someone polls it. */
+/* Wake receivers: the doorbell, and the FIFO if someone polls it. Every
+ * subscriber of a broadcast queue wants every message: one token per
+ * sleeper (up to 64), not one in all. */
 static void wake_receivers(shmds_queue *q)
 {
-    bell_ring(&q->h->not_empty, &q->h->recv_sleepers);
+    if (q->subs != NULL) {
+        uint32_t n = __atomic_load_n(&q->h->recv_sleepers, __ATOMIC_SEQ_CST);
+        int v = 0;
+        sem_getvalue(&q->h->not_empty.sem, &v);
+        for (int i = v; i < (int)(n < 64 ? n : 64); i++)
+            shmds_sem_post(&q->h->not_empty);
+    } else {
+        bell_ring(&q->h->not_empty, &q->h->recv_sleepers);
+    }
     fd_notify(q);
 }
 
@@ -702,6 +734,68 @@ static int ref_begin(shmds_queue *q, uint64_t at, uint64_t len, uint64_t nh)
     return 0;
 }
 
+/* ---------------------------------------------------------------------------
+ * Broadcast: publishers make room (subscribers: see the end of the file)
+ * ------------------------------------------------------------------------ */
+
+/* True when count `a` comes before count `b` (mod 2^31, within half). */
+static inline bool cnt_before(uint64_t a, uint64_t b)
+{
+    uint64_t d = (b - a) & CNT_MASK;
+    return d != 0 && d < (CNT_MASK + 1) / 2;
+}
+
+/* Make room for `need` units before tail word `tw` (queue locked): drop
+ * the oldest messages, or with SHMDS_QUEUE_BLOCK move the head up to the
+ * slowest live subscriber (freeing the slots of dead ones). *hwp is the
+ * head word, updated. Room may still be short with SHMDS_QUEUE_BLOCK: the
+ * caller waits. Cost: O(messages dropped), or O(subscribers). */
+static int topic_room(shmds_queue *q, uint64_t tw, uint64_t *hwp, uint64_t need)
+{
+    struct qhdr *h = q->h;
+    uint64_t hw = *hwp, t = tw & ~CLOSED_BIT;
+    if (!(q->flags & SHMDS_QUEUE_BLOCK)) {
+        while (q->cap_u - used_units(q, tw, hw) < need) {
+            uint64_t at, units;
+            if (rec_at(q, w_idx(hw), used_units(q, tw, hw), &at, &units) < 0)
+                return SHMDS_ECORRUPT;
+            hw = w_make(idx_add(q, w_idx(hw), units), w_cnt(hw) + 1);
+        }
+    } else {
+        for (int pass = 0; pass < 2; pass++) {
+            uint64_t best = t;
+            for (uint32_t i = 0; i < q->nsubs; i++) {
+                struct qsub *sb = &q->subs[i];
+                uint64_t pid = __atomic_load_n(&sb->pid, __ATOMIC_ACQUIRE);
+                uint64_t c = __atomic_load_n(&sb->cursor, __ATOMIC_ACQUIRE);
+                if (pid == 0 || cnt_before(w_cnt(c), w_cnt(hw)) || !cnt_before(w_cnt(c), w_cnt(best)))
+                    continue; /* free, lapped (corrupt: ignored), or not slower */
+                if (pass == 1 && (pid > UINT32_MAX ||
+                                  !shmds__proc_alive((uint32_t)pid,
+                                                     __atomic_load_n(&sb->start, __ATOMIC_RELAXED)))) {
+                    __atomic_store_n(&sb->pid, 0, __ATOMIC_RELEASE); /* a dead subscriber */
+                    continue;
+                }
+                best = c;
+            }
+            if (w_idx(best) >= 2 * q->cap_u)
+                return SHMDS_ECORRUPT;
+            hw = best;
+            /* Probe the holders only when the live-or-not minimum blocks. */
+            if (q->cap_u - used_units(q, tw, hw) >= need)
+                break;
+        }
+    }
+    if (hw != *hwp) {
+        __atomic_store_n(&h->head, hw, __ATOMIC_SEQ_CST);
+        /* Subscribers re-read head after copying: the space is rewritten
+         * only after this store is visible. */
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        *hwp = hw;
+    }
+    return 0;
+}
+
 static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeout_ms, bool zc)
 {
     struct qhdr *h = q->h;
@@ -724,6 +818,11 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
         }
         uint64_t free_u = q->cap_u - used_units(q, tw, hw);
         uint64_t pad = zc ? pad_for(q, w_idx(tw), len) : 0;
+        if (q->subs != NULL && free_u < pad + need) {
+            if ((rc = topic_room(q, tw, &hw, pad + need)) != 0)
+                break;
+            free_u = q->cap_u - used_units(q, tw, hw);
+        }
         if (pad + need <= free_u && zc) {
             rsv_begin(q, tw, pad, len);
             return 0; /* locked until the commit */
@@ -1400,6 +1499,12 @@ SHMDS_API int shmds_queue_stats_get(shmds_queue *q, shmds_queue_stats *out)
     out->waiting = msgs_between(tw, dw);
     out->flags = q->flags;
     out->recoveries = __atomic_load_n(&h->lock.recoveries, __ATOMIC_RELAXED);
+    for (uint32_t i = 0; i < q->nsubs; i++) {
+        out->subscribers += __atomic_load_n(&q->subs[i].pid, __ATOMIC_RELAXED) != 0;
+        out->missed += __atomic_load_n(&q->subs[i].missed, __ATOMIC_RELAXED);
+    }
+    if (q->subs != NULL)
+        out->received = 0; /* each subscriber receives: see missed */
     if (q->a == NULL)
         return 0;
     struct qack *a = q->a;
@@ -1472,22 +1577,36 @@ static uint64_t ack_bytes(uint64_t slots)
     return sizeof(struct qack) + slots * sizeof(struct qlease);
 }
 
-/* Validate the SHMDS_QUEUE_ACK area of the queue at `off` (whose header is
- * valid) and fill the handle's view of it. */
-static int ack_attach(shmds_region *r, shmds_off_t off, const struct qhdr *h, shmds_queue *q)
+/* Validate the area of an SHMDS_QUEUE_ACK or SHMDS_QUEUE_BROADCAST queue
+ * at `off` (whose header is valid) and fill the handle's view of it. */
+static int area_attach(shmds_region *r, shmds_off_t off, const struct qhdr *h, shmds_queue *q)
 {
+    bool ack = (h->flags & SHMDS_QUEUE_ACK) != 0;
     struct qack *a = shmds__ptr_chk(r, off + sizeof(struct qhdr), sizeof *a, SHMDS__CACHE_LINE);
     if (a == NULL || a->checksum != ack_checksum(a) || a->self != off)
         return SHMDS_ECORRUPT;
     uint32_t n = a->slots;
-    if (n == 0 || n > ACK_SLOTS_MAX || (n & (n - 1)) != 0 || a->lease_ms == 0 ||
-        h->ring != off + sizeof(struct qhdr) + ack_bytes(n))
+    if (n == 0 || n > (ack ? ACK_SLOTS_MAX : SUBS_MAX) || (n & (n - 1)) != 0 ||
+        (ack && a->lease_ms == 0) || h->ring != off + sizeof(struct qhdr) + ack_bytes(n))
         return SHMDS_ECORRUPT;
+    if (!ack) {
+        q->subs = (struct qsub *)(a + 1);
+        q->nsubs = n;
+        return 0;
+    }
     q->a = a;
     q->slots = (struct qlease *)(a + 1);
     q->nslots = n;
     q->lease_ns = (uint64_t)a->lease_ms * 1000000u;
     return 0;
+}
+
+/* One mode at most: SPSC, ACK or BROADCAST (BLOCK only with BROADCAST). */
+static bool flags_ok(uint32_t flags)
+{
+    const uint32_t modes = SHMDS_QUEUE_SPSC | SHMDS_QUEUE_ACK | SHMDS_QUEUE_BROADCAST;
+    return (flags & ~(modes | SHMDS_QUEUE_BLOCK)) == 0 && (flags & modes & ((flags & modes) - 1)) == 0 &&
+           (!(flags & SHMDS_QUEUE_BLOCK) || (flags & SHMDS_QUEUE_BROADCAST));
 }
 
 /* Validate the header at `off` and fill a handle from it. */
@@ -1501,17 +1620,15 @@ static int handle_make(shmds_region *r, shmds_off_t off, shmds_queue **out)
         return SHMDS_ECORRUPT;
     uint64_t cap = h->cap;
     uint32_t flags = h->flags;
-    bool ack = (flags & SHMDS_QUEUE_ACK) != 0;
-    if (h->self != off || (!ack && h->ring != off + sizeof(struct qhdr)) ||
-        (flags & ~(SHMDS_QUEUE_SPSC | SHMDS_QUEUE_ACK)) ||
-        (ack && (flags & SHMDS_QUEUE_SPSC)) || cap < 16 || cap > SHMDS_QUEUE_CAPACITY_MAX ||
-        cap % 8 != 0 || h->max_msg == 0 || h->max_msg > cap - 8 ||
-        !shmds__off_ok(r, h->ring, cap, 8))
+    bool area = (flags & (SHMDS_QUEUE_ACK | SHMDS_QUEUE_BROADCAST)) != 0;
+    if (h->self != off || (!area && h->ring != off + sizeof(struct qhdr)) ||
+        !flags_ok(flags) || cap < 16 || cap > SHMDS_QUEUE_CAPACITY_MAX || cap % 8 != 0 ||
+        h->max_msg == 0 || h->max_msg > cap - 8 || !shmds__off_ok(r, h->ring, cap, 8))
         return SHMDS_ECORRUPT;
     shmds_queue *q = calloc(1, sizeof *q);
     if (q == NULL)
         return -ENOMEM;
-    int rc = ack ? ack_attach(r, off, h, q) : 0;
+    int rc = area ? area_attach(r, off, h, q) : 0;
     if (rc != 0) {
         free(q);
         return rc;
@@ -1542,9 +1659,7 @@ SHMDS_API int shmds_queue_create_ex(shmds_region *r, const char *name,
         return -EINVAL;
     unsigned flags = o->flags;
     size_t capacity_bytes = o->capacity_bytes, max_msg = o->max_msg;
-    if ((flags & ~(unsigned)(SHMDS_QUEUE_SPSC | SHMDS_QUEUE_ACK)) ||
-        ((flags & SHMDS_QUEUE_ACK) && (flags & SHMDS_QUEUE_SPSC)) ||
-        o->max_in_flight > ACK_SLOTS_MAX)
+    if (!flags_ok(flags) || o->max_in_flight > ACK_SLOTS_MAX || o->max_subscribers > SUBS_MAX)
         return -EINVAL;
     int rc = shmds__writable(r);
     if (rc != 0)
@@ -1557,6 +1672,9 @@ SHMDS_API int shmds_queue_create_ex(shmds_region *r, const char *name,
     uint32_t slots = 0;
     if (flags & SHMDS_QUEUE_ACK)
         for (slots = 1; slots < (o->max_in_flight ? o->max_in_flight : ACK_SLOTS_DEFAULT);)
+            slots *= 2;
+    if (flags & SHMDS_QUEUE_BROADCAST)
+        for (slots = 1; slots < (o->max_subscribers ? o->max_subscribers : SUBS_DEFAULT);)
             slots *= 2;
     uint64_t extra = slots ? ack_bytes(slots) : 0;
     size_t nlen = strnlen(name, SHMDS_ROOT_NAME_MAX + 1);
@@ -1597,7 +1715,8 @@ SHMDS_API int shmds_queue_create_ex(shmds_region *r, const char *name,
     if (slots != 0) {
         struct qack *a = (struct qack *)(h + 1);
         a->slots = slots;
-        a->lease_ms = o->lease_ms ? o->lease_ms : SHMDS_QUEUE_LEASE_MS_DEFAULT;
+        if (flags & SHMDS_QUEUE_ACK)
+            a->lease_ms = o->lease_ms ? o->lease_ms : SHMDS_QUEUE_LEASE_MS_DEFAULT;
         a->self = off;
         a->checksum = ack_checksum(a);
     }
@@ -1732,7 +1851,7 @@ SHMDS_API int shmds_queue_send(shmds_queue *q, const void *msg, size_t len, int 
 
 SHMDS_API int shmds_queue_recv(shmds_queue *q, void *buf, size_t cap, size_t *len, int timeout_ms)
 {
-    if (q == NULL || len == NULL || (buf == NULL && cap > 0))
+    if (q == NULL || len == NULL || (buf == NULL && cap > 0) || q->subs != NULL)
         return -EINVAL;
     int rc = io_check(q, timeout_ms);
     if (rc != 0)
@@ -1822,7 +1941,7 @@ SHMDS_API void shmds_queue_cancel(shmds_queue *q)
 
 SHMDS_API int shmds_queue_recv_ref(shmds_queue *q, const void **msg, size_t *len, int timeout_ms)
 {
-    if (q == NULL || msg == NULL || len == NULL || q->a != NULL)
+    if (q == NULL || msg == NULL || len == NULL || q->a != NULL || q->subs != NULL)
         return -EINVAL;
     int rc = io_check(q, timeout_ms);
     if (rc != 0)
@@ -1936,7 +2055,7 @@ SHMDS_API int shmds_queue_wait_any(shmds_queue *const *qs, unsigned n, int timeo
         return -EINVAL;
     struct pollfd pfd[SHMDS_QUEUE_WAIT_MAX];
     for (unsigned i = 0; i < n; i++) {
-        if (qs[i] == NULL)
+        if (qs[i] == NULL || qs[i]->subs != NULL)
             return -EINVAL;
         int rc = shmds_queue_notify_fd(qs[i], &pfd[i].fd);
         if (rc != 0)
@@ -2037,7 +2156,9 @@ SHMDS_API int shmds_queue_check(shmds_queue *q)
     int rc = shmds__alloc_block_live(r, h->block, &usable);
     if (rc != 0)
         return rc == -EINVAL ? SHMDS_ECORRUPT : rc;
-    uint64_t extra = q->a != NULL ? ack_bytes(q->nslots) : 0;
+    uint64_t extra = q->a != NULL      ? ack_bytes(q->nslots)
+                     : q->subs != NULL ? ack_bytes(q->nsubs)
+                                       : 0;
     if (h->block > q->off || q->off - h->block + sizeof(struct qhdr) + extra + h->cap > usable)
         return SHMDS_ECORRUPT;
     if (!shmds__rdonly(r) && !(q->flags & SHMDS_QUEUE_SPSC)) {
@@ -2077,4 +2198,158 @@ int shmds__queue_check_at(shmds_region *r, shmds_off_t off)
     rc = shmds_queue_check(q);
     free(q);
     return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Broadcast: subscribers
+ * ------------------------------------------------------------------------ */
+
+struct shmds_sub {
+    shmds_queue *q;
+    uint32_t slot;
+    uint32_t pid;
+    uint64_t cursor; /* this process's copy of the slot's cursor */
+    uint64_t lost;   /* missed, not yet reported */
+};
+
+SHMDS_API int shmds_queue_subscribe(shmds_queue *q, shmds_sub **out)
+{
+    if (q == NULL || out == NULL || q->subs == NULL)
+        return -EINVAL;
+    int rc = shmds__writable(q->r);
+    if (rc != 0)
+        return rc;
+    shmds_sub *sb = calloc(1, sizeof *sb);
+    if (sb == NULL)
+        return -ENOMEM;
+    uint32_t pid;
+    uint64_t start;
+    self_ident(&pid, &start);
+    if ((rc = q_lock(q)) != 0) {
+        free(sb);
+        return rc;
+    }
+    rc = -ENOSPC;
+    /* A free slot, else one whose subscriber died. Under the lock, so a
+     * publisher never sees the slot half made. */
+    for (int pass = 0; pass < 2 && rc == -ENOSPC; pass++) {
+        for (uint32_t i = 0; i < q->nsubs; i++) {
+            struct qsub *slot = &q->subs[i];
+            uint64_t p = __atomic_load_n(&slot->pid, __ATOMIC_ACQUIRE);
+            if (p != 0 && (pass == 0 || (p <= UINT32_MAX &&
+                                         shmds__proc_alive((uint32_t)p, slot->start))))
+                continue;
+            uint64_t tw = __atomic_load_n(&q->h->tail, __ATOMIC_ACQUIRE) & ~CLOSED_BIT;
+            __atomic_store_n(&slot->start, start, __ATOMIC_RELAXED);
+            __atomic_store_n(&slot->cursor, tw, __ATOMIC_RELAXED);
+            __atomic_store_n(&slot->missed, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&slot->pid, pid, __ATOMIC_RELEASE);
+            sb->q = q;
+            sb->slot = i;
+            sb->pid = pid;
+            sb->cursor = tw;
+            rc = 0;
+            break;
+        }
+    }
+    shmds_mutex_unlock(&q->h->lock);
+    if (rc != 0)
+        free(sb);
+    else
+        *out = sb;
+    return rc;
+}
+
+SHMDS_API int shmds_sub_next(shmds_sub *s, void *buf, size_t cap, size_t *len, uint64_t *missed,
+                             int timeout_ms)
+{
+    if (s == NULL || len == NULL || (buf == NULL && cap > 0) || timeout_ms < -1)
+        return -EINVAL;
+    shmds_queue *q = s->q;
+    struct qhdr *h = q->h;
+    struct qsub *slot = &q->subs[s->slot];
+    uint32_t me;
+    uint64_t start;
+    self_ident(&me, &start);
+    if (me != s->pid || __atomic_load_n(&slot->pid, __ATOMIC_RELAXED) != me)
+        return -EINVAL;
+    uint64_t deadline = 0;
+    bool timed = false;
+    int rc = 0;
+    for (;;) {
+        uint64_t cw = s->cursor;
+        uint64_t tw = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+        uint64_t hw = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+        if (!words_ok(q, tw, hw) || w_idx(cw) >= 2 * q->cap_u)
+            return SHMDS_ECORRUPT;
+        if (cnt_before(w_cnt(cw), w_cnt(hw))) { /* dropped before we read them */
+            uint64_t n = (w_cnt(hw) - w_cnt(cw)) & CNT_MASK;
+            s->lost += n;
+            __atomic_add_fetch(&slot->missed, n, __ATOMIC_RELAXED);
+            cw = s->cursor = hw;
+            __atomic_store_n(&slot->cursor, cw, __ATOMIC_RELEASE);
+        }
+        if (w_cnt(cw) == w_cnt(tw)) {
+            if (tw & CLOSED_BIT)
+                return SHMDS_ECLOSED;
+            if (!timed) {
+                deadline = deadline_of(timeout_ms);
+                timed = true;
+            }
+            if (expired(timeout_ms, deadline))
+                return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
+            if (spin_for_change(&h->tail, tw))
+                continue;
+            __atomic_add_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == tw)
+                bell_wait(&h->not_empty, deadline);
+            __atomic_sub_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
+            continue;
+        }
+        if (!cnt_before(w_cnt(cw), w_cnt(tw)) || used_units(q, tw, cw) > used_units(q, tw, hw))
+            return SHMDS_ECORRUPT; /* the cursor is not between head and tail */
+        uint64_t at, units;
+        int64_t n = rec_at(q, w_idx(cw), used_units(q, tw, cw), &at, &units);
+        if (n >= 0 && (uint64_t)n <= cap)
+            payload_read(q, at, buf, (uint64_t)n);
+        /* The seqlock check: if head passed the cursor, the bytes may be a
+         * publisher's new ones; count the message as missed and go on. */
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (cnt_before(w_cnt(cw), w_cnt(__atomic_load_n(&h->head, __ATOMIC_RELAXED))))
+            continue;
+        if (n < 0)
+            return SHMDS_ECORRUPT;
+        *len = (size_t)n;
+        if ((uint64_t)n > cap) {
+            rc = -ENOBUFS;
+            goto done;
+        }
+        s->cursor = w_make(idx_add(q, w_idx(cw), units), w_cnt(cw) + 1);
+        break;
+    }
+    if (missed != NULL)
+        *missed = s->lost;
+    s->lost = 0;
+done:
+    __atomic_store_n(&slot->cursor, s->cursor, __ATOMIC_RELEASE);
+    if (q->flags & SHMDS_QUEUE_BLOCK)
+        bell_ring(&h->not_full, &h->send_sleepers);
+    return rc;
+}
+
+SHMDS_API void shmds_sub_close(shmds_sub *s)
+{
+    if (s == NULL)
+        return;
+    uint32_t me;
+    uint64_t start;
+    self_ident(&me, &start);
+    struct qsub *slot = &s->q->subs[s->slot];
+    uint64_t mine = me;
+    if (me == s->pid)
+        __atomic_compare_exchange_n(&slot->pid, &mine, 0, false, __ATOMIC_RELEASE,
+                                    __ATOMIC_RELAXED);
+    if (s->q->flags & SHMDS_QUEUE_BLOCK)
+        bell_ring(&s->q->h->not_full, &s->q->h->send_sleepers);
+    free(s);
 }

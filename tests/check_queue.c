@@ -1559,6 +1559,252 @@ START_TEST(test_queue_notify_fd_turns_readable_on_send)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------
+ * broadcast
+ * ------------------------------------------------------------------------ */
+
+static shmds_queue *make_topic(shmds_region *r, const char *name, size_t cap, size_t max_msg,
+                               unsigned flags, uint32_t subs)
+{
+    shmds_queue_opts o = {.capacity_bytes = cap,
+                          .max_msg = max_msg,
+                          .flags = SHMDS_QUEUE_BROADCAST | flags,
+                          .max_subscribers = subs};
+    shmds_queue *q = NULL;
+    int rc = shmds_queue_create_ex(r, name, &o, &q);
+    ck_assert_msg(rc == 0, "queue_create_ex: %s", shmds_errname(rc));
+    return q;
+}
+
+#define BC_MSGS 3000
+#define BC_MAXLEN 100
+
+/* Subscribe, say so, read to the end of the stream: every message in
+ * order, whole; exit 0, or 10 + what went wrong. arg: 1 = expect no loss. */
+static int bc_subscriber(void *arg)
+{
+    shmds_queue *q;
+    shmds_sub *sub;
+    if (shmds_queue_open(g_r, "bc", &q) != 0 || shmds_queue_subscribe(q, &sub) != 0)
+        return 1;
+    tu_send(&chan, "S", 1);
+    unsigned char buf[BC_MAXLEN];
+    size_t len;
+    uint64_t missed, got = 0, lost = 0;
+    int64_t last = -1;
+    int rc;
+    while ((rc = shmds_sub_next(sub, buf, sizeof buf, &len, &missed, -1)) == 0) {
+        uint32_t p, seq;
+        if (!msg_ok(buf, len, &p, &seq) || (int64_t)seq <= last)
+            return 11;
+        lost += missed;
+        if ((uint64_t)seq != got + lost) /* every message counted: read or missed */
+            return 12;
+        last = seq;
+        got++;
+    }
+    if (rc != SHMDS_ECLOSED || got + lost != BC_MSGS || ((uintptr_t)arg && lost != 0))
+        return 13;
+    shmds_sub_close(sub);
+    shmds_queue_close(q);
+    return 0;
+}
+
+static void run_broadcast(unsigned flags, size_t cap)
+{
+    g_r = make_region();
+    tu_chan_open(&chan);
+    shmds_queue *q = make_topic(g_r, "bc", cap, BC_MAXLEN, flags, 4);
+    pid_t kids[3];
+    for (int i = 0; i < 3; i++)
+        kids[i] = tu_fork(bc_subscriber, (void *)(uintptr_t)(flags & SHMDS_QUEUE_BLOCK ? 1 : 0));
+    char c;
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    unsigned char buf[BC_MAXLEN];
+    for (uint32_t s = 0; s < BC_MSGS; s++) {
+        size_t len = msg_make(buf, 7, s, BC_MAXLEN);
+        ck_assert_int_eq(shmds_queue_send(q, buf, len, -1), 0);
+    }
+    ck_assert_int_eq(shmds_queue_shutdown(q), 0);
+    for (int i = 0; i < 3; i++) {
+        int st = tu_wait(kids[i], 60000);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "subscriber %d: status %d", i, st);
+    }
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_eq(st.sent, BC_MSGS);
+    if (flags & SHMDS_QUEUE_BLOCK)
+        ck_assert_uint_eq(st.missed, 0);
+    fprintf(stderr, "broadcast%s: %u messages to 3 subscribers, %" PRIu64 " missed in all\n",
+            flags & SHMDS_QUEUE_BLOCK ? " (block)" : "", BC_MSGS, st.missed);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    tu_chan_close(&chan);
+    shmds_region_close(g_r);
+}
+
+START_TEST(test_queue_broadcast_every_subscriber_sees_every_message)
+{
+    run_broadcast(SHMDS_QUEUE_BLOCK, 2048);
+}
+END_TEST
+
+START_TEST(test_queue_broadcast_lagging_subscribers_miss_but_never_see_torn_messages)
+{
+    /* A ring of a few messages: subscribers fall behind and are lapped
+     * while they copy; what they get is whole, in order, and the rest is
+     * counted as missed. */
+    run_broadcast(0, 512);
+}
+END_TEST
+
+START_TEST(test_queue_broadcast_missed_count_and_late_subscriber)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_topic(r, "t", 256, 8, 0, 0);
+    ck_assert_int_eq(shmds_queue_send(q, "before", 6, 0), 0);
+    shmds_sub *a, *b;
+    ck_assert_int_eq(shmds_queue_subscribe(q, &a), 0);
+    char buf[8];
+    size_t len;
+    uint64_t missed = 99;
+    ck_assert_int_eq(shmds_sub_next(a, buf, sizeof buf, &len, &missed, 0), -EAGAIN);
+    /* 16-byte records in a 256-byte ring: 16 fit; 40 published. */
+    for (uint32_t i = 0; i < 40; i++)
+        ck_assert_int_eq(shmds_queue_send(q, &i, 4, 0), 0);
+    ck_assert_int_eq(shmds_queue_subscribe(q, &b), 0); /* sees only what comes next */
+    ck_assert_int_eq(shmds_sub_next(b, buf, sizeof buf, &len, &missed, 0), -EAGAIN);
+    uint32_t v;
+    ck_assert_int_eq(shmds_sub_next(a, buf, sizeof buf, &len, &missed, 0), 0);
+    memcpy(&v, buf, 4);
+    ck_assert_uint_eq(missed, v);       /* told how many it missed */
+    ck_assert_uint_eq(v, 40 - 16);      /* the oldest still kept */
+    for (uint32_t i = v + 1; i < 40; i++) {
+        ck_assert_int_eq(shmds_sub_next(a, buf, sizeof buf, &len, &missed, 0), 0);
+        memcpy(&v, buf, 4);
+        ck_assert_uint_eq(v, i);
+        ck_assert_uint_eq(missed, 0);
+    }
+    ck_assert_int_eq(shmds_sub_next(a, buf, sizeof buf, &len, &missed, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_send(q, "last", 4, 0), 0);
+    ck_assert_int_eq(shmds_sub_next(b, buf, 2, &len, &missed, 0), -ENOBUFS);
+    ck_assert_uint_eq(len, 4);
+    ck_assert_int_eq(shmds_sub_next(b, buf, sizeof buf, &len, &missed, 0), 0);
+    ck_assert(memcmp(buf, "last", 4) == 0);
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_eq(st.subscribers, 2);
+    ck_assert_uint_eq(st.missed, 40 - 16);
+    ck_assert_int_eq(shmds_queue_shutdown(q), 0);
+    ck_assert_int_eq(shmds_sub_next(a, buf, sizeof buf, &len, &missed, -1), 0); /* "last" */
+    ck_assert_int_eq(shmds_sub_next(a, buf, sizeof buf, &len, &missed, -1), SHMDS_ECLOSED);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_sub_close(a);
+    shmds_sub_close(b);
+    ck_assert_uint_eq(qstats(q).subscribers, 0);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* Subscribe, report, read nothing: a subscriber that stalls. */
+static int bc_stall(void *arg)
+{
+    (void)arg;
+    shmds_queue *q;
+    shmds_sub *sub;
+    if (shmds_queue_open(g_r, "bl", &q) != 0 || shmds_queue_subscribe(q, &sub) != 0)
+        return 1;
+    tu_send(&chan, "S", 1);
+    for (;;)
+        pause();
+}
+
+/* A forked child may not read its parent's subscription. */
+static int bc_child_next(void *arg)
+{
+    char buf[8];
+    size_t len;
+    return shmds_sub_next(arg, buf, sizeof buf, &len, NULL, 0) == -EINVAL ? 0 : 1;
+}
+
+START_TEST(test_queue_broadcast_block_waits_for_the_slowest_live_subscriber)
+{
+    g_r = make_region();
+    tu_chan_open(&chan);
+    shmds_queue *q = make_topic(g_r, "bl", 128, 8, SHMDS_QUEUE_BLOCK, 2);
+    shmds_sub *mine;
+    ck_assert_int_eq(shmds_queue_subscribe(q, &mine), 0);
+    pid_t pid = tu_fork(bc_stall, NULL);
+    char c, buf[8];
+    ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    shmds_sub *third;
+    ck_assert_int_eq(shmds_queue_subscribe(q, &third), -ENOSPC);
+    int sent = 0;
+    while (shmds_queue_send(q, "m", 1, 0) == 0)
+        sent++;
+    ck_assert_int_eq(sent, 8); /* 16-byte records, 128 bytes */
+    ck_assert_int_eq(shmds_queue_send(q, "m", 1, 20), -ETIMEDOUT);
+    size_t len;
+    uint64_t missed;
+    /* This subscriber reading does not help: the stalled one holds it. */
+    for (int i = 0; i < sent; i++)
+        ck_assert_int_eq(shmds_sub_next(mine, buf, sizeof buf, &len, &missed, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "m", 1, 0), -EAGAIN);
+    int st = tu_wait(tu_fork(bc_child_next, mine), 10000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* Dead (reaped or not), it no longer holds the publisher back. */
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    siginfo_t si;
+    ck_assert_int_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "n", 1, 0), 0);
+    tu_kill(pid);
+    ck_assert_int_eq(shmds_sub_next(mine, buf, sizeof buf, &len, &missed, 0), 0);
+    ck_assert_int_eq(buf[0], 'n');
+    ck_assert_uint_eq(missed, 0);
+    ck_assert_int_eq(shmds_queue_subscribe(q, &third), 0); /* the dead one's slot */
+    shmds_sub_close(third);
+    shmds_sub_close(mine);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    tu_chan_close(&chan);
+    shmds_region_close(g_r);
+}
+END_TEST
+
+START_TEST(test_queue_broadcast_bad_input)
+{
+    shmds_region *r = make_region();
+    shmds_queue *plain = make_queue(r, "p", 256, 16, 0);
+    shmds_queue *t = make_topic(r, "t", 256, 16, 0, 0);
+    shmds_sub *s;
+    char buf[16];
+    size_t len;
+    const void *m;
+    unsigned ready;
+    ck_assert_int_eq(shmds_queue_subscribe(plain, &s), -EINVAL);
+    ck_assert_int_eq(shmds_queue_subscribe(NULL, &s), -EINVAL);
+    ck_assert_int_eq(shmds_queue_recv(t, buf, sizeof buf, &len, 0), -EINVAL);
+    ck_assert_int_eq(shmds_queue_recv_ref(t, &m, &len, 0), -EINVAL);
+    ck_assert_int_eq(shmds_queue_wait_any(&t, 1, 0, &ready), -EINVAL);
+    ck_assert_int_eq(shmds_sub_next(NULL, buf, sizeof buf, &len, NULL, 0), -EINVAL);
+    shmds_queue_opts o = {.capacity_bytes = 256, .max_msg = 16};
+    shmds_queue *x;
+    unsigned bad[] = {SHMDS_QUEUE_BROADCAST | SHMDS_QUEUE_SPSC,
+                      SHMDS_QUEUE_BROADCAST | SHMDS_QUEUE_ACK, SHMDS_QUEUE_BLOCK,
+                      SHMDS_QUEUE_BLOCK | SHMDS_QUEUE_ACK};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        o.flags = bad[i];
+        ck_assert_int_eq(shmds_queue_create_ex(r, "x", &o, &x), -EINVAL);
+    }
+    o.flags = SHMDS_QUEUE_BROADCAST;
+    o.max_subscribers = 4097;
+    ck_assert_int_eq(shmds_queue_create_ex(r, "x", &o, &x), -EINVAL);
+    shmds_queue_close(plain);
+    shmds_queue_close(t);
+    shmds_region_close(r);
+}
+END_TEST
+
 static Suite *queue_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -1612,6 +1858,15 @@ static Suite *queue_suite(void)
     tcase_add_test(wait, test_queue_wait_any_returns_a_queue_with_work);
     tcase_add_test(wait, test_queue_notify_fd_turns_readable_on_send);
     suite_add_tcase(s, wait);
+
+    TCase *bc = tcase_create("broadcast");
+    tcase_set_timeout(bc, 60);
+    tcase_add_test(bc, test_queue_broadcast_every_subscriber_sees_every_message);
+    tcase_add_test(bc, test_queue_broadcast_lagging_subscribers_miss_but_never_see_torn_messages);
+    tcase_add_test(bc, test_queue_broadcast_missed_count_and_late_subscriber);
+    tcase_add_test(bc, test_queue_broadcast_block_waits_for_the_slowest_live_subscriber);
+    tcase_add_test(bc, test_queue_broadcast_bad_input);
+    suite_add_tcase(s, bc);
     return s;
 }
 

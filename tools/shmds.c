@@ -377,9 +377,11 @@ static int print_queue_stats(shmds_region *r, const char *name)
         return rc;
     if ((rc = shmds_queue_stats_get(q, &st)) == 0) {
         printf("queue %s (%s)\n", name,
-               st.flags & SHMDS_QUEUE_SPSC ? "spsc"
-               : st.flags & SHMDS_QUEUE_ACK ? "at-least-once"
-                                            : "mpmc");
+               st.flags & SHMDS_QUEUE_SPSC        ? "spsc"
+               : st.flags & SHMDS_QUEUE_ACK       ? "at-least-once"
+               : st.flags & SHMDS_QUEUE_BLOCK     ? "broadcast, blocking"
+               : st.flags & SHMDS_QUEUE_BROADCAST ? "broadcast"
+                                                  : "mpmc");
         printf("  waiting      %" PRIu64 " messages\n", st.waiting);
         printf("  sent         %" PRIu64 "\n  received     %" PRIu64 "\n", st.sent,
                st.received);
@@ -390,6 +392,9 @@ static int print_queue_stats(shmds_region *r, const char *name)
             printf("  oldest lease %.3f s\n", (double)st.oldest_in_flight_ns / 1e9);
             printf("  requeued     %" PRIu64 "\n", st.requeued);
         }
+        if (st.flags & SHMDS_QUEUE_BROADCAST)
+            printf("  subscribers  %" PRIu32 "\n  missed       %" PRIu64 "\n", st.subscribers,
+                   st.missed);
         printf("  recoveries   %" PRIu64 "\n", st.recoveries);
     }
     shmds_queue_close(q);

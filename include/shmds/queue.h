@@ -91,6 +91,19 @@
  * and release. One of each at a time per handle (SPSC: one reservation and
  * one message in place; default mode: one of the two).
  *
+ * Broadcast (SHMDS_QUEUE_BROADCAST): a topic. shmds_queue_send() (or
+ * reserve/commit) publishes; each process that called
+ * shmds_queue_subscribe() receives every message published after that,
+ * in order, with shmds_sub_next(), reading without a lock (many
+ * subscribers do not slow each other down). The ring is bounded. When it
+ * is full, a publisher drops the oldest messages (default), and a
+ * subscriber that had not read them is told how many it missed; or, with
+ * SHMDS_QUEUE_BLOCK, waits for the slowest live subscriber (a dead one,
+ * pid and start time, is dropped, so it cannot block publishers for good).
+ * shmds_queue_recv() and friends do not apply (-EINVAL). Across fork(): a
+ * subscription belongs to the process that made it; a child subscribes
+ * for itself.
+ *
  * Statistics (shmds_queue_stats_get()): sent, received, redelivered, in
  * flight, oldest lease's age; exact after crashes (sent and received are
  * kept in the committed index words, the rest in the redo log).
@@ -123,7 +136,14 @@ enum {
     SHMDS_QUEUE_SPSC = 1u << 0,
     /** At-least-once receive: leases and acknowledgements (see above).
      *  Not with SHMDS_QUEUE_SPSC. */
-    SHMDS_QUEUE_ACK = 1u << 1
+    SHMDS_QUEUE_ACK = 1u << 1,
+    /** Broadcast: every subscriber sees every message (see below). Not
+     *  with SHMDS_QUEUE_SPSC or SHMDS_QUEUE_ACK. */
+    SHMDS_QUEUE_BROADCAST = 1u << 2,
+    /** With SHMDS_QUEUE_BROADCAST: a full ring makes publishers wait for
+     *  the slowest live subscriber, instead of dropping the oldest
+     *  messages. */
+    SHMDS_QUEUE_BLOCK = 1u << 3
 };
 
 /** Options of shmds_queue_create_ex(). Zero fields take the defaults. */
@@ -138,6 +158,10 @@ typedef struct shmds_queue_opts {
      *  yet acknowledged on (see above), rounded up to a power of two (0:
      *  256; at most 65536). Each costs 64 bytes of the queue's block. */
     uint32_t max_in_flight;
+    /** SHMDS_QUEUE_BROADCAST: most subscribers at once, rounded up to a
+     *  power of two (0: 64; at most 4096). 64 bytes each. */
+    uint32_t max_subscribers;
+    uint32_t pad_;
 } shmds_queue_opts;
 
 /** Default lease of an SHMDS_QUEUE_ACK queue. */
@@ -158,7 +182,10 @@ typedef struct shmds_queue_stats {
     uint32_t flags;       /**< the queue's flags */
     uint32_t lease_ms;    /**< SHMDS_QUEUE_ACK: the lease; else 0 */
     uint32_t max_in_flight; /**< SHMDS_QUEUE_ACK: the window; else 0 */
-    uint32_t pad_;
+    uint32_t subscribers; /**< SHMDS_QUEUE_BROADCAST: slots in use (a dead
+                               subscriber's until a publisher frees it) */
+    uint64_t missed;      /**< SHMDS_QUEUE_BROADCAST: messages subscribers
+                               lost to a full ring, summed, ever */
 } shmds_queue_stats;
 
 /** Largest ring, in bytes. */
@@ -421,6 +448,42 @@ SHMDS_API int shmds_queue_notify_fd(shmds_queue *q, int *fd);
  *         this handle.
  */
 SHMDS_API int shmds_queue_notify_clear(shmds_queue *q);
+
+/** A process-local subscription to a broadcast queue. */
+typedef struct shmds_sub shmds_sub;
+
+/**
+ * Subscribe to a broadcast queue: from now on this process receives every
+ * message published, with shmds_sub_next(). Takes the queue lock briefly.
+ * @param[out] out  the subscription.
+ * @return 0; -EINVAL NULL or not an SHMDS_QUEUE_BROADCAST queue; -ENOSPC
+ *         max_subscribers live subscribers already; -ENOMEM; SHMDS_ERDONLY;
+ *         SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE, -ETIMEDOUT (queue lock).
+ */
+SHMDS_API int shmds_queue_subscribe(shmds_queue *q, shmds_sub **out);
+
+/**
+ * The subscription's next message, copied out. Lock-free: a copy that a
+ * publisher overwrote meanwhile (the ring was full) is noticed and counted
+ * as missed, never returned.
+ * @param[out] buf, cap   where to copy it.
+ * @param[out] len        its length (also on -ENOBUFS).
+ * @param[out] missed     on 0: messages dropped before this subscription
+ *                        read them, since the previous message it returned
+ *                        (may be NULL).
+ * @param[in]  timeout_ms as shmds_queue_send().
+ * @return 0; -EAGAIN, -ETIMEDOUT nothing new; -ENOBUFS @p cap too small
+ *         (the message stays next); SHMDS_ECLOSED shut down and read to the
+ *         end; -EINVAL NULL, or a subscription of another process (forked)
+ *         or one whose slot was freed; SHMDS_ECORRUPT.
+ */
+SHMDS_API int shmds_sub_next(shmds_sub *s, void *buf, size_t cap, size_t *len, uint64_t *missed,
+                             int timeout_ms);
+
+/** Unsubscribe (with SHMDS_QUEUE_BLOCK, publishers stop waiting for it)
+ *  and free the handle. Its queue handle must still be open. NULL is
+ *  ignored. */
+SHMDS_API void shmds_sub_close(shmds_sub *s);
 
 /**
  * Shut the queue down: later sends fail with SHMDS_ECLOSED, receivers get
