@@ -94,13 +94,11 @@ struct qhdr {
     uint64_t checksum; /* FNV-1a of the bytes from `version` up to here */
     shmds_mutex lock; /* default mode: guards both words and the copies */
     alignas(SHMDS__CACHE_LINE) uint64_t tail; /* producer line */
-    uint32_t prod_claim; /* SPSC: thread id of the producer, 0 = none */
-    uint32_t pad1a;
+    uint64_t prod_claim; /* SPSC: the producer thread (see claim_word), 0 = none */
     uint64_t sent;       /* catch-up count of the tail's commits (see stat_catch_up) */
     uint8_t pad1[SHMDS__CACHE_LINE - 24];
     alignas(SHMDS__CACHE_LINE) uint64_t head; /* consumer line */
-    uint32_t cons_claim; /* SPSC: thread id of the consumer, 0 = none */
-    uint32_t pad2a;
+    uint64_t cons_claim; /* SPSC: the consumer thread, 0 = none */
     uint64_t received;   /* catch-up count of first deliveries */
     uint8_t pad2[SHMDS__CACHE_LINE - 24];
     alignas(SHMDS__CACHE_LINE) uint32_t recv_sleepers; /* doorbell line */
@@ -226,7 +224,7 @@ struct shmds_queue {
         bool held;
         pthread_t thread;
         unsigned fork_gen;
-        uint32_t tid;
+        uint64_t word;
     } claim[2];
     uint64_t seen_head; /* producer's cached copy */
     uint64_t seen_tail; /* consumer's cached copy */
@@ -936,11 +934,23 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
  * SPSC mode: claims and the lock-free data path
  * ------------------------------------------------------------------------ */
 
-static bool thread_alive(uint32_t tid)
+/* A claim word: the thread id, and the low 32 bits of the thread's start
+ * time (from /proc; 0 when unknown) against a later thread with the same
+ * id. One word, so both are written by one compare-and-swap. */
+static uint64_t claim_word(uint32_t tid)
 {
-    /* kill() accepts any thread id and reaches its process; ESRCH means
-     * the thread is gone (EPERM: it exists, under another user). */
-    return kill((pid_t)tid, 0) == 0 || errno != ESRCH;
+    return (shmds__proc_start(tid) & UINT64_C(0xffffffff)) << 32 | tid;
+}
+
+/* False when the claim's thread is gone: no such thread, a zombie (killed,
+ * its process not reaped yet), or a later thread with its id. */
+static bool claim_alive(uint64_t w)
+{
+    uint32_t tid = (uint32_t)w, start = (uint32_t)(w >> 32);
+    if (!shmds__proc_alive(tid, 0))
+        return false;
+    uint64_t now = shmds__proc_start(tid);
+    return start == 0 || now == 0 || (uint32_t)now == start;
 }
 
 /* Make the calling thread this queue's producer or consumer. Cost: one
@@ -951,11 +961,11 @@ static int claim(shmds_queue *q, int side)
                       pthread_equal(q->claim[side].thread, pthread_self())))
         return 0;
     pthread_once(&atfork_once, atfork_register);
-    uint32_t *word = side == SIDE_PROD ? &q->h->prod_claim : &q->h->cons_claim;
-    uint32_t me = (uint32_t)syscall(SYS_gettid);
-    uint32_t cur = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+    uint64_t *word = side == SIDE_PROD ? &q->h->prod_claim : &q->h->cons_claim;
+    uint64_t me = claim_word((uint32_t)syscall(SYS_gettid));
+    uint64_t cur = __atomic_load_n(word, __ATOMIC_ACQUIRE);
     for (int tries = 0; cur != me; tries++) {
-        if (tries > 8 || (cur != 0 && thread_alive(cur)))
+        if (tries > 8 || (cur != 0 && claim_alive(cur)))
             return -EBUSY;
         /* Free, or its thread died: take it over. Nothing to repair, the
          * other words were left at a commit point. */
@@ -966,7 +976,7 @@ static int claim(shmds_queue *q, int side)
     q->claim[side].held = true;
     q->claim[side].thread = pthread_self();
     q->claim[side].fork_gen = fork_gen;
-    q->claim[side].tid = me;
+    q->claim[side].word = me;
     if (side == SIDE_PROD)
         q->seen_head = __atomic_load_n(&q->h->head, __ATOMIC_ACQUIRE);
     else
@@ -978,8 +988,8 @@ static void unclaim(shmds_queue *q, int side)
 {
     if (!q->claim[side].held || q->claim[side].fork_gen != fork_gen)
         return;
-    uint32_t *word = side == SIDE_PROD ? &q->h->prod_claim : &q->h->cons_claim;
-    uint32_t me = q->claim[side].tid;
+    uint64_t *word = side == SIDE_PROD ? &q->h->prod_claim : &q->h->cons_claim;
+    uint64_t me = q->claim[side].word;
     __atomic_compare_exchange_n(word, &me, 0, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
     q->claim[side].held = false;
 }

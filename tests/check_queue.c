@@ -327,10 +327,12 @@ static tu_chan chan;
 static shmds_region *g_r;
 
 /* Child: become the SPSC producer, say so, and stay alive. */
+/* Produce on SPSC queue `arg` (NULL: "sp"), report, wait to be killed. */
 static int spsc_producer_stays(void *arg)
 {
     shmds_queue *q;
-    if (shmds_queue_open(g_r, "sp", &q) != 0 || shmds_queue_send(q, "p", 1, 0) != 0)
+    if (shmds_queue_open(g_r, arg != NULL ? (const char *)arg : "sp", &q) != 0 ||
+        shmds_queue_send(q, "p", 1, 0) != 0)
         return 1;
     tu_send(&chan, "P", 1);
     for (;;)
@@ -360,6 +362,62 @@ START_TEST(test_queue_spsc_second_producer_is_ebusy_until_first_dies)
     ck_assert_int_eq(shmds_queue_open(g_r, "sp", &q), 0);
     ck_assert_int_eq(shmds_queue_send(q, "z", 1, 0), 0);
     shmds_queue_close(q);
+    tu_chan_close(&chan);
+    shmds_region_close(g_r);
+}
+END_TEST
+
+/* The child of a fork, on its inherited SPSC handle: -EBUSY while the
+ * parent's thread holds the producer side, then the side once it is
+ * given up. */
+static tu_chan back;
+
+static int fork_producer(void *arg)
+{
+    shmds_queue *q = arg;
+    char c;
+    int first = shmds_queue_send(q, "c", 1, 0);
+    tu_send(&back, first == -EBUSY ? "B" : "?", 1);
+    if (tu_recv(&chan, &c, 1) != 1)
+        return 1;
+    return shmds_queue_send(q, "c", 1, 0) == 0 ? 0 : 2;
+}
+
+START_TEST(test_queue_spsc_claim_across_fork)
+{
+    g_r = make_region();
+    tu_chan_open(&chan);
+    tu_chan_open(&back);
+    shmds_queue *q = make_queue(g_r, "sf", 1024, 64, SHMDS_QUEUE_SPSC);
+    ck_assert_int_eq(shmds_queue_send(q, "p", 1, 0), 0); /* the parent produces */
+    pid_t pid = tu_fork(fork_producer, q);
+    char c;
+    ck_assert_int_eq(tu_recv(&back, &c, 1), 1);
+    ck_assert_int_eq(c, 'B');
+    shmds_queue_close(q); /* hand the producer side over */
+    tu_send(&chan, "g", 1);
+    int st = tu_wait(pid, 10000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: status %d", st);
+    ck_assert_int_eq(shmds_queue_open(g_r, "sf", &q), 0);
+    char buf[8];
+    size_t len;
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(buf[0], 'p');
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(buf[0], 'c');
+    /* A producer killed and not reaped yet (a zombie) gives the side up. */
+    shmds_queue_close(q);
+    pid = tu_fork(spsc_producer_stays, "sf");
+    ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    ck_assert_int_eq(shmds_queue_open(g_r, "sf", &q), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "x", 1, 0), -EBUSY);
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    siginfo_t si;
+    ck_assert_int_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "x", 1, 0), 0);
+    tu_kill(pid);
+    shmds_queue_close(q);
+    tu_chan_close(&back);
     tu_chan_close(&chan);
     shmds_region_close(g_r);
 }
@@ -1822,6 +1880,7 @@ static Suite *queue_suite(void)
     tcase_add_test(limits, test_queue_readonly_region_refuses_writes);
     tcase_add_test(limits, test_queue_damaged_indices_are_ecorrupt);
     tcase_add_test(limits, test_queue_spsc_second_producer_is_ebusy_until_first_dies);
+    tcase_add_test(limits, test_queue_spsc_claim_across_fork);
     suite_add_tcase(s, limits);
 
     TCase *mproc = tcase_create("multiprocess");

@@ -16,15 +16,22 @@
  *    mutex on the data path; the producer publishes the tail index with
  *    release order and the consumer the head index, on separate cache lines.
  *    The first thread that sends claims the producer side and the first
- *    that receives claims the consumer side (its thread id is stored in the
- *    queue); while that thread lives, another thread or process gets
- *    -EBUSY. The claim is dropped by shmds_queue_close(), and a claim whose
- *    thread has died is taken over by the next caller: as in the default
- *    mode there is nothing to repair (see below). A handle's SPSC side must
- *    be used by one thread at a time. A killed process counts as alive
- *    until its parent has reaped it (the kernel still knows its id), and
- *    a dead claimer whose thread id the system has since given to another
- *    thread looks alive (-EBUSY) until that thread ends.
+ *    that receives claims the consumer side (its thread id and start time
+ *    are stored in the queue); while that thread lives, another thread or
+ *    process gets -EBUSY. The claim is dropped by shmds_queue_close(), and
+ *    a claim whose thread has died (a killed process not yet reaped counts
+ *    as dead, and so does a thread id the system gave to a later thread)
+ *    is taken over by the next caller: as in the default mode there is
+ *    nothing to repair (see below). A handle's SPSC side must be used by
+ *    one thread at a time.
+ *    Across fork(): a claim is its thread's, and the child's copy of the
+ *    handle does not inherit it. So a child may produce (or consume) on an
+ *    inherited handle when the parent never did, or once the parent has
+ *    given the side up: shmds_queue_close() on the parent's handle, or the
+ *    parent's exit. While the parent's claiming thread lives, the child
+ *    gets -EBUSY: one producer and one consumer, whoever they are. The
+ *    child's shmds_queue_close() of its copy never drops the parent's
+ *    claim.
  *
  * Blocking: a sender waits while the ring is full, a receiver while it is
  * empty, each for at most @c timeout_ms (-1: without bound, 0: never).
@@ -113,7 +120,9 @@
  * belongs to the process that took it (the parent): the child may
  * acknowledge it by its id, and the lease ends with the parent, not with
  * the child. In SPSC mode the claims belong to the parent's threads: see
- * above.
+ * above. Reservations, messages in place and subscriptions stay the
+ * parent's too (the child gets -EINVAL); the notification descriptor is
+ * shared.
  *
  * Limits: 8 <= capacity <= SHMDS_QUEUE_CAPACITY_MAX; 1 <= max_msg <=
  * capacity - 8 (each message takes 8 bytes of header plus its length
