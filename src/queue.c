@@ -456,7 +456,10 @@ static void bell_wait(shmds_sem *bell, uint64_t deadline_ns)
 
 /* ---- the notification FIFO (shmds_queue_notify_fd) ----
  * One FIFO per queue, named after the region's file (device and inode)
- * and the queue's offset, in /dev/shm beside the regions. A handle that
+ * and the queue's offset, in FIFO_DIR: a directory of its own, so that
+ * nothing that scans /dev/shm for regions opens a FIFO (an open for
+ * reading would block). The directory is sticky and open to all, like
+ * /tmp; each FIFO gets the region file's permissions. A handle that
  * wants a file descriptor opens it read-write and non-blocking (Linux: a
  * FIFO opened so is never without a reader or a writer, so neither side
  * sees EOF, ENXIO or SIGPIPE) and counts itself in fd_waiters. While that
@@ -465,15 +468,19 @@ static void bell_wait(shmds_sem *bell, uint64_t deadline_ns)
  * fd_pending, empties the FIFO, then looks at the queue. A writer killed
  * between setting fd_pending and its write leaves no byte: waiters bound
  * their poll(2), as every sleep here is bounded, and clear it then. */
-static int fifo_path(const shmds_queue *q, char *buf, size_t cap)
+#define FIFO_DIR "/dev/shm/shmds-fifo"
+
+static int fifo_path(const shmds_queue *q, char *buf, size_t cap, mode_t *mode)
 {
     struct stat st;
     if (q->r->fd < 0)
         return -ENOTSUP; /* a region attached from memory has no file */
     if (fstat(q->r->fd, &st) != 0)
         return -errno;
-    snprintf(buf, cap, "/dev/shm/shmds-fifo-%llx-%llx-%llx", (unsigned long long)st.st_dev,
+    snprintf(buf, cap, FIFO_DIR "/%llx-%llx-%llx", (unsigned long long)st.st_dev,
              (unsigned long long)st.st_ino, (unsigned long long)q->off);
+    if (mode != NULL)
+        *mode = st.st_mode & 0666;
     return 0;
 }
 
@@ -482,10 +489,17 @@ static int fifo_open(shmds_queue *q)
     if (q->fifo >= 0)
         return 0;
     char path[96];
-    int rc = fifo_path(q, path, sizeof path);
+    mode_t mode;
+    int rc = fifo_path(q, path, sizeof path, &mode);
     if (rc != 0)
         return rc;
-    if (mkfifo(path, 0600) != 0 && errno != EEXIST)
+    if (mkdir(FIFO_DIR, 0700) == 0)
+        chmod(FIFO_DIR, 01777); /* not narrowed by the umask */
+    else if (errno != EEXIST)
+        return -errno;
+    if (mkfifo(path, 0600) == 0)
+        chmod(path, mode);
+    else if (errno != EEXIST)
         return -errno;
     int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
@@ -1807,7 +1821,7 @@ SHMDS_API int shmds_queue_destroy(shmds_queue *q)
         return -EINVAL;
     zc_drop(q);
     char path[96];
-    if (fifo_path(q, path, sizeof path) == 0)
+    if (fifo_path(q, path, sizeof path, NULL) == 0)
         unlink(path);
     fifo_close(q);
     free(q->bounce);

@@ -1546,8 +1546,8 @@ START_TEST(test_queue_wait_any_returns_a_queue_with_work)
     ck_assert_int_eq(shmds_queue_shutdown(qs[1]), 0);
     ck_assert_int_eq(shmds_queue_wait_any(qs, 3, -1, &ready), 0);
     ck_assert_uint_eq(ready, 1);
-    for (int i = 0; i < 3; i++)
-        shmds_queue_close(qs[i]);
+    for (int i = 0; i < 3; i++) /* destroy: their FIFOs go too */
+        ck_assert_int_eq(shmds_queue_destroy(qs[i]), 0);
     tu_chan_close(&chan);
     shmds_region_close(r2);
     shmds_region_close(g_r);
@@ -1600,17 +1600,16 @@ START_TEST(test_queue_notify_fd_turns_readable_on_send)
     ck_assert(S_ISFIFO(sb.st_mode));
     ck_assert_int_eq(shmds_queue_destroy(q), 0);
     int found = 0;
-    DIR *d = opendir("/dev/shm");
+    DIR *d = opendir("/dev/shm/shmds-fifo");
+    ck_assert_ptr_nonnull(d);
     struct dirent *e;
-    while (d != NULL && (e = readdir(d)) != NULL) {
-        snprintf(path, sizeof path, "/dev/shm/%s", e->d_name);
+    while ((e = readdir(d)) != NULL) {
+        snprintf(path, sizeof path, "/dev/shm/shmds-fifo/%s", e->d_name);
         struct stat s2;
-        if (strncmp(e->d_name, "shmds-fifo-", 11) == 0 && stat(path, &s2) == 0 &&
-            s2.st_ino == sb.st_ino && s2.st_dev == sb.st_dev)
+        if (stat(path, &s2) == 0 && s2.st_ino == sb.st_ino && s2.st_dev == sb.st_dev)
             found = 1;
     }
-    if (d != NULL)
-        closedir(d);
+    closedir(d);
     ck_assert_int_eq(found, 0);
     tu_chan_close(&chan);
     shmds_region_close(g_r);

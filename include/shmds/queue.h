@@ -431,9 +431,11 @@ SHMDS_API int shmds_queue_wait_any(shmds_queue *const *qs, unsigned n, int timeo
  * Why a FIFO: it needs no server to hand descriptors around (an eventfd
  * must be passed over a Unix socket by someone who owns it), any process
  * of the region's user can open it by name, and a process that dies just
- * drops its descriptor. The FIFO lives in /dev/shm beside the region
- * (shmds-fifo-DEV-INODE-OFFSET), made on first use, removed by
- * shmds_queue_destroy(). While at least one handle has the descriptor,
+ * drops its descriptor. The FIFO is /dev/shm/shmds-fifo/DEV-INODE-OFFSET
+ * (of the region's file and the queue), with the region's permissions,
+ * made on first use and removed by shmds_queue_destroy(); a region removed
+ * with its queues still in it leaves theirs behind (empty FIFOs: remove
+ * them with rm). While at least one handle has the descriptor,
  * whoever wakes the queue's receivers also writes one byte into it
  * (unless one is pending): a write(2) per burst of sends, nothing
  * otherwise.
