@@ -42,11 +42,12 @@
  * when a sleeper died and left its count behind (that costs spurious
  * wake-ups, never correctness). A locked call rings after its unlock, so
  * the woken waiter does not meet the lock still held (a second sleep and
- * wake-up on the mutex). Before sleeping, a waiter spins briefly only when
- * its process may run on several CPUs (else the other party needs this
- * CPU), then yields a few times. A woken waiter that leaves work behind
- * (more messages, more room, or a shut-down queue) rings again, so a
- * shut-down wakes every sleeper in a chain.
+ * wake-up on the mutex). Before sleeping, a waiter spins (for an adaptive
+ * time, see spin_for_change) only when its process may run on several
+ * CPUs (else the other party needs this CPU), then yields a few times.
+ * A woken waiter that leaves work behind (more messages, more room, or a
+ * shut-down queue) rings again, so a shut-down wakes every sleeper in a
+ * chain.
  */
 #include "internal.h"
 #include "queue_int.h"
@@ -67,7 +68,6 @@
 #define Q_VERSION 1u
 #define TAG_MIX UINT32_C(0x51a7e5c3)
 #define SLICE_MS 50        /* longest sleep before re-checking the indices */
-#define SPIN_ROUNDS 64     /* busy checks before yielding */
 #define YIELD_ROUNDS 8     /* yields before sleeping */
 #define CHECK_TRIES 16     /* lock-free check: walks attempted on a moving queue */
 #define LEN_TRIES 1000     /* snapshots shmds_queue_len attempts */
@@ -564,19 +564,79 @@ static bool spin_useful(void)
 
 /* Busy-wait a little for `word` to change from `seen` (when another CPU
  * can change it meanwhile), then yield the CPU a few times (the other
- * party may be waiting for this CPU). True when it changed. */
-static bool spin_for_change(const uint64_t *word, uint64_t seen)
+ * party may be waiting for this CPU). True when it changed. `t0`: now.
+ *
+ * The spin is bounded by time, and the bound adapts (per process, like an
+ * adaptive mutex): a spin that failed halves it, down to SPIN_NS_MIN (a
+ * busy machine, or a peer that is not running: sleep soon); a change that
+ * came while spinning, or soon enough after the sleep began that a longer
+ * spin would have seen it (await_change), raises it, up to SPIN_NS_MAX (a
+ * peer answering from another CPU is then caught without a sleep and a
+ * wake-up, the cost of a round trip on a pipe). */
+#define SPIN_NS_MIN 1000u
+#define SPIN_NS_MAX 50000u
+#define SPIN_YIELD_NS 2000u
+static unsigned spin_ns = 8000u;
+
+static void spin_learn(uint64_t waited_ns)
 {
-    int spins = spin_useful() ? SPIN_ROUNDS : 0;
-    for (int i = 0; i < spins + YIELD_ROUNDS; i++) {
+    unsigned budget = __atomic_load_n(&spin_ns, __ATOMIC_RELAXED);
+    if (waited_ns < SPIN_NS_MAX / 2 && budget < 2 * waited_ns)
+        __atomic_store_n(&spin_ns, (unsigned)(2 * waited_ns), __ATOMIC_RELAXED);
+}
+
+static bool spin_for_change(const uint64_t *word, uint64_t seen, uint64_t t0)
+{
+    if (spin_useful()) {
+        unsigned budget = __atomic_load_n(&spin_ns, __ATOMIC_RELAXED);
+        uint64_t next_yield = t0 + SPIN_YIELD_NS;
+        for (unsigned i = 1;; i++) {
+            if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
+                return true;
+            shmds__cpu_relax();
+            if (i % 16 != 0)
+                continue;
+            uint64_t now = shmds__now_ns();
+            if (now - t0 >= budget)
+                break;
+            /* The scheduler may have put the other party on this CPU:
+             * let it run now and then (returns at once when it is not). */
+            if (now >= next_yield) {
+                sched_yield();
+                next_yield = now + SPIN_YIELD_NS;
+            }
+        }
+        if (budget > SPIN_NS_MIN)
+            __atomic_store_n(&spin_ns, budget / 2, __ATOMIC_RELAXED);
+    }
+    for (int i = 0; i < YIELD_ROUNDS; i++) {
         if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
             return true;
-        if (i < spins)
-            shmds__cpu_relax();
-        else
-            sched_yield();
+        sched_yield();
     }
     return false;
+}
+
+/* Wait a while for `word` to change from `seen`: spin, yield, then one
+ * bounded sleep on the receivers' (or, for a `sender`, the senders')
+ * doorbell, counted among its sleepers. A sender does not sleep on a shut
+ * queue. The caller re-checks the truth afterwards, whatever woke it. */
+static void await_change(struct qhdr *h, const uint64_t *word, uint64_t seen, bool sender,
+                         uint64_t deadline)
+{
+    uint64_t t0 = shmds__now_ns();
+    if (spin_for_change(word, seen, t0)) {
+        spin_learn(shmds__now_ns() - t0);
+        return;
+    }
+    uint32_t *sleepers = sender ? &h->send_sleepers : &h->recv_sleepers;
+    __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == seen &&
+        (!sender || (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) & CLOSED_BIT) == 0))
+        bell_wait(sender ? &h->not_full : &h->not_empty, deadline);
+    __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
+        spin_learn(shmds__now_ns() - t0);
 }
 
 /* ---------------------------------------------------------------------------
@@ -862,13 +922,7 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             break;
         }
         shmds_mutex_unlock(&h->lock);
-        if (!spin_for_change(&h->head, hw)) {
-            __atomic_add_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
-            if (__atomic_load_n(&h->head, __ATOMIC_SEQ_CST) == hw &&
-                (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) & CLOSED_BIT) == 0)
-                bell_wait(&h->not_full, deadline);
-            __atomic_sub_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
-        }
+        await_change(h, &h->head, hw, true, deadline);
         if ((rc = q_lock(q)) != 0)
             return rc;
     }
@@ -931,12 +985,7 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
             break;
         }
         shmds_mutex_unlock(&h->lock);
-        if (!spin_for_change(&h->tail, tw)) {
-            __atomic_add_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
-            if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == tw)
-                bell_wait(&h->not_empty, deadline);
-            __atomic_sub_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
-        }
+        await_change(h, &h->tail, tw, false, deadline);
         if ((rc = q_lock(q)) != 0)
             return rc;
     }
@@ -1048,13 +1097,7 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
         }
         if (expired(timeout_ms, deadline))
             return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-        if (spin_for_change(&h->head, hw))
-            continue;
-        __atomic_add_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&h->head, __ATOMIC_SEQ_CST) == hw &&
-            (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) & CLOSED_BIT) == 0)
-            bell_wait(&h->not_full, deadline);
-        __atomic_sub_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
+        await_change(h, &h->head, hw, true, deadline);
     }
 }
 
@@ -1101,12 +1144,7 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
         }
         if (expired(timeout_ms, deadline))
             return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-        if (spin_for_change(&h->tail, tw))
-            continue;
-        __atomic_add_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == tw)
-            bell_wait(&h->not_empty, deadline);
-        __atomic_sub_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
+        await_change(h, &h->tail, tw, false, deadline);
     }
 }
 
@@ -1433,12 +1471,7 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
         if (expired(timeout_ms, deadline))
             break; /* rc is -EAGAIN */
         shmds_mutex_unlock(&h->lock);
-        if (!spin_for_change(&h->tail, v.tw)) {
-            __atomic_add_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
-            if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == v.tw)
-                bell_wait(&h->not_empty, deadline);
-            __atomic_sub_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
-        }
+        await_change(h, &h->tail, v.tw, false, deadline);
         if ((rc = q_lock(q)) != 0)
             return rc;
     }
@@ -2322,12 +2355,7 @@ SHMDS_API int shmds_sub_next(shmds_sub *s, void *buf, size_t cap, size_t *len, u
             }
             if (expired(timeout_ms, deadline))
                 return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-            if (spin_for_change(&h->tail, tw))
-                continue;
-            __atomic_add_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
-            if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == tw)
-                bell_wait(&h->not_empty, deadline);
-            __atomic_sub_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
+            await_change(h, &h->tail, tw, false, deadline);
             continue;
         }
         if (!cnt_before(w_cnt(cw), w_cnt(tw)) || used_units(q, tw, cw) > used_units(q, tw, hw))
