@@ -2,6 +2,10 @@
  * The bounded multi-process queue: variable-size messages copied into a
  * byte ring inside the region.
  *
+ * Layer: a structure. Calls down into the object layer (create, open,
+ * destroy: shmds__queue_ops), lock.c and the region; never into another
+ * structure or the region-wide passes (check.c).
+ *
  * Layout: one heap block holds the header (struct qhdr) and, right after
  * it, the ring of `cap` bytes. The ring is counted in 8-byte units. A
  * message is a record: an 8-byte header {len, tag} followed by len payload
@@ -49,8 +53,7 @@
  * shut-down queue) rings again, so a shut-down wakes every sleeper in a
  * chain.
  */
-#include "internal.h"
-#include "queue_int.h"
+#include "object.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -435,15 +438,16 @@ static void bell_ring(shmds_sem *bell, const uint32_t *sleepers)
     uint32_t n = __atomic_load_n(sleepers, __ATOMIC_SEQ_CST);
     if (n == 0)
         return;
-    int v = 0;
-    sem_getvalue(&bell->sem, &v);
-    if (v < (int)(n < 64 ? n : 64))
+    /* A damaged semaphore is not posted (shmds_sem_post refuses it): the
+     * sleepers' bounded slices still wake them, and the check reports it. */
+    if (shmds__sem_value(bell) < (int)(n < 64 ? n : 64))
         shmds_sem_post(bell);
 }
 
 /* One bounded sleep on `bell`: until rung, the slice ends or the deadline
- * passes. deadline_ns 0 means no deadline. */
-static void bell_wait(shmds_sem *bell, uint64_t deadline_ns)
+ * passes. deadline_ns 0 means no deadline. SHMDS_ECORRUPT when the
+ * semaphore's words are damaged, else 0. */
+static int bell_wait(shmds_sem *bell, uint64_t deadline_ns)
 {
     int ms = SLICE_MS;
     if (deadline_ns != 0) {
@@ -451,7 +455,7 @@ static void bell_wait(shmds_sem *bell, uint64_t deadline_ns)
         if (left < ms)
             ms = left > 0 ? left : 1;
     }
-    shmds_sem_wait(bell, ms);
+    return shmds_sem_wait(bell, ms) == SHMDS_ECORRUPT ? SHMDS_ECORRUPT : 0;
 }
 
 /* ---- the notification FIFO (shmds_queue_notify_fd) ----
@@ -525,10 +529,9 @@ static void wake_receivers(shmds_queue *q)
 {
     if (q->subs != NULL) {
         uint32_t n = __atomic_load_n(&q->h->recv_sleepers, __ATOMIC_SEQ_CST);
-        int v = 0;
-        sem_getvalue(&q->h->not_empty.sem, &v);
-        for (int i = v; i < (int)(n < 64 ? n : 64); i++)
-            shmds_sem_post(&q->h->not_empty);
+        for (int i = shmds__sem_value(&q->h->not_empty); i < (int)(n < 64 ? n : 64); i++)
+            if (shmds_sem_post(&q->h->not_empty) != 0)
+                break; /* a damaged doorbell: the sleepers' slices still end */
     } else {
         bell_ring(&q->h->not_empty, &q->h->recv_sleepers);
     }
@@ -620,23 +623,26 @@ static bool spin_for_change(const uint64_t *word, uint64_t seen, uint64_t t0)
 /* Wait a while for `word` to change from `seen`: spin, yield, then one
  * bounded sleep on the receivers' (or, for a `sender`, the senders')
  * doorbell, counted among its sleepers. A sender does not sleep on a shut
- * queue. The caller re-checks the truth afterwards, whatever woke it. */
-static void await_change(struct qhdr *h, const uint64_t *word, uint64_t seen, bool sender,
-                         uint64_t deadline)
+ * queue. The caller re-checks the truth afterwards, whatever woke it.
+ * Returns 0, or SHMDS_ECORRUPT when the doorbell's words are damaged. */
+static int await_change(struct qhdr *h, const uint64_t *word, uint64_t seen, bool sender,
+                        uint64_t deadline)
 {
     uint64_t t0 = shmds__now_ns();
     if (spin_for_change(word, seen, t0)) {
         spin_learn(shmds__now_ns() - t0);
-        return;
+        return 0;
     }
+    int rc = 0;
     uint32_t *sleepers = sender ? &h->send_sleepers : &h->recv_sleepers;
     __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == seen &&
         (!sender || (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) & CLOSED_BIT) == 0))
-        bell_wait(sender ? &h->not_full : &h->not_empty, deadline);
+        rc = bell_wait(sender ? &h->not_full : &h->not_empty, deadline);
     __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
         spin_learn(shmds__now_ns() - t0);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------
@@ -655,7 +661,7 @@ struct redo {
 
 static void log_put(struct redo *d, uint64_t *word, uint64_t val)
 {
-    SHMDS_ASSERT(d->n < LOG_MAX);
+    SHMDS_ASSERT(d->n < LOG_MAX, "no commit changes more than LOG_MAX words");
     d->word[d->n] = word;
     d->val[d->n++] = val;
 }
@@ -868,12 +874,27 @@ static int topic_room(shmds_queue *q, uint64_t tw, uint64_t *hwp, uint64_t need)
     return 0;
 }
 
+/* Lock the queue for a send or receive that may wait timeout_ms in all
+ * (ending at deadline_ns when > 0): a busy lock is a wait like any other,
+ * so 0 never waits (-EAGAIN) and a positive timeout bounds the lock's wait
+ * too (-ETIMEDOUT). Repairs as q_lock. */
+static int q_lock_io(shmds_queue *q, int timeout_ms, uint64_t deadline_ns)
+{
+    int ms = timeout_ms;
+    if (timeout_ms > 0 && (ms = shmds__ms_left(deadline_ns)) == 0)
+        ms = 1; /* deadline passed: one last try, then -ETIMEDOUT */
+    int rc = shmds__lock_within(q->r, &q->h->lock, ms, q_repair, q);
+    if (rc == -EBUSY)
+        return -EAGAIN;
+    return rc == SHMDS_RECOVERED ? 0 : rc;
+}
+
 static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeout_ms, bool zc)
 {
     struct qhdr *h = q->h;
     uint64_t need = rec_units(len), deadline = deadline_of(timeout_ms);
     unsigned bells = 0;
-    int rc = q_lock(q);
+    int rc = q_lock_io(q, timeout_ms, deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -922,8 +943,9 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             break;
         }
         shmds_mutex_unlock(&h->lock);
-        await_change(h, &h->head, hw, true, deadline);
-        if ((rc = q_lock(q)) != 0)
+        if ((rc = await_change(h, &h->head, hw, true, deadline)) != 0)
+            return rc;
+        if ((rc = q_lock_io(q, timeout_ms, deadline)) != 0)
             return rc;
     }
     q_unlock(q, bells);
@@ -936,7 +958,7 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
     struct qhdr *h = q->h;
     uint64_t deadline = deadline_of(timeout_ms);
     unsigned bells = 0;
-    int rc = q_lock(q);
+    int rc = q_lock_io(q, timeout_ms, deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -985,8 +1007,9 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
             break;
         }
         shmds_mutex_unlock(&h->lock);
-        await_change(h, &h->tail, tw, false, deadline);
-        if ((rc = q_lock(q)) != 0)
+        if ((rc = await_change(h, &h->tail, tw, false, deadline)) != 0)
+            return rc;
+        if ((rc = q_lock_io(q, timeout_ms, deadline)) != 0)
             return rc;
     }
     q_unlock(q, bells);
@@ -1097,7 +1120,8 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
         }
         if (expired(timeout_ms, deadline))
             return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-        await_change(h, &h->head, hw, true, deadline);
+        if ((rc = await_change(h, &h->head, hw, true, deadline)) != 0)
+            return rc;
     }
 }
 
@@ -1144,7 +1168,8 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
         }
         if (expired(timeout_ms, deadline))
             return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-        await_change(h, &h->tail, tw, false, deadline);
+        if ((rc = await_change(h, &h->tail, tw, false, deadline)) != 0)
+            return rc;
     }
 }
 
@@ -1432,7 +1457,7 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
     struct qhdr *h = q->h;
     uint64_t deadline = deadline_of(timeout_ms);
     unsigned bells = 0;
-    int rc = q_lock(q);
+    int rc = q_lock_io(q, timeout_ms, deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -1471,8 +1496,9 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
         if (expired(timeout_ms, deadline))
             break; /* rc is -EAGAIN */
         shmds_mutex_unlock(&h->lock);
-        await_change(h, &h->tail, v.tw, false, deadline);
-        if ((rc = q_lock(q)) != 0)
+        if ((rc = await_change(h, &h->tail, v.tw, false, deadline)) != 0)
+            return rc;
+        if ((rc = q_lock_io(q, timeout_ms, deadline)) != 0)
             return rc;
     }
     q_unlock(q, bells);
@@ -1702,6 +1728,45 @@ static int handle_make(shmds_region *r, shmds_off_t off, shmds_queue **out)
     return 0;
 }
 
+struct qparams {
+    uint64_t cap;
+    size_t max_msg;
+    unsigned flags;
+    uint32_t slots;    /* lease or subscriber slots; 0: no area */
+    uint32_t lease_ms;
+};
+
+/* The object layer's init: fill in the zeroed header, magic last. The
+ * ring follows the header in the same block. */
+static int queue_init(shmds_region *r, shmds_off_t off, shmds_off_t block, void *arg)
+{
+    const struct qparams *p = arg;
+    struct qhdr *h = (struct qhdr *)(void *)(r->base + off);
+    h->version = Q_VERSION;
+    h->flags = p->flags;
+    h->cap = p->cap;
+    h->max_msg = p->max_msg;
+    h->self = off;
+    uint64_t extra = p->slots ? ack_bytes(p->slots) : 0;
+    h->ring = off + sizeof(struct qhdr) + extra;
+    h->block = block;
+    h->checksum = hdr_checksum(h);
+    if (p->slots != 0) { /* the area of SHMDS_QUEUE_ACK or _BROADCAST */
+        struct qack *a = (struct qack *)(h + 1);
+        a->slots = p->slots;
+        if (p->flags & SHMDS_QUEUE_ACK)
+            a->lease_ms = p->lease_ms;
+        a->self = off;
+        a->checksum = ack_checksum(a);
+    }
+    int rc;
+    if ((rc = shmds_mutex_init(&h->lock)) != 0 || (rc = shmds_sem_init(&h->not_empty, 0)) != 0 ||
+        (rc = shmds_sem_init(&h->not_full, 0)) != 0)
+        return rc;
+    __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE);
+    return 0;
+}
+
 SHMDS_API int shmds_queue_create(shmds_region *r, const char *name, size_t capacity_bytes,
                                  size_t max_msg, unsigned flags, shmds_queue **out)
 {
@@ -1712,15 +1777,12 @@ SHMDS_API int shmds_queue_create(shmds_region *r, const char *name, size_t capac
 SHMDS_API int shmds_queue_create_ex(shmds_region *r, const char *name,
                                     const shmds_queue_opts *o, shmds_queue **out)
 {
-    if (r == NULL || name == NULL || out == NULL || o == NULL)
+    if (r == NULL || out == NULL || o == NULL)
         return -EINVAL;
     unsigned flags = o->flags;
     size_t capacity_bytes = o->capacity_bytes, max_msg = o->max_msg;
     if (!flags_ok(flags) || o->max_in_flight > ACK_SLOTS_MAX || o->max_subscribers > SUBS_MAX)
         return -EINVAL;
-    int rc = shmds__writable(r);
-    if (rc != 0)
-        return rc;
     if (capacity_bytes > SHMDS_QUEUE_CAPACITY_MAX)
         return -EINVAL;
     uint64_t cap = ((uint64_t)capacity_bytes + 7) & ~UINT64_C(7);
@@ -1733,80 +1795,26 @@ SHMDS_API int shmds_queue_create_ex(shmds_region *r, const char *name,
     if (flags & SHMDS_QUEUE_BROADCAST)
         for (slots = 1; slots < (o->max_subscribers ? o->max_subscribers : SUBS_DEFAULT);)
             slots *= 2;
-    uint64_t extra = slots ? ack_bytes(slots) : 0;
-    size_t nlen = strnlen(name, SHMDS_ROOT_NAME_MAX + 1);
-    if (nlen == 0 || nlen > SHMDS_ROOT_NAME_MAX)
-        return -EINVAL;
-    /* The name is reserved as a pending entry and the block (header, then
-     * ring; the header wants its own cache lines, so a little more is taken
-     * and rounded up inside) is allocated into it, zeroed first: a crash at
-     * any point leaves it reachable from the directory, for
-     * shmds_region_reclaim. */
-    shmds_off_t *slot;
-    rc = shmds__root_reserve(r, name, SHMDS_TYPE_QUEUE, &slot);
-    if (rc == -EAGAIN && (rc = shmds_region_reclaim(r)) == 0)
-        rc = shmds__root_reserve(r, name, SHMDS_TYPE_QUEUE, &slot);
-    if (rc != 0)
-        return rc == -EAGAIN ? -EEXIST : rc;
-    SHMDS_FAULT("queue.create.reserved");
-    rc = shmds__alloc_zeroed_into(r, sizeof(struct qhdr) + extra + cap + SHMDS__CACHE_LINE - 16,
-                                  slot);
-    if (rc != 0)
-        goto fail;
-    SHMDS_FAULT("queue.create.after_alloc");
-    shmds_off_t block = *slot;
-    shmds_off_t off = shmds__hdr_of(block);
-    struct qhdr *h = shmds__ptr_chk(r, off, sizeof(struct qhdr) + extra + cap, SHMDS__CACHE_LINE);
-    if (h == NULL) {
-        rc = SHMDS_ECORRUPT;
-        goto fail;
-    }
-    h->version = Q_VERSION;
-    h->flags = flags;
-    h->cap = cap;
-    h->max_msg = max_msg;
-    h->self = off;
-    h->ring = off + sizeof(struct qhdr) + extra;
-    h->block = block;
-    h->checksum = hdr_checksum(h);
-    if (slots != 0) {
-        struct qack *a = (struct qack *)(h + 1);
-        a->slots = slots;
-        if (flags & SHMDS_QUEUE_ACK)
-            a->lease_ms = o->lease_ms ? o->lease_ms : SHMDS_QUEUE_LEASE_MS_DEFAULT;
-        a->self = off;
-        a->checksum = ack_checksum(a);
-    }
-    shmds_queue *q = NULL;
-    if ((rc = shmds_mutex_init(&h->lock)) != 0 || (rc = shmds_sem_init(&h->not_empty, 0)) != 0 ||
-        (rc = shmds_sem_init(&h->not_full, 0)) != 0)
-        goto fail;
-    __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE);
-    if ((rc = handle_make(r, off, &q)) != 0)
-        goto fail;
-    SHMDS_FAULT("queue.create.before_register");
-    if ((rc = shmds__root_publish(r, slot)) != 0) {
-        free(q);
-        goto fail;
-    }
-    *out = q;
-    return 0;
-
-fail:
-    if (shmds__free_from(r, slot) == 0)
-        shmds__root_drop(r, slot);
+    struct qparams p = {cap, max_msg, flags, slots,
+                        o->lease_ms ? o->lease_ms : SHMDS_QUEUE_LEASE_MS_DEFAULT};
+    void *q;
+    int rc = shmds__obj_create_attach(r, &shmds__queue_ops, name,
+                                      sizeof(struct qhdr) + (slots ? ack_bytes(slots) : 0) + cap,
+                                      queue_init, &p, &q);
+    if (rc == 0)
+        *out = q;
     return rc;
 }
 
 SHMDS_API int shmds_queue_open(shmds_region *r, const char *name, shmds_queue **out)
 {
-    if (r == NULL || name == NULL || out == NULL)
+    if (r == NULL || out == NULL)
         return -EINVAL;
-    shmds_off_t off;
-    int rc = shmds__root_find_typed(r, name, SHMDS_TYPE_QUEUE, &off);
-    if (rc != 0)
-        return rc;
-    return handle_make(r, off, out);
+    void *q;
+    int rc = shmds__obj_open(r, &shmds__queue_ops, name, &q);
+    if (rc == 0)
+        *out = q;
+    return rc;
 }
 
 SHMDS_API void shmds_queue_close(shmds_queue *q)
@@ -1823,24 +1831,10 @@ SHMDS_API void shmds_queue_close(shmds_queue *q)
     free(q);
 }
 
-/* The directory name under which `off` is registered, for destroy. */
-struct find_name {
-    shmds_off_t off;
-    char name[SHMDS_ROOT_NAME_MAX + 1];
-};
-
-static int find_name_fn(const char *name, uint32_t type, shmds_off_t off, void *arg)
+/* The object layer's teardown: mark the queue destroyed; its ring is in
+ * the header's block, which the object layer frees. Idempotent. */
+static int queue_teardown_at(shmds_region *r, shmds_off_t off)
 {
-    struct find_name *f = arg;
-    if (type != SHMDS_TYPE_QUEUE || shmds__hdr_of(off) != f->off)
-        return 0;
-    snprintf(f->name, sizeof f->name, "%s", name);
-    return 1;
-}
-
-int shmds__queue_reclaim_at(shmds_region *r, shmds_off_t off)
-{
-    /* The ring lives in the header's own block: nothing else to free. */
     struct qhdr *h = shmds__ptr_chk(r, off, sizeof(struct qhdr), SHMDS__CACHE_LINE);
     if (h == NULL)
         return SHMDS_ECORRUPT;
@@ -1858,25 +1852,7 @@ SHMDS_API int shmds_queue_destroy(shmds_queue *q)
         unlink(path);
     fifo_close(q);
     free(q->bounce);
-    shmds_region *r = q->r;
-    int rc = shmds__writable(r);
-    struct find_name f = {q->off, {0}};
-    if (rc == 0) {
-        rc = shmds_root_foreach(r, find_name_fn, &f);
-        rc = rc == 1 ? 0 : rc == 0 ? -ENOENT : rc;
-    }
-    /* The commit point: the name goes pending, owned by us; the block stays
-     * reachable from the entry until it is freed through it. */
-    shmds_off_t *slot = NULL;
-    if (rc == 0)
-        rc = shmds__root_unpublish(r, f.name, SHMDS_TYPE_QUEUE, q->off, &slot);
-    SHMDS_FAULT("queue.destroy.after_unregister");
-    if (rc == 0)
-        rc = shmds__queue_reclaim_at(r, q->off);
-    if (rc == 0 && (rc = shmds__free_from(r, slot)) == 0) {
-        SHMDS_FAULT("queue.destroy.freed");
-        rc = shmds__root_drop(r, slot);
-    }
+    int rc = shmds__obj_destroy(q->r, &shmds__queue_ops, q->off);
     free(q);
     return rc;
 }
@@ -2218,6 +2194,9 @@ SHMDS_API int shmds_queue_check(shmds_queue *q)
                                        : 0;
     if (h->block > q->off || q->off - h->block + sizeof(struct qhdr) + extra + h->cap > usable)
         return SHMDS_ECORRUPT;
+    /* The words glibc trusts in the lock and the doorbells. */
+    if (!shmds__mutex_ok(&h->lock) || !shmds__sem_ok(&h->not_empty) || !shmds__sem_ok(&h->not_full))
+        return SHMDS_ECORRUPT;
     if (!shmds__rdonly(r) && !(q->flags & SHMDS_QUEUE_SPSC)) {
         if ((rc = q_lock(q)) != 0)
             return rc;
@@ -2242,11 +2221,12 @@ SHMDS_API int shmds_queue_check(shmds_queue *q)
         if (__atomic_load_n(&h->head, __ATOMIC_ACQUIRE) == hw)
             return rc;
     }
-    return 0;
+    return -EAGAIN; /* never a stable view: not checked, so not "healthy" */
 }
 
-/* For shmds_region_check: check the queue at `off`. */
-int shmds__queue_check_at(shmds_region *r, shmds_off_t off)
+/* The object layer's check: the header validates, then as
+ * shmds_queue_check. */
+static int queue_check_at(shmds_region *r, shmds_off_t off)
 {
     shmds_queue *q;
     int rc = handle_make(r, off, &q);
@@ -2256,6 +2236,20 @@ int shmds__queue_check_at(shmds_region *r, shmds_off_t off)
     free(q);
     return rc;
 }
+
+/* The object layer's attach (a queue keeps no name to compare). */
+static int queue_attach(shmds_region *r, shmds_off_t off, const char *name, void **out)
+{
+    (void)name;
+    shmds_queue *q;
+    int rc = handle_make(r, off, &q);
+    if (rc == 0)
+        *out = q;
+    return rc;
+}
+
+const struct shmds__obj_ops shmds__queue_ops = {SHMDS_TYPE_QUEUE, queue_attach, queue_teardown_at,
+                                                queue_check_at};
 
 /* ---------------------------------------------------------------------------
  * Broadcast: subscribers
@@ -2355,7 +2349,8 @@ SHMDS_API int shmds_sub_next(shmds_sub *s, void *buf, size_t cap, size_t *len, u
             }
             if (expired(timeout_ms, deadline))
                 return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-            await_change(h, &h->tail, tw, false, deadline);
+            if ((rc = await_change(h, &h->tail, tw, false, deadline)) != 0)
+                return rc;
             continue;
         }
         if (!cnt_before(w_cnt(cw), w_cnt(tw)) || used_units(q, tw, cw) > used_units(q, tw, hw))

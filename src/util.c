@@ -1,5 +1,5 @@
-/* Small helpers shared by the modules: clocks, deadlines, hashing and the
- * liveness probe of another process. */
+/* Small helpers shared by the modules: clocks, deadlines, naps, the
+ * liveness probes and hashing. Layer: the bottom (calls nothing above). */
 #include "internal.h"
 
 #include <fcntl.h>
@@ -55,6 +55,51 @@ uint64_t shmds__fnv1a(uint64_t h, const void *data, size_t len)
     return h;
 }
 
+void shmds__nap_1ms(void)
+{
+    struct timespec ts = {0, 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int shmds__wait_nap(struct shmds__wait *w, uint32_t bound_ms)
+{
+    uint64_t now = shmds__now_ns();
+    if (w->deadline_ns == 0)
+        w->deadline_ns = now + (uint64_t)bound_ms * 1000000u;
+    else if (now >= w->deadline_ns)
+        return -ETIMEDOUT;
+    shmds__nap_1ms();
+    return 0;
+}
+
+bool shmds__proc_gone(uint32_t pid)
+{
+    return pid != 0 && pid <= INT32_MAX && kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+}
+
+int shmds__buf_put(struct shmds__buf *b, const void *data, size_t len)
+{
+    if (len > SIZE_MAX - b->len)
+        return -ENOMEM;
+    if (b->cap - b->len < len) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc - b->len < len) {
+            if (nc > SIZE_MAX / 2)
+                return -ENOMEM;
+            nc *= 2;
+        }
+        unsigned char *np = realloc(b->p, nc);
+        if (np == NULL)
+            return -ENOMEM;
+        b->p = np;
+        b->cap = nc;
+    }
+    if (len > 0)
+        memcpy(b->p + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
 /* /proc/PID/stat: "pid (comm) S ppid ... starttime(22) ...". The command
  * name may hold spaces and parentheses, so fields are counted from the
  * last ')'. Returns false when the file cannot be read or parsed. */
@@ -99,9 +144,7 @@ uint64_t shmds__proc_start(uint32_t pid)
 
 bool shmds__proc_alive(uint32_t pid, uint64_t start)
 {
-    if (pid == 0 || pid > INT32_MAX)
-        return false;
-    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+    if (pid == 0 || pid > INT32_MAX || shmds__proc_gone(pid))
         return false;
     char state;
     uint64_t now_start;
