@@ -242,7 +242,10 @@ SHMDS_API int shmds_queue_create(shmds_region *r, const char *name, size_t capac
 /**
  * Create a queue with options (at-least-once receive: SHMDS_QUEUE_ACK).
  * As shmds_queue_create() otherwise.
- * @param[in] o  the options (required).
+ * @param[in]  r     a writable region.
+ * @param[in]  name  directory name (1 to SHMDS_ROOT_NAME_MAX bytes).
+ * @param[in]  o     the options (required).
+ * @param[out] out   receives the handle.
  * @return as shmds_queue_create(); -EINVAL also for SHMDS_QUEUE_ACK with
  *         SHMDS_QUEUE_SPSC, or max_in_flight above 65536.
  */
@@ -277,7 +280,9 @@ SHMDS_API int shmds_queue_destroy(shmds_queue *q);
 
 /**
  * Copy a message into the queue.
+ * @param[in] q      the queue.
  * @param msg        @p len bytes (may be NULL when @p len is 0).
+ * @param len        the message's length, at most the queue's max_msg.
  * @param timeout_ms -1 wait while full without bound, 0 never wait, >0 at
  *                   most that long. The time spent waiting for the queue's
  *                   lock counts: 0 never waits for it either, and a positive
@@ -299,6 +304,7 @@ SHMDS_API int shmds_queue_send(shmds_queue *q, const void *msg, size_t len, int 
 
 /**
  * Take the oldest message out of the queue.
+ * @param[in] q      the queue.
  * @param buf, cap   where to copy it.
  * @param len        receives the message's length (also on -ENOBUFS).
  * @param timeout_ms as shmds_queue_send().
@@ -317,6 +323,7 @@ SHMDS_API int shmds_queue_recv(shmds_queue *q, void *buf, size_t cap, size_t *le
  * send; default and SPSC modes). Write it at *@p buf, then
  * shmds_queue_commit() or shmds_queue_cancel(). In the default mode the
  * queue lock stays held until then.
+ * @param[in]  q          the queue.
  * @param[in]  len        bytes to reserve (<= max_msg and about half the ring:
  *                        2 * (8 + len rounded up to 8) - 8 <= capacity).
  * @param[out] buf        where to write the message; 8-byte aligned,
@@ -350,6 +357,7 @@ SHMDS_API void shmds_queue_cancel(shmds_queue *q);
  * removes the message; until then it stays queued (a process killed
  * meanwhile leaves it to the next receiver). In the default mode the queue
  * lock stays held until the release.
+ * @param[in]  q          the queue.
  * @param[out] msg        the message's bytes (read-only).
  * @param[out] len        its length.
  * @param[in]  timeout_ms as shmds_queue_send().
@@ -376,6 +384,7 @@ SHMDS_API int shmds_queue_release(shmds_queue *q);
  * or the lease runs out first, it is delivered again (see the top of this
  * file for the order). Cost: as shmds_queue_recv(), plus O(in flight) when
  * no new message is there (the holders are probed).
+ * @param[in]  q          the queue.
  * @param[out] buf, cap   where to copy it.
  * @param[out] len        the message's length (also on -ENOBUFS).
  * @param[out] id         the lease, for shmds_queue_ack(); never 0.
@@ -424,6 +433,7 @@ SHMDS_API int shmds_queue_stats_get(shmds_queue *q, shmds_queue_stats *out);
  * re-checks the queues at least every 50 ms. Cost: O(n) per wake-up. A
  * lease that merely ran out is not seen here; a receive takes it back.
  * @param[in]  qs         @p n queue handles.
+ * @param[in]  n          how many (1 to SHMDS_QUEUE_WAIT_MAX).
  * @param[in]  timeout_ms as shmds_queue_send().
  * @param[out] ready      the index in @p qs of a queue to receive from.
  * @return 0; -EAGAIN nothing and @p timeout_ms was 0; -ETIMEDOUT;
@@ -455,6 +465,7 @@ SHMDS_API int shmds_queue_wait_any(shmds_queue *const *qs, unsigned n, int timeo
  * timeout of 0 until -EAGAIN. The descriptor belongs to the handle: do not
  * close it; shmds_queue_close() does. Across fork() the child shares it
  * with the parent (one file description): let one of them use it.
+ * @param[in]  q   the queue.
  * @param[out] fd  the descriptor (non-blocking, close-on-exec).
  * @return 0; -EINVAL NULL; -ENOTSUP the region was attached from memory
  *         (it has no file); -errno of mkfifo(3) or open(2).
@@ -475,6 +486,7 @@ typedef struct shmds_sub shmds_sub;
 /**
  * Subscribe to a broadcast queue: from now on this process receives every
  * message published, with shmds_sub_next(). Takes the queue lock briefly.
+ * @param[in]  q    a broadcast queue.
  * @param[out] out  the subscription.
  * @return 0; -EINVAL NULL or not an SHMDS_QUEUE_BROADCAST queue; -ENOSPC
  *         max_subscribers live subscribers already; -ENOMEM; SHMDS_ERDONLY;
@@ -486,6 +498,7 @@ SHMDS_API int shmds_queue_subscribe(shmds_queue *q, shmds_sub **out);
  * The subscription's next message, copied out. Lock-free: a copy that a
  * publisher overwrote meanwhile (the ring was full) is noticed and counted
  * as missed, never returned.
+ * @param[in]  s          the subscription.
  * @param[out] buf, cap   where to copy it.
  * @param[out] len        its length (also on -ENOBUFS).
  * @param[out] missed     on 0: messages dropped before this subscription

@@ -48,6 +48,7 @@ enum tt_kind {
     TT_Q_RECV,
     TT_Q_LEASE,      /* shmds_queue_recv_lease: the worker holds the lease */
     TT_Q_ACK,        /* acknowledge the worker's oldest lease */
+    TT_ARENA_ADD,    /* carve one more allocator arena (as contention does) */
     TT_KINDS
 };
 
