@@ -184,6 +184,29 @@ int shmds__ms_left(uint64_t deadline_ns);
  * the region's epoch. Returns as shmds_mutex_lock(), except that a mutex
  * whose own bytes are damaged gives SHMDS_ECORRUPT (never a glibc abort). */
 int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg);
+/* This process's pid, cached (a fork handler forgets it in the child). */
+uint32_t shmds__self_pid(void);
+
+/* Doorbells (DESIGN.md section 4): a semaphore that wakes sleepers, who
+ * count themselves in *sleepers and re-check the truth after every wake-up.
+ * Ring: when someone sleeps, post one token (all: as many as sleepers),
+ * keeping the count at most min(sleepers, 64) (a sleeper that died leaves
+ * its count behind). Wait: one sleep until rung, `slice_ms` passes or the
+ * deadline (0: none) comes. */
+void shmds__bell_ring(shmds_sem *bell, const uint32_t *sleepers, bool all);
+void shmds__bell_wait(shmds_sem *bell, uint64_t deadline_ns, int slice_ms);
+
+/* ---- liveness ----
+ * A process's start time (field 22 of /proc/PID/stat, clock ticks since
+ * boot) tells a process from a later one that reuses its pid. */
+/* 0 with *start set; -ESRCH no such process; other negative errno. */
+int shmds__proc_start(uint32_t pid, uint64_t *start);
+/* This process's start time (cached; 0 if /proc cannot tell). */
+uint64_t shmds__self_start(void);
+/* False when `pid` is gone, or is now another process than the one that
+ * started at `start` (0: unknown, only the pid is probed). */
+bool shmds__proc_alive(uint32_t pid, uint64_t start);
+
 /* True when the calling thread holds a shmds_mutex inside [base, base+len). */
 bool shmds__locks_held_in(const void *base, size_t len);
 

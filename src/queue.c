@@ -271,33 +271,6 @@ static void payload_read(const shmds_queue *q, uint64_t idx, void *buf, uint64_t
  * Doorbells
  * ------------------------------------------------------------------------ */
 
-/* Ring `bell` if someone sleeps on it and it has fewer tokens than
- * sleepers (a sleeper that died leaves its count behind: the cap keeps the
- * semaphore's value small all the same). */
-static void bell_ring(shmds_sem *bell, const uint32_t *sleepers)
-{
-    uint32_t n = __atomic_load_n(sleepers, __ATOMIC_SEQ_CST);
-    if (n == 0)
-        return;
-    int v = 0;
-    sem_getvalue(&bell->sem, &v);
-    if (v < (int)(n < 64 ? n : 64))
-        shmds_sem_post(bell);
-}
-
-/* One bounded sleep on `bell`: until rung, the slice ends or the deadline
- * passes. deadline_ns 0 means no deadline. */
-static void bell_wait(shmds_sem *bell, uint64_t deadline_ns)
-{
-    int ms = SLICE_MS;
-    if (deadline_ns != 0) {
-        int left = shmds__ms_left(deadline_ns);
-        if (left < ms)
-            ms = left > 0 ? left : 1;
-    }
-    shmds_sem_wait(bell, ms);
-}
-
 static uint64_t deadline_of(int timeout_ms)
 {
     return timeout_ms > 0 ? shmds__now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
@@ -351,7 +324,7 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             break;
         }
         if (tw & CLOSED_BIT) {
-            bell_ring(&h->not_full, &h->send_sleepers); /* pass the news on */
+            shmds__bell_ring(&h->not_full, &h->send_sleepers, false); /* pass the news on */
             rc = SHMDS_ECLOSED;
             break;
         }
@@ -367,9 +340,9 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
                 break;
             }
             SHMDS_FAULT("queue.send.after_commit");
-            bell_ring(&h->not_empty, &h->recv_sleepers);
+            shmds__bell_ring(&h->not_empty, &h->recv_sleepers, false);
             if (free_u - need > 0)
-                bell_ring(&h->not_full, &h->send_sleepers);
+                shmds__bell_ring(&h->not_full, &h->send_sleepers, false);
             rc = 0;
             break;
         }
@@ -382,7 +355,7 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             __atomic_add_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
             if (__atomic_load_n(&h->head, __ATOMIC_SEQ_CST) == hw &&
                 (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) & CLOSED_BIT) == 0)
-                bell_wait(&h->not_full, deadline);
+                shmds__bell_wait(&h->not_full, deadline, SLICE_MS);
             __atomic_sub_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
         }
         if ((rc = q_lock(q)) != 0)
@@ -424,14 +397,14 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
             __atomic_store_n(&h->head, w_make(idx_add(q, w_idx(hw), need), w_cnt(hw) + 1),
                              __ATOMIC_SEQ_CST);
             SHMDS_FAULT("queue.recv.after_commit");
-            bell_ring(&h->not_full, &h->send_sleepers);
+            shmds__bell_ring(&h->not_full, &h->send_sleepers, false);
             if (used > need)
-                bell_ring(&h->not_empty, &h->recv_sleepers);
+                shmds__bell_ring(&h->not_empty, &h->recv_sleepers, false);
             rc = 0;
             break;
         }
         if (tw & CLOSED_BIT) {
-            bell_ring(&h->not_empty, &h->recv_sleepers);
+            shmds__bell_ring(&h->not_empty, &h->recv_sleepers, false);
             rc = SHMDS_ECLOSED;
             break;
         }
@@ -443,7 +416,7 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
         if (!spin_for_change(&h->tail, tw)) {
             __atomic_add_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
             if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == tw)
-                bell_wait(&h->not_empty, deadline);
+                shmds__bell_wait(&h->not_empty, deadline, SLICE_MS);
             __atomic_sub_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
         }
         if ((rc = q_lock(q)) != 0)
@@ -530,7 +503,7 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
             if (!__atomic_compare_exchange_n(&h->tail, &tw, nw, false, __ATOMIC_SEQ_CST,
                                              __ATOMIC_RELAXED))
                 return SHMDS_ECLOSED; /* shut down meanwhile: not sent */
-            bell_ring(&h->not_empty, &h->recv_sleepers);
+            shmds__bell_ring(&h->not_empty, &h->recv_sleepers, false);
             return 0;
         }
         if (!timed) {
@@ -544,7 +517,7 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
         __atomic_add_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&h->head, __ATOMIC_SEQ_CST) == hw &&
             (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) & CLOSED_BIT) == 0)
-            bell_wait(&h->not_full, deadline);
+            shmds__bell_wait(&h->not_full, deadline, SLICE_MS);
         __atomic_sub_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
     }
 }
@@ -578,7 +551,7 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
             __atomic_store_n(&h->head,
                              w_make(idx_add(q, w_idx(hw), rec_units((uint64_t)len)), w_cnt(hw) + 1),
                              __ATOMIC_SEQ_CST);
-            bell_ring(&h->not_full, &h->send_sleepers);
+            shmds__bell_ring(&h->not_full, &h->send_sleepers, false);
             return 0;
         }
         if (tw & CLOSED_BIT)
@@ -593,7 +566,7 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
             continue;
         __atomic_add_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == tw)
-            bell_wait(&h->not_empty, deadline);
+            shmds__bell_wait(&h->not_empty, deadline, SLICE_MS);
         __atomic_sub_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
     }
 }
@@ -831,8 +804,8 @@ SHMDS_API int shmds_queue_shutdown(shmds_queue *q)
     if (w_idx(old) >= 2 * q->cap_u)
         return SHMDS_ECORRUPT;
     SHMDS_FAULT("queue.shutdown.after_close");
-    bell_ring(&h->not_empty, &h->recv_sleepers);
-    bell_ring(&h->not_full, &h->send_sleepers);
+    shmds__bell_ring(&h->not_empty, &h->recv_sleepers, false);
+    shmds__bell_ring(&h->not_full, &h->send_sleepers, false);
     return 0;
 }
 

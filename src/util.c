@@ -1,5 +1,12 @@
-/* Small helpers shared by the modules: clocks, deadlines and hashing. */
+/* Small helpers shared by the modules: clocks, deadlines, hashing and
+ * liveness probes. */
 #include "internal.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 uint64_t shmds__now_ns(void)
 {
@@ -45,4 +52,73 @@ uint64_t shmds__fnv1a(uint64_t h, const void *data, size_t len)
         h *= UINT64_C(0x100000001b3);
     }
     return h;
+}
+
+int shmds__proc_start(uint32_t pid, uint64_t *start)
+{
+    char path[32], buf[512];
+    if (pid == 0 || pid > INT32_MAX)
+        return -ESRCH;
+    snprintf(path, sizeof path, "/proc/%u/stat", (unsigned)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? -ESRCH : -errno;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    int err = errno;
+    close(fd);
+    if (n <= 0)
+        return n == 0 ? -ESRCH : -err;
+    buf[n] = '\0';
+    /* The command name (field 2) may hold anything: fields after it are
+     * counted from its closing parenthesis. Field 3 follows it. */
+    char *p = strrchr(buf, ')');
+    if (p == NULL)
+        return -EINVAL;
+    p++;
+    for (int field = 3; field <= 22; field++) {
+        while (*p == ' ')
+            p++;
+        if (*p == '\0')
+            return -EINVAL;
+        if (field == 22) {
+            uint64_t v = 0;
+            for (; *p >= '0' && *p <= '9'; p++)
+                v = v * 10 + (uint64_t)(*p - '0');
+            *start = v;
+            return 0;
+        }
+        while (*p != ' ' && *p != '\0')
+            p++;
+    }
+    return -EINVAL;
+}
+
+uint64_t shmds__self_start(void)
+{
+    static uint32_t pid;
+    static uint64_t start;
+    uint32_t me = shmds__self_pid();
+    if (__atomic_load_n(&pid, __ATOMIC_ACQUIRE) != me) {
+        uint64_t v = 0;
+        if (shmds__proc_start(me, &v) != 0)
+            v = 0;
+        __atomic_store_n(&start, v, __ATOMIC_RELAXED);
+        __atomic_store_n(&pid, me, __ATOMIC_RELEASE);
+    }
+    return __atomic_load_n(&start, __ATOMIC_RELAXED);
+}
+
+bool shmds__proc_alive(uint32_t pid, uint64_t start)
+{
+    if (pid == 0 || pid > INT32_MAX)
+        return false;
+    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+        return false;
+    if (start == 0)
+        return true;
+    uint64_t now;
+    int rc = shmds__proc_start(pid, &now);
+    if (rc == -ESRCH)
+        return false;
+    return rc != 0 || now == start;
 }
