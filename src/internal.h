@@ -203,8 +203,9 @@ void shmds__bell_wait(shmds_sem *bell, uint64_t deadline_ns, int slice_ms);
 int shmds__proc_start(uint32_t pid, uint64_t *start);
 /* This process's start time (cached; 0 if /proc cannot tell). */
 uint64_t shmds__self_start(void);
-/* False when `pid` is gone, or is now another process than the one that
- * started at `start` (0: unknown, only the pid is probed). */
+/* False when `pid` is gone or a zombie (killed, not reaped yet), or is now
+ * another process than the one that started at `start` (0: unknown, only
+ * the pid is probed). */
 bool shmds__proc_alive(uint32_t pid, uint64_t start);
 
 /* True when the calling thread holds a shmds_mutex inside [base, base+len). */

@@ -54,7 +54,9 @@ uint64_t shmds__fnv1a(uint64_t h, const void *data, size_t len)
     return h;
 }
 
-int shmds__proc_start(uint32_t pid, uint64_t *start)
+/* Read /proc/PID/stat: the process's state letter (field 3) and start
+ * time (field 22). */
+static int proc_stat(uint32_t pid, char *state, uint64_t *start)
 {
     char path[32], buf[512];
     if (pid == 0 || pid > INT32_MAX)
@@ -80,6 +82,8 @@ int shmds__proc_start(uint32_t pid, uint64_t *start)
             p++;
         if (*p == '\0')
             return -EINVAL;
+        if (field == 3)
+            *state = *p;
         if (field == 22) {
             uint64_t v = 0;
             for (; *p >= '0' && *p <= '9'; p++)
@@ -91,6 +95,12 @@ int shmds__proc_start(uint32_t pid, uint64_t *start)
             p++;
     }
     return -EINVAL;
+}
+
+int shmds__proc_start(uint32_t pid, uint64_t *start)
+{
+    char state;
+    return proc_stat(pid, &state, start);
 }
 
 uint64_t shmds__self_start(void)
@@ -114,11 +124,11 @@ bool shmds__proc_alive(uint32_t pid, uint64_t start)
         return false;
     if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
         return false;
-    if (start == 0)
-        return true;
+    /* A zombie (killed, not yet reaped by its parent) holds nothing. */
+    char state = 0;
     uint64_t now;
-    int rc = shmds__proc_start(pid, &now);
-    if (rc == -ESRCH)
+    int rc = proc_stat(pid, &state, &now);
+    if (rc == -ESRCH || (rc == 0 && (state == 'Z' || state == 'X')))
         return false;
-    return rc != 0 || now == start;
+    return rc != 0 || start == 0 || now == start;
 }

@@ -676,9 +676,10 @@ START_TEST(test_cache_single_flight_holder_killed_passes_the_lease)
     ck_assert_int_ne(holder, 0);
     uint64_t t0 = shmds__now_ns();
     int killed = -1;
+    /* Killed and left unreaped: a zombie holds no lease either. */
     for (int i = 0; i < FILL_PROCS; i++)
         if (p[i] == holder) {
-            tu_kill(p[i]);
+            kill(p[i], SIGKILL);
             killed = i;
         }
     ck_assert_int_ge(killed, 0);
@@ -688,6 +689,8 @@ START_TEST(test_cache_single_flight_holder_killed_passes_the_lease)
         int st = tu_wait(p[i], 60000);
         ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child %d: %d", i, st);
     }
+    int kst = tu_wait(p[killed], 10000);
+    ck_assert(WIFSIGNALED(kst) && WTERMSIG(kst) == SIGKILL);
     /* The takeover came from a re-check, well inside the time-out. */
     ck_assert_uint_lt((shmds__now_ns() - t0) / 1000000u, 20000);
     ck_assert_uint_eq(sh->computed, 1);
