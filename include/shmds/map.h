@@ -59,13 +59,14 @@
  * Handles are process-local; open the map in every process that uses it.
  * A handle may be used by one thread at a time.
  *
- * Across fork(): a child may go on using a map handle its parent opened
- * (the handle's statistics line is the parent's; the child's first call
- * claims a line of its own), as long as parent and child do not use the
- * same handle from two threads at once. A shmds_fill lease belongs to the
- * process that got it: in a child, shmds_map_fill_done() still stores the
- * value but the lease stays with the parent, which must end it. A child
- * that does not exec and does not use the map need do nothing.
+ * Across fork(): a child may go on using a map handle its parent opened,
+ * at the same time as the parent (each process has its own copy of the
+ * handle; the child's first get claims a statistics line of its own, so
+ * the counts of both add up). A shmds_fill inherited by a child
+ * may be ended in either process, once: the lease stays recorded under
+ * the pid that got it (if that process dies first, a waiter takes the
+ * lease over, and the late shmds_map_fill_done() still stores its value).
+ * A child that does not use the map need do nothing.
  */
 #ifndef SHMDS_MAP_H
 #define SHMDS_MAP_H

@@ -26,6 +26,13 @@
  *    a dead claimer whose thread id the system has since given to another
  *    thread looks alive (-EBUSY) until that thread ends.
  *
+ * Across fork(): a child may use a queue handle its parent opened. In the
+ * default mode it behaves as the parent's. In SPSC mode a side claimed by
+ * the parent stays the parent thread's: the child's send (or receive) on
+ * the inherited handle claims anew and gets -EBUSY while that thread
+ * lives, and the child's shmds_queue_close() leaves the parent's claim
+ * alone. See shmds/region.h.
+ *
  * Blocking: a sender waits while the ring is full, a receiver while it is
  * empty, each for at most @c timeout_ms (-1: without bound, 0: never).
  * Process-shared semaphores serve as doorbells only; every sleep is a
