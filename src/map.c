@@ -1475,6 +1475,15 @@ static int check_ttl(uint64_t ttl_ms)
     return ttl_ms == SHMDS_TTL_NONE || ttl_ms <= SHMDS_TTL_MAX_MS ? 0 : -EINVAL;
 }
 
+/* The argument checks of a keyed write with a TTL argument (0 if none). */
+static int write_args(const shmds_map *m, const void *key, size_t klen, uint64_t ttl_ms)
+{
+    int rc = check_key(key, klen);
+    if (rc == 0)
+        rc = check_ttl(ttl_ms);
+    return rc != 0 ? rc : shmds__writable(m->r);
+}
+
 /* The absolute expiry of an entry written now with `ttl_ms` (checked by
  * check_ttl): 0 = never. 0 means the map's default when `dflt`, never
  * otherwise. */
@@ -1503,6 +1512,39 @@ static int after_write(shmds_map *m, uint32_t s)
     return sweep(m, s);
 }
 
+/* Where a keyed write found its key. */
+struct spot {
+    struct tsnap t;
+    uint64_t *head, *link, eo;
+    struct entry *e;
+    uint64_t now;   /* the clock as read for expiry (0: not read) */
+    bool expired;   /* found, and expired */
+    bool reclaimed; /* found expired and unlinked */
+};
+
+/* The start of every keyed write to stripe s (locked): the rehash work,
+ * then the key's place. Returns 1 found (sp->expired tells whether it has
+ * expired), 0 absent, or an error. With `reclaim` an expired entry is
+ * unlinked, counted as an expiration, and 0 returned. */
+static int write_find(shmds_map *m, uint32_t s, uint64_t hash, const void *key, size_t klen,
+                      bool reclaim, struct spot *sp)
+{
+    sp->now = 0;
+    sp->expired = sp->reclaimed = false;
+    int rc = rehash_step(m, s);
+    if (rc < 0 || (rc = tsnap_get(m, &sp->t)) < 0)
+        return rc;
+    int f = find(m, &sp->t, s, hash, key, klen, &sp->head, &sp->link, &sp->eo, &sp->e);
+    if (f != 1 || !(sp->expired = e_expired(sp->e, &sp->now)) || !reclaim)
+        return f;
+    struct stripe *st = &m->h->stripes[s];
+    if ((rc = unlink_entry(m, st, sp->link, sp->eo, sp->e)) < 0)
+        return rc;
+    st->expirations++;
+    sp->reclaimed = true;
+    return 0;
+}
+
 /* The put's conditions against what find() returned: NX, XX, and the
  * compare-and-set version (0: none). */
 static int put_cond(int f, const struct entry *e, unsigned flags, uint64_t if_version)
@@ -1523,25 +1565,16 @@ static int put_locked(shmds_map *m, uint32_t s, struct newent *ne, unsigned flag
                       uint64_t if_version, bool *created)
 {
     struct stripe *st = &m->h->stripes[s];
-    struct tsnap t;
-    uint64_t *head, *link, eo, now = 0;
-    struct entry *e;
-    int rc = rehash_step(m, s);
-    if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
-        return rc;
-    int f = find(m, &t, s, ne->hash, ne->key, ne->klen, &head, &link, &eo, &e);
+    struct spot sp;
+    int rc, f = write_find(m, s, ne->hash, ne->key, ne->klen, true, &sp);
     if (f < 0)
         return f;
+    struct tsnap t = sp.t;
+    uint64_t *head = sp.head, *link = sp.link, eo = sp.eo;
+    struct entry *e = sp.e;
     /* Whether the chain may have changed since that find: after an unlink,
      * or when make_room may evict (a budget) or has evicted (a retry). */
-    bool stale = m->h->mem_limit != 0;
-    if (f == 1 && e_expired(e, &now)) {
-        if ((rc = unlink_entry(m, st, link, eo, e)) < 0)
-            return rc;
-        st->expirations++;
-        f = 0;
-        stale = true;
-    }
+    bool stale = m->h->mem_limit != 0 || sp.reclaimed;
     if ((rc = put_cond(f, e, flags, if_version)) < 0)
         return rc;
     uint64_t need = esize(ne->klen, ne->vlen);
@@ -1658,31 +1691,19 @@ SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const vo
 static int del_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64_t hash)
 {
     struct stripe *st = &m->h->stripes[s];
-    struct tsnap t;
-    uint64_t *head, *link, eo, now = 0;
-    struct entry *e;
-    int rc = rehash_step(m, s);
-    if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
-        return rc;
-    int f = find(m, &t, s, hash, key, klen, &head, &link, &eo, &e);
+    struct spot sp;
+    int rc, f = write_find(m, s, hash, key, klen, true, &sp);
     if (f <= 0)
         return f < 0 ? f : -ENOENT;
-    bool exp = e_expired(e, &now);
-    if ((rc = unlink_entry(m, st, link, eo, e)) < 0)
+    if ((rc = unlink_entry(m, st, sp.link, sp.eo, sp.e)) < 0)
         return rc;
-    if (exp) {
-        st->expirations++;
-        return -ENOENT;
-    }
     st->deletes++;
     return 0;
 }
 
 SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
 {
-    int rc = check_key(key, klen);
-    if (rc == 0)
-        rc = shmds__writable(m->r);
+    int rc = write_args(m, key, klen, 0);
     if (rc != 0)
         return rc;
     uint64_t hash = key_hash(m->seed, key, klen);
@@ -1719,21 +1740,11 @@ static int add_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64
                   int64_t delta, int64_t init, uint64_t init_ttl_ms, int64_t *result)
 {
     struct stripe *st = &m->h->stripes[s];
-    struct tsnap t;
-    uint64_t *head, *link, eo, now = 0;
-    struct entry *e;
-    int rc = rehash_step(m, s);
-    if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
-        return rc;
-    int f = find(m, &t, s, hash, key, klen, &head, &link, &eo, &e);
+    struct spot sp;
+    int rc, f = write_find(m, s, hash, key, klen, true, &sp);
     if (f < 0)
         return f;
-    if (f == 1 && e_expired(e, &now)) {
-        if ((rc = unlink_entry(m, st, link, eo, e)) < 0)
-            return rc;
-        st->expirations++;
-        f = 0;
-    }
+    struct entry *e = sp.e;
     int64_t nv;
     if (f == 0) {
         if (__builtin_add_overflow(init, delta, &nv))
@@ -1757,11 +1768,7 @@ static int add_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64
 SHMDS_API int shmds_map_add_ex(shmds_map *m, const void *key, size_t klen, int64_t delta,
                                int64_t init, uint64_t init_ttl_ms, int64_t *result)
 {
-    int rc = check_key(key, klen);
-    if (rc == 0)
-        rc = check_ttl(init_ttl_ms);
-    if (rc == 0)
-        rc = shmds__writable(m->r);
+    int rc = write_args(m, key, klen, init_ttl_ms);
     if (rc != 0)
         return rc;
     uint64_t hash = key_hash(m->seed, key, klen);
@@ -1778,33 +1785,17 @@ SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t 
 static int expire_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64_t hash,
                      uint64_t ttl_ms)
 {
-    struct stripe *st = &m->h->stripes[s];
-    struct tsnap t;
-    uint64_t *head, *link, eo, now = 0;
-    struct entry *e;
-    int rc = rehash_step(m, s);
-    if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
-        return rc;
-    int f = find(m, &t, s, hash, key, klen, &head, &link, &eo, &e);
+    struct spot sp;
+    int f = write_find(m, s, hash, key, klen, true, &sp);
     if (f <= 0)
         return f < 0 ? f : -ENOENT;
-    if (e_expired(e, &now)) {
-        if ((rc = unlink_entry(m, st, link, eo, e)) < 0)
-            return rc;
-        st->expirations++;
-        return -ENOENT;
-    }
-    store_in_place(m, st, &e->expire_ms, expiry_ms(m, ttl_ms, false), NULL, 0);
+    store_in_place(m, &m->h->stripes[s], &sp.e->expire_ms, expiry_ms(m, ttl_ms, false), NULL, 0);
     return 0;
 }
 
 SHMDS_API int shmds_map_expire(shmds_map *m, const void *key, size_t klen, uint64_t ttl_ms)
 {
-    int rc = check_key(key, klen);
-    if (rc == 0)
-        rc = check_ttl(ttl_ms);
-    if (rc == 0)
-        rc = shmds__writable(m->r);
+    int rc = write_args(m, key, klen, ttl_ms);
     if (rc != 0)
         return rc;
     uint64_t hash = key_hash(m->seed, key, klen);
@@ -2269,16 +2260,13 @@ enum { FETCH_WAIT = 3 };
 static int fetch_locked(shmds_map *m, uint32_t s, const struct getarg *g, struct shmds_fill **fp)
 {
     struct stripe *st = &m->h->stripes[s];
-    struct tsnap t;
-    uint64_t *head, *link, eo, now = 0;
-    struct entry *e;
-    int rc = rehash_step(m, s);
-    if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
-        return rc;
-    int f = find(m, &t, s, g->hash, g->key, g->klen, &head, &link, &eo, &e);
+    struct spot sp;
+    int f = write_find(m, s, g->hash, g->key, g->klen, (g->flags & SHMDS_GET_STALE) == 0, &sp);
     if (f < 0)
         return f;
-    bool stale = f == 1 && e_expired(e, &now);
+    struct entry *e = sp.e;
+    uint64_t now = sp.now;
+    bool stale = f == 1 && sp.expired;
     struct lease *l = lease_find(st, g->hash);
     if (f == 1 && !stale) {
         if (l != NULL && !lease_live(l))
@@ -2286,12 +2274,6 @@ static int fetch_locked(shmds_map *m, uint32_t s, const struct getarg *g, struct
         if (m->evict && LD(&e->ref) == 0)
             ST(&e->ref, 1);
         return copy_out(e, false, now, g);
-    }
-    if (stale && (g->flags & SHMDS_GET_STALE) == 0) {
-        if ((rc = unlink_entry(m, st, link, eo, e)) < 0)
-            return rc;
-        st->expirations++;
-        stale = false;
     }
     bool takeover = l != NULL;
     if (l != NULL && lease_live(l))
@@ -2314,10 +2296,8 @@ static int fetch_locked(shmds_map *m, uint32_t s, const struct getarg *g, struct
     if (takeover)
         st->takeovers++;
     *fp = fl;
-    if (stale) {
-        rc = copy_out(e, true, now, g);
-        (void)rc; /* a stale value too long for buf: the length says so */
-    }
+    if (stale) /* a stale value too long for buf: the length says so */
+        (void)copy_out(e, true, now, g);
     return SHMDS_FILL;
 }
 

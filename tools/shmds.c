@@ -83,7 +83,7 @@ static int looks_like_region(const char *file)
 {
     char path[512], sig[8];
     snprintf(path, sizeof path, SHM_DIR "/%s", file);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return errno == EACCES ? -1 : 0;
     struct stat st;
