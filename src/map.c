@@ -2230,8 +2230,8 @@ static struct lease *lease_slot(struct stripe *st)
     return NULL;
 }
 
-/* Grant slot l of stripe st (locked) to this process for `hash`. */
-static void lease_grant(struct stripe *st, struct lease *l, uint64_t hash, uint64_t token)
+/* Grant slot l (its stripe locked) to this process for `hash`. */
+static void lease_grant(struct lease *l, uint64_t hash, uint64_t token)
 {
     ST(&l->hash, hash);
     ST(&l->token, token);
@@ -2239,7 +2239,6 @@ static void lease_grant(struct stripe *st, struct lease *l, uint64_t hash, uint6
     ST(&l->pstart, shmds__self_start());
     SHMDS_FAULT("map.lease.filled_in");
     STR(&l->pid, shmds__self_pid());
-    (void)st;
 }
 
 /* End f's lease if this process still holds it. With the stripe lock, or
@@ -2291,7 +2290,7 @@ static int fetch_locked(shmds_map *m, uint32_t s, const struct getarg *g, struct
     fl->pid = shmds__self_pid();
     fl->klen = g->klen;
     memcpy(fl->key, g->key, g->klen);
-    lease_grant(st, l, g->hash, fl->token);
+    lease_grant(l, g->hash, fl->token);
     st->fills++;
     if (takeover)
         st->takeovers++;
@@ -2311,6 +2310,8 @@ SHMDS_API int shmds_map_fetch(shmds_map *m, const void *key, size_t klen, void *
         rc = -EINVAL;
     if (fill != NULL)
         *fill = NULL;
+    if (info != NULL)
+        memset(info, 0, sizeof *info); /* a miss without a stale value */
     if (rc == 0)
         rc = shmds__writable(m->r);
     if (rc != 0)

@@ -343,7 +343,7 @@ SHMDS_API int shmds_map_get_ex(shmds_map *m, const void *key, size_t klen, void 
  * itself waits for itself (until the timeout).
  * Cost: a hit is one stripe lock, a copy and a lookup.
  * @param[out] buf,cap,vlen as shmds_map_get_ex().
- * @param[out] info may be NULL.
+ * @param[out] info may be NULL; all zero after a miss with no stale value.
  * @param flags 0 or SHMDS_GET_STALE.
  * @param timeout_ms how long to wait for another caller's fill: -1 no
  *         bound (a dead holder still passes the lease on), 0 do not wait.
