@@ -470,8 +470,9 @@ static int cmd_stat(int argc, char **argv)
             if ((rc = shmds_map_stats_get(m, &st)) == 0) {
                 uint64_t gets = st.hits + st.misses;
                 printf("map %s\n", argv[2]);
-                printf("  entries      %" PRIu64 " in %" PRIu64 " buckets\n", st.entries,
-                       st.buckets);
+                printf("  entries      %" PRIu64 " in %" PRIu64
+                       " buckets (expired ones not reaped yet included)\n",
+                       st.entries, st.buckets);
                 printf("  memory       %" PRIu64 " bytes\n", st.mem_used);
                 printf("  hits         %" PRIu64 " (%.1f%% of %" PRIu64 " gets)\n", st.hits,
                        gets ? 100.0 * (double)st.hits / (double)gets : 0.0, gets);
