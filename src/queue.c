@@ -430,34 +430,6 @@ static void payload_read(const shmds_queue *q, uint64_t idx, void *buf, uint64_t
  * Doorbells
  * ------------------------------------------------------------------------ */
 
-/* Ring `bell` if someone sleeps on it and it has fewer tokens than
- * sleepers (a sleeper that died leaves its count behind: the cap keeps the
- * semaphore's value small all the same). */
-static void bell_ring(shmds_sem *bell, const uint32_t *sleepers)
-{
-    uint32_t n = __atomic_load_n(sleepers, __ATOMIC_SEQ_CST);
-    if (n == 0)
-        return;
-    /* A damaged semaphore is not posted (shmds_sem_post refuses it): the
-     * sleepers' bounded slices still wake them, and the check reports it. */
-    if (shmds__sem_value(bell) < (int)(n < 64 ? n : 64))
-        shmds_sem_post(bell);
-}
-
-/* One bounded sleep on `bell`: until rung, the slice ends or the deadline
- * passes. deadline_ns 0 means no deadline. SHMDS_ECORRUPT when the
- * semaphore's words are damaged, else 0. */
-static int bell_wait(shmds_sem *bell, uint64_t deadline_ns)
-{
-    int ms = SLICE_MS;
-    if (deadline_ns != 0) {
-        int left = shmds__ms_left(deadline_ns);
-        if (left < ms)
-            ms = left > 0 ? left : 1;
-    }
-    return shmds_sem_wait(bell, ms) == SHMDS_ECORRUPT ? SHMDS_ECORRUPT : 0;
-}
-
 /* ---- the notification FIFO (shmds_queue_notify_fd) ----
  * One FIFO per queue, named after the region's file (device and inode)
  * and the queue's offset, in FIFO_DIR: a directory of its own, so that
@@ -528,12 +500,9 @@ static void fd_notify(shmds_queue *q)
 static void wake_receivers(shmds_queue *q)
 {
     if (q->subs != NULL) {
-        uint32_t n = __atomic_load_n(&q->h->recv_sleepers, __ATOMIC_SEQ_CST);
-        for (int i = shmds__sem_value(&q->h->not_empty); i < (int)(n < 64 ? n : 64); i++)
-            if (shmds_sem_post(&q->h->not_empty) != 0)
-                break; /* a damaged doorbell: the sleepers' slices still end */
+        shmds__bell_ring(&q->h->not_empty, &q->h->recv_sleepers, true);
     } else {
-        bell_ring(&q->h->not_empty, &q->h->recv_sleepers);
+        shmds__bell_ring(&q->h->not_empty, &q->h->recv_sleepers, false);
     }
     fd_notify(q);
 }
@@ -638,7 +607,7 @@ static int await_change(struct qhdr *h, const uint64_t *word, uint64_t seen, boo
     __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(word, __ATOMIC_SEQ_CST) == seen &&
         (!sender || (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) & CLOSED_BIT) == 0))
-        rc = bell_wait(sender ? &h->not_full : &h->not_empty, deadline);
+        rc = shmds__bell_wait(sender ? &h->not_full : &h->not_empty, deadline, SLICE_MS);
     __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
         spin_learn(shmds__now_ns() - t0);
@@ -742,9 +711,9 @@ static void bells_ring(shmds_queue *q, unsigned bells)
     if (bells & WAKE_NEW)
         wake_receivers(q);
     else if (bells & WAKE_RECV)
-        bell_ring(&q->h->not_empty, &q->h->recv_sleepers);
+        shmds__bell_ring(&q->h->not_empty, &q->h->recv_sleepers, false);
     if (bells & WAKE_SEND)
-        bell_ring(&q->h->not_full, &q->h->send_sleepers);
+        shmds__bell_ring(&q->h->not_full, &q->h->send_sleepers, false);
 }
 
 static void q_unlock(shmds_queue *q, unsigned bells)
@@ -1157,7 +1126,7 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
             SHMDS_FAULT("queue.spsc_recv.before_commit");
             __atomic_store_n(&h->head, nh, __ATOMIC_SEQ_CST);
             count_update(&h->received, w_cnt(hw) + 1);
-            bell_ring(&h->not_full, &h->send_sleepers);
+            shmds__bell_ring(&h->not_full, &h->send_sleepers, false);
             return 0;
         }
         if (tw & CLOSED_BIT)
@@ -2131,7 +2100,7 @@ SHMDS_API int shmds_queue_shutdown(shmds_queue *q)
         return SHMDS_ECORRUPT;
     SHMDS_FAULT("queue.shutdown.after_close");
     wake_receivers(q);
-    bell_ring(&h->not_full, &h->send_sleepers);
+    shmds__bell_ring(&h->not_full, &h->send_sleepers, false);
     return 0;
 }
 
@@ -2380,7 +2349,7 @@ SHMDS_API int shmds_sub_next(shmds_sub *s, void *buf, size_t cap, size_t *len, u
 done:
     __atomic_store_n(&slot->cursor, s->cursor, __ATOMIC_RELEASE);
     if (q->flags & SHMDS_QUEUE_BLOCK)
-        bell_ring(&h->not_full, &h->send_sleepers);
+        shmds__bell_ring(&h->not_full, &h->send_sleepers, false);
     return rc;
 }
 
@@ -2397,6 +2366,6 @@ SHMDS_API void shmds_sub_close(shmds_sub *s)
         __atomic_compare_exchange_n(&slot->pid, &mine, 0, false, __ATOMIC_RELEASE,
                                     __ATOMIC_RELAXED);
     if (s->q->flags & SHMDS_QUEUE_BLOCK)
-        bell_ring(&s->q->h->not_full, &s->q->h->send_sleepers);
+        shmds__bell_ring(&s->q->h->not_full, &s->q->h->send_sleepers, false);
     free(s);
 }

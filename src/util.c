@@ -142,6 +142,18 @@ uint64_t shmds__proc_start(uint32_t pid)
     return proc_stat(pid, &state, &start) ? start : 0;
 }
 
+uint64_t shmds__self_start(void)
+{
+    static uint32_t pid;
+    static uint64_t start;
+    uint32_t me = shmds__self_pid();
+    if (__atomic_load_n(&pid, __ATOMIC_ACQUIRE) != me) {
+        __atomic_store_n(&start, shmds__proc_start(me), __ATOMIC_RELAXED);
+        __atomic_store_n(&pid, me, __ATOMIC_RELEASE);
+    }
+    return __atomic_load_n(&start, __ATOMIC_RELAXED);
+}
+
 bool shmds__proc_alive(uint32_t pid, uint64_t start)
 {
     if (pid == 0 || pid > INT32_MAX || shmds__proc_gone(pid))

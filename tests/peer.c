@@ -63,6 +63,7 @@ static void layout(void)
     MEMBER(shmds_map_opts, stripes);
     MEMBER(shmds_map_opts, default_ttl_s);
     MEMBER(shmds_map_opts, flags);
+    MEMBER(shmds_map_opts, default_ttl_ms);
     printf("\nshmds_map_stats %zu", sizeof(shmds_map_stats));
     MEMBER(shmds_map_stats, entries);
     MEMBER(shmds_map_stats, buckets);
@@ -74,6 +75,12 @@ static void layout(void)
     MEMBER(shmds_map_stats, expirations);
     MEMBER(shmds_map_stats, recoveries);
     MEMBER(shmds_map_stats, mem_used);
+    MEMBER(shmds_map_stats, fills);
+    MEMBER(shmds_map_stats, takeovers);
+    MEMBER(shmds_map_stats, mem_limit);
+    MEMBER(shmds_map_stats, default_ttl_ms);
+    MEMBER(shmds_map_stats, flags);
+    MEMBER(shmds_map_stats, stripes);
     printf("\n");
 }
 

@@ -33,6 +33,13 @@
  *    child's shmds_queue_close() of its copy never drops the parent's
  *    claim.
  *
+ * Across fork(): a child may use a queue handle its parent opened. In the
+ * default mode it behaves as the parent's. In SPSC mode a side claimed by
+ * the parent stays the parent thread's: the child's send (or receive) on
+ * the inherited handle claims anew and gets -EBUSY while that thread
+ * lives, and the child's shmds_queue_close() leaves the parent's claim
+ * alone. See shmds/region.h.
+ *
  * Blocking: a sender waits while the ring is full, a receiver while it is
  * empty, each for at most @c timeout_ms (-1: without bound, 0: never).
  * Process-shared semaphores serve as doorbells only; every sleep is a
@@ -170,7 +177,7 @@ typedef struct shmds_queue_opts {
     /** SHMDS_QUEUE_BROADCAST: most subscribers at once, rounded up to a
      *  power of two (0: 64; at most 4096). 64 bytes each. */
     uint32_t max_subscribers;
-    uint32_t pad_;
+    uint32_t pad_; /**< reserved: zero */
 } shmds_queue_opts;
 
 /** Default lease of an SHMDS_QUEUE_ACK queue. */

@@ -28,6 +28,10 @@ enum tt_struct tt_op_struct(uint8_t kind)
     case TT_MAP_DEL:
     case TT_MAP_ADD:
     case TT_MAP_GET:
+    case TT_MAP_CAS:
+    case TT_MAP_FILL:
+    case TT_MAP_EXPIRE:
+    case TT_MAP_REAP:
         return TT_S_MAP;
     case TT_Q_SEND:
     case TT_Q_RECV:
@@ -293,6 +297,17 @@ tt_op tt_draw(uint64_t *rng, const tt_world *w, unsigned me, uint64_t id)
         op.arg = (uint8_t)(TT_MAP_VALS + x % TT_MAP_CTRS);
         x /= TT_MAP_CTRS;
         op.aux = (uint64_t)((int64_t)(x % 2001) - 1000);
+        x /= 2001;
+        op.flags = (uint8_t)(x % 4 == 0 ? x % 200 : 0);
+        x /= 200;
+        op.size = x % 8 == 0 ? 3600 : 0;
+        break;
+    case TT_MAP_CAS:
+    case TT_MAP_FILL:
+    case TT_MAP_EXPIRE:
+        op.arg = (uint8_t)(x % TT_MAP_VALS);
+        x /= TT_MAP_VALS;
+        op.flags = (uint8_t)(x % 5 == 0);
         break;
     case TT_Q_SEND:
     case TT_Q_RECV:
@@ -374,11 +389,45 @@ void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
     case TT_MAP_ADD: {
         int64_t sum = 0;
         kl = key_name(n, sizeof n, me, op->arg);
-        done->rc = shmds_map_add(w->map, n, kl, (int64_t)op->aux, &sum);
+        done->rc = shmds_map_add_ex(w->map, n, kl, (int64_t)op->aux, op->flags,
+                                    (uint64_t)op->size * 1000u, &sum);
         if (done->rc >= 0)
             done->got = (uint64_t)sum;
         break;
     }
+    case TT_MAP_CAS: {
+        shmds_map_entry_info info;
+        kl = key_name(n, sizeof n, me, op->arg);
+        done->rc = shmds_map_get_ex(w->map, n, kl, NULL, 0, NULL, 0, &info);
+        if (done->rc == 0) {
+            shmds_put_opts o = {0, op->flags ? info.version ^ (UINT64_C(1) << 62) : info.version,
+                                (uint32_t)op->id, 0};
+            len = val_make(op->id, v);
+            done->rc = shmds_map_put_ex(w->map, n, kl, v, len, &o, NULL);
+        }
+        break;
+    }
+    case TT_MAP_FILL: {
+        shmds_fill *f = NULL;
+        kl = key_name(n, sizeof n, me, op->arg);
+        done->rc = shmds_map_fetch(w->map, n, kl, v, sizeof v, &len, NULL, 0, 0, &f);
+        if (done->rc == 0) {
+            done->got = map_value_id(op->arg, v, len);
+        } else if (done->rc == SHMDS_FILL && op->flags) {
+            done->rc = shmds_map_fill_abort(f);
+        } else if (done->rc == SHMDS_FILL) {
+            len = val_make(op->id, v);
+            done->rc = shmds_map_fill_done(f, v, len, NULL, NULL);
+        }
+        break;
+    }
+    case TT_MAP_EXPIRE:
+        kl = key_name(n, sizeof n, me, op->arg);
+        done->rc = shmds_map_expire(w->map, n, kl, op->flags ? 0 : 3600000u);
+        break;
+    case TT_MAP_REAP:
+        done->rc = shmds_map_reap(w->map, 16, NULL);
+        break;
     case TT_MAP_GET:
         kl = key_name(n, sizeof n, me, op->arg);
         done->rc = shmds_map_get(w->map, n, kl, v, sizeof v, &len);
@@ -490,9 +539,34 @@ int tt_model_apply(tt_state *s, const tt_op *op, uint64_t *got)
         s->map_val[op->arg] = 0;
         return 0;
     }
+    case TT_MAP_CAS: {
+        uint64_t kb = UINT64_C(1) << op->arg;
+        if (!(s->map_has & kb))
+            return -ENOENT;
+        if (op->flags)
+            return SHMDS_EVERSION;
+        s->map_val[op->arg] = op->id;
+        return 0;
+    }
+    case TT_MAP_FILL: {
+        uint64_t kb = UINT64_C(1) << op->arg;
+        if (s->map_has & kb) {
+            *got = s->map_val[op->arg];
+            return 0;
+        }
+        if (!op->flags) {
+            s->map_has |= kb;
+            s->map_val[op->arg] = op->id;
+        }
+        return 0;
+    }
+    case TT_MAP_EXPIRE:
+        return (s->map_has & (UINT64_C(1) << op->arg)) ? 0 : -ENOENT;
+    case TT_MAP_REAP:
+        return 0;
     case TT_MAP_ADD: {
         uint64_t kb = UINT64_C(1) << op->arg;
-        int64_t c = (s->map_has & kb) ? (int64_t)s->map_val[op->arg] : 0;
+        int64_t c = (s->map_has & kb) ? (int64_t)s->map_val[op->arg] : (int64_t)op->flags;
         c += (int64_t)op->aux;
         s->map_has |= kb;
         s->map_val[op->arg] = (uint64_t)c;
@@ -548,14 +622,17 @@ static bool refusable(const tt_op *op, const tt_state *before, int rc)
         return (op->kind == TT_SLOT_FLIP && before->slot_size[op->arg] == 0) ||
                op->kind == TT_SLOT_REALLOC || op->kind == TT_MAP_PUT ||
                op->kind == TT_MAP_ADD || op->kind == TT_LIST_PUSH_BACK ||
-               op->kind == TT_LIST_PUSH_FRONT || op->kind == TT_ARENA_ADD;
-    return false;
+               op->kind == TT_LIST_PUSH_FRONT || op->kind == TT_MAP_CAS ||
+               op->kind == TT_MAP_FILL || op->kind == TT_ARENA_ADD;
+    /* Every lease slot of the key's stripe held by other live workers. */
+    return rc == -ETIMEDOUT && op->kind == TT_MAP_FILL;
 }
 
 bool tt_op_may_time_out(const tt_op *op)
 {
-    return (op->kind == TT_Q_SEND || op->kind == TT_Q_RECV || op->kind == TT_Q_LEASE) &&
-           op->size > 0;
+    return ((op->kind == TT_Q_SEND || op->kind == TT_Q_RECV || op->kind == TT_Q_LEASE) &&
+            op->size > 0) ||
+           op->kind == TT_MAP_FILL;
 }
 
 bool tt_op_may_leak(const tt_op *op)

@@ -42,8 +42,15 @@ enum tt_kind {
     TT_SLOT_REALLOC, /* slot k live: shmds_realloc to size, store the offset */
     TT_MAP_PUT,      /* value key k, flags 0 / NX / XX, ttl 0 or an hour */
     TT_MAP_DEL,      /* any key k */
-    TT_MAP_ADD,      /* counter key k += delta */
+    TT_MAP_ADD,      /* counter key k += delta (add_ex: absent starts at `flags`,
+                        ttl 0 or an hour) */
     TT_MAP_GET,      /* any key k */
+    TT_MAP_CAS,      /* value key k: get_ex, then put_ex if_version (flags 1:
+                        a version that cannot match: SHMDS_EVERSION) */
+    TT_MAP_FILL,     /* value key k: fetch; on a miss fill_done (flags 1:
+                        fill_abort); a hit reads like a get */
+    TT_MAP_EXPIRE,   /* value key k: touch to an hour (flags 1: persist) */
+    TT_MAP_REAP,     /* shmds_map_reap of a few buckets (nothing expires) */
     TT_Q_SEND,       /* a message naming this producer and its sequence number */
     TT_Q_RECV,
     TT_Q_LEASE,      /* shmds_queue_recv_lease: the worker holds the lease */
@@ -59,8 +66,9 @@ extern const char *const tt_struct_name[TT_STRUCTS];
 typedef struct tt_op {
     uint8_t kind;
     uint8_t arg;   /* name, slot, key index */
-    uint8_t flags; /* map put: 0, SHMDS_PUT_NX or SHMDS_PUT_XX; queue send:
-                      TT_Q_ZEROCOPY (reserve, then commit) */
+    uint8_t flags; /* map put: 0, SHMDS_PUT_NX or SHMDS_PUT_XX; add: the initial
+                      value; cas, fill, expire: the variant (see tt_kind); queue
+                      send: TT_Q_ZEROCOPY (reserve, then commit) */
     uint8_t pad;
     uint32_t size; /* bytes to allocate; map put: ttl; queue: timeout (ms) */
     uint64_t id;   /* value written, when the op writes one (unique in the run;
