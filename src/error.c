@@ -67,6 +67,8 @@ SHMDS_API const char *shmds_strerror(int err)
         return "success";
     case SHMDS_RECOVERED:
         return "success; a dead process's half-done change was repaired";
+    case SHMDS_FILL:
+        return "a miss: the caller holds the fill lease and computes the value";
 #define SHMDS_ERR_TEXT_(name, value, text) \
     case SHMDS_##name:                     \
         return text;
@@ -96,6 +98,8 @@ SHMDS_API const char *shmds_errname(int err)
         return "OK";
     case SHMDS_RECOVERED:
         return "SHMDS_RECOVERED";
+    case SHMDS_FILL:
+        return "SHMDS_FILL";
 #define SHMDS_ERR_NAME_(name, value, text) \
     case SHMDS_##name:                     \
         return "SHMDS_" #name;

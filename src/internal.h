@@ -244,6 +244,17 @@ int shmds__buf_put(struct shmds__buf *b, const void *data, size_t len);
  * entry, a claimed line) waits until that process exits too, so nothing is
  * ever taken from a live owner. */
 bool shmds__proc_gone(uint32_t pid);
+/* A process's start time (clock ticks since boot, from /proc) tells it from
+ * a later process that got the same pid. 0 when unknown. */
+uint64_t shmds__proc_start(uint32_t pid);
+/* This process's start time (cached per pid; 0 if /proc cannot tell). */
+uint64_t shmds__self_start(void);
+/* The liveness probe for what records an owner's start time too (leases,
+ * subscribers, SPSC claims): false when `pid` is certainly not the process
+ * that recorded `start`: shmds__proc_gone, a zombie (killed, not yet
+ * reaped), or a process with the same pid that started at another time
+ * (`start` 0: not compared). Cost: kill(2) and a read of /proc/PID/stat. */
+bool shmds__proc_alive(uint32_t pid, uint64_t start);
 /* Sleep about a millisecond: the one backoff step of every wait for a
  * writer that may have died (after spinning and yielding). */
 void shmds__nap_1ms(void);
@@ -319,6 +330,20 @@ int shmds__mutex_lock_bounded(shmds_mutex *m, uint32_t bound_ms, shmds_repair_fn
 /* Lock one of region r's mutexes with the region's bound (region.c); a
  * recovery bumps the region's epoch. Returns as shmds__mutex_lock_bounded. */
 int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg);
+/* This process's pid, cached (a fork handler forgets it in the child). */
+uint32_t shmds__self_pid(void);
+
+/* Doorbells (DESIGN.md section 4): a semaphore that wakes sleepers, who
+ * count themselves in *sleepers and re-check the truth after every wake-up.
+ * Ring: when someone sleeps, post one token (all: as many as sleepers),
+ * keeping the count at most min(sleepers, 64) (a sleeper that died leaves
+ * its count behind; a damaged semaphore is not posted). Wait: one sleep
+ * until rung, `slice_ms` passes or the deadline (0: none) comes;
+ * SHMDS_ECORRUPT when the semaphore's words are damaged, else 0. */
+void shmds__bell_ring(shmds_sem *bell, const uint32_t *sleepers, bool all);
+int shmds__bell_wait(shmds_sem *bell, uint64_t deadline_ns, int slice_ms);
+
+
 /* The same, waiting at most max_ms (region.c; 0: never waits, -EBUSY when
  * held; -1: the region's bound; the region's bound caps any other value). */
 int shmds__lock_within(shmds_region *r, shmds_mutex *m, int max_ms, shmds_repair_fn *repair,

@@ -128,7 +128,7 @@ static void pid_init(void)
     pthread_atfork(NULL, NULL, pid_forget);
 }
 
-static uint32_t self_pid(void)
+uint32_t shmds__self_pid(void)
 {
     uint32_t pid = __atomic_load_n(&my_pid, __ATOMIC_RELAXED);
     if (shmds__unlikely(pid == 0)) {
@@ -154,7 +154,7 @@ static uint64_t coarse_now_ns(void)
 
 INLINE void mark_taken(shmds_mutex *m)
 {
-    __atomic_store_n(&m->owner_pid, self_pid(), __ATOMIC_RELAXED);
+    __atomic_store_n(&m->owner_pid, shmds__self_pid(), __ATOMIC_RELAXED);
     __atomic_store_n(&m->taken_ns, coarse_now_ns(), __ATOMIC_RELAXED);
     held_add(m);
 }
@@ -515,4 +515,31 @@ SHMDS_API int shmds_sem_post(shmds_sem *s)
     if (!shmds__sem_ok(s))
         return SHMDS_ECORRUPT;
     return sem_post(&s->sem) == 0 ? 0 : -errno;
+}
+
+/* ---------------------------------------------------------------------------
+ * Doorbells (semaphores that wake sleepers who then re-check the truth)
+ * ------------------------------------------------------------------------ */
+
+void shmds__bell_ring(shmds_sem *bell, const uint32_t *sleepers, bool all)
+{
+    uint32_t n = __atomic_load_n(sleepers, __ATOMIC_SEQ_CST);
+    if (n == 0)
+        return;
+    /* A damaged semaphore is not posted (shmds_sem_post refuses it): the
+     * sleepers' bounded slices still wake them, and the check reports it. */
+    int cap = (int)(n < 64 ? n : 64);
+    while (shmds__sem_value(bell) < cap && shmds_sem_post(bell) == 0 && all)
+        ;
+}
+
+int shmds__bell_wait(shmds_sem *bell, uint64_t deadline_ns, int slice_ms)
+{
+    int ms = slice_ms;
+    if (deadline_ns != 0) {
+        int left = shmds__ms_left(deadline_ns);
+        if (left < ms)
+            ms = left > 0 ? left : 1;
+    }
+    return shmds_sem_wait(bell, ms) == SHMDS_ECORRUPT ? SHMDS_ECORRUPT : 0;
 }

@@ -7,7 +7,7 @@
  *
  * Layout. A map is one header block (struct map_hdr, followed by an array of
  * stripes) plus bucket tables and entries, all in the region's heap and
- * linked by offsets. An entry is one block: a 48-byte header, the value
+ * linked by offsets. An entry is one block: a 64-byte header, the value
  * (16-byte aligned, so an 8-byte counter can be stored atomically in place),
  * then the key. Buckets are singly linked chains of entries (separate
  * chaining); the entry keeps its full 64-bit hash so moves and compares never
@@ -113,17 +113,20 @@
 
 #define MAP_MAGIC UINT64_C(0x3150414d53444d48) /* "HMDSMAP1" */
 #define ENTRY_MAGIC 0x454e5452u                  /* "ENTR" */
-#define ENTRY_HDR 48u
+#define ENTRY_HDR 64u
 #define CHAIN_CAP 65536u    /* no legitimate chain is this long */
 #define MOVE_PER_OP 2u      /* old buckets a write migrates in its stripe */
 #define MIN_BITS 4u         /* smallest table: 16 buckets */
 #define MAX_BITS 40u        /* largest table: 2^40 buckets */
 #define SHARDS 16u          /* hit/miss counter lines, one per handle */
 #define EVICT_TRIES 64u     /* allocation retries after evicting */
+#define LEASES 4u           /* fill lease slots per stripe */
+#define FILL_SLICE_MS 10    /* a fill waiter re-checks at least this often */
+#define GET_QUERY_ (1u << 31) /* internal get flag: no copy, no -ENOBUFS */
 #define SPARES 4u           /* blocks a stripe keeps for its next inserts */
 #define SPARE_SLACK 64u     /* a spare fits an entry it exceeds by less than this */
 
-enum { OP_NONE = 0, OP_SWAP = 1, OP_MOVE = 2, OP_ADD = 3 };
+enum { OP_NONE = 0, OP_SWAP = 1, OP_MOVE = 2, OP_STORE = 3 };
 enum { ROP_NONE = 0, ROP_START = 1, ROP_SWITCH = 2 };
 
 /* ---------------------------------------------------------------------------
@@ -136,13 +139,18 @@ struct entry {
     uint64_t klen;
     uint64_t vlen;
     uint64_t expire_ms; /* 0 = never */
+    uint64_t version;   /* the stripe's vclock when written; never 0 */
     uint32_t ref;       /* CLOCK bit */
     uint32_t magic;
+    uint32_t uflags;    /* the user's flags */
+    uint32_t pad;
     /* value (vlen bytes, 16-aligned), then key (klen bytes) */
 };
-SHMDS__STATIC_ASSERT(sizeof(struct entry) == ENTRY_HDR, "entry header is 48 bytes");
+SHMDS__STATIC_ASSERT(sizeof(struct entry) == ENTRY_HDR, "entry header is 64 bytes");
 SHMDS__STATIC_ASSERT(offsetof(struct entry, next) == 0, "format: entry next");
 SHMDS__STATIC_ASSERT(offsetof(struct entry, expire_ms) == 32, "format: entry expiry");
+SHMDS__STATIC_ASSERT(offsetof(struct entry, version) == 40, "format: entry version");
+SHMDS__STATIC_ASSERT(offsetof(struct entry, uflags) == 56, "format: entry user flags");
 
 /* A stripe's intent log. */
 struct slog {
@@ -155,14 +163,31 @@ struct slog {
     uint64_t dead;      /* allocator slot: the entry to free after commit */
     uint64_t entries1;  /* SWAP: stripe counters after commit */
     uint64_t mem1;
-    uint64_t e;         /* MOVE: entry; ADD: offset of the value */
-    uint64_t enext;     /* MOVE: entry's old next; ADD: the new value */
-    uint64_t nhead;     /* MOVE: old head of the target bucket */
-    uint64_t oldslot;   /* MOVE: offset of the source bucket */
+    uint64_t e;         /* MOVE: entry; STORE: offset of the first word */
+    uint64_t enext;     /* MOVE: entry's old next; STORE: its new value */
+    uint64_t nhead;     /* MOVE: old head of the target bucket; STORE: offset
+                           of the second word (0: none) */
+    uint64_t oldslot;   /* MOVE: offset of the source bucket; STORE: the
+                           second word's new value */
     uint64_t newslot;   /* MOVE: offset of the target bucket */
     uint64_t pad;
 };
 SHMDS__STATIC_ASSERT(sizeof(struct slog) == 112, "stripe log is 112 bytes");
+
+/* A fill lease (shmds_map_fetch), guarded by its stripe's lock. `pid` is
+ * the commit word: 0 = free; taking writes every other field first and
+ * `pid` last, so a holder that dies part way leaves a free slot or a slot
+ * whose holder is dead, which the next taker overwrites. A live holder
+ * releases by storing 0. */
+struct lease {
+    uint64_t hash;     /* the key's full hash */
+    uint64_t token;    /* a vclock value: names this grant */
+    uint64_t since_ms; /* when it was granted (map clock) */
+    uint64_t pstart;   /* holder's process start time (pid reuse guard) */
+    uint32_t pid;      /* holder; 0 = free */
+    uint32_t pad[3];
+};
+SHMDS__STATIC_ASSERT(sizeof(struct lease) == 48, "a lease is 48 bytes");
 
 struct stripe {
     shmds_mutex lock;
@@ -174,16 +199,25 @@ struct stripe {
     uint64_t moved;    /* old buckets of this slice moved to the new table */
     uint64_t hand;     /* CLOCK hand: bucket index within the slice */
     uint64_t sweep;    /* expiry sweep: bucket index within the slice */
-    uint64_t pad0;
+    uint64_t vclock;   /* last version (or lease token) handed out */
     uint64_t inserts, deletes, evictions, expirations;
     uint64_t spare[SPARES]; /* allocator slots: blocks kept for new entries */
     struct slog log;
-    uint8_t pad2[16];
+    uint64_t fills, takeovers;
+    struct lease leases[LEASES];
+    /* Doorbell of fill waiters: rung when a lease ends. `sleepers` is
+     * changed atomically without the lock (a dead sleeper leaves its count,
+     * which only costs spurious wake-ups). */
+    shmds_sem bell;
+    uint32_t sleepers;
+    uint8_t pad3[64 - sizeof(shmds_sem) % 64 - 4];
 };
-SHMDS__STATIC_ASSERT(sizeof(struct stripe) == 320, "stripe is 320 bytes");
+SHMDS__STATIC_ASSERT(sizeof(struct stripe) == 576, "stripe is 576 bytes");
 SHMDS__STATIC_ASSERT(offsetof(struct stripe, seq) == 64, "format: stripe seq");
+SHMDS__STATIC_ASSERT(offsetof(struct stripe, vclock) == 120, "format: stripe vclock");
 SHMDS__STATIC_ASSERT(offsetof(struct stripe, log) == 192, "format: stripe log");
 SHMDS__STATIC_ASSERT(offsetof(struct stripe, spare) == 160, "format: stripe spares");
+SHMDS__STATIC_ASSERT(offsetof(struct stripe, leases) == 320, "format: stripe leases");
 
 struct rlog {
     uint32_t op; /* ROP_* */
@@ -214,7 +248,7 @@ struct map_hdr {
     uint32_t sbits;
     uint64_t capacity;
     uint64_t mem_limit;
-    uint32_t default_ttl_s;
+    uint32_t pad_ttl;
     uint32_t flags;
     uint64_t seed;
     uint64_t block;   /* offset of the allocated block holding this header */
@@ -229,9 +263,14 @@ struct map_hdr {
     uint32_t rehashing;
     uint32_t has_ttl; /* set once any entry may expire */
     uint64_t help;    /* round-robin cursor for helping other stripes */
-    uint64_t pad0;
+    uint64_t default_ttl_ms; /* immutable */
     shmds_mutex resize;
     struct rlog rlog;
+    /* Statistics baselines (shmds_map_stats_reset) and the reap cursor:
+     * atomic, any process. */
+    uint64_t hits_base, misses_base, rec_base;
+    uint64_t reap_cursor;
+    uint64_t pad1[4];
     struct shard shards[SHARDS];
     struct stripe stripes[];
 };
@@ -243,8 +282,10 @@ SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, tseq) == 64, "format: table state"
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, rehashing) == 104, "format: growth under way");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, resize) == 128, "format: resize lock");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, rlog) == 192, "format: resize log");
-SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, shards) == 256, "format: shards");
-SHMDS__STATIC_ASSERT(sizeof(struct map_hdr) == 256 + 64 * SHARDS, "format: stripes");
+SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, default_ttl_ms) == 120, "format: default TTL");
+SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, hits_base) == 256, "format: stats baselines");
+SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, shards) == 320, "format: shards");
+SHMDS__STATIC_ASSERT(sizeof(struct map_hdr) == 320 + 64 * SHARDS, "format: stripes");
 
 /* A consistent view of the table state. */
 struct tsnap {
@@ -264,6 +305,8 @@ struct shmds_map {
     bool evict;
     bool own;            /* shard is ours alone (claimed), not shared */
     struct shard *shard; /* where gets count: NULL on a read-only region */
+    uint32_t shard_pid;  /* the process the shard was picked for (fork) */
+    uint64_t ro_hits, ro_misses; /* a read-only handle's own counts */
     /* The last table state read and checked, valid while the map's tseq
      * still equals tc.seq (odd: none yet). */
     struct tsnap tc;
@@ -622,11 +665,14 @@ static int stripe_repair(void *arg)
         ST(os, lg->enext);
         break;
     }
-    case OP_ADD: {
+    case OP_STORE: {
         uint64_t *v = shmds__ptr_chk(r, lg->e, 8, 8);
-        if (v == NULL)
+        uint64_t *w = lg->nhead != 0 ? shmds__ptr_chk(r, lg->nhead, 8, 8) : NULL;
+        if (v == NULL || (lg->nhead != 0 && w == NULL))
             return SHMDS_ECORRUPT;
         ST(v, lg->enext);
+        if (w != NULL)
+            ST(w, lg->oldslot);
         break;
     }
     default:
@@ -870,7 +916,20 @@ struct newent {
     const void *val;
     size_t vlen;
     uint64_t expire_ms;
+    uint32_t uflags;
+    uint64_t version; /* out: the version swap() gave the entry */
 };
+
+/* The next version (or lease token) of stripe st (locked). Bumped before
+ * use, so a change rolled back after a crash only skips a number. */
+static uint64_t next_version(struct stripe *st)
+{
+    uint64_t v = LD(&st->vclock) + 1;
+    if (v == 0) /* 2^64 writes to one stripe: never 0, never reused in practice */
+        v = 1;
+    ST(&st->vclock, v);
+    return v;
+}
 
 /* Put a block for an entry of `need` bytes into the log's `blk` slot
  * (stripe st locked, its SWAP opened): a spare that fits, moved in two
@@ -903,7 +962,7 @@ static int entry_block(shmds_map *m, struct stripe *st, uint64_t need)
 struct swap_op {
     uint64_t *link;
     uint64_t next;
-    const struct newent *ne;
+    struct newent *ne; /* its version is set when written */
     uint64_t dead;
     int64_t dn, dmem;
 };
@@ -914,7 +973,7 @@ static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
 {
     shmds_region *r = m->r;
     struct slog *lg = &st->log;
-    const struct newent *ne = op->ne;
+    struct newent *ne = op->ne;
     uint64_t *link = op->link;
     SHMDS_ASSERT(shmds__mutex_held(&st->lock), "the stripe lock serialises its intent log");
     SHMDS_ASSERT(LD(&lg->op) == OP_NONE, "a SWAP starts on an idle log (repairs finish others)");
@@ -948,8 +1007,12 @@ static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
         e->klen = ne->k.len;
         e->vlen = ne->vlen;
         e->expire_ms = ne->expire_ms;
+        ne->version = next_version(st);
+        e->version = ne->version;
         e->ref = 0;
         e->magic = ENTRY_MAGIC;
+        e->uflags = ne->uflags;
+        e->pad = 0;
         if (ne->vlen > 0)
             memcpy(e_val(e), ne->val, ne->vlen);
         memcpy(e_key(e), ne->k.p, ne->k.len);
@@ -1013,7 +1076,7 @@ static int unlink_hit(shmds_map *m, struct stripe *st, const struct hit *h)
 
 /* Replace the entry find() hit by `ne`, in place in its chain. */
 static int replace_entry(shmds_map *m, struct stripe *st, const struct hit *h,
-                         const struct newent *ne)
+                         struct newent *ne)
 {
     const struct swap_op op = {h->link, h->e->next, ne, h->eo, 0,
                                (int64_t)esize(ne->k.len, ne->vlen) -
@@ -1022,7 +1085,7 @@ static int replace_entry(shmds_map *m, struct stripe *st, const struct hit *h,
 }
 
 /* Link `ne` at the head of the bucket slot `head`. */
-static int insert_entry(shmds_map *m, struct stripe *st, uint64_t *head, const struct newent *ne)
+static int insert_entry(shmds_map *m, struct stripe *st, uint64_t *head, struct newent *ne)
 {
     const struct swap_op op = {head, LD(head), ne, 0, 1, (int64_t)esize(ne->k.len, ne->vlen)};
     return swap(m, st, &op);
@@ -1058,18 +1121,32 @@ static int find(shmds_map *m, const struct tsnap *t, uint32_t s, const struct ke
  * Expiry and eviction (stripe locked)
  * ------------------------------------------------------------------------ */
 
-/* Remove expired entries from one bucket slot (at most `max`). */
-static int reap_slot(shmds_map *m, struct stripe *st, uint64_t *l, unsigned max, uint64_t *now)
+static struct lease *lease_find(struct stripe *st, uint64_t hash);
+static bool lease_live(const struct lease *l);
+
+/* Whether expired entry e is being refreshed (a live fill lease on its
+ * key): then sweeps and reaps keep it, for stale reads. */
+static bool refreshing(struct stripe *st, const struct entry *e)
 {
-    unsigned done = 0;
-    for (unsigned steps = 0; done < max; steps++) {
+    const struct lease *l = lease_find(st, e->hash);
+    return l != NULL && lease_live(l);
+}
+
+/* Remove expired entries from one bucket slot: at most `max` of them,
+ * looking at at most `look` entries (*seen counts those). Returns how many
+ * were removed. */
+static int reap_slot(shmds_map *m, struct stripe *st, uint64_t *l, unsigned max, unsigned look,
+                     uint64_t *now, unsigned *seen)
+{
+    unsigned done = 0, steps = 0;
+    for (; done < max && steps < look; steps++) {
         uint64_t o = LD(l);
         if (o == 0)
             break;
         struct entry *e = entry_at(m, o);
         if (e == NULL || steps >= CHAIN_CAP)
             return SHMDS_ECORRUPT;
-        if (e_expired(e, now)) {
+        if (e_expired(e, now) && !refreshing(st, e)) {
             int rc = unlink_entry(m, st, l, o, e);
             if (rc < 0)
                 return rc;
@@ -1079,6 +1156,7 @@ static int reap_slot(shmds_map *m, struct stripe *st, uint64_t *l, unsigned max,
             l = &e->next;
         }
     }
+    *seen = steps;
     return (int)done;
 }
 
@@ -1093,11 +1171,12 @@ static int sweep(shmds_map *m, uint32_t s)
     if (rc < 0)
         return rc;
     uint64_t rel = st->sweep % slice_len(m, t.bo), now = 0;
+    unsigned seen;
     st->sweep = rel + 1;
     uint64_t *slots[2];
     int n = slice_slots(m, &t, st, s, rel, slots);
     for (int i = 0; i < n; i++)
-        if ((rc = reap_slot(m, st, slots[i], 8, &now)) < 0)
+        if ((rc = reap_slot(m, st, slots[i], 8, CHAIN_CAP + 1, &now, &seen)) < 0)
             return rc;
     return 0;
 }
@@ -1161,13 +1240,13 @@ static inline bool within(uint64_t used, uint64_t need, uint64_t limit)
 }
 
 /* Make room for `need` more bytes of entries (stripe s locked): evict under
- * SHMDS_MAP_EVICT, first here, then in stripes we can lock at once.
+ * SHMDS_MAP_EVICT (and `evict`: not a NOEVICT put), first here, then in
+ * stripes we can lock at once.
  * `force` evicts one entry even without a budget (the heap was full).
  * Returns 0 (room made, or nothing to do), -ENOMEM, or an error. */
-static int make_room(shmds_map *m, uint32_t s, uint64_t need, bool force)
+static int make_room(shmds_map *m, uint32_t s, uint64_t need, bool force, bool evict)
 {
     uint64_t limit = m->h->mem_limit;
-    bool evict = m->evict;
     if (!force && (limit == 0 || within(mem_total(m), need, limit)))
         return 0;
     if (!evict || (limit != 0 && need > limit))
@@ -1219,9 +1298,12 @@ static uint32_t log2_ceil(uint64_t x)
  * nothing. Cost: at most SHARDS compare-and-swaps and kill(2) probes. */
 static void shard_claim(shmds_map *m)
 {
+    m->shard = NULL;
+    m->own = false;
+    m->shard_pid = shmds__self_pid();
     if (shmds__rdonly(m->r))
         return;
-    uint64_t me = (uint64_t)getpid();
+    uint64_t me = m->shard_pid;
     for (unsigned i = 0; i < SHARDS; i++) {
         struct shard *sh = &m->h->shards[i];
         uint64_t o = LD(&sh->owner);
@@ -1241,7 +1323,7 @@ static void shard_claim(shmds_map *m)
 static void shard_release(shmds_map *m)
 {
     if (m->own) {
-        uint64_t me = (uint64_t)getpid();
+        uint64_t me = shmds__self_pid();
         __atomic_compare_exchange_n(&m->shard->owner, &me, 0, false, __ATOMIC_RELEASE,
                                     __ATOMIC_RELAXED);
     }
@@ -1292,16 +1374,17 @@ static int map_init(shmds_region *r, shmds_off_t off, shmds_off_t blk, void *arg
     h->sbits = p->sb;
     h->capacity = o->capacity;
     h->mem_limit = o->mem_limit;
-    h->default_ttl_s = o->default_ttl_s;
+    h->default_ttl_ms = o->default_ttl_ms != 0 ? o->default_ttl_ms : (uint64_t)o->default_ttl_s * 1000u;
     h->flags = o->flags;
-    h->has_ttl = o->default_ttl_s != 0;
+    h->has_ttl = h->default_ttl_ms != 0;
     h->block = blk;
     if (getrandom(&h->seed, sizeof h->seed, GRND_NONBLOCK) != (ssize_t)sizeof h->seed)
         h->seed = mix(shmds__now_ns() ^ ((uint64_t)getpid() << 32));
     h->bits_old = p->bits;
     int rc = shmds_mutex_init(&h->resize);
     for (uint32_t i = 0; i < p->S && rc == 0; i++)
-        rc = shmds_mutex_init(&h->stripes[i].lock);
+        if ((rc = shmds_mutex_init(&h->stripes[i].lock)) == 0)
+            rc = shmds_sem_init(&h->stripes[i].bell, 0);
     if (rc == 0)
         rc = shmds__alloc_into(r, (uint64_t)8 << p->bits, &h->tab_old);
     if (rc != 0)
@@ -1319,7 +1402,9 @@ SHMDS_API int shmds_map_create(shmds_region *r, const char *name, const shmds_ma
     if (o == NULL)
         o = &d;
     if (r == NULL || out == NULL || o->stripes > SHMDS_MAP_STRIPES_MAX ||
-        (o->flags & ~(uint32_t)SHMDS_MAP_EVICT) != 0)
+        (o->flags & ~(uint32_t)SHMDS_MAP_EVICT) != 0 ||
+        ((o->flags & SHMDS_MAP_EVICT) && o->mem_limit == 0) ||
+        (o->default_ttl_s != 0 && o->default_ttl_ms != 0) || o->default_ttl_ms > SHMDS_TTL_MAX_MS)
         return -EINVAL;
     uint32_t S = o->stripes == 0 ? SHMDS_MAP_STRIPES_DEFAULT : o->stripes;
     uint32_t sb = log2_ceil(S);
@@ -1473,14 +1558,37 @@ static int check_key(const shmds_map *m, const void *key, size_t klen, size_t vl
     return klen > heap || vlen > heap - klen ? -E2BIG : 0;
 }
 
-static uint64_t expiry(const shmds_map *m, uint32_t ttl_s)
+/* A TTL argument is 0 (the default, when `dflt`), SHMDS_TTL_NONE, or at
+ * most SHMDS_TTL_MAX_MS. */
+static int check_ttl(uint64_t ttl_ms)
 {
-    uint32_t ttl = ttl_s != 0 ? ttl_s : m->h->default_ttl_s;
-    if (ttl == 0)
+    return ttl_ms == SHMDS_TTL_NONE || ttl_ms <= SHMDS_TTL_MAX_MS ? 0 : -EINVAL;
+}
+
+/* The argument checks of a keyed write of a `vlen`-byte value (0 if none)
+ * with a TTL argument (0 if none). */
+static int write_args(const shmds_map *m, const void *key, size_t klen, size_t vlen,
+                      uint64_t ttl_ms)
+{
+    int rc = check_key(m, key, klen, vlen);
+    if (rc == 0)
+        rc = check_ttl(ttl_ms);
+    return rc != 0 ? rc : shmds__writable(m->r);
+}
+
+/* The absolute expiry of an entry written now with `ttl_ms` (checked by
+ * check_ttl): 0 = never. 0 means the map's default when `dflt`, never
+ * otherwise. */
+static uint64_t expiry_ms(const shmds_map *m, uint64_t ttl_ms, bool dflt)
+{
+    if (ttl_ms == 0 && dflt)
+        ttl_ms = m->h->default_ttl_ms;
+    if (ttl_ms == 0 || ttl_ms == SHMDS_TTL_NONE)
         return 0;
     if (LD(&m->h->has_ttl) == 0)
         ST(&m->h->has_ttl, 1);
-    return now_ms() + (uint64_t)ttl * 1000u;
+    uint64_t x = now_ms() + ttl_ms;
+    return x == 0 ? 1 : x;
 }
 
 /* Work every write does after its own change (stripe s locked): start a
@@ -1496,44 +1604,79 @@ static int after_write(shmds_map *m, uint32_t s)
     return sweep(m, s);
 }
 
-/* Insert or replace (stripe s locked). *created tells which. */
-static int put_locked(shmds_map *m, uint32_t s, const struct newent *ne, unsigned flags,
-                      bool *created)
-{
-    struct stripe *st = &m->h->stripes[s];
+/* Where a keyed write found its key. */
+struct spot {
     struct tsnap t;
     struct hit h;
-    uint64_t now = 0;
+    uint64_t now;   /* the clock as read for expiry (0: not read) */
+    bool expired;   /* found, and expired */
+    bool reclaimed; /* found expired and unlinked */
+};
+
+/* The start of every keyed write to stripe s (locked): the rehash work,
+ * then the key's place. Returns 1 found (sp->expired tells whether it has
+ * expired), 0 absent, or an error. With `reclaim` an expired entry is
+ * unlinked, counted as an expiration, and 0 returned. */
+static int write_find(shmds_map *m, uint32_t s, const struct key *k, bool reclaim,
+                      struct spot *sp)
+{
+    sp->now = 0;
+    sp->expired = sp->reclaimed = false;
     int rc = rehash_step(m, s);
-    if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
+    if (rc < 0 || (rc = tsnap_get(m, &sp->t)) < 0)
         return rc;
-    int f = find(m, &t, s, &ne->k, &h);
+    int f = find(m, &sp->t, s, k, &sp->h);
+    if (f != 1 || !(sp->expired = e_expired(sp->h.e, &sp->now)) || !reclaim)
+        return f;
+    struct stripe *st = &m->h->stripes[s];
+    if ((rc = unlink_hit(m, st, &sp->h)) < 0)
+        return rc;
+    st->expirations++;
+    sp->reclaimed = true;
+    return 0;
+}
+
+/* The put's conditions against what find() returned: NX, XX, and the
+ * compare-and-set version (0: none). */
+static int put_cond(int f, const struct entry *e, unsigned flags, uint64_t if_version)
+{
+    if ((flags & SHMDS_PUT_NX) && f == 1)
+        return -EEXIST;
+    if (((flags & SHMDS_PUT_XX) || if_version != 0) && f == 0)
+        return -ENOENT;
+    if (if_version != 0 && LD(&e->version) != if_version)
+        return SHMDS_EVERSION;
+    return 0;
+}
+
+/* Insert or replace (stripe s locked). *created tells which. The
+ * conditions are checked again after every re-find: making room may have
+ * evicted the very key. */
+static int put_locked(shmds_map *m, uint32_t s, struct newent *ne, unsigned flags,
+                      uint64_t if_version, bool *created)
+{
+    struct stripe *st = &m->h->stripes[s];
+    struct spot sp;
+    int rc, f = write_find(m, s, &ne->k, true, &sp);
     if (f < 0)
         return f;
     /* Whether the chain may have changed since that find: after an unlink,
      * or when make_room may evict (a budget) or has evicted (a retry). */
-    bool stale = m->h->mem_limit != 0;
-    if (f == 1 && e_expired(h.e, &now)) {
-        if ((rc = unlink_hit(m, st, &h)) < 0)
-            return rc;
-        st->expirations++;
-        f = 0;
-        stale = true;
-    }
-    if ((flags & SHMDS_PUT_NX) && f == 1)
-        return -EEXIST;
-    if ((flags & SHMDS_PUT_XX) && f == 0)
-        return -ENOENT;
-    uint64_t need = esize(ne->k.len, ne->vlen);
-    if ((rc = make_room(m, s, need, false)) < 0)
+    bool stale = m->h->mem_limit != 0 || sp.reclaimed;
+    if ((rc = put_cond(f, sp.h.e, flags, if_version)) < 0)
         return rc;
-    bool evict = m->evict;
+    uint64_t need = esize(ne->k.len, ne->vlen);
+    bool evict = m->evict && (flags & SHMDS_PUT_NOEVICT) == 0;
+    if ((rc = make_room(m, s, need, false, evict)) < 0)
+        return rc;
     for (unsigned tries = 0;; tries++, stale = true) {
-        if (stale && (f = find(m, &t, s, &ne->k, &h)) < 0)
+        if (stale && (f = find(m, &sp.t, s, &ne->k, &sp.h)) < 0)
             return f;
-        rc = f == 1 ? replace_entry(m, st, &h, ne) : insert_entry(m, st, h.head, ne);
+        if (stale && (rc = put_cond(f, sp.h.e, flags, if_version)) < 0)
+            return rc;
+        rc = f == 1 ? replace_entry(m, st, &sp.h, ne) : insert_entry(m, st, sp.h.head, ne);
         if (rc == -ENOMEM && evict && tries < EVICT_TRIES) {
-            if ((rc = make_room(m, s, need, true)) < 0)
+            if ((rc = make_room(m, s, need, true, evict)) < 0)
                 return rc;
             continue;
         }
@@ -1542,81 +1685,21 @@ static int put_locked(shmds_map *m, uint32_t s, const struct newent *ne, unsigne
     }
 }
 
-/* End a write on stripe s (locked by stripe_lock(), which returned `lk`)
- * whose own change returned `rc`: after a success do the after-write work,
- * then unlock. Returns the error, or the lock's 0 / SHMDS_RECOVERED. */
+/* Start a write of `key`: its hash and stripe into *k and *s, and the
+ * stripe's lock. Returns stripe_lock()'s result. */
+static int write_begin(shmds_map *m, const void *key, size_t klen, struct key *k, uint32_t *s)
+{
+    *k = (struct key){key, klen, key_hash(m->seed, key, klen)};
+    *s = stripe_of(m, k->hash);
+    return stripe_lock(m, *s, false);
+}
+
+/* End a write of stripe s (locked by stripe_lock(), which returned `lk`)
+ * whose own change returned `rc`: the after-write work (also after
+ * -ENOENT: the write may have reclaimed an expired entry), then unlock.
+ * Returns the change's error, or the lock's 0 / SHMDS_RECOVERED. */
 static int write_end(shmds_map *m, uint32_t s, int lk, int rc)
 {
-    if (rc >= 0)
-        rc = after_write(m, s);
-    stripe_unlock(m, s);
-    return rc < 0 ? rc : lk;
-}
-
-static int put_op(shmds_map *m, uint32_t s, const struct newent *ne, unsigned flags)
-{
-    bool created = false;
-    int rc = put_locked(m, s, ne, flags, &created);
-    if (rc == 0 && created)
-        m->h->stripes[s].inserts++;
-    return rc;
-}
-
-SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const void *val,
-                            size_t vlen, uint32_t ttl_s, unsigned flags)
-{
-    int rc = check_key(m, key, klen, vlen);
-    if (rc == 0 && ((vlen > 0 && val == NULL) || (flags & ~3u) != 0 || flags == 3u))
-        rc = -EINVAL;
-    if (rc == 0)
-        rc = shmds__writable(m->r);
-    if (rc != 0)
-        return rc;
-    struct newent ne = {{key, klen, key_hash(m->seed, key, klen)}, val, vlen, expiry(m, ttl_s)};
-    uint32_t s = stripe_of(m, ne.k.hash);
-    int lk = stripe_lock(m, s, false);
-    if (lk < 0)
-        return lk;
-    return write_end(m, s, lk, put_op(m, s, &ne, flags));
-}
-
-static int del_op(shmds_map *m, uint32_t s, const struct key *k)
-{
-    struct stripe *st = &m->h->stripes[s];
-    struct tsnap t;
-    struct hit h;
-    uint64_t now = 0;
-    int rc = rehash_step(m, s);
-    if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
-        return rc;
-    int f = find(m, &t, s, k, &h);
-    if (f <= 0)
-        return f < 0 ? f : -ENOENT;
-    bool exp = e_expired(h.e, &now);
-    if ((rc = unlink_hit(m, st, &h)) < 0)
-        return rc;
-    if (exp) {
-        st->expirations++;
-        return -ENOENT;
-    }
-    st->deletes++;
-    return 0;
-}
-
-SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
-{
-    int rc = check_key(m, key, klen, 0);
-    if (rc == 0)
-        rc = shmds__writable(m->r);
-    if (rc != 0)
-        return rc;
-    const struct key k = {key, klen, key_hash(m->seed, key, klen)};
-    uint32_t s = stripe_of(m, k.hash);
-    int lk = stripe_lock(m, s, false);
-    if (lk < 0)
-        return lk;
-    rc = del_op(m, s, &k);
-    /* -ENOENT still does the after-write work (it may have reclaimed). */
     int rc2 = rc >= 0 || rc == -ENOENT ? after_write(m, s) : 0;
     stripe_unlock(m, s);
     if (rc < 0)
@@ -1624,96 +1707,249 @@ SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
     return rc2 < 0 ? rc2 : lk;
 }
 
-static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, int64_t *result)
+static int put_op(shmds_map *m, uint32_t s, struct newent *ne, unsigned flags,
+                  uint64_t if_version)
+{
+    bool created = false;
+    int rc = put_locked(m, s, ne, flags, if_version, &created);
+    if (rc == 0 && created)
+        m->h->stripes[s].inserts++;
+    return rc;
+}
+
+#define PUT_FLAGS_ (SHMDS_PUT_NX | SHMDS_PUT_XX | SHMDS_PUT_NOEVICT)
+
+/* Check a put's arguments and options (NULL: defaults). */
+static int put_args(const shmds_map *m, const void *key, size_t klen, const void *val,
+                    size_t vlen, const shmds_put_opts *o)
+{
+    int rc = check_key(m, key, klen, vlen);
+    if (rc != 0)
+        return rc;
+    if (vlen > 0 && val == NULL)
+        return -EINVAL;
+    if (o == NULL)
+        return 0;
+    uint32_t f = o->flags;
+    if ((f & ~(uint32_t)PUT_FLAGS_) != 0 ||
+        ((f & SHMDS_PUT_NX) && ((f & SHMDS_PUT_XX) || o->if_version != 0)))
+        return -EINVAL;
+    return check_ttl(o->ttl_ms);
+}
+
+SHMDS_API int shmds_map_put_ex(shmds_map *m, const void *key, size_t klen, const void *val,
+                               size_t vlen, const shmds_put_opts *o, uint64_t *new_version)
+{
+    static const shmds_put_opts none = {0};
+    int rc = put_args(m, key, klen, val, vlen, o);
+    if (rc == 0)
+        rc = shmds__writable(m->r);
+    if (rc != 0)
+        return rc;
+    if (o == NULL)
+        o = &none;
+    struct newent ne = {{key, klen, key_hash(m->seed, key, klen)}, val, vlen,
+                        expiry_ms(m, o->ttl_ms, true), o->user_flags, 0};
+    uint32_t s = stripe_of(m, ne.k.hash);
+    int lk = stripe_lock(m, s, false);
+    if (lk < 0)
+        return lk;
+    rc = write_end(m, s, lk, put_op(m, s, &ne, o->flags, o->if_version));
+    if (rc >= 0 && new_version != NULL)
+        *new_version = ne.version;
+    return rc;
+}
+
+SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const void *val,
+                            size_t vlen, uint32_t ttl_s, unsigned flags)
+{
+    if ((flags & ~(unsigned)(SHMDS_PUT_NX | SHMDS_PUT_XX)) != 0)
+        return -EINVAL;
+    shmds_put_opts o = {(uint64_t)ttl_s * 1000u, 0, 0, flags};
+    return shmds_map_put_ex(m, key, klen, val, vlen, &o, NULL);
+}
+
+static int del_op(shmds_map *m, uint32_t s, const struct key *k)
 {
     struct stripe *st = &m->h->stripes[s];
-    struct tsnap t;
-    struct hit h;
-    uint64_t now = 0;
-    int rc = rehash_step(m, s);
-    if (rc < 0 || (rc = tsnap_get(m, &t)) < 0)
+    struct spot sp;
+    int rc, f = write_find(m, s, k, true, &sp);
+    if (f <= 0)
+        return f < 0 ? f : -ENOENT;
+    if ((rc = unlink_hit(m, st, &sp.h)) < 0)
         return rc;
-    int f = find(m, &t, s, k, &h);
+    st->deletes++;
+    return 0;
+}
+
+SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
+{
+    int rc = write_args(m, key, klen, 0, 0);
+    if (rc != 0)
+        return rc;
+    struct key k;
+    uint32_t s;
+    int lk = write_begin(m, key, klen, &k, &s);
+    if (lk < 0)
+        return lk;
+    return write_end(m, s, lk, del_op(m, s, &k));
+}
+
+/* Store one or two words of an entry in place (stripe st locked), logged
+ * and rolled forward by repair; lock-free readers retry around it. */
+static void store_in_place(shmds_map *m, struct stripe *st, uint64_t *w1, uint64_t v1,
+                           uint64_t *w2, uint64_t v2)
+{
+    struct slog *lg = &st->log;
+    lg->e = shmds_off(m->r, w1);
+    lg->enext = v1;
+    lg->nhead = w2 != NULL ? shmds_off(m->r, w2) : 0;
+    lg->oldslot = v2;
+    STR(&lg->op, OP_STORE);
+    SHMDS_FAULT("map.store.logged");
+    shmds__seq_write_begin(&st->seq);
+    ST(w1, v1);
+    SHMDS_FAULT("map.store.half");
+    if (w2 != NULL)
+        ST(w2, v2);
+    shmds__seq_write_end(&st->seq);
+    SHMDS_FAULT("map.store.stored");
+    STR(&lg->op, OP_NONE);
+}
+
+static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, int64_t init,
+                  uint64_t init_ttl_ms, int64_t *result)
+{
+    struct stripe *st = &m->h->stripes[s];
+    struct spot sp;
+    int rc, f = write_find(m, s, k, true, &sp);
     if (f < 0)
         return f;
-    if (f == 1 && e_expired(h.e, &now)) {
-        if ((rc = unlink_hit(m, st, &h)) < 0)
-            return rc;
-        st->expirations++;
-        f = 0;
-    }
+    struct entry *e = sp.h.e;
+    int64_t nv;
     if (f == 0) {
-        struct newent ne = {*k, &delta, 8, expiry(m, 0)};
-        if ((rc = put_op(m, s, &ne, SHMDS_PUT_NX)) == 0 && result != NULL)
-            *result = delta;
+        if (__builtin_add_overflow(init, delta, &nv))
+            return -EOVERFLOW;
+        struct newent ne = {*k, &nv, 8, expiry_ms(m, init_ttl_ms, true), 0, 0};
+        if ((rc = put_op(m, s, &ne, SHMDS_PUT_NX, 0)) == 0 && result != NULL)
+            *result = nv;
         return rc;
     }
-    if (h.e->vlen != 8)
+    if (e->vlen != 8)
         return -EINVAL;
-    int64_t *v = (int64_t *)(void *)e_val(h.e), nv;
+    int64_t *v = (int64_t *)(void *)e_val(e);
     if (__builtin_add_overflow(LD(v), delta, &nv))
         return -EOVERFLOW;
-    struct slog *lg = &st->log;
-    lg->e = shmds_off(m->r, v);
-    lg->enext = (uint64_t)nv;
-    STR(&lg->op, OP_ADD);
-    SHMDS_FAULT("map.add.logged");
-    shmds__seq_write_begin(&st->seq);
-    ST(v, nv);
-    shmds__seq_write_end(&st->seq);
-    SHMDS_FAULT("map.add.stored");
-    STR(&lg->op, OP_NONE);
+    store_in_place(m, st, (uint64_t *)v, (uint64_t)nv, &e->version, next_version(st));
     if (result != NULL)
         *result = nv;
     return 0;
 }
 
+SHMDS_API int shmds_map_add_ex(shmds_map *m, const void *key, size_t klen, int64_t delta,
+                               int64_t init, uint64_t init_ttl_ms, int64_t *result)
+{
+    int rc = write_args(m, key, klen, 8, init_ttl_ms);
+    if (rc != 0)
+        return rc;
+    struct key k;
+    uint32_t s;
+    int lk = write_begin(m, key, klen, &k, &s);
+    if (lk < 0)
+        return lk;
+    return write_end(m, s, lk, add_op(m, s, &k, delta, init, init_ttl_ms, result));
+}
+
 SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t delta,
                             int64_t *result)
 {
-    int rc = check_key(m, key, klen, 8);
-    if (rc == 0)
-        rc = shmds__writable(m->r);
+    return shmds_map_add_ex(m, key, klen, delta, 0, 0, result);
+}
+
+static int expire_op(shmds_map *m, uint32_t s, const struct key *k, uint64_t ttl_ms)
+{
+    struct spot sp;
+    int f = write_find(m, s, k, true, &sp);
+    if (f <= 0)
+        return f < 0 ? f : -ENOENT;
+    store_in_place(m, &m->h->stripes[s], &sp.h.e->expire_ms, expiry_ms(m, ttl_ms, false), NULL,
+                   0);
+    return 0;
+}
+
+SHMDS_API int shmds_map_expire(shmds_map *m, const void *key, size_t klen, uint64_t ttl_ms)
+{
+    int rc = write_args(m, key, klen, 0, ttl_ms);
     if (rc != 0)
         return rc;
-    const struct key k = {key, klen, key_hash(m->seed, key, klen)};
-    uint32_t s = stripe_of(m, k.hash);
-    int lk = stripe_lock(m, s, false);
+    struct key k;
+    uint32_t s;
+    int lk = write_begin(m, key, klen, &k, &s);
     if (lk < 0)
         return lk;
-    return write_end(m, s, lk, add_op(m, s, &k, delta, result));
+    return write_end(m, s, lk, expire_op(m, s, &k, ttl_ms));
 }
 
 /* ---------------------------------------------------------------------------
  * Reads
  * ------------------------------------------------------------------------ */
 
-/* Look `key` up in stripe s under snapshot t and copy its value out. Safe
+/* What a read asks for and where the answer goes. */
+struct getarg {
+    struct key k;
+    void *buf;
+    size_t cap;
+    size_t *vlen;
+    unsigned flags; /* SHMDS_GET_STALE, GET_QUERY_ */
+    shmds_map_entry_info *info;
+};
+
+/* Hand entry e (found for g, its value `vl` bytes as read and checked
+ * once; `stale`: it is expired) to the caller: its length, value and
+ * info. Lock-free callers validate afterwards. */
+static int copy_out(struct entry *e, uint64_t vl, bool stale, uint64_t now,
+                    const struct getarg *g)
+{
+    if (g->vlen != NULL)
+        *g->vlen = (size_t)vl;
+    if (g->info != NULL) {
+        uint64_t x = LD(&e->expire_ms);
+        if (x != 0 && now == 0)
+            now = now_ms();
+        g->info->version = LD(&e->version);
+        g->info->ttl_ms = x == 0 ? -1 : x <= now ? 0 : (int64_t)(x - now);
+        g->info->user_flags = LD(&e->uflags);
+        g->info->stale = stale;
+    }
+    if (g->flags & GET_QUERY_)
+        return 0;
+    if (vl > g->cap)
+        return -ENOBUFS;
+    if (vl == 8)
+        memcpy(g->buf, e_val(e), 8);
+    else if (vl > 0)
+        memcpy(g->buf, e_val(e), (size_t)vl);
+    return 0;
+}
+
+/* Look g's key up in stripe s under snapshot t and copy its value out. Safe
  * without the lock: every offset is checked and the walk is capped; the
  * caller validates the sequence counters before trusting the result. */
-static int lookup_copy(shmds_map *m, const struct tsnap *t, uint32_t s, uint64_t hash,
-                       const void *key, size_t klen, void *buf, size_t cap, size_t *vlen)
+static int lookup_copy(shmds_map *m, const struct tsnap *t, uint32_t s, const struct getarg *g)
 {
     struct stripe *st = &m->h->stripes[s];
-    uint64_t o = LD(bucket_slot(m, t, st, s, hash)), now = 0;
+    uint64_t o = LD(bucket_slot(m, t, st, s, g->k.hash)), now = 0;
     for (unsigned steps = 0; o != 0; steps++) {
         uint64_t kl, vl;
         struct entry *e = entry_lens(m, o, &kl, &vl);
         if (e == NULL || steps >= CHAIN_CAP)
             return SHMDS_ECORRUPT;
-        if (LD(&e->hash) == hash && kl == klen &&
-            bytes_eq((unsigned char *)e + ENTRY_HDR + vl, key, klen)) {
-            if (e_expired(e, &now))
+        if (LD(&e->hash) == g->k.hash && kl == g->k.len &&
+            bytes_eq((unsigned char *)e + ENTRY_HDR + vl, g->k.p, kl)) {
+            bool exp = e_expired(e, &now);
+            if (exp && (g->flags & SHMDS_GET_STALE) == 0)
                 return -ENOENT;
-            if (vlen != NULL)
-                *vlen = (size_t)vl;
-            if (vl > cap)
-                return -ENOBUFS;
-            if (vl == 8)
-                memcpy(buf, e_val(e), 8);
-            else if (vl > 0)
-                memcpy(buf, e_val(e), (size_t)vl);
-            return 0;
+            return copy_out(e, vl, exp, now, g);
         }
         o = LD(&e->next);
     }
@@ -1722,8 +1958,7 @@ static int lookup_copy(shmds_map *m, const struct tsnap *t, uint32_t s, uint64_t
 
 /* Get under the stripe lock: EVICT maps (sets the CLOCK bit, reclaims an
  * expired entry) and the fallback of optimistic reads. */
-static int get_locked(shmds_map *m, uint32_t s, const struct key *k, void *buf, size_t cap,
-                      size_t *vlen)
+static int get_locked(shmds_map *m, uint32_t s, const struct getarg *g)
 {
     int lk = stripe_lock(m, s, false);
     if (lk < 0)
@@ -1734,24 +1969,17 @@ static int get_locked(shmds_map *m, uint32_t s, const struct key *k, void *buf, 
     uint64_t now = 0;
     int rc = tsnap_get(m, &t);
     if (rc == 0)
-        rc = find(m, &t, s, k, &h);
+        rc = find(m, &t, s, &g->k, &h);
     struct entry *e = h.e;
-    if (rc == 1 && e_expired(e, &now)) {
+    bool exp = rc == 1 && e_expired(e, &now);
+    if (exp && (g->flags & SHMDS_GET_STALE) == 0) {
         rc = unlink_hit(m, st, &h);
         if (rc == 0) {
             st->expirations++;
             rc = -ENOENT;
         }
     } else if (rc == 1) {
-        if (vlen != NULL)
-            *vlen = (size_t)e->vlen;
-        if (e->vlen > cap) {
-            rc = -ENOBUFS;
-        } else {
-            if (e->vlen > 0)
-                memcpy(buf, e_val(e), (size_t)e->vlen);
-            rc = 0;
-        }
+        rc = copy_out(e, e->vlen, exp, now, g);
         if (LD(&e->ref) == 0)
             ST(&e->ref, 1);
     } else if (rc == 0) {
@@ -1801,19 +2029,9 @@ static int read_stripe(shmds_map *m, uint32_t s,
     }
 }
 
-struct getarg {
-    const void *key;
-    size_t klen;
-    uint64_t hash;
-    void *buf;
-    size_t cap;
-    size_t *vlen;
-};
-
 static int get_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
 {
-    struct getarg *g = arg;
-    return lookup_copy(m, t, s, g->hash, g->key, g->klen, g->buf, g->cap, g->vlen);
+    return lookup_copy(m, t, s, arg);
 }
 
 /* The first attempt of read_stripe(get_fn), inline: true with *rc when
@@ -1829,37 +2047,75 @@ static inline bool get_once(shmds_map *m, uint32_t s, struct getarg *g, int *rc)
     return shmds__seq_read_ok(&st->seq, q) && LD(&m->h->tseq) == t.seq;
 }
 
-SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *buf, size_t cap,
-                            size_t *vlen)
+/* Count a get's outcome where this handle counts (see shard_claim). */
+static void count_get(shmds_map *m, int rc)
 {
-    int rc = check_key(m, key, klen, 0);
-    if (rc == 0 && cap > 0 && buf == NULL)
+    if (rc != 0 && rc != -ENOENT && rc != -ENOBUFS)
+        return;
+    bool miss = rc == -ENOENT;
+    if (shmds__unlikely(m->shard_pid != shmds__self_pid()))
+        shard_claim(m); /* a handle inherited across fork: a line of our own */
+    if (m->shard == NULL) {
+        if (miss)
+            m->ro_misses++;
+        else
+            m->ro_hits++;
+    } else if (m->own) {
+        uint64_t *c = miss ? &m->shard->misses : &m->shard->hits;
+        ST(c, LD(c) + 1);
+    } else {
+        __atomic_add_fetch(miss ? &m->shard->misses_shared : &m->shard->hits_shared, 1,
+                           __ATOMIC_RELAXED);
+    }
+}
+
+/* The one read path of get, get_ex and ttl. */
+static int get_impl(shmds_map *m, struct getarg *g)
+{
+    int rc = check_key(m, g->k.p, g->k.len, 0);
+    if (rc == 0 && g->cap > 0 && g->buf == NULL)
         rc = -EINVAL;
     if (rc != 0)
         return rc;
-    uint64_t hash = key_hash(m->seed, key, klen);
-    uint32_t s = stripe_of(m, hash);
-    bool ro = shmds__rdonly(m->r);
+    g->k.hash = key_hash(m->seed, g->k.p, g->k.len);
+    uint32_t s = stripe_of(m, g->k.hash);
     if (m->evict) {
-        if (ro)
+        if (shmds__rdonly(m->r))
             return SHMDS_ERDONLY;
-        const struct key k = {key, klen, hash};
-        rc = get_locked(m, s, &k, buf, cap, vlen);
-    } else {
-        struct getarg g = {key, klen, hash, buf, cap, vlen};
-        if (!get_once(m, s, &g, &rc))
-            rc = read_stripe(m, s, get_fn, &g);
+        rc = get_locked(m, s, g);
+    } else if (!get_once(m, s, g, &rc)) {
+        rc = read_stripe(m, s, get_fn, g);
     }
-    if (m->shard != NULL && (rc == 0 || rc == -ENOENT || rc == -ENOBUFS)) {
-        bool miss = rc == -ENOENT;
-        if (m->own) {
-            uint64_t *c = miss ? &m->shard->misses : &m->shard->hits;
-            ST(c, LD(c) + 1);
-        } else {
-            __atomic_add_fetch(miss ? &m->shard->misses_shared : &m->shard->hits_shared, 1,
-                               __ATOMIC_RELAXED);
-        }
-    }
+    count_get(m, rc);
+    return rc;
+}
+
+SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *buf, size_t cap,
+                            size_t *vlen)
+{
+    struct getarg g = {{key, klen, 0}, buf, cap, vlen, 0, NULL};
+    return get_impl(m, &g);
+}
+
+SHMDS_API int shmds_map_get_ex(shmds_map *m, const void *key, size_t klen, void *buf,
+                               size_t cap, size_t *vlen, unsigned flags,
+                               shmds_map_entry_info *info)
+{
+    if ((flags & ~(unsigned)SHMDS_GET_STALE) != 0)
+        return -EINVAL;
+    if (buf == NULL && cap == 0)
+        flags |= GET_QUERY_;
+    struct getarg g = {{key, klen, 0}, buf, cap, vlen, flags, info};
+    return get_impl(m, &g);
+}
+
+SHMDS_API int shmds_map_ttl(shmds_map *m, const void *key, size_t klen, int64_t *ttl_ms)
+{
+    shmds_map_entry_info info;
+    struct getarg g = {{key, klen, 0}, NULL, 0, NULL, GET_QUERY_, &info};
+    int rc = get_impl(m, &g);
+    if (rc == 0 && ttl_ms != NULL)
+        *ttl_ms = info.ttl_ms;
     return rc;
 }
 
@@ -1947,6 +2203,13 @@ SHMDS_API int shmds_map_foreach(shmds_map *m,
     return rc;
 }
 
+/* A running total minus its baseline (a reset), never below 0. */
+static uint64_t since_base(uint64_t total, const uint64_t *base)
+{
+    uint64_t b = LD(base);
+    return total > b ? total - b : 0;
+}
+
 SHMDS_API int shmds_map_stats_get(shmds_map *m, shmds_map_stats *out)
 {
     if (m == NULL || out == NULL)
@@ -1962,12 +2225,21 @@ SHMDS_API int shmds_map_stats_get(shmds_map *m, shmds_map_stats *out)
         out->evictions += LD(&st->evictions);
         out->expirations += LD(&st->expirations);
         out->recoveries += LD(&st->lock.recoveries);
+        out->fills += LD(&st->fills);
+        out->takeovers += LD(&st->takeovers);
     }
     out->recoveries += LD(&h->resize.recoveries);
     for (unsigned i = 0; i < SHARDS; i++) {
         out->hits += LD(&h->shards[i].hits) + LD(&h->shards[i].hits_shared);
         out->misses += LD(&h->shards[i].misses) + LD(&h->shards[i].misses_shared);
     }
+    out->hits = since_base(out->hits, &h->hits_base) + m->ro_hits;
+    out->misses = since_base(out->misses, &h->misses_base) + m->ro_misses;
+    out->recoveries = since_base(out->recoveries, &h->rec_base);
+    out->mem_limit = h->mem_limit;
+    out->default_ttl_ms = h->default_ttl_ms;
+    out->flags = h->flags;
+    out->stripes = m->S;
     uint64_t q = LDA(&h->tseq);
     uint32_t bo = LD(&h->bits_old), bn = LD(&h->bits_new);
     bool rh = LD(&h->rehashing) != 0;
@@ -1975,6 +2247,331 @@ SHMDS_API int shmds_map_stats_get(shmds_map *m, shmds_map_stats *out)
         out->buckets = ((uint64_t)1 << bo) + (rh ? (uint64_t)1 << bn : 0);
         out->mem_used += 8 * out->buckets;
     }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Single-flight fills
+ *
+ * A fill lease lives in one of its stripe's LEASES slots (struct lease),
+ * read and written under the stripe lock only. The grant, the release and
+ * the takeover from a dead holder are each a few stores with `pid` as the
+ * commit word (see struct lease), so a holder killed anywhere leaves a
+ * slot that is free or held by a dead process, which the next fetch of the
+ * key (or any fetch that needs a slot) takes over: no log, no repair. A
+ * fill's value is stored by an ordinary put (a logged SWAP) before the
+ * lease ends, so an acknowledged fill survives; a holder killed between
+ * the two leaves a value and a dead lease, and fetch returns the value.
+ * Waiters sleep on the stripe's doorbell, rung when a lease ends, and
+ * re-check every FILL_SLICE_MS, which is how they notice a dead holder.
+ * ------------------------------------------------------------------------ */
+
+struct shmds_fill {
+    shmds_map *m;
+    uint64_t hash;
+    uint64_t token;
+    uint32_t s, slot;
+    uint32_t pid;
+    size_t klen;
+    unsigned char key[];
+};
+
+/* The slot of stripe st holding a lease (live or not) on `hash`, or NULL. */
+static struct lease *lease_find(struct stripe *st, uint64_t hash)
+{
+    for (unsigned i = 0; i < LEASES; i++)
+        if (LD(&st->leases[i].pid) != 0 && LD(&st->leases[i].hash) == hash)
+            return &st->leases[i];
+    return NULL;
+}
+
+static bool lease_live(const struct lease *l)
+{
+    return shmds__proc_alive(LD(&l->pid), LD(&l->pstart));
+}
+
+/* A slot to grant a new lease in: a free one, else one whose holder died. */
+static struct lease *lease_slot(struct stripe *st)
+{
+    for (unsigned i = 0; i < LEASES; i++)
+        if (LD(&st->leases[i].pid) == 0)
+            return &st->leases[i];
+    for (unsigned i = 0; i < LEASES; i++)
+        if (!lease_live(&st->leases[i]))
+            return &st->leases[i];
+    return NULL;
+}
+
+/* Grant slot l (its stripe locked) to this process for `hash`. */
+static void lease_grant(struct lease *l, uint64_t hash, uint64_t token)
+{
+    ST(&l->hash, hash);
+    ST(&l->token, token);
+    ST(&l->since_ms, now_ms());
+    ST(&l->pstart, shmds__self_start());
+    SHMDS_FAULT("map.lease.filled_in");
+    STR(&l->pid, shmds__self_pid());
+}
+
+/* End f's lease if this process still holds it. With the stripe lock, or
+ * without it when the lock cannot be had: only the holder ever changes a
+ * slot a live holder holds, so a compare-and-swap of its own pid is safe. */
+static void lease_end(struct shmds_fill *f)
+{
+    struct lease *l = &f->m->h->stripes[f->s].leases[f->slot];
+    uint32_t me = f->pid;
+    if (LD(&l->token) == f->token)
+        __atomic_compare_exchange_n(&l->pid, &me, 0, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+}
+
+enum { FETCH_WAIT = 3 };
+
+/* One look at the key under its stripe's lock: 0 (or -ENOBUFS) a hit,
+ * SHMDS_FILL a lease granted (*fp set), FETCH_WAIT someone else fills. */
+static int fetch_locked(shmds_map *m, uint32_t s, const struct getarg *g, struct shmds_fill **fp)
+{
+    struct stripe *st = &m->h->stripes[s];
+    struct spot sp;
+    int f = write_find(m, s, &g->k, (g->flags & SHMDS_GET_STALE) == 0, &sp);
+    if (f < 0)
+        return f;
+    struct entry *e = sp.h.e;
+    uint64_t now = sp.now;
+    bool stale = f == 1 && sp.expired;
+    struct lease *l = lease_find(st, g->k.hash);
+    if (f == 1 && !stale) {
+        if (l != NULL && !lease_live(l))
+            STR(&l->pid, 0); /* a holder that died after storing its value */
+        if (m->evict && LD(&e->ref) == 0)
+            ST(&e->ref, 1);
+        return copy_out(e, e->vlen, false, now, g);
+    }
+    bool takeover = l != NULL;
+    if (l != NULL && lease_live(l))
+        return stale ? copy_out(e, e->vlen, true, now, g) : FETCH_WAIT;
+    if (l == NULL && (l = lease_slot(st)) == NULL)
+        return stale ? copy_out(e, e->vlen, true, now, g) : FETCH_WAIT;
+    struct shmds_fill *fl = malloc(sizeof *fl + g->k.len);
+    if (fl == NULL)
+        return -ENOMEM;
+    fl->m = m;
+    fl->hash = g->k.hash;
+    fl->token = next_version(st);
+    fl->s = s;
+    fl->slot = (uint32_t)(l - st->leases);
+    fl->pid = shmds__self_pid();
+    fl->klen = g->k.len;
+    memcpy(fl->key, g->k.p, g->k.len);
+    lease_grant(l, g->k.hash, fl->token);
+    st->fills++;
+    if (takeover)
+        st->takeovers++;
+    *fp = fl;
+    if (stale) /* a stale value too long for buf: the length says so */
+        (void)copy_out(e, e->vlen, true, now, g);
+    return SHMDS_FILL;
+}
+
+SHMDS_API int shmds_map_fetch(shmds_map *m, const void *key, size_t klen, void *buf, size_t cap,
+                              size_t *vlen, shmds_map_entry_info *info, unsigned flags,
+                              int timeout_ms, shmds_fill **fill)
+{
+    int rc = check_key(m, key, klen, 0);
+    if (rc == 0 && (fill == NULL || (cap > 0 && buf == NULL) || timeout_ms < -1 ||
+                    (flags & ~(unsigned)SHMDS_GET_STALE) != 0))
+        rc = -EINVAL;
+    if (fill != NULL)
+        *fill = NULL;
+    if (info != NULL)
+        memset(info, 0, sizeof *info); /* a miss without a stale value */
+    if (rc == 0)
+        rc = shmds__writable(m->r);
+    if (rc != 0)
+        return rc;
+    struct getarg g = {{key, klen, key_hash(m->seed, key, klen)}, buf, cap, vlen, flags, info};
+    uint32_t s = stripe_of(m, g.k.hash);
+    struct stripe *st = &m->h->stripes[s];
+    uint64_t deadline = timeout_ms > 0 ? shmds__now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
+    for (;;) {
+        int lk = stripe_lock(m, s, false);
+        if (lk < 0)
+            return lk;
+        rc = fetch_locked(m, s, &g, fill);
+        if (rc >= 0 && rc != FETCH_WAIT) {
+            int rc2 = after_write(m, s);
+            if (rc2 < 0 && rc == SHMDS_FILL) {
+                lease_end(*fill);
+                free(*fill);
+                *fill = NULL;
+            }
+            rc = rc2 < 0 ? rc2 : rc;
+        }
+        if (rc == FETCH_WAIT)
+            __atomic_add_fetch(&st->sleepers, 1, __ATOMIC_SEQ_CST);
+        stripe_unlock(m, s);
+        if (rc != FETCH_WAIT) {
+            count_get(m, rc == SHMDS_FILL && (info == NULL || !info->stale) ? -ENOENT : rc);
+            return rc;
+        }
+        bool over = timeout_ms == 0 || (timeout_ms > 0 && shmds__now_ns() >= deadline);
+        rc = over ? -ETIMEDOUT : shmds__bell_wait(&st->bell, deadline, FILL_SLICE_MS);
+        __atomic_sub_fetch(&st->sleepers, 1, __ATOMIC_SEQ_CST);
+        if (rc != 0) { /* the time-out, or a damaged doorbell */
+            count_get(m, -ENOENT);
+            return rc;
+        }
+    }
+}
+
+/* End the lease and wake the stripe's waiters; free f. */
+static void fill_end(struct shmds_fill *f)
+{
+    struct stripe *st = &f->m->h->stripes[f->s];
+    lease_end(f);
+    shmds__bell_ring(&st->bell, &st->sleepers, true);
+    free(f);
+}
+
+SHMDS_API int shmds_map_fill_done(shmds_fill *f, const void *val, size_t vlen,
+                                  const shmds_put_opts *o, uint64_t *new_version)
+{
+    if (f == NULL)
+        return -EINVAL;
+    shmds_map *m = f->m;
+    int rc = put_args(m, f->key, f->klen, val, vlen, o);
+    if (rc == 0 && o != NULL && (o->if_version != 0 || (o->flags & (SHMDS_PUT_NX | SHMDS_PUT_XX))))
+        rc = -EINVAL;
+    int lk = rc == 0 ? stripe_lock(m, f->s, false) : rc;
+    if (lk < 0) {
+        fill_end(f);
+        return lk;
+    }
+    struct newent ne = {{f->key, f->klen, f->hash}, val, vlen,
+                        expiry_ms(m, o != NULL ? o->ttl_ms : 0, true),
+                        o != NULL ? o->user_flags : 0, 0};
+    rc = put_op(m, f->s, &ne, o != NULL ? o->flags : 0, 0);
+    SHMDS_FAULT("map.fill.stored");
+    lease_end(f);
+    rc = write_end(m, f->s, lk, rc);
+    if (rc >= 0 && new_version != NULL)
+        *new_version = ne.version;
+    fill_end(f);
+    return rc;
+}
+
+SHMDS_API int shmds_map_fill_abort(shmds_fill *f)
+{
+    if (f == NULL)
+        return 0;
+    int lk = stripe_lock(f->m, f->s, false);
+    if (lk >= 0) {
+        lease_end(f);
+        stripe_unlock(f->m, f->s);
+    }
+    fill_end(f);
+    return lk < 0 ? lk : 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Bulk: clear, reap, statistics reset
+ * ------------------------------------------------------------------------ */
+
+/* Unlink every entry of stripe s (locked). */
+static int clear_stripe(shmds_map *m, uint32_t s)
+{
+    struct stripe *st = &m->h->stripes[s];
+    struct tsnap t;
+    int rc = tsnap_get(m, &t);
+    for (uint64_t rel = 0; rc >= 0 && rel < slice_len(m, t.bo); rel++) {
+        uint64_t *slots[2];
+        int n = slice_slots(m, &t, st, s, rel, slots);
+        for (int i = 0; i < n && rc >= 0; i++) {
+            for (unsigned steps = 0; rc >= 0 && LD(slots[i]) != 0; steps++) {
+                uint64_t eo = LD(slots[i]);
+                struct entry *e = entry_at(m, eo);
+                if (e == NULL || steps >= CHAIN_CAP)
+                    return SHMDS_ECORRUPT;
+                rc = unlink_entry(m, st, slots[i], eo, e);
+            }
+        }
+    }
+    return rc;
+}
+
+SHMDS_API int shmds_map_clear(shmds_map *m)
+{
+    int rc = m == NULL ? -EINVAL : shmds__writable(m->r);
+    for (uint32_t s = 0; s < m->S && rc == 0; s++) {
+        if ((rc = stripe_lock(m, s, false)) < 0)
+            break;
+        rc = clear_stripe(m, s);
+        stripe_unlock(m, s);
+    }
+    return rc < 0 ? rc : 0;
+}
+
+SHMDS_API int shmds_map_reap(shmds_map *m, uint64_t max_entries, uint64_t *reaped)
+{
+    int rc = m == NULL || max_entries == 0 ? -EINVAL : shmds__writable(m->r);
+    uint64_t work = 0, n = 0;
+    while (rc == 0 && work < max_entries) {
+        struct tsnap t;
+        if ((rc = tsnap_get(m, &t)) < 0)
+            break;
+        /* The cursor names an old-table bucket; a growth or a switch since
+         * only moves where the sweep resumes. */
+        uint64_t b = __atomic_fetch_add(&m->h->reap_cursor, 1, __ATOMIC_RELAXED) &
+                     (((uint64_t)1 << t.bo) - 1);
+        uint32_t s = (uint32_t)(b >> (t.bo - m->sbits));
+        if ((rc = stripe_lock(m, s, false)) < 0)
+            break;
+        struct stripe *st = &m->h->stripes[s];
+        if ((rc = tsnap_get(m, &t)) == 0) {
+            uint64_t rel = b & (slice_len(m, t.bo) - 1), now = 0;
+            uint64_t *slots[2];
+            int k = slice_slots(m, &t, st, s, rel, slots);
+            work++;
+            for (int i = 0; i < k && rc >= 0; i++) {
+                unsigned seen = 0;
+                rc = reap_slot(m, st, slots[i], CHAIN_CAP, CHAIN_CAP + 1, &now, &seen);
+                work += seen;
+                if (rc > 0)
+                    n += (uint64_t)rc;
+            }
+            rc = rc < 0 ? rc : 0;
+        }
+        stripe_unlock(m, s);
+    }
+    if (reaped != NULL)
+        *reaped = n;
+    return rc;
+}
+
+SHMDS_API int shmds_map_stats_reset(shmds_map *m)
+{
+    int rc = m == NULL ? -EINVAL : shmds__writable(m->r);
+    if (rc != 0)
+        return rc;
+    shmds_map_stats now;
+    for (uint32_t s = 0; s < m->S; s++) {
+        if ((rc = stripe_lock(m, s, false)) < 0)
+            return rc;
+        struct stripe *st = &m->h->stripes[s];
+        st->inserts = st->deletes = st->evictions = st->expirations = 0;
+        st->fills = st->takeovers = 0;
+        stripe_unlock(m, s);
+    }
+    /* Baselines: the totals as they stand, so that plain stores of the
+     * counting handles never race with a reset. */
+    uint64_t hb = 0, mb = 0, rb = 0;
+    m->ro_hits = m->ro_misses = 0;
+    shmds_map_stats_get(m, &now);
+    hb = now.hits + LD(&m->h->hits_base);
+    mb = now.misses + LD(&m->h->misses_base);
+    rb = now.recoveries + LD(&m->h->rec_base);
+    ST(&m->h->hits_base, hb);
+    ST(&m->h->misses_base, mb);
+    ST(&m->h->rec_base, rb);
     return 0;
 }
 
@@ -1987,7 +2584,7 @@ static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
 {
     struct stripe *st = &m->h->stripes[s];
     if (LD(&st->log.op) != OP_NONE || (LD(&st->seq) & 1) != 0 || st->log.blk != 0 ||
-        st->log.dead != 0)
+        st->log.dead != 0 || !shmds__sem_ok(&st->bell))
         return SHMDS_ECORRUPT;
     for (unsigned j = 0; j < SPARES; j++) {
         uint64_t b = LD(&st->spare[j]);
@@ -2092,6 +2689,12 @@ uint64_t *shmds__map_slot(shmds_map *m, const void *key, size_t klen)
     if (tsnap_load(m, &t) != 0)
         return NULL;
     return bucket_slot(m, &t, &m->h->stripes[s], s, hash);
+}
+
+uint32_t shmds__map_fill_waiters(shmds_map *m, const void *key, size_t klen)
+{
+    uint32_t s = stripe_of(m, key_hash(m->seed, key, klen));
+    return __atomic_load_n(&m->h->stripes[s].sleepers, __ATOMIC_SEQ_CST);
 }
 
 SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_t val_bytes)

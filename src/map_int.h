@@ -14,4 +14,8 @@ void shmds__map_set_clock(uint64_t (*now_ms)(void));
  * in the table that holds it now; NULL when the table state is damaged. */
 uint64_t *shmds__map_slot(shmds_map *m, const void *key, size_t klen);
 
+/* For tests of single-flight fills: how many callers sleep waiting for a
+ * fill in the stripe of `key` (dead sleepers included). */
+uint32_t shmds__map_fill_waiters(shmds_map *m, const void *key, size_t klen);
+
 #endif

@@ -1,10 +1,13 @@
 /* Small helpers shared by the modules: clocks, deadlines, naps, the
- * liveness probe and hashing. Layer: the bottom (calls nothing above). */
+ * liveness probes and hashing. Layer: the bottom (calls nothing above). */
 #include "internal.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 uint64_t shmds__now_ns(void)
 {
@@ -95,4 +98,71 @@ int shmds__buf_put(struct shmds__buf *b, const void *data, size_t len)
         memcpy(b->p + b->len, data, len);
     b->len += len;
     return 0;
+}
+
+/* /proc/PID/stat: "pid (comm) S ppid ... starttime(22) ...". The command
+ * name may hold spaces and parentheses, so fields are counted from the
+ * last ')'. Returns false when the file cannot be read or parsed. */
+static bool proc_stat(uint32_t pid, char *state, uint64_t *start)
+{
+    char path[32], buf[512];
+    snprintf(path, sizeof path, "/proc/%u/stat", (unsigned)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return false;
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ' || p[2] == '\0')
+        return false;
+    *state = p[2];
+    p += 3; /* now at field 4 (ppid) */
+    for (int field = 4; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL)
+            return false;
+        p++;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(p, &end, 10);
+    if (end == p || errno != 0)
+        return false;
+    *start = v;
+    return true;
+}
+
+uint64_t shmds__proc_start(uint32_t pid)
+{
+    char state;
+    uint64_t start;
+    return proc_stat(pid, &state, &start) ? start : 0;
+}
+
+uint64_t shmds__self_start(void)
+{
+    static uint32_t pid;
+    static uint64_t start;
+    uint32_t me = shmds__self_pid();
+    if (__atomic_load_n(&pid, __ATOMIC_ACQUIRE) != me) {
+        __atomic_store_n(&start, shmds__proc_start(me), __ATOMIC_RELAXED);
+        __atomic_store_n(&pid, me, __ATOMIC_RELEASE);
+    }
+    return __atomic_load_n(&start, __ATOMIC_RELAXED);
+}
+
+bool shmds__proc_alive(uint32_t pid, uint64_t start)
+{
+    if (pid == 0 || pid > INT32_MAX || shmds__proc_gone(pid))
+        return false;
+    char state;
+    uint64_t now_start;
+    if (!proc_stat(pid, &state, &now_start))
+        return true; /* no /proc: kill() is all there is to go on */
+    if (state == 'Z' || state == 'X')
+        return false;
+    return start == 0 || now_start == start;
 }

@@ -34,7 +34,7 @@ static shmds_region *region(size_t size)
 static shmds_map *mk(shmds_region *r, const char *name, uint64_t cap, uint64_t limit,
                      uint32_t stripes, uint32_t ttl, uint32_t flags)
 {
-    shmds_map_opts o = {cap, limit, stripes, ttl, flags};
+    shmds_map_opts o = {cap, limit, stripes, ttl, flags, 0};
     shmds_map *m = NULL;
     int rc = shmds_map_create(r, name, &o, &m);
     ck_assert_msg(rc == 0, "map_create: %s", shmds_errname(rc));
@@ -353,7 +353,7 @@ START_TEST(test_map_open_by_name_and_types)
     char buf[8];
     ck_assert_int_eq(gets_(m2, "k", buf, sizeof buf), 0);
     shmds_map_close(m2);
-    shmds_map_opts bad = {0, 0, SHMDS_MAP_STRIPES_MAX + 1, 0, 0};
+    shmds_map_opts bad = {0, 0, SHMDS_MAP_STRIPES_MAX + 1, 0, 0, 0};
     ck_assert_int_eq(shmds_map_create(r, "bad", &bad, &m2), -EINVAL);
     shmds_map_close(m);
     shmds_region_close(r);
@@ -364,7 +364,7 @@ START_TEST(test_map_readonly_region_gets_without_locks)
 {
     shmds_region *r = region(MB);
     shmds_map *m = mk(r, "ro", 0, 0, 0, 0, 0);
-    shmds_map *me = mk(r, "ev", 0, 0, 0, 0, SHMDS_MAP_EVICT);
+    shmds_map *me = mk(r, "ev", 0, 4096, 0, 0, SHMDS_MAP_EVICT);
     ck_assert_int_eq(puts_(m, "k", "v", 0, 0), 0);
     ck_assert_int_eq(puts_(me, "k", "v", 0, 0), 0);
     shmds_region *ro = NULL;
@@ -471,7 +471,8 @@ END_TEST
 START_TEST(test_map_evicts_when_heap_is_full)
 {
     shmds_region *r = region(256 * 1024);
-    shmds_map *m = mk(r, "h", 0, 0, 2, 0, SHMDS_MAP_EVICT);
+    /* A budget larger than the heap: the heap fills first. */
+    shmds_map *m = mk(r, "h", 0, 1024 * 1024, 2, 0, SHMDS_MAP_EVICT);
     char k[16], v[1000];
     memset(v, 'x', sizeof v);
     for (int i = 0; i < 2000; i++) {
@@ -636,7 +637,7 @@ START_TEST(test_map_readers_use_the_lengths_they_checked)
         ck_assert_int_eq(shmds_map_put(m, k, strlen(k), "v", 1, 0, 0), 0);
     }
     uint64_t *slot = shmds__map_slot(m, "7", 1), eo = *slot;
-    while (eo != 0 && memcmp((char *)shmds_ptr(r, eo) + 48 + 1, "7", 1) != 0)
+    while (eo != 0 && memcmp((char *)shmds_ptr(r, eo) + 64 + 1, "7", 1) != 0) /* 64-byte header */
         eo = *(uint64_t *)shmds_ptr(r, eo); /* struct entry: next, then value, key */
     ck_assert_uint_ne(eo, 0);
     struct flipper f = {(uint64_t *)shmds_ptr(r, eo + 24), 0}; /* struct entry: vlen */
@@ -669,7 +670,7 @@ START_TEST(test_map_readers_use_the_lengths_they_checked)
 }
 END_TEST
 
-/* Sizes that wrap an entry size (48 + klen + vlen + 15) or cannot fit any
+/* Sizes that wrap an entry size (64 + klen + vlen + 15) or cannot fit any
  * region: the entry size used to wrap to a small block, the put returned 0
  * and the map and heap were corrupt for every process. Now -E2BIG before
  * anything is read or changed; the region checks healthy and the other

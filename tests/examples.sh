@@ -84,11 +84,13 @@ case $last_out in *"worker 2: 3000 requests"*) ;; *) echo "FAIL: worker 2 did no
 case $last_out in *"region check: ok"*) ;; *) echo "FAIL: cache region not healthy: $last_out"; fail=1;; esac
 hits=$(printf '%s\n' "$last_out" | sed -n 's/^total: \([0-9]*\) hits.*/\1/p')
 [ "${hits:-0}" -gt 4500 ] || { echo "FAIL: shared cache hit too rarely ($hits of 9000): $last_out"; fail=1; }
+case $last_out in *"computed once "*", twice 0, 3 times 0, more 0"*) ;; *) echo "FAIL: a key computed twice: $last_out"; fail=1;; esac
 check "cache_workers with a worker killed" 0 "$ex/cache_workers" -k 3 3000
 case $last_out in *"worker 1: killed half way"*) ;; *) echo "FAIL: no kill reported: $last_out"; fail=1;; esac
 case $last_out in *"worker 0: 3000 requests"*"region check: ok"*|*"region check: ok"*) ;; *) echo "FAIL: survivors: $last_out"; fail=1;; esac
 case $last_out in *"worker 0: 3000 requests"*) ;; *) echo "FAIL: worker 0 did not finish: $last_out"; fail=1;; esac
 case $last_out in *"worker 2: 3000 requests"*) ;; *) echo "FAIL: worker 2 did not finish: $last_out"; fail=1;; esac
+case $last_out in *"computed once "*", twice 0, 3 times 0, more 0"*) ;; *) echo "FAIL: a key computed twice: $last_out"; fail=1;; esac
 
 # lookup: a TSV table loaded once, answered by read-only workers.
 tsv=$(mktemp)

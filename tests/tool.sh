@@ -71,9 +71,39 @@ expect "dump a map" 0 '"paris" = "France"' "$tool" dump "$name" cities
 expect "dump escapes" 0 '"quote\\"d" = "tab\\tbed"' "$tool" dump "$name" cities
 expect "dump --json" 0 '"paris": "France"' "$tool" dump "$name" cities --json
 expect "stat a map" 0 "entries *2" "$tool" stat "$name" cities
+expect "stat shows the budget" 0 "budget *none" "$tool" stat "$name" cities
+expect "stat shows the default ttl" 0 "default ttl *none" "$tool" stat "$name" cities
+expect "put a key" 0 "version [1-9]" "$tool" put "$name" cities lyon France --ttl 600000
+expect "get a key" 0 '"France"' "$tool" get "$name" cities lyon
+expect "get shows the ttl" 0 "ttl [1-9][0-9]* ms" "$tool" get "$name" cities lyon
+expect "ttl reads the time left" 0 "^[1-9][0-9]*$" "$tool" ttl "$name" cities lyon
+expect "ttl 0 persists" 0 "" "$tool" ttl "$name" cities lyon 0
+expect "ttl of a persistent key" 0 "^-1$" "$tool" ttl "$name" cities lyon
+expect "put --nx on a present key" 1 "EEXIST" "$tool" put "$name" cities lyon X --nx
+expect "del a key" 0 "" "$tool" del "$name" cities lyon
+expect "get a deleted key" 1 "ENOENT" "$tool" get "$name" cities lyon
+expect "put a counter" 0 "version" "$tool" put "$name" cities hits -42 --int
+expect "dump shows counters as numbers" 0 '"hits" = -42$' "$tool" dump "$name" cities
+expect "dump --json counters" 0 '"hits": -42' "$tool" dump "$name" cities --json
+expect "get a counter" 0 '^-42$' "$tool" get "$name" cities hits
+expect "put utf-8" 0 "version" "$tool" put "$name" cities café "crème brûlée"
+expect "dump --json keeps utf-8" 0 '"café": "crème brûlée"' "$tool" dump "$name" cities --json
+expect "put bytes that are not utf-8" 0 "version" "$tool" put "$name" cities raw "$(printf 'a\377\303b')"
+expect "dump --json escapes them losslessly" 0 '"raw": "a\\udcff\\udcc3b"' "$tool" dump "$name" cities --json
+expect "dump text escapes them" 0 '"raw" = "a\\xff\\xc3b"' "$tool" dump "$name" cities
+if command -v python3 >/dev/null 2>&1; then
+    expect "dump --json is valid JSON and round-trips the bytes" 0 "^ok$" sh -c \
+        "\"$tool\" dump \"$name\" cities --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d[\"café\"]==\"crème brûlée\"; assert d[\"raw\"].encode(\"utf-8\",\"surrogateescape\")==b\"a\\xff\\xc3b\"; assert d[\"hits\"]==-42; print(\"ok\")'"
+fi
+expect "del the extra keys" 0 "" sh -c "\"$tool\" del \"$name\" cities hits && \"$tool\" del \"$name\" cities café && \"$tool\" del \"$name\" cities raw"
 "$top_builddir/tests/peer" mkqueue "$name" inbox one two three || { echo "FAIL: mkqueue"; fail=1; }
 expect "info counts queued messages" 0 "inbox.*3 messages waiting" "$tool" info "$name"
 expect "stat a queue" 0 "waiting *3 messages" "$tool" stat "$name" inbox
+expect "stat counts sends" 0 "sent *3" "$tool" stat "$name" inbox
+"$top_builddir/tests/peer" mkackq "$name" jobq a b || { echo "FAIL: mkackq"; fail=1; }
+expect "stat an at-least-once queue" 0 "at-least-once" "$tool" stat "$name" jobq
+expect "stat shows the lease in flight" 0 "in flight *1 " "$tool" stat "$name" jobq
+expect "stat shows redeliveries" 0 "redelivered *0" "$tool" stat "$name" jobq
 expect "check with every kind of object" 0 "healthy" "$tool" check "$name"
 expect_json "ls --json" 0 "{\"name\": \"$name\", \"size\": 1048576" "$tool" ls --json
 expect_json "info --json" 0 '"name": "cities", "type": "map", .*"entries": 2' "$tool" --json info "$name"

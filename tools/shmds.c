@@ -6,6 +6,18 @@
  *   shmds check NAME [--repair]  verify everything; exit 0 healthy, 1 not
  *   shmds dump NAME OBJECT   a list's elements or a map's entries
  *   shmds stat NAME OBJECT   an object's statistics
+ *   shmds get|put|del|ttl NAME MAP KEY [...]   one key of a map
+ *
+ * How bytes are shown (dump, get): text that is valid UTF-8 is written as
+ * it is, with C escapes (text) or JSON escapes (--json) for control
+ * characters, quotes and backslashes; every byte that is not part of valid
+ * UTF-8 is written as \xXX (text) or, in JSON, as the escaped lone
+ * surrogate \udcXX (the "surrogateescape" convention of PEP 383: valid
+ * UTF-8 never holds a surrogate, so the bytes come back exactly, e.g. with
+ * Python's bytes(s, "utf-8", "surrogateescape")). A map value of exactly 8
+ * bytes that is not printable text is a counter (shmds_map_add) and is
+ * shown as a signed decimal number (unquoted in JSON).
+ *
  *   shmds rm NAME...         remove region names
  *
  * Every command takes --json (anywhere on the line): one JSON document on
@@ -67,26 +79,93 @@ static int json;
 static FILE *jout;
 static char jerr[4096];
 
-/* Bytes as a quoted string: JSON escapes (bytes above 0x7e as \u00XX, so
- * the output is ASCII and lossless) or C escapes for text. */
+/* Length of the valid UTF-8 sequence at p (at most n bytes): 1 to 4, or 0
+ * when p does not start one (overlong forms, surrogates and code points
+ * past U+10FFFF are not valid). */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return len;
+}
+
+/* True when the bytes are valid UTF-8 without control characters. */
+static int is_text(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        size_t l = utf8_len(p + i, n - i);
+        if (l == 0 || (l == 1 && (p[i] < 0x20 || p[i] == 0x7f)))
+            return 0;
+        i += l;
+    }
+    return 1;
+}
+
+/* Bytes as a quoted string, by the rule at the top of the file. */
 static void quote(FILE *f, const void *data, size_t len, int as_json)
 {
     const unsigned char *p = data;
     putc('"', f);
-    for (size_t i = 0; i < len; i++) {
+    for (size_t i = 0; i < len;) {
         unsigned c = p[i];
+        size_t l = utf8_len(p + i, len - i);
+        if (l > 1) {
+            fwrite(p + i, 1, l, f);
+            i += l;
+            continue;
+        }
         if (c == '"' || c == '\\')
             fprintf(f, "\\%c", c);
-        else if (c >= 0x20 && c < 0x7f)
+        else if (l == 1 && c >= 0x20 && c < 0x7f)
             putc((int)c, f);
         else if (c == '\n')
             fputs("\\n", f);
         else if (c == '\t')
             fputs("\\t", f);
-        else
+        else if (l == 1)
             fprintf(f, as_json ? "\\u%04x" : "\\x%02x", c);
+        else
+            fprintf(f, as_json ? "\\udc%02x" : "\\x%02x", c);
+        i++;
     }
     putc('"', f);
+}
+
+/* A map value: a counter as a number, anything else as bytes. */
+static void quote_value(FILE *f, const void *v, size_t vl, int as_json)
+{
+    if (vl == 8 && !is_text(v, vl)) {
+        int64_t n;
+        memcpy(&n, v, 8);
+        fprintf(f, "%" PRId64, n);
+    } else {
+        quote(f, v, vl, as_json);
+    }
 }
 
 static void json_cstr(FILE *f, const char *s)
@@ -538,7 +617,7 @@ static int dump_entry(const void *k, size_t kl, const void *v, size_t vl, void *
         fputs(d->first ? "\n  " : ",\n  ", d->f);
     quote(d->f, k, kl, json);
     fputs(json ? ": " : " = ", d->f);
-    quote(d->f, v, vl, json);
+    quote_value(d->f, v, vl, json);
     if (!json)
         putc('\n', d->f);
     d->first = 0;
@@ -576,6 +655,39 @@ static int cmd_dump(int argc, char **argv)
     }
     shmds_region_close(r);
     return rc == 0 ? 0 : complain(argv[2], rc);
+}
+
+static int print_queue_stats(shmds_region *r, const char *name)
+{
+    shmds_queue *q;
+    shmds_queue_stats st;
+    int rc = shmds_queue_open(r, name, &q);
+    if (rc != 0)
+        return rc;
+    if ((rc = shmds_queue_stats_get(q, &st)) == 0) {
+        printf("queue %s (%s)\n", name,
+               st.flags & SHMDS_QUEUE_SPSC        ? "spsc"
+               : st.flags & SHMDS_QUEUE_ACK       ? "at-least-once"
+               : st.flags & SHMDS_QUEUE_BLOCK     ? "broadcast, blocking"
+               : st.flags & SHMDS_QUEUE_BROADCAST ? "broadcast"
+                                                  : "mpmc");
+        printf("  waiting      %" PRIu64 " messages\n", st.waiting);
+        printf("  sent         %" PRIu64 "\n  received     %" PRIu64 "\n", st.sent,
+               st.received);
+        if (st.flags & SHMDS_QUEUE_ACK) {
+            printf("  redelivered  %" PRIu64 "\n", st.redelivered);
+            printf("  in flight    %" PRIu64 " (at most %" PRIu32 "; lease %" PRIu32 " ms)\n",
+                   st.in_flight, st.max_in_flight, st.lease_ms);
+            printf("  oldest lease %.3f s\n", (double)st.oldest_in_flight_ns / 1e9);
+            printf("  requeued     %" PRIu64 "\n", st.requeued);
+        }
+        if (st.flags & SHMDS_QUEUE_BROADCAST)
+            printf("  subscribers  %" PRIu32 "\n  missed       %" PRIu64 "\n", st.subscribers,
+                   st.missed);
+        printf("  recoveries   %" PRIu64 "\n", st.recoveries);
+    }
+    shmds_queue_close(q);
+    return rc;
 }
 
 static void stat_json_head(const char *type, const char *name)
@@ -616,14 +728,20 @@ static int cmd_stat(int argc, char **argv)
                         ", \"mem_used\": %" PRIu64 ", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64
                         ", \"inserts\": %" PRIu64 ", \"deletes\": %" PRIu64
                         ", \"evictions\": %" PRIu64 ", \"expirations\": %" PRIu64
-                        ", \"recoveries\": %" PRIu64 "}\n",
+                        ", \"recoveries\": %" PRIu64 ", \"fills\": %" PRIu64
+                        ", \"takeovers\": %" PRIu64 ", \"mem_limit\": %" PRIu64
+                        ", \"default_ttl_ms\": %" PRIu64 ", \"evict\": %s, \"stripes\": %" PRIu32
+                        "}\n",
                         st.entries, st.buckets, st.mem_used, st.hits, st.misses, st.inserts,
-                        st.deletes, st.evictions, st.expirations, st.recoveries);
+                        st.deletes, st.evictions, st.expirations, st.recoveries, st.fills,
+                        st.takeovers, st.mem_limit, st.default_ttl_ms,
+                        st.flags & SHMDS_MAP_EVICT ? "true" : "false", st.stripes);
             } else if (rc == 0) {
                 uint64_t gets = st.hits + st.misses;
                 printf("map %s\n", argv[2]);
-                printf("  entries      %" PRIu64 " in %" PRIu64 " buckets\n", st.entries,
-                       st.buckets);
+                printf("  entries      %" PRIu64 " in %" PRIu64
+                       " buckets (expired ones not reaped yet included)\n",
+                       st.entries, st.buckets);
                 printf("  memory       %" PRIu64 " bytes\n", st.mem_used);
                 printf("  hits         %" PRIu64 " (%.1f%% of %" PRIu64 " gets)\n", st.hits,
                        gets ? 100.0 * (double)st.hits / (double)gets : 0.0, gets);
@@ -633,22 +751,183 @@ static int cmd_stat(int argc, char **argv)
                 printf("  evictions    %" PRIu64 "\n  expirations  %" PRIu64 "\n",
                        st.evictions, st.expirations);
                 printf("  recoveries   %" PRIu64 "\n", st.recoveries);
+                printf("  fills        %" PRIu64 " (%" PRIu64 " taken over from a dead holder)\n",
+                       st.fills, st.takeovers);
+                if (st.mem_limit != 0)
+                    printf("  budget       %" PRIu64 " bytes of entries\n", st.mem_limit);
+                else
+                    printf("  budget       none\n");
+                if (st.default_ttl_ms != 0)
+                    printf("  default ttl  %" PRIu64 " ms\n", st.default_ttl_ms);
+                else
+                    printf("  default ttl  none\n");
+                printf("  flags        %s\n", st.flags & SHMDS_MAP_EVICT ? "evict" : "none");
+                printf("  stripes      %" PRIu32 "\n", st.stripes);
             }
             shmds_map_close(m);
         }
     } else if (rc == 0 && type == SHMDS_TYPE_QUEUE) {
         uint64_t n;
-        if ((rc = queue_len(r, argv[2], &n)) == 0 && json) {
-            stat_json_head("queue", argv[2]);
-            fprintf(jout, ", \"messages\": %" PRIu64 "}\n", n);
-        } else if (rc == 0) {
-            printf("queue %s\n  waiting      %" PRIu64 " messages\n", argv[2], n);
+        if (json) {
+            if ((rc = queue_len(r, argv[2], &n)) == 0) {
+                stat_json_head("queue", argv[2]);
+                fprintf(jout, ", \"messages\": %" PRIu64 "}\n", n);
+            }
+        } else {
+            rc = print_queue_stats(r, argv[2]);
         }
     } else if (rc == 0) {
         rc = SHMDS_ETYPE;
     }
     shmds_region_close(r);
     return rc == 0 ? 0 : complain(argv[2], rc);
+}
+
+/* ---- one key of a map: get, put, del, ttl ---- */
+
+/* Open map `mapname` of region `name`, writable or read-only. */
+static int open_map(const char *name, const char *mapname, int write, shmds_region **r,
+                    shmds_map **m)
+{
+    int rc = attach(name, write, r);
+    if (rc != 0) {
+        *r = NULL;
+        return complain(name, rc);
+    }
+    if ((rc = shmds_map_open(*r, mapname, m)) != 0) {
+        shmds_region_close(*r);
+        return complain(mapname, rc);
+    }
+    return 0;
+}
+
+static void close_map(shmds_region *r, shmds_map *m)
+{
+    shmds_map_close(m);
+    shmds_region_close(r);
+}
+
+/* shmds get NAME MAP KEY: the value as dump shows it, then its version,
+ * TTL and flags on a second line. */
+static int cmd_get(int argc, char **argv)
+{
+    if (argc != 4)
+        return -1;
+    shmds_region *r;
+    shmds_map *m;
+    if (open_map(argv[1], argv[2], 0, &r, &m) != 0)
+        return 1;
+    const char *key = argv[3];
+    shmds_map_entry_info info;
+    size_t vl = 0;
+    int rc = shmds_map_get_ex(m, key, strlen(key), NULL, 0, &vl, 0, &info);
+    if (rc == SHMDS_ERDONLY) {
+        /* An evicting map's get marks the entry used: attach writable. */
+        close_map(r, m);
+        if (open_map(argv[1], argv[2], 1, &r, &m) != 0)
+            return 1;
+        rc = shmds_map_get_ex(m, key, strlen(key), NULL, 0, &vl, 0, &info);
+    }
+    void *buf = rc == 0 ? malloc(vl ? vl : 1) : NULL;
+    if (rc == 0 && buf == NULL)
+        rc = -ENOMEM;
+    if (rc == 0)
+        rc = shmds_map_get_ex(m, key, strlen(key), buf, vl, &vl, 0, &info);
+    if (rc == 0) {
+        quote_value(stdout, buf, vl, 0);
+        printf("\nversion %" PRIu64 ", ttl %" PRId64 " ms, flags %" PRIu32 "\n", info.version,
+               info.ttl_ms, info.user_flags);
+    }
+    free(buf);
+    close_map(r, m);
+    return rc == 0 ? 0 : complain(key, rc);
+}
+
+/* shmds put NAME MAP KEY VALUE [--int] [--ttl MS] [--nx|--xx] */
+static int cmd_put(int argc, char **argv)
+{
+    if (argc < 5)
+        return -1;
+    shmds_put_opts o = {0};
+    int as_int = 0;
+    for (int i = 5; i < argc; i++) {
+        char *end;
+        if (strcmp(argv[i], "--int") == 0) {
+            as_int = 1;
+        } else if (strcmp(argv[i], "--nx") == 0) {
+            o.flags |= SHMDS_PUT_NX;
+        } else if (strcmp(argv[i], "--xx") == 0) {
+            o.flags |= SHMDS_PUT_XX;
+        } else if (strcmp(argv[i], "--ttl") == 0 && i + 1 < argc) {
+            errno = 0;
+            o.ttl_ms = strtoull(argv[++i], &end, 10);
+            if (errno != 0 || *end != '\0' || argv[i][0] == '-')
+                return -1;
+        } else {
+            return -1;
+        }
+    }
+    const char *key = argv[3], *val = argv[4];
+    int64_t n = 0;
+    if (as_int) {
+        char *end;
+        errno = 0;
+        n = strtoll(val, &end, 10);
+        if (errno != 0 || *end != '\0' || *val == '\0')
+            return -1;
+    }
+    shmds_region *r;
+    shmds_map *m;
+    if (open_map(argv[1], argv[2], 1, &r, &m) != 0)
+        return 1;
+    uint64_t ver = 0;
+    int rc = as_int ? shmds_map_put_ex(m, key, strlen(key), &n, sizeof n, &o, &ver)
+                    : shmds_map_put_ex(m, key, strlen(key), val, strlen(val), &o, &ver);
+    if (rc >= 0)
+        printf("version %" PRIu64 "\n", ver);
+    close_map(r, m);
+    return rc >= 0 ? 0 : complain(key, rc);
+}
+
+static int cmd_del(int argc, char **argv)
+{
+    if (argc != 4)
+        return -1;
+    shmds_region *r;
+    shmds_map *m;
+    if (open_map(argv[1], argv[2], 1, &r, &m) != 0)
+        return 1;
+    int rc = shmds_map_del(m, argv[3], strlen(argv[3]));
+    close_map(r, m);
+    return rc >= 0 ? 0 : complain(argv[3], rc);
+}
+
+/* shmds ttl NAME MAP KEY [MS]: print the time left (-1: none), or set it
+ * (0: never expires). */
+static int cmd_ttl(int argc, char **argv)
+{
+    if (argc != 4 && argc != 5)
+        return -1;
+    uint64_t ms = 0;
+    if (argc == 5) {
+        char *end;
+        errno = 0;
+        ms = strtoull(argv[4], &end, 10);
+        if (errno != 0 || *end != '\0' || argv[4][0] == '-' || argv[4][0] == '\0')
+            return -1;
+    }
+    shmds_region *r;
+    shmds_map *m;
+    if (open_map(argv[1], argv[2], argc == 5, &r, &m) != 0)
+        return 1;
+    const char *key = argv[3];
+    int64_t left = 0;
+    int rc = argc == 5 ? shmds_map_expire(m, key, strlen(key), ms)
+                       : shmds_map_ttl(m, key, strlen(key), &left);
+    if (rc == 0 && argc == 4)
+        printf("%" PRId64 "\n", left);
+    close_map(r, m);
+    return rc >= 0 ? 0 : complain(key, rc);
 }
 
 /* ---- rm ---- */
@@ -747,6 +1026,11 @@ static const struct command {
     {"check", cmd_check, "NAME [--repair]", "verify a region; exit 0 when healthy, 1 when not"},
     {"dump", cmd_dump, "NAME OBJECT", "a list's elements or a map's entries"},
     {"stat", cmd_stat, "NAME OBJECT", "an object's statistics"},
+    {"get", cmd_get, "NAME MAP KEY", "a key's value, version, TTL and flags"},
+    {"put", cmd_put, "NAME MAP KEY VALUE [--int] [--ttl MS] [--nx|--xx]",
+     "store a value (--int: an 8-byte counter)"},
+    {"del", cmd_del, "NAME MAP KEY", "remove a key"},
+    {"ttl", cmd_ttl, "NAME MAP KEY [MS]", "a key's time left in ms (-1: none), or set it (0: none)"},
     {"grow", cmd_grow, "NAME SIZE", "grow a region to SIZE bytes now (suffix k, m, g)"},
     {"rm", cmd_rm, "NAME...", "remove region names"},
 };

@@ -6,8 +6,10 @@
  * negative errno value for system errors (-ENOMEM, -EEXIST, -ETIMEDOUT, ...),
  * or one of the SHMDS_E* codes below for what errno cannot say. The library
  * codes are negative and lie in a range of their own (-4001 to -4099), far
- * from any errno value. One positive value exists: SHMDS_RECOVERED, a success
- * that also tells the caller a dead process's change was repaired.
+ * from any errno value. Two positive values exist: SHMDS_RECOVERED, a success
+ * that also tells the caller a dead process's change was repaired, and
+ * SHMDS_FILL, shmds_map_fetch()'s "miss: you compute the value" (see
+ * shmds/map.h).
  */
 #ifndef SHMDS_ERROR_H
 #define SHMDS_ERROR_H
@@ -31,7 +33,10 @@ SHMDS_BEGIN_DECLS
       "a dead process's change could not be repaired; the object is fenced off")    \
     X(ETYPE, -4005, "the named object exists but is of another kind")               \
     X(ECLOSED, -4006, "the queue was shut down and is drained: end of stream")      \
-    X(ERDONLY, -4007, "the region is attached read-only; this operation writes")
+    X(ERDONLY, -4007, "the region is attached read-only; this operation writes") \
+    X(EVERSION, -4008,                                                              \
+      "the key's version is not the one expected: it was written since it was "     \
+      "read")
 
 /** Library error codes. All negative; see SHMDS_ERRNO_MAP for their meaning. */
 enum shmds_errno {
@@ -41,7 +46,11 @@ enum shmds_errno {
     /** Success: the lock was taken, its previous owner died, and the
      *  change that owner left half done was repaired. Positive on purpose:
      *  `if (rc < 0)` treats it as success. */
-    SHMDS_RECOVERED = 1
+    SHMDS_RECOVERED = 1,
+    /** Not an error: shmds_map_fetch() found no value and made the caller
+     *  the one process that computes it (the caller holds the fill lease
+     *  and must end it with shmds_map_fill_done() or shmds_map_fill_abort()). */
+    SHMDS_FILL = 2
 };
 
 /**

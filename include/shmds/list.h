@@ -15,6 +15,10 @@
  *  - a push or pop that was cut short happened entirely or not at all, and
  *    its memory is never leaked.
  *
+ * Across fork(): a child may use a list handle its parent opened, as the
+ * parent does, at the same time (each process has its own copy of the
+ * handle, which holds only the list's offset). See shmds/region.h.
+ *
  * In a region opened with SHMDS_RDONLY, shmds_list_len(),
  * shmds_list_foreach() and shmds_list_check() work without the lock: they
  * read a consistent snapshot under a sequence counter the writers bump

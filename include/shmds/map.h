@@ -16,9 +16,10 @@
  * the whole map.
  *
  * Entries may carry a time to live; an expired entry is a miss and its
- * memory is reclaimed by later writes to its stripe. A map may have a
- * memory budget: without SHMDS_MAP_EVICT a write that would exceed it fails
- * with -ENOMEM; with it, entries are evicted by CLOCK (second chance).
+ * memory is reclaimed by later writes to its stripe (every write sweeps a
+ * bucket), by shmds_map_reap() and by eviction. A map may have a memory
+ * budget: without SHMDS_MAP_EVICT a write that would exceed it fails with
+ * -ENOMEM; with it, entries are evicted by CLOCK (second chance).
  *
  * Crash safety: every write is crash-consistent. A process killed at any
  * instruction inside a call leaves the map in a state the next process to
@@ -32,8 +33,40 @@
  * takes its stripe's lock (a hit marks the entry recently used), so on a
  * read-only region such maps refuse gets with SHMDS_ERDONLY.
  *
+ * Cache semantics. Every entry carries a *version* (never 0 for a present
+ * key) that changes on every write of the key (put, add, fill); a get can
+ * return it (shmds_map_get_ex()) and a put can be made conditional on it
+ * (compare-and-set: shmds_put_opts.if_version, SHMDS_EVERSION on a
+ * mismatch). Versions grow per stripe and are never reused for a key while
+ * the map exists. Entries also carry 32 user flags, stored with the value.
+ * TTLs are in milliseconds (shmds_map_put_ex(), shmds_map_expire()).
+ * Single-flight fills (shmds_map_fetch()): on a miss exactly one caller,
+ * across all processes, holds the key's *fill lease* and computes the value
+ * while the others wait (bounded) for it; a lease whose holder died passes
+ * to one waiter. Stale reads (SHMDS_GET_STALE) return an expired entry,
+ * marked stale, until it is reclaimed, and let one caller refresh it while
+ * the others are served the stale value.
+ *
+ * Budget. mem_limit bounds the bytes of entries (each entry: its key, its
+ * value and a 64-byte header, rounded up to 16). The bucket tables and the
+ * map's header are outside the budget: 8 bytes per bucket, with between 1
+ * and 2 buckets per entry (2 per expected entry at create), up to 3 times
+ * that while the table doubles (both tables exist), so at most 48 bytes
+ * per entry; and about 600 bytes per stripe. SHMDS_MAP_EVICT needs a
+ * mem_limit (see shmds_map_create()), so an evicting map never grows until
+ * it holds the whole heap the region's other objects share.
+ *
  * Handles are process-local; open the map in every process that uses it.
  * A handle may be used by one thread at a time.
+ *
+ * Across fork(): a child may go on using a map handle its parent opened,
+ * at the same time as the parent (each process has its own copy of the
+ * handle; the child's first get claims a statistics line of its own, so
+ * the counts of both add up). A shmds_fill inherited by a child
+ * may be ended in either process, once: the lease stays recorded under
+ * the pid that got it (if that process dies first, a waiter takes the
+ * lease over, and the late shmds_map_fill_done() still stores its value).
+ * A child that does not use the map need do nothing.
  */
 #ifndef SHMDS_MAP_H
 #define SHMDS_MAP_H
@@ -48,18 +81,35 @@ typedef struct shmds_map shmds_map;
 
 /** Map flags (shmds_map_opts.flags). */
 enum {
-    /** With a mem_limit: evict entries (CLOCK) instead of failing with
-     *  -ENOMEM. Also evicts when the region's heap itself is full. */
+    /** Evict entries (CLOCK) instead of failing with -ENOMEM when the
+     *  budget (mem_limit, required) is reached; also when the region's heap
+     *  itself is full. */
     SHMDS_MAP_EVICT = 1u << 0
 };
 
-/** Flags of shmds_map_put(). */
+/** Flags of shmds_map_put() and shmds_put_opts.flags. */
 enum {
     /** Store only if the key is absent; otherwise -EEXIST. */
     SHMDS_PUT_NX = 1u << 0,
     /** Store only if the key is present; otherwise -ENOENT. */
-    SHMDS_PUT_XX = 1u << 1
+    SHMDS_PUT_XX = 1u << 1,
+    /** Never evict to make room for this write (SHMDS_MAP_EVICT maps):
+     *  fail with -ENOMEM where an evicting put would evict. */
+    SHMDS_PUT_NOEVICT = 1u << 2
 };
+
+/** Flags of shmds_map_get_ex() and shmds_map_fetch(). */
+enum {
+    /** Return an expired entry that is not reclaimed yet, with
+     *  shmds_map_entry_info.stale set, instead of -ENOENT. */
+    SHMDS_GET_STALE = 1u << 0
+};
+
+/** shmds_put_opts.ttl_ms and friends: the entry never expires (even in a
+ *  map with a default TTL). */
+#define SHMDS_TTL_NONE UINT64_MAX
+/** Longest TTL in milliseconds (about 292 million years). */
+#define SHMDS_TTL_MAX_MS (UINT64_C(1) << 53)
 
 /** Most lock stripes a map may have. */
 #define SHMDS_MAP_STRIPES_MAX 1024u
@@ -72,22 +122,57 @@ typedef struct shmds_map_opts {
                                  8-byte buckets per entry, rounded up to a power
                                  of two, so chains stay short (0: small) */
     uint64_t mem_limit;     /**< bytes the entries may use (keys, values and a
-                                 48-byte header each, rounded up to 16); 0 = no
-                                 budget. The bucket tables are outside it, and
+                                 64-byte header each, rounded up to 16); 0 = no
+                                 budget. The bucket tables are outside it (see
+                                 the file comment for how much they take), and
                                  so are the up to 4 spare entry blocks each
                                  stripe keeps for its next inserts. */
     uint32_t stripes;       /**< lock stripes, rounded up to a power of two,
                                  at most SHMDS_MAP_STRIPES_MAX; 0 = default */
-    uint32_t default_ttl_s; /**< time to live of entries put with ttl 0; 0 = none */
+    uint32_t default_ttl_s; /**< time to live of entries put with ttl 0, in
+                                 seconds; 0 = none (or default_ttl_ms) */
     uint32_t flags;         /**< 0 or SHMDS_MAP_EVICT */
+    uint64_t default_ttl_ms;/**< the same in milliseconds, at most
+                                 SHMDS_TTL_MAX_MS; 0 = none (or default_ttl_s);
+                                 give one of the two */
 } shmds_map_opts;
 
-/** What shmds_map_stats_get() reports. */
+/** What shmds_map_get_ex() and shmds_map_fetch() tell about an entry. */
+typedef struct shmds_map_entry_info {
+    uint64_t version;    /**< changes on every write of the key; never 0 */
+    int64_t ttl_ms;      /**< time left, rounded down; -1: no expiry; 0 with
+                              @c stale: expired */
+    uint32_t user_flags; /**< as stored with the value */
+    uint32_t stale;      /**< 1: expired, returned because SHMDS_GET_STALE was
+                              asked */
+} shmds_map_entry_info;
+
+/** Options of shmds_map_put_ex() and shmds_map_fill_done(); zero-filled
+ *  means a plain put with the map's default TTL. */
+typedef struct shmds_put_opts {
+    uint64_t ttl_ms;      /**< 0: the map's default; SHMDS_TTL_NONE: never
+                               expires; else at most SHMDS_TTL_MAX_MS */
+    uint64_t if_version;  /**< 0: unconditional; else compare-and-set: store
+                               only if the key is present with this version */
+    uint32_t user_flags;  /**< stored with the value */
+    uint32_t flags;       /**< SHMDS_PUT_NX, SHMDS_PUT_XX (not both),
+                               SHMDS_PUT_NOEVICT */
+} shmds_put_opts;
+
+/** A single-flight fill lease held by this process (shmds_map_fetch()). */
+typedef struct shmds_fill shmds_fill;
+
+/** What shmds_map_stats_get() reports. The counters count from the map's
+ *  creation or the last shmds_map_stats_reset(). */
 typedef struct shmds_map_stats {
-    uint64_t entries;     /**< entries stored (expired ones not yet reclaimed included) */
+    uint64_t entries;     /**< entries stored (expired ones not yet reclaimed
+                               included: shmds_map_reap() reclaims them) */
     uint64_t buckets;     /**< buckets of the table(s); both while growing */
-    uint64_t hits;        /**< gets that found the key (not counted on read-only handles) */
-    uint64_t misses;      /**< gets that did not (idem) */
+    uint64_t hits;        /**< gets and fetches that found the key (a stale
+                               value returned counts as a hit). A read-only
+                               handle counts its own in the handle: they are
+                               in the figures that handle reports only */
+    uint64_t misses;      /**< gets and fetches that did not (idem) */
     uint64_t inserts;     /**< puts and adds that created a key */
     uint64_t deletes;     /**< successful shmds_map_del() calls */
     uint64_t evictions;   /**< entries evicted for the budget */
@@ -95,6 +180,13 @@ typedef struct shmds_map_stats {
     uint64_t recoveries;  /**< dead lock holders whose change was repaired */
     uint64_t mem_used;    /**< bytes of entries (as counted against mem_limit)
                                plus bytes of bucket tables */
+    uint64_t fills;       /**< fill leases granted by shmds_map_fetch() */
+    uint64_t takeovers;   /**< of those, leases taken over from a holder that
+                               died */
+    uint64_t mem_limit;   /**< the budget (0: none) */
+    uint64_t default_ttl_ms; /**< the default TTL (0: none) */
+    uint32_t flags;       /**< the map's flags (SHMDS_MAP_EVICT) */
+    uint32_t stripes;     /**< lock stripes */
 } shmds_map_stats;
 
 /**
@@ -110,7 +202,9 @@ typedef struct shmds_map_stats {
  * create of the same name finishes a dead creator's map of that name
  * itself (a pending name of another type stays -EEXIST until a reclaim).
  * @param o NULL for defaults.
- * @return 0; -EINVAL bad name or options; -EEXIST the name is taken;
+ * @return 0; -EINVAL bad name or options (SHMDS_MAP_EVICT without a
+ *         mem_limit; both default TTLs; a TTL above SHMDS_TTL_MAX_MS);
+ *         -EEXIST the name is taken;
  *         -ENOSPC the directory is full; -ENOMEM the heap is too small;
  *         SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
  */
@@ -142,12 +236,14 @@ SHMDS_API int shmds_map_destroy(shmds_map *m);
 /**
  * Store @p val under @p key (a copy of both), replacing any value.
  * Cost: O(1) expected, plus moving at most a few buckets while the map grows.
+ * The same as shmds_map_put_ex() with ttl_ms = ttl_s * 1000 (0: the
+ * map's default), @p flags, no user flags and no version condition.
  * @param[in] m     the map.
  * @param[in] key   @p klen bytes (at least one).
  * @param[in] klen  the key's length.
  * @param[in] val   @p vlen bytes (may be NULL when @p vlen is 0).
  * @param[in] vlen  the value's length.
- * @param ttl_s seconds to live; 0 = the map's default_ttl_s.
+ * @param ttl_s seconds to live; 0 = the map's default TTL.
  * @param flags 0, SHMDS_PUT_NX or SHMDS_PUT_XX (not both).
  * @return 0 (or SHMDS_RECOVERED: stored, after repairing a dead process's
  *         change); -EEXIST (NX, key present); -ENOENT (XX, key absent);
@@ -198,8 +294,187 @@ SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t 
                             int64_t *result);
 
 /**
- * Number of entries (expired ones not yet reclaimed included). Exact when
- * no write is in progress. Takes no lock. @return 0; -EINVAL NULL handle or @p n.
+ * Store @p val under @p key with options: a TTL in milliseconds, user
+ * flags, NX / XX / NOEVICT, and compare-and-set on the key's version.
+ * Cost and crash behaviour as shmds_map_put(): an acknowledged put (a
+ * compare-and-set included) survives a crash of any process; an
+ * interrupted one took effect entirely or not at all.
+ * @param[in] m the map
+ * @param[in] key,klen the key (klen > 0)
+ * @param[in] val,vlen the value (val may be NULL when vlen is 0)
+ * @param[in] o NULL: a plain put with the map's default TTL.
+ * @param[out] new_version the stored entry's version (may be NULL).
+ * @return 0 (or SHMDS_RECOVERED); -EEXIST (NX, key present); -ENOENT (XX
+ *         or if_version, key absent or expired); SHMDS_EVERSION
+ *         (if_version, the key is present with another version: nothing
+ *         stored); -ENOMEM the budget or the heap is full (SHMDS_MAP_EVICT
+ *         and not NOEVICT: even after evicting); -EINVAL klen 0, NULL key,
+ *         NX with XX or with if_version, an unknown flag, ttl_ms above
+ *         SHMDS_TTL_MAX_MS (and not SHMDS_TTL_NONE); SHMDS_ERDONLY;
+ *         -ETIMEDOUT; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
+ */
+SHMDS_API int shmds_map_put_ex(shmds_map *m, const void *key, size_t klen, const void *val,
+                               size_t vlen, const shmds_put_opts *o, uint64_t *new_version);
+
+/**
+ * shmds_map_get() that also tells the entry's version, TTL left and user
+ * flags, and with SHMDS_GET_STALE returns an expired entry not reclaimed
+ * yet (info->stale = 1) instead of -ENOENT. Same locking as
+ * shmds_map_get(): no lock unless the map evicts.
+ * @param[in] m the map
+ * @param[in] key,klen the key (klen > 0)
+ * @param[out] buf,cap the value is copied here; @p buf may be NULL when
+ *         @p cap is 0 (then 0 is returned for any value length: a query of
+ *         the info and length only).
+ * @param[out] vlen the value's length (may be NULL).
+ * @param flags 0 or SHMDS_GET_STALE.
+ * @param[out] info may be NULL.
+ * @return as shmds_map_get(); -EINVAL also for an unknown flag.
+ */
+SHMDS_API int shmds_map_get_ex(shmds_map *m, const void *key, size_t klen, void *buf,
+                               size_t cap, size_t *vlen, unsigned flags,
+                               shmds_map_entry_info *info);
+
+/**
+ * Single-flight read: return the value on a hit; on a miss, make exactly
+ * one caller across all processes the one that computes the value.
+ *
+ * On a hit the value is copied as by shmds_map_get_ex() and 0 returned. On
+ * a miss with nobody filling the key, the caller gets the key's fill lease:
+ * SHMDS_FILL is returned and *fill set; the caller computes the value and
+ * must end the lease with shmds_map_fill_done() (stores it and wakes the
+ * waiters) or shmds_map_fill_abort(). On a miss while another caller holds
+ * the lease, this call waits until the value is stored (then returns it),
+ * the lease passes to this caller (SHMDS_FILL), or @p timeout_ms passes
+ * (-ETIMEDOUT). A lease whose holder died (any way, SIGKILL included) or
+ * aborted passes to exactly one waiter; waiters sleep on the stripe's
+ * doorbell and re-check at least every 10 ms (a death rings no bell).
+ *
+ * With SHMDS_GET_STALE, an expired entry not reclaimed yet counts as a
+ * stale hit: the first caller gets the lease *and* the stale value
+ * (SHMDS_FILL, info->stale = 1, the value copied), so it may serve it
+ * while it refreshes; callers meanwhile get the stale value at once (0,
+ * info->stale = 1) instead of waiting.
+ *
+ * The lease is held in the key's stripe (a few slots per stripe, recording
+ * the holder's pid and process start time, so a reused pid is not taken
+ * for the holder, and when the lease began). When every slot of the
+ * stripe is held by live processes, the caller waits as if the key were
+ * being filled. A process that asks again for a key whose lease it holds
+ * itself waits for itself (until the timeout).
+ * Cost: a hit is one stripe lock, a copy and a lookup.
+ * @param[in] m the map
+ * @param[in] key,klen the key (klen > 0)
+ * @param[out] buf,cap,vlen as shmds_map_get_ex().
+ * @param[out] info may be NULL; all zero after a miss with no stale value.
+ * @param flags 0 or SHMDS_GET_STALE.
+ * @param timeout_ms how long to wait for another caller's fill: -1 no
+ *         bound (a dead holder still passes the lease on), 0 do not wait.
+ * @param[out] fill set on SHMDS_FILL, NULL otherwise.
+ * @return 0 hit; SHMDS_FILL the caller holds the lease; -ETIMEDOUT;
+ *         -ENOBUFS the value is longer than @p cap (*vlen set; no lease
+ *         taken); -EINVAL klen 0, NULL key, NULL @p fill, unknown flag;
+ *         -ENOMEM no memory for the handle; SHMDS_ERDONLY (leases are
+ *         written); SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
+ */
+SHMDS_API int shmds_map_fetch(shmds_map *m, const void *key, size_t klen, void *buf, size_t cap,
+                              size_t *vlen, shmds_map_entry_info *info, unsigned flags,
+                              int timeout_ms, shmds_fill **fill);
+
+/**
+ * Store the value the lease holder computed, end the lease and wake the
+ * waiters, which return it. The lease ends and @p f is freed whatever the
+ * result. An acknowledged fill survives a crash; a holder killed inside
+ * this call leaves either the value stored or the lease to a waiter.
+ * @param[in] f the lease shmds_map_fetch() handed out
+ * @param[in] val,vlen the value computed
+ * @param[in] o TTL, user flags and SHMDS_PUT_NOEVICT as for
+ *         shmds_map_put_ex() (NULL: defaults); if_version, NX and XX are
+ *         refused with -EINVAL.
+ * @param[out] new_version the stored entry's version (may be NULL).
+ * @return as shmds_map_put_ex(); on an error nothing is stored and the
+ *         lease passes to a waiter.
+ */
+SHMDS_API int shmds_map_fill_done(shmds_fill *f, const void *val, size_t vlen,
+                                  const shmds_put_opts *o, uint64_t *new_version);
+
+/**
+ * End the lease without a value; one waiter (if any) gets it. @p f is
+ * freed. NULL is ignored.
+ * @return 0; -ETIMEDOUT, SHMDS_ECORRUPT, SHMDS_ENOTRECOVERABLE (the lease
+ *         then ends when a waiter finds this process dead or the slot is
+ *         needed; the handle is freed all the same).
+ */
+SHMDS_API int shmds_map_fill_abort(shmds_fill *f);
+
+/**
+ * Time left before @p key expires, in milliseconds, rounded down (-1: it
+ * does not expire). Takes no lock unless the map evicts.
+ * @return 0; -ENOENT absent or expired; as shmds_map_get().
+ */
+SHMDS_API int shmds_map_ttl(shmds_map *m, const void *key, size_t klen, int64_t *ttl_ms);
+
+/**
+ * Set the time @p key has left (touch): it expires @p ttl_ms from now; 0
+ * or SHMDS_TTL_NONE: never. The value and the version do not change.
+ * @return 0 (or SHMDS_RECOVERED); -ENOENT absent or expired (an expired
+ *         key is reclaimed, not revived); -EINVAL klen 0, NULL key,
+ *         @p ttl_ms above SHMDS_TTL_MAX_MS; SHMDS_ERDONLY; -ETIMEDOUT;
+ *         SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
+ */
+SHMDS_API int shmds_map_expire(shmds_map *m, const void *key, size_t klen, uint64_t ttl_ms);
+
+/**
+ * shmds_map_add() with the creation spelt out: an absent (or expired) key
+ * is created holding @p init + @p delta, expiring @p init_ttl_ms from now
+ * (0: the map's default; SHMDS_TTL_NONE: never); a present counter keeps
+ * its TTL. Rate limiting in one call: add_ex(key, 1, 0, window_ms).
+ * Every add changes the key's version.
+ * @return as shmds_map_add(); -EOVERFLOW also when @p init + @p delta does
+ *         not fit; -EINVAL also for @p init_ttl_ms above SHMDS_TTL_MAX_MS.
+ */
+SHMDS_API int shmds_map_add_ex(shmds_map *m, const void *key, size_t klen, int64_t delta,
+                               int64_t init, uint64_t init_ttl_ms, int64_t *result);
+
+/**
+ * Remove every entry. One stripe at a time under its lock, each entry
+ * unlinked crash-consistently (a crash part way leaves some entries, never
+ * a damaged map); writes to stripes already cleared may stay.
+ * Cost: O(entries + buckets).
+ * @return 0; SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ECORRUPT;
+ *         SHMDS_ENOTRECOVERABLE.
+ */
+SHMDS_API int shmds_map_clear(shmds_map *m);
+
+/**
+ * Reclaim expired entries now, with bounded work: buckets are visited
+ * until @p max_entries units are spent (one per bucket, one per entry
+ * looked at; the last bucket's chain is finished, a few entries more),
+ * continuing where the previous call (of any process) stopped, so repeated
+ * calls sweep the whole map. Takes each stripe's lock for the buckets it
+ * visits. An expired entry whose key is being refreshed (a live fill
+ * lease, see shmds_map_fetch()) is kept for stale reads.
+ * @param[in] m the map
+ * @param[in] max_entries the work bound (units as above)
+ * @param[out] reaped entries reclaimed (may be NULL).
+ * @return 0; -EINVAL @p max_entries 0; SHMDS_ERDONLY; -ETIMEDOUT;
+ *         SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
+ */
+SHMDS_API int shmds_map_reap(shmds_map *m, uint64_t max_entries, uint64_t *reaped);
+
+/**
+ * Restart the counters of shmds_map_stats (hits, misses, inserts, deletes,
+ * evictions, expirations, recoveries, fills, takeovers) from 0, for every
+ * handle. Counts made by calls running at the same time may land on
+ * either side. @return 0; SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ECORRUPT.
+ */
+SHMDS_API int shmds_map_stats_reset(shmds_map *m);
+
+/**
+ * Number of entries, expired ones not yet reclaimed included (to leave
+ * them out, reclaim them first with shmds_map_reap()). Exact when no write
+ * is in progress. Takes no lock; O(stripes). @return 0; -EINVAL NULL
+ * handle or @p n.
  */
 SHMDS_API int shmds_map_count(shmds_map *m, uint64_t *n);
 

@@ -23,6 +23,17 @@
  * All processes attached to a region must share one PID namespace (see
  * shmds/lock.h).
  *
+ * Across fork(): the child inherits the mapping (MAP_SHARED: the same
+ * memory) and every handle; it may use the region handle and every object
+ * handle opened on it (lists, maps, queues) as its parent does, and close
+ * them or exit without affecting the parent: closing unmaps only the
+ * caller's copy. Per-object exceptions are in each object's header (a
+ * queue's SPSC side, a map's fill lease). As with any fork of a threaded
+ * process, fork only when no other thread of the process is inside a shmds
+ * call: a lock held by another thread at the fork stays held by that
+ * thread in the parent, and the child must not touch the object until it
+ * is released.
+ *
  * Trust. A region's bytes are whatever its writers put there. A read-only
  * attach (SHMDS_RDONLY) takes no lock and trusts nothing it reads: whatever
  * the bytes, its calls return (SHMDS_ECORRUPT for damage they can see),

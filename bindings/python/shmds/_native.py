@@ -82,14 +82,17 @@ class AllocStats(Structure):
 
 class MapOpts(Structure):
     _fields_ = [("capacity", c_uint64), ("mem_limit", c_uint64), ("stripes", c_uint32),
-                ("default_ttl_s", c_uint32), ("flags", c_uint32)]
+                ("default_ttl_s", c_uint32), ("flags", c_uint32),
+                ("default_ttl_ms", c_uint64)]
 
 
 class MapStats(Structure):
     _fields_ = [("entries", c_uint64), ("buckets", c_uint64), ("hits", c_uint64),
                 ("misses", c_uint64), ("inserts", c_uint64), ("deletes", c_uint64),
                 ("evictions", c_uint64), ("expirations", c_uint64),
-                ("recoveries", c_uint64), ("mem_used", c_uint64)]
+                ("recoveries", c_uint64), ("mem_used", c_uint64), ("fills", c_uint64),
+                ("takeovers", c_uint64), ("mem_limit", c_uint64), ("default_ttl_ms", c_uint64),
+                ("flags", c_uint32), ("stripes", c_uint32)]
 
 
 def new_struct(cls):
