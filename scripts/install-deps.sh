@@ -1,6 +1,8 @@
 #!/bin/sh
 # Install what building and testing shmds needs on Debian 12 (run as root).
-# Optional extras for benchmarks: libboost-dev liblmdb-dev.
+# Optional extras for benchmarks: libboost-dev liblmdb-dev. contrib/redis
+# (libshmds-redis) needs libhiredis-dev; its tests and benchmark run a
+# redis-server of their own.
 set -e
 export DEBIAN_FRONTEND=noninteractive
 SUDO=
@@ -8,4 +10,5 @@ SUDO=
 $SUDO apt-get update
 $SUDO apt-get install -y --no-install-recommends \
     build-essential autoconf automake libtool pkg-config check \
-    clang libclang-rt-14-dev valgrind libboost-dev liblmdb-dev
+    clang libclang-rt-14-dev valgrind libboost-dev liblmdb-dev \
+    libhiredis-dev redis-server
