@@ -2,6 +2,10 @@
  * The offset heap: a two-level segregated-fit (TLSF) allocator with boundary
  * tags, inside the region, shared by every process that maps it.
  *
+ * Layer: the allocator. Calls down into the region (its lock, its header's
+ * allocator root, directory slots as allocation slots) and lock.c; called
+ * by the object layer and the structures; calls nothing above.
+ *
  * Layout. The heap [heap_off, heap_end) starts with a control block (the
  * first-level bitmap, one second-level bitmap per first level, and the heads
  * of the free lists), then holds a sequence of blocks that tile it exactly,
@@ -166,7 +170,7 @@ static void mapping(uint64_t size, unsigned *fl, unsigned *sl)
 /* Lay the control block and the blocks out in the handle's trusted heap
  * bounds: pure arithmetic (garbage bounds of a header that fails its checks
  * give a garbage but harmless layout, never used). */
-void shmds__alloc_geo_init(shmds_region *r)
+static void geo_init(shmds_region *r)
 {
     geo_t *g = &r->geo;
     uint64_t lo = (r->heap_off + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
@@ -184,6 +188,24 @@ void shmds__alloc_geo_init(shmds_region *r)
     g->end = hi - HDR;
     /* last < first (nothing plausible) when not even one block fits. */
     g->last = g->end >= g->first && g->end - g->first >= MIN_BLOCK ? g->end - MIN_BLOCK : 0;
+}
+
+/* r->geo, computed by the first caller in this process (the region makes
+ * handles without calling up into the allocator): 0 none yet, 1 being
+ * computed, 2 ready. */
+static const geo_t *geo_of(shmds_region *r)
+{
+    if (shmds__likely(__atomic_load_n(&r->geo_state, __ATOMIC_ACQUIRE) == 2))
+        return &r->geo;
+    uint32_t none = 0;
+    if (__atomic_compare_exchange_n(&r->geo_state, &none, 1, false, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_ACQUIRE)) {
+        geo_init(r);
+        __atomic_store_n(&r->geo_state, 2, __ATOMIC_RELEASE);
+    }
+    while (__atomic_load_n(&r->geo_state, __ATOMIC_ACQUIRE) != 2)
+        shmds__cpu_relax();
+    return &r->geo;
 }
 
 static uint64_t tag_of(uint64_t off, uint64_t size, uint64_t flags)
@@ -384,7 +406,7 @@ COLD int rebuild(struct op *o)
  * repair ignores whatever the record holds. */
 static void put(struct op *o, uint64_t off, uint64_t val)
 {
-    SHMDS_ASSERT(o->n < REDO_MAX);
+    SHMDS_ASSERT(o->n < REDO_MAX, "an operation's redo record has room for every store it logs");
     struct redo_store *st = &o->root->redo[o->n++];
     st->off = off;
     st->val = val;
@@ -432,21 +454,11 @@ static void op_init(struct op *o, shmds_region *r)
     o->r = r;
     o->base = r->base;
     o->root = root_of(r);
-    o->g = &r->geo;
+    o->g = geo_of(r);
     o->n = 0;
     o->rebuild = false;
 }
 
-static void seq_begin(struct aroot *root)
-{
-    __atomic_store_n(&root->seq, root->seq | 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-}
-
-static void seq_end(struct aroot *root)
-{
-    __atomic_store_n(&root->seq, (root->seq | 1) + 1, __ATOMIC_RELEASE);
-}
 
 /* Called by the lock, holding it, when the previous holder died. */
 static int repair(void *arg)
@@ -473,11 +485,11 @@ static int repair(void *arg)
         __atomic_store_n(&root->redo_state, 0, __ATOMIC_RELEASE);
     }
     if ((root->seq & 1) != 0 || redo) {
-        seq_begin(root);
+        shmds__seq_write_begin(&root->seq);
         if (rebuild(&o) != 0)
             return -1;
         SHMDS_FAULT("alloc.repair.rebuilt");
-        seq_end(root);
+        shmds__seq_write_end(&root->seq);
     }
     root->repairs++;
     return 0;
@@ -522,7 +534,7 @@ static int lock(struct op *o)
         unlock(o);
         return rc;
     }
-    seq_begin(o->root);
+    shmds__seq_write_begin(&o->root->seq);
     return 0;
 }
 
@@ -536,7 +548,7 @@ static int finish(struct op *o, int rc)
         if (rebuild(o) != 0)
             rc = SHMDS_ECORRUPT;
     }
-    seq_end(o->root);
+    shmds__seq_write_end(&o->root->seq);
     unlock(o);
     return rc;
 }
@@ -786,10 +798,11 @@ static int do_resize(struct op *o, uint64_t b, const struct live *lv, uint64_t b
 static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
 {
     const unsigned char *p = (const unsigned char *)slot;
-    if (slot == NULL || p < r->base || p + 8 > r->base + r->geo.end)
+    const geo_t *g = geo_of(r);
+    if (slot == NULL || p < r->base || p + 8 > r->base + g->end)
         return 0;
     uint64_t off = (uint64_t)(p - r->base);
-    if (p < r->base + r->geo.first)
+    if (p < r->base + g->first)
         return shmds__root_slot_off(off) ? off : 0;
     return (off & 7) == 0 ? off : 0;
 }
@@ -824,6 +837,8 @@ FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool ze
 
 SHMDS_API int shmds_alloc(shmds_region *r, size_t size, shmds_off_t *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     shmds_off_t off;
     int rc = alloc_common(r, size, 0, false, &off);
     if (rc == 0)
@@ -874,6 +889,8 @@ FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const 
 
 SHMDS_API int shmds_free(shmds_region *r, shmds_off_t off)
 {
+    if (r == NULL)
+        return -EINVAL;
     int rc = shmds__writable(r);
     if (rc != 0 || off == SHMDS_NULL)
         return rc;
@@ -893,6 +910,8 @@ int shmds__free_from(shmds_region *r, shmds_off_t *slot)
 
 SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds_off_t *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     if (off == SHMDS_NULL)
         return shmds_alloc(r, size, out);
     int rc = shmds__writable(r);
@@ -967,7 +986,7 @@ int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable)
 SHMDS_API size_t shmds_usable_size(shmds_region *r, shmds_off_t off)
 {
     uint64_t u;
-    return shmds__alloc_block_live(r, off, &u) == 0 ? (size_t)u : 0;
+    return r != NULL && shmds__alloc_block_live(r, off, &u) == 0 ? (size_t)u : 0;
 }
 
 int shmds__alloc_settle(shmds_region *r)
@@ -1118,19 +1137,17 @@ static int read_stable(shmds_region *r, int (*fn)(const struct op *, void *), vo
         rc = fn(&o, arg);
         return finish(&o, rc);
     }
-    uint64_t deadline = shmds__now_ns() + (uint64_t)r->lock_timeout_ms * 1000000u;
+    struct shmds__wait w = {0};
     for (;;) {
-        uint64_t s1 = __atomic_load_n(&o.root->seq, __ATOMIC_ACQUIRE);
+        uint64_t s1 = shmds__seq_read_begin(&o.root->seq);
         if ((s1 & 1) == 0) {
             int rc = fn(&o, arg);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (__atomic_load_n(&o.root->seq, __ATOMIC_RELAXED) == s1)
+            if (shmds__seq_read_ok(&o.root->seq, s1))
                 return rc;
         }
-        if (shmds__now_ns() >= deadline)
-            return -ETIMEDOUT;
-        struct timespec nap = {0, 100000L};
-        nanosleep(&nap, NULL);
+        int rc = shmds__seq_wait(r, &w, &o.root->seq, NULL, NULL, NULL);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -1147,8 +1164,12 @@ static int check_fn(const struct op *o, void *arg)
 
 SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     shmds_alloc_stats st;
-    int rc = read_stable(r, stats_fn, &st);
+    int rc = shmds__region_intact(r);
+    if (rc == 0)
+        rc = read_stable(r, stats_fn, &st);
     if (rc == 0)
         *out = st;
     return rc;
@@ -1156,10 +1177,8 @@ SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out)
 
 SHMDS_API int shmds_alloc_check(shmds_region *r)
 {
+    if (r == NULL)
+        return -EINVAL;
     return read_stable(r, check_fn, NULL);
 }
 
-int shmds__alloc_check(shmds_region *r)
-{
-    return shmds_alloc_check(r);
-}

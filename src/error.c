@@ -1,6 +1,8 @@
 /*
  * Error names and descriptions.
  *
+ * Layer: the bottom (calls no other module).
+ *
  * The library's own codes come from one X-macro table (SHMDS_ERRNO_MAP in
  * shmds/error.h), so the enum, the names and the descriptions cannot drift.
  * Negative errno values are named by the C library when it can

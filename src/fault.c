@@ -1,6 +1,8 @@
 /*
  * Fault points (built with --enable-fault-injection only).
  *
+ * Layer: the bottom (called from every layer, calls none).
+ *
  * SHMDS_FAULT("name") calls shmds__fault("name"). The environment decides
  * what happens:
  *   SHMDS_FAULT=name        SIGKILL this process at the point called `name`

@@ -13,20 +13,23 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sched.h>
 #include <time.h>
 
 #include "shmds.h"
 
 /* ---- assertions and checks ----
- * SHMDS_ASSERT states the library's own invariants and compiles away in
- * release builds. Shared memory is untrusted input, so checks on data read
- * from a region are plain `if`s that stay in every build and return
- * SHMDS_ECORRUPT; never assert on them. */
+ * SHMDS_ASSERT(cond, why) states one of the library's own invariants (a
+ * lock this process must hold, counts its own code keeps in step) with
+ * the reason it must hold; it aborts with both in a --enable-debug build
+ * and compiles away otherwise. Shared memory is untrusted input, so checks
+ * on data read from a region are plain `if`s that stay in every build and
+ * return SHMDS_ECORRUPT; never assert on them. */
 #ifdef SHMDS_DEBUG
 #include <assert.h>
-#define SHMDS_ASSERT(cond) assert(cond)
+#define SHMDS_ASSERT(cond, why) assert((cond) && (why))
 #else
-#define SHMDS_ASSERT(cond) ((void)0)
+#define SHMDS_ASSERT(cond, why) ((void)0)
 #endif
 
 #define shmds__likely(x) __builtin_expect(!!(x), 1)
@@ -115,8 +118,8 @@ SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, roots) == 1024, "format: direct
 /* ---- the process-local handle ---- */
 
 /* Where the allocator's parts are in the heap (alloc.c): a function of the
- * handle's trusted heap bounds only, computed once by
- * shmds__alloc_geo_init() when the handle is made. */
+ * handle's trusted heap bounds only, computed by the allocator on its first
+ * use of the handle (geo_state). */
 struct shmds__heap_geo {
     uint64_t ctl;      /* control block */
     uint64_t slbm;     /* uint32_t second-level bitmaps [fl_count] */
@@ -128,7 +131,8 @@ struct shmds__heap_geo {
 };
 
 struct shmds_region {
-    /* Must match struct shmds_region_pub_ (region.h): the inline helpers. */
+    /* Must match struct shmds_region_pub_ (region.h): the inline helpers
+     * (asserted below). */
     unsigned char *base;
     uint64_t size;
     /* Copied from the header once it was validated at open, and trusted from
@@ -140,8 +144,16 @@ struct shmds_region {
     size_t map_len;
     int fd;
     struct shmds__hdr *hdr;
+    uint32_t geo_state; /* 0, 1 being filled, 2 geo valid (alloc.c) */
     struct shmds__heap_geo geo;
 };
+
+SHMDS__STATIC_ASSERT(offsetof(struct shmds_region, base) ==
+                         offsetof(struct shmds_region_pub_, base),
+                     "handle layout: base as in region.h");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds_region, size) ==
+                         offsetof(struct shmds_region_pub_, size),
+                     "handle layout: size as in region.h");
 
 static inline bool shmds__rdonly(const shmds_region *r)
 {
@@ -178,11 +190,97 @@ struct timespec shmds__deadline(int ms);
 /* Milliseconds left until `deadline_ns` (monotonic), at least 0. */
 int shmds__ms_left(uint64_t deadline_ns);
 
+/* ---- a growable buffer in process memory (util.c) ---- */
+struct shmds__buf {
+    unsigned char *p;
+    size_t len, cap;
+};
+/* Append `len` bytes of `data`, growing by doubling: 0, or -ENOMEM when
+ * memory is short or the size would overflow (nothing appended). */
+int shmds__buf_put(struct shmds__buf *b, const void *data, size_t len);
+
+/* ---- processes ---- */
+
+/* The one liveness probe: true when no process `pid` exists (kill(pid, 0)
+ * says ESRCH). 0 and values that are not pids are never gone. A pid reused
+ * by an unrelated process reads as alive: what waits on it (a pending
+ * entry, a claimed line) waits until that process exits too, so nothing is
+ * ever taken from a live owner. */
+bool shmds__proc_gone(uint32_t pid);
+/* Sleep about a millisecond: the one backoff step of every wait for a
+ * writer that may have died (after spinning and yielding). */
+void shmds__nap_1ms(void);
+
+/* ---- the seqlock (lock.c's layer): one helper for every sequence word ----
+ * A writer, holding the lock that serialises writers, makes the word odd
+ * before its first store a reader could see and even after its last. Both
+ * steps are idempotent, so a repair closes a dead writer's odd word with
+ * shmds__seq_write_end. A lock-free reader takes s = shmds__seq_read_begin,
+ * copies (following only checked offsets: the copy may be torn), and keeps
+ * the copy only when shmds__seq_read_ok(w, s). Between attempts it backs
+ * off with one policy, struct shmds__wait. */
+static inline void shmds__seq_write_begin(uint64_t *w)
+{
+    uint64_t s = __atomic_load_n(w, __ATOMIC_RELAXED);
+    if ((s & 1) == 0)
+        __atomic_store_n(w, s + 1, __ATOMIC_RELAXED);
+    __atomic_thread_fence(__ATOMIC_RELEASE); /* the odd word before the data */
+}
+
+static inline void shmds__seq_write_end(uint64_t *w)
+{
+    uint64_t s = __atomic_load_n(w, __ATOMIC_RELAXED);
+    if (s & 1)
+        __atomic_store_n(w, s + 1, __ATOMIC_RELEASE);
+}
+
+static inline uint64_t shmds__seq_read_begin(const uint64_t *w)
+{
+    return __atomic_load_n(w, __ATOMIC_ACQUIRE);
+}
+
+/* True when the copy made since shmds__seq_read_begin returned `s` is whole. */
+static inline bool shmds__seq_read_ok(const uint64_t *w, uint64_t s)
+{
+    __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the data before the re-read */
+    return (s & 1) == 0 && __atomic_load_n(w, __ATOMIC_RELAXED) == s;
+}
+
+/* The one backoff policy for a lock-free reader waiting for a writer:
+ * SHMDS__WAIT_SPINS quick retries (the first few spin, then each yields),
+ * then, per retry, the caller's slow step (a writable handle takes the
+ * writers' lock, which repairs a dead writer) and a 1 ms nap, until the
+ * region's lock bound has passed since the first nap. */
+#define SHMDS__WAIT_SPINS 64u
+struct shmds__wait {
+    unsigned spins;
+    uint64_t deadline_ns;
+};
+/* True while still in the quick phase (retry at once). */
+static inline bool shmds__wait_spin(struct shmds__wait *w)
+{
+    if (w->spins >= SHMDS__WAIT_SPINS)
+        return false;
+    if (++w->spins > 8)
+        sched_yield();
+    else
+        shmds__cpu_relax();
+    return true;
+}
+/* The slow phase's nap: 0 after napping, -ETIMEDOUT once `bound_ms` has
+ * passed since the first call. */
+int shmds__wait_nap(struct shmds__wait *w, uint32_t bound_ms);
+
 /* ---- locks ---- */
 
-/* Lock one of region r's mutexes with the region's bound. A recovery bumps
- * the region's epoch. Returns as shmds_mutex_lock(), except that a mutex
- * whose own bytes are damaged gives SHMDS_ECORRUPT (never a glibc abort). */
+/* Lock a mutex: a short spin, then a wait of at most `bound_ms` (lock.c;
+ * 0: no wait, -EBUSY when held).
+ * Returns as shmds_mutex_lock(), except that a mutex whose own bytes are
+ * damaged gives SHMDS_ECORRUPT (never a glibc abort). */
+int shmds__mutex_lock_bounded(shmds_mutex *m, uint32_t bound_ms, shmds_repair_fn *repair,
+                              void *arg);
+/* Lock one of region r's mutexes with the region's bound (region.c); a
+ * recovery bumps the region's epoch. Returns as shmds__mutex_lock_bounded. */
 int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg);
 /* This process's pid, cached (a fork handler forgets it in the child). */
 uint32_t shmds__self_pid(void);
@@ -191,10 +289,11 @@ uint32_t shmds__self_pid(void);
  * count themselves in *sleepers and re-check the truth after every wake-up.
  * Ring: when someone sleeps, post one token (all: as many as sleepers),
  * keeping the count at most min(sleepers, 64) (a sleeper that died leaves
- * its count behind). Wait: one sleep until rung, `slice_ms` passes or the
- * deadline (0: none) comes. */
+ * its count behind; a damaged semaphore is not posted). Wait: one sleep
+ * until rung, `slice_ms` passes or the deadline (0: none) comes;
+ * SHMDS_ECORRUPT when the semaphore's words are damaged, else 0. */
 void shmds__bell_ring(shmds_sem *bell, const uint32_t *sleepers, bool all);
-void shmds__bell_wait(shmds_sem *bell, uint64_t deadline_ns, int slice_ms);
+int shmds__bell_wait(shmds_sem *bell, uint64_t deadline_ns, int slice_ms);
 
 /* ---- liveness ----
  * A process's start time (field 22 of /proc/PID/stat, clock ticks since
@@ -208,11 +307,37 @@ uint64_t shmds__self_start(void);
  * the pid is probed). */
 bool shmds__proc_alive(uint32_t pid, uint64_t start);
 
+/* The same, waiting at most max_ms (region.c; 0: never waits, -EBUSY when
+ * held; -1: the region's bound; the region's bound caps any other value). */
+int shmds__lock_within(shmds_region *r, shmds_mutex *m, int max_ms, shmds_repair_fn *repair,
+                       void *arg);
+/* True when the words glibc trusts inside a mutex / semaphore hold what
+ * shmds_mutex_init / shmds_sem_init wrote (lock.c); the structure checks
+ * use them. */
+bool shmds__mutex_ok(const shmds_mutex *m);
+bool shmds__sem_ok(const shmds_sem *s);
+/* A semaphore's count without a call into glibc (clamped to SEM_VALUE_MAX). */
+int shmds__sem_value(const shmds_sem *s);
+/* One step of a lock-free reader's wait on the sequence word `word`
+ * (region.c): the quick phase of `w`; then, in a writable region, take the
+ * writers' lock `m` (its repair closes a dead writer's change) and, when
+ * the word is still odd while we hold it (a stale word: no writer is at
+ * work), run `repair` ourselves; then nap. `m` NULL: no lock to take.
+ * 0: read again; -ETIMEDOUT past the region's bound; lock errors. */
+int shmds__seq_wait(shmds_region *r, struct shmds__wait *w, const uint64_t *word, shmds_mutex *m,
+                    shmds_repair_fn *repair, void *arg);
 /* True when the calling thread holds a shmds_mutex inside [base, base+len). */
 bool shmds__locks_held_in(const void *base, size_t len);
+/* True when the calling thread holds `m` (for SHMDS_ASSERT). */
+static inline bool shmds__mutex_held(const shmds_mutex *m)
+{
+    return shmds__locks_held_in(m, sizeof *m);
+}
 
 /* ---- region internals used by the layers above ---- */
 
+/* SHMDS_ECORRUPT when the shm object is now shorter than the mapping. */
+int shmds__region_intact(const shmds_region *r);
 /* SHMDS_ERDONLY for a read-only region, else 0. */
 int shmds__writable(const shmds_region *r);
 /* Look a root up and insist on its type: SHMDS_ETYPE for another kind;
@@ -223,8 +348,17 @@ int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shm
  * memory stays the caller's (shmds_region_close frees only the handle).
  * flags: 0 or SHMDS_RDONLY. */
 int shmds__region_attach_mem(void *base, size_t len, unsigned flags, shmds_region **out);
-/* The 64-byte aligned header of a named object inside the block at `off`
- * (the structures allocate their header 48 bytes larger and round up). */
+/* Tags 1..SHMDS__TYPE_OBJ_LAST name the object layer's objects (object.h):
+ * their directory entry holds the header's block (an allocator slot) and
+ * lookups report the 64-byte aligned header inside it. All the region
+ * knows of them is this range of tags. */
+#define SHMDS__TYPE_OBJ_LAST SHMDS_TYPE_QUEUE
+static inline bool shmds__type_is_object(uint32_t type)
+{
+    return type != 0 && type <= SHMDS__TYPE_OBJ_LAST;
+}
+/* The 64-byte aligned header of an object inside the block at `off`
+ * (object.c allocates the header 48 bytes larger and rounds up). */
 static inline shmds_off_t shmds__hdr_of(shmds_off_t off)
 {
     return (off + 63) & ~(shmds_off_t)63;
@@ -242,16 +376,25 @@ int shmds__root_reserve(shmds_region *r, const char *name, uint32_t type, shmds_
 /* Make this process's pending entry visible (owner 0, one store): the
  * commit point of a create. */
 int shmds__root_publish(shmds_region *r, shmds_off_t *slot);
-/* Make the visible entry `name` (of `type`, whose header is `off`) pending
- * again, owned by this process: the commit point of a destroy. -ENOENT when
- * the name does not name that object. */
-int shmds__root_unpublish(shmds_region *r, const char *name, uint32_t type, shmds_off_t off,
-                          shmds_off_t **slot);
+/* Make the visible entry of the object of `type` whose header is `off`
+ * pending again, owned by this process: the commit point of a destroy.
+ * -ENOENT when no visible entry names that object. */
+int shmds__root_unpublish(shmds_region *r, uint32_t type, shmds_off_t off, shmds_off_t **slot);
 /* Free this process's pending entry, whose off must be back to 0. */
 int shmds__root_drop(shmds_region *r, shmds_off_t *slot);
-/* Take over one pending entry whose owner is dead (owner = this process):
- * its type and slot. -ENOENT when there is none. */
-int shmds__root_take_orphan(shmds_region *r, uint32_t *type, shmds_off_t **slot);
+/* Take over one pending entry whose owner is dead (owner = this process),
+ * named `name` (NULL: any) of type `of_type` (0: any): its type and slot.
+ * -ENOENT when there is none. */
+int shmds__root_take_orphan(shmds_region *r, const char *name, uint32_t of_type, uint32_t *type,
+                            shmds_off_t **slot);
+/* 0 when a visible entry names the object of `type` whose header is `off`
+ * (a lock-free look at the directory), else -ENOENT or a snapshot error. */
+int shmds__root_published(shmds_region *r, uint32_t type, shmds_off_t off);
+/* Take the directory lock and keep it when a visible entry names the
+ * object of `type` at `off` (0: no destroy can unpublish it until
+ * shmds__root_release); -ENOENT (lock not held) when none does. */
+int shmds__root_hold(shmds_region *r, uint32_t type, shmds_off_t off);
+void shmds__root_release(shmds_region *r);
 /* True when `off` is the region offset of a directory entry's off field. */
 static inline bool shmds__root_slot_off(uint64_t off)
 {
@@ -305,13 +448,5 @@ int shmds__alloc_settle(shmds_region *r);
  * the heap around it is damaged. Takes no lock: for checks run while the
  * caller's structure lock keeps its own blocks from changing. */
 int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable);
-
-/* Verify the whole heap (part of shmds_region_check); takes the allocator
- * lock. 0, SHMDS_ECORRUPT, -ETIMEDOUT, SHMDS_ENOTRECOVERABLE. */
-int shmds__alloc_check(shmds_region *r);
-
-/* Fill r->geo from r->heap_off and r->heap_end (process-local; reads no
- * shared memory). The region calls it when it makes a handle. */
-void shmds__alloc_geo_init(shmds_region *r);
 
 #endif

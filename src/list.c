@@ -1,6 +1,10 @@
 /*
  * The shared doubly linked list (shmds_list) and intrusive links (shmds_link).
  *
+ * Layer: a structure. Calls down into the object layer (create, open,
+ * destroy: shmds__list_ops), the allocator, lock.c and the region; never
+ * into another structure or the region-wide passes (check.c).
+ *
  * A list is a header block in the heap, registered in the directory, and one
  * heap block per element: {prev, next, len, owner} followed by the payload.
  * Links are offsets; `owner` is the header's offset, so a node of another
@@ -43,8 +47,7 @@
  * Stores that a crash must see in program order are __atomic release
  * stores, so the compiler cannot move them across each other.
  */
-#include "internal.h"
-#include "list_int.h"
+#include "object.h"
 
 #include <sched.h>
 #include <stdlib.h>
@@ -126,30 +129,20 @@ struct shmds_list {
 };
 
 /* The node at `off` when it is in bounds, aligned, belongs to this list and
- * its payload fits in the heap; else NULL. */
-static struct list_node *node_at(const shmds_list *l, uint64_t off)
+ * its payload fits in the heap; else NULL. The payload length it checked
+ * goes to *lenp (when not NULL), read once: whoever copies the payload uses
+ * that, never a second read of the node. */
+static struct list_node *node_at(const shmds_list *l, uint64_t off, uint64_t *lenp)
 {
     struct list_node *n = shmds__ptr_chk(l->r, off, sizeof *n, NODE_ALIGN);
     if (n == NULL || GET(&n->owner) != l->off)
         return NULL;
-    if (GET(&n->len) > l->r->heap_end - off - sizeof *n)
+    uint64_t len = GET(&n->len);
+    if (len > l->r->heap_end - off - sizeof *n)
         return NULL;
+    if (lenp != NULL)
+        *lenp = len;
     return n;
-}
-
-/* Make seq odd (writer inside) / even (done); both idempotent. */
-static void seq_enter(struct list_hdr *h)
-{
-    uint64_t s = GET(&h->seq);
-    if ((s & 1) == 0)
-        PUT(&h->seq, s + 1);
-}
-
-static void seq_leave(struct list_hdr *h)
-{
-    uint64_t s = GET(&h->seq);
-    if (s & 1)
-        PUT(&h->seq, s + 1);
 }
 
 /* ---------------------------------------------------------------------------
@@ -163,14 +156,14 @@ static int push_apply(shmds_list *l)
     struct list_log *g = &h->log;
     uint32_t e = GET(&g->end);
     uint64_t off = GET(&g->node), nb = GET(&g->nb);
-    struct list_node *n = node_at(l, off);
+    struct list_node *n = node_at(l, off, NULL);
     if (e > END_BACK || n == NULL)
         return SHMDS_ECORRUPT;
     struct list_node *nbn = NULL;
-    if (nb != 0 && (nbn = node_at(l, nb)) == NULL)
+    if (nb != 0 && (nbn = node_at(l, nb, NULL)) == NULL)
         return SHMDS_ECORRUPT;
 
-    seq_enter(h);
+    shmds__seq_write_begin(&h->seq);
     PUT(&n->link[e], 0);
     PUT(&n->link[1 - e], nb);
     if (nbn != NULL)
@@ -180,7 +173,7 @@ static int push_apply(shmds_list *l)
     SHMDS_FAULT("list.push.neighbour_linked");
     PUT(&h->ends[e], off);
     PUT(&h->len, GET(&g->old_len) + 1);
-    seq_leave(h);
+    shmds__seq_write_end(&h->seq);
     SHMDS_FAULT("list.push.linked");
     PUT(&g->op, OP_NONE);
     PUT(&g->node, 0);
@@ -196,10 +189,10 @@ static int pop_apply(shmds_list *l)
     struct list_node *nbn = NULL;
     if (e > END_BACK || old_len == 0)
         return SHMDS_ECORRUPT;
-    if (nb != 0 && (nbn = node_at(l, nb)) == NULL)
+    if (nb != 0 && (nbn = node_at(l, nb, NULL)) == NULL)
         return SHMDS_ECORRUPT;
 
-    seq_enter(h);
+    shmds__seq_write_begin(&h->seq);
     PUT(&h->ends[e], nb);
     if (nbn != NULL)
         PUT(&nbn->link[e], 0);
@@ -207,7 +200,7 @@ static int pop_apply(shmds_list *l)
         PUT(&h->ends[1 - e], 0);
     SHMDS_FAULT("list.pop.ends_moved");
     PUT(&h->len, old_len - 1);
-    seq_leave(h);
+    shmds__seq_write_end(&h->seq);
     SHMDS_FAULT("list.pop.unlinked");
     int rc = shmds__free_from(l->r, &g->node);
     if (rc != 0)
@@ -253,7 +246,7 @@ static int list_repair(void *arg)
     }
     if (rc != 0)
         return rc;
-    seq_leave(l->h);
+    shmds__seq_write_end(&l->h->seq);
     return 0;
 }
 
@@ -296,12 +289,13 @@ static void list_unlock(shmds_list *l)
 
 static int push_locked(shmds_list *l, uint32_t e, const void *data, size_t len)
 {
+    SHMDS_ASSERT(shmds__mutex_held(&l->h->lock), "the list lock serialises its intent log");
     struct list_hdr *h = l->h;
     struct list_log *g = &h->log;
     shmds_region *r = l->r;
 
     uint64_t old = GET(&h->ends[e]);
-    const struct list_node *oldn = old != 0 ? node_at(l, old) : NULL;
+    const struct list_node *oldn = old != 0 ? node_at(l, old, NULL) : NULL;
     if (old != 0 && (oldn == NULL || GET(&oldn->link[e]) != 0))
         return SHMDS_ECORRUPT;
     if ((old == 0) != (GET(&h->len) == 0))
@@ -335,17 +329,18 @@ static int push_locked(shmds_list *l, uint32_t e, const void *data, size_t len)
     return push_apply(l);
 }
 
-/* Pop at end e. `buf` NULL with cap 0 and want_copy false: drop the element
- * (destroy). */
+/* Pop at end e. `buf` NULL with cap 0: drop the element (destroy). */
 static int pop_locked(shmds_list *l, uint32_t e, void *buf, size_t cap, size_t *len)
 {
+    SHMDS_ASSERT(shmds__mutex_held(&l->h->lock), "the list lock serialises its intent log");
     struct list_hdr *h = l->h;
     struct list_log *g = &h->log;
     uint64_t off = GET(&h->ends[e]);
     uint64_t count = GET(&h->len);
     if (off == 0)
         return count == 0 ? -ENOENT : SHMDS_ECORRUPT;
-    struct list_node *n = node_at(l, off);
+    uint64_t nlen;
+    struct list_node *n = node_at(l, off, &nlen);
     if (n == NULL || count == 0 || GET(&n->link[e]) != 0)
         return SHMDS_ECORRUPT;
     uint64_t nb = GET(&n->link[1 - e]);
@@ -353,11 +348,10 @@ static int pop_locked(shmds_list *l, uint32_t e, void *buf, size_t cap, size_t *
         if (GET(&h->ends[1 - e]) != off || count != 1)
             return SHMDS_ECORRUPT;
     } else {
-        struct list_node *nbn = node_at(l, nb);
+        struct list_node *nbn = node_at(l, nb, NULL);
         if (nbn == NULL || GET(&nbn->link[e]) != off)
             return SHMDS_ECORRUPT;
     }
-    uint64_t nlen = GET(&n->len);
     if (len != NULL) {
         *len = (size_t)nlen;
         if (nlen > cap)
@@ -431,35 +425,23 @@ SHMDS_API int shmds_list_pop_back(shmds_list *l, void *buf, size_t cap, size_t *
 
 /* Growing process-local copy of the elements: per element a uint64_t length
  * then the bytes, padded to 8. */
-struct snap {
-    unsigned char *buf;
-    size_t used, cap;
-};
-
-static int snap_add(struct snap *s, const void *data, uint64_t len)
+/* A snapshot: each element as its length (8 bytes) and its bytes, padded
+ * to 8. */
+static int snap_add(struct shmds__buf *s, const void *data, uint64_t len)
 {
-    size_t need = sizeof(uint64_t) + (((size_t)len + 7) & ~(size_t)7);
-    if (s->cap - s->used < need) {
-        size_t cap = s->cap ? s->cap : 4096;
-        while (cap - s->used < need)
-            cap *= 2;
-        unsigned char *p = realloc(s->buf, cap);
-        if (p == NULL)
-            return -ENOMEM;
-        s->buf = p;
-        s->cap = cap;
-    }
-    memcpy(s->buf + s->used, &len, sizeof len);
-    memcpy(s->buf + s->used + sizeof len, data, (size_t)len);
-    s->used += need;
-    return 0;
+    static const unsigned char pad[8];
+    size_t at = s->len;
+    int rc = shmds__buf_put(s, &len, sizeof len);
+    if (rc == 0)
+        rc = shmds__buf_put(s, data, (size_t)len);
+    if (rc == 0)
+        rc = shmds__buf_put(s, pad, (8 - (size_t)len % 8) % 8);
+    if (rc != 0)
+        s->len = at;
+    return rc;
 }
 
-/* Walk the whole list and verify it; with `s`, also copy every payload.
- * `full`: walk backwards too and, in a read-write region (where the lock
- * keeps this list's blocks still), check each node's heap block. Bounded by
- * the length (itself bounded by what the heap can hold). */
-static int walk(shmds_list *l, struct snap *s, bool full)
+static int walk(shmds_list *l, struct shmds__buf *s, bool full)
 {
     struct list_hdr *h = l->h;
     uint64_t count = GET(&h->len);
@@ -471,10 +453,10 @@ static int walk(shmds_list *l, struct snap *s, bool full)
     while (cur != 0) {
         if (seen >= count)
             return SHMDS_ECORRUPT; /* longer than its length: a cycle or a stray link */
-        struct list_node *n = node_at(l, cur);
+        uint64_t nlen;
+        struct list_node *n = node_at(l, cur, &nlen);
         if (n == NULL || GET(&n->link[0]) != prev)
             return SHMDS_ECORRUPT;
-        uint64_t nlen = GET(&n->len);
         if (full && !shmds__rdonly(l->r)) {
             uint64_t usable;
             if (shmds__alloc_block_live(l->r, cur, &usable) != 0 ||
@@ -501,7 +483,7 @@ static int walk(shmds_list *l, struct snap *s, bool full)
     while (cur != 0) {
         if (seen >= count)
             return SHMDS_ECORRUPT;
-        struct list_node *n = node_at(l, cur);
+        struct list_node *n = node_at(l, cur, NULL);
         if (n == NULL || GET(&n->link[1]) != next)
             return SHMDS_ECORRUPT;
         next = cur;
@@ -514,19 +496,18 @@ static int walk(shmds_list *l, struct snap *s, bool full)
 /* Read-only regions: run walk() until it sees a stable, even sequence.
  * A writer stuck mid-change past the lock timeout has died, and only a
  * read-write process can repair it: -ETIMEDOUT. */
-static int walk_snapshot(shmds_list *l, struct snap *s, bool full, uint64_t *len)
+static int walk_snapshot(shmds_list *l, struct shmds__buf *s, bool full, uint64_t *len)
 {
     struct list_hdr *h = l->h;
-    uint64_t deadline = shmds__now_ns() + (uint64_t)l->r->lock_timeout_ms * 1000000u;
-    for (unsigned tries = 0;; tries++) {
-        uint64_t s1 = __atomic_load_n(&h->seq, __ATOMIC_ACQUIRE);
+    struct shmds__wait w = {0};
+    for (;;) {
+        uint64_t s1 = shmds__seq_read_begin(&h->seq);
         if ((s1 & 1) == 0) {
             if (s != NULL)
-                s->used = 0;
+                s->len = 0;
             uint64_t n = GET(&h->len);
             int rc = (s != NULL || full) ? walk(l, s, full) : 0;
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (GET(&h->seq) == s1) {
+            if (shmds__seq_read_ok(&h->seq, s1)) {
                 if (len != NULL)
                     *len = n;
                 return rc;
@@ -534,9 +515,9 @@ static int walk_snapshot(shmds_list *l, struct snap *s, bool full, uint64_t *len
             if (rc == -ENOMEM)
                 return rc;
         }
-        if (tries >= 64 && shmds__now_ns() >= deadline)
-            return -ETIMEDOUT;
-        sched_yield();
+        int rc = shmds__seq_wait(l->r, &w, &h->seq, NULL, NULL, NULL);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -565,42 +546,45 @@ SHMDS_API int shmds_list_len(shmds_list *l, size_t *len)
     return 0;
 }
 
-static int foreach_snapshot(shmds_list *l, int (*fn)(const void *, size_t, void *), void *arg)
+static int foreach_snapshot(shmds_list *l, shmds_list_foreach_fn *fn, void *arg)
 {
     if (__atomic_load_n(&l->h->magic, __ATOMIC_ACQUIRE) != LIST_MAGIC ||
         GET(&l->h->state) != STATE_LIVE)
         return -EIDRM;
-    struct snap s = {NULL, 0, 0};
+    struct shmds__buf s = {NULL, 0, 0};
     int rc = walk_snapshot(l, &s, false, NULL);
-    for (size_t at = 0; rc == 0 && at < s.used;) {
+    for (size_t at = 0; rc == 0 && at < s.len;) {
         uint64_t n;
-        memcpy(&n, s.buf + at, sizeof n);
-        rc = fn(s.buf + at + sizeof n, (size_t)n, arg);
+        memcpy(&n, s.p + at, sizeof n);
+        rc = fn(s.p + at + sizeof n, (size_t)n, arg);
         at += sizeof n + (((size_t)n + 7) & ~(size_t)7);
     }
-    free(s.buf);
+    free(s.p);
     return rc;
 }
 
-SHMDS_API int shmds_list_foreach(shmds_list *l,
-                                 int (*fn)(const void *data, size_t len, void *arg), void *arg)
+SHMDS_API int shmds_list_foreach(shmds_list *l, shmds_list_foreach_fn *fn, void *arg)
 {
     if (l == NULL || fn == NULL)
         return -EINVAL;
+    int rc = shmds__region_intact(l->r);
+    if (rc != 0)
+        return rc;
     if (shmds__rdonly(l->r))
         return foreach_snapshot(l, fn, arg);
-    int rc = list_lock(l, false);
+    rc = list_lock(l, false);
     if (rc != 0)
         return rc;
     struct list_hdr *h = l->h;
     uint64_t count = GET(&h->len), prev = 0, cur = GET(&h->ends[END_FRONT]), seen = 0;
     while (rc == 0 && cur != 0) {
-        struct list_node *n = node_at(l, cur);
+        uint64_t nlen;
+        struct list_node *n = node_at(l, cur, &nlen);
         if (seen++ >= count || n == NULL || GET(&n->link[0]) != prev) {
             rc = SHMDS_ECORRUPT;
             break;
         }
-        rc = fn(n->data, (size_t)GET(&n->len), arg);
+        rc = fn(n->data, (size_t)nlen, arg);
         prev = cur;
         cur = GET(&n->link[1]);
     }
@@ -616,6 +600,8 @@ SHMDS_API int shmds_list_check(shmds_list *l)
     if (shmds__rdonly(l->r)) {
         if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != LIST_MAGIC)
             return -EIDRM;
+        if (!shmds__mutex_ok(&h->lock))
+            return SHMDS_ECORRUPT;
         return walk_snapshot(l, NULL, true, NULL);
     }
     int rc = list_lock(l, true);
@@ -634,12 +620,6 @@ SHMDS_API int shmds_list_check(shmds_list *l)
  * Create, open, close, destroy
  * ------------------------------------------------------------------------ */
 
-static int name_ok(const char *name)
-{
-    size_t n = strnlen(name, SHMDS_ROOT_NAME_MAX + 1);
-    return n > 0 && n <= SHMDS_ROOT_NAME_MAX;
-}
-
 static shmds_list *handle_new(shmds_region *r, shmds_off_t off)
 {
     shmds_list *l = malloc(sizeof *l);
@@ -652,74 +632,58 @@ static shmds_list *handle_new(shmds_region *r, shmds_off_t off)
     return l;
 }
 
-SHMDS_API int shmds_list_create(shmds_region *r, const char *name, shmds_list **out)
+/* The object layer's init: fill in the zeroed header, magic last. */
+static int list_init(shmds_region *r, shmds_off_t off, shmds_off_t block, void *arg)
 {
-    if (r == NULL || name == NULL || out == NULL || !name_ok(name))
-        return -EINVAL;
-    int rc = shmds__writable(r);
+    const char *name = arg;
+    struct list_hdr *h = (struct list_hdr *)(void *)(r->base + off);
+    int rc = shmds_mutex_init(&h->lock);
     if (rc != 0)
         return rc;
-    /* The name is reserved as a pending entry and the header block is
-     * allocated into that entry (zeroed first): a crash at any point leaves
-     * the block reachable from the directory, for shmds_region_reclaim. */
-    shmds_off_t *slot;
-    rc = shmds__root_reserve(r, name, SHMDS_TYPE_LIST, &slot);
-    if (rc == -EAGAIN && (rc = shmds_region_reclaim(r)) == 0)
-        rc = shmds__root_reserve(r, name, SHMDS_TYPE_LIST, &slot);
-    if (rc != 0)
-        return rc == -EAGAIN ? -EEXIST : rc;
-    SHMDS_FAULT("list.create.reserved");
-    if ((rc = shmds__alloc_zeroed_into(r, HDR_ALLOC, slot)) != 0)
-        goto fail;
-    SHMDS_FAULT("list.create.allocated");
-    shmds_off_t block = *slot;
-    shmds_off_t off = shmds__hdr_of(block);
-    struct list_hdr *h = shmds__ptr_chk(r, off, sizeof *h, 64);
-    shmds_list *l = h != NULL ? handle_new(r, off) : NULL;
-    if (l == NULL) {
-        rc = h != NULL ? -ENOMEM : SHMDS_ECORRUPT;
-        goto fail;
-    }
-    if ((rc = shmds_mutex_init(&h->lock)) != 0) {
-        free(l);
-        goto fail;
-    }
     h->block = block;
     h->state = STATE_LIVE;
     memcpy(h->name, name, strlen(name));
     __atomic_store_n(&h->magic, LIST_MAGIC, __ATOMIC_RELEASE);
-    SHMDS_FAULT("list.create.before_register");
-    if ((rc = shmds__root_publish(r, slot)) != 0) {
-        free(l);
-        goto fail;
-    }
-    *out = l;
     return 0;
+}
 
-fail:
-    if (shmds__free_from(r, slot) == 0)
-        shmds__root_drop(r, slot);
+SHMDS_API int shmds_list_create(shmds_region *r, const char *name, shmds_list **out)
+{
+    if (r == NULL || out == NULL)
+        return -EINVAL;
+    void *l;
+    int rc = shmds__obj_create_attach(r, &shmds__list_ops, name, sizeof(struct list_hdr),
+                                      list_init, (void *)name, &l);
+    if (rc == 0)
+        *out = l;
     return rc;
 }
 
-SHMDS_API int shmds_list_open(shmds_region *r, const char *name, shmds_list **out)
+/* The object layer's attach: the header at `off` is a list's (in bounds,
+ * magic, block, and the name when given). */
+static int list_attach(shmds_region *r, shmds_off_t off, const char *name, void **out)
 {
-    if (r == NULL || name == NULL || out == NULL || !name_ok(name))
-        return -EINVAL;
-    shmds_off_t off;
-    int rc = shmds__root_find_typed(r, name, SHMDS_TYPE_LIST, &off);
-    if (rc != 0)
-        return rc;
     const struct list_hdr *h = shmds__ptr_chk(r, off, sizeof *h, 64);
     if (h == NULL || __atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != LIST_MAGIC ||
         h->block > off || off - h->block >= 64 ||
-        strncmp(h->name, name, sizeof h->name) != 0)
+        (name != NULL && strncmp(h->name, name, sizeof h->name) != 0))
         return SHMDS_ECORRUPT;
     shmds_list *l = handle_new(r, off);
     if (l == NULL)
         return -ENOMEM;
     *out = l;
     return 0;
+}
+
+SHMDS_API int shmds_list_open(shmds_region *r, const char *name, shmds_list **out)
+{
+    if (r == NULL || out == NULL)
+        return -EINVAL;
+    void *l;
+    int rc = shmds__obj_open(r, &shmds__list_ops, name, &l);
+    if (rc == 0)
+        *out = l;
+    return rc;
 }
 
 SHMDS_API void shmds_list_close(shmds_list *l)
@@ -753,7 +717,7 @@ static int list_teardown(shmds_list *l)
     return rc;
 }
 
-int shmds__list_reclaim_at(shmds_region *r, shmds_off_t off)
+static int list_teardown_at(shmds_region *r, shmds_off_t off)
 {
     if (shmds__ptr_chk(r, off, sizeof(struct list_hdr), 64) == NULL)
         return SHMDS_ECORRUPT;
@@ -769,29 +733,29 @@ SHMDS_API int shmds_list_destroy(shmds_list *l)
 {
     if (l == NULL)
         return -EINVAL;
-    shmds_region *r = l->r;
-    struct list_hdr *h = l->h;
-    int rc = list_lock(l, false);
-    if (rc != 0)
-        goto out;
-    char name[SHMDS_ROOT_NAME_MAX + 1];
-    memcpy(name, h->name, sizeof name);
-    name[SHMDS_ROOT_NAME_MAX] = '\0';
-    list_unlock(l);
-    /* The commit point: the name goes pending, owned by us; from here the
-     * destroy rolls forward (a reclaim finishes it if we die). */
-    shmds_off_t *slot;
-    if ((rc = shmds__root_unpublish(r, name, SHMDS_TYPE_LIST, l->off, &slot)) != 0)
-        goto out;
-    SHMDS_FAULT("list.destroy.unregistered");
-    if ((rc = list_teardown(l)) == 0 && (rc = shmds__free_from(r, slot)) == 0) {
-        SHMDS_FAULT("list.destroy.freed");
-        rc = shmds__root_drop(r, slot);
-    }
-out:
+    int rc = shmds__writable(l->r);
+    if (rc == 0 && __atomic_load_n(&l->h->magic, __ATOMIC_ACQUIRE) != LIST_MAGIC)
+        rc = -EIDRM;
+    if (rc == 0)
+        rc = shmds__obj_destroy(l->r, &shmds__list_ops, l->off);
     free(l);
     return rc;
 }
+
+/* The object layer's check: the header validates, then as shmds_list_check. */
+static int list_check_at(shmds_region *r, shmds_off_t off)
+{
+    void *l;
+    int rc = list_attach(r, off, NULL, &l);
+    if (rc != 0)
+        return rc;
+    rc = shmds_list_check(l);
+    free(l);
+    return rc;
+}
+
+const struct shmds__obj_ops shmds__list_ops = {SHMDS_TYPE_LIST, list_attach, list_teardown_at,
+                                               list_check_at};
 
 /* ---------------------------------------------------------------------------
  * Intrusive links. No locks: the caller's own mutex guards them.
@@ -908,8 +872,7 @@ SHMDS_API int shmds_link_empty(shmds_region *r, shmds_off_t head)
     return rc != 0 ? rc : n == head;
 }
 
-SHMDS_API int shmds_link_foreach(shmds_region *r, shmds_off_t head,
-                                 int (*fn)(shmds_region *r, shmds_off_t node, void *arg),
+SHMDS_API int shmds_link_foreach(shmds_region *r, shmds_off_t head, shmds_link_foreach_fn *fn,
                                  void *arg)
 {
     if (r == NULL || fn == NULL)

@@ -2,6 +2,12 @@
  * Robust process-shared mutexes with a repair protocol, and semaphores used
  * as doorbells.
  *
+ * Layer: locks, below the allocator and the region's directory (which lock
+ * through it) and above util.c. It knows nothing of regions: the bound of a
+ * wait is the caller's (region.c's shmds__lock passes the region's and
+ * bumps the region's epoch on a recovery). The seqlock helpers beside it
+ * are in internal.h.
+ *
  * How owner death is handled: the mutex is a pthread mutex made
  * PTHREAD_PROCESS_SHARED and PTHREAD_MUTEX_ROBUST. When its holder dies, the
  * kernel (walking the dead thread's robust list) marks the futex word
@@ -160,6 +166,120 @@ INLINE void mark_released(shmds_mutex *m, unsigned held_at)
     __atomic_store_n(&m->taken_ns, 0, __ATOMIC_RELAXED);
 }
 
+/* ---------------------------------------------------------------------------
+ * The words glibc trusts
+ *
+ * glibc keeps its own state inside a pthread mutex and a sem_t and trusts
+ * it: a garbage mutex kind can steer pthread to a priority-protocol path
+ * that asserts and aborts the process; a garbage semaphore `private` word
+ * turns sem_post's FUTEX_WAKE into another futex operation (a wait without
+ * bound, or an error glibc answers with abort). A region's bytes are
+ * untrusted, so every lock, unlock, post and wait first compares these
+ * words with what shmds_mutex_init / shmds_sem_init write, and answers
+ * SHMDS_ECORRUPT on a mismatch. The reference values come from a throwaway
+ * object initialised the same way, once per process (a race computes them
+ * twice, to the same value). A co-tenant with write access can still change
+ * a word between the check and glibc's read: see "Threat model" in lock.h.
+ * ------------------------------------------------------------------------ */
+
+#ifdef __GLIBC__
+static int mutex_kind(void)
+{
+    static int kind = -1;
+    int k = __atomic_load_n(&kind, __ATOMIC_RELAXED);
+    if (k == -1) {
+        pthread_mutexattr_t a;
+        pthread_mutex_t t;
+        pthread_mutexattr_init(&a);
+        pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+        pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+        pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ERRORCHECK);
+        memset(&t, 0, sizeof t);
+        pthread_mutex_init(&t, &a);
+        pthread_mutexattr_destroy(&a);
+        k = t.__data.__kind;
+        pthread_mutex_destroy(&t);
+        __atomic_store_n(&kind, k, __ATOMIC_RELAXED);
+    }
+    return k;
+}
+
+INLINE bool mutex_words_ok(const shmds_mutex *m)
+{
+    return __atomic_load_n(&m->mtx.__data.__kind, __ATOMIC_RELAXED) == mutex_kind();
+}
+#else
+INLINE bool mutex_words_ok(const shmds_mutex *m)
+{
+    (void)m;
+    return true;
+}
+#endif
+
+#if defined(__GLIBC__) && UINTPTR_MAX == UINT64_MAX
+/* glibc's sem_t on 64-bit targets: one 64-bit word, the count in its low
+ * half and the number of sleepers in its high half, then the futex flag
+ * word (`private`), 0 for a process-shared semaphore. */
+struct glibc_sem {
+    uint64_t data;
+    int32_t private_;
+};
+SHMDS__STATIC_ASSERT(sizeof(struct glibc_sem) <= sizeof(sem_t), "glibc sem_t layout");
+/* Sleepers are threads, so never more than the kernel's thread-id limit. */
+#define SEM_SLEEPERS_MAX (UINT32_C(1) << 22)
+
+static int32_t sem_private(void)
+{
+    static int32_t priv = -1;
+    int32_t p = __atomic_load_n(&priv, __ATOMIC_RELAXED);
+    if (p == -1) {
+        union {
+            sem_t s;
+            struct glibc_sem g;
+        } t;
+        memset(&t, 0, sizeof t);
+        sem_init(&t.s, 1, 0);
+        p = t.g.private_;
+        sem_destroy(&t.s);
+        __atomic_store_n(&priv, p, __ATOMIC_RELAXED);
+    }
+    return p;
+}
+
+bool shmds__sem_ok(const shmds_sem *s)
+{
+    const struct glibc_sem *g = (const struct glibc_sem *)(const void *)&s->sem;
+    uint64_t d = __atomic_load_n(&g->data, __ATOMIC_RELAXED);
+    return __atomic_load_n(&g->private_, __ATOMIC_RELAXED) == sem_private() &&
+           (d & 0xffffffffu) <= (uint64_t)SEM_VALUE_MAX && (d >> 32) <= SEM_SLEEPERS_MAX;
+}
+
+int shmds__sem_value(const shmds_sem *s)
+{
+    const struct glibc_sem *g = (const struct glibc_sem *)(const void *)&s->sem;
+    uint64_t v = __atomic_load_n(&g->data, __ATOMIC_RELAXED) & 0xffffffffu;
+    return v > (uint64_t)SEM_VALUE_MAX ? SEM_VALUE_MAX : (int)v;
+}
+#else
+bool shmds__sem_ok(const shmds_sem *s)
+{
+    (void)s;
+    return true;
+}
+
+int shmds__sem_value(const shmds_sem *s)
+{
+    int v = 0;
+    sem_getvalue((sem_t *)&s->sem, &v);
+    return v;
+}
+#endif
+
+bool shmds__mutex_ok(const shmds_mutex *m)
+{
+    return mutex_words_ok(m) && __atomic_load_n(&m->state, __ATOMIC_RELAXED) <= MUTEX_FENCED;
+}
+
 /* Wait up to timeout_ms (> 0) for a mutex that trylock found busy. */
 static int timed_lock(shmds_mutex *m, int timeout_ms)
 {
@@ -211,12 +331,24 @@ static int recover(shmds_mutex *m, shmds_repair_fn *repair, void *arg)
     return SHMDS_RECOVERED;
 }
 
+/* A wait "without bound" is a chain of waits this long, each preceded by
+ * a look at the mutex's words: damage done while a process sleeps ends its
+ * wait with SHMDS_ECORRUPT instead of leaving it in an untimed futex wait. */
+#define UNBOUNDED_SLICE_MS 1000
+
 /* Everything but an uncontended success: `rc` is what the first attempt
  * returned; wait when it was busy and the caller gave time. */
 static int lock_slow(shmds_mutex *m, int timeout_ms, int rc, shmds_repair_fn *repair, void *arg)
 {
     if (rc == EBUSY && timeout_ms > 0)
         rc = timed_lock(m, timeout_ms);
+    while (rc == EBUSY || (rc == ETIMEDOUT && timeout_ms == -1)) {
+        if (timeout_ms == 0)
+            break;
+        if (!mutex_words_ok(m))
+            return SHMDS_ECORRUPT;
+        rc = timed_lock(m, UNBOUNDED_SLICE_MS);
+    }
     switch (rc) {
     case 0:
         mark_taken(m);
@@ -235,10 +367,12 @@ INLINE int mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *repair, v
 {
     if (timeout_ms < -1)
         return -EINVAL;
+    if (!mutex_words_ok(m))
+        return SHMDS_ECORRUPT;
     if (__atomic_load_n(&m->state, __ATOMIC_ACQUIRE) == MUTEX_FENCED)
         return SHMDS_ENOTRECOVERABLE;
     /* Uncontended, the common case: no clock reading for a deadline. */
-    int rc = timeout_ms == -1 ? pthread_mutex_lock(&m->mtx) : pthread_mutex_trylock(&m->mtx);
+    int rc = pthread_mutex_trylock(&m->mtx);
     if (shmds__likely(rc == 0)) {
         mark_taken(m);
         return 0;
@@ -248,7 +382,10 @@ INLINE int mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *repair, v
 
 SHMDS_API int shmds_mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *repair, void *arg)
 {
-    return mutex_lock(m, timeout_ms, repair, arg);
+    int rc = mutex_lock(m, timeout_ms, repair, arg);
+    /* The timeout was checked, so pthread's EINVAL can only mean the
+     * mutex's own bytes are damaged. */
+    return rc == -EINVAL && timeout_ms >= -1 ? SHMDS_ECORRUPT : rc;
 }
 
 SHMDS_API int shmds_mutex_unlock(shmds_mutex *m)
@@ -259,8 +396,14 @@ SHMDS_API int shmds_mutex_unlock(shmds_mutex *m)
     unsigned at = held_find(m);
     if (at == HELD_MAX && held_untracked == 0)
         return -EPERM;
+    /* Damaged while held: leave it locked and listed (the kernel's robust
+     * list still names it, so region_close keeps refusing to unmap it);
+     * the other processes' bounded waits end and they see the damage too. */
+    if (!mutex_words_ok(m))
+        return SHMDS_ECORRUPT;
     mark_released(m, at);
-    return -pthread_mutex_unlock(&m->mtx);
+    int rc = pthread_mutex_unlock(&m->mtx);
+    return rc == EINVAL ? SHMDS_ECORRUPT : -rc;
 }
 
 SHMDS_API int shmds_mutex_info_get(const shmds_mutex *m, shmds_mutex_info *out)
@@ -281,43 +424,16 @@ SHMDS_API int shmds_mutex_info_get(const shmds_mutex *m, shmds_mutex_info *out)
  * nanoseconds. */
 #define LOCK_SPINS 100
 
-#ifdef __GLIBC__
-/* The kind word glibc keeps inside every mutex shmds_mutex_init makes
- * (process-shared, robust, error-checking). glibc trusts that word: garbage
- * there can steer it to a priority-protocol path that asserts and aborts
- * the process. A region's bytes are untrusted, so its locks are checked
- * against this before each lock. Computed once; a race computes it twice. */
-static int mutex_kind(void)
+int shmds__mutex_lock_bounded(shmds_mutex *m, uint32_t bound_ms, shmds_repair_fn *repair,
+                              void *arg)
 {
-    static int kind = -1;
-    int k = __atomic_load_n(&kind, __ATOMIC_RELAXED);
-    if (k == -1) {
-        shmds_mutex t;
-        if (shmds_mutex_init(&t) != 0)
-            return -1;
-        k = t.mtx.__data.__kind;
-        pthread_mutex_destroy(&t.mtx);
-        __atomic_store_n(&kind, k, __ATOMIC_RELAXED);
-    }
-    return k;
-}
-#endif
-
-int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg)
-{
-#ifdef __GLIBC__
-    if (__atomic_load_n(&m->mtx.__data.__kind, __ATOMIC_RELAXED) != mutex_kind())
-        return SHMDS_ECORRUPT;
-#endif
     int rc = mutex_lock(m, 0, repair, arg);
     for (int i = 0; rc == -EBUSY && i < LOCK_SPINS; i++) {
         shmds__cpu_relax();
         rc = mutex_lock(m, 0, repair, arg);
     }
-    if (rc == -EBUSY)
-        rc = mutex_lock(m, (int)r->lock_timeout_ms, repair, arg);
-    if (rc == SHMDS_RECOVERED)
-        __atomic_add_fetch(&r->hdr->epoch, 1, __ATOMIC_RELAXED);
+    if (rc == -EBUSY && bound_ms != 0)
+        rc = mutex_lock(m, (int)bound_ms, repair, arg);
     /* The timeout is ours and valid, so pthread's EINVAL can only mean the
      * mutex's own bytes in the region are damaged. */
     if (rc == -EINVAL)
@@ -345,48 +461,53 @@ SHMDS_API int shmds_sem_wait(shmds_sem *s, int timeout_ms)
 {
     if (timeout_ms < -1)
         return -EINVAL;
+    if (!shmds__sem_ok(s))
+        return SHMDS_ECORRUPT;
     if (timeout_ms == 0) {
         while (sem_trywait(&s->sem) != 0) {
-            if (errno != EINTR)
-                return errno == EAGAIN ? -EAGAIN : -errno;
-        }
-        return 0;
-    }
-    if (timeout_ms == -1) {
-        while (sem_wait(&s->sem) != 0) {
             if (errno != EINTR)
                 return -errno;
         }
         return 0;
     }
-    struct timespec ts = shmds__deadline(timeout_ms);
-#ifdef HAVE_SEM_CLOCKWAIT
-    while (sem_clockwait(&s->sem, CLOCK_MONOTONIC, &ts) != 0) {
-#else
-    uint64_t deadline = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    /* Without bound: slices, each after a look at the words (see
+     * UNBOUNDED_SLICE_MS). */
+    uint64_t deadline = timeout_ms > 0 ? shmds__now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
     for (;;) {
-        struct timespec rt = shmds__deadline(0);
-        rt.tv_sec = 0; /* realtime deadline recomputed each round */
+        int ms = UNBOUNDED_SLICE_MS;
+        if (timeout_ms > 0) {
+            ms = shmds__ms_left(deadline);
+            if (ms == 0)
+                return -ETIMEDOUT;
+        }
+        if (!shmds__sem_ok(s))
+            return SHMDS_ECORRUPT;
+        struct timespec ts = shmds__deadline(ms);
+#ifdef HAVE_SEM_CLOCKWAIT
+        if (sem_clockwait(&s->sem, CLOCK_MONOTONIC, &ts) == 0)
+            return 0;
+#else
+        struct timespec rt;
         clock_gettime(CLOCK_REALTIME, &rt);
-        int left = shmds__ms_left(deadline);
-        rt.tv_sec += left / 1000;
-        rt.tv_nsec += (long)(left % 1000) * 1000000L;
+        rt.tv_sec += ms / 1000;
+        rt.tv_nsec += (long)(ms % 1000) * 1000000L;
         if (rt.tv_nsec >= 1000000000L) {
             rt.tv_sec++;
             rt.tv_nsec -= 1000000000L;
         }
+        (void)ts;
         if (sem_timedwait(&s->sem, &rt) == 0)
-            break;
+            return 0;
 #endif
-        if (errno == EINTR)
-            continue;
-        return errno == ETIMEDOUT ? -ETIMEDOUT : -errno;
+        if (errno != EINTR && errno != ETIMEDOUT)
+            return errno == EINVAL ? SHMDS_ECORRUPT : -errno;
     }
-    return 0;
 }
 
 SHMDS_API int shmds_sem_post(shmds_sem *s)
 {
+    if (!shmds__sem_ok(s))
+        return SHMDS_ECORRUPT;
     return sem_post(&s->sem) == 0 ? 0 : -errno;
 }
 
@@ -399,16 +520,14 @@ void shmds__bell_ring(shmds_sem *bell, const uint32_t *sleepers, bool all)
     uint32_t n = __atomic_load_n(sleepers, __ATOMIC_SEQ_CST);
     if (n == 0)
         return;
+    /* A damaged semaphore is not posted (shmds_sem_post refuses it): the
+     * sleepers' bounded slices still wake them, and the check reports it. */
     int cap = (int)(n < 64 ? n : 64);
-    for (;;) {
-        int v = 0;
-        sem_getvalue(&bell->sem, &v);
-        if (v >= cap || shmds_sem_post(bell) != 0 || !all)
-            return;
-    }
+    while (shmds__sem_value(bell) < cap && shmds_sem_post(bell) == 0 && all)
+        ;
 }
 
-void shmds__bell_wait(shmds_sem *bell, uint64_t deadline_ns, int slice_ms)
+int shmds__bell_wait(shmds_sem *bell, uint64_t deadline_ns, int slice_ms)
 {
     int ms = slice_ms;
     if (deadline_ns != 0) {
@@ -416,5 +535,5 @@ void shmds__bell_wait(shmds_sem *bell, uint64_t deadline_ns, int slice_ms)
         if (left < ms)
             ms = left > 0 ? left : 1;
     }
-    shmds_sem_wait(bell, ms);
+    return shmds_sem_wait(bell, ms) == SHMDS_ECORRUPT ? SHMDS_ECORRUPT : 0;
 }

@@ -1,6 +1,10 @@
 /*
  * The shared hash map.
  *
+ * Layer: a structure. Calls down into the object layer (create, open,
+ * destroy: shmds__map_ops), the allocator, lock.c and the region; never
+ * into another structure or the region-wide passes (check.c).
+ *
  * Layout. A map is one header block (struct map_hdr, followed by an array of
  * stripes) plus bucket tables and entries, all in the region's heap and
  * linked by offsets. An entry is one block: a 64-byte header, the value
@@ -85,7 +89,7 @@
  * them, and every write sweeps one bucket of its stripe while any entry may
  * carry a TTL.
  */
-#include "internal.h"
+#include "object.h"
 #include "map_int.h"
 
 #include <sched.h>
@@ -103,7 +107,6 @@
 #define MIN_BITS 4u         /* smallest table: 16 buckets */
 #define MAX_BITS 40u        /* largest table: 2^40 buckets */
 #define SHARDS 16u          /* hit/miss counter lines, one per handle */
-#define SPINS 64u           /* optimistic read attempts before backing off */
 #define EVICT_TRIES 64u     /* allocation retries after evicting */
 #define LEASES 4u           /* fill lease slots per stripe */
 #define FILL_SLICE_MS 10    /* a fill waiter re-checks at least this often */
@@ -262,6 +265,7 @@ SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, sbits) == 12, "format: stripe bits
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, tab_old) == 72, "format: bucket table");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, bits_old) == 88, "format: table bits");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, tseq) == 64, "format: table state");
+SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, rehashing) == 104, "format: growth under way");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, resize) == 128, "format: resize lock");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, rlog) == 192, "format: resize log");
 SHMDS__STATIC_ASSERT(offsetof(struct map_hdr, default_ttl_ms) == 120, "format: default TTL");
@@ -289,11 +293,9 @@ struct shmds_map {
     struct shard *shard; /* where gets count: NULL on a read-only region */
     uint32_t shard_pid;  /* the process the shard was picked for (fork) */
     uint64_t ro_hits, ro_misses; /* a read-only handle's own counts */
-    uint32_t repair_stripe; /* which stripe the repair callback is for */
     /* The last table state read and checked, valid while the map's tseq
      * still equals tc.seq (odd: none yet). */
     struct tsnap tc;
-    char name[SHMDS_ROOT_NAME_MAX + 1]; /* for destroy; "" when unknown */
 };
 
 /* ---------------------------------------------------------------------------
@@ -369,25 +371,12 @@ static inline uint64_t esize(uint64_t klen, uint64_t vlen)
     return (ENTRY_HDR + vlen + klen + 15u) & ~(uint64_t)15u;
 }
 
-static inline void seq_begin(struct stripe *st)
-{
-    __atomic_add_fetch(&st->seq, 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-}
-
-static inline void seq_end(struct stripe *st)
-{
-    __atomic_add_fetch(&st->seq, 1, __ATOMIC_RELEASE);
-}
-
-static void nap_1ms(void)
-{
-    struct timespec ts = {0, 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-/* The entry at `off` with its key and value in bounds, or NULL. */
-static inline struct entry *entry_at(const shmds_map *m, uint64_t off)
+/* The entry at `off` with its key and value in bounds, or NULL; the
+ * lengths it checked in *klp and *vlp. Each is read once: a lock-free
+ * reader uses these, never a second read of the entry (a concurrent change
+ * or reuse of the block can make that one anything). */
+static inline struct entry *entry_lens(const shmds_map *m, uint64_t off, uint64_t *klp,
+                                       uint64_t *vlp)
 {
     struct entry *e = shmds__ptr_chk(m->r, off, ENTRY_HDR, 16);
     if (e == NULL)
@@ -396,7 +385,26 @@ static inline struct entry *entry_at(const shmds_map *m, uint64_t off)
     uint64_t room = m->r->heap_end - off - ENTRY_HDR;
     if (LD(&e->magic) != ENTRY_MAGIC || kl > room || vl > room - kl)
         return NULL;
+    *klp = kl;
+    *vlp = vl;
     return e;
+}
+
+/* entry_lens() for callers holding the stripe lock. */
+static inline struct entry *entry_at(const shmds_map *m, uint64_t off)
+{
+    uint64_t kl, vl;
+    return entry_lens(m, off, &kl, &vl);
+}
+
+/* The most entries one walk can meet in a healthy map: entries are
+ * disjoint heap blocks of at least 64 bytes. A walk past it goes round a
+ * shared tail (buckets of a damaged map all pointing into one chain, each
+ * chain under CHAIN_CAP): it stops with SHMDS_ECORRUPT, so its work is
+ * bounded by the region's size, not by buckets times chain length. */
+static inline uint64_t walk_cap(const shmds_map *m)
+{
+    return (m->r->heap_end - m->r->heap_off) / 64u + 1u;
 }
 
 static inline unsigned char *e_val(struct entry *e)
@@ -446,16 +454,15 @@ static int resize_repair(void *arg);
 static int tsnap_load(shmds_map *m, struct tsnap *t)
 {
     struct map_hdr *h = m->h;
-    uint64_t deadline = 0;
-    for (unsigned spins = 0;; spins++) {
-        uint64_t s1 = LDA(&h->tseq);
+    struct shmds__wait w = {0};
+    for (;;) {
+        uint64_t s1 = shmds__seq_read_begin(&h->tseq);
         if ((s1 & 1) == 0) {
             uint64_t to = LD(&h->tab_old), tn = LD(&h->tab_new);
             uint32_t bo = LD(&h->bits_old), bn = LD(&h->bits_new);
             uint64_t ep = LD(&h->tepoch);
             uint32_t rh = LD(&h->rehashing);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (LD(&h->tseq) == s1) {
+            if (shmds__seq_read_ok(&h->tseq, s1)) {
                 if (bo < m->sbits || bo < 1 || bo > MAX_BITS)
                     return SHMDS_ECORRUPT;
                 t->seq = s1;
@@ -479,31 +486,22 @@ static int tsnap_load(shmds_map *m, struct tsnap *t)
                 return 0;
             }
         }
-        if (spins < SPINS) {
-            sched_yield();
-            continue;
-        }
-        if (deadline == 0)
-            deadline = shmds__now_ns() + (uint64_t)m->r->lock_timeout_ms * 1000000u;
-        if (!shmds__rdonly(m->r)) {
-            int rc = shmds__lock(m->r, &h->resize, resize_repair, m);
-            if (rc < 0)
-                return rc;
-            shmds_mutex_unlock(&h->resize);
-        }
-        if (shmds__now_ns() >= deadline)
-            return -ETIMEDOUT;
-        nap_1ms();
+        int rc = shmds__seq_wait(m->r, &w, &h->tseq, &h->resize, resize_repair, m);
+        if (rc != 0)
+            return rc;
     }
 }
 
 /* The table state: the handle's copy while tseq has not moved since it
  * was read and checked (the common case: one load), else a fresh read.
  * The fields are only ever changed with tseq odd and bumped again, so an
- * unchanged even tseq means unchanged fields. */
+ * unchanged even tseq means unchanged fields. The copy is only ever taken
+ * at an even tseq; a fresh handle's odd tc.seq must not match a tseq a
+ * writer killed mid-change left odd (the first growth leaves it at 1). */
 static inline int tsnap_get(shmds_map *m, struct tsnap *t)
 {
-    if (shmds__likely(LDA(&m->h->tseq) == m->tc.seq)) {
+    uint64_t q = LDA(&m->h->tseq);
+    if (shmds__likely(q == m->tc.seq && (q & 1) == 0)) {
         *t = m->tc;
         return 0;
     }
@@ -574,14 +572,24 @@ static int finish_bucket(shmds_map *m, uint32_t s)
     return rc < 0 ? rc : 0;
 }
 
-/* Called with stripe m->repair_stripe locked after its holder died. Reads
- * only the intent log (and, after a rehash move, the bucket it was in). Idempotent: every step sets absolute values or is an
- * allocator call that is a no-op once its slot is 0. */
+/* What the stripe repair callback repairs: the map and the stripe whose
+ * lock stripe_lock() is taking (on its stack: the repair runs inside that
+ * call). */
+struct stripe_ref {
+    shmds_map *m;
+    uint32_t s;
+};
+
+/* Called with stripe ref->s locked after its holder died. Reads only the
+ * intent log (and, after a rehash move, the bucket it was in). Idempotent:
+ * every step sets absolute values or is an allocator call that is a no-op
+ * once its slot is 0. */
 static int stripe_repair(void *arg)
 {
-    shmds_map *m = arg;
+    const struct stripe_ref *ref = arg;
+    shmds_map *m = ref->m;
     shmds_region *r = m->r;
-    struct stripe *st = &m->h->stripes[m->repair_stripe];
+    struct stripe *st = &m->h->stripes[ref->s];
     struct slog *lg = &st->log;
     int rc = shmds__alloc_settle(r);
     if (rc < 0)
@@ -641,10 +649,8 @@ static int stripe_repair(void *arg)
     }
     ST(&lg->committed, 0);
     STR(&lg->op, OP_NONE);
-    uint64_t q = LD(&st->seq);
-    if (q & 1)
-        STR(&st->seq, q + 1);
-    return finish_bucket(m, m->repair_stripe);
+    shmds__seq_write_end(&st->seq);
+    return finish_bucket(m, ref->s);
 }
 
 /* Called with the resize lock held after its holder died: roll START or
@@ -657,37 +663,32 @@ static int resize_repair(void *arg)
     int rc = shmds__alloc_settle(m->r);
     if (rc < 0)
         return rc;
-    uint64_t q = LD(&h->tseq);
     switch (LD(&rl->op)) {
     case ROP_NONE:
         break;
     case ROP_START:
         if (LD(&h->tab_new) != 0) {
-            if ((q & 1) == 0)
-                STR(&h->tseq, ++q);
+            shmds__seq_write_begin(&h->tseq);
             ST(&h->bits_new, rl->newbits);
             ST(&h->tepoch, rl->tepoch1);
             ST(&h->rehashing, 1);
         }
         break;
     case ROP_SWITCH:
-        if ((q & 1) == 0)
-            STR(&h->tseq, ++q);
+        shmds__seq_write_begin(&h->tseq);
         ST(&h->tab_old, rl->newtab);
         ST(&h->bits_old, rl->newbits);
         ST(&h->tab_new, 0);
         ST(&h->bits_new, 0);
         ST(&h->rehashing, 0);
-        STR(&h->tseq, ++q);
+        shmds__seq_write_end(&h->tseq);
         if ((rc = shmds__free_from(m->r, &rl->dead)) < 0)
             return rc;
         break;
     default:
         return SHMDS_ECORRUPT;
     }
-    q = LD(&h->tseq);
-    if (q & 1)
-        STR(&h->tseq, q + 1);
+    shmds__seq_write_end(&h->tseq);
     STR(&rl->op, ROP_NONE);
     return 0;
 }
@@ -697,10 +698,10 @@ static int resize_repair(void *arg)
 static int stripe_lock(shmds_map *m, uint32_t s, bool try)
 {
     struct stripe *st = &m->h->stripes[s];
-    m->repair_stripe = s;
+    struct stripe_ref ref = {m, s};
     if (try)
-        return shmds_mutex_lock(&st->lock, 0, stripe_repair, m);
-    return shmds__lock(m->r, &st->lock, stripe_repair, m);
+        return shmds_mutex_lock(&st->lock, 0, stripe_repair, &ref);
+    return shmds__lock(m->r, &st->lock, stripe_repair, &ref);
 }
 
 static void stripe_unlock(shmds_map *m, uint32_t s)
@@ -732,12 +733,12 @@ static int grow_start(shmds_map *m)
         rc = shmds__alloc_into(m->r, (uint64_t)8 << (t.bo + 1), &h->tab_new);
         if (rc == 0) {
             SHMDS_FAULT("map.grow.allocated");
-            uint64_t q = LD(&h->tseq) + 1;
-            STR(&h->tseq, q);
+            shmds__seq_write_begin(&h->tseq);
+            SHMDS_FAULT("map.grow.odd");
             ST(&h->bits_new, rl->newbits);
             ST(&h->tepoch, rl->tepoch1);
             ST(&h->rehashing, 1);
-            STR(&h->tseq, q + 1);
+            shmds__seq_write_end(&h->tseq);
         } else if (rc == -ENOMEM) {
             rc = 0;
         }
@@ -772,15 +773,14 @@ static int grow_finish(shmds_map *m)
         ST(&rl->dead, LD(&h->tab_old));
         STR(&rl->op, ROP_SWITCH);
         SHMDS_FAULT("map.switch.logged");
-        uint64_t q = LD(&h->tseq) + 1;
-        STR(&h->tseq, q);
+        shmds__seq_write_begin(&h->tseq);
         ST(&h->tab_old, rl->newtab);
         ST(&h->bits_old, rl->newbits);
         SHMDS_FAULT("map.switch.half");
         ST(&h->tab_new, 0);
         ST(&h->bits_new, 0);
         ST(&h->rehashing, 0);
-        STR(&h->tseq, q + 1);
+        shmds__seq_write_end(&h->tseq);
         SHMDS_FAULT("map.switch.published");
         rc = shmds__free_from(m->r, &rl->dead);
         SHMDS_FAULT("map.switch.freed");
@@ -796,6 +796,7 @@ static int grow_finish(shmds_map *m)
 static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
 {
     struct stripe *st = &m->h->stripes[s];
+    SHMDS_ASSERT(shmds__mutex_held(&st->lock), "only the stripe's holder moves its buckets");
     struct slog *lg = &st->log;
     if (!t->rh)
         return 0;
@@ -803,7 +804,7 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
     if (stripe_done(m, st, t))
         return 1;
     int rc = 0;
-    seq_begin(st);
+    shmds__seq_write_begin(&st->seq);
     if (LD(&st->epoch) != t->tepoch) {
         /* First touch in this growth: nothing of ours is in the new table
          * yet, so clearing our slice of it is safe to repeat. */
@@ -839,7 +840,7 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
         ST(&st->moved, LD(&st->moved) + 1);
     }
 out:
-    seq_end(st);
+    shmds__seq_write_end(&st->seq);
     if (rc < 0)
         return rc;
     return LD(&st->moved) >= total ? 1 : 0;
@@ -864,7 +865,6 @@ static int rehash_step(shmds_map *m, uint32_t s)
     }
     if (rc == 1)
         rc = grow_finish(m);
-    m->repair_stripe = s;
     return rc < 0 ? rc : 0;
 }
 
@@ -872,10 +872,16 @@ static int rehash_step(shmds_map *m, uint32_t s)
  * The one mutation: SWAP
  * ------------------------------------------------------------------------ */
 
-struct newent {
-    const void *key;
-    size_t klen;
+/* A key as the write and locked-read paths carry it: bytes and hash. */
+struct key {
+    const void *p;
+    size_t len;
     uint64_t hash;
+};
+
+/* A new entry to link in. */
+struct newent {
+    struct key k;
     const void *val;
     size_t vlen;
     uint64_t expire_ms;
@@ -894,43 +900,57 @@ static uint64_t next_version(struct stripe *st)
     return v;
 }
 
-/* Replace the link word `link` (stripe st locked, log idle) by a new entry
- * `ne` chained to `next` (ne != NULL), or by `next` itself (ne == NULL: an
- * unlink). `dead` (0 for none) is freed after the commit; the stripe's
- * counters change by dn entries and dmem bytes. Returns 0; on -ENOMEM or
- * any allocator error nothing changed. */
-static int swap(shmds_map *m, struct stripe *st, uint64_t *link, uint64_t next,
-                struct newent *ne, uint64_t dead, int64_t dn, int64_t dmem)
+/* One SWAP: the link word `link` gets a new entry `ne` chained to `next`
+ * (ne != NULL), or `next` itself (ne == NULL: an unlink); the entry `dead`
+ * (0 for none) is freed after the commit; the stripe's counters change by
+ * `dn` entries and `dmem` bytes. Built by insert_entry, replace_entry and
+ * unlink_entry below. */
+struct swap_op {
+    uint64_t *link;
+    uint64_t next;
+    struct newent *ne; /* its version is set when written */
+    uint64_t dead;
+    int64_t dn, dmem;
+};
+
+/* Apply `op` (stripe st locked, log idle). Returns 0; on -ENOMEM or any
+ * allocator error nothing changed. */
+static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
 {
     shmds_region *r = m->r;
     struct slog *lg = &st->log;
+    struct newent *ne = op->ne;
+    uint64_t *link = op->link;
+    SHMDS_ASSERT(shmds__mutex_held(&st->lock), "the stripe lock serialises its intent log");
+    SHMDS_ASSERT(LD(&lg->op) == OP_NONE, "a SWAP starts on an idle log (repairs finish others)");
+    SHMDS_ASSERT(op->dn >= -1 && op->dn <= 1, "a SWAP adds, replaces or removes one entry");
     lg->committed = 0;
     lg->link = shmds_off(r, link);
     lg->link_old = LD(link);
     lg->link_new = 0;
-    ST(&lg->dead, dead);
-    lg->entries1 = st->entries + (uint64_t)dn;
-    lg->mem1 = st->mem + (uint64_t)dmem;
+    ST(&lg->dead, op->dead);
+    lg->entries1 = st->entries + (uint64_t)op->dn;
+    lg->mem1 = st->mem + (uint64_t)op->dmem;
     STR(&lg->op, OP_SWAP);
     SHMDS_FAULT("map.swap.logged");
     if (ne != NULL) {
-        int rc = shmds__alloc_into(r, esize(ne->klen, ne->vlen), &lg->blk);
+        int rc = shmds__alloc_into(r, esize(ne->k.len, ne->vlen), &lg->blk);
         if (rc < 0) {
             ST(&lg->dead, 0);
             STR(&lg->op, OP_NONE);
             return rc;
         }
         SHMDS_FAULT("map.swap.allocated");
-        struct entry *e = shmds__ptr_chk(r, lg->blk, ENTRY_HDR + ne->vlen + ne->klen, 16);
+        struct entry *e = shmds__ptr_chk(r, lg->blk, ENTRY_HDR + ne->vlen + ne->k.len, 16);
         if (e == NULL) {
             shmds__free_from(r, &lg->blk);
             ST(&lg->dead, 0);
             STR(&lg->op, OP_NONE);
             return SHMDS_ECORRUPT;
         }
-        e->next = next;
-        e->hash = ne->hash;
-        e->klen = ne->klen;
+        e->next = op->next;
+        e->hash = ne->k.hash;
+        e->klen = ne->k.len;
         e->vlen = ne->vlen;
         e->expire_ms = ne->expire_ms;
         ne->version = next_version(st);
@@ -941,15 +961,15 @@ static int swap(shmds_map *m, struct stripe *st, uint64_t *link, uint64_t next,
         e->pad = 0;
         if (ne->vlen > 0)
             memcpy(e_val(e), ne->val, ne->vlen);
-        memcpy(e_key(e), ne->key, ne->klen);
+        memcpy(e_key(e), ne->k.p, ne->k.len);
         lg->link_new = lg->blk;
     } else {
-        lg->link_new = next;
+        lg->link_new = op->next;
     }
     SHMDS_FAULT("map.swap.before_commit");
-    seq_begin(st);
+    shmds__seq_write_begin(&st->seq);
     STR(link, lg->link_new);
-    seq_end(st);
+    shmds__seq_write_end(&st->seq);
     SHMDS_FAULT("map.swap.committed");
     ST(&lg->committed, 1);
     st->entries = lg->entries1;
@@ -967,22 +987,54 @@ static int swap(shmds_map *m, struct stripe *st, uint64_t *link, uint64_t next,
     return rc;
 }
 
+/* Where find() met a key in a locked stripe. */
+struct hit {
+    uint64_t *head;  /* the key's bucket slot (always set) */
+    uint64_t *link;  /* found: the word pointing at the entry */
+    uint64_t eo;     /* found: the entry's offset */
+    struct entry *e; /* found: the entry */
+};
+
 /* Unlink the entry `e` (at `eo`) whose link word is `link`. */
 static int unlink_entry(shmds_map *m, struct stripe *st, uint64_t *link, uint64_t eo,
                         struct entry *e)
 {
-    return swap(m, st, link, e->next, NULL, eo, -1, -(int64_t)esize(e->klen, e->vlen));
+    const struct swap_op op = {link, e->next, NULL, eo, -1, -(int64_t)esize(e->klen, e->vlen)};
+    return swap(m, st, &op);
 }
 
-/* Find `key` in stripe s (locked) under snapshot t. On return *head is its
- * bucket slot; when found (return 1) *link is the word pointing at it, *eo
- * and *ep the entry. Returns 0 when absent, SHMDS_ECORRUPT. */
-static int find(shmds_map *m, const struct tsnap *t, uint32_t s, uint64_t hash, const void *key,
-                size_t klen, uint64_t **head, uint64_t **link, uint64_t *eo, struct entry **ep)
+/* Unlink the entry find() hit. */
+static int unlink_hit(shmds_map *m, struct stripe *st, const struct hit *h)
+{
+    return unlink_entry(m, st, h->link, h->eo, h->e);
+}
+
+/* Replace the entry find() hit by `ne`, in place in its chain. */
+static int replace_entry(shmds_map *m, struct stripe *st, const struct hit *h,
+                         struct newent *ne)
+{
+    const struct swap_op op = {h->link, h->e->next, ne, h->eo, 0,
+                               (int64_t)esize(ne->k.len, ne->vlen) -
+                                   (int64_t)esize(h->e->klen, h->e->vlen)};
+    return swap(m, st, &op);
+}
+
+/* Link `ne` at the head of the bucket slot `head`. */
+static int insert_entry(shmds_map *m, struct stripe *st, uint64_t *head, struct newent *ne)
+{
+    const struct swap_op op = {head, LD(head), ne, 0, 1, (int64_t)esize(ne->k.len, ne->vlen)};
+    return swap(m, st, &op);
+}
+
+/* Find key `k` in stripe s (locked) under snapshot t and say where in *h.
+ * Returns 1 found, 0 absent (only h->head set), SHMDS_ECORRUPT. */
+static int find(shmds_map *m, const struct tsnap *t, uint32_t s, const struct key *k,
+                struct hit *h)
 {
     struct stripe *st = &m->h->stripes[s];
-    uint64_t *l = bucket_slot(m, t, st, s, hash);
-    *head = l;
+    SHMDS_ASSERT(shmds__mutex_held(&st->lock), "find's hit is used to write the chain");
+    uint64_t *l = bucket_slot(m, t, st, s, k->hash);
+    h->head = l;
     for (unsigned steps = 0;; steps++) {
         uint64_t o = LD(l);
         if (o == 0)
@@ -990,10 +1042,10 @@ static int find(shmds_map *m, const struct tsnap *t, uint32_t s, uint64_t hash, 
         struct entry *e = entry_at(m, o);
         if (e == NULL || steps >= CHAIN_CAP)
             return SHMDS_ECORRUPT;
-        if (e_match(e, hash, key, klen)) {
-            *link = l;
-            *eo = o;
-            *ep = e;
+        if (e_match(e, k->hash, k->p, k->len)) {
+            h->link = l;
+            h->eo = o;
+            h->e = e;
             return 1;
         }
         l = &e->next;
@@ -1115,6 +1167,13 @@ static uint64_t mem_total(const shmds_map *m)
     return sum;
 }
 
+/* Whether `need` more bytes fit a budget of `limit` with `used` spent
+ * (without wrapping: a mem_limit near UINT64_MAX is a caller's to give). */
+static inline bool within(uint64_t used, uint64_t need, uint64_t limit)
+{
+    return used <= limit && need <= limit - used;
+}
+
 /* Make room for `need` more bytes of entries (stripe s locked): evict under
  * SHMDS_MAP_EVICT (and `evict`: not a NOEVICT put), first here, then in
  * stripes we can lock at once.
@@ -1123,7 +1182,7 @@ static uint64_t mem_total(const shmds_map *m)
 static int make_room(shmds_map *m, uint32_t s, uint64_t need, bool force, bool evict)
 {
     uint64_t limit = m->h->mem_limit;
-    if (!force && (limit == 0 || mem_total(m) + need <= limit))
+    if (!force && (limit == 0 || within(mem_total(m), need, limit)))
         return 0;
     if (!evict || (limit != 0 && need > limit))
         return -ENOMEM;
@@ -1140,11 +1199,10 @@ static int make_room(shmds_map *m, uint32_t s, uint64_t need, bool force, bool e
                 rc = evict_one(m, o);
                 stripe_unlock(m, o);
             }
-            m->repair_stripe = s;
             if (rc <= 0)
                 return rc < 0 ? rc : -ENOMEM;
         }
-        if (force || limit == 0 || mem_total(m) + need <= limit)
+        if (force || limit == 0 || within(mem_total(m), need, limit))
             return 0;
     }
     return -ENOMEM;
@@ -1184,7 +1242,7 @@ static void shard_claim(shmds_map *m)
     for (unsigned i = 0; i < SHARDS; i++) {
         struct shard *sh = &m->h->shards[i];
         uint64_t o = LD(&sh->owner);
-        if (o != 0 && (o > INT32_MAX || kill((pid_t)o, 0) == 0 || errno != ESRCH))
+        if (o != 0 && (o > UINT32_MAX || !shmds__proc_gone((uint32_t)o)))
             continue;
         if (__atomic_compare_exchange_n(&sh->owner, &o, me, false, __ATOMIC_ACQ_REL,
                                         __ATOMIC_RELAXED)) {
@@ -1235,25 +1293,54 @@ static int map_attach(shmds_region *r, shmds_off_t off, shmds_map **out)
     return 0;
 }
 
+struct mparams {
+    const shmds_map_opts *o;
+    uint32_t S, sb, bits;
+};
+
+/* The object layer's init: fill in the zeroed header, allocate the first
+ * table into the header's own field, magic last. */
+static int map_init(shmds_region *r, shmds_off_t off, shmds_off_t blk, void *arg)
+{
+    const struct mparams *p = arg;
+    const shmds_map_opts *o = p->o;
+    struct map_hdr *h = (struct map_hdr *)(void *)(r->base + off);
+    h->nstripes = p->S;
+    h->sbits = p->sb;
+    h->capacity = o->capacity;
+    h->mem_limit = o->mem_limit;
+    h->default_ttl_ms = o->default_ttl_ms != 0 ? o->default_ttl_ms : (uint64_t)o->default_ttl_s * 1000u;
+    h->flags = o->flags;
+    h->has_ttl = h->default_ttl_ms != 0;
+    h->block = blk;
+    if (getrandom(&h->seed, sizeof h->seed, GRND_NONBLOCK) != (ssize_t)sizeof h->seed)
+        h->seed = mix(shmds__now_ns() ^ ((uint64_t)getpid() << 32));
+    h->bits_old = p->bits;
+    int rc = shmds_mutex_init(&h->resize);
+    for (uint32_t i = 0; i < p->S && rc == 0; i++)
+        if ((rc = shmds_mutex_init(&h->stripes[i].lock)) == 0)
+            rc = shmds_sem_init(&h->stripes[i].bell, 0);
+    if (rc == 0)
+        rc = shmds__alloc_into(r, (uint64_t)8 << p->bits, &h->tab_old);
+    if (rc != 0)
+        return rc;
+    SHMDS_FAULT("map.create.table");
+    memset(shmds_ptr(r, h->tab_old), 0, (size_t)8 << p->bits);
+    STR(&h->magic, MAP_MAGIC);
+    return 0;
+}
+
 SHMDS_API int shmds_map_create(shmds_region *r, const char *name, const shmds_map_opts *o,
                                shmds_map **out)
 {
     shmds_map_opts d = {0};
     if (o == NULL)
         o = &d;
-    if (name == NULL || out == NULL || o->stripes > SHMDS_MAP_STRIPES_MAX ||
+    if (r == NULL || out == NULL || o->stripes > SHMDS_MAP_STRIPES_MAX ||
         (o->flags & ~(uint32_t)SHMDS_MAP_EVICT) != 0 ||
         ((o->flags & SHMDS_MAP_EVICT) && o->mem_limit == 0) ||
         (o->default_ttl_s != 0 && o->default_ttl_ms != 0) || o->default_ttl_ms > SHMDS_TTL_MAX_MS)
         return -EINVAL;
-    int rc = shmds__writable(r);
-    if (rc != 0)
-        return rc;
-    rc = shmds_root_get(r, name, NULL, NULL);
-    if (rc == 0)
-        return -EEXIST;
-    if (rc != -ENOENT)
-        return rc;
     uint32_t S = o->stripes == 0 ? SHMDS_MAP_STRIPES_DEFAULT : o->stripes;
     uint32_t sb = log2_ceil(S);
     S = 1u << sb;
@@ -1271,80 +1358,22 @@ SHMDS_API int shmds_map_create(shmds_region *r, const char *name, const shmds_ma
         bits = MIN_BITS;
     if (bits < sb)
         bits = sb;
-
-    /* The name is reserved as a pending entry and the header block (64-byte
-     * aligned inside: take 48 bytes more and round up) is allocated into
-     * it, zeroed first; the first table goes into the header's own field.
-     * A crash at any point leaves every block reachable from the
-     * directory, for shmds_region_reclaim. */
-    shmds_off_t *slot;
-    rc = shmds__root_reserve(r, name, SHMDS_TYPE_MAP, &slot);
-    if (rc == -EAGAIN && (rc = shmds_region_reclaim(r)) == 0)
-        rc = shmds__root_reserve(r, name, SHMDS_TYPE_MAP, &slot);
-    if (rc != 0)
-        return rc == -EAGAIN ? -EEXIST : rc;
-    SHMDS_FAULT("map.create.reserved");
-    if ((rc = shmds__alloc_zeroed_into(r, hdr_bytes(S) + 48, slot)) != 0)
-        goto fail;
-    shmds_off_t blk = *slot;
-    shmds_off_t off = shmds__hdr_of(blk);
-    struct map_hdr *h = shmds__ptr_chk(r, off, hdr_bytes(S), 64);
-    if (h == NULL) {
-        rc = SHMDS_ECORRUPT;
-        goto fail;
-    }
-    h->nstripes = S;
-    h->sbits = sb;
-    h->capacity = o->capacity;
-    h->mem_limit = o->mem_limit;
-    h->default_ttl_ms = o->default_ttl_ms != 0 ? o->default_ttl_ms : (uint64_t)o->default_ttl_s * 1000u;
-    h->flags = o->flags;
-    h->has_ttl = h->default_ttl_ms != 0;
-    h->block = blk;
-    if (getrandom(&h->seed, sizeof h->seed, GRND_NONBLOCK) != (ssize_t)sizeof h->seed)
-        h->seed = mix(shmds__now_ns() ^ ((uint64_t)getpid() << 32));
-    h->bits_old = bits;
-    rc = shmds_mutex_init(&h->resize);
-    for (uint32_t i = 0; i < S && rc == 0; i++)
-        if ((rc = shmds_mutex_init(&h->stripes[i].lock)) == 0)
-            rc = shmds_sem_init(&h->stripes[i].bell, 0);
+    struct mparams p = {o, S, sb, bits};
+    void *m;
+    int rc = shmds__obj_create_attach(r, &shmds__map_ops, name, hdr_bytes(S), map_init, &p, &m);
     if (rc == 0)
-        rc = shmds__alloc_into(r, (uint64_t)8 << bits, &h->tab_old);
-    if (rc == 0) {
-        SHMDS_FAULT("map.create.table");
-        memset(shmds_ptr(r, h->tab_old), 0, (size_t)8 << bits);
-        STR(&h->magic, MAP_MAGIC);
-        SHMDS_FAULT("map.create.before_register");
-        rc = map_attach(r, off, out);
-    }
-    if (rc == 0) {
-        memcpy((*out)->name, name, strlen(name) + 1);
-        if ((rc = shmds__root_publish(r, slot)) != 0) {
-            shmds_map_close(*out);
-            *out = NULL;
-        }
-    }
-    if (rc == 0)
-        return 0;
-    if (h != NULL && shmds__map_reclaim_at(r, off) != 0)
-        return rc;
-fail:
-    if (shmds__free_from(r, slot) == 0)
-        shmds__root_drop(r, slot);
+        *out = m;
     return rc;
 }
 
 SHMDS_API int shmds_map_open(shmds_region *r, const char *name, shmds_map **out)
 {
-    if (name == NULL || out == NULL)
+    if (r == NULL || out == NULL)
         return -EINVAL;
-    shmds_off_t off;
-    int rc = shmds__root_find_typed(r, name, SHMDS_TYPE_MAP, &off);
-    if (rc < 0)
-        return rc;
-    rc = map_attach(r, off, out);
-    if (rc == 0 && strlen(name) <= SHMDS_ROOT_NAME_MAX)
-        memcpy((*out)->name, name, strlen(name) + 1);
+    void *m;
+    int rc = shmds__obj_open(r, &shmds__map_ops, name, &m);
+    if (rc == 0)
+        *out = m;
     return rc;
 }
 
@@ -1352,7 +1381,8 @@ SHMDS_API void shmds_map_close(shmds_map *m)
 {
     if (m == NULL)
         return;
-    shard_release(m);
+    if (shmds__region_intact(m->r) == 0) /* the shard word may be gone */
+        shard_release(m);
     free(m);
 }
 
@@ -1419,7 +1449,8 @@ static int map_teardown(shmds_map *m)
     return map_free_tables(r, h);
 }
 
-int shmds__map_reclaim_at(shmds_region *r, shmds_off_t off)
+/* The object layer's teardown. */
+static int map_teardown_at(shmds_region *r, shmds_off_t off)
 {
     struct map_hdr *h = shmds__ptr_chk(r, off, sizeof(struct map_hdr), 64);
     if (h == NULL)
@@ -1437,24 +1468,10 @@ int shmds__map_reclaim_at(shmds_region *r, shmds_off_t off)
 
 SHMDS_API int shmds_map_destroy(shmds_map *m)
 {
-    shmds_region *r = m->r;
+    if (m == NULL)
+        return -EINVAL;
     shard_release(m);
-    int rc = shmds__writable(r);
-    if (rc == 0 && m->name[0] == '\0')
-        rc = -EINVAL;
-    /* The commit point: the name goes pending, owned by us; from here the
-     * destroy rolls forward (a reclaim finishes it if we die). */
-    shmds_off_t *slot = NULL;
-    if (rc == 0)
-        rc = shmds__root_unpublish(r, m->name, SHMDS_TYPE_MAP, m->off, &slot);
-    if (rc == 0) {
-        SHMDS_FAULT("map.destroy.unregistered");
-        rc = map_teardown(m);
-    }
-    if (rc == 0 && (rc = shmds__free_from(r, slot)) == 0) {
-        SHMDS_FAULT("map.destroy.freed");
-        rc = shmds__root_drop(r, slot);
-    }
+    int rc = shmds__obj_destroy(m->r, &shmds__map_ops, m->off);
     shmds_map_close(m);
     return rc;
 }
@@ -1463,9 +1480,15 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
  * Writes
  * ------------------------------------------------------------------------ */
 
-static int check_key(const void *key, size_t klen)
+/* -EINVAL for a NULL or empty key; -E2BIG when an entry of this key and a
+ * value of `vlen` bytes could not fit the region's heap (so every entry
+ * size computed after this fits 64 bits), before the key is read. */
+static int check_key(const shmds_map *m, const void *key, size_t klen, size_t vlen)
 {
-    return key == NULL || klen == 0 ? -EINVAL : 0;
+    if (m == NULL || key == NULL || klen == 0)
+        return -EINVAL;
+    uint64_t heap = m->r->heap_end - m->r->heap_off;
+    return klen > heap || vlen > heap - klen ? -E2BIG : 0;
 }
 
 /* A TTL argument is 0 (the default, when `dflt`), SHMDS_TTL_NONE, or at
@@ -1475,10 +1498,12 @@ static int check_ttl(uint64_t ttl_ms)
     return ttl_ms == SHMDS_TTL_NONE || ttl_ms <= SHMDS_TTL_MAX_MS ? 0 : -EINVAL;
 }
 
-/* The argument checks of a keyed write with a TTL argument (0 if none). */
-static int write_args(const shmds_map *m, const void *key, size_t klen, uint64_t ttl_ms)
+/* The argument checks of a keyed write of a `vlen`-byte value (0 if none)
+ * with a TTL argument (0 if none). */
+static int write_args(const shmds_map *m, const void *key, size_t klen, size_t vlen,
+                      uint64_t ttl_ms)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen, vlen);
     if (rc == 0)
         rc = check_ttl(ttl_ms);
     return rc != 0 ? rc : shmds__writable(m->r);
@@ -1515,8 +1540,7 @@ static int after_write(shmds_map *m, uint32_t s)
 /* Where a keyed write found its key. */
 struct spot {
     struct tsnap t;
-    uint64_t *head, *link, eo;
-    struct entry *e;
+    struct hit h;
     uint64_t now;   /* the clock as read for expiry (0: not read) */
     bool expired;   /* found, and expired */
     bool reclaimed; /* found expired and unlinked */
@@ -1526,19 +1550,19 @@ struct spot {
  * then the key's place. Returns 1 found (sp->expired tells whether it has
  * expired), 0 absent, or an error. With `reclaim` an expired entry is
  * unlinked, counted as an expiration, and 0 returned. */
-static int write_find(shmds_map *m, uint32_t s, uint64_t hash, const void *key, size_t klen,
-                      bool reclaim, struct spot *sp)
+static int write_find(shmds_map *m, uint32_t s, const struct key *k, bool reclaim,
+                      struct spot *sp)
 {
     sp->now = 0;
     sp->expired = sp->reclaimed = false;
     int rc = rehash_step(m, s);
     if (rc < 0 || (rc = tsnap_get(m, &sp->t)) < 0)
         return rc;
-    int f = find(m, &sp->t, s, hash, key, klen, &sp->head, &sp->link, &sp->eo, &sp->e);
-    if (f != 1 || !(sp->expired = e_expired(sp->e, &sp->now)) || !reclaim)
+    int f = find(m, &sp->t, s, k, &sp->h);
+    if (f != 1 || !(sp->expired = e_expired(sp->h.e, &sp->now)) || !reclaim)
         return f;
     struct stripe *st = &m->h->stripes[s];
-    if ((rc = unlink_entry(m, st, sp->link, sp->eo, sp->e)) < 0)
+    if ((rc = unlink_hit(m, st, &sp->h)) < 0)
         return rc;
     st->expirations++;
     sp->reclaimed = true;
@@ -1566,31 +1590,24 @@ static int put_locked(shmds_map *m, uint32_t s, struct newent *ne, unsigned flag
 {
     struct stripe *st = &m->h->stripes[s];
     struct spot sp;
-    int rc, f = write_find(m, s, ne->hash, ne->key, ne->klen, true, &sp);
+    int rc, f = write_find(m, s, &ne->k, true, &sp);
     if (f < 0)
         return f;
-    struct tsnap t = sp.t;
-    uint64_t *head = sp.head, *link = sp.link, eo = sp.eo;
-    struct entry *e = sp.e;
     /* Whether the chain may have changed since that find: after an unlink,
      * or when make_room may evict (a budget) or has evicted (a retry). */
     bool stale = m->h->mem_limit != 0 || sp.reclaimed;
-    if ((rc = put_cond(f, e, flags, if_version)) < 0)
+    if ((rc = put_cond(f, sp.h.e, flags, if_version)) < 0)
         return rc;
-    uint64_t need = esize(ne->klen, ne->vlen);
+    uint64_t need = esize(ne->k.len, ne->vlen);
     bool evict = m->evict && (flags & SHMDS_PUT_NOEVICT) == 0;
     if ((rc = make_room(m, s, need, false, evict)) < 0)
         return rc;
     for (unsigned tries = 0;; tries++, stale = true) {
-        if (stale && (f = find(m, &t, s, ne->hash, ne->key, ne->klen, &head, &link, &eo, &e)) < 0)
+        if (stale && (f = find(m, &sp.t, s, &ne->k, &sp.h)) < 0)
             return f;
-        if (stale && (rc = put_cond(f, e, flags, if_version)) < 0)
+        if (stale && (rc = put_cond(f, sp.h.e, flags, if_version)) < 0)
             return rc;
-        if (f == 1)
-            rc = swap(m, st, link, e->next, ne, eo, 0,
-                      (int64_t)need - (int64_t)esize(e->klen, e->vlen));
-        else
-            rc = swap(m, st, head, LD(head), ne, 0, 1, (int64_t)need);
+        rc = f == 1 ? replace_entry(m, st, &sp.h, ne) : insert_entry(m, st, sp.h.head, ne);
         if (rc == -ENOMEM && evict && tries < EVICT_TRIES) {
             if ((rc = make_room(m, s, need, true, evict)) < 0)
                 return rc;
@@ -1601,23 +1618,10 @@ static int put_locked(shmds_map *m, uint32_t s, struct newent *ne, unsigned flag
     }
 }
 
-/* Lock stripe s, run the body, do the after-write work, unlock. The lock's
- * SHMDS_RECOVERED is passed on when the operation succeeds. */
-#define WITH_STRIPE(m, s, body)                                  \
-    do {                                                         \
-        int lk_ = stripe_lock((m), (s), false);                  \
-        if (lk_ < 0)                                             \
-            return lk_;                                          \
-        int rc_ = (body);                                        \
-        if (rc_ >= 0)                                            \
-            rc_ = after_write((m), (s));                         \
-        stripe_unlock((m), (s));                                 \
-        return rc_ < 0 ? rc_ : lk_;                              \
-    } while (0)
-
-/* End a write of stripe s (locked with result lk) whose operation returned
- * rc: the after-write work (also after -ENOENT: it may have reclaimed an
- * expired entry), unlock; the operation's error, else lk. */
+/* End a write of stripe s (locked by stripe_lock(), which returned `lk`)
+ * whose own change returned `rc`: the after-write work (also after
+ * -ENOENT: the write may have reclaimed an expired entry), then unlock.
+ * Returns the change's error, or the lock's 0 / SHMDS_RECOVERED. */
 static int write_end(shmds_map *m, uint32_t s, int lk, int rc)
 {
     int rc2 = rc >= 0 || rc == -ENOENT ? after_write(m, s) : 0;
@@ -1640,11 +1644,13 @@ static int put_op(shmds_map *m, uint32_t s, struct newent *ne, unsigned flags,
 #define PUT_FLAGS_ (SHMDS_PUT_NX | SHMDS_PUT_XX | SHMDS_PUT_NOEVICT)
 
 /* Check a put's arguments and options (NULL: defaults). */
-static int put_args(const void *key, size_t klen, const void *val, size_t vlen,
-                    const shmds_put_opts *o)
+static int put_args(const shmds_map *m, const void *key, size_t klen, const void *val,
+                    size_t vlen, const shmds_put_opts *o)
 {
-    int rc = check_key(key, klen);
-    if (rc != 0 || (vlen > 0 && val == NULL))
+    int rc = check_key(m, key, klen, vlen);
+    if (rc != 0)
+        return rc;
+    if (vlen > 0 && val == NULL)
         return -EINVAL;
     if (o == NULL)
         return 0;
@@ -1659,21 +1665,20 @@ SHMDS_API int shmds_map_put_ex(shmds_map *m, const void *key, size_t klen, const
                                size_t vlen, const shmds_put_opts *o, uint64_t *new_version)
 {
     static const shmds_put_opts none = {0};
-    int rc = put_args(key, klen, val, vlen, o);
+    int rc = put_args(m, key, klen, val, vlen, o);
     if (rc == 0)
         rc = shmds__writable(m->r);
     if (rc != 0)
         return rc;
     if (o == NULL)
         o = &none;
-    struct newent ne = {key, klen, key_hash(m->seed, key, klen), val, vlen,
+    struct newent ne = {{key, klen, key_hash(m->seed, key, klen)}, val, vlen,
                         expiry_ms(m, o->ttl_ms, true), o->user_flags, 0};
-    uint32_t s = stripe_of(m, ne.hash);
+    uint32_t s = stripe_of(m, ne.k.hash);
     int lk = stripe_lock(m, s, false);
     if (lk < 0)
         return lk;
-    rc = put_op(m, s, &ne, o->flags, o->if_version);
-    rc = rc < 0 ? (stripe_unlock(m, s), rc) : write_end(m, s, lk, rc);
+    rc = write_end(m, s, lk, put_op(m, s, &ne, o->flags, o->if_version));
     if (rc >= 0 && new_version != NULL)
         *new_version = ne.version;
     return rc;
@@ -1688,14 +1693,14 @@ SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const vo
     return shmds_map_put_ex(m, key, klen, val, vlen, &o, NULL);
 }
 
-static int del_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64_t hash)
+static int del_op(shmds_map *m, uint32_t s, const struct key *k)
 {
     struct stripe *st = &m->h->stripes[s];
     struct spot sp;
-    int rc, f = write_find(m, s, hash, key, klen, true, &sp);
+    int rc, f = write_find(m, s, k, true, &sp);
     if (f <= 0)
         return f < 0 ? f : -ENOENT;
-    if ((rc = unlink_entry(m, st, sp.link, sp.eo, sp.e)) < 0)
+    if ((rc = unlink_hit(m, st, &sp.h)) < 0)
         return rc;
     st->deletes++;
     return 0;
@@ -1703,18 +1708,18 @@ static int del_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64
 
 SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
 {
-    int rc = write_args(m, key, klen, 0);
+    int rc = write_args(m, key, klen, 0, 0);
     if (rc != 0)
         return rc;
-    uint64_t hash = key_hash(m->seed, key, klen);
-    uint32_t s = stripe_of(m, hash);
+    const struct key k = {key, klen, key_hash(m->seed, key, klen)};
+    uint32_t s = stripe_of(m, k.hash);
     int lk = stripe_lock(m, s, false);
     if (lk < 0)
         return lk;
-    return write_end(m, s, lk, del_op(m, s, key, klen, hash));
+    return write_end(m, s, lk, del_op(m, s, &k));
 }
 
-/* Store one or two words of the entry in place (stripe st locked), logged
+/* Store one or two words of an entry in place (stripe st locked), logged
  * and rolled forward by repair; lock-free readers retry around it. */
 static void store_in_place(shmds_map *m, struct stripe *st, uint64_t *w1, uint64_t v1,
                            uint64_t *w2, uint64_t v2)
@@ -1726,30 +1731,30 @@ static void store_in_place(shmds_map *m, struct stripe *st, uint64_t *w1, uint64
     lg->oldslot = v2;
     STR(&lg->op, OP_STORE);
     SHMDS_FAULT("map.store.logged");
-    seq_begin(st);
+    shmds__seq_write_begin(&st->seq);
     ST(w1, v1);
     SHMDS_FAULT("map.store.half");
     if (w2 != NULL)
         ST(w2, v2);
-    seq_end(st);
+    shmds__seq_write_end(&st->seq);
     SHMDS_FAULT("map.store.stored");
     STR(&lg->op, OP_NONE);
 }
 
-static int add_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64_t hash,
-                  int64_t delta, int64_t init, uint64_t init_ttl_ms, int64_t *result)
+static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, int64_t init,
+                  uint64_t init_ttl_ms, int64_t *result)
 {
     struct stripe *st = &m->h->stripes[s];
     struct spot sp;
-    int rc, f = write_find(m, s, hash, key, klen, true, &sp);
+    int rc, f = write_find(m, s, k, true, &sp);
     if (f < 0)
         return f;
-    struct entry *e = sp.e;
+    struct entry *e = sp.h.e;
     int64_t nv;
     if (f == 0) {
         if (__builtin_add_overflow(init, delta, &nv))
             return -EOVERFLOW;
-        struct newent ne = {key, klen, hash, &nv, 8, expiry_ms(m, init_ttl_ms, true), 0, 0};
+        struct newent ne = {*k, &nv, 8, expiry_ms(m, init_ttl_ms, true), 0, 0};
         if ((rc = put_op(m, s, &ne, SHMDS_PUT_NX, 0)) == 0 && result != NULL)
             *result = nv;
         return rc;
@@ -1768,12 +1773,15 @@ static int add_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64
 SHMDS_API int shmds_map_add_ex(shmds_map *m, const void *key, size_t klen, int64_t delta,
                                int64_t init, uint64_t init_ttl_ms, int64_t *result)
 {
-    int rc = write_args(m, key, klen, init_ttl_ms);
+    int rc = write_args(m, key, klen, 8, init_ttl_ms);
     if (rc != 0)
         return rc;
-    uint64_t hash = key_hash(m->seed, key, klen);
-    uint32_t s = stripe_of(m, hash);
-    WITH_STRIPE(m, s, add_op(m, s, key, klen, hash, delta, init, init_ttl_ms, result));
+    const struct key k = {key, klen, key_hash(m->seed, key, klen)};
+    uint32_t s = stripe_of(m, k.hash);
+    int lk = stripe_lock(m, s, false);
+    if (lk < 0)
+        return lk;
+    return write_end(m, s, lk, add_op(m, s, &k, delta, init, init_ttl_ms, result));
 }
 
 SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t delta,
@@ -1782,28 +1790,28 @@ SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t 
     return shmds_map_add_ex(m, key, klen, delta, 0, 0, result);
 }
 
-static int expire_op(shmds_map *m, uint32_t s, const void *key, size_t klen, uint64_t hash,
-                     uint64_t ttl_ms)
+static int expire_op(shmds_map *m, uint32_t s, const struct key *k, uint64_t ttl_ms)
 {
     struct spot sp;
-    int f = write_find(m, s, hash, key, klen, true, &sp);
+    int f = write_find(m, s, k, true, &sp);
     if (f <= 0)
         return f < 0 ? f : -ENOENT;
-    store_in_place(m, &m->h->stripes[s], &sp.e->expire_ms, expiry_ms(m, ttl_ms, false), NULL, 0);
+    store_in_place(m, &m->h->stripes[s], &sp.h.e->expire_ms, expiry_ms(m, ttl_ms, false), NULL,
+                   0);
     return 0;
 }
 
 SHMDS_API int shmds_map_expire(shmds_map *m, const void *key, size_t klen, uint64_t ttl_ms)
 {
-    int rc = write_args(m, key, klen, ttl_ms);
+    int rc = write_args(m, key, klen, 0, ttl_ms);
     if (rc != 0)
         return rc;
-    uint64_t hash = key_hash(m->seed, key, klen);
-    uint32_t s = stripe_of(m, hash);
+    const struct key k = {key, klen, key_hash(m->seed, key, klen)};
+    uint32_t s = stripe_of(m, k.hash);
     int lk = stripe_lock(m, s, false);
     if (lk < 0)
         return lk;
-    return write_end(m, s, lk, expire_op(m, s, key, klen, hash, ttl_ms));
+    return write_end(m, s, lk, expire_op(m, s, &k, ttl_ms));
 }
 
 /* ---------------------------------------------------------------------------
@@ -1812,9 +1820,7 @@ SHMDS_API int shmds_map_expire(shmds_map *m, const void *key, size_t klen, uint6
 
 /* What a read asks for and where the answer goes. */
 struct getarg {
-    const void *key;
-    size_t klen;
-    uint64_t hash;
+    struct key k;
     void *buf;
     size_t cap;
     size_t *vlen;
@@ -1822,11 +1828,12 @@ struct getarg {
     shmds_map_entry_info *info;
 };
 
-/* Hand entry e (found for g; `stale`: it is expired) to the caller: its
- * length, value and info. Lock-free callers validate afterwards. */
-static int copy_out(struct entry *e, bool stale, uint64_t now, const struct getarg *g)
+/* Hand entry e (found for g, its value `vl` bytes as read and checked
+ * once; `stale`: it is expired) to the caller: its length, value and
+ * info. Lock-free callers validate afterwards. */
+static int copy_out(struct entry *e, uint64_t vl, bool stale, uint64_t now,
+                    const struct getarg *g)
 {
-    uint64_t vl = LD(&e->vlen);
     if (g->vlen != NULL)
         *g->vlen = (size_t)vl;
     if (g->info != NULL) {
@@ -1855,16 +1862,18 @@ static int copy_out(struct entry *e, bool stale, uint64_t now, const struct geta
 static int lookup_copy(shmds_map *m, const struct tsnap *t, uint32_t s, const struct getarg *g)
 {
     struct stripe *st = &m->h->stripes[s];
-    uint64_t o = LD(bucket_slot(m, t, st, s, g->hash)), now = 0;
+    uint64_t o = LD(bucket_slot(m, t, st, s, g->k.hash)), now = 0;
     for (unsigned steps = 0; o != 0; steps++) {
-        struct entry *e = entry_at(m, o);
+        uint64_t kl, vl;
+        struct entry *e = entry_lens(m, o, &kl, &vl);
         if (e == NULL || steps >= CHAIN_CAP)
             return SHMDS_ECORRUPT;
-        if (e_match(e, g->hash, g->key, g->klen)) {
+        if (LD(&e->hash) == g->k.hash && kl == g->k.len &&
+            bytes_eq((unsigned char *)e + ENTRY_HDR + vl, g->k.p, kl)) {
             bool exp = e_expired(e, &now);
             if (exp && (g->flags & SHMDS_GET_STALE) == 0)
                 return -ENOENT;
-            return copy_out(e, exp, now, g);
+            return copy_out(e, vl, exp, now, g);
         }
         o = LD(&e->next);
     }
@@ -1880,20 +1889,21 @@ static int get_locked(shmds_map *m, uint32_t s, const struct getarg *g)
         return lk;
     struct stripe *st = &m->h->stripes[s];
     struct tsnap t;
-    uint64_t *head, *link, eo, now = 0;
-    struct entry *e;
+    struct hit h = {NULL, NULL, 0, NULL};
+    uint64_t now = 0;
     int rc = tsnap_get(m, &t);
     if (rc == 0)
-        rc = find(m, &t, s, g->hash, g->key, g->klen, &head, &link, &eo, &e);
+        rc = find(m, &t, s, &g->k, &h);
+    struct entry *e = h.e;
     bool exp = rc == 1 && e_expired(e, &now);
     if (exp && (g->flags & SHMDS_GET_STALE) == 0) {
-        rc = unlink_entry(m, st, link, eo, e);
+        rc = unlink_hit(m, st, &h);
         if (rc == 0) {
             st->expirations++;
             rc = -ENOENT;
         }
     } else if (rc == 1) {
-        rc = copy_out(e, exp, now, g);
+        rc = copy_out(e, e->vlen, exp, now, g);
         if (LD(&e->ref) == 0)
             ST(&e->ref, 1);
     } else if (rc == 0) {
@@ -1904,7 +1914,7 @@ static int get_locked(shmds_map *m, uint32_t s, const struct getarg *g)
 }
 
 /* Run `fn` over stripe s optimistically: accept its result only when the
- * stripe and table counters did not move. After SPINS failures a writable
+ * stripe and table counters did not move. After SHMDS__WAIT_SPINS failures a writable
  * handle runs it under the lock; a read-only one naps and retries until the
  * region's lock bound (a writer that died mid-change). */
 static int read_stripe(shmds_map *m, uint32_t s,
@@ -1912,24 +1922,20 @@ static int read_stripe(shmds_map *m, uint32_t s,
                        void *arg)
 {
     struct stripe *st = &m->h->stripes[s];
-    uint64_t deadline = 0;
-    for (unsigned spins = 0;; spins++) {
-        uint64_t q = LDA(&st->seq);
+    struct shmds__wait w = {0};
+    for (;;) {
+        uint64_t q = shmds__seq_read_begin(&st->seq);
         if ((q & 1) == 0) {
             struct tsnap t;
             int rc = tsnap_get(m, &t);
             if (rc < 0)
                 return rc; /* -ETIMEDOUT, or a consistent snapshot that is corrupt */
             rc = fn(m, &t, s, arg);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (LD(&st->seq) == q && LD(&m->h->tseq) == t.seq)
+            if (shmds__seq_read_ok(&st->seq, q) && LD(&m->h->tseq) == t.seq)
                 return rc;
         }
-        if (spins < SPINS) {
-            if (spins > 8)
-                sched_yield();
+        if (shmds__wait_spin(&w))
             continue;
-        }
         if (!shmds__rdonly(m->r)) {
             int lk = stripe_lock(m, s, false);
             if (lk < 0)
@@ -1941,11 +1947,9 @@ static int read_stripe(shmds_map *m, uint32_t s,
             stripe_unlock(m, s);
             return rc;
         }
-        if (deadline == 0)
-            deadline = shmds__now_ns() + (uint64_t)m->r->lock_timeout_ms * 1000000u;
-        if (shmds__now_ns() >= deadline)
-            return -ETIMEDOUT;
-        nap_1ms();
+        int rc = shmds__wait_nap(&w, m->r->lock_timeout_ms);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -1959,13 +1963,12 @@ static int get_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
 static inline bool get_once(shmds_map *m, uint32_t s, struct getarg *g, int *rc)
 {
     struct stripe *st = &m->h->stripes[s];
-    uint64_t q = LDA(&st->seq);
+    uint64_t q = shmds__seq_read_begin(&st->seq);
     struct tsnap t;
     if ((q & 1) != 0 || tsnap_get(m, &t) != 0)
         return false;
     *rc = get_fn(m, &t, s, g);
-    __atomic_thread_fence(__ATOMIC_ACQUIRE);
-    return LD(&st->seq) == q && LD(&m->h->tseq) == t.seq;
+    return shmds__seq_read_ok(&st->seq, q) && LD(&m->h->tseq) == t.seq;
 }
 
 /* Count a get's outcome where this handle counts (see shard_claim). */
@@ -1993,13 +1996,13 @@ static void count_get(shmds_map *m, int rc)
 /* The one read path of get, get_ex and ttl. */
 static int get_impl(shmds_map *m, struct getarg *g)
 {
-    int rc = check_key(g->key, g->klen);
+    int rc = check_key(m, g->k.p, g->k.len, 0);
     if (rc == 0 && g->cap > 0 && g->buf == NULL)
         rc = -EINVAL;
     if (rc != 0)
         return rc;
-    g->hash = key_hash(m->seed, g->key, g->klen);
-    uint32_t s = stripe_of(m, g->hash);
+    g->k.hash = key_hash(m->seed, g->k.p, g->k.len);
+    uint32_t s = stripe_of(m, g->k.hash);
     if (m->evict) {
         if (shmds__rdonly(m->r))
             return SHMDS_ERDONLY;
@@ -2014,7 +2017,7 @@ static int get_impl(shmds_map *m, struct getarg *g)
 SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *buf, size_t cap,
                             size_t *vlen)
 {
-    struct getarg g = {key, klen, 0, buf, cap, vlen, 0, NULL};
+    struct getarg g = {{key, klen, 0}, buf, cap, vlen, 0, NULL};
     return get_impl(m, &g);
 }
 
@@ -2026,14 +2029,14 @@ SHMDS_API int shmds_map_get_ex(shmds_map *m, const void *key, size_t klen, void 
         return -EINVAL;
     if (buf == NULL && cap == 0)
         flags |= GET_QUERY_;
-    struct getarg g = {key, klen, 0, buf, cap, vlen, flags, info};
+    struct getarg g = {{key, klen, 0}, buf, cap, vlen, flags, info};
     return get_impl(m, &g);
 }
 
 SHMDS_API int shmds_map_ttl(shmds_map *m, const void *key, size_t klen, int64_t *ttl_ms)
 {
     shmds_map_entry_info info;
-    struct getarg g = {key, klen, 0, NULL, 0, NULL, GET_QUERY_, &info};
+    struct getarg g = {{key, klen, 0}, NULL, 0, NULL, GET_QUERY_, &info};
     int rc = get_impl(m, &g);
     if (rc == 0 && ttl_ms != NULL)
         *ttl_ms = info.ttl_ms;
@@ -2042,6 +2045,8 @@ SHMDS_API int shmds_map_ttl(shmds_map *m, const void *key, size_t klen, int64_t 
 
 SHMDS_API int shmds_map_count(shmds_map *m, uint64_t *n)
 {
+    if (m == NULL || n == NULL)
+        return -EINVAL;
     uint64_t sum = 0;
     for (uint32_t i = 0; i < m->S; i++)
         sum += LD(&m->h->stripes[i].entries);
@@ -2049,56 +2054,44 @@ SHMDS_API int shmds_map_count(shmds_map *m, uint64_t *n)
     return 0;
 }
 
-/* A stripe's live entries, copied: records of {klen, vlen} then the bytes. */
+/* A stripe's live entries, copied: records of {klen, vlen} then the bytes.
+ * `steps` counts the entries the whole walk has met (walk_cap), `done` those
+ * of the stripes already accepted. */
 struct snapbuf {
-    unsigned char *p;
-    size_t len, cap;
+    struct shmds__buf buf;
     uint64_t n;
+    uint64_t steps, done;
 };
-
-static int snap_put(struct snapbuf *b, const void *src, size_t len)
-{
-    if (b->cap - b->len < len) {
-        size_t nc = b->cap ? b->cap : 4096;
-        while (nc - b->len < len) {
-            if (nc > SIZE_MAX / 2)
-                return -ENOMEM;
-            nc *= 2;
-        }
-        unsigned char *np = realloc(b->p, nc);
-        if (np == NULL)
-            return -ENOMEM;
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->len, src, len);
-    b->len += len;
-    return 0;
-}
 
 static int snap_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
 {
     struct snapbuf *b = arg;
     struct stripe *st = &m->h->stripes[s];
-    uint64_t now = 0;
-    b->len = 0;
+    uint64_t now = 0, cap = walk_cap(m);
+    b->buf.len = 0;
     b->n = 0;
+    b->steps = b->done;
     for (uint64_t rel = 0; rel < slice_len(m, t->bo); rel++) {
         uint64_t *slots[2];
         int n = slice_slots(m, t, st, s, rel, slots);
         for (int i = 0; i < n; i++) {
             uint64_t o = LD(slots[i]);
             for (unsigned steps = 0; o != 0; steps++) {
-                struct entry *e = entry_at(m, o);
-                if (e == NULL || steps >= CHAIN_CAP)
+                uint64_t lens[2];
+                struct entry *e = entry_lens(m, o, &lens[0], &lens[1]);
+                if (e == NULL || steps >= CHAIN_CAP || ++b->steps > cap)
                     return SHMDS_ECORRUPT;
                 if (!e_expired(e, &now)) {
-                    uint64_t lens[2] = {LD(&e->klen), LD(&e->vlen)};
                     int rc;
-                    if ((rc = snap_put(b, lens, sizeof lens)) < 0 ||
-                        (rc = snap_put(b, (unsigned char *)e + ENTRY_HDR + lens[1],
+                    /* A stripe's live entries are disjoint: more bytes than
+                     * the heap holds is a walk going round. */
+                    uint64_t heap = m->r->heap_end - m->r->heap_off;
+                    if (b->buf.len > heap || lens[0] + lens[1] > heap - b->buf.len)
+                        return SHMDS_ECORRUPT;
+                    if ((rc = shmds__buf_put(&b->buf, lens, sizeof lens)) < 0 ||
+                        (rc = shmds__buf_put(&b->buf, (unsigned char *)e + ENTRY_HDR + lens[1],
                                        (size_t)lens[0])) < 0 ||
-                        (rc = snap_put(b, (unsigned char *)e + ENTRY_HDR, (size_t)lens[1])) < 0)
+                        (rc = shmds__buf_put(&b->buf, (unsigned char *)e + ENTRY_HDR, (size_t)lens[1])) < 0)
                         return rc;
                     b->n++;
                 }
@@ -2110,26 +2103,27 @@ static int snap_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
 }
 
 SHMDS_API int shmds_map_foreach(shmds_map *m,
-                                int (*fn)(const void *k, size_t kl, const void *v, size_t vl,
-                                          void *arg),
-                                void *arg)
+                                shmds_map_foreach_fn *fn, void *arg)
 {
+    if (m == NULL || fn == NULL)
+        return -EINVAL;
     struct snapbuf b = {0};
-    int rc = 0;
-    for (uint32_t s = 0; s < m->S && rc == 0; s++) {
+    int rc = shmds__region_intact(m->r); /* truncated: an error, not SIGBUS */
+    for (uint32_t s = 0; rc == 0 && s < m->S; s++) {
         if ((rc = read_stripe(m, s, snap_fn, &b)) < 0)
             break;
+        b.done = b.steps;
         size_t at = 0;
         for (uint64_t i = 0; i < b.n && rc == 0; i++) {
             uint64_t lens[2];
-            memcpy(lens, b.p + at, sizeof lens);
+            memcpy(lens, b.buf.p + at, sizeof lens);
             at += sizeof lens;
-            const unsigned char *k = b.p + at, *v = k + lens[0];
+            const unsigned char *k = b.buf.p + at, *v = k + lens[0];
             at += (size_t)(lens[0] + lens[1]);
             rc = fn(k, (size_t)lens[0], v, (size_t)lens[1], arg);
         }
     }
-    free(b.p);
+    free(b.buf.p);
     return rc;
 }
 
@@ -2142,6 +2136,8 @@ static uint64_t since_base(uint64_t total, const uint64_t *base)
 
 SHMDS_API int shmds_map_stats_get(shmds_map *m, shmds_map_stats *out)
 {
+    if (m == NULL || out == NULL)
+        return -EINVAL;
     struct map_hdr *h = m->h;
     memset(out, 0, sizeof *out);
     for (uint32_t i = 0; i < m->S; i++) {
@@ -2230,8 +2226,8 @@ static struct lease *lease_slot(struct stripe *st)
     return NULL;
 }
 
-/* Grant slot l of stripe st (locked) to this process for `hash`. */
-static void lease_grant(struct stripe *st, struct lease *l, uint64_t hash, uint64_t token)
+/* Grant slot l (its stripe locked) to this process for `hash`. */
+static void lease_grant(struct lease *l, uint64_t hash, uint64_t token)
 {
     ST(&l->hash, hash);
     ST(&l->token, token);
@@ -2239,7 +2235,6 @@ static void lease_grant(struct stripe *st, struct lease *l, uint64_t hash, uint6
     ST(&l->pstart, shmds__self_start());
     SHMDS_FAULT("map.lease.filled_in");
     STR(&l->pid, shmds__self_pid());
-    (void)st;
 }
 
 /* End f's lease if this process still holds it. With the stripe lock, or
@@ -2261,43 +2256,43 @@ static int fetch_locked(shmds_map *m, uint32_t s, const struct getarg *g, struct
 {
     struct stripe *st = &m->h->stripes[s];
     struct spot sp;
-    int f = write_find(m, s, g->hash, g->key, g->klen, (g->flags & SHMDS_GET_STALE) == 0, &sp);
+    int f = write_find(m, s, &g->k, (g->flags & SHMDS_GET_STALE) == 0, &sp);
     if (f < 0)
         return f;
-    struct entry *e = sp.e;
+    struct entry *e = sp.h.e;
     uint64_t now = sp.now;
     bool stale = f == 1 && sp.expired;
-    struct lease *l = lease_find(st, g->hash);
+    struct lease *l = lease_find(st, g->k.hash);
     if (f == 1 && !stale) {
         if (l != NULL && !lease_live(l))
             STR(&l->pid, 0); /* a holder that died after storing its value */
         if (m->evict && LD(&e->ref) == 0)
             ST(&e->ref, 1);
-        return copy_out(e, false, now, g);
+        return copy_out(e, e->vlen, false, now, g);
     }
     bool takeover = l != NULL;
     if (l != NULL && lease_live(l))
-        return stale ? copy_out(e, true, now, g) : FETCH_WAIT;
+        return stale ? copy_out(e, e->vlen, true, now, g) : FETCH_WAIT;
     if (l == NULL && (l = lease_slot(st)) == NULL)
-        return stale ? copy_out(e, true, now, g) : FETCH_WAIT;
-    struct shmds_fill *fl = malloc(sizeof *fl + g->klen);
+        return stale ? copy_out(e, e->vlen, true, now, g) : FETCH_WAIT;
+    struct shmds_fill *fl = malloc(sizeof *fl + g->k.len);
     if (fl == NULL)
         return -ENOMEM;
     fl->m = m;
-    fl->hash = g->hash;
+    fl->hash = g->k.hash;
     fl->token = next_version(st);
     fl->s = s;
     fl->slot = (uint32_t)(l - st->leases);
     fl->pid = shmds__self_pid();
-    fl->klen = g->klen;
-    memcpy(fl->key, g->key, g->klen);
-    lease_grant(st, l, g->hash, fl->token);
+    fl->klen = g->k.len;
+    memcpy(fl->key, g->k.p, g->k.len);
+    lease_grant(l, g->k.hash, fl->token);
     st->fills++;
     if (takeover)
         st->takeovers++;
     *fp = fl;
     if (stale) /* a stale value too long for buf: the length says so */
-        (void)copy_out(e, true, now, g);
+        (void)copy_out(e, e->vlen, true, now, g);
     return SHMDS_FILL;
 }
 
@@ -2305,18 +2300,20 @@ SHMDS_API int shmds_map_fetch(shmds_map *m, const void *key, size_t klen, void *
                               size_t *vlen, shmds_map_entry_info *info, unsigned flags,
                               int timeout_ms, shmds_fill **fill)
 {
-    int rc = check_key(key, klen);
+    int rc = check_key(m, key, klen, 0);
     if (rc == 0 && (fill == NULL || (cap > 0 && buf == NULL) || timeout_ms < -1 ||
                     (flags & ~(unsigned)SHMDS_GET_STALE) != 0))
         rc = -EINVAL;
     if (fill != NULL)
         *fill = NULL;
+    if (info != NULL)
+        memset(info, 0, sizeof *info); /* a miss without a stale value */
     if (rc == 0)
         rc = shmds__writable(m->r);
     if (rc != 0)
         return rc;
-    struct getarg g = {key, klen, key_hash(m->seed, key, klen), buf, cap, vlen, flags, info};
-    uint32_t s = stripe_of(m, g.hash);
+    struct getarg g = {{key, klen, key_hash(m->seed, key, klen)}, buf, cap, vlen, flags, info};
+    uint32_t s = stripe_of(m, g.k.hash);
     struct stripe *st = &m->h->stripes[s];
     uint64_t deadline = timeout_ms > 0 ? shmds__now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
     for (;;) {
@@ -2341,12 +2338,11 @@ SHMDS_API int shmds_map_fetch(shmds_map *m, const void *key, size_t klen, void *
             return rc;
         }
         bool over = timeout_ms == 0 || (timeout_ms > 0 && shmds__now_ns() >= deadline);
-        if (!over)
-            shmds__bell_wait(&st->bell, deadline, FILL_SLICE_MS);
+        rc = over ? -ETIMEDOUT : shmds__bell_wait(&st->bell, deadline, FILL_SLICE_MS);
         __atomic_sub_fetch(&st->sleepers, 1, __ATOMIC_SEQ_CST);
-        if (over) {
+        if (rc != 0) { /* the time-out, or a damaged doorbell */
             count_get(m, -ENOENT);
-            return -ETIMEDOUT;
+            return rc;
         }
     }
 }
@@ -2366,7 +2362,7 @@ SHMDS_API int shmds_map_fill_done(shmds_fill *f, const void *val, size_t vlen,
     if (f == NULL)
         return -EINVAL;
     shmds_map *m = f->m;
-    int rc = put_args(f->key, f->klen, val, vlen, o);
+    int rc = put_args(m, f->key, f->klen, val, vlen, o);
     if (rc == 0 && o != NULL && (o->if_version != 0 || (o->flags & (SHMDS_PUT_NX | SHMDS_PUT_XX))))
         rc = -EINVAL;
     int lk = rc == 0 ? stripe_lock(m, f->s, false) : rc;
@@ -2374,13 +2370,13 @@ SHMDS_API int shmds_map_fill_done(shmds_fill *f, const void *val, size_t vlen,
         fill_end(f);
         return lk;
     }
-    struct newent ne = {f->key, f->klen, f->hash, val, vlen,
+    struct newent ne = {{f->key, f->klen, f->hash}, val, vlen,
                         expiry_ms(m, o != NULL ? o->ttl_ms : 0, true),
                         o != NULL ? o->user_flags : 0, 0};
     rc = put_op(m, f->s, &ne, o != NULL ? o->flags : 0, 0);
     SHMDS_FAULT("map.fill.stored");
     lease_end(f);
-    rc = rc < 0 ? (stripe_unlock(m, f->s), rc) : write_end(m, f->s, lk, rc);
+    rc = write_end(m, f->s, lk, rc);
     if (rc >= 0 && new_version != NULL)
         *new_version = ne.version;
     fill_end(f);
@@ -2428,7 +2424,7 @@ static int clear_stripe(shmds_map *m, uint32_t s)
 
 SHMDS_API int shmds_map_clear(shmds_map *m)
 {
-    int rc = shmds__writable(m->r);
+    int rc = m == NULL ? -EINVAL : shmds__writable(m->r);
     for (uint32_t s = 0; s < m->S && rc == 0; s++) {
         if ((rc = stripe_lock(m, s, false)) < 0)
             break;
@@ -2440,7 +2436,7 @@ SHMDS_API int shmds_map_clear(shmds_map *m)
 
 SHMDS_API int shmds_map_reap(shmds_map *m, uint64_t max_entries, uint64_t *reaped)
 {
-    int rc = max_entries == 0 ? -EINVAL : shmds__writable(m->r);
+    int rc = m == NULL || max_entries == 0 ? -EINVAL : shmds__writable(m->r);
     uint64_t work = 0, n = 0;
     while (rc == 0 && work < max_entries) {
         struct tsnap t;
@@ -2477,7 +2473,7 @@ SHMDS_API int shmds_map_reap(shmds_map *m, uint64_t max_entries, uint64_t *reape
 
 SHMDS_API int shmds_map_stats_reset(shmds_map *m)
 {
-    int rc = shmds__writable(m->r);
+    int rc = m == NULL ? -EINVAL : shmds__writable(m->r);
     if (rc != 0)
         return rc;
     shmds_map_stats now;
@@ -2512,7 +2508,7 @@ static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
 {
     struct stripe *st = &m->h->stripes[s];
     if (LD(&st->log.op) != OP_NONE || (LD(&st->seq) & 1) != 0 || st->log.blk != 0 ||
-        st->log.dead != 0)
+        st->log.dead != 0 || !shmds__sem_ok(&st->bell))
         return SHMDS_ECORRUPT;
     uint64_t len = slice_len(m, t->bo), n = 0, mem = 0;
     bool cur = t->rh && st->epoch == t->tepoch;
@@ -2562,6 +2558,8 @@ static int check_tables(shmds_map *m, const struct tsnap *t)
 
 SHMDS_API int shmds_map_check(shmds_map *m)
 {
+    if (m == NULL)
+        return -EINVAL;
     if (shmds__rdonly(m->r))
         return SHMDS_ERDONLY;
     uint32_t locked = 0;
@@ -2586,8 +2584,12 @@ SHMDS_API int shmds_map_check(shmds_map *m)
     return rc;
 }
 
-int shmds__map_check_at(shmds_region *r, shmds_off_t off)
+/* The object layer's check: the header validates, then as shmds_map_check.
+ * A map's check takes its locks: a read-only region skips it. */
+static int map_check_at(shmds_region *r, shmds_off_t off)
 {
+    if (shmds__rdonly(r))
+        return 0;
     shmds_map *m;
     int rc = map_attach(r, off, &m);
     if (rc < 0)
@@ -2615,6 +2617,10 @@ uint32_t shmds__map_fill_waiters(shmds_map *m, const void *key, size_t klen)
 
 SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_t val_bytes)
 {
+    /* Sizes no region can hold: saturate instead of wrapping round. */
+    const uint64_t huge = (uint64_t)1 << 56;
+    if (entries > huge || key_bytes > huge || val_bytes > huge)
+        return UINT64_MAX;
     uint64_t S = SHMDS_MAP_STRIPES_DEFAULT;
     uint64_t buckets = (uint64_t)1 << log2_ceil(entries < 16 ? 16 : entries);
     /* Per-stripe growth can double the table early; a growth holds the old
@@ -2622,8 +2628,26 @@ SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_
      * starts at 2 * buckets and would need twice the entries to grow. */
     uint64_t tables = 8 * (2 * buckets + buckets);
     /* Each entry is one heap block: its size plus the allocator's header. */
-    uint64_t ents = entries * (esize(key_bytes, val_bytes) + 16);
+    uint64_t ents;
+    if (__builtin_mul_overflow(entries, esize(key_bytes, val_bytes) + 16, &ents))
+        return UINT64_MAX;
     uint64_t hdr = hdr_bytes((uint32_t)S) + 64;
-    uint64_t sum = SHMDS_HEADER_SIZE + hdr + tables + ents;
+    uint64_t sum = SHMDS_HEADER_SIZE + hdr + tables;
+    if (__builtin_add_overflow(sum, ents, &sum) || sum > UINT64_MAX / 2)
+        return UINT64_MAX;
     return sum + sum / 8 + 65536;
 }
+
+/* The object layer's attach (a map keeps no name to compare). */
+static int map_attach_op(shmds_region *r, shmds_off_t off, const char *name, void **out)
+{
+    (void)name;
+    shmds_map *m;
+    int rc = map_attach(r, off, &m);
+    if (rc == 0)
+        *out = m;
+    return rc;
+}
+
+const struct shmds__obj_ops shmds__map_ops = {SHMDS_TYPE_MAP, map_attach_op, map_teardown_at,
+                                              map_check_at};

@@ -1,4 +1,4 @@
-/* Private to the map module and its tests. */
+/* Test hooks of the map module (map.c), for the tests only. */
 #ifndef SHMDS_MAP_INT_H
 #define SHMDS_MAP_INT_H
 
@@ -9,16 +9,6 @@
  * every process that shares a map) so tests can move time without
  * sleeping; NULL restores CLOCK_MONOTONIC. Process-wide, not thread-safe. */
 void shmds__map_set_clock(uint64_t (*now_ms)(void));
-
-/* The shmds_map_check() of the map at `off` (a directory entry of type
- * SHMDS_TYPE_MAP), for shmds_region_check(). */
-int shmds__map_check_at(shmds_region *r, shmds_off_t off);
-
-/* Free every entry and table of the map whose header is at `off` (found
- * through a pending directory entry: all zeros or as written) and clear its
- * magic; the header block stays, for the caller to free through the entry.
- * Idempotent and killable. */
-int shmds__map_reclaim_at(shmds_region *r, shmds_off_t off);
 
 /* For tests that damage a map on purpose: the bucket slot `key` hashes to,
  * in the table that holds it now; NULL when the table state is damaged. */

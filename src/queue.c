@@ -2,6 +2,10 @@
  * The bounded multi-process queue: variable-size messages copied into a
  * byte ring inside the region.
  *
+ * Layer: a structure. Calls down into the object layer (create, open,
+ * destroy: shmds__queue_ops), lock.c and the region; never into another
+ * structure or the region-wide passes (check.c).
+ *
  * Layout: one heap block holds the header (struct qhdr) and, right after
  * it, the ring of `cap` bytes. The ring is counted in 8-byte units. A
  * message is a record: an 8-byte header {len, tag} followed by len payload
@@ -44,8 +48,7 @@
  * (more messages, more room, or a shut-down queue) rings again, so a
  * shut-down wakes every sleeper in a chain.
  */
-#include "internal.h"
-#include "queue_int.h"
+#include "object.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -309,11 +312,26 @@ static int q_lock(shmds_queue *q)
     return rc == SHMDS_RECOVERED ? 0 : rc;
 }
 
+/* Lock the queue for a send or receive that may wait timeout_ms in all
+ * (ending at deadline_ns when > 0): a busy lock is a wait like any other,
+ * so 0 never waits (-EAGAIN) and a positive timeout bounds the lock's wait
+ * too (-ETIMEDOUT). */
+static int q_lock_io(shmds_queue *q, int timeout_ms, uint64_t deadline_ns)
+{
+    int ms = timeout_ms;
+    if (timeout_ms > 0 && (ms = shmds__ms_left(deadline_ns)) == 0)
+        ms = 1; /* deadline passed: one last try, then -ETIMEDOUT */
+    int rc = shmds__lock_within(q->r, &q->h->lock, ms, NULL, NULL);
+    if (rc == -EBUSY)
+        return -EAGAIN;
+    return rc == SHMDS_RECOVERED ? 0 : rc;
+}
+
 static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeout_ms)
 {
     struct qhdr *h = q->h;
     uint64_t need = rec_units(len), deadline = deadline_of(timeout_ms);
-    int rc = q_lock(q);
+    int rc = q_lock_io(q, timeout_ms, deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -355,10 +373,12 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             __atomic_add_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
             if (__atomic_load_n(&h->head, __ATOMIC_SEQ_CST) == hw &&
                 (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) & CLOSED_BIT) == 0)
-                shmds__bell_wait(&h->not_full, deadline, SLICE_MS);
+                rc = shmds__bell_wait(&h->not_full, deadline, SLICE_MS);
             __atomic_sub_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
+            if (rc != 0)
+                return rc;
         }
-        if ((rc = q_lock(q)) != 0)
+        if ((rc = q_lock_io(q, timeout_ms, deadline)) != 0)
             return rc;
     }
     shmds_mutex_unlock(&h->lock);
@@ -369,7 +389,7 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
 {
     struct qhdr *h = q->h;
     uint64_t deadline = deadline_of(timeout_ms);
-    int rc = q_lock(q);
+    int rc = q_lock_io(q, timeout_ms, deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -416,10 +436,12 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
         if (!spin_for_change(&h->tail, tw)) {
             __atomic_add_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
             if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == tw)
-                shmds__bell_wait(&h->not_empty, deadline, SLICE_MS);
+                rc = shmds__bell_wait(&h->not_empty, deadline, SLICE_MS);
             __atomic_sub_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
+            if (rc != 0)
+                return rc;
         }
-        if ((rc = q_lock(q)) != 0)
+        if ((rc = q_lock_io(q, timeout_ms, deadline)) != 0)
             return rc;
     }
     shmds_mutex_unlock(&h->lock);
@@ -432,9 +454,8 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
 
 static bool thread_alive(uint32_t tid)
 {
-    /* kill() accepts any thread id and reaches its process; ESRCH means
-     * the thread is gone (EPERM: it exists, under another user). */
-    return kill((pid_t)tid, 0) == 0 || errno != ESRCH;
+    /* kill() accepts any thread id and reaches its process. */
+    return !shmds__proc_gone(tid);
 }
 
 /* Make the calling thread this queue's producer or consumer. Cost: one
@@ -517,8 +538,10 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
         __atomic_add_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&h->head, __ATOMIC_SEQ_CST) == hw &&
             (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) & CLOSED_BIT) == 0)
-            shmds__bell_wait(&h->not_full, deadline, SLICE_MS);
+            rc = shmds__bell_wait(&h->not_full, deadline, SLICE_MS);
         __atomic_sub_fetch(&h->send_sleepers, 1, __ATOMIC_SEQ_CST);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -566,8 +589,10 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
             continue;
         __atomic_add_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
         if (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) == tw)
-            shmds__bell_wait(&h->not_empty, deadline, SLICE_MS);
+            rc = shmds__bell_wait(&h->not_empty, deadline, SLICE_MS);
         __atomic_sub_fetch(&h->recv_sleepers, 1, __ATOMIC_SEQ_CST);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -610,83 +635,62 @@ static int handle_make(shmds_region *r, shmds_off_t off, shmds_queue **out)
     return 0;
 }
 
+struct qparams {
+    uint64_t cap;
+    size_t max_msg;
+    unsigned flags;
+};
+
+/* The object layer's init: fill in the zeroed header, magic last. The
+ * ring follows the header in the same block. */
+static int queue_init(shmds_region *r, shmds_off_t off, shmds_off_t block, void *arg)
+{
+    const struct qparams *p = arg;
+    struct qhdr *h = (struct qhdr *)(void *)(r->base + off);
+    h->version = Q_VERSION;
+    h->flags = p->flags;
+    h->cap = p->cap;
+    h->max_msg = p->max_msg;
+    h->self = off;
+    h->ring = off + sizeof(struct qhdr);
+    h->block = block;
+    h->checksum = hdr_checksum(h);
+    int rc;
+    if ((rc = shmds_mutex_init(&h->lock)) != 0 || (rc = shmds_sem_init(&h->not_empty, 0)) != 0 ||
+        (rc = shmds_sem_init(&h->not_full, 0)) != 0)
+        return rc;
+    __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE);
+    return 0;
+}
+
 SHMDS_API int shmds_queue_create(shmds_region *r, const char *name, size_t capacity_bytes,
                                  size_t max_msg, unsigned flags, shmds_queue **out)
 {
-    if (r == NULL || name == NULL || out == NULL || (flags & ~(unsigned)SHMDS_QUEUE_SPSC))
+    if (r == NULL || out == NULL || (flags & ~(unsigned)SHMDS_QUEUE_SPSC))
         return -EINVAL;
-    int rc = shmds__writable(r);
-    if (rc != 0)
-        return rc;
     if (capacity_bytes > SHMDS_QUEUE_CAPACITY_MAX)
         return -EINVAL;
     uint64_t cap = ((uint64_t)capacity_bytes + 7) & ~UINT64_C(7);
     if (cap < 16 || max_msg == 0 || max_msg > cap - 8)
         return -EINVAL;
-    size_t nlen = strnlen(name, SHMDS_ROOT_NAME_MAX + 1);
-    if (nlen == 0 || nlen > SHMDS_ROOT_NAME_MAX)
-        return -EINVAL;
-    /* The name is reserved as a pending entry and the block (header, then
-     * ring; the header wants its own cache lines, so a little more is taken
-     * and rounded up inside) is allocated into it, zeroed first: a crash at
-     * any point leaves it reachable from the directory, for
-     * shmds_region_reclaim. */
-    shmds_off_t *slot;
-    rc = shmds__root_reserve(r, name, SHMDS_TYPE_QUEUE, &slot);
-    if (rc == -EAGAIN && (rc = shmds_region_reclaim(r)) == 0)
-        rc = shmds__root_reserve(r, name, SHMDS_TYPE_QUEUE, &slot);
-    if (rc != 0)
-        return rc == -EAGAIN ? -EEXIST : rc;
-    SHMDS_FAULT("queue.create.reserved");
-    rc = shmds__alloc_zeroed_into(r, sizeof(struct qhdr) + cap + SHMDS__CACHE_LINE - 16, slot);
-    if (rc != 0)
-        goto fail;
-    SHMDS_FAULT("queue.create.after_alloc");
-    shmds_off_t block = *slot;
-    shmds_off_t off = shmds__hdr_of(block);
-    struct qhdr *h = shmds__ptr_chk(r, off, sizeof(struct qhdr) + cap, SHMDS__CACHE_LINE);
-    if (h == NULL) {
-        rc = SHMDS_ECORRUPT;
-        goto fail;
-    }
-    h->version = Q_VERSION;
-    h->flags = flags;
-    h->cap = cap;
-    h->max_msg = max_msg;
-    h->self = off;
-    h->ring = off + sizeof(struct qhdr);
-    h->block = block;
-    h->checksum = hdr_checksum(h);
-    shmds_queue *q = NULL;
-    if ((rc = shmds_mutex_init(&h->lock)) != 0 || (rc = shmds_sem_init(&h->not_empty, 0)) != 0 ||
-        (rc = shmds_sem_init(&h->not_full, 0)) != 0)
-        goto fail;
-    __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE);
-    if ((rc = handle_make(r, off, &q)) != 0)
-        goto fail;
-    SHMDS_FAULT("queue.create.before_register");
-    if ((rc = shmds__root_publish(r, slot)) != 0) {
-        free(q);
-        goto fail;
-    }
-    *out = q;
-    return 0;
-
-fail:
-    if (shmds__free_from(r, slot) == 0)
-        shmds__root_drop(r, slot);
+    struct qparams p = {cap, max_msg, flags};
+    void *q;
+    int rc = shmds__obj_create_attach(r, &shmds__queue_ops, name, sizeof(struct qhdr) + cap,
+                                      queue_init, &p, &q);
+    if (rc == 0)
+        *out = q;
     return rc;
 }
 
 SHMDS_API int shmds_queue_open(shmds_region *r, const char *name, shmds_queue **out)
 {
-    if (r == NULL || name == NULL || out == NULL)
+    if (r == NULL || out == NULL)
         return -EINVAL;
-    shmds_off_t off;
-    int rc = shmds__root_find_typed(r, name, SHMDS_TYPE_QUEUE, &off);
-    if (rc != 0)
-        return rc;
-    return handle_make(r, off, out);
+    void *q;
+    int rc = shmds__obj_open(r, &shmds__queue_ops, name, &q);
+    if (rc == 0)
+        *out = q;
+    return rc;
 }
 
 SHMDS_API void shmds_queue_close(shmds_queue *q)
@@ -700,24 +704,10 @@ SHMDS_API void shmds_queue_close(shmds_queue *q)
     free(q);
 }
 
-/* The directory name under which `off` is registered, for destroy. */
-struct find_name {
-    shmds_off_t off;
-    char name[SHMDS_ROOT_NAME_MAX + 1];
-};
-
-static int find_name_fn(const char *name, uint32_t type, shmds_off_t off, void *arg)
+/* The object layer's teardown: mark the queue destroyed; its ring is in
+ * the header's block, which the object layer frees. Idempotent. */
+static int queue_teardown_at(shmds_region *r, shmds_off_t off)
 {
-    struct find_name *f = arg;
-    if (type != SHMDS_TYPE_QUEUE || shmds__hdr_of(off) != f->off)
-        return 0;
-    snprintf(f->name, sizeof f->name, "%s", name);
-    return 1;
-}
-
-int shmds__queue_reclaim_at(shmds_region *r, shmds_off_t off)
-{
-    /* The ring lives in the header's own block: nothing else to free. */
     struct qhdr *h = shmds__ptr_chk(r, off, sizeof(struct qhdr), SHMDS__CACHE_LINE);
     if (h == NULL)
         return SHMDS_ECORRUPT;
@@ -729,25 +719,7 @@ SHMDS_API int shmds_queue_destroy(shmds_queue *q)
 {
     if (q == NULL)
         return -EINVAL;
-    shmds_region *r = q->r;
-    int rc = shmds__writable(r);
-    struct find_name f = {q->off, {0}};
-    if (rc == 0) {
-        rc = shmds_root_foreach(r, find_name_fn, &f);
-        rc = rc == 1 ? 0 : rc == 0 ? -ENOENT : rc;
-    }
-    /* The commit point: the name goes pending, owned by us; the block stays
-     * reachable from the entry until it is freed through it. */
-    shmds_off_t *slot = NULL;
-    if (rc == 0)
-        rc = shmds__root_unpublish(r, f.name, SHMDS_TYPE_QUEUE, q->off, &slot);
-    SHMDS_FAULT("queue.destroy.after_unregister");
-    if (rc == 0)
-        rc = shmds__queue_reclaim_at(r, q->off);
-    if (rc == 0 && (rc = shmds__free_from(r, slot)) == 0) {
-        SHMDS_FAULT("queue.destroy.freed");
-        rc = shmds__root_drop(r, slot);
-    }
+    int rc = shmds__obj_destroy(q->r, &shmds__queue_ops, q->off);
     free(q);
     return rc;
 }
@@ -864,6 +836,9 @@ SHMDS_API int shmds_queue_check(shmds_queue *q)
         return rc == -EINVAL ? SHMDS_ECORRUPT : rc;
     if (h->block > q->off || q->off - h->block + sizeof(struct qhdr) + h->cap > usable)
         return SHMDS_ECORRUPT;
+    /* The words glibc trusts in the lock and the doorbells. */
+    if (!shmds__mutex_ok(&h->lock) || !shmds__sem_ok(&h->not_empty) || !shmds__sem_ok(&h->not_full))
+        return SHMDS_ECORRUPT;
     if (!shmds__rdonly(r) && !(q->flags & SHMDS_QUEUE_SPSC)) {
         if ((rc = q_lock(q)) != 0)
             return rc;
@@ -886,11 +861,12 @@ SHMDS_API int shmds_queue_check(shmds_queue *q)
         if (__atomic_load_n(&h->head, __ATOMIC_ACQUIRE) == hw)
             return rc;
     }
-    return 0;
+    return -EAGAIN; /* never a stable view: not checked, so not "healthy" */
 }
 
-/* For shmds_region_check: check the queue at `off`. */
-int shmds__queue_check_at(shmds_region *r, shmds_off_t off)
+/* The object layer's check: the header validates, then as
+ * shmds_queue_check. */
+static int queue_check_at(shmds_region *r, shmds_off_t off)
 {
     shmds_queue *q;
     int rc = handle_make(r, off, &q);
@@ -900,3 +876,17 @@ int shmds__queue_check_at(shmds_region *r, shmds_off_t off)
     free(q);
     return rc;
 }
+
+/* The object layer's attach (a queue keeps no name to compare). */
+static int queue_attach(shmds_region *r, shmds_off_t off, const char *name, void **out)
+{
+    (void)name;
+    shmds_queue *q;
+    int rc = handle_make(r, off, &q);
+    if (rc == 0)
+        *out = q;
+    return rc;
+}
+
+const struct shmds__obj_ops shmds__queue_ops = {SHMDS_TYPE_QUEUE, queue_attach, queue_teardown_at,
+                                                queue_check_at};

@@ -2,6 +2,10 @@
  * Regions: the shared-memory object, its header and the directory of named
  * roots.
  *
+ * Layer: the region, at the bottom with lock.c and util.c. It calls no
+ * layer above (the allocator formats and maps its heap on first use; the
+ * object layer's types are only a range of tags here, SHMDS__TYPE_OBJ_LAST).
+ *
  * Create: shm_open(O_CREAT|O_EXCL), fchmod to the requested mode (so the
  * umask has no say), ftruncate, posix_fallocate (a full tmpfs fails now, not
  * with SIGBUS later), mmap. The header is filled in, its checksum computed,
@@ -38,7 +42,7 @@
  * header and publishes (owner_pid = 0, one store: the commit point); destroy
  * unpublishes (owner_pid = self), frees, and drops the entry once its `off`
  * is back to 0. An entry whose owner is dead is an orphan; check.c reclaims
- * it (shmds_region_reclaim). owner_pid is stored before the type when a slot
+ * it (object.c, shmds_region_reclaim). owner_pid is stored before the type when a slot
  * is taken, so the repair's rule is unchanged: every slot is free or
  * complete (complete includes pending).
  */
@@ -115,13 +119,92 @@ static shmds_region *handle_new(unsigned char *base, size_t map_len, int fd, uns
     r->size = h->size;
     r->heap_off = h->heap_off;
     r->heap_end = h->heap_off + h->heap_size;
-    shmds__alloc_geo_init(r);
-    r->lock_timeout_ms = h->lock_timeout_ms;
+    /* Clamped: a header may claim anything up to INT32_MAX ms. */
+    uint32_t bound = h->lock_timeout_ms;
+    r->lock_timeout_ms = bound < SHMDS_LOCK_TIMEOUT_MAX_MS ? bound : SHMDS_LOCK_TIMEOUT_MAX_MS;
     r->flags = flags;
     r->map_len = map_len;
     r->fd = fd;
     r->hdr = h;
     return r;
+}
+
+/* ---------------------------------------------------------------------------
+ * Creation lock
+ *
+ * A creator holds a write lock (an open-file-description lock, F_OFD_SETLK)
+ * on the whole object from just after shm_open until the magic is
+ * published. The kernel drops the lock when the creator's file is closed,
+ * which includes its death, so "magic still 0 and nobody holds the creation
+ * lock" means the creation was abandoned, with no pid to be reused and no
+ * clock to trust. Whoever holds the lock of an unpublished object owns it:
+ * the creator, or a later create that took the lock of an abandoned one
+ * and replaces it. A creator that finds its object unlinked once it holds
+ * the lock lost it to such a replacement (its shm_open and its lock were
+ * microseconds apart, and the replacer saw no lock in between).
+ * ------------------------------------------------------------------------ */
+
+static int creation_lock(int fd, short type, int cmd)
+{
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, cmd, &fl) != 0)
+        return -errno;
+    return cmd == F_OFD_GETLK ? (fl.l_type == F_UNLCK ? 0 : -EAGAIN) : 0;
+}
+
+/* Open `name` without blocking and without following a link, and insist on
+ * a regular file (a FIFO put in /dev/shm by anyone must not hang an open).
+ * O_NONBLOCK is cleared again once the type is known. */
+static int shm_open_regular(const char *name, int oflag, struct stat *st)
+{
+    int fd = shm_open(name, oflag | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC, 0);
+    if (fd < 0)
+        return errno == ELOOP ? SHMDS_EFORMAT : -errno;
+    int rc = fstat(fd, st) != 0 ? -errno : S_ISREG(st->st_mode) ? 0 : SHMDS_EFORMAT;
+    if (rc == 0) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0)
+            rc = -errno;
+    }
+    if (rc != 0) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+/* True when the object behind fd was never published and no creator holds
+ * its creation lock: its creator died (or failed without cleaning up). */
+static bool creation_abandoned(int fd)
+{
+    uint64_t magic = 0;
+    ssize_t n = pread(fd, &magic, sizeof magic, 0);
+    if (n < 0 || (n == (ssize_t)sizeof magic && magic != 0))
+        return false;
+    return creation_lock(fd, F_WRLCK, F_OFD_GETLK) == 0;
+}
+
+/* Create found `name` taken: when it is an abandoned creation, take its
+ * creation lock and remove the name, so that create can try again. 0 when
+ * removed; -EEXIST when it is a region or a creation still under way. */
+static int replace_abandoned(const char *name)
+{
+    struct stat st;
+    int fd = shm_open_regular(name, O_RDWR, &st);
+    if (fd < 0)
+        return fd == -ENOENT ? 0 : -EEXIST;
+    int rc = -EEXIST;
+    if (st.st_uid == geteuid() && creation_lock(fd, F_WRLCK, F_OFD_SETLK) == 0) {
+        uint64_t magic = 0;
+        ssize_t n = pread(fd, &magic, sizeof magic, 0);
+        /* Holding the lock: nobody can publish it or remove it now
+         * (but by hand, which the nlink test narrows). */
+        if (fstat(fd, &st) == 0 && st.st_nlink > 0 && n >= 0 &&
+            (n < (ssize_t)sizeof magic || magic == 0))
+            rc = shm_unlink(name) == 0 || errno == ENOENT ? 0 : -EEXIST;
+    }
+    close(fd); /* drops the lock */
+    return rc;
 }
 
 SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_region_opts *opts,
@@ -135,7 +218,7 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
         return -EINVAL;
     uint32_t timeout = (opts != NULL && opts->lock_timeout_ms != 0) ? opts->lock_timeout_ms
                                                                     : SHMDS_DEFAULT_LOCK_TIMEOUT_MS;
-    if (timeout > INT32_MAX)
+    if (timeout > SHMDS_LOCK_TIMEOUT_MAX_MS)
         return -EINVAL;
     if (size < SHMDS_REGION_MIN_SIZE)
         return -EINVAL;
@@ -144,14 +227,34 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
         return -EFBIG;
     size = (size + page - 1) / page * page;
 
-    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600);
+    int oflag = O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC;
+    int fd = shm_open(name, oflag, 0600);
+    if (fd < 0 && errno == EEXIST) {
+        if ((rc = replace_abandoned(name)) != 0)
+            return rc;
+        fd = shm_open(name, oflag, 0600);
+    }
     if (fd < 0)
         return -errno;
+    struct stat st;
+    if (creation_lock(fd, F_WRLCK, F_OFD_SETLK) != 0 || fstat(fd, &st) != 0 || st.st_nlink == 0) {
+        close(fd); /* replaced as abandoned before the lock was taken */
+        return -EEXIST;
+    }
+    SHMDS_FAULT("region.create.after_open");
     void *base = MAP_FAILED;
     if (fchmod(fd, mode) != 0 || ftruncate(fd, (off_t)size) != 0) {
         rc = -errno;
         goto fail;
     }
+    /* The format words first, so that `shmds ls` can tell a half-created
+     * region from someone else's object. */
+    const uint32_t stamp[2] = {SHMDS_FORMAT_VERSION, SHMDS_HEADER_SIZE};
+    if (pwrite(fd, stamp, sizeof stamp, offsetof(struct shmds__hdr, format)) != (ssize_t)sizeof stamp) {
+        rc = -EIO;
+        goto fail;
+    }
+    SHMDS_FAULT("region.create.after_truncate");
     rc = posix_fallocate(fd, 0, (off_t)size);
     if (rc != 0) {
         rc = -rc;
@@ -162,7 +265,6 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
         rc = -errno;
         goto fail;
     }
-
     /* The object is fresh from ftruncate, so every byte is already zero. */
     struct shmds__hdr *h = base;
     h->format = SHMDS_FORMAT_VERSION;
@@ -186,6 +288,7 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
     h->checksum = header_checksum(&copy);
     SHMDS_FAULT("region.create.before_publish");
     __atomic_store_n(&h->magic, SHMDS__MAGIC, __ATOMIC_RELEASE);
+    creation_lock(fd, F_UNLCK, F_OFD_SETLK);
 
     shmds_region *r = handle_new(base, size, fd, 0);
     if (r == NULL) {
@@ -225,23 +328,17 @@ static int header_validate(const struct shmds__hdr *h, uint64_t obj_size)
     return 0;
 }
 
-static void nap_1ms(void)
-{
-    struct timespec ts = {0, 1000000L};
-    nanosleep(&ts, NULL);
-}
-
 SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region **out)
 {
     if (name_check(name) != 0 || out == NULL || (flags & ~(unsigned)(SHMDS_RDONLY | SHMDS_SAME_UID)))
         return -EINVAL;
     bool ro = (flags & SHMDS_RDONLY) != 0;
-    int fd = shm_open(name, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC, 0);
+    struct stat st;
+    int fd = shm_open_regular(name, ro ? O_RDONLY : O_RDWR, &st);
     if (fd < 0)
-        return -errno;
+        return fd;
 
     int rc;
-    struct stat st;
     void *base = MAP_FAILED;
     size_t len = 0;
     uint64_t deadline = shmds__now_ns() + (uint64_t)OPEN_WAIT_MS * 1000000u;
@@ -272,11 +369,15 @@ SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region *
             munmap(base, len);
             base = MAP_FAILED;
         }
+        if (creation_abandoned(fd)) {
+            rc = -ENOENT; /* a create will replace it */
+            goto fail;
+        }
         if (shmds__now_ns() >= deadline) {
             rc = -EAGAIN;
             goto fail;
         }
-        nap_1ms();
+        shmds__nap_1ms();
     }
 
     rc = header_validate(base, (uint64_t)st.st_size);
@@ -342,22 +443,60 @@ SHMDS_API int shmds_region_unlink(const char *name)
 
 SHMDS_API void *shmds_region_base(const shmds_region *r)
 {
-    return r->base;
+    return r != NULL ? r->base : NULL;
 }
 
 SHMDS_API size_t shmds_region_size(const shmds_region *r)
 {
-    return (size_t)r->size;
+    return r != NULL ? (size_t)r->size : 0;
 }
 
 SHMDS_API int shmds_region_readonly(const shmds_region *r)
 {
+    if (r == NULL)
+        return -EINVAL;
     return shmds__rdonly(r) ? 1 : 0;
 }
 
 int shmds__writable(const shmds_region *r)
 {
     return shmds__rdonly(r) ? SHMDS_ERDONLY : 0;
+}
+
+int shmds__lock_within(shmds_region *r, shmds_mutex *m, int max_ms, shmds_repair_fn *repair,
+                       void *arg)
+{
+    uint32_t bound = r->lock_timeout_ms;
+    if (max_ms >= 0 && (uint32_t)max_ms < bound)
+        bound = (uint32_t)max_ms;
+    int rc = shmds__mutex_lock_bounded(m, bound, repair, arg);
+    if (rc == SHMDS_RECOVERED)
+        __atomic_add_fetch(&r->hdr->epoch, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
+int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg)
+{
+    return shmds__lock_within(r, m, -1, repair, arg);
+}
+
+int shmds__seq_wait(shmds_region *r, struct shmds__wait *w, const uint64_t *word, shmds_mutex *m,
+                    shmds_repair_fn *repair, void *arg)
+{
+    if (shmds__wait_spin(w))
+        return 0;
+    if (m != NULL && !shmds__rdonly(r)) {
+        int rc = shmds__lock(r, m, repair, arg);
+        if (rc < 0)
+            return rc;
+        rc = 0;
+        if (__atomic_load_n(word, __ATOMIC_RELAXED) & 1)
+            rc = repair(arg);
+        shmds_mutex_unlock(m);
+        if (rc != 0)
+            return rc < 0 ? rc : SHMDS_ECORRUPT;
+    }
+    return shmds__wait_nap(w, r->lock_timeout_ms);
 }
 
 /* ---------------------------------------------------------------------------
@@ -375,9 +514,7 @@ static int dir_repair(void *arg)
             memset(h->roots[i].name, 0, sizeof h->roots[i].name);
             h->roots[i].owner_pid = 0;
         }
-    uint64_t seq = __atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED);
-    if (seq & 1)
-        __atomic_store_n(&h->dir_seq, seq + 1, __ATOMIC_RELEASE);
+    shmds__seq_write_end(&h->dir_seq);
     return 0;
 }
 
@@ -390,53 +527,25 @@ static int dir_lock(shmds_region *r)
     return rc == SHMDS_RECOVERED ? 0 : rc;
 }
 
-static void dir_write_begin(struct shmds__hdr *h)
-{
-    __atomic_add_fetch(&h->dir_seq, 1, __ATOMIC_RELAXED);
-    __atomic_thread_fence(__ATOMIC_RELEASE);
-}
-
-static void dir_write_end(struct shmds__hdr *h)
-{
-    __atomic_add_fetch(&h->dir_seq, 1, __ATOMIC_RELEASE);
-}
-
 /* Copy the whole directory consistently, without a lock. A writer that
  * stays mid-change past the bound has died: in a writable region we take
  * the lock, which repairs; a read-only one reports -ETIMEDOUT. */
 static int dir_snapshot(shmds_region *r, struct shmds__root *copy)
 {
     struct shmds__hdr *h = r->hdr;
-    uint64_t deadline = 0;
-    for (unsigned spins = 0;; spins++) {
-        uint64_t s1 = __atomic_load_n(&h->dir_seq, __ATOMIC_ACQUIRE);
+    struct shmds__wait w = {0};
+    for (;;) {
+        uint64_t s1 = shmds__seq_read_begin(&h->dir_seq);
         if ((s1 & 1) == 0) {
             memcpy(copy, (const void *)h->roots, sizeof h->roots);
-            __atomic_thread_fence(__ATOMIC_ACQUIRE);
-            if (__atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED) == s1)
+            if (shmds__seq_read_ok(&h->dir_seq, s1))
                 return 0;
         }
-        if (spins < 64) {
-            sched_yield();
-            continue;
-        }
-        if (deadline == 0)
-            deadline = shmds__now_ns() + (uint64_t)r->lock_timeout_ms * 1000000u;
-        if (!shmds__rdonly(r)) {
-            int rc = dir_lock(r); /* repairs a dead writer's half change */
-            if (rc != 0)
-                return rc;
-            /* Odd while we hold the lock: no writer is at work, so the
-             * sequence is stale (a damaged or restored image); close it as
-             * the repair would, rather than wait for a writer that is not
-             * there. */
-            if (__atomic_load_n(&h->dir_seq, __ATOMIC_RELAXED) & 1)
-                dir_repair(h);
-            shmds_mutex_unlock(&h->dir_lock);
-        }
-        if (shmds__now_ns() >= deadline)
-            return -ETIMEDOUT;
-        nap_1ms();
+        /* A stale odd word (a damaged or restored image) is closed as the
+         * repair would, rather than waited for. */
+        int rc = shmds__seq_wait(r, &w, &h->dir_seq, &h->dir_lock, dir_repair, h);
+        if (rc != 0)
+            return rc;
     }
 }
 
@@ -467,9 +576,16 @@ static int dir_find_in(const struct shmds__root *roots, const char *name, bool p
  * the file), and the object is the 64-byte aligned header inside it. */
 static shmds_off_t entry_off(const struct shmds__root *e)
 {
-    bool own = e->type == SHMDS_TYPE_LIST || e->type == SHMDS_TYPE_MAP ||
-               e->type == SHMDS_TYPE_QUEUE;
-    return own ? shmds__hdr_of(e->off) : e->off;
+    return shmds__type_is_object(e->type) ? shmds__hdr_of(e->off) : e->off;
+}
+
+/* The visible slot naming the object of `type` whose header is `off`. */
+static int dir_find_object(const struct shmds__root *roots, uint32_t type, shmds_off_t off)
+{
+    for (int i = 0; i < SHMDS_ROOTS_MAX; i++)
+        if (slot_visible(&roots[i]) && roots[i].type == type && entry_off(&roots[i]) == off)
+            return i;
+    return -1;
 }
 
 static int dir_find(const struct shmds__root *roots, const char *name)
@@ -491,21 +607,22 @@ static int dir_take(struct shmds__hdr *h, const char *name, uint32_t type, uint3
     if (slot < 0)
         return -ENOSPC;
     struct shmds__root *e = &h->roots[slot];
-    dir_write_begin(h);
+    shmds__seq_write_begin(&h->dir_seq);
     memset(e->name, 0, sizeof e->name);
     memcpy(e->name, name, strlen(name));
     e->owner_pid = owner;
     e->off = off;
     SHMDS_FAULT("region.root_set.before_publish");
     __atomic_store_n(&e->type, type, __ATOMIC_RELEASE);
-    dir_write_end(h);
+    shmds__seq_write_end(&h->dir_seq);
     *slot_out = slot;
     return 0;
 }
 
 SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, shmds_off_t off)
 {
-    if (root_name_check(name) != 0 || type == 0 || off == SHMDS_NULL || off >= r->size)
+    if (r == NULL || root_name_check(name) != 0 || type == 0 || off == SHMDS_NULL ||
+        off >= r->size)
         return -EINVAL;
     int rc = dir_lock(r);
     if (rc != 0)
@@ -519,7 +636,7 @@ SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, s
 
 SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type, shmds_off_t *off)
 {
-    if (root_name_check(name) != 0)
+    if (r == NULL || root_name_check(name) != 0)
         return -EINVAL;
     struct shmds__root copy[SHMDS_ROOTS_MAX];
     int rc = dir_snapshot(r, copy);
@@ -537,7 +654,7 @@ SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type, 
 
 SHMDS_API int shmds_root_del(shmds_region *r, const char *name)
 {
-    if (root_name_check(name) != 0)
+    if (r == NULL || root_name_check(name) != 0)
         return -EINVAL;
     int rc = dir_lock(r);
     if (rc != 0)
@@ -547,12 +664,12 @@ SHMDS_API int shmds_root_del(shmds_region *r, const char *name)
     if (i < 0) {
         rc = -ENOENT;
     } else {
-        dir_write_begin(h);
+        shmds__seq_write_begin(&h->dir_seq);
         __atomic_store_n(&h->roots[i].type, 0, __ATOMIC_RELEASE);
         SHMDS_FAULT("region.root_del.after_unpublish");
         memset(h->roots[i].name, 0, sizeof h->roots[i].name);
         h->roots[i].off = 0;
-        dir_write_end(h);
+        shmds__seq_write_end(&h->dir_seq);
     }
     shmds_mutex_unlock(&h->dir_lock);
     return rc;
@@ -567,14 +684,6 @@ static uint32_t self_pid(void)
     return (uint32_t)getpid();
 }
 
-/* True when the process `pid` is gone. PID reuse: a pid recycled by an
- * unrelated process keeps an orphan pending (invisible, name taken) until
- * that process exits too; nothing is ever freed under a live owner. */
-static bool pid_dead(uint32_t pid)
-{
-    return pid != 0 && pid <= INT32_MAX && kill((pid_t)pid, 0) == -1 && errno == ESRCH;
-}
-
 int shmds__root_reserve(shmds_region *r, const char *name, uint32_t type, shmds_off_t **slot)
 {
     if (root_name_check(name) != 0 || type == 0)
@@ -587,7 +696,7 @@ int shmds__root_reserve(shmds_region *r, const char *name, uint32_t type, shmds_
     rc = dir_take(h, name, type, self_pid(), 0, &i);
     if (rc == -EEXIST) {
         int j = dir_find_in(h->roots, name, true);
-        if (j >= 0 && pid_dead(h->roots[j].owner_pid))
+        if (j >= 0 && shmds__proc_gone(h->roots[j].owner_pid))
             rc = -EAGAIN;
     }
     if (rc == 0)
@@ -606,7 +715,10 @@ static struct shmds__root *entry_of(shmds_region *r, const shmds_off_t *slot)
     return NULL;
 }
 
-int shmds__root_publish(shmds_region *r, shmds_off_t *slot)
+/* Lock the directory and find this process's pending entry whose off
+ * field is `slot`, holding a block (`filled`) or none. 0 with the lock
+ * held; -EINVAL, SHMDS_ECORRUPT, lock errors without it. */
+static int own_pending(shmds_region *r, shmds_off_t *slot, bool filled, struct shmds__root **out)
 {
     struct shmds__root *e = entry_of(r, slot);
     if (e == NULL)
@@ -614,34 +726,41 @@ int shmds__root_publish(shmds_region *r, shmds_off_t *slot)
     int rc = dir_lock(r);
     if (rc != 0)
         return rc;
-    struct shmds__hdr *h = r->hdr;
-    if (e->type == 0 || e->owner_pid != self_pid() || e->off == 0) {
-        rc = SHMDS_ECORRUPT;
-    } else {
-        dir_write_begin(h);
-        __atomic_store_n(&e->owner_pid, 0, __ATOMIC_RELEASE);
-        dir_write_end(h);
+    if (e->type == 0 || e->owner_pid != self_pid() || (e->off != 0) != filled) {
+        shmds_mutex_unlock(&r->hdr->dir_lock);
+        return SHMDS_ECORRUPT;
     }
-    shmds_mutex_unlock(&h->dir_lock);
-    return rc;
+    *out = e;
+    return 0;
 }
 
-int shmds__root_unpublish(shmds_region *r, const char *name, uint32_t type, shmds_off_t off,
-                          shmds_off_t **slot)
+int shmds__root_publish(shmds_region *r, shmds_off_t *slot)
 {
-    if (root_name_check(name) != 0)
-        return -EINVAL;
+    struct shmds__root *e;
+    int rc = own_pending(r, slot, true, &e);
+    if (rc != 0)
+        return rc;
+    struct shmds__hdr *h = r->hdr;
+    shmds__seq_write_begin(&h->dir_seq);
+    __atomic_store_n(&e->owner_pid, 0, __ATOMIC_RELEASE);
+    shmds__seq_write_end(&h->dir_seq);
+    shmds_mutex_unlock(&h->dir_lock);
+    return 0;
+}
+
+int shmds__root_unpublish(shmds_region *r, uint32_t type, shmds_off_t off, shmds_off_t **slot)
+{
     int rc = dir_lock(r);
     if (rc != 0)
         return rc;
     struct shmds__hdr *h = r->hdr;
-    int i = dir_find(h->roots, name);
-    if (i < 0 || h->roots[i].type != type || entry_off(&h->roots[i]) != off) {
+    int i = dir_find_object(h->roots, type, off);
+    if (i < 0) {
         rc = -ENOENT;
     } else {
-        dir_write_begin(h);
+        shmds__seq_write_begin(&h->dir_seq);
         __atomic_store_n(&h->roots[i].owner_pid, self_pid(), __ATOMIC_RELEASE);
-        dir_write_end(h);
+        shmds__seq_write_end(&h->dir_seq);
         *slot = &h->roots[i].off;
     }
     shmds_mutex_unlock(&h->dir_lock);
@@ -650,28 +769,23 @@ int shmds__root_unpublish(shmds_region *r, const char *name, uint32_t type, shmd
 
 int shmds__root_drop(shmds_region *r, shmds_off_t *slot)
 {
-    struct shmds__root *e = entry_of(r, slot);
-    if (e == NULL)
-        return -EINVAL;
-    int rc = dir_lock(r);
+    struct shmds__root *e;
+    int rc = own_pending(r, slot, false, &e);
     if (rc != 0)
         return rc;
     struct shmds__hdr *h = r->hdr;
-    if (e->type == 0 || e->owner_pid != self_pid() || e->off != 0) {
-        rc = SHMDS_ECORRUPT;
-    } else {
-        dir_write_begin(h);
-        __atomic_store_n(&e->type, 0, __ATOMIC_RELEASE);
-        SHMDS_FAULT("region.root_drop.after_free");
-        memset(e->name, 0, sizeof e->name);
-        e->owner_pid = 0;
-        dir_write_end(h);
-    }
+    shmds__seq_write_begin(&h->dir_seq);
+    __atomic_store_n(&e->type, 0, __ATOMIC_RELEASE);
+    SHMDS_FAULT("region.root_drop.after_free");
+    memset(e->name, 0, sizeof e->name);
+    e->owner_pid = 0;
+    shmds__seq_write_end(&h->dir_seq);
     shmds_mutex_unlock(&h->dir_lock);
-    return rc;
+    return 0;
 }
 
-int shmds__root_take_orphan(shmds_region *r, uint32_t *type, shmds_off_t **slot)
+int shmds__root_take_orphan(shmds_region *r, const char *name, uint32_t of_type, uint32_t *type,
+                            shmds_off_t **slot)
 {
     int rc = dir_lock(r);
     if (rc != 0)
@@ -680,11 +794,13 @@ int shmds__root_take_orphan(shmds_region *r, uint32_t *type, shmds_off_t **slot)
     rc = -ENOENT;
     for (int i = 0; i < SHMDS_ROOTS_MAX; i++) {
         struct shmds__root *e = &h->roots[i];
-        if (e->type == 0 || !pid_dead(e->owner_pid))
+        if (e->type == 0 || (of_type != 0 && e->type != of_type) ||
+            (name != NULL && strncmp(e->name, name, sizeof e->name) != 0) ||
+            !shmds__proc_gone(e->owner_pid))
             continue;
-        dir_write_begin(h);
+        shmds__seq_write_begin(&h->dir_seq);
         __atomic_store_n(&e->owner_pid, self_pid(), __ATOMIC_RELEASE);
-        dir_write_end(h);
+        shmds__seq_write_end(&h->dir_seq);
         *type = e->type;
         *slot = &e->off;
         rc = 0;
@@ -694,11 +810,10 @@ int shmds__root_take_orphan(shmds_region *r, uint32_t *type, shmds_off_t **slot)
     return rc;
 }
 
-SHMDS_API int shmds_root_foreach(shmds_region *r,
-                                 int (*fn)(const char *name, uint32_t type, shmds_off_t off,
-                                           void *arg),
-                                 void *arg)
+SHMDS_API int shmds_root_foreach(shmds_region *r, shmds_root_foreach_fn *fn, void *arg)
 {
+    if (r == NULL || fn == NULL)
+        return -EINVAL;
     struct shmds__root copy[SHMDS_ROOTS_MAX];
     int rc = dir_snapshot(r, copy);
     if (rc != 0)
@@ -711,6 +826,32 @@ SHMDS_API int shmds_root_foreach(shmds_region *r,
             return rc;
     }
     return 0;
+}
+
+int shmds__root_published(shmds_region *r, uint32_t type, shmds_off_t off)
+{
+    struct shmds__root copy[SHMDS_ROOTS_MAX];
+    int rc = dir_snapshot(r, copy);
+    if (rc != 0)
+        return rc;
+    return dir_find_object(copy, type, off) >= 0 ? 0 : -ENOENT;
+}
+
+int shmds__root_hold(shmds_region *r, uint32_t type, shmds_off_t off)
+{
+    int rc = dir_lock(r);
+    if (rc != 0)
+        return rc;
+    if (dir_find_object(r->hdr->roots, type, off) < 0) {
+        shmds_mutex_unlock(&r->hdr->dir_lock);
+        return -ENOENT;
+    }
+    return 0;
+}
+
+void shmds__root_release(shmds_region *r)
+{
+    shmds_mutex_unlock(&r->hdr->dir_lock);
 }
 
 int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shmds_off_t *off)
@@ -734,6 +875,8 @@ int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shm
 
 SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     const struct shmds__hdr *h = r->hdr;
     memset(out, 0, sizeof *out);
     out->size = r->size;
@@ -754,6 +897,8 @@ SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *ou
 
 SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mutex_info *out)
 {
+    if (r == NULL || out == NULL)
+        return -EINVAL;
     switch (which) {
     case SHMDS_LOCK_DIRECTORY:
         return shmds_mutex_info_get(&r->hdr->dir_lock, out);
@@ -762,6 +907,19 @@ SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mut
     default:
         return -EINVAL;
     }
+}
+
+/* SHMDS_ECORRUPT when the object was made shorter than this process's
+ * mapping (any access past the new end would raise SIGBUS); called before
+ * the walks that read the whole heap. An attachment from memory is whole. */
+int shmds__region_intact(const shmds_region *r)
+{
+    struct stat st;
+    if (r->fd < 0)
+        return 0;
+    if (fstat(r->fd, &st) != 0)
+        return -errno;
+    return (uint64_t)st.st_size < (uint64_t)r->map_len ? SHMDS_ECORRUPT : 0;
 }
 
 int shmds__region_check_header(shmds_region *r)
@@ -778,7 +936,8 @@ int shmds__region_check_header(shmds_region *r)
     int rc = header_validate(r->hdr, obj_size);
     if (rc != 0)
         return rc;
-    if (r->hdr->size != r->size)
+    if (r->hdr->size != r->size || !shmds__mutex_ok(&r->hdr->dir_lock) ||
+        !shmds__mutex_ok(&r->hdr->alloc_lock))
         return SHMDS_ECORRUPT;
 
     struct shmds__root copy[SHMDS_ROOTS_MAX];

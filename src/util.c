@@ -1,10 +1,11 @@
-/* Small helpers shared by the modules: clocks, deadlines, hashing and
- * liveness probes. */
+/* Small helpers shared by the modules: clocks, deadlines, naps, liveness
+ * probes and hashing. Layer: the bottom (calls nothing above). */
 #include "internal.h"
 
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -52,6 +53,51 @@ uint64_t shmds__fnv1a(uint64_t h, const void *data, size_t len)
         h *= UINT64_C(0x100000001b3);
     }
     return h;
+}
+
+void shmds__nap_1ms(void)
+{
+    struct timespec ts = {0, 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int shmds__wait_nap(struct shmds__wait *w, uint32_t bound_ms)
+{
+    uint64_t now = shmds__now_ns();
+    if (w->deadline_ns == 0)
+        w->deadline_ns = now + (uint64_t)bound_ms * 1000000u;
+    else if (now >= w->deadline_ns)
+        return -ETIMEDOUT;
+    shmds__nap_1ms();
+    return 0;
+}
+
+bool shmds__proc_gone(uint32_t pid)
+{
+    return pid != 0 && pid <= INT32_MAX && kill((pid_t)pid, 0) == -1 && errno == ESRCH;
+}
+
+int shmds__buf_put(struct shmds__buf *b, const void *data, size_t len)
+{
+    if (len > SIZE_MAX - b->len)
+        return -ENOMEM;
+    if (b->cap - b->len < len) {
+        size_t nc = b->cap ? b->cap : 4096;
+        while (nc - b->len < len) {
+            if (nc > SIZE_MAX / 2)
+                return -ENOMEM;
+            nc *= 2;
+        }
+        unsigned char *np = realloc(b->p, nc);
+        if (np == NULL)
+            return -ENOMEM;
+        b->p = np;
+        b->cap = nc;
+    }
+    if (len > 0)
+        memcpy(b->p + b->len, data, len);
+    b->len += len;
+    return 0;
 }
 
 /* Read /proc/PID/stat: the process's state letter (field 3) and start
@@ -120,9 +166,7 @@ uint64_t shmds__self_start(void)
 
 bool shmds__proc_alive(uint32_t pid, uint64_t start)
 {
-    if (pid == 0 || pid > INT32_MAX)
-        return false;
-    if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+    if (pid == 0 || pid > INT32_MAX || shmds__proc_gone(pid))
         return false;
     /* A zombie (killed, not yet reaped by its parent) holds nothing. */
     char state = 0;

@@ -1,8 +1,8 @@
 #!/bin/sh
 # The one test command (README, CI): every check shmds must pass.
 #   1. build with -Werror and run `make check`;
-#   2. build with AddressSanitizer + UndefinedBehaviorSanitizer and -Werror,
-#      run `make check` again;
+#   2. build with AddressSanitizer + UndefinedBehaviorSanitizer, -Werror and
+#      --enable-debug (SHMDS_ASSERT on), run `make check` again;
 #   3. the unit tests under valgrind (`make check-valgrind`);
 #   4. build with --enable-fault-injection and run `make check`: the
 #      fault-point sweep (tests/torture/fault_sweep) runs there;
@@ -44,7 +44,7 @@ run() { # run DIR CONFIGURE-ARGS...
 }
 
 run _build-werror --enable-werror
-run _build-sanitizers --enable-werror --enable-sanitizers
+run _build-sanitizers --enable-werror --enable-sanitizers --enable-debug
 echo "=== _build-werror: make check-valgrind ==="
 (cd _build-werror && make -s check-valgrind || { show_failures; exit 1; })
 run _build-fault --enable-werror --enable-fault-injection

@@ -98,6 +98,32 @@ START_TEST(test_alloc_unformatted_heap_is_all_free)
 }
 END_TEST
 
+/* Sizes up to SIZE_MAX: -ENOMEM (never a wrapped small block), for a new
+ * block and for growing one; the heap and the old block are unchanged. */
+START_TEST(test_alloc_sizes_that_overflow_are_enomem)
+{
+    shmds_region *r = tu_region("al", SZ);
+    shmds_off_t b, o = 0;
+    ck_assert_int_eq(shmds_alloc(r, 40, &b), 0);
+    memcpy(shmds_ptr(r, b), "keep", 5);
+    shmds_alloc_stats before = stats(r);
+    for (size_t i = 0; i < TU_HUGE_SIZES; i++) {
+        size_t n = tu_huge_sizes[i];
+        ck_assert_int_eq(shmds_alloc(r, n, &o), -ENOMEM);
+        ck_assert_int_eq(shmds_realloc(r, b, n, &o), -ENOMEM);
+        ck_assert_int_eq(shmds_realloc(r, SHMDS_NULL, n, &o), -ENOMEM);
+        ck_assert_uint_eq(o, 0);
+        shmds_alloc_stats now = stats(r);
+        ck_assert_uint_eq(now.used_blocks, before.used_blocks);
+        ck_assert_uint_eq(now.used_bytes, before.used_bytes);
+        ck_assert_int_eq(shmds_region_check(r), 0);
+        ck_assert_str_eq(shmds_ptr(r, b), "keep");
+    }
+    ck_assert_int_eq(shmds_free(r, b), 0);
+    shmds_region_close(r);
+}
+END_TEST
+
 START_TEST(test_alloc_blocks_are_aligned_disjoint_and_kept)
 {
     shmds_region *r = tu_region("al", SZ);
@@ -896,6 +922,7 @@ static Suite *alloc_suite(void)
     TCase *core = tcase_create("core");
     tcase_add_test(core, test_alloc_unformatted_heap_is_all_free);
     tcase_add_test(core, test_alloc_blocks_are_aligned_disjoint_and_kept);
+    tcase_add_test(core, test_alloc_sizes_that_overflow_are_enomem);
     tcase_add_test(core, test_alloc_stats_accounting);
     tcase_add_test(core, test_alloc_realloc_grows_in_place_when_neighbour_free);
     tcase_add_test(core, test_alloc_realloc_moves_when_neighbour_used);

@@ -206,6 +206,9 @@ static void mk_free_slot_garbage(unsigned char *img)
 #define MAP_SBITS 12   /* struct map_hdr: stripe bits (log2 of the stripe count) */
 #define MAP_TAB_OLD 72 /* struct map_hdr: offset of the bucket table */
 #define MAP_BITS_OLD 88
+#define MAP_TSEQ 64      /* table sequence word: odd while the table state changes */
+#define MAP_RLOG 192     /* resize log: op (1 = START), new bits, new table, ... */
+#define MAP_RLOG_EPOCH 216
 #define Q_CAP 16  /* struct qhdr: ring bytes (covered by the checksum) */
 #define Q_RING 40 /* offset of the ring */
 #define Q_TAIL 128
@@ -257,6 +260,37 @@ static void mk_map_sbits_huge(unsigned char *img)
     uint32_t sb = 1024;
     memcpy(img + root_off(img, "delta") + MAP_SBITS, &sb, sizeof sb);
 }
+/* Found by an adversarial pass (issue 19): a writer killed in the map's
+ * first growth just after the table sequence word went from 0 to 1. A
+ * fresh handle took it for the table state it had "already read" and its
+ * lock-free get used an empty one (SIGSEGV). */
+static void mk_map_tseq_odd(unsigned char *img)
+{
+    *word_at(img, root_off(img, "delta") + MAP_TSEQ) |= 1;
+}
+/* The same window with the resize log as the killed writer left it: START
+ * logged, a new table in place (here: the old one's block). */
+static void mk_map_first_growth_killed(unsigned char *img)
+{
+    uint64_t m = root_off(img, "delta");
+    uint32_t bits;
+    memcpy(&bits, img + m + MAP_BITS_OLD, 4);
+    *word_at(img, m + MAP_TSEQ) = 1;
+    uint32_t op_bits[2] = {1, bits + 1};
+    memcpy(word_at(img, m + MAP_RLOG), op_bits, 8);
+    *word_at(img, m + MAP_RLOG_EPOCH) = 1;
+    *word_at(img, m + MAP_TAB_OLD + 8) = *word_at(img, m + MAP_TAB_OLD);
+}
+/* Every bucket points at one chain: a walk must not cost buckets x chain. */
+static void mk_map_buckets_share_chain(unsigned char *img)
+{
+    uint64_t m = root_off(img, "delta"), tab = *word_at(img, m + MAP_TAB_OLD);
+    uint64_t head = *map_bucket(img);
+    uint32_t bits;
+    memcpy(&bits, img + m + MAP_BITS_OLD, 4);
+    for (uint64_t b = 0; b < (UINT64_C(1) << bits); b++)
+        *word_at(img, tab + 8 * b) = head;
+}
 static void mk_queue_head_past_tail(unsigned char *img)
 {
     *word_at(img, root_off(img, "eps") + Q_HEAD) = 3; /* index beyond the tail's 2 records */
@@ -280,6 +314,56 @@ static void mk_queue_geometry(unsigned char *img)
     *word_at(img, root_off(img, "eps") + Q_CAP) += 1u << 20; /* checksum no longer matches */
 }
 
+/* The doorbell line: sleeper counts, then the two semaphores (glibc's
+ * 64-bit sem_t: count and sleepers word, then the futex flags word). */
+#define Q_SLEEPERS 256
+#define Q_NOT_EMPTY 320
+#define Q_NOT_FULL 352
+#define SEM_PRIVATE 8
+/* Issue 19: damaged doorbells made a receive abort in glibc (sem_post's
+ * FUTEX_WAKE turned into another operation) or sleep for ever. Sleepers
+ * are counted so that every receive and send rings. */
+static void queue_sem_private(unsigned char *img, int32_t bad)
+{
+    uint64_t q = root_off(img, "eps");
+    uint32_t one[2] = {1, 1};
+    memcpy(img + q + Q_SLEEPERS, one, sizeof one);
+    memcpy(img + q + Q_NOT_EMPTY + SEM_PRIVATE, &bad, sizeof bad);
+    memcpy(img + q + Q_NOT_FULL + SEM_PRIVATE, &bad, sizeof bad);
+    /* One sleeper in each, so that sem_post calls the futex. */
+    *word_at(img, q + Q_NOT_EMPTY) = UINT64_C(1) << 32;
+    *word_at(img, q + Q_NOT_FULL) = UINT64_C(1) << 32;
+}
+/* glibc's sem_post wakes with FUTEX_WAKE | FUTEX_PRIVATE_FLAG xor `private`:
+ * 1 makes it FUTEX_WAIT_PRIVATE on a count of 1 (asleep for ever), 149 an
+ * operation the kernel does not know (ENOSYS: glibc aborts). */
+static void mk_queue_sem_private_wait(unsigned char *img) { queue_sem_private(img, 1); }
+static void mk_queue_sem_private_abort(unsigned char *img) { queue_sem_private(img, 149); }
+static void mk_queue_sem_count(unsigned char *img)
+{
+    uint64_t q = root_off(img, "eps");
+    uint32_t one[2] = {1, 1};
+    memcpy(img + q + Q_SLEEPERS, one, sizeof one);
+    *word_at(img, q + Q_NOT_FULL) = UINT64_C(0xffffffff); /* count past SEM_VALUE_MAX */
+}
+static void mk_queue_lock_kind(unsigned char *img)
+{
+    int32_t bad = 0x12345;
+    memcpy(img + root_off(img, "eps") + 64 + offsetof(pthread_mutex_t, __data.__kind), &bad,
+           sizeof bad);
+}
+static void mk_dir_lock_kind(unsigned char *img)
+{
+    hdr_of(img)->dir_lock.mtx.__data.__kind = 0x12345;
+}
+/* Issue 19: a header's lock bound of INT32_MAX ms (24 days) is legal in
+ * the format but clamped by every handle (SHMDS_LOCK_TIMEOUT_MAX_MS). */
+static void mk_timeout_int32(unsigned char *img)
+{
+    hdr_of(img)->lock_timeout_ms = INT32_MAX;
+    reseal(img);
+}
+
 static const hostile cases[] = {
     {"healthy", IMG_SIZE, mk_nothing, 0, 0},
     {"empty", 0, mk_nothing, SHMDS_ECORRUPT, 0},
@@ -299,6 +383,12 @@ static const hostile cases[] = {
     {"roots_max", IMG_SIZE, mk_roots_max, SHMDS_ECORRUPT, 0},
     {"lock_timeout_zero", IMG_SIZE, mk_timeout_zero, SHMDS_ECORRUPT, 0},
     {"lock_timeout_huge", IMG_SIZE, mk_timeout_huge, SHMDS_ECORRUPT, 0},
+    {"lock_timeout_int32_max", IMG_SIZE, mk_timeout_int32, 0, 0},
+    {"dir_lock_kind", IMG_SIZE, mk_dir_lock_kind, 0, SHMDS_ECORRUPT},
+    {"queue_sem_private_wait", IMG_SIZE, mk_queue_sem_private_wait, 0, SHMDS_ECORRUPT},
+    {"queue_sem_private_abort", IMG_SIZE, mk_queue_sem_private_abort, 0, SHMDS_ECORRUPT},
+    {"queue_sem_count", IMG_SIZE, mk_queue_sem_count, 0, SHMDS_ECORRUPT},
+    {"queue_lock_kind", IMG_SIZE, mk_queue_lock_kind, 0, SHMDS_ECORRUPT},
     {"root_off_past_end", IMG_SIZE, mk_root_off_out, 0, SHMDS_ECORRUPT},
     {"root_off_huge", IMG_SIZE, mk_root_off_huge, 0, SHMDS_ECORRUPT},
     {"root_off_in_header", IMG_SIZE, mk_root_off_header, 0, SHMDS_ECORRUPT},
@@ -313,6 +403,9 @@ static const hostile cases[] = {
     {"map_chain_out", IMG_SIZE, mk_map_chain_out, 0, SHMDS_ECORRUPT},
     {"map_table_out", IMG_SIZE, mk_map_table_out, 0, SHMDS_ECORRUPT},
     {"map_sbits_huge", IMG_SIZE, mk_map_sbits_huge, 0, SHMDS_ECORRUPT},
+    {"map_tseq_odd", IMG_SIZE, mk_map_tseq_odd, 0, CHECK_ANY},
+    {"map_first_growth_killed", IMG_SIZE, mk_map_first_growth_killed, 0, CHECK_ANY},
+    {"map_buckets_share_chain", IMG_SIZE, mk_map_buckets_share_chain, 0, SHMDS_ECORRUPT},
     {"queue_head_past_tail", IMG_SIZE, mk_queue_head_past_tail, 0, SHMDS_ECORRUPT},
     {"queue_index_out", IMG_SIZE, mk_queue_index_out, 0, SHMDS_ECORRUPT},
     {"queue_count_wrong", IMG_SIZE, mk_queue_count_wrong, 0, SHMDS_ECORRUPT},
@@ -400,6 +493,27 @@ START_TEST(test_hostile_image_from_memory)
 }
 END_TEST
 
+/* The same bytes through a read-only attach (the `shmds` tool's views): it
+ * takes no lock, so the locks' words cannot matter; it verifies less (no
+ * locked walks), so a damaged image may look healthy, but it never crashes
+ * or hangs, and answers health, damage or (a writer's sequence left odd)
+ * -ETIMEDOUT after the lock bound. */
+START_TEST(test_hostile_image_read_only)
+{
+    const hostile *c = &cases[_i];
+    unsigned char *img = case_image(c);
+    img_result res = img_exercise_readonly(img, c->len);
+    ck_assert_msg(res.open_rc == c->open_rc, "%s: attach gave %s", c->name,
+                  shmds_errname(res.open_rc));
+    if (res.open_rc == 0)
+        /* -ETIMEDOUT: a writer's sequence left odd (it waits the bound). */
+        ck_assert_msg(res.check_rc == 0 || res.check_rc == SHMDS_ECORRUPT ||
+                          res.check_rc == -ETIMEDOUT || res.check_rc == c->check_rc,
+                      "%s: read-only check gave %s", c->name, shmds_errname(res.check_rc));
+    free(img);
+}
+END_TEST
+
 /* The same bytes in a real shared-memory object, through shmds_region_open. */
 START_TEST(test_hostile_image_through_shm)
 {
@@ -413,7 +527,7 @@ START_TEST(test_hostile_image_through_shm)
     shmds_region *r = NULL;
     int rc = shmds_region_open(name, 0, &r);
     if (c->len == 0)
-        ck_assert_int_eq(rc, -EAGAIN); /* an empty object: creator still at work */
+        ck_assert_int_eq(rc, -ENOENT); /* an empty object no creator holds: abandoned */
     else
         ck_assert_msg(rc == c->open_rc, "%s: open gave %s", c->name, shmds_errname(rc));
     if (rc == 0) {
@@ -474,6 +588,22 @@ START_TEST(test_hostile_garbage_lock_is_corrupt)
     ck_assert_int_eq(shmds_root_set(r, "delta", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE),
                      SHMDS_ECORRUPT);
     ck_assert_int_eq(shmds_root_del(r, "alpha"), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+    free(img);
+}
+END_TEST
+
+START_TEST(test_hostile_lock_bound_is_clamped)
+{
+    base_build();
+    unsigned char *img = aligned_alloc(64, IMG_SIZE);
+    memcpy(img, base_img, IMG_SIZE);
+    mk_timeout_int32(img);
+    shmds_region *r = NULL;
+    ck_assert_int_eq(shmds__region_attach_mem(img, IMG_SIZE, SHMDS_RDONLY, &r), 0);
+    shmds_region_info info;
+    ck_assert_int_eq(shmds_region_info_get(r, &info), 0);
+    ck_assert_uint_eq(info.lock_timeout_ms, SHMDS_LOCK_TIMEOUT_MAX_MS);
     ck_assert_int_eq(shmds_region_close(r), 0);
     free(img);
 }
@@ -551,9 +681,11 @@ static Suite *hostile_suite(void)
     TCase *tc = tcase_create("limits");
     tcase_add_loop_test(tc, test_hostile_image_from_memory, 0, NCASES);
     tcase_add_loop_test(tc, test_hostile_image_through_shm, 0, NCASES);
+    tcase_add_loop_test(tc, test_hostile_image_read_only, 0, NCASES);
     tcase_add_test(tc, test_hostile_stale_dir_seq_is_closed);
     tcase_add_loop_test(tc, test_hostile_garbage_lock_is_corrupt, 0, 3);
     tcase_add_test(tc, test_hostile_bent_links);
+    tcase_add_test(tc, test_hostile_lock_bound_is_clamped);
     suite_add_tcase(s, tc);
     return s;
 }

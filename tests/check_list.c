@@ -167,6 +167,33 @@ static int stop_at_ten(const void *data, size_t len, void *arg)
     return ++*calls == 10 ? 7 : 0;
 }
 
+/* Lengths no heap can hold, up to SIZE_MAX: -ENOMEM before the data is
+ * read (the element size would wrap), the list and heap unchanged. */
+START_TEST(test_list_push_sizes_that_overflow_are_enomem)
+{
+    shmds_region *r = make(1 << 20);
+    shmds_list *l = make_list(r, "huge");
+    ck_assert_int_eq(shmds_list_push_back(l, "keep", 4), 0);
+    uint64_t blocks = used_blocks(r);
+    for (size_t i = 0; i < TU_HUGE_SIZES; i++) {
+        ck_assert_int_eq(shmds_list_push_back(l, "x", tu_huge_sizes[i]), -ENOMEM);
+        ck_assert_int_eq(shmds_list_push_front(l, "x", tu_huge_sizes[i]), -ENOMEM);
+        ck_assert_int_eq(shmds_region_check(r), 0);
+        ck_assert_uint_eq(used_blocks(r), blocks);
+        size_t n;
+        ck_assert_int_eq(shmds_list_len(l, &n), 0);
+        ck_assert_uint_eq(n, 1);
+    }
+    char buf[8];
+    size_t len;
+    ck_assert_int_eq(shmds_list_pop_front(l, buf, sizeof buf, &len), 0);
+    ck_assert_uint_eq(len, 4);
+    ck_assert_int_eq(memcmp(buf, "keep", 4), 0);
+    ck_assert_int_eq(shmds_list_destroy(l), 0);
+    shmds_region_close(r);
+}
+END_TEST
+
 START_TEST(test_list_foreach_in_order_and_stops)
 {
     shmds_region *r = make(SZ);
@@ -1027,6 +1054,7 @@ int main(void)
     Suite *s = suite_create("list");
     TCase *core = tcase_create("core");
     tcase_add_test(core, test_list_push_pop_both_ends);
+    tcase_add_test(core, test_list_push_sizes_that_overflow_are_enomem);
     tcase_add_test(core, test_list_foreach_in_order_and_stops);
     tcase_add_test(core, test_list_foreach_callback_cannot_deadlock);
     tcase_add_test(core, test_list_destroy_returns_memory);

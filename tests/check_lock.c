@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -234,6 +236,113 @@ START_TEST(test_lock_sem_wakes_other_process)
 }
 END_TEST
 
+/* ---- damaged words (issue 19) ---- */
+
+#ifdef __GLIBC__
+/* Kinds glibc must never be handed: unknown, priority-protect and
+ * priority-inherit variants of the real one (glibc asserts on the last two
+ * when their other words do not match). */
+static int bad_kind(int i)
+{
+    int k = sh->m.mtx.__data.__kind;
+    const int kinds[] = {0x12345, k | 64, k | 32};
+    return kinds[i];
+}
+
+/* Every lock and unlock path checks the kind word: a lock with or without
+ * a wait, the try-lock the map uses while helping a growth, and an unlock
+ * of a mutex damaged while held (which stays held). */
+START_TEST(test_lock_damaged_kind_is_ecorrupt_on_every_path)
+{
+    int good = sh->m.mtx.__data.__kind;
+    sh->m.mtx.__data.__kind = bad_kind(_i);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 0, NULL, NULL), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 50, NULL, NULL), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, -1, NULL, NULL), SHMDS_ECORRUPT);
+    sh->m.mtx.__data.__kind = good;
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 0, NULL, NULL), 0);
+    sh->m.mtx.__data.__kind = bad_kind(_i);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), SHMDS_ECORRUPT);
+    sh->m.mtx.__data.__kind = good;
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), 0);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), -EPERM);
+}
+END_TEST
+
+static int wait_forever(void *arg)
+{
+    (void)arg;
+    tu_send(&chan, "W", 1);
+    return shmds_mutex_lock(&sh->m, -1, NULL, NULL) == SHMDS_ECORRUPT ? 0 : 1;
+}
+
+/* A wait without bound is not an untimed futex wait: damage done while a
+ * process waits ends its wait with SHMDS_ECORRUPT. */
+START_TEST(test_lock_unbounded_wait_ends_on_damage)
+{
+    pid_t holder = start_holder();
+    tu_chan_close(&chan);
+    tu_chan_open(&chan);
+    pid_t waiter = tu_fork(wait_forever, NULL);
+    char c;
+    ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    int good = sh->m.mtx.__data.__kind;
+    sh->m.mtx.__data.__kind = bad_kind(0);
+    int st = tu_wait(waiter, 10000);
+    sh->m.mtx.__data.__kind = good;
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the waiter did not see the damage");
+    kill_holder(holder);
+}
+END_TEST
+
+#if UINTPTR_MAX == UINT64_MAX
+/* glibc's 64-bit sem_t: count in the low half of the first word, sleepers
+ * in the high half, then the futex flags word. */
+struct sem_words {
+    uint64_t data;
+    int32_t private_;
+};
+
+static struct sem_words *sem_words(void)
+{
+    return (struct sem_words *)(void *)&sh->sem.sem;
+}
+
+static void sem_damage(int i)
+{
+    struct sem_words *w = sem_words();
+    switch (i) {
+    case 0: w->private_ = 1; break;          /* FUTEX_WAKE becomes another op */
+    case 1: w->private_ = 8; break;
+    case 2: w->private_ = 0x7fffffff; break;
+    case 3: w->data = UINT64_C(0x80000000); break; /* count past SEM_VALUE_MAX */
+    default: w->data = UINT64_C(0xffffffff) << 32; break; /* sleepers */
+    }
+}
+
+static int sem_calls(void *arg)
+{
+    (void)arg;
+    return shmds_sem_post(&sh->sem) == SHMDS_ECORRUPT &&
+                   shmds_sem_wait(&sh->sem, 0) == SHMDS_ECORRUPT &&
+                   shmds_sem_wait(&sh->sem, 20) == SHMDS_ECORRUPT &&
+                   shmds_sem_wait(&sh->sem, -1) == SHMDS_ECORRUPT
+               ? 0
+               : 1;
+}
+
+/* Damaged semaphore words: post and wait say SHMDS_ECORRUPT instead of
+ * aborting in glibc or sleeping in an untimed futex wait. */
+START_TEST(test_lock_damaged_sem_is_ecorrupt)
+{
+    sem_damage(_i);
+    int st = tu_wait(tu_fork(sem_calls, NULL), 10000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "damage %d: status %#x", _i, st);
+}
+END_TEST
+#endif
+#endif
+
 int main(void)
 {
     Suite *s = suite_create("lock");
@@ -260,6 +369,18 @@ int main(void)
     tcase_add_test(crash, test_lock_repairer_killed_next_locker_repairs);
     tcase_add_test(crash, test_lock_death_without_repair_fn);
     suite_add_tcase(s, crash);
+
+#ifdef __GLIBC__
+    TCase *lim = tcase_create("limits");
+    tcase_set_timeout(lim, 120);
+    tcase_add_checked_fixture(lim, setup, NULL);
+    tcase_add_loop_test(lim, test_lock_damaged_kind_is_ecorrupt_on_every_path, 0, 3);
+    tcase_add_test(lim, test_lock_unbounded_wait_ends_on_damage);
+#if UINTPTR_MAX == UINT64_MAX
+    tcase_add_loop_test(lim, test_lock_damaged_sem_is_ecorrupt, 0, 5);
+#endif
+    suite_add_tcase(s, lim);
+#endif
 
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

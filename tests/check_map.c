@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -75,6 +76,39 @@ START_TEST(test_map_close_null_is_a_no_op)
     shmds_map_close(NULL);
     shmds_list_close(NULL);
     shmds_queue_close(NULL);
+}
+END_TEST
+
+static int count_entry(const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    (void)k, (void)kl, (void)v, (void)vl;
+    ++*(int *)arg;
+    return 0;
+}
+
+/* One NULL-handle policy for every module: a NULL map is -EINVAL for every
+ * call (it used to be dereferenced), as a NULL list or queue is. */
+START_TEST(test_map_null_handle_is_einval)
+{
+    shmds_map_stats st;
+    uint64_t n;
+    int64_t v;
+    char buf[8];
+    int calls = 0;
+    ck_assert_int_eq(shmds_map_put(NULL, "k", 1, "v", 1, 0, 0), -EINVAL);
+    ck_assert_int_eq(shmds_map_get(NULL, "k", 1, buf, sizeof buf, NULL), -EINVAL);
+    ck_assert_int_eq(shmds_map_del(NULL, "k", 1), -EINVAL);
+    ck_assert_int_eq(shmds_map_add(NULL, "k", 1, 1, &v), -EINVAL);
+    ck_assert_int_eq(shmds_map_count(NULL, &n), -EINVAL);
+    ck_assert_int_eq(shmds_map_foreach(NULL, count_entry, &calls), -EINVAL);
+    ck_assert_int_eq(shmds_map_stats_get(NULL, &st), -EINVAL);
+    ck_assert_int_eq(shmds_map_check(NULL), -EINVAL);
+    ck_assert_int_eq(shmds_map_destroy(NULL), -EINVAL);
+    ck_assert_int_eq(shmds_list_destroy(NULL), -EINVAL);
+    ck_assert_int_eq(shmds_queue_destroy(NULL), -EINVAL);
+    ck_assert_int_eq(shmds_region_check(NULL), -EINVAL);
+    ck_assert_int_eq(shmds_root_foreach(NULL, NULL, NULL), -EINVAL);
+    ck_assert_int_eq(calls, 0);
 }
 END_TEST
 
@@ -207,7 +241,7 @@ START_TEST(test_map_ttl_expires_with_injected_clock)
     for (int i = 0; i < 200; i++)
         ck_assert_int_eq(puts_(m, "w", "x", 1000, 0), 0);
     uint64_t n;
-    shmds_map_count(m, &n);
+    ck_assert_int_eq(shmds_map_count(m, &n), 0);
     ck_assert_uint_eq(n, 1);
     ck_assert_int_eq(shmds_map_check(m), 0);
     shmds_map_close(m);
@@ -496,6 +530,202 @@ START_TEST(test_map_damaged_chains_are_ecorrupt)
 }
 END_TEST
 
+/* The map's bucket table: the header's words at offsets 72 (table) and 88
+ * (log2 of its buckets), the format map.c asserts. */
+static uint64_t *map_table(shmds_region *r, const char *name, uint64_t *nb)
+{
+    uint32_t type;
+    shmds_off_t off;
+    ck_assert_int_eq(shmds_root_get(r, name, &type, &off), 0);
+    unsigned char *h = shmds_ptr(r, shmds__hdr_of(off));
+    uint64_t tab;
+    uint32_t bits;
+    memcpy(&tab, h + 72, 8);
+    memcpy(&bits, h + 88, 4);
+    *nb = (uint64_t)1 << bits;
+    return shmds_ptr(r, tab);
+}
+
+static int count_fn(const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    (void)k, (void)kl, (void)v, (void)vl;
+    ++*(uint64_t *)arg;
+    return 0;
+}
+
+static int foreach_child(void *arg)
+{
+    uint64_t n = 0;
+    return shmds_map_foreach(arg, count_fn, &n) == SHMDS_ECORRUPT ? 0 : 1;
+}
+
+/* A damaged map whose every bucket (2^16) points into one chain of 30 000
+ * expired entries (each chain under the per-chain cap): foreach walked
+ * buckets x chain, 2 * 10^9 steps. The walk's total is capped by what the
+ * heap can hold: SHMDS_ECORRUPT at once (a child, so a hang is seen). */
+START_TEST(test_map_foreach_over_one_shared_chain_is_bounded)
+{
+    shmds_region *r = region(8 * MB);
+    shmds__map_set_clock(fake_clock);
+    shmds_map *m = mk(r, "w", 30000, 0, 1, 0, 0);
+    const uint64_t N = 30000;
+    for (uint64_t i = 0; i < N; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "%" PRIu64, i);
+        ck_assert_int_eq(shmds_map_put(m, k, strlen(k), "v", 1, 1, 0), 0);
+    }
+    fake_ms += 5000;
+    uint64_t nb, *tab = map_table(r, "w", &nb), *chain = malloc(N * sizeof *chain), n = 0;
+    ck_assert_ptr_nonnull(chain);
+    for (uint64_t b = 0; b < nb; b++)
+        for (uint64_t o = tab[b]; o != 0; o = *(uint64_t *)shmds_ptr(r, o))
+            chain[n++] = o;
+    ck_assert_uint_eq(n, N);
+    for (uint64_t i = 0; i < N; i++)
+        *(uint64_t *)shmds_ptr(r, chain[i]) = i + 1 < N ? chain[i + 1] : 0;
+    for (uint64_t b = 0; b < nb; b++)
+        tab[b] = chain[0];
+    free(chain);
+    int st = tu_wait(tu_fork(foreach_child, m), 20000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "foreach over a shared chain: %s",
+                  st == -1 ? "still walking after 20 s" : "not SHMDS_ECORRUPT");
+    shmds__map_set_clock(NULL);
+    shmds_map_close(m);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* Flips the value length of one entry between its own and one that points
+ * far outside the region, until told to stop: what damage, a co-tenant or
+ * a block reused under a lock-free reader looks like. */
+struct flipper {
+    uint64_t *vlen;
+    int stop;
+};
+
+static void *flip_length(void *arg)
+{
+    struct flipper *f = arg;
+    while (!__atomic_load_n(&f->stop, __ATOMIC_RELAXED)) {
+        __atomic_store_n(f->vlen, UINT64_C(1) << 44, __ATOMIC_RELAXED);
+        __atomic_store_n(f->vlen, 1, __ATOMIC_RELAXED);
+    }
+    return NULL;
+}
+
+static int value_is_v(const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    (void)k, (void)kl;
+    if (vl != 1 || memcmp(v, "v", 1) != 0)
+        ++*(uint64_t *)arg;
+    return 0;
+}
+
+/* Lock-free readers (get, foreach) on a read-only attach while another
+ * thread keeps changing an entry's value length under them: each length is
+ * read once, checked and used, so the readers see an error or the true
+ * value, never a copy from outside the region (they used to check the
+ * lengths, then read them again for the copy: SIGSEGV). */
+START_TEST(test_map_readers_use_the_lengths_they_checked)
+{
+    shmds_region *r = region(MB);
+    shmds_map *m = mk(r, "f", 64, 0, 1, 0, 0);
+    for (unsigned i = 0; i < 64; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "%u", i);
+        ck_assert_int_eq(shmds_map_put(m, k, strlen(k), "v", 1, 0, 0), 0);
+    }
+    uint64_t *slot = shmds__map_slot(m, "7", 1), eo = *slot;
+    while (eo != 0 && memcmp((char *)shmds_ptr(r, eo) + 64 + 1, "7", 1) != 0) /* 64-byte header */
+        eo = *(uint64_t *)shmds_ptr(r, eo); /* struct entry: next, then value, key */
+    ck_assert_uint_ne(eo, 0);
+    struct flipper f = {(uint64_t *)shmds_ptr(r, eo + 24), 0}; /* struct entry: vlen */
+    shmds_region *ro;
+    shmds_map *mr;
+    ck_assert_int_eq(shmds_region_open(rname, SHMDS_RDONLY, &ro), 0);
+    ck_assert_int_eq(shmds_map_open(ro, "f", &mr), 0);
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, flip_length, &f), 0);
+    uint64_t bad = 0;
+    for (unsigned pass = 0; pass < 200000; pass++) {
+        char v[8];
+        size_t vl = 0;
+        int rc = shmds_map_get(mr, "7", 1, v, sizeof v, &vl);
+        ck_assert_msg(rc == SHMDS_ECORRUPT || rc == -ENOBUFS || (rc == 0 && vl == 1 && v[0] == 'v'),
+                      "get: %s", shmds_errname(rc));
+        if (pass % 64 == 0) {
+            rc = shmds_map_foreach(mr, value_is_v, &bad);
+            ck_assert_msg(rc == 0 || rc == SHMDS_ECORRUPT, "foreach: %s", shmds_errname(rc));
+        }
+    }
+    __atomic_store_n(&f.stop, 1, __ATOMIC_RELAXED);
+    pthread_join(th, NULL);
+    ck_assert_uint_eq(bad, 0);
+    ck_assert_int_eq(shmds_map_check(m), 0);
+    shmds_map_close(mr);
+    shmds_region_close(ro);
+    shmds_map_close(m);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* Sizes that wrap an entry size (64 + klen + vlen + 15) or cannot fit any
+ * region: the entry size used to wrap to a small block, the put returned 0
+ * and the map and heap were corrupt for every process. Now -E2BIG before
+ * anything is read or changed; the region checks healthy and the other
+ * keys read back. */
+START_TEST(test_map_sizes_that_overflow_are_e2big)
+{
+    shmds_region *r = region(MB);
+    shmds_map *m = mk(r, "z", 0, 0, 1, 0, 0);
+    shmds_map *mb = mk(r, "zb", 0, UINT64_MAX, 1, 0, SHMDS_MAP_EVICT);
+    char buf[8];
+    ck_assert_int_eq(puts_(m, "keep", "1", 0, 0), 0);
+    ck_assert_int_eq(puts_(mb, "keep", "2", 0, 0), 0);
+    uint64_t blocks = used_blocks(r);
+    /* The key and value buffers are short: nothing may read them past
+     * what the sizes could legally cover. */
+    static const char k[] = "k", v[] = "v";
+    for (size_t i = 0; i < TU_HUGE_SIZES; i++) {
+        size_t n = tu_huge_sizes[i];
+        ck_assert_int_eq(shmds_map_put(m, k, 1, v, n, 0, 0), -E2BIG);
+        ck_assert_int_eq(shmds_map_put(m, k, n, v, 1, 0, 0), -E2BIG);
+        ck_assert_int_eq(shmds_map_put(m, k, n, v, n, 0, 0), -E2BIG);
+        ck_assert_int_eq(shmds_map_put(mb, k, 1, v, n, 0, 0), -E2BIG);
+        ck_assert_int_eq(shmds_map_get(m, k, n, buf, sizeof buf, NULL), -E2BIG);
+        ck_assert_int_eq(shmds_map_del(m, k, n), -E2BIG);
+        ck_assert_int_eq(shmds_map_add(m, k, n, 1, NULL), -E2BIG);
+        /* A value of exactly what cannot fit beside the key. */
+        ck_assert_int_eq(shmds_map_put(m, k, 1, v, r->heap_end - r->heap_off, 0, 0), -E2BIG);
+        shmds_map *m2 = NULL;
+        shmds_map_opts o = {.capacity = n};
+        int rc = shmds_map_create(r, "z2", &o, &m2);
+        ck_assert_msg(rc == -EINVAL || rc == -ENOMEM, "capacity %zx: %s", n, shmds_errname(rc));
+        if (n >= SIZE_MAX / 2) { /* no region that large: saturates */
+            ck_assert_uint_eq(shmds_map_size_hint(n, 8, 8), UINT64_MAX);
+            ck_assert_uint_eq(shmds_map_size_hint(1000, n, 8), UINT64_MAX);
+            ck_assert_uint_eq(shmds_map_size_hint(1000, 8, n), UINT64_MAX);
+        } else {
+            ck_assert_uint_gt(shmds_map_size_hint(1000, 8, n), 1000 * (uint64_t)n);
+        }
+        ck_assert_int_eq(shmds_region_check(r), 0);
+        ck_assert_uint_eq(used_blocks(r), blocks);
+        ck_assert_int_eq(gets_(m, "keep", buf, sizeof buf), 0);
+        ck_assert_str_eq(buf, "1");
+        ck_assert_int_eq(gets_(mb, "keep", buf, sizeof buf), 0);
+        ck_assert_str_eq(buf, "2");
+    }
+    /* A size hint that fits 64 bits grows with what it is asked for. */
+    ck_assert_uint_lt(shmds_map_size_hint(1000, 8, 8), shmds_map_size_hint(1000, 8, UINT32_MAX));
+    ck_assert_uint_lt(shmds_map_size_hint(1000, 8, UINT32_MAX), UINT64_MAX);
+    ck_assert_int_eq(shmds_map_check(m), 0);
+    ck_assert_int_eq(shmds_map_check(mb), 0);
+    shmds_map_close(mb);
+    shmds_map_close(m);
+    shmds_region_close(r);
+}
+END_TEST
+
 START_TEST(test_map_size_hint_is_enough)
 {
     uint64_t n = 100000;
@@ -585,7 +815,7 @@ START_TEST(test_map_two_processes_overlapping_keys_match_model)
         }
     }
     uint64_t n;
-    shmds_map_count(m, &n);
+    ck_assert_int_eq(shmds_map_count(m, &n), 0);
     ck_assert_uint_eq(n, want);
     ck_assert_int_eq(shmds_map_check(m), 0);
     ck_assert_int_eq(shmds_region_check(r), 0);
@@ -649,7 +879,7 @@ START_TEST(test_map_rehash_while_another_process_reads_and_writes)
     ck_assert_msg(WIFEXITED(sa) && WEXITSTATUS(sa) == 0, "writer: %d", sa);
     ck_assert_msg(WIFEXITED(sb) && WEXITSTATUS(sb) == 0, "reader: %d", sb);
     uint64_t n;
-    shmds_map_count(m, &n);
+    ck_assert_int_eq(shmds_map_count(m, &n), 0);
     ck_assert_uint_eq(n, RH_N + RH_N / 4);
     shmds_map_stats st;
     shmds_map_stats_get(m, &st);
@@ -942,6 +1172,62 @@ START_TEST(test_map_killed_mid_bucket_move_keeps_keys_visible)
     shmds_region_close(r);
 }
 END_TEST
+
+/* A fresh process (no table state read yet) gets every acknowledged key. */
+static int get_all_fresh(void *arg)
+{
+    uint32_t acked = *(uint32_t *)arg;
+    shmds_region *r;
+    shmds_map *m;
+    if (shmds_region_open(rname, 0, &r) != 0 || shmds_map_open(r, "mv", &m) != 0)
+        return 31;
+    for (uint32_t j = 0; j < acked; j++) {
+        char k[32], v[32];
+        snprintf(k, sizeof k, "m%u", j);
+        if (gets_(m, k, v, sizeof v) != 0 || strcmp(k, v) != 0)
+            return 32;
+    }
+    if (shmds_map_check(m) != 0)
+        return 33;
+    shmds_map_close(m);
+    shmds_region_close(r);
+    return 0;
+}
+
+/* A writer killed in the map's first growth just after the table sequence
+ * word became odd (1, the value a fresh handle's "nothing read yet" held):
+ * a fresh process's lock-free get took its empty table state for current
+ * and died with SIGSEGV. Now it repairs and finds every key. */
+START_TEST(test_map_killed_in_first_growth_fresh_reader_gets)
+{
+    shmds_region *r = region(4 * MB);
+    shmds_map *m = mk(r, "mv", 0, 0, 1, 0, 0);
+    shmds_map_close(m);
+    setenv("SHMDS_FAULT", "map.grow.odd", 1);
+    setenv("SHMDS_FAULT_SKIP", "0", 1);
+    tu_chan c;
+    tu_chan_open(&c);
+    pid_t p = tu_fork(put_until_fault, &c);
+    unsetenv("SHMDS_FAULT");
+    unsetenv("SHMDS_FAULT_SKIP");
+    close(c.wr);
+    c.wr = -1;
+    uint32_t j, acked = 0;
+    while (tu_recv(&c, &j, sizeof j) == 1)
+        acked = j + 1;
+    int st = tu_wait(p, 30000);
+    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "the writer was not killed");
+    tu_chan_close(&c);
+    ck_assert_uint_gt(acked, 0);
+    st = tu_wait(tu_fork(get_all_fresh, &acked), 30000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "fresh reader: %s %d",
+                  WIFSIGNALED(st) ? "signal" : "exit",
+                  WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+    ck_assert_int_eq(shmds_map_open(r, "mv", &m), 0);
+    ck_assert_int_eq(shmds_map_destroy(m), 0);
+    shmds_region_close(r);
+}
+END_TEST
 #endif
 
 static Suite *map_suite(void)
@@ -950,6 +1236,7 @@ static Suite *map_suite(void)
     TCase *core = tcase_create("core");
     tcase_set_timeout(core, 60);
     tcase_add_test(core, test_map_close_null_is_a_no_op);
+    tcase_add_test(core, test_map_null_handle_is_einval);
     tcase_add_test(core, test_map_put_get_del_and_flags);
     tcase_add_test(core, test_map_add_is_a_counter);
     tcase_add_test(core, test_map_ttl_expires_with_injected_clock);
@@ -967,6 +1254,9 @@ static Suite *map_suite(void)
     tcase_add_test(limits, test_map_evicts_when_heap_is_full);
     tcase_add_test(limits, test_map_size_hint_is_enough);
     tcase_add_test(limits, test_map_damaged_chains_are_ecorrupt);
+    tcase_add_test(limits, test_map_foreach_over_one_shared_chain_is_bounded);
+    tcase_add_test(limits, test_map_readers_use_the_lengths_they_checked);
+    tcase_add_test(limits, test_map_sizes_that_overflow_are_e2big);
     suite_add_tcase(s, limits);
     TCase *mp = tcase_create("multiprocess");
     tcase_set_timeout(mp, 60);
@@ -979,6 +1269,7 @@ static Suite *map_suite(void)
     tcase_add_test(crash, test_map_writers_killed_at_random_keep_acknowledged_writes);
 #ifdef SHMDS_FAULT_INJECTION
     tcase_add_loop_test(crash, test_map_killed_mid_bucket_move_keeps_keys_visible, 0, 6);
+    tcase_add_test(crash, test_map_killed_in_first_growth_fresh_reader_gets);
 #endif
     suite_add_tcase(s, crash);
     return s;

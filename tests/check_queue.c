@@ -111,6 +111,37 @@ START_TEST(test_queue_send_recv_in_order_across_wraps)
 }
 END_TEST
 
+/* Capacities, message bounds and message lengths up to SIZE_MAX: the
+ * documented error (-EINVAL out of range, -ENOMEM no room, -EMSGSIZE
+ * longer than max_msg) before anything is read, and the queue still holds
+ * what it held. */
+START_TEST(test_queue_sizes_that_overflow_are_refused)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_queue(r, "q", 4096, 256, 0), *q2 = NULL;
+    ck_assert_int_eq(shmds_queue_send(q, "keep", 4, 0), 0);
+    for (size_t i = 0; i < TU_HUGE_SIZES; i++) {
+        size_t n = tu_huge_sizes[i];
+        ck_assert_int_eq(shmds_queue_send(q, "x", n, 0), -EMSGSIZE);
+        int rc = shmds_queue_create(r, "q2", n, 16, 0, &q2);
+        ck_assert_msg(rc == -EINVAL || rc == -ENOMEM, "capacity %zx: %s", n, shmds_errname(rc));
+        ck_assert_int_eq(shmds_queue_create(r, "q3", 4096, n, 0, &q2), -EINVAL);
+        ck_assert_int_eq(shmds_queue_create(r, "q4", n, n, 0, &q2), -EINVAL);
+        ck_assert_int_eq(shmds_region_check(r), 0);
+        uint64_t len;
+        ck_assert_int_eq(shmds_queue_len(q, &len), 0);
+        ck_assert_uint_eq(len, 1);
+    }
+    char buf[8];
+    size_t len;
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_uint_eq(len, 4);
+    ck_assert_int_eq(memcmp(buf, "keep", 4), 0);
+    ck_assert_int_eq(shmds_queue_destroy(q), 0);
+    shmds_region_close(r);
+}
+END_TEST
+
 START_TEST(test_queue_zero_length_messages_count)
 {
     shmds_region *r = make_region();
@@ -320,6 +351,106 @@ END_TEST
 
 static tu_chan chan;
 static shmds_region *g_r;
+
+/* Where the queue `name`'s header is in this process's mapping. */
+static unsigned char *qhdr_at(shmds_region *r, const char *name)
+{
+    shmds_off_t off;
+    ck_assert_int_eq(shmds_root_get(r, name, NULL, &off), 0);
+    return (unsigned char *)shmds_region_base(r) + off;
+}
+
+/* Child: hold the queue's lock (64 bytes into its header) and stay, as a
+ * stopped or stuck lock holder would. */
+static int hold_queue_lock(void *arg)
+{
+    if (shmds_mutex_lock(arg, -1, NULL, NULL) != 0)
+        return 1;
+    tu_send(&chan, "L", 1);
+    for (;;)
+        pause();
+}
+
+/* Issue 19: timeout_ms 0 waited the whole lock bound (10 s) behind a
+ * stopped holder and said -ETIMEDOUT; a short timeout waited the bound too. */
+START_TEST(test_queue_zero_timeout_never_waits_for_the_lock)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_queue(r, "z", 1024, 64, 0);
+    ck_assert_int_eq(shmds_queue_send(q, "a", 1, 0), 0);
+    tu_chan_open(&chan);
+    pid_t pid = tu_fork(hold_queue_lock, qhdr_at(r, "z") + 64);
+    char c, buf[64];
+    size_t len;
+    ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    ck_assert_int_eq(shmds_queue_send(q, "b", 1, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), -EAGAIN);
+    uint64_t t0 = (shmds__now_ns() / 1000000u);
+    ck_assert_int_eq(shmds_queue_send(q, "b", 1, 50), -ETIMEDOUT);
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 50), -ETIMEDOUT);
+    /* Far below the region's bound (SHMDS_DEFAULT_LOCK_TIMEOUT_MS). */
+    ck_assert_uint_lt((shmds__now_ns() / 1000000u) - t0, SHMDS_DEFAULT_LOCK_TIMEOUT_MS / 2);
+    tu_kill(pid);
+    tu_chan_close(&chan);
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(len, 1);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+#if defined(__GLIBC__) && UINTPTR_MAX == UINT64_MAX
+/* glibc's 64-bit sem_t words (see lock.c). */
+struct sem_words {
+    uint64_t data;
+    int32_t private_;
+};
+
+static int damaged_bell_io(void *arg)
+{
+    shmds_queue *q = arg;
+    char buf[8];
+    size_t len;
+    /* The message is committed; the damaged bell is left alone. */
+    if (shmds_queue_send(q, "x", 1, 0) != 0)
+        return 1;
+    if (shmds_queue_recv(q, buf, sizeof buf, &len, 0) != 0)
+        return 2;
+    /* Empty: the receiver would sleep on the damaged bell. */
+    if (shmds_queue_recv(q, buf, sizeof buf, &len, 200) != SHMDS_ECORRUPT)
+        return 3;
+    return shmds_queue_check(q) == SHMDS_ECORRUPT ? 0 : 4;
+}
+
+/* Issue 19: damaged doorbell bytes made send abort in glibc or sleep for
+ * ever inside sem_post, and no check looked at them. */
+START_TEST(test_queue_damaged_doorbell_is_ecorrupt)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_queue(r, "d", 1024, 64, 0);
+    unsigned char *h = qhdr_at(r, "d");
+    /* A receiver that died asleep leaves its count: the send rings. */
+    *(uint32_t *)(h + 256) = 1;
+    /* 1: sem_post's wake becomes a wait for ever; 149: an operation the
+     * kernel does not know, which glibc answers with abort(). */
+    const int32_t bad[] = {1, 149, 8, 0x7fffffff};
+    for (int i = 0; i < 4; i++) {
+        struct sem_words *w = (struct sem_words *)(void *)(h + 320); /* not_empty */
+        int32_t saved = w->private_;
+        w->private_ = bad[i];
+        w->data = UINT64_C(1) << 32; /* one sleeper: sem_post calls the futex */
+        ck_assert_int_eq(shmds_region_check(r), SHMDS_ECORRUPT);
+        int st = tu_wait(tu_fork(damaged_bell_io, q), 10000);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "private %d: status %#x", bad[i], st);
+        w->private_ = saved;
+        w->data = 0;
+    }
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+#endif
 
 /* Child: become the SPSC producer, say so, and stay alive. */
 static int spsc_producer_stays(void *arg)
@@ -733,6 +864,7 @@ static Suite *queue_suite(void)
     Suite *s = suite_create("queue");
     TCase *core = tcase_create("core");
     tcase_add_test(core, test_queue_send_recv_in_order_across_wraps);
+    tcase_add_test(core, test_queue_sizes_that_overflow_are_refused);
     tcase_add_test(core, test_queue_zero_length_messages_count);
     tcase_add_test(core, test_queue_small_buffer_is_enobufs_and_keeps_message);
     tcase_add_test(core, test_queue_shutdown_drains_then_closed);
@@ -744,6 +876,10 @@ static Suite *queue_suite(void)
     tcase_add_test(limits, test_queue_bad_input);
     tcase_add_test(limits, test_queue_readonly_region_refuses_writes);
     tcase_add_test(limits, test_queue_damaged_indices_are_ecorrupt);
+    tcase_add_test(limits, test_queue_zero_timeout_never_waits_for_the_lock);
+#if defined(__GLIBC__) && UINTPTR_MAX == UINT64_MAX
+    tcase_add_test(limits, test_queue_damaged_doorbell_is_ecorrupt);
+#endif
     tcase_add_test(limits, test_queue_spsc_second_producer_is_ebusy_until_first_dies);
     suite_add_tcase(s, limits);
 

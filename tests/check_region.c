@@ -50,6 +50,18 @@ static void poke(const char *name, off_t at, const void *bytes, size_t len)
     close(fd);
 }
 
+static int touch_elem(const void *d, size_t len, void *arg)
+{
+    (void)d, (void)len, (void)arg;
+    return 0;
+}
+
+static int touch_entry(const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    (void)k, (void)kl, (void)v, (void)vl, (void)arg;
+    return 0;
+}
+
 static void truncate_object(const char *name, off_t len)
 {
     int fd = shm_open(name, O_RDWR, 0);
@@ -82,6 +94,25 @@ START_TEST(test_region_create_reports_itself)
     ck_assert_int_eq(shmds_region_create(tu_name("odd"), SZ + 1, NULL, &r), 0);
     ck_assert_uint_eq(shmds_region_size(r), SZ + (size_t)sysconf(_SC_PAGESIZE));
     ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+/* Region sizes no system can map (from SIZE_MAX / 2 up: rounding up to a
+ * page would wrap) are refused, and no object is left behind. Sizes near
+ * UINT32_MAX are legal on 64 bits and not tried (they would be real). */
+START_TEST(test_region_create_sizes_that_overflow_are_refused)
+{
+    for (size_t i = 0; i < TU_HUGE_SIZES; i++) {
+        size_t n = tu_huge_sizes[i];
+        if (n < SIZE_MAX / 2)
+            continue;
+        const char *name = tu_name("rg-huge");
+        shmds_region *r = NULL;
+        int rc = shmds_region_create(name, n, NULL, &r);
+        ck_assert_msg(rc == -EFBIG || rc == -EINVAL, "size %zx: %s", n, shmds_errname(rc));
+        ck_assert_ptr_null(r);
+        ck_assert_int_eq(open_rc(name, 0), -ENOENT);
+    }
 }
 END_TEST
 
@@ -447,17 +478,186 @@ START_TEST(test_region_truncated_is_ecorrupt_not_sigbus)
 }
 END_TEST
 
+/* Hold (F_WRLCK) or drop (F_UNLCK) the creation lock on fd, as a creator
+ * does between shm_open and publishing (region.c). */
+static void creation_lock(int fd, short type)
+{
+    struct flock fl = {.l_type = type, .l_whence = SEEK_SET};
+    ck_assert_int_eq(fcntl(fd, F_OFD_SETLK, &fl), 0);
+}
+
 START_TEST(test_region_unfinished_is_eagain)
 {
     /* An object whose creator never got to size it, then one it sized but
-     * never published: both refused after a short wait, never garbage. */
+     * never published: refused with -EAGAIN after a short wait while the
+     * creator is at work (holds the creation lock), never garbage. */
     const char *n = tu_name("half");
     int fd = shm_open(n, O_CREAT | O_EXCL | O_RDWR, 0600);
     ck_assert_int_ge(fd, 0);
+    creation_lock(fd, F_WRLCK);
     expect_open(n, -EAGAIN);
     ck_assert_int_eq(ftruncate(fd, SZ), 0);
     expect_open(n, -EAGAIN);
+    shmds_region *r;
+    ck_assert_int_eq(shmds_region_create(n, SZ, NULL, &r), -EEXIST);
+    /* The creator gave up without removing it: an abandoned creation is
+     * no region (-ENOENT at once), and a create replaces it. */
+    creation_lock(fd, F_UNLCK);
+    expect_open(n, -ENOENT);
     close(fd);
+    ck_assert_int_eq(shmds_region_create(n, SZ, NULL, &r), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+/* Child: start a create by hand the way a creator of an older build, or
+ * one killed after the kernel dropped its lock, leaves it (named, sized,
+ * unpublished), then die by SIGKILL. */
+static int die_half_created(void *arg)
+{
+    int fd = shm_open(arg, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0 || ftruncate(fd, SZ) != 0)
+        return 1;
+    raise(SIGKILL);
+    return 2;
+}
+
+/* Issue 19: a process killed inside shmds_region_create left a name that
+ * opened with -EAGAIN forever and could not be created again (-EEXIST). */
+START_TEST(test_region_create_replaces_abandoned_creation)
+{
+    const char *n = tu_name("aband");
+    int st = tu_wait(tu_fork(die_half_created, (void *)n), 10000);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    expect_open(n, -ENOENT);
+    shmds_region *r;
+    ck_assert_int_eq(shmds_region_create(n, SZ, NULL, &r), 0);
+    ck_assert_int_eq(shmds_root_set(r, "x", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+    ck_assert_int_eq(open_rc(n, SHMDS_RDONLY), 0);
+    /* A published region is never replaced. */
+    ck_assert_int_eq(shmds_region_create(n, SZ, NULL, &r), -EEXIST);
+}
+END_TEST
+
+#ifdef SHMDS_FAULT_INJECTION
+static const char *const create_points[] = {"region.create.after_open",
+                                            "region.create.after_truncate",
+                                            "region.create.before_publish"};
+
+static int create_killed(void *arg)
+{
+    setenv("SHMDS_FAULT", create_points[*(int *)arg], 1);
+    shmds_region *r;
+    shmds_region_create(last_name, SZ, NULL, &r);
+    return 3; /* not killed */
+}
+
+/* A real SIGKILL at each fault point of create; then open says -ENOENT at
+ * once, and a create (in this process) replaces the remains. */
+START_TEST(test_region_kill_in_create_then_create_again)
+{
+    int i = _i;
+    last_name = tu_name("kc");
+    int st = tu_wait(tu_fork(create_killed, &i), 10000);
+    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s: not killed",
+                  create_points[i]);
+    expect_open(last_name, -ENOENT);
+    shmds_region *r;
+    ck_assert_int_eq(shmds_region_create(last_name, SZ, NULL, &r), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+#endif
+
+/* Issue 19: a FIFO in /dev/shm made shmds_region_open block forever (the
+ * object was opened before its type was looked at). */
+static int open_fifo(void *arg)
+{
+    shmds_region *r;
+    int a = shmds_region_open(arg, SHMDS_RDONLY, &r);
+    int b = shmds_region_open(arg, 0, &r);
+    shmds_region *c;
+    int d = shmds_region_create(arg, SZ, NULL, &c);
+    return a == SHMDS_EFORMAT && b == SHMDS_EFORMAT && d == -EEXIST ? 0 : 1;
+}
+
+START_TEST(test_region_fifo_is_refused_not_waited_on)
+{
+    const char *n = tu_name("fifo");
+    char path[300];
+    snprintf(path, sizeof path, "/dev/shm%s", n);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    int st = tu_wait(tu_fork(open_fifo, (void *)n), 10000);
+    unlink(path);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "open of a FIFO hung or was accepted");
+}
+END_TEST
+
+START_TEST(test_region_lock_bound_is_capped)
+{
+    shmds_region *r;
+    const char *n = tu_name("cap");
+    shmds_region_opts o = {.lock_timeout_ms = SHMDS_LOCK_TIMEOUT_MAX_MS + 1};
+    ck_assert_int_eq(shmds_region_create(n, SZ, &o, &r), -EINVAL);
+    o.lock_timeout_ms = SHMDS_LOCK_TIMEOUT_MAX_MS;
+    ck_assert_int_eq(shmds_region_create(n, SZ, &o, &r), 0);
+    shmds_region_info info;
+    shmds_region_info_get(r, &info);
+    ck_assert_uint_eq(info.lock_timeout_ms, SHMDS_LOCK_TIMEOUT_MAX_MS);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+/* Exit status of a child whose access raised SIGBUS (its own handler, so
+ * that a sanitizer's handler does not turn the signal into a report). */
+#define GOT_SIGBUS 77
+
+static void on_sigbus(int sig)
+{
+    (void)sig;
+    _exit(GOT_SIGBUS);
+}
+
+static int touch_heap(void *arg)
+{
+    shmds_region *r = arg;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigbus;
+    sigaction(SIGBUS, &sa, NULL);
+    volatile unsigned char *p = (unsigned char *)shmds_region_base(r) + SHMDS_HEADER_SIZE + 64;
+    return *p == 0xa5 ? 0 : 1;
+}
+
+/* Issue 19: the object truncated under an attached process. What each call
+ * does is in region.h: the header page stays readable here, the walks of
+ * the heap see it (fstat) and say SHMDS_ECORRUPT, and a plain access past
+ * the new end is SIGBUS. */
+START_TEST(test_region_truncated_while_attached)
+{
+    shmds_region *r = make();
+    shmds_list *l;
+    ck_assert_int_eq(shmds_list_create(r, "l", &l), 0);
+    ck_assert_int_eq(shmds_list_push_back(l, "abc", 3), 0);
+    shmds_map *m;
+    ck_assert_int_eq(shmds_map_create(r, "m", NULL, &m), 0);
+    ck_assert_int_eq(shmds_map_put(m, "k", 1, "v", 1, 0, 0), 0);
+    truncate_object(last_name, SHMDS_HEADER_SIZE);
+    uint32_t type;
+    ck_assert_int_eq(shmds_root_get(r, "l", &type, NULL), 0);
+    ck_assert_int_eq(shmds_region_check(r), SHMDS_ECORRUPT);
+    shmds_alloc_stats st;
+    ck_assert_int_eq(shmds_alloc_stats_get(r, &st), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_list_foreach(l, touch_elem, NULL), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_map_foreach(m, touch_entry, NULL), SHMDS_ECORRUPT);
+    int ws = tu_wait(tu_fork(touch_heap, r), 10000);
+    ck_assert(WIFEXITED(ws) && WEXITSTATUS(ws) == GOT_SIGBUS);
+    shmds_list_close(l);
+    shmds_map_close(m);
+    ck_assert_int_eq(shmds_region_close(r), 0);
 }
 END_TEST
 
@@ -631,7 +831,7 @@ static int die_in_destroy(void *p)
     uint32_t type;
     shmds_off_t off, *slot;
     if (shmds_root_get(a->r, a->name, &type, &off) != 0 ||
-        shmds__root_unpublish(a->r, a->name, type, off, &slot) != 0)
+        shmds__root_unpublish(a->r, type, off, &slot) != 0)
         return 2;
     raise(SIGKILL);
     return 3;
@@ -718,23 +918,104 @@ START_TEST(test_region_live_pending_name_is_left_alone)
 }
 END_TEST
 
+/* ---- checks and reclaims beside live creates and destroys ----
+ * A pending entry whose owner is alive is a create or destroy in progress,
+ * not damage: a check or reclaim run beside one leaves it alone and reports
+ * the region healthy, and an object destroyed between the directory
+ * snapshot and its own check is skipped, never followed into freed memory. */
+
+struct churn {
+    shmds_region *r;
+    uint32_t *stop;   /* anonymous shared memory: set when the checker is done */
+    uint32_t *cycles; /* create+destroy cycles the churner finished */
+    tu_chan started;  /* the churner's first cycle is done */
+};
+
+/* Create and destroy a list, a map and a queue under rotating names until
+ * told to stop; any error exits 2 + the kind. */
+static int churner(void *p)
+{
+    struct churn *c = p;
+    char name[32];
+    for (uint32_t i = 0; !__atomic_load_n(c->stop, __ATOMIC_ACQUIRE); i++) {
+        for (int k = 0; k < K_N; k++) {
+            snprintf(name, sizeof name, "%s%u", k_tag[k], i % 4);
+            int rc = k_create(c->r, k, name);
+            if (rc == 0)
+                rc = k_destroy(c->r, k, name);
+            if (rc != 0) {
+                fprintf(stderr, "churner %s: %s\n", name, shmds_errname(rc));
+                return 2 + k;
+            }
+        }
+        __atomic_store_n(c->cycles, i + 1, __ATOMIC_RELEASE);
+        if (i == 0)
+            tu_send(&c->started, "s", 1);
+    }
+    return 0;
+}
+
+/* Check and reclaim the region again and again; exit 0 when every call
+ * returned 0. */
+static int checker(void *p)
+{
+    struct churn *c = p;
+    char b;
+    if (tu_recv(&c->started, &b, 1) != 1)
+        return 9;
+    for (int i = 0; i < 400; i++) {
+        int rc = shmds_region_check(c->r);
+        int rc2 = shmds_region_reclaim(c->r);
+        if (rc != 0 || rc2 != 0) {
+            fprintf(stderr, "pass %d: check %s, reclaim %s\n", i, shmds_errname(rc),
+                    shmds_errname(rc2));
+            return 2;
+        }
+    }
+    return 0;
+}
+
+START_TEST(test_region_check_beside_live_creates_and_destroys)
+{
+    shmds_region *r = make();
+    uint32_t *shared = tu_shared_alloc(64);
+    struct churn c = {r, &shared[0], &shared[1], {-1, -1}};
+    tu_chan_open(&c.started);
+    pid_t churn = tu_fork(churner, &c);
+    pid_t check = tu_fork(checker, &c);
+    int cst = tu_wait(check, 100000);
+    __atomic_store_n(c.stop, 1, __ATOMIC_RELEASE);
+    int wst = tu_wait(churn, 100000);
+    tu_chan_close(&c.started);
+    ck_assert_msg(WIFEXITED(cst) && WEXITSTATUS(cst) == 0, "checker status %#x", cst);
+    ck_assert_msg(WIFEXITED(wst) && WEXITSTATUS(wst) == 0, "churner status %#x", wst);
+    ck_assert_uint_gt(__atomic_load_n(c.cycles, __ATOMIC_ACQUIRE), 0);
+    /* Both gone: the region is healthy and every object was destroyed. */
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    shmds_region_info info;
+    ck_assert_int_eq(shmds_region_info_get(r, &info), 0);
+    ck_assert_uint_eq(info.roots, 0);
+    shmds_region_close(r);
+}
+END_TEST
+
 #ifdef SHMDS_FAULT_INJECTION
 /* Every fault point of a create and a destroy, and the repair points the
  * reclaim passes (hit by a second child that reclaims and is killed too). */
 static const char *const k_points[K_N][10] = {
-    {"list.create.reserved", "list.create.allocated", "list.create.before_register",
-     "list.destroy.unregistered", "list.destroy.marked", "list.destroy.emptied",
-     "list.destroy.freed", NULL},
-    {"map.create.reserved", "map.create.table", "map.create.before_register",
-     "map.destroy.unregistered", "map.destroy.scratch", "map.destroy.unlinked",
-     "map.destroy.unmarked", "map.destroy.freed", NULL},
-    {"queue.create.reserved", "queue.create.after_alloc", "queue.create.before_register",
-     "queue.destroy.after_unregister", "queue.destroy.freed", NULL},
+    {"list.destroy.marked", "list.destroy.emptied", NULL},
+    {"map.create.table", "map.destroy.scratch", "map.destroy.unlinked", "map.destroy.unmarked",
+     NULL},
+    {NULL},
 };
+/* The object layer's points (every kind passes them) and the layers'
+ * below. */
 static const char *const common_points[] = {
-    "region.root_set.before_publish", "region.root_drop.after_free", "alloc.alloc.zeroed",
-    "alloc.commit.sealed", "alloc.commit.store", NULL};
-static const char *const reclaim_points[] = {"check.reclaim.reached", "check.reclaim.freed",
+    "object.create.reserved", "object.create.allocated", "object.create.before_publish",
+    "object.destroy.unpublished", "object.destroy.freed", "region.root_set.before_publish",
+    "region.root_drop.after_free", "alloc.alloc.zeroed", "alloc.commit.sealed",
+    "alloc.commit.store", NULL};
+static const char *const reclaim_points[] = {"object.reclaim.reached", "object.reclaim.freed",
                                              "region.root_drop.after_free", NULL};
 
 static const char *fault_point;
@@ -833,6 +1114,7 @@ int main(void)
     TCase *core = tcase_create("core");
     tcase_set_timeout(core, 120);
     tcase_add_test(core, test_region_create_reports_itself);
+    tcase_add_test(core, test_region_create_sizes_that_overflow_are_refused);
     tcase_add_test(core, test_region_two_mappings_share_data);
     tcase_add_test(core, test_region_directory_set_get_del);
     suite_add_tcase(s, core);
@@ -861,6 +1143,9 @@ int main(void)
     tcase_add_test(corrupt, test_region_forged_geometry_is_ecorrupt);
     tcase_add_test(corrupt, test_region_truncated_is_ecorrupt_not_sigbus);
     tcase_add_test(corrupt, test_region_unfinished_is_eagain);
+    tcase_add_test(corrupt, test_region_fifo_is_refused_not_waited_on);
+    tcase_add_test(corrupt, test_region_lock_bound_is_capped);
+    tcase_add_test(corrupt, test_region_truncated_while_attached);
     tcase_add_test(corrupt, test_region_damaged_directory_is_ecorrupt);
     suite_add_tcase(s, corrupt);
 
@@ -877,8 +1162,11 @@ int main(void)
     tcase_add_test(crash, test_region_reclaim_after_kill_in_destroy);
     tcase_add_test(crash, test_region_create_over_dead_pending_name_reclaims);
     tcase_add_test(crash, test_region_live_pending_name_is_left_alone);
+    tcase_add_test(crash, test_region_create_replaces_abandoned_creation);
+    tcase_add_test(crash, test_region_check_beside_live_creates_and_destroys);
 #ifdef SHMDS_FAULT_INJECTION
     tcase_add_test(crash, test_region_kill_at_every_lifecycle_point_leaks_nothing);
+    tcase_add_loop_test(crash, test_region_kill_in_create_then_create_again, 0, 3);
 #endif
     suite_add_tcase(s, crash);
 

@@ -95,7 +95,9 @@ static int visit_root(const char *name, uint32_t type, shmds_off_t off, void *ar
     return 0;
 }
 
-img_result img_exercise(const void *data, size_t len)
+/* Attach with `flags` (0 or SHMDS_RDONLY) and run every call that the
+ * attach allows. */
+static img_result exercise(const void *data, size_t len, unsigned flags)
 {
     img_result res = {0, 0, 0};
     /* Own, aligned, writable memory: the library may repair what it finds. */
@@ -105,12 +107,27 @@ img_result img_exercise(const void *data, size_t len)
         abort();
     memcpy(buf, data, len);
     shmds_region *r = NULL;
-    res.open_rc = shmds__region_attach_mem(buf, len, 0, &r);
+    /* A writable pass first runs as a read-only process that attaches
+     * before anyone repaired anything: lock-free reads only, over whatever
+     * state a dead writer left (a map's growth half published, a stripe
+     * mid-change). */
+    if (flags == 0 && shmds__region_attach_mem(buf, len, SHMDS_RDONLY, &r) == 0) {
+        r->lock_timeout_ms = IMG_LOCK_TIMEOUT_MS;
+        struct walk w = {r, 0};
+        (void)shmds_root_foreach(r, visit_root, &w);
+        if (shmds_region_close(r) != 0)
+            abort();
+        r = NULL;
+    }
+    res.open_rc = shmds__region_attach_mem(buf, len, flags, &r);
     if (res.open_rc == 0) {
         r->lock_timeout_ms = IMG_LOCK_TIMEOUT_MS;
         res.check_rc = shmds_region_check(r);
         shmds_region_info info;
         (void)shmds_region_info_get(r, &info);
+        shmds_mutex_info mi;
+        (void)shmds_region_lock_info(r, SHMDS_LOCK_DIRECTORY, &mi);
+        (void)shmds_region_lock_info(r, SHMDS_LOCK_ALLOCATOR, &mi);
         shmds_alloc_stats st;
         (void)shmds_alloc_stats_get(r, &st);
         struct walk w = {r, 0};
@@ -121,4 +138,14 @@ img_result img_exercise(const void *data, size_t len)
     }
     free(buf);
     return res;
+}
+
+img_result img_exercise(const void *data, size_t len)
+{
+    return exercise(data, len, 0);
+}
+
+img_result img_exercise_readonly(const void *data, size_t len)
+{
+    return exercise(data, len, SHMDS_RDONLY);
 }

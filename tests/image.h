@@ -1,8 +1,10 @@
 /* Region images in ordinary memory: what the hostile-image tests and the
  * fuzzer feed to the library. img_exercise() attaches to an image with
- * shmds__region_attach_mem and runs every read-side operation on it: the
- * whole-region check, the directory, and each named object the library
- * knows. Whatever the bytes, it must return; a crash, a hang or a sanitizer
+ * shmds__region_attach_mem, read-only first (the lock-free reads of a
+ * process that comes before any repair: a map's growth half published, a
+ * stripe mid-change), then writable, and runs every read-side operation on
+ * it: the whole-region check, the directory, and each named object the
+ * library knows (map gets and foreach walks, what `shmds dump` runs). Whatever the bytes, it must return; a crash, a hang or a sanitizer
  * report is a library bug. */
 #ifndef SHMDS_TEST_IMAGE_H
 #define SHMDS_TEST_IMAGE_H
@@ -21,5 +23,8 @@ typedef struct img_result {
 
 /* Copy `len` bytes into aligned memory of their own and exercise them. */
 img_result img_exercise(const void *data, size_t len);
+/* The same through a read-only attach: what the `shmds` tool's views
+ * (ls, info, dump, stat, check) call, with no lock taken. */
+img_result img_exercise_readonly(const void *data, size_t len);
 
 #endif

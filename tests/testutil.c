@@ -4,6 +4,7 @@
 #include <check.h>
 #include <errno.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,10 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+const size_t tu_huge_sizes[TU_HUGE_SIZES] = {SIZE_MAX,         SIZE_MAX - 15, SIZE_MAX - 47,
+                                             SIZE_MAX - 63,    SIZE_MAX / 2,  SIZE_MAX / 2 + 1,
+                                             UINT32_MAX,       (size_t)UINT32_MAX + 1};
 
 #define MAX_NAMES 256
 static char names[MAX_NAMES][64];

@@ -42,4 +42,10 @@ void *tu_shared_alloc(size_t len);
 /* Directory of the test programs (for exec'ing helpers). */
 const char *tu_builddir(void);
 
+/* Sizes near the ends of size_t and of 32 bits (SIZE_MAX, SIZE_MAX - 15,
+ * - 47, - 63, SIZE_MAX / 2, SIZE_MAX / 2 + 1, UINT32_MAX, UINT32_MAX + 1):
+ * what a caller's size arithmetic gone wrong hands the library. */
+#define TU_HUGE_SIZES 8
+extern const size_t tu_huge_sizes[TU_HUGE_SIZES];
+
 #endif

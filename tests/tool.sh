@@ -5,7 +5,9 @@ tool="$top_builddir/tools/shmds"
 ex="$top_builddir/examples"
 name="/shmds-tool-$$"
 fail=0
-trap '"$tool" rm "$name" 2>/dev/null' EXIT
+fifo="/dev/shm/shmds-tool-fifo-$$"
+half="/shmds-tool-half-$$"
+trap '"$tool" rm "$name" "$half" 2>/dev/null; rm -f "$fifo"' EXIT
 
 expect() { # expect WHAT STATUS PATTERN COMMAND...
     what=$1 want=$2 pat=$3; shift 3
@@ -68,6 +70,37 @@ expect "check with every kind of object" 0 "healthy" "$tool" check "$name"
 expect "dump a missing object" 1 "ENOENT" "$tool" dump "$name" nosuch
 expect "dump a user object" 1 "SHMDS_ETYPE" "$tool" dump "$name" jobs
 expect "check healthy" 0 "healthy" "$tool" check "$name"
+# Issue 19: a FIFO in /dev/shm made ls and info block for ever.
+mkfifo "$fifo" || { echo "FAIL: mkfifo"; fail=1; }
+expect "ls is not held up by a FIFO" 0 "NAME" timeout 20 "$tool" ls
+expect "info refuses a FIFO at once" 1 "SHMDS_EFORMAT" timeout 20 "$tool" info "/${fifo##*/}"
+rm -f "$fifo"
+# Issue 19: the operator's tool refuses another user's region by default.
+if [ "$(id -u)" -eq 0 ]; then
+    chown 65534 "/dev/shm$name"
+    expect "another user's region is refused" 1 "EPERM" "$tool" info "$name"
+    expect "check refuses it too" 1 "EPERM" "$tool" check "$name"
+    expect "ls says whose it is" 0 "another user's" "$tool" ls
+    expect "--any-owner reads it" 0 "objects" "$tool" --any-owner info "$name"
+    chown 0 "/dev/shm$name"
+else
+    echo "skip: another user's region (needs root to chown)"
+fi
+expect "check --repair" 0 "healthy" "$tool" check "$name" --repair
+# Issue 19: a creation abandoned by a dead creator (the format words
+# stamped, no magic, nobody holding the creation lock) is named as such.
+# Bytes 8-11: the format version (SHMDS_FORMAT_VERSION, 2).
+printf '\000\000\000\000\000\000\000\000\002\000\000\000\000\020\000\000' |
+    dd of="/dev/shm$half" bs=16 count=1 2>/dev/null
+truncate -s 65536 "/dev/shm$half"
+expect "ls flags an abandoned creation" 0 "abandoned creation" "$tool" ls
+"$tool" rm "$half"
+# Issue 19: an object truncated under the tool is an error, not SIGBUS.
+"$ex/create" "$half" 1m >/dev/null && "$top_builddir/tests/peer" mkmap "$half" m k v ||
+    { echo "FAIL: create $half"; fail=1; }
+truncate -s 8192 "/dev/shm$half"
+expect "dump of a truncated region" 1 "SHMDS_ECORRUPT" "$tool" dump "$half" m
+"$tool" rm "$half"
 # Damage the header checksum the way a stray writer would.
 printf '\001' | dd of="/dev/shm${name}" bs=1 seek=56 conv=notrunc 2>/dev/null
 expect "check damaged" 1 "SHMDS_ECORRUPT" "$tool" check "$name"

@@ -3,7 +3,7 @@
  *
  *   shmds ls                 every shmds region in /dev/shm
  *   shmds info NAME          header, locks, heap and named objects
- *   shmds check NAME         verify everything; exit 0 healthy, 1 not
+ *   shmds check NAME [--repair]  verify everything; exit 0 healthy, 1 not
  *   shmds dump NAME OBJECT [--json]   a list's elements or a map's entries
  *   shmds stat NAME OBJECT   an object's statistics
  *   shmds get|put|del|ttl NAME MAP KEY [...]   one key of a map
@@ -20,14 +20,23 @@
  *   shmds rm NAME...         remove region names
  *
  * Everything here goes through the public API, as any user program would.
- * `info` and `ls` attach read-only and take no lock, so they work on a region
- * whose lock holder is stuck; `check` attaches read-write when it may, so
- * that taking each lock runs any pending repair first.
+ *
+ * The tool is what an operator (often root) points at regions other users
+ * made, so it is where a hostile region would attack first (README, "Threat
+ * model"). Hence: every view (`ls`, `info`, `dump`, `stat`, `check`)
+ * attaches read-only, takes no lock and so never waits on one (nor runs a
+ * repair); only `check --repair` attaches read-write, to run pending
+ * repairs and reclaim orphans. A region owned by another user is refused
+ * unless --any-owner is given. An object truncated while the tool reads it
+ * ends the command with an error (SIGBUS is caught), not a crash.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +49,15 @@
 #define SHM_DIR "/dev/shm"
 
 static const char *prog = "shmds";
+static bool any_owner; /* --any-owner: attach regions other users own */
+
+/* Attach read-only (or read-write for `check --repair`), refusing another
+ * user's region unless --any-owner was given. */
+static int attach(const char *name, bool writable, shmds_region **r)
+{
+    unsigned flags = (writable ? 0u : (unsigned)SHMDS_RDONLY) | (any_owner ? 0u : (unsigned)SHMDS_SAME_UID);
+    return shmds_region_open(name, flags, r);
+}
 
 static int complain(const char *what, int rc)
 {
@@ -78,20 +96,31 @@ static void human_size(uint64_t n, char *buf, size_t len)
 
 /* ---- ls ---- */
 
-/* True when the object /dev/shm/NAME starts with the region signature. */
+/* What /dev/shm/NAME looks like: 1 a region (its signature), 2 an
+ * unpublished one (the format words a creator stamps first, no magic yet),
+ * 0 something else, -1 unreadable. Opened without blocking and without
+ * following links: anyone can put a FIFO there. */
 static int looks_like_region(const char *file)
 {
-    char path[512], sig[8];
+    char path[512];
+    unsigned char head[16];
     snprintf(path, sizeof path, SHM_DIR "/%s", file);
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return errno == EACCES ? -1 : 0;
     struct stat st;
-    int yes = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= (off_t)SHMDS_HEADER_SIZE &&
-              pread(fd, sig, sizeof sig, 0) == (ssize_t)sizeof sig &&
-              memcmp(sig, SHMDS_REGION_SIGNATURE, sizeof sig) == 0;
+    int kind = 0;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        pread(fd, head, sizeof head, 0) == (ssize_t)sizeof head) {
+        const uint32_t stamp[2] = {SHMDS_FORMAT_VERSION, (uint32_t)SHMDS_HEADER_SIZE};
+        static const unsigned char zero[8];
+        if (memcmp(head, SHMDS_REGION_SIGNATURE, 8) == 0)
+            kind = 1;
+        else if (memcmp(head, zero, 8) == 0 && memcmp(head + 8, stamp, sizeof stamp) == 0)
+            kind = 2;
+    }
     close(fd);
-    return yes;
+    return kind;
 }
 
 static int cmd_ls(int argc, char **argv)
@@ -106,15 +135,23 @@ static int cmd_ls(int argc, char **argv)
     struct dirent *e;
     int found = 0;
     while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.' || looks_like_region(e->d_name) == 0)
+        int kind;
+        if (e->d_name[0] == '.' || (kind = looks_like_region(e->d_name)) == 0)
             continue;
         char name[SHMDS_NAME_MAX + 2];
         snprintf(name, sizeof name, "/%s", e->d_name);
         shmds_region *r;
-        int rc = shmds_region_open(name, SHMDS_RDONLY, &r);
+        int rc = attach(name, false, &r);
         found++;
+        if (rc == -EPERM)
+            printf("%-32s (another user's: --any-owner to read it)\n", name);
+        else if (kind == 2 && rc == -ENOENT)
+            printf("%-32s (abandoned creation: its creator died; create it again or rm)\n", name);
+        else if (kind == 2 && rc == -EAGAIN)
+            printf("%-32s (being created)\n", name);
         if (rc != 0) {
-            printf("%-32s (%s)\n", name, shmds_errname(rc));
+            if (rc != -EPERM && !(kind == 2 && (rc == -ENOENT || rc == -EAGAIN)))
+                printf("%-32s (%s)\n", name, shmds_errname(rc));
             continue;
         }
         shmds_region_info info;
@@ -200,7 +237,7 @@ static int cmd_info(int argc, char **argv)
     if (argc != 2)
         return -1;
     shmds_region *r;
-    int rc = shmds_region_open(argv[1], SHMDS_RDONLY, &r);
+    int rc = attach(argv[1], false, &r);
     if (rc != 0)
         return complain(argv[1], rc);
     shmds_region_info info;
@@ -248,40 +285,33 @@ static int cmd_info(int argc, char **argv)
 
 static int cmd_check(int argc, char **argv)
 {
-    if (argc != 2)
+    bool repair = argc == 3 && strcmp(argv[2], "--repair") == 0;
+    if (argc != 2 && !repair)
         return -1;
+    /* Read-only, the default, verifies without changing anything (and
+     * skips what needs a lock, such as a map's locked walk); --repair
+     * attaches read-write so that each lock runs a pending repair and
+     * orphans of dead creates are reclaimed. */
     shmds_region *r;
-    int rc = shmds_region_open(argv[1], 0, &r);
-    if (rc == -EACCES)
-        rc = shmds_region_open(argv[1], SHMDS_RDONLY, &r);
+    int rc = attach(argv[1], repair, &r);
     if (rc != 0)
         return complain(argv[1], rc);
     rc = shmds_region_check(r);
     shmds_region_close(r);
     if (rc != 0)
         return complain(argv[1], rc);
-    printf("%s: healthy\n", argv[1]);
+    printf("%s: healthy%s\n", argv[1], repair ? "" : " (read-only check)");
     return 0;
 }
 
 /* ---- dump and stat ---- */
 
-/* Open for reading: read-write when permitted (so a pending repair can run),
- * read-only otherwise. */
-static int open_for_reading(const char *name, shmds_region **r)
-{
-    int rc = shmds_region_open(name, 0, r);
-    if (rc == -EACCES)
-        rc = shmds_region_open(name, SHMDS_RDONLY, r);
-    return rc;
-}
-
-/* Open region `name` for reading and look `object` up in its directory.
+/* Attach region `name` read-only and look `object` up in its directory.
  * *r is NULL when the region itself could not be opened; otherwise the
  * caller closes it, whatever the lookup returned. */
 static int open_object(const char *name, const char *object, shmds_region **r, uint32_t *type)
 {
-    int rc = open_for_reading(name, r);
+    int rc = attach(name, false, r);
     if (rc != 0) {
         *r = NULL;
         return rc;
@@ -470,8 +500,9 @@ static int cmd_stat(int argc, char **argv)
             if ((rc = shmds_map_stats_get(m, &st)) == 0) {
                 uint64_t gets = st.hits + st.misses;
                 printf("map %s\n", argv[2]);
-                printf("  entries      %" PRIu64 " in %" PRIu64 " buckets\n", st.entries,
-                       st.buckets);
+                printf("  entries      %" PRIu64 " in %" PRIu64
+                       " buckets (expired ones not reaped yet included)\n",
+                       st.entries, st.buckets);
                 printf("  memory       %" PRIu64 " bytes\n", st.mem_used);
                 printf("  hits         %" PRIu64 " (%.1f%% of %" PRIu64 " gets)\n", st.hits,
                        gets ? 100.0 * (double)st.hits / (double)gets : 0.0, gets);
@@ -509,11 +540,11 @@ static int cmd_stat(int argc, char **argv)
 
 /* ---- one key of a map: get, put, del, ttl ---- */
 
-/* Open map `mapname` of region `name`, writable or for reading. */
+/* Open map `mapname` of region `name`, writable or read-only. */
 static int open_map(const char *name, const char *mapname, int write, shmds_region **r,
                     shmds_map **m)
 {
-    int rc = write ? shmds_region_open(name, 0, r) : open_for_reading(name, r);
+    int rc = attach(name, write, r);
     if (rc != 0) {
         *r = NULL;
         return complain(name, rc);
@@ -545,6 +576,13 @@ static int cmd_get(int argc, char **argv)
     shmds_map_entry_info info;
     size_t vl = 0;
     int rc = shmds_map_get_ex(m, key, strlen(key), NULL, 0, &vl, 0, &info);
+    if (rc == SHMDS_ERDONLY) {
+        /* An evicting map's get marks the entry used: attach writable. */
+        close_map(r, m);
+        if (open_map(argv[1], argv[2], 1, &r, &m) != 0)
+            return 1;
+        rc = shmds_map_get_ex(m, key, strlen(key), NULL, 0, &vl, 0, &info);
+    }
     void *buf = rc == 0 ? malloc(vl ? vl : 1) : NULL;
     if (rc == 0 && buf == NULL)
         rc = -ENOMEM;
@@ -673,7 +711,7 @@ static const struct command {
 } commands[] = {
     {"ls", cmd_ls, "", "list the shmds regions in " SHM_DIR},
     {"info", cmd_info, "NAME", "header, locks and named objects of a region"},
-    {"check", cmd_check, "NAME", "verify a region; exit 0 when healthy, 1 when not"},
+    {"check", cmd_check, "NAME [--repair]", "verify a region; exit 0 when healthy, 1 when not"},
     {"dump", cmd_dump, "NAME OBJECT [--json]", "a list's elements or a map's entries"},
     {"stat", cmd_stat, "NAME OBJECT", "an object's statistics"},
     {"get", cmd_get, "NAME MAP KEY", "a key's value, version, TTL and flags"},
@@ -687,15 +725,58 @@ static const struct command {
 
 static int usage(FILE *f)
 {
-    fprintf(f, "usage: %s COMMAND [ARGS]\n\ncommands:\n", prog);
+    fprintf(f, "usage: %s [--any-owner] COMMAND [ARGS]\n\ncommands:\n", prog);
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-6s %-21s %s\n", commands[i].name, commands[i].args, commands[i].help);
-    fprintf(f, "\nNAME is a region name with its leading '/', e.g. /myapp.\n");
+    fprintf(f, "\nNAME is a region name with its leading '/', e.g. /myapp.\n"
+               "\nSafety: every view attaches read-only and takes no lock (it never waits on\n"
+               "a stuck holder, never repairs); `check --repair` attaches read-write to run\n"
+               "pending repairs. Regions owned by another user are refused unless\n"
+               "--any-owner is given: a region's bytes are whatever its writers put there.\n");
     return 2;
+}
+
+/* An object truncated while this process reads it: SIGBUS on the first
+ * access past its new end. The views hold no lock, so leaving the command
+ * from the handler is safe. */
+static sigjmp_buf bus_jump;
+
+static void on_sigbus(int sig)
+{
+    (void)sig;
+    siglongjmp(bus_jump, 1);
+}
+
+/* Run one command with SIGBUS turned into an error. */
+static int run(const struct command *c, int argc, char **argv)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigbus;
+    sigemptyset(&sa.sa_mask);
+    if (sigsetjmp(bus_jump, 1) != 0) {
+        fflush(stdout);
+        fprintf(stderr, "%s: %s: the region's object was truncated while being read\n", prog,
+                argc > 1 ? argv[1] : c->name);
+        return 1;
+    }
+    sigaction(SIGBUS, &sa, NULL);
+    int rc = c->run(argc, argv);
+    if (rc < 0) {
+        fprintf(stderr, "usage: %s %s %s\n", prog, c->name, c->args);
+        return 2;
+    }
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "--any-owner") == 0) {
+        any_owner = true;
+        argv[1] = argv[0];
+        argc--;
+        argv++;
+    }
     if (argc < 2)
         return usage(stderr);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
@@ -707,16 +788,9 @@ int main(int argc, char **argv)
         printf("shmds %s (region format %d)\n", shmds_version_string(), SHMDS_FORMAT_VERSION);
         return 0;
     }
-    for (size_t i = 0; i < N_COMMANDS; i++) {
-        if (strcmp(argv[1], commands[i].name) == 0) {
-            int rc = commands[i].run(argc - 1, argv + 1);
-            if (rc < 0) {
-                fprintf(stderr, "usage: %s %s %s\n", prog, commands[i].name, commands[i].args);
-                return 2;
-            }
-            return rc;
-        }
-    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(argv[1], commands[i].name) == 0)
+            return run(&commands[i], argc - 1, argv + 1);
     fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[1]);
     return usage(stderr);
 }

@@ -37,6 +37,16 @@ typedef uint64_t shmds_off_t;
 /** The null offset. Offset 0 is the region header, never an allocation. */
 #define SHMDS_NULL ((shmds_off_t)0)
 
+/*
+ * Conventions every module follows (one policy, so no call needs its own
+ * note): a NULL handle (region, list, map, queue) or a NULL required
+ * output pointer gives -EINVAL and changes nothing; the close functions
+ * accept NULL and do nothing; accessors without an error channel
+ * (shmds_region_base, shmds_region_size, shmds_usable_size) return NULL
+ * or 0 for a NULL handle. Names of objects in a region are 1 to
+ * SHMDS_ROOT_NAME_MAX bytes.
+ */
+
 SHMDS_END_DECLS
 
 #endif

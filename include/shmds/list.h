@@ -91,8 +91,9 @@ typedef struct shmds_list shmds_list;
  * If the process dies inside this call, the name is either free or names a
  * complete list, and nothing leaks: until the list is complete its name is
  * held by a pending directory entry that reaches its block, which
- * shmds_region_reclaim() (run by shmds_region_check() and by a create of the
- * same name) frees.
+ * shmds_region_reclaim() (run by shmds_region_check()) frees; a create of the
+ * same name finishes a dead creator's list of that name itself (a pending
+ * name of another type stays -EEXIST until a reclaim).
  *
  * @param r    a region opened read-write.
  * @param name 1 to SHMDS_ROOT_NAME_MAX bytes.
@@ -138,7 +139,9 @@ SHMDS_API int shmds_list_destroy(shmds_list *l);
  * Cost: O(1) plus one allocation of len + 32 bytes.
  * @param data may be NULL only when @p len is 0.
  * @return 0 (the element is in the list, even if this process dies right
- *         after); -EINVAL; -ENOMEM the heap is full; SHMDS_ERDONLY;
+ *         after); -EINVAL; -ENOMEM the heap is full (also for any @p len
+ *         larger than the heap, up to SIZE_MAX: no overflow; nothing is
+ *         read or changed); SHMDS_ERDONLY;
  *         -EIDRM the list is being destroyed; -ETIMEDOUT; -EDEADLK called
  *         from inside shmds_list_foreach() on the same list;
  *         SHMDS_ENOTRECOVERABLE; SHMDS_ECORRUPT.
@@ -171,6 +174,9 @@ SHMDS_API int shmds_list_pop_back(shmds_list *l, void *buf, size_t cap, size_t *
  */
 SHMDS_API int shmds_list_len(shmds_list *l, size_t *len);
 
+/** The callback of shmds_list_foreach(): one element's bytes; non-zero stops the walk. */
+typedef int shmds_list_foreach_fn(const void *data, size_t len, void *arg);
+
 /**
  * Call @p fn(data, len, arg) for every element from head to tail. A non-zero
  * return from @p fn stops the walk and is returned.
@@ -188,8 +194,7 @@ SHMDS_API int shmds_list_len(shmds_list *l, size_t *len);
  *         mid-change and no read-write process has repaired the list yet);
  *         SHMDS_ENOTRECOVERABLE; SHMDS_ECORRUPT.
  */
-SHMDS_API int shmds_list_foreach(shmds_list *l,
-                                 int (*fn)(const void *data, size_t len, void *arg), void *arg);
+SHMDS_API int shmds_list_foreach(shmds_list *l, shmds_list_foreach_fn *fn, void *arg);
 
 /**
  * Verify the list: its header, every node offset in bounds and inside a live
@@ -271,6 +276,9 @@ SHMDS_API int shmds_link_prev(shmds_region *r, shmds_off_t node, shmds_off_t *ou
  */
 SHMDS_API int shmds_link_empty(shmds_region *r, shmds_off_t head);
 
+/** The callback of shmds_link_foreach(): one node; non-zero stops the walk. */
+typedef int shmds_link_foreach_fn(shmds_region *r, shmds_off_t node, void *arg);
+
 /**
  * Call @p fn(r, node, arg) for each node of the list at @p head, front to
  * back. The next node is read before @p fn runs, so @p fn may remove (and
@@ -280,8 +288,7 @@ SHMDS_API int shmds_link_empty(shmds_region *r, shmds_off_t head);
  * SHMDS_ECORRUPT. Works in read-only regions. O(length).
  * @return 0; @p fn's value; -EINVAL; SHMDS_ECORRUPT.
  */
-SHMDS_API int shmds_link_foreach(shmds_region *r, shmds_off_t head,
-                                 int (*fn)(shmds_region *r, shmds_off_t node, void *arg),
+SHMDS_API int shmds_link_foreach(shmds_region *r, shmds_off_t head, shmds_link_foreach_fn *fn,
                                  void *arg);
 
 SHMDS_END_DECLS

@@ -27,6 +27,33 @@
  *    (shmds_region_close refuses with -EBUSY while the calling thread holds
  *    a lock inside the region).
  *
+ * Damaged words. glibc trusts the state it keeps inside a pthread mutex and
+ * a sem_t (a garbage mutex kind reaches an assertion that aborts the
+ * process; a garbage semaphore flags word turns sem_post's wake into a
+ * wait without bound). Every lock, try-lock, unlock, post and wait first
+ * checks those words against what shmds_mutex_init / shmds_sem_init wrote
+ * and returns SHMDS_ECORRUPT on a mismatch; the structure checks
+ * (shmds_region_check) look at them too. A wait "without bound" (-1) is a
+ * chain of one-second waits, each after that check, never one untimed
+ * futex wait on shared memory.
+ *
+ * Threat model. The checks above defend against damage: stray writes, a
+ * crash mid-write, garbage. They cannot defend against a process that has
+ * write access to the region and acts against the others at the moment
+ * they lock: a robust mutex holds, while locked, the links of its owner's
+ * robust list (raw pointers into the owner's private memory, the thread's
+ * TLS among them, so they also reveal where it is), and glibc's unlock
+ * writes through them. A co-tenant that rewrites them between a lock and
+ * its unlock turns that unlock into a write of its choosing into the
+ * unlocking process. The library does not try to validate those links
+ * against a record of its own: the list also links the application's own
+ * robust mutexes, which the library does not see, so such a record would
+ * be wrong exactly when the application uses robust mutexes of its own,
+ * and a check followed by glibc's read would still race with the writer.
+ * So: give write access to a region only to processes you trust with your
+ * memory (regions are 0600 by default); a read-only attach takes no lock
+ * and is not exposed to this.
+ *
  * Both types are complete so that they can be embedded in shared structs;
  * treat their fields as private.
  */
@@ -100,6 +127,8 @@ SHMDS_API int shmds_mutex_destroy(shmds_mutex *m);
  *         -EDEADLK the calling thread already holds it;
  *         SHMDS_ENOTRECOVERABLE a repair failed, now or earlier: the mutex
  *         and the data it guards are fenced off for good;
+ *         SHMDS_ECORRUPT the mutex's own words are damaged (checked before
+ *         the lock and during a wait without bound);
  *         -EINVAL @p timeout_ms below -1.
  */
 SHMDS_API int shmds_mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *repair,
@@ -107,7 +136,10 @@ SHMDS_API int shmds_mutex_lock(shmds_mutex *m, int timeout_ms, shmds_repair_fn *
 
 /**
  * Unlock a mutex the calling thread holds.
- * @return 0, or -EPERM when the calling thread does not hold it.
+ * @return 0; -EPERM when the calling thread does not hold it;
+ *         SHMDS_ECORRUPT its words were damaged while it was held: it is
+ *         left locked (other processes' bounded waits end, and the kernel
+ *         hands it on when this thread exits).
  */
 SHMDS_API int shmds_mutex_unlock(shmds_mutex *m);
 
@@ -144,7 +176,8 @@ SHMDS_API int shmds_sem_destroy(shmds_sem *s);
  * Take one count, waiting for it.
  * @param timeout_ms -1 without bound, 0 never waits, >0 at most that long.
  * @return 0 taken; -EAGAIN @p timeout_ms was 0 and the count is zero;
- *         -ETIMEDOUT the wait passed @p timeout_ms; -EINVAL bad timeout.
+ *         -ETIMEDOUT the wait passed @p timeout_ms; -EINVAL bad timeout;
+ *         SHMDS_ECORRUPT the semaphore's words are damaged.
  *         Signals do not end the wait early.
  */
 SHMDS_API int shmds_sem_wait(shmds_sem *s, int timeout_ms);
@@ -152,7 +185,8 @@ SHMDS_API int shmds_sem_wait(shmds_sem *s, int timeout_ms);
 /**
  * Add one count, waking one waiter.
  * @return 0, or -EOVERFLOW when the count is at SEM_VALUE_MAX (harmless for
- *         a doorbell: a sleeper is already due to wake).
+ *         a doorbell: a sleeper is already due to wake); SHMDS_ECORRUPT
+ *         the semaphore's words are damaged (nothing posted).
  */
 SHMDS_API int shmds_sem_post(shmds_sem *s);
 

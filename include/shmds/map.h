@@ -193,8 +193,9 @@ typedef struct shmds_map_stats {
  * If the process dies inside this call, the name is either free or names a
  * complete map, and nothing leaks: an unfinished map's blocks stay
  * reachable from its name's pending directory entry, and
- * shmds_region_reclaim() (run by shmds_region_check() and by a create of
- * the same name) frees them.
+ * shmds_region_reclaim() (run by shmds_region_check()) frees them; a
+ * create of the same name finishes a dead creator's map of that name
+ * itself (a pending name of another type stays -EEXIST until a reclaim).
  * @param o NULL for defaults.
  * @return 0; -EINVAL bad name or options (SHMDS_MAP_EVICT without a
  *         mem_limit; both default TTLs; a TTL above SHMDS_TTL_MAX_MS);
@@ -238,6 +239,8 @@ SHMDS_API int shmds_map_destroy(shmds_map *m);
  *         change); -EEXIST (NX, key present); -ENOENT (XX, key absent);
  *         -ENOMEM the budget or the heap is full (with SHMDS_MAP_EVICT: even
  *         after evicting); -EINVAL klen 0, NULL key, or both flags;
+ *         -E2BIG @p klen + @p vlen is more than the region's heap holds
+ *         (sizes whose sum overflows among them; nothing read or changed);
  *         SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
  */
 SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const void *val,
@@ -249,7 +252,8 @@ SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const vo
  * Takes no lock unless the map has SHMDS_MAP_EVICT (see the file comment).
  * @return 0; -ENOENT no such key; -ENOBUFS the value is longer than @p cap
  *         (nothing copied, *vlen set); -EINVAL klen 0 or NULL key;
- *         SHMDS_ERDONLY (EVICT map on a read-only region); -ETIMEDOUT a
+ *         -E2BIG @p klen is more than the region's heap holds (the key
+ *         is not read); SHMDS_ERDONLY (EVICT map on a read-only region); -ETIMEDOUT a
  *         writer died mid-change and nobody repaired it within the region's
  *         lock bound (read-only regions only); SHMDS_ECORRUPT;
  *         SHMDS_ENOTRECOVERABLE.
@@ -259,8 +263,9 @@ SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *bu
 
 /**
  * Remove @p key. An expired key counts as absent (and is reclaimed).
- * @return 0 (or SHMDS_RECOVERED); -ENOENT; -EINVAL; SHMDS_ERDONLY;
- *         -ETIMEDOUT; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
+ * @return 0 (or SHMDS_RECOVERED); -ENOENT; -EINVAL; -E2BIG as for
+ *         shmds_map_get(); SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ECORRUPT;
+ *         SHMDS_ENOTRECOVERABLE.
  */
 SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen);
 
@@ -271,7 +276,8 @@ SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen);
  * expired) key is created at 0 with the map's default TTL, then added to.
  * @return 0 (or SHMDS_RECOVERED); -EINVAL the key holds a value that is not
  *         8 bytes long (nothing changed), klen 0 or NULL key; -EOVERFLOW the
- *         sum does not fit an int64_t (nothing changed); -ENOMEM;
+ *         sum does not fit an int64_t (nothing changed); -E2BIG the key
+ *         and a counter do not fit the region's heap; -ENOMEM;
  *         SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
  */
 SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t delta,
@@ -343,7 +349,7 @@ SHMDS_API int shmds_map_get_ex(shmds_map *m, const void *key, size_t klen, void 
  * itself waits for itself (until the timeout).
  * Cost: a hit is one stripe lock, a copy and a lookup.
  * @param[out] buf,cap,vlen as shmds_map_get_ex().
- * @param[out] info may be NULL.
+ * @param[out] info may be NULL; all zero after a miss with no stale value.
  * @param flags 0 or SHMDS_GET_STALE.
  * @param timeout_ms how long to wait for another caller's fill: -1 no
  *         bound (a dead holder still passes the lease on), 0 do not wait.
@@ -446,9 +452,14 @@ SHMDS_API int shmds_map_stats_reset(shmds_map *m);
 /**
  * Number of entries, expired ones not yet reclaimed included (to leave
  * them out, reclaim them first with shmds_map_reap()). Exact when no write
- * is in progress. Takes no lock; O(stripes). @return 0.
+ * is in progress. Takes no lock; O(stripes). @return 0; -EINVAL NULL
+ * handle or @p n.
  */
 SHMDS_API int shmds_map_count(shmds_map *m, uint64_t *n);
+
+/** The callback of shmds_map_foreach(): one entry's key and value (a
+ * copy); non-zero stops the walk. */
+typedef int shmds_map_foreach_fn(const void *k, size_t kl, const void *v, size_t vl, void *arg);
 
 /**
  * Call @p fn for every live (unexpired) entry. Each stripe is copied out
@@ -459,10 +470,7 @@ SHMDS_API int shmds_map_count(shmds_map *m, uint64_t *n);
  * @return 0, @p fn's value, -ENOMEM (no memory for a stripe's copy),
  *         -ETIMEDOUT, SHMDS_ECORRUPT, SHMDS_ENOTRECOVERABLE.
  */
-SHMDS_API int shmds_map_foreach(shmds_map *m,
-                                int (*fn)(const void *k, size_t kl, const void *v, size_t vl,
-                                          void *arg),
-                                void *arg);
+SHMDS_API int shmds_map_foreach(shmds_map *m, shmds_map_foreach_fn *fn, void *arg);
 
 /** Fill @p out. Takes no lock; the figures are a snapshot. @return 0. */
 SHMDS_API int shmds_map_stats_get(shmds_map *m, shmds_map_stats *out);
@@ -482,6 +490,8 @@ SHMDS_API int shmds_map_check(shmds_map *m);
  * Region size (bytes, header included) that comfortably holds a map of
  * @p entries entries with keys of @p key_bytes and values of @p val_bytes,
  * including the room growth needs while two tables coexist.
+ * @return the size; UINT64_MAX when it does not fit 64 bits (no region
+ *         can be made that large).
  */
 SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_t val_bytes);
 

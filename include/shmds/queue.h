@@ -96,8 +96,9 @@ static inline size_t shmds_queue_bytes_for(size_t msgs, size_t len)
  * becomes visible last, when the queue is complete, so another process
  * never opens half a queue. Until then it is held by a pending directory
  * entry that reaches the block: a process killed part way leaks nothing,
- * shmds_region_reclaim() (run by shmds_region_check() and by a create of
- * the same name) frees it.
+ * shmds_region_reclaim() (run by shmds_region_check()) frees it; a create
+ * of the same name finishes a dead creator's queue of that name itself (a
+ * pending name of another type stays -EEXIST until a reclaim).
  *
  * @param r              a writable region.
  * @param name           directory name (1 to SHMDS_ROOT_NAME_MAX bytes).
@@ -106,7 +107,8 @@ static inline size_t shmds_queue_bytes_for(size_t msgs, size_t len)
  * @param flags          0 or SHMDS_QUEUE_SPSC.
  * @param out            receives the handle.
  * @return 0; -EINVAL (NULL argument, bad name, unknown flag, capacity or
- *         max_msg out of range); -EEXIST the name is taken; -ENOSPC the
+ *         max_msg out of range: above SHMDS_QUEUE_CAPACITY_MAX, or any
+ *         size up to SIZE_MAX that would overflow); -EEXIST the name is taken; -ENOSPC the
  *         directory is full; -ENOMEM the heap has no room; SHMDS_ERDONLY;
  *         SHMDS_ECORRUPT; -ETIMEDOUT; SHMDS_ENOTRECOVERABLE (allocator or
  *         directory lock).
@@ -143,13 +145,20 @@ SHMDS_API int shmds_queue_destroy(shmds_queue *q);
  * Copy a message into the queue.
  * @param msg        @p len bytes (may be NULL when @p len is 0).
  * @param timeout_ms -1 wait while full without bound, 0 never wait, >0 at
- *                   most that long.
+ *                   most that long. The time spent waiting for the queue's
+ *                   lock counts: 0 never waits for it either, and a positive
+ *                   timeout bounds that wait too (-1 waits for the lock at
+ *                   most the region's lock bound).
  * @return 0 committed: it will be received exactly once;
- *         -EAGAIN full and @p timeout_ms was 0; -ETIMEDOUT still full at
- *         the deadline; -EMSGSIZE @p len > max_msg; SHMDS_ECLOSED the
+ *         -EAGAIN full, or the queue's lock held by another thread, and
+ *         @p timeout_ms was 0; -ETIMEDOUT still full (or the lock still
+ *         held) at the deadline; -EMSGSIZE @p len > max_msg; SHMDS_ECLOSED the
  *         queue was shut down; -EINVAL NULL argument or timeout below -1;
  *         -EBUSY (SPSC) another live thread is the producer;
- *         SHMDS_ERDONLY; SHMDS_ECORRUPT the indices are damaged;
+ *         SHMDS_ERDONLY; SHMDS_ECORRUPT the indices, the lock's or the
+ *         doorbell semaphores' words are damaged (a message committed
+ *         before the damage was seen stays committed: the damaged
+ *         doorbell is then not rung);
  *         SHMDS_ENOTRECOVERABLE, -ETIMEDOUT (queue lock).
  */
 SHMDS_API int shmds_queue_send(shmds_queue *q, const void *msg, size_t len, int timeout_ms);
@@ -190,11 +199,13 @@ SHMDS_API int shmds_queue_len(shmds_queue *q, uint64_t *msgs);
  * indices, and every queued message's framing (walked from head to tail),
  * against the message count. The default mode walks under the queue lock.
  * In SPSC mode it walks without a lock and keeps the result only if the
- * consumer did not move meanwhile; on a queue too busy for that, only the
- * indices are checked. Works read-only (without taking the lock).
- * Cost: O(queued messages).
- * @return 0 healthy; SHMDS_ECORRUPT; -EINVAL NULL; -ETIMEDOUT,
- *         SHMDS_ENOTRECOVERABLE (queue lock).
+ * consumer did not move meanwhile; on a queue too busy for that (every one
+ * of many attempts overlapped a receive) it says so with -EAGAIN rather
+ * than report a queue it did not walk as healthy. Works read-only (without
+ * taking the lock). Cost: O(queued messages).
+ * @return 0 healthy; SHMDS_ECORRUPT; -EINVAL NULL; -EAGAIN no stable view
+ *         to walk (try again); -ETIMEDOUT, SHMDS_ENOTRECOVERABLE (queue
+ *         lock).
  */
 SHMDS_API int shmds_queue_check(shmds_queue *q);
 

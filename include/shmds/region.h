@@ -33,6 +33,30 @@
  * call: a lock held by another thread at the fork stays held by that
  * thread in the parent, and the child must not touch the object until it
  * is released.
+ *
+ * Trust. A region's bytes are whatever its writers put there. A read-only
+ * attach (SHMDS_RDONLY) takes no lock and trusts nothing it reads: whatever
+ * the bytes, its calls return (SHMDS_ECORRUPT for damage they can see),
+ * never crash, never wait past the handle's lock bound and never write
+ * anywhere. A read-write attach is protected against damage and garbage
+ * the same way, with one exception that comes from glibc's robust mutexes
+ * (shmds/lock.h, "Threat model"): a *hostile* process that can write the
+ * region can steer another writer's unlock. Regions are 0600 by default for
+ * that reason; grant write access only to processes you trust as much as
+ * your own. README, "Threat model", has the whole picture.
+ *
+ * Truncation. Another process with write access to the object can make it
+ * shorter (ftruncate) while this one has it mapped; an access past the new
+ * end raises SIGBUS, which the library cannot turn into an error for every
+ * access. What it does: shmds_region_open checks the object's size against
+ * the header; shmds_region_check, shmds_alloc_stats_get,
+ * shmds_list_foreach and shmds_map_foreach fstat the object first and
+ * return SHMDS_ECORRUPT when it is shorter than the mapping;
+ * shmds_map_close then skips its write to the map. Calls that only read the
+ * header (root lookups, shmds_region_info_get, lock diagnostics) keep
+ * working as long as the header page is there. Every other call that
+ * touches the heap after a truncation gets SIGBUS; the `shmds` tool catches
+ * it and reports the truncation. Only the region's writers can do this.
  */
 #ifndef SHMDS_REGION_H
 #define SHMDS_REGION_H
@@ -64,6 +88,13 @@ SHMDS_BEGIN_DECLS
 #define SHMDS_HEADER_SIZE ((size_t)4096)
 /** Bound on internal lock waits when the creator gave none (milliseconds). */
 #define SHMDS_DEFAULT_LOCK_TIMEOUT_MS 10000u
+/**
+ * Largest bound on internal lock waits (milliseconds, one minute).
+ * shmds_region_create() refuses a larger one with -EINVAL, and a handle
+ * clamps what a region's header says to it: the header is shared memory,
+ * and a hostile or damaged one must not make a call wait for days.
+ */
+#define SHMDS_LOCK_TIMEOUT_MAX_MS 60000u
 
 /** A process-local handle on a mapped region. */
 typedef struct shmds_region shmds_region;
@@ -74,7 +105,8 @@ typedef struct shmds_region_opts {
                                    fchmod, so the umask neither widens nor
                                    narrows them. */
     uint32_t lock_timeout_ms; /**< bound on every internal lock wait in this
-                                   region; 0 means SHMDS_DEFAULT_LOCK_TIMEOUT_MS */
+                                   region; 0 means SHMDS_DEFAULT_LOCK_TIMEOUT_MS;
+                                   at most SHMDS_LOCK_TIMEOUT_MAX_MS */
 } shmds_region_opts;
 
 /** Flags for shmds_region_open(). */
@@ -104,13 +136,26 @@ enum {
  * meanwhile waits briefly or gets -EAGAIN, never a half-made region. On any
  * failure the object is unlinked again.
  *
+ * Dead creators. From shm_open until the header is published the creator
+ * holds a write lock (an open-file-description lock, F_OFD_SETLK) on the
+ * object. The kernel drops it when the creator dies, so an unpublished
+ * object nobody holds that lock on is an *abandoned creation*: this call
+ * takes the lock itself, removes the name and creates the region afresh
+ * (only when the caller owns the object; another user's gives -EEXIST).
+ * No pid is recorded or trusted, so pid reuse cannot fool the test. A
+ * creator whose object was taken over this way in the microseconds between
+ * its shm_open and its lock gets -EEXIST (the other create won). A
+ * published region is never replaced.
+ *
  * @param name "/name": a leading '/', no other '/', at most SHMDS_NAME_MAX
  *             bytes, not "/", "/." or "/..".
  * @param size bytes, at least SHMDS_REGION_MIN_SIZE; rounded up to the page
  *             size. shmds_region_size() tells the result.
  * @param opts NULL for defaults.
  * @param out  receives the handle.
- * @return 0; -EINVAL bad name, size or mode; -EEXIST the name exists;
+ * @return 0; -EINVAL bad name, size or mode, or a lock_timeout_ms above
+ *         SHMDS_LOCK_TIMEOUT_MAX_MS; -EEXIST the name exists (a region, a
+ *         creation under way, or something else);
  *         -ENOSPC not enough shared memory; -EFBIG size too large;
  *         -EACCES, -EMFILE, -ENOMEM as the system says.
  */
@@ -124,13 +169,18 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
  * (smaller than a header, or than the size the header claims:
  * SHMDS_ECORRUPT), magic (SHMDS_EFORMAT; byte-swapped magic: SHMDS_EABI),
  * format version (SHMDS_EFORMAT), ABI stamp (SHMDS_EABI), header checksum
- * (SHMDS_ECORRUPT).
+ * (SHMDS_ECORRUPT). The object is opened with O_NONBLOCK and O_NOFOLLOW
+ * and must be a regular file before anything else happens (anyone can put
+ * a FIFO in /dev/shm; opening one must not block). The handle's lock bound
+ * is the header's, clamped to SHMDS_LOCK_TIMEOUT_MAX_MS.
  *
  * @param flags 0, or SHMDS_RDONLY and/or SHMDS_SAME_UID.
- * @return 0; -EINVAL bad name or flags; -ENOENT no such region; -EACCES;
- *         -EPERM (SHMDS_SAME_UID) another owner; -EAGAIN the creator has
- *         not finished making it (or died while making it); the SHMDS_E*
- *         codes above.
+ * @return 0; -EINVAL bad name or flags; -ENOENT no such region, or an
+ *         abandoned creation (its creator died before publishing it; a
+ *         create replaces it); -EACCES; -EPERM (SHMDS_SAME_UID) another
+ *         owner; -EAGAIN the creator is still making it after a wait of
+ *         two seconds; SHMDS_EFORMAT also for an object that is not a
+ *         regular file (a FIFO, a link); the SHMDS_E* codes above.
  */
 SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region **out);
 
@@ -194,8 +244,9 @@ SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mut
  * the name stays taken) that still reaches every block the object had; this
  * takes each one whose owner is dead over, frees those blocks and frees the
  * name. A reclaimer that dies is itself a dead owner: the next call goes on.
- * shmds_region_check (writable regions) and a create that meets a dead
- * owner's pending name call it. "Dead" is kill(pid, 0) failing with ESRCH:
+ * shmds_region_check (writable regions) calls it; a create that meets a
+ * dead owner's pending entry of its own name and type finishes only that
+ * one (never other objects). "Dead" is kill(pid, 0) failing with ESRCH:
  * a pid reused by an unrelated live process delays the reclaim until that
  * process exits, and never frees anything early.
  * @return 0 (also when there was nothing to do); -EINVAL for NULL;
@@ -208,9 +259,16 @@ SHMDS_API int shmds_region_reclaim(shmds_region *r);
  * heap, and every named object of a known type. Takes each lock in turn (so
  * pending repairs run) and, in a writable region, first reclaims what dead
  * creators and destroyers left (shmds_region_reclaim); in a read-only
- * region, checks what needs no lock.
+ * region, checks what needs no lock. Safe beside live processes creating
+ * and destroying objects: a pending create or destroy of a live process is
+ * left alone, and each object is checked while the directory lock keeps it
+ * from being destroyed (read-only: a failure counts only if the object is
+ * still there afterwards), so the directory's writers wait for one
+ * object's check at a time.
  * @return 0 healthy; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE (an object is
- *         fenced off); -ETIMEDOUT a lock stayed held past the bound.
+ *         fenced off); -ETIMEDOUT a lock stayed held past the bound;
+ *         -EAGAIN an SPSC queue moved during every attempt to walk it
+ *         (see shmds_queue_check); -EINVAL for NULL.
  */
 SHMDS_API int shmds_region_check(shmds_region *r);
 
@@ -253,15 +311,16 @@ SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type,
  */
 SHMDS_API int shmds_root_del(shmds_region *r, const char *name);
 
+/** The callback of shmds_root_foreach(): one visible root; non-zero stops
+ * the walk. */
+typedef int shmds_root_foreach_fn(const char *name, uint32_t type, shmds_off_t off, void *arg);
+
 /**
  * Call @p fn for every root, in directory order, on a consistent snapshot.
  * A non-zero return from @p fn stops the walk and is returned.
  * @return 0, @p fn's value, or -ETIMEDOUT as shmds_root_get().
  */
-SHMDS_API int shmds_root_foreach(shmds_region *r,
-                                 int (*fn)(const char *name, uint32_t type, shmds_off_t off,
-                                           void *arg),
-                                 void *arg);
+SHMDS_API int shmds_root_foreach(shmds_region *r, shmds_root_foreach_fn *fn, void *arg);
 
 /* ---- inline definitions ---- */
 

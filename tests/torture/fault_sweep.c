@@ -279,8 +279,13 @@ static void check(tt_world *w, tt_state *model, tt_ledger *ledger, const tt_op *
                   const char *point, unsigned skip)
 {
     checks++;
+    int rc = tt_fresh_read(region_name);
+    if (rc != 0) {
+        fail(point, skip, "a fresh process's read before repairs", rc);
+        return;
+    }
     uint64_t rec[TT_STRUCTS] = {0};
-    int rc = tt_take_every_lock(w, rec);
+    rc = tt_take_every_lock(w, rec);
     if (rc != 0) {
         fail(point, skip, "taking every lock", rc);
         return;

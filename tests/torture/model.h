@@ -214,6 +214,14 @@ void tt_ledger_free(tt_ledger *l);
  * worker's model then has no keys. */
 int tt_world_map_reset(tt_world *w);
 
+/* What a process attaching right after a crash sees before anything was
+ * repaired: a child attaches to the region named `name` read-only (so it
+ * repairs nothing, and waits at most 1 ms for a repair) and walks the map
+ * through a new handle, lock-free. Returns 0, the walk's SHMDS_ECORRUPT, or
+ * -ECHILD when the child died of a signal; -ETIMEDOUT (a change the dead
+ * process left half done) is not damage and gives 0. */
+int tt_fresh_read(const char *name);
+
 /* Take every lock of the region once (directory, allocator, each
  * structure's), so that whatever a dead holder left is repaired now.
  * Adds to rec[s] the recoveries (epoch bumps) each structure's step made.
