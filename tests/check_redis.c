@@ -117,6 +117,11 @@ START_TEST(test_redis_hit_miss)
     shmds_redis *h = open_nc(r, srv.port, 1000);
     ck_assert_int_eq(shmds_redis_wait_listener(h, 5000), 0);
     ck_assert_int_eq(rs_cmd(&srv, "SET k v1"), 2);
+    shmds_redis *other;
+    ck_assert_int_eq(shmds_redis_open(r, "none", NULL, &other), -ENOENT);
+    ck_assert_int_eq(shmds_redis_create(r, "", NULL), -EINVAL);
+    ck_assert_int_eq(shmds_redis_create(r, "a-name-longer-than-forty-bytes-is-refused", NULL),
+                     -EINVAL);
 
     get_is(h, "k", "v1"); /* miss: from Redis */
     shmds_redis_stats s = stats(h);
@@ -221,6 +226,11 @@ static int sf_worker(void *p)
     size_t len;
     int rc = shmds_redis_get(h, "hot", 3, buf, sizeof buf, &len, 0);
     int ok = rc == 0 && len == 5 && memcmp(buf, "value", 5) == 0;
+    /* Stay until every worker has its value: a closing handle that held
+     * the listener lease starts a new epoch, which a late get would see. */
+    tu_send(&a->ready, &c, 1);
+    if (!tu_recv(&a->go, &c, 1))
+        return 13;
     shmds_redis_close(h);
     shmds_region_close(r);
     return ok ? 0 : 12;
@@ -246,6 +256,10 @@ START_TEST(test_redis_single_flight)
     ck_assert_int_eq(rs_cmd(&srv, "CLIENT PAUSE 500"), 2);
     for (int i = 0; i < WORKERS; i++)
         tu_send(&a.go, "g", 1);
+    for (int i = 0; i < WORKERS; i++)
+        ck_assert(tu_recv(&a.ready, &c, 1));
+    for (int i = 0; i < WORKERS; i++)
+        tu_send(&a.go, "x", 1);
     for (int i = 0; i < WORKERS; i++) {
         int st = tu_wait(pids[i], 20000);
         ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker %d: status %d", i, st);

@@ -51,6 +51,9 @@
  * entry whose invalidation the dead listener had not processed. This is
  * the same delay as an invalidation in flight. With no other handle open
  * on the host, nothing notices: the next handle to open bumps the epoch.
+ * A listener that is alive but not running (stopped, starved) keeps the
+ * lease: Redis's messages wait in its socket until it runs again (there
+ * is no heartbeat that takes the lease from a live process).
  *
  * A fill races with invalidations: the GET's reply and the invalidation of
  * a write made just after it travel on two connections. The listener
