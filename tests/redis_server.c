@@ -20,17 +20,35 @@
 
 #include <hiredis/hiredis.h>
 
-#define MAX_SERVERS 8
-static rs_server *started[MAX_SERVERS];
+/* The servers this process started and has not stopped yet (their pids:
+ * the rs_server structs may be gone by exit time). */
+#define MAX_SERVERS 16
+static pid_t running[MAX_SERVERS];
 static pid_t owner;
+
+static void stop_pid(pid_t pid);
 
 static void stop_all(void)
 {
     if (getpid() != owner)
         return; /* a forked child does not own its parent's servers */
     for (int i = 0; i < MAX_SERVERS; i++)
-        if (started[i] != NULL && started[i]->pid > 0)
-            rs_stop(started[i]);
+        if (running[i] > 0)
+            stop_pid(running[i]);
+}
+
+static void track_pid(pid_t old, pid_t now)
+{
+    if (owner != getpid()) {
+        memset(running, 0, sizeof running);
+        owner = getpid();
+        atexit(stop_all);
+    }
+    for (int i = 0; i < MAX_SERVERS; i++)
+        if (running[i] == old) {
+            running[i] = now;
+            return;
+        }
 }
 
 const char *rs_binary(void)
@@ -101,9 +119,11 @@ static int start_once(rs_server *s)
         _exit(127);
     }
     s->pid = pid;
+    track_pid(0, pid);
     for (int i = 0; i < 2000; i++) {
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
+            track_pid(pid, 0);
             s->pid = 0;
             return -1; /* it exited: the port was taken meanwhile? */
         }
@@ -124,16 +144,6 @@ int rs_start(rs_server *s)
         if (mkdtemp(s->dir) == NULL)
             return -1;
     }
-    if (owner != getpid()) {
-        memset(started, 0, sizeof started);
-        owner = getpid();
-        atexit(stop_all);
-    }
-    int i = 0;
-    while (i < MAX_SERVERS && started[i] != NULL && started[i] != s)
-        i++;
-    if (i < MAX_SERVERS)
-        started[i] = s;
     int fixed = s->port != 0;
     for (int tries = 0; tries < 5; tries++) {
         if (!fixed)
@@ -144,21 +154,26 @@ int rs_start(rs_server *s)
     return -1;
 }
 
-void rs_stop(rs_server *s)
+static void stop_pid(pid_t pid)
 {
-    if (s->pid <= 0)
-        return;
-    kill(s->pid, SIGTERM);
+    kill(pid, SIGTERM);
     for (int i = 0; i < 2500; i++) {
-        pid_t w = waitpid(s->pid, NULL, WNOHANG);
-        if (w == s->pid || (w < 0 && errno == ECHILD)) {
-            s->pid = 0;
+        pid_t w = waitpid(pid, NULL, WNOHANG);
+        if (w == pid || (w < 0 && errno == ECHILD)) {
+            track_pid(pid, 0);
             return;
         }
         msleep(2);
     }
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, NULL, 0);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    track_pid(pid, 0);
+}
+
+void rs_stop(rs_server *s)
+{
+    if (s->pid > 0)
+        stop_pid(s->pid);
     s->pid = 0;
 }
 
