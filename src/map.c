@@ -1618,6 +1618,15 @@ static int put_locked(shmds_map *m, uint32_t s, struct newent *ne, unsigned flag
     }
 }
 
+/* Start a write of `key`: its hash and stripe into *k and *s, and the
+ * stripe's lock. Returns stripe_lock()'s result. */
+static int write_begin(shmds_map *m, const void *key, size_t klen, struct key *k, uint32_t *s)
+{
+    *k = (struct key){key, klen, key_hash(m->seed, key, klen)};
+    *s = stripe_of(m, k->hash);
+    return stripe_lock(m, *s, false);
+}
+
 /* End a write of stripe s (locked by stripe_lock(), which returned `lk`)
  * whose own change returned `rc`: the after-write work (also after
  * -ENOENT: the write may have reclaimed an expired entry), then unlock.
@@ -1711,9 +1720,9 @@ SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
     int rc = write_args(m, key, klen, 0, 0);
     if (rc != 0)
         return rc;
-    const struct key k = {key, klen, key_hash(m->seed, key, klen)};
-    uint32_t s = stripe_of(m, k.hash);
-    int lk = stripe_lock(m, s, false);
+    struct key k;
+    uint32_t s;
+    int lk = write_begin(m, key, klen, &k, &s);
     if (lk < 0)
         return lk;
     return write_end(m, s, lk, del_op(m, s, &k));
@@ -1776,9 +1785,9 @@ SHMDS_API int shmds_map_add_ex(shmds_map *m, const void *key, size_t klen, int64
     int rc = write_args(m, key, klen, 8, init_ttl_ms);
     if (rc != 0)
         return rc;
-    const struct key k = {key, klen, key_hash(m->seed, key, klen)};
-    uint32_t s = stripe_of(m, k.hash);
-    int lk = stripe_lock(m, s, false);
+    struct key k;
+    uint32_t s;
+    int lk = write_begin(m, key, klen, &k, &s);
     if (lk < 0)
         return lk;
     return write_end(m, s, lk, add_op(m, s, &k, delta, init, init_ttl_ms, result));
@@ -1806,9 +1815,9 @@ SHMDS_API int shmds_map_expire(shmds_map *m, const void *key, size_t klen, uint6
     int rc = write_args(m, key, klen, 0, ttl_ms);
     if (rc != 0)
         return rc;
-    const struct key k = {key, klen, key_hash(m->seed, key, klen)};
-    uint32_t s = stripe_of(m, k.hash);
-    int lk = stripe_lock(m, s, false);
+    struct key k;
+    uint32_t s;
+    int lk = write_begin(m, key, klen, &k, &s);
     if (lk < 0)
         return lk;
     return write_end(m, s, lk, expire_op(m, s, &k, ttl_ms));

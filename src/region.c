@@ -873,6 +873,14 @@ int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shm
  * Information and checks
  * ------------------------------------------------------------------------ */
 
+SHMDS_API int shmds_region_set_lock_timeout(shmds_region *r, uint32_t ms)
+{
+    if (r == NULL || ms > SHMDS_LOCK_TIMEOUT_MAX_MS)
+        return -EINVAL;
+    r->lock_timeout_ms = ms;
+    return 0;
+}
+
 SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *out)
 {
     if (r == NULL || out == NULL)

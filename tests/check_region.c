@@ -611,6 +611,44 @@ START_TEST(test_region_lock_bound_is_capped)
 }
 END_TEST
 
+/* A writer killed mid-change leaves the directory's sequence word odd. A
+ * read-only handle cannot repair it; with the region's bound (10 s here) a
+ * lookup would wait all of it. A handle that set its own bound waits that
+ * long and no longer, and says -ETIMEDOUT. */
+START_TEST(test_region_handle_bound_limits_the_wait_for_a_dead_writer)
+{
+    const char *n = tu_name("hbound");
+    shmds_region *w;
+    shmds_region_opts o = {.lock_timeout_ms = 10000};
+    ck_assert_int_eq(shmds_region_create(n, SZ, &o, &w), 0);
+    shmds_off_t blk;
+    ck_assert_int_eq(shmds_alloc(w, 16, &blk), 0);
+    ck_assert_int_eq(shmds_root_set(w, "a", SHMDS_TYPE_USER, blk), 0);
+    struct shmds__hdr *h = shmds_region_base(w);
+    __atomic_add_fetch(&h->dir_seq, 1, __ATOMIC_RELEASE); /* a writer died here */
+
+    shmds_region *r;
+    ck_assert_int_eq(shmds_region_open(n, SHMDS_RDONLY, &r), 0);
+    ck_assert_int_eq(shmds_region_set_lock_timeout(r, SHMDS_LOCK_TIMEOUT_MAX_MS + 1), -EINVAL);
+    ck_assert_int_eq(shmds_region_set_lock_timeout(NULL, 0), -EINVAL);
+    for (uint32_t ms = 0; ms <= 100; ms += 100) {
+        ck_assert_int_eq(shmds_region_set_lock_timeout(r, ms), 0);
+        uint32_t type;
+        shmds_off_t off;
+        uint64_t t0 = shmds__now_ns();
+        ck_assert_int_eq(shmds_root_get(r, "a", &type, &off), -ETIMEDOUT);
+        ck_assert_uint_lt(shmds__now_ns() - t0, UINT64_C(5000000000)); /* half the region's bound */
+    }
+    ck_assert_int_eq(shmds_region_close(r), 0);
+    /* A writable handle repairs the word and the name reads again. */
+    uint32_t type;
+    shmds_off_t off;
+    ck_assert_int_eq(shmds_root_get(w, "a", &type, &off), 0);
+    ck_assert_int_eq(shmds_region_close(w), 0);
+    shmds_region_unlink(n);
+}
+END_TEST
+
 /* Exit status of a child whose access raised SIGBUS (its own handler, so
  * that a sanitizer's handler does not turn the signal into a report). */
 #define GOT_SIGBUS 77
@@ -1163,6 +1201,7 @@ int main(void)
     tcase_add_test(crash, test_region_create_over_dead_pending_name_reclaims);
     tcase_add_test(crash, test_region_live_pending_name_is_left_alone);
     tcase_add_test(crash, test_region_create_replaces_abandoned_creation);
+    tcase_add_test(crash, test_region_handle_bound_limits_the_wait_for_a_dead_writer);
     tcase_add_test(crash, test_region_check_beside_live_creates_and_destroys);
 #ifdef SHMDS_FAULT_INJECTION
     tcase_add_test(crash, test_region_kill_at_every_lifecycle_point_leaks_nothing);

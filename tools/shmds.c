@@ -47,6 +47,7 @@
 #include <shmds.h>
 
 #define SHM_DIR "/dev/shm"
+#define VIEW_WAIT_MS 100u
 
 static const char *prog = "shmds";
 static bool any_owner; /* --any-owner: attach regions other users own */
@@ -56,7 +57,13 @@ static bool any_owner; /* --any-owner: attach regions other users own */
 static int attach(const char *name, bool writable, shmds_region **r)
 {
     unsigned flags = (writable ? 0u : (unsigned)SHMDS_RDONLY) | (any_owner ? 0u : (unsigned)SHMDS_SAME_UID);
-    return shmds_region_open(name, flags, r);
+    int rc = shmds_region_open(name, flags, r);
+    /* A view waits for no lock, and for a writer caught mid-change (alive,
+     * or dead and not yet repaired) at most VIEW_WAIT_MS, not the region's
+     * bound: an operator looks at a stuck region to see why it is stuck. */
+    if (rc == 0 && !writable)
+        (void)shmds_region_set_lock_timeout(*r, VIEW_WAIT_MS);
+    return rc;
 }
 
 static int complain(const char *what, int rc)

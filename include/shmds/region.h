@@ -208,6 +208,20 @@ SHMDS_API size_t shmds_region_size(const shmds_region *r);
 /** 1 when the region was opened with SHMDS_RDONLY, else 0. */
 SHMDS_API int shmds_region_readonly(const shmds_region *r);
 
+/**
+ * Set this handle's bound on waits for locks and for writers (process-local:
+ * other handles and other processes keep theirs). A lookup worker that
+ * would rather fail fast than wait behind a stopped writer sets a small
+ * bound; `shmds`'s read-only views use 100 ms.
+ * @param[in] r  the region handle
+ * @param[in] ms at most SHMDS_LOCK_TIMEOUT_MAX_MS; 0 means never wait: a
+ *               held lock is -EBUSY and a writer caught mid-change
+ *               -ETIMEDOUT, each after a short spin, at once
+ * @return 0; -EINVAL for a NULL handle or @p ms above the maximum.
+ * Across fork(): the child's copy of the handle keeps the bound.
+ */
+SHMDS_API int shmds_region_set_lock_timeout(shmds_region *r, uint32_t ms);
+
 /** What shmds_region_info_get() reports. */
 typedef struct shmds_region_info {
     uint64_t size;            /**< bytes, header included */
