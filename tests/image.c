@@ -72,6 +72,18 @@ static int visit_root(const char *name, uint32_t type, shmds_off_t off, void *ar
             char buf[64];
             size_t vl;
             (void)shmds_map_get(m, "k0", 2, buf, sizeof buf, &vl);
+            /* The cache calls read versions, TTLs and the fill leases. */
+            shmds_map_entry_info info;
+            int64_t ttl, sum;
+            shmds_fill *f = NULL;
+            (void)shmds_map_get_ex(m, "k0", 2, buf, sizeof buf, &vl, SHMDS_GET_STALE, &info);
+            (void)shmds_map_ttl(m, "k1", 2, &ttl);
+            if (shmds_map_fetch(m, "k2", 2, buf, sizeof buf, &vl, &info, SHMDS_GET_STALE, 0, &f) ==
+                SHMDS_FILL)
+                (void)shmds_map_fill_abort(f);
+            (void)shmds_map_expire(m, "k0", 2, 1000);
+            (void)shmds_map_add_ex(m, "c0", 2, 1, 5, 1000, &sum);
+            (void)shmds_map_reap(m, 64, NULL);
             (void)shmds_map_check(m);
             shmds_map_close(m);
         }
