@@ -29,6 +29,7 @@
 #include <shmds.h>
 
 #include "bench.h"
+#include "data.h"
 
 struct heap {
     const char *name;
@@ -189,23 +190,6 @@ static void run(const struct heap *h, size_t n, size_t m, const uint32_t *sizes,
         best->mixed = r.mixed;
 }
 
-static void machine(void)
-{
-    char line[256], model[200] = "unknown";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-        char *c = strchr(line, ':');
-        if (strncmp(line, "model name", 10) == 0 && c != NULL) {
-            snprintf(model, sizeof model, "%s", c + 2);
-            model[strcspn(model, "\n")] = 0;
-            break;
-        }
-    }
-    if (f != NULL)
-        fclose(f);
-    printf("machine: %ld CPUs online, %s\n", sysconf(_SC_NPROCESSORS_ONLN), model);
-}
-
 int main(int argc, char **argv)
 {
     size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 100000;
@@ -246,7 +230,9 @@ int main(int argc, char **argv)
         for (int i = 0; i < H; i++)
             run(&heaps[i], n, m, sizes, order, picks, &best[i]);
 
-    machine();
+    char mach[400];
+    bench_machine(mach, sizeof mach);
+    printf("machine: %s\n", mach);
     printf("workload: sizes 16-512 B uniform; alloc = %zu allocations, free = the same in "
            "random order,\n          mixed = %zu x (free a random live block + allocate), "
            "%zu blocks live; best of 3\n\n",
@@ -263,6 +249,20 @@ int main(int argc, char **argv)
 #else
     printf("(Boost.Interprocess not found at configure time: no Boost column)\n");
 #endif
+    const char *names[H];
+    double col[3][H];
+    for (int i = 0; i < H; i++) {
+        names[i] = heaps[i].name;
+        col[0][i] = best[i].alloc / 1e6;
+        col[1][i] = best[i].free / 1e6;
+        col[2][i] = best[i].mixed / 1e6;
+    }
+    FILE *d = bench_data_open("alloc", "heap: sizes 16-512 B, best of 3",
+                              "million operations per second", "linear", names, H);
+    bench_data_row(d, "alloc", col[0], H);
+    bench_data_row(d, "free (random order)", col[1], H);
+    bench_data_row(d, "mixed (free + alloc)", col[2], H);
+    bench_data_close(d);
     free(sizes);
     free(order);
     free(picks);

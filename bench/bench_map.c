@@ -2,7 +2,9 @@
  * bench_map [N [BOOST_RESULTS]] — the shared hash map against the
  * alternatives, in one run, on one workload: N entries (default 1 000 000)
  * of 16-byte keys and 8-byte values; inserts per second, then N random
- * lookups per second in one process and in two processes at once.
+ * lookups per second in one process and in two processes at once; then
+ * inserts into a fresh map from one process and from two at once (disjoint
+ * keys), best of three each.
  *
  * Baselines: an in-process C open-addressing table (linear probing, keys
  * inline: the speed limit of a hash table, not shared); LMDB on /dev/shm
@@ -21,6 +23,7 @@
 #include <shmds.h>
 
 #include "config.h"
+#include "data.h"
 #include "map_bench.h"
 
 #ifdef HAVE_LMDB
@@ -31,6 +34,10 @@ struct result {
     const char *name;
     double insert, lookup, lookup2;
 };
+
+/* Inserts per second into a fresh map from 1 and from 2 processes at
+ * once (disjoint keys), best of 3 each (run_shmds). */
+static double ins1, ins2;
 
 static void die(const char *what, int rc)
 {
@@ -85,6 +92,52 @@ static int shmds_lookups(uint64_t p, uint64_t n, void *arg)
     return 0;
 }
 
+/* `procs` fresh processes insert keys [0, n) into a fresh map at once,
+ * process p the keys i with i % procs == p; inserts per second over all. */
+static double shmds_inserts(uint64_t n, unsigned procs)
+{
+    char name[64];
+    snprintf(name, sizeof name, "/shmds-bench-ins-%ld", (long)getpid());
+    shmds_region *r;
+    shmds_map *m;
+    shmds_map_opts o = {.capacity = n};
+    int rc = shmds_region_create(name, (size_t)shmds_map_size_hint(n, 16, 8), NULL, &r);
+    if (rc != 0 || (rc = shmds_map_create(r, "ins", &o, &m)) != 0)
+        die("insert setup", rc);
+    double t0 = bench_now();
+    pid_t pids[2];
+    for (unsigned p = 0; p < procs; p++) {
+        if ((pids[p] = fork()) == 0) {
+            shmds_region *r2;
+            shmds_map *m2;
+            if (shmds_region_open(name, 0, &r2) != 0 || shmds_map_open(r2, "ins", &m2) != 0)
+                _exit(1);
+            for (uint64_t i = p; i < n; i += procs) {
+                char k[16];
+                bench_key(i, k);
+                if (shmds_map_put(m2, k, 16, &i, 8, 0, 0) != 0)
+                    _exit(1);
+            }
+            shmds_map_close(m2);
+            shmds_region_close(r2);
+            _exit(0);
+        }
+    }
+    for (unsigned p = 0; p < procs; p++) {
+        int st;
+        waitpid(pids[p], &st, 0);
+        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+            fprintf(stderr, "bench_map: an insert process failed\n");
+            exit(1);
+        }
+    }
+    double rate = (double)n / (bench_now() - t0);
+    shmds_map_close(m);
+    shmds_region_close(r);
+    shmds_region_unlink(name);
+    return rate;
+}
+
 static struct result run_shmds(uint64_t n)
 {
     struct result res = {"shmds map", 0, 0, 0};
@@ -115,6 +168,11 @@ static struct result run_shmds(uint64_t n)
     shmds_map_close(m);
     shmds_region_close(r);
     shmds_region_unlink(name);
+    for (int rep = 0; rep < 3; rep++) {
+        double a = shmds_inserts(n, 1), b = shmds_inserts(n, 2);
+        ins1 = a > ins1 ? a : ins1;
+        ins2 = b > ins2 ? b : ins2;
+    }
     return res;
 }
 
@@ -289,24 +347,6 @@ static int read_boost(const char *path, struct result *b)
     return got == 7 ? 0 : -1;
 }
 
-static void cpu_model(char *out, size_t cap)
-{
-    snprintf(out, cap, "unknown CPU");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (f == NULL)
-        return;
-    char line[256];
-    while (fgets(line, sizeof line, f) != NULL) {
-        char *c = strchr(line, ':');
-        if (strncmp(line, "model name", 10) == 0 && c != NULL) {
-            snprintf(out, cap, "%s", c + 2);
-            out[strcspn(out, "\n")] = '\0';
-            break;
-        }
-    }
-    fclose(f);
-}
-
 int main(int argc, char **argv)
 {
     uint64_t n = argc > 1 ? strtoull(argv[1], NULL, 10) : 1000000;
@@ -324,20 +364,40 @@ int main(int argc, char **argv)
 #ifdef HAVE_LMDB
     rs[nr++] = run_lmdb(n);
 #endif
-    char cpu[128];
-    cpu_model(cpu, sizeof cpu);
+    char machine[400];
+    bench_machine(machine, sizeof machine);
     printf("\nshmds map benchmark: %llu entries, 16-byte keys, 8-byte values; "
            "%llu random lookups per process\n",
            (unsigned long long)n, (unsigned long long)n);
-    printf("machine: %ld CPUs online, %s\n\n", sysconf(_SC_NPROCESSORS_ONLN), cpu);
+    printf("machine: %s\n\n", machine);
     printf("%-34s %12s %12s %12s %8s\n", "", "inserts/s", "lookups/s", "2 procs/s", "2p/1p");
     for (int i = 0; i < nr; i++)
         printf("%-34s %12.0f %12.0f %12.0f %7.2fx\n", rs[i].name, rs[i].insert, rs[i].lookup,
                rs[i].lookup2, rs[i].lookup2 / rs[i].lookup);
+    printf("\nshmds map inserts into a fresh map, best of 3: 1 process %.0f/s, 2 processes at "
+           "once (disjoint keys) %.0f/s: %.2fx\n",
+           ins1, ins2, ins2 / ins1);
     printf("\nshmds map relative to each (lookups, one process / two processes):\n");
     for (int i = 1; i < nr; i++)
         printf("  vs %-32s %6.2fx / %6.2fx   (inserts %6.2fx)\n", rs[i].name,
                rs[0].lookup / rs[i].lookup, rs[0].lookup2 / rs[i].lookup2,
                rs[0].insert / rs[i].insert);
+
+    const char *names[4];
+    double ins[4], look[4], look2[4];
+    for (int i = 0; i < nr; i++) {
+        names[i] = rs[i].name;
+        ins[i] = rs[i].insert / 1e6;
+        look[i] = rs[i].lookup / 1e6;
+        look2[i] = rs[i].lookup2 / 1e6;
+    }
+    char title[160];
+    snprintf(title, sizeof title, "hash map: %llu entries, 16-byte keys, 8-byte values",
+             (unsigned long long)n);
+    FILE *d = bench_data_open("map", title, "million operations per second", "log", names, nr);
+    bench_data_row(d, "inserts", ins, nr);
+    bench_data_row(d, "lookups, 1 process", look, nr);
+    bench_data_row(d, "lookups, 2 processes", look2, nr);
+    bench_data_close(d);
     return 0;
 }

@@ -30,6 +30,8 @@
 
 #include <shmds.h>
 
+#include "data.h"
+
 enum kind { K_SHMDS, K_SPSC, K_PIPE, K_SOCK, K_MQ, K_N };
 static const char *kind_name[K_N] = {"shmds queue", "shmds SPSC", "pipe", "socketpair", "POSIX mq"};
 
@@ -330,6 +332,39 @@ static void print_table(const char *title, const struct results *r)
     }
 }
 
+/* One measure as a data file for the plots (bench/data.h): the unpinned
+ * and the pinned run are its two workloads; a transport the system
+ * refused (no figure in either run) is left out. */
+static void write_measure(const char *name, const char *title, const char *unit,
+                          const char *scale, const double *unpinned, const double *pinned,
+                          double by)
+{
+    const char *names[K_N];
+    double u[K_N], p[K_N];
+    int n = 0;
+    for (int k = 0; k < K_N; k++) {
+        if (unpinned[k] <= 0 && pinned[k] <= 0)
+            continue;
+        names[n] = kind_name[k];
+        u[n] = unpinned[k] * by;
+        p[n++] = pinned[k] * by;
+    }
+    FILE *d = bench_data_open(name, title, unit, scale, names, n);
+    bench_data_row(d, "unpinned", u, n);
+    bench_data_row(d, "both on CPU 0", p, n);
+    bench_data_close(d);
+}
+
+static void write_data(const struct results *u, const struct results *p)
+{
+    write_measure("queue_msgs", "queue: 64-byte messages, one sender and one receiver process",
+                  "million messages per second", "linear", u->msgs, p->msgs, 1e-6);
+    write_measure("queue_bytes", "queue: 64 KiB chunks, one sender and one receiver process",
+                  "GB per second", "linear", u->gbps, p->gbps, 1);
+    write_measure("queue_rtt", "queue: round trip of a 64-byte message, median",
+                  "microseconds (lower is better)", "log", u->med, p->med, 1);
+}
+
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "-q") == 0;
@@ -343,21 +378,9 @@ int main(int argc, char **argv)
         die("shmds_region_create", rc);
     shmds_region_unlink(region_name); /* mapped until we exit, gone after */
 
-    char model[256] = "unknown CPU";
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (f != NULL) {
-        char line[512];
-        while (fgets(line, sizeof line, f) != NULL) {
-            char *colon = strchr(line, ':');
-            if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
-                snprintf(model, sizeof model, "%s", colon + 2);
-                model[strcspn(model, "\n")] = '\0';
-                break;
-            }
-        }
-        fclose(f);
-    }
-    printf("queue_bench: %ld CPUs, %s\n", sysconf(_SC_NPROCESSORS_ONLN), model);
+    char machine[400];
+    bench_machine(machine, sizeof machine);
+    printf("queue_bench: %s\n", machine);
     printf("workload: one sender process, one receiver process, blocking calls;\n"
            "%s 64-byte messages, %s 64 KiB chunks, %s round trips; shmds rings 4 MiB\n",
            quick ? "100k" : "1M", quick ? "2000" : "16000", quick ? "2000" : "20000");
@@ -368,6 +391,7 @@ int main(int argc, char **argv)
     print_table("both processes pinned to CPU 0:", &pinned);
     printf("\nn/a: the system refused a POSIX mq with 64 KiB messages "
            "(fs.mqueue.msgsize_max).\n");
+    write_data(&free_run, &pinned);
     shmds_region_close(region);
     return 0;
 }

@@ -51,24 +51,68 @@
  * read-only cannot lock, so it reads statistics and checks the heap
  * optimistically and retries while a writer is busy.
  *
- * Formatting is lazy: the region never calls up into the allocator, so the
- * first locker that finds the root without its magic lays out the heap
- * (again, if a formatter died: nothing can have been allocated yet).
+ * Arenas. Each arena is a heap of its own as described above, with its
+ * own lock, root (sequence word, counters, redo record) and control block
+ * at its start: [lock+root | control | blocks... | sentinel]. Arena 0 spans
+ * the whole heap at first, so one block can be as large as the heap. More
+ * arenas are made when processes allocate at once: a process that finds
+ * every arena busy (or full) takes a chunk (CHUNK_DIV-th of the heap) from
+ * arena 0 as an ordinary allocated block, its *carrier*, and lays a new
+ * arena out inside it; at most SHMDS__ARENAS_MAX arenas. Arenas are never
+ * given back. Crash consistency is per arena, exactly as above: an
+ * operation works in one arena under that arena's lock, and a dead
+ * holder's change is redone or rolled back by whoever locks that arena
+ * next. An allocation starts at the arena its handle used last (large
+ * ones, from LARGE bytes, at arena 0) and takes the first arena it can
+ * lock without waiting; an arena that has no room passes the request on.
+ * So processes that allocate at once spread over the arenas and stay
+ * there, and a large allocation (which zeroes its block under the lock)
+ * holds up no small one. A block is freed into the arena whose range holds
+ * it (a carved arena's range lies inside its carrier, so those are looked
+ * at first). A realloc that cannot grow in place moves within its arena,
+ * or, when that one is full, allocates in another one, copies, and frees
+ * the old block (two steps: a crash in between leaves both blocks
+ * allocated, the old one intact, as a move within one arena does).
  *
- * Lock: one robust mutex (hdr->alloc_lock). Callers may hold structure
- * locks; the allocator never takes another lock while holding its own.
+ * The arena table is in the heap root (struct hroot, in the region
+ * header): the count and each carved arena's carrier and end. Carving runs
+ * under the heap lock (hdr->alloc_lock): the carrier is allocated from
+ * arena 0 straight into hroot.pending (one commit of arena 0, so it is
+ * never lost), the arena is laid out inside it while nobody can reach it,
+ * then published: its entry, then the count (release), then pending is
+ * cleared. A carver that died is finished by the heap lock's repair (lay
+ * the pending carrier out again and publish it: every step is absolute).
+ * Each handle keeps a checked copy of the table and adds entries when the
+ * count grows (one load per operation tells). Region growth is to hand
+ * new space to the allocator the same way: the appended space becomes one
+ * more arena, published by the same steps under the heap lock (its
+ * carrier 0, its range past the old end); the table has room for it.
+ *
+ * Formatting is lazy: the region never calls up into the allocator, so the
+ * first operation that finds the heap root without its magic lays arena 0
+ * out under the heap lock, and stores the magic last (again, if a
+ * formatter died: no arena lock can have been taken yet).
+ *
+ * Locks: one robust mutex per arena, at the start of its range, and the
+ * heap lock (hdr->alloc_lock) for formatting and carving. Lock order: heap
+ * lock -> an arena lock; callers may hold structure locks before either.
+ * No operation holds two arena locks at once.
  */
 #include "internal.h"
 
 #include <string.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------------------
  * Shared layout
  * ------------------------------------------------------------------------ */
 
+#define HEAP_MAGIC UINT64_C(0x31414e4552414853) /* "SHARENA1" */
 #define ROOT_MAGIC UINT64_C(0x31434f4c4c414853) /* "SHALLOC1" */
 #define REDO_SEALED UINT64_C(0x4c41455344455241)
-#define REDO_MAX 16
+/* The most stores one commit makes: a free that merges both neighbours
+ * (two header words cleared, the merged block's word, the slot). */
+#define REDO_MAX 4
 
 #define HDR 16u               /* block header bytes */
 #define MIN_BLOCK 32u         /* header + two free-list links */
@@ -77,6 +121,12 @@
 #define SL_N (1u << SL_LOG)   /* second-level classes per first level */
 #define SMALL_LOG 8u          /* sizes below 2^8 live in first level 0 */
 #define HEAP_MAX (UINT64_C(1) << 47)
+
+#define ARENA_HDR 256u                 /* an arena's lock and root */
+#define CHUNK_DIV 16u                  /* a carved arena is this fraction of the heap */
+#define CHUNK_MIN (UINT64_C(64) << 10) /* ... but at least this */
+#define CHUNK_MAX (UINT64_C(64) << 20) /* ... and at most this */
+#define LARGE (UINT64_C(64) << 10)     /* requests that start at arena 0 */
 
 #define F_FREE UINT64_C(1)
 #define F_MARK UINT64_C(2)
@@ -87,10 +137,10 @@ struct redo_store {
     uint64_t val;
 };
 
-/* The allocator's root, in hdr->alloc_root (zero at region creation). */
+/* An arena's root, right after its lock. */
 struct aroot {
-    uint64_t magic;       /* ROOT_MAGIC once the heap is formatted (stored last) */
-    uint64_t seq;         /* odd while an operation changes the heap */
+    uint64_t magic;       /* ROOT_MAGIC once the arena is formatted */
+    uint64_t seq;         /* odd while an operation changes the arena */
     uint64_t used_bytes;  /* derived: sums of block sizes, headers included */
     uint64_t used_blocks;
     uint64_t free_bytes;
@@ -102,11 +152,39 @@ struct aroot {
     uint32_t redo_pad;
     struct redo_store redo[REDO_MAX];
 };
-SHMDS__STATIC_ASSERT(sizeof(struct aroot) <= SHMDS__ALLOC_ROOT_BYTES, "allocator root fits");
 SHMDS__STATIC_ASSERT(offsetof(struct aroot, magic) == 0, "format: root magic");
 SHMDS__STATIC_ASSERT(offsetof(struct aroot, redo_state) == 64, "format: redo state");
 SHMDS__STATIC_ASSERT(offsetof(struct aroot, redo) == 80, "format: redo record");
-SHMDS__STATIC_ASSERT(sizeof(struct aroot) == 336, "format: root size");
+SHMDS__STATIC_ASSERT(sizeof(struct aroot) == 144, "format: root size");
+
+/* The start of every arena. */
+struct arena {
+    shmds_mutex lock;
+    struct aroot root;
+    uint8_t pad[ARENA_HDR - sizeof(shmds_mutex) - sizeof(struct aroot)];
+};
+SHMDS__STATIC_ASSERT(sizeof(struct arena) == ARENA_HDR, "format: arena header");
+SHMDS__STATIC_ASSERT(offsetof(struct arena, root) == 64, "format: arena root");
+
+/* A carved arena in the table. */
+struct harena {
+    uint64_t carrier; /* user offset of its carrier block in arena 0 */
+    uint64_t end;     /* where the arena ends (the carrier's end) */
+};
+
+/* The heap root, in hdr->alloc_root (zero at region creation). */
+struct hroot {
+    uint64_t magic;    /* HEAP_MAGIC once arena 0 is formatted (stored last) */
+    uint32_t narenas;  /* arenas published (stored after their entry) */
+    uint32_t pad;
+    uint64_t pending;  /* allocator slot: the carrier being laid out */
+    uint64_t pad1;
+    struct harena arenas[SHMDS__ARENAS_MAX]; /* [0] unused: arena 0 is the heap */
+};
+SHMDS__STATIC_ASSERT(sizeof(struct hroot) <= SHMDS__ALLOC_ROOT_BYTES, "heap root fits");
+SHMDS__STATIC_ASSERT(offsetof(struct hroot, narenas) == 8, "format: arena count");
+SHMDS__STATIC_ASSERT(offsetof(struct hroot, pending) == 16, "format: pending carrier");
+SHMDS__STATIC_ASSERT(offsetof(struct hroot, arenas) == 32, "format: arena table");
 
 /* A block header; next/prev are meaningful in free blocks only. */
 struct blk {
@@ -123,14 +201,16 @@ SHMDS__STATIC_ASSERT(offsetof(struct blk, word) == 8, "format: block word");
  * shared memory. */
 typedef struct shmds__heap_geo geo_t;
 
-/* One operation, under the lock. */
+/* One operation in one arena, under its lock. */
 struct op {
     shmds_region *r;
     unsigned char *base; /* r->base */
-    struct aroot *root;
-    const geo_t *g;
-    unsigned n;                     /* stores in root->redo[] so far */
-    bool rebuild;                   /* derived state found damaged */
+    struct arena *a;
+    struct aroot *root;  /* &a->root */
+    const geo_t *g;      /* the arena's geometry */
+    unsigned idx;        /* the arena's index */
+    unsigned n;          /* stores in root->redo[] so far */
+    bool rebuild;        /* derived state found damaged */
 };
 
 /* ---------------------------------------------------------------------------
@@ -145,9 +225,9 @@ struct op {
 #define FLAT static __attribute__((flatten, noinline))
 #define COLD static __attribute__((noinline, cold))
 
-static struct aroot *root_of(const shmds_region *r)
+static struct hroot *hroot_of(const shmds_region *r)
 {
-    return (struct aroot *)(void *)r->hdr->alloc_root;
+    return (struct hroot *)(void *)r->hdr->alloc_root;
 }
 
 static unsigned fls64(uint64_t x) /* index of the highest set bit; x != 0 */
@@ -167,36 +247,73 @@ static void mapping(uint64_t size, unsigned *fl, unsigned *sl)
     }
 }
 
-/* Lay the control block and the blocks out in the handle's trusted heap
- * bounds: pure arithmetic (garbage bounds of a header that fails its checks
- * give a garbage but harmless layout, never used). */
-static void geo_init(shmds_region *r)
+/* Lay one arena out over [lo, hi) (16-aligned, hi - lo >= ARENA_HDR):
+ * its header, control block, blocks and sentinel. */
+static void arena_geo(geo_t *g, uint64_t lo, uint64_t hi)
 {
-    geo_t *g = &r->geo;
-    uint64_t lo = (r->heap_off + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
-    uint64_t hi = r->heap_end;
-    if (hi - lo > HEAP_MAX)
-        hi = lo + HEAP_MAX;
-    hi &= ~(uint64_t)(ALIGN - 1);
     unsigned fl, sl;
-    mapping(hi - lo, &fl, &sl);
+    g->base = lo;
+    g->ctl = lo + ARENA_HDR;
+    mapping(hi - g->ctl, &fl, &sl);
     g->fl_count = fl + 1;
-    g->ctl = lo;
-    g->slbm = lo + 16;
+    g->slbm = g->ctl + 16;
     g->heads = g->slbm + (((uint64_t)g->fl_count * 4 + 15) & ~UINT64_C(15));
     g->first = g->heads + (uint64_t)g->fl_count * SL_N * 8;
     g->end = hi - HDR;
     /* last < first (nothing plausible) when not even one block fits. */
     g->last = g->end >= g->first && g->end - g->first >= MIN_BLOCK ? g->end - MIN_BLOCK : 0;
+    g->pad = 0;
+    g->carrier = 0;
 }
 
-/* r->geo, computed by the first caller in this process (the region makes
- * handles without calling up into the allocator): 0 none yet, 1 being
- * computed, 2 ready. */
-static const geo_t *geo_of(shmds_region *r)
+/* Lay arena 0 out over the handle's trusted heap bounds: pure arithmetic
+ * (garbage bounds of a header that fails its checks give a garbage but
+ * harmless layout, never used). Carved arenas join the table later
+ * (arenas_sync). */
+static void geo_init(shmds_region *r)
+{
+    uint64_t lo = (r->heap_off + 63) & ~UINT64_C(63);
+    uint64_t hi = r->heap_end > lo ? r->heap_end : lo;
+    if (hi - lo > HEAP_MAX)
+        hi = lo + HEAP_MAX;
+    hi &= ~(uint64_t)(ALIGN - 1);
+    if (hi - lo < ARENA_HDR + 1024)
+        hi = lo + ARENA_HDR + 1024; /* never used: the region is too small */
+    arena_geo(&r->arena[0], lo, hi);
+    r->arena[0].carrier = 0;
+    r->narenas = 1;
+    r->arena_hint = 0;
+    r->arena_full = 0;
+}
+
+/* The arena whose blocks [first, end) hold `off`, or -1. Carved arenas
+ * lie inside arena 0: they are looked at first. */
+static int arena_of(const shmds_region *r, uint64_t off)
+{
+    for (unsigned i = r->narenas; i-- > 0;)
+        if (off >= r->arena[i].first && off < r->arena[i].end)
+            return (int)i;
+    return -1;
+}
+
+/* True when user offset `off` is a carved arena's carrier (a block no
+ * caller may free or resize). */
+static bool is_carrier(const shmds_region *r, uint64_t off)
+{
+    for (unsigned i = 1; i < r->narenas; i++)
+        if (r->arena[i].carrier == off)
+            return true;
+    return false;
+}
+
+/* Fill the handle's arena table on the allocator's first use of it in
+ * this process (the region makes handles without calling up into the
+ * allocator): geo_state 0 none yet, 1 being filled, 2 ready. Every entry
+ * point runs it before it looks at the table. */
+static void table_init(shmds_region *r)
 {
     if (shmds__likely(__atomic_load_n(&r->geo_state, __ATOMIC_ACQUIRE) == 2))
-        return &r->geo;
+        return;
     uint32_t none = 0;
     if (__atomic_compare_exchange_n(&r->geo_state, &none, 1, false, __ATOMIC_ACQUIRE,
                                     __ATOMIC_ACQUIRE)) {
@@ -205,7 +322,6 @@ static const geo_t *geo_of(shmds_region *r)
     }
     while (__atomic_load_n(&r->geo_state, __ATOMIC_ACQUIRE) != 2)
         shmds__cpu_relax();
-    return &r->geo;
 }
 
 static uint64_t tag_of(uint64_t off, uint64_t size, uint64_t flags)
@@ -449,25 +565,49 @@ static void commit(struct op *o)
  * Locking, repair and lazy formatting
  * ------------------------------------------------------------------------ */
 
-static void op_init(struct op *o, shmds_region *r)
+static void op_init(struct op *o, shmds_region *r, unsigned idx)
 {
     o->r = r;
     o->base = r->base;
-    o->root = root_of(r);
-    o->g = geo_of(r);
+    o->g = &r->arena[idx];
+    o->a = (struct arena *)(void *)(r->base + o->g->base);
+    o->root = &o->a->root;
+    o->idx = idx;
     o->n = 0;
     o->rebuild = false;
 }
 
 
-/* Called by the lock, holding it, when the previous holder died. */
+/* The region offset of hroot.pending (the carving's allocator slot). */
+static uint64_t pending_off(void)
+{
+    return offsetof(struct shmds__hdr, alloc_root) + offsetof(struct hroot, pending);
+}
+
+/* True when a redo store's target is a word some commit may write: a
+ * block header word of this arena (its sentinel's included), or a slot
+ * (an 8-aligned word in any arena's blocks, or a directory entry's off). */
+static bool redo_target_ok(const struct op *o, uint64_t off)
+{
+    if ((off & 7) != 0)
+        return false;
+    if (shmds__root_slot_off(off) || off == pending_off())
+        return true;
+    if (off >= o->g->first && off + 8 <= o->g->end + HDR)
+        return true;
+    return arena_of(o->r, off) >= 0 && off + 8 <= o->r->arena[arena_of(o->r, off)].end;
+}
+
+/* Called by an arena's lock, holding it, when the previous holder died
+ * (`arg`: the struct op of the locker). */
 static int repair(void *arg)
 {
+    const struct op *lk = arg;
     struct op o;
-    op_init(&o, arg);
+    op_init(&o, lk->r, lk->idx);
     struct aroot *root = o.root;
     if (__atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC)
-        return 0; /* died formatting: the next operation formats again */
+        return -1; /* arenas are formatted before anyone may lock them */
     bool redo = __atomic_load_n(&root->redo_state, __ATOMIC_ACQUIRE) == REDO_SEALED;
     if (redo) {
         unsigned n = root->redo_n;
@@ -476,9 +616,7 @@ static int repair(void *arg)
             return -1;
         memcpy(st, root->redo, n * sizeof st[0]);
         for (unsigned i = 0; i < n; i++)
-            if (!shmds__root_slot_off(st[i].off) &&
-                (!shmds__off_ok(o.r, st[i].off, 8, 8) || st[i].off < o.g->first ||
-                 st[i].off + 8 > o.g->end + HDR))
+            if (!redo_target_ok(&o, st[i].off))
                 return -1; /* a record no operation could have written */
         apply(o.r, st, n);
         SHMDS_FAULT("alloc.repair.redone");
@@ -495,44 +633,163 @@ static int repair(void *arg)
     return 0;
 }
 
-/* Lay out an empty heap. Under the lock; idempotent. */
-COLD int format(struct op *o)
+/* Lay out one empty arena. Under the heap lock, before the heap's magic:
+ * nobody else can touch the arena, its lock included. */
+COLD int format_arena(struct op *o)
 {
     struct aroot *root = o->root;
     const geo_t *g = o->g;
     if (g->end <= g->first || g->end - g->first < MIN_BLOCK)
         return SHMDS_ECORRUPT; /* cannot happen above SHMDS_REGION_MIN_SIZE */
-    memset(root, 0, sizeof *root);
+    memset(o->a, 0, sizeof *o->a);
+    int rc = shmds_mutex_init(&o->a->lock);
+    if (rc != 0)
+        return rc;
     B(o, g->first)->prev_size = 0;
     B(o, g->first)->word = mkword(g->first, g->end - g->first, true);
     SHMDS_FAULT("alloc.format.mid");
     B(o, g->end)->prev_size = g->end - g->first;
     B(o, g->end)->word = mkword(g->end, 0, false);
-    int rc = rebuild(o);
-    if (rc != 0)
+    if ((rc = rebuild(o)) != 0)
         return rc;
     __atomic_store_n(&root->magic, ROOT_MAGIC, __ATOMIC_RELEASE);
     return 0;
 }
 
-static void unlock(struct op *o)
+static int lock(struct op *o, bool try);
+static int finish(struct op *o, int rc);
+
+/* Add the arenas published since this handle last looked to its table,
+ * each checked: its carrier a block start in arena 0, its range inside
+ * arena 0 and past every earlier carved arena's. A count below the
+ * handle's own (arenas are never unpublished, but the region's bytes are
+ * not to be trusted: a test may even put an older image back) makes the
+ * handle read the whole table again. */
+static int arenas_sync(shmds_region *r, uint32_t n)
 {
-    shmds_mutex_unlock(&o->r->hdr->alloc_lock);
+    const struct hroot *h = hroot_of(r);
+    if (n > SHMDS__ARENAS_MAX || n == 0)
+        return SHMDS_ECORRUPT;
+    if (n < r->narenas)
+        r->narenas = 1;
+    const geo_t *g0 = &r->arena[0];
+    for (uint32_t i = r->narenas; i < n; i++) {
+        uint64_t c = __atomic_load_n(&h->arenas[i].carrier, __ATOMIC_RELAXED);
+        uint64_t end = __atomic_load_n(&h->arenas[i].end, __ATOMIC_RELAXED);
+        uint64_t lo = (c + 63) & ~UINT64_C(63);
+        uint64_t after = i == 1 ? g0->first : r->arena[i - 1].end + HDR;
+        if ((c & (ALIGN - 1)) != 0 || c < after + HDR || c > g0->end || end > g0->end ||
+            (end & (ALIGN - 1)) != 0 || end < lo || end - lo < ARENA_HDR + 1024)
+            return SHMDS_ECORRUPT;
+        arena_geo(&r->arena[i], lo, end);
+        r->arena[i].carrier = c;
+        r->narenas = i + 1;
+    }
+    return 0;
 }
 
-/* Take the allocator lock (repairing after a dead holder), format the heap
- * if nobody has, and open the operation `o` (set up by op_init): the
- * sequence word goes odd. */
-static int lock(struct op *o)
+/* Lay out the carved arena whose carrier (a live block of arena 0) is at
+ * user offset `c`, and publish it as arena n. Under the heap lock; every
+ * store absolute, so it can be done again after a death. */
+static int carve_finish(shmds_region *r, uint64_t c, uint32_t n)
 {
-    shmds_region *r = o->r;
-    int rc = shmds__lock(r, &r->hdr->alloc_lock, repair, r);
+    struct hroot *h = hroot_of(r);
+    uint64_t usable;
+    int rc = shmds__alloc_block_live(r, c, &usable);
+    if (rc != 0 || n >= SHMDS__ARENAS_MAX)
+        return SHMDS_ECORRUPT;
+    uint64_t lo = (c + 63) & ~UINT64_C(63), end = c + usable;
+    if (end < lo || end - lo < ARENA_HDR + 1024)
+        return SHMDS_ECORRUPT;
+    struct op o;
+    arena_geo(&r->arena[n], lo, end);
+    op_init(&o, r, n);
+    if ((rc = format_arena(&o)) != 0)
+        return rc;
+    h->arenas[n].carrier = c;
+    h->arenas[n].end = end;
+    __atomic_store_n(&h->narenas, n + 1, __ATOMIC_RELEASE);
+    SHMDS_FAULT("alloc.arena.published");
+    __atomic_store_n(&h->pending, 0, __ATOMIC_RELEASE);
+    return arenas_sync(r, n + 1);
+}
+
+/* The heap lock's repair. A formatter that died left the heap's magic
+ * unset, and the next one formats arena 0 again. A carver that died left
+ * its carrier in `pending` (once arena 0 is settled): lay it out and
+ * publish it, unless it was published already. */
+static int heap_repair(void *arg)
+{
+    shmds_region *r = arg;
+    table_init(r);
+    struct hroot *h = hroot_of(r);
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != HEAP_MAGIC)
+        return 0;
+    struct op o;
+    op_init(&o, r, 0);
+    int rc = lock(&o, false);
+    if (rc < 0)
+        return -1;
+    finish(&o, 0);
+    uint64_t c = __atomic_load_n(&h->pending, __ATOMIC_ACQUIRE);
+    uint32_t n = __atomic_load_n(&h->narenas, __ATOMIC_ACQUIRE);
+    if (arenas_sync(r, n) != 0)
+        return -1;
+    if (c == 0)
+        return 0;
+    if (n > 1 && h->arenas[n - 1].carrier == c) {
+        __atomic_store_n(&h->pending, 0, __ATOMIC_RELEASE);
+        return 0;
+    }
+    return carve_finish(r, c, n) == 0 ? 0 : -1;
+}
+
+
+/* Format arena 0 if nobody has, and bring the handle's arena table up to
+ * date: 0 when the heap is ready. Two loads when it is. */
+static int heap_ready(shmds_region *r)
+{
+    table_init(r);
+    struct hroot *h = hroot_of(r);
+    if (shmds__likely(__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC)) {
+        uint32_t n = __atomic_load_n(&h->narenas, __ATOMIC_ACQUIRE);
+        return shmds__likely(n == r->narenas) ? 0 : arenas_sync(r, n);
+    }
+    int rc = shmds__lock(r, &r->hdr->alloc_lock, heap_repair, r);
     if (rc < 0)
         return rc;
-    if (__atomic_load_n(&o->root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC &&
-        (rc = format(o)) != 0) {
-        unlock(o);
+    rc = 0;
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) != HEAP_MAGIC) {
+        struct op o;
+        op_init(&o, r, 0);
+        memset(h, 0, sizeof *h);
+        if ((rc = format_arena(&o)) == 0) {
+            h->narenas = 1;
+            __atomic_store_n(&h->magic, HEAP_MAGIC, __ATOMIC_RELEASE);
+        }
+    }
+    shmds_mutex_unlock(&r->hdr->alloc_lock);
+    return rc != 0 ? rc : heap_ready(r);
+}
+
+static void unlock(struct op *o)
+{
+    shmds_mutex_unlock(&o->a->lock);
+}
+
+/* Take the arena's lock (repairing after a dead holder; without waiting
+ * when `try`: -EBUSY) and open the operation `o` (set up by op_init): the
+ * sequence word goes odd. The heap must be formatted (heap_ready). */
+static int lock(struct op *o, bool try)
+{
+    shmds_region *r = o->r;
+    int rc = try ? shmds__lock_try(r, &o->a->lock, repair, o)
+                 : shmds__lock(r, &o->a->lock, repair, o);
+    if (rc < 0)
         return rc;
+    if (__atomic_load_n(&o->root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC) {
+        unlock(o);
+        return SHMDS_ECORRUPT;
     }
     shmds__seq_write_begin(&o->root->seq);
     return 0;
@@ -793,46 +1050,184 @@ static int do_resize(struct op *o, uint64_t b, const struct live *lv, uint64_t b
  * ------------------------------------------------------------------------ */
 
 /* The region offset of a slot pointer, when the slot may be named in a
- * commit: 8-aligned, inside the heap's blocks, or the off field of a
+ * commit: 8-aligned, inside some arena's blocks, or the off field of a
  * directory entry (a structure's header block, region.c). 0 otherwise. */
 static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
 {
     const unsigned char *p = (const unsigned char *)slot;
-    const geo_t *g = geo_of(r);
-    if (slot == NULL || p < r->base || p + 8 > r->base + g->end)
+    table_init(r);
+    if (slot == NULL || p < r->base || p >= r->base + r->size)
         return 0;
     uint64_t off = (uint64_t)(p - r->base);
-    if (p < r->base + g->first)
+    if (off < r->heap_off)
         return shmds__root_slot_off(off) ? off : 0;
-    return (off & 7) == 0 ? off : 0;
+    int i = arena_of(r, off);
+    return i >= 0 && (off & 7) == 0 && off + 8 <= r->arena[i].end ? off : 0;
 }
 
-FLAT int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool zero,
-                      shmds_off_t *out)
+/* One allocation request: `size` bytes, into the slot at slot_off (or 0),
+ * the first bytes zeroed when `zero`; then, under the same lock, as many
+ * of the slots at more[0..nmore) as are empty and fit, with blocks of the
+ * same size (shmds__alloc_many_into). */
+struct req {
+    uint64_t size;
+    uint64_t slot_off;
+    bool zero;
+    unsigned nmore;
+    const uint64_t *more;
+};
+
+/* Allocate in the arena `o` has locked; unlocks. -ENOMEM when this arena
+ * has no room (the caller tries the next one). */
+static int alloc_in(struct op *o, const struct req *q, shmds_off_t *out)
+{
+    uint64_t bs = block_size(o->g, q->size), zero = q->zero ? q->size : 0;
+    if (bs == 0)
+        return finish(o, -ENOMEM);
+    if (q->slot_off != 0 && __atomic_load_n((uint64_t *)(void *)(o->base + q->slot_off),
+                                            __ATOMIC_RELAXED) != SHMDS_NULL)
+        return finish(o, -EINVAL);
+    int rc = do_alloc(o, bs, q->slot_off, zero, out);
+    if (rc == SHMDS_ECORRUPT && o->rebuild) {
+        /* A damaged free list: rebuild it from the walk and try once more. */
+        o->rebuild = false;
+        if (rebuild(o) == 0)
+            rc = do_alloc(o, bs, q->slot_off, zero, out);
+    }
+    for (unsigned i = 0; rc == 0 && i < q->nmore; i++) {
+        uint64_t *slot = (uint64_t *)(void *)(o->base + q->more[i]), extra;
+        if (__atomic_load_n(slot, __ATOMIC_RELAXED) == SHMDS_NULL &&
+            do_alloc(o, bs, q->more[i], 0, &extra) != 0)
+            break; /* no room for more: the first one is what counts */
+    }
+    return finish(o, rc);
+}
+
+/* Carve one more arena out of arena 0 (module comment): 0 done, or the
+ * table had grown meanwhile (the caller looks again); -ENOMEM when the
+ * table is full or arena 0 has no room for it; lock errors. */
+COLD int carve(shmds_region *r)
+{
+    uint32_t seen = r->narenas;
+    if (seen >= SHMDS__ARENAS_MAX)
+        return -ENOMEM;
+    int rc = shmds__lock(r, &r->hdr->alloc_lock, heap_repair, r);
+    if (rc < 0)
+        return rc;
+    if ((rc = heap_ready(r)) != 0 || r->narenas != seen) {
+        shmds_mutex_unlock(&r->hdr->alloc_lock);
+        return rc;
+    }
+    const geo_t *g0 = &r->arena[0];
+    uint64_t chunk = (g0->end - g0->first) / CHUNK_DIV;
+    chunk = chunk < CHUNK_MIN ? CHUNK_MIN : chunk > CHUNK_MAX ? CHUNK_MAX : chunk;
+    struct op o;
+    op_init(&o, r, 0);
+    shmds_off_t c;
+    struct req q = {chunk, pending_off(), false, 0, NULL};
+    if ((rc = lock(&o, false)) == 0 && (rc = alloc_in(&o, &q, &c)) == 0) {
+        SHMDS_FAULT("alloc.arena.carved");
+        rc = carve_finish(r, c, seen);
+    }
+    shmds_mutex_unlock(&r->hdr->alloc_lock);
+    return rc;
+}
+
+int shmds__alloc_arena_add(shmds_region *r)
+{
+    int rc = shmds__writable(r);
+    if (rc == 0)
+        rc = heap_ready(r);
+    return rc != 0 ? rc : carve(r);
+}
+
+/* Try arena i: 1 when it is busy (try) or has no room (-ENOMEM, noted
+ * in the handle for small requests), else what the allocation returned. */
+static int alloc_at(shmds_region *r, unsigned i, bool try, const struct req *q, shmds_off_t *out)
+{
+    struct op o;
+    op_init(&o, r, i);
+    int rc = lock(&o, try);
+    if (rc == -EBUSY && try)
+        return 1;
+    if (rc < 0)
+        return rc;
+    rc = alloc_in(&o, q, out);
+    if (rc == -ENOMEM) {
+        if (q->size < LARGE)
+            r->arena_full |= UINT32_C(1) << i;
+        return 1;
+    }
+    if (rc == 0 && q->size < LARGE)
+        r->arena_hint = i; /* large requests always start at arena 0 */
+    return rc;
+}
+
+/* The allocation's slow path: the handle's arena was busy or full. In
+ * turn: every other arena that can be locked without waiting (a small
+ * request leaves arena 0 for later once it has moved off it, so that
+ * processes that met each other keep apart); a new arena carved for a
+ * small request; then, waiting, arena 0, the busy arenas and those found
+ * full before. */
+COLD int alloc_slow(shmds_region *r, unsigned first, const struct req *q, shmds_off_t *out)
+{
+    bool small = q->size < LARGE;
+    uint32_t busy = 0;
+    bool later0 = small && first != 0;
+    int rc;
+    for (unsigned i = 0; i < r->narenas; i++) {
+        if (i == first || (later0 && i == 0) || (small && (r->arena_full >> i) & 1))
+            continue;
+        if ((rc = alloc_at(r, i, true, q, out)) <= 0)
+            return rc;
+        if (((r->arena_full >> i) & 1) == 0)
+            busy |= UINT32_C(1) << i;
+    }
+    if (small && (rc = carve(r)) != -ENOMEM) {
+        if (rc < 0)
+            return rc;
+        if ((rc = alloc_at(r, r->narenas - 1, false, q, out)) <= 0)
+            return rc;
+    }
+    /* Wait where others are busy, then look again where there was no
+     * room (frees may have made some). */
+    if (later0 || first == 0)
+        busy |= 1;
+    busy |= UINT32_C(1) << first;
+    r->arena_full = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (unsigned i = 0; i < r->narenas; i++) {
+            if ((((busy >> i) & 1) != 0) != (pass == 0))
+                continue;
+            if ((rc = alloc_at(r, i, false, q, out)) <= 0)
+                return rc;
+        }
+    return -ENOMEM;
+}
+
+/* Allocate in the arena this handle used last (arena 0 for a large
+ * request) when it can be locked without waiting and has room; else the
+ * slow path. Returns as shmds_alloc. */
+FLAT int alloc_req(shmds_region *r, const struct req *q, shmds_off_t *out)
 {
     int rc = shmds__writable(r);
     if (rc != 0)
         return rc;
-    struct op o;
-    op_init(&o, r);
-    uint64_t bs = block_size(o.g, size);
-    if (size == 0)
+    if (q->size == 0)
         return -EINVAL;
-    if (bs == 0)
-        return -ENOMEM;
-    if ((rc = lock(&o)) != 0)
+    if ((rc = heap_ready(r)) != 0)
         return rc;
-    if (slot_off != 0 && __atomic_load_n((uint64_t *)(void *)(r->base + slot_off),
-                                         __ATOMIC_RELAXED) != SHMDS_NULL)
-        return finish(&o, -EINVAL);
-    rc = do_alloc(&o, bs, slot_off, zero ? size : 0, out);
-    if (rc == SHMDS_ECORRUPT && o.rebuild) {
-        /* A damaged free list: rebuild it from the walk and try once more. */
-        o.rebuild = false;
-        if (rebuild(&o) == 0)
-            rc = do_alloc(&o, bs, slot_off, zero ? size : 0, out);
-    }
-    return finish(&o, rc);
+    unsigned first = q->size >= LARGE || r->arena_hint >= r->narenas ? 0 : r->arena_hint;
+    if (((r->arena_full >> first) & 1) == 0 && (rc = alloc_at(r, first, true, q, out)) <= 0)
+        return rc;
+    return alloc_slow(r, first, q, out);
+}
+
+static int alloc_common(shmds_region *r, uint64_t size, uint64_t slot_off, bool zero,
+                        shmds_off_t *out)
+{
+    struct req q = {size, slot_off, zero, 0, NULL};
+    return alloc_req(r, &q, out);
 }
 
 SHMDS_API int shmds_alloc(shmds_region *r, size_t size, shmds_off_t *out)
@@ -855,6 +1250,21 @@ int shmds__alloc_into(shmds_region *r, uint64_t size, shmds_off_t *slot)
     return alloc_common(r, size, so, false, &off);
 }
 
+int shmds__alloc_many_into(shmds_region *r, uint64_t size, shmds_off_t *slot,
+                           shmds_off_t *const *more, unsigned nmore)
+{
+    uint64_t so = slot_offset(r, slot), mo[SHMDS__ALLOC_MANY_MAX];
+    if (so == 0)
+        return shmds__writable(r) != 0 ? SHMDS_ERDONLY : -EINVAL;
+    unsigned n = 0;
+    for (unsigned i = 0; i < nmore && n < SHMDS__ALLOC_MANY_MAX; i++)
+        if ((mo[n] = slot_offset(r, more[i])) != 0 && mo[n] != so)
+            n++;
+    struct req q = {size, so, false, n, mo};
+    shmds_off_t off;
+    return alloc_req(r, &q, &off);
+}
+
 int shmds__alloc_zeroed_into(shmds_region *r, uint64_t size, shmds_off_t *slot)
 {
     uint64_t so = slot_offset(r, slot);
@@ -864,26 +1274,38 @@ int shmds__alloc_zeroed_into(shmds_region *r, uint64_t size, shmds_off_t *slot)
     return alloc_common(r, size, so, true, &off);
 }
 
-/* Free the block at user offset `off`; slot_off (or 0) is cleared with it. */
+/* Lock the arena that owns the block at user offset `off` into `o`:
+ * -EINVAL when no arena's blocks hold it. */
+static int lock_owner(shmds_region *r, shmds_off_t off, struct op *o)
+{
+    int i = off >= HDR && (off & (ALIGN - 1)) == 0 ? arena_of(r, off - HDR) : -1;
+    if (i < 0 || (i == 0 && is_carrier(r, off)))
+        return -EINVAL;
+    op_init(o, r, (unsigned)i);
+    return lock(o, false);
+}
+
+/* Free the block at user offset `off` in its arena; slot_off (or 0) is
+ * cleared with it. With a slot, the offset is the slot's: only commits of
+ * the slot owner's own calls write it, so reading it before the lock
+ * names the arena, and reading it again under the lock confirms it. */
 FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const shmds_off_t *slot)
 {
-    struct op o;
-    op_init(&o, r);
-    int rc = lock(&o);
+    int rc = heap_ready(r);
     if (rc != 0)
         return rc;
-    if (slot != NULL) {
-        off = __atomic_load_n(slot, __ATOMIC_RELAXED);
-        if (off == SHMDS_NULL)
-            return finish(&o, 0);
-    }
+    if (slot != NULL && (off = __atomic_load_n(slot, __ATOMIC_RELAXED)) == SHMDS_NULL)
+        return 0;
+    struct op o;
+    if ((rc = lock_owner(r, off, &o)) != 0)
+        return rc;
+    if (slot != NULL && __atomic_load_n(slot, __ATOMIC_RELAXED) != off)
+        return finish(&o, SHMDS_ECORRUPT);
     struct live lv;
-    if (off < HDR || (off & (ALIGN - 1)) != 0)
-        rc = -EINVAL;
-    else
-        rc = live_block(&o, off - HDR, &lv);
-    if (rc == 0)
+    if ((rc = live_block(&o, off - HDR, &lv)) == 0)
         rc = do_free(&o, off - HDR, &lv, slot_off);
+    if (rc == 0)
+        r->arena_full &= ~(UINT32_C(1) << o.idx);
     return finish(&o, rc);
 }
 
@@ -919,30 +1341,37 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
         return rc;
     if (size == 0)
         return -EINVAL;
-    struct op o;
-    op_init(&o, r);
-    uint64_t bs = block_size(o.g, size);
-    if ((rc = lock(&o)) != 0)
+    if ((rc = heap_ready(r)) != 0)
         return rc;
+    struct op o;
+    if ((rc = lock_owner(r, off, &o)) != 0)
+        return rc;
+    uint64_t bs = block_size(o.g, size);
     uint64_t b = off - HDR;
     struct live lv;
-    if (off < HDR || (off & (ALIGN - 1)) != 0)
-        return finish(&o, -EINVAL);
     if ((rc = live_block(&o, b, &lv)) != 0)
         return finish(&o, rc);
-    if (bs == 0)
-        return finish(&o, -ENOMEM);
-    rc = do_resize(&o, b, &lv, bs);
-    if (rc == 0) {
-        *out = off;
-        return finish(&o, 0);
-    }
-    if (rc < 0)
+    if (bs != 0 && (rc = do_resize(&o, b, &lv, bs)) <= 0) {
+        if (rc == 0)
+            *out = off;
         return finish(&o, rc);
+    }
     /* Move: allocate, copy, free the old block. A crash between the two
      * commits leaves both blocks allocated, the old one intact. */
     uint64_t nb, nsize;
-    if ((rc = take_free(&o, bs, &nb, &nsize)) != 0)
+    if (bs == 0 || (rc = take_free(&o, bs, &nb, &nsize)) == -ENOMEM) {
+        /* No room in this arena: in another one, in two steps. */
+        finish(&o, 0);
+        shmds_off_t noff;
+        if ((rc = alloc_common(r, size, 0, false, &noff)) != 0)
+            return rc;
+        memcpy(r->base + noff, r->base + off, lv.size - HDR);
+        SHMDS_FAULT("alloc.realloc.copied");
+        if ((rc = free_common(r, off, 0, NULL)) == 0)
+            *out = noff;
+        return rc;
+    }
+    if (rc != 0)
         return finish(&o, rc);
     uint64_t t = put_split(&o, nb, nsize, bs);
     commit(&o);
@@ -967,11 +1396,12 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
  * allocated. */
 int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable)
 {
-    struct op o;
-    op_init(&o, r);
-    if (__atomic_load_n(&o.root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC || off < HDR ||
-        (off & (ALIGN - 1)) != 0)
+    table_init(r);
+    int i = off >= HDR && (off & (ALIGN - 1)) == 0 ? arena_of(r, off - HDR) : -1;
+    if (__atomic_load_n(&hroot_of(r)->magic, __ATOMIC_ACQUIRE) != HEAP_MAGIC || i < 0)
         return -EINVAL;
+    struct op o;
+    op_init(&o, r, (unsigned)i);
     uint64_t size;
     bool is_free;
     if (!blk_read(&o, off - HDR, &size, &is_free) || is_free)
@@ -991,14 +1421,22 @@ SHMDS_API size_t shmds_usable_size(shmds_region *r, shmds_off_t off)
 
 int shmds__alloc_settle(shmds_region *r)
 {
-    struct op o;
     if (shmds__rdonly(r))
         return SHMDS_ERDONLY;
-    op_init(&o, r);
-    int rc = lock(&o);
-    if (rc != 0)
+    /* The heap lock first: a dead carver's arena is published by its
+     * repair, which settles arena 0 on the way. */
+    int rc = shmds__lock(r, &r->hdr->alloc_lock, heap_repair, r);
+    if (rc < 0)
         return rc;
-    return finish(&o, 0);
+    shmds_mutex_unlock(&r->hdr->alloc_lock);
+    rc = heap_ready(r);
+    for (unsigned i = 0; i < r->narenas && rc == 0; i++) {
+        struct op o;
+        op_init(&o, r, i);
+        if ((rc = lock(&o, false)) == 0)
+            rc = finish(&o, 0);
+    }
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------
@@ -1036,14 +1474,6 @@ static int stats_read(const struct op *o, shmds_alloc_stats *st)
     const struct aroot *root = o->root;
     const geo_t *g = o->g;
     st->heap_bytes = g->end - g->first;
-    if (__atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC) {
-        /* Not formatted yet: one free block spans the heap. */
-        st->used_bytes = st->used_blocks = 0;
-        st->free_bytes = st->heap_bytes;
-        st->free_blocks = 1;
-        st->largest_free = st->heap_bytes - HDR;
-        return 0;
-    }
     st->used_bytes = root->used_bytes;
     st->used_blocks = root->used_blocks;
     st->free_bytes = root->free_bytes;
@@ -1059,9 +1489,8 @@ static int check_heap(const struct op *o)
 {
     const struct aroot *root = o->root;
     const geo_t *g = o->g;
-    if (__atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC)
-        return 0; /* never formatted: nothing allocated, nothing to check */
-    if (root->redo_state != 0 || !sentinel_ok(o))
+    if (__atomic_load_n(&root->magic, __ATOMIC_ACQUIRE) != ROOT_MAGIC ||
+        root->redo_state != 0 || !sentinel_ok(o))
         return SHMDS_ECORRUPT;
 
     /* The physical walk. */
@@ -1123,15 +1552,17 @@ static int check_heap(const struct op *o)
     return listed == fn ? 0 : SHMDS_ECORRUPT;
 }
 
-/* Run `fn` on a stable heap: under the lock, or on a read-only region
- * between two equal even readings of the sequence word, retried until the
- * region's lock bound. */
-static int read_stable(shmds_region *r, int (*fn)(const struct op *, void *), void *arg)
+/* Run `fn` on a stable arena: under its lock, or on a read-only region
+ * between two equal even readings of its sequence word, retried until the
+ * region's lock bound. The heap is formatted (heap_ready, or its magic
+ * seen). */
+static int read_stable(shmds_region *r, unsigned idx, int (*fn)(const struct op *, void *),
+                       void *arg)
 {
     struct op o;
-    op_init(&o, r);
+    op_init(&o, r, idx);
     if (!shmds__rdonly(r)) {
-        int rc = lock(&o);
+        int rc = lock(&o, false);
         if (rc != 0)
             return rc;
         rc = fn(&o, arg);
@@ -1151,6 +1582,23 @@ static int read_stable(shmds_region *r, int (*fn)(const struct op *, void *), vo
     }
 }
 
+/* 1 when the heap is formatted; 0 when it is not and the region is
+ * read-only (nothing was ever allocated: every arena is one free block);
+ * or an error from formatting it. */
+static int heap_formatted(shmds_region *r)
+{
+    table_init(r);
+    struct hroot *h = hroot_of(r);
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC) {
+        int rc = arenas_sync(r, __atomic_load_n(&h->narenas, __ATOMIC_ACQUIRE));
+        return rc == 0 ? 1 : rc;
+    }
+    if (shmds__rdonly(r))
+        return 0;
+    int rc = heap_ready(r);
+    return rc == 0 ? 1 : rc;
+}
+
 static int stats_fn(const struct op *o, void *arg)
 {
     return stats_read(o, arg);
@@ -1162,23 +1610,130 @@ static int check_fn(const struct op *o, void *arg)
     return check_heap(o);
 }
 
+/* Arena i's statistics; `formatted` from heap_formatted. */
+static int arena_stats(shmds_region *r, unsigned i, int formatted, shmds_alloc_stats *st)
+{
+    if (formatted)
+        return read_stable(r, i, stats_fn, st);
+    const geo_t *g = &r->arena[i];
+    st->heap_bytes = st->free_bytes = g->end - g->first;
+    st->used_bytes = st->used_blocks = 0;
+    st->free_blocks = 1;
+    st->largest_free = st->heap_bytes - HDR;
+    return 0;
+}
+
 SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out)
 {
     if (r == NULL || out == NULL)
         return -EINVAL;
-    shmds_alloc_stats st;
+    shmds_alloc_stats sum = {0};
     int rc = shmds__region_intact(r);
     if (rc == 0)
-        rc = read_stable(r, stats_fn, &st);
+        rc = heap_formatted(r);
+    if (rc < 0)
+        return rc;
+    for (unsigned i = 0; i < r->narenas; i++) {
+        shmds_alloc_stats st;
+        int rc2 = arena_stats(r, i, rc, &st);
+        if (rc2 != 0)
+            return rc2;
+        if (i > 0) {
+            /* Its carrier is a used block of arena 0: count the arena's
+             * blocks instead. */
+            uint64_t cs = r->arena[i].end + HDR - (r->arena[i].carrier - HDR);
+            sum.heap_bytes -= cs;
+            sum.used_bytes -= cs;
+            sum.used_blocks--;
+        }
+        sum.heap_bytes += st.heap_bytes;
+        sum.used_bytes += st.used_bytes;
+        sum.free_bytes += st.free_bytes;
+        sum.used_blocks += st.used_blocks;
+        sum.free_blocks += st.free_blocks;
+        if (st.largest_free > sum.largest_free)
+            sum.largest_free = st.largest_free;
+    }
+    *out = sum;
+    return 0;
+}
+
+SHMDS_API unsigned shmds_alloc_arena_count(shmds_region *r)
+{
+    if (r == NULL)
+        return 0;
+    table_init(r);
+    struct hroot *h = hroot_of(r);
+    if (__atomic_load_n(&h->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC)
+        (void)arenas_sync(r, __atomic_load_n(&h->narenas, __ATOMIC_ACQUIRE));
+    return r->narenas;
+}
+
+SHMDS_API int shmds_alloc_arena_info_get(shmds_region *r, unsigned arena,
+                                         shmds_alloc_arena_info *out)
+{
+    if (r == NULL || out == NULL)
+        return -EINVAL;
+    int rc = shmds__region_intact(r);
     if (rc == 0)
-        *out = st;
-    return rc;
+        rc = heap_formatted(r);
+    if (rc < 0)
+        return rc;
+    if (arena >= r->narenas)
+        return -EINVAL;
+    shmds_alloc_arena_info info;
+    memset(&info, 0, sizeof info);
+    const geo_t *g = &r->arena[arena];
+    info.offset = g->base;
+    info.size = g->end + HDR - g->base;
+    if ((rc = arena_stats(r, arena, rc, &info.stats)) != 0)
+        return rc;
+    if (__atomic_load_n(&hroot_of(r)->magic, __ATOMIC_ACQUIRE) == HEAP_MAGIC) {
+        const struct arena *a = (const struct arena *)(const void *)(r->base + g->base);
+        shmds_mutex_info_get(&a->lock, &info.lock);
+        info.repairs = __atomic_load_n(&a->root.repairs, __ATOMIC_RELAXED);
+        info.rebuilds = __atomic_load_n(&a->root.rebuilds, __ATOMIC_RELAXED);
+    }
+    *out = info;
+    return 0;
+}
+
+/* The heap root agrees with the handle's arena table, and every carrier
+ * is a live block of arena 0 that ends where its arena does. */
+static int check_hroot(shmds_region *r)
+{
+    const struct hroot *h = hroot_of(r);
+    if (h->narenas != r->narenas)
+        return SHMDS_ECORRUPT;
+    for (unsigned i = 1; i < r->narenas; i++) {
+        uint64_t usable;
+        const geo_t *g = &r->arena[i];
+        if (h->arenas[i].carrier != g->carrier || h->arenas[i].end != g->end + HDR ||
+            shmds__alloc_block_live(r, g->carrier, &usable) != 0 ||
+            g->carrier + usable != g->end + HDR)
+            return SHMDS_ECORRUPT;
+    }
+    return 0;
 }
 
 SHMDS_API int shmds_alloc_check(shmds_region *r)
 {
     if (r == NULL)
         return -EINVAL;
-    return read_stable(r, check_fn, NULL);
+    int rc = heap_formatted(r);
+    if (rc <= 0)
+        return rc; /* never formatted: nothing allocated, nothing to check */
+    if ((rc = check_hroot(r)) != 0)
+        return rc;
+    for (unsigned i = 0; i < r->narenas && rc == 0; i++) {
+        /* A read-only check cannot lock the arena, but it sees a lock whose
+         * own words are damaged (every later locker gets SHMDS_ECORRUPT). */
+        struct op o;
+        op_init(&o, r, i);
+        if (shmds__rdonly(r) && !shmds__mutex_ok(&o.a->lock))
+            return SHMDS_ECORRUPT;
+        rc = read_stable(r, i, check_fn, NULL);
+    }
+    return rc;
 }
 

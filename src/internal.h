@@ -117,18 +117,25 @@ SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, roots) == 1024, "format: direct
 
 /* ---- the process-local handle ---- */
 
-/* Where the allocator's parts are in the heap (alloc.c): a function of the
+/* Where one arena's parts are (alloc.c): arena 0's a function of the
  * handle's trusted heap bounds only, computed by the allocator on its first
- * use of the handle (geo_state). */
+ * use of the handle (geo_state); carved arenas' read from the heap root's
+ * table and checked. */
 struct shmds__heap_geo {
+    uint64_t base;     /* the arena's header (its lock and root) */
     uint64_t ctl;      /* control block */
     uint64_t slbm;     /* uint32_t second-level bitmaps [fl_count] */
     uint64_t heads;    /* uint64_t heads [fl_count][SL_N] */
     uint64_t first;    /* first block header */
-    uint64_t end;      /* sentinel header */
+    uint64_t end;      /* sentinel header; the arena ends 16 bytes later */
     uint64_t last;     /* last offset where a minimum block fits */
     uint32_t fl_count;
+    uint32_t pad;
+    uint64_t carrier;  /* a carved arena's carrier block in arena 0; 0 for arena 0 */
 };
+
+/* Most arenas a heap can hold (alloc.c). */
+#define SHMDS__ARENAS_MAX 8
 
 struct shmds_region {
     /* Must match struct shmds_region_pub_ (region.h): the inline helpers
@@ -144,8 +151,14 @@ struct shmds_region {
     size_t map_len;
     int fd;
     struct shmds__hdr *hdr;
-    uint32_t geo_state; /* 0, 1 being filled, 2 geo valid (alloc.c) */
-    struct shmds__heap_geo geo;
+    /* The allocator's arenas (alloc.c): the table is filled on the
+     * allocator's first use of the handle (geo_state 0, 1 being filled, 2
+     * valid), and grows when arenas are carved. */
+    uint32_t geo_state;
+    uint32_t narenas;
+    uint32_t arena_hint; /* the arena this handle allocated from last */
+    uint32_t arena_full; /* arenas this handle found without room (bit i) */
+    struct shmds__heap_geo arena[SHMDS__ARENAS_MAX];
 };
 
 SHMDS__STATIC_ASSERT(offsetof(struct shmds_region, base) ==
@@ -326,6 +339,13 @@ int shmds__sem_value(const shmds_sem *s);
  * 0: read again; -ETIMEDOUT past the region's bound; lock errors. */
 int shmds__seq_wait(shmds_region *r, struct shmds__wait *w, const uint64_t *word, shmds_mutex *m,
                     shmds_repair_fn *repair, void *arg);
+/* One attempt, never a wait (not even a spin): -EBUSY when another thread
+ * holds `m` (region.c; a recovery bumps the region's epoch). For callers
+ * with somewhere else to go: the allocator's arenas. */
+int shmds__lock_try(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg);
+/* One pthread trylock of `m`, with the checks and the repair of
+ * shmds__mutex_lock_bounded (lock.c). */
+int shmds__mutex_trylock(shmds_mutex *m, shmds_repair_fn *repair, void *arg);
 /* True when the calling thread holds a shmds_mutex inside [base, base+len). */
 bool shmds__locks_held_in(const void *base, size_t len);
 /* True when the calling thread holds `m` (for SHMDS_ASSERT). */
@@ -433,6 +453,17 @@ uint64_t shmds__fnv1a(uint64_t h, const void *data, size_t len);
  * On error *slot is unchanged. */
 int shmds__alloc_into(shmds_region *r, uint64_t size, shmds_off_t *slot);
 
+/* shmds__alloc_into(r, size, slot), and then, under the same allocator
+ * lock (one lock round trip for all), a block of the same size into each
+ * of the slots more[0..nmore) that holds SHMDS_NULL, as long as there is
+ * room; each block is written into its slot by its own commit. Slots that
+ * are not valid are skipped; at most SHMDS__ALLOC_MANY_MAX of them. The
+ * result is *slot's: 0 once it holds its block, errors as
+ * shmds__alloc_into. */
+#define SHMDS__ALLOC_MANY_MAX 8
+int shmds__alloc_many_into(shmds_region *r, uint64_t size, shmds_off_t *slot,
+                           shmds_off_t *const *more, unsigned nmore);
+
 /* Free the block whose offset is in *slot and set *slot to SHMDS_NULL, as
  * one commit. *slot == SHMDS_NULL: nothing to do, returns 0 (so a repair can
  * call it again after a crash). Errors as shmds_free(); *slot unchanged. */
@@ -442,6 +473,11 @@ int shmds__free_from(shmds_region *r, shmds_off_t *slot);
  * operation is finished. After it returns 0, every slot named in an
  * interrupted shmds__alloc_into / shmds__free_from holds its final value. */
 int shmds__alloc_settle(shmds_region *r);
+
+/* Carve one more arena out of arena 0 now, as a process that finds every
+ * arena busy does (tests and the crash torture use it to reach that code
+ * at will). 0; -ENOMEM no room or the table is full; lock errors. */
+int shmds__alloc_arena_add(shmds_region *r);
 
 /* 0 when `off` is the start of a live (allocated) block, with its usable
  * size in *usable (may be NULL); -EINVAL when it is not; SHMDS_ECORRUPT when

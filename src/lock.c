@@ -441,6 +441,12 @@ int shmds__mutex_lock_bounded(shmds_mutex *m, uint32_t bound_ms, shmds_repair_fn
     return rc;
 }
 
+int shmds__mutex_trylock(shmds_mutex *m, shmds_repair_fn *repair, void *arg)
+{
+    int rc = mutex_lock(m, 0, repair, arg);
+    return rc == -EINVAL ? SHMDS_ECORRUPT : rc;
+}
+
 /* ---------------------------------------------------------------------------
  * Semaphores (doorbells)
  * ------------------------------------------------------------------------ */

@@ -59,6 +59,18 @@
  * are logged in the resize lock's own record and rolled forward. Repair
  * reads only the log: O(1), never a scan of the map.
  *
+ * Spare blocks (the insert path's one lock round trip). Each stripe keeps
+ * up to SPARES allocated blocks in allocator slots of its own (`spare`).
+ * An insert takes a spare that fits its entry (the stripe lock is the only
+ * lock it takes); when none fits, it allocates its block and fills the
+ * empty spare slots with blocks of the same size in the same allocator
+ * round trip (shmds__alloc_many_into). A delete's dead block goes into an
+ * empty spare slot instead of back to the heap. A block moves between a
+ * spare slot and the log in two stores (set the target, then clear the
+ * source), so after a crash it may sit in both; repair then leaves it with
+ * the spare slot instead of freeing it. The spares are the map's blocks:
+ * the check checks them, destroy frees them.
+ *
  * Lock-free reads. Every stripe has a sequence counter, odd while its chains
  * change. Without SHMDS_MAP_EVICT, shmds_map_get reads optimistically: load
  * the counters, walk (every offset checked, every walk capped, so a torn
@@ -111,6 +123,8 @@
 #define LEASES 4u           /* fill lease slots per stripe */
 #define FILL_SLICE_MS 10    /* a fill waiter re-checks at least this often */
 #define GET_QUERY_ (1u << 31) /* internal get flag: no copy, no -ENOBUFS */
+#define SPARES 4u           /* blocks a stripe keeps for its next inserts */
+#define SPARE_SLACK 64u     /* a spare fits an entry it exceeds by less than this */
 
 enum { OP_NONE = 0, OP_SWAP = 1, OP_MOVE = 2, OP_STORE = 3 };
 enum { ROP_NONE = 0, ROP_START = 1, ROP_SWITCH = 2 };
@@ -187,10 +201,9 @@ struct stripe {
     uint64_t sweep;    /* expiry sweep: bucket index within the slice */
     uint64_t vclock;   /* last version (or lease token) handed out */
     uint64_t inserts, deletes, evictions, expirations;
-    uint64_t fills, takeovers;
-    uint64_t pad1[2];
+    uint64_t spare[SPARES]; /* allocator slots: blocks kept for new entries */
     struct slog log;
-    uint8_t pad2[16];
+    uint64_t fills, takeovers;
     struct lease leases[LEASES];
     /* Doorbell of fill waiters: rung when a lease ends. `sleepers` is
      * changed atomically without the lock (a dead sleeper leaves its count,
@@ -203,6 +216,7 @@ SHMDS__STATIC_ASSERT(sizeof(struct stripe) == 576, "stripe is 576 bytes");
 SHMDS__STATIC_ASSERT(offsetof(struct stripe, seq) == 64, "format: stripe seq");
 SHMDS__STATIC_ASSERT(offsetof(struct stripe, vclock) == 120, "format: stripe vclock");
 SHMDS__STATIC_ASSERT(offsetof(struct stripe, log) == 192, "format: stripe log");
+SHMDS__STATIC_ASSERT(offsetof(struct stripe, spare) == 160, "format: stripe spares");
 SHMDS__STATIC_ASSERT(offsetof(struct stripe, leases) == 320, "format: stripe leases");
 
 struct rlog {
@@ -572,6 +586,16 @@ static int finish_bucket(shmds_map *m, uint32_t s)
     return rc < 0 ? rc : 0;
 }
 
+/* The first spare slot of stripe st holding `b` (0: an empty one), or
+ * NULL. */
+static uint64_t *spare_slot(struct stripe *st, uint64_t b)
+{
+    for (unsigned j = 0; j < SPARES; j++)
+        if (LD(&st->spare[j]) == b)
+            return &st->spare[j];
+    return NULL;
+}
+
 /* What the stripe repair callback repairs: the map and the stripe whose
  * lock stripe_lock() is taking (on its stack: the repair runs inside that
  * call). */
@@ -607,14 +631,20 @@ static int stripe_repair(void *arg)
             return SHMDS_ECORRUPT;
         bool done = lg->committed ||
                     (lg->link_new != lg->link_old && LD(link) == lg->link_new);
+        /* A block also in a spare slot was on its way there or from
+         * there: it stays a spare, and only the log forgets it. */
         if (done) {
             st->entries = lg->entries1;
             st->mem = lg->mem1;
+            if (lg->dead != 0 && spare_slot(st, lg->dead) != NULL)
+                ST(&lg->dead, 0);
             if ((rc = shmds__free_from(r, &lg->dead)) < 0)
                 return rc;
             SHMDS_FAULT("map.repair.swap.freed_dead");
             ST(&lg->blk, 0);
         } else {
+            if (lg->blk != 0 && spare_slot(st, lg->blk) != NULL)
+                ST(&lg->blk, 0);
             if ((rc = shmds__free_from(r, &lg->blk)) < 0)
                 return rc;
             SHMDS_FAULT("map.repair.swap.freed_blk");
@@ -900,6 +930,29 @@ static uint64_t next_version(struct stripe *st)
     return v;
 }
 
+/* Put a block for an entry of `need` bytes into the log's `blk` slot
+ * (stripe st locked, its SWAP opened): a spare that fits, moved in two
+ * stores (module comment); else a new block, with new spares of the same
+ * size in the same allocator round trip. Errors as shmds__alloc_into. */
+static int entry_block(shmds_map *m, struct stripe *st, uint64_t need)
+{
+    shmds_off_t *empty[SPARES];
+    unsigned ne = 0;
+    for (unsigned j = 0; j < SPARES; j++) {
+        uint64_t b = LD(&st->spare[j]), usable;
+        if (b == 0) {
+            empty[ne++] = &st->spare[j];
+        } else if (shmds__alloc_block_live(m->r, b, &usable) == 0 && usable >= need &&
+                   usable - need < SPARE_SLACK) {
+            ST(&st->log.blk, b);
+            SHMDS_FAULT("map.swap.spare_taken");
+            ST(&st->spare[j], 0);
+            return 0;
+        }
+    }
+    return shmds__alloc_many_into(m->r, need, &st->log.blk, empty, ne);
+}
+
 /* One SWAP: the link word `link` gets a new entry `ne` chained to `next`
  * (ne != NULL), or `next` itself (ne == NULL: an unlink); the entry `dead`
  * (0 for none) is freed after the commit; the stripe's counters change by
@@ -934,7 +987,7 @@ static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
     STR(&lg->op, OP_SWAP);
     SHMDS_FAULT("map.swap.logged");
     if (ne != NULL) {
-        int rc = shmds__alloc_into(r, esize(ne->k.len, ne->vlen), &lg->blk);
+        int rc = entry_block(m, st, esize(ne->k.len, ne->vlen));
         if (rc < 0) {
             ST(&lg->dead, 0);
             STR(&lg->op, OP_NONE);
@@ -977,8 +1030,19 @@ static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
     /* A failed free (a damaged heap) loses that block but not the commit.
      * Only our own allocator calls write the log's slots while we hold the
      * stripe lock, so an insert's empty `dead` needs no trip through the
-     * allocator lock. */
-    int rc = LD(&lg->dead) != 0 ? shmds__free_from(r, &lg->dead) : 0;
+     * allocator lock; nor does a dead block kept as a spare. */
+    int rc = 0;
+    uint64_t d = LD(&lg->dead);
+    if (d != 0) {
+        uint64_t *sp = spare_slot(st, 0);
+        if (sp != NULL) {
+            ST(sp, d);
+            SHMDS_FAULT("map.swap.spared");
+            ST(&lg->dead, 0);
+        } else {
+            rc = shmds__free_from(r, &lg->dead);
+        }
+    }
     SHMDS_FAULT("map.swap.freed");
     ST(&lg->dead, 0);
     ST(&lg->blk, 0);
@@ -1437,6 +1501,8 @@ static int map_teardown(shmds_map *m)
                 }
             }
         }
+        for (unsigned j = 0; j < SPARES && rc >= 0; j++)
+            rc = shmds__free_from(r, &st->spare[j]);
         stripe_unlock(m, s);
         rc = rc > 0 ? 0 : rc;
     }
@@ -2519,6 +2585,12 @@ static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
     if (LD(&st->log.op) != OP_NONE || (LD(&st->seq) & 1) != 0 || st->log.blk != 0 ||
         st->log.dead != 0 || !shmds__sem_ok(&st->bell))
         return SHMDS_ECORRUPT;
+    for (unsigned j = 0; j < SPARES; j++) {
+        uint64_t b = LD(&st->spare[j]);
+        if (b != 0 && (shmds__alloc_block_live(m->r, b, NULL) != 0 ||
+                       spare_slot(st, b) != &st->spare[j]))
+            return SHMDS_ECORRUPT; /* not a live block, or kept twice */
+    }
     uint64_t len = slice_len(m, t->bo), n = 0, mem = 0;
     bool cur = t->rh && st->epoch == t->tepoch;
     if (cur && st->moved > len)

@@ -480,6 +480,14 @@ int shmds__lock(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *
     return shmds__lock_within(r, m, -1, repair, arg);
 }
 
+int shmds__lock_try(shmds_region *r, shmds_mutex *m, shmds_repair_fn *repair, void *arg)
+{
+    int rc = shmds__mutex_trylock(m, repair, arg);
+    if (rc == SHMDS_RECOVERED)
+        __atomic_add_fetch(&r->hdr->epoch, 1, __ATOMIC_RELAXED);
+    return rc;
+}
+
 int shmds__seq_wait(shmds_region *r, struct shmds__wait *w, const uint64_t *word, shmds_mutex *m,
                     shmds_repair_fn *repair, void *arg)
 {

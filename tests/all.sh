@@ -9,7 +9,9 @@
 #   5. when clang is installed: the libFuzzer harness, 40 000 inputs from a
 #      fixed seed, so the run is reproducible (`make fuzz`, seeded with the
 #      hostile images);
-#   6. `make distcheck`: the tarball builds, passes its tests and installs.
+#   6. `make docs`: the HTML API reference builds from the headers with no
+#      Doxygen warning;
+#   7. `make distcheck`: the tarball builds, passes its tests and installs.
 # Builds happen in _build-* folders, so the source tree stays clean.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -56,6 +58,8 @@ if command -v clang >/dev/null 2>&1; then
 else
     echo "=== clang not installed: fuzzing skipped ==="
 fi
+echo "=== _build-werror: make docs (Doxygen warnings are errors) ==="
+(cd _build-werror && make -s docs)
 echo "=== _build-werror: make distcheck ==="
 (cd _build-werror && make -s -j"$jobs" distcheck)
 # One closing line over every build: each test program's verdict (a Check

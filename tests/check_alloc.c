@@ -40,6 +40,44 @@ static shmds_off_t must_alloc(shmds_region *r, size_t size)
     return off;
 }
 
+#define ASZ (8 * SZ)
+
+/* A region of ASZ bytes with `n` arenas: arena 0 and n - 1 carved from
+ * it, as processes that allocate at once make them. */
+static shmds_region *arena_region(const char *tag, unsigned n)
+{
+    shmds_region *r = tu_region(tag, ASZ);
+    ck_assert_uint_eq(shmds_alloc_arena_count(r), 1);
+    while (shmds_alloc_arena_count(r) < n)
+        ck_assert_int_eq(shmds__alloc_arena_add(r), 0);
+    return r;
+}
+
+/* The heap holds nothing: every arena is free but for arena 0's carriers
+ * of the others, which split its free space into at most n pieces. */
+static void heap_empty(shmds_region *r)
+{
+    unsigned n = shmds_alloc_arena_count(r);
+    shmds_alloc_stats st = stats(r);
+    ck_assert_uint_eq(st.used_blocks, 0);
+    ck_assert_uint_eq(st.used_bytes, 0);
+    ck_assert_uint_ge(st.free_blocks, n);
+    ck_assert_uint_le(st.free_blocks, 2 * n - 1);
+    heap_ok(r);
+}
+
+/* The arena whose range holds the block at `off` (from the handle's
+ * table: no lock taken; carved arenas lie inside arena 0). */
+static unsigned arena_at(shmds_region *r, shmds_off_t off)
+{
+    unsigned n = shmds_alloc_arena_count(r);
+    for (unsigned i = n; i-- > 0;)
+        if (off >= r->arena[i].base && off < r->arena[i].end + 16)
+            return i;
+    ck_abort_msg("block %" PRIu64 " in no arena", off);
+    return 0;
+}
+
 /* Fill / verify a block with bytes that depend on where it is and a key. */
 static void fill(shmds_region *r, shmds_off_t off, size_t len, uint64_t key)
 {
@@ -57,7 +95,9 @@ static int intact(shmds_region *r, shmds_off_t off, size_t len, uint64_t key)
     return 1;
 }
 
-/* A copy of the heap, to show that a refused call changed nothing. */
+/* A copy of every arena's control block and blocks, to show that a refused
+ * call changed nothing (an arena's lock and sequence word, at its start,
+ * change with every call). */
 static unsigned char *heap_copy(shmds_region *r)
 {
     size_t len = r->heap_end - r->heap_off;
@@ -69,7 +109,12 @@ static unsigned char *heap_copy(shmds_region *r)
 
 static void heap_same(shmds_region *r, unsigned char *copy)
 {
-    ck_assert_int_eq(memcmp(copy, r->base + r->heap_off, r->heap_end - r->heap_off), 0);
+    for (unsigned i = 0; i < r->narenas; i++) {
+        const struct shmds__heap_geo *g = &r->arena[i];
+        ck_assert_int_eq(memcmp(copy + (g->ctl - r->heap_off), r->base + g->ctl,
+                                g->end + 16 - g->ctl),
+                         0);
+    }
     free(copy);
 }
 
@@ -495,6 +540,73 @@ START_TEST(test_alloc_damaged_free_list_is_rebuilt)
 }
 END_TEST
 
+/* A heap starts as one arena spanning it; arenas carved from arena 0 lie
+ * inside it, apart, up to the table's size; the totals are the arenas'
+ * sums without the carriers; a block that cannot grow in its full arena
+ * moves to another. */
+START_TEST(test_alloc_arenas_are_carved_from_arena_0)
+{
+    const char *name = tu_name("aa");
+    shmds_region *r;
+    ck_assert_int_eq(shmds_region_create(name, ASZ, NULL, &r), 0);
+    ck_assert_uint_eq(shmds_alloc_arena_count(r), 1);
+    shmds_alloc_stats st0 = stats(r);
+    ck_assert_uint_gt(st0.largest_free, ASZ - 16384);
+    while (shmds__alloc_arena_add(r) == 0)
+        ;
+    unsigned n = shmds_alloc_arena_count(r);
+    ck_assert_uint_eq(n, SHMDS__ARENAS_MAX);
+    ck_assert_int_eq(shmds__alloc_arena_add(r), -ENOMEM);
+    shmds_alloc_arena_info a0, ai, prev;
+    ck_assert_int_eq(shmds_alloc_arena_info_get(r, 0, &a0), 0);
+    uint64_t heap = a0.stats.heap_bytes, small_max = 0;
+    for (unsigned i = 1; i < n; i++) {
+        ck_assert_int_eq(shmds_alloc_arena_info_get(r, i, &ai), 0);
+        ck_assert_uint_gt(ai.offset, a0.offset);
+        ck_assert_uint_le(ai.offset + ai.size, a0.offset + a0.size);
+        if (i > 1)
+            ck_assert_uint_ge(ai.offset, prev.offset + prev.size);
+        ck_assert_uint_eq(ai.stats.used_blocks, 0);
+        ck_assert_uint_eq(ai.stats.free_blocks, 1);
+        ck_assert_int_eq(ai.lock.owner_pid, 0);
+        heap += ai.stats.heap_bytes;
+        heap -= ai.size + 64; /* its carrier, at most 64 bytes before it */
+        if (ai.stats.largest_free > small_max)
+            small_max = ai.stats.largest_free;
+        prev = ai;
+    }
+    shmds_alloc_stats st = stats(r);
+    ck_assert_uint_le(st.heap_bytes - heap, 64 * (n - 1));
+    ck_assert_uint_eq(st.used_blocks, 0);
+    ck_assert_uint_eq(st.free_blocks, n);
+    ck_assert_int_eq(shmds_alloc_arena_info_get(r, n, &ai), -EINVAL);
+    heap_ok(r);
+    /* The carriers are not the caller's to free. */
+    for (unsigned i = 1; i < n; i++)
+        ck_assert_int_eq(shmds_free(r, r->arena[i].carrier), -EINVAL);
+    /* A block that cannot grow in its full small arena moves to another. */
+    r->arena_hint = 1;
+    shmds_off_t b = must_alloc(r, 1000), out;
+    ck_assert_uint_eq(arena_at(r, b), 1);
+    fill(r, b, 1000, 9);
+    unsigned char before[1000];
+    memcpy(before, shmds_ptr(r, b), sizeof before);
+    ck_assert_int_eq(shmds_realloc(r, b, small_max + 4096, &out), 0);
+    ck_assert_uint_eq(arena_at(r, out), 0);
+    ck_assert_mem_eq(shmds_ptr(r, out), before, sizeof before);
+    ck_assert_uint_eq(stats(r).used_blocks, 1);
+    ck_assert_int_eq(shmds_free(r, out), 0);
+    heap_empty(r);
+    /* Another handle sees the same table. */
+    shmds_region *r2;
+    ck_assert_int_eq(shmds_region_open(name, 0, &r2), 0);
+    ck_assert_int_eq(shmds_alloc_check(r2), 0);
+    ck_assert_uint_eq(shmds_alloc_arena_count(r2), n);
+    shmds_region_close(r2);
+    shmds_region_close(r);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------
  * multiprocess: two processes allocate, resize and free at once
  * ------------------------------------------------------------------------ */
@@ -591,11 +703,182 @@ START_TEST(test_alloc_two_processes_at_once)
             for (int k = 0; k < MP_LIVE; k++)
                 if (got[i][k].off != SHMDS_NULL)
                     ck_assert_int_eq(shmds_free(r, got[i][k].off), 0);
-        shmds_alloc_stats st = stats(r);
-        ck_assert_uint_eq(st.used_blocks, 0);
-        ck_assert_uint_eq(st.free_blocks, 1);
-        heap_ok(r);
+        heap_empty(r);
     }
+    shmds_region_close(r);
+}
+END_TEST
+
+/* Four processes at once, each starting in its own arena: every block
+ * keeps its fill pattern, and the accounting is exact afterwards. */
+START_TEST(test_alloc_four_processes_in_different_arenas)
+{
+    shmds_region *r = arena_region("a4", 4);
+    unsigned n = shmds_alloc_arena_count(r);
+    enum { P = 4 };
+    tu_chan ch[P];
+    struct mp_arg arg[P];
+    pid_t pid[P];
+    for (int i = 0; i < P; i++) {
+        tu_chan_open(&ch[i]);
+        arg[i] = (struct mp_arg){r, (unsigned)(i + 11), &ch[i]};
+        r->arena_hint = (uint32_t)((unsigned)i % n); /* the child's first arena */
+        pid[i] = tu_fork(mp_worker, &arg[i]);
+    }
+    static struct mp_block got[P][MP_LIVE];
+    uint64_t live = 0, in_arena[SHMDS__ARENAS_MAX] = {0};
+    for (int i = 0; i < P; i++) {
+        ck_assert_int_eq(tu_recv(&ch[i], got[i], sizeof got[i]), 1);
+        int st = tu_wait(pid[i], 60000);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker %d: status %d", i, st);
+        tu_chan_close(&ch[i]);
+    }
+    heap_ok(r);
+    n = shmds_alloc_arena_count(r); /* workers that met busy arenas made more */
+    for (int i = 0; i < P; i++)
+        for (int k = 0; k < MP_LIVE; k++)
+            if (got[i][k].off != SHMDS_NULL) {
+                live++;
+                in_arena[arena_at(r, got[i][k].off)]++;
+                ck_assert(intact(r, got[i][k].off, got[i][k].len, got[i][k].key));
+            }
+    ck_assert_uint_eq(stats(r).used_blocks, live);
+    uint64_t sum = 0;
+    for (unsigned i = 0; i < n; i++) {
+        shmds_alloc_arena_info ai;
+        ck_assert_int_eq(shmds_alloc_arena_info_get(r, i, &ai), 0);
+        ck_assert_uint_eq(ai.stats.used_blocks, in_arena[i] + (i == 0 ? n - 1 : 0));
+        sum += ai.stats.used_blocks;
+    }
+    ck_assert_uint_eq(sum, live + n - 1);
+    for (int i = 0; i < P; i++)
+        for (int k = 0; k < MP_LIVE; k++)
+            if (got[i][k].off != SHMDS_NULL)
+                ck_assert_int_eq(shmds_free(r, got[i][k].off), 0);
+    heap_empty(r);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* Blocks cross between processes: what one allocated, another frees (into
+ * the arena that holds it), both ways, with their contents intact. */
+struct cross_arg {
+    shmds_region *r;
+    shmds_off_t table; /* CROSS_N offsets the parent allocated */
+    tu_chan *chan;
+};
+
+enum { CROSS_N = 64 };
+
+static int cross_worker(void *p)
+{
+    struct cross_arg *a = p;
+    shmds_region *r = a->r;
+    const shmds_off_t *theirs = shmds_ptr(r, a->table);
+    for (int i = 0; i < CROSS_N; i++) {
+        if (!intact(r, theirs[i], 100 + (size_t)i, (uint64_t)i))
+            return 60;
+        if (shmds_free(r, theirs[i]) != 0)
+            return 61;
+    }
+    shmds_off_t mine[CROSS_N];
+    r->arena_hint = 2;
+    for (int i = 0; i < CROSS_N; i++) {
+        if (shmds_alloc(r, 200 + (size_t)i, &mine[i]) != 0)
+            return 62;
+        fill(r, mine[i], 200 + (size_t)i, (uint64_t)i + 1000);
+    }
+    tu_send(a->chan, mine, sizeof mine);
+    return 0;
+}
+
+START_TEST(test_alloc_block_freed_by_another_process)
+{
+    shmds_region *r = arena_region("ax", 4);
+    unsigned n = shmds_alloc_arena_count(r);
+    shmds_off_t table = must_alloc(r, CROSS_N * sizeof(shmds_off_t));
+    shmds_off_t *blk = shmds_ptr(r, table);
+    for (int i = 0; i < CROSS_N; i++) {
+        r->arena_hint = (uint32_t)((unsigned)i % n); /* spread them over every arena */
+        blk[i] = must_alloc(r, 100 + (size_t)i);
+        ck_assert_uint_eq(arena_at(r, blk[i]), (unsigned)i % n);
+        fill(r, blk[i], 100 + (size_t)i, (uint64_t)i);
+    }
+    tu_chan ch;
+    tu_chan_open(&ch);
+    struct cross_arg arg = {r, table, &ch};
+    pid_t pid = tu_fork(cross_worker, &arg);
+    shmds_off_t theirs[CROSS_N];
+    ck_assert_int_eq(tu_recv(&ch, theirs, sizeof theirs), 1);
+    int st = tu_wait(pid, 60000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker: status %d", st);
+    tu_chan_close(&ch);
+    ck_assert_uint_eq(stats(r).used_blocks, 1 + CROSS_N);
+    heap_ok(r);
+    for (int i = 0; i < CROSS_N; i++) {
+        ck_assert(intact(r, theirs[i], 200 + (size_t)i, (uint64_t)i + 1000));
+        ck_assert_int_eq(shmds_free(r, theirs[i]), 0);
+        ck_assert_int_eq(shmds_free(r, theirs[i]), -EINVAL); /* not twice */
+    }
+    ck_assert_int_eq(shmds_free(r, table), 0);
+    heap_empty(r);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* A process holding an arena's lock (as a large allocation does while it
+ * zeroes its block) holds up no allocation: they take other arenas,
+ * without waiting for it, small and large alike. */
+struct hold_arg {
+    shmds_region *r;
+    unsigned arena;
+    tu_chan *held;    /* child -> parent: the lock is held */
+    tu_chan *release; /* parent -> child: let it go */
+};
+
+static int hold_worker(void *p)
+{
+    struct hold_arg *a = p;
+    shmds_mutex *m = (shmds_mutex *)(void *)(a->r->base + a->r->arena[a->arena].base);
+    if (shmds_mutex_lock(m, -1, NULL, NULL) != 0)
+        return 70;
+    char c = 1;
+    tu_send(a->held, &c, 1);
+    if (tu_recv(a->release, &c, 1) != 1)
+        return 71;
+    return shmds_mutex_unlock(m) == 0 ? 0 : 72;
+}
+
+START_TEST(test_alloc_busy_arena_is_passed_over)
+{
+    shmds_region *r = arena_region("ah", 3);
+    for (unsigned busy = 0; busy < 2; busy++) {
+        tu_chan held, release;
+        tu_chan_open(&held);
+        tu_chan_open(&release);
+        struct hold_arg arg = {r, busy, &held, &release};
+        pid_t pid = tu_fork(hold_worker, &arg);
+        char c;
+        ck_assert_int_eq(tu_recv(&held, &c, 1), 1);
+        r->arena_hint = busy;
+        shmds_off_t small[16], large;
+        for (int i = 0; i < 16; i++) {
+            small[i] = must_alloc(r, 64);
+            ck_assert_uint_ne(arena_at(r, small[i]), busy);
+        }
+        large = must_alloc(r, 256 * 1024); /* starts at arena 0 */
+        ck_assert_uint_ne(arena_at(r, large), busy);
+        ck_assert_uint_ne(r->arena_hint, busy);
+        for (int i = 0; i < 16; i++)
+            ck_assert_int_eq(shmds_free(r, small[i]), 0);
+        ck_assert_int_eq(shmds_free(r, large), 0);
+        tu_send(&release, &c, 1);
+        int st = tu_wait(pid, 30000);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "holder: status %d", st);
+        tu_chan_close(&held);
+        tu_chan_close(&release);
+    }
+    heap_empty(r);
     shmds_region_close(r);
 }
 END_TEST
@@ -738,6 +1021,39 @@ START_TEST(test_alloc_killed_at_random_moments_loses_nothing)
 }
 END_TEST
 
+/* The same in a heap of several arenas: each round's child starts in
+ * another arena, and frees blocks that earlier children allocated in
+ * other arenas; after every kill the slots and the accounting are exact. */
+START_TEST(test_alloc_killed_in_every_arena_loses_nothing)
+{
+    shmds_region *r = arena_region("ak", 5);
+    unsigned n = shmds_alloc_arena_count(r);
+    shmds_off_t table = must_alloc(r, SLOTS * sizeof(shmds_off_t));
+    memset(shmds_ptr(r, table), 0, SLOTS * sizeof(shmds_off_t));
+    shmds_off_t model[SLOTS] = {0};
+    unsigned s = 4242;
+    for (int round = 0; round < 200; round++) {
+        r->arena_hint = (uint32_t)((unsigned)round % n);
+        crash_round(r, table, model, (unsigned)round * 104729u + 3, 1 + rand_r(&s) % 40);
+    }
+    uint64_t in_arena[SHMDS__ARENAS_MAX] = {0};
+    const shmds_off_t *slot = shmds_ptr(r, table);
+    for (int i = 0; i < SLOTS; i++)
+        if (slot[i] != SHMDS_NULL)
+            in_arena[arena_at(r, slot[i])]++;
+    unsigned used = 0;
+    for (unsigned i = 0; i < n; i++) {
+        shmds_alloc_arena_info ai;
+        ck_assert_int_eq(shmds_alloc_arena_info_get(r, i, &ai), 0);
+        used += ai.stats.used_blocks > 0;
+        ck_assert_uint_eq(ai.stats.used_blocks,
+                          in_arena[i] + (i == arena_at(r, table)) + (i == 0 ? n - 1 : 0));
+    }
+    ck_assert_uint_gt(used, 1);
+    shmds_region_close(r);
+}
+END_TEST
+
 /* ---------------------------------------------------------------------------
  * fault points (--enable-fault-injection): die at each named step
  * ------------------------------------------------------------------------ */
@@ -772,17 +1088,42 @@ static int script(void *p)
     return 0;
 }
 
-static int run_with_fault(shmds_region *r, shmds_off_t table, const char *point, int skip)
+/* The same over arenas: carve an arena, allocate and free in it, move a
+ * block that outgrows it to arena 0. */
+static int arena_script(void *p)
+{
+    struct script_arg *a = p;
+    shmds_region *r = a->r;
+    shmds_off_t *slot = shmds_ptr(r, a->table);
+    shmds_off_t out;
+    if (shmds__alloc_arena_add(r) != 0)
+        return 31;
+    r->arena_hint = 1;
+    if (shmds__alloc_into(r, 100, &slot[S_A]) != 0 || shmds__alloc_into(r, 100, &slot[S_B]) != 0 ||
+        shmds__free_from(r, &slot[S_A]) != 0 || shmds_alloc(r, 100, &out) != 0 ||
+        shmds_realloc(r, out, 200000, &out) != 0 || shmds_free(r, out) != 0 ||
+        shmds__free_from(r, &slot[S_B]) != 0)
+        return 32;
+    return 0;
+}
+
+static int run_script(shmds_region *r, shmds_off_t table, int (*fn)(void *), const char *point,
+                      int skip)
 {
     struct script_arg a = {r, table};
     char buf[16];
     snprintf(buf, sizeof buf, "%d", skip);
     setenv("SHMDS_FAULT", point, 1);
     setenv("SHMDS_FAULT_SKIP", buf, 1);
-    pid_t pid = tu_fork(script, &a);
+    pid_t pid = tu_fork(fn, &a);
     unsetenv("SHMDS_FAULT");
     unsetenv("SHMDS_FAULT_SKIP");
     return tu_wait(pid, 30000);
+}
+
+static int run_with_fault(shmds_region *r, shmds_off_t table, const char *point, int skip)
+{
+    return run_script(r, table, script, point, skip);
 }
 
 static void fault_settle_and_check(shmds_region *r, shmds_off_t table, const char *point,
@@ -815,30 +1156,51 @@ static const char *const points[] = {
     "alloc.realloc.done",     "alloc.realloc.copied",
 };
 
-/* Every hit of every point in the script: die there, repair, check. */
-START_TEST(test_alloc_killed_at_each_fault_point_is_repaired)
+static const char *const arena_points[] = {
+    "alloc.arena.carved",     "alloc.arena.published", "alloc.format.mid",
+    "alloc.alloc.unlinked",   "alloc.alloc.done",      "alloc.commit.before_seal",
+    "alloc.commit.sealed",    "alloc.commit.store",    "alloc.commit.cleared",
+    "alloc.free.unlinked",    "alloc.free.done",       "alloc.realloc.copied",
+};
+
+/* Every hit of every point in a script: die there, repair, check. */
+static void each_fault_point(int (*fn)(void *), const char *const *pts, size_t npoints)
 {
-    for (size_t p = 0; p < sizeof points / sizeof points[0]; p++) {
+    for (size_t p = 0; p < npoints; p++) {
         for (int skip = 0;; skip++) {
             ck_assert_int_lt(skip, 100);
             shmds_region *r = tu_region("af", SZ);
             shmds_off_t table = must_alloc(r, 8 * sizeof(shmds_off_t));
             memset(shmds_ptr(r, table), 0, 8 * sizeof(shmds_off_t));
-            int st = run_with_fault(r, table, points[p], skip);
+            int st = run_script(r, table, fn, pts[p], skip);
             if (WIFEXITED(st)) {
                 /* The script finished: the point has fewer hits than that,
                  * but at least one. */
                 ck_assert_int_eq(WEXITSTATUS(st), 0);
-                ck_assert_msg(skip > 0, "%s never reached", points[p]);
+                ck_assert_msg(skip > 0, "%s never reached", pts[p]);
                 shmds_region_close(r);
                 break;
             }
-            ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s/%d: %d", points[p],
+            ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s/%d: %d", pts[p],
                           skip, st);
-            fault_settle_and_check(r, table, points[p], skip);
+            fault_settle_and_check(r, table, pts[p], skip);
             shmds_region_close(r);
         }
     }
+}
+
+START_TEST(test_alloc_killed_at_each_fault_point_is_repaired)
+{
+    each_fault_point(script, points, sizeof points / sizeof points[0]);
+}
+END_TEST
+
+/* The same in carved arenas, the carving included: a carver killed
+ * anywhere leaves an arena that the next locker of the heap lock lays out
+ * and publishes (or nothing at all), never a lost carrier. */
+START_TEST(test_alloc_killed_at_each_arena_fault_point_is_repaired)
+{
+    each_fault_point(arena_script, arena_points, sizeof arena_points / sizeof arena_points[0]);
 }
 END_TEST
 
@@ -928,6 +1290,7 @@ static Suite *alloc_suite(void)
     tcase_add_test(core, test_alloc_realloc_moves_when_neighbour_used);
     tcase_add_test(core, test_alloc_realloc_shrinks_in_place);
     tcase_add_test(core, test_alloc_into_and_free_from_write_the_slot);
+    tcase_add_test(core, test_alloc_arenas_are_carved_from_arena_0);
     suite_add_tcase(s, core);
 
     TCase *limits = tcase_create("limits");
@@ -942,13 +1305,18 @@ static Suite *alloc_suite(void)
     TCase *mp = tcase_create("multiprocess");
     tcase_set_timeout(mp, 120);
     tcase_add_test(mp, test_alloc_two_processes_at_once);
+    tcase_add_test(mp, test_alloc_four_processes_in_different_arenas);
+    tcase_add_test(mp, test_alloc_block_freed_by_another_process);
+    tcase_add_test(mp, test_alloc_busy_arena_is_passed_over);
     suite_add_tcase(s, mp);
 
     TCase *crash = tcase_create("crash");
     tcase_set_timeout(crash, 120);
     tcase_add_test(crash, test_alloc_killed_at_random_moments_loses_nothing);
+    tcase_add_test(crash, test_alloc_killed_in_every_arena_loses_nothing);
 #ifdef SHMDS_FAULT_INJECTION
     tcase_add_test(crash, test_alloc_killed_at_each_fault_point_is_repaired);
+    tcase_add_test(crash, test_alloc_killed_at_each_arena_fault_point_is_repaired);
     tcase_add_test(crash, test_alloc_killed_while_formatting_is_repaired);
     tcase_add_test(crash, test_alloc_repairer_killed_is_repaired_again);
 #endif

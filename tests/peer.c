@@ -12,8 +12,13 @@
  *     Create map MAP in region NAME holding the given pairs.
  *   peer mkqueue NAME QUEUE MSG...
  *     Create queue QUEUE in region NAME holding the given messages.
+ *   peer layout
+ *     Print the size and member offsets of the public structs the Python
+ *     binding declares again ("struct size member:offset..."), so its tests
+ *     catch a struct that changed under it.
  */
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +27,66 @@
 
 #include <shmds.h>
 
+#define MEMBER(type, m) printf(" %s:%zu", #m, offsetof(type, m))
+
+static void layout(void)
+{
+    printf("shmds_region_opts %zu", sizeof(shmds_region_opts));
+    MEMBER(shmds_region_opts, mode);
+    MEMBER(shmds_region_opts, lock_timeout_ms);
+    printf("\nshmds_region_info %zu", sizeof(shmds_region_info));
+    MEMBER(shmds_region_info, size);
+    MEMBER(shmds_region_info, heap_offset);
+    MEMBER(shmds_region_info, heap_size);
+    MEMBER(shmds_region_info, format_version);
+    MEMBER(shmds_region_info, lock_timeout_ms);
+    MEMBER(shmds_region_info, created_unix_ns);
+    MEMBER(shmds_region_info, creator_pid);
+    MEMBER(shmds_region_info, creator_uid);
+    MEMBER(shmds_region_info, epoch);
+    MEMBER(shmds_region_info, roots);
+    MEMBER(shmds_region_info, roots_max);
+    printf("\nshmds_alloc_stats %zu", sizeof(shmds_alloc_stats));
+    MEMBER(shmds_alloc_stats, heap_bytes);
+    MEMBER(shmds_alloc_stats, used_bytes);
+    MEMBER(shmds_alloc_stats, free_bytes);
+    MEMBER(shmds_alloc_stats, largest_free);
+    MEMBER(shmds_alloc_stats, used_blocks);
+    MEMBER(shmds_alloc_stats, free_blocks);
+    printf("\nshmds_map_opts %zu", sizeof(shmds_map_opts));
+    MEMBER(shmds_map_opts, capacity);
+    MEMBER(shmds_map_opts, mem_limit);
+    MEMBER(shmds_map_opts, stripes);
+    MEMBER(shmds_map_opts, default_ttl_s);
+    MEMBER(shmds_map_opts, flags);
+    MEMBER(shmds_map_opts, default_ttl_ms);
+    printf("\nshmds_map_stats %zu", sizeof(shmds_map_stats));
+    MEMBER(shmds_map_stats, entries);
+    MEMBER(shmds_map_stats, buckets);
+    MEMBER(shmds_map_stats, hits);
+    MEMBER(shmds_map_stats, misses);
+    MEMBER(shmds_map_stats, inserts);
+    MEMBER(shmds_map_stats, deletes);
+    MEMBER(shmds_map_stats, evictions);
+    MEMBER(shmds_map_stats, expirations);
+    MEMBER(shmds_map_stats, recoveries);
+    MEMBER(shmds_map_stats, mem_used);
+    MEMBER(shmds_map_stats, fills);
+    MEMBER(shmds_map_stats, takeovers);
+    MEMBER(shmds_map_stats, mem_limit);
+    MEMBER(shmds_map_stats, default_ttl_ms);
+    MEMBER(shmds_map_stats, flags);
+    MEMBER(shmds_map_stats, stripes);
+    printf("\n");
+}
+
 int main(int argc, char **argv)
 {
     shmds_region *r;
+    if (argc == 2 && strcmp(argv[1], "layout") == 0) {
+        layout();
+        return 0;
+    }
     if (argc >= 3 && strcmp(argv[1], "open") == 0) {
         unsigned flags = (argc > 3 && strcmp(argv[3], "ro") == 0) ? SHMDS_RDONLY : 0;
         int rc = shmds_region_open(argv[2], flags, &r);
@@ -86,6 +148,6 @@ int main(int argc, char **argv)
         return rc == 0 ? 0 : 1;
     }
     fprintf(stderr, "usage: peer read NAME ROOT AVOID_ADDR AVOID_LEN | peer open NAME [ro] | peer mkmap NAME MAP K V...\n"
-                    "       | peer mkqueue NAME QUEUE MSG...\n");
+                    "       | peer mkqueue NAME QUEUE MSG... | peer layout\n");
     return 2;
 }

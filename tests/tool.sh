@@ -9,6 +9,12 @@ fifo="/dev/shm/shmds-tool-fifo-$$"
 half="/shmds-tool-half-$$"
 trap '"$tool" rm "$name" "$half" 2>/dev/null; rm -f "$fifo"' EXIT
 
+# A JSON parser to hold --json output to, when there is one.
+json_ok() { :; }
+if [ -n "${PYTHON:-}" ] && [ "$PYTHON" != : ]; then
+    json_ok() { printf '%s\n' "$1" | "$PYTHON" -c 'import json, sys; json.load(sys.stdin)'; }
+fi
+
 expect() { # expect WHAT STATUS PATTERN COMMAND...
     what=$1 want=$2 pat=$3; shift 3
     out=$("$@" 2>&1); got=$?
@@ -21,6 +27,20 @@ expect() { # expect WHAT STATUS PATTERN COMMAND...
     fi
 }
 
+expect_json() { # expect_json WHAT STATUS PATTERN COMMAND...: standard output only, valid JSON
+    what=$1 want=$2 pat=$3; shift 3
+    out=$("$@" 2>/dev/null); got=$?
+    if [ "$got" -ne "$want" ]; then
+        echo "FAIL: $what: exit $got, want $want: $out"; fail=1
+    elif ! printf '%s\n' "$out" | grep -q -- "$pat"; then
+        echo "FAIL: $what: output lacks '$pat': $out"; fail=1
+    elif ! json_ok "$out"; then
+        echo "FAIL: $what: not valid JSON: $out"; fail=1
+    else
+        echo "ok: $what"
+    fi
+}
+
 expect "no command" 2 "usage" "$tool"
 expect "unknown command" 2 "unknown command" "$tool" frobnicate
 expect "--version" 0 "region format" "$tool" --version
@@ -28,6 +48,8 @@ expect "--version" 0 "region format" "$tool" --version
 expect "ls lists the region" 0 "$name" "$tool" ls
 expect "info" 0 "objects (0 of" "$tool" info "$name"
 expect "info shows the heap" 0 "largest" "$tool" info "$name"
+expect "info lists the arenas" 0 "arena 0 at " "$tool" info "$name"
+expect "info shows each arena lock" 0 "lock 0 *free" "$tool" info "$name"
 "$ex/jobs" "$name" init >/dev/null && "$ex/jobs" "$name" add "one job" >/dev/null ||
     { echo "FAIL: jobs"; fail=1; }
 expect "info lists named objects" 0 "jobs" "$tool" info "$name"
@@ -67,6 +89,16 @@ expect "del the extra keys" 0 "" sh -c "\"$tool\" del \"$name\" cities hits && \
 expect "info counts queued messages" 0 "inbox.*3 messages waiting" "$tool" info "$name"
 expect "stat a queue" 0 "waiting *3 messages" "$tool" stat "$name" inbox
 expect "check with every kind of object" 0 "healthy" "$tool" check "$name"
+expect_json "ls --json" 0 "{\"name\": \"$name\", \"size\": 1048576" "$tool" ls --json
+expect_json "info --json" 0 '"name": "cities", "type": "map", .*"entries": 2' "$tool" --json info "$name"
+expect_json "info --json queues" 0 '"name": "inbox", "type": "queue", .*"messages": 3' "$tool" info "$name" --json
+expect_json "info --json locks" 0 '"directory": {"state": "free"' "$tool" info "$name" --json
+expect_json "stat --json map" 0 '"type": "map", "name": "cities", "entries": 2' "$tool" stat "$name" cities --json
+expect_json "stat --json queue" 0 '"messages": 3' "$tool" stat --json "$name" inbox
+expect_json "check --json" 0 '"repair": false, "healthy": true' "$tool" check "$name" --json
+expect_json "dump --json error" 1 '{"error": {"object": "nosuch", "name": "ENOENT"' "$tool" dump "$name" nosuch --json
+expect_json "--version --json" 0 '"format_version": ' "$tool" --version --json
+expect "usage names the exit codes" 2 "Exit status: 0" "$tool"
 expect "dump a missing object" 1 "ENOENT" "$tool" dump "$name" nosuch
 expect "dump a user object" 1 "SHMDS_ETYPE" "$tool" dump "$name" jobs
 expect "check healthy" 0 "healthy" "$tool" check "$name"
@@ -82,18 +114,25 @@ if [ "$(id -u)" -eq 0 ]; then
     expect "check refuses it too" 1 "EPERM" "$tool" check "$name"
     expect "ls says whose it is" 0 "another user's" "$tool" ls
     expect "--any-owner reads it" 0 "objects" "$tool" --any-owner info "$name"
+    expect_json "ls --json notes another user's" 0 '"error": "EPERM", "note": "another user' \
+        "$tool" ls --json
+    expect_json "--any-owner --json" 0 '"name": "cities", "type": "map"' \
+        "$tool" --any-owner --json info "$name"
     chown 0 "/dev/shm$name"
 else
     echo "skip: another user's region (needs root to chown)"
 fi
 expect "check --repair" 0 "healthy" "$tool" check "$name" --repair
+expect_json "check --repair --json" 0 '"repair": true, "healthy": true' \
+    "$tool" check "$name" --repair --json
 # Issue 19: a creation abandoned by a dead creator (the format words
 # stamped, no magic, nobody holding the creation lock) is named as such.
-# Bytes 8-11: the format version (SHMDS_FORMAT_VERSION, 2).
-printf '\000\000\000\000\000\000\000\000\002\000\000\000\000\020\000\000' |
+fmt=$("$tool" --version | sed -n 's/.*region format \([0-9]*\).*/\1/p')
+printf "\\000\\000\\000\\000\\000\\000\\000\\000\\$(printf %03o "$fmt")\\000\\000\\000\\000\\020\\000\\000" |
     dd of="/dev/shm$half" bs=16 count=1 2>/dev/null
 truncate -s 65536 "/dev/shm$half"
 expect "ls flags an abandoned creation" 0 "abandoned creation" "$tool" ls
+expect_json "ls --json flags it too" 0 '"note": "abandoned creation' "$tool" ls --json
 "$tool" rm "$half"
 # Issue 19: an object truncated under the tool is an error, not SIGBUS.
 "$ex/create" "$half" 1m >/dev/null && "$top_builddir/tests/peer" mkmap "$half" m k v ||
@@ -101,9 +140,19 @@ expect "ls flags an abandoned creation" 0 "abandoned creation" "$tool" ls
 truncate -s 8192 "/dev/shm$half"
 expect "dump of a truncated region" 1 "SHMDS_ECORRUPT" "$tool" dump "$half" m
 "$tool" rm "$half"
+# Damage the heap's control block (the header still opens): a verdict.
+printf '%064d' 0 | tr 0 '\377' | dd of="/dev/shm${name}" bs=1 seek=4096 conv=notrunc 2>/dev/null
+expect_json "check --json unhealthy" 1 '"healthy": false, "error": "SHMDS_ECORRUPT"' \
+    "$tool" check "$name" --json
 # Damage the header checksum the way a stray writer would.
-printf '\001' | dd of="/dev/shm${name}" bs=1 seek=56 conv=notrunc 2>/dev/null
+# (byte 56 is the creator's pid: flip a bit, so the byte always changes)
+b=$(od -An -tu1 -j56 -N1 "/dev/shm${name}" | tr -d ' ')
+printf "\\$(printf '%03o' $((b ^ 1)))" | dd of="/dev/shm${name}" bs=1 seek=56 conv=notrunc 2>/dev/null
 expect "check damaged" 1 "SHMDS_ECORRUPT" "$tool" check "$name"
+expect_json "check --json damaged" 1 '"error": {"object": "/.*", "name": "SHMDS_ECORRUPT"' "$tool" check "$name" --json
+expect_json "rm --json" 1 '"removed": false, "error": "ENOENT"' \
+    "$tool" rm --json "$name" "$name"
+"$ex/create" "$name" 1m >/dev/null || { echo "FAIL: create again"; exit 1; }
 expect "rm" 0 "" "$tool" rm "$name"
 expect "check missing" 1 "ENOENT" "$tool" check "$name"
 exit $fail

@@ -4,7 +4,7 @@
  *   shmds ls                 every shmds region in /dev/shm
  *   shmds info NAME          header, locks, heap and named objects
  *   shmds check NAME [--repair]  verify everything; exit 0 healthy, 1 not
- *   shmds dump NAME OBJECT [--json]   a list's elements or a map's entries
+ *   shmds dump NAME OBJECT   a list's elements or a map's entries
  *   shmds stat NAME OBJECT   an object's statistics
  *   shmds get|put|del|ttl NAME MAP KEY [...]   one key of a map
  *
@@ -17,7 +17,14 @@
  * Python's bytes(s, "utf-8", "surrogateescape")). A map value of exactly 8
  * bytes that is not printable text is a counter (shmds_map_add) and is
  * shown as a signed decimal number (unquoted in JSON).
+ *
  *   shmds rm NAME...         remove region names
+ *
+ * Every command takes --json (anywhere on the line): one JSON document on
+ * standard output, built in memory and printed only when the command
+ * succeeds; a failure prints {"error": {...}} there instead, so a script
+ * always gets valid JSON. Exit status: 0 success (check: healthy), 1 the
+ * operation failed (check: not healthy), 2 usage error.
  *
  * Everything here goes through the public API, as any user program would.
  *
@@ -66,9 +73,127 @@ static int attach(const char *name, bool writable, shmds_region **r)
     return rc;
 }
 
+/* --json: the document goes to `jout` (a memory stream), printed by main
+ * when the command succeeded; `jerr` holds the first failure instead. */
+static int json;
+static FILE *jout;
+static char jerr[4096];
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes): 1 to 4, or 0
+ * when p does not start one (overlong forms, surrogates and code points
+ * past U+10FFFF are not valid). */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+    unsigned c = p[0];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3f);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    return len;
+}
+
+/* True when the bytes are valid UTF-8 without control characters. */
+static int is_text(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        size_t l = utf8_len(p + i, n - i);
+        if (l == 0 || (l == 1 && (p[i] < 0x20 || p[i] == 0x7f)))
+            return 0;
+        i += l;
+    }
+    return 1;
+}
+
+/* Bytes as a quoted string, by the rule at the top of the file. */
+static void quote(FILE *f, const void *data, size_t len, int as_json)
+{
+    const unsigned char *p = data;
+    putc('"', f);
+    for (size_t i = 0; i < len;) {
+        unsigned c = p[i];
+        size_t l = utf8_len(p + i, len - i);
+        if (l > 1) {
+            fwrite(p + i, 1, l, f);
+            i += l;
+            continue;
+        }
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (l == 1 && c >= 0x20 && c < 0x7f)
+            putc((int)c, f);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (c == '\t')
+            fputs("\\t", f);
+        else if (l == 1)
+            fprintf(f, as_json ? "\\u%04x" : "\\x%02x", c);
+        else
+            fprintf(f, as_json ? "\\udc%02x" : "\\x%02x", c);
+        i++;
+    }
+    putc('"', f);
+}
+
+/* A map value: a counter as a number, anything else as bytes. */
+static void quote_value(FILE *f, const void *v, size_t vl, int as_json)
+{
+    if (vl == 8 && !is_text(v, vl)) {
+        int64_t n;
+        memcpy(&n, v, 8);
+        fprintf(f, "%" PRId64, n);
+    } else {
+        quote(f, v, vl, as_json);
+    }
+}
+
+static void json_cstr(FILE *f, const char *s)
+{
+    quote(f, s, strlen(s), 1);
+}
+
+/* With --json, the document to print instead of the command's: the
+ * first failure, {"error": {object, name, code, message}}. */
+static void json_fail(const char *what, const char *name, int code, const char *message)
+{
+    if (!json || jerr[0] != '\0')
+        return;
+    FILE *f = fmemopen(jerr, sizeof jerr, "w");
+    if (f == NULL)
+        return;
+    fputs("{\"error\": {\"object\": ", f);
+    json_cstr(f, what);
+    fprintf(f, ", \"name\": \"%s\", \"code\": %d, \"message\": ", name, code);
+    json_cstr(f, message);
+    fputs("}}\n", f);
+    fclose(f);
+}
+
 static int complain(const char *what, int rc)
 {
     fprintf(stderr, "%s: %s: %s (%s)\n", prog, what, shmds_strerror(rc), shmds_errname(rc));
+    json_fail(what, shmds_errname(rc), rc, shmds_strerror(rc));
     return 1;
 }
 
@@ -138,7 +263,10 @@ static int cmd_ls(int argc, char **argv)
     DIR *d = opendir(SHM_DIR);
     if (d == NULL)
         return complain(SHM_DIR, -errno);
-    printf("%-32s %9s %6s %8s %s\n", "NAME", "SIZE", "ROOTS", "CREATOR", "CREATED");
+    if (json)
+        fputs("[", jout);
+    else
+        printf("%-32s %9s %6s %8s %s\n", "NAME", "SIZE", "ROOTS", "CREATOR", "CREATED");
     struct dirent *e;
     int found = 0;
     while ((e = readdir(d)) != NULL) {
@@ -149,30 +277,50 @@ static int cmd_ls(int argc, char **argv)
         snprintf(name, sizeof name, "/%s", e->d_name);
         shmds_region *r;
         int rc = attach(name, false, &r);
-        found++;
-        if (rc == -EPERM)
-            printf("%-32s (another user's: --any-owner to read it)\n", name);
-        else if (kind == 2 && rc == -ENOENT)
-            printf("%-32s (abandoned creation: its creator died; create it again or rm)\n", name);
-        else if (kind == 2 && rc == -EAGAIN)
-            printf("%-32s (being created)\n", name);
-        if (rc != 0) {
-            if (rc != -EPERM && !(kind == 2 && (rc == -ENOENT || rc == -EAGAIN)))
-                printf("%-32s (%s)\n", name, shmds_errname(rc));
-            continue;
-        }
+        /* What an error means here, when it means more than its name. */
+        const char *why = rc == -EPERM                    ? "another user's: --any-owner to read it"
+                          : kind == 2 && rc == -ENOENT ? "abandoned creation: its creator died; "
+                                                         "create it again or rm"
+                          : kind == 2 && rc == -EAGAIN ? "being created"
+                                                       : NULL;
         shmds_region_info info;
-        shmds_region_info_get(r, &info);
-        char size[16], when[32];
-        human_size(info.size, size, sizeof size);
-        time_t t = (time_t)(info.created_unix_ns / 1000000000u);
-        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime(&t));
-        printf("%-32s %9s %6" PRIu32 " %8ld %s\n", name, size, info.roots,
-               (long)info.creator_pid, when);
-        shmds_region_close(r);
+        if (rc == 0) {
+            shmds_region_info_get(r, &info);
+            shmds_region_close(r);
+        }
+        if (json) {
+            fputs(found ? ",\n  {\"name\": " : "\n  {\"name\": ", jout);
+            json_cstr(jout, name);
+            if (rc != 0) {
+                fprintf(jout, ", \"error\": \"%s\"", shmds_errname(rc));
+                if (why != NULL) {
+                    fputs(", \"note\": ", jout);
+                    json_cstr(jout, why);
+                }
+                fputs("}", jout);
+            } else {
+                fprintf(jout,
+                        ", \"size\": %" PRIu64 ", \"roots\": %" PRIu32 ", \"creator_pid\": %ld"
+                        ", \"creator_uid\": %ld, \"created_unix_ns\": %" PRIu64 "}",
+                        info.size, info.roots, (long)info.creator_pid, (long)info.creator_uid,
+                        info.created_unix_ns);
+            }
+        } else if (rc != 0) {
+            printf("%-32s (%s)\n", name, why != NULL ? why : shmds_errname(rc));
+        } else {
+            char size[16], when[32];
+            human_size(info.size, size, sizeof size);
+            time_t t = (time_t)(info.created_unix_ns / 1000000000u);
+            strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime(&t));
+            printf("%-32s %9s %6" PRIu32 " %8ld %s\n", name, size, info.roots,
+                   (long)info.creator_pid, when);
+        }
+        found++;
     }
     closedir(d);
-    if (found == 0)
+    if (json)
+        fputs(found ? "\n]\n" : "]\n", jout);
+    else if (found == 0)
         printf("(no shmds regions)\n");
     return 0;
 }
@@ -181,6 +329,14 @@ static int cmd_ls(int argc, char **argv)
 
 static void print_lock(const char *what, const shmds_mutex_info *m)
 {
+    if (json) {
+        fprintf(jout,
+                "    \"%s\": {\"state\": \"%s\", \"owner_pid\": %ld, \"held_ns\": %" PRIu64
+                ", \"recoveries\": %" PRIu64 "}",
+                what, m->fenced ? "fenced" : m->owner_pid != 0 ? "held" : "free",
+                (long)m->owner_pid, m->owner_pid != 0 ? (uint64_t)m->held_ns : 0, m->recoveries);
+        return;
+    }
     printf("  %-10s ", what);
     if (m->fenced)
         printf("FENCED (a repair failed; the object is unusable)");
@@ -189,6 +345,30 @@ static void print_lock(const char *what, const shmds_mutex_info *m)
     else
         printf("free");
     printf(", %" PRIu64 " recover%s\n", m->recoveries, m->recoveries == 1 ? "y" : "ies");
+}
+
+/* One line per allocator arena: where, how full, its lock. */
+static void print_arenas(shmds_region *r)
+{
+    unsigned n = shmds_alloc_arena_count(r);
+    printf("  arenas     %u\n", n);
+    for (unsigned i = 0; i < n; i++) {
+        shmds_alloc_arena_info a;
+        int rc = shmds_alloc_arena_info_get(r, i, &a);
+        if (rc != 0) {
+            printf("    arena %u: (%s)\n", i, shmds_errname(rc));
+            continue;
+        }
+        char size[16], used[16];
+        human_size(a.size, size, sizeof size);
+        human_size(a.stats.used_bytes, used, sizeof used);
+        printf("    arena %u at %" PRIu64 ", %s: %s used in %" PRIu64 " blocks, %" PRIu64
+               " free blocks; %" PRIu64 " repairs\n",
+               i, a.offset, size, used, a.stats.used_blocks, a.stats.free_blocks, a.repairs);
+        char what[24];
+        snprintf(what, sizeof what, "  lock %u", i);
+        print_lock(what, &a.lock);
+    }
 }
 
 static int queue_len(shmds_region *r, const char *name, uint64_t *n)
@@ -202,41 +382,95 @@ static int queue_len(shmds_region *r, const char *name, uint64_t *n)
     return rc;
 }
 
+struct roots {
+    shmds_region *r;
+    int first;
+};
+
 /* One line on a named object: what it is, and how much it holds. */
 static int print_root(const char *name, uint32_t type, shmds_off_t off, void *arg)
 {
-    shmds_region *r = arg;
+    struct roots *ro = arg;
+    shmds_region *r = ro->r;
     char what[96] = "";
+    const char *count = NULL; /* the JSON member for n */
+    uint64_t n = 0;
     int rc = 0;
     if (type == SHMDS_TYPE_LIST) {
         shmds_list *l;
-        size_t n = 0;
+        size_t len = 0;
         if ((rc = shmds_list_open(r, name, &l)) == 0) {
-            rc = shmds_list_len(l, &n);
+            rc = shmds_list_len(l, &len);
             shmds_list_close(l);
         }
+        n = len;
+        count = "elements";
         if (rc == 0)
-            snprintf(what, sizeof what, "%zu element%s", n, n == 1 ? "" : "s");
+            snprintf(what, sizeof what, "%zu element%s", len, len == 1 ? "" : "s");
     }
     if (type == SHMDS_TYPE_MAP) {
         shmds_map *m;
-        uint64_t n = 0;
         if ((rc = shmds_map_open(r, name, &m)) == 0) {
             rc = shmds_map_count(m, &n);
             shmds_map_close(m);
         }
+        count = "entries";
         if (rc == 0)
             snprintf(what, sizeof what, "%" PRIu64 " entr%s", n, n == 1 ? "y" : "ies");
     }
     if (type == SHMDS_TYPE_QUEUE) {
-        uint64_t n = 0;
+        count = "messages";
         if ((rc = queue_len(r, name, &n)) == 0)
             snprintf(what, sizeof what, "%" PRIu64 " message%s waiting", n, n == 1 ? "" : "s");
+    }
+    if (json) {
+        fputs(ro->first ? "\n    {\"name\": " : ",\n    {\"name\": ", jout);
+        json_cstr(jout, name);
+        fprintf(jout, ", \"type\": \"%s\", \"type_tag\": %" PRIu32 ", \"offset\": %" PRIu64,
+                type_name(type), type, off);
+        if (rc != 0)
+            fprintf(jout, ", \"error\": \"%s\"", shmds_errname(rc));
+        else if (count != NULL)
+            fprintf(jout, ", \"%s\": %" PRIu64, count, n);
+        fputs("}", jout);
+        ro->first = 0;
+        return 0;
     }
     if (rc != 0)
         snprintf(what, sizeof what, "(%s)", shmds_errname(rc));
     printf("  %-24s %-6s at offset %-10" PRIu64 " %s\n", name, type_name(type), off, what);
     return 0;
+}
+
+static void info_json(const char *name, const shmds_region_info *info,
+                      const shmds_mutex_info *dir, const shmds_mutex_info *alloc, int heap_rc,
+                      const shmds_alloc_stats *st)
+{
+    fputs("{\n  \"name\": ", jout);
+    json_cstr(jout, name);
+    fprintf(jout,
+            ",\n  \"size\": %" PRIu64 ", \"heap_offset\": %" PRIu64 ", \"heap_size\": %" PRIu64
+            ",\n  \"format_version\": %" PRIu32 ", \"library_version\": \"%s\""
+            ",\n  \"created_unix_ns\": %" PRIu64 ", \"creator_pid\": %ld, \"creator_uid\": %ld"
+            ",\n  \"lock_timeout_ms\": %" PRIu32 ", \"epoch\": %" PRIu64 ",\n  \"locks\": {\n",
+            info->size, info->heap_offset, info->heap_size, info->format_version,
+            shmds_version_string(), info->created_unix_ns, (long)info->creator_pid,
+            (long)info->creator_uid, info->lock_timeout_ms, info->epoch);
+    print_lock("directory", dir);
+    fputs(",\n", jout);
+    print_lock("allocator", alloc);
+    fputs("\n  },\n  \"heap\": ", jout);
+    if (heap_rc != 0)
+        fprintf(jout, "{\"error\": \"%s\"}", shmds_errname(heap_rc));
+    else
+        fprintf(jout,
+                "{\"heap_bytes\": %" PRIu64 ", \"used_bytes\": %" PRIu64 ", \"free_bytes\": %" PRIu64
+                ", \"largest_free\": %" PRIu64 ", \"used_blocks\": %" PRIu64
+                ", \"free_blocks\": %" PRIu64 "}",
+                st->heap_bytes, st->used_bytes, st->free_bytes, st->largest_free,
+                st->used_blocks, st->free_blocks);
+    fprintf(jout, ",\n  \"roots\": %" PRIu32 ", \"roots_max\": %" PRIu32 ",\n  \"objects\": [",
+            info->roots, info->roots_max);
 }
 
 static int cmd_info(int argc, char **argv)
@@ -249,6 +483,18 @@ static int cmd_info(int argc, char **argv)
         return complain(argv[1], rc);
     shmds_region_info info;
     shmds_region_info_get(r, &info);
+    if (json) {
+        shmds_mutex_info dir, alloc;
+        shmds_alloc_stats st;
+        shmds_region_lock_info(r, SHMDS_LOCK_DIRECTORY, &dir);
+        shmds_region_lock_info(r, SHMDS_LOCK_ALLOCATOR, &alloc);
+        info_json(argv[1], &info, &dir, &alloc, shmds_alloc_stats_get(r, &st), &st);
+        struct roots ro = {r, 1};
+        rc = shmds_root_foreach(r, print_root, &ro);
+        fputs(ro.first ? "]\n}\n" : "\n  ]\n}\n", jout);
+        shmds_region_close(r);
+        return rc == 0 ? 0 : complain("directory", rc);
+    }
     char size[16], heap[16], when[32];
     human_size(info.size, size, sizeof size);
     human_size(info.heap_size, heap, sizeof heap);
@@ -266,7 +512,7 @@ static int cmd_info(int argc, char **argv)
     shmds_region_lock_info(r, SHMDS_LOCK_DIRECTORY, &m);
     print_lock("directory", &m);
     shmds_region_lock_info(r, SHMDS_LOCK_ALLOCATOR, &m);
-    print_lock("allocator", &m);
+    print_lock("heap", &m);
     shmds_alloc_stats st;
     rc = shmds_alloc_stats_get(r, &st);
     if (rc == 0) {
@@ -279,11 +525,13 @@ static int cmd_info(int argc, char **argv)
         printf("heap\n  used       %s in %" PRIu64 " blocks\n", used, st.used_blocks);
         printf("  free       %s in %" PRIu64 " blocks; largest %s (fragmentation %.1f%%)\n", free_,
                st.free_blocks, largest, frag);
+        print_arenas(r);
     } else {
         printf("heap\n  (%s)\n", shmds_errname(rc));
     }
     printf("objects (%" PRIu32 " of %" PRIu32 " directory slots)\n", info.roots, info.roots_max);
-    rc = shmds_root_foreach(r, print_root, r);
+    struct roots ro = {r, 1};
+    rc = shmds_root_foreach(r, print_root, &ro);
     shmds_region_close(r);
     return rc == 0 ? 0 : complain("directory", rc);
 }
@@ -305,9 +553,24 @@ static int cmd_check(int argc, char **argv)
         return complain(argv[1], rc);
     rc = shmds_region_check(r);
     shmds_region_close(r);
-    if (rc != 0)
-        return complain(argv[1], rc);
-    printf("%s: healthy%s\n", argv[1], repair ? "" : " (read-only check)");
+    if (json) { /* a verdict either way: the document is the result */
+        fputs("{\"name\": ", jout);
+        json_cstr(jout, argv[1]);
+        fprintf(jout, ", \"repair\": %s, \"healthy\": %s", repair ? "true" : "false",
+                rc == 0 ? "true" : "false");
+        if (rc != 0) {
+            fprintf(jout, ", \"error\": \"%s\", \"message\": ", shmds_errname(rc));
+            json_cstr(jout, shmds_strerror(rc));
+        }
+        fputs("}\n", jout);
+    }
+    if (rc != 0) {
+        complain(argv[1], rc);
+        jerr[0] = '\0';
+        return 1;
+    }
+    if (!json)
+        printf("%s: healthy%s\n", argv[1], repair ? "" : " (read-only check)");
     return 0;
 }
 
@@ -327,109 +590,18 @@ static int open_object(const char *name, const char *object, shmds_region **r, u
 }
 
 struct dump {
-    int json;
+    FILE *f;
     int first;
 };
-
-/* Length of the valid UTF-8 sequence at p (at most n bytes): 1 to 4, or 0
- * when p does not start one (overlong forms, surrogates and code points
- * past U+10FFFF are not valid). */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3f);
-    }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    return len;
-}
-
-/* True when the bytes are valid UTF-8 without control characters. */
-static int is_text(const unsigned char *p, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        size_t l = utf8_len(p + i, n - i);
-        if (l == 0 || (l == 1 && (p[i] < 0x20 || p[i] == 0x7f)))
-            return 0;
-        i += l;
-    }
-    return 1;
-}
-
-/* Bytes as a quoted string, by the rule at the top of the file. */
-static void put_bytes(const struct dump *d, const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    putchar('"');
-    for (size_t i = 0; i < len;) {
-        unsigned c = p[i];
-        size_t l = utf8_len(p + i, len - i);
-        if (l > 1) {
-            fwrite(p + i, 1, l, stdout);
-            i += l;
-            continue;
-        }
-        if (c == '"' || c == '\\')
-            printf("\\%c", c);
-        else if (l == 1 && c >= 0x20 && c < 0x7f)
-            putchar((int)c);
-        else if (c == '\n')
-            fputs("\\n", stdout);
-        else if (c == '\t')
-            fputs("\\t", stdout);
-        else if (l == 1)
-            printf(d->json ? "\\u%04x" : "\\x%02x", c);
-        else
-            printf(d->json ? "\\udc%02x" : "\\x%02x", c);
-        i++;
-    }
-    putchar('"');
-}
-
-/* A map value: a counter as a number, anything else as bytes. */
-static void put_value(const struct dump *d, const void *v, size_t vl)
-{
-    if (vl == 8 && !is_text(v, vl)) {
-        int64_t n;
-        memcpy(&n, v, 8);
-        printf("%" PRId64, n);
-    } else {
-        put_bytes(d, v, vl);
-    }
-}
 
 static int dump_element(const void *data, size_t len, void *arg)
 {
     struct dump *d = arg;
-    if (d->json) {
-        fputs(d->first ? "\n  " : ",\n  ", stdout);
-        put_bytes(d, data, len);
-    } else {
-        put_bytes(d, data, len);
-        putchar('\n');
-    }
+    if (json)
+        fputs(d->first ? "\n  " : ",\n  ", d->f);
+    quote(d->f, data, len, json);
+    if (!json)
+        putc('\n', d->f);
     d->first = 0;
     return 0;
 }
@@ -437,23 +609,21 @@ static int dump_element(const void *data, size_t len, void *arg)
 static int dump_entry(const void *k, size_t kl, const void *v, size_t vl, void *arg)
 {
     struct dump *d = arg;
-    if (d->json)
-        fputs(d->first ? "\n  " : ",\n  ", stdout);
-    put_bytes(d, k, kl);
-    fputs(d->json ? ": " : " = ", stdout);
-    put_value(d, v, vl);
-    if (!d->json)
-        putchar('\n');
+    if (json)
+        fputs(d->first ? "\n  " : ",\n  ", d->f);
+    quote(d->f, k, kl, json);
+    fputs(json ? ": " : " = ", d->f);
+    quote_value(d->f, v, vl, json);
+    if (!json)
+        putc('\n', d->f);
     d->first = 0;
     return 0;
 }
 
 static int cmd_dump(int argc, char **argv)
 {
-    struct dump d = {0, 1};
-    if (argc == 4 && strcmp(argv[3], "--json") == 0)
-        d.json = 1;
-    else if (argc != 3)
+    struct dump d = {json ? jout : stdout, 1};
+    if (argc != 3)
         return -1;
     shmds_region *r;
     uint32_t type;
@@ -463,17 +633,17 @@ static int cmd_dump(int argc, char **argv)
     if (rc == 0 && type == SHMDS_TYPE_LIST) {
         shmds_list *l;
         if ((rc = shmds_list_open(r, argv[2], &l)) == 0) {
-            fputs(d.json ? "[" : "", stdout);
+            fputs(json ? "[" : "", d.f);
             rc = shmds_list_foreach(l, dump_element, &d);
-            fputs(d.json ? (d.first ? "]\n" : "\n]\n") : "", stdout);
+            fputs(json ? (d.first ? "]\n" : "\n]\n") : "", d.f);
             shmds_list_close(l);
         }
     } else if (rc == 0 && type == SHMDS_TYPE_MAP) {
         shmds_map *m;
         if ((rc = shmds_map_open(r, argv[2], &m)) == 0) {
-            fputs(d.json ? "{" : "", stdout);
+            fputs(json ? "{" : "", d.f);
             rc = shmds_map_foreach(m, dump_entry, &d);
-            fputs(d.json ? (d.first ? "}\n" : "\n}\n") : "", stdout);
+            fputs(json ? (d.first ? "}\n" : "\n}\n") : "", d.f);
             shmds_map_close(m);
         }
     } else if (rc == 0) {
@@ -481,6 +651,12 @@ static int cmd_dump(int argc, char **argv)
     }
     shmds_region_close(r);
     return rc == 0 ? 0 : complain(argv[2], rc);
+}
+
+static void stat_json_head(const char *type, const char *name)
+{
+    fprintf(jout, "{\"type\": \"%s\", \"name\": ", type);
+    json_cstr(jout, name);
 }
 
 static int cmd_stat(int argc, char **argv)
@@ -496,15 +672,34 @@ static int cmd_stat(int argc, char **argv)
         shmds_list *l;
         size_t n;
         if ((rc = shmds_list_open(r, argv[2], &l)) == 0) {
-            if ((rc = shmds_list_len(l, &n)) == 0)
+            if ((rc = shmds_list_len(l, &n)) == 0 && json) {
+                stat_json_head("list", argv[2]);
+                fprintf(jout, ", \"elements\": %zu}\n", n);
+            } else if (rc == 0) {
                 printf("list %s\n  elements     %zu\n", argv[2], n);
+            }
             shmds_list_close(l);
         }
     } else if (rc == 0 && type == SHMDS_TYPE_MAP) {
         shmds_map *m;
         shmds_map_stats st;
         if ((rc = shmds_map_open(r, argv[2], &m)) == 0) {
-            if ((rc = shmds_map_stats_get(m, &st)) == 0) {
+            if ((rc = shmds_map_stats_get(m, &st)) == 0 && json) {
+                stat_json_head("map", argv[2]);
+                fprintf(jout,
+                        ", \"entries\": %" PRIu64 ", \"buckets\": %" PRIu64
+                        ", \"mem_used\": %" PRIu64 ", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64
+                        ", \"inserts\": %" PRIu64 ", \"deletes\": %" PRIu64
+                        ", \"evictions\": %" PRIu64 ", \"expirations\": %" PRIu64
+                        ", \"recoveries\": %" PRIu64 ", \"fills\": %" PRIu64
+                        ", \"takeovers\": %" PRIu64 ", \"mem_limit\": %" PRIu64
+                        ", \"default_ttl_ms\": %" PRIu64 ", \"evict\": %s, \"stripes\": %" PRIu32
+                        "}\n",
+                        st.entries, st.buckets, st.mem_used, st.hits, st.misses, st.inserts,
+                        st.deletes, st.evictions, st.expirations, st.recoveries, st.fills,
+                        st.takeovers, st.mem_limit, st.default_ttl_ms,
+                        st.flags & SHMDS_MAP_EVICT ? "true" : "false", st.stripes);
+            } else if (rc == 0) {
                 uint64_t gets = st.hits + st.misses;
                 printf("map %s\n", argv[2]);
                 printf("  entries      %" PRIu64 " in %" PRIu64
@@ -536,8 +731,12 @@ static int cmd_stat(int argc, char **argv)
         }
     } else if (rc == 0 && type == SHMDS_TYPE_QUEUE) {
         uint64_t n;
-        if ((rc = queue_len(r, argv[2], &n)) == 0)
+        if ((rc = queue_len(r, argv[2], &n)) == 0 && json) {
+            stat_json_head("queue", argv[2]);
+            fprintf(jout, ", \"messages\": %" PRIu64 "}\n", n);
+        } else if (rc == 0) {
             printf("queue %s\n  waiting      %" PRIu64 " messages\n", argv[2], n);
+        }
     } else if (rc == 0) {
         rc = SHMDS_ETYPE;
     }
@@ -596,8 +795,7 @@ static int cmd_get(int argc, char **argv)
     if (rc == 0)
         rc = shmds_map_get_ex(m, key, strlen(key), buf, vl, &vl, 0, &info);
     if (rc == 0) {
-        struct dump d = {0, 1};
-        put_value(&d, buf, vl);
+        quote_value(stdout, buf, vl, 0);
         printf("\nversion %" PRIu64 ", ttl %" PRId64 " ms, flags %" PRIu32 "\n", info.version,
                info.ttl_ms, info.user_flags);
     }
@@ -700,11 +898,26 @@ static int cmd_rm(int argc, char **argv)
     if (argc < 2)
         return -1;
     int status = 0;
+    if (json)
+        fputs("[", jout);
     for (int i = 1; i < argc; i++) {
         int rc = shmds_region_unlink(argv[i]);
-        if (rc != 0)
-            status = complain(argv[i], rc);
+        if (json) { /* one verdict per name: the document is the result */
+            fputs(i == 1 ? "\n  {\"name\": " : ",\n  {\"name\": ", jout);
+            json_cstr(jout, argv[i]);
+            if (rc == 0)
+                fputs(", \"removed\": true}", jout);
+            else
+                fprintf(jout, ", \"removed\": false, \"error\": \"%s\"}", shmds_errname(rc));
+        }
+        if (rc != 0) {
+            fprintf(stderr, "%s: %s: %s (%s)\n", prog, argv[i], shmds_strerror(rc),
+                    shmds_errname(rc));
+            status = 1;
+        }
     }
+    if (json)
+        fputs("\n]\n", jout);
     return status;
 }
 
@@ -719,7 +932,7 @@ static const struct command {
     {"ls", cmd_ls, "", "list the shmds regions in " SHM_DIR},
     {"info", cmd_info, "NAME", "header, locks and named objects of a region"},
     {"check", cmd_check, "NAME [--repair]", "verify a region; exit 0 when healthy, 1 when not"},
-    {"dump", cmd_dump, "NAME OBJECT [--json]", "a list's elements or a map's entries"},
+    {"dump", cmd_dump, "NAME OBJECT", "a list's elements or a map's entries"},
     {"stat", cmd_stat, "NAME OBJECT", "an object's statistics"},
     {"get", cmd_get, "NAME MAP KEY", "a key's value, version, TTL and flags"},
     {"put", cmd_put, "NAME MAP KEY VALUE [--int] [--ttl MS] [--nx|--xx]",
@@ -732,14 +945,19 @@ static const struct command {
 
 static int usage(FILE *f)
 {
-    fprintf(f, "usage: %s [--any-owner] COMMAND [ARGS]\n\ncommands:\n", prog);
+    fprintf(f, "usage: %s [--any-owner] [--json] COMMAND [ARGS]\n\ncommands:\n", prog);
     for (size_t i = 0; i < N_COMMANDS; i++)
-        fprintf(f, "  %-6s %-21s %s\n", commands[i].name, commands[i].args, commands[i].help);
+        fprintf(f, "  %-6s %-16s %s\n", commands[i].name, commands[i].args, commands[i].help);
     fprintf(f, "\nNAME is a region name with its leading '/', e.g. /myapp.\n"
                "\nSafety: every view attaches read-only and takes no lock (it never waits on\n"
                "a stuck holder, never repairs); `check --repair` attaches read-write to run\n"
                "pending repairs. Regions owned by another user are refused unless\n"
-               "--any-owner is given: a region's bytes are whatever its writers put there.\n");
+               "--any-owner is given: a region's bytes are whatever its writers put there.\n\n"
+               "--json (anywhere on the line): one JSON document on standard output;\n"
+               "  on failure it is {\"error\": {...}} (check and rm: their verdicts).\n"
+               "Exit status: 0 success (check: healthy); 1 the operation failed\n"
+               "  (check: not healthy; rm: some name not removed); 2 usage error.\n"
+               "See shmds(1).\n");
     return 2;
 }
 
@@ -763,8 +981,11 @@ static int run(const struct command *c, int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     if (sigsetjmp(bus_jump, 1) != 0) {
         fflush(stdout);
+        const char *what = argc > 1 ? argv[1] : c->name;
         fprintf(stderr, "%s: %s: the region's object was truncated while being read\n", prog,
-                argc > 1 ? argv[1] : c->name);
+                what);
+        json_fail(what, shmds_errname(SHMDS_ECORRUPT), SHMDS_ECORRUPT,
+                  "the region's object was truncated while being read");
         return 1;
     }
     sigaction(SIGBUS, &sa, NULL);
@@ -776,8 +997,34 @@ static int run(const struct command *c, int argc, char **argv)
     return rc;
 }
 
+/* Run a command with --json: its document goes to memory and is printed
+ * whole, or the error document is, so the output is always valid JSON. */
+static int run_json(const struct command *c, int argc, char **argv)
+{
+    char *doc = NULL;
+    size_t len = 0;
+    jout = open_memstream(&doc, &len);
+    if (jout == NULL)
+        return complain("--json", -errno);
+    int rc = run(c, argc, argv);
+    fclose(jout);
+    if (rc != 2)
+        fputs(jerr[0] != '\0' ? jerr : doc, stdout);
+    free(doc);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    int n = 0;
+    for (int i = 0; i < argc; i++) { /* --json anywhere: drop it, remember it */
+        if (i > 0 && strcmp(argv[i], "--json") == 0)
+            json = 1;
+        else
+            argv[n++] = argv[i];
+    }
+    argv[n] = NULL;
+    argc = n;
     if (argc >= 2 && strcmp(argv[1], "--any-owner") == 0) {
         any_owner = true;
         argv[1] = argv[0];
@@ -792,12 +1039,17 @@ int main(int argc, char **argv)
         return 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
-        printf("shmds %s (region format %d)\n", shmds_version_string(), SHMDS_FORMAT_VERSION);
+        if (json)
+            printf("{\"version\": \"%s\", \"format_version\": %d}\n", shmds_version_string(),
+                   SHMDS_FORMAT_VERSION);
+        else
+            printf("shmds %s (region format %d)\n", shmds_version_string(), SHMDS_FORMAT_VERSION);
         return 0;
     }
     for (size_t i = 0; i < N_COMMANDS; i++)
         if (strcmp(argv[1], commands[i].name) == 0)
-            return run(&commands[i], argc - 1, argv + 1);
+            return json ? run_json(&commands[i], argc - 1, argv + 1)
+                        : run(&commands[i], argc - 1, argv + 1);
     fprintf(stderr, "%s: unknown command '%s'\n", prog, argv[1]);
     return usage(stderr);
 }

@@ -9,8 +9,16 @@
  * first payload byte), so they mean the same thing in every process; turn
  * one into a pointer with shmds_ptr().
  *
- * One robust mutex in the region header guards the heap, so any number of
- * processes may allocate and free at once. A process killed at any
+ * Arenas: so that processes that allocate at once do not queue on one
+ * lock, the heap has arenas, each with its own robust mutex. Arena 0 spans
+ * the whole heap at first, so one block can be as large as the heap. When
+ * a process finds every arena busy (another process holds its lock), it
+ * carves a new arena out of arena 0 (a sixteenth of the heap, 64 KiB to
+ * 64 MiB; at most 8 arenas, never given back) and allocates there from
+ * then on; later allocations start at the arena the handle used last and
+ * take any other arena they can lock without waiting before they wait.
+ * Allocations of 64 KiB and more start at arena 0. A block is freed into
+ * the arena that holds it, whichever process frees it. A process killed at any
  * instruction inside shmds_alloc(), shmds_free() or shmds_realloc() leaves
  * a heap that the next caller repairs before it goes on (the call returns
  * success as usual): the dead call either happened completely or not at
@@ -19,9 +27,15 @@
  * offset inside the region as part of the same step, so they never leak.
  *
  * Costs: a block takes its payload rounded up to 16 bytes plus a 16-byte
- * header, and at least 32 bytes. The heap's control block (free-list heads
- * and bitmaps: 132 bytes per doubling of the heap size, under 6 KiB) lives
- * at the start of the heap.
+ * header, and at least 32 bytes. Each arena starts with its lock, its
+ * root and its control block (256 bytes, then free-list heads and bitmaps:
+ * 132 bytes per doubling of the arena's size, under 6 KiB) and ends with a
+ * 16-byte sentinel. Space carved into arenas serves only blocks that fit
+ * an arena; shmds_alloc_stats::largest_free says what fits now.
+ *
+ * Across fork(): the child's handle keeps the parent's arena preference;
+ * the first time both allocate at once, one of them moves to another
+ * arena and stays there.
  *
  * A heap larger than 2^47 bytes (128 TiB) uses its first 2^47 bytes.
  */
@@ -29,6 +43,7 @@
 #define SHMDS_ALLOC_H
 
 #include <shmds/common.h>
+#include <shmds/lock.h>
 #include <shmds/region.h>
 
 SHMDS_BEGIN_DECLS
@@ -46,8 +61,9 @@ SHMDS_BEGIN_DECLS
  *             SHMDS_NULL); unchanged on error.
  * @return 0;
  *         -EINVAL @p size is 0;
- *         -ENOMEM no free block is large enough (also for any @p size larger
- *         than the heap, up to SIZE_MAX: no overflow); the heap is unchanged;
+ *         -ENOMEM no free block in any arena is large enough (also for any
+ *         @p size larger than the largest arena, up to SIZE_MAX: no
+ *         overflow); the heap is unchanged;
  *         SHMDS_ERDONLY the region is attached read-only;
  *         SHMDS_ECORRUPT the heap is damaged;
  *         -ETIMEDOUT the allocator lock was held past the region's bound;
@@ -75,8 +91,10 @@ SHMDS_API int shmds_free(shmds_region *r, shmds_off_t off);
  *
  * Shrinking is always in place (the tail goes back to the heap when it is
  * large enough to be a block). Growing is in place when the next block is
- * free and large enough; otherwise the data moves to a new block and the old
- * one is freed, in one step that a crash cannot split.
+ * free and large enough; otherwise the data moves to a new block (in the
+ * same arena when it has room, else in another) and the old one is freed.
+ * A process killed during a move leaves the old block intact and
+ * allocated; the new one may then be allocated too, and is lost to it.
  *
  * @param r    the region.
  * @param off  the block; SHMDS_NULL makes this shmds_alloc().
@@ -95,23 +113,27 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
  */
 SHMDS_API size_t shmds_usable_size(shmds_region *r, shmds_off_t off);
 
-/** What shmds_alloc_stats_get() reports. Sizes count whole blocks, headers
- *  included, so that used_bytes + free_bytes == heap_bytes. */
+/** What shmds_alloc_stats_get() reports, summed over every arena. Sizes
+ *  count whole blocks, headers included, so that used_bytes + free_bytes ==
+ *  heap_bytes. An empty heap has one free block per arena. */
 typedef struct shmds_alloc_stats {
-    uint64_t heap_bytes;   /**< bytes managed as blocks (the heap less its control block) */
+    uint64_t heap_bytes;   /**< bytes managed as blocks (the arenas less their headers) */
     uint64_t used_bytes;   /**< bytes in allocated blocks */
     uint64_t free_bytes;   /**< bytes in free blocks */
-    uint64_t largest_free; /**< largest size shmds_alloc() can satisfy right now (0: none) */
+    uint64_t largest_free; /**< largest size shmds_alloc() can satisfy right now (0: none):
+                                the largest of the arenas' */
     uint64_t used_blocks;  /**< allocated blocks */
     uint64_t free_blocks;  /**< free blocks (no two are neighbours) */
 } shmds_alloc_stats;
 
 /**
- * A consistent snapshot of the heap's accounting.
+ * The heap's accounting: every arena's, each a consistent snapshot taken
+ * under that arena's lock in turn (so the sum is exact when nothing
+ * allocates meanwhile).
  *
- * Cost: O(1) plus a scan of the largest size class's free list. On a
- * read-only region no lock can be taken: the snapshot is read optimistically
- * and retried while a writer is busy.
+ * Cost: O(arenas) plus a scan of each arena's largest size class's free
+ * list. On a read-only region no lock can be taken: each arena is read
+ * optimistically and retried while a writer is busy in it.
  * @return 0; SHMDS_ECORRUPT; -ETIMEDOUT (the lock, or on a read-only region
  *         a writer that stayed busy, past the region's bound);
  *         SHMDS_ENOTRECOVERABLE.
@@ -119,17 +141,49 @@ typedef struct shmds_alloc_stats {
 SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out);
 
 /**
- * Verify the whole heap: every block's boundary tags agree with its
- * neighbours, the physical walk ends exactly at the heap's end, no two free
- * blocks are neighbours, every free block is in the right free list exactly
- * once and the bitmaps say so, and the accounting adds up. Part of
+ * Verify the whole heap, arena by arena: the arena table agrees with the
+ * heap's bounds, every block's boundary tags agree with its neighbours, the
+ * physical walk ends exactly at the arena's end, no two free blocks are
+ * neighbours, every free block is in the right free list exactly once and
+ * the bitmaps say so, and the accounting adds up. Part of
  * shmds_region_check().
  *
- * Cost: O(blocks), under the allocator lock (optimistic on a read-only
- * region, as shmds_alloc_stats_get()).
+ * Cost: O(blocks), under each arena's lock in turn (optimistic on a
+ * read-only region, as shmds_alloc_stats_get()).
  * @return 0 healthy; SHMDS_ECORRUPT; -ETIMEDOUT; SHMDS_ENOTRECOVERABLE.
  */
 SHMDS_API int shmds_alloc_check(shmds_region *r);
+
+/** One arena, as shmds_alloc_arena_info_get() reports it. */
+typedef struct shmds_alloc_arena_info {
+    uint64_t offset;          /**< where the arena starts in the region */
+    uint64_t size;            /**< bytes it spans, its header and sentinel included */
+    shmds_alloc_stats stats;  /**< its accounting, as shmds_alloc_stats_get() */
+    shmds_mutex_info lock;    /**< its lock: holder, held for, repairs */
+    uint64_t repairs;         /**< dead operations repaired in it */
+    uint64_t rebuilds;        /**< free lists rebuilt from its blocks (after a
+                                   crash, or damage found) */
+} shmds_alloc_arena_info;
+
+/**
+ * How many arenas the heap has now (arenas are added, never taken away).
+ * Reads the region's arena table without a lock.
+ * @return at least 1.
+ */
+SHMDS_API unsigned shmds_alloc_arena_count(shmds_region *r);
+
+/**
+ * One arena's place, accounting and lock (what `shmds info` shows).
+ *
+ * Cost: as shmds_alloc_stats_get() for one arena.
+ * @param[in]  r     the region.
+ * @param[in]  arena 0 to shmds_alloc_arena_count() - 1.
+ * @param[out] out   receives the arena's information; unchanged on error.
+ * @return 0; -EINVAL no such arena; SHMDS_ECORRUPT; -ETIMEDOUT;
+ *         SHMDS_ENOTRECOVERABLE.
+ */
+SHMDS_API int shmds_alloc_arena_info_get(shmds_region *r, unsigned arena,
+                                         shmds_alloc_arena_info *out);
 
 SHMDS_END_DECLS
 

@@ -21,7 +21,9 @@
 #define SHMDS_BEGIN_DECLS extern "C" {
 #define SHMDS_END_DECLS }
 #else
+/** Opens the headers' declarations: extern "C" for C++ callers. */
 #define SHMDS_BEGIN_DECLS
+/** Closes what SHMDS_BEGIN_DECLS opened. */
 #define SHMDS_END_DECLS
 #endif
 

@@ -137,7 +137,9 @@ SHMDS_API int shmds_list_destroy(shmds_list *l);
 /**
  * Copy @p len bytes from @p data into a new element at the tail.
  * Cost: O(1) plus one allocation of len + 32 bytes.
- * @param data may be NULL only when @p len is 0.
+ * @param[in] l    the list.
+ * @param[in] data the bytes; may be NULL only when @p len is 0.
+ * @param[in] len  how many.
  * @return 0 (the element is in the list, even if this process dies right
  *         after); -EINVAL; -ENOMEM the heap is full (also for any @p len
  *         larger than the heap, up to SIZE_MAX: no overflow; nothing is
@@ -153,6 +155,7 @@ SHMDS_API int shmds_list_push_front(shmds_list *l, const void *data, size_t len)
 
 /**
  * Remove the head element, copying its bytes into @p buf. Cost: O(len).
+ * @param[in] l the list.
  * @param buf receives the bytes; may be NULL when @p cap is 0 (a way to ask
  *            the head's length: -ENOBUFS with @p *len set).
  * @param cap bytes available at @p buf.
@@ -220,8 +223,8 @@ SHMDS_API int shmds_list_check(shmds_list *l);
  * Offsets must be multiples of 8.
  */
 typedef struct shmds_link {
-    shmds_off_t next;
-    shmds_off_t prev;
+    shmds_off_t next; /**< the following link (the head at the end) */
+    shmds_off_t prev; /**< the preceding link (the head at the start) */
 } shmds_link;
 
 /**

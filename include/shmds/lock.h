@@ -160,7 +160,7 @@ SHMDS_API int shmds_mutex_info_get(const shmds_mutex *m, shmds_mutex_info *out);
 
 /** A process-shared counting semaphore (a doorbell). */
 typedef struct shmds_sem {
-    sem_t sem;
+    sem_t sem; /**< a process-shared POSIX semaphore */
 } shmds_sem;
 
 /**
@@ -174,6 +174,7 @@ SHMDS_API int shmds_sem_destroy(shmds_sem *s);
 
 /**
  * Take one count, waiting for it.
+ * @param[in] s the semaphore.
  * @param timeout_ms -1 without bound, 0 never waits, >0 at most that long.
  * @return 0 taken; -EAGAIN @p timeout_ms was 0 and the count is zero;
  *         -ETIMEDOUT the wait passed @p timeout_ms; -EINVAL bad timeout;

@@ -124,7 +124,9 @@ typedef struct shmds_map_opts {
     uint64_t mem_limit;     /**< bytes the entries may use (keys, values and a
                                  64-byte header each, rounded up to 16); 0 = no
                                  budget. The bucket tables are outside it (see
-                                 the file comment for how much they take). */
+                                 the file comment for how much they take), and
+                                 so are the up to 4 spare entry blocks each
+                                 stripe keeps for its next inserts. */
     uint32_t stripes;       /**< lock stripes, rounded up to a power of two,
                                  at most SHMDS_MAP_STRIPES_MAX; 0 = default */
     uint32_t default_ttl_s; /**< time to live of entries put with ttl 0, in
@@ -190,6 +192,9 @@ typedef struct shmds_map_stats {
 /**
  * Create a map and register it in the region's directory under @p name.
  * Cost: O(capacity) to clear the first table.
+ * @param[in] r     a region opened read-write.
+ * @param[in] name  1 to SHMDS_ROOT_NAME_MAX bytes.
+ * @param[out] out  receives the handle (close it with shmds_map_close()).
  * If the process dies inside this call, the name is either free or names a
  * complete map, and nothing leaks: an unfinished map's blocks stay
  * reachable from its name's pending directory entry, and
@@ -233,6 +238,11 @@ SHMDS_API int shmds_map_destroy(shmds_map *m);
  * Cost: O(1) expected, plus moving at most a few buckets while the map grows.
  * The same as shmds_map_put_ex() with ttl_ms = ttl_s * 1000 (0: the
  * map's default), @p flags, no user flags and no version condition.
+ * @param[in] m     the map.
+ * @param[in] key   @p klen bytes (at least one).
+ * @param[in] klen  the key's length.
+ * @param[in] val   @p vlen bytes (may be NULL when @p vlen is 0).
+ * @param[in] vlen  the value's length.
  * @param ttl_s seconds to live; 0 = the map's default TTL.
  * @param flags 0, SHMDS_PUT_NX or SHMDS_PUT_XX (not both).
  * @return 0 (or SHMDS_RECOVERED: stored, after repairing a dead process's

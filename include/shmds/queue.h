@@ -143,7 +143,9 @@ SHMDS_API int shmds_queue_destroy(shmds_queue *q);
 
 /**
  * Copy a message into the queue.
+ * @param[in] q      the queue.
  * @param msg        @p len bytes (may be NULL when @p len is 0).
+ * @param len        the message's length, at most the queue's max_msg.
  * @param timeout_ms -1 wait while full without bound, 0 never wait, >0 at
  *                   most that long. The time spent waiting for the queue's
  *                   lock counts: 0 never waits for it either, and a positive
@@ -165,6 +167,7 @@ SHMDS_API int shmds_queue_send(shmds_queue *q, const void *msg, size_t len, int 
 
 /**
  * Take the oldest message out of the queue.
+ * @param[in] q      the queue.
  * @param buf, cap   where to copy it.
  * @param len        receives the message's length (also on -ENOBUFS).
  * @param timeout_ms as shmds_queue_send().

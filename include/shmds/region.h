@@ -165,6 +165,10 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
 /**
  * Open and map an existing region.
  *
+ * @param[in] name  the region's name, as for shmds_region_create().
+ * @param[in] flags 0, or SHMDS_RDONLY and/or SHMDS_SAME_UID.
+ * @param[out] out  receives the handle.
+ *
  * Checks, in this order, before trusting anything in it: object size
  * (smaller than a header, or than the size the header claims:
  * SHMDS_ECORRUPT), magic (SHMDS_EFORMAT; byte-swapped magic: SHMDS_EABI),
@@ -174,7 +178,6 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
  * a FIFO in /dev/shm; opening one must not block). The handle's lock bound
  * is the header's, clamped to SHMDS_LOCK_TIMEOUT_MAX_MS.
  *
- * @param flags 0, or SHMDS_RDONLY and/or SHMDS_SAME_UID.
  * @return 0; -EINVAL bad name or flags; -ENOENT no such region, or an
  *         abandoned creation (its creator died before publishing it; a
  *         create replaces it); -EACCES; -EPERM (SHMDS_SAME_UID) another
@@ -246,6 +249,8 @@ enum { SHMDS_LOCK_DIRECTORY = 0, SHMDS_LOCK_ALLOCATOR = 1 };
 /**
  * Who holds one of the region's own locks, and its history (see
  * shmds_mutex_info_get). Takes no lock.
+ * @param[in] r    the region.
+ * @param[out] out receives the snapshot.
  * @param which SHMDS_LOCK_DIRECTORY or SHMDS_LOCK_ALLOCATOR.
  * @return 0, or -EINVAL for another @p which.
  */

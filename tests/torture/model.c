@@ -22,6 +22,7 @@ enum tt_struct tt_op_struct(uint8_t kind)
         return TT_S_DIR;
     case TT_SLOT_FLIP:
     case TT_SLOT_REALLOC:
+    case TT_ARENA_ADD:
         return TT_S_ALLOC;
     case TT_MAP_PUT:
     case TT_MAP_DEL:
@@ -342,6 +343,9 @@ void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
             done->rc = shmds__free_from(w->r, slot);
         break;
     }
+    case TT_ARENA_ADD:
+        done->rc = shmds__alloc_arena_add(w->r);
+        break;
     case TT_SLOT_REALLOC: {
         shmds_off_t *slot = slot_of(w, me, op->arg), to;
         if (*slot == SHMDS_NULL) {
@@ -526,6 +530,8 @@ int tt_model_apply(tt_state *s, const tt_op *op, uint64_t *got)
     case TT_Q_SEND:
     case TT_Q_RECV:
         return 0; /* the queue is shared: the ledger follows it */
+    case TT_ARENA_ADD:
+        return 0; /* nothing a worker owns changes */
     case TT_LIST_PUSH_BACK:
         if (s->list_n == TT_LIST_MAX)
             return -ENOSPC; /* never: tt_draw keeps lists shorter */
@@ -564,7 +570,7 @@ static bool refusable(const tt_op *op, const tt_state *before, int rc)
                op->kind == TT_SLOT_REALLOC || op->kind == TT_MAP_PUT ||
                op->kind == TT_MAP_ADD || op->kind == TT_LIST_PUSH_BACK ||
                op->kind == TT_LIST_PUSH_FRONT || op->kind == TT_MAP_CAS ||
-               op->kind == TT_MAP_FILL;
+               op->kind == TT_MAP_FILL || op->kind == TT_ARENA_ADD;
     /* Every lease slot of the key's stripe held by other live workers. */
     return rc == -ETIMEDOUT && op->kind == TT_MAP_FILL;
 }

@@ -50,6 +50,7 @@ enum tt_kind {
     TT_MAP_REAP,     /* shmds_map_reap of a few buckets (nothing expires) */
     TT_Q_SEND,       /* a message naming this producer and its sequence number */
     TT_Q_RECV,
+    TT_ARENA_ADD,    /* carve one more allocator arena (as contention does) */
     TT_KINDS
 };
 
