@@ -2,10 +2,14 @@
  * queue_bench — shmds queues beside the IPC a user would otherwise pick.
  *
  * Two processes (fork), one sending and one receiving, over: a shmds queue
- * (default mode and SPSC), a pipe, a Unix socketpair (SOCK_SEQPACKET, so it
+ * (default mode, SPSC, at-least-once: each message received under a lease,
+ * then acknowledged, and zero-copy in the default and SPSC modes:
+ * reserve/commit, receive in place/release), a pipe, a Unix socketpair (SOCK_SEQPACKET, so it
  * keeps message boundaries like the others) and a POSIX message queue.
  * Every transport is measured in the same run, so the ratios compare like
- * with like:
+ * with like. Each message is made by the sender (memset of its bytes: into
+ * its buffer, or into the reserved ring space) and read by the receiver
+ * (one load per cache line: from its buffer, or from the ring in place):
  *   - 64-byte messages per second (blocking send/receive);
  *   - GB/s moving 64 KiB chunks;
  *   - round-trip latency of one 64-byte message each way (median, p99).
@@ -16,6 +20,7 @@
  * Usage: queue_bench [-q]   (-q: fewer iterations, for a quick look)
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <mqueue.h>
 #include <sched.h>
@@ -32,8 +37,15 @@
 
 #include "data.h"
 
-enum kind { K_SHMDS, K_SPSC, K_PIPE, K_SOCK, K_MQ, K_N };
-static const char *kind_name[K_N] = {"shmds queue", "shmds SPSC", "pipe", "socketpair", "POSIX mq"};
+enum kind { K_SHMDS, K_SPSC, K_ACK, K_ZC, K_SPSC_ZC, K_PIPE, K_SOCK, K_MQ, K_N };
+static const char *kind_name[K_N] = {"shmds queue", "shmds SPSC", "shmds ack",
+                                     "shmds zc",    "SPSC zc",    "pipe",
+                                     "socketpair",  "POSIX mq"};
+
+static bool is_shmds(enum kind k)
+{
+    return k <= K_SPSC_ZC;
+}
 
 /* One direction of a channel. */
 struct chan {
@@ -70,12 +82,19 @@ static int chan_open(struct chan *c, enum kind k, size_t msg, struct chan *peer)
     int fds[2];
     switch (k) {
     case K_SHMDS:
-    case K_SPSC: {
+    case K_SPSC:
+    case K_ACK:
+    case K_ZC:
+    case K_SPSC_ZC: {
         char qn[32];
         static unsigned qseq;
         snprintf(qn, sizeof qn, "q%u", qseq++);
-        int rc = shmds_queue_create(region, qn, 4u << 20, msg,
-                                    k == K_SPSC ? SHMDS_QUEUE_SPSC : 0, &c->q);
+        shmds_queue_opts o = {.capacity_bytes = 4u << 20,
+                              .max_msg = msg,
+                              .flags = k == K_SPSC || k == K_SPSC_ZC ? SHMDS_QUEUE_SPSC
+                                       : k == K_ACK                  ? SHMDS_QUEUE_ACK
+                                                                     : 0};
+        int rc = shmds_queue_create_ex(region, qn, &o, &c->q);
         if (rc != 0)
             die("shmds_queue_create", rc);
         break;
@@ -127,9 +146,11 @@ static int chan_open(struct chan *c, enum kind k, size_t msg, struct chan *peer)
 
 static void chan_close(struct chan *c)
 {
+    if (is_shmds(c->k)) {
+        shmds_queue_destroy(c->q);
+        return;
+    }
     switch (c->k) {
-    case K_SHMDS:
-    case K_SPSC: shmds_queue_destroy(c->q); break;
     case K_PIPE:
     case K_SOCK: close(c->rfd); close(c->wfd); break;
     case K_MQ: mq_close(c->mq); break;
@@ -137,12 +158,25 @@ static void chan_close(struct chan *c)
     }
 }
 
-static void chan_send(struct chan *c, const void *buf, size_t len)
+/* Make and send one message of len bytes (buf: the sender's buffer). */
+static void chan_send(struct chan *c, void *buf, size_t len)
 {
     int rc = 0;
+    if (c->k == K_ZC || c->k == K_SPSC_ZC) {
+        void *p;
+        if ((rc = shmds_queue_reserve(c->q, len, &p, -1)) == 0) {
+            memset(p, 0x5a, len);
+            rc = shmds_queue_commit(c->q, len);
+        }
+        if (rc != 0)
+            die("reserve/commit", rc);
+        return;
+    }
+    memset(buf, 0x5a, len);
     switch (c->k) {
     case K_SHMDS:
-    case K_SPSC: rc = shmds_queue_send(c->q, buf, len, -1); break;
+    case K_SPSC:
+    case K_ACK: rc = shmds_queue_send(c->q, buf, len, -1); break;
     case K_PIPE: {
         const char *p = buf;
         while (len > 0) {
@@ -172,15 +206,41 @@ static void chan_send(struct chan *c, const void *buf, size_t len)
         die("send", rc);
 }
 
+/* What the receiver does with a message: one load per cache line. */
+static unsigned sink;
+
+static void consume(const void *p, size_t len)
+{
+    const volatile unsigned char *b = p;
+    unsigned s = 0;
+    for (size_t i = 0; i < len; i += 64)
+        s += b[i];
+    sink += s;
+}
+
 /* Receive one message of `len` bytes (the pipe has no boundaries: read
- * exactly len bytes). */
+ * exactly len bytes) and consume it. */
 static void chan_recv(struct chan *c, void *buf, size_t len)
 {
     int rc = 0;
     size_t got;
+    if (c->k == K_ZC || c->k == K_SPSC_ZC) {
+        const void *p;
+        if ((rc = shmds_queue_recv_ref(c->q, &p, &got, -1)) != 0)
+            die("receive in place", rc);
+        consume(p, got);
+        shmds_queue_release(c->q);
+        return;
+    }
     switch (c->k) {
     case K_SHMDS:
     case K_SPSC: rc = shmds_queue_recv(c->q, buf, len, &got, -1); break;
+    case K_ACK: {
+        uint64_t id;
+        if ((rc = shmds_queue_recv_lease(c->q, buf, len, &got, &id, -1)) == 0)
+            rc = shmds_queue_ack(c->q, id);
+        break;
+    }
     case K_PIPE: {
         char *p = buf;
         for (got = 0; got < len;) {
@@ -207,6 +267,7 @@ static void chan_recv(struct chan *c, void *buf, size_t len)
     }
     if (rc != 0)
         die("receive", rc);
+    consume(buf, len);
 }
 
 static void pin(int cpu)

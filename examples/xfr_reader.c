@@ -3,7 +3,9 @@
  *
  * The reader half of the exercise (see xfr_writer.c). It may start before
  * the writer: it waits for the region and the queue to appear. It copies
- * every message to standard output until the queue reports end of stream,
+ * every message to standard output, straight from the queue's ring
+ * (shmds_queue_recv_ref, write(2), shmds_queue_release), until the queue
+ * reports end of stream,
  * then tells the writer it is done (the writer unlinks the region).
  */
 #include <errno.h>
@@ -97,46 +99,39 @@ int main(int argc, char **argv)
                 shmds_errname(rc), rc == -ENOENT ? "; is xfr_writer running?" : "");
         return 1;
     }
-    size_t cap = XFR_DEFAULT_BLOCK, len = 0;
-    unsigned char *buf = malloc(cap);
+    size_t len = 0, largest = 0;
     uint64_t t0 = 0, total = 0;
     int status = 1;
     const char *what = "receive";
-    while (buf != NULL) {
-        rc = shmds_queue_recv(data, buf, cap, &len, timeout_ms);
-        if (rc == -ENOBUFS) { /* a bigger block than we guessed: grow */
-            unsigned char *bigger = realloc(buf, len);
-            if (bigger == NULL)
-                break;
-            buf = bigger;
-            cap = len;
-            continue;
-        }
-        if (rc != 0)
+    for (;;) {
+        /* Zero-copy: each block is written out straight from the ring. */
+        const void *block;
+        if ((rc = shmds_queue_recv_ref(data, &block, &len, timeout_ms)) != 0)
             break;
         if (t0 == 0)
             t0 = xfr_now_ns();
-        if (write_all(STDOUT_FILENO, buf, len) != 0) {
+        int wrc = write_all(STDOUT_FILENO, block, len);
+        shmds_queue_release(data);
+        if (wrc != 0) {
             fprintf(stderr, "%s: writing standard output: %s\n", argv[0], strerror(errno));
             rc = 0;
             break;
         }
         total += len;
+        if (len > largest)
+            largest = len;
     }
-    if (buf == NULL || rc == -ENOBUFS) {
-        fprintf(stderr, "%s: no memory for a block of %zu bytes\n", argv[0], len);
-    } else if (rc == SHMDS_ECLOSED) {
+    if (rc == SHMDS_ECLOSED) {
         what = "tell the writer";
         rc = shmds_queue_send(done, "done", 4, timeout_ms);
         if (rc == 0)
             status = 0;
     }
-    if (rc != 0 && rc != SHMDS_ECLOSED && rc != -ENOBUFS)
+    if (rc != 0 && rc != SHMDS_ECLOSED)
         fprintf(stderr, "%s: cannot %s: %s (%s)\n", argv[0], what, shmds_strerror(rc),
                 shmds_errname(rc));
     if (status == 0 && verbose)
-        xfr_report("xfr_reader", total, t0 ? xfr_now_ns() - t0 : 0, cap);
-    free(buf);
+        xfr_report("xfr_reader", total, t0 ? xfr_now_ns() - t0 : 0, largest);
     shmds_queue_close(data);
     shmds_queue_close(done);
     shmds_region_close(r);

@@ -2,8 +2,10 @@
  * xfr_writer — copy standard input into a shared-memory queue.
  *
  * The writer half of the classic POSIX shared-memory exercise, done with a
- * shmds queue: it creates the region and a stream queue in it, copies its
- * standard input in blocks, shuts the queue down at end of file (so the
+ * shmds queue: it creates the region and a stream queue in it, reads its
+ * standard input in blocks straight into the queue's ring (zero-copy:
+ * shmds_queue_reserve, read(2) into the room, shmds_queue_commit), shuts
+ * the queue down at end of file (so the
  * reader sees end of stream after the last block) and waits for the
  * reader's "done" message on a second, small queue before it unlinks the
  * region. Run it beside xfr_reader:
@@ -94,11 +96,6 @@ int main(int argc, char **argv)
                 argv[0], capacity, block, shmds_queue_bytes_for(2, block));
         return 2;
     }
-    unsigned char *buf = malloc(block);
-    if (buf == NULL) {
-        fprintf(stderr, "%s: no memory for a block of %zu bytes\n", argv[0], block);
-        return 1;
-    }
 
     shmds_region *r;
     int rc = shmds_region_create(name, capacity + XFR_REGION_SLACK, NULL, &r);
@@ -108,7 +105,6 @@ int main(int argc, char **argv)
                 rc == -EEXIST ? "; a reader or writer may still use it, or remove it with "
                                 "examples/unlink"
                               : "");
-        free(buf);
         return 1;
     }
     shmds_queue *data = NULL, *done = NULL;
@@ -119,16 +115,21 @@ int main(int argc, char **argv)
 
     uint64_t t0 = xfr_now_ns(), total = 0;
     for (;;) {
-        ssize_t n = read_block(STDIN_FILENO, buf, block);
-        if (n < 0) {
+        void *room;
+        what = "reserve a block";
+        if ((rc = shmds_queue_reserve(data, block, &room, timeout_ms)) != 0)
+            goto fail;
+        ssize_t n = read_block(STDIN_FILENO, room, block);
+        if (n <= 0) {
+            shmds_queue_cancel(data);
+            if (n == 0)
+                break;
             fprintf(stderr, "%s: reading standard input: %s\n", argv[0], strerror(errno));
             rc = 1;
             goto out;
         }
-        if (n == 0)
-            break;
         what = "send a block";
-        if ((rc = shmds_queue_send(data, buf, (size_t)n, timeout_ms)) != 0)
+        if ((rc = shmds_queue_commit(data, (size_t)n)) != 0)
             goto fail;
         total += (uint64_t)n;
     }
@@ -153,6 +154,5 @@ out:
     shmds_queue_close(done);
     shmds_region_close(r);
     shmds_region_unlink(name);
-    free(buf);
     return rc;
 }

@@ -220,6 +220,17 @@ int shmds__buf_put(struct shmds__buf *b, const void *data, size_t len);
  * entry, a claimed line) waits until that process exits too, so nothing is
  * ever taken from a live owner. */
 bool shmds__proc_gone(uint32_t pid);
+/* A process's start time (clock ticks since boot, from /proc) tells it from
+ * a later process that got the same pid. 0 when unknown. */
+uint64_t shmds__proc_start(uint32_t pid);
+/* This process's start time (cached per pid; 0 if /proc cannot tell). */
+uint64_t shmds__self_start(void);
+/* The liveness probe for what records an owner's start time too (leases,
+ * subscribers, SPSC claims): false when `pid` is certainly not the process
+ * that recorded `start`: shmds__proc_gone, a zombie (killed, not yet
+ * reaped), or a process with the same pid that started at another time
+ * (`start` 0: not compared). Cost: kill(2) and a read of /proc/PID/stat. */
+bool shmds__proc_alive(uint32_t pid, uint64_t start);
 /* Sleep about a millisecond: the one backoff step of every wait for a
  * writer that may have died (after spinning and yielding). */
 void shmds__nap_1ms(void);
@@ -308,17 +319,6 @@ uint32_t shmds__self_pid(void);
 void shmds__bell_ring(shmds_sem *bell, const uint32_t *sleepers, bool all);
 int shmds__bell_wait(shmds_sem *bell, uint64_t deadline_ns, int slice_ms);
 
-/* ---- liveness ----
- * A process's start time (field 22 of /proc/PID/stat, clock ticks since
- * boot) tells a process from a later one that reuses its pid. */
-/* 0 with *start set; -ESRCH no such process; other negative errno. */
-int shmds__proc_start(uint32_t pid, uint64_t *start);
-/* This process's start time (cached; 0 if /proc cannot tell). */
-uint64_t shmds__self_start(void);
-/* False when `pid` is gone or a zombie (killed, not reaped yet), or is now
- * another process than the one that started at `start` (0: unknown, only
- * the pid is probed). */
-bool shmds__proc_alive(uint32_t pid, uint64_t start);
 
 /* The same, waiting at most max_ms (region.c; 0: never waits, -EBUSY when
  * held; -1: the region's bound; the region's bound caps any other value). */

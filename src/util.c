@@ -1,5 +1,5 @@
-/* Small helpers shared by the modules: clocks, deadlines, naps, liveness
- * probes and hashing. Layer: the bottom (calls nothing above). */
+/* Small helpers shared by the modules: clocks, deadlines, naps, the
+ * liveness probes and hashing. Layer: the bottom (calls nothing above). */
 #include "internal.h"
 
 #include <fcntl.h>
@@ -100,53 +100,46 @@ int shmds__buf_put(struct shmds__buf *b, const void *data, size_t len)
     return 0;
 }
 
-/* Read /proc/PID/stat: the process's state letter (field 3) and start
- * time (field 22). */
-static int proc_stat(uint32_t pid, char *state, uint64_t *start)
+/* /proc/PID/stat: "pid (comm) S ppid ... starttime(22) ...". The command
+ * name may hold spaces and parentheses, so fields are counted from the
+ * last ')'. Returns false when the file cannot be read or parsed. */
+static bool proc_stat(uint32_t pid, char *state, uint64_t *start)
 {
     char path[32], buf[512];
-    if (pid == 0 || pid > INT32_MAX)
-        return -ESRCH;
     snprintf(path, sizeof path, "/proc/%u/stat", (unsigned)pid);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return errno == ENOENT ? -ESRCH : -errno;
+        return false;
     ssize_t n = read(fd, buf, sizeof buf - 1);
-    int err = errno;
     close(fd);
     if (n <= 0)
-        return n == 0 ? -ESRCH : -err;
+        return false;
     buf[n] = '\0';
-    /* The command name (field 2) may hold anything: fields after it are
-     * counted from its closing parenthesis. Field 3 follows it. */
     char *p = strrchr(buf, ')');
-    if (p == NULL)
-        return -EINVAL;
-    p++;
-    for (int field = 3; field <= 22; field++) {
-        while (*p == ' ')
-            p++;
-        if (*p == '\0')
-            return -EINVAL;
-        if (field == 3)
-            *state = *p;
-        if (field == 22) {
-            uint64_t v = 0;
-            for (; *p >= '0' && *p <= '9'; p++)
-                v = v * 10 + (uint64_t)(*p - '0');
-            *start = v;
-            return 0;
-        }
-        while (*p != ' ' && *p != '\0')
-            p++;
+    if (p == NULL || p[1] != ' ' || p[2] == '\0')
+        return false;
+    *state = p[2];
+    p += 3; /* now at field 4 (ppid) */
+    for (int field = 4; field < 22; field++) {
+        p = strchr(p, ' ');
+        if (p == NULL)
+            return false;
+        p++;
     }
-    return -EINVAL;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(p, &end, 10);
+    if (end == p || errno != 0)
+        return false;
+    *start = v;
+    return true;
 }
 
-int shmds__proc_start(uint32_t pid, uint64_t *start)
+uint64_t shmds__proc_start(uint32_t pid)
 {
     char state;
-    return proc_stat(pid, &state, start);
+    uint64_t start;
+    return proc_stat(pid, &state, &start) ? start : 0;
 }
 
 uint64_t shmds__self_start(void)
@@ -155,10 +148,7 @@ uint64_t shmds__self_start(void)
     static uint64_t start;
     uint32_t me = shmds__self_pid();
     if (__atomic_load_n(&pid, __ATOMIC_ACQUIRE) != me) {
-        uint64_t v = 0;
-        if (shmds__proc_start(me, &v) != 0)
-            v = 0;
-        __atomic_store_n(&start, v, __ATOMIC_RELAXED);
+        __atomic_store_n(&start, shmds__proc_start(me), __ATOMIC_RELAXED);
         __atomic_store_n(&pid, me, __ATOMIC_RELEASE);
     }
     return __atomic_load_n(&start, __ATOMIC_RELAXED);
@@ -168,11 +158,11 @@ bool shmds__proc_alive(uint32_t pid, uint64_t start)
 {
     if (pid == 0 || pid > INT32_MAX || shmds__proc_gone(pid))
         return false;
-    /* A zombie (killed, not yet reaped by its parent) holds nothing. */
-    char state = 0;
-    uint64_t now;
-    int rc = proc_stat(pid, &state, &now);
-    if (rc == -ESRCH || (rc == 0 && (state == 'Z' || state == 'X')))
+    char state;
+    uint64_t now_start;
+    if (!proc_stat(pid, &state, &now_start))
+        return true; /* no /proc: kill() is all there is to go on */
+    if (state == 'Z' || state == 'X')
         return false;
-    return rc != 0 || start == 0 || now == start;
+    return start == 0 || now_start == start;
 }

@@ -2,7 +2,12 @@
  * many producers and consumers in real processes, and SIGKILLs at random
  * points with the ring checked after each. */
 #include <check.h>
+#include <dirent.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <sys/stat.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -453,10 +458,12 @@ END_TEST
 #endif
 
 /* Child: become the SPSC producer, say so, and stay alive. */
+/* Produce on SPSC queue `arg` (NULL: "sp"), report, wait to be killed. */
 static int spsc_producer_stays(void *arg)
 {
     shmds_queue *q;
-    if (shmds_queue_open(g_r, "sp", &q) != 0 || shmds_queue_send(q, "p", 1, 0) != 0)
+    if (shmds_queue_open(g_r, arg != NULL ? (const char *)arg : "sp", &q) != 0 ||
+        shmds_queue_send(q, "p", 1, 0) != 0)
         return 1;
     tu_send(&chan, "P", 1);
     for (;;)
@@ -486,6 +493,62 @@ START_TEST(test_queue_spsc_second_producer_is_ebusy_until_first_dies)
     ck_assert_int_eq(shmds_queue_open(g_r, "sp", &q), 0);
     ck_assert_int_eq(shmds_queue_send(q, "z", 1, 0), 0);
     shmds_queue_close(q);
+    tu_chan_close(&chan);
+    shmds_region_close(g_r);
+}
+END_TEST
+
+/* The child of a fork, on its inherited SPSC handle: -EBUSY while the
+ * parent's thread holds the producer side, then the side once it is
+ * given up. */
+static tu_chan back;
+
+static int fork_producer(void *arg)
+{
+    shmds_queue *q = arg;
+    char c;
+    int first = shmds_queue_send(q, "c", 1, 0);
+    tu_send(&back, first == -EBUSY ? "B" : "?", 1);
+    if (tu_recv(&chan, &c, 1) != 1)
+        return 1;
+    return shmds_queue_send(q, "c", 1, 0) == 0 ? 0 : 2;
+}
+
+START_TEST(test_queue_spsc_claim_across_fork)
+{
+    g_r = make_region();
+    tu_chan_open(&chan);
+    tu_chan_open(&back);
+    shmds_queue *q = make_queue(g_r, "sf", 1024, 64, SHMDS_QUEUE_SPSC);
+    ck_assert_int_eq(shmds_queue_send(q, "p", 1, 0), 0); /* the parent produces */
+    pid_t pid = tu_fork(fork_producer, q);
+    char c;
+    ck_assert_int_eq(tu_recv(&back, &c, 1), 1);
+    ck_assert_int_eq(c, 'B');
+    shmds_queue_close(q); /* hand the producer side over */
+    tu_send(&chan, "g", 1);
+    int st = tu_wait(pid, 10000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child: status %d", st);
+    ck_assert_int_eq(shmds_queue_open(g_r, "sf", &q), 0);
+    char buf[8];
+    size_t len;
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(buf[0], 'p');
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(buf[0], 'c');
+    /* A producer killed and not reaped yet (a zombie) gives the side up. */
+    shmds_queue_close(q);
+    pid = tu_fork(spsc_producer_stays, "sf");
+    ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    ck_assert_int_eq(shmds_queue_open(g_r, "sf", &q), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "x", 1, 0), -EBUSY);
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    siginfo_t si;
+    ck_assert_int_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "x", 1, 0), 0);
+    tu_kill(pid);
+    shmds_queue_close(q);
+    tu_chan_close(&back);
     tu_chan_close(&chan);
     shmds_region_close(g_r);
 }
@@ -859,6 +922,1077 @@ START_TEST(test_queue_spsc_survives_random_sigkills)
 }
 END_TEST
 
+/* ---------------------------------------------------------------------------
+ * at-least-once (SHMDS_QUEUE_ACK)
+ * ------------------------------------------------------------------------ */
+
+static shmds_queue *make_ack_queue(shmds_region *r, const char *name, size_t cap, size_t max_msg,
+                                   uint32_t lease_ms, uint32_t max_in_flight)
+{
+    shmds_queue_opts o = {.capacity_bytes = cap,
+                          .max_msg = max_msg,
+                          .flags = SHMDS_QUEUE_ACK,
+                          .lease_ms = lease_ms,
+                          .max_in_flight = max_in_flight};
+    shmds_queue *q = NULL;
+    int rc = shmds_queue_create_ex(r, name, &o, &q);
+    ck_assert_msg(rc == 0, "queue_create_ex: %s", shmds_errname(rc));
+    return q;
+}
+
+static shmds_queue_stats qstats(shmds_queue *q)
+{
+    shmds_queue_stats st;
+    ck_assert_int_eq(shmds_queue_stats_get(q, &st), 0);
+    return st;
+}
+
+START_TEST(test_queue_ack_lease_then_ack_removes_message)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_ack_queue(r, "a", 1024, 64, 60000, 0);
+    ck_assert_int_eq(shmds_queue_send(q, "one", 3, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "two", 3, 0), 0);
+    char buf[64];
+    size_t len = 0;
+    uint64_t id = 0, id2 = 0, n = 0;
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_uint_eq(len, 3);
+    ck_assert(memcmp(buf, "one", 3) == 0);
+    ck_assert_uint_ne(id, 0);
+    ck_assert_int_eq(shmds_queue_len(q, &n), 0);
+    ck_assert_uint_eq(n, 1);
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_eq(st.sent, 2);
+    ck_assert_uint_eq(st.received, 1);
+    ck_assert_uint_eq(st.in_flight, 1);
+    ck_assert_uint_eq(st.waiting, 1);
+    ck_assert_uint_eq(st.lease_ms, 60000);
+    ck_assert_uint_eq(st.max_in_flight, 256);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    /* The next lease is the next message, not the one in flight. */
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id2, 0), 0);
+    ck_assert(memcmp(buf, "two", 3) == 0);
+    ck_assert_uint_ne(id, id2);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id2, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    ck_assert_int_eq(shmds_queue_ack(q, id), -ESTALE); /* exactly once */
+    ck_assert_int_eq(shmds_queue_ack(q, id2), 0);
+    st = qstats(q);
+    ck_assert_uint_eq(st.in_flight, 0);
+    ck_assert_uint_eq(st.redelivered, 0);
+    ck_assert_uint_eq(st.received, 2);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id2, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_ack_plain_recv_stays_exactly_once)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_ack_queue(r, "p", 1024, 64, 60000, 0);
+    for (char c = 'a'; c <= 'd'; c++)
+        ck_assert_int_eq(shmds_queue_send(q, &c, 1, 0), 0);
+    char buf[8];
+    size_t len;
+    uint64_t id;
+    /* Plain receives around a lease: each message once, in order. */
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(buf[0], 'a');
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(buf[0], 'b');
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(buf[0], 'c');
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(buf[0], 'd');
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), -EAGAIN);
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_eq(st.received, 4);
+    ck_assert_uint_eq(st.in_flight, 0);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_ack_lapsed_lease_is_delivered_again_first)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_ack_queue(r, "l", 1024, 64, 20, 0);
+    ck_assert_int_eq(shmds_queue_send(q, "A", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "B", 1, 0), 0);
+    char buf[8];
+    size_t len;
+    uint64_t id1, id2, id3;
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id1, 0), 0);
+    ck_assert_int_eq(buf[0], 'A');
+    /* Sleep past the 20 ms lease: it has certainly run out. */
+    struct timespec nap = {0, 40 * 1000000L};
+    nanosleep(&nap, NULL);
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_ge(st.oldest_in_flight_ns, 20 * 1000000u);
+    /* A is delivered again before B, under a new id. */
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id2, 0), 0);
+    ck_assert_int_eq(buf[0], 'A');
+    ck_assert_uint_ne(id1, id2);
+    ck_assert_int_eq(shmds_queue_ack(q, id1), -ESTALE); /* the lease moved on */
+    ck_assert_int_eq(shmds_queue_ack(q, id2), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id3, 0), 0);
+    ck_assert_int_eq(buf[0], 'B');
+    st = qstats(q);
+    ck_assert_uint_eq(st.redelivered, 1);
+    ck_assert_uint_eq(st.received, 2);
+    ck_assert_uint_eq(st.in_flight, 1);
+    /* A lapsed lease not yet delivered again may still be acknowledged. */
+    nanosleep(&nap, NULL);
+    ck_assert_int_eq(shmds_queue_ack(q, id3), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id3, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* A child that leases one message, reports it, and waits to be killed. */
+static int ack_lease_and_wait(void *arg)
+{
+    (void)arg;
+    shmds_queue *q;
+    char buf[8];
+    size_t len;
+    uint64_t id;
+    if (shmds_queue_open(g_r, "d", &q) != 0 ||
+        shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0) != 0)
+        return 1;
+    tu_send(&chan, buf, 1);
+    for (;;)
+        pause();
+}
+
+START_TEST(test_queue_ack_dead_holder_message_delivered_again)
+{
+    g_r = make_region();
+    shmds_queue *q = make_ack_queue(g_r, "d", 1024, 64, 60000, 0);
+    tu_chan_open(&chan);
+    ck_assert_int_eq(shmds_queue_send(q, "X", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "Y", 1, 0), 0);
+    char buf[8], c;
+    size_t len;
+    uint64_t id;
+    /* Reaped: no such process any more. */
+    pid_t pid = tu_fork(ack_lease_and_wait, NULL);
+    ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    ck_assert_int_eq(c, 'X');
+    tu_kill(pid);
+    /* Y is new, so it goes first while nothing makes the receiver probe;
+     * then the queue has nothing new, the holder is probed, X comes back. */
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(buf[0], 'Y');
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(buf[0], 'X');
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    /* Killed but not reaped (a zombie) counts as dead too. */
+    ck_assert_int_eq(shmds_queue_send(q, "Z", 1, 0), 0);
+    pid = tu_fork(ack_lease_and_wait, NULL);
+    ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    siginfo_t si;
+    ck_assert_int_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(buf[0], 'Z');
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    tu_kill(pid);
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_eq(st.redelivered, 2);
+    ck_assert_uint_eq(st.in_flight, 0);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    tu_chan_close(&chan);
+    shmds_region_close(g_r);
+}
+END_TEST
+
+START_TEST(test_queue_ack_ring_space_waits_for_the_oldest_ack)
+{
+    shmds_region *r = make_region();
+    /* Two 8-byte messages fill the ring (16 bytes each with the header). */
+    shmds_queue *q = make_ack_queue(r, "s", 32, 8, 60000, 2);
+    ck_assert_int_eq(shmds_queue_send(q, "11111111", 8, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "22222222", 8, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "3", 1, 0), -EAGAIN);
+    char buf[8];
+    size_t len;
+    uint64_t a, b, c;
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &a, 0), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &b, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "3", 1, 0), -EAGAIN); /* leased: still held */
+    ck_assert_int_eq(shmds_queue_ack(q, b), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "3", 1, 0), -EAGAIN); /* the oldest holds the ring */
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    ck_assert_int_eq(shmds_queue_ack(q, a), 0); /* both freed at once */
+    ck_assert_int_eq(shmds_queue_send(q, "3", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "4", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    /* max_in_flight 2: a third lease waits although a message is there. */
+    q = make_ack_queue(r, "w", 256, 8, 60000, 2);
+    for (char m = '1'; m <= '3'; m++)
+        ck_assert_int_eq(shmds_queue_send(q, &m, 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &a, 0), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &b, 0), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &c, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &c, 20), -ETIMEDOUT);
+    /* The window runs from the oldest message not acknowledged. */
+    ck_assert_int_eq(shmds_queue_ack(q, b), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &c, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_ack(q, a), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &c, 0), 0);
+    ck_assert_int_eq(buf[0], '3');
+    ck_assert_int_eq(shmds_queue_ack(q, c), 0);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_ack_bad_input)
+{
+    shmds_region *r = make_region();
+    shmds_queue *plain = make_queue(r, "n", 256, 16, 0);
+    shmds_queue *q = make_ack_queue(r, "b", 256, 16, 0, 0);
+    char buf[16];
+    size_t len;
+    uint64_t id;
+    ck_assert_int_eq(shmds_queue_recv_lease(plain, buf, sizeof buf, &len, &id, 0), -EINVAL);
+    ck_assert_int_eq(shmds_queue_ack(plain, UINT64_C(1) << 8), -EINVAL);
+    ck_assert_int_eq(shmds_queue_recv_lease(NULL, buf, sizeof buf, &len, &id, 0), -EINVAL);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, NULL, 0), -EINVAL);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, -2), -EINVAL);
+    ck_assert_int_eq(shmds_queue_ack(NULL, UINT64_C(1) << 8), -EINVAL);
+    ck_assert_int_eq(shmds_queue_ack(q, 0), -EINVAL);
+    ck_assert_int_eq(shmds_queue_ack(q, 5), -EINVAL);
+    ck_assert_int_eq(shmds_queue_ack(q, UINT64_C(1) << 8), -ESTALE); /* never leased */
+    ck_assert_int_eq(shmds_queue_stats_get(q, NULL), -EINVAL);
+    ck_assert_int_eq(qstats(q).lease_ms, SHMDS_QUEUE_LEASE_MS_DEFAULT);
+    /* A small buffer: -ENOBUFS, the message stays deliverable. */
+    ck_assert_int_eq(shmds_queue_send(q, "0123456789", 10, 0), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, 4, &len, &id, 0), -ENOBUFS);
+    ck_assert_uint_eq(len, 10);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    shmds_queue_opts o = {.capacity_bytes = 256, .max_msg = 16,
+                          .flags = SHMDS_QUEUE_ACK | SHMDS_QUEUE_SPSC};
+    shmds_queue *x;
+    ck_assert_int_eq(shmds_queue_create_ex(r, "x", &o, &x), -EINVAL);
+    o.flags = SHMDS_QUEUE_ACK;
+    o.max_in_flight = 65537;
+    ck_assert_int_eq(shmds_queue_create_ex(r, "x", &o, &x), -EINVAL);
+    ck_assert_int_eq(shmds_queue_create_ex(r, "x", NULL, &x), -EINVAL);
+    o.flags = 1u << 7;
+    o.max_in_flight = 0;
+    ck_assert_int_eq(shmds_queue_create_ex(r, "x", &o, &x), -EINVAL);
+    /* Shut down with a lease out: nothing to deliver is the end. */
+    ck_assert_int_eq(shmds_queue_send(q, "z", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(shmds_queue_shutdown(q), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, -1), SHMDS_ECLOSED);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(plain);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_ack_damaged_log_or_slots_are_ecorrupt)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_ack_queue(r, "c", 256, 16, 60000, 4);
+    ck_assert_int_eq(shmds_queue_send(q, "m", 1, 0), 0);
+    char buf[16];
+    size_t len;
+    uint64_t id;
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    /* The area after the queue header (the immutable line, then rd's
+     * line): damage the lease count, then the slot word. */
+    shmds_off_t off;
+    uint32_t type;
+    ck_assert_int_eq(shmds_root_get(r, "c", &type, &off), 0);
+    unsigned char *hdr = (unsigned char *)shmds_ptr(r, (off + 63) & ~(shmds_off_t)63);
+    unsigned char *area = hdr + 384;
+    uint64_t saved;
+    memcpy(&saved, area + 64 + 24, 8); /* leased */
+    uint64_t bad = saved + 3;
+    memcpy(area + 64 + 24, &bad, 8);
+    ck_assert_int_eq(shmds_queue_check(q), SHMDS_ECORRUPT);
+    memcpy(area + 64 + 24, &saved, 8);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    memcpy(&saved, area + 256, 8); /* slot 0's word */
+    bad = saved ^ (UINT64_C(1) << 40);
+    memcpy(area + 256, &bad, 8);
+    ck_assert_int_eq(shmds_queue_check(q), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_queue_ack(q, id), SHMDS_ECORRUPT);
+    memcpy(area + 256, &saved, 8);
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    /* The immutable part is checksummed: open refuses it. */
+    area[0] ^= 1;
+    shmds_queue *q2;
+    ck_assert_int_eq(shmds_queue_open(r, "c", &q2), SHMDS_ECORRUPT);
+    area[0] ^= 1;
+    ck_assert_int_eq(shmds_queue_open(r, "c", &q2), 0);
+    shmds_queue_close(q2);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* Consumers SIGKILLed at random inside recv_lease / ack, producers too.
+ * Every acknowledged send must be processed at least once and acknowledged
+ * exactly once; redeliveries are bounded by the consumer kills (each holds
+ * one lease at a time). */
+#define AK_ROUNDS 40
+#define AK_SEQ 4096
+#define AK_MAXLEN 120
+
+struct ak_shared {
+    uint32_t sent[AK_ROUNDS * 2];          /* sends that returned 0 */
+    uint8_t processed[AK_ROUNDS * 2][AK_SEQ];
+    uint8_t acked[AK_ROUNDS * 2][AK_SEQ];  /* acks that returned 0 */
+    uint8_t maybe[AK_ROUNDS * 2][AK_SEQ];  /* an ack was in flight at a kill */
+    uint32_t in_ack[2];                    /* consumer i: (p << 16 | s) + 1 */
+    uint32_t progress, bad, stale;
+};
+static struct ak_shared *ak;
+
+static void ak_process(const unsigned char *buf, size_t len, uint32_t *p, uint32_t *s)
+{
+    if (!msg_ok(buf, len, p, s) || *p >= AK_ROUNDS * 2 || *s >= AK_SEQ) {
+        __atomic_store_n(&ak->bad, 1, __ATOMIC_SEQ_CST);
+        *p = 0;
+        *s = 0;
+        return;
+    }
+    __atomic_add_fetch(&ak->processed[*p][*s], 1, __ATOMIC_SEQ_CST);
+}
+
+/* Lease, process, acknowledge; *in_ack says which ack may be in flight. */
+static int ak_take(shmds_queue *q, uint32_t *in_ack, int timeout_ms)
+{
+    unsigned char buf[AK_MAXLEN];
+    size_t len;
+    uint64_t id;
+    int rc = shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, timeout_ms);
+    if (rc != 0)
+        return rc;
+    uint32_t p, s;
+    ak_process(buf, len, &p, &s);
+    __atomic_store_n(in_ack, (p << 16 | s) + 1, __ATOMIC_SEQ_CST);
+    rc = shmds_queue_ack(q, id);
+    if (rc == 0)
+        __atomic_add_fetch(&ak->acked[p][s], 1, __ATOMIC_SEQ_CST);
+    else if (rc == -ESTALE)
+        __atomic_add_fetch(&ak->stale, 1, __ATOMIC_SEQ_CST);
+    __atomic_store_n(in_ack, 0, __ATOMIC_SEQ_CST);
+    return rc == -ESTALE ? 0 : rc;
+}
+
+static int ak_child(void *arg)
+{
+    const struct cr_arg *a = arg;
+    shmds_queue *q;
+    if (shmds_queue_open(g_r, "ak", &q) != 0)
+        return 1;
+    if (a->role == 0) {
+        unsigned char buf[AK_MAXLEN];
+        for (uint32_t s = 1; s < AK_SEQ; s++) {
+            size_t len = msg_make(buf, a->id, s, AK_MAXLEN);
+            if (shmds_queue_send(q, buf, len, -1) != 0)
+                return 2;
+            __atomic_store_n(&ak->sent[a->id], s, __ATOMIC_SEQ_CST);
+            __atomic_add_fetch(&ak->progress, 1, __ATOMIC_SEQ_CST);
+        }
+        for (;;)
+            pause();
+    }
+    for (;;) {
+        if (ak_take(q, &ak->in_ack[a->id], -1) != 0)
+            return 3;
+        __atomic_add_fetch(&ak->progress, 1, __ATOMIC_SEQ_CST);
+    }
+}
+
+START_TEST(test_queue_ack_consumers_killed_at_random_lose_nothing)
+{
+    g_r = make_region();
+    ak = tu_shared_alloc(sizeof *ak);
+    /* A small ring (producers block on it and it wraps often); a lease
+     * longer than the test, so only deaths cause redeliveries. */
+    shmds_queue *q = make_ack_queue(g_r, "ak", 2048, AK_MAXLEN, 600000, 8);
+    unsigned seed = (unsigned)time(NULL);
+    uint64_t consumer_kills = 0;
+    for (int round = 0; round < AK_ROUNDS; round++) {
+        pid_t pids[4];
+        struct cr_arg args[4];
+        int n = 0;
+        for (int i = 0; i < 2; i++) {
+            args[n] = (struct cr_arg){1, (uint32_t)i};
+            pids[n] = tu_fork(ak_child, &args[n]);
+            n++;
+        }
+        for (int i = 0; i < 2; i++) {
+            args[n] = (struct cr_arg){0, (uint32_t)(round * 2 + i)};
+            pids[n] = tu_fork(ak_child, &args[n]);
+            n++;
+        }
+        uint32_t start = __atomic_load_n(&ak->progress, __ATOMIC_SEQ_CST);
+        for (int spins = 0; spins < 20000 &&
+                            __atomic_load_n(&ak->progress, __ATOMIC_SEQ_CST) - start < 20;
+             spins++) {
+            struct timespec nap = {0, 100000};
+            nanosleep(&nap, NULL);
+        }
+        int first = rand_r(&seed) % n;
+        for (int k = 0; k < n; k++) {
+            int i = (first + k) % n;
+            struct timespec nap = {0, (long)(rand_r(&seed) % 2000) * 1000};
+            nanosleep(&nap, NULL);
+            int st = tu_kill(pids[i]);
+            ck_assert_msg(WIFSIGNALED(st), "child exited by itself: status %d", st);
+            if (args[i].role == 1)
+                consumer_kills++;
+        }
+        for (int i = 0; i < 2; i++) {
+            uint32_t x = __atomic_exchange_n(&ak->in_ack[i], 0, __ATOMIC_SEQ_CST);
+            if (x != 0)
+                ak->maybe[(x - 1) >> 16][(x - 1) & 0xffff] = 1;
+        }
+        ck_assert_int_eq(shmds_queue_check(q), 0);
+        ck_assert_int_eq(shmds_region_check(g_r), 0);
+    }
+    /* Drain: the dead consumers' leases come back. */
+    ck_assert_int_eq(shmds_queue_shutdown(q), 0);
+    uint32_t none;
+    int rc;
+    while ((rc = ak_take(q, &none, 0)) == 0)
+        ;
+    ck_assert_int_eq(rc, SHMDS_ECLOSED);
+    ck_assert_int_eq(ak->bad, 0);
+    ck_assert_int_eq(ak->stale, 0);
+    uint64_t sent = 0, dups = 0;
+    for (int p = 0; p < AK_ROUNDS * 2; p++) {
+        for (uint32_t s = 1; s < AK_SEQ; s++) {
+            uint8_t pr = ak->processed[p][s], ac = ak->acked[p][s];
+            if (s <= ak->sent[p]) {
+                sent++;
+                ck_assert_msg(pr >= 1, "message %d/%u never processed", p, s);
+            }
+            if (s > ak->sent[p] + 1)
+                ck_assert_msg(pr == 0, "message %d/%u never sent", p, s);
+            ck_assert_msg(ac <= 1, "message %d/%u acknowledged %u times", p, s, ac);
+            /* Processed means acknowledged, unless the ack that was in flight
+             * at a kill committed (then nobody recorded it). */
+            if (pr > 0)
+                ck_assert_msg(ac == 1 || ak->maybe[p][s], "message %d/%u not acknowledged", p, s);
+            dups += pr > 1 ? pr - 1u : 0u;
+        }
+    }
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_le(dups, st.redelivered);
+    ck_assert_uint_le(st.redelivered, consumer_kills);
+    ck_assert_uint_eq(st.in_flight, 0);
+    ck_assert_uint_eq(st.requeued, 0);
+    ck_assert_uint_gt(sent, (uint64_t)AK_ROUNDS * 10);
+    fprintf(stderr, "ack torture: %" PRIu64 " sent, %" PRIu64 " redelivered, %" PRIu64
+                    " processed twice, %" PRIu64 " consumer kills\n",
+            sent, st.redelivered, dups, consumer_kills);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    shmds_region_close(g_r);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+ * zero-copy
+ * ------------------------------------------------------------------------ */
+
+START_TEST(test_queue_zc_in_order_across_wraps_mixed_with_copies)
+{
+    shmds_region *r = make_region();
+    for (unsigned flags = 0; flags <= SHMDS_QUEUE_SPSC; flags += SHMDS_QUEUE_SPSC) {
+        char name[16];
+        snprintf(name, sizeof name, "zc%u", flags);
+        shmds_queue *q = make_queue(r, name, 1000, 300, flags);
+        unsigned char in[300], out[300];
+        uint32_t sent = 0, got = 0;
+        while (got < 3000) {
+            size_t len = (sent * 37u) % 301u;
+            fill(in, len, 2, sent);
+            int rc;
+            if (sent % 3 != 0) { /* two in three zero-copy, the rest copied */
+                void *p;
+                if ((rc = shmds_queue_reserve(q, len, &p, 0)) == 0) {
+                    ck_assert_uint_eq((uintptr_t)p % 8, 0);
+                    memcpy(p, in, len);
+                    ck_assert_int_eq(shmds_queue_commit(q, len), 0);
+                }
+            } else {
+                rc = shmds_queue_send(q, in, len, 0);
+            }
+            if (rc == 0) {
+                sent++;
+                continue;
+            }
+            ck_assert_int_eq(rc, -EAGAIN);
+            for (;;) {
+                size_t n = 0, want = (got * 37u) % 301u;
+                if (got % 2 == 0) {
+                    const void *m;
+                    if ((rc = shmds_queue_recv_ref(q, &m, &n, 0)) != 0)
+                        break;
+                    memcpy(out, m, n);
+                    ck_assert_int_eq(shmds_queue_release(q), 0);
+                } else if ((rc = shmds_queue_recv(q, out, sizeof out, &n, 0)) != 0) {
+                    break;
+                }
+                ck_assert_uint_eq(n, want);
+                fill(in, n, 2, got);
+                ck_assert(memcmp(in, out, n) == 0);
+                got++;
+            }
+            ck_assert_int_eq(rc, -EAGAIN);
+            ck_assert_int_eq(shmds_queue_check(q), 0);
+        }
+        shmds_queue_stats st = qstats(q);
+        ck_assert_uint_eq(st.sent, sent);
+        ck_assert_uint_eq(st.received, got);
+        shmds_queue_close(q);
+    }
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    shmds_region_close(r);
+}
+END_TEST
+
+START_TEST(test_queue_zc_commit_shorter_cancel_and_misuse)
+{
+    shmds_region *r = make_region();
+    for (unsigned flags = 0; flags <= SHMDS_QUEUE_SPSC; flags += SHMDS_QUEUE_SPSC) {
+        shmds_queue *q = make_queue(r, flags ? "m1" : "m0", 256, 200, flags);
+        void *p;
+        const void *m;
+        size_t len;
+        ck_assert_int_eq(shmds_queue_commit(q, 0), -EINVAL); /* nothing reserved */
+        ck_assert_int_eq(shmds_queue_release(q), -EINVAL);
+        ck_assert_int_eq(shmds_queue_reserve(q, 201, &p, 0), -EMSGSIZE);
+        ck_assert_int_eq(shmds_queue_reserve(q, 160, &p, 0), -EMSGSIZE); /* > half the ring */
+        ck_assert_int_eq(shmds_queue_reserve(q, 100, NULL, 0), -EINVAL);
+        ck_assert_int_eq(shmds_queue_reserve(q, 100, &p, 0), 0);
+        ck_assert_int_eq(shmds_queue_reserve(q, 10, &p, 0), -EBUSY);
+        memcpy(p, "short", 5);
+        ck_assert_int_eq(shmds_queue_commit(q, 101), -EMSGSIZE);
+        ck_assert_int_eq(shmds_queue_commit(q, 5), 0);
+        ck_assert_int_eq(shmds_queue_reserve(q, 50, &p, 0), 0);
+        shmds_queue_cancel(q);
+        shmds_queue_cancel(q); /* no-op */
+        uint64_t n;
+        ck_assert_int_eq(shmds_queue_len(q, &n), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_int_eq(shmds_queue_recv_ref(q, &m, &len, 0), 0);
+        ck_assert_uint_eq(len, 5);
+        ck_assert(memcmp(m, "short", 5) == 0);
+        ck_assert_int_eq(shmds_queue_recv_ref(q, &m, &len, 0), -EBUSY);
+        ck_assert_int_eq(shmds_queue_release(q), 0);
+        ck_assert_int_eq(shmds_queue_recv_ref(q, &m, &len, 0), -EAGAIN);
+        ck_assert_int_eq(shmds_queue_recv_ref(q, &m, &len, 20), -ETIMEDOUT);
+        /* A message in place left unreleased stays queued at close. */
+        ck_assert_int_eq(shmds_queue_send(q, "kept", 4, 0), 0);
+        ck_assert_int_eq(shmds_queue_recv_ref(q, &m, &len, 0), 0);
+        shmds_queue_close(q);
+        ck_assert_int_eq(shmds_queue_open(r, flags ? "m1" : "m0", &q), 0);
+        char buf[8];
+        ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+        ck_assert_uint_eq(len, 4);
+        /* Shut down between reserve and commit: not sent. */
+        if (flags) { /* in the default mode shutdown needs no lock either */
+            ck_assert_int_eq(shmds_queue_reserve(q, 8, &p, 0), 0);
+            ck_assert_int_eq(shmds_queue_shutdown(q), 0);
+            ck_assert_int_eq(shmds_queue_commit(q, 8), SHMDS_ECLOSED);
+            ck_assert_int_eq(shmds_queue_recv_ref(q, &m, &len, 0), SHMDS_ECLOSED);
+        }
+        ck_assert_int_eq(shmds_queue_check(q), 0);
+        shmds_queue_close(q);
+    }
+    shmds_queue *a = make_ack_queue(r, "zack", 256, 16, 0, 0);
+    const void *m;
+    size_t len;
+    ck_assert_int_eq(shmds_queue_recv_ref(a, &m, &len, 0), -EINVAL);
+    shmds_queue_close(a);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* A child that reserves (or receives in place, arg 1), reports, and waits
+ * to be killed. */
+static int zc_hold_and_wait(void *arg)
+{
+    shmds_queue *q;
+    void *p;
+    const void *m;
+    size_t len;
+    if (shmds_queue_open(g_r, (uintptr_t)arg & 2 ? "zs" : "zm", &q) != 0)
+        return 1;
+    if ((uintptr_t)arg & 1) {
+        if (shmds_queue_recv_ref(q, &m, &len, 0) != 0)
+            return 2;
+    } else {
+        if (shmds_queue_reserve(q, 64, &p, 0) != 0)
+            return 2;
+        memset(p, 'x', 64);
+    }
+    tu_send(&chan, "H", 1);
+    for (;;)
+        pause();
+}
+
+START_TEST(test_queue_zc_killed_holders_leave_nothing)
+{
+    g_r = make_region();
+    tu_chan_open(&chan);
+    shmds_alloc_stats before, after;
+    for (uintptr_t spsc = 0; spsc <= 2; spsc += 2) {
+        shmds_queue *q = make_queue(g_r, spsc ? "zs" : "zm", 1024, 128, spsc ? SHMDS_QUEUE_SPSC : 0);
+        ck_assert_int_eq(shmds_alloc_stats_get(g_r, &before), 0);
+        ck_assert_int_eq(shmds_queue_send(q, "first", 5, 0), 0);
+        shmds_queue_close(q); /* SPSC: give the producer side to the child */
+        ck_assert_int_eq(shmds_queue_open(g_r, spsc ? "zs" : "zm", &q), 0);
+        /* A producer killed between reserve and commit: nothing visible. */
+        char c, buf[128];
+        size_t len;
+        pid_t pid = tu_fork(zc_hold_and_wait, (void *)spsc);
+        ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+        tu_kill(pid);
+        uint64_t n;
+        ck_assert_int_eq(shmds_queue_len(q, &n), 0);
+        ck_assert_uint_eq(n, 1);
+        ck_assert_int_eq(shmds_queue_check(q), 0);
+        ck_assert_int_eq(shmds_queue_send(q, "second", 6, 0), 0);
+        /* A consumer killed between receive and release: still queued. */
+        pid = tu_fork(zc_hold_and_wait, (void *)(spsc | 1));
+        ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+        tu_kill(pid);
+        ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+        ck_assert_uint_eq(len, 5);
+        ck_assert(memcmp(buf, "first", 5) == 0);
+        ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+        ck_assert(memcmp(buf, "second", 6) == 0);
+        ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), -EAGAIN);
+        ck_assert_int_eq(shmds_queue_check(q), 0);
+        ck_assert_int_eq(shmds_region_check(g_r), 0);
+        ck_assert_int_eq(shmds_alloc_stats_get(g_r, &after), 0);
+        ck_assert_uint_eq(after.used_blocks, before.used_blocks);
+        shmds_queue_close(q);
+    }
+    tu_chan_close(&chan);
+    shmds_region_close(g_r);
+}
+END_TEST
+
+/* A forked child may not commit its parent's reservation. */
+static int zc_child_commit(void *arg)
+{
+    shmds_queue *q = arg;
+    return shmds_queue_commit(q, 1) == -EINVAL ? 0 : 1;
+}
+
+START_TEST(test_queue_zc_reservation_stays_with_its_thread_across_fork)
+{
+    shmds_region *r = make_region();
+    g_r = r;
+    shmds_queue *q = make_queue(r, "zf", 256, 16, SHMDS_QUEUE_SPSC);
+    void *p;
+    ck_assert_int_eq(shmds_queue_reserve(q, 1, &p, 0), 0);
+    memcpy(p, "p", 1);
+    int st = tu_wait(tu_fork(zc_child_commit, q), 10000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert_int_eq(shmds_queue_commit(q, 1), 0);
+    char buf[4];
+    size_t len;
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(buf[0], 'p');
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+ * waiting on several queues, event loops
+ * ------------------------------------------------------------------------ */
+
+static int wa_send_later(void *arg)
+{
+    shmds_queue *q;
+    char c;
+    /* Wait until the parent says it is about to wait, then send. */
+    if (tu_recv(&chan, &c, 1) != 1 || shmds_queue_open(g_r, (const char *)arg, &q) != 0)
+        return 1;
+    return shmds_queue_send(q, "w", 1, -1) == 0 ? 0 : 2;
+}
+
+START_TEST(test_queue_wait_any_returns_a_queue_with_work)
+{
+    g_r = make_region();
+    shmds_region *r2 = tu_region("q2", RSZ); /* queues of two regions */
+    tu_chan_open(&chan);
+    shmds_queue *qs[3];
+    qs[0] = make_queue(g_r, "w0", 256, 16, 0);
+    qs[1] = make_queue(g_r, "w1", 256, 16, SHMDS_QUEUE_SPSC);
+    qs[2] = make_ack_queue(r2, "w2", 256, 16, 60000, 0);
+    unsigned ready = 99;
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 3, 0, &ready), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 3, 20, &ready), -ETIMEDOUT);
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 0, 0, &ready), -EINVAL);
+    ck_assert_int_eq(shmds_queue_wait_any(NULL, 3, 0, &ready), -EINVAL);
+    ck_assert_int_eq(shmds_queue_send(qs[2], "x", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 3, 0, &ready), 0);
+    ck_assert_uint_eq(ready, 2);
+    char buf[16];
+    size_t len;
+    uint64_t id;
+    ck_assert_int_eq(shmds_queue_recv_lease(qs[2], buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 3, 0, &ready), -EAGAIN); /* leased: not new */
+    ck_assert_int_eq(shmds_queue_ack(qs[2], id), 0);
+    /* Blocked without bound: a send from another process wakes it. */
+    pid_t pid = tu_fork(wa_send_later, "w0");
+    tu_send(&chan, "g", 1);
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 3, -1, &ready), 0);
+    ck_assert_uint_eq(ready, 0);
+    int st = tu_wait(pid, 10000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    ck_assert_int_eq(shmds_queue_recv(qs[0], buf, sizeof buf, &len, 0), 0);
+    /* The end of a stream counts as work: a receive returns at once. */
+    ck_assert_int_eq(shmds_queue_shutdown(qs[1]), 0);
+    ck_assert_int_eq(shmds_queue_wait_any(qs, 3, -1, &ready), 0);
+    ck_assert_uint_eq(ready, 1);
+    for (int i = 0; i < 3; i++) /* destroy: their FIFOs go too */
+        ck_assert_int_eq(shmds_queue_destroy(qs[i]), 0);
+    tu_chan_close(&chan);
+    shmds_region_close(r2);
+    shmds_region_close(g_r);
+}
+END_TEST
+
+static bool readable(int fd, int ms)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+    return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+START_TEST(test_queue_notify_fd_turns_readable_on_send)
+{
+    g_r = make_region();
+    tu_chan_open(&chan);
+    shmds_queue *q = make_queue(g_r, "nf", 256, 16, 0);
+    int fd = -1, fd2 = -1;
+    ck_assert_int_eq(shmds_queue_notify_clear(q), -EINVAL); /* no fd yet */
+    ck_assert_int_eq(shmds_queue_notify_fd(q, &fd), 0);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(shmds_queue_notify_fd(q, &fd2), 0);
+    ck_assert_int_eq(fd, fd2); /* one per handle */
+    ck_assert(!readable(fd, 0));
+    /* A send through another handle (as another process would). */
+    shmds_queue *other;
+    ck_assert_int_eq(shmds_queue_open(g_r, "nf", &other), 0);
+    ck_assert_int_eq(shmds_queue_send(other, "a", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(other, "b", 1, 0), 0);
+    ck_assert(readable(fd, 0));
+    ck_assert_int_eq(shmds_queue_notify_clear(q), 0);
+    ck_assert(!readable(fd, 0));
+    char buf[16];
+    size_t len;
+    while (shmds_queue_recv(q, buf, sizeof buf, &len, 0) == 0)
+        ;
+    /* From another process, while this one polls. */
+    pid_t pid = tu_fork(wa_send_later, "nf");
+    tu_send(&chan, "g", 1);
+    ck_assert(readable(fd, 10000));
+    ck_assert_int_eq(shmds_queue_notify_clear(q), 0);
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    int st = tu_wait(pid, 10000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    shmds_queue_close(other);
+    /* Destroy removes the FIFO from /dev/shm. */
+    struct stat sb;
+    char path[300];
+    ck_assert_int_eq(fstat(fd, &sb), 0);
+    ck_assert(S_ISFIFO(sb.st_mode));
+    ck_assert_int_eq(shmds_queue_destroy(q), 0);
+    int found = 0;
+    DIR *d = opendir("/dev/shm/shmds-fifo");
+    ck_assert_ptr_nonnull(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        snprintf(path, sizeof path, "/dev/shm/shmds-fifo/%s", e->d_name);
+        struct stat s2;
+        if (stat(path, &s2) == 0 && s2.st_ino == sb.st_ino && s2.st_dev == sb.st_dev)
+            found = 1;
+    }
+    closedir(d);
+    ck_assert_int_eq(found, 0);
+    tu_chan_close(&chan);
+    shmds_region_close(g_r);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
+ * broadcast
+ * ------------------------------------------------------------------------ */
+
+static shmds_queue *make_topic(shmds_region *r, const char *name, size_t cap, size_t max_msg,
+                               unsigned flags, uint32_t subs)
+{
+    shmds_queue_opts o = {.capacity_bytes = cap,
+                          .max_msg = max_msg,
+                          .flags = SHMDS_QUEUE_BROADCAST | flags,
+                          .max_subscribers = subs};
+    shmds_queue *q = NULL;
+    int rc = shmds_queue_create_ex(r, name, &o, &q);
+    ck_assert_msg(rc == 0, "queue_create_ex: %s", shmds_errname(rc));
+    return q;
+}
+
+#define BC_MSGS 3000
+#define BC_MAXLEN 100
+
+/* Subscribe, say so, read to the end of the stream: every message in
+ * order, whole; exit 0, or 10 + what went wrong. arg: 1 = expect no loss. */
+static int bc_subscriber(void *arg)
+{
+    shmds_queue *q;
+    shmds_sub *sub;
+    if (shmds_queue_open(g_r, "bc", &q) != 0 || shmds_queue_subscribe(q, &sub) != 0)
+        return 1;
+    tu_send(&chan, "S", 1);
+    unsigned char buf[BC_MAXLEN];
+    size_t len;
+    uint64_t missed, got = 0, lost = 0;
+    int64_t last = -1;
+    int rc;
+    while ((rc = shmds_sub_next(sub, buf, sizeof buf, &len, &missed, -1)) == 0) {
+        uint32_t p, seq;
+        if (!msg_ok(buf, len, &p, &seq) || (int64_t)seq <= last)
+            return 11;
+        lost += missed;
+        if ((uint64_t)seq != got + lost) /* every message counted: read or missed */
+            return 12;
+        last = seq;
+        got++;
+    }
+    if (rc != SHMDS_ECLOSED || got + lost != BC_MSGS || ((uintptr_t)arg && lost != 0))
+        return 13;
+    shmds_sub_close(sub);
+    shmds_queue_close(q);
+    return 0;
+}
+
+static void run_broadcast(unsigned flags, size_t cap)
+{
+    g_r = make_region();
+    tu_chan_open(&chan);
+    shmds_queue *q = make_topic(g_r, "bc", cap, BC_MAXLEN, flags, 4);
+    pid_t kids[3];
+    for (int i = 0; i < 3; i++)
+        kids[i] = tu_fork(bc_subscriber, (void *)(uintptr_t)(flags & SHMDS_QUEUE_BLOCK ? 1 : 0));
+    char c;
+    for (int i = 0; i < 3; i++)
+        ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    unsigned char buf[BC_MAXLEN];
+    for (uint32_t s = 0; s < BC_MSGS; s++) {
+        size_t len = msg_make(buf, 7, s, BC_MAXLEN);
+        ck_assert_int_eq(shmds_queue_send(q, buf, len, -1), 0);
+    }
+    ck_assert_int_eq(shmds_queue_shutdown(q), 0);
+    for (int i = 0; i < 3; i++) {
+        int st = tu_wait(kids[i], 60000);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "subscriber %d: status %d", i, st);
+    }
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_eq(st.sent, BC_MSGS);
+    if (flags & SHMDS_QUEUE_BLOCK)
+        ck_assert_uint_eq(st.missed, 0);
+    fprintf(stderr, "broadcast%s: %u messages to 3 subscribers, %" PRIu64 " missed in all\n",
+            flags & SHMDS_QUEUE_BLOCK ? " (block)" : "", BC_MSGS, st.missed);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    tu_chan_close(&chan);
+    shmds_region_close(g_r);
+}
+
+START_TEST(test_queue_broadcast_every_subscriber_sees_every_message)
+{
+    run_broadcast(SHMDS_QUEUE_BLOCK, 2048);
+}
+END_TEST
+
+START_TEST(test_queue_broadcast_lagging_subscribers_miss_but_never_see_torn_messages)
+{
+    /* A ring of a few messages: subscribers fall behind and are lapped
+     * while they copy; what they get is whole, in order, and the rest is
+     * counted as missed. */
+    run_broadcast(0, 512);
+}
+END_TEST
+
+START_TEST(test_queue_broadcast_missed_count_and_late_subscriber)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_topic(r, "t", 256, 8, 0, 0);
+    ck_assert_int_eq(shmds_queue_send(q, "before", 6, 0), 0);
+    shmds_sub *a, *b;
+    ck_assert_int_eq(shmds_queue_subscribe(q, &a), 0);
+    char buf[8];
+    size_t len;
+    uint64_t missed = 99;
+    ck_assert_int_eq(shmds_sub_next(a, buf, sizeof buf, &len, &missed, 0), -EAGAIN);
+    /* 16-byte records in a 256-byte ring: 16 fit; 40 published. */
+    for (uint32_t i = 0; i < 40; i++)
+        ck_assert_int_eq(shmds_queue_send(q, &i, 4, 0), 0);
+    ck_assert_int_eq(shmds_queue_subscribe(q, &b), 0); /* sees only what comes next */
+    ck_assert_int_eq(shmds_sub_next(b, buf, sizeof buf, &len, &missed, 0), -EAGAIN);
+    uint32_t v;
+    ck_assert_int_eq(shmds_sub_next(a, buf, sizeof buf, &len, &missed, 0), 0);
+    memcpy(&v, buf, 4);
+    ck_assert_uint_eq(missed, v);       /* told how many it missed */
+    ck_assert_uint_eq(v, 40 - 16);      /* the oldest still kept */
+    for (uint32_t i = v + 1; i < 40; i++) {
+        ck_assert_int_eq(shmds_sub_next(a, buf, sizeof buf, &len, &missed, 0), 0);
+        memcpy(&v, buf, 4);
+        ck_assert_uint_eq(v, i);
+        ck_assert_uint_eq(missed, 0);
+    }
+    ck_assert_int_eq(shmds_sub_next(a, buf, sizeof buf, &len, &missed, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_send(q, "last", 4, 0), 0);
+    ck_assert_int_eq(shmds_sub_next(b, buf, 2, &len, &missed, 0), -ENOBUFS);
+    ck_assert_uint_eq(len, 4);
+    ck_assert_int_eq(shmds_sub_next(b, buf, sizeof buf, &len, &missed, 0), 0);
+    ck_assert(memcmp(buf, "last", 4) == 0);
+    shmds_queue_stats st = qstats(q);
+    ck_assert_uint_eq(st.subscribers, 2);
+    ck_assert_uint_eq(st.missed, 40 - 16);
+    ck_assert_int_eq(shmds_queue_shutdown(q), 0);
+    ck_assert_int_eq(shmds_sub_next(a, buf, sizeof buf, &len, &missed, -1), 0); /* "last" */
+    ck_assert_int_eq(shmds_sub_next(a, buf, sizeof buf, &len, &missed, -1), SHMDS_ECLOSED);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_sub_close(a);
+    shmds_sub_close(b);
+    ck_assert_uint_eq(qstats(q).subscribers, 0);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* Subscribe, report, read nothing: a subscriber that stalls. */
+static int bc_stall(void *arg)
+{
+    (void)arg;
+    shmds_queue *q;
+    shmds_sub *sub;
+    if (shmds_queue_open(g_r, "bl", &q) != 0 || shmds_queue_subscribe(q, &sub) != 0)
+        return 1;
+    tu_send(&chan, "S", 1);
+    for (;;)
+        pause();
+}
+
+/* A forked child may not read its parent's subscription. */
+static int bc_child_next(void *arg)
+{
+    char buf[8];
+    size_t len;
+    return shmds_sub_next(arg, buf, sizeof buf, &len, NULL, 0) == -EINVAL ? 0 : 1;
+}
+
+START_TEST(test_queue_broadcast_block_waits_for_the_slowest_live_subscriber)
+{
+    g_r = make_region();
+    tu_chan_open(&chan);
+    shmds_queue *q = make_topic(g_r, "bl", 128, 8, SHMDS_QUEUE_BLOCK, 2);
+    shmds_sub *mine;
+    ck_assert_int_eq(shmds_queue_subscribe(q, &mine), 0);
+    pid_t pid = tu_fork(bc_stall, NULL);
+    char c, buf[8];
+    ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    shmds_sub *third;
+    ck_assert_int_eq(shmds_queue_subscribe(q, &third), -ENOSPC);
+    int sent = 0;
+    while (shmds_queue_send(q, "m", 1, 0) == 0)
+        sent++;
+    ck_assert_int_eq(sent, 8); /* 16-byte records, 128 bytes */
+    ck_assert_int_eq(shmds_queue_send(q, "m", 1, 20), -ETIMEDOUT);
+    size_t len;
+    uint64_t missed;
+    /* This subscriber reading does not help: the stalled one holds it. */
+    for (int i = 0; i < sent; i++)
+        ck_assert_int_eq(shmds_sub_next(mine, buf, sizeof buf, &len, &missed, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "m", 1, 0), -EAGAIN);
+    int st = tu_wait(tu_fork(bc_child_next, mine), 10000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    /* Dead (reaped or not), it no longer holds the publisher back. */
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    siginfo_t si;
+    ck_assert_int_eq(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "n", 1, 0), 0);
+    tu_kill(pid);
+    ck_assert_int_eq(shmds_sub_next(mine, buf, sizeof buf, &len, &missed, 0), 0);
+    ck_assert_int_eq(buf[0], 'n');
+    ck_assert_uint_eq(missed, 0);
+    ck_assert_int_eq(shmds_queue_subscribe(q, &third), 0); /* the dead one's slot */
+    shmds_sub_close(third);
+    shmds_sub_close(mine);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_close(q);
+    tu_chan_close(&chan);
+    shmds_region_close(g_r);
+}
+END_TEST
+
+START_TEST(test_queue_broadcast_bad_input)
+{
+    shmds_region *r = make_region();
+    shmds_queue *plain = make_queue(r, "p", 256, 16, 0);
+    shmds_queue *t = make_topic(r, "t", 256, 16, 0, 0);
+    shmds_sub *s;
+    char buf[16];
+    size_t len;
+    const void *m;
+    unsigned ready;
+    ck_assert_int_eq(shmds_queue_subscribe(plain, &s), -EINVAL);
+    ck_assert_int_eq(shmds_queue_subscribe(NULL, &s), -EINVAL);
+    ck_assert_int_eq(shmds_queue_recv(t, buf, sizeof buf, &len, 0), -EINVAL);
+    ck_assert_int_eq(shmds_queue_recv_ref(t, &m, &len, 0), -EINVAL);
+    ck_assert_int_eq(shmds_queue_wait_any(&t, 1, 0, &ready), -EINVAL);
+    ck_assert_int_eq(shmds_sub_next(NULL, buf, sizeof buf, &len, NULL, 0), -EINVAL);
+    shmds_queue_opts o = {.capacity_bytes = 256, .max_msg = 16};
+    shmds_queue *x;
+    unsigned bad[] = {SHMDS_QUEUE_BROADCAST | SHMDS_QUEUE_SPSC,
+                      SHMDS_QUEUE_BROADCAST | SHMDS_QUEUE_ACK, SHMDS_QUEUE_BLOCK,
+                      SHMDS_QUEUE_BLOCK | SHMDS_QUEUE_ACK};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        o.flags = bad[i];
+        ck_assert_int_eq(shmds_queue_create_ex(r, "x", &o, &x), -EINVAL);
+    }
+    o.flags = SHMDS_QUEUE_BROADCAST;
+    o.max_subscribers = 4097;
+    ck_assert_int_eq(shmds_queue_create_ex(r, "x", &o, &x), -EINVAL);
+    shmds_queue_close(plain);
+    shmds_queue_close(t);
+    shmds_region_close(r);
+}
+END_TEST
+
 static Suite *queue_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -881,6 +2015,7 @@ static Suite *queue_suite(void)
     tcase_add_test(limits, test_queue_damaged_doorbell_is_ecorrupt);
 #endif
     tcase_add_test(limits, test_queue_spsc_second_producer_is_ebusy_until_first_dies);
+    tcase_add_test(limits, test_queue_spsc_claim_across_fork);
     suite_add_tcase(s, limits);
 
     TCase *mproc = tcase_create("multiprocess");
@@ -893,7 +2028,39 @@ static Suite *queue_suite(void)
     TCase *crash = tcase_create("crash");
     tcase_add_test(crash, test_queue_mpmc_survives_random_sigkills);
     tcase_add_test(crash, test_queue_spsc_survives_random_sigkills);
+    tcase_add_test(crash, test_queue_ack_consumers_killed_at_random_lose_nothing);
     suite_add_tcase(s, crash);
+
+    TCase *ack = tcase_create("ack");
+    tcase_add_test(ack, test_queue_ack_lease_then_ack_removes_message);
+    tcase_add_test(ack, test_queue_ack_plain_recv_stays_exactly_once);
+    tcase_add_test(ack, test_queue_ack_lapsed_lease_is_delivered_again_first);
+    tcase_add_test(ack, test_queue_ack_dead_holder_message_delivered_again);
+    tcase_add_test(ack, test_queue_ack_ring_space_waits_for_the_oldest_ack);
+    tcase_add_test(ack, test_queue_ack_bad_input);
+    tcase_add_test(ack, test_queue_ack_damaged_log_or_slots_are_ecorrupt);
+    suite_add_tcase(s, ack);
+
+    TCase *zc = tcase_create("zerocopy");
+    tcase_add_test(zc, test_queue_zc_in_order_across_wraps_mixed_with_copies);
+    tcase_add_test(zc, test_queue_zc_commit_shorter_cancel_and_misuse);
+    tcase_add_test(zc, test_queue_zc_killed_holders_leave_nothing);
+    tcase_add_test(zc, test_queue_zc_reservation_stays_with_its_thread_across_fork);
+    suite_add_tcase(s, zc);
+
+    TCase *wait = tcase_create("wait");
+    tcase_add_test(wait, test_queue_wait_any_returns_a_queue_with_work);
+    tcase_add_test(wait, test_queue_notify_fd_turns_readable_on_send);
+    suite_add_tcase(s, wait);
+
+    TCase *bc = tcase_create("broadcast");
+    tcase_set_timeout(bc, 60);
+    tcase_add_test(bc, test_queue_broadcast_every_subscriber_sees_every_message);
+    tcase_add_test(bc, test_queue_broadcast_lagging_subscribers_miss_but_never_see_torn_messages);
+    tcase_add_test(bc, test_queue_broadcast_missed_count_and_late_subscriber);
+    tcase_add_test(bc, test_queue_broadcast_block_waits_for_the_slowest_live_subscriber);
+    tcase_add_test(bc, test_queue_broadcast_bad_input);
+    suite_add_tcase(s, bc);
     return s;
 }
 

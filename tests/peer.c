@@ -12,12 +12,16 @@
  *     Create map MAP in region NAME holding the given pairs.
  *   peer mkqueue NAME QUEUE MSG...
  *     Create queue QUEUE in region NAME holding the given messages.
+ *   peer mkackq NAME QUEUE MSG...
+ *     The same with an at-least-once queue, then lease the first message
+ *     and exit without acknowledging it.
  *   peer layout
  *     Print the size and member offsets of the public structs the Python
  *     binding declares again ("struct size member:offset..."), so its tests
  *     catch a struct that changed under it.
  */
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,12 +137,20 @@ int main(int argc, char **argv)
             fprintf(stderr, "peer: mkmap: %s\n", shmds_strerror(rc));
         return rc == 0 ? 0 : 1;
     }
-    if (argc >= 4 && strcmp(argv[1], "mkqueue") == 0) {
+    bool ack = argc >= 5 && strcmp(argv[1], "mkackq") == 0;
+    if ((argc >= 4 && strcmp(argv[1], "mkqueue") == 0) || ack) {
         shmds_queue *q;
+        shmds_queue_opts o = {.capacity_bytes = 65536, .max_msg = 4096,
+                              .flags = ack ? SHMDS_QUEUE_ACK : 0};
         int rc = shmds_region_open(argv[2], 0, &r);
-        if (rc == 0 && (rc = shmds_queue_create(r, argv[3], 65536, 4096, 0, &q)) == 0) {
+        if (rc == 0 && (rc = shmds_queue_create_ex(r, argv[3], &o, &q)) == 0) {
             for (int i = 4; i < argc && rc == 0; i++)
                 rc = shmds_queue_send(q, argv[i], strlen(argv[i]), 0);
+            char buf[4096];
+            size_t len;
+            uint64_t id;
+            if (rc == 0 && ack)
+                rc = shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0);
             shmds_queue_close(q);
         }
         if (rc == 0)
@@ -148,6 +160,7 @@ int main(int argc, char **argv)
         return rc == 0 ? 0 : 1;
     }
     fprintf(stderr, "usage: peer read NAME ROOT AVOID_ADDR AVOID_LEN | peer open NAME [ro] | peer mkmap NAME MAP K V...\n"
-                    "       | peer mkqueue NAME QUEUE MSG... | peer layout\n");
+                    "       | peer mkqueue NAME QUEUE MSG... | peer mkackq NAME QUEUE MSG...\n"
+                    "       | peer layout\n");
     return 2;
 }

@@ -88,6 +88,11 @@ expect "del the extra keys" 0 "" sh -c "\"$tool\" del \"$name\" cities hits && \
 "$top_builddir/tests/peer" mkqueue "$name" inbox one two three || { echo "FAIL: mkqueue"; fail=1; }
 expect "info counts queued messages" 0 "inbox.*3 messages waiting" "$tool" info "$name"
 expect "stat a queue" 0 "waiting *3 messages" "$tool" stat "$name" inbox
+expect "stat counts sends" 0 "sent *3" "$tool" stat "$name" inbox
+"$top_builddir/tests/peer" mkackq "$name" jobq a b || { echo "FAIL: mkackq"; fail=1; }
+expect "stat an at-least-once queue" 0 "at-least-once" "$tool" stat "$name" jobq
+expect "stat shows the lease in flight" 0 "in flight *1 " "$tool" stat "$name" jobq
+expect "stat shows redeliveries" 0 "redelivered *0" "$tool" stat "$name" jobq
 expect "check with every kind of object" 0 "healthy" "$tool" check "$name"
 expect_json "ls --json" 0 "{\"name\": \"$name\", \"size\": 1048576" "$tool" ls --json
 expect_json "info --json" 0 '"name": "cities", "type": "map", .*"entries": 2' "$tool" --json info "$name"

@@ -653,6 +653,39 @@ static int cmd_dump(int argc, char **argv)
     return rc == 0 ? 0 : complain(argv[2], rc);
 }
 
+static int print_queue_stats(shmds_region *r, const char *name)
+{
+    shmds_queue *q;
+    shmds_queue_stats st;
+    int rc = shmds_queue_open(r, name, &q);
+    if (rc != 0)
+        return rc;
+    if ((rc = shmds_queue_stats_get(q, &st)) == 0) {
+        printf("queue %s (%s)\n", name,
+               st.flags & SHMDS_QUEUE_SPSC        ? "spsc"
+               : st.flags & SHMDS_QUEUE_ACK       ? "at-least-once"
+               : st.flags & SHMDS_QUEUE_BLOCK     ? "broadcast, blocking"
+               : st.flags & SHMDS_QUEUE_BROADCAST ? "broadcast"
+                                                  : "mpmc");
+        printf("  waiting      %" PRIu64 " messages\n", st.waiting);
+        printf("  sent         %" PRIu64 "\n  received     %" PRIu64 "\n", st.sent,
+               st.received);
+        if (st.flags & SHMDS_QUEUE_ACK) {
+            printf("  redelivered  %" PRIu64 "\n", st.redelivered);
+            printf("  in flight    %" PRIu64 " (at most %" PRIu32 "; lease %" PRIu32 " ms)\n",
+                   st.in_flight, st.max_in_flight, st.lease_ms);
+            printf("  oldest lease %.3f s\n", (double)st.oldest_in_flight_ns / 1e9);
+            printf("  requeued     %" PRIu64 "\n", st.requeued);
+        }
+        if (st.flags & SHMDS_QUEUE_BROADCAST)
+            printf("  subscribers  %" PRIu32 "\n  missed       %" PRIu64 "\n", st.subscribers,
+                   st.missed);
+        printf("  recoveries   %" PRIu64 "\n", st.recoveries);
+    }
+    shmds_queue_close(q);
+    return rc;
+}
+
 static void stat_json_head(const char *type, const char *name)
 {
     fprintf(jout, "{\"type\": \"%s\", \"name\": ", type);
@@ -731,11 +764,13 @@ static int cmd_stat(int argc, char **argv)
         }
     } else if (rc == 0 && type == SHMDS_TYPE_QUEUE) {
         uint64_t n;
-        if ((rc = queue_len(r, argv[2], &n)) == 0 && json) {
-            stat_json_head("queue", argv[2]);
-            fprintf(jout, ", \"messages\": %" PRIu64 "}\n", n);
-        } else if (rc == 0) {
-            printf("queue %s\n  waiting      %" PRIu64 " messages\n", argv[2], n);
+        if (json) {
+            if ((rc = queue_len(r, argv[2], &n)) == 0) {
+                stat_json_head("queue", argv[2]);
+                fprintf(jout, ", \"messages\": %" PRIu64 "}\n", n);
+            }
+        } else {
+            rc = print_queue_stats(r, argv[2]);
         }
     } else if (rc == 0) {
         rc = SHMDS_ETYPE;

@@ -299,6 +299,9 @@ SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t 
  * Cost and crash behaviour as shmds_map_put(): an acknowledged put (a
  * compare-and-set included) survives a crash of any process; an
  * interrupted one took effect entirely or not at all.
+ * @param[in] m the map
+ * @param[in] key,klen the key (klen > 0)
+ * @param[in] val,vlen the value (val may be NULL when vlen is 0)
  * @param[in] o NULL: a plain put with the map's default TTL.
  * @param[out] new_version the stored entry's version (may be NULL).
  * @return 0 (or SHMDS_RECOVERED); -EEXIST (NX, key present); -ENOENT (XX
@@ -318,6 +321,8 @@ SHMDS_API int shmds_map_put_ex(shmds_map *m, const void *key, size_t klen, const
  * flags, and with SHMDS_GET_STALE returns an expired entry not reclaimed
  * yet (info->stale = 1) instead of -ENOENT. Same locking as
  * shmds_map_get(): no lock unless the map evicts.
+ * @param[in] m the map
+ * @param[in] key,klen the key (klen > 0)
  * @param[out] buf,cap the value is copied here; @p buf may be NULL when
  *         @p cap is 0 (then 0 is returned for any value length: a query of
  *         the info and length only).
@@ -358,6 +363,8 @@ SHMDS_API int shmds_map_get_ex(shmds_map *m, const void *key, size_t klen, void 
  * being filled. A process that asks again for a key whose lease it holds
  * itself waits for itself (until the timeout).
  * Cost: a hit is one stripe lock, a copy and a lookup.
+ * @param[in] m the map
+ * @param[in] key,klen the key (klen > 0)
  * @param[out] buf,cap,vlen as shmds_map_get_ex().
  * @param[out] info may be NULL; all zero after a miss with no stale value.
  * @param flags 0 or SHMDS_GET_STALE.
@@ -379,6 +386,8 @@ SHMDS_API int shmds_map_fetch(shmds_map *m, const void *key, size_t klen, void *
  * waiters, which return it. The lease ends and @p f is freed whatever the
  * result. An acknowledged fill survives a crash; a holder killed inside
  * this call leaves either the value stored or the lease to a waiter.
+ * @param[in] f the lease shmds_map_fetch() handed out
+ * @param[in] val,vlen the value computed
  * @param[in] o TTL, user flags and SHMDS_PUT_NOEVICT as for
  *         shmds_map_put_ex() (NULL: defaults); if_version, NX and XX are
  *         refused with -EINVAL.
@@ -445,6 +454,8 @@ SHMDS_API int shmds_map_clear(shmds_map *m);
  * calls sweep the whole map. Takes each stripe's lock for the buckets it
  * visits. An expired entry whose key is being refreshed (a live fill
  * lease, see shmds_map_fetch()) is kept for stale reads.
+ * @param[in] m the map
+ * @param[in] max_entries the work bound (units as above)
  * @param[out] reaped entries reclaimed (may be NULL).
  * @return 0; -EINVAL @p max_entries 0; SHMDS_ERDONLY; -ETIMEDOUT;
  *         SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.

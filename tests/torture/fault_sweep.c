@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -56,6 +57,7 @@ static const unsigned skips[] = {0, 1, 3, 10, 40};
 #define SCRATCH_MAP "tt-scratch-map"
 #define SCRATCH_QUEUE "tt-scratch-queue"
 #define SCRATCH_SPSC "tt-scratch-spsc"
+#define SCRATCH_ACK "tt-scratch-ack"
 
 /* A crash inside a create or a destroy leaves no leak: the blocks stay
  * reachable from the name's pending directory entry, and the check's
@@ -168,6 +170,40 @@ static void fault_env(const char *point, unsigned skip)
     setenv("SHMDS_FAULT_TRACE", trace_path, 1);
 }
 
+/* At-least-once leases taken back: one that ran out (a 1 ms lease), and
+ * one whose holder, a child, died (the child traces its points but never
+ * dies at one: the workload must be the process killed). */
+static int scratch_leases(tt_world *w)
+{
+    shmds_queue_opts o = {.capacity_bytes = 256, .max_msg = 8, .flags = SHMDS_QUEUE_ACK,
+                          .lease_ms = 1};
+    shmds_queue *q;
+    char buf[8];
+    size_t len;
+    uint64_t id, id2;
+    struct timespec nap = {0, 3 * 1000000L};
+    if (shmds_queue_create_ex(w->r, SCRATCH_ACK, &o, &q) != 0 ||
+        shmds_queue_send(q, "a", 1, 0) != 0 || shmds_queue_send(q, "b", 1, 0) != 0 ||
+        shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0) != 0)
+        return 1;
+    nanosleep(&nap, NULL);
+    if (shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id2, 0) != 0 || buf[0] != 'a' ||
+        shmds_queue_ack(q, id) != -ESTALE || shmds_queue_ack(q, id2) != 0)
+        return 2;
+    pid_t pid = fork();
+    if (pid == 0) {
+        unsetenv("SHMDS_FAULT");
+        _exit(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0) == 0 ? 0 : 1);
+    }
+    int st;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return 3;
+    /* Nothing new: the dead child's lease is found and taken back. */
+    if (shmds_queue_recv(q, buf, sizeof buf, &len, 0) != 0 || buf[0] != 'b')
+        return 4;
+    return shmds_queue_destroy(q) == 0 ? 0 : 5;
+}
+
 /* The workload: a scratch region made, its heap laid out by a first
  * allocation and freed again (the create and format paths; the sweep
  * checks it when the workload dies there), then OPS operations, each
@@ -203,9 +239,15 @@ static int workload(int wr)
         shmds_queue_send(q, "m", 1, 0) != 0 || shmds_queue_shutdown(q) != 0 ||
         shmds_queue_recv(q, buf, sizeof buf, &len, 0) != 0 || shmds_queue_destroy(q) != 0)
         return 4;
+    void *zp;
+    const void *zm;
     if (shmds_queue_create(w.r, SCRATCH_SPSC, 64, 8, SHMDS_QUEUE_SPSC, &q) != 0 ||
         shmds_queue_send(q, "s", 1, 0) != 0 || shmds_queue_recv(q, buf, sizeof buf, &len, 0) != 0 ||
+        shmds_queue_reserve(q, 8, &zp, 0) != 0 || shmds_queue_commit(q, 1) != 0 ||
+        shmds_queue_recv_ref(q, &zm, &len, 0) != 0 || shmds_queue_release(q) != 0 ||
         shmds_queue_destroy(q) != 0)
+        return 4;
+    if (scratch_leases(&w) != 0)
         return 4;
     uint64_t r = SEED;
     for (uint64_t seq = 1; seq <= OPS; seq++) {
@@ -299,8 +341,8 @@ static void check(tt_world *w, tt_state *model, tt_ledger *ledger, const tt_op *
     shmds_map *mp;
     if ((rc == 0 || rc == -ENOENT) && (rc = shmds_map_open(w->r, SCRATCH_MAP, &mp)) == 0)
         rc = shmds_map_destroy(mp);
-    static const char *const qnames[] = {SCRATCH_QUEUE, SCRATCH_SPSC};
-    for (unsigned i = 0; i < 2; i++) {
+    static const char *const qnames[] = {SCRATCH_QUEUE, SCRATCH_SPSC, SCRATCH_ACK};
+    for (unsigned i = 0; i < 3; i++) {
         shmds_queue *q;
         if ((rc == 0 || rc == -ENOENT) && (rc = shmds_queue_open(w->r, qnames[i], &q)) == 0)
             rc = shmds_queue_destroy(q);

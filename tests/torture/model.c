@@ -35,6 +35,8 @@ enum tt_struct tt_op_struct(uint8_t kind)
         return TT_S_MAP;
     case TT_Q_SEND:
     case TT_Q_RECV:
+    case TT_Q_LEASE:
+    case TT_Q_ACK:
         return TT_S_QUEUE;
     default:
         return TT_S_LIST;
@@ -147,7 +149,14 @@ int tt_world_create(tt_world *w, const char *name, size_t size, unsigned workers
         if ((rc = shmds_list_create(w->r, n, &w->list[i])) != 0)
             return rc;
     }
-    if ((rc = shmds_queue_create(w->r, QUEUE_NAME, TT_QUEUE_BYTES, VAL_MAX, 0, &w->queue)) != 0)
+    /* At-least-once, with a lease no run outlasts: only deaths take leases
+     * back. */
+    shmds_queue_opts qo = {.capacity_bytes = TT_QUEUE_BYTES,
+                           .max_msg = VAL_MAX,
+                           .flags = SHMDS_QUEUE_ACK,
+                           .lease_ms = 24u * 3600 * 1000,
+                           .max_in_flight = 64};
+    if ((rc = shmds_queue_create_ex(w->r, QUEUE_NAME, &qo, &w->queue)) != 0)
         return rc;
     return tt_world_map_reset(w);
 }
@@ -302,7 +311,17 @@ tt_op tt_draw(uint64_t *rng, const tt_world *w, unsigned me, uint64_t id)
         break;
     case TT_Q_SEND:
     case TT_Q_RECV:
+    case TT_Q_LEASE:
+    case TT_Q_ACK:
         op.size = x % 16 == 0 ? 2 : 0; /* now and then wait a little */
+        x /= 16;
+        if (op.kind == TT_Q_SEND && x % 2 == 0)
+            op.flags = TT_Q_ZEROCOPY;
+        /* Hold a few leases at most; acknowledge only what is held. */
+        if (op.kind == TT_Q_LEASE && w->nheld == TT_HELD_MAX)
+            op.kind = TT_Q_ACK;
+        else if (op.kind == TT_Q_ACK && w->nheld == 0)
+            op.kind = TT_Q_LEASE;
         break;
     default:
         break;
@@ -313,6 +332,8 @@ tt_op tt_draw(uint64_t *rng, const tt_world *w, unsigned me, uint64_t id)
 
 void tt_prepare(tt_world *w, unsigned me, tt_op *op)
 {
+    if (op->kind == TT_Q_ACK && w->nheld > 0)
+        op->aux = w->held_lease[0];
     if (op->kind != TT_SLOT_REALLOC)
         return;
     op->aux = *slot_of(w, me, op->arg);
@@ -413,14 +434,44 @@ void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
         if (done->rc == 0)
             done->got = map_value_id(op->arg, v, len);
         break;
-    case TT_Q_SEND:
+    case TT_Q_SEND: {
         len = val_make(op->id, v);
-        done->rc = shmds_queue_send(w->queue, v, len, (int)op->size);
+        void *p;
+        if (!(op->flags & TT_Q_ZEROCOPY))
+            done->rc = shmds_queue_send(w->queue, v, len, (int)op->size);
+        else if ((done->rc = shmds_queue_reserve(w->queue, VAL_MAX, &p, (int)op->size)) == 0) {
+            memcpy(p, v, len);
+            done->rc = shmds_queue_commit(w->queue, len);
+        }
         break;
+    }
     case TT_Q_RECV:
         done->rc = shmds_queue_recv(w->queue, v, sizeof v, &len, (int)op->size);
         if (done->rc == 0)
             done->got = val_id(v, len);
+        break;
+    case TT_Q_LEASE: {
+        uint64_t lease = 0;
+        done->rc = shmds_queue_recv_lease(w->queue, v, sizeof v, &len, &lease, (int)op->size);
+        if (done->rc == 0) {
+            done->got = val_id(v, len);
+            if (w->nheld < TT_HELD_MAX) {
+                w->held_lease[w->nheld] = lease;
+                w->held_msg[w->nheld++] = done->got;
+            }
+        }
+        break;
+    }
+    case TT_Q_ACK:
+        if (w->nheld == 0 || w->held_lease[0] != op->aux) {
+            done->rc = -ENOENT;
+            break;
+        }
+        done->rc = shmds_queue_ack(w->queue, op->aux);
+        done->got = w->held_msg[0];
+        w->nheld--;
+        memmove(w->held_lease, w->held_lease + 1, w->nheld * sizeof w->held_lease[0]);
+        memmove(w->held_msg, w->held_msg + 1, w->nheld * sizeof w->held_msg[0]);
         break;
     case TT_LIST_PUSH_BACK:
     case TT_LIST_PUSH_FRONT: {
@@ -529,6 +580,8 @@ int tt_model_apply(tt_state *s, const tt_op *op, uint64_t *got)
         return 0;
     case TT_Q_SEND:
     case TT_Q_RECV:
+    case TT_Q_LEASE:
+    case TT_Q_ACK:
         return 0; /* the queue is shared: the ledger follows it */
     case TT_ARENA_ADD:
         return 0; /* nothing a worker owns changes */
@@ -577,7 +630,8 @@ static bool refusable(const tt_op *op, const tt_state *before, int rc)
 
 bool tt_op_may_time_out(const tt_op *op)
 {
-    return ((op->kind == TT_Q_SEND || op->kind == TT_Q_RECV) && op->size > 0) ||
+    return ((op->kind == TT_Q_SEND || op->kind == TT_Q_RECV || op->kind == TT_Q_LEASE) &&
+            op->size > 0) ||
            op->kind == TT_MAP_FILL;
 }
 
@@ -588,7 +642,10 @@ bool tt_op_may_leak(const tt_op *op)
 
 bool tt_model_ack(tt_state *s, const tt_msg *done)
 {
-    if (done->op.kind == TT_Q_SEND || done->op.kind == TT_Q_RECV)
+    /* A live worker's lease is never taken back: its ack succeeds. */
+    if (done->op.kind == TT_Q_ACK)
+        return done->rc == 0;
+    if (done->op.kind == TT_Q_SEND || done->op.kind == TT_Q_RECV || done->op.kind == TT_Q_LEASE)
         return done->rc == 0 || done->rc == -EAGAIN ||
                (done->rc == -ETIMEDOUT && tt_op_may_time_out(&done->op));
     tt_state next = *s;
@@ -906,6 +963,48 @@ static void note_received(tt_ledger *l, uint64_t id)
     l->p[p].rv[l->p[p].rn++] = id;
 }
 
+static void idset_add(tt_idset *s, uint64_t id)
+{
+    if (s->n == s->cap)
+        s->v = grow(s->v, &s->cap, sizeof(uint64_t));
+    s->v[s->n++] = id;
+}
+
+/* Remove one `id` from *s; false when it is not there. */
+static bool idset_take(tt_idset *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->v[i] == id) {
+            s->v[i] = s->v[--s->n];
+            return true;
+        }
+    return false;
+}
+
+static tt_idset idset_copy(const tt_idset *s)
+{
+    tt_idset c = {NULL, s->n, s->n};
+    if (s->n > 0) {
+        c.v = malloc(s->n * sizeof(uint64_t));
+        if (c.v == NULL)
+            abort();
+        memcpy(c.v, s->v, s->n * sizeof(uint64_t));
+    }
+    return c;
+}
+
+/* A delivery out of FIFO order: excused once per orphaned lease. */
+static bool fifo_excused(tt_idset *orphans, uint64_t *unknown, uint64_t id)
+{
+    if (idset_take(orphans, id))
+        return true;
+    if (*unknown > 0) {
+        --*unknown;
+        return true;
+    }
+    return false;
+}
+
 void tt_ledger_done(tt_ledger *l, unsigned worker, const tt_msg *done)
 {
     if (done->op.kind == TT_Q_SEND) {
@@ -913,29 +1012,60 @@ void tt_ledger_done(tt_ledger *l, unsigned worker, const tt_msg *done)
         if (q != NULL)
             q->st = done->rc == 0 ? TT_Q_SENT : TT_Q_REFUSED;
         l->sent += done->rc == 0;
-    } else if (done->op.kind == TT_Q_RECV && done->rc == 0) {
+    } else if ((done->op.kind == TT_Q_RECV || done->op.kind == TT_Q_LEASE) && done->rc == 0) {
         l->received++;
         int p = producer_of(done->got);
         /* FIFO per producer, as this consumer sees it. */
         if (p >= 0 && worker < TT_WORKERS_MAX) {
-            if (done->got <= l->last_by[worker][p])
+            if (done->got <= l->last_by[worker][p] &&
+                !fifo_excused(&l->orphan_fifo, &l->orphan_unknown, done->got))
                 l->fifo++;
             l->last_by[worker][p] = done->got;
         }
         note_received(l, done->got);
+        if (done->op.kind == TT_Q_LEASE && worker < TT_WORKERS_MAX) {
+            l->leased++;
+            if (l->held[worker].n < TT_HELD_MAX)
+                l->held[worker].msg[l->held[worker].n++] = done->got;
+        }
+    } else if (done->op.kind == TT_Q_ACK && worker < TT_WORKERS_MAX) {
+        /* The worker dropped its oldest lease, whatever the ack returned. */
+        if (l->held[worker].n > 0) {
+            unsigned n = --l->held[worker].n;
+            memmove(l->held[worker].msg, l->held[worker].msg + 1, n * sizeof(uint64_t));
+        }
+        tt_qrec *q = done->rc == 0 ? find(l, done->got) : NULL;
+        if (q != NULL) {
+            l->acked++;
+            if (++q->acks > 1)
+                l->double_acked++;
+        }
     }
 }
 
 void tt_ledger_killed(tt_ledger *l, unsigned worker, const tt_op *inflight)
 {
-    (void)worker;
     if (inflight != NULL && inflight->kind == TT_Q_RECV)
         l->ambiguous++;
+    if (inflight != NULL && inflight->kind == TT_Q_LEASE)
+        l->orphan_unknown++;
+    if (worker >= TT_WORKERS_MAX)
+        return;
+    /* Its leases (the one an ack in flight was for included) come back. */
+    for (unsigned i = 0; i < l->held[worker].n; i++) {
+        idset_add(&l->orphan_dup, l->held[worker].msg[i]);
+        idset_add(&l->orphan_fifo, l->held[worker].msg[i]);
+    }
+    l->held[worker].n = 0;
 }
 
 int tt_ledger_settle(tt_ledger *l, tt_world *w)
 {
-    uint64_t bad0 = l->phantom + l->duplicate + l->fifo + l->lost;
+    uint64_t bad0 = l->phantom + l->duplicate + l->fifo + l->lost + l->double_acked;
+    /* The excuses are used up on copies: a sweep settles copies of one
+     * image again. */
+    tt_idset fifo_ok = idset_copy(&l->orphan_fifo), dup_ok = idset_copy(&l->orphan_dup);
+    uint64_t unknown = l->orphan_unknown;
     /* Everything received of a producer came out of the queue before
      * anything still in it: what is drained now comes after, in order. */
     uint64_t max_recv[TT_WORKERS_MAX] = {0};
@@ -957,14 +1087,18 @@ int tt_ledger_settle(tt_ledger *l, tt_world *w)
         int p = producer_of(id);
         l->drained++;
         if (p >= 0 && id != TT_BAD_VALUE) {
-            if (id <= max_recv[p])
+            if (id > max_recv[p])
+                max_recv[p] = id;
+            else if (!fifo_excused(&fifo_ok, &unknown, id))
                 l->fifo++;
-            max_recv[p] = id;
         }
         note_received(l, id);
     }
-    if (rc != -EAGAIN)
+    free(fifo_ok.v);
+    if (rc != -EAGAIN) {
+        free(dup_ok.v);
         return rc;
+    }
     /* Exactly once: match receipts with sends, on a copy of the states. */
     uint64_t missing = 0;
     for (unsigned p = 0; p < TT_WORKERS_MAX; p++) {
@@ -978,6 +1112,8 @@ int tt_ledger_settle(tt_ledger *l, tt_world *w)
             uint32_t *s = q != NULL ? &st[q - l->p[p].v] : NULL;
             if (s == NULL || *s == TT_Q_REFUSED)
                 l->phantom++;
+            else if (*s == TT_Q_RECEIVED && idset_take(&dup_ok, l->p[p].rv[i]))
+                l->redelivered++;
             else if (*s == TT_Q_RECEIVED)
                 l->duplicate++;
             else
@@ -990,20 +1126,27 @@ int tt_ledger_settle(tt_ledger *l, tt_world *w)
          * another copy of the image drains again. */
         l->p[p].rn = recv_n[p];
     }
+    free(dup_ok.v);
     uint64_t excused = missing < l->ambiguous ? missing : l->ambiguous;
     l->ambiguous_used += excused;
     l->lost += missing - excused;
     if (missing > excused)
         fprintf(stderr, "torture: queue: %" PRIu64 " sent messages never received\n",
                 missing - excused);
-    return l->phantom + l->duplicate + l->fifo + l->lost != bad0 ? SHMDS_ECORRUPT : 0;
+    return l->phantom + l->duplicate + l->fifo + l->lost + l->double_acked != bad0
+               ? SHMDS_ECORRUPT
+               : 0;
 }
 
 void tt_ledger_reset(tt_ledger *l)
 {
-    for (unsigned p = 0; p < TT_WORKERS_MAX; p++)
+    for (unsigned p = 0; p < TT_WORKERS_MAX; p++) {
         l->p[p].n = l->p[p].rn = 0;
+        l->held[p].n = 0;
+    }
     l->ambiguous = 0;
+    l->orphan_dup.n = l->orphan_fifo.n = 0;
+    l->orphan_unknown = 0;
 }
 
 void tt_ledger_free(tt_ledger *l)
@@ -1012,5 +1155,7 @@ void tt_ledger_free(tt_ledger *l)
         free(l->p[p].v);
         free(l->p[p].rv);
     }
+    free(l->orphan_dup.v);
+    free(l->orphan_fifo.v);
     memset(l, 0, sizeof *l);
 }

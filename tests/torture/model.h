@@ -26,6 +26,9 @@
 #define TT_MAP_CTRS 4   /* map keys per worker holding counters (add, del, get) */
 #define TT_MAP_KEYS (TT_MAP_VALS + TT_MAP_CTRS)
 #define TT_QUEUE_BYTES 2048 /* the shared queue's ring: small, so it fills and wraps */
+#define TT_HELD_MAX 4       /* leases a worker holds at most (tt_draw acks then) */
+
+#define TT_Q_ZEROCOPY 1
 
 /* What a worker can do. */
 enum tt_kind {
@@ -50,6 +53,8 @@ enum tt_kind {
     TT_MAP_REAP,     /* shmds_map_reap of a few buckets (nothing expires) */
     TT_Q_SEND,       /* a message naming this producer and its sequence number */
     TT_Q_RECV,
+    TT_Q_LEASE,      /* shmds_queue_recv_lease: the worker holds the lease */
+    TT_Q_ACK,        /* acknowledge the worker's oldest lease */
     TT_ARENA_ADD,    /* carve one more allocator arena (as contention does) */
     TT_KINDS
 };
@@ -62,13 +67,14 @@ typedef struct tt_op {
     uint8_t kind;
     uint8_t arg;   /* name, slot, key index */
     uint8_t flags; /* map put: 0, SHMDS_PUT_NX or SHMDS_PUT_XX; add: the initial
-                      value; cas, fill, expire: the variant (see tt_kind) */
+                      value; cas, fill, expire: the variant (see tt_kind); queue
+                      send: TT_Q_ZEROCOPY (reserve, then commit) */
     uint8_t pad;
     uint32_t size; /* bytes to allocate; map put: ttl; queue: timeout (ms) */
     uint64_t id;   /* value written, when the op writes one (unique in the run;
                       the top byte is the worker + 1) */
     uint64_t aux;  /* realloc: the block's offset before (tt_prepare);
-                      map add: the delta (an int64_t) */
+                      map add: the delta (an int64_t); queue ack: the lease id */
 } tt_op;
 
 enum { TT_MSG_INTENT = 1, TT_MSG_DONE = 2 };
@@ -81,7 +87,8 @@ typedef struct tt_msg {
     tt_op op;
     int32_t rc;   /* DONE: what the call returned */
     uint32_t pad;
-    uint64_t got; /* DONE of a read: the value id read, 0 for none */
+    uint64_t got; /* DONE of a read: the value id read, 0 for none; of a
+                     queue ack: the id of the message acknowledged */
 } tt_msg;
 
 /* One worker's part of the region, as the model sees it. The queue is
@@ -105,6 +112,9 @@ typedef struct tt_world {
     shmds_list *list[TT_WORKERS_MAX];
     shmds_map *map;
     shmds_queue *queue;
+    /* The leases this process (a worker) holds, oldest first. */
+    unsigned nheld;
+    uint64_t held_lease[TT_HELD_MAX], held_msg[TT_HELD_MAX];
 } tt_world;
 
 /* Set up a fresh region with every worker's objects (the driver, once). */
@@ -175,13 +185,25 @@ bool tt_op_may_time_out(const tt_op *op);
  *    every message whose send returned 0 was received exactly once, except
  *    at most one per receive that was in flight when its worker was killed
  *    (that receive may have committed: the message went with it); a send
- *    in flight when its worker was killed counts either way, once. */
+ *    in flight when its worker was killed counts either way, once.
+ * The queue is at-least-once (SHMDS_QUEUE_ACK, a lease far longer than a
+ * run): workers also lease messages and acknowledge them later. A lease
+ * acknowledged (0) is acknowledged exactly once, and never fails while its
+ * worker lives. The leases a killed worker held are *orphans*: each may be
+ * delivered once more (not a duplicate), out of FIFO order (not a FIFO
+ * violation); a lease in flight at the kill is an orphan whose message is
+ * unknown: it excuses one FIFO violation. */
 enum { TT_Q_MAYBE = 1, TT_Q_SENT, TT_Q_REFUSED, TT_Q_RECEIVED };
 typedef struct tt_qrec {
     uint64_t id;
-    uint32_t st; /* TT_Q_MAYBE, TT_Q_SENT, TT_Q_REFUSED, TT_Q_RECEIVED */
-    uint32_t pad;
+    uint32_t st;   /* TT_Q_MAYBE, TT_Q_SENT, TT_Q_REFUSED, TT_Q_RECEIVED */
+    uint32_t acks; /* acknowledgements that returned 0 */
 } tt_qrec;
+
+typedef struct tt_idset {
+    uint64_t *v;
+    size_t n, cap;
+} tt_idset;
 
 typedef struct tt_ledger {
     struct {
@@ -192,8 +214,16 @@ typedef struct tt_ledger {
     } p[TT_WORKERS_MAX];
     uint64_t last_by[TT_WORKERS_MAX][TT_WORKERS_MAX]; /* consumer x producer */
     uint64_t ambiguous; /* receives in flight at a kill, since the last settle */
+    struct {
+        uint64_t msg[TT_HELD_MAX];
+        unsigned n;
+    } held[TT_WORKERS_MAX];   /* the leases each worker holds */
+    tt_idset orphan_dup;      /* may be delivered once more */
+    tt_idset orphan_fifo;     /* may come out of FIFO order once */
+    uint64_t orphan_unknown;  /* leases in flight at a kill */
     /* Figures, over the run. */
     uint64_t sent, received, drained, phantom, duplicate, fifo, lost, ambiguous_used;
+    uint64_t leased, acked, double_acked, redelivered;
 } tt_ledger;
 
 void tt_ledger_intent(tt_ledger *l, unsigned worker, const tt_op *op);

@@ -388,6 +388,10 @@ static void report(double secs)
            ledger.duplicate);
     printf("  queue: FIFO violations          %" PRIu64 "\n", ledger.fifo);
     printf("  queue: taken by a killed recv   %" PRIu64 "\n", ledger.ambiguous_used);
+    printf("  queue: leased / acked           %" PRIu64 " / %" PRIu64 "\n", ledger.leased,
+           ledger.acked);
+    printf("  queue: delivered again (orphan) %" PRIu64 "\n", ledger.redelivered);
+    printf("  queue: acknowledged twice       %" PRIu64 "\n", ledger.double_acked);
     printf("  map grown past 16 buckets       %" PRIu64 " of %" PRIu64 " checkpoints\n",
            fig.map_grown, fig.checkpoints);
     printf("  acknowledged results wrong      %" PRIu64 "\n", fig.ack_mismatch);
