@@ -13,3 +13,13 @@ if ! diff -u "$tmp/expected" "$tmp/actual"; then
     exit 1
 fi
 echo "symbols.sh: $(wc -l <"$tmp/actual") symbols, as listed"
+# libshmds-redis (contrib/redis), when it is built: its own list.
+so="$top_builddir/contrib/redis/.libs/libshmds-redis.so"
+[ -f "$so" ] || exit 0
+${NM:-nm} -D --defined-only "$so" | awk '{print $3}' | grep -v '^_' | LC_ALL=C sort >"$tmp/actual"
+grep -v '^#' "$top_srcdir/tests/exported-symbols-redis.txt" | grep . | LC_ALL=C sort >"$tmp/expected"
+if ! diff -u "$tmp/expected" "$tmp/actual"; then
+    echo "symbols.sh: libshmds-redis exports differ from tests/exported-symbols-redis.txt"
+    exit 1
+fi
+echo "symbols.sh: libshmds-redis: $(wc -l <"$tmp/actual") symbols, as listed"
