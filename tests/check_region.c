@@ -813,7 +813,7 @@ static int k_create(shmds_region *r, int k, const char *name)
         shmds_queue *q;
         if ((rc = shmds_queue_create(r, name, 256, 32, 0, &q)) != 0)
             return rc;
-        rc = shmds_queue_send(q, "m", 1, 0);
+        rc = shmds_queue_send(q, "m", 1, -1); /* a check may hold the lock */
         shmds_queue_close(q);
     }
     return rc;
