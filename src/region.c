@@ -127,6 +127,14 @@ static shmds_region *handle_new(unsigned char *base, uint64_t map_len, uint64_t 
         free(r);
         return NULL;
     }
+    if (pthread_mutex_init(&r->guard_mu, NULL) != 0) {
+        pthread_mutex_destroy(&r->follow_lock);
+        free(r);
+        return NULL;
+    }
+    static uint64_t gids;
+    r->gid = __atomic_add_fetch(&gids, 1, __ATOMIC_RELAXED);
+    r->rt_err = -ENOENT;
     struct shmds__hdr *h = (struct shmds__hdr *)base;
     r->base = base;
     r->size = map_len;
@@ -338,7 +346,13 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
     h->lock_timeout_ms = timeout;
     h->roots_max = SHMDS_ROOTS_MAX;
     if ((rc = shmds_mutex_init(&h->dir_lock)) != 0 || (rc = shmds_mutex_init(&h->alloc_lock)) != 0 ||
-        (rc = shmds_mutex_init(&h->grow_lock)) != 0)
+        (rc = shmds_mutex_init(&h->grow_lock)) != 0 || (rc = shmds_mutex_init(&h->retire_lock)) != 0)
+        goto fail;
+    h->gepoch = 1;
+    /* The reader table before the magic: an opener that sees the region
+     * finds its table. */
+    struct shmds__rtab *rt = NULL;
+    if ((rc = shmds__rtab_create(h, name, (unsigned)mode, &rt)) != 0)
         goto fail;
     /* The checksum covers the magic, which must not appear in the shared
      * header before everything else is there: compute it on a copy. */
@@ -355,6 +369,8 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
         rc = -ENOMEM;
         goto fail;
     }
+    r->rt = rt;
+    r->rt_err = 0;
     *out = r;
     return 0;
 
@@ -363,6 +379,7 @@ fail:
         munmap(base, max);
     close(fd);
     shm_unlink(name);
+    shmds__rtab_unlink(name);
     return rc;
 }
 
@@ -467,6 +484,10 @@ SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region *
         rc = -ENOMEM;
         goto fail;
     }
+    /* A missing or damaged reader table is an error of guards only: the
+     * region stays usable by tools and writers (which then free nothing
+     * they retire). */
+    r->rt_err = shmds__rtab_open(r->hdr, name, &r->rt);
     *out = r;
     return 0;
 
@@ -496,6 +517,8 @@ int shmds__region_attach_mem(void *base, size_t len, unsigned flags, shmds_regio
     shmds_region *r = handle_new(base, len, len, -1, flags);
     if (r == NULL)
         return -ENOMEM;
+    if ((r->rt_err = shmds__rtab_private(r->hdr, &r->rt)) == 0)
+        r->rt_private = true;
     *out = r;
     return 0;
 }
@@ -506,10 +529,12 @@ SHMDS_API int shmds_region_close(shmds_region *r)
         return -EINVAL;
     if (shmds__locks_held_in(r->base, r->size))
         return -EBUSY;
+    shmds__guard_close(r);
     if (r->fd >= 0) { /* -1: attached from memory the caller owns */
         munmap(r->base, r->heap_max);
         close(r->fd);
     }
+    pthread_mutex_destroy(&r->guard_mu);
     pthread_mutex_destroy(&r->follow_lock);
     free(r);
     return 0;
@@ -519,7 +544,9 @@ SHMDS_API int shmds_region_unlink(const char *name)
 {
     if (name_check(name) != 0)
         return -EINVAL;
-    return shm_unlink(name) == 0 ? 0 : -errno;
+    int rc = shm_unlink(name) == 0 ? 0 : -errno;
+    shmds__rtab_unlink(name); /* its reader table, when it has one */
+    return rc;
 }
 
 SHMDS_API void *shmds_region_base(const shmds_region *r)
