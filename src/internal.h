@@ -497,7 +497,7 @@ int shmds__region_attach_mem(void *base, size_t len, unsigned flags, shmds_regio
  * their directory entry holds the header's block (an allocator slot) and
  * lookups report the 64-byte aligned header inside it. All the region
  * knows of them is this range of tags. */
-#define SHMDS__TYPE_OBJ_LAST SHMDS_TYPE_QUEUE
+#define SHMDS__TYPE_OBJ_LAST SHMDS_TYPE_TABLE
 static inline bool shmds__type_is_object(uint32_t type)
 {
     return type != 0 && type <= SHMDS__TYPE_OBJ_LAST;
