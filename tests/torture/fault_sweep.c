@@ -58,6 +58,7 @@ static const unsigned skips[] = {0, 1, 3, 10, 40};
 #define SCRATCH_QUEUE "tt-scratch-queue"
 #define SCRATCH_SPSC "tt-scratch-spsc"
 #define SCRATCH_ACK "tt-scratch-ack"
+#define SCRATCH_TABLE "tt-scratch-table"
 
 /* A crash inside a create or a destroy leaves no leak: the blocks stay
  * reachable from the name's pending directory entry, and the check's
@@ -204,6 +205,48 @@ static int scratch_leases(tt_world *w)
     return shmds_queue_destroy(q) == 0 ? 0 : 5;
 }
 
+/* Publish a version of the scratch table: n pairs. */
+static int table_publish(shmds_region *r, unsigned n)
+{
+    shmds_table_builder *b;
+    int rc = shmds_table_build(r, SCRATCH_TABLE, n, &b);
+    for (unsigned i = 0; rc == 0 && i < n; i++) {
+        char k[16];
+        int kl = snprintf(k, sizeof k, "k%u", i);
+        rc = shmds_table_add(b, k, (size_t)kl, &n, sizeof n);
+    }
+    if (rc != 0) {
+        shmds_table_abort(b);
+        return rc;
+    }
+    return shmds_table_publish(b, NULL);
+}
+
+/* The table's paths: published twice (the second retires the first), a
+ * builder killed while it fills its version (the next publish frees its
+ * block), destroyed. */
+static int scratch_table(tt_world *w)
+{
+    if (table_publish(w->r, 3) != 0 || table_publish(w->r, 5) != 0)
+        return 1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("SHMDS_FAULT", "table.publish.filled", 1);
+        unsetenv("SHMDS_FAULT_SKIP");
+        _exit(table_publish(w->r, 7) == 0 ? 0 : 1);
+    }
+    int st;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFSIGNALED(st))
+        return 2;
+    shmds_table *t;
+    if (table_publish(w->r, 2) != 0 || shmds_table_open(w->r, SCRATCH_TABLE, &t) != 0)
+        return 3;
+    if (shmds_table_destroy(t) != 0)
+        return 4;
+    /* No reader holds the retired versions: free them now. */
+    return shmds__guard_reclaim(w->r) > 0 ? 0 : 5;
+}
+
 /* The workload: a scratch region made, its heap laid out by a first
  * allocation and freed again (the create and format paths; the sweep
  * checks it when the workload dies there), then OPS operations, each
@@ -247,7 +290,7 @@ static int workload(int wr)
         shmds_queue_recv_ref(q, &zm, &len, 0) != 0 || shmds_queue_release(q) != 0 ||
         shmds_queue_destroy(q) != 0)
         return 4;
-    if (scratch_leases(&w) != 0)
+    if (scratch_leases(&w) != 0 || scratch_table(&w) != 0)
         return 4;
     /* Two growths (every point of one, hit twice). */
     for (int i = 0; i < 2; i++)
@@ -292,6 +335,33 @@ static void fail(const char *point, unsigned skip, const char *what, int rc)
             shmds_errname(rc));
 }
 
+/* Free every retired block and the read guards' retire list itself (it
+ * stays allocated for the region's life) in the copy, where no reader can
+ * be (and where no reader table is attached, so guard.c would free
+ * nothing): what is left in the heap after that is a leak. The walk knows
+ * guard.c's layout: a retire block is {next, pad, 254 x {off, stamp}}. */
+#define RB_RECS_ 254u
+static int drop_retire_list(shmds_region *r)
+{
+    for (unsigned blocks = 0; r->hdr->retire_head != 0; blocks++) {
+        uint64_t head = r->hdr->retire_head;
+        uint64_t *b = shmds__ptr_chk(r, head, 16 + 16 * RB_RECS_, 16);
+        if (b == NULL || blocks > 1024)
+            return SHMDS_ECORRUPT;
+        for (unsigned i = 0; i < RB_RECS_; i++) {
+            int rc = shmds__free_from(r, &b[2 + 2 * i]);
+            if (rc != 0)
+                return rc;
+        }
+        uint64_t next = b[0];
+        int rc = shmds__free_from(r, &r->hdr->retire_head);
+        if (rc != 0)
+            return rc;
+        r->hdr->retire_head = next;
+    }
+    return 0;
+}
+
 /* Copy the region, destroy everything in the copy: the heap must be empty
  * (but for a realloc killed in flight, see realloc_at_death). */
 static int leak_check(tt_world *w)
@@ -308,6 +378,8 @@ static int leak_check(tt_world *w)
     int rc = tt_world_open(&copy, name, 1);
     if (rc == 0)
         rc = tt_world_teardown(&copy);
+    if (rc == 0)
+        rc = drop_retire_list(copy.r);
     shmds_alloc_stats s;
     if (rc == 0 && (rc = shmds_alloc_stats_get(copy.r, &s)) == 0 && s.used_blocks != 0) {
         if (s.used_blocks <= realloc_at_death)
@@ -351,6 +423,9 @@ static void check(tt_world *w, tt_state *model, tt_ledger *ledger, const tt_op *
         if ((rc == 0 || rc == -ENOENT) && (rc = shmds_queue_open(w->r, qnames[i], &q)) == 0)
             rc = shmds_queue_destroy(q);
     }
+    shmds_table *tb;
+    if ((rc == 0 || rc == -ENOENT) && (rc = shmds_table_open(w->r, SCRATCH_TABLE, &tb)) == 0)
+        rc = shmds_table_destroy(tb);
     if (rc != 0 && rc != -ENOENT) {
         fail(point, skip, "destroying the scratch objects", rc);
         return;
