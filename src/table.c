@@ -287,7 +287,7 @@ static int settle(shmds_table *t)
             return rc;
         settled = true;
         if ((rc = shmds__free_from(r, &b->block)) != 0)
-            return rc;
+            return rc == -EINVAL ? SHMDS_ECORRUPT : rc; /* not a block */
         SHMDS_FAULT("table.reclaim.freed");
         PUT(&b->pid, 0);
         PUT(&h->reclaimed, GET(&h->reclaimed) + 1);
@@ -950,8 +950,10 @@ SHMDS_API int shmds_table_check(shmds_table *t)
         if (blk != 0 && (GET(&x->pid) == 0 || !shmds__off_ok(t->r, blk, 1, 16)))
             rc = SHMDS_ECORRUPT;
     }
+    /* Holding the lock, no version can be retired under us; a read-only
+     * check reads under a guard. */
     shmds_guard *g = NULL;
-    if (rc == 0)
+    if (rc == 0 && !locked)
         rc = shmds_guard_enter(t->r, &g);
     if (rc == 0) {
         struct geo v;
