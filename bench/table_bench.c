@@ -346,6 +346,7 @@ static struct run run_design(enum design dz, const struct dataset *d)
     for (int i = 0; i < WORKERS; i++) {
         pid[i] = fork();
         if (pid[i] == 0) {
+            close(go[1]); /* so that the parent's close is our EOF */
             struct wres w = {0};
             lookups(dz, d, i, &w);
             if (write(res[1], &w, sizeof w) != (ssize_t)sizeof w)
