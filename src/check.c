@@ -55,6 +55,9 @@ SHMDS_API int shmds_region_check(shmds_region *r)
         return rc;
     if (!shmds__rdonly(r) && (rc = shmds_region_reclaim(r)) != 0)
         return rc;
+    /* Retired blocks no reader holds go back before the heap is checked. */
+    if (!shmds__rdonly(r) && (rc = shmds__guard_reclaim(r)) < 0)
+        return rc;
     if ((rc = shmds__region_intact(r)) != 0 || (rc = shmds_alloc_check(r)) != 0)
         return rc;
     return shmds_root_foreach(r, check_object, r);
