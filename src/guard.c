@@ -720,3 +720,33 @@ int shmds__guard_retired(shmds_region *r, uint64_t *n)
     *n = cnt;
     return 0;
 }
+
+SHMDS_API int shmds_guard_info_get(shmds_region *r, shmds_guard_info *out)
+{
+    if (r == NULL || out == NULL)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    struct shmds__rtab *t;
+    int rc = rt_get(r, &t);
+    if (rc != 0 || (rc = shmds__guard_retired(r, &out->retired)) != 0)
+        return rc;
+    out->epoch = LDA(&r->hdr->gepoch);
+    uint32_t n = rt_hwm(t);
+    for (uint32_t i = 0; i < n; i++) {
+        const struct rt_slot *s = &t->slots[i];
+        uint64_t o = LD(&s->owner), e = LD(&s->epoch);
+        if (o == 0)
+            continue;
+        out->slots++;
+        if (e == 0)
+            continue;
+        out->inside++;
+        if (out->oldest_pid == 0 || e < out->oldest_epoch) {
+            out->oldest_pid = (int64_t)(o >> 32);
+            out->oldest_tid = (int64_t)(uint32_t)o;
+            out->oldest_epoch = e;
+            out->oldest_alive = owner_alive(o, LD(&s->start));
+        }
+    }
+    return 0;
+}
