@@ -724,10 +724,10 @@ static int stripe_repair(void *arg)
             return SHMDS_ECORRUPT;
         if (lg->blk != 0 && LD(ns) == lg->blk) {
             ST(os, lg->enext);
-            ST(&lg->blk, 0);
             SHMDS_FAULT("map.repair.move.unlinked");
             if ((rc = shmds__guard_retire(r, &lg->dead)) < 0)
                 return rc;
+            ST(&lg->blk, 0);
         } else {
             ST(&lg->dead, 0);
             if (lg->blk != 0 && spare_slot(st, lg->blk) != NULL)
@@ -964,10 +964,13 @@ static int move_entry(shmds_map *m, struct stripe *st, const struct tsnap *t, ui
     STR(ns, lg->blk);
     SHMDS_FAULT("map.move.linked");
     ST(os, lg->enext);
-    ST(&lg->blk, 0);
     SHMDS_FAULT("map.move.unlinked");
+    /* `blk` stays until the original is retired: repair tells a linked
+     * copy by it. */
     if ((rc = shmds__guard_retire(m->r, &lg->dead)) < 0)
         return rc; /* the log stays open: see swap_close */
+    SHMDS_FAULT("map.move.retired");
+    ST(&lg->blk, 0);
     STR(&lg->op, OP_NONE);
     return 0;
 }
