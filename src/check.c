@@ -32,7 +32,9 @@ SHMDS_API int shmds_region_reclaim(shmds_region *r)
     shmds_off_t *slot;
     while (rc == 0 && (rc = shmds__root_take_orphan(r, NULL, 0, &type, &slot)) == 0)
         rc = shmds__obj_reclaim(r, ops_of(type), slot);
-    return rc == -ENOENT ? 0 : rc;
+    if (rc == -ENOENT) /* then retired blocks no reader holds (the orphans' too) */
+        rc = shmds__guard_reclaim(r);
+    return rc < 0 ? rc : 0;
 }
 
 /* Directory callback: check one named object of a type the library knows. */
@@ -54,9 +56,6 @@ SHMDS_API int shmds_region_check(shmds_region *r)
     if (rc != 0)
         return rc;
     if (!shmds__rdonly(r) && (rc = shmds_region_reclaim(r)) != 0)
-        return rc;
-    /* Retired blocks no reader holds go back before the heap is checked. */
-    if (!shmds__rdonly(r) && (rc = shmds__guard_reclaim(r)) < 0)
         return rc;
     if ((rc = shmds__region_intact(r)) != 0 || (rc = shmds_alloc_check(r)) != 0)
         return rc;

@@ -293,38 +293,14 @@ static void fail(const char *point, unsigned skip, const char *what, int rc)
             shmds_errname(rc));
 }
 
-/* Copy the shm object `from` (its first `len` bytes; 0: all) to a new
- * object `to`. */
-static int shm_copy(const char *from, const char *to, size_t len)
-{
-    int in = shm_open(from, O_RDONLY, 0), out = shm_open(to, O_CREAT | O_EXCL | O_RDWR, 0600);
-    struct stat st;
-    int rc = in < 0 || out < 0 || fstat(in, &st) != 0 ? -EIO : 0;
-    if (rc == 0 && len == 0)
-        len = (size_t)st.st_size;
-    void *p = rc == 0 ? mmap(NULL, len, PROT_READ, MAP_SHARED, in, 0) : MAP_FAILED;
-    if (p == MAP_FAILED || write(out, p, len) != (ssize_t)len)
-        rc = -EIO;
-    if (p != MAP_FAILED)
-        munmap(p, len);
-    if (in >= 0)
-        close(in);
-    if (out >= 0)
-        close(out);
-    return rc;
-}
-
 /* Copy the region (and its reader table: without one nothing retired is
  * ever freed), destroy everything in the copy: the heap must be empty
  * (but for a realloc killed in flight, see realloc_at_death). */
 static int leak_check(tt_world *w)
 {
-    char name[80], rd[100], rd_copy[100];
+    char name[80];
     snprintf(name, sizeof name, "%s-copy", region_name);
-    snprintf(rd, sizeof rd, "/shmds-rd-%s", region_name + 1);
-    snprintf(rd_copy, sizeof rd_copy, "/shmds-rd-%s", name + 1);
-    shmds_region_unlink(name);
-    if (shm_copy(region_name, name, shmds_region_size(w->r)) != 0 || shm_copy(rd, rd_copy, 0) != 0)
+    if (tt_region_copy(w->r, region_name, name) != 0)
         return -EIO;
     tt_world copy;
     int rc = tt_world_open(&copy, name, 1);
