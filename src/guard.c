@@ -394,6 +394,11 @@ SHMDS_API void shmds_guard_leave(shmds_guard *g)
         STR(&g->slot->epoch, 0); /* our loads before the slot */
 }
 
+bool shmds__guard_held(const shmds_guard *g, const shmds_region *r)
+{
+    return g != NULL && g->r == r && g->depth > 0 && g->pid == shmds__self_pid();
+}
+
 void shmds__guard_close(shmds_region *r)
 {
     struct shmds_guard *g = r->guards;
@@ -439,6 +444,17 @@ static int rb_at(shmds_region *r, const uint64_t *slot, struct rblock **out)
     }
     *out = shmds__ptr_chk(r, o, sizeof(struct rblock), 16);
     return *out != NULL ? 0 : SHMDS_ECORRUPT;
+}
+
+/* One step of a walk of the retire list: the block whose offset is in
+ * *slot (NULL at the end), the step counted in *n against the walk's cap
+ * (a damaged list may loop). */
+static int rb_step(shmds_region *r, const uint64_t *slot, struct rblock **b, uint64_t *n)
+{
+    int rc = rb_at(r, slot, b);
+    if (rc == 0 && *b != NULL && ++*n > rb_cap(r))
+        rc = SHMDS_ECORRUPT;
+    return rc;
 }
 
 /* Called with the retire lock held after its holder died: roll a logged
@@ -520,9 +536,41 @@ static int readers_min(shmds_region *r, uint64_t *min)
     return 0;
 }
 
+/* Hand back the last retire block while it is empty (retire lock held),
+ * so a list that grew while a reader was stuck shrinks again; the first
+ * too when `all` (an explicit reclamation: an idle region then holds no
+ * retire block at all). */
+static int trim_locked(shmds_region *r, bool all)
+{
+    for (;;) {
+        uint64_t *last = NULL, n = 0;
+        struct rblock *lb = NULL;
+        for (uint64_t *slot = &r->hdr->retire_head;;) {
+            struct rblock *b;
+            int rc = rb_step(r, slot, &b, &n);
+            if (rc != 0 || b == NULL) {
+                if (rc != 0)
+                    return rc;
+                break;
+            }
+            last = slot;
+            lb = b;
+            slot = &b->next;
+        }
+        if (lb == NULL || (last == &r->hdr->retire_head && !all))
+            return 0;
+        for (unsigned i = 0; i < RB_RECS; i++)
+            if (LD(&lb->rec[i].off) != 0)
+                return 0;
+        int rc = shmds__free_from(r, last);
+        if (rc < 0)
+            return rc;
+    }
+}
+
 /* Free what no reader can hold (retire lock held). Trailing retire blocks
- * left empty go back too (the first stays). Returns the number freed. */
-static int reclaim_locked(shmds_region *r)
+ * left empty go back too. Returns the number freed. */
+static int reclaim_locked(shmds_region *r, bool all)
 {
     struct shmds__hdr *h = r->hdr;
     uint64_t min;
@@ -530,18 +578,13 @@ static int reclaim_locked(shmds_region *r)
     if (rc != 0)
         return 0; /* no table, no frees: the records keep their blocks */
     int freed = 0;
-    uint64_t used = 0, cap = rb_cap(r), n = 0;
-    uint64_t *last_slot = NULL, *prev_slot = NULL;
-    bool last_empty = false;
+    uint64_t used = 0, n = 0;
     for (uint64_t *slot = &h->retire_head;;) {
         struct rblock *b;
-        if ((rc = rb_at(r, slot, &b)) != 0)
+        if ((rc = rb_step(r, slot, &b, &n)) != 0)
             return rc;
         if (b == NULL)
             break;
-        if (++n > cap)
-            return SHMDS_ECORRUPT;
-        bool empty = true;
         for (unsigned i = 0; i < RB_RECS; i++) {
             struct rrec *rec = &b->rec[i];
             if (LD(&rec->off) == 0)
@@ -553,18 +596,12 @@ static int reclaim_locked(shmds_region *r)
                 freed++;
             } else {
                 used++;
-                empty = false;
             }
         }
-        prev_slot = last_slot;
-        last_slot = slot;
-        last_empty = empty;
         slot = &b->next;
     }
-    if (last_empty && prev_slot != NULL && (rc = shmds__free_from(r, last_slot)) < 0)
-        return rc;
     ST(&h->retire_used, used);
-    return freed;
+    return (rc = trim_locked(r, all)) < 0 ? rc : freed;
 }
 
 /* A free record (retire lock held): reclaim when due, then look; add a
@@ -573,19 +610,17 @@ static int rec_free(shmds_region *r, struct rrec **out)
 {
     struct shmds__hdr *h = r->hdr;
     int rc;
-    if (LD(&h->retire_used) >= RECLAIM_AT && (rc = reclaim_locked(r)) < 0)
+    if (LD(&h->retire_used) >= RECLAIM_AT && (rc = reclaim_locked(r, false)) < 0)
         return rc;
     for (int pass = 0; pass < 3; pass++) {
-        uint64_t cap = rb_cap(r), n = 0;
+        uint64_t n = 0;
         uint64_t *slot = &h->retire_head;
         for (;;) {
             struct rblock *b;
-            if ((rc = rb_at(r, slot, &b)) != 0)
+            if ((rc = rb_step(r, slot, &b, &n)) != 0)
                 return rc;
             if (b == NULL)
                 break;
-            if (++n > cap)
-                return SHMDS_ECORRUPT;
             for (unsigned i = 0; i < RB_RECS; i++)
                 if (LD(&b->rec[i].off) == 0) {
                     *out = &b->rec[i];
@@ -594,7 +629,7 @@ static int rec_free(shmds_region *r, struct rrec **out)
             slot = &b->next;
         }
         /* All full: free what we can, else one block more. */
-        if (pass == 0 && (rc = reclaim_locked(r)) != 0) {
+        if (pass == 0 && (rc = reclaim_locked(r, false)) != 0) {
             if (rc < 0)
                 return rc;
             continue;
@@ -663,27 +698,55 @@ int shmds__guard_reclaim(shmds_region *r)
         return rc;
     if ((rc = retire_lock(r)) < 0)
         return rc;
-    rc = reclaim_locked(r);
+    rc = reclaim_locked(r, true);
     shmds_mutex_unlock(&r->hdr->retire_lock);
     return rc;
 }
 
 int shmds__guard_retired(shmds_region *r, uint64_t *n)
 {
-    uint64_t cnt = 0, cap = rb_cap(r), k = 0;
+    uint64_t cnt = 0, k = 0;
     for (uint64_t *slot = &r->hdr->retire_head;;) {
         struct rblock *b;
-        int rc = rb_at(r, slot, &b);
+        int rc = rb_step(r, slot, &b, &k);
         if (rc != 0)
             return rc;
         if (b == NULL)
             break;
-        if (++k > cap)
-            return SHMDS_ECORRUPT;
         for (unsigned i = 0; i < RB_RECS; i++)
             cnt += LD(&b->rec[i].off) != 0;
         slot = &b->next;
     }
     *n = cnt;
+    return 0;
+}
+
+SHMDS_API int shmds_guard_info_get(shmds_region *r, shmds_guard_info *out)
+{
+    if (r == NULL || out == NULL)
+        return -EINVAL;
+    memset(out, 0, sizeof *out);
+    struct shmds__rtab *t;
+    int rc = rt_get(r, &t);
+    if (rc != 0 || (rc = shmds__guard_retired(r, &out->retired)) != 0)
+        return rc;
+    out->epoch = LDA(&r->hdr->gepoch);
+    uint32_t n = rt_hwm(t);
+    for (uint32_t i = 0; i < n; i++) {
+        const struct rt_slot *s = &t->slots[i];
+        uint64_t o = LD(&s->owner), e = LD(&s->epoch);
+        if (o == 0)
+            continue;
+        out->slots++;
+        if (e == 0)
+            continue;
+        out->inside++;
+        if (out->oldest_pid == 0 || e < out->oldest_epoch) {
+            out->oldest_pid = (int64_t)(o >> 32);
+            out->oldest_tid = (int64_t)(uint32_t)o;
+            out->oldest_epoch = e;
+            out->oldest_alive = owner_alive(o, LD(&s->start));
+        }
+    }
     return 0;
 }

@@ -654,6 +654,8 @@ int shmds__rtab_create(const struct shmds__hdr *h, const char *name, unsigned mo
 int shmds__rtab_open(const struct shmds__hdr *h, const char *name, struct shmds__rtab **out);
 int shmds__rtab_private(const struct shmds__hdr *h, struct shmds__rtab **out);
 int shmds__rtab_unlink(const char *name);
+/* True when g is a guard entered (not yet left) on r by this process. */
+bool shmds__guard_held(const shmds_guard *g, const shmds_region *r);
 /* Release a handle's guards, slots and table (region close). */
 void shmds__guard_close(shmds_region *r);
 

@@ -124,6 +124,10 @@
 #define GET_QUERY_ (1u << 31) /* internal get flag: no copy, no -ENOBUFS */
 #define SPARES 4u           /* blocks a stripe keeps for its next inserts */
 #define SPARE_SLACK 64u     /* a spare fits an entry it exceeds by less than this */
+/* Retries of a lock-free lookup whose miss met a moving table: each one
+ * means a writer made progress; this many means something else (a process
+ * scribbling on the map): -EAGAIN. */
+#define LOOKUP_RETRIES 65536u
 
 enum { OP_NONE = 0, OP_SWAP = 1, OP_MOVE = 2, OP_STORE = 3 };
 enum { ROP_NONE = 0, ROP_START = 1, ROP_SWITCH = 2 };
@@ -420,6 +424,50 @@ static int resize_repair(void *arg);
  * writable handle that finds tseq stuck odd takes the resize lock, which
  * repairs; a read-only one gives up with -ETIMEDOUT at the region's lock
  * bound. */
+/* Check a table state read at tseq `q` and fill *t with it. */
+static int tsnap_set(const shmds_map *m, struct tsnap *t, uint64_t q, uint64_t to, uint64_t tn,
+                     uint32_t bo, uint32_t bn, uint64_t ep, bool rh)
+{
+    if (bo < m->sbits || bo < 1 || bo > MAX_BITS)
+        return SHMDS_ECORRUPT;
+    t->seq = q;
+    t->bo = bo;
+    t->rh = rh;
+    t->tepoch = ep;
+    t->old = shmds__ptr_chk(m->r, to, (uint64_t)8 << bo, 8);
+    if (t->old == NULL)
+        return SHMDS_ECORRUPT;
+    t->nw = NULL;
+    t->bn = 0;
+    if (rh) {
+        if (bn != bo + 1)
+            return SHMDS_ECORRUPT;
+        t->bn = bn;
+        t->nw = shmds__ptr_chk(m->r, tn, (uint64_t)8 << bn, 8);
+        if (t->nw == NULL)
+            return SHMDS_ECORRUPT;
+    }
+    return 0;
+}
+
+/* One read of the table state at an even tseq `q`: 1 when it held still
+ * (*t filled and cached in the handle), 0 when it moved, or an error. */
+static int tsnap_try(shmds_map *m, struct tsnap *t, uint64_t q)
+{
+    struct map_hdr *h = m->h;
+    uint64_t to = LD(&h->tab_old), tn = LD(&h->tab_new);
+    uint32_t bo = LD(&h->bits_old), bn = LD(&h->bits_new);
+    uint64_t ep = LD(&h->tepoch);
+    uint32_t rh = LD(&h->rehashing);
+    if (!shmds__seq_read_ok(&h->tseq, q))
+        return 0;
+    int rc = tsnap_set(m, t, q, to, tn, bo, bn, ep, rh != 0);
+    if (rc < 0)
+        return rc;
+    m->tc = *t;
+    return 1;
+}
+
 static int tsnap_load(shmds_map *m, struct tsnap *t)
 {
     struct map_hdr *h = m->h;
@@ -427,38 +475,53 @@ static int tsnap_load(shmds_map *m, struct tsnap *t)
     for (;;) {
         uint64_t s1 = shmds__seq_read_begin(&h->tseq);
         if ((s1 & 1) == 0) {
-            uint64_t to = LD(&h->tab_old), tn = LD(&h->tab_new);
-            uint32_t bo = LD(&h->bits_old), bn = LD(&h->bits_new);
-            uint64_t ep = LD(&h->tepoch);
-            uint32_t rh = LD(&h->rehashing);
-            if (shmds__seq_read_ok(&h->tseq, s1)) {
-                if (bo < m->sbits || bo < 1 || bo > MAX_BITS)
-                    return SHMDS_ECORRUPT;
-                t->seq = s1;
-                t->bo = bo;
-                t->rh = rh != 0;
-                t->tepoch = ep;
-                t->old = shmds__ptr_chk(m->r, to, (uint64_t)8 << bo, 8);
-                if (t->old == NULL)
-                    return SHMDS_ECORRUPT;
-                t->nw = NULL;
-                t->bn = 0;
-                if (t->rh) {
-                    if (bn != bo + 1)
-                        return SHMDS_ECORRUPT;
-                    t->bn = bn;
-                    t->nw = shmds__ptr_chk(m->r, tn, (uint64_t)8 << bn, 8);
-                    if (t->nw == NULL)
-                        return SHMDS_ECORRUPT;
-                }
-                m->tc = *t;
-                return 0;
-            }
+            int rc = tsnap_try(m, t, s1);
+            if (rc != 0)
+                return rc < 0 ? rc : 0;
         }
         int rc = shmds__seq_wait(m->r, &w, &h->tseq, &h->resize, resize_repair, m);
         if (rc != 0)
             return rc;
     }
+}
+
+/* The table state for a lock-free reader, never waiting for a writer.
+ * While a START or a SWITCH is under way (tseq odd, perhaps for good: its
+ * writer may have died), the state lookups need follows from the resize
+ * record, which is written before tseq goes odd: during START no stripe
+ * has moved anything yet, so the old table alone; during SWITCH every
+ * stripe is done, so the new one alone. The record is trusted only if
+ * tseq still has the odd value it was read under. t->seq is that value,
+ * which the caller's miss check compares again. */
+static int tsnap_read(shmds_map *m, struct tsnap *t)
+{
+    struct map_hdr *h = m->h;
+    for (unsigned tries = 0; tries < LOOKUP_RETRIES; tries++) {
+        uint64_t q = LDA(&h->tseq);
+        if (shmds__likely(q == m->tc.seq && (q & 1) == 0)) {
+            *t = m->tc;
+            return 0;
+        }
+        int rc;
+        if ((q & 1) == 0) {
+            if ((rc = tsnap_try(m, t, q)) != 0)
+                return rc < 0 ? rc : 0;
+            continue;
+        }
+        struct rlog *rl = &h->rlog;
+        uint32_t op = LDA(&rl->op);
+        uint64_t to = LD(&h->tab_old), nt = LD(&rl->newtab);
+        uint32_t bo = LD(&h->bits_old), nb = LD(&rl->newbits);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (LD(&h->tseq) != q)
+            continue;
+        if (op == ROP_START)
+            return tsnap_set(m, t, q, to, 0, bo, 0, 0, false);
+        if (op == ROP_SWITCH)
+            return tsnap_set(m, t, q, nt, 0, nb, 0, 0, false);
+        return SHMDS_ECORRUPT; /* odd with no record: a scribbled header */
+    }
+    return -EAGAIN;
 }
 
 /* The table state: the handle's copy while tseq has not moved since it
@@ -570,8 +633,9 @@ static int stripe_repair(void *arg)
     shmds_region *r = m->r;
     struct stripe *st = &m->h->stripes[ref->s];
     struct slog *lg = &st->log;
-    int rc = shmds__alloc_settle(r);
-    if (rc < 0)
+    /* A retirement first (it may leave `dead` empty), then the allocator. */
+    int rc = shmds__guard_settle(r);
+    if (rc < 0 || (rc = shmds__alloc_settle(r)) < 0)
         return rc;
     SHMDS_FAULT("map.repair.settled");
     switch (LD(&lg->op)) {
@@ -591,12 +655,10 @@ static int stripe_repair(void *arg)
         if (done) {
             st->entries = lg->entries1;
             st->mem = lg->mem1;
-            if (lg->dead != 0 && spare_slot(st, lg->dead) != NULL)
-                ST(&lg->dead, 0);
-            if ((rc = shmds__free_from(r, &lg->dead)) < 0)
-                return rc;
-            SHMDS_FAULT("map.repair.swap.freed_dead");
             ST(&lg->blk, 0);
+            if ((rc = shmds__guard_retire(r, &lg->dead)) < 0)
+                return rc;
+            SHMDS_FAULT("map.repair.swap.retired_dead");
         } else {
             if (lg->blk != 0 && spare_slot(st, lg->blk) != NULL)
                 ST(&lg->blk, 0);
@@ -608,15 +670,25 @@ static int stripe_repair(void *arg)
         break;
     }
     case OP_MOVE: {
-        struct entry *e = shmds__ptr_chk(r, lg->e, ENTRY_HDR, 16);
+        /* Linked copy: finish the move (unlink and retire the original);
+         * else the copy, never seen, goes and the original stays. */
         uint64_t *os = shmds__ptr_chk(r, lg->oldslot, 8, 8);
         uint64_t *ns = shmds__ptr_chk(r, lg->newslot, 8, 8);
-        if (e == NULL || os == NULL || ns == NULL)
+        if (os == NULL || ns == NULL)
             return SHMDS_ECORRUPT;
-        ST(&e->next, lg->nhead);
-        ST(ns, lg->e);
-        SHMDS_FAULT("map.repair.move.half");
-        ST(os, lg->enext);
+        if (lg->blk != 0 && LD(ns) == lg->blk) {
+            ST(os, lg->enext);
+            SHMDS_FAULT("map.repair.move.unlinked");
+            if ((rc = shmds__guard_retire(r, &lg->dead)) < 0)
+                return rc;
+            ST(&lg->blk, 0);
+        } else {
+            ST(&lg->dead, 0);
+            if (lg->blk != 0 && spare_slot(st, lg->blk) != NULL)
+                ST(&lg->blk, 0);
+            if ((rc = shmds__free_from(r, &lg->blk)) < 0)
+                return rc;
+        }
         break;
     }
     case OP_STORE: {
@@ -645,8 +717,8 @@ static int resize_repair(void *arg)
     shmds_map *m = arg;
     struct map_hdr *h = m->h;
     struct rlog *rl = &h->rlog;
-    int rc = shmds__alloc_settle(m->r);
-    if (rc < 0)
+    int rc = shmds__guard_settle(m->r);
+    if (rc < 0 || (rc = shmds__alloc_settle(m->r)) < 0)
         return rc;
     switch (LD(&rl->op)) {
     case ROP_NONE:
@@ -667,7 +739,7 @@ static int resize_repair(void *arg)
         ST(&h->bits_new, 0);
         ST(&h->rehashing, 0);
         shmds__seq_write_end(&h->tseq);
-        if ((rc = shmds__free_from(m->r, &rl->dead)) < 0)
+        if ((rc = shmds__guard_retire(m->r, &rl->dead)) < 0)
             return rc;
         break;
     default:
@@ -679,14 +751,39 @@ static int resize_repair(void *arg)
 }
 
 /* Lock stripe s (blocking up to the region's bound, or not at all when
- * `try`). Returns 0, SHMDS_RECOVERED, or an error (-EBUSY for try). */
+ * `try`). Returns 0, SHMDS_RECOVERED, or an error (-EBUSY for try). A log
+ * left open by a live holder whose retirement failed (swap_close) is
+ * closed by the repair too. */
 static int stripe_lock(shmds_map *m, uint32_t s, bool try)
 {
     struct stripe *st = &m->h->stripes[s];
     struct stripe_ref ref = {m, s};
-    if (try)
-        return shmds_mutex_lock(&st->lock, 0, stripe_repair, &ref);
-    return shmds__lock(m->r, &st->lock, stripe_repair, &ref);
+    int rc = try ? shmds_mutex_lock(&st->lock, 0, stripe_repair, &ref)
+                 : shmds__lock(m->r, &st->lock, stripe_repair, &ref);
+    if (rc >= 0 && shmds__unlikely(LD(&st->log.op) != OP_NONE)) {
+        int rc2 = stripe_repair(&ref);
+        if (rc2 < 0) {
+            shmds_mutex_unlock(&st->lock);
+            return rc2;
+        }
+    }
+    return rc;
+}
+
+/* Take the resize lock; a record left open by a live holder whose
+ * retirement failed is finished first. */
+static int resize_lock(shmds_map *m)
+{
+    struct map_hdr *h = m->h;
+    int rc = shmds__lock(m->r, &h->resize, resize_repair, m);
+    if (rc >= 0 && shmds__unlikely(LD(&h->rlog.op) != ROP_NONE)) {
+        int rc2 = resize_repair(m);
+        if (rc2 < 0) {
+            shmds_mutex_unlock(&h->resize);
+            return rc2;
+        }
+    }
+    return rc;
 }
 
 static void stripe_unlock(shmds_map *m, uint32_t s)
@@ -704,7 +801,7 @@ static void stripe_unlock(shmds_map *m, uint32_t s)
 static int grow_start(shmds_map *m)
 {
     struct map_hdr *h = m->h;
-    int rc = shmds__lock(m->r, &h->resize, resize_repair, m);
+    int rc = resize_lock(m);
     if (rc < 0)
         return rc;
     struct tsnap t;
@@ -718,6 +815,7 @@ static int grow_start(shmds_map *m)
         rc = shmds__alloc_into(m->r, (uint64_t)8 << (t.bo + 1), &h->tab_new);
         if (rc == 0) {
             SHMDS_FAULT("map.grow.allocated");
+            __atomic_thread_fence(__ATOMIC_RELEASE); /* the record before the odd tseq */
             shmds__seq_write_begin(&h->tseq);
             SHMDS_FAULT("map.grow.odd");
             ST(&h->bits_new, rl->newbits);
@@ -746,7 +844,7 @@ static int grow_finish(shmds_map *m)
     for (uint32_t i = 0; i < m->S; i++)
         if (!stripe_done(m, &h->stripes[i], &t))
             return 0;
-    rc = shmds__lock(m->r, &h->resize, resize_repair, m);
+    rc = resize_lock(m);
     if (rc < 0)
         return rc;
     struct tsnap t2;
@@ -758,6 +856,7 @@ static int grow_finish(shmds_map *m)
         ST(&rl->dead, LD(&h->tab_old));
         STR(&rl->op, ROP_SWITCH);
         SHMDS_FAULT("map.switch.logged");
+        __atomic_thread_fence(__ATOMIC_RELEASE); /* the record before the odd tseq */
         shmds__seq_write_begin(&h->tseq);
         ST(&h->tab_old, rl->newtab);
         ST(&h->bits_old, rl->newbits);
@@ -767,13 +866,67 @@ static int grow_finish(shmds_map *m)
         ST(&h->rehashing, 0);
         shmds__seq_write_end(&h->tseq);
         SHMDS_FAULT("map.switch.published");
-        rc = shmds__free_from(m->r, &rl->dead);
-        SHMDS_FAULT("map.switch.freed");
+        rc = shmds__guard_retire(m->r, &rl->dead);
+        SHMDS_FAULT("map.switch.retired");
         if (rc == 0)
             STR(&rl->op, ROP_NONE);
     }
     shmds_mutex_unlock(&h->resize);
     return rc;
+}
+
+static int entry_block(shmds_map *m, struct stripe *st, uint64_t need);
+
+/* Move entry e (at eo, the head of the old bucket slot os) into the new
+ * table of t (stripe st locked), without ever changing a link a lock-free
+ * reader may be following: a copy is linked at the head of its new bucket
+ * (the first commit), then the original is unlinked from the old bucket
+ * (the second) and retired. A reader in the old chain goes on from the
+ * original; one that missed there finds the copy (lookups of a bucket
+ * being moved look in both tables, old first). Logged; repair finishes a
+ * move whose copy is linked and undoes one whose copy is not. -ENOMEM:
+ * nothing changed. */
+static int move_entry(shmds_map *m, struct stripe *st, const struct tsnap *t, uint64_t *os,
+                      uint64_t eo, struct entry *e)
+{
+    struct slog *lg = &st->log;
+    uint64_t *ns = &t->nw[bidx(e->hash, t->bn)];
+    uint64_t size = esize(e->klen, e->vlen);
+    lg->e = eo;
+    lg->enext = e->next;
+    lg->nhead = LD(ns);
+    lg->oldslot = shmds_off(m->r, os);
+    lg->newslot = shmds_off(m->r, ns);
+    ST(&lg->dead, eo);
+    STR(&lg->op, OP_MOVE);
+    SHMDS_FAULT("map.move.logged");
+    int rc = entry_block(m, st, size);
+    struct entry *c = rc == 0 ? shmds__ptr_chk(m->r, lg->blk, size, 16) : NULL;
+    if (c == NULL) {
+        if (rc == 0) {
+            shmds__free_from(m->r, &lg->blk);
+            rc = SHMDS_ECORRUPT;
+        }
+        ST(&lg->dead, 0);
+        STR(&lg->op, OP_NONE);
+        return rc;
+    }
+    memcpy(c, e, size);
+    c->next = lg->nhead;
+    c->ref = 0;
+    SHMDS_FAULT("map.move.copied");
+    STR(ns, lg->blk);
+    SHMDS_FAULT("map.move.linked");
+    ST(os, lg->enext);
+    SHMDS_FAULT("map.move.unlinked");
+    /* `blk` stays until the original is retired: repair tells a linked
+     * copy by it. */
+    if ((rc = shmds__guard_retire(m->r, &lg->dead)) < 0)
+        return rc; /* the log stays open: see swap_close */
+    SHMDS_FAULT("map.move.retired");
+    ST(&lg->blk, 0);
+    STR(&lg->op, OP_NONE);
+    return 0;
 }
 
 /* Move up to `n` old buckets of stripe s (locked) into the new table.
@@ -782,7 +935,6 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
 {
     struct stripe *st = &m->h->stripes[s];
     SHMDS_ASSERT(shmds__mutex_held(&st->lock), "only the stripe's holder moves its buckets");
-    struct slog *lg = &st->log;
     if (!t->rh)
         return 0;
     uint64_t total = slice_len(m, t->bo);
@@ -795,7 +947,7 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
          * yet, so clearing our slice of it is safe to repeat. */
         memset(&t->nw[(uint64_t)s << (t->bn - m->sbits)], 0, 8 * slice_len(m, t->bn));
         ST(&st->moved, 0);
-        ST(&st->epoch, t->tepoch);
+        STR(&st->epoch, t->tepoch); /* with `moved` 0 for lock-free readers */
         SHMDS_FAULT("map.migrate.cleared");
     }
     for (unsigned k = 0; k < n && LD(&st->moved) < total; k++) {
@@ -808,24 +960,15 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
                 rc = SHMDS_ECORRUPT;
                 goto out;
             }
-            uint64_t *ns = &t->nw[bidx(e->hash, t->bn)];
-            lg->e = eo;
-            lg->enext = e->next;
-            lg->nhead = LD(ns);
-            lg->oldslot = shmds_off(m->r, os);
-            lg->newslot = shmds_off(m->r, ns);
-            STR(&lg->op, OP_MOVE);
-            SHMDS_FAULT("map.move.logged");
-            ST(&e->next, lg->nhead);
-            ST(ns, eo);
-            SHMDS_FAULT("map.move.linked");
-            ST(os, lg->enext);
-            STR(&lg->op, OP_NONE);
+            if ((rc = move_entry(m, st, t, os, eo, e)) != 0)
+                goto out; /* -ENOMEM: the bucket waits for room */
         }
-        ST(&st->moved, LD(&st->moved) + 1);
+        STR(&st->moved, LD(&st->moved) + 1);
     }
 out:
     shmds__seq_write_end(&st->seq);
+    if (rc == -ENOMEM)
+        return 0;
     if (rc < 0)
         return rc;
     return LD(&st->moved) >= total ? 1 : 0;
@@ -921,6 +1064,24 @@ struct swap_op {
     int64_t dn, dmem;
 };
 
+/* Close a committed SWAP (stripe st locked): the entry it unlinked is
+ * retired, not freed (guarded readers may hold it). An insert's empty
+ * `dead` needs no trip through the retire lock. When retirement fails (a
+ * lock error, or no room for a retire record while readers hold every
+ * retired block) the log stays open with the block in `dead`; the next
+ * holder of the stripe lock closes it (stripe_lock). */
+static int swap_close(shmds_map *m, struct stripe *st)
+{
+    struct slog *lg = &st->log;
+    int rc = shmds__guard_retire(m->r, &lg->dead);
+    if (rc < 0)
+        return rc;
+    SHMDS_FAULT("map.swap.retired");
+    ST(&lg->committed, 0);
+    STR(&lg->op, OP_NONE);
+    return 0;
+}
+
 /* Apply `op` (stripe st locked, log idle). Returns 0; on -ENOMEM or any
  * allocator error nothing changed. */
 static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
@@ -982,28 +1143,8 @@ static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
     ST(&lg->committed, 1);
     st->entries = lg->entries1;
     st->mem = lg->mem1;
-    /* A failed free (a damaged heap) loses that block but not the commit.
-     * Only our own allocator calls write the log's slots while we hold the
-     * stripe lock, so an insert's empty `dead` needs no trip through the
-     * allocator lock; nor does a dead block kept as a spare. */
-    int rc = 0;
-    uint64_t d = LD(&lg->dead);
-    if (d != 0) {
-        uint64_t *sp = spare_slot(st, 0);
-        if (sp != NULL) {
-            ST(sp, d);
-            SHMDS_FAULT("map.swap.spared");
-            ST(&lg->dead, 0);
-        } else {
-            rc = shmds__free_from(r, &lg->dead);
-        }
-    }
-    SHMDS_FAULT("map.swap.freed");
-    ST(&lg->dead, 0);
     ST(&lg->blk, 0);
-    ST(&lg->committed, 0);
-    STR(&lg->op, OP_NONE);
-    return rc;
+    return swap_close(m, st);
 }
 
 /* Where find() met a key in a locked stripe. */
@@ -1406,13 +1547,15 @@ SHMDS_API void shmds_map_close(shmds_map *m)
 
 /* Free the blocks a map header without its magic may still reach: an entry
  * unlinked by a dead teardown, and the tables. Idempotent. */
+/* The tables of a map being destroyed go the way of its entries: retired
+ * (a guarded reader with a handle may still be walking them). */
 static int map_free_tables(shmds_region *r, struct map_hdr *h)
 {
-    int rc = shmds__free_from(r, &h->scratch);
+    int rc = shmds__guard_retire(r, &h->scratch);
     if (rc == 0)
-        rc = shmds__free_from(r, &h->tab_new);
+        rc = shmds__guard_retire(r, &h->tab_new);
     if (rc == 0)
-        rc = shmds__free_from(r, &h->tab_old);
+        rc = shmds__guard_retire(r, &h->tab_old);
     return rc;
 }
 
@@ -1426,7 +1569,9 @@ static int map_teardown(shmds_map *m)
 {
     shmds_region *r = m->r;
     struct map_hdr *h = m->h;
-    int rc = 0;
+    /* A retirement a dead destroyer left is finished first: `scratch`
+     * then holds its final value. */
+    int rc = shmds__guard_settle(r);
     struct tsnap t;
     for (uint32_t s = 0; s < m->S && rc == 0; s++) {
         if ((rc = stripe_lock(m, s, false)) < 0)
@@ -1444,13 +1589,13 @@ static int map_teardown(shmds_map *m)
                         break;
                     }
                     if (LD(&h->scratch) != LD(slots[i]) &&
-                        (rc = shmds__free_from(r, &h->scratch)) < 0)
+                        (rc = shmds__guard_retire(r, &h->scratch)) < 0)
                         break;
                     ST(&h->scratch, LD(slots[i]));
                     SHMDS_FAULT("map.destroy.scratch");
                     ST(slots[i], e->next);
                     SHMDS_FAULT("map.destroy.unlinked");
-                    if ((rc = shmds__free_from(r, &h->scratch)) < 0)
+                    if ((rc = shmds__guard_retire(r, &h->scratch)) < 0)
                         break;
                 }
             }
@@ -1491,9 +1636,14 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
     if (m == NULL)
         return -EINVAL;
     shard_release(m);
-    int rc = shmds__obj_destroy(m->r, &shmds__map_ops, m->off);
+    shmds_region *r = m->r;
+    int rc = shmds__obj_destroy(r, &shmds__map_ops, m->off);
     shmds_map_close(m);
-    return rc;
+    /* Hand back what no reader holds now (the retired entries and tables
+     * included), so a destroy with no reader about leaves the heap as it
+     * was before the map. */
+    int rc2 = rc == 0 ? shmds__guard_reclaim(r) : 0;
+    return rc2 < 0 ? rc2 : rc;
 }
 
 /* ---------------------------------------------------------------------------
@@ -1647,6 +1797,16 @@ static int write_begin(shmds_map *m, const void *key, size_t klen, struct key *k
     return stripe_lock(m, *s, false);
 }
 
+/* The start of a keyed write of a `vlen`-byte value (0 if none) with a TTL
+ * argument (0 if none): the argument checks, then write_begin. Returns the
+ * argument error or the lock's result. */
+static int keyed_begin(shmds_map *m, const void *key, size_t klen, size_t vlen, uint64_t ttl_ms,
+                       struct key *k, uint32_t *s)
+{
+    int rc = write_args(m, key, klen, vlen, ttl_ms);
+    return rc != 0 ? rc : write_begin(m, key, klen, k, s);
+}
+
 /* End a write of stripe s (locked by stripe_lock(), which returned `lk`)
  * whose own change returned `rc`: the after-write work (also after
  * -ENOENT: the write may have reclaimed an expired entry), then unlock.
@@ -1737,12 +1897,9 @@ static int del_op(shmds_map *m, uint32_t s, const struct key *k)
 
 SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
 {
-    int rc = write_args(m, key, klen, 0, 0);
-    if (rc != 0)
-        return rc;
     struct key k;
     uint32_t s;
-    int lk = write_begin(m, key, klen, &k, &s);
+    int lk = keyed_begin(m, key, klen, 0, 0, &k, &s);
     if (lk < 0)
         return lk;
     return write_end(m, s, lk, del_op(m, s, &k));
@@ -1802,12 +1959,9 @@ static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, 
 SHMDS_API int shmds_map_add_ex(shmds_map *m, const void *key, size_t klen, int64_t delta,
                                int64_t init, uint64_t init_ttl_ms, int64_t *result)
 {
-    int rc = write_args(m, key, klen, 8, init_ttl_ms);
-    if (rc != 0)
-        return rc;
     struct key k;
     uint32_t s;
-    int lk = write_begin(m, key, klen, &k, &s);
+    int lk = keyed_begin(m, key, klen, 8, init_ttl_ms, &k, &s);
     if (lk < 0)
         return lk;
     return write_end(m, s, lk, add_op(m, s, &k, delta, init, init_ttl_ms, result));
@@ -1832,12 +1986,9 @@ static int expire_op(shmds_map *m, uint32_t s, const struct key *k, uint64_t ttl
 
 SHMDS_API int shmds_map_expire(shmds_map *m, const void *key, size_t klen, uint64_t ttl_ms)
 {
-    int rc = write_args(m, key, klen, 0, ttl_ms);
-    if (rc != 0)
-        return rc;
     struct key k;
     uint32_t s;
-    int lk = write_begin(m, key, klen, &k, &s);
+    int lk = keyed_begin(m, key, klen, 0, ttl_ms, &k, &s);
     if (lk < 0)
         return lk;
     return write_end(m, s, lk, expire_op(m, s, &k, ttl_ms));
@@ -1866,10 +2017,13 @@ static int copy_out(struct entry *e, uint64_t vl, bool stale, uint64_t now,
     if (g->vlen != NULL)
         *g->vlen = (size_t)vl;
     if (g->info != NULL) {
+        /* The version before the value: a counter stores its value, then
+         * its version (release), so the pair read is never an old value
+         * with a newer version (which a compare-and-set would trust). */
+        g->info->version = LDA(&e->version);
         uint64_t x = LD(&e->expire_ms);
         if (x != 0 && now == 0)
             now = now_ms();
-        g->info->version = LD(&e->version);
         g->info->ttl_ms = x == 0 ? -1 : x <= now ? 0 : (int64_t)(x - now);
         g->info->user_flags = LD(&e->uflags);
         g->info->stale = stale;
@@ -1878,68 +2032,12 @@ static int copy_out(struct entry *e, uint64_t vl, bool stale, uint64_t now,
         return 0;
     if (vl > g->cap)
         return -ENOBUFS;
-    if (vl == 8)
-        memcpy(g->buf, e_val(e), 8);
-    else if (vl > 0)
+    if (vl == 8) {
+        uint64_t v = LD((uint64_t *)(void *)e_val(e)); /* a counter: one load */
+        memcpy(g->buf, &v, 8);
+    } else if (vl > 0)
         memcpy(g->buf, e_val(e), (size_t)vl);
     return 0;
-}
-
-/* Look g's key up in stripe s under snapshot t and copy its value out. Safe
- * without the lock: every offset is checked and the walk is capped; the
- * caller validates the sequence counters before trusting the result. */
-static int lookup_copy(shmds_map *m, const struct tsnap *t, uint32_t s, const struct getarg *g)
-{
-    struct stripe *st = &m->h->stripes[s];
-    uint64_t o = LD(bucket_slot(m, t, st, s, g->k.hash)), now = 0;
-    for (unsigned steps = 0; o != 0; steps++) {
-        uint64_t kl, vl;
-        struct entry *e = entry_lens(m, o, &kl, &vl);
-        if (e == NULL || steps >= CHAIN_CAP)
-            return SHMDS_ECORRUPT;
-        if (LD(&e->hash) == g->k.hash && kl == g->k.len &&
-            shmds__bytes_eq((unsigned char *)e + ENTRY_HDR + vl, g->k.p, kl)) {
-            bool exp = e_expired(e, &now);
-            if (exp && (g->flags & SHMDS_GET_STALE) == 0)
-                return -ENOENT;
-            return copy_out(e, vl, exp, now, g);
-        }
-        o = LD(&e->next);
-    }
-    return -ENOENT;
-}
-
-/* Get under the stripe lock: EVICT maps (sets the CLOCK bit, reclaims an
- * expired entry) and the fallback of optimistic reads. */
-static int get_locked(shmds_map *m, uint32_t s, const struct getarg *g)
-{
-    int lk = stripe_lock(m, s, false);
-    if (lk < 0)
-        return lk;
-    struct stripe *st = &m->h->stripes[s];
-    struct tsnap t;
-    struct hit h = {NULL, NULL, 0, NULL};
-    uint64_t now = 0;
-    int rc = tsnap_get(m, &t);
-    if (rc == 0)
-        rc = find(m, &t, s, &g->k, &h);
-    struct entry *e = h.e;
-    bool exp = rc == 1 && e_expired(e, &now);
-    if (exp && (g->flags & SHMDS_GET_STALE) == 0) {
-        rc = unlink_hit(m, st, &h);
-        if (rc == 0) {
-            st->expirations++;
-            rc = -ENOENT;
-        }
-    } else if (rc == 1) {
-        rc = copy_out(e, e->vlen, exp, now, g);
-        if (LD(&e->ref) == 0)
-            ST(&e->ref, 1);
-    } else if (rc == 0) {
-        rc = -ENOENT;
-    }
-    stripe_unlock(m, s);
-    return rc;
 }
 
 /* Run `fn` over stripe s optimistically: accept its result only when the
@@ -1982,22 +2080,66 @@ static int read_stripe(shmds_map *m, uint32_t s,
     }
 }
 
-static int get_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
+/* Walk the chain from bucket slot `l` for a key (lock-free, inside a
+ * guard): every offset checked, the walk capped. 1 with the entry and its
+ * value length (read and checked once) when found, 0 when not. */
+static inline int walk(const shmds_map *m, const uint64_t *l, const struct key *k,
+                       struct entry **ep, uint64_t *vlp)
 {
-    return lookup_copy(m, t, s, arg);
+    uint64_t o = LDA(l);
+    for (unsigned steps = 0; o != 0; steps++) {
+        uint64_t kl, vl;
+        struct entry *e = entry_lens(m, o, &kl, &vl);
+        if (e == NULL || steps >= CHAIN_CAP)
+            return SHMDS_ECORRUPT;
+        if (LD(&e->hash) == k->hash && kl == k->len &&
+            shmds__bytes_eq((unsigned char *)e + ENTRY_HDR + vl, k->p, kl)) {
+            *ep = e;
+            *vlp = vl;
+            return 1;
+        }
+        o = LDA(&e->next);
+    }
+    return 0;
 }
 
-/* The first attempt of read_stripe(get_fn), inline: true with *rc when
- * neither counter moved; false sends the caller the careful way. */
-static inline bool get_once(shmds_map *m, uint32_t s, struct getarg *g, int *rc)
+/* The lock-free lookup of every get (module comment, "Reads"): the caller
+ * is inside a guard, so every entry reached stays allocated and unchanged
+ * but for its counter value, expiry and CLOCK bit. A hit is an entry that
+ * was current during the call. A miss is trusted when neither the table
+ * state nor the stripe's rehash progress moved during the walk; a bucket
+ * being moved is looked up in both tables, old first (move_entry links the
+ * copy before unlinking the original). Never waits: a writer that died
+ * leaves the state still, so the check passes. 1 (entry, value length),
+ * 0 absent, or an error. */
+static int lookup(shmds_map *m, const struct key *k, struct entry **ep, uint64_t *vlp)
 {
+    uint32_t s = stripe_of(m, k->hash);
     struct stripe *st = &m->h->stripes[s];
-    uint64_t q = shmds__seq_read_begin(&st->seq);
-    struct tsnap t;
-    if ((q & 1) != 0 || tsnap_get(m, &t) != 0)
-        return false;
-    *rc = get_fn(m, &t, s, g);
-    return shmds__seq_read_ok(&st->seq, q) && LD(&m->h->tseq) == t.seq;
+    for (unsigned tries = 0; tries < LOOKUP_RETRIES; tries++) {
+        struct tsnap t;
+        int rc = tsnap_read(m, &t);
+        if (rc < 0)
+            return rc;
+        uint64_t ob = bidx(k->hash, t.bo), rel = ob - ((uint64_t)s << (t.bo - m->sbits));
+        uint64_t sep = 0, mv = 0;
+        const uint64_t *l = &t.old[ob], *also = NULL;
+        if (t.rh) {
+            sep = LDA(&st->epoch);
+            mv = LDA(&st->moved);
+            if (sep == t.tepoch && rel < mv)
+                l = &t.nw[bidx(k->hash, t.bn)];
+            else if (sep == t.tepoch && rel == mv)
+                also = &t.nw[bidx(k->hash, t.bn)];
+        }
+        if ((rc = walk(m, l, k, ep, vlp)) != 0 || (also != NULL && (rc = walk(m, also, k, ep, vlp)) != 0))
+            return rc;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the walk before the re-reads */
+        if (LD(&m->h->tseq) == t.seq &&
+            (!t.rh || (LD(&st->epoch) == sep && LD(&st->moved) == mv)))
+            return 0;
+    }
+    return -EAGAIN;
 }
 
 /* Count a get's outcome where this handle counts (see shard_claim). */
@@ -2022,7 +2164,18 @@ static void count_get(shmds_map *m, int rc)
     }
 }
 
-/* The one read path of get, get_ex and ttl. */
+/* A hit on an evicting map sets the entry's CLOCK bit, without a lock:
+ * the entry cannot be freed under the caller's guard, and a bit set on an
+ * entry being unlinked is lost harmlessly. A read-only attach cannot
+ * write it: its hits do not count as uses. */
+static inline void hit_mark(shmds_map *m, struct entry *e)
+{
+    if (m->evict && !shmds__rdonly(m->r) && LD(&e->ref) == 0)
+        ST(&e->ref, 1);
+}
+
+/* The one read path of get, get_ex and ttl: lock-free, inside a read
+ * guard, for every map (evicting ones included) and every attach. */
 static int get_impl(shmds_map *m, struct getarg *g)
 {
     int rc = check_key(m, g->k.p, g->k.len, 0);
@@ -2031,14 +2184,23 @@ static int get_impl(shmds_map *m, struct getarg *g)
     if (rc != 0)
         return rc;
     g->k.hash = shmds__hash(m->seed, g->k.p, g->k.len);
-    uint32_t s = stripe_of(m, g->k.hash);
-    if (m->evict) {
-        if (shmds__rdonly(m->r))
-            return SHMDS_ERDONLY;
-        rc = get_locked(m, s, g);
-    } else if (!get_once(m, s, g, &rc)) {
-        rc = read_stripe(m, s, get_fn, g);
+    shmds_guard *gd;
+    if ((rc = shmds_guard_enter(m->r, &gd)) != 0)
+        return rc;
+    struct entry *e;
+    uint64_t vl, now = 0;
+    if ((rc = lookup(m, &g->k, &e, &vl)) == 1) {
+        bool exp = e_expired(e, &now);
+        if (exp && (g->flags & SHMDS_GET_STALE) == 0) {
+            rc = -ENOENT;
+        } else {
+            rc = copy_out(e, vl, exp, now, g);
+            hit_mark(m, e);
+        }
+    } else if (rc == 0) {
+        rc = -ENOENT;
     }
+    shmds_guard_leave(gd);
     count_get(m, rc);
     return rc;
 }
@@ -2060,6 +2222,33 @@ SHMDS_API int shmds_map_get_ex(shmds_map *m, const void *key, size_t klen, void 
         flags |= GET_QUERY_;
     struct getarg g = {{key, klen, 0}, buf, cap, vlen, flags, info};
     return get_impl(m, &g);
+}
+
+SHMDS_API int shmds_map_get_ref(shmds_map *m, shmds_guard *g, const void *key, size_t klen,
+                                const void **val, size_t *vlen)
+{
+    int rc = check_key(m, key, klen, 0);
+    if (rc != 0)
+        return rc;
+    if (val == NULL || vlen == NULL || !shmds__guard_held(g, m->r))
+        return -EINVAL;
+    struct key k = {key, klen, shmds__hash(m->seed, key, klen)};
+    struct entry *e;
+    uint64_t vl, now = 0;
+    if ((rc = lookup(m, &k, &e, &vl)) == 1) {
+        if (e_expired(e, &now)) {
+            rc = -ENOENT;
+        } else {
+            *val = e_val(e);
+            *vlen = (size_t)vl;
+            hit_mark(m, e);
+            rc = 0;
+        }
+    } else if (rc == 0) {
+        rc = -ENOENT;
+    }
+    count_get(m, rc);
+    return rc;
 }
 
 SHMDS_API int shmds_map_ttl(shmds_map *m, const void *key, size_t klen, int64_t *ttl_ms)
@@ -2460,6 +2649,8 @@ SHMDS_API int shmds_map_clear(shmds_map *m)
         rc = clear_stripe(m, s);
         stripe_unlock(m, s);
     }
+    if (rc >= 0)
+        rc = shmds__guard_reclaim(m->r); /* what no reader holds goes now */
     return rc < 0 ? rc : 0;
 }
 

@@ -86,6 +86,34 @@ SHMDS_API int shmds_guard_enter(shmds_region *r, shmds_guard **g);
  */
 SHMDS_API void shmds_guard_leave(shmds_guard *g);
 
+/** What shmds_guard_info_get() tells about a region's readers. */
+typedef struct shmds_guard_info {
+    uint64_t epoch;        /**< the region's epoch now (bumped by each reclamation) */
+    uint64_t retired;      /**< blocks retired and not freed yet */
+    uint32_t slots;        /**< reader slots held (threads that entered a guard) */
+    uint32_t inside;       /**< of them, inside a guard now */
+    int64_t oldest_pid;    /**< the reader inside a guard for the longest (0: none) */
+    int64_t oldest_tid;    /**< its thread */
+    uint64_t oldest_epoch; /**< the epoch it entered at: epoch - oldest_epoch
+                                reclamations have waited for it */
+    int oldest_alive;      /**< 1: its process lives (a stuck reader, which
+                                delays frees); 0: dead (cleared by the next
+                                reclamation) */
+} shmds_guard_info;
+
+/**
+ * Describe region @p r's readers and retired blocks (for operators:
+ * `shmds info` shows it). Reads the reader table without a lock; the
+ * numbers are a snapshot.
+ *
+ * @param[in]  r    the region
+ * @param[out] out  filled in
+ * @return 0; -EINVAL for a NULL argument; the errors of
+ *         shmds_guard_enter() for a missing or damaged reader table;
+ *         SHMDS_ECORRUPT for a damaged retire list.
+ */
+SHMDS_API int shmds_guard_info_get(shmds_region *r, shmds_guard_info *out);
+
 #ifdef __cplusplus
 }
 #endif

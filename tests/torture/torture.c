@@ -279,14 +279,10 @@ static void leak_check(void)
 {
     char name[64];
     snprintf(name, sizeof name, "/shmds-torture-%ld-copy", (long)getpid());
-    shmds_region_unlink(name);
-    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
-    size_t len = shmds_region_size(world.r);
-    if (fd < 0 || write(fd, shmds_region_base(world.r), len) != (ssize_t)len) {
+    if (tt_region_copy(world.r, region_name, name) != 0) {
         perror("torture: region copy");
         exit(2);
     }
-    close(fd);
     tt_world copy;
     int rc = tt_world_open(&copy, name, opt.workers);
     if (rc == 0)
