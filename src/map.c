@@ -2232,7 +2232,7 @@ static int get_impl(shmds_map *m, struct getarg *g)
         return rc;
     g->k.hash = key_hash(m->seed, g->k.p, g->k.len);
     shmds_guard *gd;
-    if ((rc = shmds_guard_enter(m->r, &gd)) != 0)
+    if ((rc = shmds__guard_enter(m->r, &gd)) != 0)
         return rc;
     struct entry *e;
     uint64_t vl, now = 0;
@@ -2247,7 +2247,7 @@ static int get_impl(shmds_map *m, struct getarg *g)
     } else if (rc == 0) {
         rc = -ENOENT;
     }
-    shmds_guard_leave(gd);
+    shmds__guard_leave(gd);
     count_get(m, rc);
     return rc;
 }
