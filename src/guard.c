@@ -201,8 +201,10 @@ int shmds__rtab_open(const struct shmds__hdr *h, const char *name, struct shmds_
     char rn[SHMDS_NAME_MAX + 1];
     rt_name(name, rn);
     int fd = shm_open(rn, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0);
+    /* A region without its table is a damaged region (and -ENOENT would
+     * read as "no such key" to a get). */
     if (fd < 0)
-        return errno == ELOOP ? SHMDS_ECORRUPT : -errno;
+        return errno == ELOOP || errno == ENOENT ? SHMDS_ECORRUPT : -errno;
     struct stat st;
     int rc = 0;
     if (fstat(fd, &st) != 0)
@@ -254,7 +256,7 @@ int shmds__rtab_unlink(const char *name)
 static int rt_get(shmds_region *r, struct shmds__rtab **out)
 {
     if (r->rt == NULL)
-        return r->rt_err != 0 ? r->rt_err : -ENOENT;
+        return r->rt_err != 0 ? r->rt_err : SHMDS_ECORRUPT;
     *out = r->rt;
     return 0;
 }

@@ -661,7 +661,7 @@ START_TEST(test_guard_damaged_reader_table_is_an_error)
     close(fd);
     ck_assert_int_eq(shm_unlink(rn), 0);
     ck_assert_int_eq(shmds_region_open(rname, SHMDS_RDONLY, &r2), 0);
-    ck_assert_int_eq(shmds_guard_enter(r2, &g), -ENOENT);
+    ck_assert_int_eq(shmds_guard_enter(r2, &g), SHMDS_ECORRUPT);
     ck_assert_int_eq(shmds_region_close(r2), 0);
     ck_assert_int_eq(shmds_region_close(r), 0);
 }
