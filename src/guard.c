@@ -606,6 +606,7 @@ static int reclaim_locked(shmds_region *r, bool all)
         slot = &b->next;
     }
     ST(&h->retire_used, used);
+    ST(&h->retire_mark, used);
     return (rc = trim_locked(r, all)) < 0 ? rc : freed;
 }
 
@@ -615,7 +616,11 @@ static int rec_free(shmds_region *r, struct rrec **out)
 {
     struct shmds__hdr *h = r->hdr;
     int rc;
-    if (LD(&h->retire_used) >= RECLAIM_AT && (rc = reclaim_locked(r, false)) < 0)
+    /* RECLAIM_AT retirements since the last reclamation (not since the
+     * list was empty: with a reader stuck, every retirement would scan). */
+    uint64_t used = LD(&h->retire_used), mark = LD(&h->retire_mark);
+    if (used >= RECLAIM_AT && used - (mark < used ? mark : 0) >= RECLAIM_AT &&
+        (rc = reclaim_locked(r, false)) < 0)
         return rc;
     for (int pass = 0; pass < 3; pass++) {
         uint64_t n = 0;

@@ -116,7 +116,8 @@ struct shmds__hdr {
     uint64_t rlog_src;       /*   the slot it leaves (region offset) */
     uint64_t rlog_blk;       /*   the block */
     uint64_t rlog_dst;       /*   the record's slot it goes to (region offset) */
-    uint64_t pad2[2];
+    uint64_t retire_mark;    /* retire_used after the last reclamation (a hint) */
+    uint64_t pad2;
     uint8_t reserved[SHMDS_HEADER_SIZE - 1024 - 64 * SHMDS_ROOTS_MAX - 256];
 };
 SHMDS__STATIC_ASSERT(sizeof(struct shmds__hdr) == SHMDS_HEADER_SIZE, "header is one page");
