@@ -43,6 +43,8 @@ static double ins1, ins2;
  * nothing reaches); 8 read-only workers at once, against the in-process
  * table shared by 8 forked workers (copy-on-write, read only). */
 static double ref1, evict1, ro8, oa8;
+/* The same one-process lookups per CPU-second of this process. */
+static double cpu_shmds, cpu_ref, cpu_evict, cpu_oa, cpu_boost;
 #define WORKERS 8
 
 static void die(const char *what, int rc)
@@ -231,15 +233,19 @@ static struct result run_shmds(uint64_t n)
     }
     res.insert = (double)n / (bench_now() - t0);
     t0 = bench_now();
+    double c0 = bench_cpu();
     if (shmds_lookups(0, n, m) != 0)
         die("get", -ENOENT);
     res.lookup = (double)n / (bench_now() - t0);
+    cpu_shmds = (double)n / (bench_cpu() - c0);
     res.lookup2 = two_procs(n, shmds_lookups, NULL);
     ref_region = r;
     t0 = bench_now();
+    c0 = bench_cpu();
     if (shmds_ref_lookups(0, n, m) != 0)
         die("get_ref", -ENOENT);
     ref1 = (double)n / (bench_now() - t0);
+    cpu_ref = (double)n / (bench_cpu() - c0);
     ro8 = n_procs(WORKERS, n / WORKERS, shmds_ro_lookups, NULL);
     /* The same keys in an evicting map whose budget nothing reaches. */
     shmds_map_opts eo = {.capacity = n, .mem_limit = (uint64_t)1 << 40, .flags = SHMDS_MAP_EVICT};
@@ -253,9 +259,11 @@ static struct result run_shmds(uint64_t n)
             die("put (evict)", rc);
     }
     t0 = bench_now();
+    c0 = bench_cpu();
     if (shmds_lookups(0, n, m) != 0)
         die("get (evict)", -ENOENT);
     evict1 = (double)n / (bench_now() - t0);
+    cpu_evict = (double)n / (bench_cpu() - c0);
     shmds_map_close(m);
     shmds_region_close(r);
     shmds_region_unlink(name);
@@ -342,9 +350,11 @@ static struct result run_oa(uint64_t n)
     }
     res.insert = (double)n / (bench_now() - t0);
     t0 = bench_now();
+    double c0 = bench_cpu();
     if (oa_lookups(0, n, &t) != 0)
         die("open addressing lookup", -ENOENT);
     res.lookup = (double)n / (bench_now() - t0);
+    cpu_oa = (double)n / (bench_cpu() - c0);
     res.lookup2 = two_procs(n, oa_lookups, &t); /* copy-on-write copies, read only */
     oa8 = n_procs(WORKERS, n / WORKERS, oa_lookups, &t);
     free(t.s);
@@ -434,6 +444,8 @@ static int read_boost(const char *path, struct result *b)
             b->lookup = v, got |= 2;
         else if (strcmp(what, "boost_lookup2") == 0)
             b->lookup2 = v, got |= 4;
+        else if (strcmp(what, "boost_lookup_cpu") == 0)
+            cpu_boost = v;
     }
     fclose(f);
     return got == 7 ? 0 : -1;
@@ -478,6 +490,15 @@ int main(int argc, char **argv)
     printf("  %d read-only workers at once                        %12.0f  %5.2fx open addressing "
            "forked to %d workers (%.0f/s)\n",
            WORKERS, ro8, ro8 / oa8, WORKERS, oa8);
+    printf("\none process, lookups per CPU-second (stable under load): shmds %.0f, zero-copy "
+           "%.0f, evicting map %.0f, open addressing %.0f\n"
+           "  shmds / open addressing %.2fx, zero-copy / open addressing %.2fx, evicting / plain "
+           "%.2fx\n",
+           cpu_shmds, cpu_ref, cpu_evict, cpu_oa, cpu_shmds / cpu_oa, cpu_ref / cpu_oa,
+           cpu_evict / cpu_shmds);
+    if (cpu_boost > 0)
+        printf("  Boost.Interprocess %.0f: shmds / Boost %.2fx, zero-copy / Boost %.2fx\n",
+               cpu_boost, cpu_shmds / cpu_boost, cpu_ref / cpu_boost);
     printf("\nshmds map relative to each (lookups, one process / two processes):\n");
     for (int i = 1; i < nr; i++)
         printf("  vs %-32s %6.2fx / %6.2fx   (inserts %6.2fx)\n", rs[i].name,

@@ -67,7 +67,6 @@
 #define RT_FORMAT 1u
 #define RB_RECS 254u      /* records per retire block (4 KiB blocks) */
 #define RECLAIM_AT 64u    /* retirements between reclamations */
-#define TL_CACHE 4u       /* guards a thread finds without a lock */
 
 #define LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
 #define LDA(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
@@ -124,12 +123,10 @@ struct shmds_guard {
     struct shmds_guard *next; /* the handle's list */
 };
 
-static __thread struct {
-    uint64_t gid;
-    struct shmds_guard *g;
-} tl_cache[TL_CACHE];
-static __thread unsigned tl_next;
-static __thread uint32_t tl_pid, tl_tid;
+/* The calling thread's tid, cached per process (fork). Initial-exec: a few
+ * bytes of static TLS, read without a call on the enter path. */
+static __thread uint32_t tl_pid __attribute__((tls_model("initial-exec")));
+static __thread uint32_t tl_tid __attribute__((tls_model("initial-exec")));
 
 static uint32_t self_tid(void)
 {
@@ -204,8 +201,10 @@ int shmds__rtab_open(const struct shmds__hdr *h, const char *name, struct shmds_
     char rn[SHMDS_NAME_MAX + 1];
     rt_name(name, rn);
     int fd = shm_open(rn, O_RDWR | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK, 0);
+    /* A region without its table is a damaged region (and -ENOENT would
+     * read as "no such key" to a get). */
     if (fd < 0)
-        return errno == ELOOP ? SHMDS_ECORRUPT : -errno;
+        return errno == ELOOP || errno == ENOENT ? SHMDS_ECORRUPT : -errno;
     struct stat st;
     int rc = 0;
     if (fstat(fd, &st) != 0)
@@ -257,7 +256,7 @@ int shmds__rtab_unlink(const char *name)
 static int rt_get(shmds_region *r, struct shmds__rtab **out)
 {
     if (r->rt == NULL)
-        return r->rt_err != 0 ? r->rt_err : -ENOENT;
+        return r->rt_err != 0 ? r->rt_err : SHMDS_ECORRUPT;
     *out = r->rt;
     return 0;
 }
@@ -347,24 +346,18 @@ static int guard_find(shmds_region *r, struct shmds_guard **out)
         r->guards = g;
     }
     pthread_mutex_unlock(&r->guard_mu);
-    unsigned k = tl_next++ % TL_CACHE;
-    tl_cache[k].gid = r->gid;
-    tl_cache[k].g = g;
+    __atomic_store_n(&r->gcache, g, __ATOMIC_RELEASE);
     *out = g;
     return 0;
 }
 
-SHMDS_API int shmds_guard_enter(shmds_region *r, shmds_guard **out)
+int shmds__guard_enter(shmds_region *r, shmds_guard **out)
 {
-    if (r == NULL || out == NULL)
-        return -EINVAL;
-    struct shmds_guard *g = NULL;
-    for (unsigned k = 0; k < TL_CACHE; k++)
-        if (tl_cache[k].gid == r->gid) {
-            g = tl_cache[k].g;
-            break;
-        }
-    if (shmds__unlikely(g == NULL || g->pid != shmds__self_pid())) {
+    /* The guard this handle gave out last, when it is this thread's (tids
+     * are unique among live threads; the pid tells a forked child); else
+     * the handle's list. */
+    struct shmds_guard *g = __atomic_load_n(&r->gcache, __ATOMIC_ACQUIRE);
+    if (shmds__unlikely(g == NULL || g->tid != self_tid() || g->pid != shmds__self_pid())) {
         int rc = guard_find(r, &g);
         if (rc != 0)
             return rc;
@@ -386,12 +379,23 @@ SHMDS_API int shmds_guard_enter(shmds_region *r, shmds_guard **out)
     return 0;
 }
 
-SHMDS_API void shmds_guard_leave(shmds_guard *g)
+void shmds__guard_leave(shmds_guard *g)
 {
-    if (g == NULL || g->depth == 0)
-        return;
     if (--g->depth == 0)
         STR(&g->slot->epoch, 0); /* our loads before the slot */
+}
+
+SHMDS_API int shmds_guard_enter(shmds_region *r, shmds_guard **out)
+{
+    if (r == NULL || out == NULL)
+        return -EINVAL;
+    return shmds__guard_enter(r, out);
+}
+
+SHMDS_API void shmds_guard_leave(shmds_guard *g)
+{
+    if (g != NULL && g->depth > 0)
+        shmds__guard_leave(g);
 }
 
 bool shmds__guard_held(const shmds_guard *g, const shmds_region *r)
@@ -415,6 +419,7 @@ void shmds__guard_close(shmds_region *r)
         g = n;
     }
     r->guards = NULL;
+    r->gcache = NULL;
     if (r->rt != NULL) {
         if (r->rt_private)
             free(r->rt);
@@ -601,6 +606,7 @@ static int reclaim_locked(shmds_region *r, bool all)
         slot = &b->next;
     }
     ST(&h->retire_used, used);
+    ST(&h->retire_mark, used);
     return (rc = trim_locked(r, all)) < 0 ? rc : freed;
 }
 
@@ -610,7 +616,11 @@ static int rec_free(shmds_region *r, struct rrec **out)
 {
     struct shmds__hdr *h = r->hdr;
     int rc;
-    if (LD(&h->retire_used) >= RECLAIM_AT && (rc = reclaim_locked(r, false)) < 0)
+    /* RECLAIM_AT retirements since the last reclamation (not since the
+     * list was empty: with a reader stuck, every retirement would scan). */
+    uint64_t used = LD(&h->retire_used), mark = LD(&h->retire_mark);
+    if (used >= RECLAIM_AT && used - (mark < used ? mark : 0) >= RECLAIM_AT &&
+        (rc = reclaim_locked(r, false)) < 0)
         return rc;
     for (int pass = 0; pass < 3; pass++) {
         uint64_t n = 0;

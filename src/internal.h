@@ -116,7 +116,8 @@ struct shmds__hdr {
     uint64_t rlog_src;       /*   the slot it leaves (region offset) */
     uint64_t rlog_blk;       /*   the block */
     uint64_t rlog_dst;       /*   the record's slot it goes to (region offset) */
-    uint64_t pad2[2];
+    uint64_t retire_mark;    /* retire_used after the last reclamation (a hint) */
+    uint64_t pad2;
     uint8_t reserved[SHMDS_HEADER_SIZE - 1024 - 64 * SHMDS_ROOTS_MAX - 256];
 };
 SHMDS__STATIC_ASSERT(sizeof(struct shmds__hdr) == SHMDS_HEADER_SIZE, "header is one page");
@@ -192,9 +193,9 @@ struct shmds_region {
     struct shmds__rtab *rt;
     int rt_err;
     bool rt_private; /* calloc'd: a region attached from memory */
-    uint64_t gid;    /* names this handle in threads' guard caches */
-    pthread_mutex_t guard_mu;
+    pthread_mutex_t guard_mu;        /* guards the list */
     struct shmds_guard *guards;
+    struct shmds_guard *gcache;      /* the guard given out last (atomic) */
 };
 
 SHMDS__STATIC_ASSERT(offsetof(struct shmds_region, base) ==
@@ -654,6 +655,10 @@ int shmds__rtab_create(const struct shmds__hdr *h, const char *name, unsigned mo
 int shmds__rtab_open(const struct shmds__hdr *h, const char *name, struct shmds__rtab **out);
 int shmds__rtab_private(const struct shmds__hdr *h, struct shmds__rtab **out);
 int shmds__rtab_unlink(const char *name);
+/* shmds_guard_enter / shmds_guard_leave for the library's own read paths
+ * (arguments known good: no checks, no call through the PLT). */
+int shmds__guard_enter(shmds_region *r, shmds_guard **g);
+void shmds__guard_leave(shmds_guard *g);
 /* True when g is a guard entered (not yet left) on r by this process. */
 bool shmds__guard_held(const shmds_guard *g, const shmds_region *r);
 /* Release a handle's guards, slots and table (region close). */

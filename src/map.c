@@ -51,37 +51,53 @@
  * the new block (the allocator writes it straight into the log's `blk`
  * slot) and the block to free (`dead`), and the stripe counters after the
  * op. The single store of the new value into the link word is the commit
- * point. Repair (after settling the allocator): committed -> set the
- * counters, free `dead`, forget `blk`; not committed -> free `blk`, forget
- * `dead`. A rehash move of one entry is three stores logged with all their
- * values and always rolled forward; an in-place counter add is one aligned
- * 8-byte store, logged and rolled forward. The map-wide START and SWITCH
- * are logged in the resize lock's own record and rolled forward. Repair
- * reads only the log: O(1), never a scan of the map.
+ * point. Repair (after settling retirement and the allocator): committed
+ * -> set the counters, retire `dead`, forget `blk`; not committed -> free
+ * `blk`, forget `dead`. A rehash move of one entry copies it (move_entry:
+ * the copy linked into the new table, then the original unlinked and
+ * retired), logged; repair finishes a move whose copy is linked and undoes
+ * one whose copy is not. An in-place counter add is two aligned 8-byte
+ * stores (value, then version), logged and rolled forward. The map-wide
+ * START and SWITCH are logged in the resize lock's own record and rolled
+ * forward. Repair reads only the log: O(1), never a scan of the map.
+ *
+ * Retirement (guard.c). A block a lock-free reader may be reading (an
+ * entry replaced, deleted, evicted, expired or moved; the old table after
+ * a SWITCH) is never freed by the writer: shmds__guard_retire takes it
+ * from the log's slot and frees it once every reader inside a guard at
+ * that moment has left. A retirement that fails leaves the log open; the
+ * next holder of the lock closes it.
  *
  * Spare blocks (the insert path's one lock round trip). Each stripe keeps
  * up to SPARES allocated blocks in allocator slots of its own (`spare`).
  * An insert takes a spare that fits its entry (the stripe lock is the only
  * lock it takes); when none fits, it allocates its block and fills the
  * empty spare slots with blocks of the same size in the same allocator
- * round trip (shmds__alloc_many_into). A delete's dead block goes into an
- * empty spare slot instead of back to the heap. A block moves between a
- * spare slot and the log in two stores (set the target, then clear the
- * source), so after a crash it may sit in both; repair then leaves it with
- * the spare slot instead of freeing it. The spares are the map's blocks:
+ * round trip (shmds__alloc_many_into). (A dead block is retired, never
+ * kept as a spare: readers may still hold it.) A block moves from a spare
+ * slot to the log in two stores (set the target, then clear the source),
+ * so after a crash it may sit in both; repair then leaves it with the
+ * spare slot instead of freeing it. The spares are the map's blocks:
  * the check checks them, destroy frees them.
  *
- * Lock-free reads. Every stripe has a sequence counter, odd while its chains
- * change. Without SHMDS_MAP_EVICT, shmds_map_get reads optimistically: load
- * the counters, walk (every offset checked, every walk capped, so a torn
- * read cannot crash or hang), copy, and accept only if neither counter moved.
- * This needs no write to the region, so it works on SHMDS_RDONLY mappings. A
- * counter stuck odd means a writer died: a writable handle then takes the
- * lock (which repairs); a read-only one retries until the region's lock
- * bound and returns -ETIMEDOUT. With SHMDS_MAP_EVICT a hit must set the
- * entry's CLOCK bit, which is only safe while the entry cannot be freed, so
- * gets take the stripe lock (the only lock they take) and refuse on a
- * read-only mapping.
+ * Lock-free reads (lookup). Every get runs inside a read guard (guard.c),
+ * so every entry it reaches stays allocated and unchanged (but for a
+ * counter's value and version, its expiry and its CLOCK bit) until it
+ * leaves, and walks published state: links change by single release
+ * stores, so a walk from any bucket sees a chain that was current at some
+ * moment, offsets checked and walks capped against damage. A hit is
+ * returned at once. A miss is trusted when neither the table state
+ * (`tseq`) nor the stripe's rehash progress (`epoch`, `moved`) moved
+ * during the walk, else the lookup runs again (each retry means a writer
+ * made progress). A bucket being moved is looked up in the old table, then
+ * the new one: move_entry links the copy before it unlinks the original.
+ * While a START or a SWITCH is under way (`tseq` odd, perhaps for good: a
+ * dead writer) the table state readers need follows from the resize
+ * record (tsnap_read). So a get never waits, never takes a lock, and works
+ * on SHMDS_RDONLY mappings and on evicting maps, whose hits set the CLOCK
+ * bit without a lock (the entry cannot be freed under the guard). The
+ * stripes' sequence counters remain for the writers' own optimistic walks
+ * (foreach).
  *
  * Statistics. Hits and misses are counted on a cache line of the map
  * header that each handle claims for itself when it attaches (up to
@@ -1807,17 +1823,18 @@ static int keyed_begin(shmds_map *m, const void *key, size_t klen, size_t vlen, 
     return rc != 0 ? rc : write_begin(m, key, klen, k, s);
 }
 
-/* End a write of stripe s (locked by stripe_lock(), which returned `lk`)
- * whose own change returned `rc`: the after-write work (also after
- * -ENOENT: the write may have reclaimed an expired entry), then unlock.
- * Returns the change's error, or the lock's 0 / SHMDS_RECOVERED. */
-static int write_end(shmds_map *m, uint32_t s, int lk, int rc)
+/* End a write of stripe s (locked) whose own change returned `rc`: the
+ * after-write work (also after -ENOENT: the write may have reclaimed an
+ * expired entry), then unlock. Returns the change's error, or 0: a repair
+ * the lock needed (SHMDS_RECOVERED from stripe_lock) is invisible here,
+ * counted in the stats (DESIGN.md section 4). */
+static int write_end(shmds_map *m, uint32_t s, int rc)
 {
     int rc2 = rc >= 0 || rc == -ENOENT ? after_write(m, s) : 0;
     stripe_unlock(m, s);
     if (rc < 0)
         return rc;
-    return rc2 < 0 ? rc2 : lk;
+    return rc2 < 0 ? rc2 : 0;
 }
 
 static int put_op(shmds_map *m, uint32_t s, struct newent *ne, unsigned flags,
@@ -1867,7 +1884,7 @@ SHMDS_API int shmds_map_put_ex(shmds_map *m, const void *key, size_t klen, const
     int lk = stripe_lock(m, s, false);
     if (lk < 0)
         return lk;
-    rc = write_end(m, s, lk, put_op(m, s, &ne, o->flags, o->if_version));
+    rc = write_end(m, s, put_op(m, s, &ne, o->flags, o->if_version));
     if (rc >= 0 && new_version != NULL)
         *new_version = ne.version;
     return rc;
@@ -1902,7 +1919,7 @@ SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
     int lk = keyed_begin(m, key, klen, 0, 0, &k, &s);
     if (lk < 0)
         return lk;
-    return write_end(m, s, lk, del_op(m, s, &k));
+    return write_end(m, s, del_op(m, s, &k));
 }
 
 /* Store one or two words of an entry in place (stripe st locked), logged
@@ -1964,7 +1981,7 @@ SHMDS_API int shmds_map_add_ex(shmds_map *m, const void *key, size_t klen, int64
     int lk = keyed_begin(m, key, klen, 8, init_ttl_ms, &k, &s);
     if (lk < 0)
         return lk;
-    return write_end(m, s, lk, add_op(m, s, &k, delta, init, init_ttl_ms, result));
+    return write_end(m, s, add_op(m, s, &k, delta, init, init_ttl_ms, result));
 }
 
 SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t delta,
@@ -1991,7 +2008,7 @@ SHMDS_API int shmds_map_expire(shmds_map *m, const void *key, size_t klen, uint6
     int lk = keyed_begin(m, key, klen, 0, ttl_ms, &k, &s);
     if (lk < 0)
         return lk;
-    return write_end(m, s, lk, expire_op(m, s, &k, ttl_ms));
+    return write_end(m, s, expire_op(m, s, &k, ttl_ms));
 }
 
 /* ---------------------------------------------------------------------------
@@ -2185,7 +2202,7 @@ static int get_impl(shmds_map *m, struct getarg *g)
         return rc;
     g->k.hash = shmds__hash(m->seed, g->k.p, g->k.len);
     shmds_guard *gd;
-    if ((rc = shmds_guard_enter(m->r, &gd)) != 0)
+    if ((rc = shmds__guard_enter(m->r, &gd)) != 0)
         return rc;
     struct entry *e;
     uint64_t vl, now = 0;
@@ -2200,7 +2217,7 @@ static int get_impl(shmds_map *m, struct getarg *g)
     } else if (rc == 0) {
         rc = -ENOENT;
     }
-    shmds_guard_leave(gd);
+    shmds__guard_leave(gd);
     count_get(m, rc);
     return rc;
 }
@@ -2594,7 +2611,7 @@ SHMDS_API int shmds_map_fill_done(shmds_fill *f, const void *val, size_t vlen,
     rc = put_op(m, f->s, &ne, o != NULL ? o->flags : 0, 0);
     SHMDS_FAULT("map.fill.stored");
     lease_end(f);
-    rc = write_end(m, f->s, lk, rc);
+    rc = write_end(m, f->s, rc);
     if (rc >= 0 && new_version != NULL)
         *new_version = ne.version;
     fill_end(f);

@@ -132,9 +132,7 @@ static shmds_region *handle_new(unsigned char *base, uint64_t map_len, uint64_t 
         free(r);
         return NULL;
     }
-    static uint64_t gids;
-    r->gid = __atomic_add_fetch(&gids, 1, __ATOMIC_RELAXED);
-    r->rt_err = -ENOENT;
+    r->rt_err = SHMDS_ECORRUPT; /* no reader table until open finds one */
     struct shmds__hdr *h = (struct shmds__hdr *)base;
     r->base = base;
     r->size = map_len;

@@ -71,8 +71,8 @@ typedef struct shmds_guard shmds_guard;
  * @param[out] g  the guard, to pass to shmds_guard_leave()
  * @return 0; -EINVAL for a NULL argument; -EAGAIN when all
  *         SHMDS_READERS_MAX reader slots are held by live threads;
- *         SHMDS_ECORRUPT when the reader table is damaged or belongs to
- *         another region; -ENOENT when it has been removed; -EACCES when
+ *         SHMDS_ECORRUPT when the reader table is damaged, missing (it
+ *         was removed by hand) or belongs to another region; -EACCES when
  *         this process may not write it; -ENOMEM.
  */
 SHMDS_API int shmds_guard_enter(shmds_region *r, shmds_guard **g);

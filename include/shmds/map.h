@@ -252,8 +252,8 @@ SHMDS_API int shmds_map_destroy(shmds_map *m);
  * @param[in] vlen  the value's length.
  * @param ttl_s seconds to live; 0 = the map's default TTL.
  * @param flags 0, SHMDS_PUT_NX or SHMDS_PUT_XX (not both).
- * @return 0 (or SHMDS_RECOVERED: stored, after repairing a dead process's
- *         change); -EEXIST (NX, key present); -ENOENT (XX, key absent);
+ * @return 0 (also when a dead process's change had to be repaired
+ *         first: repairs are counted in shmds_map_stats.recoveries); -EEXIST (NX, key present); -ENOENT (XX, key absent);
  *         -ENOMEM the budget or the heap is full (with SHMDS_MAP_EVICT: even
  *         after evicting); -EINVAL klen 0, NULL key, or both flags;
  *         -E2BIG @p klen + @p vlen is more than the region's heap holds
@@ -285,7 +285,7 @@ SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *bu
 
 /**
  * Remove @p key. An expired key counts as absent (and is reclaimed).
- * @return 0 (or SHMDS_RECOVERED); -ENOENT; -EINVAL; -E2BIG as for
+ * @return 0 (repairs on the way are only counted, as for shmds_map_put()); -ENOENT; -EINVAL; -E2BIG as for
  *         shmds_map_get(); SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ECORRUPT;
  *         SHMDS_ENOTRECOVERABLE.
  */
@@ -296,7 +296,7 @@ SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen);
  * new value in @p result (may be NULL). A counter is a value of exactly 8
  * bytes holding an int64_t in the machine's byte order; an absent (or
  * expired) key is created at 0 with the map's default TTL, then added to.
- * @return 0 (or SHMDS_RECOVERED); -EINVAL the key holds a value that is not
+ * @return 0 (repairs on the way are only counted, as for shmds_map_put()); -EINVAL the key holds a value that is not
  *         8 bytes long (nothing changed), klen 0 or NULL key; -EOVERFLOW the
  *         sum does not fit an int64_t (nothing changed); -E2BIG the key
  *         and a counter do not fit the region's heap; -ENOMEM;
@@ -316,7 +316,7 @@ SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t 
  * @param[in] val,vlen the value (val may be NULL when vlen is 0)
  * @param[in] o NULL: a plain put with the map's default TTL.
  * @param[out] new_version the stored entry's version (may be NULL).
- * @return 0 (or SHMDS_RECOVERED); -EEXIST (NX, key present); -ENOENT (XX
+ * @return 0 (repairs on the way are only counted, as for shmds_map_put()); -EEXIST (NX, key present); -ENOENT (XX
  *         or if_version, key absent or expired); SHMDS_EVERSION
  *         (if_version, the key is present with another version: nothing
  *         stored); -ENOMEM the budget or the heap is full (SHMDS_MAP_EVICT
@@ -450,7 +450,7 @@ SHMDS_API int shmds_map_ttl(shmds_map *m, const void *key, size_t klen, int64_t 
 /**
  * Set the time @p key has left (touch): it expires @p ttl_ms from now; 0
  * or SHMDS_TTL_NONE: never. The value and the version do not change.
- * @return 0 (or SHMDS_RECOVERED); -ENOENT absent or expired (an expired
+ * @return 0 (repairs on the way are only counted, as for shmds_map_put()); -ENOENT absent or expired (an expired
  *         key is reclaimed, not revived); -EINVAL klen 0, NULL key,
  *         @p ttl_ms above SHMDS_TTL_MAX_MS; SHMDS_ERDONLY; -ETIMEDOUT;
  *         SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
