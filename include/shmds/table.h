@@ -27,8 +27,8 @@
  * publishes, the block it fills is owned by a *build record* in the
  * table's header (its pid and start time, the block's allocator slot). A
  * builder killed at any point leaves the published version as it was, and
- * its block is freed by the next publish of that table, by
- * shmds_region_reclaim() or by shmds_region_check(). A publish killed
+ * its block is freed by the next build or publish of that table, by
+ * shmds_table_check() or by shmds_region_check(). A publish killed
  * inside its swap is finished or undone by the next process to take the
  * table's lock: never two versions current, never a version lost or freed
  * twice.
