@@ -2224,6 +2224,15 @@ SHMDS_API int shmds_alloc_arena_info_get(shmds_region *r, unsigned arena,
         rc = heap_formatted(r);
     if (rc < 0)
         return rc;
+    if (rc > 0 && !shmds__rdonly(r)) {
+        /* As in shmds_alloc_stats_get, but another live process's cached
+         * blocks count as used here: the arena's own figures. */
+        int rc2 = cc_release(r);
+        if (rc2 == 0)
+            rc2 = cc_reclaim(r);
+        if (rc2 != 0)
+            return rc2;
+    }
     if (arena >= r->narenas)
         return -EINVAL;
     shmds_alloc_arena_info info;
