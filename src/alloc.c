@@ -93,10 +93,39 @@
  * out under the heap lock, and stores the magic last (again, if a
  * formatter died: no arena lock can have been taken yet).
  *
+ * Caches. A robust lock round trip and a commit cost most of a small
+ * allocation, so shmds_alloc and shmds_free (the calls without a slot)
+ * keep small blocks (to CC_BLOCK_MAX bytes) in a per-handle cache: a
+ * *record*, itself a block of arena 0 allocated into an entry of the heap
+ * root's cache table (an allocator slot), holding CC_SLOTS slots per block
+ * size and the owner (pid and start time of the process that made it). A
+ * cached block stays a used block of its arena, flagged F_CACHED in its
+ * header word (outside the tag); every slot of a record is an allocator
+ * slot. A free of a small block stores its offset in an empty slot of its
+ * size, then sets the flag (compare-and-swap: of two processes freeing one
+ * block at once, one sees it taken); an allocation of a cached size clears
+ * the flag of a block in its slots, then the slot, and returns the block.
+ * Neither takes an arena lock; threads sharing a handle take an
+ * in-process spin lock over its record (a killed process takes it along).
+ * A death anywhere leaves each block either in a slot (flagged or not) or
+ * in the caller's hands, as a death just before or after an uncached call
+ * would. Records are given back (every slot's block freed from its slot by
+ * one commit, then the record from its entry) under the heap lock: the
+ * handle's own when it closes, when an allocation finds no room, and before
+ * the statistics; those of dead owners (or of a maker that died before it
+ * owned it) by shmds__alloc_settle, which every structure's repair runs,
+ * by the statistics and by the next record made. Each step is a commit, so
+ * a reclaimer killed anywhere leaves a record the next one finishes. The
+ * statistics count a live process's cached blocks as free and records as
+ * outside the heap (like carriers); the heap check walks them too. A handle
+ * used in a forked child keeps no cache of its parent's: the child makes
+ * its own. Heaps below CC_HEAP_MIN are not cached.
+ *
  * Locks: one robust mutex per arena, at the start of its range, and the
- * heap lock (hdr->alloc_lock) for formatting and carving. Lock order: heap
- * lock -> an arena lock; callers may hold structure locks before either.
- * No operation holds two arena locks at once.
+ * heap lock (hdr->alloc_lock) for formatting, carving and cache records.
+ * Lock order: the in-process cache lock -> heap lock -> an arena lock;
+ * callers may hold structure locks before these. No operation holds two
+ * arena locks at once.
  */
 #include "internal.h"
 
@@ -2108,8 +2137,12 @@ static int cc_scan(shmds_region *r, bool strict, shmds_alloc_stats *st)
         uint64_t x = __atomic_load_n(&h->caches[i], __ATOMIC_ACQUIRE), usable;
         if (x == 0)
             continue;
-        if (shmds__alloc_block_live(r, x, &usable) != 0 || usable < sizeof(struct crec))
+        if (shmds__alloc_block_live(r, x, &usable) != 0 || usable < sizeof(struct crec)) {
+            /* Given back under the look (a live owner's close)? */
+            if (__atomic_load_n(&h->caches[i], __ATOMIC_ACQUIRE) != x)
+                continue;
             return SHMDS_ECORRUPT;
+        }
         const struct crec *c = (const struct crec *)(const void *)(r->base + x);
         uint64_t owner = __atomic_load_n(&c->owner, __ATOMIC_ACQUIRE);
         bool stable = strict && owner != 0 && !cc_owner_alive(owner);
