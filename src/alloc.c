@@ -252,6 +252,7 @@ struct op {
     unsigned idx;        /* the arena's index */
     unsigned n;          /* stores in root->redo[] so far */
     bool rebuild;        /* derived state found damaged */
+    bool rest_listed;    /* take_free put the split's remainder in its list */
 };
 
 /* ---------------------------------------------------------------------------
@@ -543,6 +544,35 @@ HOT bool list_remove(struct op *o, uint64_t off, uint64_t size)
     return true;
 }
 
+/* The free block `off` of `size` bytes gives its place in its list to
+ * the free block `noff` of `nsize` bytes (the same class): a split that
+ * leaves a remainder of the class it took the block from. Checks the links
+ * as list_remove; false (nothing written) when they are damaged. */
+HOT bool list_replace(struct op *o, uint64_t off, uint64_t size, uint64_t noff, uint64_t nsize)
+{
+    unsigned fl, sl;
+    mapping(size, &fl, &sl);
+    if (fl >= o->g->fl_count)
+        return false;
+    struct blk *b = B(o, off), *nb = B(o, noff);
+    uint64_t next = b->next, prev = b->prev;
+    uint64_t *head = ctl_head(o, fl, sl);
+    if ((next != 0 && (!blk_off_ok(o->g, next) || B(o, next)->prev != off)) ||
+        (prev != 0 && (!blk_off_ok(o->g, prev) || B(o, prev)->next != off)) ||
+        (prev == 0 && *head != off))
+        return false;
+    nb->next = next;
+    nb->prev = prev;
+    if (next != 0)
+        B(o, next)->prev = noff;
+    if (prev != 0)
+        B(o, prev)->next = noff;
+    else
+        *head = noff;
+    o->root->free_bytes -= size - nsize;
+    return true;
+}
+
 /* Rebuild free lists, bitmaps and counters from the physical walk, and
  * rewrite every prev_size tag and the sentinel from the block sizes. Never
  * changes a block's size or state (only a commit does), so it can be killed
@@ -645,6 +675,7 @@ static void op_init(struct op *o, shmds_region *r, unsigned idx)
     o->idx = idx;
     o->n = 0;
     o->rebuild = false;
+    o->rest_listed = false;
 }
 
 
@@ -962,8 +993,12 @@ static int live_block(const struct op *o, uint64_t b, bool cached_ok, struct liv
     return 0;
 }
 
-/* Find a free block of at least `bs` bytes and take it off its list. */
-static int take_free(struct op *o, uint64_t bs, uint64_t *out, uint64_t *out_size)
+/* Find a free block of at least `bs` bytes and take it off its list.
+ * With `split`, when the block's remainder after a split of `bs` bytes
+ * falls in the block's own class (a large block cut from its front), the
+ * remainder takes the block's place in the list instead (rest_listed):
+ * the lists are derived state, and the commit makes the remainder a block. */
+static int take_free(struct op *o, uint64_t bs, bool split, uint64_t *out, uint64_t *out_size)
 {
     const geo_t *g = o->g;
     uint64_t want = bs;
@@ -1014,7 +1049,19 @@ static int take_free(struct op *o, uint64_t bs, uint64_t *out, uint64_t *out_siz
     uint64_t size;
     bool is_free;
     if (!blk_read(o, cand, &size, &is_free) || !is_free || size < bs ||
-        B(o, cand + size)->prev_size != size || !list_remove(o, cand, size)) {
+        B(o, cand + size)->prev_size != size) {
+        o->rebuild = true;
+        return SHMDS_ECORRUPT;
+    }
+    unsigned f1, s1, f2, s2;
+    if (split && size - bs >= MIN_BLOCK) {
+        mapping(size, &f1, &s1);
+        mapping(size - bs, &f2, &s2);
+        o->rest_listed = f1 == f2 && s1 == s2;
+    }
+    if (!(o->rest_listed ? list_replace(o, cand, size, cand + bs, size - bs)
+                         : list_remove(o, cand, size))) {
+        o->rest_listed = false;
         o->rebuild = true;
         return SHMDS_ECORRUPT;
     }
@@ -1054,7 +1101,7 @@ static void split_tags(struct op *o, uint64_t b, uint64_t size, uint64_t t)
 static int do_alloc(struct op *o, uint64_t bs, uint64_t slot_off, uint64_t zero, uint64_t *out)
 {
     uint64_t b, size;
-    int rc = take_free(o, bs, &b, &size);
+    int rc = take_free(o, bs, true, &b, &size);
     if (rc != 0)
         return rc;
     SHMDS_FAULT("alloc.alloc.unlinked");
@@ -1071,8 +1118,10 @@ static int do_alloc(struct op *o, uint64_t bs, uint64_t slot_off, uint64_t zero,
     o->root->used_bytes += used;
     if (t != 0) {
         split_tags(o, b, size, t);
-        list_insert(o, t, size - bs);
+        if (!o->rest_listed)
+            list_insert(o, t, size - bs);
     }
+    o->rest_listed = false;
     SHMDS_FAULT("alloc.alloc.done");
     *out = b + HDR;
     return 0;
@@ -1872,7 +1921,7 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
     /* Move: allocate, copy, free the old block. A crash between the two
      * commits leaves both blocks allocated, the old one intact. */
     uint64_t nb, nsize;
-    if (bs == 0 || (rc = take_free(&o, bs, &nb, &nsize)) == -ENOMEM) {
+    if (bs == 0 || (rc = take_free(&o, bs, false, &nb, &nsize)) == -ENOMEM) {
         /* No room in this arena: in another one, in two steps. */
         finish(&o, 0);
         shmds_off_t noff;

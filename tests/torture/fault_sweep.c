@@ -205,8 +205,9 @@ static int scratch_leases(tt_world *w)
 }
 
 /* The workload: a scratch region made, its heap laid out by a first
- * allocation and freed again (the create and format paths; the sweep
- * checks it when the workload dies there), then OPS operations, each
+ * allocation, grown in place and freed again (the create and format
+ * paths, and a realloc in place whatever the draws do; the sweep checks
+ * it when the workload dies there), then OPS operations, each
  * acknowledged after it returned. */
 static int workload(int wr)
 {
@@ -215,7 +216,8 @@ static int workload(int wr)
     shmds_region *t = NULL;
     shmds_off_t b;
     if (shmds_region_create(tmp, SHMDS_REGION_MIN_SIZE, NULL, &t) != 0 ||
-        shmds_alloc(t, 100, &b) != 0 || shmds_free(t, b) != 0)
+        shmds_alloc(t, 100, &b) != 0 || shmds_realloc(t, b, 200, &b) != 0 ||
+        shmds_free(t, b) != 0)
         return 4;
     shmds_region_close(t);
     shmds_region_unlink(tmp);
