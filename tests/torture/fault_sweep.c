@@ -62,7 +62,8 @@ static const unsigned skips[] = {0, 1, 3, 10, 40};
 /* A crash inside a create or a destroy leaves no leak: the blocks stay
  * reachable from the name's pending directory entry, and the check's
  * shmds_region_check reclaims them. The one leak allowed is the block a
- * realloc killed in flight may leave (see tt_verify): counted apart
+ * realloc or a TT_BLOCK op killed in flight may leave (tt_op_may_leak; a
+ * block only the dead process held): counted apart
  * instead of failing. Every other leak fails. */
 static unsigned leaks_documented;
 static bool realloc_at_death;
@@ -543,7 +544,7 @@ int main(int argc, char **argv)
         nrep_hit += hit[i] && is_repair_point(points[i]);
     }
     printf("fault_sweep: points hit %u / %u (repair points %u / %u); %u crashes, %u of them "
-           "inside a repair; %u checks; %u documented leaks (realloc); %u failures\n",
+           "inside a repair; %u checks; %u documented leaks (realloc, block); %u failures\n",
            nhit, npoints, nrep_hit, nrep, crashes, nested_crashes, checks, leaks_documented,
            failures);
     for (unsigned i = 0; i < npoints; i++)
