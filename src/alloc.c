@@ -160,6 +160,7 @@
 #define CACHE_MAX 32u   /* cache records in the heap root's table */
 #define CC_CLASSES 32u  /* cached block sizes: MIN_BLOCK, +16, ... */
 #define CC_SLOTS 8u     /* blocks one record holds per size */
+#define CC_UP 2u        /* an allocation may take a block this many sizes up */
 #define CC_BLOCK_MAX (MIN_BLOCK + (CC_CLASSES - 1) * ALIGN) /* 528: payloads to 512 */
 #define CC_HEAP_MIN (UINT64_C(512) << 10) /* smaller heaps are not cached */
 #define CC_RETRY 4096u  /* frees between attempts to make a record that failed */
@@ -1453,9 +1454,10 @@ HOT bool cc_block(const shmds_region *r, uint64_t x, uint64_t *word)
     return true;
 }
 
-/* Take a block of `bs` bytes (a cached size) from the handle's record:
- * 0 with *out; 1 when it holds none; SHMDS_ECORRUPT when a slot holds
- * something that is not a cached block of that size. */
+/* Take a block of `bs` bytes (a cached size), or else of one of the CC_UP
+ * sizes above it, from the handle's record: 0 with *out; 1 when it holds
+ * none; SHMDS_ECORRUPT when a slot holds something that is not a cached
+ * block of its size. */
 HOT int cc_take(shmds_region *r, uint64_t bs, shmds_off_t *out)
 {
     uint64_t c = cc_mine(r);
@@ -1466,14 +1468,22 @@ HOT int cc_take(shmds_region *r, uint64_t bs, shmds_off_t *out)
         cc_unlock(r);
         return 1;
     }
-    uint64_t *s = ((struct crec *)(void *)(r->base + c))->slot[bs / ALIGN - MIN_BLOCK / ALIGN];
-    unsigned i = 0;
+    unsigned k = (unsigned)(bs / ALIGN - MIN_BLOCK / ALIGN), i = 0;
+    uint64_t *s = ((struct crec *)(void *)(r->base + c))->slot[k];
     uint64_t x = 0, w;
-    while (i < CC_SLOTS && (x = __atomic_load_n(&s[i], __ATOMIC_RELAXED)) == 0)
-        i++;
-    if (x == 0) {
-        cc_unlock(r);
-        return 1;
+    for (unsigned up = 0;; up++) {
+        while (i < CC_SLOTS && (x = __atomic_load_n(&s[i], __ATOMIC_RELAXED)) == 0)
+            i++;
+        if (x != 0)
+            break;
+        if (up == CC_UP || k + 1 == CC_CLASSES) {
+            cc_unlock(r);
+            return 1;
+        }
+        s += CC_SLOTS; /* the next size's slots */
+        bs += ALIGN;
+        k++;
+        i = 0;
     }
     if (!cc_block(r, x, &w) || (w & F_CACHED) == 0 || w_size(w) != bs) {
         cc_unlock(r);
