@@ -123,8 +123,9 @@
  *
  * Locks: one robust mutex per arena, at the start of its range, and the
  * heap lock (hdr->alloc_lock) for formatting, carving and cache records.
- * Lock order: the in-process cache lock -> heap lock -> an arena lock;
- * callers may hold structure locks before these. No operation holds two
+ * Lock order: heap lock -> the in-process cache lock (a record given
+ * back) -> an arena lock; the fast paths hold the cache lock alone.
+ * Callers may hold structure locks before these. No operation holds two
  * arena locks at once.
  */
 #include "internal.h"
