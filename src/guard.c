@@ -34,7 +34,20 @@
  * writer: unlink, fence, slot loads): either the writer sees the slot or
  * the reader sees the unlink. Reclamation runs every RECLAIM_AT retirements
  * and when no record is free; records are added a block at a time when
- * readers hold them all, so a stuck reader only costs memory.
+ * readers hold them all. The first retire block, once made, is kept while
+ * the region holds objects (only later, empty ones are trimmed), so
+ * retiring rarely allocates and a full heap still has its records.
+ *
+ * No record to be had (every record holds a block a reader may hold, and
+ * the heap is full): when no reader is inside a guard it entered before
+ * the unlink, the block is freed at once; else it stays in the caller's
+ * slot (SHMDS__RETIRE_KEPT) and the caller's write still succeeds, its
+ * log left open for the next holder of its lock to finish. What a stuck
+ * reader costs: the blocks it may hold stay allocated (and the retire
+ * blocks made while it sat); once the heap is full too, each map stripe
+ * can park one unlinked block in its log, and further writes to that
+ * stripe return -ENOMEM (nothing changed) until the reader leaves its
+ * guard or dies. Reads never wait.
  *
  * Crash consistency. Moving a block from the caller's slot to a record is
  * logged in the header (rlog_*: source slot, block, record slot) under the
@@ -510,9 +523,10 @@ int shmds__guard_settle(shmds_region *r)
 }
 
 /* The smallest epoch of an occupied slot, after bumping the epoch (the
- * new epoch when no slot is occupied). Slots of dead owners met on the way
- * are cleared. A missing or damaged table: -errno, nothing may be freed. */
-static int readers_min(shmds_region *r, uint64_t *min)
+ * new epoch, also in *now, when no reader is inside a guard entered
+ * before the bump). Slots of dead owners met on the way are cleared. A
+ * missing or damaged table: -errno, nothing may be freed. */
+static int readers_min(shmds_region *r, uint64_t *min, uint64_t *now)
 {
     struct shmds__rtab *t;
     int rc = rt_get(r, &t);
@@ -538,13 +552,26 @@ static int readers_min(shmds_region *r, uint64_t *min)
         m = se;
     }
     *min = m;
+    *now = e;
     return 0;
 }
 
+/* Whether the region's directory names no object (an idle region). */
+static bool no_objects(const shmds_region *r)
+{
+    for (unsigned i = 0; i < SHMDS_ROOTS_MAX; i++)
+        if (LD(&r->hdr->roots[i].type) != 0)
+            return false;
+    return true;
+}
+
 /* Hand back the last retire block while it is empty (retire lock held),
- * so a list that grew while a reader was stuck shrinks again; the first
- * too when `all` (an explicit reclamation: an idle region then holds no
- * retire block at all). */
+ * so a list that grew while a reader was stuck shrinks again. The first
+ * block stays while the region holds objects: the common retirement never
+ * allocates, and a full heap still has its 254 records (a delete in a
+ * full region must work: it is how a user makes room). An explicit
+ * reclamation (`all`) in a region without objects hands it back too: an
+ * idle region holds no retire block. */
 static int trim_locked(shmds_region *r, bool all)
 {
     for (;;) {
@@ -562,7 +589,7 @@ static int trim_locked(shmds_region *r, bool all)
             lb = b;
             slot = &b->next;
         }
-        if (lb == NULL || (last == &r->hdr->retire_head && !all))
+        if (lb == NULL || (last == &r->hdr->retire_head && !(all && no_objects(r))))
             return 0;
         for (unsigned i = 0; i < RB_RECS; i++)
             if (LD(&lb->rec[i].off) != 0)
@@ -578,8 +605,8 @@ static int trim_locked(shmds_region *r, bool all)
 static int reclaim_locked(shmds_region *r, bool all)
 {
     struct shmds__hdr *h = r->hdr;
-    uint64_t min;
-    int rc = readers_min(r, &min);
+    uint64_t min, now;
+    int rc = readers_min(r, &min, &now);
     if (rc != 0)
         return 0; /* no table, no frees: the records keep their blocks */
     int freed = 0;
@@ -610,8 +637,9 @@ static int reclaim_locked(shmds_region *r, bool all)
     return (rc = trim_locked(r, all)) < 0 ? rc : freed;
 }
 
-/* A free record (retire lock held): reclaim when due, then look; add a
- * retire block when every record holds a block. */
+/* A free record (retire lock held): reclaim when due, then look; when
+ * every record holds a block, reclaim, then add a retire block. -ENOMEM:
+ * none to be had (readers hold every record and the heap is full). */
 static int rec_free(shmds_region *r, struct rrec **out)
 {
     struct shmds__hdr *h = r->hdr;
@@ -645,7 +673,7 @@ static int rec_free(shmds_region *r, struct rrec **out)
             continue;
         }
         if ((rc = shmds__alloc_zeroed_into(r, sizeof(struct rblock), slot)) < 0)
-            return rc;
+            return rc == -ENOSPC ? -ENOMEM : rc;
         SHMDS_FAULT("guard.retire.block_added");
     }
     return SHMDS_ECORRUPT;
@@ -696,6 +724,16 @@ int shmds__guard_retire(shmds_region *r, uint64_t *slot)
         SHMDS_FAULT("guard.retire.taken");
         STR(&h->rlog_op, 0);
         ST(&h->retire_used, LD(&h->retire_used) + 1);
+    } else if (rc == -ENOMEM) {
+        /* No record to be had: when no reader entered its guard before
+         * the block was unlinked (the bump in readers_min comes after the
+         * unlink), nobody can hold it: free it now (one allocator commit
+         * on the caller's slot). Else it stays in *slot. */
+        uint64_t min, now;
+        if (readers_min(r, &min, &now) == 0 && min == now)
+            rc = (rc = shmds__free_from(r, slot)) > 0 ? 0 : rc;
+        else
+            rc = SHMDS__RETIRE_KEPT;
     }
     shmds_mutex_unlock(&h->retire_lock);
     return rc;

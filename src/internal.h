@@ -642,11 +642,15 @@ int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable);
  * retire record through an intent log under the region's retire lock, so
  * after shmds__guard_settle() *slot holds either the block (not retired:
  * the caller's repair decides) or 0 (retired: never the caller's again).
- * *slot == 0: nothing to do, 0. Writable regions only; lock order:
- * structure locks -> the retire lock -> the allocator. Returns 0, or
- * (with *slot unchanged) -EINVAL for a slot the allocator would not take,
- * -ENOMEM when no retire record could be found or made (the heap full and
- * readers holding every retired block), lock errors, SHMDS_ECORRUPT. */
+ * *slot == 0: nothing to do, 0. When no retire record can be found or
+ * made (the heap full and readers holding every retired block) the block
+ * is freed at once if no reader inside a guard could hold it (0), else it
+ * stays in *slot: SHMDS__RETIRE_KEPT, and the caller keeps it where its
+ * repair finds it and calls again later. Writable regions only; lock
+ * order: structure locks -> the retire lock -> the allocator. Returns 0,
+ * SHMDS__RETIRE_KEPT, or (with *slot unchanged) -EINVAL for a slot the
+ * allocator would not take, lock errors, SHMDS_ECORRUPT. */
+#define SHMDS__RETIRE_KEPT 1
 int shmds__guard_retire(shmds_region *r, uint64_t *slot);
 /* Finish a retirement a dead process left half done (takes and drops the
  * retire lock): after 0, every slot named by an interrupted

@@ -65,8 +65,13 @@
  * entry replaced, deleted, evicted, expired or moved; the old table after
  * a SWITCH) is never freed by the writer: shmds__guard_retire takes it
  * from the log's slot and frees it once every reader inside a guard at
- * that moment has left. A retirement that fails leaves the log open; the
- * next holder of the lock closes it.
+ * that moment has left. A retirement that finds no record and cannot free
+ * the block at once (a reader stuck in a guard while the heap is full:
+ * guard.c) leaves it in the log's slot and the log open, the write
+ * returning 0 (it committed); the next holder of the lock tries again
+ * (stripe_lock, resize_lock), and until then writes that need the log
+ * return -ENOMEM with nothing changed (log_busy). shmds_map_check takes
+ * that state as sound.
  *
  * Spare blocks (the insert path's one lock round trip). Each stripe keeps
  * up to SPARES allocated blocks in allocator slots of its own (`spare`).
@@ -578,47 +583,34 @@ static inline uint64_t *bucket_slot(const shmds_map *m, const struct tsnap *t, c
     return &t->old[ob];
 }
 
-/* The one or two bucket slots that hold what old bucket `rel` of stripe s's
- * slice held. Returns how many. */
+/* The bucket slots that hold what old bucket `rel` of stripe s's slice
+ * held: its two targets in the new table once it is moved; the old bucket
+ * while it is not; and for the bucket being moved (rel == moved), the old
+ * bucket and both targets. A move that ran out of memory part way through
+ * a bucket (move_entry: -ENOMEM) leaves it so, half in each table, until
+ * a later write finds room; readers and writers look in both. Returns how
+ * many (1 to 3). */
 static int slice_slots(const shmds_map *m, const struct tsnap *t, const struct stripe *st,
-                       uint32_t s, uint64_t rel, uint64_t *out[2])
+                       uint32_t s, uint64_t rel, uint64_t *out[3])
 {
-    if (t->rh && LD(&st->epoch) == t->tepoch && rel < LD(&st->moved)) {
-        uint64_t nb = ((uint64_t)s << (t->bn - m->sbits)) + 2 * rel;
+    uint64_t mv = t->rh && LD(&st->epoch) == t->tepoch ? LD(&st->moved) : UINT64_MAX;
+    uint64_t nb = mv != UINT64_MAX ? ((uint64_t)s << (t->bn - m->sbits)) + 2 * rel : 0;
+    if (mv != UINT64_MAX && rel < mv) {
         out[0] = &t->nw[nb];
         out[1] = &t->nw[nb + 1];
         return 2;
     }
     out[0] = &t->old[((uint64_t)s << (t->bo - m->sbits)) + rel];
-    return 1;
+    if (rel != mv)
+        return 1;
+    out[1] = &t->nw[nb];
+    out[2] = &t->nw[nb + 1];
+    return 3;
 }
 
 /* ---------------------------------------------------------------------------
  * Repair
  * ------------------------------------------------------------------------ */
-
-static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n);
-
-/* A mover that died between two entries of one old bucket (or after its
- * last entry, before counting the bucket as moved) left the bucket half in
- * each table, while lookups look for its keys in the old table only: finish
- * moving it. The bucket is half moved exactly when its two targets in the
- * new table are not empty (they are cleared before the slice's first move). */
-static int finish_bucket(shmds_map *m, uint32_t s)
-{
-    struct stripe *st = &m->h->stripes[s];
-    struct tsnap t;
-    int rc = tsnap_get(m, &t);
-    if (rc < 0)
-        return rc;
-    if (!t.rh || LD(&st->epoch) != t.tepoch || LD(&st->moved) >= slice_len(m, t.bo))
-        return 0;
-    uint64_t nb = ((uint64_t)s << (t.bn - m->sbits)) + 2 * LD(&st->moved);
-    if (LD(&t.nw[nb]) == 0 && LD(&t.nw[nb + 1]) == 0)
-        return 0;
-    rc = migrate(m, s, &t, 1);
-    return rc < 0 ? rc : 0;
-}
 
 /* The first spare slot of stripe st holding `b` (0: an empty one), or
  * NULL. */
@@ -637,6 +629,24 @@ struct stripe_ref {
     shmds_map *m;
     uint32_t s;
 };
+
+/* A retirement in stripe_repair that did not finish (rc != 0): an error,
+ * or SHMDS__RETIRE_KEPT, the block left in the log, which stays open (the
+ * change itself is done): 0. */
+static int kept(struct stripe *st, int rc)
+{
+    if (rc < 0)
+        return rc;
+    shmds__seq_write_end(&st->seq);
+    return 0;
+}
+
+/* Whether stripe st's log still holds a retirement that found no record
+ * (SHMDS__RETIRE_KEPT): writes that need the log wait for room. */
+static inline bool log_busy(const struct stripe *st)
+{
+    return shmds__unlikely(LD(&st->log.op) != OP_NONE);
+}
 
 /* Called with stripe ref->s locked after its holder died. Reads only the
  * intent log (and, after a rehash move, the bucket it was in). Idempotent:
@@ -672,8 +682,9 @@ static int stripe_repair(void *arg)
             st->entries = lg->entries1;
             st->mem = lg->mem1;
             ST(&lg->blk, 0);
-            if ((rc = shmds__guard_retire(r, &lg->dead)) < 0)
-                return rc;
+            ST(&lg->committed, 1);
+            if ((rc = shmds__guard_retire(r, &lg->dead)) != 0)
+                return kept(st, rc);
             SHMDS_FAULT("map.repair.swap.retired_dead");
         } else {
             if (lg->blk != 0 && spare_slot(st, lg->blk) != NULL)
@@ -695,8 +706,8 @@ static int stripe_repair(void *arg)
         if (lg->blk != 0 && LD(ns) == lg->blk) {
             ST(os, lg->enext);
             SHMDS_FAULT("map.repair.move.unlinked");
-            if ((rc = shmds__guard_retire(r, &lg->dead)) < 0)
-                return rc;
+            if ((rc = shmds__guard_retire(r, &lg->dead)) != 0)
+                return kept(st, rc);
             ST(&lg->blk, 0);
         } else {
             ST(&lg->dead, 0);
@@ -723,7 +734,7 @@ static int stripe_repair(void *arg)
     ST(&lg->committed, 0);
     STR(&lg->op, OP_NONE);
     shmds__seq_write_end(&st->seq);
-    return finish_bucket(m, ref->s);
+    return 0;
 }
 
 /* Called with the resize lock held after its holder died: roll START or
@@ -755,8 +766,8 @@ static int resize_repair(void *arg)
         ST(&h->bits_new, 0);
         ST(&h->rehashing, 0);
         shmds__seq_write_end(&h->tseq);
-        if ((rc = shmds__guard_retire(m->r, &rl->dead)) < 0)
-            return rc;
+        if ((rc = shmds__guard_retire(m->r, &rl->dead)) != 0)
+            return rc < 0 ? rc : 0; /* kept: the record stays open */
         break;
     default:
         return SHMDS_ECORRUPT;
@@ -768,8 +779,9 @@ static int resize_repair(void *arg)
 
 /* Lock stripe s (blocking up to the region's bound, or not at all when
  * `try`). Returns 0, SHMDS_RECOVERED, or an error (-EBUSY for try). A log
- * left open by a live holder whose retirement failed (swap_close) is
- * closed by the repair too. */
+ * left open by a holder whose retirement found no record (swap_close) is
+ * closed by the repair too when a record can be had now; else it stays
+ * open (log_busy). */
 static int stripe_lock(shmds_map *m, uint32_t s, bool try)
 {
     struct stripe *st = &m->h->stripes[s];
@@ -822,7 +834,9 @@ static int grow_start(shmds_map *m)
         return rc;
     struct tsnap t;
     rc = tsnap_get(m, &t);
-    if (rc == 0 && !t.rh && t.bo < MAX_BITS) {
+    /* A SWITCH whose old table found no retire record yet: no growth
+     * until it is gone (the record is needed). */
+    if (rc == 0 && !t.rh && t.bo < MAX_BITS && LD(&h->rlog.op) == ROP_NONE) {
         struct rlog *rl = &h->rlog;
         rl->newbits = t.bo + 1;
         rl->tepoch1 = t.tepoch + 1;
@@ -838,8 +852,8 @@ static int grow_start(shmds_map *m)
             ST(&h->tepoch, rl->tepoch1);
             ST(&h->rehashing, 1);
             shmds__seq_write_end(&h->tseq);
-        } else if (rc == -ENOMEM) {
-            rc = 0;
+        } else if (rc == -ENOMEM || rc == -ENOSPC) {
+            rc = 0; /* no room (or the region may not grow): later */
         }
         STR(&rl->op, ROP_NONE);
     }
@@ -886,6 +900,8 @@ static int grow_finish(shmds_map *m)
         SHMDS_FAULT("map.switch.retired");
         if (rc == 0)
             STR(&rl->op, ROP_NONE);
+        else if (rc > 0)
+            rc = 0; /* kept: the record stays open for resize_lock */
     }
     shmds_mutex_unlock(&h->resize);
     return rc;
@@ -901,11 +917,13 @@ static int entry_block(shmds_map *m, struct stripe *st, uint64_t need);
  * original; one that missed there finds the copy (lookups of a bucket
  * being moved look in both tables, old first). Logged; repair finishes a
  * move whose copy is linked and undoes one whose copy is not. -ENOMEM:
- * nothing changed. */
+ * nothing changed (no room for the copy, or the log busy). */
 static int move_entry(shmds_map *m, struct stripe *st, const struct tsnap *t, uint64_t *os,
                       uint64_t eo, struct entry *e)
 {
     struct slog *lg = &st->log;
+    if (log_busy(st))
+        return -ENOMEM;
     uint64_t *ns = &t->nw[bidx(e->hash, t->bn)];
     uint64_t size = esize(e->klen, e->vlen);
     lg->e = eo;
@@ -937,8 +955,8 @@ static int move_entry(shmds_map *m, struct stripe *st, const struct tsnap *t, ui
     SHMDS_FAULT("map.move.unlinked");
     /* `blk` stays until the original is retired: repair tells a linked
      * copy by it. */
-    if ((rc = shmds__guard_retire(m->r, &lg->dead)) < 0)
-        return rc; /* the log stays open: see swap_close */
+    if ((rc = shmds__guard_retire(m->r, &lg->dead)) != 0)
+        return rc < 0 ? rc : 0; /* kept: the log stays open (swap_close) */
     SHMDS_FAULT("map.move.retired");
     ST(&lg->blk, 0);
     STR(&lg->op, OP_NONE);
@@ -977,13 +995,13 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
                 goto out;
             }
             if ((rc = move_entry(m, st, t, os, eo, e)) != 0)
-                goto out; /* -ENOMEM: the bucket waits for room */
+                goto out; /* -ENOMEM, -ENOSPC: the bucket waits for room */
         }
         STR(&st->moved, LD(&st->moved) + 1);
     }
 out:
     shmds__seq_write_end(&st->seq);
-    if (rc == -ENOMEM)
+    if (rc == -ENOMEM || rc == -ENOSPC) /* the write that called us is done */
         return 0;
     if (rc < 0)
         return rc;
@@ -1082,24 +1100,26 @@ struct swap_op {
 
 /* Close a committed SWAP (stripe st locked): the entry it unlinked is
  * retired, not freed (guarded readers may hold it). An insert's empty
- * `dead` needs no trip through the retire lock. When retirement fails (a
- * lock error, or no room for a retire record while readers hold every
- * retired block) the log stays open with the block in `dead`; the next
- * holder of the stripe lock closes it (stripe_lock). */
+ * `dead` needs no trip through the retire lock. When retirement cannot
+ * finish (SHMDS__RETIRE_KEPT: no record while a reader may hold every
+ * retired block and the heap is full; or a lock error) the log stays open
+ * with the block in `dead` and the next holder of the stripe lock closes
+ * it (stripe_lock). The write committed: kept is a success. */
 static int swap_close(shmds_map *m, struct stripe *st)
 {
     struct slog *lg = &st->log;
     int rc = shmds__guard_retire(m->r, &lg->dead);
-    if (rc < 0)
-        return rc;
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
     SHMDS_FAULT("map.swap.retired");
     ST(&lg->committed, 0);
     STR(&lg->op, OP_NONE);
     return 0;
 }
 
-/* Apply `op` (stripe st locked, log idle). Returns 0; on -ENOMEM or any
- * allocator error nothing changed. */
+/* Apply `op` (stripe st locked). Returns 0; on -ENOMEM (no room, or the
+ * log still busy with a kept retirement) or any allocator error nothing
+ * changed. */
 static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
 {
     shmds_region *r = m->r;
@@ -1107,8 +1127,9 @@ static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
     struct newent *ne = op->ne;
     uint64_t *link = op->link;
     SHMDS_ASSERT(shmds__mutex_held(&st->lock), "the stripe lock serialises its intent log");
-    SHMDS_ASSERT(LD(&lg->op) == OP_NONE, "a SWAP starts on an idle log (repairs finish others)");
     SHMDS_ASSERT(op->dn >= -1 && op->dn <= 1, "a SWAP adds, replaces or removes one entry");
+    if (log_busy(st))
+        return -ENOMEM;
     lg->committed = 0;
     lg->link = shmds_off(r, link);
     lg->link_old = LD(link);
@@ -1211,12 +1232,22 @@ static int find(shmds_map *m, const struct tsnap *t, uint32_t s, const struct ke
     SHMDS_ASSERT(shmds__mutex_held(&st->lock), "find's hit is used to write the chain");
     uint64_t *l = bucket_slot(m, t, st, s, k->hash);
     h->head = l;
+    /* The bucket being moved may be half in each table (slice_slots): its
+     * target in the new table too. */
+    uint64_t ob = bidx(k->hash, t->bo);
+    bool moving = t->rh && LD(&st->epoch) == t->tepoch &&
+                  ob - ((uint64_t)s << (t->bo - m->sbits)) == LD(&st->moved);
     for (unsigned steps = 0;; steps++) {
         uint64_t o = LD(l);
-        if (o == 0)
-            return 0;
+        if (o == 0) {
+            if (!moving)
+                return 0;
+            moving = false;
+            l = &t->nw[bidx(k->hash, t->bn)];
+            continue;
+        }
         struct entry *e = entry_at(m, o);
-        if (e == NULL || steps >= CHAIN_CAP)
+        if (e == NULL || steps >= 2 * CHAIN_CAP)
             return SHMDS_ECORRUPT;
         if (e_match(e, k->hash, k->p, k->len)) {
             h->link = l;
@@ -1284,7 +1315,7 @@ static int sweep(shmds_map *m, uint32_t s)
     uint64_t rel = st->sweep % slice_len(m, t.bo), now = 0;
     unsigned seen;
     st->sweep = rel + 1;
-    uint64_t *slots[2];
+    uint64_t *slots[3];
     int n = slice_slots(m, &t, st, s, rel, slots);
     for (int i = 0; i < n; i++)
         if ((rc = reap_slot(m, st, slots[i], 8, CHAIN_CAP + 1, &now, &seen)) < 0)
@@ -1305,7 +1336,7 @@ static int evict_one(shmds_map *m, uint32_t s)
     /* Two turns of the hand clear every bit and then find a victim. */
     for (uint64_t visit = 0; visit <= 2 * len && st->entries > 0; visit++) {
         uint64_t rel = st->hand % len;
-        uint64_t *slots[2];
+        uint64_t *slots[3];
         int n = slice_slots(m, &t, st, s, rel, slots);
         for (int i = 0; i < n; i++) {
             uint64_t *l = slots[i];
@@ -1564,15 +1595,20 @@ SHMDS_API void shmds_map_close(shmds_map *m)
 /* Free the blocks a map header without its magic may still reach: an entry
  * unlinked by a dead teardown, and the tables. Idempotent. */
 /* The tables of a map being destroyed go the way of its entries: retired
- * (a guarded reader with a handle may still be walking them). */
+ * (a guarded reader with a handle may still be walking them), with an old
+ * table a SWITCH left in its record (kept: no retire record then). A
+ * block kept where it was (SHMDS__RETIRE_KEPT) makes the destroy -ENOMEM,
+ * to be run again once the reader has left. */
 static int map_free_tables(shmds_region *r, struct map_hdr *h)
 {
     int rc = shmds__guard_retire(r, &h->scratch);
     if (rc == 0)
+        rc = shmds__guard_retire(r, &h->rlog.dead);
+    if (rc == 0)
         rc = shmds__guard_retire(r, &h->tab_new);
     if (rc == 0)
         rc = shmds__guard_retire(r, &h->tab_old);
-    return rc;
+    return rc > 0 ? -ENOMEM : rc;
 }
 
 /* Free every entry of the map `m` (its name already gone), clear its
@@ -1593,9 +1629,10 @@ static int map_teardown(shmds_map *m)
         if ((rc = stripe_lock(m, s, false)) < 0)
             break;
         struct stripe *st = &h->stripes[s];
-        rc = tsnap_get(m, &t);
+        /* A kept retirement in the log: the destroy waits for room. */
+        rc = log_busy(st) ? -ENOMEM : tsnap_get(m, &t);
         for (uint64_t rel = 0; rc >= 0 && rel < slice_len(m, t.bo); rel++) {
-            uint64_t *slots[2];
+            uint64_t *slots[3];
             int n = slice_slots(m, &t, st, s, rel, slots);
             for (int i = 0; i < n && rc >= 0; i++) {
                 for (unsigned steps = 0; LD(slots[i]) != 0; steps++) {
@@ -1605,14 +1642,18 @@ static int map_teardown(shmds_map *m)
                         break;
                     }
                     if (LD(&h->scratch) != LD(slots[i]) &&
-                        (rc = shmds__guard_retire(r, &h->scratch)) < 0)
+                        (rc = shmds__guard_retire(r, &h->scratch)) != 0) {
+                        rc = rc > 0 ? -ENOMEM : rc;
                         break;
+                    }
                     ST(&h->scratch, LD(slots[i]));
                     SHMDS_FAULT("map.destroy.scratch");
                     ST(slots[i], e->next);
                     SHMDS_FAULT("map.destroy.unlinked");
-                    if ((rc = shmds__guard_retire(r, &h->scratch)) < 0)
+                    if ((rc = shmds__guard_retire(r, &h->scratch)) != 0) {
+                        rc = rc > 0 ? -ENOMEM : rc;
                         break;
+                    }
                 }
             }
         }
@@ -1923,11 +1964,14 @@ SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
 }
 
 /* Store one or two words of an entry in place (stripe st locked), logged
- * and rolled forward by repair; lock-free readers retry around it. */
-static void store_in_place(shmds_map *m, struct stripe *st, uint64_t *w1, uint64_t v1,
-                           uint64_t *w2, uint64_t v2)
+ * and rolled forward by repair; lock-free readers retry around it.
+ * -ENOMEM, nothing stored: the log is busy (log_busy). */
+static int store_in_place(shmds_map *m, struct stripe *st, uint64_t *w1, uint64_t v1,
+                          uint64_t *w2, uint64_t v2)
 {
     struct slog *lg = &st->log;
+    if (log_busy(st))
+        return -ENOMEM;
     lg->e = shmds_off(m->r, w1);
     lg->enext = v1;
     lg->nhead = w2 != NULL ? shmds_off(m->r, w2) : 0;
@@ -1942,6 +1986,7 @@ static void store_in_place(shmds_map *m, struct stripe *st, uint64_t *w1, uint64
     shmds__seq_write_end(&st->seq);
     SHMDS_FAULT("map.store.stored");
     STR(&lg->op, OP_NONE);
+    return 0;
 }
 
 static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, int64_t init,
@@ -1967,7 +2012,9 @@ static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, 
     int64_t *v = (int64_t *)(void *)e_val(e);
     if (__builtin_add_overflow(LD(v), delta, &nv))
         return -EOVERFLOW;
-    store_in_place(m, st, (uint64_t *)v, (uint64_t)nv, &e->version, next_version(st));
+    rc = store_in_place(m, st, (uint64_t *)v, (uint64_t)nv, &e->version, next_version(st));
+    if (rc != 0)
+        return rc;
     if (result != NULL)
         *result = nv;
     return 0;
@@ -1996,9 +2043,8 @@ static int expire_op(shmds_map *m, uint32_t s, const struct key *k, uint64_t ttl
     int f = write_find(m, s, k, true, &sp);
     if (f <= 0)
         return f < 0 ? f : -ENOENT;
-    store_in_place(m, &m->h->stripes[s], &sp.h.e->expire_ms, expiry_ms(m, ttl_ms, false), NULL,
-                   0);
-    return 0;
+    return store_in_place(m, &m->h->stripes[s], &sp.h.e->expire_ms, expiry_ms(m, ttl_ms, false),
+                          NULL, 0);
 }
 
 SHMDS_API int shmds_map_expire(shmds_map *m, const void *key, size_t klen, uint64_t ttl_ms)
@@ -2307,7 +2353,7 @@ static int snap_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
     b->n = 0;
     b->steps = b->done;
     for (uint64_t rel = 0; rel < slice_len(m, t->bo); rel++) {
-        uint64_t *slots[2];
+        uint64_t *slots[3];
         int n = slice_slots(m, t, st, s, rel, slots);
         for (int i = 0; i < n; i++) {
             uint64_t o = LD(slots[i]);
@@ -2642,7 +2688,7 @@ static int clear_stripe(shmds_map *m, uint32_t s)
     struct tsnap t;
     int rc = tsnap_get(m, &t);
     for (uint64_t rel = 0; rc >= 0 && rel < slice_len(m, t.bo); rel++) {
-        uint64_t *slots[2];
+        uint64_t *slots[3];
         int n = slice_slots(m, &t, st, s, rel, slots);
         for (int i = 0; i < n && rc >= 0; i++) {
             for (unsigned steps = 0; rc >= 0 && LD(slots[i]) != 0; steps++) {
@@ -2689,7 +2735,7 @@ SHMDS_API int shmds_map_reap(shmds_map *m, uint64_t max_entries, uint64_t *reape
         struct stripe *st = &m->h->stripes[s];
         if ((rc = tsnap_get(m, &t)) == 0) {
             uint64_t rel = b & (slice_len(m, t.bo) - 1), now = 0;
-            uint64_t *slots[2];
+            uint64_t *slots[3];
             int k = slice_slots(m, &t, st, s, rel, slots);
             work++;
             for (int i = 0; i < k && rc >= 0; i++) {
@@ -2741,11 +2787,29 @@ SHMDS_API int shmds_map_stats_reset(shmds_map *m)
  * ------------------------------------------------------------------------ */
 
 /* Verify stripe s (locked) against snapshot t. */
+/* Whether stripe st's log is idle, or holds a retirement kept for want of
+ * a record (swap_close, move_entry): a committed SWAP or a MOVE whose copy
+ * is linked, the unlinked block a live one in `dead`. */
+static bool log_sound(shmds_map *m, struct stripe *st)
+{
+    struct slog *lg = &st->log;
+    uint32_t op = LD(&lg->op);
+    if (op == OP_NONE)
+        return lg->blk == 0 && lg->dead == 0;
+    if (lg->dead == 0 || shmds__alloc_block_live(m->r, lg->dead, NULL) != 0)
+        return false;
+    if (op == OP_SWAP)
+        return lg->committed && lg->blk == 0;
+    if (op != OP_MOVE)
+        return false;
+    const uint64_t *ns = shmds__ptr_chk(m->r, lg->newslot, 8, 8);
+    return ns != NULL && lg->blk != 0 && LD(ns) == lg->blk;
+}
+
 static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
 {
     struct stripe *st = &m->h->stripes[s];
-    if (LD(&st->log.op) != OP_NONE || (LD(&st->seq) & 1) != 0 || st->log.blk != 0 ||
-        st->log.dead != 0 || !shmds__sem_ok(&st->bell))
+    if (!log_sound(m, st) || (LD(&st->seq) & 1) != 0 || !shmds__sem_ok(&st->bell))
         return SHMDS_ECORRUPT;
     for (unsigned j = 0; j < SPARES; j++) {
         uint64_t b = LD(&st->spare[j]);
@@ -2758,10 +2822,10 @@ static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
     if (cur && st->moved > len)
         return SHMDS_ECORRUPT;
     for (uint64_t rel = 0; rel < len; rel++) {
-        uint64_t *slots[2];
+        uint64_t *slots[3];
         int k = slice_slots(m, t, st, s, rel, slots);
         if (cur && k == 1) {
-            /* Not moved yet: its two targets in the new table are empty. */
+            /* Not reached yet: its two targets in the new table are empty. */
             uint64_t nb = ((uint64_t)s << (t->bn - m->sbits)) + 2 * rel;
             if (t->nw[nb] != 0 || t->nw[nb + 1] != 0)
                 return SHMDS_ECORRUPT;
@@ -2775,7 +2839,8 @@ static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
                     shmds__alloc_block_live(m->r, o, &usable) != 0 ||
                     usable < esize(e->klen, e->vlen) ||
                     shmds__hash(m->seed, e_key(e), (size_t)e->klen) != e->hash ||
-                    bucket_slot(m, t, st, s, e->hash) != slots[i])
+                    (k == 3 && i > 0 ? &t->nw[bidx(e->hash, t->bn)]
+                                     : bucket_slot(m, t, st, s, e->hash)) != slots[i])
                     return SHMDS_ECORRUPT;
                 n++;
                 mem += esize(e->klen, e->vlen);
@@ -2796,7 +2861,14 @@ static int check_tables(shmds_map *m, const struct tsnap *t)
         return SHMDS_ECORRUPT;
     if (!t->rh && m->h->tab_new != 0)
         return SHMDS_ECORRUPT;
-    return LD(&m->h->rlog.op) == ROP_NONE ? 0 : SHMDS_ECORRUPT;
+    /* Idle, or a SWITCH done whose old table waits for a retire record. */
+    const struct rlog *rl = &m->h->rlog;
+    uint32_t op = LD(&rl->op);
+    if (op == ROP_NONE ||
+        (op == ROP_SWITCH && !t->rh && rl->newtab == m->h->tab_old && rl->dead != 0 &&
+         rl->dead != rl->newtab && shmds__alloc_block_live(m->r, rl->dead, NULL) == 0))
+        return 0;
+    return SHMDS_ECORRUPT;
 }
 
 SHMDS_API int shmds_map_check(shmds_map *m)
