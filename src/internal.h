@@ -316,7 +316,7 @@ static inline bool shmds__wait_spin(struct shmds__wait *w)
     return true;
 }
 /* The slow phase's nap: 0 after napping, -ETIMEDOUT once `bound_ms` has
- * passed since the first call. */
+ * passed since the first call (at once for a bound of 0: never wait). */
 int shmds__wait_nap(struct shmds__wait *w, uint32_t bound_ms);
 
 /* ---- locks ---- */

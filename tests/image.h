@@ -10,6 +10,7 @@
 #define SHMDS_TEST_IMAGE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Lock waits on a hostile image are cut to this (a garbage lock word may
  * look held by a live process forever). */
@@ -20,6 +21,14 @@ typedef struct img_result {
     int check_rc; /* shmds_region_check, when open_rc == 0 */
     unsigned roots; /* directory entries seen */
 } img_result;
+
+/* Run the image in `buf` (64-aligned, `len` bytes) in place: attach with
+ * `flags` (0, or SHMDS_RDONLY: then nothing in `buf` is written, and the
+ * caller may map it read-only), bound every wait by `bound_ms` (0: never
+ * wait), then the whole-region check, the region's and the arenas' views,
+ * and every object in the directory (see the top). What the fuzzer calls:
+ * no copy, no allocation of the image. */
+img_result img_run(void *buf, size_t len, unsigned flags, uint32_t bound_ms);
 
 /* Copy `len` bytes into aligned memory of their own and exercise them. */
 img_result img_exercise(const void *data, size_t len);
