@@ -124,13 +124,9 @@ static void walk_readonly(void *buf, size_t len, uint32_t bound_ms)
         abort();
 }
 
-img_result img_run(void *buf, size_t len, unsigned flags, uint32_t bound_ms)
+img_result img_run_region(shmds_region *r, uint32_t bound_ms)
 {
     img_result res = {0, 0, 0};
-    shmds_region *r = NULL;
-    res.open_rc = shmds__region_attach_mem(buf, len, flags, &r);
-    if (res.open_rc != 0)
-        return res;
     r->lock_timeout_ms = bound_ms;
     res.check_rc = shmds_region_check(r);
     shmds_region_info info;
@@ -146,12 +142,27 @@ img_result img_run(void *buf, size_t len, unsigned flags, uint32_t bound_ms)
         shmds_alloc_arena_info ai;
         (void)shmds_alloc_arena_info_get(r, i, &ai);
     }
+    /* Growth by a page (`shmds grow`): an image in memory cannot grow
+     * (-ENOMEM); a region on a file descriptor grows, and the walk below
+     * then runs over the grown heap. */
+    size_t size = shmds_region_size(r);
+    if (!shmds_region_readonly(r))
+        (void)shmds_region_grow(r, size + 4096);
     struct walk w = {r, 0};
     (void)shmds_root_foreach(r, visit_root, &w);
     res.roots = w.n;
     if (shmds_region_close(r) != 0)
         abort(); /* an operation returned with a lock still held */
     return res;
+}
+
+img_result img_run(void *buf, size_t len, unsigned flags, uint32_t bound_ms)
+{
+    shmds_region *r = NULL;
+    int rc = shmds__region_attach_mem(buf, len, flags, &r);
+    if (rc != 0)
+        return (img_result){rc, 0, 0};
+    return img_run_region(r, bound_ms);
 }
 
 /* Copy the bytes into own, aligned, writable memory (the library may

@@ -15,7 +15,7 @@
  *     with locks, repairs and the writes the read calls may make.
  *
  * Adjustments that keep the fuzzer on the library's own code, steered by
- * bits of the header's last reserved byte:
+ * bits of the header's last reserved byte (IMG_CTL_* in image.h):
  *  - bit 0: recompute the header's checksum (else almost every mutation
  *    stops at open), so header fields past it get explored too.
  *  - The pthread part of the header's two mutexes is re-initialised (their
@@ -25,6 +25,13 @@
  *    must answer SHMDS_ECORRUPT, never reach an assertion in glibc. The
  *    structures' own locks and the queues' doorbell semaphores are never
  *    re-initialised.
+ *  - bit 3: both passes attach through a file descriptor instead (a
+ *    memfd made once, the image written into it): what
+ *    shmds_region_open does once the object is open, the reserved
+ *    maximum, following a size another process published, finishing a
+ *    dead grower's growth (grow_to) and growing by a page. Files are
+ *    capped at FILE_MAX (RLIMIT_FSIZE): a hostile maximum or growth
+ *    target gets EFBIG, not the machine's memory.
  *  - Waits: nothing else runs, so a lock or a writer's sequence found busy
  *    stays busy; waiting for it only costs time. The bound is 0 (a short
  *    spin, then -EBUSY or -ETIMEDOUT at once) unless bit 2 is set: then
@@ -34,7 +41,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)
@@ -52,6 +62,7 @@
 #include "internal.h"
 
 #define MAX_IMAGE (1u << 20)
+#define FILE_MAX (8u << 20)
 
 /* Re-initialise the pthread part of a header mutex, keeping its shmds
  * `state` word and, when keep_kind, glibc's kind word as fuzzed (the word
@@ -112,6 +123,36 @@ int sched_yield(void)
     return 0;
 }
 
+/* The memfd of bit 3, made once. */
+static int memfd = -1;
+
+static void file_setup(void)
+{
+    struct rlimit rl = {FILE_MAX, FILE_MAX};
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0 || signal(SIGXFSZ, SIG_IGN) == SIG_ERR)
+        abort();
+    memfd = memfd_create("shmds-fuzz", MFD_CLOEXEC);
+    if (memfd < 0)
+        abort();
+}
+
+/* Make the memfd hold the image (and nothing a previous input grew). */
+static void file_write(const uint8_t *img, size_t size)
+{
+    if (memfd < 0)
+        file_setup();
+    if (ftruncate(memfd, 0) != 0 || pwrite(memfd, img, size, 0) != (ssize_t)size)
+        abort();
+}
+
+/* One pass through the memfd. */
+static void file_run(unsigned flags, uint32_t bound)
+{
+    shmds_region *r = NULL;
+    if (shmds__region_attach_fd(memfd, flags, &r) == 0)
+        (void)img_run_region(r, bound);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -120,17 +161,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     uint8_t *img = image_load(data, size);
     uint8_t ctl = size < SHMDS_HEADER_SIZE ? 0 : control(img);
-    uint32_t bound = (ctl & 4) ? 1 : 0;
+    uint32_t bound = (ctl & IMG_CTL_WAIT) ? 1 : 0;
     struct shmds__hdr *h = (struct shmds__hdr *)img;
-    if (ctl & 1)
+    if (ctl & IMG_CTL_CHECKSUM)
         h->checksum = shmds__fnv1a(SHMDS__FNV_INIT, h, offsetof(struct shmds__hdr, checksum));
-    image_protect(size, PROT_READ);
-    (void)img_run(img, size, SHMDS_RDONLY, bound);
-    image_protect(size, PROT_READ | PROT_WRITE);
-    if (size >= SHMDS_HEADER_SIZE) {
-        reinit_mutex(&h->dir_lock, (ctl & 2) != 0);
-        reinit_mutex(&h->alloc_lock, (ctl & 2) != 0);
+    if (ctl & IMG_CTL_FD) {
+        file_write(img, size);
+        file_run(SHMDS_RDONLY, bound);
+    } else {
+        image_protect(size, PROT_READ);
+        (void)img_run(img, size, SHMDS_RDONLY, bound);
+        image_protect(size, PROT_READ | PROT_WRITE);
     }
-    (void)img_run(img, size, 0, bound);
+    if (size >= SHMDS_HEADER_SIZE) {
+        reinit_mutex(&h->dir_lock, (ctl & IMG_CTL_LOCK_WORDS) != 0);
+        reinit_mutex(&h->alloc_lock, (ctl & IMG_CTL_LOCK_WORDS) != 0);
+    }
+    if (ctl & IMG_CTL_FD) {
+        /* Only the header changed since the read-only pass. */
+        if (pwrite(memfd, img, SHMDS_HEADER_SIZE, 0) != SHMDS_HEADER_SIZE)
+            abort();
+        file_run(0, bound);
+    } else {
+        (void)img_run(img, size, 0, bound);
+    }
     return 0;
 }
