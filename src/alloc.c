@@ -93,10 +93,40 @@
  * out under the heap lock, and stores the magic last (again, if a
  * formatter died: no arena lock can have been taken yet).
  *
+ * Caches. A robust lock round trip and a commit cost most of a small
+ * allocation, so shmds_alloc and shmds_free (the calls without a slot)
+ * keep small blocks (to CC_BLOCK_MAX bytes) in a per-handle cache: a
+ * *record*, itself a block of arena 0 allocated into an entry of the heap
+ * root's cache table (an allocator slot), holding CC_SLOTS slots per block
+ * size and the owner (pid and start time of the process that made it). A
+ * cached block stays a used block of its arena, flagged F_CACHED in its
+ * header word (outside the tag); every slot of a record is an allocator
+ * slot. A free of a small block stores its offset in an empty slot of its
+ * size, then sets the flag (compare-and-swap: of two processes freeing one
+ * block at once, one sees it taken); an allocation of a cached size clears
+ * the flag of a block in its slots, then the slot, and returns the block.
+ * Neither takes an arena lock; threads sharing a handle take an
+ * in-process spin lock over its record (a killed process takes it along).
+ * A death anywhere leaves each block either in a slot (flagged or not) or
+ * in the caller's hands, as a death just before or after an uncached call
+ * would. Records are given back (every slot's block freed from its slot by
+ * one commit, then the record from its entry) under the heap lock: the
+ * handle's own when it closes, when an allocation finds no room, and before
+ * the statistics; those of dead owners (or of a maker that died before it
+ * owned it) by shmds__alloc_settle, which every structure's repair runs,
+ * by the statistics and by the next record made. Each step is a commit, so
+ * a reclaimer killed anywhere leaves a record the next one finishes. The
+ * statistics count a live process's cached blocks as free and records as
+ * outside the heap (like carriers); the heap check walks them too. A handle
+ * used in a forked child keeps no cache of its parent's: the child makes
+ * its own. Heaps below CC_HEAP_MIN are not cached.
+ *
  * Locks: one robust mutex per arena, at the start of its range, and the
- * heap lock (hdr->alloc_lock) for formatting and carving. Lock order: heap
- * lock -> an arena lock; callers may hold structure locks before either.
- * No operation holds two arena locks at once.
+ * heap lock (hdr->alloc_lock) for formatting, carving and cache records.
+ * Lock order: heap lock -> the in-process cache lock (a record given
+ * back) -> an arena lock; the fast paths hold the cache lock alone.
+ * Callers may hold structure locks before these. No operation holds two
+ * arena locks at once.
  */
 #include "internal.h"
 
@@ -128,8 +158,17 @@
 #define CHUNK_MAX (UINT64_C(64) << 20) /* ... and at most this */
 #define LARGE (UINT64_C(64) << 10)     /* requests that start at arena 0 */
 
+#define CACHE_MAX 32u   /* cache records in the heap root's table */
+#define CC_CLASSES 32u  /* cached block sizes: MIN_BLOCK, +16, ... */
+#define CC_SLOTS 8u     /* blocks one record holds per size */
+#define CC_UP 2u        /* an allocation may take a block this many sizes up */
+#define CC_BLOCK_MAX (MIN_BLOCK + (CC_CLASSES - 1) * ALIGN) /* 528: payloads to 512 */
+#define CC_HEAP_MIN (UINT64_C(512) << 10) /* smaller heaps are not cached */
+#define CC_RETRY 4096u  /* frees between attempts to make a record that failed */
+
 #define F_FREE UINT64_C(1)
 #define F_MARK UINT64_C(2)
+#define F_CACHED UINT64_C(4) /* a used block held in a handle's cache (no tag part) */
 #define W_SIZE UINT64_C(0x0000fffffffffff0)
 
 struct redo_store {
@@ -181,12 +220,14 @@ struct hroot {
     uint64_t heap_end; /* where arena 0, the heap, ends (its sentinel + 16):
                         * moved by a growth's commit (shmds__alloc_extend) */
     struct harena arenas[SHMDS__ARENAS_MAX]; /* [0] unused: arena 0 is the heap */
+    uint64_t caches[CACHE_MAX]; /* allocator slots: the handles' cache records */
 };
 SHMDS__STATIC_ASSERT(sizeof(struct hroot) <= SHMDS__ALLOC_ROOT_BYTES, "heap root fits");
 SHMDS__STATIC_ASSERT(offsetof(struct hroot, narenas) == 8, "format: arena count");
 SHMDS__STATIC_ASSERT(offsetof(struct hroot, pending) == 16, "format: pending carrier");
 SHMDS__STATIC_ASSERT(offsetof(struct hroot, heap_end) == 24, "format: heap end");
 SHMDS__STATIC_ASSERT(offsetof(struct hroot, arenas) == 32, "format: arena table");
+SHMDS__STATIC_ASSERT(offsetof(struct hroot, caches) == 160, "format: cache table");
 
 /* A block header; next/prev are meaningful in free blocks only. */
 struct blk {
@@ -213,6 +254,7 @@ struct op {
     unsigned idx;        /* the arena's index */
     unsigned n;          /* stores in root->redo[] so far */
     bool rebuild;        /* derived state found damaged */
+    bool rest_listed;    /* take_free put the split's remainder in its list */
 };
 
 /* ---------------------------------------------------------------------------
@@ -382,7 +424,7 @@ static bool w_free(uint64_t w)
 /* True when `w` is a genuine header word for a block at `off`. */
 static bool w_ok(uint64_t off, uint64_t w)
 {
-    return (w & (F_MARK | UINT64_C(0xc))) == F_MARK &&
+    return (w & (F_MARK | UINT64_C(0x8))) == F_MARK && (w & (F_FREE | F_CACHED)) != (F_FREE | F_CACHED) &&
            (w >> 48) == tag_of(off, w_size(w), w & (F_MARK | F_FREE));
 }
 
@@ -504,6 +546,35 @@ HOT bool list_remove(struct op *o, uint64_t off, uint64_t size)
     return true;
 }
 
+/* The free block `off` of `size` bytes gives its place in its list to
+ * the free block `noff` of `nsize` bytes (the same class): a split that
+ * leaves a remainder of the class it took the block from. Checks the links
+ * as list_remove; false (nothing written) when they are damaged. */
+HOT bool list_replace(struct op *o, uint64_t off, uint64_t size, uint64_t noff, uint64_t nsize)
+{
+    unsigned fl, sl;
+    mapping(size, &fl, &sl);
+    if (fl >= o->g->fl_count)
+        return false;
+    struct blk *b = B(o, off), *nb = B(o, noff);
+    uint64_t next = b->next, prev = b->prev;
+    uint64_t *head = ctl_head(o, fl, sl);
+    if ((next != 0 && (!blk_off_ok(o->g, next) || B(o, next)->prev != off)) ||
+        (prev != 0 && (!blk_off_ok(o->g, prev) || B(o, prev)->next != off)) ||
+        (prev == 0 && *head != off))
+        return false;
+    nb->next = next;
+    nb->prev = prev;
+    if (next != 0)
+        B(o, next)->prev = noff;
+    if (prev != 0)
+        B(o, prev)->next = noff;
+    else
+        *head = noff;
+    o->root->free_bytes -= size - nsize;
+    return true;
+}
+
 /* Rebuild free lists, bitmaps and counters from the physical walk, and
  * rewrite every prev_size tag and the sentinel from the block sizes. Never
  * changes a block's size or state (only a commit does), so it can be killed
@@ -606,6 +677,7 @@ static void op_init(struct op *o, shmds_region *r, unsigned idx)
     o->idx = idx;
     o->n = 0;
     o->rebuild = false;
+    o->rest_listed = false;
 }
 
 
@@ -613,6 +685,19 @@ static void op_init(struct op *o, shmds_region *r, unsigned idx)
 static uint64_t pending_off(void)
 {
     return offsetof(struct shmds__hdr, alloc_root) + offsetof(struct hroot, pending);
+}
+
+/* The region offset of the heap root's cache table entry i (an
+ * allocator slot: a cache record is allocated into it and freed from it). */
+static uint64_t cc_entry_off(unsigned i)
+{
+    return offsetof(struct shmds__hdr, alloc_root) + offsetof(struct hroot, caches) +
+           (uint64_t)i * sizeof(uint64_t);
+}
+
+static bool cc_entry(uint64_t off)
+{
+    return off >= cc_entry_off(0) && off < cc_entry_off(CACHE_MAX) && (off & 7) == 0;
 }
 
 /* The region offset of hroot.heap_end (stored by a growth's commit). */
@@ -628,7 +713,7 @@ static bool redo_target_ok(const struct op *o, uint64_t off)
 {
     if ((off & 7) != 0)
         return false;
-    if (shmds__root_slot_off(off) || off == pending_off())
+    if (shmds__root_slot_off(off) || off == pending_off() || cc_entry(off))
         return true;
     /* A growth's commit: the heap root's end, and words past arena 0's
      * old end (mapped once the region's size was published, which came
@@ -881,10 +966,11 @@ struct live {
  * block's own tag agreeing too: everything free and resize rely on, read
  * once. -EINVAL when `b` is not a block start at all, SHMDS_ECORRUPT when it
  * looks like one but the heap around it disagrees. */
-static int live_block(const struct op *o, uint64_t b, struct live *lv)
+static int live_block(const struct op *o, uint64_t b, bool cached_ok, struct live *lv)
 {
     bool is_free;
-    if (!blk_read(o, b, &lv->size, &is_free) || is_free)
+    if (!blk_read(o, b, &lv->size, &is_free) || is_free ||
+        (!cached_ok && (__atomic_load_n(&B(o, b)->word, __ATOMIC_RELAXED) & F_CACHED) != 0))
         return -EINVAL;
     uint64_t nx = b + lv->size, ps = B(o, b)->prev_size;
     bool has_prev = b != o->g->first && ps <= b - o->g->first;
@@ -909,8 +995,12 @@ static int live_block(const struct op *o, uint64_t b, struct live *lv)
     return 0;
 }
 
-/* Find a free block of at least `bs` bytes and take it off its list. */
-static int take_free(struct op *o, uint64_t bs, uint64_t *out, uint64_t *out_size)
+/* Find a free block of at least `bs` bytes and take it off its list.
+ * With `split`, when the block's remainder after a split of `bs` bytes
+ * falls in the block's own class (a large block cut from its front), the
+ * remainder takes the block's place in the list instead (rest_listed):
+ * the lists are derived state, and the commit makes the remainder a block. */
+static int take_free(struct op *o, uint64_t bs, bool split, uint64_t *out, uint64_t *out_size)
 {
     const geo_t *g = o->g;
     uint64_t want = bs;
@@ -961,7 +1051,19 @@ static int take_free(struct op *o, uint64_t bs, uint64_t *out, uint64_t *out_siz
     uint64_t size;
     bool is_free;
     if (!blk_read(o, cand, &size, &is_free) || !is_free || size < bs ||
-        B(o, cand + size)->prev_size != size || !list_remove(o, cand, size)) {
+        B(o, cand + size)->prev_size != size) {
+        o->rebuild = true;
+        return SHMDS_ECORRUPT;
+    }
+    unsigned f1, s1, f2, s2;
+    if (split && size - bs >= MIN_BLOCK) {
+        mapping(size, &f1, &s1);
+        mapping(size - bs, &f2, &s2);
+        o->rest_listed = f1 == f2 && s1 == s2;
+    }
+    if (!(o->rest_listed ? list_replace(o, cand, size, cand + bs, size - bs)
+                         : list_remove(o, cand, size))) {
+        o->rest_listed = false;
         o->rebuild = true;
         return SHMDS_ECORRUPT;
     }
@@ -1001,7 +1103,7 @@ static void split_tags(struct op *o, uint64_t b, uint64_t size, uint64_t t)
 static int do_alloc(struct op *o, uint64_t bs, uint64_t slot_off, uint64_t zero, uint64_t *out)
 {
     uint64_t b, size;
-    int rc = take_free(o, bs, &b, &size);
+    int rc = take_free(o, bs, true, &b, &size);
     if (rc != 0)
         return rc;
     SHMDS_FAULT("alloc.alloc.unlinked");
@@ -1018,8 +1120,10 @@ static int do_alloc(struct op *o, uint64_t bs, uint64_t slot_off, uint64_t zero,
     o->root->used_bytes += used;
     if (t != 0) {
         split_tags(o, b, size, t);
-        list_insert(o, t, size - bs);
+        if (!o->rest_listed)
+            list_insert(o, t, size - bs);
     }
+    o->rest_listed = false;
     SHMDS_FAULT("alloc.alloc.done");
     *out = b + HDR;
     return 0;
@@ -1278,6 +1382,326 @@ FLAT int alloc_req(shmds_region *r, const struct req *q, shmds_off_t *out)
     return alloc_slow(r, first, q, out);
 }
 
+/* ---------------------------------------------------------------------------
+ * The handles' block caches (module comment, "Caches")
+ * ------------------------------------------------------------------------ */
+
+/* A cache record: an allocated block of arena 0, named by an entry of the
+ * heap root's cache table. Each non-zero slot is an allocator slot holding
+ * a cached block: a used block of size MIN_BLOCK + 16 k (k its class),
+ * normally flagged F_CACHED. */
+struct crec {
+    uint64_t owner; /* the making process: pid << 32 | low half of its start time */
+    uint64_t pad[7];
+    uint64_t slot[CC_CLASSES][CC_SLOTS];
+};
+
+FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const shmds_off_t *slot,
+                     bool cached_ok);
+
+static uint64_t cc_owner_self(void)
+{
+    return (uint64_t)shmds__self_pid() << 32 | (shmds__self_start() & UINT32_MAX);
+}
+
+static bool cc_owner_alive(uint64_t owner)
+{
+    uint32_t pid = (uint32_t)(owner >> 32), st = (uint32_t)owner;
+    if (!shmds__proc_alive(pid, 0))
+        return false;
+    return st == 0 || (uint32_t)shmds__proc_start(pid) == st;
+}
+
+/* The in-process lock over the handle's record: threads sharing a handle
+ * take and put blocks one at a time. Never held across another lock by the
+ * fast paths; a process killed holding it takes it along. */
+HOT void cc_lock(shmds_region *r)
+{
+    while (__atomic_exchange_n(&r->cache_lock, 1, __ATOMIC_ACQUIRE) != 0)
+        while (__atomic_load_n(&r->cache_lock, __ATOMIC_RELAXED) != 0)
+            shmds__cpu_relax();
+}
+
+HOT void cc_unlock(shmds_region *r)
+{
+    __atomic_store_n(&r->cache_lock, 0, __ATOMIC_RELEASE);
+}
+
+/* The user offset of this process's record for the handle, or 0. */
+HOT uint64_t cc_mine(shmds_region *r)
+{
+    if (__atomic_load_n(&r->cache_pid, __ATOMIC_ACQUIRE) != shmds__self_pid())
+        return 0;
+    return __atomic_load_n(&r->cache_off, __ATOMIC_RELAXED);
+}
+
+/* The header word of the used block at user offset `x` in one of the
+ * handle's arenas, checked (genuine, inside its arena); false if it is
+ * not one. Reads that word only. */
+HOT bool cc_block(const shmds_region *r, uint64_t x, uint64_t *word)
+{
+    int a = x >= HDR && (x & (ALIGN - 1)) == 0 ? arena_of(r, x - HDR) : -1;
+    if (a < 0)
+        return false;
+    const geo_t *g = &r->arena[a];
+    uint64_t b = x - HDR;
+    if (!blk_off_ok(g, b))
+        return false;
+    uint64_t w = __atomic_load_n((const uint64_t *)(const void *)(r->base + b + 8), __ATOMIC_RELAXED);
+    uint64_t s = w_size(w);
+    if (!w_ok(b, w) || w_free(w) || s < MIN_BLOCK || s > g->end - b)
+        return false;
+    *word = w;
+    return true;
+}
+
+/* Take a block of `bs` bytes (a cached size), or else of one of the CC_UP
+ * sizes above it, from the handle's record: 0 with *out; 1 when it holds
+ * none; SHMDS_ECORRUPT when a slot holds something that is not a cached
+ * block of its size. */
+HOT int cc_take(shmds_region *r, uint64_t bs, shmds_off_t *out)
+{
+    uint64_t c = cc_mine(r);
+    if (c == 0)
+        return 1;
+    cc_lock(r);
+    if (__atomic_load_n(&r->cache_off, __ATOMIC_RELAXED) != c) {
+        cc_unlock(r);
+        return 1;
+    }
+    unsigned k = (unsigned)(bs / ALIGN - MIN_BLOCK / ALIGN), i = 0;
+    uint64_t *s = ((struct crec *)(void *)(r->base + c))->slot[k];
+    uint64_t x = 0, w;
+    for (unsigned up = 0;; up++) {
+        while (i < CC_SLOTS && (x = __atomic_load_n(&s[i], __ATOMIC_RELAXED)) == 0)
+            i++;
+        if (x != 0)
+            break;
+        if (up == CC_UP || k + 1 == CC_CLASSES) {
+            cc_unlock(r);
+            return 1;
+        }
+        s += CC_SLOTS; /* the next size's slots */
+        bs += ALIGN;
+        k++;
+        i = 0;
+    }
+    if (!cc_block(r, x, &w) || (w & F_CACHED) == 0 || w_size(w) != bs) {
+        cc_unlock(r);
+        return SHMDS_ECORRUPT;
+    }
+    /* The flag first: killed between, the slot still names the block
+     * (flagged or not, a cache's slot is given back the same way). */
+    __atomic_store_n((uint64_t *)(void *)(r->base + x - HDR + 8), w & ~F_CACHED, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    SHMDS_FAULT("alloc.cache.unflagged");
+    __atomic_store_n(&s[i], 0, __ATOMIC_RELAXED);
+    cc_unlock(r);
+    *out = x;
+    return 0;
+}
+
+/* Give every block in the record at user offset `x` (named by table entry
+ * i) back to its arena, each freed from its slot by one commit, then the
+ * record itself from its entry. Under the heap lock; every step is a
+ * commit, so a death anywhere leaves a record the next reclaim finishes. */
+static int cc_give(shmds_region *r, unsigned i, uint64_t x)
+{
+    struct crec *c = (struct crec *)(void *)(r->base + x);
+    for (unsigned k = 0; k < CC_CLASSES; k++)
+        for (unsigned j = 0; j < CC_SLOTS; j++) {
+            uint64_t *s = &c->slot[k][j];
+            if (__atomic_load_n(s, __ATOMIC_RELAXED) == 0)
+                continue;
+            int rc = free_common(r, SHMDS_NULL, (uint64_t)((unsigned char *)s - r->base), s, true);
+            if (rc != 0)
+                return rc;
+            SHMDS_FAULT("alloc.cache.given");
+        }
+    uint64_t *e = (uint64_t *)(void *)(r->base + cc_entry_off(i));
+    return free_common(r, SHMDS_NULL, cc_entry_off(i), e, false);
+}
+
+/* Finish every arena's dead operation (a sealed record may still have to
+ * clear a slot); the heap lock is held or not needed. */
+static int settle_arenas(shmds_region *r)
+{
+    int rc = heap_ready(r);
+    for (unsigned i = 0; i < r->narenas && rc == 0; i++) {
+        struct op o;
+        op_init(&o, r, i);
+        if ((rc = lock(&o, false)) == 0)
+            rc = finish(&o, 0);
+    }
+    return rc;
+}
+
+/* Give back the records of dead processes (and records whose maker died
+ * before it owned them), under the heap lock. */
+static int cc_reclaim_locked(shmds_region *r)
+{
+    struct hroot *h = hroot_of(r);
+    bool settled = false;
+    uint64_t mine = cc_mine(r);
+    for (unsigned i = 0; i < CACHE_MAX; i++) {
+        uint64_t x = __atomic_load_n(&h->caches[i], __ATOMIC_ACQUIRE), usable;
+        if (x == 0 || x == mine)
+            continue;
+        if (shmds__alloc_block_live(r, x, &usable) != 0 || usable < sizeof(struct crec))
+            return SHMDS_ECORRUPT;
+        uint64_t owner = __atomic_load_n(&((struct crec *)(void *)(r->base + x))->owner,
+                                         __ATOMIC_ACQUIRE);
+        if (owner != 0 && cc_owner_alive(owner))
+            continue;
+        int rc;
+        if (!settled && (rc = settle_arenas(r)) != 0)
+            return rc;
+        settled = true;
+        SHMDS_FAULT("alloc.cache.reclaim");
+        if ((rc = cc_give(r, i, x)) != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int cc_reclaim(shmds_region *r)
+{
+    int rc = shmds__lock(r, &r->hdr->alloc_lock, heap_repair, r);
+    if (rc < 0)
+        return rc;
+    rc = cc_reclaim_locked(r);
+    shmds_mutex_unlock(&r->hdr->alloc_lock);
+    return rc;
+}
+
+/* Make the handle's record: the dead processes' records given back first,
+ * then a zeroed block of arena 0 allocated into a free table entry, then
+ * its owner. 0 done (or made meanwhile by another thread), 1 not made (the
+ * heap too small or full, the table full: tried again after CC_RETRY
+ * frees). */
+COLD int cc_make(shmds_region *r)
+{
+    uint32_t retry = __atomic_load_n(&r->cache_retry, __ATOMIC_RELAXED);
+    if (retry != 0) {
+        __atomic_store_n(&r->cache_retry, retry - 1, __ATOMIC_RELAXED);
+        return 1;
+    }
+    if (shmds__rdonly(r) || heap_ready(r) != 0 ||
+        r->arena[0].end - r->arena[0].first < CC_HEAP_MIN)
+        return 1;
+    if (shmds__lock(r, &r->hdr->alloc_lock, heap_repair, r) < 0)
+        return 1;
+    int rc = 0;
+    uint32_t me = shmds__self_pid();
+    if (__atomic_load_n(&r->cache_pid, __ATOMIC_ACQUIRE) != me) {
+        struct hroot *h = hroot_of(r);
+        unsigned i = 0;
+        shmds_off_t x = 0;
+        rc = 1;
+        if (cc_reclaim_locked(r) == 0) {
+            while (i < CACHE_MAX && __atomic_load_n(&h->caches[i], __ATOMIC_ACQUIRE) != 0)
+                i++;
+        } else {
+            i = CACHE_MAX;
+        }
+        struct op o;
+        op_init(&o, r, 0);
+        struct req q = {sizeof(struct crec), cc_entry_off(i), true, 0, NULL};
+        if (i < CACHE_MAX && lock(&o, false) == 0 && alloc_in(&o, &q, &x) == 0) {
+            SHMDS_FAULT("alloc.cache.made");
+            struct crec *c = (struct crec *)(void *)(r->base + x);
+            __atomic_store_n(&c->owner, cc_owner_self(), __ATOMIC_RELEASE);
+            /* A forked child's copy of the handle may carry its parent's
+             * lock word: nothing of this process uses it yet. */
+            __atomic_store_n(&r->cache_lock, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&r->cache_off, x, __ATOMIC_RELAXED);
+            __atomic_store_n(&r->cache_pid, me, __ATOMIC_RELEASE);
+            rc = 0;
+        }
+        if (rc != 0)
+            __atomic_store_n(&r->cache_retry, CC_RETRY, __ATOMIC_RELAXED);
+    }
+    shmds_mutex_unlock(&r->hdr->alloc_lock);
+    return rc;
+}
+
+/* Put the block at user offset `x` in the handle's record: 0 cached; 1 not
+ * (no record, no room for its size, not a small used block the handle
+ * knows: the caller frees it in its arena, which says what is wrong);
+ * -EINVAL when it is cached already (freed twice). */
+HOT int cc_put(shmds_region *r, uint64_t x)
+{
+    uint64_t c = cc_mine(r), w;
+    if (c == 0 && (cc_make(r) != 0 || (c = cc_mine(r)) == 0))
+        return 1;
+    if (!cc_block(r, x, &w))
+        return 1;
+    if ((w & F_CACHED) != 0)
+        return -EINVAL;
+    uint64_t bs = w_size(w);
+    if (bs > CC_BLOCK_MAX)
+        return 1;
+    cc_lock(r);
+    if (__atomic_load_n(&r->cache_off, __ATOMIC_RELAXED) != c) {
+        cc_unlock(r);
+        return 1;
+    }
+    uint64_t *s = ((struct crec *)(void *)(r->base + c))->slot[bs / ALIGN - MIN_BLOCK / ALIGN];
+    unsigned i = 0;
+    while (i < CC_SLOTS && __atomic_load_n(&s[i], __ATOMIC_RELAXED) != 0)
+        i++;
+    if (i == CC_SLOTS) {
+        cc_unlock(r);
+        return 1;
+    }
+    /* The slot first: killed between, the block is in the record, unflagged
+     * (given back like any cached block). The flag then claims the block:
+     * another process freeing it at the same time finds it taken. */
+    __atomic_store_n(&s[i], x, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    SHMDS_FAULT("alloc.cache.put");
+    uint64_t *wp = (uint64_t *)(void *)(r->base + x - HDR + 8);
+    if (!__atomic_compare_exchange_n(wp, &w, w | F_CACHED, false, __ATOMIC_RELAXED,
+                                     __ATOMIC_RELAXED)) {
+        __atomic_store_n(&s[i], 0, __ATOMIC_RELAXED);
+        cc_unlock(r);
+        return -EINVAL;
+    }
+    cc_unlock(r);
+    return 0;
+}
+
+/* Give the handle's own record back (its blocks, then itself): on close,
+ * before the statistics, and when an allocation found no room. */
+static int cc_release(shmds_region *r)
+{
+    uint64_t x = cc_mine(r);
+    if (x == 0)
+        return 0;
+    int rc = shmds__lock(r, &r->hdr->alloc_lock, heap_repair, r);
+    if (rc < 0)
+        return rc;
+    cc_lock(r);
+    if ((x = cc_mine(r)) != 0) {
+        struct hroot *h = hroot_of(r);
+        unsigned i = 0;
+        while (i < CACHE_MAX && __atomic_load_n(&h->caches[i], __ATOMIC_ACQUIRE) != x)
+            i++;
+        rc = i < CACHE_MAX ? cc_give(r, i, x) : SHMDS_ECORRUPT;
+        __atomic_store_n(&r->cache_pid, 0, __ATOMIC_RELEASE);
+        __atomic_store_n(&r->cache_off, 0, __ATOMIC_RELAXED);
+    }
+    cc_unlock(r);
+    shmds_mutex_unlock(&r->hdr->alloc_lock);
+    return rc;
+}
+
+void shmds__alloc_close(shmds_region *r)
+{
+    if (!shmds__rdonly(r) && cc_mine(r) != 0)
+        (void)cc_release(r);
+}
+
 /* The heap end an allocation that found no room saw (the region's growth
  * is skipped when another process grew it since). */
 static uint64_t seen_end(shmds_region *r)
@@ -1296,6 +1720,12 @@ static int alloc_grow(shmds_region *r, const struct req *q, shmds_off_t *out)
     if (q->size >= r->heap_max - r->heap_off)
         return q->size == 0 ? -EINVAL : -ENOMEM; /* never fits, however large it grows */
     while ((rc = alloc_req(r, q, out)) == -ENOMEM) {
+        /* The handle's cached blocks first: they may make the room. */
+        if (cc_mine(r) != 0) {
+            if ((rc = cc_release(r)) != 0)
+                return rc;
+            continue;
+        }
         if ((rc = shmds__region_grow_by(r, q->size + ARENA_HDR + MIN_BLOCK, seen_end(r))) != 0)
             return rc;
         r->arena_full &= ~UINT32_C(1); /* arena 0 has room now */
@@ -1365,7 +1795,17 @@ SHMDS_API int shmds_alloc(shmds_region *r, size_t size, shmds_off_t *out)
     if (r == NULL || out == NULL)
         return -EINVAL;
     shmds_off_t off;
-    int rc = alloc_common(r, size, 0, false, &off);
+    int rc;
+    if (size - 1 < CC_BLOCK_MAX - HDR) {
+        /* A small block: from the handle's cache when it holds one. */
+        uint64_t bs = (size + HDR + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
+        if ((rc = cc_take(r, bs < MIN_BLOCK ? MIN_BLOCK : bs, &off)) <= 0) {
+            if (rc == 0)
+                *out = off;
+            return rc;
+        }
+    }
+    rc = alloc_common(r, size, 0, false, &off);
     if (rc == 0)
         *out = off;
     return rc;
@@ -1419,7 +1859,8 @@ static int lock_owner(shmds_region *r, shmds_off_t off, struct op *o)
  * cleared with it. With a slot, the offset is the slot's: only commits of
  * the slot owner's own calls write it, so reading it before the lock
  * names the arena, and reading it again under the lock confirms it. */
-FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const shmds_off_t *slot)
+FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const shmds_off_t *slot,
+                     bool cached_ok)
 {
     int rc = heap_ready(r);
     if (rc != 0)
@@ -1432,7 +1873,7 @@ FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const 
     if (slot != NULL && __atomic_load_n(slot, __ATOMIC_RELAXED) != off)
         return finish(&o, SHMDS_ECORRUPT);
     struct live lv;
-    if ((rc = live_block(&o, off - HDR, &lv)) == 0)
+    if ((rc = live_block(&o, off - HDR, cached_ok, &lv)) == 0)
         rc = do_free(&o, off - HDR, &lv, slot_off);
     if (rc == 0)
         r->arena_full &= ~(UINT32_C(1) << o.idx);
@@ -1446,7 +1887,9 @@ SHMDS_API int shmds_free(shmds_region *r, shmds_off_t off)
     int rc = shmds__writable(r);
     if (rc != 0 || off == SHMDS_NULL)
         return rc;
-    return free_common(r, off, 0, NULL);
+    if ((rc = cc_put(r, off)) <= 0)
+        return rc;
+    return free_common(r, off, 0, NULL, false);
 }
 
 int shmds__free_from(shmds_region *r, shmds_off_t *slot)
@@ -1457,7 +1900,7 @@ int shmds__free_from(shmds_region *r, shmds_off_t *slot)
     uint64_t so = slot_offset(r, slot);
     if (so == 0)
         return -EINVAL;
-    return free_common(r, SHMDS_NULL, so, slot);
+    return free_common(r, SHMDS_NULL, so, slot, false);
 }
 
 SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds_off_t *out)
@@ -1479,7 +1922,7 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
     uint64_t bs = block_size(o.g, size);
     uint64_t b = off - HDR;
     struct live lv;
-    if ((rc = live_block(&o, b, &lv)) != 0)
+    if ((rc = live_block(&o, b, false, &lv)) != 0)
         return finish(&o, rc);
     if (bs != 0 && (rc = do_resize(&o, b, &lv, bs)) <= 0) {
         if (rc == 0)
@@ -1489,7 +1932,7 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
     /* Move: allocate, copy, free the old block. A crash between the two
      * commits leaves both blocks allocated, the old one intact. */
     uint64_t nb, nsize;
-    if (bs == 0 || (rc = take_free(&o, bs, &nb, &nsize)) == -ENOMEM) {
+    if (bs == 0 || (rc = take_free(&o, bs, false, &nb, &nsize)) == -ENOMEM) {
         /* No room in this arena: in another one, in two steps. */
         finish(&o, 0);
         shmds_off_t noff;
@@ -1497,7 +1940,7 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
             return rc;
         memcpy(r->base + noff, r->base + off, lv.size - HDR);
         SHMDS_FAULT("alloc.realloc.copied");
-        if ((rc = free_common(r, off, 0, NULL)) == 0)
+        if ((rc = free_common(r, off, 0, NULL, false)) == 0)
             *out = noff;
         return rc;
     }
@@ -1513,7 +1956,7 @@ SHMDS_API int shmds_realloc(shmds_region *r, shmds_off_t off, size_t size, shmds
     }
     memcpy(r->base + nb + HDR, r->base + off, lv.size - HDR);
     SHMDS_FAULT("alloc.realloc.copied");
-    if ((rc = live_block(&o, b, &lv)) == 0)
+    if ((rc = live_block(&o, b, false, &lv)) == 0)
         rc = do_free(&o, b, &lv, 0);
     if (rc == 0)
         *out = nb + HDR;
@@ -1536,7 +1979,8 @@ int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable)
     op_init(&o, r, (unsigned)i);
     uint64_t size;
     bool is_free;
-    if (!blk_read(&o, off - HDR, &size, &is_free) || is_free)
+    if (!blk_read(&o, off - HDR, &size, &is_free) || is_free ||
+        (__atomic_load_n(&B(&o, off - HDR)->word, __ATOMIC_RELAXED) & F_CACHED) != 0)
         return -EINVAL;
     if (__atomic_load_n(&B(&o, off - HDR + size)->prev_size, __ATOMIC_RELAXED) != size)
         return SHMDS_ECORRUPT;
@@ -1561,14 +2005,10 @@ int shmds__alloc_settle(shmds_region *r)
     if (rc < 0)
         return rc;
     shmds_mutex_unlock(&r->hdr->alloc_lock);
-    rc = heap_ready(r);
-    for (unsigned i = 0; i < r->narenas && rc == 0; i++) {
-        struct op o;
-        op_init(&o, r, i);
-        if ((rc = lock(&o, false)) == 0)
-            rc = finish(&o, 0);
-    }
-    return rc;
+    if ((rc = settle_arenas(r)) != 0)
+        return rc;
+    /* Dead processes' cached blocks back to their arenas. */
+    return cc_reclaim(r);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1744,6 +2184,59 @@ static int check_fn(const struct op *o, void *arg)
     return check_heap(o);
 }
 
+/* The caches in the statistics (`st`): a cached block counts as free, a
+ * record as neither used nor part of the heap (like a carrier). Every
+ * record must be a live block of arena 0's size for one. With `strict`
+ * (the heap check), every slot of a dead process's record must hold a
+ * used block of its class; a live process's slots may change under the
+ * look, and one that does is skipped. */
+static int cc_scan(shmds_region *r, bool strict, shmds_alloc_stats *st)
+{
+    const struct hroot *h = hroot_of(r);
+    for (unsigned i = 0; i < CACHE_MAX; i++) {
+        uint64_t x = __atomic_load_n(&h->caches[i], __ATOMIC_ACQUIRE), usable;
+        if (x == 0)
+            continue;
+        if (shmds__alloc_block_live(r, x, &usable) != 0 || usable < sizeof(struct crec)) {
+            /* Given back under the look (a live owner's close)? */
+            if (__atomic_load_n(&h->caches[i], __ATOMIC_ACQUIRE) != x)
+                continue;
+            return SHMDS_ECORRUPT;
+        }
+        const struct crec *c = (const struct crec *)(const void *)(r->base + x);
+        uint64_t owner = __atomic_load_n(&c->owner, __ATOMIC_ACQUIRE);
+        bool stable = strict && owner != 0 && !cc_owner_alive(owner);
+        for (unsigned k = 0; k < CC_CLASSES; k++)
+            for (unsigned j = 0; j < CC_SLOTS; j++) {
+                uint64_t b = __atomic_load_n(&c->slot[k][j], __ATOMIC_RELAXED), w;
+                if (b == 0)
+                    continue;
+                if (!cc_block(r, b, &w) || w_size(w) != MIN_BLOCK + (uint64_t)k * ALIGN) {
+                    if (stable)
+                        return SHMDS_ECORRUPT;
+                    continue;
+                }
+                if (st != NULL) {
+                    st->used_blocks--;
+                    st->used_bytes -= w_size(w);
+                    st->free_blocks++;
+                    st->free_bytes += w_size(w);
+                }
+            }
+        if (st != NULL) {
+            st->used_blocks--;
+            st->used_bytes -= usable + HDR;
+            st->heap_bytes -= usable + HDR;
+        }
+    }
+    return 0;
+}
+
+static int cc_count(shmds_region *r, shmds_alloc_stats *st)
+{
+    return cc_scan(r, false, st);
+}
+
 /* Arena i's statistics; `formatted` from heap_formatted. */
 static int arena_stats(shmds_region *r, unsigned i, int formatted, shmds_alloc_stats *st)
 {
@@ -1767,6 +2260,15 @@ SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out)
         rc = heap_formatted(r);
     if (rc < 0)
         return rc;
+    /* This handle's cached blocks and dead processes' go back to the heap,
+     * so that the figures are exact for them. */
+    if (rc > 0 && !shmds__rdonly(r)) {
+        int rc2 = cc_release(r);
+        if (rc2 == 0)
+            rc2 = cc_reclaim(r);
+        if (rc2 != 0)
+            return rc2;
+    }
     for (unsigned i = 0; i < r->narenas; i++) {
         shmds_alloc_stats st;
         int rc2 = arena_stats(r, i, rc, &st);
@@ -1788,6 +2290,8 @@ SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out)
         if (st.largest_free > sum.largest_free)
             sum.largest_free = st.largest_free;
     }
+    if (rc > 0 && (rc = cc_count(r, &sum)) != 0)
+        return rc;
     *out = sum;
     return 0;
 }
@@ -1813,6 +2317,15 @@ SHMDS_API int shmds_alloc_arena_info_get(shmds_region *r, unsigned arena,
         rc = heap_formatted(r);
     if (rc < 0)
         return rc;
+    if (rc > 0 && !shmds__rdonly(r)) {
+        /* As in shmds_alloc_stats_get, but another live process's cached
+         * blocks count as used here: the arena's own figures. */
+        int rc2 = cc_release(r);
+        if (rc2 == 0)
+            rc2 = cc_reclaim(r);
+        if (rc2 != 0)
+            return rc2;
+    }
     if (arena >= r->narenas)
         return -EINVAL;
     shmds_alloc_arena_info info;
@@ -1858,6 +2371,8 @@ SHMDS_API int shmds_alloc_check(shmds_region *r)
     if (rc <= 0)
         return rc; /* never formatted: nothing allocated, nothing to check */
     if ((rc = check_hroot(r)) != 0)
+        return rc;
+    if ((rc = cc_scan(r, shmds__rdonly(r) ? false : true, NULL)) != 0)
         return rc;
     for (unsigned i = 0; i < r->narenas && rc == 0; i++) {
         /* A read-only check cannot lock the arena, but it sees a lock whose

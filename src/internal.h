@@ -173,6 +173,15 @@ struct shmds_region {
     uint32_t arena_hint; /* the arena this handle allocated from last */
     uint32_t arena_full; /* arenas this handle found without room (bit i) */
     struct shmds__heap_geo arena[SHMDS__ARENAS_MAX];
+    /* The handle's block cache (alloc.c): the user offset of its record in
+     * the heap (0: none), the process that made it (a forked child's copy
+     * of the handle does not use its parent's), an in-process spin lock over
+     * the record's slots, and how many more frees go uncached before a
+     * failed attempt to make a record is tried again. */
+    uint64_t cache_off;
+    uint32_t cache_pid;
+    uint32_t cache_lock;
+    uint32_t cache_retry;
 };
 
 SHMDS__STATIC_ASSERT(offsetof(struct shmds_region, base) ==
@@ -526,6 +535,10 @@ int shmds__free_from(shmds_region *r, shmds_off_t *slot);
  * operation is finished. After it returns 0, every slot named in an
  * interrupted shmds__alloc_into / shmds__free_from holds its final value. */
 int shmds__alloc_settle(shmds_region *r);
+
+/* Give the handle's cached blocks and its cache record back to the heap
+ * (shmds_region_close; the handle is not used by other threads then). */
+void shmds__alloc_close(shmds_region *r);
 
 /* Carve one more arena out of arena 0 now, as a process that finds every
  * arena busy does (tests and the crash torture use it to reach that code

@@ -535,6 +535,7 @@ SHMDS_API int shmds_region_close(shmds_region *r)
         return -EINVAL;
     if (shmds__locks_held_in(r->base, r->size))
         return -EBUSY;
+    shmds__alloc_close(r);
     if (r->fd >= 0) { /* -1: attached from memory the caller owns */
         munmap(r->base, r->heap_max);
         close(r->fd);

@@ -26,6 +26,15 @@ static shmds_alloc_stats stats(shmds_region *r)
     return st;
 }
 
+/* A small block freed by shmds_free may stay in the handle's cache (still
+ * a used block of the heap); the statistics give the handle's cached
+ * blocks back. Tests of the heap's own layout call this after such
+ * frees. */
+static void uncache(shmds_region *r)
+{
+    (void)stats(r);
+}
+
 static void heap_ok(shmds_region *r)
 {
     int rc = shmds_region_check(r);
@@ -237,6 +246,7 @@ START_TEST(test_alloc_realloc_grows_in_place_when_neighbour_free)
     shmds_off_t c = must_alloc(r, 16);
     fill(r, a, 100, 1);
     ck_assert_int_eq(shmds_free(r, b), 0);
+    uncache(r);
     shmds_off_t out = SHMDS_NULL;
     ck_assert_int_eq(shmds_realloc(r, a, 300, &out), 0);
     ck_assert_uint_eq(out, a);
@@ -496,6 +506,7 @@ START_TEST(test_alloc_check_finds_damage)
     shmds_off_t b = must_alloc(r, 64);
     must_alloc(r, 64);
     ck_assert_int_eq(shmds_free(r, b), 0);
+    uncache(r);
     heap_ok(r);
     /* A write past the end of `a` overwrites b's boundary tag. */
     uint64_t *tag = shmds_ptr(r, a + 80);
@@ -525,6 +536,7 @@ START_TEST(test_alloc_damaged_free_list_is_rebuilt)
     shmds_off_t b = must_alloc(r, 64);
     must_alloc(r, 64);
     ck_assert_int_eq(shmds_free(r, b), 0);
+    uncache(r);
     fill(r, a, 64, 6);
     uint64_t *link = shmds_ptr(r, b); /* b's next-free link */
     link[1] = 999999;                 /* its prev link, pointing nowhere */
@@ -1055,6 +1067,119 @@ START_TEST(test_alloc_killed_in_every_arena_loses_nothing)
 END_TEST
 
 /* ---------------------------------------------------------------------------
+ * the handles' block caches
+ * ------------------------------------------------------------------------ */
+
+/* A small block freed by shmds_free waits in the handle's cache: it is
+ * free to the caller (no size, a second free or a realloc is refused),
+ * the statistics count it free, and the next allocation of its size gets
+ * it back. */
+START_TEST(test_alloc_cached_block_is_free_to_the_caller)
+{
+    shmds_region *r = tu_region("ac", SZ);
+    shmds_off_t keep = must_alloc(r, 200);
+    shmds_off_t a = must_alloc(r, 48);
+    fill(r, a, 48, 3);
+    ck_assert_int_eq(shmds_free(r, a), 0);
+    ck_assert_uint_eq(shmds_usable_size(r, a), 0);
+    ck_assert_int_eq(shmds_free(r, a), -EINVAL);
+    shmds_off_t out = SHMDS_NULL;
+    ck_assert_int_eq(shmds_realloc(r, a, 100, &out), -EINVAL);
+    ck_assert_int_eq(shmds_alloc_check(r), 0);
+    shmds_off_t b = must_alloc(r, 40); /* the same block size: 64 bytes */
+    ck_assert_uint_eq(b, a);
+    ck_assert_uint_ge(shmds_usable_size(r, b), 40);
+    fill(r, b, 40, 4);
+    ck_assert(intact(r, b, 40, 4));
+    ck_assert_int_eq(shmds_free(r, b), 0);
+    shmds_alloc_stats st = stats(r);
+    ck_assert_uint_eq(st.used_blocks, 1);
+    ck_assert_uint_eq(st.free_blocks, 1);
+    ck_assert_int_eq(shmds_free(r, keep), 0);
+    heap_empty(r);
+    shmds_region_close(r);
+}
+END_TEST
+
+static int cache_fill_child(void *p)
+{
+    shmds_region *r = p;
+    shmds_off_t b[40];
+    for (int i = 0; i < 40; i++)
+        if (shmds_alloc(r, 16 + 8 * (size_t)i, &b[i]) != 0)
+            return 36;
+    for (int i = 0; i < 40; i++)
+        if (shmds_free(r, b[i]) != 0)
+            return 37;
+    raise(SIGKILL);
+    return 38;
+}
+
+/* A process SIGKILLed with blocks in its cache: the check finds its
+ * record sound, and the statistics give every block back, exactly. */
+START_TEST(test_alloc_cache_owner_killed_gives_back)
+{
+    shmds_region *r = tu_region("ac", SZ);
+    int st = tu_wait(tu_fork(cache_fill_child, r), 30000);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    heap_ok(r);
+    heap_empty(r);
+    ck_assert_uint_eq(stats(r).free_blocks, 1);
+    shmds_region_close(r);
+}
+END_TEST
+
+struct cache_hold_arg {
+    shmds_region *r;
+    tu_chan up, down;
+};
+
+static int cache_hold_child(void *p)
+{
+    struct cache_hold_arg *a = p;
+    shmds_off_t b[40];
+    for (int i = 0; i < 40; i++)
+        if (shmds_alloc(a->r, 16 + 8 * (size_t)i, &b[i]) != 0)
+            return 36;
+    for (int i = 0; i < 40; i++)
+        if (shmds_free(a->r, b[i]) != 0)
+            return 37;
+    char c = 1;
+    tu_send(&a->up, &c, 1);
+    if (tu_recv(&a->down, &c, 1) != 1)
+        return 38;
+    return shmds_region_close(a->r) == 0 ? 0 : 39;
+}
+
+/* Another live process's cached blocks count as free in the statistics,
+ * and come back to the heap when it closes its handle. */
+START_TEST(test_alloc_live_cache_counts_free_and_closes_empty)
+{
+    shmds_region *r = tu_region("ac", SZ);
+    static struct cache_hold_arg arg;
+    arg.r = r;
+    tu_chan_open(&arg.up);
+    tu_chan_open(&arg.down);
+    pid_t pid = tu_fork(cache_hold_child, &arg);
+    char c;
+    ck_assert_int_eq(tu_recv(&arg.up, &c, 1), 1);
+    shmds_alloc_stats st = stats(r);
+    ck_assert_uint_eq(st.used_blocks, 0);
+    ck_assert_uint_eq(st.used_bytes, 0);
+    ck_assert_uint_gt(st.free_blocks, 1); /* the cached blocks, apart */
+    heap_ok(r);
+    tu_send(&arg.down, &c, 1);
+    int ws = tu_wait(pid, 30000);
+    ck_assert_msg(WIFEXITED(ws) && WEXITSTATUS(ws) == 0, "child: %d", ws);
+    tu_chan_close(&arg.up);
+    tu_chan_close(&arg.down);
+    heap_empty(r);
+    ck_assert_uint_eq(stats(r).free_blocks, 1);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* ---------------------------------------------------------------------------
  * fault points (--enable-fault-injection): die at each named step
  * ------------------------------------------------------------------------ */
 
@@ -1105,6 +1230,24 @@ static int arena_script(void *p)
         shmds__free_from(r, &slot[S_B]) != 0)
         return 32;
     return 0;
+}
+
+/* Small blocks through the handle's cache, one held at a time: freed into
+ * it (its record made on the way), taken back, freed again; given back at
+ * close. */
+static int cache_script(void *p)
+{
+    struct script_arg *a = p;
+    shmds_region *r = a->r;
+    for (int i = 0; i < 6; i++) {
+        shmds_off_t b;
+        if (shmds_alloc(r, 48 + 16 * (size_t)(i % 2), &b) != 0)
+            return 33;
+        memset(shmds_ptr(r, b), i + 1, 48);
+        if (shmds_free(r, b) != 0)
+            return 34;
+    }
+    return shmds_region_close(r) == 0 ? 0 : 35;
 }
 
 static int run_script(shmds_region *r, shmds_off_t table, int (*fn)(void *), const char *point,
@@ -1201,6 +1344,46 @@ END_TEST
 START_TEST(test_alloc_killed_at_each_arena_fault_point_is_repaired)
 {
     each_fault_point(arena_script, arena_points, sizeof arena_points / sizeof arena_points[0]);
+}
+END_TEST
+
+/* The same through the handle's cache: a process killed while it makes
+ * its record, puts a block in, takes one out or gives them back leaves
+ * a record the next settle gives back, every block exactly once. */
+static const char *const cache_points[] = {
+    "alloc.cache.made",    "alloc.cache.put",     "alloc.cache.unflagged",
+    "alloc.cache.given",   "alloc.commit.sealed", "alloc.free.unlinked",
+};
+
+START_TEST(test_alloc_killed_at_each_cache_fault_point_is_repaired)
+{
+    each_fault_point(cache_script, cache_points, sizeof cache_points / sizeof cache_points[0]);
+}
+END_TEST
+
+static int settle_child(void *p);
+
+/* A dead owner's record is given back by whoever settles next; that one
+ * dies too, at the reclaim and half-way through the blocks; the next
+ * settle finishes, and the heap comes out whole. */
+START_TEST(test_alloc_cache_reclaimer_killed_is_reclaimed_again)
+{
+    static const char *const pts[] = {"alloc.cache.reclaim", "alloc.cache.given"};
+    for (size_t p = 0; p < 2; p++) {
+        shmds_region *r = tu_region("ac", SZ);
+        int st = tu_wait(tu_fork(cache_fill_child, r), 30000);
+        ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+        setenv("SHMDS_FAULT", pts[p], 1);
+        setenv("SHMDS_FAULT_SKIP", p == 0 ? "0" : "7", 1);
+        st = tu_wait(tu_fork(settle_child, r), 30000);
+        unsetenv("SHMDS_FAULT");
+        unsetenv("SHMDS_FAULT_SKIP");
+        ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s: %d", pts[p], st);
+        ck_assert_int_eq(shmds__alloc_settle(r), 0);
+        heap_empty(r);
+        ck_assert_uint_eq(stats(r).free_blocks, 1);
+        shmds_region_close(r);
+    }
 }
 END_TEST
 
@@ -1308,6 +1491,9 @@ static Suite *alloc_suite(void)
     tcase_add_test(mp, test_alloc_four_processes_in_different_arenas);
     tcase_add_test(mp, test_alloc_block_freed_by_another_process);
     tcase_add_test(mp, test_alloc_busy_arena_is_passed_over);
+    tcase_add_test(mp, test_alloc_cached_block_is_free_to_the_caller);
+    tcase_add_test(mp, test_alloc_cache_owner_killed_gives_back);
+    tcase_add_test(mp, test_alloc_live_cache_counts_free_and_closes_empty);
     suite_add_tcase(s, mp);
 
     TCase *crash = tcase_create("crash");
@@ -1317,6 +1503,8 @@ static Suite *alloc_suite(void)
 #ifdef SHMDS_FAULT_INJECTION
     tcase_add_test(crash, test_alloc_killed_at_each_fault_point_is_repaired);
     tcase_add_test(crash, test_alloc_killed_at_each_arena_fault_point_is_repaired);
+    tcase_add_test(crash, test_alloc_killed_at_each_cache_fault_point_is_repaired);
+    tcase_add_test(crash, test_alloc_cache_reclaimer_killed_is_reclaimed_again);
     tcase_add_test(crash, test_alloc_killed_while_formatting_is_repaired);
     tcase_add_test(crash, test_alloc_repairer_killed_is_repaired_again);
 #endif

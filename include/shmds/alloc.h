@@ -33,9 +33,24 @@
  * 16-byte sentinel. Space carved into arenas serves only blocks that fit
  * an arena; shmds_alloc_stats::largest_free says what fits now.
  *
+ * The handle's cache: in a heap of 512 KiB or more, a block of up to 512
+ * payload bytes freed by shmds_free() waits in a cache of the handle (up
+ * to 8 blocks of each 16-byte size step, 256 in all, in a 2 KiB record the
+ * handle keeps in the heap), and the next shmds_alloc() of its size takes
+ * it back without any lock. A cached block is free to every caller
+ * (shmds_free(), shmds_realloc() and shmds_usable_size() treat it as
+ * such) but does not merge with its neighbours until it goes back to its
+ * arena: when the handle is closed, when an allocation finds no room,
+ * and before the statistics (shmds_alloc_stats_get(),
+ * shmds_alloc_arena_info_get()). A process that dies with blocks cached
+ * loses none: the next statistics or repair (any structure's, or a
+ * process making its own cache) gives them back. The library's structures
+ * do not use the cache.
+ *
  * Across fork(): the child's handle keeps the parent's arena preference;
  * the first time both allocate at once, one of them moves to another
- * arena and stays there.
+ * arena and stays there. The child does not use the parent's cache: its
+ * first small free makes a cache of its own.
  *
  * A heap larger than 2^47 bytes (128 TiB) uses its first 2^47 bytes.
  */
@@ -77,7 +92,8 @@ SHMDS_API int shmds_alloc(shmds_region *r, size_t size, shmds_off_t *out);
 /**
  * Free a block returned by shmds_alloc() or shmds_realloc().
  *
- * Cost: O(1). The block is merged with free neighbours at once.
+ * Cost: O(1). The block is merged with free neighbours at once, or, a
+ * block of up to 512 bytes, kept in the handle's cache (above).
  *
  * @param r   the region.
  * @param off the block's offset; SHMDS_NULL does nothing and returns 0.
@@ -134,7 +150,10 @@ typedef struct shmds_alloc_stats {
 /**
  * The heap's accounting: every arena's, each a consistent snapshot taken
  * under that arena's lock in turn (so the sum is exact when nothing
- * allocates meanwhile).
+ * allocates meanwhile). This handle's cached blocks, and dead processes',
+ * go back to their arenas first (not on a read-only region); another live
+ * process's cached blocks count as free blocks (each apart), its cache
+ * record as neither used nor part of heap_bytes.
  *
  * Cost: O(arenas) plus a scan of each arena's largest size class's free
  * list. On a read-only region no lock can be taken: each arena is read
@@ -150,8 +169,9 @@ SHMDS_API int shmds_alloc_stats_get(shmds_region *r, shmds_alloc_stats *out);
  * heap's bounds, every block's boundary tags agree with its neighbours, the
  * physical walk ends exactly at the arena's end, no two free blocks are
  * neighbours, every free block is in the right free list exactly once and
- * the bitmaps say so, and the accounting adds up. Part of
- * shmds_region_check().
+ * the bitmaps say so, and the accounting adds up; every cache record is a
+ * live block, and every block cached by a dead process is a used block of
+ * its slot's size. Part of shmds_region_check().
  *
  * Cost: O(blocks), under each arena's lock in turn (optimistic on a
  * read-only region, as shmds_alloc_stats_get()).
@@ -179,6 +199,9 @@ SHMDS_API unsigned shmds_alloc_arena_count(shmds_region *r);
 
 /**
  * One arena's place, accounting and lock (what `shmds info` shows).
+ * This handle's and dead processes' cached blocks go back first, as for
+ * shmds_alloc_stats_get(); another live process's cached blocks and cache
+ * record count as used blocks of their arena here.
  *
  * Cost: as shmds_alloc_stats_get() for one arena.
  * @param[in]  r     the region.

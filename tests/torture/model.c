@@ -23,6 +23,7 @@ enum tt_struct tt_op_struct(uint8_t kind)
     case TT_SLOT_FLIP:
     case TT_SLOT_REALLOC:
     case TT_ARENA_ADD:
+    case TT_BLOCK:
         return TT_S_ALLOC;
     case TT_MAP_PUT:
     case TT_MAP_DEL:
@@ -282,6 +283,9 @@ tt_op tt_draw(uint64_t *rng, const tt_world *w, unsigned me, uint64_t id)
         if (op.kind == TT_SLOT_REALLOC && *slot_of(w, me, op.arg) == SHMDS_NULL)
             op.kind = TT_SLOT_FLIP;
         break;
+    case TT_BLOCK:
+        op.size = (uint32_t)(1 + x % 512); /* the sizes a handle caches */
+        break;
     case TT_MAP_PUT:
         op.arg = (uint8_t)(x % TT_MAP_VALS);
         x /= TT_MAP_VALS;
@@ -367,6 +371,21 @@ void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
     case TT_ARENA_ADD:
         done->rc = shmds__alloc_arena_add(w->r);
         break;
+    case TT_BLOCK: {
+        /* Another process handed the same block at once would change the
+         * fill: -EILSEQ, which the model never expects. */
+        shmds_off_t b;
+        if ((done->rc = shmds_alloc(w->r, op->size, &b)) != 0)
+            break;
+        unsigned char *p = shmds_ptr(w->r, b);
+        memset(p, (int)(op->id % 251) + 1, op->size);
+        for (uint32_t i = 0; i < op->size && done->rc == 0; i++)
+            if (p[i] != (unsigned char)(op->id % 251 + 1))
+                done->rc = -EILSEQ;
+        if (done->rc == 0)
+            done->rc = shmds_free(w->r, b);
+        break;
+    }
     case TT_SLOT_REALLOC: {
         shmds_off_t *slot = slot_of(w, me, op->arg), to;
         if (*slot == SHMDS_NULL) {
@@ -584,6 +603,7 @@ int tt_model_apply(tt_state *s, const tt_op *op, uint64_t *got)
     case TT_Q_ACK:
         return 0; /* the queue is shared: the ledger follows it */
     case TT_ARENA_ADD:
+    case TT_BLOCK:
         return 0; /* nothing a worker owns changes */
     case TT_LIST_PUSH_BACK:
         if (s->list_n == TT_LIST_MAX)
@@ -623,7 +643,7 @@ static bool refusable(const tt_op *op, const tt_state *before, int rc)
                op->kind == TT_SLOT_REALLOC || op->kind == TT_MAP_PUT ||
                op->kind == TT_MAP_ADD || op->kind == TT_LIST_PUSH_BACK ||
                op->kind == TT_LIST_PUSH_FRONT || op->kind == TT_MAP_CAS ||
-               op->kind == TT_MAP_FILL || op->kind == TT_ARENA_ADD;
+               op->kind == TT_MAP_FILL || op->kind == TT_ARENA_ADD || op->kind == TT_BLOCK;
     /* Every lease slot of the key's stripe held by other live workers. */
     return rc == -ETIMEDOUT && op->kind == TT_MAP_FILL;
 }
@@ -637,7 +657,9 @@ bool tt_op_may_time_out(const tt_op *op)
 
 bool tt_op_may_leak(const tt_op *op)
 {
-    return op->kind == TT_SLOT_REALLOC;
+    /* A block whose shmds_alloc returned or whose shmds_free had not
+     * begun when the worker died is nobody's. */
+    return op->kind == TT_SLOT_REALLOC || op->kind == TT_BLOCK;
 }
 
 bool tt_model_ack(tt_state *s, const tt_msg *done)

@@ -56,6 +56,8 @@ enum tt_kind {
     TT_Q_LEASE,      /* shmds_queue_recv_lease: the worker holds the lease */
     TT_Q_ACK,        /* acknowledge the worker's oldest lease */
     TT_ARENA_ADD,    /* carve one more allocator arena (as contention does) */
+    TT_BLOCK,        /* shmds_alloc of a small block (size), filled with the op's
+                        id, read back, shmds_free (the handle's block cache) */
     TT_KINDS
 };
 
