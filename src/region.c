@@ -390,16 +390,24 @@ static int header_validate(const struct shmds__hdr *h, uint64_t obj_size)
     return 0;
 }
 
-SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region **out)
+/* The size a validated header publishes (cur_size), checked against the
+ * object's real size: what a process maps at attach. */
+static int published_size(const struct shmds__hdr *h, uint64_t obj_size, uint64_t *out)
 {
-    if (name_check(name) != 0 || out == NULL || (flags & ~(unsigned)(SHMDS_RDONLY | SHMDS_SAME_UID)))
-        return -EINVAL;
+    uint64_t cur = __atomic_load_n(&h->cur_size, __ATOMIC_ACQUIRE);
+    if (cur < h->size || cur > h->max_size || cur > obj_size ||
+        cur % (uint64_t)sysconf(_SC_PAGESIZE) != 0)
+        return SHMDS_ECORRUPT;
+    *out = cur;
+    return 0;
+}
+
+/* shmds_region_open once the object is open: `fd` is the handle's (closed
+ * on failure). */
+static int open_fd(int fd, unsigned flags, shmds_region **out)
+{
     bool ro = (flags & SHMDS_RDONLY) != 0;
     struct stat st;
-    int fd = shm_open_regular(name, ro ? O_RDONLY : O_RDWR, &st);
-    if (fd < 0)
-        return fd;
-
     int rc;
     void *base = MAP_FAILED;
     size_t len = 0;
@@ -448,12 +456,9 @@ SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region *
     /* Now the real mapping: the maximum reserved, the current size mapped
      * at its start (what the first look mapped goes). */
     const struct shmds__hdr *h = base;
-    uint64_t max = h->max_size, cur = __atomic_load_n(&h->cur_size, __ATOMIC_ACQUIRE);
-    if (cur < h->size || cur > max || cur > (uint64_t)st.st_size ||
-        cur % (uint64_t)sysconf(_SC_PAGESIZE) != 0) {
-        rc = SHMDS_ECORRUPT;
+    uint64_t max = h->max_size, cur;
+    if ((rc = published_size(h, (uint64_t)st.st_size, &cur)) != 0)
         goto fail;
-    }
     void *rbase = map_reserved(fd, ro ? PROT_READ : PROT_READ | PROT_WRITE, max, cur);
     if (rbase == MAP_FAILED) {
         rc = -errno;
@@ -477,6 +482,27 @@ fail:
     return rc;
 }
 
+SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region **out)
+{
+    if (name_check(name) != 0 || out == NULL || (flags & ~(unsigned)(SHMDS_RDONLY | SHMDS_SAME_UID)))
+        return -EINVAL;
+    struct stat st;
+    int fd = shm_open_regular(name, (flags & SHMDS_RDONLY) ? O_RDONLY : O_RDWR, &st);
+    if (fd < 0)
+        return fd;
+    return open_fd(fd, flags, out);
+}
+
+int shmds__region_attach_fd(int fd, unsigned flags, shmds_region **out)
+{
+    if (fd < 0 || out == NULL || (flags & ~(unsigned)SHMDS_RDONLY) != 0)
+        return -EINVAL;
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return -errno;
+    return open_fd(own, flags, out);
+}
+
 /* Attach to a region image that already sits in this process's memory
  * (fuzzing and hostile-image tests: no shm object, no mapping). The image is
  * validated exactly as shmds_region_open validates a mapped object of `len`
@@ -490,6 +516,9 @@ int shmds__region_attach_mem(void *base, size_t len, unsigned flags, shmds_regio
     if (len < SHMDS_HEADER_SIZE)
         return SHMDS_ECORRUPT;
     int rc = header_validate(base, (uint64_t)len);
+    uint64_t cur;
+    if (rc == 0)
+        rc = published_size(base, (uint64_t)len, &cur);
     if (rc != 0)
         return rc;
     /* Nothing to grow into: the image is all there is. */
