@@ -858,12 +858,54 @@ static int q_lock_io(shmds_queue *q, int timeout_ms, uint64_t deadline_ns)
     return rc == SHMDS_RECOVERED ? 0 : rc;
 }
 
+/* The time a send or receive may wait: its timeout, and its deadline
+ * (taken at the first wait by the lock-free paths, whose calls mostly
+ * never wait; at the start by the locked ones, whose lock wait counts). */
+struct turn {
+    int timeout_ms;
+    bool timed;
+    uint64_t deadline;
+};
+
+static struct turn turn_now(int timeout_ms)
+{
+    return (struct turn){timeout_ms, true, deadline_of(timeout_ms)};
+}
+
+/* Every waiting send and receive waits here, for its turn: `*word` (the
+ * other side's index word) to change from `seen`, within the call's time
+ * (await_change: spin, then the doorbell). `locked`: the caller holds the
+ * queue lock; it is released for the wait and taken again after it, within
+ * the same deadline (a busy lock is waiting too), and on a time-out it is
+ * released with `bells` rung (q_unlock). Returns 0: look again (holding
+ * the lock again if `locked`); -EAGAIN (timeout 0) or -ETIMEDOUT: time is
+ * up; or the doorbell's or the lock's error. On every error the lock is
+ * not held. */
+static int wait_turn(shmds_queue *q, struct turn *t, const uint64_t *word, uint64_t seen,
+                     bool sender, bool locked, unsigned bells)
+{
+    if (!t->timed)
+        *t = turn_now(t->timeout_ms);
+    if (expired(t->timeout_ms, t->deadline)) {
+        if (locked)
+            q_unlock(q, bells);
+        return t->timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
+    }
+    if (locked)
+        shmds_mutex_unlock(&q->h->lock);
+    int rc = await_change(q->h, word, seen, sender, t->deadline);
+    if (rc == 0 && locked)
+        rc = q_lock_io(q, t->timeout_ms, t->deadline);
+    return rc;
+}
+
 static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeout_ms, bool zc)
 {
     struct qhdr *h = q->h;
-    uint64_t need = rec_units(len), deadline = deadline_of(timeout_ms);
+    uint64_t need = rec_units(len);
+    struct turn turn = turn_now(timeout_ms);
     unsigned bells = 0;
-    int rc = q_lock_io(q, timeout_ms, deadline);
+    int rc = q_lock_io(q, timeout_ms, turn.deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -907,14 +949,7 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             rc = 0;
             break;
         }
-        if (expired(timeout_ms, deadline)) {
-            rc = timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-            break;
-        }
-        shmds_mutex_unlock(&h->lock);
-        if ((rc = await_change(h, &h->head, hw, true, deadline)) != 0)
-            return rc;
-        if ((rc = q_lock_io(q, timeout_ms, deadline)) != 0)
+        if ((rc = wait_turn(q, &turn, &h->head, hw, true, true, bells)) != 0)
             return rc;
     }
     q_unlock(q, bells);
@@ -925,9 +960,9 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
                        bool zc)
 {
     struct qhdr *h = q->h;
-    uint64_t deadline = deadline_of(timeout_ms);
+    struct turn turn = turn_now(timeout_ms);
     unsigned bells = 0;
-    int rc = q_lock_io(q, timeout_ms, deadline);
+    int rc = q_lock_io(q, timeout_ms, turn.deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -971,14 +1006,7 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
             rc = SHMDS_ECLOSED;
             break;
         }
-        if (expired(timeout_ms, deadline)) {
-            rc = timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-            break;
-        }
-        shmds_mutex_unlock(&h->lock);
-        if ((rc = await_change(h, &h->tail, tw, false, deadline)) != 0)
-            return rc;
-        if ((rc = q_lock_io(q, timeout_ms, deadline)) != 0)
+        if ((rc = wait_turn(q, &turn, &h->tail, tw, false, true, bells)) != 0)
             return rc;
     }
     q_unlock(q, bells);
@@ -1055,8 +1083,8 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
     int rc = claim(q, SIDE_PROD);
     if (rc != 0)
         return rc;
-    uint64_t need = rec_units(len), deadline = 0;
-    bool timed = false;
+    uint64_t need = rec_units(len);
+    struct turn turn = {timeout_ms, false, 0};
     for (;;) {
         uint64_t tw = __atomic_load_n(&h->tail, __ATOMIC_RELAXED);
         uint64_t hw = q->seen_head;
@@ -1083,13 +1111,7 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
             wake_receivers(q);
             return 0;
         }
-        if (!timed) {
-            deadline = deadline_of(timeout_ms);
-            timed = true;
-        }
-        if (expired(timeout_ms, deadline))
-            return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-        if ((rc = await_change(h, &h->head, hw, true, deadline)) != 0)
+        if ((rc = wait_turn(q, &turn, &h->head, hw, true, false, 0)) != 0)
             return rc;
     }
 }
@@ -1101,8 +1123,7 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
     int rc = claim(q, SIDE_CONS);
     if (rc != 0)
         return rc;
-    uint64_t deadline = 0;
-    bool timed = false;
+    struct turn turn = {timeout_ms, false, 0};
     for (;;) {
         uint64_t hw = __atomic_load_n(&h->head, __ATOMIC_RELAXED);
         uint64_t tw = q->seen_tail;
@@ -1131,13 +1152,7 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
         }
         if (tw & CLOSED_BIT)
             return SHMDS_ECLOSED;
-        if (!timed) {
-            deadline = deadline_of(timeout_ms);
-            timed = true;
-        }
-        if (expired(timeout_ms, deadline))
-            return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-        if ((rc = await_change(h, &h->tail, tw, false, deadline)) != 0)
+        if ((rc = wait_turn(q, &turn, &h->tail, tw, false, false, 0)) != 0)
             return rc;
     }
 }
@@ -1424,9 +1439,9 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
                     uint64_t *idp, int timeout_ms)
 {
     struct qhdr *h = q->h;
-    uint64_t deadline = deadline_of(timeout_ms);
+    struct turn turn = turn_now(timeout_ms);
     unsigned bells = 0;
-    int rc = q_lock_io(q, timeout_ms, deadline);
+    int rc = q_lock_io(q, timeout_ms, turn.deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -1462,17 +1477,10 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
             rc = SHMDS_ECLOSED;
             break;
         }
-        if (expired(timeout_ms, deadline))
-            break; /* rc is -EAGAIN */
-        shmds_mutex_unlock(&h->lock);
-        if ((rc = await_change(h, &h->tail, v.tw, false, deadline)) != 0)
-            return rc;
-        if ((rc = q_lock_io(q, timeout_ms, deadline)) != 0)
+        if ((rc = wait_turn(q, &turn, &h->tail, v.tw, false, true, bells)) != 0)
             return rc;
     }
     q_unlock(q, bells);
-    if (rc == -EAGAIN && timeout_ms != 0)
-        rc = -ETIMEDOUT;
     return rc;
 }
 
@@ -2293,8 +2301,7 @@ SHMDS_API int shmds_sub_next(shmds_sub *s, void *buf, size_t cap, size_t *len, u
     self_ident(&me, &start);
     if (me != s->pid || __atomic_load_n(&slot->pid, __ATOMIC_RELAXED) != me)
         return -EINVAL;
-    uint64_t deadline = 0;
-    bool timed = false;
+    struct turn turn = {timeout_ms, false, 0};
     int rc = 0;
     for (;;) {
         uint64_t cw = s->cursor;
@@ -2312,13 +2319,7 @@ SHMDS_API int shmds_sub_next(shmds_sub *s, void *buf, size_t cap, size_t *len, u
         if (w_cnt(cw) == w_cnt(tw)) {
             if (tw & CLOSED_BIT)
                 return SHMDS_ECLOSED;
-            if (!timed) {
-                deadline = deadline_of(timeout_ms);
-                timed = true;
-            }
-            if (expired(timeout_ms, deadline))
-                return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-            if ((rc = await_change(h, &h->tail, tw, false, deadline)) != 0)
+            if ((rc = wait_turn(q, &turn, &h->tail, tw, false, false, 0)) != 0)
                 return rc;
             continue;
         }
