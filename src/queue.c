@@ -821,6 +821,7 @@ static int topic_room(shmds_queue *q, uint64_t tw, uint64_t *hwp, uint64_t need)
                                   !shmds__proc_alive((uint32_t)pid,
                                                      __atomic_load_n(&sb->start, __ATOMIC_RELAXED)))) {
                     __atomic_store_n(&sb->pid, 0, __ATOMIC_RELEASE); /* a dead subscriber */
+                    SHMDS_FAULT("queue.topic.dead_sub");
                     continue;
                 }
                 best = c;
@@ -836,8 +837,12 @@ static int topic_room(shmds_queue *q, uint64_t tw, uint64_t *hwp, uint64_t need)
     if (hw != *hwp) {
         __atomic_store_n(&h->head, hw, __ATOMIC_SEQ_CST);
         /* Subscribers re-read head after copying: the space is rewritten
-         * only after this store is visible. */
+         * only after this store is visible. A publisher killed from here
+         * to its tail commit leaves messages dropped and none added: the
+         * drop stands (subscribers count it as missed), as the ring does
+         * not need the dropped bytes back. */
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        SHMDS_FAULT("queue.topic.dropped");
         *hwp = hw;
     }
     return 0;
@@ -2271,6 +2276,7 @@ SHMDS_API int shmds_queue_subscribe(shmds_queue *q, shmds_sub **out)
             __atomic_store_n(&slot->start, start, __ATOMIC_RELAXED);
             __atomic_store_n(&slot->cursor, tw, __ATOMIC_RELAXED);
             __atomic_store_n(&slot->missed, 0, __ATOMIC_RELAXED);
+            SHMDS_FAULT("queue.subscribe.before_commit"); /* the slot is still free */
             __atomic_store_n(&slot->pid, pid, __ATOMIC_RELEASE);
             sb->q = q;
             sb->slot = i;
@@ -2313,6 +2319,7 @@ SHMDS_API int shmds_sub_next(shmds_sub *s, void *buf, size_t cap, size_t *len, u
             uint64_t n = (w_cnt(hw) - w_cnt(cw)) & CNT_MASK;
             s->lost += n;
             __atomic_add_fetch(&slot->missed, n, __ATOMIC_RELAXED);
+            SHMDS_FAULT("queue.sub.missed"); /* a dead subscriber's slot only */
             cw = s->cursor = hw;
             __atomic_store_n(&slot->cursor, cw, __ATOMIC_RELEASE);
         }
@@ -2348,6 +2355,7 @@ SHMDS_API int shmds_sub_next(shmds_sub *s, void *buf, size_t cap, size_t *len, u
         *missed = s->lost;
     s->lost = 0;
 done:
+    SHMDS_FAULT("queue.sub.before_commit"); /* with BLOCK: holds publishers until probed */
     __atomic_store_n(&slot->cursor, s->cursor, __ATOMIC_RELEASE);
     if (q->flags & SHMDS_QUEUE_BLOCK)
         shmds__bell_ring(&h->not_full, &h->send_sleepers, false);
