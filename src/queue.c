@@ -99,11 +99,13 @@ struct qhdr {
     alignas(SHMDS__CACHE_LINE) uint64_t tail; /* producer line */
     uint64_t prod_claim; /* SPSC: the producer thread (see claim_word), 0 = none */
     uint64_t sent;       /* catch-up count of the tail's commits (see stat_catch_up) */
-    uint8_t pad1[SHMDS__CACHE_LINE - 24];
+    uint32_t prod_cpu;   /* CPU + 1 a sender last committed on (a hint, see await_change) */
+    uint8_t pad1[SHMDS__CACHE_LINE - 28];
     alignas(SHMDS__CACHE_LINE) uint64_t head; /* consumer line */
     uint64_t cons_claim; /* SPSC: the consumer thread, 0 = none */
     uint64_t received;   /* catch-up count of first deliveries */
-    uint8_t pad2[SHMDS__CACHE_LINE - 24];
+    uint32_t cons_cpu;   /* CPU + 1 a receiver last took a message on (a hint) */
+    uint8_t pad2[SHMDS__CACHE_LINE - 28];
     alignas(SHMDS__CACHE_LINE) uint32_t recv_sleepers; /* doorbell line */
     uint32_t send_sleepers;
     uint32_t fd_waiters; /* handles with a notification fd (see fd_notify) */
@@ -494,17 +496,36 @@ static void fd_notify(shmds_queue *q)
         (void)!write(q->fifo, "", 1); /* EAGAIN: full, so readable already */
 }
 
+/* Note in `where` the CPU this thread runs on (+ 1), if it changed: the
+ * hint a waiter reads to tell whether the party it waits for shares its
+ * CPU (await_change). A hint only: any value costs at most a spin. */
+static void note_cpu(uint32_t *where)
+{
+    int c = sched_getcpu(); /* glibc reads it from rseq: no system call */
+    if (c >= 0 && __atomic_load_n(where, __ATOMIC_RELAXED) != (uint32_t)c + 1)
+        __atomic_store_n(where, (uint32_t)c + 1, __ATOMIC_RELAXED);
+}
+
 /* Wake receivers: the doorbell, and the FIFO if someone polls it. Every
  * subscriber of a broadcast queue wants every message: one token per
- * sleeper (up to 64), not one in all. */
+ * sleeper (up to 64), not one in all. The caller sent (or shut down). */
 static void wake_receivers(shmds_queue *q)
 {
+    note_cpu(&q->h->prod_cpu);
     if (q->subs != NULL) {
         shmds__bell_ring(&q->h->not_empty, &q->h->recv_sleepers, true);
     } else {
         shmds__bell_ring(&q->h->not_empty, &q->h->recv_sleepers, false);
     }
     fd_notify(q);
+}
+
+/* Wake senders waiting for room; the caller took a message (or gave up a
+ * subscription) and made some. */
+static void wake_senders(shmds_queue *q)
+{
+    note_cpu(&q->h->cons_cpu);
+    shmds__bell_ring(&q->h->not_full, &q->h->send_sleepers, false);
 }
 
 static uint64_t deadline_of(int timeout_ms)
@@ -534,9 +555,26 @@ static bool spin_useful(void)
     return __atomic_load_n(&useful, __ATOMIC_RELAXED) != 0;
 }
 
-/* Busy-wait a little for `word` to change from `seen` (when another CPU
- * can change it meanwhile), then yield the CPU a few times (the other
- * party may be waiting for this CPU). True when it changed. `t0`: now.
+/* True when a spin may see the change: this process may run on several
+ * CPUs, and the party that makes the change (its side's hint, `peer_cpu`:
+ * CPU + 1, 0 unknown; see note_cpu) last ran on another CPU than this
+ * thread. When both share a CPU (the scheduler often puts the two ends of
+ * a ping-pong together), the peer cannot run while we spin: the wait
+ * yields the CPU to it, or sleeps, at once. A stale hint costs one spin
+ * (or one sleep) until the peer's next commit corrects it. */
+static bool spin_worth(const uint32_t *peer_cpu)
+{
+    if (!spin_useful())
+        return false;
+    uint32_t p = __atomic_load_n(peer_cpu, __ATOMIC_RELAXED);
+    int me = sched_getcpu();
+    return p == 0 || me < 0 || p != (uint32_t)me + 1;
+}
+
+/* Busy-wait a little for `word` to change from `seen` (when `spin`: the
+ * other party runs on another CPU), then yield the CPU a few times (the
+ * other party may be waiting for this CPU). Says whether and when it
+ * changed. `t0`: now.
  *
  * The spin is bounded by time, and the bound adapts (per process, like an
  * adaptive mutex): a spin that failed halves it, down to SPIN_NS_MIN (a
@@ -544,7 +582,9 @@ static bool spin_useful(void)
  * came while spinning, or soon enough after the sleep began that a longer
  * spin would have seen it (await_change), raises it, up to SPIN_NS_MAX (a
  * peer answering from another CPU is then caught without a sleep and a
- * wake-up, the cost of a round trip on a pipe). */
+ * wake-up, the cost of a round trip on a pipe). A change seen while
+ * yielding teaches nothing: the yield, not the spin, let the peer run. */
+enum { SEEN_NOT, SEEN_SPINNING, SEEN_YIELDING };
 #define SPIN_NS_MIN 1000u
 #define SPIN_NS_MAX 50000u
 #define SPIN_YIELD_NS 2000u
@@ -557,14 +597,14 @@ static void spin_learn(uint64_t waited_ns)
         __atomic_store_n(&spin_ns, (unsigned)(2 * waited_ns), __ATOMIC_RELAXED);
 }
 
-static bool spin_for_change(const uint64_t *word, uint64_t seen, uint64_t t0)
+static int spin_for_change(const uint64_t *word, uint64_t seen, uint64_t t0, bool spin)
 {
-    if (spin_useful()) {
+    if (spin) {
         unsigned budget = __atomic_load_n(&spin_ns, __ATOMIC_RELAXED);
         uint64_t next_yield = t0 + SPIN_YIELD_NS;
         for (unsigned i = 1;; i++) {
             if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
-                return true;
+                return SEEN_SPINNING;
             shmds__cpu_relax();
             if (i % 16 != 0)
                 continue;
@@ -583,25 +623,28 @@ static bool spin_for_change(const uint64_t *word, uint64_t seen, uint64_t t0)
     }
     for (int i = 0; i < YIELD_ROUNDS; i++) {
         if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
-            return true;
+            return SEEN_YIELDING;
         sched_yield();
     }
-    return false;
+    return SEEN_NOT;
 }
 
-/* Wait a while for `word` to change from `seen`: spin, yield, then one
- * bounded sleep on the receivers' (or, for a `sender`, the senders')
- * doorbell, counted among its sleepers. A sender does not sleep on a shut
- * queue. The caller re-checks the truth afterwards, whatever woke it.
- * Returns 0, or SHMDS_ECORRUPT when the doorbell's words are damaged. */
+/* Wait a while for `word` to change from `seen`: spin (if spin_worth),
+ * yield, then one bounded sleep on the receivers' (or, for a `sender`, the
+ * senders') doorbell, counted among its sleepers. A sender does not sleep
+ * on a shut queue. The caller re-checks the truth afterwards, whatever
+ * woke it. Returns 0, or SHMDS_ECORRUPT when the doorbell's words are
+ * damaged. */
 static int await_change(struct qhdr *h, const uint64_t *word, uint64_t seen, bool sender,
                         uint64_t deadline)
 {
     uint64_t t0 = shmds__now_ns();
-    if (spin_for_change(word, seen, t0)) {
+    bool spin = spin_worth(sender ? &h->cons_cpu : &h->prod_cpu);
+    int seen_how = spin_for_change(word, seen, t0, spin);
+    if (seen_how == SEEN_SPINNING)
         spin_learn(shmds__now_ns() - t0);
+    if (seen_how != SEEN_NOT)
         return 0;
-    }
     int rc = 0;
     uint32_t *sleepers = sender ? &h->send_sleepers : &h->recv_sleepers;
     __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
@@ -609,7 +652,7 @@ static int await_change(struct qhdr *h, const uint64_t *word, uint64_t seen, boo
         (!sender || (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) & CLOSED_BIT) == 0))
         rc = shmds__bell_wait(sender ? &h->not_full : &h->not_empty, deadline, SLICE_MS);
     __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
+    if (spin && __atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
         spin_learn(shmds__now_ns() - t0);
     return rc;
 }
@@ -713,7 +756,7 @@ static void bells_ring(shmds_queue *q, unsigned bells)
     else if (bells & WAKE_RECV)
         shmds__bell_ring(&q->h->not_empty, &q->h->recv_sleepers, false);
     if (bells & WAKE_SEND)
-        shmds__bell_ring(&q->h->not_full, &q->h->send_sleepers, false);
+        wake_senders(q);
 }
 
 static void q_unlock(shmds_queue *q, unsigned bells)
@@ -1152,7 +1195,7 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
             SHMDS_FAULT("queue.spsc_recv.before_commit");
             __atomic_store_n(&h->head, nh, __ATOMIC_SEQ_CST);
             count_update(&h->received, w_cnt(hw) + 1);
-            shmds__bell_ring(&h->not_full, &h->send_sleepers, false);
+            wake_senders(q);
             return 0;
         }
         if (tw & CLOSED_BIT)
@@ -2358,7 +2401,7 @@ done:
     SHMDS_FAULT("queue.sub.before_commit"); /* with BLOCK: holds publishers until probed */
     __atomic_store_n(&slot->cursor, s->cursor, __ATOMIC_RELEASE);
     if (q->flags & SHMDS_QUEUE_BLOCK)
-        shmds__bell_ring(&h->not_full, &h->send_sleepers, false);
+        wake_senders(q);
     return rc;
 }
 
@@ -2375,6 +2418,6 @@ SHMDS_API void shmds_sub_close(shmds_sub *s)
         __atomic_compare_exchange_n(&slot->pid, &mine, 0, false, __ATOMIC_RELEASE,
                                     __ATOMIC_RELAXED);
     if (s->q->flags & SHMDS_QUEUE_BLOCK)
-        shmds__bell_ring(&s->q->h->not_full, &s->q->h->send_sleepers, false);
+        wake_senders(s->q);
     free(s);
 }
