@@ -17,7 +17,12 @@
  * pinned to CPU 0 (waking a sleeper on another CPU is slow on small VMs;
  * on one CPU a blocked party hands the CPU straight to the other).
  *
- * Usage: queue_bench [-q]   (-q: fewer iterations, for a quick look)
+ * Then the round-trip study (rtt_study): pipe and shmds alternately, in
+ * rounds, free, pinned to two CPUs and pinned to one; medians and the
+ * distribution.
+ *
+ * Usage: queue_bench [-q | -l]   (-q: fewer iterations, for a quick look;
+ *                                  -l: the round-trip study only)
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -310,8 +315,13 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Round trips of one 64-byte message: median and p99 in microseconds. */
-static void latency(enum kind k, long n, double *med, double *p99)
+/* Where latency() runs its two processes: -1 leaves them as they are;
+ * else the child (the echoing side) is pinned to CPU child_cpu and the
+ * parent to CPU parent_cpu for the measurement. */
+static int parent_cpu = -1, child_cpu = -1;
+
+/* n round trips of one 64-byte message, in ns, into rt[] (sorted). */
+static void round_trips(enum kind k, long n, uint64_t *rt)
 {
     struct chan ab, ba;
     if (chan_open(&ab, k, 64, &ba) != 0 || (k != K_SOCK && chan_open(&ba, k, 64, NULL) != 0))
@@ -320,13 +330,18 @@ static void latency(enum kind k, long n, double *med, double *p99)
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
+        if (child_cpu >= 0)
+            pin(child_cpu);
         for (long i = 0; i < n + 100; i++) {
             chan_recv(&ab, buf, 64);
             chan_send(&ba, buf, 64);
         }
         _exit(0);
     }
-    uint64_t *rt = malloc(sizeof *rt * (size_t)n);
+    cpu_set_t was;
+    bool pinned = parent_cpu >= 0 && sched_getaffinity(0, sizeof was, &was) == 0;
+    if (pinned)
+        pin(parent_cpu);
     for (long i = 0; i < n + 100; i++) {
         uint64_t t0 = now_ns();
         chan_send(&ab, buf, 64);
@@ -335,13 +350,93 @@ static void latency(enum kind k, long n, double *med, double *p99)
             rt[i - 100] = now_ns() - t0;
     }
     waitpid(pid, NULL, 0);
+    if (pinned)
+        sched_setaffinity(0, sizeof was, &was);
     qsort(rt, (size_t)n, sizeof *rt, cmp_u64);
-    *med = rt[n / 2] / 1e3;
-    *p99 = rt[n * 99 / 100] / 1e3;
-    free(rt);
     chan_close(&ab);
     if (k != K_SOCK)
         chan_close(&ba);
+}
+
+/* Round trips of one 64-byte message: median and p99 in microseconds. */
+static void latency(enum kind k, long n, double *med, double *p99)
+{
+    uint64_t *rt = malloc(sizeof *rt * (size_t)n);
+    if (rt == NULL)
+        die("malloc", ENOMEM);
+    round_trips(k, n, rt);
+    *med = rt[n / 2] / 1e3;
+    *p99 = rt[n * 99 / 100] / 1e3;
+    free(rt);
+}
+
+/* The round-trip study: a pipe pair and the shmds queues, alternately in
+ * one run (ROUNDS rounds of each, so load that comes and goes meets
+ * both), in three placements: free, pinned to two different CPUs, both
+ * pinned to CPU 0. For each: the median of the rounds' medians, the
+ * pooled distribution (p50/p90/p99), and the ratio to the pipe. */
+#define ROUNDS 7
+static const enum kind rt_kinds[] = {K_PIPE, K_SHMDS, K_SPSC};
+#define RT_KINDS (sizeof rt_kinds / sizeof rt_kinds[0])
+
+static double pct(const uint64_t *v, size_t n, double p)
+{
+    return v[(size_t)(p * (double)(n - 1))] / 1e3;
+}
+
+static void rtt_study(int quick)
+{
+    static const struct {
+        const char *name;
+        int parent, child;
+    } place[] = {{"unpinned", -1, -1}, {"pinned, CPUs 0 and 1", 0, 1}, {"pinned, both CPU 0", 0, 0}};
+    long n = quick ? 2000 : 10000;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("\nround trip of a 64-byte message, %d alternating rounds of %ld (us):\n", ROUNDS, n);
+    printf("%-22s %-12s %8s %8s %8s %8s %8s  %s\n", "placement", "transport", "med-of-r",
+           "p50", "p90", "p99", "x pipe", "round medians");
+    for (size_t pl = 0; pl < sizeof place / sizeof place[0]; pl++) {
+        if (place[pl].child >= ncpu)
+            continue;
+        parent_cpu = place[pl].parent;
+        child_cpu = place[pl].child;
+        uint64_t *all[RT_KINDS];
+        double med[RT_KINDS][ROUNDS];
+        for (size_t k = 0; k < RT_KINDS; k++)
+            if ((all[k] = malloc(sizeof(uint64_t) * (size_t)(n * ROUNDS))) == NULL)
+                die("malloc", ENOMEM);
+        for (int r = 0; r < ROUNDS; r++)
+            for (size_t j = 0; j < RT_KINDS; j++) {
+                size_t k = (j + (size_t)r) % RT_KINDS; /* each goes first in turn */
+                uint64_t *rt = all[k] + (size_t)r * (size_t)n;
+                round_trips(rt_kinds[k], n, rt);
+                med[k][r] = rt[n / 2] / 1e3;
+            }
+        double pipe_med = 0;
+        for (size_t k = 0; k < RT_KINDS; k++) {
+            size_t tot = (size_t)(n * ROUNDS);
+            qsort(all[k], tot, sizeof(uint64_t), cmp_u64);
+            double m[ROUNDS];
+            memcpy(m, med[k], sizeof m);
+            for (int i = 1; i < ROUNDS; i++) /* insertion sort: seven values */
+                for (int j = i; j > 0 && m[j - 1] > m[j]; j--) {
+                    double t = m[j];
+                    m[j] = m[j - 1];
+                    m[j - 1] = t;
+                }
+            double mm = m[ROUNDS / 2];
+            if (k == 0)
+                pipe_med = mm;
+            printf("%-22s %-12s %8.2f %8.2f %8.2f %8.2f %8.2f  ", place[pl].name,
+                   kind_name[rt_kinds[k]], mm, pct(all[k], tot, 0.5), pct(all[k], tot, 0.9),
+                   pct(all[k], tot, 0.99), mm / pipe_med);
+            for (int r = 0; r < ROUNDS; r++)
+                printf("%s%.1f", r ? " " : "", med[k][r]);
+            printf("\n");
+            free(all[k]);
+        }
+    }
+    parent_cpu = child_cpu = -1;
 }
 
 /* Results, filled in a child (so pinning does not stick) and passed back
@@ -429,8 +524,9 @@ static void write_data(const struct results *u, const struct results *p)
 int main(int argc, char **argv)
 {
     int quick = argc > 1 && strcmp(argv[1], "-q") == 0;
-    if (argc > 1 && !quick) {
-        fprintf(stderr, "usage: %s [-q]\n", argv[0]);
+    int only_rtt = argc > 1 && strcmp(argv[1], "-l") == 0;
+    if (argc > 2 || (argc > 1 && !quick && !only_rtt)) {
+        fprintf(stderr, "usage: %s [-q | -l]\n", argv[0]);
         return 2;
     }
     snprintf(region_name, sizeof region_name, "/shmds-bench-%ld", (long)getpid());
@@ -445,6 +541,11 @@ int main(int argc, char **argv)
     printf("workload: one sender process, one receiver process, blocking calls;\n"
            "%s 64-byte messages, %s 64 KiB chunks, %s round trips; shmds rings 4 MiB\n",
            quick ? "100k" : "1M", quick ? "2000" : "16000", quick ? "2000" : "20000");
+    if (only_rtt) {
+        rtt_study(0);
+        shmds_region_close(region);
+        return 0;
+    }
     struct results free_run, pinned;
     measure(0, quick, &free_run);
     print_table("unpinned (any CPU):", &free_run);
@@ -453,6 +554,7 @@ int main(int argc, char **argv)
     printf("\nn/a: the system refused a POSIX mq with 64 KiB messages "
            "(fs.mqueue.msgsize_max).\n");
     write_data(&free_run, &pinned);
+    rtt_study(quick);
     shmds_region_close(region);
     return 0;
 }

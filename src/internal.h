@@ -403,7 +403,7 @@ static inline bool shmds__wait_spin(struct shmds__wait *w)
     return true;
 }
 /* The slow phase's nap: 0 after napping, -ETIMEDOUT once `bound_ms` has
- * passed since the first call. */
+ * passed since the first call (at once for a bound of 0: never wait). */
 int shmds__wait_nap(struct shmds__wait *w, uint32_t bound_ms);
 
 /* ---- locks ---- */
@@ -503,6 +503,11 @@ int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shm
  * memory stays the caller's (shmds_region_close frees only the handle).
  * flags: 0 or SHMDS_RDONLY. */
 int shmds__region_attach_mem(void *base, size_t len, unsigned flags, shmds_region **out);
+/* Attach to the object behind `fd` (a memfd, in the fuzzer) exactly as
+ * shmds_region_open attaches to a named one once it is open, growth
+ * included; the handle works on a duplicate, `fd` stays the caller's.
+ * flags: 0 or SHMDS_RDONLY. */
+int shmds__region_attach_fd(int fd, unsigned flags, shmds_region **out);
 /* Tags 1..SHMDS__TYPE_OBJ_LAST name the object layer's objects (object.h):
  * their directory entry holds the header's block (an allocator slot) and
  * lookups report the 64-byte aligned header inside it. All the region

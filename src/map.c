@@ -134,7 +134,7 @@
 #define MAP_MAGIC UINT64_C(0x3150414d53444d48) /* "HMDSMAP1" */
 #define ENTRY_MAGIC 0x454e5452u                  /* "ENTR" */
 #define ENTRY_HDR 64u
-#define CHAIN_CAP 65536u    /* no legitimate chain is this long */
+#define CHAIN_CAP 65536u    /* no legitimate chain is this long (and see chain_cap) */
 #define MOVE_PER_OP 2u      /* old buckets a write migrates in its stripe */
 #define MIN_BITS 4u         /* smallest table: 16 buckets */
 #define MAX_BITS 40u        /* largest table: 2^40 buckets */
@@ -334,6 +334,10 @@ struct shmds_map {
     /* The last table state read and checked, valid while the map's tseq
      * still equals tc.seq (odd: none yet). */
     struct tsnap tc;
+    /* Steps after which a chain is a cycle: CHAIN_CAP, or fewer in a
+     * region too small to hold that many entries (walk_cap), so that a
+     * damaged chain costs a lookup what the region could hold, no more. */
+    unsigned chain_cap;
 };
 
 /* ---------------------------------------------------------------------------
@@ -990,7 +994,7 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
         unsigned steps = 0;
         for (uint64_t eo; (eo = LD(os)) != 0;) {
             struct entry *e = entry_at(m, eo);
-            if (e == NULL || ++steps > CHAIN_CAP || bidx(e->hash, t->bo) != b) {
+            if (e == NULL || ++steps > m->chain_cap || bidx(e->hash, t->bo) != b) {
                 rc = SHMDS_ECORRUPT;
                 goto out;
             }
@@ -1247,7 +1251,7 @@ static int find(shmds_map *m, const struct tsnap *t, uint32_t s, const struct ke
             continue;
         }
         struct entry *e = entry_at(m, o);
-        if (e == NULL || steps >= 2 * CHAIN_CAP)
+        if (e == NULL || steps >= 2 * m->chain_cap)
             return SHMDS_ECORRUPT;
         if (e_match(e, k->hash, k->p, k->len)) {
             h->link = l;
@@ -1286,7 +1290,7 @@ static int reap_slot(shmds_map *m, struct stripe *st, uint64_t *l, unsigned max,
         if (o == 0)
             break;
         struct entry *e = entry_at(m, o);
-        if (e == NULL || steps >= CHAIN_CAP)
+        if (e == NULL || steps >= m->chain_cap)
             return SHMDS_ECORRUPT;
         if (e_expired(e, now) && !refreshing(st, e)) {
             int rc = unlink_entry(m, st, l, o, e);
@@ -1318,7 +1322,7 @@ static int sweep(shmds_map *m, uint32_t s)
     uint64_t *slots[3];
     int n = slice_slots(m, &t, st, s, rel, slots);
     for (int i = 0; i < n; i++)
-        if ((rc = reap_slot(m, st, slots[i], 8, CHAIN_CAP + 1, &now, &seen)) < 0)
+        if ((rc = reap_slot(m, st, slots[i], 8, m->chain_cap + 1, &now, &seen)) < 0)
             return rc;
     return 0;
 }
@@ -1345,7 +1349,7 @@ static int evict_one(shmds_map *m, uint32_t s)
                 if (o == 0)
                     break;
                 struct entry *e = entry_at(m, o);
-                if (e == NULL || steps >= CHAIN_CAP)
+                if (e == NULL || steps >= m->chain_cap)
                     return SHMDS_ECORRUPT;
                 bool exp = e_expired(e, &now);
                 if (exp || LD(&e->ref) == 0) {
@@ -1495,6 +1499,8 @@ static int map_attach(shmds_region *r, shmds_off_t off, shmds_map **out)
     m->seed = h->seed;
     m->evict = (h->flags & SHMDS_MAP_EVICT) != 0;
     m->tc.seq = 1;
+    uint64_t wc = walk_cap(m);
+    m->chain_cap = wc < CHAIN_CAP ? (unsigned)wc : CHAIN_CAP;
     shard_claim(m);
     *out = m;
     return 0;
@@ -1637,7 +1643,7 @@ static int map_teardown(shmds_map *m)
             for (int i = 0; i < n && rc >= 0; i++) {
                 for (unsigned steps = 0; LD(slots[i]) != 0; steps++) {
                     struct entry *e = entry_at(m, LD(slots[i]));
-                    if (e == NULL || steps >= CHAIN_CAP) {
+                    if (e == NULL || steps >= m->chain_cap) {
                         rc = SHMDS_ECORRUPT;
                         break;
                     }
@@ -2153,7 +2159,7 @@ static inline int walk(const shmds_map *m, const uint64_t *l, const struct key *
     for (unsigned steps = 0; o != 0; steps++) {
         uint64_t kl, vl;
         struct entry *e = entry_lens(m, o, &kl, &vl);
-        if (e == NULL || steps >= CHAIN_CAP)
+        if (e == NULL || steps >= m->chain_cap)
             return SHMDS_ECORRUPT;
         if (LD(&e->hash) == k->hash && kl == k->len &&
             shmds__bytes_eq((unsigned char *)e + ENTRY_HDR + vl, k->p, kl)) {
@@ -2360,7 +2366,7 @@ static int snap_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
             for (unsigned steps = 0; o != 0; steps++) {
                 uint64_t lens[2];
                 struct entry *e = entry_lens(m, o, &lens[0], &lens[1]);
-                if (e == NULL || steps >= CHAIN_CAP || ++b->steps > cap)
+                if (e == NULL || steps >= m->chain_cap || ++b->steps > cap)
                     return SHMDS_ECORRUPT;
                 if (!e_expired(e, &now)) {
                     int rc;
@@ -2694,7 +2700,7 @@ static int clear_stripe(shmds_map *m, uint32_t s)
             for (unsigned steps = 0; rc >= 0 && LD(slots[i]) != 0; steps++) {
                 uint64_t eo = LD(slots[i]);
                 struct entry *e = entry_at(m, eo);
-                if (e == NULL || steps >= CHAIN_CAP)
+                if (e == NULL || steps >= m->chain_cap)
                     return SHMDS_ECORRUPT;
                 rc = unlink_entry(m, st, slots[i], eo, e);
             }
@@ -2740,7 +2746,7 @@ SHMDS_API int shmds_map_reap(shmds_map *m, uint64_t max_entries, uint64_t *reape
             work++;
             for (int i = 0; i < k && rc >= 0; i++) {
                 unsigned seen = 0;
-                rc = reap_slot(m, st, slots[i], CHAIN_CAP, CHAIN_CAP + 1, &now, &seen);
+                rc = reap_slot(m, st, slots[i], m->chain_cap, m->chain_cap + 1, &now, &seen);
                 work += seen;
                 if (rc > 0)
                     n += (uint64_t)rc;
@@ -2835,7 +2841,7 @@ static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
             for (unsigned steps = 0; o != 0; steps++) {
                 struct entry *e = entry_at(m, o);
                 uint64_t usable;
-                if (e == NULL || steps >= CHAIN_CAP || n > st->entries ||
+                if (e == NULL || steps >= m->chain_cap || n > st->entries ||
                     shmds__alloc_block_live(m->r, o, &usable) != 0 ||
                     usable < esize(e->klen, e->vlen) ||
                     shmds__hash(m->seed, e_key(e), (size_t)e->klen) != e->hash ||

@@ -48,7 +48,10 @@
  * the woken waiter does not meet the lock still held (a second sleep and
  * wake-up on the mutex). Before sleeping, a waiter spins (for an adaptive
  * time, see spin_for_change) only when its process may run on several
- * CPUs (else the other party needs this CPU), then yields a few times.
+ * CPUs and the side it waits for last ran on another CPU than its own
+ * (each side notes its CPU in its index line when it rings: note_cpu,
+ * spin_worth; else the other party needs this CPU), then yields a few
+ * times.
  * A woken waiter that leaves work behind (more messages, more room, or a
  * shut-down queue) rings again, so a shut-down wakes every sleeper in a
  * chain.
@@ -66,6 +69,12 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#if defined(__has_include) && (defined(__x86_64__) || defined(__aarch64__))
+#if __has_include(<sys/rseq.h>)
+#include <sys/rseq.h> /* glibc >= 2.35: __rseq_offset, __rseq_size */
+#define SHMDS_HAVE_RSEQ 1
+#endif
+#endif
 
 #define Q_MAGIC UINT64_C(0x3130555144534d48) /* "HMDSQU01" little-endian */
 #define Q_VERSION 1u
@@ -99,11 +108,13 @@ struct qhdr {
     alignas(SHMDS__CACHE_LINE) uint64_t tail; /* producer line */
     uint64_t prod_claim; /* SPSC: the producer thread (see claim_word), 0 = none */
     uint64_t sent;       /* catch-up count of the tail's commits (see stat_catch_up) */
-    uint8_t pad1[SHMDS__CACHE_LINE - 24];
+    uint32_t prod_cpu;   /* CPU + 1 a sender last committed on (a hint, see await_change) */
+    uint8_t pad1[SHMDS__CACHE_LINE - 28];
     alignas(SHMDS__CACHE_LINE) uint64_t head; /* consumer line */
     uint64_t cons_claim; /* SPSC: the consumer thread, 0 = none */
     uint64_t received;   /* catch-up count of first deliveries */
-    uint8_t pad2[SHMDS__CACHE_LINE - 24];
+    uint32_t cons_cpu;   /* CPU + 1 a receiver last took a message on (a hint) */
+    uint8_t pad2[SHMDS__CACHE_LINE - 28];
     alignas(SHMDS__CACHE_LINE) uint32_t recv_sleepers; /* doorbell line */
     uint32_t send_sleepers;
     uint32_t fd_waiters; /* handles with a notification fd (see fd_notify) */
@@ -494,17 +505,53 @@ static void fd_notify(shmds_queue *q)
         (void)!write(q->fifo, "", 1); /* EAGAIN: full, so readable already */
 }
 
+/* The CPU this thread runs on, or -1. Read where the kernel keeps it for
+ * the thread (glibc's rseq area: one load, where sched_getcpu costs ~8 ns
+ * here, a tenth of a message's whole send), else asked. */
+static int cpu_now(void)
+{
+#if SHMDS_HAVE_RSEQ
+    if (__rseq_size > 0) {
+        const struct rseq *rs =
+            (const struct rseq *)((char *)__builtin_thread_pointer() + __rseq_offset);
+        int c = (int)__atomic_load_n(&rs->cpu_id, __ATOMIC_RELAXED);
+        if (c >= 0) /* < 0: registration failed (under valgrind, say) */
+            return c;
+    }
+#endif
+    return sched_getcpu();
+}
+
+/* Note in `where` the CPU this thread runs on (+ 1), if it changed: the
+ * hint a waiter reads to tell whether the party it waits for shares its
+ * CPU (await_change). A hint only: any value costs at most a spin. */
+static void note_cpu(uint32_t *where)
+{
+    int c = cpu_now();
+    if (c >= 0 && __atomic_load_n(where, __ATOMIC_RELAXED) != (uint32_t)c + 1)
+        __atomic_store_n(where, (uint32_t)c + 1, __ATOMIC_RELAXED);
+}
+
 /* Wake receivers: the doorbell, and the FIFO if someone polls it. Every
  * subscriber of a broadcast queue wants every message: one token per
- * sleeper (up to 64), not one in all. */
+ * sleeper (up to 64), not one in all. The caller sent (or shut down). */
 static void wake_receivers(shmds_queue *q)
 {
+    note_cpu(&q->h->prod_cpu);
     if (q->subs != NULL) {
         shmds__bell_ring(&q->h->not_empty, &q->h->recv_sleepers, true);
     } else {
         shmds__bell_ring(&q->h->not_empty, &q->h->recv_sleepers, false);
     }
     fd_notify(q);
+}
+
+/* Wake senders waiting for room; the caller took a message (or gave up a
+ * subscription) and made some. */
+static void wake_senders(shmds_queue *q)
+{
+    note_cpu(&q->h->cons_cpu);
+    shmds__bell_ring(&q->h->not_full, &q->h->send_sleepers, false);
 }
 
 static uint64_t deadline_of(int timeout_ms)
@@ -534,9 +581,26 @@ static bool spin_useful(void)
     return __atomic_load_n(&useful, __ATOMIC_RELAXED) != 0;
 }
 
-/* Busy-wait a little for `word` to change from `seen` (when another CPU
- * can change it meanwhile), then yield the CPU a few times (the other
- * party may be waiting for this CPU). True when it changed. `t0`: now.
+/* True when a spin may see the change: this process may run on several
+ * CPUs, and the party that makes the change (its side's hint, `peer_cpu`:
+ * CPU + 1, 0 unknown; see note_cpu) last ran on another CPU than this
+ * thread. When both share a CPU (the scheduler often puts the two ends of
+ * a ping-pong together), the peer cannot run while we spin: the wait
+ * yields the CPU to it, or sleeps, at once. A stale hint costs one spin
+ * (or one sleep) until the peer's next commit corrects it. */
+static bool spin_worth(const uint32_t *peer_cpu)
+{
+    if (!spin_useful())
+        return false;
+    uint32_t p = __atomic_load_n(peer_cpu, __ATOMIC_RELAXED);
+    int me = cpu_now();
+    return p == 0 || me < 0 || p != (uint32_t)me + 1;
+}
+
+/* Busy-wait a little for `word` to change from `seen` (when `spin`: the
+ * other party runs on another CPU), then yield the CPU a few times (the
+ * other party may be waiting for this CPU). Says whether and when it
+ * changed. `t0`: now.
  *
  * The spin is bounded by time, and the bound adapts (per process, like an
  * adaptive mutex): a spin that failed halves it, down to SPIN_NS_MIN (a
@@ -544,7 +608,9 @@ static bool spin_useful(void)
  * came while spinning, or soon enough after the sleep began that a longer
  * spin would have seen it (await_change), raises it, up to SPIN_NS_MAX (a
  * peer answering from another CPU is then caught without a sleep and a
- * wake-up, the cost of a round trip on a pipe). */
+ * wake-up, the cost of a round trip on a pipe). A change seen while
+ * yielding teaches nothing: the yield, not the spin, let the peer run. */
+enum { SEEN_NOT, SEEN_SPINNING, SEEN_YIELDING };
 #define SPIN_NS_MIN 1000u
 #define SPIN_NS_MAX 50000u
 #define SPIN_YIELD_NS 2000u
@@ -557,14 +623,14 @@ static void spin_learn(uint64_t waited_ns)
         __atomic_store_n(&spin_ns, (unsigned)(2 * waited_ns), __ATOMIC_RELAXED);
 }
 
-static bool spin_for_change(const uint64_t *word, uint64_t seen, uint64_t t0)
+static int spin_for_change(const uint64_t *word, uint64_t seen, uint64_t t0, bool spin)
 {
-    if (spin_useful()) {
+    if (spin) {
         unsigned budget = __atomic_load_n(&spin_ns, __ATOMIC_RELAXED);
         uint64_t next_yield = t0 + SPIN_YIELD_NS;
         for (unsigned i = 1;; i++) {
             if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
-                return true;
+                return SEEN_SPINNING;
             shmds__cpu_relax();
             if (i % 16 != 0)
                 continue;
@@ -583,25 +649,28 @@ static bool spin_for_change(const uint64_t *word, uint64_t seen, uint64_t t0)
     }
     for (int i = 0; i < YIELD_ROUNDS; i++) {
         if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
-            return true;
+            return SEEN_YIELDING;
         sched_yield();
     }
-    return false;
+    return SEEN_NOT;
 }
 
-/* Wait a while for `word` to change from `seen`: spin, yield, then one
- * bounded sleep on the receivers' (or, for a `sender`, the senders')
- * doorbell, counted among its sleepers. A sender does not sleep on a shut
- * queue. The caller re-checks the truth afterwards, whatever woke it.
- * Returns 0, or SHMDS_ECORRUPT when the doorbell's words are damaged. */
+/* Wait a while for `word` to change from `seen`: spin (if spin_worth),
+ * yield, then one bounded sleep on the receivers' (or, for a `sender`, the
+ * senders') doorbell, counted among its sleepers. A sender does not sleep
+ * on a shut queue. The caller re-checks the truth afterwards, whatever
+ * woke it. Returns 0, or SHMDS_ECORRUPT when the doorbell's words are
+ * damaged. */
 static int await_change(struct qhdr *h, const uint64_t *word, uint64_t seen, bool sender,
                         uint64_t deadline)
 {
     uint64_t t0 = shmds__now_ns();
-    if (spin_for_change(word, seen, t0)) {
+    bool spin = spin_worth(sender ? &h->cons_cpu : &h->prod_cpu);
+    int seen_how = spin_for_change(word, seen, t0, spin);
+    if (seen_how == SEEN_SPINNING)
         spin_learn(shmds__now_ns() - t0);
+    if (seen_how != SEEN_NOT)
         return 0;
-    }
     int rc = 0;
     uint32_t *sleepers = sender ? &h->send_sleepers : &h->recv_sleepers;
     __atomic_add_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
@@ -609,7 +678,7 @@ static int await_change(struct qhdr *h, const uint64_t *word, uint64_t seen, boo
         (!sender || (__atomic_load_n(&h->tail, __ATOMIC_SEQ_CST) & CLOSED_BIT) == 0))
         rc = shmds__bell_wait(sender ? &h->not_full : &h->not_empty, deadline, SLICE_MS);
     __atomic_sub_fetch(sleepers, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
+    if (spin && __atomic_load_n(word, __ATOMIC_ACQUIRE) != seen)
         spin_learn(shmds__now_ns() - t0);
     return rc;
 }
@@ -713,7 +782,7 @@ static void bells_ring(shmds_queue *q, unsigned bells)
     else if (bells & WAKE_RECV)
         shmds__bell_ring(&q->h->not_empty, &q->h->recv_sleepers, false);
     if (bells & WAKE_SEND)
-        shmds__bell_ring(&q->h->not_full, &q->h->send_sleepers, false);
+        wake_senders(q);
 }
 
 static void q_unlock(shmds_queue *q, unsigned bells)
@@ -821,6 +890,7 @@ static int topic_room(shmds_queue *q, uint64_t tw, uint64_t *hwp, uint64_t need)
                                   !shmds__proc_alive((uint32_t)pid,
                                                      __atomic_load_n(&sb->start, __ATOMIC_RELAXED)))) {
                     __atomic_store_n(&sb->pid, 0, __ATOMIC_RELEASE); /* a dead subscriber */
+                    SHMDS_FAULT("queue.topic.dead_sub");
                     continue;
                 }
                 best = c;
@@ -836,8 +906,12 @@ static int topic_room(shmds_queue *q, uint64_t tw, uint64_t *hwp, uint64_t need)
     if (hw != *hwp) {
         __atomic_store_n(&h->head, hw, __ATOMIC_SEQ_CST);
         /* Subscribers re-read head after copying: the space is rewritten
-         * only after this store is visible. */
+         * only after this store is visible. A publisher killed from here
+         * to its tail commit leaves messages dropped and none added: the
+         * drop stands (subscribers count it as missed), as the ring does
+         * not need the dropped bytes back. */
         __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        SHMDS_FAULT("queue.topic.dropped");
         *hwp = hw;
     }
     return 0;
@@ -858,12 +932,54 @@ static int q_lock_io(shmds_queue *q, int timeout_ms, uint64_t deadline_ns)
     return rc == SHMDS_RECOVERED ? 0 : rc;
 }
 
+/* The time a send or receive may wait: its timeout, and its deadline
+ * (taken at the first wait by the lock-free paths, whose calls mostly
+ * never wait; at the start by the locked ones, whose lock wait counts). */
+struct turn {
+    int timeout_ms;
+    bool timed;
+    uint64_t deadline;
+};
+
+static struct turn turn_now(int timeout_ms)
+{
+    return (struct turn){timeout_ms, true, deadline_of(timeout_ms)};
+}
+
+/* Every waiting send and receive waits here, for its turn: `*word` (the
+ * other side's index word) to change from `seen`, within the call's time
+ * (await_change: spin, then the doorbell). `locked`: the caller holds the
+ * queue lock; it is released for the wait and taken again after it, within
+ * the same deadline (a busy lock is waiting too), and on a time-out it is
+ * released with `bells` rung (q_unlock). Returns 0: look again (holding
+ * the lock again if `locked`); -EAGAIN (timeout 0) or -ETIMEDOUT: time is
+ * up; or the doorbell's or the lock's error. On every error the lock is
+ * not held. */
+static int wait_turn(shmds_queue *q, struct turn *t, const uint64_t *word, uint64_t seen,
+                     bool sender, bool locked, unsigned bells)
+{
+    if (!t->timed)
+        *t = turn_now(t->timeout_ms);
+    if (expired(t->timeout_ms, t->deadline)) {
+        if (locked)
+            q_unlock(q, bells);
+        return t->timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
+    }
+    if (locked)
+        shmds_mutex_unlock(&q->h->lock);
+    int rc = await_change(q->h, word, seen, sender, t->deadline);
+    if (rc == 0 && locked)
+        rc = q_lock_io(q, t->timeout_ms, t->deadline);
+    return rc;
+}
+
 static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeout_ms, bool zc)
 {
     struct qhdr *h = q->h;
-    uint64_t need = rec_units(len), deadline = deadline_of(timeout_ms);
+    uint64_t need = rec_units(len);
+    struct turn turn = turn_now(timeout_ms);
     unsigned bells = 0;
-    int rc = q_lock_io(q, timeout_ms, deadline);
+    int rc = q_lock_io(q, timeout_ms, turn.deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -907,14 +1023,7 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             rc = 0;
             break;
         }
-        if (expired(timeout_ms, deadline)) {
-            rc = timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-            break;
-        }
-        shmds_mutex_unlock(&h->lock);
-        if ((rc = await_change(h, &h->head, hw, true, deadline)) != 0)
-            return rc;
-        if ((rc = q_lock_io(q, timeout_ms, deadline)) != 0)
+        if ((rc = wait_turn(q, &turn, &h->head, hw, true, true, bells)) != 0)
             return rc;
     }
     q_unlock(q, bells);
@@ -925,9 +1034,9 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
                        bool zc)
 {
     struct qhdr *h = q->h;
-    uint64_t deadline = deadline_of(timeout_ms);
+    struct turn turn = turn_now(timeout_ms);
     unsigned bells = 0;
-    int rc = q_lock_io(q, timeout_ms, deadline);
+    int rc = q_lock_io(q, timeout_ms, turn.deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -971,14 +1080,7 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
             rc = SHMDS_ECLOSED;
             break;
         }
-        if (expired(timeout_ms, deadline)) {
-            rc = timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-            break;
-        }
-        shmds_mutex_unlock(&h->lock);
-        if ((rc = await_change(h, &h->tail, tw, false, deadline)) != 0)
-            return rc;
-        if ((rc = q_lock_io(q, timeout_ms, deadline)) != 0)
+        if ((rc = wait_turn(q, &turn, &h->tail, tw, false, true, bells)) != 0)
             return rc;
     }
     q_unlock(q, bells);
@@ -1055,8 +1157,8 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
     int rc = claim(q, SIDE_PROD);
     if (rc != 0)
         return rc;
-    uint64_t need = rec_units(len), deadline = 0;
-    bool timed = false;
+    uint64_t need = rec_units(len);
+    struct turn turn = {timeout_ms, false, 0};
     for (;;) {
         uint64_t tw = __atomic_load_n(&h->tail, __ATOMIC_RELAXED);
         uint64_t hw = q->seen_head;
@@ -1083,13 +1185,7 @@ static int send_spsc(shmds_queue *q, const void *msg, uint64_t len, int timeout_
             wake_receivers(q);
             return 0;
         }
-        if (!timed) {
-            deadline = deadline_of(timeout_ms);
-            timed = true;
-        }
-        if (expired(timeout_ms, deadline))
-            return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-        if ((rc = await_change(h, &h->head, hw, true, deadline)) != 0)
+        if ((rc = wait_turn(q, &turn, &h->head, hw, true, false, 0)) != 0)
             return rc;
     }
 }
@@ -1101,8 +1197,7 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
     int rc = claim(q, SIDE_CONS);
     if (rc != 0)
         return rc;
-    uint64_t deadline = 0;
-    bool timed = false;
+    struct turn turn = {timeout_ms, false, 0};
     for (;;) {
         uint64_t hw = __atomic_load_n(&h->head, __ATOMIC_RELAXED);
         uint64_t tw = q->seen_tail;
@@ -1126,18 +1221,12 @@ static int recv_spsc(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int ti
             SHMDS_FAULT("queue.spsc_recv.before_commit");
             __atomic_store_n(&h->head, nh, __ATOMIC_SEQ_CST);
             count_update(&h->received, w_cnt(hw) + 1);
-            shmds__bell_ring(&h->not_full, &h->send_sleepers, false);
+            wake_senders(q);
             return 0;
         }
         if (tw & CLOSED_BIT)
             return SHMDS_ECLOSED;
-        if (!timed) {
-            deadline = deadline_of(timeout_ms);
-            timed = true;
-        }
-        if (expired(timeout_ms, deadline))
-            return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-        if ((rc = await_change(h, &h->tail, tw, false, deadline)) != 0)
+        if ((rc = wait_turn(q, &turn, &h->tail, tw, false, false, 0)) != 0)
             return rc;
     }
 }
@@ -1424,9 +1513,9 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
                     uint64_t *idp, int timeout_ms)
 {
     struct qhdr *h = q->h;
-    uint64_t deadline = deadline_of(timeout_ms);
+    struct turn turn = turn_now(timeout_ms);
     unsigned bells = 0;
-    int rc = q_lock_io(q, timeout_ms, deadline);
+    int rc = q_lock_io(q, timeout_ms, turn.deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -1462,17 +1551,10 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
             rc = SHMDS_ECLOSED;
             break;
         }
-        if (expired(timeout_ms, deadline))
-            break; /* rc is -EAGAIN */
-        shmds_mutex_unlock(&h->lock);
-        if ((rc = await_change(h, &h->tail, v.tw, false, deadline)) != 0)
-            return rc;
-        if ((rc = q_lock_io(q, timeout_ms, deadline)) != 0)
+        if ((rc = wait_turn(q, &turn, &h->tail, v.tw, false, true, bells)) != 0)
             return rc;
     }
     q_unlock(q, bells);
-    if (rc == -EAGAIN && timeout_ms != 0)
-        rc = -ETIMEDOUT;
     return rc;
 }
 
@@ -2263,6 +2345,7 @@ SHMDS_API int shmds_queue_subscribe(shmds_queue *q, shmds_sub **out)
             __atomic_store_n(&slot->start, start, __ATOMIC_RELAXED);
             __atomic_store_n(&slot->cursor, tw, __ATOMIC_RELAXED);
             __atomic_store_n(&slot->missed, 0, __ATOMIC_RELAXED);
+            SHMDS_FAULT("queue.subscribe.before_commit"); /* the slot is still free */
             __atomic_store_n(&slot->pid, pid, __ATOMIC_RELEASE);
             sb->q = q;
             sb->slot = i;
@@ -2293,8 +2376,7 @@ SHMDS_API int shmds_sub_next(shmds_sub *s, void *buf, size_t cap, size_t *len, u
     self_ident(&me, &start);
     if (me != s->pid || __atomic_load_n(&slot->pid, __ATOMIC_RELAXED) != me)
         return -EINVAL;
-    uint64_t deadline = 0;
-    bool timed = false;
+    struct turn turn = {timeout_ms, false, 0};
     int rc = 0;
     for (;;) {
         uint64_t cw = s->cursor;
@@ -2306,19 +2388,14 @@ SHMDS_API int shmds_sub_next(shmds_sub *s, void *buf, size_t cap, size_t *len, u
             uint64_t n = (w_cnt(hw) - w_cnt(cw)) & CNT_MASK;
             s->lost += n;
             __atomic_add_fetch(&slot->missed, n, __ATOMIC_RELAXED);
+            SHMDS_FAULT("queue.sub.missed"); /* a dead subscriber's slot only */
             cw = s->cursor = hw;
             __atomic_store_n(&slot->cursor, cw, __ATOMIC_RELEASE);
         }
         if (w_cnt(cw) == w_cnt(tw)) {
             if (tw & CLOSED_BIT)
                 return SHMDS_ECLOSED;
-            if (!timed) {
-                deadline = deadline_of(timeout_ms);
-                timed = true;
-            }
-            if (expired(timeout_ms, deadline))
-                return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
-            if ((rc = await_change(h, &h->tail, tw, false, deadline)) != 0)
+            if ((rc = wait_turn(q, &turn, &h->tail, tw, false, false, 0)) != 0)
                 return rc;
             continue;
         }
@@ -2347,9 +2424,10 @@ SHMDS_API int shmds_sub_next(shmds_sub *s, void *buf, size_t cap, size_t *len, u
         *missed = s->lost;
     s->lost = 0;
 done:
+    SHMDS_FAULT("queue.sub.before_commit"); /* with BLOCK: holds publishers until probed */
     __atomic_store_n(&slot->cursor, s->cursor, __ATOMIC_RELEASE);
     if (q->flags & SHMDS_QUEUE_BLOCK)
-        shmds__bell_ring(&h->not_full, &h->send_sleepers, false);
+        wake_senders(q);
     return rc;
 }
 
@@ -2366,6 +2444,6 @@ SHMDS_API void shmds_sub_close(shmds_sub *s)
         __atomic_compare_exchange_n(&slot->pid, &mine, 0, false, __ATOMIC_RELEASE,
                                     __ATOMIC_RELAXED);
     if (s->q->flags & SHMDS_QUEUE_BLOCK)
-        shmds__bell_ring(&s->q->h->not_full, &s->q->h->send_sleepers, false);
+        wake_senders(s->q);
     free(s);
 }

@@ -405,16 +405,26 @@ static int header_validate(const struct shmds__hdr *h, uint64_t obj_size)
     return 0;
 }
 
-SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region **out)
+/* The size a validated header publishes (cur_size), checked against the
+ * object's real size: what a process maps at attach. */
+static int published_size(const struct shmds__hdr *h, uint64_t obj_size, uint64_t *out)
 {
-    if (name_check(name) != 0 || out == NULL || (flags & ~(unsigned)(SHMDS_RDONLY | SHMDS_SAME_UID)))
-        return -EINVAL;
+    uint64_t cur = __atomic_load_n(&h->cur_size, __ATOMIC_ACQUIRE);
+    if (cur < h->size || cur > h->max_size || cur > obj_size ||
+        cur % (uint64_t)sysconf(_SC_PAGESIZE) != 0)
+        return SHMDS_ECORRUPT;
+    *out = cur;
+    return 0;
+}
+
+/* shmds_region_open once the object is open: `fd` is the handle's (closed
+ * on failure). `name` finds the reader table; NULL (an object attached by
+ * descriptor, which has no name): a reader table in process memory, as for
+ * an image attached from memory. */
+static int open_fd(int fd, const char *name, unsigned flags, shmds_region **out)
+{
     bool ro = (flags & SHMDS_RDONLY) != 0;
     struct stat st;
-    int fd = shm_open_regular(name, ro ? O_RDONLY : O_RDWR, &st);
-    if (fd < 0)
-        return fd;
-
     int rc;
     void *base = MAP_FAILED;
     size_t len = 0;
@@ -463,12 +473,9 @@ SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region *
     /* Now the real mapping: the maximum reserved, the current size mapped
      * at its start (what the first look mapped goes). */
     const struct shmds__hdr *h = base;
-    uint64_t max = h->max_size, cur = __atomic_load_n(&h->cur_size, __ATOMIC_ACQUIRE);
-    if (cur < h->size || cur > max || cur > (uint64_t)st.st_size ||
-        cur % (uint64_t)sysconf(_SC_PAGESIZE) != 0) {
-        rc = SHMDS_ECORRUPT;
+    uint64_t max = h->max_size, cur;
+    if ((rc = published_size(h, (uint64_t)st.st_size, &cur)) != 0)
         goto fail;
-    }
     void *rbase = map_reserved(fd, ro ? PROT_READ : PROT_READ | PROT_WRITE, max, cur);
     if (rbase == MAP_FAILED) {
         rc = -errno;
@@ -485,7 +492,10 @@ SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region *
     /* A missing or damaged reader table is an error of guards only: the
      * region stays usable by tools and writers (which then free nothing
      * they retire). */
-    r->rt_err = shmds__rtab_open(r->hdr, name, &r->rt);
+    if (name != NULL)
+        r->rt_err = shmds__rtab_open(r->hdr, name, &r->rt);
+    else if ((r->rt_err = shmds__rtab_private(r->hdr, &r->rt)) == 0)
+        r->rt_private = true;
     *out = r;
     return 0;
 
@@ -494,6 +504,27 @@ fail:
         munmap(base, len);
     close(fd);
     return rc;
+}
+
+SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region **out)
+{
+    if (name_check(name) != 0 || out == NULL || (flags & ~(unsigned)(SHMDS_RDONLY | SHMDS_SAME_UID)))
+        return -EINVAL;
+    struct stat st;
+    int fd = shm_open_regular(name, (flags & SHMDS_RDONLY) ? O_RDONLY : O_RDWR, &st);
+    if (fd < 0)
+        return fd;
+    return open_fd(fd, name, flags, out);
+}
+
+int shmds__region_attach_fd(int fd, unsigned flags, shmds_region **out)
+{
+    if (fd < 0 || out == NULL || (flags & ~(unsigned)SHMDS_RDONLY) != 0)
+        return -EINVAL;
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return -errno;
+    return open_fd(own, NULL, flags, out);
 }
 
 /* Attach to a region image that already sits in this process's memory
@@ -509,6 +540,9 @@ int shmds__region_attach_mem(void *base, size_t len, unsigned flags, shmds_regio
     if (len < SHMDS_HEADER_SIZE)
         return SHMDS_ECORRUPT;
     int rc = header_validate(base, (uint64_t)len);
+    uint64_t cur;
+    if (rc == 0)
+        rc = published_size(base, (uint64_t)len, &cur);
     if (rc != 0)
         return rc;
     /* Nothing to grow into: the image is all there is. */

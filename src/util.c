@@ -64,6 +64,8 @@ void shmds__nap_1ms(void)
 
 int shmds__wait_nap(struct shmds__wait *w, uint32_t bound_ms)
 {
+    if (bound_ms == 0)
+        return -ETIMEDOUT; /* never wait: the spin was all (region.h) */
     uint64_t now = shmds__now_ns();
     if (w->deadline_ns == 0)
         w->deadline_ns = now + (uint64_t)bound_ms * 1000000u;

@@ -6,7 +6,7 @@
 #   3. the unit tests under valgrind (`make check-valgrind`);
 #   4. build with --enable-fault-injection and run `make check`: the
 #      fault-point sweep (tests/torture/fault_sweep) runs there;
-#   5. when clang is installed: the libFuzzer harness, 40 000 inputs from a
+#   5. when clang is installed: the libFuzzer harness, 400 000 inputs from a
 #      fixed seed, so the run is reproducible (`make fuzz`, seeded with the
 #      hostile images);
 #   6. `make docs`: the HTML API reference builds from the headers with no
@@ -51,10 +51,10 @@ echo "=== _build-werror: make check-valgrind ==="
 (cd _build-werror && make -s check-valgrind || { show_failures; exit 1; })
 run _build-fault --enable-werror --enable-fault-injection
 if command -v clang >/dev/null 2>&1; then
-    echo "=== _build-fuzz: configure CC=clang --enable-fuzzing; make fuzz (40 000 inputs, seed 1) ==="
+    echo "=== _build-fuzz: configure CC=clang --enable-fuzzing; make fuzz (400 000 inputs, seed 1) ==="
     mkdir -p "$top/_build-fuzz"
     (cd "$top/_build-fuzz" && "$top/configure" -q CC=clang --enable-fuzzing &&
-        make -s -j"$jobs" && make -s fuzz FUZZ_RUNS=40000 FUZZ_SEED=1 FUZZ_SECONDS=600)
+        make -s -j"$jobs" && make -s fuzz FUZZ_RUNS=400000 FUZZ_SEED=1 FUZZ_SECONDS=600)
 else
     echo "=== clang not installed: fuzzing skipped ==="
 fi

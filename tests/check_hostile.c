@@ -147,6 +147,17 @@ static void mk_heap_size(unsigned char *img)
     hdr_of(img)->max_size = hdr_of(img)->size - 4096; /* below the size */
     reseal(img);
 }
+/* A grower died after recording its target (step 1 of a growth): the
+ * next taker of the grow lock finishes it, where the region has a file to
+ * grow (through shm; an image in memory has none). */
+static void mk_grow_pending(unsigned char *img) { hdr_of(img)->grow_to = hdr_of(img)->size + 8192; }
+static void mk_grow_to_max(unsigned char *img) { hdr_of(img)->grow_to = hdr_of(img)->max_size; }
+static void mk_grow_to_odd(unsigned char *img) { hdr_of(img)->grow_to = hdr_of(img)->size + 100; }
+/* A size published past the object's end. */
+static void mk_cur_size_past_end(unsigned char *img)
+{
+    hdr_of(img)->cur_size = hdr_of(img)->size + 4096;
+}
 static void mk_hdr_size(unsigned char *img) { hdr_of(img)->hdr_size = 8192; reseal(img); }
 static void mk_roots_max(unsigned char *img) { hdr_of(img)->roots_max = 1000; reseal(img); }
 static void mk_timeout_zero(unsigned char *img)
@@ -422,6 +433,10 @@ static const hostile cases[] = {
     {"heap_in_header", IMG_SIZE, mk_heap_off, SHMDS_ECORRUPT, 0},
     {"heap_past_end", IMG_SIZE, mk_heap_size, SHMDS_ECORRUPT, 0},
     {"hdr_size", IMG_SIZE, mk_hdr_size, SHMDS_ECORRUPT, 0},
+    {"grow_pending", IMG_SIZE, mk_grow_pending, 0, CHECK_ANY},
+    {"grow_to_max", IMG_SIZE, mk_grow_to_max, 0, CHECK_ANY},
+    {"grow_to_odd", IMG_SIZE, mk_grow_to_odd, 0, CHECK_ANY},
+    {"cur_size_past_end", IMG_SIZE, mk_cur_size_past_end, SHMDS_ECORRUPT, 0},
     {"roots_max", IMG_SIZE, mk_roots_max, SHMDS_ECORRUPT, 0},
     {"lock_timeout_zero", IMG_SIZE, mk_timeout_zero, SHMDS_ECORRUPT, 0},
     {"lock_timeout_huge", IMG_SIZE, mk_timeout_huge, SHMDS_ECORRUPT, 0},
@@ -705,6 +720,13 @@ static int write_corpus(const char *dir)
         memcpy(img, base_img, IMG_SIZE);
         cases[i].make(img);
         bad |= write_file(dir, cases[i].name, img, cases[i].len);
+        /* Its twin the harness attaches through a file descriptor. */
+        if (cases[i].len >= SHMDS_HEADER_SIZE) {
+            char name[64];
+            snprintf(name, sizeof name, "%s.fd", cases[i].name);
+            img[SHMDS_HEADER_SIZE - 1] |= IMG_CTL_FD;
+            bad |= write_file(dir, name, img, cases[i].len);
+        }
     }
     size_t at[MAX_LINKS];
     size_t n = link_words(base_img, at, MAX_LINKS);

@@ -456,6 +456,59 @@ START_TEST(test_queue_damaged_doorbell_is_ecorrupt)
     shmds_region_close(r);
 }
 END_TEST
+
+/* Child: receive one message, waiting without bound: 0 if it is "x". */
+static int recv_one_x(void *arg)
+{
+    char buf[8];
+    size_t len;
+    int rc = shmds_queue_recv(arg, buf, sizeof buf, &len, -1);
+    return rc == 0 && len == 1 && buf[0] == 'x' ? 0 : 1;
+}
+
+/* Until `*w` is `want` (the test's hang guard bounds it). */
+static void await_word(const uint32_t *w, uint32_t want)
+{
+    while (__atomic_load_n(w, __ATOMIC_ACQUIRE) != want)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+}
+
+/* A receiver killed asleep leaves its count among the sleepers (nothing
+ * takes it back). That costs at most one spare doorbell token, never a
+ * pile of them that would wake later sleepers over and over; and a later
+ * sleeper is still woken by a send. */
+START_TEST(test_queue_receiver_killed_asleep_leaves_wakeups_bounded)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_queue(r, "s", 1024, 64, 0);
+    unsigned char *h = qhdr_at(r, "s");
+    uint32_t *sleepers = (uint32_t *)(void *)(h + 256); /* recv_sleepers */
+    struct sem_words *bell = (struct sem_words *)(void *)(h + 320); /* not_empty */
+    /* Killed while counted (its sleeps are 50 ms slices between which it
+     * is briefly not counted: try again then). */
+    for (int tries = 0; __atomic_load_n(sleepers, __ATOMIC_ACQUIRE) != 1; tries++) {
+        ck_assert_int_lt(tries, 100);
+        __atomic_store_n(sleepers, 0, __ATOMIC_RELEASE);
+        pid_t pid = tu_fork(recv_one_x, q);
+        await_word(sleepers, 1);
+        tu_kill(pid);
+    }
+    char buf[8];
+    size_t len;
+    for (int i = 0; i < 1000; i++) {
+        ck_assert_int_eq(shmds_queue_send(q, "m", 1, 0), 0);
+        ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+        ck_assert_uint_le((uint32_t)__atomic_load_n(&bell->data, __ATOMIC_RELAXED), 1);
+    }
+    pid_t pid = tu_fork(recv_one_x, q);
+    await_word(sleepers, 2);
+    ck_assert_int_eq(shmds_queue_send(q, "x", 1, 0), 0);
+    int st = tu_wait(pid, 10000);
+    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "status %#x", st);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
 #endif
 
 /* Child: become the SPSC producer, say so, and stay alive. */
@@ -2030,6 +2083,9 @@ static Suite *queue_suite(void)
     tcase_add_test(crash, test_queue_mpmc_survives_random_sigkills);
     tcase_add_test(crash, test_queue_spsc_survives_random_sigkills);
     tcase_add_test(crash, test_queue_ack_consumers_killed_at_random_lose_nothing);
+#if defined(__GLIBC__) && UINTPTR_MAX == UINT64_MAX
+    tcase_add_test(crash, test_queue_receiver_killed_asleep_leaves_wakeups_bounded);
+#endif
     suite_add_tcase(s, crash);
 
     TCase *ack = tcase_create("ack");

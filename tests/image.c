@@ -94,7 +94,9 @@ static int visit_root(const char *name, uint32_t type, shmds_off_t off, void *ar
         shmds_queue *q;
         if (shmds_queue_open(w->r, name, &q) == 0) {
             uint64_t n;
+            shmds_queue_stats qs;
             (void)shmds_queue_len(q, &n);
+            (void)shmds_queue_stats_get(q, &qs);
             (void)shmds_queue_check(q);
             /* The image is this process's own copy: receiving changes
              * nothing anyone else sees. */
@@ -148,47 +150,75 @@ static void visit_table(shmds_region *r, const char *name)
     shmds_table_close(t);
 }
 
-/* Attach with `flags` (0 or SHMDS_RDONLY) and run every call that the
- * attach allows. */
-static img_result exercise(const void *data, size_t len, unsigned flags)
+/* A read-only process that attaches before anyone repaired anything:
+ * lock-free reads only, over whatever state a dead writer left (a map's
+ * growth half published, a stripe mid-change). */
+static void walk_readonly(void *buf, size_t len, uint32_t bound_ms)
+{
+    shmds_region *r = NULL;
+    if (shmds__region_attach_mem(buf, len, SHMDS_RDONLY, &r) != 0)
+        return;
+    r->lock_timeout_ms = bound_ms;
+    struct walk w = {r, 0};
+    (void)shmds_root_foreach(r, visit_root, &w);
+    if (shmds_region_close(r) != 0)
+        abort();
+}
+
+img_result img_run_region(shmds_region *r, uint32_t bound_ms)
 {
     img_result res = {0, 0, 0};
-    /* Own, aligned, writable memory: the library may repair what it finds. */
+    r->lock_timeout_ms = bound_ms;
+    res.check_rc = shmds_region_check(r);
+    shmds_region_info info;
+    (void)shmds_region_info_get(r, &info);
+    shmds_mutex_info mi;
+    (void)shmds_region_lock_info(r, SHMDS_LOCK_DIRECTORY, &mi);
+    (void)shmds_region_lock_info(r, SHMDS_LOCK_ALLOCATOR, &mi);
+    shmds_alloc_stats st;
+    (void)shmds_alloc_stats_get(r, &st);
+    /* What `shmds info` prints per arena. */
+    unsigned arenas = shmds_alloc_arena_count(r);
+    for (unsigned i = 0; i < arenas && i < 64; i++) {
+        shmds_alloc_arena_info ai;
+        (void)shmds_alloc_arena_info_get(r, i, &ai);
+    }
+    /* Growth by a page (`shmds grow`): an image in memory cannot grow
+     * (-ENOMEM); a region on a file descriptor grows, and the walk below
+     * then runs over the grown heap. */
+    size_t size = shmds_region_size(r);
+    if (!shmds_region_readonly(r))
+        (void)shmds_region_grow(r, size + 4096);
+    struct walk w = {r, 0};
+    (void)shmds_root_foreach(r, visit_root, &w);
+    res.roots = w.n;
+    if (shmds_region_close(r) != 0)
+        abort(); /* an operation returned with a lock still held */
+    return res;
+}
+
+img_result img_run(void *buf, size_t len, unsigned flags, uint32_t bound_ms)
+{
+    shmds_region *r = NULL;
+    int rc = shmds__region_attach_mem(buf, len, flags, &r);
+    if (rc != 0)
+        return (img_result){rc, 0, 0};
+    return img_run_region(r, bound_ms);
+}
+
+/* Copy the bytes into own, aligned, writable memory (the library may
+ * repair what it finds) and run them with `flags` (0 or SHMDS_RDONLY). A
+ * writable pass first walks as a read-only process (walk_readonly). */
+static img_result exercise(const void *data, size_t len, unsigned flags)
+{
     size_t cap = (len + 63) / 64 * 64;
     void *buf = aligned_alloc(64, cap == 0 ? 64 : cap);
     if (buf == NULL)
         abort();
     memcpy(buf, data, len);
-    shmds_region *r = NULL;
-    /* A writable pass first runs as a read-only process that attaches
-     * before anyone repaired anything: lock-free reads only, over whatever
-     * state a dead writer left (a map's growth half published, a stripe
-     * mid-change). */
-    if (flags == 0 && shmds__region_attach_mem(buf, len, SHMDS_RDONLY, &r) == 0) {
-        r->lock_timeout_ms = IMG_LOCK_TIMEOUT_MS;
-        struct walk w = {r, 0};
-        (void)shmds_root_foreach(r, visit_root, &w);
-        if (shmds_region_close(r) != 0)
-            abort();
-        r = NULL;
-    }
-    res.open_rc = shmds__region_attach_mem(buf, len, flags, &r);
-    if (res.open_rc == 0) {
-        r->lock_timeout_ms = IMG_LOCK_TIMEOUT_MS;
-        res.check_rc = shmds_region_check(r);
-        shmds_region_info info;
-        (void)shmds_region_info_get(r, &info);
-        shmds_mutex_info mi;
-        (void)shmds_region_lock_info(r, SHMDS_LOCK_DIRECTORY, &mi);
-        (void)shmds_region_lock_info(r, SHMDS_LOCK_ALLOCATOR, &mi);
-        shmds_alloc_stats st;
-        (void)shmds_alloc_stats_get(r, &st);
-        struct walk w = {r, 0};
-        (void)shmds_root_foreach(r, visit_root, &w);
-        res.roots = w.n;
-        if (shmds_region_close(r) != 0)
-            abort(); /* an operation returned with a lock still held */
-    }
+    if (flags == 0)
+        walk_readonly(buf, len, IMG_LOCK_TIMEOUT_MS);
+    img_result res = img_run(buf, len, flags, IMG_LOCK_TIMEOUT_MS);
     free(buf);
     return res;
 }

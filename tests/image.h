@@ -10,6 +10,16 @@
 #define SHMDS_TEST_IMAGE_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "shmds/region.h"
+
+/* The fuzzer reads its input's last header byte (the end of the header's
+ * reserved tail) as switches (tests/fuzz/fuzz_region.c): */
+#define IMG_CTL_CHECKSUM 1u   /* recompute the header's checksum */
+#define IMG_CTL_LOCK_WORDS 2u /* keep the header locks' kind words as fuzzed */
+#define IMG_CTL_WAIT 4u       /* wait 1 ms for a busy lock or writer, not 0 */
+#define IMG_CTL_FD 8u         /* attach through a file descriptor (growth) */
 
 /* Lock waits on a hostile image are cut to this (a garbage lock word may
  * look held by a live process forever). */
@@ -20,6 +30,17 @@ typedef struct img_result {
     int check_rc; /* shmds_region_check, when open_rc == 0 */
     unsigned roots; /* directory entries seen */
 } img_result;
+
+/* Run the image in `buf` (64-aligned, `len` bytes) in place: attach with
+ * `flags` (0, or SHMDS_RDONLY: then nothing in `buf` is written, and the
+ * caller may map it read-only), bound every wait by `bound_ms` (0: never
+ * wait), then the whole-region check, the region's and the arenas' views,
+ * and every object in the directory (see the top). What the fuzzer calls:
+ * no copy, no allocation of the image. */
+img_result img_run(void *buf, size_t len, unsigned flags, uint32_t bound_ms);
+/* The same on a region already attached (e.g. by shmds__region_attach_fd);
+ * closes it. open_rc is 0. */
+img_result img_run_region(shmds_region *r, uint32_t bound_ms);
 
 /* Copy `len` bytes into aligned memory of their own and exercise them. */
 img_result img_exercise(const void *data, size_t len);

@@ -44,7 +44,13 @@
  * empty, each for at most @c timeout_ms (-1: without bound, 0: never).
  * Process-shared semaphores serve as doorbells only; every sleep is a
  * bounded slice after which the waiter re-checks the indices, so a lost
- * wake-up costs a delay, never a hang.
+ * wake-up costs a delay, never a hang. A committer makes the wake-up system
+ * call only when someone sleeps (a sleeper count in the queue; one a killed
+ * sleeper left behind costs spurious wake-ups, never a missed one). Before
+ * sleeping, a waiter spins for a few microseconds (adaptive, at most 50)
+ * only when the other side last ran on another CPU; on the same CPU it
+ * yields at once, so a ping-pong between two processes never burns a CPU
+ * the other needs.
  *
  * Crash consistency: a send is committed by one atomic store of the tail
  * word (byte index, message count and the shut-down bit packed in 64 bits)

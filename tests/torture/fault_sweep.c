@@ -60,6 +60,7 @@ static const unsigned skips[] = {0, 1, 3, 10, 40};
 #define SCRATCH_SPSC "tt-scratch-spsc"
 #define SCRATCH_ACK "tt-scratch-ack"
 #define SCRATCH_TABLE "tt-scratch-table"
+#define SCRATCH_TOPIC "tt-scratch-topic"
 
 /* A crash inside a create or a destroy leaves no leak: the blocks stay
  * reachable from the name's pending directory entry, and the check's
@@ -249,6 +250,54 @@ static int scratch_table(tt_world *w)
     return shmds__guard_reclaim(w->r) >= 0 ? 0 : 5;
 }
 
+/* A SHMDS_QUEUE_BLOCK topic whose slowest subscriber, a child, died: a
+ * publisher that needs its room frees its slot and goes on (the child
+ * traces its points but never dies at one, as in scratch_leases); then a
+ * dropping topic whose subscriber missed messages. */
+static int scratch_topic(tt_world *w)
+{
+    shmds_queue_opts o = {.capacity_bytes = 64, .max_msg = 8,
+                          .flags = SHMDS_QUEUE_BROADCAST | SHMDS_QUEUE_BLOCK};
+    shmds_queue *q;
+    shmds_sub *s;
+    char buf[8];
+    size_t len;
+    uint64_t missed;
+    if (shmds_queue_create_ex(w->r, SCRATCH_TOPIC, &o, &q) != 0)
+        return 1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        unsetenv("SHMDS_FAULT");
+        _exit(shmds_queue_subscribe(q, &s) == 0 ? 0 : 1);
+    }
+    int st;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        return 2;
+    if (shmds_queue_subscribe(q, &s) != 0)
+        return 3;
+    /* 64 bytes hold four 1-byte messages: the fifth needs the dead
+     * child's cursor gone (ours is read up each time). */
+    for (int i = 0; i < 6; i++)
+        if (shmds_queue_send(q, "t", 1, 0) != 0 ||
+            shmds_sub_next(s, buf, sizeof buf, &len, &missed, 0) != 0 || missed != 0)
+            return 4;
+    shmds_sub_close(s);
+    if (shmds_queue_destroy(q) != 0)
+        return 5;
+    /* Without BLOCK: six publications into room for four; a subscriber
+     * reading only then is told it missed the first two. */
+    o.flags = SHMDS_QUEUE_BROADCAST;
+    if (shmds_queue_create_ex(w->r, SCRATCH_TOPIC, &o, &q) != 0 || shmds_queue_subscribe(q, &s) != 0)
+        return 6;
+    for (int i = 0; i < 6; i++)
+        if (shmds_queue_send(q, "t", 1, 0) != 0)
+            return 7;
+    if (shmds_sub_next(s, buf, sizeof buf, &len, &missed, 0) != 0 || missed != 2)
+        return 8;
+    shmds_sub_close(s);
+    return shmds_queue_destroy(q) == 0 ? 0 : 9;
+}
+
 /* The workload: a scratch region made, its heap laid out by a first
  * allocation, grown in place and freed again (the create and format
  * paths, and a realloc in place whatever the draws do; the sweep checks
@@ -294,7 +343,7 @@ static int workload(int wr)
         shmds_queue_recv_ref(q, &zm, &len, 0) != 0 || shmds_queue_release(q) != 0 ||
         shmds_queue_destroy(q) != 0)
         return 4;
-    if (scratch_leases(&w) != 0 || scratch_table(&w) != 0)
+    if (scratch_leases(&w) != 0 || scratch_topic(&w) != 0 || scratch_table(&w) != 0)
         return 4;
     /* Two growths (every point of one, hit twice). */
     for (int i = 0; i < 2; i++)
@@ -391,8 +440,9 @@ static void check(tt_world *w, tt_state *model, tt_ledger *ledger, const tt_op *
     shmds_map *mp;
     if ((rc == 0 || rc == -ENOENT) && (rc = shmds_map_open(w->r, SCRATCH_MAP, &mp)) == 0)
         rc = shmds_map_destroy(mp);
-    static const char *const qnames[] = {SCRATCH_QUEUE, SCRATCH_SPSC, SCRATCH_ACK};
-    for (unsigned i = 0; i < 3; i++) {
+    static const char *const qnames[] = {SCRATCH_QUEUE, SCRATCH_SPSC, SCRATCH_ACK,
+                                         SCRATCH_TOPIC};
+    for (unsigned i = 0; i < sizeof qnames / sizeof qnames[0]; i++) {
         shmds_queue *q;
         if ((rc == 0 || rc == -ENOENT) && (rc = shmds_queue_open(w->r, qnames[i], &q)) == 0)
             rc = shmds_queue_destroy(q);
@@ -420,7 +470,11 @@ static void check(tt_world *w, tt_state *model, tt_ledger *ledger, const tt_op *
         fprintf(stderr, "fault_sweep: queue: %" PRIu64 " lost, %" PRIu64 " phantom, %" PRIu64
                         " duplicate, %" PRIu64 " out of order (run totals)\n",
                 ledger->lost, ledger->phantom, ledger->duplicate, ledger->fifo);
-        fail(point, skip, "queue: exactly once, FIFO", rc);
+        fprintf(stderr, "fault_sweep: topics: %" PRIu64 " phantom, %" PRIu64
+                        " out of order, %" PRIu64 " missed too few, %" PRIu64
+                        " inconsistent (run totals)\n",
+                ledger->t_phantom, ledger->t_order, ledger->t_uncounted, ledger->t_inconsistent);
+        fail(point, skip, "queue: exactly once, FIFO; topics: order, missed counts", rc);
         return;
     }
     if ((rc = leak_check(w)) != 0)

@@ -41,6 +41,8 @@ enum tt_struct tt_op_struct(uint8_t kind)
     case TT_Q_RECV:
     case TT_Q_LEASE:
     case TT_Q_ACK:
+    case TT_T_PUB:
+    case TT_T_NEXT:
         return TT_S_QUEUE;
     default:
         return TT_S_LIST;
@@ -123,6 +125,7 @@ static size_t key_name(char *buf, size_t cap, unsigned me, unsigned k)
 
 #define MAP_NAME "tt-map"
 #define QUEUE_NAME "tt-queue"
+static const char *const topic_name[TT_TOPICS] = {"tt-topic", "tt-topic-block"};
 
 #define TT_TYPE_DIR (SHMDS_TYPE_USER + 1)
 #define TT_TYPE_TABLE (SHMDS_TYPE_USER + 2)
@@ -162,6 +165,17 @@ int tt_world_create(tt_world *w, const char *name, size_t size, unsigned workers
                            .max_in_flight = 64};
     if ((rc = shmds_queue_create_ex(w->r, QUEUE_NAME, &qo, &w->queue)) != 0)
         return rc;
+    /* Room for every worker, the checker's probe and the slots of killed
+     * workers not yet freed. */
+    for (unsigned t = 0; t < TT_TOPICS; t++) {
+        shmds_queue_opts to = {.capacity_bytes = TT_TOPIC_BYTES,
+                               .max_msg = VAL_MAX,
+                               .flags = SHMDS_QUEUE_BROADCAST |
+                                        (t == TT_TOPIC_BLOCK ? SHMDS_QUEUE_BLOCK : 0u),
+                               .max_subscribers = 4 * TT_WORKERS_MAX};
+        if ((rc = shmds_queue_create_ex(w->r, topic_name[t], &to, &w->topic[t])) != 0)
+            return rc;
+    }
     return tt_world_map_reset(w);
 }
 
@@ -234,6 +248,9 @@ int tt_world_open(tt_world *w, const char *name, unsigned workers)
     }
     if ((rc = shmds_map_open(w->r, MAP_NAME, &w->map)) != 0)
         return rc;
+    for (unsigned t = 0; t < TT_TOPICS; t++)
+        if ((rc = shmds_queue_open(w->r, topic_name[t], &w->topic[t])) != 0)
+            return rc;
     return shmds_queue_open(w->r, QUEUE_NAME, &w->queue);
 }
 
@@ -248,6 +265,12 @@ void tt_world_close(tt_world *w)
     w->map = NULL;
     shmds_queue_close(w->queue);
     w->queue = NULL;
+    for (unsigned t = 0; t < TT_TOPICS; t++) {
+        shmds_sub_close(w->sub[t]);
+        w->sub[t] = NULL;
+        shmds_queue_close(w->topic[t]);
+        w->topic[t] = NULL;
+    }
     if (w->r != NULL)
         shmds_region_close(w->r);
     w->r = NULL;
@@ -329,6 +352,15 @@ tt_op tt_draw(uint64_t *rng, const tt_world *w, unsigned me, uint64_t id)
             op.kind = TT_Q_ACK;
         else if (op.kind == TT_Q_ACK && w->nheld == 0)
             op.kind = TT_Q_LEASE;
+        break;
+    case TT_T_PUB:
+    case TT_T_NEXT:
+        op.arg = (uint8_t)(x % TT_TOPICS);
+        x /= TT_TOPICS;
+        op.size = x % 16 == 0 ? 2 : 0;
+        x /= 16;
+        if (op.kind == TT_T_PUB && x % 2 == 0)
+            op.flags = TT_Q_ZEROCOPY;
         break;
     default:
         break;
@@ -484,6 +516,30 @@ void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
         }
         break;
     }
+    case TT_T_PUB: {
+        shmds_queue *t = w->topic[op->arg % TT_TOPICS];
+        len = val_make(op->id, v);
+        void *p;
+        if (!(op->flags & TT_Q_ZEROCOPY))
+            done->rc = shmds_queue_send(t, v, len, (int)op->size);
+        else if ((done->rc = shmds_queue_reserve(t, VAL_MAX, &p, (int)op->size)) == 0) {
+            memcpy(p, v, len);
+            done->rc = shmds_queue_commit(t, len);
+        }
+        break;
+    }
+    case TT_T_NEXT: {
+        unsigned t = op->arg % TT_TOPICS;
+        uint64_t missed = 0;
+        if (w->sub[t] == NULL && (done->rc = shmds_queue_subscribe(w->topic[t], &w->sub[t])) != 0)
+            break;
+        done->rc = shmds_sub_next(w->sub[t], v, sizeof v, &len, &missed, (int)op->size);
+        if (done->rc == 0) {
+            done->got = val_id(v, len);
+            done->missed = missed > UINT32_MAX ? UINT32_MAX : (uint32_t)missed;
+        }
+        break;
+    }
     case TT_Q_ACK:
         if (w->nheld == 0 || w->held_lease[0] != op->aux) {
             done->rc = -ENOENT;
@@ -604,7 +660,9 @@ int tt_model_apply(tt_state *s, const tt_op *op, uint64_t *got)
     case TT_Q_RECV:
     case TT_Q_LEASE:
     case TT_Q_ACK:
-        return 0; /* the queue is shared: the ledger follows it */
+    case TT_T_PUB:
+    case TT_T_NEXT:
+        return 0; /* the queues are shared: the ledger follows them */
     case TT_ARENA_ADD:
     case TT_BLOCK:
         return 0; /* nothing a worker owns changes */
@@ -653,7 +711,8 @@ static bool refusable(const tt_op *op, const tt_state *before, int rc)
 
 bool tt_op_may_time_out(const tt_op *op)
 {
-    return ((op->kind == TT_Q_SEND || op->kind == TT_Q_RECV || op->kind == TT_Q_LEASE) &&
+    return ((op->kind == TT_Q_SEND || op->kind == TT_Q_RECV || op->kind == TT_Q_LEASE ||
+             op->kind == TT_T_PUB || op->kind == TT_T_NEXT) &&
             op->size > 0) ||
            op->kind == TT_MAP_FILL;
 }
@@ -670,7 +729,8 @@ bool tt_model_ack(tt_state *s, const tt_msg *done)
     /* A live worker's lease is never taken back: its ack succeeds. */
     if (done->op.kind == TT_Q_ACK)
         return done->rc == 0;
-    if (done->op.kind == TT_Q_SEND || done->op.kind == TT_Q_RECV || done->op.kind == TT_Q_LEASE)
+    if (done->op.kind == TT_Q_SEND || done->op.kind == TT_Q_RECV || done->op.kind == TT_Q_LEASE ||
+        done->op.kind == TT_T_PUB || done->op.kind == TT_T_NEXT)
         return done->rc == 0 || done->rc == -EAGAIN ||
                (done->rc == -ETIMEDOUT && tt_op_may_time_out(&done->op));
     tt_state next = *s;
@@ -896,6 +956,11 @@ int tt_take_every_lock(tt_world *w, uint64_t rec[TT_STRUCTS])
     rec[TT_S_MAP] += epoch(w) - e;
     e = epoch(w);
     rc2 = shmds_queue_check(w->queue);
+    for (unsigned t = 0; t < TT_TOPICS; t++) {
+        int rc3 = shmds_queue_check(w->topic[t]);
+        if (rc2 == 0)
+            rc2 = rc3;
+    }
     if (rc == 0)
         rc = rc2;
     rec[TT_S_QUEUE] += epoch(w) - e;
@@ -962,6 +1027,12 @@ int tt_world_teardown(tt_world *w)
     w->map = NULL;
     int rc2 = shmds_queue_destroy(w->queue);
     w->queue = NULL;
+    for (unsigned t = 0; t < TT_TOPICS; t++) {
+        int rc3 = shmds_queue_destroy(w->topic[t]);
+        w->topic[t] = NULL;
+        if (rc2 == 0)
+            rc2 = rc3;
+    }
     return rc != 0 ? rc : rc2;
 }
 
@@ -984,31 +1055,83 @@ static void *grow(void *v, size_t *cap, size_t elem)
 
 void tt_ledger_intent(tt_ledger *l, unsigned worker, const tt_op *op)
 {
-    if (op->kind != TT_Q_SEND)
+    if (op->kind != TT_Q_SEND && op->kind != TT_T_PUB)
         return;
     (void)worker;
     int p = producer_of(op->id);
     if (p < 0)
         abort(); /* tt_draw's caller names every id after its worker */
+    if (op->kind == TT_T_PUB) {
+        unsigned t = op->arg % TT_TOPICS;
+        if (l->t[t][p].n == l->t[t][p].cap)
+            l->t[t][p].v = grow(l->t[t][p].v, &l->t[t][p].cap, sizeof(tt_qrec));
+        l->t[t][p].v[l->t[t][p].n++] = (tt_qrec){op->id, TT_Q_MAYBE, 0};
+        return;
+    }
     if (l->p[p].n == l->p[p].cap)
         l->p[p].v = grow(l->p[p].v, &l->p[p].cap, sizeof(tt_qrec));
     l->p[p].v[l->p[p].n++] = (tt_qrec){op->id, TT_Q_MAYBE, 0};
 }
 
-static tt_qrec *find(tt_ledger *l, uint64_t id)
+/* A topic receipt of `worker`: into its open subscription (a new one
+ * after its death). Order and the BLOCK topic's rule are checked here;
+ * what needs every record, at settle. */
+static void topic_received(tt_ledger *l, unsigned worker, const tt_msg *done)
 {
-    int p = producer_of(id);
-    if (p < 0)
-        return NULL;
-    size_t lo = 0, hi = l->p[p].n;
+    unsigned t = done->op.arg % TT_TOPICS;
+    if (worker >= TT_WORKERS_MAX)
+        return;
+    size_t *open = &l->sub_open[worker][t];
+    if (*open == 0) {
+        if (l->subs.n == l->subs.cap)
+            l->subs.v = grow(l->subs.v, &l->subs.cap, sizeof(tt_tsub));
+        l->subs.v[l->subs.n++] = (tt_tsub){.topic = t};
+        *open = l->subs.n;
+        l->t_subs++;
+    }
+    tt_tsub *s = &l->subs.v[*open - 1];
+    if (s->n == s->cap)
+        s->r = grow(s->r, &s->cap, sizeof *s->r);
+    s->pos += (uint64_t)done->missed + 1;
+    s->r[s->n++] = (struct tt_trecv){done->got, s->pos, done->missed};
+    l->t_received++;
+    l->t_missed += done->missed;
+    int p = producer_of(done->got);
+    if (p < 0 || done->got == TT_BAD_VALUE) {
+        l->t_phantom++;
+        return;
+    }
+    if (done->got <= s->last[p])
+        l->t_order++;
+    s->last[p] = done->got;
+    if (t == TT_TOPIC_BLOCK && done->missed != 0)
+        l->t_uncounted++; /* a live subscriber of a BLOCK topic misses nothing */
+}
+
+/* The record of `id` in v[0..n) (in id order), or NULL. */
+static tt_qrec *find_in(tt_qrec *v, size_t n, uint64_t id)
+{
+    size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (l->p[p].v[mid].id < id)
+        if (v[mid].id < id)
             lo = mid + 1;
         else
             hi = mid;
     }
-    return lo < l->p[p].n && l->p[p].v[lo].id == id ? &l->p[p].v[lo] : NULL;
+    return lo < n && v[lo].id == id ? &v[lo] : NULL;
+}
+
+static tt_qrec *find(tt_ledger *l, uint64_t id)
+{
+    int p = producer_of(id);
+    return p < 0 ? NULL : find_in(l->p[p].v, l->p[p].n, id);
+}
+
+static tt_qrec *find_pub(tt_ledger *l, unsigned topic, uint64_t id)
+{
+    int p = producer_of(id);
+    return p < 0 ? NULL : find_in(l->t[topic][p].v, l->t[topic][p].n, id);
 }
 
 /* A message a worker (or the checker's drain) received: kept for settle. */
@@ -1068,7 +1191,15 @@ static bool fifo_excused(tt_idset *orphans, uint64_t *unknown, uint64_t id)
 
 void tt_ledger_done(tt_ledger *l, unsigned worker, const tt_msg *done)
 {
-    if (done->op.kind == TT_Q_SEND) {
+    if (done->op.kind == TT_T_PUB) {
+        tt_qrec *q = find_pub(l, done->op.arg % TT_TOPICS, done->op.id);
+        if (q != NULL)
+            q->st = done->rc == 0 ? TT_Q_SENT : TT_Q_REFUSED;
+        l->t_published += done->rc == 0;
+    } else if (done->op.kind == TT_T_NEXT) {
+        if (done->rc == 0)
+            topic_received(l, worker, done);
+    } else if (done->op.kind == TT_Q_SEND) {
         tt_qrec *q = find(l, done->op.id);
         if (q != NULL)
             q->st = done->rc == 0 ? TT_Q_SENT : TT_Q_REFUSED;
@@ -1112,6 +1243,9 @@ void tt_ledger_killed(tt_ledger *l, unsigned worker, const tt_op *inflight)
         l->orphan_unknown++;
     if (worker >= TT_WORKERS_MAX)
         return;
+    /* Its subscriptions end with it (the next process subscribes anew). */
+    for (unsigned t = 0; t < TT_TOPICS; t++)
+        l->sub_open[worker][t] = 0;
     /* Its leases (the one an ack in flight was for included) come back. */
     for (unsigned i = 0; i < l->held[worker].n; i++) {
         idset_add(&l->orphan_dup, l->held[worker].msg[i]);
@@ -1120,9 +1254,108 @@ void tt_ledger_killed(tt_ledger *l, unsigned worker, const tt_op *inflight)
     l->held[worker].n = 0;
 }
 
+/* The topic rules of model.h that need every record: receipts of messages
+ * never published (or refused); missed counts too small for the gaps in a
+ * producer's sequence; places that disagree between subscriptions. */
+static void topics_check(tt_ledger *l)
+{
+    size_t nsub = l->subs.n;
+    /* For each publication, the first subscription that received it and
+     * where; for each pair of subscriptions, their distance (once seen). */
+    struct first {
+        size_t sub;
+        uint64_t pos;
+    } *first[TT_TOPICS][TT_WORKERS_MAX];
+    for (unsigned t = 0; t < TT_TOPICS; t++)
+        for (unsigned p = 0; p < TT_WORKERS_MAX; p++) {
+            first[t][p] = calloc(l->t[t][p].n + 1, sizeof(struct first));
+            if (first[t][p] == NULL)
+                abort();
+        }
+    int64_t *dist = calloc(nsub + 1, sizeof *dist);
+    bool *seen = calloc(nsub + 1, sizeof *seen);
+    if (dist == NULL || seen == NULL)
+        abort();
+    for (size_t si = 0; si < nsub; si++) {
+        const tt_tsub *s = &l->subs.v[si];
+        memset(seen, 0, (nsub + 1) * sizeof *seen);
+        uint64_t gaps = 0, later_missed = 0;
+        size_t prev[TT_WORKERS_MAX]; /* index + 1 of the producer's last receipt */
+        memset(prev, 0, sizeof prev);
+        for (size_t i = 0; i < s->n; i++) {
+            uint64_t id = s->r[i].id;
+            if (i > 0)
+                later_missed += s->r[i].missed;
+            int p = producer_of(id);
+            tt_qrec *q = p < 0 ? NULL : find_pub(l, s->topic, id);
+            if (q == NULL || q->st == TT_Q_REFUSED) {
+                l->t_phantom++;
+                continue;
+            }
+            size_t k = (size_t)(q - l->t[s->topic][p].v);
+            if (prev[p] != 0 && prev[p] - 1 < k)
+                for (size_t j = prev[p]; j < k; j++)
+                    gaps += l->t[s->topic][p].v[j].st == TT_Q_SENT;
+            prev[p] = k + 1;
+            struct first *f = &first[s->topic][p][k];
+            if (f->sub == 0) {
+                f->sub = si + 1;
+                f->pos = s->r[i].pos;
+            } else if (f->sub != si + 1) {
+                int64_t d = (int64_t)(s->r[i].pos - f->pos);
+                if (!seen[f->sub]) {
+                    seen[f->sub] = true;
+                    dist[f->sub] = d;
+                } else if (dist[f->sub] != d) {
+                    l->t_inconsistent++;
+                }
+            }
+        }
+        if (gaps > later_missed)
+            l->t_uncounted++;
+    }
+    for (unsigned t = 0; t < TT_TOPICS; t++)
+        for (unsigned p = 0; p < TT_WORKERS_MAX; p++)
+            free(first[t][p]);
+    free(dist);
+    free(seen);
+}
+
+/* After the crash each topic works: a fresh subscriber receives a new
+ * publication whole, having missed nothing. Returns 0 or what failed. */
+static int topics_probe(tt_world *w)
+{
+    for (unsigned t = 0; t < TT_TOPICS; t++) {
+        shmds_sub *s;
+        unsigned char v[VAL_MAX];
+        size_t len = 0;
+        uint64_t missed = 1, id = UINT64_C(0x7f) << 56 | t; /* no worker's id */
+        int rc = shmds_queue_subscribe(w->topic[t], &s);
+        if (rc != 0)
+            return rc;
+        size_t n = val_make(id, v);
+        if ((rc = shmds_queue_send(w->topic[t], v, n, 0)) == 0 &&
+            (rc = shmds_sub_next(s, v, sizeof v, &len, &missed, 0)) == 0 &&
+            (val_id(v, len) != id || missed != 0))
+            rc = SHMDS_ECORRUPT;
+        shmds_sub_close(s);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
 int tt_ledger_settle(tt_ledger *l, tt_world *w)
 {
-    uint64_t bad0 = l->phantom + l->duplicate + l->fifo + l->lost + l->double_acked;
+    uint64_t bad0 = l->phantom + l->duplicate + l->fifo + l->lost + l->double_acked +
+                    l->t_phantom + l->t_order + l->t_uncounted + l->t_inconsistent;
+    topics_check(l);
+    int prc = topics_probe(w);
+    if (prc != 0) {
+        fprintf(stderr, "torture: topic: a fresh subscriber after the crash: %s\n",
+                shmds_errname(prc));
+        return prc;
+    }
     /* The excuses are used up on copies: a sweep settles copies of one
      * image again. */
     tt_idset fifo_ok = idset_copy(&l->orphan_fifo), dup_ok = idset_copy(&l->orphan_dup);
@@ -1194,7 +1427,8 @@ int tt_ledger_settle(tt_ledger *l, tt_world *w)
     if (missing > excused)
         fprintf(stderr, "torture: queue: %" PRIu64 " sent messages never received\n",
                 missing - excused);
-    return l->phantom + l->duplicate + l->fifo + l->lost + l->double_acked != bad0
+    uint64_t tbad = l->t_phantom + l->t_order + l->t_uncounted + l->t_inconsistent;
+    return l->phantom + l->duplicate + l->fifo + l->lost + l->double_acked + tbad != bad0
                ? SHMDS_ECORRUPT
                : 0;
 }
@@ -1208,6 +1442,13 @@ void tt_ledger_reset(tt_ledger *l)
     l->ambiguous = 0;
     l->orphan_dup.n = l->orphan_fifo.n = 0;
     l->orphan_unknown = 0;
+    for (unsigned t = 0; t < TT_TOPICS; t++)
+        for (unsigned p = 0; p < TT_WORKERS_MAX; p++)
+            l->t[t][p].n = 0;
+    for (size_t i = 0; i < l->subs.n; i++)
+        free(l->subs.v[i].r);
+    l->subs.n = 0;
+    memset(l->sub_open, 0, sizeof l->sub_open);
 }
 
 void tt_ledger_free(tt_ledger *l)
@@ -1218,5 +1459,11 @@ void tt_ledger_free(tt_ledger *l)
     }
     free(l->orphan_dup.v);
     free(l->orphan_fifo.v);
+    for (unsigned t = 0; t < TT_TOPICS; t++)
+        for (unsigned p = 0; p < TT_WORKERS_MAX; p++)
+            free(l->t[t][p].v);
+    for (size_t i = 0; i < l->subs.n; i++)
+        free(l->subs.v[i].r);
+    free(l->subs.v);
     memset(l, 0, sizeof *l);
 }

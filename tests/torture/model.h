@@ -30,6 +30,12 @@
 
 #define TT_Q_ZEROCOPY 1
 
+/* The broadcast topics every worker publishes to and subscribes to. */
+enum { TT_TOPIC_DROP, /* a full ring drops the oldest: subscribers miss some */
+       TT_TOPIC_BLOCK, /* SHMDS_QUEUE_BLOCK: publishers wait, nobody misses */
+       TT_TOPICS };
+#define TT_TOPIC_BYTES 384 /* a few messages: the ring fills and drops */
+
 /* What a worker can do. */
 enum tt_kind {
     TT_DIR_SET,    /* shmds_root_set(name k) */
@@ -58,6 +64,10 @@ enum tt_kind {
     TT_ARENA_ADD,    /* carve one more allocator arena (as contention does) */
     TT_BLOCK,        /* shmds_alloc of a small block (size), filled with the op's
                         id, read back, shmds_free (the handle's block cache) */
+    TT_T_PUB,        /* publish to topic `arg` (a message named like a send's;
+                        flags: TT_Q_ZEROCOPY) */
+    TT_T_NEXT,       /* shmds_sub_next on topic `arg` (subscribing first if the
+                        process has not) */
     TT_KINDS
 };
 
@@ -88,7 +98,7 @@ typedef struct tt_msg {
     uint64_t seq; /* the worker's operation number */
     tt_op op;
     int32_t rc;   /* DONE: what the call returned */
-    uint32_t pad;
+    uint32_t missed; /* DONE of a topic receive: the missed count it gave */
     uint64_t got; /* DONE of a read: the value id read, 0 for none; of a
                      queue ack: the id of the message acknowledged */
 } tt_msg;
@@ -114,6 +124,8 @@ typedef struct tt_world {
     shmds_list *list[TT_WORKERS_MAX];
     shmds_map *map;
     shmds_queue *queue;
+    shmds_queue *topic[TT_TOPICS];
+    shmds_sub *sub[TT_TOPICS]; /* this process's subscriptions (a worker's) */
     /* The leases this process (a worker) holds, oldest first. */
     unsigned nheld;
     uint64_t held_lease[TT_HELD_MAX], held_msg[TT_HELD_MAX];
@@ -207,6 +219,19 @@ typedef struct tt_idset {
     size_t n, cap;
 } tt_idset;
 
+/* A subscription, as the ledger follows it: one worker process's, to one
+ * topic, from its first receipt to its death. `pos` is the receipt's place
+ * in the topic after the subscription point (missed ones counted). */
+typedef struct tt_tsub {
+    unsigned topic;
+    size_t n, cap;
+    struct tt_trecv {
+        uint64_t id, pos, missed;
+    } *r;
+    uint64_t pos;
+    uint64_t last[TT_WORKERS_MAX]; /* each producer's last id it received */
+} tt_tsub;
+
 typedef struct tt_ledger {
     struct {
         tt_qrec *v; /* its sends, in id order */
@@ -226,13 +251,39 @@ typedef struct tt_ledger {
     /* Figures, over the run. */
     uint64_t sent, received, drained, phantom, duplicate, fifo, lost, ambiguous_used;
     uint64_t leased, acked, double_acked, redelivered;
+    /* The topics: publications per topic and producer (as p[].v), the
+     * subscriptions, and for each worker the one it has open (index + 1). */
+    struct {
+        tt_qrec *v;
+        size_t n, cap;
+    } t[TT_TOPICS][TT_WORKERS_MAX];
+    struct {
+        tt_tsub *v;
+        size_t n, cap;
+    } subs;
+    size_t sub_open[TT_WORKERS_MAX][TT_TOPICS];
+    /* Topic figures, over the run (the last four are violations). */
+    uint64_t t_published, t_received, t_missed, t_subs;
+    uint64_t t_phantom, t_order, t_uncounted, t_inconsistent;
 } tt_ledger;
 
 void tt_ledger_intent(tt_ledger *l, unsigned worker, const tt_op *op);
 void tt_ledger_done(tt_ledger *l, unsigned worker, const tt_msg *done);
 /* The worker died with `inflight` (NULL: none) under way. */
 void tt_ledger_killed(tt_ledger *l, unsigned worker, const tt_op *inflight);
-/* Every worker stopped and its pipe read to the end: drain the queue and
+/* The topics' rules, checked by tt_ledger_settle on every subscription:
+ *  - a receipt is a message published (not refused), never a torn one,
+ *    and each producer's messages come in increasing order, once;
+ *  - missed counts are exact: a producer's messages published (0) between
+ *    two of its receipts were missed, so they are within the sum of the
+ *    missed counts given after the first receipt; and two subscriptions
+ *    that both received a message see it at places (receipts + missed
+ *    since subscribing) that differ by the same amount for every message
+ *    both received (the distance of their subscription points);
+ *  - on the SHMDS_QUEUE_BLOCK topic nobody misses anything;
+ *  - after the crash, the topics work: a fresh subscriber receives a new
+ *    publication, with nothing missed.
+ * Every worker stopped and its pipe read to the end: drain the queue and
  * check exactly-once and FIFO. The records stay (tt_ledger_reset drops
  * them), so a sweep may settle copies of one crashed image again.
  * Returns 0, SHMDS_ECORRUPT (a rule above broken: see the counters), or a

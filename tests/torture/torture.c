@@ -388,6 +388,15 @@ static void report(double secs)
            ledger.acked);
     printf("  queue: delivered again (orphan) %" PRIu64 "\n", ledger.redelivered);
     printf("  queue: acknowledged twice       %" PRIu64 "\n", ledger.double_acked);
+    printf("  topics: published / received    %" PRIu64 " / %" PRIu64 "\n", ledger.t_published,
+           ledger.t_received);
+    printf("  topics: missed / subscriptions  %" PRIu64 " / %" PRIu64 "\n", ledger.t_missed,
+           ledger.t_subs);
+    printf("  topics: phantom / out of order  %" PRIu64 " / %" PRIu64 "\n", ledger.t_phantom,
+           ledger.t_order);
+    printf("  topics: missed miscounted       %" PRIu64 " (too few) / %" PRIu64
+           " (inconsistent)\n",
+           ledger.t_uncounted, ledger.t_inconsistent);
     printf("  map grown past 16 buckets       %" PRIu64 " of %" PRIu64 " checkpoints\n",
            fig.map_grown, fig.checkpoints);
     printf("  acknowledged results wrong      %" PRIu64 "\n", fig.ack_mismatch);
