@@ -739,6 +739,19 @@ int shmds__guard_retire(shmds_region *r, uint64_t *slot)
     return rc;
 }
 
+bool shmds__guard_roomy(shmds_region *r)
+{
+    if (LD(&r->hdr->retire_used) < RB_RECS / 2)
+        return true;
+    /* Piled up: free what the readers have let go of since (else nothing
+     * that waits on this would ever retire again to trigger it). */
+    if (retire_lock(r) < 0)
+        return false;
+    int rc = reclaim_locked(r, false);
+    shmds_mutex_unlock(&r->hdr->retire_lock);
+    return rc >= 0 && LD(&r->hdr->retire_used) < RB_RECS / 2;
+}
+
 int shmds__guard_reclaim(shmds_region *r)
 {
     int rc = shmds__writable(r);

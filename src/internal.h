@@ -657,6 +657,12 @@ int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable);
  * allocator would not take, lock errors, SHMDS_ECORRUPT. */
 #define SHMDS__RETIRE_KEPT 1
 int shmds__guard_retire(shmds_region *r, uint64_t *slot);
+/* Whether fewer than half a retire block's records hold blocks (a hint,
+ * read without a lock; when it says no, a reclamation runs under the
+ * retire lock and it is read again). Retirements a structure may put off
+ * (rehash moves) wait while it is false, keeping the records for writes
+ * while a reader holds what was retired. Writable regions only. */
+bool shmds__guard_roomy(shmds_region *r);
 /* Finish a retirement a dead process left half done (takes and drops the
  * retire lock): after 0, every slot named by an interrupted
  * shmds__guard_retire holds its final value. */

@@ -926,7 +926,10 @@ static int move_entry(shmds_map *m, struct stripe *st, const struct tsnap *t, ui
                       uint64_t eo, struct entry *e)
 {
     struct slog *lg = &st->log;
-    if (log_busy(st))
+    /* Moves are work that can wait: not while the log is busy, nor while
+     * retired blocks pile up (a reader holds them): the retire records
+     * are kept for writes (guard.c). */
+    if (log_busy(st) || !shmds__guard_roomy(m->r))
         return -ENOMEM;
     uint64_t *ns = &t->nw[bidx(e->hash, t->bn)];
     uint64_t size = esize(e->klen, e->vlen);
@@ -1702,11 +1705,7 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
     shmds_region *r = m->r;
     int rc = shmds__obj_destroy(r, &shmds__map_ops, m->off);
     shmds_map_close(m);
-    /* Hand back what no reader holds now (the retired entries and tables
-     * included), so a destroy with no reader about leaves the heap as it
-     * was before the map. */
-    int rc2 = rc == 0 ? shmds__guard_reclaim(r) : 0;
-    return rc2 < 0 ? rc2 : rc;
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------

@@ -630,6 +630,182 @@ START_TEST(test_guard_map_reads_never_wait_on_a_killed_writer)
 }
 END_TEST
 
+/* ---- a full region (growth refused: max_size == size) ---- */
+
+#define FULL_VAL 1000
+
+static void full_val(unsigned i, unsigned char *v)
+{
+    for (unsigned k = 0; k < FULL_VAL; k++)
+        v[k] = (unsigned char)(i * 31u + k);
+}
+
+static size_t full_key(unsigned i, char *k)
+{
+    return (size_t)snprintf(k, 16, "k%u", i);
+}
+
+/* Fill map m until a put fails; the failure is -ENOMEM. The keys stored
+ * are 0 .. n-1 (returned). */
+static unsigned fill_full(shmds_map *m)
+{
+    unsigned char v[FULL_VAL];
+    char k[16];
+    unsigned n = 0;
+    int rc;
+    for (;; n++) {
+        full_val(n, v);
+        if ((rc = shmds_map_put(m, k, full_key(n, k), v, FULL_VAL, 0, 0)) != 0)
+            break;
+    }
+    ck_assert_msg(rc == -ENOMEM, "the put that found the region full: %s", shmds_errname(rc));
+    ck_assert_uint_gt(n, 300);
+    return n;
+}
+
+/* Every key from `from` to n-1 reads back with its value. */
+static void full_read_back(shmds_map *m, unsigned from, unsigned n)
+{
+    unsigned char v[FULL_VAL], got[FULL_VAL];
+    char k[16];
+    for (unsigned i = from; i < n; i++) {
+        size_t len = 0;
+        full_val(i, v);
+        int rc = shmds_map_get(m, k, full_key(i, k), got, sizeof got, &len);
+        ck_assert_msg(rc == 0 && len == FULL_VAL && memcmp(got, v, FULL_VAL) == 0,
+                      "key %u of %u after the region filled: %s", i, n, shmds_errname(rc));
+    }
+}
+
+static uint64_t free_bytes(shmds_region *r)
+{
+    shmds_alloc_stats s;
+    ck_assert_int_eq(shmds_alloc_stats_get(r, &s), 0);
+    return s.free_bytes;
+}
+
+/* A map in a region that may not grow, filled until a put fails: the
+ * region checks sound, every value reads back, deletes (how a user makes
+ * room) succeed, and a put fits again. (A rehash move that ran out of room
+ * part way through a bucket used to leave it half in each table, which
+ * writers did not look for and the check called corrupt; a delete whose
+ * retirement found no room for a record failed after it committed.) */
+START_TEST(test_guard_full_region_map_deletes_make_room)
+{
+    shmds_region *r = region(1 * MB);
+    shmds_map *m;
+    ck_assert_int_eq(shmds_map_create(r, "full", NULL, &m), 0);
+    unsigned n = fill_full(m);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_int_eq(shmds_map_check(m), 0);
+    full_read_back(m, 0, n);
+    char k[16];
+    for (unsigned i = 0; i < 200; i++) {
+        int rc = shmds_map_del(m, k, full_key(i, k));
+        ck_assert_msg(rc == 0, "delete %u of a full map: %s", i, shmds_errname(rc));
+    }
+    unsigned char v[FULL_VAL];
+    full_val(7, v);
+    ck_assert_int_eq(shmds_map_put(m, "again", 5, v, FULL_VAL, 0, 0), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    full_read_back(m, 200, n);
+    ck_assert_int_eq(shmds_map_destroy(m), 0);
+    ck_assert_uint_eq(used_blocks(r), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+/* The same with a reader in another process inside a guard during 100
+ * deletes: they still succeed (the blocks wait, held for the reader, in
+ * the retire records the region keeps; rehash moves yield them); once the
+ * reader has left the space comes back, and puts fit again. */
+START_TEST(test_guard_full_region_deletes_under_a_reader)
+{
+    shmds_region *r = region(1 * MB);
+    shmds_map *m;
+    ck_assert_int_eq(shmds_map_create(r, "full", NULL, &m), 0);
+    unsigned n = fill_full(m);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    uint64_t free0 = free_bytes(r);
+    struct reader_arg a;
+    pid_t pid = start_reader(&a, rname, SHMDS_RDONLY);
+    char k[16];
+    for (unsigned i = 0; i < 100; i++) {
+        int rc = shmds_map_del(m, k, full_key(i, k));
+        ck_assert_msg(rc == 0, "delete %u under a reader: %s", i, shmds_errname(rc));
+        ck_assert_int_eq(shmds_map_get(m, k, full_key(i, k), NULL, 0, NULL), -ENOENT);
+    }
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_uint_lt(free_bytes(r), free0 + 100 * FULL_VAL); /* held for the reader */
+    char c = 'l';
+    tu_send(&a.to_child, &c, 1);
+    ck_assert_int_eq(tu_recv(&a.to_parent, &c, 1), 1);
+    ck_assert_int_eq(c, 'o');
+    ck_assert_int_eq(shmds_region_check(r), 0); /* reclaims */
+    ck_assert_uint_ge(free_bytes(r), free0 + 100 * FULL_VAL);
+    unsigned char v[FULL_VAL];
+    for (unsigned i = 0; i < 10; i++) {
+        full_val(i, v);
+        ck_assert_int_eq(shmds_map_put(m, k, full_key(i, k), v, FULL_VAL, 0, 0), 0);
+    }
+    full_read_back(m, 0, 10);
+    full_read_back(m, 100, n);
+    tu_send(&a.to_child, &c, 1);
+    ck_assert_int_eq(tu_wait(pid, 10000), 0);
+    ck_assert_int_eq(shmds_map_destroy(m), 0);
+    ck_assert_uint_eq(used_blocks(r), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+/* A reader stuck inside a guard while the region is full and every retire
+ * record holds a block: a delete still returns 0 (it committed), its block
+ * parked in the stripe's log; later writes on that stripe say -ENOMEM with
+ * nothing changed; the check calls the state sound. Once the reader
+ * leaves, the next write on the stripe finishes the retirement, and
+ * nothing leaks: destroying the map gives every block back. */
+START_TEST(test_guard_full_region_stuck_reader_parks_retirements)
+{
+    shmds_region *r = region(1 * MB);
+    shmds_map *m;
+    ck_assert_int_eq(shmds_map_create(r, "full", NULL, &m), 0);
+    unsigned n = fill_full(m);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    struct reader_arg a;
+    pid_t pid = start_reader(&a, rname, 0);
+    char k[16];
+    unsigned refused = 0;
+    bool *gone = calloc(n, sizeof *gone);
+    ck_assert_ptr_nonnull(gone);
+    for (unsigned i = 0; i < n; i++) {
+        int rc = shmds_map_del(m, k, full_key(i, k));
+        ck_assert_msg(rc == 0 || rc == -ENOMEM, "delete %u, a reader stuck: %s", i,
+                      shmds_errname(rc));
+        gone[i] = rc == 0;
+        refused += rc != 0;
+        int g = shmds_map_get(m, k, full_key(i, k), NULL, 0, NULL);
+        ck_assert_int_eq(g, rc == 0 ? -ENOENT : -ENOBUFS);
+    }
+    /* More deletes than records: some were parked, then refused. */
+    ck_assert_uint_gt(refused, 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    char c = 'l';
+    tu_send(&a.to_child, &c, 1);
+    ck_assert_int_eq(tu_recv(&a.to_parent, &c, 1), 1);
+    for (unsigned i = 0; i < n; i++)
+        if (!gone[i])
+            ck_assert_int_eq(shmds_map_del(m, k, full_key(i, k)), 0);
+    free(gone);
+    ck_assert_int_eq(shmds_map_check(m), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    tu_send(&a.to_child, &c, 1);
+    ck_assert_int_eq(tu_wait(pid, 10000), 0);
+    ck_assert_int_eq(shmds_map_destroy(m), 0);
+    ck_assert_uint_eq(used_blocks(r), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
 /* ---- limits ---- */
 
 /* The reader table is another shm object anyone who can read the region
@@ -704,6 +880,9 @@ static Suite *guard_suite(void)
     TCase *limits = tcase_create("limits");
     tcase_add_test(limits, test_guard_damaged_reader_table_is_an_error);
     tcase_add_test(limits, test_guard_unlink_removes_reader_table);
+    tcase_add_test(limits, test_guard_full_region_map_deletes_make_room);
+    tcase_add_test(limits, test_guard_full_region_deletes_under_a_reader);
+    tcase_add_test(limits, test_guard_full_region_stuck_reader_parks_retirements);
     suite_add_tcase(s, limits);
     return s;
 }

@@ -29,7 +29,10 @@
  * A slot whose process (or thread) has died is cleared by the next writer
  * that scans the table (pid liveness, with the process's start time against
  * pid reuse). A reader that stays inside a guard only delays frees (memory
- * grows, nothing waits); `shmds info` names it.
+ * grows, nothing waits); `shmds info` names it. When the region is full
+ * as well, writers keep working while the region's 254 retire records
+ * last; past that a map stripe's writes return -ENOMEM (nothing changed)
+ * until the reader leaves or dies.
  *
  * Threads: a guard belongs to the thread that entered it; each thread of a
  * process has its own slot. Guards nest: entering again on the same thread

@@ -286,8 +286,11 @@ SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *bu
 /**
  * Remove @p key. An expired key counts as absent (and is reclaimed).
  * @return 0 (repairs on the way are only counted, as for shmds_map_put()); -ENOENT; -EINVAL; -E2BIG as for
- *         shmds_map_get(); SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ECORRUPT;
- *         SHMDS_ENOTRECOVERABLE.
+ *         shmds_map_get(); -ENOMEM nothing removed: the region is full
+ *         and a reader stuck inside a guard holds every block retired
+ *         on this stripe's way (see shmds_guard_enter(); it works again
+ *         once the reader leaves or dies); SHMDS_ERDONLY; -ETIMEDOUT;
+ *         SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
  */
 SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen);
 
