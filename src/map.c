@@ -310,6 +310,7 @@ struct shmds_map {
     /* The last table state read and checked, valid while the map's tseq
      * still equals tc.seq (odd: none yet). */
     struct tsnap tc;
+    char name[SHMDS_ROOT_NAME_MAX + 1]; /* opened by (shmds__obj_destroy) */
 };
 
 /* ---------------------------------------------------------------------------
@@ -1538,7 +1539,7 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
     if (m == NULL)
         return -EINVAL;
     shard_release(m);
-    int rc = shmds__obj_destroy(m->r, &shmds__map_ops, m->off);
+    int rc = shmds__obj_destroy(m->r, &shmds__map_ops, m->name, m->off);
     shmds_map_close(m);
     return rc;
 }
@@ -2723,9 +2724,10 @@ SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_
 /* The object layer's attach (a map keeps no name to compare). */
 static int map_attach_op(shmds_region *r, shmds_off_t off, const char *name, void **out)
 {
-    (void)name;
     shmds_map *m;
     int rc = map_attach(r, off, &m);
+    if (rc == 0 && name != NULL)
+        memcpy(m->name, name, strlen(name) + 1);
     if (rc == 0)
         *out = m;
     return rc;
