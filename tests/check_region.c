@@ -1162,6 +1162,270 @@ START_TEST(test_region_kill_at_every_lifecycle_point_leaks_nothing)
 END_TEST
 #endif
 
+/* ---- the directory: no fixed limit ---- */
+
+/* A region of 1 MiB that may grow to `max`, named last_name. */
+static shmds_region *make_max(size_t max)
+{
+    last_name = tu_name("rgdir");
+    shmds_region_opts o = {.max_size = max};
+    shmds_region *r = NULL;
+    int rc = shmds_region_create(last_name, 1 << 20, &o, &r);
+    ck_assert_msg(rc == 0, "create: %s", shmds_errname(rc));
+    return r;
+}
+
+#define DIR_MANY 10000
+
+static int count_names(const char *name, uint32_t type, shmds_off_t off, void *arg)
+{
+    (void)off;
+    unsigned char *seen = arg;
+    unsigned i;
+    if (type != SHMDS_TYPE_LIST || sscanf(name, "obj-%u", &i) != 1 || i >= DIR_MANY || seen[i])
+        return 1; /* a stranger or a name reported twice */
+    seen[i] = 1;
+    return 0;
+}
+
+static unsigned listed(shmds_region *r)
+{
+    static unsigned char seen[DIR_MANY];
+    memset(seen, 0, sizeof seen);
+    ck_assert_int_eq(shmds_root_foreach(r, count_names, seen), 0);
+    unsigned n = 0;
+    for (unsigned i = 0; i < DIR_MANY; i++)
+        n += seen[i];
+    return n;
+}
+
+/* Ten thousand named objects (format 3 stopped at 32): created, listed
+ * by this handle and by a read-only one, opened, checked, destroyed; the
+ * directory gives its blocks back. */
+START_TEST(test_region_directory_ten_thousand_objects)
+{
+    shmds_region *r = make_max(256 << 20);
+    uint64_t base = used_blocks(r);
+    char n[32];
+    for (unsigned i = 0; i < DIR_MANY; i++) {
+        shmds_list *l;
+        snprintf(n, sizeof n, "obj-%u", i);
+        int rc = shmds_list_create(r, n, &l);
+        ck_assert_msg(rc == 0, "create %u: %s", i, shmds_errname(rc));
+        shmds_list_close(l);
+    }
+    shmds_list *l;
+    ck_assert_int_eq(shmds_list_create(r, "obj-4321", &l), -EEXIST);
+    shmds_region_info info;
+    ck_assert_int_eq(shmds_region_info_get(r, &info), 0);
+    ck_assert_uint_eq(info.roots, DIR_MANY);
+    ck_assert_uint_ge(info.roots_max, DIR_MANY);
+    ck_assert_uint_eq(listed(r), DIR_MANY);
+    shmds_region *ro;
+    ck_assert_int_eq(shmds_region_open(last_name, SHMDS_RDONLY, &ro), 0);
+    ck_assert_uint_eq(listed(ro), DIR_MANY);
+    ck_assert_int_eq(shmds_list_open(ro, "obj-9999", &l), 0);
+    shmds_list_close(l);
+    ck_assert_int_eq(shmds_region_check(ro), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    for (unsigned i = 0; i < DIR_MANY; i++) {
+        snprintf(n, sizeof n, "obj-%u", i);
+        ck_assert_int_eq(shmds_list_open(r, n, &l), 0);
+        ck_assert_int_eq(shmds_list_push_back(l, n, strlen(n)), 0);
+        ck_assert_int_eq(shmds_list_destroy(l), 0);
+        ck_assert_int_eq(shmds_list_open(r, n, &l), -ENOENT);
+    }
+    ck_assert_uint_eq(listed(ro), 0);
+    ck_assert_int_eq(shmds_region_info_get(r, &info), 0);
+    ck_assert_uint_eq(info.roots, 0);
+    ck_assert_uint_eq(info.roots_max, 0);
+    ck_assert_uint_eq(used_blocks(r), base);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_int_eq(shmds_region_close(ro), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+#define DIR_WRITERS 4
+#define DIR_PER_WRITER 600
+
+/* One of several processes creating and destroying names at once: it
+ * creates its names and destroys two in three a little later. */
+static int dir_writer(void *arg)
+{
+    unsigned me = (unsigned)(uintptr_t)arg;
+    shmds_region *r;
+    if (shmds_region_open(last_name, 0, &r) != 0)
+        return 2;
+    char n[32];
+    for (unsigned i = 0; i < DIR_PER_WRITER; i++) {
+        shmds_map *m;
+        snprintf(n, sizeof n, "w%u-%u", me, i);
+        if (shmds_map_create(r, n, NULL, &m) != 0)
+            return 3;
+        shmds_map_close(m);
+        if (i >= 2 && (i - 2) % 3 != 1) {
+            snprintf(n, sizeof n, "w%u-%u", me, i - 2);
+            if (shmds_map_open(r, n, &m) != 0 || shmds_map_destroy(m) != 0)
+                return 4;
+        }
+    }
+    shmds_region_close(r);
+    return 0;
+}
+
+static int count_writers(const char *name, uint32_t type, shmds_off_t off, void *arg)
+{
+    (void)type, (void)off;
+    unsigned me, i;
+    if (sscanf(name, "w%u-%u", &me, &i) != 2 || me >= DIR_WRITERS || i >= DIR_PER_WRITER)
+        return 1;
+    ((unsigned char *)arg)[me * DIR_PER_WRITER + i]++;
+    return 0;
+}
+
+START_TEST(test_region_directory_writers_at_once)
+{
+    shmds_region *r = make_max(256 << 20);
+    pid_t pid[DIR_WRITERS];
+    for (unsigned i = 0; i < DIR_WRITERS; i++)
+        pid[i] = tu_fork(dir_writer, (void *)(uintptr_t)i);
+    for (unsigned i = 0; i < DIR_WRITERS; i++) {
+        int st = tu_wait(pid[i], 300000);
+        ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "writer %u: status %d", i, st);
+    }
+    static unsigned char seen[DIR_WRITERS * DIR_PER_WRITER];
+    memset(seen, 0, sizeof seen);
+    ck_assert_int_eq(shmds_root_foreach(r, count_writers, seen), 0);
+    for (unsigned me = 0; me < DIR_WRITERS; me++)
+        for (unsigned i = 0; i < DIR_PER_WRITER; i++) {
+            /* Kept: every third, and the last two (never destroyed). */
+            unsigned want = i % 3 == 1 || i + 2 >= DIR_PER_WRITER;
+            ck_assert_msg(seen[me * DIR_PER_WRITER + i] == want, "w%u-%u listed %u times", me,
+                          i, seen[me * DIR_PER_WRITER + i]);
+        }
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+/* A read-only attach lists over and over while two processes add names:
+ * every listing holds the names that were there from the start, and
+ * never fewer added names than the listing before it (names are only
+ * added, and a name present through a walk is reported once). */
+static int dir_adder(void *arg)
+{
+    unsigned me = (unsigned)(uintptr_t)arg;
+    shmds_region *r;
+    if (shmds_region_open(last_name, 0, &r) != 0)
+        return 2;
+    char n[32];
+    for (unsigned i = 0; i < 1500; i++) {
+        snprintf(n, sizeof n, "add%u-%u", me, i);
+        if (shmds_root_set(r, n, SHMDS_TYPE_USER, SHMDS_HEADER_SIZE) != 0)
+            return 3;
+    }
+    shmds_region_close(r);
+    return 0;
+}
+
+struct ro_count {
+    unsigned stable, added;
+};
+
+static int ro_visit(const char *name, uint32_t type, shmds_off_t off, void *arg)
+{
+    (void)type, (void)off;
+    struct ro_count *c = arg;
+    if (strncmp(name, "stable-", 7) == 0)
+        c->stable++;
+    else
+        c->added++;
+    return 0;
+}
+
+START_TEST(test_region_directory_readonly_lists_while_names_come)
+{
+    shmds_region *r = make_max(64 << 20);
+    char n[32];
+    for (unsigned i = 0; i < 200; i++) {
+        snprintf(n, sizeof n, "stable-%u", i);
+        ck_assert_int_eq(shmds_root_set(r, n, SHMDS_TYPE_USER, SHMDS_HEADER_SIZE), 0);
+    }
+    shmds_region *ro;
+    ck_assert_int_eq(shmds_region_open(last_name, SHMDS_RDONLY, &ro), 0);
+    pid_t a = tu_fork(dir_adder, (void *)0), b = tu_fork(dir_adder, (void *)1);
+    unsigned prev = 0, passes = 0;
+    int st = 0;
+    for (;;) {
+        int done = waitpid(a, &st, WNOHANG) == a;
+        struct ro_count c = {0, 0};
+        ck_assert_int_eq(shmds_root_foreach(ro, ro_visit, &c), 0);
+        ck_assert_uint_eq(c.stable, 200);
+        ck_assert_uint_ge(c.added, prev);
+        ck_assert_uint_le(c.added, 3000);
+        prev = c.added;
+        passes++;
+        if (done)
+            break;
+    }
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    st = tu_wait(b, 300000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    struct ro_count c = {0, 0};
+    ck_assert_int_eq(shmds_root_foreach(ro, ro_visit, &c), 0);
+    ck_assert_uint_eq(c.added, 3000);
+    ck_assert_int_eq(shmds_region_check(ro), 0);
+    ck_assert_uint_gt(passes, 1);
+    ck_assert_int_eq(shmds_region_close(ro), 0);
+    ck_assert_int_eq(shmds_region_close(r), 0);
+}
+END_TEST
+
+/* Die adding a block to a chain: directory lock held, sequence odd, the
+ * block allocated zeroed into the chain's last link, no entry taken. */
+static int die_adding_block(void *arg)
+{
+    shmds_region *r = arg;
+    struct shmds__hdr *h = shmds_region_base(r);
+    if (shmds_mutex_lock(&h->dir_lock, 1000, NULL, NULL) != 0)
+        return 1;
+    __atomic_add_fetch(&h->dir_seq, 1, __ATOMIC_SEQ_CST);
+    struct shmds__root *e = tu_dir_entry(h, "kept");
+    if (e == NULL)
+        return 2;
+    /* "kept" fills its bucket's first block (one entry). */
+    struct shmds__dir_blk *b0 =
+        (void *)((unsigned char *)e - offsetof(struct shmds__dir_blk, e));
+    if (shmds__alloc_zeroed_into(r, 16 + 2 * 64, &b0->next) != 0)
+        return 3;
+    raise(SIGKILL);
+    return 4;
+}
+
+START_TEST(test_region_directory_block_adder_killed)
+{
+    shmds_region *r = make();
+    ck_assert_int_eq(shmds_root_set(r, "kept", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE), 0);
+    uint64_t base = used_blocks(r);
+    int st = tu_wait(tu_fork(die_adding_block, r), 10000);
+    ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "child status %d", st);
+    ck_assert_uint_eq(used_blocks(r), base + 1); /* linked, empty */
+    /* The next lock holder repairs; the reclaim trims the empty block. */
+    ck_assert_int_eq(shmds_root_get(r, "kept", NULL, NULL), 0);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    ck_assert_uint_eq(used_blocks(r), base);
+    char c0[16];
+    tu_dir_collide("kept", 0, c0);
+    ck_assert_int_eq(shmds_root_set(r, c0, SHMDS_TYPE_USER, SHMDS_HEADER_SIZE), 0);
+    ck_assert_uint_eq(used_blocks(r), base + 1);
+    ck_assert_int_eq(shmds_root_del(r, c0), 0);
+    ck_assert_uint_eq(used_blocks(r), base);
+    ck_assert_int_eq(shmds_region_check(r), 0);
+    shmds_region_close(r);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("region");
@@ -1208,10 +1472,14 @@ int main(void)
     tcase_add_test(mp, test_region_exec_peer_reads_at_other_address);
     tcase_add_test(mp, test_region_open_during_create_never_sees_garbage);
     tcase_add_test(mp, test_region_directory_writer_killed_is_repaired);
+    tcase_add_test(mp, test_region_directory_ten_thousand_objects);
+    tcase_add_test(mp, test_region_directory_writers_at_once);
+    tcase_add_test(mp, test_region_directory_readonly_lists_while_names_come);
     suite_add_tcase(s, mp);
 
     TCase *crash = tcase_create("crash");
     tcase_set_timeout(crash, 120);
+    tcase_add_test(crash, test_region_directory_block_adder_killed);
     tcase_add_test(crash, test_region_reclaim_after_kill_in_create);
     tcase_add_test(crash, test_region_reclaim_after_kill_in_destroy);
     tcase_add_test(crash, test_region_create_over_dead_pending_name_reclaims);
