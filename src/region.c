@@ -824,11 +824,10 @@ static int dir_get(shmds_region *r, const char *name, struct shmds__root *out)
 {
     struct shmds__hdr *h = r->hdr;
     struct shmds__wait w = {0};
-    /* The chains are in the heap: a truncated object is an error here,
-     * not a SIGBUS (region.h, "Truncation"). */
-    int rc = shmds__region_intact(r);
-    if (rc != 0)
-        return rc;
+    /* No fstat here (it would cost a lookup four times over): after a
+     * truncation a lookup gets SIGBUS like the heap's other readers
+     * (region.h, "Truncation"); shmds_root_foreach checks. */
+    int rc;
     for (;;) {
         uint64_t s = shmds__seq_read_begin(&h->dir_seq);
         if ((s & 1) == 0) {
@@ -1144,9 +1143,10 @@ int shmds__root_drop(shmds_region *r, shmds_off_t *slot)
 }
 
 /* The first pending entry of a dead owner in `bucket`, named `name` (NULL:
- * any) of type `of_type` (0: any). Under the directory lock. */
+ * any) of type `of_type` (0: any), and its type as read. Under the
+ * directory lock. */
 static int orphan_in(shmds_region *r, uint32_t bucket, const char *name, uint32_t of_type,
-                     struct shmds__root **out)
+                     struct shmds__root **out, uint32_t *type)
 {
     struct dir_walk w;
     walk_start(r, bucket, &w);
@@ -1155,11 +1155,15 @@ static int orphan_in(shmds_region *r, uint32_t bucket, const char *name, uint32_
         for (uint32_t i = 0; i < w.cap; i++) {
             struct shmds__root c;
             entry_copy(&c, &w.b->e[i]);
-            if (c.type == 0 || c.owner_pid == 0 || (of_type != 0 && c.type != of_type) ||
+            /* Only the object layer leaves entries pending: another
+             * tag's is damage for shmds_region_check, not an orphan. */
+            if (!shmds__type_is_object(c.type) || c.owner_pid == 0 ||
+                (of_type != 0 && c.type != of_type) ||
                 (name != NULL && strncmp(c.name, name, sizeof c.name) != 0) ||
                 !shmds__proc_gone(c.owner_pid))
                 continue;
             *out = &w.b->e[i];
+            *type = c.type;
             return 0;
         }
     return rc != 0 ? rc : -ENOENT;
@@ -1177,14 +1181,13 @@ int shmds__root_take_orphan(shmds_region *r, const char *name, uint32_t of_type,
     struct shmds__root *e = NULL;
     rc = -ENOENT;
     if (name != NULL)
-        rc = orphan_in(r, shmds__dir_bucket(name), name, of_type, &e);
+        rc = orphan_in(r, shmds__dir_bucket(name), name, of_type, &e, type);
     for (uint32_t bk = 0; name == NULL && bk < SHMDS__DIR_BUCKETS && rc == -ENOENT; bk++)
-        rc = orphan_in(r, bk, NULL, of_type, &e);
+        rc = orphan_in(r, bk, NULL, of_type, &e, type);
     if (rc == 0) {
         shmds__seq_write_begin(&h->dir_seq);
         __atomic_store_n(&e->owner_pid, self_pid(), __ATOMIC_RELEASE);
         shmds__seq_write_end(&h->dir_seq);
-        *type = e->type;
         *slot = &e->off;
     }
     dir_unlock(r);

@@ -49,13 +49,15 @@
  * shorter (ftruncate) while this one has it mapped; an access past the new
  * end raises SIGBUS, which the library cannot turn into an error for every
  * access. What it does: shmds_region_open checks the object's size against
- * the header; shmds_region_check, shmds_alloc_stats_get, root lookups
- * (shmds_root_get and the structures' opens), shmds_root_foreach,
- * shmds_list_foreach and shmds_map_foreach fstat the object first and
+ * the header; shmds_region_check, shmds_alloc_stats_get,
+ * shmds_root_foreach, shmds_list_foreach and shmds_map_foreach fstat the
+ * object first and
  * return SHMDS_ECORRUPT when it is shorter than the mapping;
  * shmds_map_close then skips its write to the map. Calls that only read the
  * header (shmds_region_info_get, lock diagnostics) keep working as long as
- * the header page is there. Every other call that
+ * the header page is there. Root lookups (shmds_root_get, the structures'
+ * opens) read the directory's blocks in the heap, so they are among the
+ * calls below. Every other call that
  * touches the heap after a truncation gets SIGBUS; the `shmds` tool catches
  * it and reports the truncation. Only the region's writers can do this.
  *
