@@ -630,8 +630,8 @@ static uint64_t blk_bytes(uint32_t cap)
  * and then followed. A damaged or hostile chain cannot hang it: a cycle
  * meets a saved offset again (Brent's method: the saved offset moves to
  * the walk's position after 1, 2, 4, ... steps), and the blocks walked may
- * not add up to more than the region's maximum, so a chain that does not
- * cycle ends too. */
+ * not add up to more than the heap, so a chain that does not cycle ends
+ * too (after at most heap / 64 entries). */
 struct dir_walk {
     shmds_region *r;
     uint64_t *link;    /* the link to follow next: a bucket head or b->next */
@@ -659,8 +659,11 @@ static int walk_next(struct dir_walk *w)
     uint64_t k = w->b == NULL ? 0 : w->k + 1;
     uint32_t cap = shmds__dir_blk_cap(k);
     struct shmds__dir_blk *b = shmds__ptr_chk(w->r, off, blk_bytes(cap), 16);
+    /* Blocks of a sound chain do not overlap: together they fit in the
+     * heap this process maps (which the check just extended to `off`). */
     w->bytes += blk_bytes(cap);
-    if (b == NULL || off == w->saved || w->bytes > w->r->heap_max)
+    if (b == NULL || off == w->saved ||
+        w->bytes > __atomic_load_n(&w->r->heap_end, __ATOMIC_RELAXED) - w->r->heap_off)
         return SHMDS_ECORRUPT;
     if (++w->steps == w->power) {
         w->saved = off;
