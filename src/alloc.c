@@ -708,12 +708,12 @@ static uint64_t heap_end_off(void)
 
 /* True when a redo store's target is a word some commit may write: a
  * block header word of this arena (its sentinel's included), or a slot
- * (an 8-aligned word in any arena's blocks, or a directory entry's off). */
+ * (an 8-aligned word in any arena's blocks, or a directory bucket head). */
 static bool redo_target_ok(const struct op *o, uint64_t off)
 {
     if ((off & 7) != 0)
         return false;
-    if (shmds__root_slot_off(off) || off == pending_off() || cc_entry(off))
+    if (shmds__dir_slot_off(off) || off == pending_off() || cc_entry(off))
         return true;
     /* A growth's commit: the heap root's end, and words past arena 0's
      * old end (mapped once the region's size was published, which came
@@ -1208,8 +1208,9 @@ static int do_resize(struct op *o, uint64_t b, const struct live *lv, uint64_t b
  * ------------------------------------------------------------------------ */
 
 /* The region offset of a slot pointer, when the slot may be named in a
- * commit: 8-aligned, inside some arena's blocks, or the off field of a
- * directory entry (a structure's header block, region.c). 0 otherwise. */
+ * commit: 8-aligned, inside some arena's blocks (a directory entry's off
+ * field, a directory block's link), or a directory bucket head (region.c).
+ * 0 otherwise. */
 static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
 {
     const unsigned char *p = (const unsigned char *)slot;
@@ -1219,7 +1220,7 @@ static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
         return 0;
     uint64_t off = (uint64_t)(p - r->base);
     if (off < r->heap_off)
-        return shmds__root_slot_off(off) ? off : 0;
+        return shmds__dir_slot_off(off) ? off : 0;
     int i = arena_of(r, off);
     return i >= 0 && (off & 7) == 0 && off + 8 <= r->arena[i].end ? off : 0;
 }

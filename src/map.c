@@ -314,6 +314,7 @@ struct shmds_map {
      * region too small to hold that many entries (walk_cap), so that a
      * damaged chain costs a lookup what the region could hold, no more. */
     unsigned chain_cap;
+    char name[SHMDS_ROOT_NAME_MAX + 1]; /* opened by (shmds__obj_destroy) */
 };
 
 /* ---------------------------------------------------------------------------
@@ -1544,7 +1545,7 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
     if (m == NULL)
         return -EINVAL;
     shard_release(m);
-    int rc = shmds__obj_destroy(m->r, &shmds__map_ops, m->off);
+    int rc = shmds__obj_destroy(m->r, &shmds__map_ops, m->name, m->off);
     shmds_map_close(m);
     return rc;
 }
@@ -2729,9 +2730,10 @@ SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_
 /* The object layer's attach (a map keeps no name to compare). */
 static int map_attach_op(shmds_region *r, shmds_off_t off, const char *name, void **out)
 {
-    (void)name;
     shmds_map *m;
     int rc = map_attach(r, off, &m);
+    if (rc == 0 && name != NULL)
+        memcpy(m->name, name, strlen(name) + 1);
     if (rc == 0)
         *out = m;
     return rc;

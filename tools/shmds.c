@@ -533,7 +533,8 @@ static int cmd_info(int argc, char **argv)
     } else {
         printf("heap\n  (%s)\n", shmds_errname(rc));
     }
-    printf("objects (%" PRIu32 " of %" PRIu32 " directory slots)\n", info.roots, info.roots_max);
+    printf("objects (%" PRIu32 "; the directory's blocks hold %" PRIu32 " and grow with it)\n",
+           info.roots, info.roots_max);
     struct roots ro = {r, 1};
     rc = shmds_root_foreach(r, print_root, &ro);
     shmds_region_close(r);
