@@ -1651,6 +1651,11 @@ SHMDS_API void shmds_map_close(shmds_map *m)
  * to be run again once the reader has left. */
 static int map_free_tables(shmds_region *r, struct map_hdr *h)
 {
+    /* A SWITCH killed before it published names in `dead` the table
+     * tab_old still holds: one owner only. */
+    uint64_t d = LD(&h->rlog.dead);
+    if (d != 0 && (d == LD(&h->tab_old) || d == LD(&h->tab_new)))
+        ST(&h->rlog.dead, 0);
     int rc = shmds__guard_retire(r, &h->scratch);
     if (rc == 0)
         rc = shmds__guard_retire(r, &h->rlog.dead);
