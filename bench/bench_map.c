@@ -41,6 +41,14 @@ struct result {
  * the inserting processes (user + system), which a loaded machine
  * distorts less than the wall clock. */
 static double ins1, ins2, ins1_cpu, ins2_cpu;
+/* The read side (issue 11), lookups per second: zero-copy gets inside one
+ * guard held for 1000 gets; copying gets on an evicting map (a budget
+ * nothing reaches); 8 read-only workers at once, against the in-process
+ * table shared by 8 forked workers (copy-on-write, read only). */
+static double ref1, evict1, ro8, oa8;
+/* The same one-process lookups per CPU-second of this process. */
+static double cpu_shmds, cpu_ref, cpu_evict, cpu_oa, cpu_boost;
+#define WORKERS 8
 
 static double children_cpu(void)
 {
@@ -101,6 +109,70 @@ static int shmds_lookups(uint64_t p, uint64_t n, void *arg)
         shmds_region_close(r);
     }
     return 0;
+}
+
+/* Zero-copy gets, one guard per 1000 gets. */
+static shmds_region *ref_region;
+static int shmds_ref_lookups(uint64_t p, uint64_t n, void *arg)
+{
+    shmds_map *m = arg;
+    shmds_region *r = ref_region;
+    shmds_guard *g = NULL;
+    for (uint64_t i = 0; i < n; i++) {
+        char k[16];
+        const void *v;
+        size_t vl;
+        if (i % 1000 == 0) {
+            shmds_guard_leave(g);
+            if (shmds_guard_enter(r, &g) != 0)
+                return 1;
+        }
+        bench_key(bench_pick(i, p, n), k);
+        if (shmds_map_get_ref(m, g, k, 16, &v, &vl) != 0 || vl != 8)
+            return 1;
+    }
+    shmds_guard_leave(g);
+    return 0;
+}
+
+/* A read-only worker: attaches on its own, n gets. */
+static int shmds_ro_lookups(uint64_t p, uint64_t n, void *arg)
+{
+    (void)arg;
+    shmds_region *r;
+    shmds_map *m;
+    if (shmds_region_open(shm_name, SHMDS_RDONLY, &r) != 0 || shmds_map_open(r, "bench", &m) != 0)
+        return 1;
+    for (uint64_t i = 0; i < n; i++) {
+        char k[16];
+        uint64_t v;
+        bench_key(bench_pick(i, p, n), k);
+        if (shmds_map_get(m, k, 16, &v, 8, NULL) != 0)
+            return 1;
+    }
+    shmds_map_close(m);
+    shmds_region_close(r);
+    return 0;
+}
+
+/* Run fn(p) in `procs` processes at once, n each; lookups per second. */
+static double n_procs(unsigned procs, uint64_t n, int (*fn)(uint64_t p, uint64_t n, void *arg),
+                      void *arg)
+{
+    double t0 = bench_now();
+    pid_t pids[WORKERS];
+    for (unsigned p = 0; p < procs; p++)
+        if ((pids[p] = fork()) == 0)
+            _exit(fn(p + 1, n, arg));
+    for (unsigned p = 0; p < procs; p++) {
+        int st;
+        waitpid(pids[p], &st, 0);
+        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+            fprintf(stderr, "bench_map: a lookup process failed\n");
+            exit(1);
+        }
+    }
+    return (double)procs * (double)n / (bench_now() - t0);
 }
 
 /* `procs` fresh processes insert keys [0, n) into a fresh map at once,
@@ -174,10 +246,37 @@ static struct result run_shmds(uint64_t n)
     }
     res.insert = (double)n / (bench_now() - t0);
     t0 = bench_now();
+    double c0 = bench_cpu();
     if (shmds_lookups(0, n, m) != 0)
         die("get", -ENOENT);
     res.lookup = (double)n / (bench_now() - t0);
+    cpu_shmds = (double)n / (bench_cpu() - c0);
     res.lookup2 = two_procs(n, shmds_lookups, NULL);
+    ref_region = r;
+    t0 = bench_now();
+    c0 = bench_cpu();
+    if (shmds_ref_lookups(0, n, m) != 0)
+        die("get_ref", -ENOENT);
+    ref1 = (double)n / (bench_now() - t0);
+    cpu_ref = (double)n / (bench_cpu() - c0);
+    ro8 = n_procs(WORKERS, n / WORKERS, shmds_ro_lookups, NULL);
+    /* The same keys in an evicting map whose budget nothing reaches. */
+    shmds_map_opts eo = {.capacity = n, .mem_limit = (uint64_t)1 << 40, .flags = SHMDS_MAP_EVICT};
+    if ((rc = shmds_map_destroy(m)) != 0 ||
+        (rc = shmds_map_create(r, "bench", &eo, &m)) != 0)
+        die("evicting map", rc);
+    for (uint64_t i = 0; i < n; i++) {
+        char k[16];
+        bench_key(i, k);
+        if ((rc = shmds_map_put(m, k, 16, &i, 8, 0, 0)) != 0)
+            die("put (evict)", rc);
+    }
+    t0 = bench_now();
+    c0 = bench_cpu();
+    if (shmds_lookups(0, n, m) != 0)
+        die("get (evict)", -ENOENT);
+    evict1 = (double)n / (bench_now() - t0);
+    cpu_evict = (double)n / (bench_cpu() - c0);
     shmds_map_close(m);
     shmds_region_close(r);
     shmds_region_unlink(name);
@@ -266,10 +365,13 @@ static struct result run_oa(uint64_t n)
     }
     res.insert = (double)n / (bench_now() - t0);
     t0 = bench_now();
+    double c0 = bench_cpu();
     if (oa_lookups(0, n, &t) != 0)
         die("open addressing lookup", -ENOENT);
     res.lookup = (double)n / (bench_now() - t0);
+    cpu_oa = (double)n / (bench_cpu() - c0);
     res.lookup2 = two_procs(n, oa_lookups, &t); /* copy-on-write copies, read only */
+    oa8 = n_procs(WORKERS, n / WORKERS, oa_lookups, &t);
     free(t.s);
     return res;
 }
@@ -357,6 +459,8 @@ static int read_boost(const char *path, struct result *b)
             b->lookup = v, got |= 2;
         else if (strcmp(what, "boost_lookup2") == 0)
             b->lookup2 = v, got |= 4;
+        else if (strcmp(what, "boost_lookup_cpu") == 0)
+            cpu_boost = v;
     }
     fclose(f);
     return got == 7 ? 0 : -1;
@@ -395,6 +499,24 @@ int main(int argc, char **argv)
     printf("  per CPU-second of the inserting processes: 1 process %.0f, 2 processes %.0f: "
            "%.2fx\n",
            ins1_cpu, ins2_cpu, ins2_cpu / ins1_cpu);
+    printf("\nthe read side (lookups/s; ratios against the same run):\n");
+    printf("  zero-copy gets (get_ref, one guard per 1000 gets) %12.0f  %5.2fx copying gets, "
+           "%5.2fx open addressing\n",
+           ref1, ref1 / rs[0].lookup, ref1 / rs[1].lookup);
+    printf("  gets on an evicting map (SHMDS_MAP_EVICT)          %12.0f  %5.2fx a plain map\n",
+           evict1, evict1 / rs[0].lookup);
+    printf("  %d read-only workers at once                        %12.0f  %5.2fx open addressing "
+           "forked to %d workers (%.0f/s)\n",
+           WORKERS, ro8, ro8 / oa8, WORKERS, oa8);
+    printf("\none process, lookups per CPU-second (stable under load): shmds %.0f, zero-copy "
+           "%.0f, evicting map %.0f, open addressing %.0f\n"
+           "  shmds / open addressing %.2fx, zero-copy / open addressing %.2fx, evicting / plain "
+           "%.2fx\n",
+           cpu_shmds, cpu_ref, cpu_evict, cpu_oa, cpu_shmds / cpu_oa, cpu_ref / cpu_oa,
+           cpu_evict / cpu_shmds);
+    if (cpu_boost > 0)
+        printf("  Boost.Interprocess %.0f: shmds / Boost %.2fx, zero-copy / Boost %.2fx\n",
+               cpu_boost, cpu_shmds / cpu_boost, cpu_ref / cpu_boost);
     printf("\nshmds map relative to each (lookups, one process / two processes):\n");
     for (int i = 1; i < nr; i++)
         printf("  vs %-32s %6.2fx / %6.2fx   (inserts %6.2fx)\n", rs[i].name,

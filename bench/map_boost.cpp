@@ -59,11 +59,14 @@ int main(int argc, char **argv)
         double t1 = bench_now();
         std::printf("boost_insert %.0f\n", (double)n / (t1 - t0));
         t0 = bench_now();
+        double c0 = bench_cpu();
         uint64_t f = lookups(m, n, 0);
         t1 = bench_now();
+        double c1 = bench_cpu();
         if (f != n)
             return 1;
         std::printf("boost_lookup %.0f\n", (double)n / (t1 - t0));
+        std::printf("boost_lookup_cpu %.0f\n", (double)n / (c1 - c0));
         std::fflush(stdout);
         t0 = bench_now();
         pid_t pids[2];

@@ -15,6 +15,7 @@
 #include <shmds/region.h>
 #include <shmds/alloc.h>
 #include <shmds/list.h>
+#include <shmds/guard.h>
 #include <shmds/map.h>
 #include <shmds/queue.h>
 

@@ -713,7 +713,7 @@ static bool redo_target_ok(const struct op *o, uint64_t off)
 {
     if ((off & 7) != 0)
         return false;
-    if (shmds__dir_slot_off(off) || off == pending_off() || cc_entry(off))
+    if (shmds__hdr_slot_off(off) || off == pending_off() || cc_entry(off))
         return true;
     /* A growth's commit: the heap root's end, and words past arena 0's
      * old end (mapped once the region's size was published, which came
@@ -1220,7 +1220,7 @@ static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
         return 0;
     uint64_t off = (uint64_t)(p - r->base);
     if (off < r->heap_off)
-        return shmds__dir_slot_off(off) ? off : 0;
+        return shmds__hdr_slot_off(off) ? off : 0;
     int i = arena_of(r, off);
     return i >= 0 && (off & 7) == 0 && off + 8 <= r->arena[i].end ? off : 0;
 }

@@ -32,7 +32,11 @@ SHMDS_API int shmds_region_reclaim(shmds_region *r)
     shmds_off_t *slot;
     while (rc == 0 && (rc = shmds__root_take_orphan(r, NULL, 0, &type, &slot)) == 0)
         rc = shmds__obj_reclaim(r, ops_of(type), slot);
-    return rc == -ENOENT ? shmds__root_trim(r) : rc;
+    if (rc == -ENOENT)
+        rc = shmds__root_trim(r);
+    if (rc == 0) /* then retired blocks no reader holds (the orphans' too) */
+        rc = shmds__guard_reclaim(r);
+    return rc < 0 ? rc : 0;
 }
 
 /* Directory callback: check one named object of a type the library knows. */

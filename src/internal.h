@@ -115,7 +115,19 @@ struct shmds__hdr {
      * slots, written by the commit that allocates the block. */
     uint64_t dir_heads[SHMDS__DIR_BUCKETS];
     shmds_mutex grow_lock; /* serialises growth (region.c) */
-    uint8_t reserved[SHMDS_HEADER_SIZE - 1024 - 8 * SHMDS__DIR_BUCKETS - 64];
+    /* Read guards (guard.c). */
+    shmds_mutex retire_lock; /* serialises retirement and reclamation */
+    uint64_t gepoch;         /* the global epoch, >= 1; its own line: readers load it */
+    uint8_t pad1[56];
+    uint64_t retire_head;    /* allocator slot: the first retire block */
+    uint64_t retire_used;    /* records holding a block (a hint) */
+    uint64_t rlog_op;        /* retire's intent log: 1 while a block moves */
+    uint64_t rlog_src;       /*   the slot it leaves (region offset) */
+    uint64_t rlog_blk;       /*   the block */
+    uint64_t rlog_dst;       /*   the record's slot it goes to (region offset) */
+    uint64_t retire_mark;    /* retire_used after the last reclamation (a hint) */
+    uint64_t pad2;
+    uint8_t reserved[SHMDS_HEADER_SIZE - 1024 - 8 * SHMDS__DIR_BUCKETS - 256];
 };
 SHMDS__STATIC_ASSERT(sizeof(struct shmds__hdr) == SHMDS_HEADER_SIZE, "header is one page");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, magic) == 0, "format: magic");
@@ -130,6 +142,9 @@ SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, dir_lock) == 128, "format: dir 
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, alloc_root) == 256, "format: alloc root");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, dir_names) == 112, "format: directory counts");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, dir_heads) == 1024, "format: directory");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, retire_lock) == 3136, "format: retire lock");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, gepoch) == 3200, "format: global epoch");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, retire_head) == 3264, "format: retire list");
 
 /* ---- the process-local handle ---- */
 
@@ -183,6 +198,14 @@ struct shmds_region {
     uint32_t arena_hint; /* the arena this handle allocated from last */
     uint32_t arena_full; /* arenas this handle found without room (bit i) */
     struct shmds__heap_geo arena[SHMDS__ARENAS_MAX];
+    /* Read guards (guard.c): the reader table, mapped at open (NULL with
+     * the error that kept it away in rt_err), this handle's guards. */
+    struct shmds__rtab *rt;
+    int rt_err;
+    bool rt_private; /* calloc'd: a region attached from memory */
+    pthread_mutex_t guard_mu;        /* guards the list */
+    struct shmds_guard *guards;
+    struct shmds_guard *gcache;      /* the guard given out last (atomic) */
     /* The handle's block cache (alloc.c): the user offset of its record in
      * the heap (0: none), the process that made it (a forked child's copy
      * of the handle does not use its parent's), an in-process spin lock over
@@ -501,6 +524,12 @@ static inline bool shmds__dir_slot_off(uint64_t off)
     const uint64_t first = offsetof(struct shmds__hdr, dir_heads);
     return off >= first && off < first + 8 * (uint64_t)SHMDS__DIR_BUCKETS && (off & 7) == 0;
 }
+/* True when `off` is the region offset of an allocator slot in the header:
+ * a directory bucket head, or the head of the retire list. */
+static inline bool shmds__hdr_slot_off(uint64_t off)
+{
+    return shmds__dir_slot_off(off) || off == offsetof(struct shmds__hdr, retire_head);
+}
 /* Allocate like shmds__alloc_into, with the block's first `size` bytes
  * zeroed before the commit that stores it into *slot: whoever finds the
  * block through the slot after a crash reads zeros or what was written. */
@@ -603,5 +632,62 @@ int shmds__alloc_arena_add(shmds_region *r);
  * the heap around it is damaged. Takes no lock: for checks run while the
  * caller's structure lock keeps its own blocks from changing. */
 int shmds__alloc_block_live(shmds_region *r, shmds_off_t off, uint64_t *usable);
+
+/* ---- read guards (guard.c) ----
+ * Retirement: how a writer gives up a block that lock-free readers may
+ * still be reading (DESIGN.md section 5).
+ *
+ * Take the block whose offset is in the allocator slot *slot (as
+ * shmds__free_from would: inside the heap, or a header slot) and free it
+ * once every reader that had entered a guard before this call has left
+ * it. The block must already be unlinked (unreachable for new readers).
+ * Crash-safe like the allocator's calls: the block moves from *slot to a
+ * retire record through an intent log under the region's retire lock, so
+ * after shmds__guard_settle() *slot holds either the block (not retired:
+ * the caller's repair decides) or 0 (retired: never the caller's again).
+ * *slot == 0: nothing to do, 0. When no retire record can be found or
+ * made (the heap full and readers holding every retired block) the block
+ * is freed at once if no reader inside a guard could hold it (0), else it
+ * stays in *slot: SHMDS__RETIRE_KEPT, and the caller keeps it where its
+ * repair finds it and calls again later. Writable regions only; lock
+ * order: structure locks -> the retire lock -> the allocator. Returns 0,
+ * SHMDS__RETIRE_KEPT, or (with *slot unchanged) -EINVAL for a slot the
+ * allocator would not take, lock errors, SHMDS_ECORRUPT. */
+#define SHMDS__RETIRE_KEPT 1
+int shmds__guard_retire(shmds_region *r, uint64_t *slot);
+/* Whether fewer than half a retire block's records hold blocks (a hint,
+ * read without a lock; when it says no, a reclamation runs under the
+ * retire lock and it is read again). Retirements a structure may put off
+ * (rehash moves) wait while it is false, keeping the records for writes
+ * while a reader holds what was retired. Writable regions only. */
+bool shmds__guard_roomy(shmds_region *r);
+/* Finish a retirement a dead process left half done (takes and drops the
+ * retire lock): after 0, every slot named by an interrupted
+ * shmds__guard_retire holds its final value. */
+int shmds__guard_settle(shmds_region *r);
+/* Free every retired block that no reader can still hold (what retire
+ * does every so often): the number freed, or an error. Writable only. */
+int shmds__guard_reclaim(shmds_region *r);
+/* Blocks retired and not yet freed, counted by a walk of the retire list
+ * (checks and the tool): 0 and *n, or SHMDS_ECORRUPT. */
+int shmds__guard_retired(shmds_region *r, uint64_t *n);
+/* The reader table's lifecycle, for region.c: create the companion object
+ * of region `name` (header h complete but for its magic) with the region's
+ * mode; open and check it; make one in process memory (a region attached
+ * from memory); unlink it. 0 or a negative errno / SHMDS_ECORRUPT. */
+struct shmds__rtab;
+int shmds__rtab_create(const struct shmds__hdr *h, const char *name, unsigned mode,
+                       struct shmds__rtab **out);
+int shmds__rtab_open(const struct shmds__hdr *h, const char *name, struct shmds__rtab **out);
+int shmds__rtab_private(const struct shmds__hdr *h, struct shmds__rtab **out);
+int shmds__rtab_unlink(const char *name);
+/* shmds_guard_enter / shmds_guard_leave for the library's own read paths
+ * (arguments known good: no checks, no call through the PLT). */
+int shmds__guard_enter(shmds_region *r, shmds_guard **g);
+void shmds__guard_leave(shmds_guard *g);
+/* True when g is a guard entered (not yet left) on r by this process. */
+bool shmds__guard_held(const shmds_guard *g, const shmds_region *r);
+/* Release a handle's guards, slots and table (region close). */
+void shmds__guard_close(shmds_region *r);
 
 #endif

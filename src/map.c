@@ -51,37 +51,58 @@
  * the new block (the allocator writes it straight into the log's `blk`
  * slot) and the block to free (`dead`), and the stripe counters after the
  * op. The single store of the new value into the link word is the commit
- * point. Repair (after settling the allocator): committed -> set the
- * counters, free `dead`, forget `blk`; not committed -> free `blk`, forget
- * `dead`. A rehash move of one entry is three stores logged with all their
- * values and always rolled forward; an in-place counter add is one aligned
- * 8-byte store, logged and rolled forward. The map-wide START and SWITCH
- * are logged in the resize lock's own record and rolled forward. Repair
- * reads only the log: O(1), never a scan of the map.
+ * point. Repair (after settling retirement and the allocator): committed
+ * -> set the counters, retire `dead`, forget `blk`; not committed -> free
+ * `blk`, forget `dead`. A rehash move of one entry copies it (move_entry:
+ * the copy linked into the new table, then the original unlinked and
+ * retired), logged; repair finishes a move whose copy is linked and undoes
+ * one whose copy is not. An in-place counter add is two aligned 8-byte
+ * stores (value, then version), logged and rolled forward. The map-wide
+ * START and SWITCH are logged in the resize lock's own record and rolled
+ * forward. Repair reads only the log: O(1), never a scan of the map.
+ *
+ * Retirement (guard.c). A block a lock-free reader may be reading (an
+ * entry replaced, deleted, evicted, expired or moved; the old table after
+ * a SWITCH) is never freed by the writer: shmds__guard_retire takes it
+ * from the log's slot and frees it once every reader inside a guard at
+ * that moment has left. A retirement that finds no record and cannot free
+ * the block at once (a reader stuck in a guard while the heap is full:
+ * guard.c) leaves it in the log's slot and the log open, the write
+ * returning 0 (it committed); the next holder of the lock tries again
+ * (stripe_lock, resize_lock), and until then writes that need the log
+ * return -ENOMEM with nothing changed (log_busy). shmds_map_check takes
+ * that state as sound.
  *
  * Spare blocks (the insert path's one lock round trip). Each stripe keeps
  * up to SPARES allocated blocks in allocator slots of its own (`spare`).
  * An insert takes a spare that fits its entry (the stripe lock is the only
  * lock it takes); when none fits, it allocates its block and fills the
  * empty spare slots with blocks of the same size in the same allocator
- * round trip (shmds__alloc_many_into). A delete's dead block goes into an
- * empty spare slot instead of back to the heap. A block moves between a
- * spare slot and the log in two stores (set the target, then clear the
- * source), so after a crash it may sit in both; repair then leaves it with
- * the spare slot instead of freeing it. The spares are the map's blocks:
+ * round trip (shmds__alloc_many_into). (A dead block is retired, never
+ * kept as a spare: readers may still hold it.) A block moves from a spare
+ * slot to the log in two stores (set the target, then clear the source),
+ * so after a crash it may sit in both; repair then leaves it with the
+ * spare slot instead of freeing it. The spares are the map's blocks:
  * the check checks them, destroy frees them.
  *
- * Lock-free reads. Every stripe has a sequence counter, odd while its chains
- * change. Without SHMDS_MAP_EVICT, shmds_map_get reads optimistically: load
- * the counters, walk (every offset checked, every walk capped, so a torn
- * read cannot crash or hang), copy, and accept only if neither counter moved.
- * This needs no write to the region, so it works on SHMDS_RDONLY mappings. A
- * counter stuck odd means a writer died: a writable handle then takes the
- * lock (which repairs); a read-only one retries until the region's lock
- * bound and returns -ETIMEDOUT. With SHMDS_MAP_EVICT a hit must set the
- * entry's CLOCK bit, which is only safe while the entry cannot be freed, so
- * gets take the stripe lock (the only lock they take) and refuse on a
- * read-only mapping.
+ * Lock-free reads (lookup). Every get runs inside a read guard (guard.c),
+ * so every entry it reaches stays allocated and unchanged (but for a
+ * counter's value and version, its expiry and its CLOCK bit) until it
+ * leaves, and walks published state: links change by single release
+ * stores, so a walk from any bucket sees a chain that was current at some
+ * moment, offsets checked and walks capped against damage. A hit is
+ * returned at once. A miss is trusted when neither the table state
+ * (`tseq`) nor the stripe's rehash progress (`epoch`, `moved`) moved
+ * during the walk, else the lookup runs again (each retry means a writer
+ * made progress). A bucket being moved is looked up in the old table, then
+ * the new one: move_entry links the copy before it unlinks the original.
+ * While a START or a SWITCH is under way (`tseq` odd, perhaps for good: a
+ * dead writer) the table state readers need follows from the resize
+ * record (tsnap_read). So a get never waits, never takes a lock, and works
+ * on SHMDS_RDONLY mappings and on evicting maps, whose hits set the CLOCK
+ * bit without a lock (the entry cannot be freed under the guard). The
+ * stripes' sequence counters remain for the writers' own optimistic walks
+ * (foreach).
  *
  * Statistics. Hits and misses are counted on a cache line of the map
  * header that each handle claims for itself when it attaches (up to
@@ -125,6 +146,10 @@
 #define GET_QUERY_ (1u << 31) /* internal get flag: no copy, no -ENOBUFS */
 #define SPARES 4u           /* blocks a stripe keeps for its next inserts */
 #define SPARE_SLACK 64u     /* a spare fits an entry it exceeds by less than this */
+/* Retries of a lock-free lookup whose miss met a moving table: each one
+ * means a writer made progress; this many means something else (a process
+ * scribbling on the map): -EAGAIN. */
+#define LOOKUP_RETRIES 65536u
 
 enum { OP_NONE = 0, OP_SWAP = 1, OP_MOVE = 2, OP_STORE = 3 };
 enum { ROP_NONE = 0, ROP_START = 1, ROP_SWITCH = 2 };
@@ -471,6 +496,50 @@ static int resize_repair(void *arg);
  * writable handle that finds tseq stuck odd takes the resize lock, which
  * repairs; a read-only one gives up with -ETIMEDOUT at the region's lock
  * bound. */
+/* Check a table state read at tseq `q` and fill *t with it. */
+static int tsnap_set(const shmds_map *m, struct tsnap *t, uint64_t q, uint64_t to, uint64_t tn,
+                     uint32_t bo, uint32_t bn, uint64_t ep, bool rh)
+{
+    if (bo < m->sbits || bo < 1 || bo > MAX_BITS)
+        return SHMDS_ECORRUPT;
+    t->seq = q;
+    t->bo = bo;
+    t->rh = rh;
+    t->tepoch = ep;
+    t->old = shmds__ptr_chk(m->r, to, (uint64_t)8 << bo, 8);
+    if (t->old == NULL)
+        return SHMDS_ECORRUPT;
+    t->nw = NULL;
+    t->bn = 0;
+    if (rh) {
+        if (bn != bo + 1)
+            return SHMDS_ECORRUPT;
+        t->bn = bn;
+        t->nw = shmds__ptr_chk(m->r, tn, (uint64_t)8 << bn, 8);
+        if (t->nw == NULL)
+            return SHMDS_ECORRUPT;
+    }
+    return 0;
+}
+
+/* One read of the table state at an even tseq `q`: 1 when it held still
+ * (*t filled and cached in the handle), 0 when it moved, or an error. */
+static int tsnap_try(shmds_map *m, struct tsnap *t, uint64_t q)
+{
+    struct map_hdr *h = m->h;
+    uint64_t to = LD(&h->tab_old), tn = LD(&h->tab_new);
+    uint32_t bo = LD(&h->bits_old), bn = LD(&h->bits_new);
+    uint64_t ep = LD(&h->tepoch);
+    uint32_t rh = LD(&h->rehashing);
+    if (!shmds__seq_read_ok(&h->tseq, q))
+        return 0;
+    int rc = tsnap_set(m, t, q, to, tn, bo, bn, ep, rh != 0);
+    if (rc < 0)
+        return rc;
+    m->tc = *t;
+    return 1;
+}
+
 static int tsnap_load(shmds_map *m, struct tsnap *t)
 {
     struct map_hdr *h = m->h;
@@ -478,38 +547,53 @@ static int tsnap_load(shmds_map *m, struct tsnap *t)
     for (;;) {
         uint64_t s1 = shmds__seq_read_begin(&h->tseq);
         if ((s1 & 1) == 0) {
-            uint64_t to = LD(&h->tab_old), tn = LD(&h->tab_new);
-            uint32_t bo = LD(&h->bits_old), bn = LD(&h->bits_new);
-            uint64_t ep = LD(&h->tepoch);
-            uint32_t rh = LD(&h->rehashing);
-            if (shmds__seq_read_ok(&h->tseq, s1)) {
-                if (bo < m->sbits || bo < 1 || bo > MAX_BITS)
-                    return SHMDS_ECORRUPT;
-                t->seq = s1;
-                t->bo = bo;
-                t->rh = rh != 0;
-                t->tepoch = ep;
-                t->old = shmds__ptr_chk(m->r, to, (uint64_t)8 << bo, 8);
-                if (t->old == NULL)
-                    return SHMDS_ECORRUPT;
-                t->nw = NULL;
-                t->bn = 0;
-                if (t->rh) {
-                    if (bn != bo + 1)
-                        return SHMDS_ECORRUPT;
-                    t->bn = bn;
-                    t->nw = shmds__ptr_chk(m->r, tn, (uint64_t)8 << bn, 8);
-                    if (t->nw == NULL)
-                        return SHMDS_ECORRUPT;
-                }
-                m->tc = *t;
-                return 0;
-            }
+            int rc = tsnap_try(m, t, s1);
+            if (rc != 0)
+                return rc < 0 ? rc : 0;
         }
         int rc = shmds__seq_wait(m->r, &w, &h->tseq, &h->resize, resize_repair, m);
         if (rc != 0)
             return rc;
     }
+}
+
+/* The table state for a lock-free reader, never waiting for a writer.
+ * While a START or a SWITCH is under way (tseq odd, perhaps for good: its
+ * writer may have died), the state lookups need follows from the resize
+ * record, which is written before tseq goes odd: during START no stripe
+ * has moved anything yet, so the old table alone; during SWITCH every
+ * stripe is done, so the new one alone. The record is trusted only if
+ * tseq still has the odd value it was read under. t->seq is that value,
+ * which the caller's miss check compares again. */
+static int tsnap_read(shmds_map *m, struct tsnap *t)
+{
+    struct map_hdr *h = m->h;
+    for (unsigned tries = 0; tries < LOOKUP_RETRIES; tries++) {
+        uint64_t q = LDA(&h->tseq);
+        if (shmds__likely(q == m->tc.seq && (q & 1) == 0)) {
+            *t = m->tc;
+            return 0;
+        }
+        int rc;
+        if ((q & 1) == 0) {
+            if ((rc = tsnap_try(m, t, q)) != 0)
+                return rc < 0 ? rc : 0;
+            continue;
+        }
+        struct rlog *rl = &h->rlog;
+        uint32_t op = LDA(&rl->op);
+        uint64_t to = LD(&h->tab_old), nt = LD(&rl->newtab);
+        uint32_t bo = LD(&h->bits_old), nb = LD(&rl->newbits);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (LD(&h->tseq) != q)
+            continue;
+        if (op == ROP_START)
+            return tsnap_set(m, t, q, to, 0, bo, 0, 0, false);
+        if (op == ROP_SWITCH)
+            return tsnap_set(m, t, q, nt, 0, nb, 0, 0, false);
+        return SHMDS_ECORRUPT; /* odd with no record: a scribbled header */
+    }
+    return -EAGAIN;
 }
 
 /* The table state: the handle's copy while tseq has not moved since it
@@ -550,47 +634,34 @@ static inline uint64_t *bucket_slot(const shmds_map *m, const struct tsnap *t, c
     return &t->old[ob];
 }
 
-/* The one or two bucket slots that hold what old bucket `rel` of stripe s's
- * slice held. Returns how many. */
+/* The bucket slots that hold what old bucket `rel` of stripe s's slice
+ * held: its two targets in the new table once it is moved; the old bucket
+ * while it is not; and for the bucket being moved (rel == moved), the old
+ * bucket and both targets. A move that ran out of memory part way through
+ * a bucket (move_entry: -ENOMEM) leaves it so, half in each table, until
+ * a later write finds room; readers and writers look in both. Returns how
+ * many (1 to 3). */
 static int slice_slots(const shmds_map *m, const struct tsnap *t, const struct stripe *st,
-                       uint32_t s, uint64_t rel, uint64_t *out[2])
+                       uint32_t s, uint64_t rel, uint64_t *out[3])
 {
-    if (t->rh && LD(&st->epoch) == t->tepoch && rel < LD(&st->moved)) {
-        uint64_t nb = ((uint64_t)s << (t->bn - m->sbits)) + 2 * rel;
+    uint64_t mv = t->rh && LD(&st->epoch) == t->tepoch ? LD(&st->moved) : UINT64_MAX;
+    uint64_t nb = mv != UINT64_MAX ? ((uint64_t)s << (t->bn - m->sbits)) + 2 * rel : 0;
+    if (mv != UINT64_MAX && rel < mv) {
         out[0] = &t->nw[nb];
         out[1] = &t->nw[nb + 1];
         return 2;
     }
     out[0] = &t->old[((uint64_t)s << (t->bo - m->sbits)) + rel];
-    return 1;
+    if (rel != mv)
+        return 1;
+    out[1] = &t->nw[nb];
+    out[2] = &t->nw[nb + 1];
+    return 3;
 }
 
 /* ---------------------------------------------------------------------------
  * Repair
  * ------------------------------------------------------------------------ */
-
-static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n);
-
-/* A mover that died between two entries of one old bucket (or after its
- * last entry, before counting the bucket as moved) left the bucket half in
- * each table, while lookups look for its keys in the old table only: finish
- * moving it. The bucket is half moved exactly when its two targets in the
- * new table are not empty (they are cleared before the slice's first move). */
-static int finish_bucket(shmds_map *m, uint32_t s)
-{
-    struct stripe *st = &m->h->stripes[s];
-    struct tsnap t;
-    int rc = tsnap_get(m, &t);
-    if (rc < 0)
-        return rc;
-    if (!t.rh || LD(&st->epoch) != t.tepoch || LD(&st->moved) >= slice_len(m, t.bo))
-        return 0;
-    uint64_t nb = ((uint64_t)s << (t.bn - m->sbits)) + 2 * LD(&st->moved);
-    if (LD(&t.nw[nb]) == 0 && LD(&t.nw[nb + 1]) == 0)
-        return 0;
-    rc = migrate(m, s, &t, 1);
-    return rc < 0 ? rc : 0;
-}
 
 /* The first spare slot of stripe st holding `b` (0: an empty one), or
  * NULL. */
@@ -610,6 +681,24 @@ struct stripe_ref {
     uint32_t s;
 };
 
+/* A retirement in stripe_repair that did not finish (rc != 0): an error,
+ * or SHMDS__RETIRE_KEPT, the block left in the log, which stays open (the
+ * change itself is done): 0. */
+static int kept(struct stripe *st, int rc)
+{
+    if (rc < 0)
+        return rc;
+    shmds__seq_write_end(&st->seq);
+    return 0;
+}
+
+/* Whether stripe st's log still holds a retirement that found no record
+ * (SHMDS__RETIRE_KEPT): writes that need the log wait for room. */
+static inline bool log_busy(const struct stripe *st)
+{
+    return shmds__unlikely(LD(&st->log.op) != OP_NONE);
+}
+
 /* Called with stripe ref->s locked after its holder died. Reads only the
  * intent log (and, after a rehash move, the bucket it was in). Idempotent:
  * every step sets absolute values or is an allocator call that is a no-op
@@ -621,8 +710,9 @@ static int stripe_repair(void *arg)
     shmds_region *r = m->r;
     struct stripe *st = &m->h->stripes[ref->s];
     struct slog *lg = &st->log;
-    int rc = shmds__alloc_settle(r);
-    if (rc < 0)
+    /* A retirement first (it may leave `dead` empty), then the allocator. */
+    int rc = shmds__guard_settle(r);
+    if (rc < 0 || (rc = shmds__alloc_settle(r)) < 0)
         return rc;
     SHMDS_FAULT("map.repair.settled");
     switch (LD(&lg->op)) {
@@ -642,12 +732,11 @@ static int stripe_repair(void *arg)
         if (done) {
             st->entries = lg->entries1;
             st->mem = lg->mem1;
-            if (lg->dead != 0 && spare_slot(st, lg->dead) != NULL)
-                ST(&lg->dead, 0);
-            if ((rc = shmds__free_from(r, &lg->dead)) < 0)
-                return rc;
-            SHMDS_FAULT("map.repair.swap.freed_dead");
             ST(&lg->blk, 0);
+            ST(&lg->committed, 1);
+            if ((rc = shmds__guard_retire(r, &lg->dead)) != 0)
+                return kept(st, rc);
+            SHMDS_FAULT("map.repair.swap.retired_dead");
         } else {
             if (lg->blk != 0 && spare_slot(st, lg->blk) != NULL)
                 ST(&lg->blk, 0);
@@ -659,15 +748,25 @@ static int stripe_repair(void *arg)
         break;
     }
     case OP_MOVE: {
-        struct entry *e = shmds__ptr_chk(r, lg->e, ENTRY_HDR, 16);
+        /* Linked copy: finish the move (unlink and retire the original);
+         * else the copy, never seen, goes and the original stays. */
         uint64_t *os = shmds__ptr_chk(r, lg->oldslot, 8, 8);
         uint64_t *ns = shmds__ptr_chk(r, lg->newslot, 8, 8);
-        if (e == NULL || os == NULL || ns == NULL)
+        if (os == NULL || ns == NULL)
             return SHMDS_ECORRUPT;
-        ST(&e->next, lg->nhead);
-        ST(ns, lg->e);
-        SHMDS_FAULT("map.repair.move.half");
-        ST(os, lg->enext);
+        if (lg->blk != 0 && LD(ns) == lg->blk) {
+            ST(os, lg->enext);
+            SHMDS_FAULT("map.repair.move.unlinked");
+            if ((rc = shmds__guard_retire(r, &lg->dead)) != 0)
+                return kept(st, rc);
+            ST(&lg->blk, 0);
+        } else {
+            ST(&lg->dead, 0);
+            if (lg->blk != 0 && spare_slot(st, lg->blk) != NULL)
+                ST(&lg->blk, 0);
+            if ((rc = shmds__free_from(r, &lg->blk)) < 0)
+                return rc;
+        }
         break;
     }
     case OP_STORE: {
@@ -686,7 +785,7 @@ static int stripe_repair(void *arg)
     ST(&lg->committed, 0);
     STR(&lg->op, OP_NONE);
     shmds__seq_write_end(&st->seq);
-    return finish_bucket(m, ref->s);
+    return 0;
 }
 
 /* Called with the resize lock held after its holder died: roll START or
@@ -696,8 +795,8 @@ static int resize_repair(void *arg)
     shmds_map *m = arg;
     struct map_hdr *h = m->h;
     struct rlog *rl = &h->rlog;
-    int rc = shmds__alloc_settle(m->r);
-    if (rc < 0)
+    int rc = shmds__guard_settle(m->r);
+    if (rc < 0 || (rc = shmds__alloc_settle(m->r)) < 0)
         return rc;
     switch (LD(&rl->op)) {
     case ROP_NONE:
@@ -718,8 +817,8 @@ static int resize_repair(void *arg)
         ST(&h->bits_new, 0);
         ST(&h->rehashing, 0);
         shmds__seq_write_end(&h->tseq);
-        if ((rc = shmds__free_from(m->r, &rl->dead)) < 0)
-            return rc;
+        if ((rc = shmds__guard_retire(m->r, &rl->dead)) != 0)
+            return rc < 0 ? rc : 0; /* kept: the record stays open */
         break;
     default:
         return SHMDS_ECORRUPT;
@@ -730,14 +829,40 @@ static int resize_repair(void *arg)
 }
 
 /* Lock stripe s (blocking up to the region's bound, or not at all when
- * `try`). Returns 0, SHMDS_RECOVERED, or an error (-EBUSY for try). */
+ * `try`). Returns 0, SHMDS_RECOVERED, or an error (-EBUSY for try). A log
+ * left open by a holder whose retirement found no record (swap_close) is
+ * closed by the repair too when a record can be had now; else it stays
+ * open (log_busy). */
 static int stripe_lock(shmds_map *m, uint32_t s, bool try)
 {
     struct stripe *st = &m->h->stripes[s];
     struct stripe_ref ref = {m, s};
-    if (try)
-        return shmds_mutex_lock(&st->lock, 0, stripe_repair, &ref);
-    return shmds__lock(m->r, &st->lock, stripe_repair, &ref);
+    int rc = try ? shmds_mutex_lock(&st->lock, 0, stripe_repair, &ref)
+                 : shmds__lock(m->r, &st->lock, stripe_repair, &ref);
+    if (rc >= 0 && shmds__unlikely(LD(&st->log.op) != OP_NONE)) {
+        int rc2 = stripe_repair(&ref);
+        if (rc2 < 0) {
+            shmds_mutex_unlock(&st->lock);
+            return rc2;
+        }
+    }
+    return rc;
+}
+
+/* Take the resize lock; a record left open by a live holder whose
+ * retirement failed is finished first. */
+static int resize_lock(shmds_map *m)
+{
+    struct map_hdr *h = m->h;
+    int rc = shmds__lock(m->r, &h->resize, resize_repair, m);
+    if (rc >= 0 && shmds__unlikely(LD(&h->rlog.op) != ROP_NONE)) {
+        int rc2 = resize_repair(m);
+        if (rc2 < 0) {
+            shmds_mutex_unlock(&h->resize);
+            return rc2;
+        }
+    }
+    return rc;
 }
 
 static void stripe_unlock(shmds_map *m, uint32_t s)
@@ -755,12 +880,14 @@ static void stripe_unlock(shmds_map *m, uint32_t s)
 static int grow_start(shmds_map *m)
 {
     struct map_hdr *h = m->h;
-    int rc = shmds__lock(m->r, &h->resize, resize_repair, m);
+    int rc = resize_lock(m);
     if (rc < 0)
         return rc;
     struct tsnap t;
     rc = tsnap_get(m, &t);
-    if (rc == 0 && !t.rh && t.bo < MAX_BITS) {
+    /* A SWITCH whose old table found no retire record yet: no growth
+     * until it is gone (the record is needed). */
+    if (rc == 0 && !t.rh && t.bo < MAX_BITS && LD(&h->rlog.op) == ROP_NONE) {
         struct rlog *rl = &h->rlog;
         rl->newbits = t.bo + 1;
         rl->tepoch1 = t.tepoch + 1;
@@ -769,14 +896,15 @@ static int grow_start(shmds_map *m)
         rc = shmds__alloc_into(m->r, (uint64_t)8 << (t.bo + 1), &h->tab_new);
         if (rc == 0) {
             SHMDS_FAULT("map.grow.allocated");
+            __atomic_thread_fence(__ATOMIC_RELEASE); /* the record before the odd tseq */
             shmds__seq_write_begin(&h->tseq);
             SHMDS_FAULT("map.grow.odd");
             ST(&h->bits_new, rl->newbits);
             ST(&h->tepoch, rl->tepoch1);
             ST(&h->rehashing, 1);
             shmds__seq_write_end(&h->tseq);
-        } else if (rc == -ENOMEM) {
-            rc = 0;
+        } else if (rc == -ENOMEM || rc == -ENOSPC) {
+            rc = 0; /* no room (or the region may not grow): later */
         }
         STR(&rl->op, ROP_NONE);
     }
@@ -797,7 +925,7 @@ static int grow_finish(shmds_map *m)
     for (uint32_t i = 0; i < m->S; i++)
         if (!stripe_done(m, &h->stripes[i], &t))
             return 0;
-    rc = shmds__lock(m->r, &h->resize, resize_repair, m);
+    rc = resize_lock(m);
     if (rc < 0)
         return rc;
     struct tsnap t2;
@@ -809,6 +937,7 @@ static int grow_finish(shmds_map *m)
         ST(&rl->dead, LD(&h->tab_old));
         STR(&rl->op, ROP_SWITCH);
         SHMDS_FAULT("map.switch.logged");
+        __atomic_thread_fence(__ATOMIC_RELEASE); /* the record before the odd tseq */
         shmds__seq_write_begin(&h->tseq);
         ST(&h->tab_old, rl->newtab);
         ST(&h->bits_old, rl->newbits);
@@ -818,13 +947,74 @@ static int grow_finish(shmds_map *m)
         ST(&h->rehashing, 0);
         shmds__seq_write_end(&h->tseq);
         SHMDS_FAULT("map.switch.published");
-        rc = shmds__free_from(m->r, &rl->dead);
-        SHMDS_FAULT("map.switch.freed");
+        rc = shmds__guard_retire(m->r, &rl->dead);
+        SHMDS_FAULT("map.switch.retired");
         if (rc == 0)
             STR(&rl->op, ROP_NONE);
+        else if (rc > 0)
+            rc = 0; /* kept: the record stays open for resize_lock */
     }
     shmds_mutex_unlock(&h->resize);
     return rc;
+}
+
+static int entry_block(shmds_map *m, struct stripe *st, uint64_t need);
+
+/* Move entry e (at eo, the head of the old bucket slot os) into the new
+ * table of t (stripe st locked), without ever changing a link a lock-free
+ * reader may be following: a copy is linked at the head of its new bucket
+ * (the first commit), then the original is unlinked from the old bucket
+ * (the second) and retired. A reader in the old chain goes on from the
+ * original; one that missed there finds the copy (lookups of a bucket
+ * being moved look in both tables, old first). Logged; repair finishes a
+ * move whose copy is linked and undoes one whose copy is not. -ENOMEM:
+ * nothing changed (no room for the copy, or the log busy). */
+static int move_entry(shmds_map *m, struct stripe *st, const struct tsnap *t, uint64_t *os,
+                      uint64_t eo, struct entry *e)
+{
+    struct slog *lg = &st->log;
+    /* Moves are work that can wait: not while the log is busy, nor while
+     * retired blocks pile up (a reader holds them): the retire records
+     * are kept for writes (guard.c). */
+    if (log_busy(st) || !shmds__guard_roomy(m->r))
+        return -ENOMEM;
+    uint64_t *ns = &t->nw[bidx(e->hash, t->bn)];
+    uint64_t size = esize(e->klen, e->vlen);
+    lg->e = eo;
+    lg->enext = e->next;
+    lg->nhead = LD(ns);
+    lg->oldslot = shmds_off(m->r, os);
+    lg->newslot = shmds_off(m->r, ns);
+    ST(&lg->dead, eo);
+    STR(&lg->op, OP_MOVE);
+    SHMDS_FAULT("map.move.logged");
+    int rc = entry_block(m, st, size);
+    struct entry *c = rc == 0 ? shmds__ptr_chk(m->r, lg->blk, size, 16) : NULL;
+    if (c == NULL) {
+        if (rc == 0) {
+            shmds__free_from(m->r, &lg->blk);
+            rc = SHMDS_ECORRUPT;
+        }
+        ST(&lg->dead, 0);
+        STR(&lg->op, OP_NONE);
+        return rc;
+    }
+    memcpy(c, e, size);
+    c->next = lg->nhead;
+    c->ref = 0;
+    SHMDS_FAULT("map.move.copied");
+    STR(ns, lg->blk);
+    SHMDS_FAULT("map.move.linked");
+    ST(os, lg->enext);
+    SHMDS_FAULT("map.move.unlinked");
+    /* `blk` stays until the original is retired: repair tells a linked
+     * copy by it. */
+    if ((rc = shmds__guard_retire(m->r, &lg->dead)) != 0)
+        return rc < 0 ? rc : 0; /* kept: the log stays open (swap_close) */
+    SHMDS_FAULT("map.move.retired");
+    ST(&lg->blk, 0);
+    STR(&lg->op, OP_NONE);
+    return 0;
 }
 
 /* Move up to `n` old buckets of stripe s (locked) into the new table.
@@ -833,7 +1023,6 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
 {
     struct stripe *st = &m->h->stripes[s];
     SHMDS_ASSERT(shmds__mutex_held(&st->lock), "only the stripe's holder moves its buckets");
-    struct slog *lg = &st->log;
     if (!t->rh)
         return 0;
     uint64_t total = slice_len(m, t->bo);
@@ -846,7 +1035,7 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
          * yet, so clearing our slice of it is safe to repeat. */
         memset(&t->nw[(uint64_t)s << (t->bn - m->sbits)], 0, 8 * slice_len(m, t->bn));
         ST(&st->moved, 0);
-        ST(&st->epoch, t->tepoch);
+        STR(&st->epoch, t->tepoch); /* with `moved` 0 for lock-free readers */
         SHMDS_FAULT("map.migrate.cleared");
     }
     for (unsigned k = 0; k < n && LD(&st->moved) < total; k++) {
@@ -859,24 +1048,15 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
                 rc = SHMDS_ECORRUPT;
                 goto out;
             }
-            uint64_t *ns = &t->nw[bidx(e->hash, t->bn)];
-            lg->e = eo;
-            lg->enext = e->next;
-            lg->nhead = LD(ns);
-            lg->oldslot = shmds_off(m->r, os);
-            lg->newslot = shmds_off(m->r, ns);
-            STR(&lg->op, OP_MOVE);
-            SHMDS_FAULT("map.move.logged");
-            ST(&e->next, lg->nhead);
-            ST(ns, eo);
-            SHMDS_FAULT("map.move.linked");
-            ST(os, lg->enext);
-            STR(&lg->op, OP_NONE);
+            if ((rc = move_entry(m, st, t, os, eo, e)) != 0)
+                goto out; /* -ENOMEM, -ENOSPC: the bucket waits for room */
         }
-        ST(&st->moved, LD(&st->moved) + 1);
+        STR(&st->moved, LD(&st->moved) + 1);
     }
 out:
     shmds__seq_write_end(&st->seq);
+    if (rc == -ENOMEM || rc == -ENOSPC) /* the write that called us is done */
+        return 0;
     if (rc < 0)
         return rc;
     return LD(&st->moved) >= total ? 1 : 0;
@@ -972,8 +1152,28 @@ struct swap_op {
     int64_t dn, dmem;
 };
 
-/* Apply `op` (stripe st locked, log idle). Returns 0; on -ENOMEM or any
- * allocator error nothing changed. */
+/* Close a committed SWAP (stripe st locked): the entry it unlinked is
+ * retired, not freed (guarded readers may hold it). An insert's empty
+ * `dead` needs no trip through the retire lock. When retirement cannot
+ * finish (SHMDS__RETIRE_KEPT: no record while a reader may hold every
+ * retired block and the heap is full; or a lock error) the log stays open
+ * with the block in `dead` and the next holder of the stripe lock closes
+ * it (stripe_lock). The write committed: kept is a success. */
+static int swap_close(shmds_map *m, struct stripe *st)
+{
+    struct slog *lg = &st->log;
+    int rc = shmds__guard_retire(m->r, &lg->dead);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
+    SHMDS_FAULT("map.swap.retired");
+    ST(&lg->committed, 0);
+    STR(&lg->op, OP_NONE);
+    return 0;
+}
+
+/* Apply `op` (stripe st locked). Returns 0; on -ENOMEM (no room, or the
+ * log still busy with a kept retirement) or any allocator error nothing
+ * changed. */
 static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
 {
     shmds_region *r = m->r;
@@ -981,8 +1181,9 @@ static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
     struct newent *ne = op->ne;
     uint64_t *link = op->link;
     SHMDS_ASSERT(shmds__mutex_held(&st->lock), "the stripe lock serialises its intent log");
-    SHMDS_ASSERT(LD(&lg->op) == OP_NONE, "a SWAP starts on an idle log (repairs finish others)");
     SHMDS_ASSERT(op->dn >= -1 && op->dn <= 1, "a SWAP adds, replaces or removes one entry");
+    if (log_busy(st))
+        return -ENOMEM;
     lg->committed = 0;
     lg->link = shmds_off(r, link);
     lg->link_old = LD(link);
@@ -1033,28 +1234,8 @@ static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
     ST(&lg->committed, 1);
     st->entries = lg->entries1;
     st->mem = lg->mem1;
-    /* A failed free (a damaged heap) loses that block but not the commit.
-     * Only our own allocator calls write the log's slots while we hold the
-     * stripe lock, so an insert's empty `dead` needs no trip through the
-     * allocator lock; nor does a dead block kept as a spare. */
-    int rc = 0;
-    uint64_t d = LD(&lg->dead);
-    if (d != 0) {
-        uint64_t *sp = spare_slot(st, 0);
-        if (sp != NULL) {
-            ST(sp, d);
-            SHMDS_FAULT("map.swap.spared");
-            ST(&lg->dead, 0);
-        } else {
-            rc = shmds__free_from(r, &lg->dead);
-        }
-    }
-    SHMDS_FAULT("map.swap.freed");
-    ST(&lg->dead, 0);
     ST(&lg->blk, 0);
-    ST(&lg->committed, 0);
-    STR(&lg->op, OP_NONE);
-    return rc;
+    return swap_close(m, st);
 }
 
 /* Where find() met a key in a locked stripe. */
@@ -1105,12 +1286,22 @@ static int find(shmds_map *m, const struct tsnap *t, uint32_t s, const struct ke
     SHMDS_ASSERT(shmds__mutex_held(&st->lock), "find's hit is used to write the chain");
     uint64_t *l = bucket_slot(m, t, st, s, k->hash);
     h->head = l;
+    /* The bucket being moved may be half in each table (slice_slots): its
+     * target in the new table too. */
+    uint64_t ob = bidx(k->hash, t->bo);
+    bool moving = t->rh && LD(&st->epoch) == t->tepoch &&
+                  ob - ((uint64_t)s << (t->bo - m->sbits)) == LD(&st->moved);
     for (unsigned steps = 0;; steps++) {
         uint64_t o = LD(l);
-        if (o == 0)
-            return 0;
+        if (o == 0) {
+            if (!moving)
+                return 0;
+            moving = false;
+            l = &t->nw[bidx(k->hash, t->bn)];
+            continue;
+        }
         struct entry *e = entry_at(m, o);
-        if (e == NULL || steps >= m->chain_cap)
+        if (e == NULL || steps >= 2 * m->chain_cap)
             return SHMDS_ECORRUPT;
         if (e_match(e, k->hash, k->p, k->len)) {
             h->link = l;
@@ -1178,7 +1369,7 @@ static int sweep(shmds_map *m, uint32_t s)
     uint64_t rel = st->sweep % slice_len(m, t.bo), now = 0;
     unsigned seen;
     st->sweep = rel + 1;
-    uint64_t *slots[2];
+    uint64_t *slots[3];
     int n = slice_slots(m, &t, st, s, rel, slots);
     for (int i = 0; i < n; i++)
         if ((rc = reap_slot(m, st, slots[i], 8, m->chain_cap + 1, &now, &seen)) < 0)
@@ -1199,7 +1390,7 @@ static int evict_one(shmds_map *m, uint32_t s)
     /* Two turns of the hand clear every bit and then find a victim. */
     for (uint64_t visit = 0; visit <= 2 * len && st->entries > 0; visit++) {
         uint64_t rel = st->hand % len;
-        uint64_t *slots[2];
+        uint64_t *slots[3];
         int n = slice_slots(m, &t, st, s, rel, slots);
         for (int i = 0; i < n; i++) {
             uint64_t *l = slots[i];
@@ -1460,14 +1651,26 @@ SHMDS_API void shmds_map_close(shmds_map *m)
 
 /* Free the blocks a map header without its magic may still reach: an entry
  * unlinked by a dead teardown, and the tables. Idempotent. */
+/* The tables of a map being destroyed go the way of its entries: retired
+ * (a guarded reader with a handle may still be walking them), with an old
+ * table a SWITCH left in its record (kept: no retire record then). A
+ * block kept where it was (SHMDS__RETIRE_KEPT) makes the destroy -ENOMEM,
+ * to be run again once the reader has left. */
 static int map_free_tables(shmds_region *r, struct map_hdr *h)
 {
-    int rc = shmds__free_from(r, &h->scratch);
+    /* A SWITCH killed before it published names in `dead` the table
+     * tab_old still holds: one owner only. */
+    uint64_t d = LD(&h->rlog.dead);
+    if (d != 0 && (d == LD(&h->tab_old) || d == LD(&h->tab_new)))
+        ST(&h->rlog.dead, 0);
+    int rc = shmds__guard_retire(r, &h->scratch);
     if (rc == 0)
-        rc = shmds__free_from(r, &h->tab_new);
+        rc = shmds__guard_retire(r, &h->rlog.dead);
     if (rc == 0)
-        rc = shmds__free_from(r, &h->tab_old);
-    return rc;
+        rc = shmds__guard_retire(r, &h->tab_new);
+    if (rc == 0)
+        rc = shmds__guard_retire(r, &h->tab_old);
+    return rc > 0 ? -ENOMEM : rc;
 }
 
 /* Free every entry of the map `m` (its name already gone), clear its
@@ -1480,15 +1683,18 @@ static int map_teardown(shmds_map *m)
 {
     shmds_region *r = m->r;
     struct map_hdr *h = m->h;
-    int rc = 0;
+    /* A retirement a dead destroyer left is finished first: `scratch`
+     * then holds its final value. */
+    int rc = shmds__guard_settle(r);
     struct tsnap t;
     for (uint32_t s = 0; s < m->S && rc == 0; s++) {
         if ((rc = stripe_lock(m, s, false)) < 0)
             break;
         struct stripe *st = &h->stripes[s];
-        rc = tsnap_get(m, &t);
+        /* A kept retirement in the log: the destroy waits for room. */
+        rc = log_busy(st) ? -ENOMEM : tsnap_get(m, &t);
         for (uint64_t rel = 0; rc >= 0 && rel < slice_len(m, t.bo); rel++) {
-            uint64_t *slots[2];
+            uint64_t *slots[3];
             int n = slice_slots(m, &t, st, s, rel, slots);
             for (int i = 0; i < n && rc >= 0; i++) {
                 for (unsigned steps = 0; LD(slots[i]) != 0; steps++) {
@@ -1498,14 +1704,18 @@ static int map_teardown(shmds_map *m)
                         break;
                     }
                     if (LD(&h->scratch) != LD(slots[i]) &&
-                        (rc = shmds__free_from(r, &h->scratch)) < 0)
+                        (rc = shmds__guard_retire(r, &h->scratch)) != 0) {
+                        rc = rc > 0 ? -ENOMEM : rc;
                         break;
+                    }
                     ST(&h->scratch, LD(slots[i]));
                     SHMDS_FAULT("map.destroy.scratch");
                     ST(slots[i], e->next);
                     SHMDS_FAULT("map.destroy.unlinked");
-                    if ((rc = shmds__free_from(r, &h->scratch)) < 0)
+                    if ((rc = shmds__guard_retire(r, &h->scratch)) != 0) {
+                        rc = rc > 0 ? -ENOMEM : rc;
                         break;
+                    }
                 }
             }
         }
@@ -1545,7 +1755,8 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
     if (m == NULL)
         return -EINVAL;
     shard_release(m);
-    int rc = shmds__obj_destroy(m->r, &shmds__map_ops, m->name, m->off);
+    shmds_region *r = m->r;
+    int rc = shmds__obj_destroy(r, &shmds__map_ops, m->name, m->off);
     shmds_map_close(m);
     return rc;
 }
@@ -1701,17 +1912,28 @@ static int write_begin(shmds_map *m, const void *key, size_t klen, struct key *k
     return stripe_lock(m, *s, false);
 }
 
-/* End a write of stripe s (locked by stripe_lock(), which returned `lk`)
- * whose own change returned `rc`: the after-write work (also after
- * -ENOENT: the write may have reclaimed an expired entry), then unlock.
- * Returns the change's error, or the lock's 0 / SHMDS_RECOVERED. */
-static int write_end(shmds_map *m, uint32_t s, int lk, int rc)
+/* The start of a keyed write of a `vlen`-byte value (0 if none) with a TTL
+ * argument (0 if none): the argument checks, then write_begin. Returns the
+ * argument error or the lock's result. */
+static int keyed_begin(shmds_map *m, const void *key, size_t klen, size_t vlen, uint64_t ttl_ms,
+                       struct key *k, uint32_t *s)
+{
+    int rc = write_args(m, key, klen, vlen, ttl_ms);
+    return rc != 0 ? rc : write_begin(m, key, klen, k, s);
+}
+
+/* End a write of stripe s (locked) whose own change returned `rc`: the
+ * after-write work (also after -ENOENT: the write may have reclaimed an
+ * expired entry), then unlock. Returns the change's error, or 0: a repair
+ * the lock needed (SHMDS_RECOVERED from stripe_lock) is invisible here,
+ * counted in the stats (DESIGN.md section 4). */
+static int write_end(shmds_map *m, uint32_t s, int rc)
 {
     int rc2 = rc >= 0 || rc == -ENOENT ? after_write(m, s) : 0;
     stripe_unlock(m, s);
     if (rc < 0)
         return rc;
-    return rc2 < 0 ? rc2 : lk;
+    return rc2 < 0 ? rc2 : 0;
 }
 
 static int put_op(shmds_map *m, uint32_t s, struct newent *ne, unsigned flags,
@@ -1761,7 +1983,7 @@ SHMDS_API int shmds_map_put_ex(shmds_map *m, const void *key, size_t klen, const
     int lk = stripe_lock(m, s, false);
     if (lk < 0)
         return lk;
-    rc = write_end(m, s, lk, put_op(m, s, &ne, o->flags, o->if_version));
+    rc = write_end(m, s, put_op(m, s, &ne, o->flags, o->if_version));
     if (rc >= 0 && new_version != NULL)
         *new_version = ne.version;
     return rc;
@@ -1791,23 +2013,23 @@ static int del_op(shmds_map *m, uint32_t s, const struct key *k)
 
 SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen)
 {
-    int rc = write_args(m, key, klen, 0, 0);
-    if (rc != 0)
-        return rc;
     struct key k;
     uint32_t s;
-    int lk = write_begin(m, key, klen, &k, &s);
+    int lk = keyed_begin(m, key, klen, 0, 0, &k, &s);
     if (lk < 0)
         return lk;
-    return write_end(m, s, lk, del_op(m, s, &k));
+    return write_end(m, s, del_op(m, s, &k));
 }
 
 /* Store one or two words of an entry in place (stripe st locked), logged
- * and rolled forward by repair; lock-free readers retry around it. */
-static void store_in_place(shmds_map *m, struct stripe *st, uint64_t *w1, uint64_t v1,
-                           uint64_t *w2, uint64_t v2)
+ * and rolled forward by repair; lock-free readers retry around it.
+ * -ENOMEM, nothing stored: the log is busy (log_busy). */
+static int store_in_place(shmds_map *m, struct stripe *st, uint64_t *w1, uint64_t v1,
+                          uint64_t *w2, uint64_t v2)
 {
     struct slog *lg = &st->log;
+    if (log_busy(st))
+        return -ENOMEM;
     lg->e = shmds_off(m->r, w1);
     lg->enext = v1;
     lg->nhead = w2 != NULL ? shmds_off(m->r, w2) : 0;
@@ -1822,6 +2044,7 @@ static void store_in_place(shmds_map *m, struct stripe *st, uint64_t *w1, uint64
     shmds__seq_write_end(&st->seq);
     SHMDS_FAULT("map.store.stored");
     STR(&lg->op, OP_NONE);
+    return 0;
 }
 
 static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, int64_t init,
@@ -1847,7 +2070,9 @@ static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, 
     int64_t *v = (int64_t *)(void *)e_val(e);
     if (__builtin_add_overflow(LD(v), delta, &nv))
         return -EOVERFLOW;
-    store_in_place(m, st, (uint64_t *)v, (uint64_t)nv, &e->version, next_version(st));
+    rc = store_in_place(m, st, (uint64_t *)v, (uint64_t)nv, &e->version, next_version(st));
+    if (rc != 0)
+        return rc;
     if (result != NULL)
         *result = nv;
     return 0;
@@ -1856,15 +2081,12 @@ static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, 
 SHMDS_API int shmds_map_add_ex(shmds_map *m, const void *key, size_t klen, int64_t delta,
                                int64_t init, uint64_t init_ttl_ms, int64_t *result)
 {
-    int rc = write_args(m, key, klen, 8, init_ttl_ms);
-    if (rc != 0)
-        return rc;
     struct key k;
     uint32_t s;
-    int lk = write_begin(m, key, klen, &k, &s);
+    int lk = keyed_begin(m, key, klen, 8, init_ttl_ms, &k, &s);
     if (lk < 0)
         return lk;
-    return write_end(m, s, lk, add_op(m, s, &k, delta, init, init_ttl_ms, result));
+    return write_end(m, s, add_op(m, s, &k, delta, init, init_ttl_ms, result));
 }
 
 SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t delta,
@@ -1879,22 +2101,18 @@ static int expire_op(shmds_map *m, uint32_t s, const struct key *k, uint64_t ttl
     int f = write_find(m, s, k, true, &sp);
     if (f <= 0)
         return f < 0 ? f : -ENOENT;
-    store_in_place(m, &m->h->stripes[s], &sp.h.e->expire_ms, expiry_ms(m, ttl_ms, false), NULL,
-                   0);
-    return 0;
+    return store_in_place(m, &m->h->stripes[s], &sp.h.e->expire_ms, expiry_ms(m, ttl_ms, false),
+                          NULL, 0);
 }
 
 SHMDS_API int shmds_map_expire(shmds_map *m, const void *key, size_t klen, uint64_t ttl_ms)
 {
-    int rc = write_args(m, key, klen, 0, ttl_ms);
-    if (rc != 0)
-        return rc;
     struct key k;
     uint32_t s;
-    int lk = write_begin(m, key, klen, &k, &s);
+    int lk = keyed_begin(m, key, klen, 0, ttl_ms, &k, &s);
     if (lk < 0)
         return lk;
-    return write_end(m, s, lk, expire_op(m, s, &k, ttl_ms));
+    return write_end(m, s, expire_op(m, s, &k, ttl_ms));
 }
 
 /* ---------------------------------------------------------------------------
@@ -1920,10 +2138,13 @@ static int copy_out(struct entry *e, uint64_t vl, bool stale, uint64_t now,
     if (g->vlen != NULL)
         *g->vlen = (size_t)vl;
     if (g->info != NULL) {
+        /* The version before the value: a counter stores its value, then
+         * its version (release), so the pair read is never an old value
+         * with a newer version (which a compare-and-set would trust). */
+        g->info->version = LDA(&e->version);
         uint64_t x = LD(&e->expire_ms);
         if (x != 0 && now == 0)
             now = now_ms();
-        g->info->version = LD(&e->version);
         g->info->ttl_ms = x == 0 ? -1 : x <= now ? 0 : (int64_t)(x - now);
         g->info->user_flags = LD(&e->uflags);
         g->info->stale = stale;
@@ -1932,68 +2153,12 @@ static int copy_out(struct entry *e, uint64_t vl, bool stale, uint64_t now,
         return 0;
     if (vl > g->cap)
         return -ENOBUFS;
-    if (vl == 8)
-        memcpy(g->buf, e_val(e), 8);
-    else if (vl > 0)
+    if (vl == 8) {
+        uint64_t v = LD((uint64_t *)(void *)e_val(e)); /* a counter: one load */
+        memcpy(g->buf, &v, 8);
+    } else if (vl > 0)
         memcpy(g->buf, e_val(e), (size_t)vl);
     return 0;
-}
-
-/* Look g's key up in stripe s under snapshot t and copy its value out. Safe
- * without the lock: every offset is checked and the walk is capped; the
- * caller validates the sequence counters before trusting the result. */
-static int lookup_copy(shmds_map *m, const struct tsnap *t, uint32_t s, const struct getarg *g)
-{
-    struct stripe *st = &m->h->stripes[s];
-    uint64_t o = LD(bucket_slot(m, t, st, s, g->k.hash)), now = 0;
-    for (unsigned steps = 0; o != 0; steps++) {
-        uint64_t kl, vl;
-        struct entry *e = entry_lens(m, o, &kl, &vl);
-        if (e == NULL || steps >= m->chain_cap)
-            return SHMDS_ECORRUPT;
-        if (LD(&e->hash) == g->k.hash && kl == g->k.len &&
-            bytes_eq((unsigned char *)e + ENTRY_HDR + vl, g->k.p, kl)) {
-            bool exp = e_expired(e, &now);
-            if (exp && (g->flags & SHMDS_GET_STALE) == 0)
-                return -ENOENT;
-            return copy_out(e, vl, exp, now, g);
-        }
-        o = LD(&e->next);
-    }
-    return -ENOENT;
-}
-
-/* Get under the stripe lock: EVICT maps (sets the CLOCK bit, reclaims an
- * expired entry) and the fallback of optimistic reads. */
-static int get_locked(shmds_map *m, uint32_t s, const struct getarg *g)
-{
-    int lk = stripe_lock(m, s, false);
-    if (lk < 0)
-        return lk;
-    struct stripe *st = &m->h->stripes[s];
-    struct tsnap t;
-    struct hit h = {NULL, NULL, 0, NULL};
-    uint64_t now = 0;
-    int rc = tsnap_get(m, &t);
-    if (rc == 0)
-        rc = find(m, &t, s, &g->k, &h);
-    struct entry *e = h.e;
-    bool exp = rc == 1 && e_expired(e, &now);
-    if (exp && (g->flags & SHMDS_GET_STALE) == 0) {
-        rc = unlink_hit(m, st, &h);
-        if (rc == 0) {
-            st->expirations++;
-            rc = -ENOENT;
-        }
-    } else if (rc == 1) {
-        rc = copy_out(e, e->vlen, exp, now, g);
-        if (LD(&e->ref) == 0)
-            ST(&e->ref, 1);
-    } else if (rc == 0) {
-        rc = -ENOENT;
-    }
-    stripe_unlock(m, s);
-    return rc;
 }
 
 /* Run `fn` over stripe s optimistically: accept its result only when the
@@ -2036,22 +2201,66 @@ static int read_stripe(shmds_map *m, uint32_t s,
     }
 }
 
-static int get_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
+/* Walk the chain from bucket slot `l` for a key (lock-free, inside a
+ * guard): every offset checked, the walk capped. 1 with the entry and its
+ * value length (read and checked once) when found, 0 when not. */
+static inline int walk(const shmds_map *m, const uint64_t *l, const struct key *k,
+                       struct entry **ep, uint64_t *vlp)
 {
-    return lookup_copy(m, t, s, arg);
+    uint64_t o = LDA(l);
+    for (unsigned steps = 0; o != 0; steps++) {
+        uint64_t kl, vl;
+        struct entry *e = entry_lens(m, o, &kl, &vl);
+        if (e == NULL || steps >= m->chain_cap)
+            return SHMDS_ECORRUPT;
+        if (LD(&e->hash) == k->hash && kl == k->len &&
+            bytes_eq((unsigned char *)e + ENTRY_HDR + vl, k->p, kl)) {
+            *ep = e;
+            *vlp = vl;
+            return 1;
+        }
+        o = LDA(&e->next);
+    }
+    return 0;
 }
 
-/* The first attempt of read_stripe(get_fn), inline: true with *rc when
- * neither counter moved; false sends the caller the careful way. */
-static inline bool get_once(shmds_map *m, uint32_t s, struct getarg *g, int *rc)
+/* The lock-free lookup of every get (module comment, "Reads"): the caller
+ * is inside a guard, so every entry reached stays allocated and unchanged
+ * but for its counter value, expiry and CLOCK bit. A hit is an entry that
+ * was current during the call. A miss is trusted when neither the table
+ * state nor the stripe's rehash progress moved during the walk; a bucket
+ * being moved is looked up in both tables, old first (move_entry links the
+ * copy before unlinking the original). Never waits: a writer that died
+ * leaves the state still, so the check passes. 1 (entry, value length),
+ * 0 absent, or an error. */
+static int lookup(shmds_map *m, const struct key *k, struct entry **ep, uint64_t *vlp)
 {
+    uint32_t s = stripe_of(m, k->hash);
     struct stripe *st = &m->h->stripes[s];
-    uint64_t q = shmds__seq_read_begin(&st->seq);
-    struct tsnap t;
-    if ((q & 1) != 0 || tsnap_get(m, &t) != 0)
-        return false;
-    *rc = get_fn(m, &t, s, g);
-    return shmds__seq_read_ok(&st->seq, q) && LD(&m->h->tseq) == t.seq;
+    for (unsigned tries = 0; tries < LOOKUP_RETRIES; tries++) {
+        struct tsnap t;
+        int rc = tsnap_read(m, &t);
+        if (rc < 0)
+            return rc;
+        uint64_t ob = bidx(k->hash, t.bo), rel = ob - ((uint64_t)s << (t.bo - m->sbits));
+        uint64_t sep = 0, mv = 0;
+        const uint64_t *l = &t.old[ob], *also = NULL;
+        if (t.rh) {
+            sep = LDA(&st->epoch);
+            mv = LDA(&st->moved);
+            if (sep == t.tepoch && rel < mv)
+                l = &t.nw[bidx(k->hash, t.bn)];
+            else if (sep == t.tepoch && rel == mv)
+                also = &t.nw[bidx(k->hash, t.bn)];
+        }
+        if ((rc = walk(m, l, k, ep, vlp)) != 0 || (also != NULL && (rc = walk(m, also, k, ep, vlp)) != 0))
+            return rc;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the walk before the re-reads */
+        if (LD(&m->h->tseq) == t.seq &&
+            (!t.rh || (LD(&st->epoch) == sep && LD(&st->moved) == mv)))
+            return 0;
+    }
+    return -EAGAIN;
 }
 
 /* Count a get's outcome where this handle counts (see shard_claim). */
@@ -2076,7 +2285,18 @@ static void count_get(shmds_map *m, int rc)
     }
 }
 
-/* The one read path of get, get_ex and ttl. */
+/* A hit on an evicting map sets the entry's CLOCK bit, without a lock:
+ * the entry cannot be freed under the caller's guard, and a bit set on an
+ * entry being unlinked is lost harmlessly. A read-only attach cannot
+ * write it: its hits do not count as uses. */
+static inline void hit_mark(shmds_map *m, struct entry *e)
+{
+    if (m->evict && !shmds__rdonly(m->r) && LD(&e->ref) == 0)
+        ST(&e->ref, 1);
+}
+
+/* The one read path of get, get_ex and ttl: lock-free, inside a read
+ * guard, for every map (evicting ones included) and every attach. */
 static int get_impl(shmds_map *m, struct getarg *g)
 {
     int rc = check_key(m, g->k.p, g->k.len, 0);
@@ -2085,14 +2305,23 @@ static int get_impl(shmds_map *m, struct getarg *g)
     if (rc != 0)
         return rc;
     g->k.hash = key_hash(m->seed, g->k.p, g->k.len);
-    uint32_t s = stripe_of(m, g->k.hash);
-    if (m->evict) {
-        if (shmds__rdonly(m->r))
-            return SHMDS_ERDONLY;
-        rc = get_locked(m, s, g);
-    } else if (!get_once(m, s, g, &rc)) {
-        rc = read_stripe(m, s, get_fn, g);
+    shmds_guard *gd;
+    if ((rc = shmds__guard_enter(m->r, &gd)) != 0)
+        return rc;
+    struct entry *e;
+    uint64_t vl, now = 0;
+    if ((rc = lookup(m, &g->k, &e, &vl)) == 1) {
+        bool exp = e_expired(e, &now);
+        if (exp && (g->flags & SHMDS_GET_STALE) == 0) {
+            rc = -ENOENT;
+        } else {
+            rc = copy_out(e, vl, exp, now, g);
+            hit_mark(m, e);
+        }
+    } else if (rc == 0) {
+        rc = -ENOENT;
     }
+    shmds__guard_leave(gd);
     count_get(m, rc);
     return rc;
 }
@@ -2114,6 +2343,33 @@ SHMDS_API int shmds_map_get_ex(shmds_map *m, const void *key, size_t klen, void 
         flags |= GET_QUERY_;
     struct getarg g = {{key, klen, 0}, buf, cap, vlen, flags, info};
     return get_impl(m, &g);
+}
+
+SHMDS_API int shmds_map_get_ref(shmds_map *m, shmds_guard *g, const void *key, size_t klen,
+                                const void **val, size_t *vlen)
+{
+    int rc = check_key(m, key, klen, 0);
+    if (rc != 0)
+        return rc;
+    if (val == NULL || vlen == NULL || !shmds__guard_held(g, m->r))
+        return -EINVAL;
+    struct key k = {key, klen, key_hash(m->seed, key, klen)};
+    struct entry *e;
+    uint64_t vl, now = 0;
+    if ((rc = lookup(m, &k, &e, &vl)) == 1) {
+        if (e_expired(e, &now)) {
+            rc = -ENOENT;
+        } else {
+            *val = e_val(e);
+            *vlen = (size_t)vl;
+            hit_mark(m, e);
+            rc = 0;
+        }
+    } else if (rc == 0) {
+        rc = -ENOENT;
+    }
+    count_get(m, rc);
+    return rc;
 }
 
 SHMDS_API int shmds_map_ttl(shmds_map *m, const void *key, size_t klen, int64_t *ttl_ms)
@@ -2155,7 +2411,7 @@ static int snap_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
     b->n = 0;
     b->steps = b->done;
     for (uint64_t rel = 0; rel < slice_len(m, t->bo); rel++) {
-        uint64_t *slots[2];
+        uint64_t *slots[3];
         int n = slice_slots(m, t, st, s, rel, slots);
         for (int i = 0; i < n; i++) {
             uint64_t o = LD(slots[i]);
@@ -2459,7 +2715,7 @@ SHMDS_API int shmds_map_fill_done(shmds_fill *f, const void *val, size_t vlen,
     rc = put_op(m, f->s, &ne, o != NULL ? o->flags : 0, 0);
     SHMDS_FAULT("map.fill.stored");
     lease_end(f);
-    rc = write_end(m, f->s, lk, rc);
+    rc = write_end(m, f->s, rc);
     if (rc >= 0 && new_version != NULL)
         *new_version = ne.version;
     fill_end(f);
@@ -2490,7 +2746,7 @@ static int clear_stripe(shmds_map *m, uint32_t s)
     struct tsnap t;
     int rc = tsnap_get(m, &t);
     for (uint64_t rel = 0; rc >= 0 && rel < slice_len(m, t.bo); rel++) {
-        uint64_t *slots[2];
+        uint64_t *slots[3];
         int n = slice_slots(m, &t, st, s, rel, slots);
         for (int i = 0; i < n && rc >= 0; i++) {
             for (unsigned steps = 0; rc >= 0 && LD(slots[i]) != 0; steps++) {
@@ -2514,6 +2770,8 @@ SHMDS_API int shmds_map_clear(shmds_map *m)
         rc = clear_stripe(m, s);
         stripe_unlock(m, s);
     }
+    if (rc >= 0)
+        rc = shmds__guard_reclaim(m->r); /* what no reader holds goes now */
     return rc < 0 ? rc : 0;
 }
 
@@ -2535,7 +2793,7 @@ SHMDS_API int shmds_map_reap(shmds_map *m, uint64_t max_entries, uint64_t *reape
         struct stripe *st = &m->h->stripes[s];
         if ((rc = tsnap_get(m, &t)) == 0) {
             uint64_t rel = b & (slice_len(m, t.bo) - 1), now = 0;
-            uint64_t *slots[2];
+            uint64_t *slots[3];
             int k = slice_slots(m, &t, st, s, rel, slots);
             work++;
             for (int i = 0; i < k && rc >= 0; i++) {
@@ -2587,11 +2845,29 @@ SHMDS_API int shmds_map_stats_reset(shmds_map *m)
  * ------------------------------------------------------------------------ */
 
 /* Verify stripe s (locked) against snapshot t. */
+/* Whether stripe st's log is idle, or holds a retirement kept for want of
+ * a record (swap_close, move_entry): a committed SWAP or a MOVE whose copy
+ * is linked, the unlinked block a live one in `dead`. */
+static bool log_sound(shmds_map *m, struct stripe *st)
+{
+    struct slog *lg = &st->log;
+    uint32_t op = LD(&lg->op);
+    if (op == OP_NONE)
+        return lg->blk == 0 && lg->dead == 0;
+    if (lg->dead == 0 || shmds__alloc_block_live(m->r, lg->dead, NULL) != 0)
+        return false;
+    if (op == OP_SWAP)
+        return lg->committed && lg->blk == 0;
+    if (op != OP_MOVE)
+        return false;
+    const uint64_t *ns = shmds__ptr_chk(m->r, lg->newslot, 8, 8);
+    return ns != NULL && lg->blk != 0 && LD(ns) == lg->blk;
+}
+
 static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
 {
     struct stripe *st = &m->h->stripes[s];
-    if (LD(&st->log.op) != OP_NONE || (LD(&st->seq) & 1) != 0 || st->log.blk != 0 ||
-        st->log.dead != 0 || !shmds__sem_ok(&st->bell))
+    if (!log_sound(m, st) || (LD(&st->seq) & 1) != 0 || !shmds__sem_ok(&st->bell))
         return SHMDS_ECORRUPT;
     for (unsigned j = 0; j < SPARES; j++) {
         uint64_t b = LD(&st->spare[j]);
@@ -2604,10 +2880,10 @@ static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
     if (cur && st->moved > len)
         return SHMDS_ECORRUPT;
     for (uint64_t rel = 0; rel < len; rel++) {
-        uint64_t *slots[2];
+        uint64_t *slots[3];
         int k = slice_slots(m, t, st, s, rel, slots);
         if (cur && k == 1) {
-            /* Not moved yet: its two targets in the new table are empty. */
+            /* Not reached yet: its two targets in the new table are empty. */
             uint64_t nb = ((uint64_t)s << (t->bn - m->sbits)) + 2 * rel;
             if (t->nw[nb] != 0 || t->nw[nb + 1] != 0)
                 return SHMDS_ECORRUPT;
@@ -2621,7 +2897,8 @@ static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
                     shmds__alloc_block_live(m->r, o, &usable) != 0 ||
                     usable < esize(e->klen, e->vlen) ||
                     key_hash(m->seed, e_key(e), (size_t)e->klen) != e->hash ||
-                    bucket_slot(m, t, st, s, e->hash) != slots[i])
+                    (k == 3 && i > 0 ? &t->nw[bidx(e->hash, t->bn)]
+                                     : bucket_slot(m, t, st, s, e->hash)) != slots[i])
                     return SHMDS_ECORRUPT;
                 n++;
                 mem += esize(e->klen, e->vlen);
@@ -2642,7 +2919,14 @@ static int check_tables(shmds_map *m, const struct tsnap *t)
         return SHMDS_ECORRUPT;
     if (!t->rh && m->h->tab_new != 0)
         return SHMDS_ECORRUPT;
-    return LD(&m->h->rlog.op) == ROP_NONE ? 0 : SHMDS_ECORRUPT;
+    /* Idle, or a SWITCH done whose old table waits for a retire record. */
+    const struct rlog *rl = &m->h->rlog;
+    uint32_t op = LD(&rl->op);
+    if (op == ROP_NONE ||
+        (op == ROP_SWITCH && !t->rh && rl->newtab == m->h->tab_old && rl->dead != 0 &&
+         rl->dead != rl->newtab && shmds__alloc_block_live(m->r, rl->dead, NULL) == 0))
+        return 0;
+    return SHMDS_ECORRUPT;
 }
 
 SHMDS_API int shmds_map_check(shmds_map *m)

@@ -148,7 +148,14 @@ int shmds__obj_destroy(shmds_region *r, const struct shmds__obj_ops *ops, const 
     if ((rc = shmds__free_from(r, slot)) != 0)
         return rc;
     SHMDS_FAULT("object.destroy.freed");
-    return shmds__root_drop(r, slot);
+    if ((rc = shmds__root_drop(r, slot)) != 0)
+        return rc;
+    /* Hand back what no reader holds now (the retired entries and tables
+     * included; the last retire block too once no object is left), so a
+     * destroy with no reader about leaves the heap as it was before the
+     * object. */
+    (void)shmds__guard_reclaim(r); /* best effort: the destroy is done */
+    return 0;
 }
 
 int shmds__obj_check(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,

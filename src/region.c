@@ -141,6 +141,12 @@ static shmds_region *handle_new(unsigned char *base, uint64_t map_len, uint64_t 
         free(r);
         return NULL;
     }
+    if (pthread_mutex_init(&r->guard_mu, NULL) != 0) {
+        pthread_mutex_destroy(&r->follow_lock);
+        free(r);
+        return NULL;
+    }
+    r->rt_err = SHMDS_ECORRUPT; /* no reader table until open finds one */
     struct shmds__hdr *h = (struct shmds__hdr *)base;
     r->base = base;
     r->size = map_len;
@@ -352,7 +358,13 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
     h->lock_timeout_ms = timeout;
     h->dir_buckets = SHMDS__DIR_BUCKETS;
     if ((rc = shmds_mutex_init(&h->dir_lock)) != 0 || (rc = shmds_mutex_init(&h->alloc_lock)) != 0 ||
-        (rc = shmds_mutex_init(&h->grow_lock)) != 0)
+        (rc = shmds_mutex_init(&h->grow_lock)) != 0 || (rc = shmds_mutex_init(&h->retire_lock)) != 0)
+        goto fail;
+    h->gepoch = 1;
+    /* The reader table before the magic: an opener that sees the region
+     * finds its table. */
+    struct shmds__rtab *rt = NULL;
+    if ((rc = shmds__rtab_create(h, name, (unsigned)mode, &rt)) != 0)
         goto fail;
     /* The checksum covers the magic, which must not appear in the shared
      * header before everything else is there: compute it on a copy. */
@@ -369,6 +381,8 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
         rc = -ENOMEM;
         goto fail;
     }
+    r->rt = rt;
+    r->rt_err = 0;
     *out = r;
     return 0;
 
@@ -377,6 +391,7 @@ fail:
         munmap(base, max);
     close(fd);
     shm_unlink(name);
+    shmds__rtab_unlink(name);
     return rc;
 }
 
@@ -417,8 +432,10 @@ static int published_size(const struct shmds__hdr *h, uint64_t obj_size, uint64_
 }
 
 /* shmds_region_open once the object is open: `fd` is the handle's (closed
- * on failure). */
-static int open_fd(int fd, unsigned flags, shmds_region **out)
+ * on failure). `name` finds the reader table; NULL (an object attached by
+ * descriptor, which has no name): a reader table in process memory, as for
+ * an image attached from memory. */
+static int open_fd(int fd, const char *name, unsigned flags, shmds_region **out)
 {
     bool ro = (flags & SHMDS_RDONLY) != 0;
     struct stat st;
@@ -486,6 +503,13 @@ static int open_fd(int fd, unsigned flags, shmds_region **out)
         rc = -ENOMEM;
         goto fail;
     }
+    /* A missing or damaged reader table is an error of guards only: the
+     * region stays usable by tools and writers (which then free nothing
+     * they retire). */
+    if (name != NULL)
+        r->rt_err = shmds__rtab_open(r->hdr, name, &r->rt);
+    else if ((r->rt_err = shmds__rtab_private(r->hdr, &r->rt)) == 0)
+        r->rt_private = true;
     *out = r;
     return 0;
 
@@ -504,7 +528,7 @@ SHMDS_API int shmds_region_open(const char *name, unsigned flags, shmds_region *
     int fd = shm_open_regular(name, (flags & SHMDS_RDONLY) ? O_RDONLY : O_RDWR, &st);
     if (fd < 0)
         return fd;
-    return open_fd(fd, flags, out);
+    return open_fd(fd, name, flags, out);
 }
 
 int shmds__region_attach_fd(int fd, unsigned flags, shmds_region **out)
@@ -514,7 +538,7 @@ int shmds__region_attach_fd(int fd, unsigned flags, shmds_region **out)
     int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (own < 0)
         return -errno;
-    return open_fd(own, flags, out);
+    return open_fd(own, NULL, flags, out);
 }
 
 /* Attach to a region image that already sits in this process's memory
@@ -539,6 +563,8 @@ int shmds__region_attach_mem(void *base, size_t len, unsigned flags, shmds_regio
     shmds_region *r = handle_new(base, len, len, -1, flags);
     if (r == NULL)
         return -ENOMEM;
+    if ((r->rt_err = shmds__rtab_private(r->hdr, &r->rt)) == 0)
+        r->rt_private = true;
     *out = r;
     return 0;
 }
@@ -550,10 +576,12 @@ SHMDS_API int shmds_region_close(shmds_region *r)
     if (shmds__locks_held_in(r->base, r->size))
         return -EBUSY;
     shmds__alloc_close(r);
+    shmds__guard_close(r);
     if (r->fd >= 0) { /* -1: attached from memory the caller owns */
         munmap(r->base, r->heap_max);
         close(r->fd);
     }
+    pthread_mutex_destroy(&r->guard_mu);
     pthread_mutex_destroy(&r->follow_lock);
     free(r);
     return 0;
@@ -563,7 +591,9 @@ SHMDS_API int shmds_region_unlink(const char *name)
 {
     if (name_check(name) != 0)
         return -EINVAL;
-    return shm_unlink(name) == 0 ? 0 : -errno;
+    int rc = shm_unlink(name) == 0 ? 0 : -errno;
+    shmds__rtab_unlink(name); /* its reader table, when it has one */
+    return rc;
 }
 
 SHMDS_API void *shmds_region_base(const shmds_region *r)

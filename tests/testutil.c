@@ -28,7 +28,7 @@ static void unlink_names(void)
     if (getpid() != names_owner)
         return; /* a forked child must not remove its parent's regions */
     for (int i = 0; i < n_names; i++)
-        shm_unlink(names[i]);
+        shmds_region_unlink(names[i]);
 }
 
 const char *tu_name(const char *tag)

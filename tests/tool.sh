@@ -67,6 +67,8 @@ expect "info lists named objects" 0 "jobs" "$tool" info "$name"
 "$top_builddir/tests/peer" mkmap "$name" cities paris France 'quote"d' 'tab	bed' ||
     { echo "FAIL: mkmap"; fail=1; }
 expect "info counts map entries" 0 "cities.*2 entries" "$tool" info "$name"
+expect "info shows the readers" 0 "inside a guard; epoch" "$tool" info "$name"
+expect_json "info --json readers" 0 '"readers": {"slots": [0-9]*, "inside": 0' "$tool" info "$name" --json
 expect "dump a map" 0 '"paris" = "France"' "$tool" dump "$name" cities
 expect "dump escapes" 0 '"quote\\"d" = "tab\\tbed"' "$tool" dump "$name" cities
 expect "dump --json" 0 '"paris": "France"' "$tool" dump "$name" cities --json

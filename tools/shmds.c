@@ -442,6 +442,42 @@ static int print_root(const char *name, uint32_t type, shmds_off_t off, void *ar
     return 0;
 }
 
+/* The readers part of info: slots, the oldest reader inside a guard (a
+ * stuck one delays frees), blocks waiting for readers. */
+static void print_readers(shmds_region *r)
+{
+    shmds_guard_info g;
+    int rc = shmds_guard_info_get(r, &g);
+    if (json) {
+        if (rc != 0) {
+            fprintf(jout, ",\n  \"readers\": {\"error\": \"%s\"}", shmds_errname(rc));
+            return;
+        }
+        fprintf(jout,
+                ",\n  \"readers\": {\"slots\": %" PRIu32 ", \"inside\": %" PRIu32
+                ", \"epoch\": %" PRIu64 ", \"retired\": %" PRIu64 ", \"oldest_pid\": %" PRId64
+                ", \"oldest_tid\": %" PRId64 ", \"oldest_epoch\": %" PRIu64
+                ", \"oldest_alive\": %s}",
+                g.slots, g.inside, g.epoch, g.retired, g.oldest_pid, g.oldest_tid, g.oldest_epoch,
+                g.oldest_alive ? "true" : "false");
+        return;
+    }
+    if (rc != 0) {
+        printf("readers\n  (%s)\n", shmds_errname(rc));
+        return;
+    }
+    printf("readers\n  slots      %" PRIu32 " held, %" PRIu32 " inside a guard; epoch %" PRIu64
+           "; %" PRIu64 " retired block%s not freed yet\n",
+           g.slots, g.inside, g.epoch, g.retired, g.retired == 1 ? "" : "s");
+    if (g.oldest_pid != 0)
+        printf("  oldest     pid %" PRId64 " tid %" PRId64 ", inside since epoch %" PRIu64
+               " (%" PRIu64 " reclamation%s ago)%s\n",
+               g.oldest_pid, g.oldest_tid, g.oldest_epoch, g.epoch - g.oldest_epoch,
+               g.epoch - g.oldest_epoch == 1 ? "" : "s",
+               g.oldest_alive ? (g.epoch - g.oldest_epoch > 1 ? ": alive, holding frees back" : "")
+                              : ": dead (cleared by the next reclamation)");
+}
+
 static void info_json(const char *name, const shmds_region_info *info,
                       const shmds_mutex_info *dir, const shmds_mutex_info *alloc, int heap_rc,
                       const shmds_alloc_stats *st)
@@ -470,8 +506,8 @@ static void info_json(const char *name, const shmds_region_info *info,
                 ", \"free_blocks\": %" PRIu64 "}",
                 st->heap_bytes, st->used_bytes, st->free_bytes, st->largest_free,
                 st->used_blocks, st->free_blocks);
-    fprintf(jout, ",\n  \"roots\": %" PRIu32 ", \"roots_max\": %" PRIu32 ",\n  \"objects\": [",
-            info->roots, info->roots_max);
+    fprintf(jout, ",\n  \"roots\": %" PRIu32 ", \"roots_max\": %" PRIu32, info->roots,
+            info->roots_max);
 }
 
 static int cmd_info(int argc, char **argv)
@@ -490,6 +526,8 @@ static int cmd_info(int argc, char **argv)
         shmds_region_lock_info(r, SHMDS_LOCK_DIRECTORY, &dir);
         shmds_region_lock_info(r, SHMDS_LOCK_ALLOCATOR, &alloc);
         info_json(argv[1], &info, &dir, &alloc, shmds_alloc_stats_get(r, &st), &st);
+        print_readers(r);
+        fputs(",\n  \"objects\": [", jout);
         struct roots ro = {r, 1};
         rc = shmds_root_foreach(r, print_root, &ro);
         fputs(ro.first ? "]\n}\n" : "\n  ]\n}\n", jout);
@@ -533,6 +571,7 @@ static int cmd_info(int argc, char **argv)
     } else {
         printf("heap\n  (%s)\n", shmds_errname(rc));
     }
+    print_readers(r);
     printf("objects (%" PRIu32 "; the directory's blocks hold %" PRIu32 " and grow with it)\n",
            info.roots, info.roots_max);
     struct roots ro = {r, 1};

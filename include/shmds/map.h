@@ -27,11 +27,17 @@
  * map): a call that returned success is visible afterwards; a call that was
  * interrupted took effect entirely or not at all; no memory leaks.
  *
- * Concurrency of reads: without SHMDS_MAP_EVICT, shmds_map_get() takes no
- * lock at all (per-stripe sequence counters, bounded retries), so it also
- * works on regions opened with SHMDS_RDONLY. With SHMDS_MAP_EVICT a get
- * takes its stripe's lock (a hit marks the entry recently used), so on a
- * read-only region such maps refuse gets with SHMDS_ERDONLY.
+ * Concurrency of reads: every get (shmds_map_get(), shmds_map_get_ex(),
+ * shmds_map_ttl(), shmds_map_get_ref()) takes no lock and never waits for
+ * a writer, on every map (SHMDS_MAP_EVICT included: a hit sets the entry's
+ * CLOCK bit without a lock) and on regions opened with SHMDS_RDONLY. Gets
+ * run inside a read guard (shmds/guard.h; the copying ones enter and leave
+ * one themselves): writers retire the entries they replace or delete
+ * instead of freeing them, so a reader never sees a block reused under it,
+ * and a writer killed at any point never makes a reader wait. A get returns
+ * a value that was current at some moment during the call. On a read-only
+ * attach hits of an evicting map do not mark entries used (nothing there
+ * may write the region).
  *
  * Cache semantics. Every entry carries a *version* (never 0 for a present
  * key) that changes on every write of the key (put, add, fill); a get can
@@ -73,6 +79,7 @@
 
 #include <shmds/common.h>
 #include <shmds/region.h>
+#include <shmds/guard.h>
 
 SHMDS_BEGIN_DECLS
 
@@ -245,8 +252,8 @@ SHMDS_API int shmds_map_destroy(shmds_map *m);
  * @param[in] vlen  the value's length.
  * @param ttl_s seconds to live; 0 = the map's default TTL.
  * @param flags 0, SHMDS_PUT_NX or SHMDS_PUT_XX (not both).
- * @return 0 (or SHMDS_RECOVERED: stored, after repairing a dead process's
- *         change); -EEXIST (NX, key present); -ENOENT (XX, key absent);
+ * @return 0 (also when a dead process's change had to be repaired
+ *         first: repairs are counted in shmds_map_stats.recoveries); -EEXIST (NX, key present); -ENOENT (XX, key absent);
  *         -ENOMEM the budget or the heap is full (with SHMDS_MAP_EVICT: even
  *         after evicting); -EINVAL klen 0, NULL key, or both flags;
  *         -E2BIG @p klen + @p vlen is more than the region's heap holds
@@ -259,23 +266,31 @@ SHMDS_API int shmds_map_put(shmds_map *m, const void *key, size_t klen, const vo
 /**
  * Copy the value of @p key into @p buf (at most @p cap bytes) and its length
  * into @p vlen (may be NULL). Expired entries are misses.
- * Takes no lock unless the map has SHMDS_MAP_EVICT (see the file comment).
+ * Takes no lock and never waits, on every map and every attach (see the
+ * file comment): a read guard is entered and left around the lookup.
+ * @param[in] m the map
+ * @param[in] key,klen the key (klen > 0)
+ * @param[out] buf,cap where the value is copied, at most @p cap bytes
+ * @param[out] vlen the value's length (may be NULL)
  * @return 0; -ENOENT no such key; -ENOBUFS the value is longer than @p cap
  *         (nothing copied, *vlen set); -EINVAL klen 0 or NULL key;
  *         -E2BIG @p klen is more than the region's heap holds (the key
- *         is not read); SHMDS_ERDONLY (EVICT map on a read-only region); -ETIMEDOUT a
- *         writer died mid-change and nobody repaired it within the region's
- *         lock bound (read-only regions only); SHMDS_ECORRUPT;
- *         SHMDS_ENOTRECOVERABLE.
+ *         is not read); the errors of shmds_guard_enter() (the region's
+ *         reader table missing or damaged, all reader slots taken);
+ *         -EAGAIN the map kept moving under the lookup (only a process
+ *         scribbling on the map does that); SHMDS_ECORRUPT.
  */
 SHMDS_API int shmds_map_get(shmds_map *m, const void *key, size_t klen, void *buf, size_t cap,
                             size_t *vlen);
 
 /**
  * Remove @p key. An expired key counts as absent (and is reclaimed).
- * @return 0 (or SHMDS_RECOVERED); -ENOENT; -EINVAL; -E2BIG as for
- *         shmds_map_get(); SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ECORRUPT;
- *         SHMDS_ENOTRECOVERABLE.
+ * @return 0 (repairs on the way are only counted, as for shmds_map_put()); -ENOENT; -EINVAL; -E2BIG as for
+ *         shmds_map_get(); -ENOMEM nothing removed: the region is full
+ *         and a reader stuck inside a guard holds every block retired
+ *         on this stripe's way (see shmds_guard_enter(); it works again
+ *         once the reader leaves or dies); SHMDS_ERDONLY; -ETIMEDOUT;
+ *         SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.
  */
 SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen);
 
@@ -284,7 +299,7 @@ SHMDS_API int shmds_map_del(shmds_map *m, const void *key, size_t klen);
  * new value in @p result (may be NULL). A counter is a value of exactly 8
  * bytes holding an int64_t in the machine's byte order; an absent (or
  * expired) key is created at 0 with the map's default TTL, then added to.
- * @return 0 (or SHMDS_RECOVERED); -EINVAL the key holds a value that is not
+ * @return 0 (repairs on the way are only counted, as for shmds_map_put()); -EINVAL the key holds a value that is not
  *         8 bytes long (nothing changed), klen 0 or NULL key; -EOVERFLOW the
  *         sum does not fit an int64_t (nothing changed); -E2BIG the key
  *         and a counter do not fit the region's heap; -ENOMEM;
@@ -304,7 +319,7 @@ SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t 
  * @param[in] val,vlen the value (val may be NULL when vlen is 0)
  * @param[in] o NULL: a plain put with the map's default TTL.
  * @param[out] new_version the stored entry's version (may be NULL).
- * @return 0 (or SHMDS_RECOVERED); -EEXIST (NX, key present); -ENOENT (XX
+ * @return 0 (repairs on the way are only counted, as for shmds_map_put()); -EEXIST (NX, key present); -ENOENT (XX
  *         or if_version, key absent or expired); SHMDS_EVERSION
  *         (if_version, the key is present with another version: nothing
  *         stored); -ENOMEM the budget or the heap is full (SHMDS_MAP_EVICT
@@ -319,8 +334,7 @@ SHMDS_API int shmds_map_put_ex(shmds_map *m, const void *key, size_t klen, const
 /**
  * shmds_map_get() that also tells the entry's version, TTL left and user
  * flags, and with SHMDS_GET_STALE returns an expired entry not reclaimed
- * yet (info->stale = 1) instead of -ENOENT. Same locking as
- * shmds_map_get(): no lock unless the map evicts.
+ * yet (info->stale = 1) instead of -ENOENT. Lock-free as shmds_map_get().
  * @param[in] m the map
  * @param[in] key,klen the key (klen > 0)
  * @param[out] buf,cap the value is copied here; @p buf may be NULL when
@@ -334,6 +348,28 @@ SHMDS_API int shmds_map_put_ex(shmds_map *m, const void *key, size_t klen, const
 SHMDS_API int shmds_map_get_ex(shmds_map *m, const void *key, size_t klen, void *buf,
                                size_t cap, size_t *vlen, unsigned flags,
                                shmds_map_entry_info *info);
+
+/**
+ * Zero-copy get: point @p val at the value of @p key inside the region.
+ * The pointer stays valid, and the bytes unchanged, until the caller leaves
+ * its guard @p g, even when other processes replace or delete the key
+ * meanwhile (they retire the entry; it is freed after the guard is left).
+ * One exception: a counter (shmds_map_add()) is updated in place, so its 8
+ * bytes may change while referenced (each read of them is whole). The
+ * memory is read-only to the caller. Expired entries are misses. Lock-free
+ * as shmds_map_get().
+ * @param[in] m the map
+ * @param[in] g a guard the calling thread entered on the map's region
+ * @param[in] key,klen the key (klen > 0)
+ * @param[out] val the value's first byte (a pointer into the region)
+ * @param[out] vlen the value's length
+ * @return 0; -ENOENT no such key; -EINVAL klen 0, a NULL argument, or @p g
+ *         not a guard entered (and not yet left) on this map's region;
+ *         -E2BIG as for shmds_map_get(); -EAGAIN as for shmds_map_get();
+ *         SHMDS_ECORRUPT.
+ */
+SHMDS_API int shmds_map_get_ref(shmds_map *m, shmds_guard *g, const void *key, size_t klen,
+                                const void **val, size_t *vlen);
 
 /**
  * Single-flight read: return the value on a hit; on a miss, make exactly
@@ -417,7 +453,7 @@ SHMDS_API int shmds_map_ttl(shmds_map *m, const void *key, size_t klen, int64_t 
 /**
  * Set the time @p key has left (touch): it expires @p ttl_ms from now; 0
  * or SHMDS_TTL_NONE: never. The value and the version do not change.
- * @return 0 (or SHMDS_RECOVERED); -ENOENT absent or expired (an expired
+ * @return 0 (repairs on the way are only counted, as for shmds_map_put()); -ENOENT absent or expired (an expired
  *         key is reclaimed, not revived); -EINVAL klen 0, NULL key,
  *         @p ttl_ms above SHMDS_TTL_MAX_MS; SHMDS_ERDONLY; -ETIMEDOUT;
  *         SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE.

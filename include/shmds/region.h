@@ -348,7 +348,9 @@ SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mut
  * dead owner's pending entry of its own name and type finishes only that
  * one (never other objects). "Dead" is kill(pid, 0) failing with ESRCH:
  * a pid reused by an unrelated live process delays the reclaim until that
- * process exits, and never frees anything early.
+ * process exits, and never frees anything early. Then blocks that writers
+ * retired (shmds/guard.h) and that no reader inside a guard can hold any
+ * more are freed too.
  * @return 0 (also when there was nothing to do); -EINVAL for NULL;
  *         SHMDS_ERDONLY; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE; -ETIMEDOUT.
  */

@@ -30,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -344,18 +345,15 @@ static void fail(const char *point, unsigned skip, const char *what, int rc)
             shmds_errname(rc));
 }
 
-/* Copy the region, destroy everything in the copy: the heap must be empty
+/* Copy the region (and its reader table: without one nothing retired is
+ * ever freed), destroy everything in the copy: the heap must be empty
  * (but for a realloc killed in flight, see realloc_at_death). */
 static int leak_check(tt_world *w)
 {
     char name[80];
     snprintf(name, sizeof name, "%s-copy", region_name);
-    shm_unlink(name);
-    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
-    size_t len = shmds_region_size(w->r);
-    if (fd < 0 || write(fd, shmds_region_base(w->r), len) != (ssize_t)len)
+    if (tt_region_copy(w->r, region_name, name) != 0)
         return -EIO;
-    close(fd);
     tt_world copy;
     int rc = tt_world_open(&copy, name, 1);
     if (rc == 0)
@@ -368,7 +366,7 @@ static int leak_check(tt_world *w)
             rc = -EADDRINUSE; /* leaked blocks */
     }
     tt_world_close(&copy);
-    shm_unlink(name);
+    shmds_region_unlink(name);
     return rc;
 }
 
@@ -460,7 +458,7 @@ static void check_scratch(const char *point, unsigned skip)
         if (t != NULL)
             shmds_region_close(t);
     }
-    shm_unlink(tmp);
+    shmds_region_unlink(tmp);
     if (rc != 0)
         fail(point, skip, "scratch region after a crash in create or format", rc);
 }
@@ -496,7 +494,7 @@ static int checker_child(tt_world *w, tt_state model, const tt_op *inflight, con
 static bool run_one(const char *point, unsigned skip)
 {
     tt_world w;
-    shm_unlink(region_name);
+    shmds_region_unlink(region_name);
     int rc = tt_world_create(&w, region_name, REGION_SIZE, 1);
     if (rc != 0) {
         fail(point, skip, "setting up", rc);
@@ -566,7 +564,7 @@ static bool run_one(const char *point, unsigned skip)
     check(&w, &model, &ledger, inflight ? &pending : NULL, point, skip);
     tt_ledger_free(&ledger);
     tt_world_close(&w);
-    shm_unlink(region_name);
+    shmds_region_unlink(region_name);
     read_trace();
     return died;
 }

@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -958,6 +961,38 @@ int tt_take_every_lock(tt_world *w, uint64_t rec[TT_STRUCTS])
         rc = rc2;
     rec[TT_S_QUEUE] += epoch(w) - e;
     return rc;
+}
+
+/* Copy the shm object `from` (its first `len` bytes; 0: all) to a new
+ * object `to`. */
+static int shm_copy(const char *from, const char *to, size_t len)
+{
+    int in = shm_open(from, O_RDONLY, 0), out = shm_open(to, O_CREAT | O_EXCL | O_RDWR, 0600);
+    struct stat st;
+    int rc = in < 0 || out < 0 || fstat(in, &st) != 0 ? -EIO : 0;
+    if (rc == 0 && len == 0)
+        len = (size_t)st.st_size;
+    void *p = rc == 0 ? mmap(NULL, len, PROT_READ, MAP_SHARED, in, 0) : MAP_FAILED;
+    if (p == MAP_FAILED || write(out, p, len) != (ssize_t)len)
+        rc = -EIO;
+    if (p != MAP_FAILED)
+        munmap(p, len);
+    if (in >= 0)
+        close(in);
+    if (out >= 0)
+        close(out);
+    return rc;
+}
+
+int tt_region_copy(shmds_region *r, const char *from, const char *to)
+{
+    char rd[SHMDS_NAME_MAX + 16], rd_to[SHMDS_NAME_MAX + 16];
+    snprintf(rd, sizeof rd, "/shmds-rd-%s", from + 1);
+    snprintf(rd_to, sizeof rd_to, "/shmds-rd-%s", to + 1);
+    shmds_region_unlink(to);
+    if (shm_copy(from, to, shmds_region_size(r)) != 0 || shm_copy(rd, rd_to, 0) != 0)
+        return -EIO;
+    return 0;
 }
 
 int tt_world_teardown(tt_world *w)

@@ -316,6 +316,10 @@ int tt_take_every_lock(tt_world *w, uint64_t rec[TT_STRUCTS]);
 /* Destroy every object and release every slot, so that nothing should stay
  * allocated (the final leak check). */
 int tt_world_teardown(tt_world *w);
+/* Copy region r (named `from`) and its reader table into fresh objects
+ * named `to` (removed first): a copy whose retired blocks can be freed.
+ * 0 or -EIO. */
+int tt_region_copy(shmds_region *r, const char *from, const char *to);
 
 /* Which structure an op kind touches. */
 enum tt_struct tt_op_struct(uint8_t kind);

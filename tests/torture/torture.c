@@ -279,14 +279,10 @@ static void leak_check(void)
 {
     char name[64];
     snprintf(name, sizeof name, "/shmds-torture-%ld-copy", (long)getpid());
-    shm_unlink(name);
-    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
-    size_t len = shmds_region_size(world.r);
-    if (fd < 0 || write(fd, shmds_region_base(world.r), len) != (ssize_t)len) {
+    if (tt_region_copy(world.r, region_name, name) != 0) {
         perror("torture: region copy");
         exit(2);
     }
-    close(fd);
     tt_world copy;
     int rc = tt_world_open(&copy, name, opt.workers);
     if (rc == 0)
@@ -310,7 +306,7 @@ static void leak_check(void)
                 s.used_bytes);
     }
     tt_world_close(&copy);
-    shm_unlink(name);
+    shmds_region_unlink(name);
 }
 
 static void checkpoint(bool restart)
@@ -450,7 +446,7 @@ int main(int argc, char **argv)
     int rc = tt_world_create(&world, name, opt.size, opt.workers);
     if (rc != 0) {
         fprintf(stderr, "torture: setting up: %s\n", shmds_errname(rc));
-        shm_unlink(name);
+        shmds_region_unlink(name);
         return 2;
     }
     rng = opt.seed;
@@ -500,7 +496,7 @@ int main(int argc, char **argv)
         violation("teardown", 0, rc);
     report(secs);
     tt_world_close(&world);
-    shm_unlink(name);
+    shmds_region_unlink(name);
     bool bad = fig.lost || fig.phantom || fig.violations || fig.notrec || fig.hangs ||
                fig.leaked_blocks || fig.leaked_bytes || ledger.lost || ledger.phantom ||
                ledger.duplicate || ledger.fifo;
