@@ -708,7 +708,7 @@ static uint64_t heap_end_off(void)
 
 /* True when a redo store's target is a word some commit may write: a
  * block header word of this arena (its sentinel's included), or a slot
- * (an 8-aligned word in any arena's blocks, or a directory entry's off). */
+ * (an 8-aligned word in any arena's blocks, or a directory bucket head). */
 static bool redo_target_ok(const struct op *o, uint64_t off)
 {
     if ((off & 7) != 0)
@@ -1208,8 +1208,9 @@ static int do_resize(struct op *o, uint64_t b, const struct live *lv, uint64_t b
  * ------------------------------------------------------------------------ */
 
 /* The region offset of a slot pointer, when the slot may be named in a
- * commit: 8-aligned, inside some arena's blocks, or the off field of a
- * directory entry (a structure's header block, region.c). 0 otherwise. */
+ * commit: 8-aligned, inside some arena's blocks (a directory entry's off
+ * field, a directory block's link), or a directory bucket head (region.c).
+ * 0 otherwise. */
 static uint64_t slot_offset(shmds_region *r, const shmds_off_t *slot)
 {
     const unsigned char *p = (const unsigned char *)slot;

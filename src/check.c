@@ -33,7 +33,9 @@ SHMDS_API int shmds_region_reclaim(shmds_region *r)
     shmds_off_t *slot;
     while (rc == 0 && (rc = shmds__root_take_orphan(r, NULL, 0, &type, &slot)) == 0)
         rc = shmds__obj_reclaim(r, ops_of(type), slot);
-    if (rc == -ENOENT) /* then retired blocks no reader holds (the orphans' too) */
+    if (rc == -ENOENT)
+        rc = shmds__root_trim(r);
+    if (rc == 0) /* then retired blocks no reader holds (the orphans' too) */
         rc = shmds__guard_reclaim(r);
     return rc < 0 ? rc : 0;
 }
@@ -41,9 +43,8 @@ SHMDS_API int shmds_region_reclaim(shmds_region *r)
 /* Directory callback: check one named object of a type the library knows. */
 static int check_object(const char *name, uint32_t type, shmds_off_t off, void *arg)
 {
-    (void)name;
     const struct shmds__obj_ops *ops = ops_of(type);
-    return ops != NULL ? shmds__obj_check(arg, ops, off) : 0;
+    return ops != NULL ? shmds__obj_check(arg, ops, name, off) : 0;
 }
 
 SHMDS_API int shmds_region_check(shmds_region *r)

@@ -69,6 +69,8 @@ void shmds__fault(const char *point);
 #define SHMDS__CACHE_LINE 64
 #define SHMDS__ALLOC_ROOT_BYTES 768
 
+/* One directory entry (region.c, "Directory"). Entries live in the
+ * directory's blocks in the heap and never move. */
 struct shmds__root {
     char name[SHMDS_ROOT_NAME_MAX + 1];
     uint32_t type; /* 0: free slot; written last on set, first on delete */
@@ -76,6 +78,9 @@ struct shmds__root {
                          * destroyed by that process (region.c) */
     uint64_t off; /* a block start; the object's header is shmds__hdr_of(off) */
 };
+/* The directory's hash buckets: a name's bucket is its FNV-1a hash modulo
+ * this; each bucket is a chain of blocks in the heap (region.c). */
+#define SHMDS__DIR_BUCKETS 256u
 SHMDS__STATIC_ASSERT(sizeof(struct shmds__root) == 64, "directory entry is 64 bytes");
 SHMDS__STATIC_ASSERT(sizeof(shmds_mutex) == 64, "a mutex fills one cache line");
 
@@ -92,19 +97,23 @@ struct shmds__hdr {
     uint32_t creator_pid;
     uint32_t creator_uid;
     uint32_t lock_timeout_ms;
-    uint32_t roots_max;
+    uint32_t dir_buckets; /* SHMDS__DIR_BUCKETS */
     uint64_t checksum; /* FNV-1a 64 of every byte before this field */
     /* Mutable. */
     uint64_t epoch;   /* bumped on every repair after a death */
-    uint64_t dir_seq; /* seqlock over roots[]: odd while a writer changes it */
+    uint64_t dir_seq; /* seqlock over the directory: odd while a writer changes it */
     uint64_t cur_size; /* published size: the object is at least this long */
     uint64_t grow_to;  /* nonzero while a growth to that size is under way */
-    uint8_t pad0[128 - 112];
+    uint32_t dir_names; /* directory entries taken (pending ones too) */
+    uint32_t dir_slots; /* entries the directory's blocks hold */
+    uint8_t pad0[128 - 120];
     shmds_mutex dir_lock;
     shmds_mutex alloc_lock;
     /* The allocator's root, opaque to the region (alloc.c); zero at creation. */
     alignas(SHMDS__CACHE_LINE) uint8_t alloc_root[SHMDS__ALLOC_ROOT_BYTES];
-    struct shmds__root roots[SHMDS_ROOTS_MAX];
+    /* The first block of each bucket's chain (0: none yet); allocator
+     * slots, written by the commit that allocates the block. */
+    uint64_t dir_heads[SHMDS__DIR_BUCKETS];
     shmds_mutex grow_lock; /* serialises growth (region.c) */
     /* Read guards (guard.c). */
     shmds_mutex retire_lock; /* serialises retirement and reclamation */
@@ -118,7 +127,7 @@ struct shmds__hdr {
     uint64_t rlog_dst;       /*   the record's slot it goes to (region offset) */
     uint64_t retire_mark;    /* retire_used after the last reclamation (a hint) */
     uint64_t pad2;
-    uint8_t reserved[SHMDS_HEADER_SIZE - 1024 - 64 * SHMDS_ROOTS_MAX - 256];
+    uint8_t reserved[SHMDS_HEADER_SIZE - 1024 - 8 * SHMDS__DIR_BUCKETS - 256];
 };
 SHMDS__STATIC_ASSERT(sizeof(struct shmds__hdr) == SHMDS_HEADER_SIZE, "header is one page");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, magic) == 0, "format: magic");
@@ -131,7 +140,8 @@ SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, cur_size) == 96, "format: curre
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, grow_lock) == 3072, "format: grow lock");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, dir_lock) == 128, "format: dir lock");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, alloc_root) == 256, "format: alloc root");
-SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, roots) == 1024, "format: directory");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, dir_names) == 112, "format: directory counts");
+SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, dir_heads) == 1024, "format: directory");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, retire_lock) == 3136, "format: retire lock");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, gepoch) == 3200, "format: global epoch");
 SHMDS__STATIC_ASSERT(offsetof(struct shmds__hdr, retire_head) == 3264, "format: retire list");
@@ -531,15 +541,17 @@ static inline shmds_off_t shmds__hdr_of(shmds_off_t off)
  * off 0; *slot receives the entry's off field, the allocator slot for the
  * object's header block. -EEXIST when the name is taken (pending or not),
  * -EAGAIN when it is held by a pending entry of a dead process (reclaim,
- * then retry), -ENOSPC, -EINVAL, lock errors. */
+ * then retry), -ENOMEM (no room for another directory block) and the
+ * allocator's errors, -EINVAL, lock errors. */
 int shmds__root_reserve(shmds_region *r, const char *name, uint32_t type, shmds_off_t **slot);
 /* Make this process's pending entry visible (owner 0, one store): the
  * commit point of a create. */
 int shmds__root_publish(shmds_region *r, shmds_off_t *slot);
-/* Make the visible entry of the object of `type` whose header is `off`
- * pending again, owned by this process: the commit point of a destroy.
- * -ENOENT when no visible entry names that object. */
-int shmds__root_unpublish(shmds_region *r, uint32_t type, shmds_off_t off, shmds_off_t **slot);
+/* Make the visible entry `name` of the object of `type` whose header is
+ * `off` pending again, owned by this process: the commit point of a
+ * destroy. -ENOENT when no visible entry of that name names that object. */
+int shmds__root_unpublish(shmds_region *r, const char *name, uint32_t type, shmds_off_t off,
+                          shmds_off_t **slot);
 /* Free this process's pending entry, whose off must be back to 0. */
 int shmds__root_drop(shmds_region *r, shmds_off_t *slot);
 /* Take over one pending entry whose owner is dead (owner = this process),
@@ -547,26 +559,31 @@ int shmds__root_drop(shmds_region *r, shmds_off_t *slot);
  * -ENOENT when there is none. */
 int shmds__root_take_orphan(shmds_region *r, const char *name, uint32_t of_type, uint32_t *type,
                             shmds_off_t **slot);
-/* 0 when a visible entry names the object of `type` whose header is `off`
- * (a lock-free look at the directory), else -ENOENT or a snapshot error. */
-int shmds__root_published(shmds_region *r, uint32_t type, shmds_off_t off);
-/* Take the directory lock and keep it when a visible entry names the
- * object of `type` at `off` (0: no destroy can unpublish it until
- * shmds__root_release); -ENOENT (lock not held) when none does. */
-int shmds__root_hold(shmds_region *r, uint32_t type, shmds_off_t off);
+/* 0 when the visible entry `name` names the object of `type` whose header
+ * is `off` (a lock-free look at the directory), else -ENOENT or a lookup
+ * error. */
+int shmds__root_published(shmds_region *r, const char *name, uint32_t type, shmds_off_t off);
+/* Take the directory lock and keep it when the visible entry `name` names
+ * the object of `type` at `off` (0: no destroy can unpublish it until
+ * shmds__root_release); -ENOENT (lock not held) when it does not. */
+int shmds__root_hold(shmds_region *r, const char *name, uint32_t type, shmds_off_t off);
 void shmds__root_release(shmds_region *r);
-/* True when `off` is the region offset of a directory entry's off field. */
-static inline bool shmds__root_slot_off(uint64_t off)
+/* Free the directory's chains' last blocks that hold no entry (a dead
+ * writer's block that no name came to): shmds_region_reclaim. */
+int shmds__root_trim(shmds_region *r);
+/* True when `off` is the region offset of one of the directory's bucket
+ * heads in the header (an allocator slot: the first block of a chain is
+ * allocated into it). Slots inside the heap need no such test. */
+static inline bool shmds__dir_slot_off(uint64_t off)
 {
-    const uint64_t first = offsetof(struct shmds__hdr, roots) + offsetof(struct shmds__root, off);
-    return off >= first && off < first + (uint64_t)SHMDS_ROOTS_MAX * sizeof(struct shmds__root) &&
-           (off - first) % sizeof(struct shmds__root) == 0;
+    const uint64_t first = offsetof(struct shmds__hdr, dir_heads);
+    return off >= first && off < first + 8 * (uint64_t)SHMDS__DIR_BUCKETS && (off & 7) == 0;
 }
 /* True when `off` is the region offset of an allocator slot in the header:
- * a directory entry's off field, or the head of the retire list. */
+ * a directory bucket head, or the head of the retire list. */
 static inline bool shmds__hdr_slot_off(uint64_t off)
 {
-    return shmds__root_slot_off(off) || off == offsetof(struct shmds__hdr, retire_head);
+    return shmds__dir_slot_off(off) || off == offsetof(struct shmds__hdr, retire_head);
 }
 /* Allocate like shmds__alloc_into, with the block's first `size` bytes
  * zeroed before the commit that stores it into *slot: whoever finds the
@@ -578,7 +595,41 @@ int shmds__region_check_header(shmds_region *r);
 /* 64-bit FNV-1a over a byte string, continuing from `h` (start with
  * SHMDS__FNV_INIT). */
 #define SHMDS__FNV_INIT UINT64_C(0xcbf29ce484222325)
-uint64_t shmds__fnv1a(uint64_t h, const void *data, size_t len);
+static inline uint64_t shmds__fnv1a(uint64_t h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+/* A block of a directory bucket's chain (region.c, "Directory"): the link
+ * to the next block (an allocator slot: the next block is allocated into
+ * it and freed out of it) and entries. The k-th block of a chain (k from
+ * 0) holds shmds__dir_blk_cap(k) entries, so a bucket with few names stays
+ * small and a long one takes few hops. A block is all zeros when it is
+ * linked in: a block of free entries, the end of the chain. */
+struct shmds__dir_blk {
+    uint64_t next;
+    uint64_t spare;
+    struct shmds__root e[];
+};
+SHMDS__STATIC_ASSERT(sizeof(struct shmds__dir_blk) == 16, "directory block header is 16 bytes");
+#define SHMDS__DIR_BLK_MAX 64u /* entries of every block from the 7th of a chain on */
+static inline uint32_t shmds__dir_blk_cap(uint64_t k)
+{
+    return k < 6 ? 1u << k : SHMDS__DIR_BLK_MAX;
+}
+/* The bucket of a valid name (1..SHMDS_ROOT_NAME_MAX bytes, terminated). */
+static inline uint32_t shmds__dir_bucket(const char *name)
+{
+    size_t n = 0;
+    while (name[n] != '\0')
+        n++;
+    return (uint32_t)(shmds__fnv1a(SHMDS__FNV_INIT, name, n) % SHMDS__DIR_BUCKETS);
+}
 
 /* ---- allocator internals (alloc.c), for the structures ----
  * The structures' crash consistency rests on these: an allocation is never
@@ -590,7 +641,9 @@ uint64_t shmds__fnv1a(uint64_t h, const void *data, size_t len);
  * the block that is allocated for it, or 0.
  *
  * Lock order: the caller may hold structure locks; these take the allocator
- * lock; never call them holding the directory lock. */
+ * lock. The directory lock comes before every structure lock and the
+ * allocator's: only region.c, adding a directory block, allocates while
+ * holding it, and nothing holding the allocator's lock takes it. */
 
 /* Allocate `size` bytes (16-byte aligned) and store the block's offset into
  * *slot, which must lie inside r's heap, as part of the allocator's commit.

@@ -126,6 +126,7 @@ struct shmds_list {
     shmds_off_t off;
     struct list_hdr *h;
     uint64_t max_nodes; /* bound on every walk */
+    char name[SHMDS_ROOT_NAME_MAX + 1]; /* opened by (shmds__obj_destroy) */
 };
 
 /* The node at `off` when it is in bounds, aligned, belongs to this list and
@@ -622,7 +623,7 @@ SHMDS_API int shmds_list_check(shmds_list *l)
 
 static shmds_list *handle_new(shmds_region *r, shmds_off_t off)
 {
-    shmds_list *l = malloc(sizeof *l);
+    shmds_list *l = calloc(1, sizeof *l);
     if (l == NULL)
         return NULL;
     l->r = r;
@@ -671,6 +672,8 @@ static int list_attach(shmds_region *r, shmds_off_t off, const char *name, void 
     shmds_list *l = handle_new(r, off);
     if (l == NULL)
         return -ENOMEM;
+    if (name != NULL)
+        memcpy(l->name, name, strlen(name) + 1);
     *out = l;
     return 0;
 }
@@ -737,7 +740,7 @@ SHMDS_API int shmds_list_destroy(shmds_list *l)
     if (rc == 0 && __atomic_load_n(&l->h->magic, __ATOMIC_ACQUIRE) != LIST_MAGIC)
         rc = -EIDRM;
     if (rc == 0)
-        rc = shmds__obj_destroy(l->r, &shmds__list_ops, l->off);
+        rc = shmds__obj_destroy(l->r, &shmds__list_ops, l->name, l->off);
     free(l);
     return rc;
 }

@@ -338,6 +338,7 @@ struct shmds_map {
      * region too small to hold that many entries (walk_cap), so that a
      * damaged chain costs a lookup what the region could hold, no more. */
     unsigned chain_cap;
+    char name[SHMDS_ROOT_NAME_MAX + 1]; /* opened by (shmds__obj_destroy) */
 };
 
 /* ---------------------------------------------------------------------------
@@ -1610,6 +1611,11 @@ SHMDS_API void shmds_map_close(shmds_map *m)
  * to be run again once the reader has left. */
 static int map_free_tables(shmds_region *r, struct map_hdr *h)
 {
+    /* A SWITCH killed before it published names in `dead` the table
+     * tab_old still holds: one owner only. */
+    uint64_t d = LD(&h->rlog.dead);
+    if (d != 0 && (d == LD(&h->tab_old) || d == LD(&h->tab_new)))
+        ST(&h->rlog.dead, 0);
     int rc = shmds__guard_retire(r, &h->scratch);
     if (rc == 0)
         rc = shmds__guard_retire(r, &h->rlog.dead);
@@ -1703,7 +1709,7 @@ SHMDS_API int shmds_map_destroy(shmds_map *m)
         return -EINVAL;
     shard_release(m);
     shmds_region *r = m->r;
-    int rc = shmds__obj_destroy(r, &shmds__map_ops, m->off);
+    int rc = shmds__obj_destroy(r, &shmds__map_ops, m->name, m->off);
     shmds_map_close(m);
     return rc;
 }
@@ -2961,9 +2967,10 @@ SHMDS_API uint64_t shmds_map_size_hint(uint64_t entries, size_t key_bytes, size_
 /* The object layer's attach (a map keeps no name to compare). */
 static int map_attach_op(shmds_region *r, shmds_off_t off, const char *name, void **out)
 {
-    (void)name;
     shmds_map *m;
     int rc = map_attach(r, off, &m);
+    if (rc == 0 && name != NULL)
+        memcpy(m->name, name, strlen(name) + 1);
     if (rc == 0)
         *out = m;
     return rc;

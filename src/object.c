@@ -44,8 +44,8 @@ int shmds__obj_reclaim(shmds_region *r, const struct shmds__obj_ops *ops, shmds_
         if (ops != NULL)
             rc = ops->teardown_at(r, shmds__hdr_of(blk));
         SHMDS_FAULT("object.reclaim.reached");
-        if (rc == 0)
-            rc = shmds__free_from(r, slot);
+        if (rc == 0 && (rc = shmds__free_from(r, slot)) == -EINVAL)
+            rc = SHMDS_ECORRUPT; /* the entry names no block */
     }
     SHMDS_FAULT("object.reclaim.freed");
     return rc == 0 ? shmds__root_drop(r, slot) : rc;
@@ -117,7 +117,7 @@ int shmds__obj_create_attach(shmds_region *r, const struct shmds__obj_ops *ops, 
     shmds_off_t off;
     int rc = shmds__obj_create(r, ops, name, hdr_size, init, arg, &off);
     if (rc == 0 && (rc = ops->attach(r, off, name, handle)) != 0)
-        shmds__obj_destroy(r, ops, off);
+        shmds__obj_destroy(r, ops, name, off);
     return rc;
 }
 
@@ -131,7 +131,8 @@ int shmds__obj_open(shmds_region *r, const struct shmds__obj_ops *ops, const cha
     return rc != 0 ? rc : ops->attach(r, off, name, handle);
 }
 
-int shmds__obj_destroy(shmds_region *r, const struct shmds__obj_ops *ops, shmds_off_t off)
+int shmds__obj_destroy(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
+                       shmds_off_t off)
 {
     int rc = shmds__writable(r);
     if (rc != 0)
@@ -139,7 +140,7 @@ int shmds__obj_destroy(shmds_region *r, const struct shmds__obj_ops *ops, shmds_
     /* The commit point: the name goes pending, owned by us; from here the
      * destroy rolls forward (a reclaim finishes it if we die). */
     shmds_off_t *slot;
-    if ((rc = shmds__root_unpublish(r, ops->type, off, &slot)) != 0)
+    if ((rc = shmds__root_unpublish(r, name, ops->type, off, &slot)) != 0)
         return rc;
     SHMDS_FAULT("object.destroy.unpublished");
     if ((rc = ops->teardown_at(r, off)) != 0)
@@ -153,19 +154,20 @@ int shmds__obj_destroy(shmds_region *r, const struct shmds__obj_ops *ops, shmds_
      * included; the last retire block too once no object is left), so a
      * destroy with no reader about leaves the heap as it was before the
      * object. */
-    rc = shmds__guard_reclaim(r);
-    return rc < 0 ? rc : 0;
+    (void)shmds__guard_reclaim(r); /* best effort: the destroy is done */
+    return 0;
 }
 
-int shmds__obj_check(shmds_region *r, const struct shmds__obj_ops *ops, shmds_off_t off)
+int shmds__obj_check(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
+                     shmds_off_t off)
 {
     if (shmds__rdonly(r)) {
         int rc = ops->check_at(r, off);
-        if (rc != 0 && shmds__root_published(r, ops->type, off) != 0)
+        if (rc != 0 && shmds__root_published(r, name, ops->type, off) != 0)
             return 0; /* destroyed while we looked */
         return rc;
     }
-    int rc = shmds__root_hold(r, ops->type, off);
+    int rc = shmds__root_hold(r, name, ops->type, off);
     if (rc == -ENOENT)
         return 0;
     if (rc != 0)

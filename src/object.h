@@ -24,8 +24,9 @@
 /* What the object layer needs from a structure: one table per type tag. */
 struct shmds__obj_ops {
     uint32_t type; /* SHMDS_TYPE_LIST .. SHMDS__TYPE_OBJ_LAST */
-    /* Validate the header at `off` (and, when `name` is not NULL, that it
-     * is the object of that name) and make a process-local handle. */
+    /* Validate the header at `off` (and, when the type keeps its name in
+     * the header, that it is the object `name`) and make a process-local
+     * handle, which keeps a copy of `name` for shmds__obj_destroy. */
     int (*attach)(shmds_region *r, shmds_off_t off, const char *name, void **handle);
     /* Free everything the header at `off` reaches except the header's own
      * block, and clear its magic. The header is all zeros (a create that
@@ -71,23 +72,26 @@ int shmds__obj_create_attach(shmds_region *r, const struct shmds__obj_ops *ops, 
 int shmds__obj_open(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
                     void **handle);
 
-/* Destroy the published object of ops->type whose header is at `off`:
- * unpublish (the commit point; from here a reclaim finishes it if this
- * process dies), teardown, free the header, drop the name. -ENOENT when no
- * visible entry names that object. */
-int shmds__obj_destroy(shmds_region *r, const struct shmds__obj_ops *ops, shmds_off_t off);
+/* Destroy the published object `name` of ops->type whose header is at
+ * `off`: unpublish (the commit point; from here a reclaim finishes it if
+ * this process dies), teardown, free the header, drop the name. -ENOENT
+ * when the visible entry `name` does not name that object. The handles
+ * keep the name they were opened by for this (attach copies it). */
+int shmds__obj_destroy(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
+                       shmds_off_t off);
 
 /* Finish the orphan whose entry (taken over by this process) has slot
  * `slot`: teardown (ops NULL: a type without one), free the header block,
  * drop the entry. Holds no lock of its own. */
 int shmds__obj_reclaim(shmds_region *r, const struct shmds__obj_ops *ops, shmds_off_t *slot);
 
-/* Check the object of ops->type at `off` (listed by a directory snapshot)
+/* Check the object `name` of ops->type at `off` (listed by a directory walk)
  * so that a concurrent destroy cannot free it under the check: in a
  * writable region the check runs holding the directory, after checking
  * that the object is still published there; a read-only check (which takes
  * no lock and follows only checked offsets) keeps a failure only when the
  * object is still published afterwards. 0 when the object is gone. */
-int shmds__obj_check(shmds_region *r, const struct shmds__obj_ops *ops, shmds_off_t off);
+int shmds__obj_check(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
+                     shmds_off_t off);
 
 #endif

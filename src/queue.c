@@ -226,6 +226,7 @@ enum { SIDE_PROD = 0, SIDE_CONS = 1 };
 
 struct shmds_queue {
     shmds_region *r;
+    char name[SHMDS_ROOT_NAME_MAX + 1]; /* opened by (shmds__obj_destroy) */
     struct qhdr *h;
     unsigned char *ring;
     /* Copied from the header once validated, and trusted from then on. */
@@ -1903,7 +1904,7 @@ SHMDS_API int shmds_queue_destroy(shmds_queue *q)
         unlink(path);
     fifo_close(q);
     free(q->bounce);
-    int rc = shmds__obj_destroy(q->r, &shmds__queue_ops, q->off);
+    int rc = shmds__obj_destroy(q->r, &shmds__queue_ops, q->name, q->off);
     free(q);
     return rc;
 }
@@ -2291,9 +2292,10 @@ static int queue_check_at(shmds_region *r, shmds_off_t off)
 /* The object layer's attach (a queue keeps no name to compare). */
 static int queue_attach(shmds_region *r, shmds_off_t off, const char *name, void **out)
 {
-    (void)name;
     shmds_queue *q;
     int rc = handle_make(r, off, &q);
+    if (rc == 0 && name != NULL)
+        memcpy(q->name, name, strlen(name) + 1);
     if (rc == 0)
         *out = q;
     return rc;

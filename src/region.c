@@ -5,8 +5,9 @@
  * Layer: the region, at the bottom with lock.c and util.c. It calls no
  * layer above (the allocator formats and maps its heap on first use; the
  * object layer's types are only a range of tags here, SHMDS__TYPE_OBJ_LAST),
- * with one exception: a growth hands its new space to the allocator
- * through one entry point (shmds__alloc_extend; see "Growth" below).
+ * with two exceptions: a growth hands its new space to the allocator
+ * through one entry point (shmds__alloc_extend; see "Growth" below), and
+ * the directory's blocks are allocator blocks (see "Directory" below).
  *
  * Create: shm_open(O_CREAT|O_EXCL), fchmod to the requested mode (so the
  * umask has no say), ftruncate, posix_fallocate (a full tmpfs fails now, not
@@ -26,14 +27,27 @@
  * is read again whenever the handle follows growth, and checked against
  * the maximum and the object's real size before anything is mapped.
  *
- * Directory: SHMDS_ROOTS_MAX fixed slots in the header. Writers hold the
- * directory's robust mutex and wrap each change in a sequence lock
- * (`dir_seq` odd while changing); a slot is published by storing its type
- * last, and freed by clearing its type first, so every slot is always
- * either free or complete. Readers take no lock: they copy under the
- * sequence lock and retry, which is what lets a read-only mapping look roots
- * up. A writer that dies mid-change leaves `dir_seq` odd; the repair clears
- * the names of free slots and makes it even again.
+ * Directory: a hash table of chains. A name's bucket is its FNV-1a hash
+ * modulo SHMDS__DIR_BUCKETS; the header holds each bucket's head, and a
+ * chain is a list of blocks allocated from the heap, the k-th holding
+ * 2^k entries (64 from the 7th on). There is no limit but the heap: a
+ * bucket whose entries are all taken gets one more block, allocated
+ * zeroed straight into the chain's last link (the allocator's commit
+ * links it in: after a crash the block is linked and empty, or free);
+ * a chain's last block, once empty, is freed the same way, the link
+ * cleared by the free's commit. Entries never move, so an entry's `off`
+ * field can be an allocator slot (below), and only last blocks go.
+ * Writers hold the directory's robust mutex and wrap each change in a
+ * sequence lock (`dir_seq` odd while changing); an entry is published by
+ * storing its type last, and freed by clearing its type first, so every
+ * entry is always either free or complete. Readers take no lock: they walk
+ * one bucket under the sequence lock and retry, which is what lets a
+ * read-only mapping look roots up; every link is read once and checked,
+ * and a walk cannot run forever (struct dir_walk), whatever the bytes. A
+ * writer that dies mid-change leaves `dir_seq` odd; the repair clears the
+ * names of free entries, recounts and makes it even again; a block it
+ * was linking or freeing is the allocator's to settle, which every change
+ * of a chain does first. shmds_region_reclaim trims what is left empty.
  *
  * Pending entries. A structure's create and destroy do not set and delete
  * a name around their allocations (a crash between the two would leak the
@@ -47,8 +61,8 @@
  * header and publishes (owner_pid = 0, one store: the commit point); destroy
  * unpublishes (owner_pid = self), frees, and drops the entry once its `off`
  * is back to 0. An entry whose owner is dead is an orphan; check.c reclaims
- * it (object.c, shmds_region_reclaim). owner_pid is stored before the type when a slot
- * is taken, so the repair's rule is unchanged: every slot is free or
+ * it (object.c, shmds_region_reclaim). owner_pid is stored before the type when an entry
+ * is taken, so the repair's rule is unchanged: every entry is free or
  * complete (complete includes pending).
  */
 #include "internal.h"
@@ -342,7 +356,7 @@ SHMDS_API int shmds_region_create(const char *name, size_t size, const shmds_reg
     h->creator_pid = (uint32_t)getpid();
     h->creator_uid = (uint32_t)geteuid();
     h->lock_timeout_ms = timeout;
-    h->roots_max = SHMDS_ROOTS_MAX;
+    h->dir_buckets = SHMDS__DIR_BUCKETS;
     if ((rc = shmds_mutex_init(&h->dir_lock)) != 0 || (rc = shmds_mutex_init(&h->alloc_lock)) != 0 ||
         (rc = shmds_mutex_init(&h->grow_lock)) != 0 || (rc = shmds_mutex_init(&h->retire_lock)) != 0)
         goto fail;
@@ -399,7 +413,7 @@ static int header_validate(const struct shmds__hdr *h, uint64_t obj_size)
     if (h->hdr_size != SHMDS_HEADER_SIZE || h->size < SHMDS_REGION_MIN_SIZE ||
         h->size > obj_size || h->heap_off != SHMDS_HEADER_SIZE || h->max_size < h->size ||
         h->max_size > SHMDS_REGION_MAX_SIZE || h->max_size % page != 0 ||
-        h->roots_max != SHMDS_ROOTS_MAX || h->lock_timeout_ms == 0 ||
+        h->dir_buckets != SHMDS__DIR_BUCKETS || h->lock_timeout_ms == 0 ||
         h->lock_timeout_ms > INT32_MAX)
         return SHMDS_ECORRUPT;
     return 0;
@@ -663,75 +677,84 @@ int shmds__seq_wait(shmds_region *r, struct shmds__wait *w, const uint64_t *word
 }
 
 /* ---------------------------------------------------------------------------
- * Directory
+ * Directory (see the top of the file)
  * ------------------------------------------------------------------------ */
 
-/* Repair after a writer died holding the directory lock. Every slot is free
- * or complete (see the top of the file); scrub free slots and close the
- * sequence. Idempotent. */
-static int dir_repair(void *arg)
+static uint64_t blk_bytes(uint32_t cap)
 {
-    struct shmds__hdr *h = arg;
-    for (unsigned i = 0; i < SHMDS_ROOTS_MAX; i++)
-        if (__atomic_load_n(&h->roots[i].type, __ATOMIC_RELAXED) == 0) {
-            memset(h->roots[i].name, 0, sizeof h->roots[i].name);
-            h->roots[i].owner_pid = 0;
-        }
-    shmds__seq_write_end(&h->dir_seq);
-    return 0;
+    return sizeof(struct shmds__dir_blk) + (uint64_t)cap * sizeof(struct shmds__root);
 }
 
-static int dir_lock(shmds_region *r)
+/* A walk along one bucket's chain. Each link is read once, checked
+ * (inside the heap, room for the block its place in the chain gives it)
+ * and then followed. A damaged or hostile chain cannot hang it: a cycle
+ * meets a saved offset again (Brent's method: the saved offset moves to
+ * the walk's position after 1, 2, 4, ... steps), and the blocks walked may
+ * not add up to more than the heap, so a chain that does not cycle ends
+ * too (after at most heap / 64 entries). */
+struct dir_walk {
+    shmds_region *r;
+    uint64_t *link;    /* the link to follow next: a bucket head or b->next */
+    struct shmds__dir_blk *b; /* the current block; NULL before the first */
+    uint64_t k;        /* its place in the chain */
+    uint32_t cap;      /* its entries */
+    uint64_t saved, steps, power, bytes;
+};
+
+static void walk_start(shmds_region *r, uint32_t bucket, struct dir_walk *w)
 {
-    int rc = shmds__writable(r);
-    if (rc != 0)
-        return rc;
-    rc = shmds__lock(r, &r->hdr->dir_lock, dir_repair, r->hdr);
-    return rc == SHMDS_RECOVERED ? 0 : rc;
+    memset(w, 0, sizeof *w);
+    w->r = r;
+    w->link = &r->hdr->dir_heads[bucket];
+    w->power = 1;
 }
 
-/* Copy the whole directory consistently, without a lock. A writer that
- * stays mid-change past the bound has died: in a writable region we take
- * the lock, which repairs; a read-only one reports -ETIMEDOUT. */
-static int dir_snapshot(shmds_region *r, struct shmds__root *copy)
+/* Step to the next block: 1; 0 at the end of the chain (w->link is then
+ * the chain's last link); SHMDS_ECORRUPT. */
+static int walk_next(struct dir_walk *w)
 {
-    struct shmds__hdr *h = r->hdr;
-    struct shmds__wait w = {0};
-    for (;;) {
-        uint64_t s1 = shmds__seq_read_begin(&h->dir_seq);
-        if ((s1 & 1) == 0) {
-            memcpy(copy, (const void *)h->roots, sizeof h->roots);
-            if (shmds__seq_read_ok(&h->dir_seq, s1))
-                return 0;
-        }
-        /* A stale odd word (a damaged or restored image) is closed as the
-         * repair would, rather than waited for. */
-        int rc = shmds__seq_wait(r, &w, &h->dir_seq, &h->dir_lock, dir_repair, h);
-        if (rc != 0)
-            return rc;
+    uint64_t off = __atomic_load_n(w->link, __ATOMIC_ACQUIRE);
+    if (off == SHMDS_NULL)
+        return 0;
+    uint64_t k = w->b == NULL ? 0 : w->k + 1;
+    uint32_t cap = shmds__dir_blk_cap(k);
+    struct shmds__dir_blk *b = shmds__ptr_chk(w->r, off, blk_bytes(cap), 16);
+    /* Blocks of a sound chain do not overlap: together they fit in the
+     * heap this process maps (which the check just extended to `off`). */
+    w->bytes += blk_bytes(cap);
+    if (b == NULL || off == w->saved ||
+        w->bytes > __atomic_load_n(&w->r->heap_end, __ATOMIC_RELAXED) - w->r->heap_off)
+        return SHMDS_ECORRUPT;
+    if (++w->steps == w->power) {
+        w->saved = off;
+        w->power *= 2;
+        w->steps = 0;
     }
+    w->b = b;
+    w->k = k;
+    w->cap = cap;
+    w->link = &b->next;
+    return 1;
 }
 
-/* A slot that names something, pending or not. */
+/* An entry that names something, pending or not. */
 static bool slot_taken(const struct shmds__root *e)
 {
     return e->type != 0;
 }
 
-/* A slot that lookups see: taken and not pending. */
+/* An entry that lookups see: taken and not pending. */
 static bool slot_visible(const struct shmds__root *e)
 {
     return e->type != 0 && e->owner_pid == 0;
 }
 
-/* The slot holding `name`: visible ones only, or every taken one. */
-static int dir_find_in(const struct shmds__root *roots, const char *name, bool pending_too)
+/* Copy an entry once; the copy's name is terminated (a damaged one is
+ * cut, and the checks see it by its length). */
+static void entry_copy(struct shmds__root *c, const struct shmds__root *e)
 {
-    for (int i = 0; i < SHMDS_ROOTS_MAX; i++)
-        if ((pending_too ? slot_taken(&roots[i]) : slot_visible(&roots[i])) &&
-            strncmp(roots[i].name, name, sizeof roots[i].name) == 0)
-            return i;
-    return -1;
+    memcpy(c, (const void *)e, sizeof *c);
+    c->name[SHMDS_ROOT_NAME_MAX] = '\0';
 }
 
 /* The offset lookups report: for the library's own structures the entry
@@ -742,44 +765,275 @@ static shmds_off_t entry_off(const struct shmds__root *e)
     return shmds__type_is_object(e->type) ? shmds__hdr_of(e->off) : e->off;
 }
 
-/* The visible slot naming the object of `type` whose header is `off`. */
-static int dir_find_object(const struct shmds__root *roots, uint32_t type, shmds_off_t off)
+/* What a name's bucket holds for it: the entry taken by the name (and a
+ * copy of it, read once), the first free entry, and the walk, which ends
+ * at the chain's last link when the name is not there. */
+struct dir_find {
+    struct shmds__root *hit;
+    struct shmds__root copy;
+    struct shmds__root *free_e;
+    struct dir_walk w;
+};
+
+/* Look `name` (valid) up in its bucket. Under the directory lock, or by a
+ * lock-free reader whose sequence then confirms the copy. Cost: the
+ * entries of one bucket. 0 (hit or not) or SHMDS_ECORRUPT. */
+static int bucket_find(shmds_region *r, const char *name, struct dir_find *f)
 {
-    for (int i = 0; i < SHMDS_ROOTS_MAX; i++)
-        if (slot_visible(&roots[i]) && roots[i].type == type && entry_off(&roots[i]) == off)
-            return i;
-    return -1;
+    f->hit = f->free_e = NULL;
+    walk_start(r, shmds__dir_bucket(name), &f->w);
+    int rc;
+    while ((rc = walk_next(&f->w)) == 1) {
+        for (uint32_t i = 0; i < f->w.cap; i++) {
+            struct shmds__root *e = &f->w.b->e[i];
+            struct shmds__root c;
+            entry_copy(&c, e);
+            if (!slot_taken(&c)) {
+                if (f->free_e == NULL)
+                    f->free_e = e;
+            } else if (strncmp(c.name, name, sizeof c.name) == 0) {
+                f->hit = e;
+                f->copy = c;
+                return 0;
+            }
+        }
+    }
+    return rc;
 }
 
-static int dir_find(const struct shmds__root *roots, const char *name)
+/* Count what the chains hold: entries taken and entries in all. Under the
+ * directory lock (or on a lock-free reader's consistent pass). */
+static int dir_count(shmds_region *r, uint64_t *names, uint64_t *slots)
 {
-    return dir_find_in(roots, name, false);
-}
-
-/* Take a free slot for `name` (not taken, pending or not) with the given
- * owner and offset, the type stored last. Under the directory lock. */
-static int dir_take(struct shmds__hdr *h, const char *name, uint32_t type, uint32_t owner,
-                    shmds_off_t off, int *slot_out)
-{
-    if (dir_find_in(h->roots, name, true) >= 0)
-        return -EEXIST;
-    int slot = -1;
-    for (int i = 0; i < SHMDS_ROOTS_MAX && slot < 0; i++)
-        if (h->roots[i].type == 0)
-            slot = i;
-    if (slot < 0)
-        return -ENOSPC;
-    struct shmds__root *e = &h->roots[slot];
-    shmds__seq_write_begin(&h->dir_seq);
-    memset(e->name, 0, sizeof e->name);
-    memcpy(e->name, name, strlen(name));
-    e->owner_pid = owner;
-    e->off = off;
-    SHMDS_FAULT("region.root_set.before_publish");
-    __atomic_store_n(&e->type, type, __ATOMIC_RELEASE);
-    shmds__seq_write_end(&h->dir_seq);
-    *slot_out = slot;
+    *names = *slots = 0;
+    for (uint32_t bk = 0; bk < SHMDS__DIR_BUCKETS; bk++) {
+        struct dir_walk w;
+        walk_start(r, bk, &w);
+        int rc;
+        while ((rc = walk_next(&w)) == 1) {
+            *slots += w.cap;
+            for (uint32_t i = 0; i < w.cap; i++)
+                *names += __atomic_load_n(&w.b->e[i].type, __ATOMIC_RELAXED) != 0;
+        }
+        if (rc != 0)
+            return rc;
+    }
     return 0;
+}
+
+/* Repair after a writer died holding the directory lock. Every entry is
+ * free or complete (see the top of the file): scrub free entries,
+ * recount, close the sequence. A block the dead writer was linking in or
+ * out is the allocator's to settle (its commit is the link): settled
+ * first, so that the count sees the chains as they stay. Idempotent. */
+static int dir_repair(void *arg)
+{
+    shmds_region *r = arg;
+    struct shmds__hdr *h = r->hdr;
+    /* Should the allocator's lock stay held past the bound, the counts may
+     * miss a block; shmds_region_check then says so. */
+    (void)shmds__alloc_settle(r);
+    for (uint32_t bk = 0; bk < SHMDS__DIR_BUCKETS; bk++) {
+        struct dir_walk w;
+        walk_start(r, bk, &w);
+        while (walk_next(&w) == 1)
+            for (uint32_t i = 0; i < w.cap; i++) {
+                struct shmds__root *e = &w.b->e[i];
+                if (__atomic_load_n(&e->type, __ATOMIC_RELAXED) == 0) {
+                    memset(e->name, 0, sizeof e->name);
+                    e->owner_pid = 0;
+                    e->off = 0;
+                }
+            }
+    }
+    uint64_t names, slots;
+    if (dir_count(r, &names, &slots) == 0 && slots <= UINT32_MAX) {
+        h->dir_names = (uint32_t)names;
+        h->dir_slots = (uint32_t)slots;
+    }
+    /* A damaged chain stays for shmds_region_check to report. */
+    shmds__seq_write_end(&h->dir_seq);
+    return 0;
+}
+
+static int dir_lock(shmds_region *r)
+{
+    int rc = shmds__writable(r);
+    if (rc != 0)
+        return rc;
+    rc = shmds__lock(r, &r->hdr->dir_lock, dir_repair, r);
+    return rc == SHMDS_RECOVERED ? 0 : rc;
+}
+
+static void dir_unlock(shmds_region *r)
+{
+    shmds_mutex_unlock(&r->hdr->dir_lock);
+}
+
+/* One lock-free reader's wait for the directory's writer. */
+static int dir_wait(shmds_region *r, struct shmds__wait *w)
+{
+    struct shmds__hdr *h = r->hdr;
+    /* A stale odd word (a damaged or restored image) is closed as the
+     * repair would, rather than waited for. */
+    return shmds__seq_wait(r, w, &h->dir_seq, &h->dir_lock, dir_repair, r);
+}
+
+/* Look `name` (valid) up without a lock, any handle: a copy of the entry
+ * taken by it (pending or not). 0, -ENOENT, SHMDS_ECORRUPT, -ETIMEDOUT (a
+ * writer stayed mid-change past the bound: it died, and a read-only
+ * handle cannot repair). Cost: one bucket, again when a writer overlaps. */
+static int dir_get(shmds_region *r, const char *name, struct shmds__root *out)
+{
+    struct shmds__hdr *h = r->hdr;
+    struct shmds__wait w = {0};
+    /* No fstat here (it would cost a lookup four times over): after a
+     * truncation a lookup gets SIGBUS like the heap's other readers
+     * (region.h, "Truncation"); shmds_root_foreach checks. */
+    int rc;
+    for (;;) {
+        uint64_t s = shmds__seq_read_begin(&h->dir_seq);
+        if ((s & 1) == 0) {
+            struct dir_find f;
+            rc = bucket_find(r, name, &f);
+            if (shmds__seq_read_ok(&h->dir_seq, s)) {
+                if (rc == 0 && f.hit == NULL)
+                    rc = -ENOENT;
+                if (rc == 0)
+                    *out = f.copy;
+                return rc;
+            }
+        }
+        if ((rc = dir_wait(r, &w)) != 0)
+            return rc;
+    }
+}
+
+/* Walk the chain `w` (started on a bucket) to a free entry, adding a block
+ * at its end when every entry is taken. The allocator is settled first: a
+ * dead writer's block may be in flight in any arena, and its commit is
+ * the link. The new block is allocated zeroed straight into the chain's
+ * last link, so the allocator's commit links it in: a crash leaves it
+ * linked (a block of free entries, trimmed again by the next
+ * shmds_region_reclaim if no name comes to it) or still free. Under the
+ * directory lock, the sequence odd. */
+static int dir_extend(shmds_region *r, struct dir_walk *w, struct shmds__root **e)
+{
+    int rc = shmds__alloc_settle(r);
+    if (rc != 0)
+        return rc;
+    struct shmds__hdr *h = r->hdr;
+    for (;;) {
+        while ((rc = walk_next(w)) == 1)
+            for (uint32_t i = 0; i < w->cap; i++)
+                if (__atomic_load_n(&w->b->e[i].type, __ATOMIC_RELAXED) == 0) {
+                    *e = &w->b->e[i];
+                    return 0;
+                }
+        if (rc != 0)
+            return rc;
+        uint32_t cap = shmds__dir_blk_cap(w->b == NULL ? 0 : w->k + 1);
+        if (h->dir_slots > UINT32_MAX - cap)
+            return -ENOMEM;
+        SHMDS_FAULT("region.dir_grow.before_link");
+        /* -EINVAL: the link is not where a slot may be (a damaged chain). */
+        if ((rc = shmds__alloc_zeroed_into(r, blk_bytes(cap), w->link)) != 0)
+            return rc == -EINVAL ? SHMDS_ECORRUPT : rc;
+        SHMDS_FAULT("region.dir_grow.linked");
+        h->dir_slots += cap;
+    }
+}
+
+/* Free the blocks at the end of `bucket`'s chain that hold no entry,
+ * each by one allocator commit that clears the link to it (the block is
+ * gone and unlinked at once, or neither). Entries never move, so only a
+ * chain's last block can go. Under the directory lock, the sequence odd
+ * (a reader inside a freed block retries). */
+static int dir_trim(shmds_region *r, uint32_t bucket)
+{
+    int rc = shmds__alloc_settle(r);
+    struct shmds__hdr *h = r->hdr;
+    while (rc == 0) {
+        struct dir_walk w;
+        walk_start(r, bucket, &w);
+        uint64_t *last = NULL; /* the link to the last block */
+        bool empty = false;
+        for (;;) {
+            uint64_t *link = w.link;
+            if ((rc = walk_next(&w)) != 1)
+                break;
+            last = link;
+            empty = true;
+            for (uint32_t i = 0; i < w.cap && empty; i++)
+                empty = __atomic_load_n(&w.b->e[i].type, __ATOMIC_RELAXED) == 0;
+        }
+        if (rc != 0 || !empty)
+            return rc;
+        SHMDS_FAULT("region.dir_trim.before_free");
+        if ((rc = shmds__free_from(r, last)) == 0)
+            h->dir_slots = h->dir_slots >= w.cap ? h->dir_slots - w.cap : 0;
+        else if (rc == -EINVAL)
+            rc = SHMDS_ECORRUPT; /* no block there, or a link no slot may be */
+    }
+    return rc;
+}
+
+/* Take a free entry for `name` (not taken, pending or not) with the given
+ * owner and offset, the type stored last. -EEXIST (*out: the entry that
+ * holds the name), the allocator's errors when a block must be added.
+ * Under the directory lock. */
+static int dir_take(shmds_region *r, const char *name, uint32_t type, uint32_t owner,
+                    shmds_off_t off, struct shmds__root **out)
+{
+    struct shmds__hdr *h = r->hdr;
+    struct dir_find f;
+    int rc = bucket_find(r, name, &f);
+    if (rc != 0)
+        return rc;
+    if (f.hit != NULL) {
+        *out = f.hit;
+        return -EEXIST;
+    }
+    shmds__seq_write_begin(&h->dir_seq);
+    struct shmds__root *e = f.free_e;
+    if (e == NULL) {
+        walk_start(r, shmds__dir_bucket(name), &f.w);
+        rc = dir_extend(r, &f.w, &e);
+    }
+    if (rc == 0) {
+        memset(e->name, 0, sizeof e->name);
+        memcpy(e->name, name, strlen(name));
+        e->owner_pid = owner;
+        e->off = off;
+        h->dir_names++;
+        SHMDS_FAULT("region.root_set.before_publish");
+        __atomic_store_n(&e->type, type, __ATOMIC_RELEASE);
+    }
+    shmds__seq_write_end(&h->dir_seq);
+    *out = e;
+    return rc;
+}
+
+/* Free the taken entry `e` of `bucket` (for shmds_root_del, `del`, or a
+ * pending entry's drop) and trim the chain. Under the directory lock. */
+static void dir_free(shmds_region *r, uint32_t bucket, struct shmds__root *e, bool del)
+{
+    struct shmds__hdr *h = r->hdr;
+    shmds__seq_write_begin(&h->dir_seq);
+    __atomic_store_n(&e->type, 0, __ATOMIC_RELEASE);
+    if (del)
+        SHMDS_FAULT("region.root_del.after_unpublish");
+    else
+        SHMDS_FAULT("region.root_drop.after_free");
+    memset(e->name, 0, sizeof e->name);
+    e->owner_pid = 0;
+    e->off = 0;
+    if (h->dir_names > 0)
+        h->dir_names--;
+    /* Housekeeping only: what a failed trim leaves, shmds_region_reclaim
+     * trims (and a damaged chain, shmds_region_check reports). */
+    (void)dir_trim(r, bucket);
+    shmds__seq_write_end(&h->dir_seq);
 }
 
 SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, shmds_off_t off)
@@ -790,10 +1044,9 @@ SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, s
     int rc = dir_lock(r);
     if (rc != 0)
         return rc;
-    struct shmds__hdr *h = r->hdr;
-    int slot;
-    rc = dir_take(h, name, type, 0, off, &slot);
-    shmds_mutex_unlock(&h->dir_lock);
+    struct shmds__root *e;
+    rc = dir_take(r, name, type, 0, off, &e);
+    dir_unlock(r);
     return rc;
 }
 
@@ -801,20 +1054,19 @@ SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type, 
 {
     if (r == NULL || root_name_check(name) != 0)
         return -EINVAL;
-    struct shmds__root copy[SHMDS_ROOTS_MAX];
-    int rc = dir_snapshot(r, copy);
+    struct shmds__root c;
+    int rc = dir_get(r, name, &c);
     if (rc != 0)
         return rc;
-    int i = dir_find(copy, name);
-    if (i < 0)
+    if (!slot_visible(&c))
         return -ENOENT;
     if (type != NULL)
-        *type = copy[i].type;
+        *type = c.type;
     if (off != NULL)
-        *off = entry_off(&copy[i]);
+        *off = entry_off(&c);
     /* A root another process put in space grown since this process last
      * looked: map it, so that shmds_ptr() on it is safe. */
-    if (entry_off(&copy[i]) >= __atomic_load_n(&r->size, __ATOMIC_ACQUIRE))
+    if (entry_off(&c) >= __atomic_load_n(&r->size, __ATOMIC_ACQUIRE))
         shmds_region_size(r);
     return 0;
 }
@@ -826,19 +1078,14 @@ SHMDS_API int shmds_root_del(shmds_region *r, const char *name)
     int rc = dir_lock(r);
     if (rc != 0)
         return rc;
-    struct shmds__hdr *h = r->hdr;
-    int i = dir_find(h->roots, name);
-    if (i < 0) {
-        rc = -ENOENT;
-    } else {
-        shmds__seq_write_begin(&h->dir_seq);
-        __atomic_store_n(&h->roots[i].type, 0, __ATOMIC_RELEASE);
-        SHMDS_FAULT("region.root_del.after_unpublish");
-        memset(h->roots[i].name, 0, sizeof h->roots[i].name);
-        h->roots[i].off = 0;
-        shmds__seq_write_end(&h->dir_seq);
+    struct dir_find f;
+    if ((rc = bucket_find(r, name, &f)) == 0) {
+        if (f.hit == NULL || !slot_visible(&f.copy))
+            rc = -ENOENT;
+        else
+            dir_free(r, shmds__dir_bucket(name), f.hit, true);
     }
-    shmds_mutex_unlock(&h->dir_lock);
+    dir_unlock(r);
     return rc;
 }
 
@@ -858,43 +1105,36 @@ int shmds__root_reserve(shmds_region *r, const char *name, uint32_t type, shmds_
     int rc = dir_lock(r);
     if (rc != 0)
         return rc;
-    struct shmds__hdr *h = r->hdr;
-    int i;
-    rc = dir_take(h, name, type, self_pid(), 0, &i);
+    struct shmds__root *e;
+    rc = dir_take(r, name, type, self_pid(), 0, &e);
     if (rc == -EEXIST) {
-        int j = dir_find_in(h->roots, name, true);
-        if (j >= 0 && shmds__proc_gone(h->roots[j].owner_pid))
+        uint32_t owner = __atomic_load_n(&e->owner_pid, __ATOMIC_RELAXED);
+        if (owner != 0 && shmds__proc_gone(owner))
             rc = -EAGAIN;
     }
     if (rc == 0)
-        *slot = &h->roots[i].off;
-    shmds_mutex_unlock(&h->dir_lock);
+        *slot = &e->off;
+    dir_unlock(r);
     return rc;
 }
 
-/* The entry whose `off` field is `slot`, or NULL. */
-static struct shmds__root *entry_of(shmds_region *r, const shmds_off_t *slot)
-{
-    struct shmds__hdr *h = r->hdr;
-    for (int i = 0; i < SHMDS_ROOTS_MAX; i++)
-        if (&h->roots[i].off == slot)
-            return &h->roots[i];
-    return NULL;
-}
-
 /* Lock the directory and find this process's pending entry whose off
- * field is `slot`, holding a block (`filled`) or none. 0 with the lock
- * held; -EINVAL, SHMDS_ECORRUPT, lock errors without it. */
+ * field is `slot` (handed out by reserve, unpublish or take_orphan),
+ * holding a block (`filled`) or none. 0 with the lock held; -EINVAL,
+ * SHMDS_ECORRUPT, lock errors without it. */
 static int own_pending(shmds_region *r, shmds_off_t *slot, bool filled, struct shmds__root **out)
 {
-    struct shmds__root *e = entry_of(r, slot);
-    if (e == NULL)
+    const unsigned char *p = (const unsigned char *)slot;
+    if (slot == NULL || p < r->base + r->heap_off + offsetof(struct shmds__root, off) ||
+        p >= r->base + __atomic_load_n(&r->size, __ATOMIC_ACQUIRE))
         return -EINVAL;
+    struct shmds__root *e =
+        (struct shmds__root *)(void *)((unsigned char *)slot - offsetof(struct shmds__root, off));
     int rc = dir_lock(r);
     if (rc != 0)
         return rc;
     if (e->type == 0 || e->owner_pid != self_pid() || (e->off != 0) != filled) {
-        shmds_mutex_unlock(&r->hdr->dir_lock);
+        dir_unlock(r);
         return SHMDS_ECORRUPT;
     }
     *out = e;
@@ -911,26 +1151,40 @@ int shmds__root_publish(shmds_region *r, shmds_off_t *slot)
     shmds__seq_write_begin(&h->dir_seq);
     __atomic_store_n(&e->owner_pid, 0, __ATOMIC_RELEASE);
     shmds__seq_write_end(&h->dir_seq);
-    shmds_mutex_unlock(&h->dir_lock);
+    dir_unlock(r);
     return 0;
 }
 
-int shmds__root_unpublish(shmds_region *r, uint32_t type, shmds_off_t off, shmds_off_t **slot)
+/* The visible entry `name` naming the object of `type` whose header is
+ * `off`, found under the directory lock: NULL when there is none. */
+static int dir_find_object(shmds_region *r, const char *name, uint32_t type, shmds_off_t off,
+                           struct shmds__root **out)
+{
+    struct dir_find f;
+    int rc = root_name_check(name) != 0 ? -ENOENT : bucket_find(r, name, &f);
+    if (rc == 0 && (f.hit == NULL || !slot_visible(&f.copy) || f.copy.type != type ||
+                    entry_off(&f.copy) != off))
+        rc = -ENOENT;
+    if (rc == 0)
+        *out = f.hit;
+    return rc;
+}
+
+int shmds__root_unpublish(shmds_region *r, const char *name, uint32_t type, shmds_off_t off,
+                          shmds_off_t **slot)
 {
     int rc = dir_lock(r);
     if (rc != 0)
         return rc;
-    struct shmds__hdr *h = r->hdr;
-    int i = dir_find_object(h->roots, type, off);
-    if (i < 0) {
-        rc = -ENOENT;
-    } else {
+    struct shmds__root *e;
+    if ((rc = dir_find_object(r, name, type, off, &e)) == 0) {
+        struct shmds__hdr *h = r->hdr;
         shmds__seq_write_begin(&h->dir_seq);
-        __atomic_store_n(&h->roots[i].owner_pid, self_pid(), __ATOMIC_RELEASE);
+        __atomic_store_n(&e->owner_pid, self_pid(), __ATOMIC_RELEASE);
         shmds__seq_write_end(&h->dir_seq);
-        *slot = &h->roots[i].off;
+        *slot = &e->off;
     }
-    shmds_mutex_unlock(&h->dir_lock);
+    dir_unlock(r);
     return rc;
 }
 
@@ -940,85 +1194,162 @@ int shmds__root_drop(shmds_region *r, shmds_off_t *slot)
     int rc = own_pending(r, slot, false, &e);
     if (rc != 0)
         return rc;
-    struct shmds__hdr *h = r->hdr;
-    shmds__seq_write_begin(&h->dir_seq);
-    __atomic_store_n(&e->type, 0, __ATOMIC_RELEASE);
-    SHMDS_FAULT("region.root_drop.after_free");
-    memset(e->name, 0, sizeof e->name);
-    e->owner_pid = 0;
-    shmds__seq_write_end(&h->dir_seq);
-    shmds_mutex_unlock(&h->dir_lock);
-    return 0;
+    char name[SHMDS_ROOT_NAME_MAX + 1];
+    memcpy(name, e->name, sizeof name);
+    name[SHMDS_ROOT_NAME_MAX] = '\0';
+    if (root_name_check(name) != 0)
+        rc = SHMDS_ECORRUPT;
+    else
+        dir_free(r, shmds__dir_bucket(name), e, false);
+    dir_unlock(r);
+    return rc;
+}
+
+/* The first pending entry of a dead owner in `bucket`, named `name` (NULL:
+ * any) of type `of_type` (0: any), and its type as read. Under the
+ * directory lock. */
+static int orphan_in(shmds_region *r, uint32_t bucket, const char *name, uint32_t of_type,
+                     struct shmds__root **out, uint32_t *type)
+{
+    struct dir_walk w;
+    walk_start(r, bucket, &w);
+    int rc;
+    while ((rc = walk_next(&w)) == 1)
+        for (uint32_t i = 0; i < w.cap; i++) {
+            struct shmds__root c;
+            entry_copy(&c, &w.b->e[i]);
+            /* Only the object layer leaves entries pending: another
+             * tag's is damage for shmds_region_check, not an orphan. */
+            if (!shmds__type_is_object(c.type) || c.owner_pid == 0 ||
+                (of_type != 0 && c.type != of_type) ||
+                (name != NULL && strncmp(c.name, name, sizeof c.name) != 0) ||
+                !shmds__proc_gone(c.owner_pid))
+                continue;
+            *out = &w.b->e[i];
+            *type = c.type;
+            return 0;
+        }
+    return rc != 0 ? rc : -ENOENT;
 }
 
 int shmds__root_take_orphan(shmds_region *r, const char *name, uint32_t of_type, uint32_t *type,
                             shmds_off_t **slot)
 {
+    if (name != NULL && root_name_check(name) != 0)
+        return -EINVAL;
     int rc = dir_lock(r);
     if (rc != 0)
         return rc;
     struct shmds__hdr *h = r->hdr;
+    struct shmds__root *e = NULL;
     rc = -ENOENT;
-    for (int i = 0; i < SHMDS_ROOTS_MAX; i++) {
-        struct shmds__root *e = &h->roots[i];
-        if (e->type == 0 || (of_type != 0 && e->type != of_type) ||
-            (name != NULL && strncmp(e->name, name, sizeof e->name) != 0) ||
-            !shmds__proc_gone(e->owner_pid))
-            continue;
+    if (name != NULL)
+        rc = orphan_in(r, shmds__dir_bucket(name), name, of_type, &e, type);
+    for (uint32_t bk = 0; name == NULL && bk < SHMDS__DIR_BUCKETS && rc == -ENOENT; bk++)
+        rc = orphan_in(r, bk, NULL, of_type, &e, type);
+    if (rc == 0) {
         shmds__seq_write_begin(&h->dir_seq);
         __atomic_store_n(&e->owner_pid, self_pid(), __ATOMIC_RELEASE);
         shmds__seq_write_end(&h->dir_seq);
-        *type = e->type;
         *slot = &e->off;
-        rc = 0;
-        break;
     }
-    shmds_mutex_unlock(&h->dir_lock);
+    dir_unlock(r);
     return rc;
+}
+
+int shmds__root_trim(shmds_region *r)
+{
+    int rc = dir_lock(r);
+    if (rc != 0)
+        return rc;
+    struct shmds__hdr *h = r->hdr;
+    shmds__seq_write_begin(&h->dir_seq);
+    for (uint32_t bk = 0; bk < SHMDS__DIR_BUCKETS && rc == 0; bk++)
+        rc = dir_trim(r, bk);
+    shmds__seq_write_end(&h->dir_seq);
+    dir_unlock(r);
+    return rc;
+}
+
+/* A growable copy of one bucket's visible entries. */
+struct dir_copy {
+    struct shmds__root *e;
+    size_t n, cap;
+};
+
+/* Copy the visible entries of `bucket` consistently, without a lock. */
+static int bucket_copy(shmds_region *r, uint32_t bucket, struct dir_copy *out)
+{
+    struct shmds__hdr *h = r->hdr;
+    struct shmds__wait wt = {0};
+    for (;;) {
+        uint64_t s = shmds__seq_read_begin(&h->dir_seq);
+        if ((s & 1) == 0) {
+            struct dir_walk w;
+            walk_start(r, bucket, &w);
+            int rc;
+            out->n = 0;
+            while ((rc = walk_next(&w)) == 1)
+                for (uint32_t i = 0; i < w.cap; i++) {
+                    if (out->n == out->cap) {
+                        size_t ncap = out->cap != 0 ? 2 * out->cap : 64;
+                        void *p = realloc(out->e, ncap * sizeof *out->e);
+                        if (p == NULL)
+                            return -ENOMEM;
+                        out->e = p;
+                        out->cap = ncap;
+                    }
+                    entry_copy(&out->e[out->n], &w.b->e[i]);
+                    out->n += slot_visible(&out->e[out->n]);
+                }
+            if (shmds__seq_read_ok(&h->dir_seq, s))
+                return rc;
+        }
+        int rc = dir_wait(r, &wt);
+        if (rc != 0)
+            return rc;
+    }
 }
 
 SHMDS_API int shmds_root_foreach(shmds_region *r, shmds_root_foreach_fn *fn, void *arg)
 {
     if (r == NULL || fn == NULL)
         return -EINVAL;
-    struct shmds__root copy[SHMDS_ROOTS_MAX];
-    int rc = dir_snapshot(r, copy);
-    if (rc != 0)
-        return rc;
-    for (int i = 0; i < SHMDS_ROOTS_MAX; i++) {
-        if (!slot_visible(&copy[i]))
-            continue;
-        copy[i].name[SHMDS_ROOT_NAME_MAX] = '\0';
-        if ((rc = fn(copy[i].name, copy[i].type, entry_off(&copy[i]), arg)) != 0)
-            return rc;
+    struct dir_copy c = {0};
+    int rc = shmds__region_intact(r);
+    for (uint32_t bk = 0; bk < SHMDS__DIR_BUCKETS && rc == 0; bk++) {
+        if ((rc = bucket_copy(r, bk, &c)) != 0)
+            break;
+        for (size_t i = 0; i < c.n && rc == 0; i++)
+            rc = fn(c.e[i].name, c.e[i].type, entry_off(&c.e[i]), arg);
     }
-    return 0;
+    free(c.e);
+    return rc;
 }
 
-int shmds__root_published(shmds_region *r, uint32_t type, shmds_off_t off)
+int shmds__root_published(shmds_region *r, const char *name, uint32_t type, shmds_off_t off)
 {
-    struct shmds__root copy[SHMDS_ROOTS_MAX];
-    int rc = dir_snapshot(r, copy);
-    if (rc != 0)
-        return rc;
-    return dir_find_object(copy, type, off) >= 0 ? 0 : -ENOENT;
+    struct shmds__root c;
+    int rc = root_name_check(name) != 0 ? -ENOENT : dir_get(r, name, &c);
+    if (rc == 0 && (!slot_visible(&c) || c.type != type || entry_off(&c) != off))
+        rc = -ENOENT;
+    return rc;
 }
 
-int shmds__root_hold(shmds_region *r, uint32_t type, shmds_off_t off)
+int shmds__root_hold(shmds_region *r, const char *name, uint32_t type, shmds_off_t off)
 {
     int rc = dir_lock(r);
     if (rc != 0)
         return rc;
-    if (dir_find_object(r->hdr->roots, type, off) < 0) {
-        shmds_mutex_unlock(&r->hdr->dir_lock);
-        return -ENOENT;
-    }
-    return 0;
+    struct shmds__root *e;
+    if ((rc = dir_find_object(r, name, type, off, &e)) != 0)
+        dir_unlock(r);
+    return rc;
 }
 
 void shmds__root_release(shmds_region *r)
 {
-    shmds_mutex_unlock(&r->hdr->dir_lock);
+    dir_unlock(r);
 }
 
 int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shmds_off_t *off)
@@ -1034,6 +1365,91 @@ int shmds__root_find_typed(shmds_region *r, const char *name, uint32_t type, shm
         return SHMDS_ECORRUPT;
     *off = o;
     return 0;
+}
+
+/* Check the directory: every chain (blocks live in the heap, their links
+ * sound, no cycle), every taken entry (a name of 1..SHMDS_ROOT_NAME_MAX
+ * bytes in its own bucket, once; an offset in the heap, but for a pending
+ * entry still empty) and the counts in the header. Under the directory
+ * lock, or on a lock-free reader's pass (then SHMDS_ECORRUPT counts only
+ * once the sequence confirms it). */
+static int dir_check_pass(shmds_region *r, struct dir_copy *c)
+{
+    uint64_t names = 0, slots = 0;
+    for (uint32_t bk = 0; bk < SHMDS__DIR_BUCKETS; bk++) {
+        struct dir_walk w;
+        walk_start(r, bk, &w);
+        int rc;
+        c->n = 0;
+        while ((rc = walk_next(&w)) == 1) {
+            uint64_t usable;
+            shmds_off_t boff = (shmds_off_t)((unsigned char *)w.b - r->base);
+            if (shmds__alloc_block_live(r, boff, &usable) != 0 || usable < blk_bytes(w.cap))
+                return SHMDS_ECORRUPT;
+            slots += w.cap;
+            for (uint32_t i = 0; i < w.cap; i++) {
+                struct shmds__root e;
+                memcpy(&e, &w.b->e[i], sizeof e);
+                if (e.type == 0)
+                    continue;
+                size_t n = strnlen(e.name, sizeof e.name);
+                bool pending = e.owner_pid != 0; /* its off may still be 0 */
+                /* Only the object layer's creates and destroys leave
+                 * entries pending. */
+                if (n == 0 || n > SHMDS_ROOT_NAME_MAX || shmds__dir_bucket(e.name) != bk ||
+                    (pending && !shmds__type_is_object(e.type)) ||
+                    (!(pending && e.off == 0) && !shmds__off_ok(r, e.off, 1, 8)))
+                    return SHMDS_ECORRUPT;
+                for (size_t j = 0; j < c->n; j++)
+                    if (strcmp(c->e[j].name, e.name) == 0)
+                        return SHMDS_ECORRUPT;
+                if (c->n == c->cap) {
+                    size_t ncap = c->cap != 0 ? 2 * c->cap : 64;
+                    void *p = realloc(c->e, ncap * sizeof *c->e);
+                    if (p == NULL)
+                        return -ENOMEM;
+                    c->e = p;
+                    c->cap = ncap;
+                }
+                c->e[c->n++] = e;
+                names++;
+            }
+        }
+        if (rc != 0)
+            return rc;
+    }
+    const struct shmds__hdr *h = r->hdr;
+    if (names != __atomic_load_n(&h->dir_names, __ATOMIC_RELAXED) ||
+        slots != __atomic_load_n(&h->dir_slots, __ATOMIC_RELAXED))
+        return SHMDS_ECORRUPT;
+    return 0;
+}
+
+static int dir_check(shmds_region *r)
+{
+    struct dir_copy c = {0};
+    int rc;
+    if (!shmds__rdonly(r)) {
+        if ((rc = dir_lock(r)) == 0) {
+            rc = dir_check_pass(r, &c);
+            dir_unlock(r);
+        }
+    } else {
+        struct shmds__hdr *h = r->hdr;
+        struct shmds__wait w = {0};
+        for (;;) {
+            uint64_t s = shmds__seq_read_begin(&h->dir_seq);
+            if ((s & 1) == 0) {
+                rc = dir_check_pass(r, &c);
+                if (shmds__seq_read_ok(&h->dir_seq, s))
+                    break;
+            }
+            if ((rc = dir_wait(r, &w)) != 0)
+                break;
+        }
+    }
+    free(c.e);
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------
@@ -1070,10 +1486,12 @@ SHMDS_API int shmds_region_info_get(const shmds_region *r, shmds_region_info *ou
     out->creator_pid = (pid_t)h->creator_pid;
     out->creator_uid = (uid_t)h->creator_uid;
     out->epoch = __atomic_load_n(&h->epoch, __ATOMIC_RELAXED);
-    out->roots_max = SHMDS_ROOTS_MAX;
-    for (unsigned i = 0; i < SHMDS_ROOTS_MAX; i++)
-        if (__atomic_load_n(&h->roots[i].type, __ATOMIC_RELAXED) != 0)
-            out->roots++;
+    /* The counts the directory's writers keep (clamped: the header is
+     * shared memory; shmds_region_check compares them with the chains). */
+    out->roots_max = __atomic_load_n(&h->dir_slots, __ATOMIC_RELAXED);
+    out->roots = __atomic_load_n(&h->dir_names, __ATOMIC_RELAXED);
+    if (out->roots > out->roots_max)
+        out->roots = out->roots_max;
     return 0;
 }
 
@@ -1357,20 +1775,5 @@ int shmds__region_check_header(shmds_region *r)
         !shmds__mutex_ok(&r->hdr->alloc_lock) || !shmds__mutex_ok(&r->hdr->grow_lock))
         return SHMDS_ECORRUPT;
 
-    struct shmds__root copy[SHMDS_ROOTS_MAX];
-    if ((rc = dir_snapshot(r, copy)) != 0)
-        return rc;
-    for (int i = 0; i < SHMDS_ROOTS_MAX; i++) {
-        if (copy[i].type == 0)
-            continue;
-        size_t n = strnlen(copy[i].name, sizeof copy[i].name);
-        bool pending = copy[i].owner_pid != 0; /* its off may still be 0 */
-        if (n == 0 || n > SHMDS_ROOT_NAME_MAX ||
-            (!(pending && copy[i].off == 0) && !shmds__off_ok(r, copy[i].off, 1, 8)))
-            return SHMDS_ECORRUPT;
-        for (int j = 0; j < i; j++)
-            if (copy[j].type != 0 && strncmp(copy[j].name, copy[i].name, sizeof copy[i].name) == 0)
-                return SHMDS_ECORRUPT;
-    }
-    return 0;
+    return dir_check(r);
 }

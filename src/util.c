@@ -46,16 +46,6 @@ int shmds__ms_left(uint64_t deadline_ns)
     return ms > INT32_MAX ? INT32_MAX : (int)ms;
 }
 
-uint64_t shmds__fnv1a(uint64_t h, const void *data, size_t len)
-{
-    const unsigned char *p = data;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
-}
-
 void shmds__nap_1ms(void)
 {
     struct timespec ts = {0, 1000000L};

@@ -41,8 +41,13 @@ static void base_build(void)
         abort();
     /* Two user roots pointing into the heap, and a heap with live and free
      * blocks of several sizes (free lists, boundary tags, a split tail). */
+    /* A third in alpha's bucket: its chain has two blocks, the second
+     * with a free entry. */
+    char c0[16];
+    tu_dir_collide("alpha", 0, c0);
     if (shmds_root_set(r, "alpha", SHMDS_TYPE_USER, SHMDS_HEADER_SIZE) != 0 ||
-        shmds_root_set(r, "beta", SHMDS_TYPE_USER + 1, SHMDS_HEADER_SIZE + 64) != 0)
+        shmds_root_set(r, "beta", SHMDS_TYPE_USER + 1, SHMDS_HEADER_SIZE + 64) != 0 ||
+        shmds_root_set(r, c0, SHMDS_TYPE_USER, SHMDS_HEADER_SIZE) != 0)
         abort();
     shmds_off_t b[12];
     for (unsigned i = 0; i < 12; i++)
@@ -159,7 +164,7 @@ static void mk_cur_size_past_end(unsigned char *img)
     hdr_of(img)->cur_size = hdr_of(img)->size + 4096;
 }
 static void mk_hdr_size(unsigned char *img) { hdr_of(img)->hdr_size = 8192; reseal(img); }
-static void mk_roots_max(unsigned char *img) { hdr_of(img)->roots_max = 1000; reseal(img); }
+static void mk_dir_buckets(unsigned char *img) { hdr_of(img)->dir_buckets = 1000; reseal(img); }
 static void mk_timeout_zero(unsigned char *img)
 {
     hdr_of(img)->lock_timeout_ms = 0;
@@ -170,50 +175,104 @@ static void mk_timeout_huge(unsigned char *img)
     hdr_of(img)->lock_timeout_ms = UINT32_MAX;
     reseal(img);
 }
-static void mk_root_off_out(unsigned char *img) { hdr_of(img)->roots[0].off = IMG_SIZE; }
-static void mk_root_off_huge(unsigned char *img) { hdr_of(img)->roots[0].off = UINT64_MAX - 7; }
-static void mk_root_off_header(unsigned char *img) { hdr_of(img)->roots[0].off = 8; }
-static void mk_root_off_unaligned(unsigned char *img)
+static struct shmds__root *alpha(unsigned char *img)
 {
-    hdr_of(img)->roots[0].off = SHMDS_HEADER_SIZE + 3;
+    struct shmds__root *e = tu_dir_entry(img, "alpha");
+    if (e == NULL)
+        abort();
+    return e;
 }
+static void mk_root_off_out(unsigned char *img) { alpha(img)->off = IMG_SIZE; }
+static void mk_root_off_huge(unsigned char *img) { alpha(img)->off = UINT64_MAX - 7; }
+static void mk_root_off_header(unsigned char *img) { alpha(img)->off = 8; }
+static void mk_root_off_unaligned(unsigned char *img) { alpha(img)->off = SHMDS_HEADER_SIZE + 3; }
 static void mk_root_name_unterminated(unsigned char *img)
 {
-    memset(hdr_of(img)->roots[0].name, 'x', sizeof hdr_of(img)->roots[0].name);
+    memset(alpha(img)->name, 'x', sizeof alpha(img)->name);
 }
 static void mk_root_name_empty(unsigned char *img)
 {
-    memset(hdr_of(img)->roots[0].name, 0, sizeof hdr_of(img)->roots[0].name);
+    memset(alpha(img)->name, 0, sizeof alpha(img)->name);
 }
+/* Alpha's name a second time, in the free entry of its own chain. */
 static void mk_root_duplicate(unsigned char *img)
 {
-    memcpy(hdr_of(img)->roots[1].name, hdr_of(img)->roots[0].name,
-           sizeof hdr_of(img)->roots[0].name);
+    struct shmds__root *e = tu_dir_free_entry(img, "alpha");
+    if (e == NULL)
+        abort();
+    memcpy(e, alpha(img), sizeof *e);
 }
+/* A valid name in a bucket that is not its own. */
+static void mk_root_wrong_bucket(unsigned char *img)
+{
+    memcpy(alpha(img)->name, "beta2", 6);
+}
+/* The free entry taken by a well-formed name of the bucket. */
 static void mk_root_all_slots(unsigned char *img)
 {
-    for (unsigned i = 0; i < SHMDS_ROOTS_MAX; i++) {
-        struct shmds__root *e = &hdr_of(img)->roots[i];
-        snprintf(e->name, sizeof e->name, "slot%u", i);
-        e->type = SHMDS_TYPE_USER;
-        e->off = SHMDS_HEADER_SIZE + 8 * i;
-    }
+    struct shmds__root *e = tu_dir_free_entry(img, "alpha");
+    if (e == NULL)
+        abort();
+    tu_dir_collide("alpha", 1, e->name);
+    e->type = SHMDS_TYPE_USER;
+    e->off = SHMDS_HEADER_SIZE + 8;
 }
 /* A writer's sequence left odd with the lock free: a stale image. Reads
  * must not wait out the lock bound. */
 static void mk_dir_seq_odd(unsigned char *img) { hdr_of(img)->dir_seq |= 1; }
-/* Garbage in the free slots and the reserved tail must not matter. */
+/* Garbage in the free entries and the reserved tail must not matter. */
 static void mk_free_slot_garbage(unsigned char *img)
 {
-    struct shmds__hdr *h = hdr_of(img);
-    for (unsigned i = 0; i < SHMDS_ROOTS_MAX; i++) {
-        if (h->roots[i].type != 0)
-            continue;
-        memset(h->roots[i].name, 0xA5, sizeof h->roots[i].name);
-        h->roots[i].off = UINT64_MAX;
-    }
-    memset(h->reserved, 0x5A, sizeof h->reserved);
+    struct shmds__root *e = tu_dir_free_entry(img, "alpha");
+    if (e == NULL)
+        abort();
+    memset(e->name, 0xA5, sizeof e->name);
+    e->owner_pid = UINT32_MAX;
+    e->off = UINT64_MAX;
+    memset(hdr_of(img)->reserved, 0x5A, sizeof hdr_of(img)->reserved);
 }
+/* The links of alpha's chain: the bucket head, then the first block's
+ * next (to the second block). */
+static uint64_t *alpha_head(unsigned char *img)
+{
+    return &hdr_of(img)->dir_heads[shmds__dir_bucket("alpha")];
+}
+static struct shmds__dir_blk *blk_at(unsigned char *img, uint64_t off)
+{
+    if (off < SHMDS_HEADER_SIZE || off + 16 > IMG_SIZE)
+        abort();
+    return (struct shmds__dir_blk *)(void *)(img + off);
+}
+/* The second block links back to the first: a cycle. */
+static void mk_dir_chain_cycle(unsigned char *img)
+{
+    uint64_t b0 = *alpha_head(img), b1 = blk_at(img, b0)->next;
+    blk_at(img, b1)->next = b0;
+}
+/* The first block links to itself. */
+static void mk_dir_chain_self(unsigned char *img)
+{
+    uint64_t b0 = *alpha_head(img);
+    blk_at(img, b0)->next = b0;
+}
+static void mk_dir_link_out(unsigned char *img) { *alpha_head(img) = IMG_SIZE + 4096; }
+static void mk_dir_link_huge(unsigned char *img) { *alpha_head(img) = UINT64_MAX - 15; }
+static void mk_dir_link_header(unsigned char *img) { *alpha_head(img) = 64; }
+static void mk_dir_link_unaligned(unsigned char *img) { *alpha_head(img) += 8; }
+/* A link into the heap's free space: no live block there. */
+static void mk_dir_link_free(unsigned char *img)
+{
+    *alpha_head(img) = IMG_SIZE - 1024;
+}
+/* The second block's link to a block whose size overruns the image. */
+static void mk_dir_link_tail(unsigned char *img)
+{
+    uint64_t b0 = *alpha_head(img);
+    blk_at(img, blk_at(img, b0)->next)->next = IMG_SIZE - 64;
+}
+/* Counts that disagree with the chains. */
+static void mk_dir_names_wrong(unsigned char *img) { hdr_of(img)->dir_names += 5; }
+static void mk_dir_slots_wrong(unsigned char *img) { hdr_of(img)->dir_slots = 1; }
 
 /* ---- maps and queues ----
  * Their layouts are private to map.c and queue.c; these offsets are the
@@ -240,10 +299,10 @@ static uint64_t *word_at(unsigned char *img, uint64_t off)
  * header's block, and the header is 64-byte aligned inside it. */
 static uint64_t root_off(unsigned char *img, const char *name)
 {
-    for (unsigned i = 0; i < SHMDS_ROOTS_MAX; i++)
-        if (strcmp(hdr_of(img)->roots[i].name, name) == 0)
-            return shmds__hdr_of(hdr_of(img)->roots[i].off);
-    abort();
+    struct shmds__root *e = tu_dir_entry(img, name);
+    if (e == NULL)
+        abort();
+    return shmds__hdr_of(e->off);
 }
 
 /* The first non-empty bucket of the map's table. */
@@ -437,7 +496,7 @@ static const hostile cases[] = {
     {"grow_to_max", IMG_SIZE, mk_grow_to_max, 0, CHECK_ANY},
     {"grow_to_odd", IMG_SIZE, mk_grow_to_odd, 0, CHECK_ANY},
     {"cur_size_past_end", IMG_SIZE, mk_cur_size_past_end, SHMDS_ECORRUPT, 0},
-    {"roots_max", IMG_SIZE, mk_roots_max, SHMDS_ECORRUPT, 0},
+    {"dir_buckets", IMG_SIZE, mk_dir_buckets, SHMDS_ECORRUPT, 0},
     {"lock_timeout_zero", IMG_SIZE, mk_timeout_zero, SHMDS_ECORRUPT, 0},
     {"lock_timeout_huge", IMG_SIZE, mk_timeout_huge, SHMDS_ECORRUPT, 0},
     {"lock_timeout_int32_max", IMG_SIZE, mk_timeout_int32, 0, 0},
@@ -453,7 +512,18 @@ static const hostile cases[] = {
     {"root_name_unterminated", IMG_SIZE, mk_root_name_unterminated, 0, SHMDS_ECORRUPT},
     {"root_name_empty", IMG_SIZE, mk_root_name_empty, 0, SHMDS_ECORRUPT},
     {"root_duplicate", IMG_SIZE, mk_root_duplicate, 0, SHMDS_ECORRUPT},
+    {"root_wrong_bucket", IMG_SIZE, mk_root_wrong_bucket, 0, SHMDS_ECORRUPT},
     {"root_all_slots", IMG_SIZE, mk_root_all_slots, 0, CHECK_ANY},
+    {"dir_chain_cycle", IMG_SIZE, mk_dir_chain_cycle, 0, SHMDS_ECORRUPT},
+    {"dir_chain_self", IMG_SIZE, mk_dir_chain_self, 0, SHMDS_ECORRUPT},
+    {"dir_link_past_end", IMG_SIZE, mk_dir_link_out, 0, SHMDS_ECORRUPT},
+    {"dir_link_huge", IMG_SIZE, mk_dir_link_huge, 0, SHMDS_ECORRUPT},
+    {"dir_link_in_header", IMG_SIZE, mk_dir_link_header, 0, SHMDS_ECORRUPT},
+    {"dir_link_unaligned", IMG_SIZE, mk_dir_link_unaligned, 0, SHMDS_ECORRUPT},
+    {"dir_link_free_space", IMG_SIZE, mk_dir_link_free, 0, SHMDS_ECORRUPT},
+    {"dir_link_overruns", IMG_SIZE, mk_dir_link_tail, 0, SHMDS_ECORRUPT},
+    {"dir_names_wrong", IMG_SIZE, mk_dir_names_wrong, 0, SHMDS_ECORRUPT},
+    {"dir_slots_wrong", IMG_SIZE, mk_dir_slots_wrong, 0, SHMDS_ECORRUPT},
     {"dir_seq_odd", IMG_SIZE, mk_dir_seq_odd, 0, CHECK_ANY},
     {"free_slot_garbage", IMG_SIZE, mk_free_slot_garbage, 0, 0},
     {"map_chain_cycle", IMG_SIZE, mk_map_chain_cycle, 0, SHMDS_ECORRUPT},

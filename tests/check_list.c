@@ -276,11 +276,11 @@ END_TEST
 START_TEST(test_list_destroy_returns_memory)
 {
     shmds_region *r = make(SZ);
-    uint64_t before = used_blocks(r);
+    uint64_t before = used_blocks(r), obefore = tu_obj_blocks(r);
     shmds_list *l = make_list(r, "gone");
     for (uint64_t i = 0; i < 1000; i++)
         push_id(l, (int)(i & 1), i);
-    ck_assert_uint_eq(used_blocks(r), before + 1 + 1000);
+    ck_assert_uint_eq(tu_obj_blocks(r), obefore + 1 + 1000);
     ck_assert_int_eq(shmds_list_destroy(l), 0);
     ck_assert_uint_eq(used_blocks(r), before);
     ck_assert_int_eq(shmds_list_open(r, "gone", &l), -ENOENT);
@@ -938,7 +938,7 @@ START_TEST(test_list_random_kills_keep_acknowledged_ops)
         free(s.v);
         ck_assert_int_eq(shmds_list_check(mp_list), 0);
         /* No leak: the header plus one block per element. */
-        ck_assert_uint_eq(used_blocks(r), base_blocks + 1 + m.n);
+        ck_assert_uint_eq(tu_obj_blocks(r), base_blocks + 1 + m.n);
     }
     ck_assert_int_eq(shmds_region_check(r), 0);
     shmds_region_info info;
@@ -1038,7 +1038,7 @@ START_TEST(test_list_every_fault_point_is_repaired)
                     free(s.v);
                 }
                 ck_assert_int_eq(shmds_list_check(mp_list), 0);
-                ck_assert_uint_eq(used_blocks(r), base_blocks + 1 + m.n);
+                ck_assert_uint_eq(tu_obj_blocks(r), base_blocks + 1 + m.n);
             }
         }
         ck_assert_msg(killed > 0, "fault point %s never reached", op_points[p]);

@@ -1,5 +1,6 @@
 /* Test helpers; see testutil.h. */
 #include "testutil.h"
+#include "internal.h"
 
 #include <check.h>
 #include <errno.h>
@@ -161,4 +162,63 @@ const char *tu_builddir(void)
 {
     const char *d = getenv("top_builddir");
     return d != NULL ? d : ".";
+}
+
+/* ---- the directory's layout ---- */
+
+static struct shmds__root *dir_walk(void *base, const char *name, bool want_free)
+{
+    unsigned char *b = base;
+    const struct shmds__hdr *h = base;
+    uint64_t off = h->dir_heads[shmds__dir_bucket(name)];
+    for (uint64_t k = 0; off != 0; k++) {
+        struct shmds__dir_blk *blk = (struct shmds__dir_blk *)(void *)(b + off);
+        for (uint32_t i = 0; i < shmds__dir_blk_cap(k); i++) {
+            struct shmds__root *e = &blk->e[i];
+            if (want_free ? e->type == 0
+                          : e->type != 0 && strncmp(e->name, name, sizeof e->name) == 0)
+                return e;
+        }
+        off = blk->next;
+    }
+    return NULL;
+}
+
+struct shmds__root *tu_dir_entry(void *base, const char *name)
+{
+    return dir_walk(base, name, false);
+}
+
+struct shmds__root *tu_dir_free_entry(void *base, const char *name)
+{
+    return dir_walk(base, name, true);
+}
+
+void tu_dir_collide(const char *name, unsigned i, char out[16])
+{
+    uint32_t want = shmds__dir_bucket(name);
+    for (unsigned n = 0;; n++) {
+        snprintf(out, 16, "c%u", n);
+        if (shmds__dir_bucket(out) == want && strcmp(out, name) != 0 && i-- == 0)
+            return;
+    }
+}
+
+uint64_t tu_dir_blocks(shmds_region *r)
+{
+    unsigned char *b = shmds_region_base(r);
+    const struct shmds__hdr *h = (const void *)b;
+    uint64_t n = 0;
+    for (uint32_t bk = 0; bk < SHMDS__DIR_BUCKETS; bk++)
+        for (uint64_t off = h->dir_heads[bk]; off != 0;
+             off = ((const struct shmds__dir_blk *)(const void *)(b + off))->next)
+            n++;
+    return n;
+}
+
+uint64_t tu_obj_blocks(shmds_region *r)
+{
+    shmds_alloc_stats st;
+    ck_assert_int_eq(shmds_alloc_stats_get(r, &st), 0);
+    return st.used_blocks - tu_dir_blocks(r);
 }

@@ -20,6 +20,21 @@ shmds_region *tu_region(const char *tag, size_t size);
 /* The same, growable up to `max_size` bytes. */
 shmds_region *tu_region_max(const char *tag, size_t size, size_t max_size);
 
+/* The directory's layout (src/internal.h), for tests that damage or kill
+ * it: walk the chain of `name`'s bucket in the region image at `base`
+ * (no checks: the tests' own images). The entry taken by `name`, or NULL;
+ * the first free entry of the chain, or NULL; the i-th name ("c<N>")
+ * that falls in the same bucket as `name`, into out (16 bytes). */
+struct shmds__root;
+struct shmds__root *tu_dir_entry(void *base, const char *name);
+struct shmds__root *tu_dir_free_entry(void *base, const char *name);
+void tu_dir_collide(const char *name, unsigned i, char out[16]);
+/* The heap blocks the directory's chains hold in `r` (read without a lock:
+ * call it while nobody changes the directory), and the used blocks of the
+ * heap that are not the directory's. */
+uint64_t tu_dir_blocks(shmds_region *r);
+uint64_t tu_obj_blocks(shmds_region *r);
+
 /* Run fn(arg) in a child process that then _exits with fn's return value. */
 pid_t tu_fork(int (*fn)(void *arg), void *arg);
 

@@ -592,7 +592,8 @@ static int cmd_info(int argc, char **argv)
         printf("heap\n  (%s)\n", shmds_errname(rc));
     }
     print_readers(r);
-    printf("objects (%" PRIu32 " of %" PRIu32 " directory slots)\n", info.roots, info.roots_max);
+    printf("objects (%" PRIu32 "; the directory's blocks hold %" PRIu32 " and grow with it)\n",
+           info.roots, info.roots_max);
     struct roots ro = {r, 1};
     rc = shmds_root_foreach(r, print_root, &ro);
     shmds_region_close(r);

@@ -6,10 +6,10 @@
  * At offset 0 it holds a one-page header: a magic number, a format word
  * (layout version and an ABI stamp: pointer width, lock sizes, cache line,
  * endianness), the region's size, who made it and when, a checksum of all of
- * that, a recovery epoch, the allocator's root and a *directory* of named
- * roots, so that one process creates "sessions" and another opens
- * "sessions". After the header comes the heap (shmds/alloc.h) in which the
- * structures live.
+ * that, a recovery epoch, the allocator's root and the root of a
+ * *directory* of named roots, so that one process creates "sessions" and
+ * another opens "sessions". After the header comes the heap
+ * (shmds/alloc.h) in which the structures and the directory's blocks live.
  *
  * Every process maps the region wherever mmap puts it; links inside it are
  * shmds_off_t byte offsets from the base, turned into pointers with
@@ -50,11 +50,14 @@
  * end raises SIGBUS, which the library cannot turn into an error for every
  * access. What it does: shmds_region_open checks the object's size against
  * the header; shmds_region_check, shmds_alloc_stats_get,
- * shmds_list_foreach and shmds_map_foreach fstat the object first and
+ * shmds_root_foreach, shmds_list_foreach and shmds_map_foreach fstat the
+ * object first and
  * return SHMDS_ECORRUPT when it is shorter than the mapping;
  * shmds_map_close then skips its write to the map. Calls that only read the
- * header (root lookups, shmds_region_info_get, lock diagnostics) keep
- * working as long as the header page is there. Every other call that
+ * header (shmds_region_info_get, lock diagnostics) keep working as long as
+ * the header page is there. Root lookups (shmds_root_get, the structures'
+ * opens) read the directory's blocks in the heap, so they are among the
+ * calls below. Every other call that
  * touches the heap after a truncation gets SIGBUS; the `shmds` tool catches
  * it and reports the truncation. Only the region's writers can do this.
  *
@@ -103,8 +106,6 @@ SHMDS_BEGIN_DECLS
 #define SHMDS_NAME_MAX 255
 /** Longest directory (root) name, in bytes, without the terminating NUL. */
 #define SHMDS_ROOT_NAME_MAX 47
-/** How many named roots a region's directory holds. */
-#define SHMDS_ROOTS_MAX 32
 /** Smallest region shmds_region_create() accepts, in bytes. */
 #define SHMDS_REGION_MIN_SIZE ((size_t)16384)
 /** Bytes taken by the header at the start of every region. */
@@ -309,8 +310,11 @@ typedef struct shmds_region_info {
     pid_t creator_pid;        /**< process that created it */
     uid_t creator_uid;        /**< its uid */
     uint64_t epoch;           /**< bumped on every repair after a death */
-    uint32_t roots;           /**< named roots in use */
-    uint32_t roots_max;       /**< SHMDS_ROOTS_MAX */
+    uint32_t roots;           /**< directory entries in use (pending ones
+                                   included) */
+    uint32_t roots_max;       /**< entries the directory's blocks hold now;
+                                   not a limit: the directory adds blocks
+                                   from the heap as names come */
     uint64_t max_size;        /**< the most the region may grow to */
     uint64_t initial_size;    /**< the size it was created with */
     uint64_t mapped_size;     /**< how much of it this process maps now */
@@ -383,35 +387,54 @@ static inline void *shmds_ptr(const shmds_region *r, shmds_off_t off);
 static inline shmds_off_t shmds_off(const shmds_region *r, const void *p);
 
 /* ---- the directory of named roots ----
- * A fixed table of SHMDS_ROOTS_MAX entries {name, type tag, offset} in the
- * header, guarded by a robust mutex. Names are 1 to SHMDS_ROOT_NAME_MAX bytes.
- * The library's structures register themselves here; users may register
- * their own blocks with tags from SHMDS_TYPE_USER up. A structure being
- * created or destroyed holds its name with a pending entry: the name is
- * taken (shmds_root_set gives -EEXIST) but lookups do not see it (see
- * shmds_region_reclaim). For a list, map or queue, the offset lookups report
- * is the object's header. */
+ * Entries {name, type tag, offset}, guarded by a robust mutex; lookups
+ * take no lock. Names are 1 to SHMDS_ROOT_NAME_MAX bytes. There is no
+ * fixed number of entries: the directory is a hash table of 256 buckets
+ * whose chains of blocks are allocated from the heap as names come (and
+ * freed as they go), so the limits are the heap (a region grows up to its
+ * maximum size, then -ENOMEM) and about 64 bytes plus a little chain
+ * overhead per name. A lookup reads the entries of one bucket (about
+ * n/256 for n names). The library's structures register themselves here;
+ * users may register their own blocks with tags from SHMDS_TYPE_USER up. A
+ * structure being created or destroyed holds its name with a pending
+ * entry: the name is taken (shmds_root_set gives -EEXIST) but lookups do
+ * not see it (see shmds_region_reclaim). For a list, map or queue, the
+ * offset lookups report is the object's header. A process killed while
+ * adding or removing a name or a directory block leaves a directory that
+ * the next holder of its lock repairs (and shmds_region_reclaim frees a
+ * block it had added for nothing): no name lost or doubled, no block
+ * leaked. */
 
 /**
  * Add a named root.
+ * @param[in] r    the region (writable).
+ * @param[in] name 1 to SHMDS_ROOT_NAME_MAX bytes.
+ * @param type     the type tag (not 0).
+ * @param off      what the root names: an offset inside the region.
  * @return 0; -EINVAL bad name, type 0, or offset outside the region;
- *         -EEXIST the name is taken; -ENOSPC the directory is full;
- *         SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ENOTRECOVERABLE.
+ *         -EEXIST the name is taken; -ENOMEM no room in the heap (at the
+ *         region's maximum size) for the directory block the name needs;
+ *         the allocator's other errors (-ENOSPC: /dev/shm is full);
+ *         SHMDS_ERDONLY; SHMDS_ECORRUPT; -ETIMEDOUT;
+ *         SHMDS_ENOTRECOVERABLE.
  */
 SHMDS_API int shmds_root_set(shmds_region *r, const char *name, uint32_t type, shmds_off_t off);
 
 /**
  * Look a root up. @p type and @p off may be NULL.
- * Works in read-only regions (it takes no lock).
- * @return 0; -EINVAL bad name; -ENOENT no such root; -ETIMEDOUT a writer
- *         died mid-update and nobody has repaired the directory yet.
+ * Works in read-only regions (it takes no lock). Cost: the entries of the
+ * name's bucket.
+ * @return 0; -EINVAL bad name; -ENOENT no such root; SHMDS_ECORRUPT the
+ *         bucket's chain is damaged; -ETIMEDOUT a writer died mid-update
+ *         and nobody has repaired the directory yet.
  */
 SHMDS_API int shmds_root_get(shmds_region *r, const char *name, uint32_t *type,
                              shmds_off_t *off);
 
 /**
  * Remove a named root (not the object it names: see the structures' destroy).
- * @return 0; -EINVAL; -ENOENT; SHMDS_ERDONLY; -ETIMEDOUT; SHMDS_ENOTRECOVERABLE.
+ * @return 0; -EINVAL; -ENOENT; SHMDS_ERDONLY; SHMDS_ECORRUPT; -ETIMEDOUT;
+ *         SHMDS_ENOTRECOVERABLE.
  */
 SHMDS_API int shmds_root_del(shmds_region *r, const char *name);
 
@@ -420,9 +443,13 @@ SHMDS_API int shmds_root_del(shmds_region *r, const char *name);
 typedef int shmds_root_foreach_fn(const char *name, uint32_t type, shmds_off_t off, void *arg);
 
 /**
- * Call @p fn for every root, in directory order, on a consistent snapshot.
+ * Call @p fn for every root, bucket by bucket, each bucket copied
+ * consistently (no lock; read-only regions too) before @p fn runs on it:
+ * a root that stays through the walk is reported exactly once; one set or
+ * deleted during it may be reported or not.
  * A non-zero return from @p fn stops the walk and is returned.
- * @return 0, @p fn's value, or -ETIMEDOUT as shmds_root_get().
+ * @return 0, @p fn's value, -ENOMEM, or SHMDS_ECORRUPT and -ETIMEDOUT as
+ *         shmds_root_get().
  */
 SHMDS_API int shmds_root_foreach(shmds_region *r, shmds_root_foreach_fn *fn, void *arg);
 

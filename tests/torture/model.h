@@ -19,7 +19,8 @@
 #include <shmds.h>
 
 #define TT_WORKERS_MAX 6
-#define TT_DIR_NAMES 3  /* directory names per worker */
+#define TT_DIR_NAMES 24 /* directory names per worker: enough that buckets
+                         * share chains, which gain and lose blocks */
 #define TT_SLOTS 8      /* allocation slots per worker (shmds__alloc_into) */
 #define TT_LIST_MAX 128 /* a worker's list is kept shorter (tt_draw pops) */
 #define TT_MAP_VALS 40  /* map keys per worker holding values (put, del, get) */
