@@ -151,6 +151,7 @@ struct shmds_table {
     shmds_off_t off;
     struct table_hdr *h;
     uint64_t seen; /* the version last prefaulted (prefault()) */
+    char name[SHMDS_ROOT_NAME_MAX + 1]; /* opened by (shmds__obj_destroy) */
 };
 
 struct shmds_table_builder {
@@ -394,7 +395,9 @@ static int table_attach(shmds_region *r, shmds_off_t off, const char *name, void
     shmds_table *t = malloc(sizeof *t);
     if (t == NULL)
         return -ENOMEM;
-    *t = (shmds_table){r, off, h, 0};
+    *t = (shmds_table){r, off, h, 0, {0}};
+    if (name != NULL)
+        memcpy(t->name, name, strlen(name) + 1);
     *out = t;
     return 0;
 }
@@ -431,7 +434,7 @@ static int table_teardown_at(shmds_region *r, shmds_off_t off)
     struct table_hdr *h = shmds__ptr_chk(r, off, sizeof *h, 64);
     if (h == NULL)
         return SHMDS_ECORRUPT;
-    shmds_table t = {r, off, h, 0};
+    shmds_table t = {r, off, h, 0, {0}};
     return table_teardown(&t);
 }
 
@@ -473,7 +476,7 @@ SHMDS_API int shmds_table_destroy(shmds_table *t)
     if (rc == 0 && __atomic_load_n(&t->h->magic, __ATOMIC_ACQUIRE) != TABLE_MAGIC)
         rc = -EIDRM;
     if (rc == 0)
-        rc = shmds__obj_destroy(t->r, &shmds__table_ops, t->off);
+        rc = shmds__obj_destroy(t->r, &shmds__table_ops, t->name, t->off);
     free(t);
     return rc;
 }
