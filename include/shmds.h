@@ -18,5 +18,6 @@
 #include <shmds/guard.h>
 #include <shmds/map.h>
 #include <shmds/queue.h>
+#include <shmds/table.h>
 
 #endif

@@ -12,6 +12,7 @@ static const struct shmds__obj_ops *const ops_table[] = {
     &shmds__list_ops,
     &shmds__map_ops,
     &shmds__queue_ops,
+    &shmds__table_ops,
 };
 
 /* The ops of `type`, or NULL for a tag that is not the library's. */

@@ -260,6 +260,61 @@ static inline void *shmds__ptr_chk(const shmds_region *r, shmds_off_t off, uint6
     return shmds__off_ok(r, off, len, align) ? (void *)(r->base + off) : NULL;
 }
 
+/* ---- hashing keys (map.c, table.c) ---- */
+#include <string.h>
+
+static inline uint64_t shmds__rd64(const void *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* A 64-bit finaliser: every input bit moves every output bit. */
+static inline uint64_t shmds__mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= UINT64_C(0xff51afd7ed558ccd);
+    x ^= x >> 33;
+    x *= UINT64_C(0xc4ceb9fe1a85ec53);
+    x ^= x >> 33;
+    return x;
+}
+
+/* 64-bit hash of a key under a per-structure random seed, 8 bytes a step;
+ * all bits (the map uses the top ones, the table the bottom ones and a
+ * tag from the top) are well mixed. */
+static inline uint64_t shmds__hash(uint64_t seed, const void *key, size_t len)
+{
+    const unsigned char *p = key;
+    uint64_t h = seed ^ (len * UINT64_C(0x9e3779b97f4a7c15));
+    while (len >= 8) {
+        h = (h ^ shmds__mix64(shmds__rd64(p))) * UINT64_C(0x9e3779b97f4a7c15);
+        h ^= h >> 29;
+        p += 8;
+        len -= 8;
+    }
+    if (len > 0) {
+        uint64_t t = 0;
+        memcpy(&t, p, len);
+        h = (h ^ shmds__mix64(t ^ len)) * UINT64_C(0x9e3779b97f4a7c15);
+    }
+    return shmds__mix64(h);
+}
+
+/* Byte strings equal? Keys of 8 to 16 bytes (the common ones) compare as
+ * two overlapping words, without a call. */
+static inline bool shmds__bytes_eq(const unsigned char *a, const unsigned char *b, size_t n)
+{
+    if (n >= 8 && n <= 16)
+        return ((shmds__rd64(a) ^ shmds__rd64(b)) |
+                (shmds__rd64(a + n - 8) ^ shmds__rd64(b + n - 8))) == 0;
+    return memcmp(a, b, n) == 0;
+}
+
+/* A random 64-bit seed (getrandom; the clock and pid when it fails). */
+uint64_t shmds__random_seed(void);
+
 /* ---- time ---- */
 
 uint64_t shmds__now_ns(void);        /* CLOCK_MONOTONIC */
@@ -467,7 +522,7 @@ int shmds__region_attach_fd(int fd, unsigned flags, shmds_region **out);
  * their directory entry holds the header's block (an allocator slot) and
  * lookups report the 64-byte aligned header inside it. All the region
  * knows of them is this range of tags. */
-#define SHMDS__TYPE_OBJ_LAST SHMDS_TYPE_QUEUE
+#define SHMDS__TYPE_OBJ_LAST SHMDS_TYPE_TABLE
 static inline bool shmds__type_is_object(uint32_t type)
 {
     return type != 0 && type <= SHMDS__TYPE_OBJ_LAST;

@@ -129,7 +129,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #define MAP_MAGIC UINT64_C(0x3150414d53444d48) /* "HMDSMAP1" */
@@ -363,43 +362,6 @@ static uint64_t now_ms(void)
 #define ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 #define STR(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
 
-static inline uint64_t rd64(const void *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-
-static inline uint64_t mix(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= UINT64_C(0xff51afd7ed558ccd);
-    x ^= x >> 33;
-    x *= UINT64_C(0xc4ceb9fe1a85ec53);
-    x ^= x >> 33;
-    return x;
-}
-
-/* 64-bit hash of a key, 8 bytes a step; the top bits (buckets and stripes
- * use them) are well mixed. */
-static inline uint64_t key_hash(uint64_t seed, const void *key, size_t len)
-{
-    const unsigned char *p = key;
-    uint64_t h = seed ^ (len * UINT64_C(0x9e3779b97f4a7c15));
-    while (len >= 8) {
-        h = (h ^ mix(rd64(p))) * UINT64_C(0x9e3779b97f4a7c15);
-        h ^= h >> 29;
-        p += 8;
-        len -= 8;
-    }
-    if (len > 0) {
-        uint64_t t = 0;
-        memcpy(&t, p, len);
-        h = (h ^ mix(t ^ len)) * UINT64_C(0x9e3779b97f4a7c15);
-    }
-    return mix(h);
-}
-
 static inline uint64_t bidx(uint64_t hash, uint32_t bits)
 {
     return bits == 0 ? 0 : hash >> (64 - bits);
@@ -472,18 +434,10 @@ static inline bool e_expired(const struct entry *e, uint64_t *now)
     return *now >= x;
 }
 
-/* Byte strings equal? Keys of 8 to 16 bytes (the common ones) compare as
- * two overlapping words, without a call. */
-static inline bool bytes_eq(const unsigned char *a, const unsigned char *b, size_t n)
-{
-    if (n >= 8 && n <= 16)
-        return ((rd64(a) ^ rd64(b)) | (rd64(a + n - 8) ^ rd64(b + n - 8))) == 0;
-    return memcmp(a, b, n) == 0;
-}
 
 static inline bool e_match(struct entry *e, uint64_t hash, const void *key, size_t klen)
 {
-    return e->hash == hash && e->klen == klen && bytes_eq(e_key(e), key, klen);
+    return e->hash == hash && e->klen == klen && shmds__bytes_eq(e_key(e), key, klen);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1512,7 +1466,7 @@ static void shard_claim(shmds_map *m)
             return;
         }
     }
-    m->shard = &m->h->shards[mix(me) % SHARDS];
+    m->shard = &m->h->shards[shmds__mix64(me) % SHARDS];
 }
 
 /* Give a claimed shard line back (its counts stay). */
@@ -1576,8 +1530,7 @@ static int map_init(shmds_region *r, shmds_off_t off, shmds_off_t blk, void *arg
     h->flags = o->flags;
     h->has_ttl = h->default_ttl_ms != 0;
     h->block = blk;
-    if (getrandom(&h->seed, sizeof h->seed, GRND_NONBLOCK) != (ssize_t)sizeof h->seed)
-        h->seed = mix(shmds__now_ns() ^ ((uint64_t)getpid() << 32));
+    h->seed = shmds__random_seed();
     h->bits_old = p->bits;
     int rc = shmds_mutex_init(&h->resize);
     for (uint32_t i = 0; i < p->S && rc == 0; i++)
@@ -1907,7 +1860,7 @@ static int put_locked(shmds_map *m, uint32_t s, struct newent *ne, unsigned flag
  * stripe's lock. Returns stripe_lock()'s result. */
 static int write_begin(shmds_map *m, const void *key, size_t klen, struct key *k, uint32_t *s)
 {
-    *k = (struct key){key, klen, key_hash(m->seed, key, klen)};
+    *k = (struct key){key, klen, shmds__hash(m->seed, key, klen)};
     *s = stripe_of(m, k->hash);
     return stripe_lock(m, *s, false);
 }
@@ -1977,7 +1930,7 @@ SHMDS_API int shmds_map_put_ex(shmds_map *m, const void *key, size_t klen, const
         return rc;
     if (o == NULL)
         o = &none;
-    struct newent ne = {{key, klen, key_hash(m->seed, key, klen)}, val, vlen,
+    struct newent ne = {{key, klen, shmds__hash(m->seed, key, klen)}, val, vlen,
                         expiry_ms(m, o->ttl_ms, true), o->user_flags, 0};
     uint32_t s = stripe_of(m, ne.k.hash);
     int lk = stripe_lock(m, s, false);
@@ -2214,7 +2167,7 @@ static inline int walk(const shmds_map *m, const uint64_t *l, const struct key *
         if (e == NULL || steps >= m->chain_cap)
             return SHMDS_ECORRUPT;
         if (LD(&e->hash) == k->hash && kl == k->len &&
-            bytes_eq((unsigned char *)e + ENTRY_HDR + vl, k->p, kl)) {
+            shmds__bytes_eq((unsigned char *)e + ENTRY_HDR + vl, k->p, kl)) {
             *ep = e;
             *vlp = vl;
             return 1;
@@ -2304,7 +2257,7 @@ static int get_impl(shmds_map *m, struct getarg *g)
         rc = -EINVAL;
     if (rc != 0)
         return rc;
-    g->k.hash = key_hash(m->seed, g->k.p, g->k.len);
+    g->k.hash = shmds__hash(m->seed, g->k.p, g->k.len);
     shmds_guard *gd;
     if ((rc = shmds__guard_enter(m->r, &gd)) != 0)
         return rc;
@@ -2353,7 +2306,7 @@ SHMDS_API int shmds_map_get_ref(shmds_map *m, shmds_guard *g, const void *key, s
         return rc;
     if (val == NULL || vlen == NULL || !shmds__guard_held(g, m->r))
         return -EINVAL;
-    struct key k = {key, klen, key_hash(m->seed, key, klen)};
+    struct key k = {key, klen, shmds__hash(m->seed, key, klen)};
     struct entry *e;
     uint64_t vl, now = 0;
     if ((rc = lookup(m, &k, &e, &vl)) == 1) {
@@ -2651,7 +2604,7 @@ SHMDS_API int shmds_map_fetch(shmds_map *m, const void *key, size_t klen, void *
         rc = shmds__writable(m->r);
     if (rc != 0)
         return rc;
-    struct getarg g = {{key, klen, key_hash(m->seed, key, klen)}, buf, cap, vlen, flags, info};
+    struct getarg g = {{key, klen, shmds__hash(m->seed, key, klen)}, buf, cap, vlen, flags, info};
     uint32_t s = stripe_of(m, g.k.hash);
     struct stripe *st = &m->h->stripes[s];
     uint64_t deadline = timeout_ms > 0 ? shmds__now_ns() + (uint64_t)timeout_ms * 1000000u : 0;
@@ -2896,7 +2849,7 @@ static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
                 if (e == NULL || steps >= m->chain_cap || n > st->entries ||
                     shmds__alloc_block_live(m->r, o, &usable) != 0 ||
                     usable < esize(e->klen, e->vlen) ||
-                    key_hash(m->seed, e_key(e), (size_t)e->klen) != e->hash ||
+                    shmds__hash(m->seed, e_key(e), (size_t)e->klen) != e->hash ||
                     (k == 3 && i > 0 ? &t->nw[bidx(e->hash, t->bn)]
                                      : bucket_slot(m, t, st, s, e->hash)) != slots[i])
                     return SHMDS_ECORRUPT;
@@ -2974,7 +2927,7 @@ static int map_check_at(shmds_region *r, shmds_off_t off)
 
 uint64_t *shmds__map_slot(shmds_map *m, const void *key, size_t klen)
 {
-    uint64_t hash = key_hash(m->seed, key, klen);
+    uint64_t hash = shmds__hash(m->seed, key, klen);
     uint32_t s = stripe_of(m, hash);
     struct tsnap t;
     if (tsnap_load(m, &t) != 0)
@@ -2984,7 +2937,7 @@ uint64_t *shmds__map_slot(shmds_map *m, const void *key, size_t klen)
 
 uint32_t shmds__map_fill_waiters(shmds_map *m, const void *key, size_t klen)
 {
-    uint32_t s = stripe_of(m, key_hash(m->seed, key, klen));
+    uint32_t s = stripe_of(m, shmds__hash(m->seed, key, klen));
     return __atomic_load_n(&m->h->stripes[s].sleepers, __ATOMIC_SEQ_CST);
 }
 

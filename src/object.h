@@ -1,6 +1,6 @@
 /*
  * The object layer (object.c): the lifecycle of the library's named
- * objects — lists, maps, queues — written once.
+ * objects — lists, maps, queues, tables — written once.
  *
  * Layer: above the allocator and the region, below the structures. The
  * structures call down into it (create, destroy); check.c, above the
@@ -42,6 +42,7 @@ struct shmds__obj_ops {
 extern const struct shmds__obj_ops shmds__list_ops;
 extern const struct shmds__obj_ops shmds__map_ops;
 extern const struct shmds__obj_ops shmds__queue_ops;
+extern const struct shmds__obj_ops shmds__table_ops;
 
 /* Fill in the header at `off` (64-byte aligned, `hdr_size` bytes, zeroed)
  * inside the block starting at `block`, storing the type's magic last with

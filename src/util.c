@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 uint64_t shmds__now_ns(void)
@@ -157,4 +158,12 @@ bool shmds__proc_alive(uint32_t pid, uint64_t start)
     if (state == 'Z' || state == 'X')
         return false;
     return start == 0 || now_start == start;
+}
+
+uint64_t shmds__random_seed(void)
+{
+    uint64_t seed;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed)
+        seed = shmds__mix64(shmds__now_ns() ^ ((uint64_t)getpid() << 32));
+    return seed;
 }

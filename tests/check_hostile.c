@@ -82,6 +82,12 @@ static void base_build(void)
         shmds_queue_send(q, "two", 3, 0) != 0)
         abort();
     shmds_queue_close(q);
+    /* A published table of three pairs. */
+    shmds_table_builder *tb;
+    if (shmds_table_build(r, "zeta", 3, &tb) != 0 || shmds_table_add(tb, "k0", 2, "v0", 2) != 0 ||
+        shmds_table_add(tb, "k1", 2, "value1", 6) != 0 || shmds_table_add(tb, "k2", 2, "", 0) != 0 ||
+        shmds_table_publish(tb, NULL) != 0)
+        abort();
     base_img = aligned_alloc(64, IMG_SIZE);
     if (base_img == NULL)
         abort();
@@ -426,6 +432,44 @@ static void mk_dir_lock_kind(unsigned char *img)
 }
 /* Issue 19: a header's lock bound of INT32_MAX ms (24 days) is legal in
  * the format but clamped by every handle (SHMDS_LOCK_TIMEOUT_MAX_MS). */
+/* Table "zeta" (table.c's layout: the header's root at 80, its build
+ * records at 176, 32 bytes each {pid, -, start, block, base}; a version:
+ * nslots at 8, slots from 128, then the records {klen, vlen, ...}). */
+#define T_ROOT 80
+#define T_BUILDS 176
+static uint64_t table_version(unsigned char *img)
+{
+    return *word_at(img, root_off(img, "zeta") + T_ROOT);
+}
+static void mk_table_root_out(unsigned char *img)
+{
+    *word_at(img, root_off(img, "zeta") + T_ROOT) = IMG_SIZE + 4096;
+}
+static void mk_table_nslots_huge(unsigned char *img)
+{
+    *word_at(img, table_version(img) + 8) = UINT64_C(1) << 40;
+}
+static void mk_table_slots_ones(unsigned char *img)
+{
+    uint64_t v = table_version(img), n = *word_at(img, v + 8);
+    for (uint64_t j = 0; j < n; j++)
+        *word_at(img, v + 128 + 8 * j) = UINT64_MAX;
+}
+static void mk_table_record_len(unsigned char *img)
+{
+    uint64_t v = table_version(img), n = *word_at(img, v + 8);
+    memset(img + v + 128 + 8 * n, 0xff, 4);
+}
+static void mk_table_dead_builder(unsigned char *img)
+{
+    /* A build record of a process that cannot exist, owning a "block"
+     * that is not one. */
+    uint64_t rec = root_off(img, "zeta") + T_BUILDS;
+    uint32_t pid = 0x7ffffff0u;
+    memcpy(img + rec, &pid, 4);
+    *word_at(img, rec + 16) = SHMDS_HEADER_SIZE + 8;
+}
+
 static void mk_timeout_int32(unsigned char *img)
 {
     hdr_of(img)->lock_timeout_ms = INT32_MAX;
@@ -494,6 +538,11 @@ static const hostile cases[] = {
     {"queue_count_wrong", IMG_SIZE, mk_queue_count_wrong, 0, SHMDS_ECORRUPT},
     {"queue_record_len", IMG_SIZE, mk_queue_record_len, 0, SHMDS_ECORRUPT},
     {"queue_geometry", IMG_SIZE, mk_queue_geometry, 0, SHMDS_ECORRUPT},
+    {"table_root_out", IMG_SIZE, mk_table_root_out, 0, SHMDS_ECORRUPT},
+    {"table_nslots_huge", IMG_SIZE, mk_table_nslots_huge, 0, SHMDS_ECORRUPT},
+    {"table_slots_ones", IMG_SIZE, mk_table_slots_ones, 0, SHMDS_ECORRUPT},
+    {"table_record_len", IMG_SIZE, mk_table_record_len, 0, SHMDS_ECORRUPT},
+    {"table_dead_builder", IMG_SIZE, mk_table_dead_builder, 0, SHMDS_ECORRUPT},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 

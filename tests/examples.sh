@@ -92,20 +92,27 @@ case $last_out in *"worker 0: 3000 requests"*) ;; *) echo "FAIL: worker 0 did no
 case $last_out in *"worker 2: 3000 requests"*) ;; *) echo "FAIL: worker 2 did not finish: $last_out"; fail=1;; esac
 case $last_out in *"computed once "*", twice 0, 3 times 0, more 0"*) ;; *) echo "FAIL: a key computed twice: $last_out"; fail=1;; esac
 
-# lookup: a TSV table loaded once, answered by read-only workers.
+# lookup: a TSV table published, answered by 8 read-only workers while it is
+# published again every second (3 versions in all); no lookup may fail.
 tsv=$(mktemp)
 trap '"$ex/unlink" "$name" 2>/dev/null; rm -f "$tsv"' EXIT
 i=0
 while [ $i -lt 500 ]; do printf 'city%d\tpopulation %d\n' $i $((i * 1000)); i=$((i + 1)); done >"$tsv"
 printf 'paris\tcapital of France\n' >>"$tsv"
 check "lookup usage" 2 "$ex/lookup"
-check "lookup" 0 "$ex/lookup" "$tsv" 3 city7 paris city499 nowhere city0
-case $last_out in *"loaded 501 rows"*) ;; *) echo "FAIL: row count: $last_out"; fail=1;; esac
-for want in "city7	population 7000 (worker 0)" "paris	capital of France (worker 1)" \
-            "city499	population 499000 (worker 2)" "nowhere	not found (worker 0)" \
-            "city0	population 0 (worker 1)"; do
+check "lookup" 0 "$ex/lookup" "$tsv" 8 3 city7 paris city499 nowhere
+case $last_out in *"loaded 501 rows as version 1"*) ;; *) echo "FAIL: row count: $last_out"; fail=1;; esac
+for want in "reloaded 501 rows as version 2" "reloaded 501 rows as version 3" \
+            "city7	population 7000 (version 3)" "paris	capital of France (version 3)" \
+            "city499	population 499000 (version 3)" "nowhere	not found" "no lookup failed"; do
     case $last_out in *"$want"*) ;; *) echo "FAIL: lookup missing '$want': $last_out"; fail=1;; esac
 done
-check "lookup of a missing file" 1 "$ex/lookup" /nonexistent/table.tsv 1 k
+w=0
+while [ $w -lt 8 ]; do
+    case $last_out in *"worker $w: "*" lookups, 0 failed, versions "*) ;;
+        *) echo "FAIL: worker $w did not report 0 failed: $last_out"; fail=1;; esac
+    w=$((w + 1))
+done
+check "lookup of a missing file" 1 "$ex/lookup" /nonexistent/table.tsv 1 1 k
 
 exit $fail

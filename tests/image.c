@@ -38,6 +38,8 @@ static int get_again(const void *k, size_t kl, const void *v, size_t vl, void *a
     return ++mw->n < 256 ? 0 : 1;
 }
 
+static void visit_table(shmds_region *r, const char *name);
+
 static int visit_root(const char *name, uint32_t type, shmds_off_t off, void *arg)
 {
     struct walk *w = arg;
@@ -107,7 +109,46 @@ static int visit_root(const char *name, uint32_t type, shmds_off_t off, void *ar
             shmds_queue_close(q);
         }
     }
+    if (type == SHMDS_TYPE_TABLE)
+        visit_table(w->r, name);
     return 0;
+}
+
+/* Each pair a table's walk hands over is looked up again by its key. */
+static int table_get_again(const void *k, size_t kl, const void *v, size_t vl, void *arg)
+{
+    unsigned char buf[64];
+    size_t got;
+    (void)v;
+    (void)vl;
+    (void)shmds_table_get(arg, k, kl, buf, sizeof buf, &got);
+    return 0;
+}
+
+static void visit_table(shmds_region *r, const char *name)
+{
+    shmds_table *t;
+    if (shmds_table_open(r, name, &t) != 0)
+        return;
+    uint64_t n, ver;
+    shmds_table_stats st;
+    (void)shmds_table_count(t, &n);
+    (void)shmds_table_stat(t, &st);
+    (void)shmds_table_foreach(t, table_get_again, t, &ver);
+    shmds_guard *g;
+    if (shmds_guard_enter(r, &g) == 0) {
+        static const char *const keys[] = {"k0", "k1", "k2", "nope", "a much longer key than most"};
+        for (unsigned i = 0; i < 5; i++) {
+            const void *v;
+            size_t vl;
+            if (shmds_table_get_ref(t, g, keys[i], strlen(keys[i]), &v, &vl, &ver) == 0 &&
+                vl > 0)
+                (void)!*(const volatile unsigned char *)v; /* the bytes are readable */
+        }
+        shmds_guard_leave(g);
+    }
+    (void)shmds_table_check(t);
+    shmds_table_close(t);
 }
 
 /* A read-only process that attaches before anyone repaired anything:

@@ -11,6 +11,7 @@
  *   peer mkmap NAME MAP KEY VALUE...
  *     Create map MAP in region NAME holding the given pairs.
  *   peer mkqueue NAME QUEUE MSG...
+ *   peer mktable NAME TABLE KEY VALUE...  (publishes a version; again: the next)
  *     Create queue QUEUE in region NAME holding the given messages.
  *   peer mkackq NAME QUEUE MSG...
  *     The same with an at-least-once queue, then lease the first message
@@ -142,6 +143,24 @@ int main(int argc, char **argv)
             fprintf(stderr, "peer: mkmap: %s\n", shmds_strerror(rc));
         return rc == 0 ? 0 : 1;
     }
+    if (argc >= 4 && argc % 2 == 0 && strcmp(argv[1], "mktable") == 0) {
+        shmds_table_builder *b;
+        int rc = shmds_region_open(argv[2], 0, &r);
+        if (rc == 0 && (rc = shmds_table_build(r, argv[3], 0, &b)) == 0) {
+            for (int i = 4; i + 1 < argc && rc == 0; i += 2)
+                rc = shmds_table_add(b, argv[i], strlen(argv[i]), argv[i + 1],
+                                     strlen(argv[i + 1]));
+            if (rc == 0)
+                rc = shmds_table_publish(b, NULL);
+            else
+                shmds_table_abort(b);
+        }
+        if (rc == 0)
+            shmds_region_close(r);
+        else
+            fprintf(stderr, "peer: mktable: %s\n", shmds_strerror(rc));
+        return rc == 0 ? 0 : 1;
+    }
     bool ack = argc >= 5 && strcmp(argv[1], "mkackq") == 0;
     if ((argc >= 4 && strcmp(argv[1], "mkqueue") == 0) || ack) {
         shmds_queue *q;
@@ -166,6 +185,7 @@ int main(int argc, char **argv)
     }
     fprintf(stderr, "usage: peer read NAME ROOT AVOID_ADDR AVOID_LEN | peer open NAME [ro] | peer mkmap NAME MAP K V...\n"
                     "       | peer mkqueue NAME QUEUE MSG... | peer mkackq NAME QUEUE MSG...\n"
+                    "       | peer mktable NAME TABLE K V...\n"
                     "       | peer layout\n");
     return 2;
 }

@@ -106,6 +106,18 @@ expect "stat counts sends" 0 "sent *3" "$tool" stat "$name" inbox
 expect "stat an at-least-once queue" 0 "at-least-once" "$tool" stat "$name" jobq
 expect "stat shows the lease in flight" 0 "in flight *1 " "$tool" stat "$name" jobq
 expect "stat shows redeliveries" 0 "redelivered *0" "$tool" stat "$name" jobq
+"$top_builddir/tests/peer" mktable "$name" prices apple 3 pear 5 &&
+    "$top_builddir/tests/peer" mktable "$name" prices apple 4 pear 5 fig 9 ||
+    { echo "FAIL: mktable"; fail=1; }
+expect "info shows a table's version" 0 "prices *table .*3 entries, version 2" "$tool" info "$name"
+expect "stat a table" 0 "version *2 (published" "$tool" stat "$name" prices
+expect "stat counts a table's publishes" 0 "publishes *2" "$tool" stat "$name" prices
+expect "dump a table" 0 '"fig" = "9"' "$tool" dump "$name" prices
+expect "get from a table" 0 "table version 2" "$tool" get "$name" prices apple
+expect "get a table's missing key" 1 "ENOENT" "$tool" get "$name" prices kiwi
+expect_json "stat --json table" 0 '"type": "table", "name": "prices", "version": 2, "entries": 3' "$tool" stat "$name" prices --json
+expect_json "dump --json table" 0 '"apple": "4"' "$tool" dump "$name" prices --json
+expect_json "info --json table" 0 '"name": "prices", "type": "table", .*"entries": 3, "version": 2' "$tool" info "$name" --json
 expect "check with every kind of object" 0 "healthy" "$tool" check "$name"
 expect_json "ls --json" 0 "{\"name\": \"$name\", \"size\": 1048576" "$tool" ls --json
 expect_json "info --json" 0 '"name": "cities", "type": "map", .*"entries": 2' "$tool" --json info "$name"

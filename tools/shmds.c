@@ -206,6 +206,8 @@ static const char *type_name(uint32_t type)
         return "map";
     case SHMDS_TYPE_QUEUE:
         return "queue";
+    case SHMDS_TYPE_TABLE:
+        return "table";
     default:
         return type >= SHMDS_TYPE_USER ? "user" : "unknown";
     }
@@ -423,6 +425,22 @@ static int print_root(const char *name, uint32_t type, shmds_off_t off, void *ar
         if ((rc = queue_len(r, name, &n)) == 0)
             snprintf(what, sizeof what, "%" PRIu64 " message%s waiting", n, n == 1 ? "" : "s");
     }
+    uint64_t version = 0;
+    if (type == SHMDS_TYPE_TABLE) {
+        shmds_table *t;
+        shmds_table_stats st;
+        if ((rc = shmds_table_open(r, name, &t)) == 0) {
+            rc = shmds_table_stat(t, &st);
+            shmds_table_close(t);
+        }
+        count = "entries";
+        if (rc == 0) {
+            n = st.count;
+            version = st.version;
+            snprintf(what, sizeof what, "%" PRIu64 " entr%s, version %" PRIu64, n,
+                     n == 1 ? "y" : "ies", version);
+        }
+    }
     if (json) {
         fputs(ro->first ? "\n    {\"name\": " : ",\n    {\"name\": ", jout);
         json_cstr(jout, name);
@@ -432,6 +450,8 @@ static int print_root(const char *name, uint32_t type, shmds_off_t off, void *ar
             fprintf(jout, ", \"error\": \"%s\"", shmds_errname(rc));
         else if (count != NULL)
             fprintf(jout, ", \"%s\": %" PRIu64, count, n);
+        if (rc == 0 && type == SHMDS_TYPE_TABLE)
+            fprintf(jout, ", \"version\": %" PRIu64, version);
         fputs("}", jout);
         ro->first = 0;
         return 0;
@@ -690,6 +710,14 @@ static int cmd_dump(int argc, char **argv)
             fputs(json ? (d.first ? "}\n" : "\n}\n") : "", d.f);
             shmds_map_close(m);
         }
+    } else if (rc == 0 && type == SHMDS_TYPE_TABLE) {
+        shmds_table *t;
+        if ((rc = shmds_table_open(r, argv[2], &t)) == 0) {
+            fputs(json ? "{" : "", d.f);
+            rc = shmds_table_foreach(t, dump_entry, &d, NULL);
+            fputs(json ? (d.first ? "}\n" : "\n}\n") : "", d.f);
+            shmds_table_close(t);
+        }
     } else if (rc == 0) {
         rc = SHMDS_ETYPE;
     }
@@ -734,6 +762,47 @@ static void stat_json_head(const char *type, const char *name)
 {
     fprintf(jout, "{\"type\": \"%s\", \"name\": ", type);
     json_cstr(jout, name);
+}
+
+static int print_table_stats(shmds_region *r, const char *name)
+{
+    shmds_table *t;
+    shmds_table_stats st;
+    int rc = shmds_table_open(r, name, &t);
+    if (rc != 0)
+        return rc;
+    if ((rc = shmds_table_stat(t, &st)) == 0 && json) {
+        stat_json_head("table", name);
+        fprintf(jout,
+                ", \"version\": %" PRIu64 ", \"entries\": %" PRIu64 ", \"slots\": %" PRIu64
+                ", \"bytes\": %" PRIu64 ", \"data_bytes\": %" PRIu64 ", \"max_probe\": %" PRIu32
+                ", \"published_ns\": %" PRIu64 ", \"publishes\": %" PRIu64
+                ", \"builds\": %" PRIu32 ", \"reclaimed\": %" PRIu64 "}\n",
+                st.version, st.count, st.slots, st.bytes, st.data_bytes, st.max_probe,
+                st.published_ns, st.publishes, st.builds, st.reclaimed);
+    } else if (rc == 0) {
+        printf("table %s\n", name);
+        if (st.version == 0) {
+            printf("  version      none published yet\n");
+        } else {
+            time_t when = (time_t)(st.published_ns / 1000000000u);
+            char at[64] = "?";
+            struct tm tm;
+            if (gmtime_r(&when, &tm) != NULL)
+                strftime(at, sizeof at, "%Y-%m-%d %H:%M:%S UTC", &tm);
+            printf("  version      %" PRIu64 " (published %s)\n", st.version, at);
+            printf("  entries      %" PRIu64 " in %" PRIu64 " slots (%.0f%% full)\n", st.count,
+                   st.slots, 100.0 * (double)st.count / (double)st.slots);
+            printf("  bytes        %" PRIu64 " (%" PRIu64 " of keys and values)\n", st.bytes,
+                   st.data_bytes);
+            printf("  max probe    %" PRIu32 " slots\n", st.max_probe);
+        }
+        printf("  publishes    %" PRIu64 "\n", st.publishes);
+        printf("  builds       %" PRIu32 " publishing now\n", st.builds);
+        printf("  reclaimed    %" PRIu64 " dead builders' blocks\n", st.reclaimed);
+    }
+    shmds_table_close(t);
+    return rc;
 }
 
 static int cmd_stat(int argc, char **argv)
@@ -806,6 +875,8 @@ static int cmd_stat(int argc, char **argv)
             }
             shmds_map_close(m);
         }
+    } else if (rc == 0 && type == SHMDS_TYPE_TABLE) {
+        rc = print_table_stats(r, argv[2]);
     } else if (rc == 0 && type == SHMDS_TYPE_QUEUE) {
         uint64_t n;
         if (json) {
@@ -847,14 +918,47 @@ static void close_map(shmds_region *r, shmds_map *m)
     shmds_region_close(r);
 }
 
+/* shmds get NAME TABLE KEY: the value, then the version it was read from. */
+static int table_get(shmds_region *r, const char *name, const char *key)
+{
+    shmds_table *t;
+    int rc = shmds_table_open(r, name, &t);
+    if (rc != 0)
+        return complain(name, rc);
+    shmds_guard *g;
+    const void *v;
+    size_t vl;
+    uint64_t version;
+    if ((rc = shmds_guard_enter(r, &g)) == 0) {
+        rc = shmds_table_get_ref(t, g, key, strlen(key), &v, &vl, &version);
+        if (rc == 0) {
+            quote_value(stdout, v, vl, 0);
+            printf("\ntable version %" PRIu64 "\n", version);
+        }
+        shmds_guard_leave(g);
+    }
+    shmds_table_close(t);
+    return rc == 0 ? 0 : complain(key, rc);
+}
+
 /* shmds get NAME MAP KEY: the value as dump shows it, then its version,
- * TTL and flags on a second line. */
+ * TTL and flags on a second line (a table's: its version). */
 static int cmd_get(int argc, char **argv)
 {
     if (argc != 4)
         return -1;
     shmds_region *r;
     shmds_map *m;
+    uint32_t type;
+    int trc = open_object(argv[1], argv[2], &r, &type);
+    if (r == NULL)
+        return complain(argv[1], trc);
+    if (trc == 0 && type == SHMDS_TYPE_TABLE) {
+        trc = table_get(r, argv[2], argv[3]);
+        shmds_region_close(r);
+        return trc;
+    }
+    shmds_region_close(r);
     if (open_map(argv[1], argv[2], 0, &r, &m) != 0)
         return 1;
     const char *key = argv[3];
@@ -1064,9 +1168,9 @@ static const struct command {
     {"ls", cmd_ls, "", "list the shmds regions in " SHM_DIR},
     {"info", cmd_info, "NAME", "header, locks and named objects of a region"},
     {"check", cmd_check, "NAME [--repair]", "verify a region; exit 0 when healthy, 1 when not"},
-    {"dump", cmd_dump, "NAME OBJECT", "a list's elements or a map's entries"},
+    {"dump", cmd_dump, "NAME OBJECT", "a list's elements, a map's or a table's entries"},
     {"stat", cmd_stat, "NAME OBJECT", "an object's statistics"},
-    {"get", cmd_get, "NAME MAP KEY", "a key's value, version, TTL and flags"},
+    {"get", cmd_get, "NAME MAP KEY", "a key's value, version, TTL and flags (also of a table)"},
     {"put", cmd_put, "NAME MAP KEY VALUE [--int] [--ttl MS] [--nx|--xx]",
      "store a value (--int: an 8-byte counter)"},
     {"del", cmd_del, "NAME MAP KEY", "remove a key"},

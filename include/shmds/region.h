@@ -164,6 +164,7 @@ enum {
     SHMDS_TYPE_LIST = 1,
     SHMDS_TYPE_MAP = 2,
     SHMDS_TYPE_QUEUE = 3,
+    SHMDS_TYPE_TABLE = 4,
     /** Tags from here up are free for users' own structs. */
     SHMDS_TYPE_USER = 0x10000
 };

@@ -59,6 +59,7 @@ static const unsigned skips[] = {0, 1, 3, 10, 40};
 #define SCRATCH_QUEUE "tt-scratch-queue"
 #define SCRATCH_SPSC "tt-scratch-spsc"
 #define SCRATCH_ACK "tt-scratch-ack"
+#define SCRATCH_TABLE "tt-scratch-table"
 #define SCRATCH_TOPIC "tt-scratch-topic"
 
 /* A crash inside a create or a destroy leaves no leak: the blocks stay
@@ -207,6 +208,48 @@ static int scratch_leases(tt_world *w)
     return shmds_queue_destroy(q) == 0 ? 0 : 5;
 }
 
+/* Publish a version of the scratch table: n pairs. */
+static int table_publish(shmds_region *r, unsigned n)
+{
+    shmds_table_builder *b;
+    int rc = shmds_table_build(r, SCRATCH_TABLE, n, &b);
+    for (unsigned i = 0; rc == 0 && i < n; i++) {
+        char k[16];
+        int kl = snprintf(k, sizeof k, "k%u", i);
+        rc = shmds_table_add(b, k, (size_t)kl, &n, sizeof n);
+    }
+    if (rc != 0) {
+        shmds_table_abort(b);
+        return rc;
+    }
+    return shmds_table_publish(b, NULL);
+}
+
+/* The table's paths: published twice (the second retires the first), a
+ * builder killed while it fills its version (the next publish frees its
+ * block), destroyed. */
+static int scratch_table(tt_world *w)
+{
+    if (table_publish(w->r, 3) != 0 || table_publish(w->r, 5) != 0)
+        return 1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        setenv("SHMDS_FAULT", "table.publish.filled", 1);
+        unsetenv("SHMDS_FAULT_SKIP");
+        _exit(table_publish(w->r, 7) == 0 ? 0 : 1);
+    }
+    int st;
+    if (pid < 0 || waitpid(pid, &st, 0) != pid || !WIFSIGNALED(st))
+        return 2;
+    shmds_table *t;
+    if (table_publish(w->r, 2) != 0 || shmds_table_open(w->r, SCRATCH_TABLE, &t) != 0)
+        return 3;
+    if (shmds_table_destroy(t) != 0)
+        return 4;
+    /* No reader holds the retired versions: free them now. */
+    return shmds__guard_reclaim(w->r) >= 0 ? 0 : 5;
+}
+
 /* A SHMDS_QUEUE_BLOCK topic whose slowest subscriber, a child, died: a
  * publisher that needs its room frees its slot and goes on (the child
  * traces its points but never dies at one, as in scratch_leases); then a
@@ -300,7 +343,7 @@ static int workload(int wr)
         shmds_queue_recv_ref(q, &zm, &len, 0) != 0 || shmds_queue_release(q) != 0 ||
         shmds_queue_destroy(q) != 0)
         return 4;
-    if (scratch_leases(&w) != 0 || scratch_topic(&w) != 0)
+    if (scratch_leases(&w) != 0 || scratch_topic(&w) != 0 || scratch_table(&w) != 0)
         return 4;
     /* Two growths (every point of one, hit twice). */
     for (int i = 0; i < 2; i++)
@@ -358,6 +401,8 @@ static int leak_check(tt_world *w)
     int rc = tt_world_open(&copy, name, 1);
     if (rc == 0)
         rc = tt_world_teardown(&copy);
+    if (rc == 0 && (rc = shmds__guard_reclaim(copy.r)) > 0)
+        rc = 0; /* retired blocks freed, the retire list handed back */
     shmds_alloc_stats s;
     if (rc == 0 && (rc = shmds_alloc_stats_get(copy.r, &s)) == 0 && s.used_blocks != 0) {
         if (s.used_blocks <= realloc_at_death)
@@ -402,6 +447,9 @@ static void check(tt_world *w, tt_state *model, tt_ledger *ledger, const tt_op *
         if ((rc == 0 || rc == -ENOENT) && (rc = shmds_queue_open(w->r, qnames[i], &q)) == 0)
             rc = shmds_queue_destroy(q);
     }
+    shmds_table *tb;
+    if ((rc == 0 || rc == -ENOENT) && (rc = shmds_table_open(w->r, SCRATCH_TABLE, &tb)) == 0)
+        rc = shmds_table_destroy(tb);
     if (rc != 0 && rc != -ENOENT) {
         fail(point, skip, "destroying the scratch objects", rc);
         return;

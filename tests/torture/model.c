@@ -935,6 +935,10 @@ int tt_take_every_lock(tt_world *w, uint64_t rec[TT_STRUCTS])
     if (rc == 0)
         rc = rc2;
     rec[TT_S_ALLOC] += epoch(w) - e;
+    /* The read guards' retire lock: its repair rolls a logged retire on. */
+    rc2 = shmds__guard_settle(w->r);
+    if (rc == 0)
+        rc = rc2;
     for (unsigned i = 0; i < w->workers; i++) {
         size_t len;
         e = epoch(w);

@@ -27,8 +27,9 @@ from .errors import QueueClosed, check
 TYPE_LIST = 1
 TYPE_MAP = 2
 TYPE_QUEUE = 3
+TYPE_TABLE = 4
 TYPE_USER = 0x10000
-_TYPE_NAMES = {TYPE_LIST: "list", TYPE_MAP: "map", TYPE_QUEUE: "queue"}
+_TYPE_NAMES = {TYPE_LIST: "list", TYPE_MAP: "map", TYPE_QUEUE: "queue", TYPE_TABLE: "table"}
 
 _RDONLY = 1 << 0
 _SAME_UID = 1 << 1
