@@ -206,8 +206,8 @@ static void verify_worker(unsigned i)
     unsigned lost = 0, phantom = 0, dropped = 0;
     const tt_op *inflight = wk[i].inflight ? &wk[i].pending : NULL;
     tt_ledger_killed(&ledger, i, inflight);
-    if (inflight != NULL && tt_op_may_leak(inflight))
-        fig.may_leak++;
+    if (inflight != NULL)
+        fig.may_leak += tt_op_may_leak(inflight);
     int rc = tt_verify(&world, i, &wk[i].model, inflight, &lost, &phantom, &dropped);
     fig.realloc_dropped += dropped;
     fig.verified++;
