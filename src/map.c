@@ -1116,7 +1116,7 @@ struct swap_op {
 static int swap_close(shmds_map *m, struct stripe *st)
 {
     struct slog *lg = &st->log;
-    int rc = shmds__guard_retire(m->r, &lg->dead);
+    int rc = LD(&lg->dead) != 0 ? shmds__guard_retire(m->r, &lg->dead) : 0;
     if (rc != 0)
         return rc < 0 ? rc : 0;
     SHMDS_FAULT("map.swap.retired");
@@ -1933,6 +1933,11 @@ SHMDS_API int shmds_map_put_ex(shmds_map *m, const void *key, size_t klen, const
     struct newent ne = {{key, klen, shmds__hash(m->seed, key, klen)}, val, vlen,
                         expiry_ms(m, o->ttl_ms, true), o->user_flags, 0};
     uint32_t s = stripe_of(m, ne.k.hash);
+    /* The key's bucket slot is the put's first cache miss: start it while
+     * the lock is taken (a hint from the handle's cached snapshot, which
+     * find() checks again under the lock). */
+    if (m->tc.old != NULL)
+        __builtin_prefetch(&m->tc.old[bidx(ne.k.hash, m->tc.bo)], 1);
     int lk = stripe_lock(m, s, false);
     if (lk < 0)
         return lk;
