@@ -412,16 +412,16 @@ void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
         /* Another process handed the same block at once would change the
          * fill: -EILSEQ, which the model never expects. */
         shmds_off_t b[TT_BLOCK_RUN];
-        unsigned n = 0, k = op->arg < TT_BLOCK_RUN ? op->arg : TT_BLOCK_RUN;
-        while (n < k && (done->rc = shmds_alloc(w->r, op->size, &b[n])) == 0)
-            memset(shmds_ptr(w->r, b[n++]), (int)(op->id % 251) + 1, op->size);
-        for (unsigned j = 0; j < n; j++) {
+        unsigned got = 0, want = op->arg < TT_BLOCK_RUN ? op->arg : TT_BLOCK_RUN;
+        while (got < want && (done->rc = shmds_alloc(w->r, op->size, &b[got])) == 0)
+            memset(shmds_ptr(w->r, b[got++]), (int)(op->id % 251) + 1, op->size);
+        for (unsigned j = 0; j < got; j++) {
             const unsigned char *p = shmds_ptr(w->r, b[j]);
             for (uint32_t i = 0; i < op->size && done->rc == 0; i++)
                 if (p[i] != (unsigned char)(op->id % 251 + 1))
                     done->rc = -EILSEQ;
         }
-        for (unsigned j = 0; j < n; j++) {
+        for (unsigned j = 0; j < got; j++) {
             int rc = shmds_free(w->r, b[j]);
             if (done->rc == 0)
                 done->rc = rc;
