@@ -1102,16 +1102,26 @@ START_TEST(test_alloc_cached_block_is_free_to_the_caller)
 }
 END_TEST
 
-static int cache_fill_child(void *p)
+/* Fill the handle's cache: 40 blocks of sizes 16-328 (the slots of many
+ * sizes), then 40 of one size (its slots, then the batch), all freed. 0 or
+ * a child's exit code. */
+static int cache_fill(shmds_region *r)
 {
-    shmds_region *r = p;
-    shmds_off_t b[40];
-    for (int i = 0; i < 40; i++)
-        if (shmds_alloc(r, 16 + 8 * (size_t)i, &b[i]) != 0)
+    shmds_off_t b[80];
+    for (int i = 0; i < 80; i++)
+        if (shmds_alloc(r, i < 40 ? 16 + 8 * (size_t)i : 100, &b[i]) != 0)
             return 36;
-    for (int i = 0; i < 40; i++)
+    for (int i = 0; i < 80; i++)
         if (shmds_free(r, b[i]) != 0)
             return 37;
+    return 0;
+}
+
+static int cache_fill_child(void *p)
+{
+    int rc = cache_fill(p);
+    if (rc != 0)
+        return rc;
     raise(SIGKILL);
     return 38;
 }
@@ -1138,13 +1148,9 @@ struct cache_hold_arg {
 static int cache_hold_child(void *p)
 {
     struct cache_hold_arg *a = p;
-    shmds_off_t b[40];
-    for (int i = 0; i < 40; i++)
-        if (shmds_alloc(a->r, 16 + 8 * (size_t)i, &b[i]) != 0)
-            return 36;
-    for (int i = 0; i < 40; i++)
-        if (shmds_free(a->r, b[i]) != 0)
-            return 37;
+    int rc = cache_fill(a->r);
+    if (rc != 0)
+        return rc;
     char c = 1;
     tu_send(&a->up, &c, 1);
     if (tu_recv(&a->down, &c, 1) != 1)
