@@ -94,8 +94,9 @@ typedef struct tt_op {
 
 enum { TT_MSG_INTENT = 1, TT_MSG_DONE = 2 };
 
-/* The blocks of a TT_BLOCK run: more than a cache's slots for one size. */
-#define TT_BLOCK_RUN 24u
+/* The blocks of a TT_BLOCK run: more than a cache's slots and batch hold
+ * for one size (8 + 64), so that one run flushes the batch. */
+#define TT_BLOCK_RUN 80u
 
 /* One record on a worker's pipe (small enough for an atomic pipe write). */
 typedef struct tt_msg {
