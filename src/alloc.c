@@ -1647,12 +1647,42 @@ COLD int cc_make(shmds_region *r)
     return rc;
 }
 
+/* Start the cache misses that freeing the batched block at user offset `y`
+ * will meet: the free-list neighbours of its free physical neighbours
+ * (whose headers were fetched when `y` entered the batch). A hint only:
+ * it reads words inside the region and writes nothing. */
+static void cc_prefetch_links(const shmds_region *r, uint64_t y)
+{
+    uint64_t lim = __atomic_load_n(&r->size, __ATOMIC_RELAXED);
+    if (y < HDR || y >= lim)
+        return;
+    const struct blk *b = (const struct blk *)(const void *)(r->base + y - HDR);
+    uint64_t ps = __atomic_load_n(&b->prev_size, __ATOMIC_RELAXED);
+    uint64_t nb[2] = {y - HDR + w_size(__atomic_load_n(&b->word, __ATOMIC_RELAXED)),
+                      ps <= y - HDR ? y - HDR - ps : lim};
+    for (unsigned i = 0; i < 2; i++) {
+        if (nb[i] >= lim || lim - nb[i] < MIN_BLOCK)
+            continue;
+        const struct blk *n = (const struct blk *)(const void *)(r->base + nb[i]);
+        if ((__atomic_load_n(&n->word, __ATOMIC_RELAXED) & F_FREE) == 0)
+            continue;
+        uint64_t l[2] = {__atomic_load_n(&n->next, __ATOMIC_RELAXED),
+                         __atomic_load_n(&n->prev, __ATOMIC_RELAXED)};
+        for (unsigned j = 0; j < 2; j++)
+            if (l[j] != 0 && l[j] < lim)
+                __builtin_prefetch(r->base + l[j], 1);
+    }
+}
+
+#define CC_AHEAD 4u /* batch blocks whose misses a flush starts ahead */
+
 /* Free every block in the record `c`'s batch, each from its slot by one
  * commit (as cc_give does), taking each arena's lock once for all of its
  * blocks: a death anywhere leaves the blocks not yet freed in their slots.
  * Holding the in-process cache lock (lock order: cache lock -> arena
  * lock). Cost: one lock round trip per arena named, one commit per block;
- * the blocks' neighbours were prefetched when they were put in. */
+ * the blocks' neighbours were prefetched when they were put in, their
+ * free-list neighbours are prefetched CC_AHEAD blocks ahead. */
 static __attribute__((noinline)) int cc_flush(shmds_region *r, struct crec *c)
 {
     int rc = 0;
@@ -1663,7 +1693,11 @@ static __attribute__((noinline)) int cc_flush(shmds_region *r, struct crec *c)
         struct op o;
         if ((rc = lock_owner(r, x, &o)) != 0)
             break;
+        for (unsigned k = j; k < j + CC_AHEAD && k < CC_BATCH; k++)
+            cc_prefetch_links(r, __atomic_load_n(&c->batch[k], __ATOMIC_RELAXED));
         for (unsigned k = j; k < CC_BATCH && rc == 0; k++) {
+            if (k + CC_AHEAD < CC_BATCH)
+                cc_prefetch_links(r, __atomic_load_n(&c->batch[k + CC_AHEAD], __ATOMIC_RELAXED));
             uint64_t y = __atomic_load_n(&c->batch[k], __ATOMIC_RELAXED);
             if (y == 0 || y < HDR || arena_of(r, y - HDR) != (int)o.idx)
                 continue; /* another arena's: the next round's */
