@@ -109,8 +109,15 @@
  * in-process spin lock over its record (a killed process takes it along).
  * A death anywhere leaves each block either in a slot (flagged or not) or
  * in the caller's hands, as a death just before or after an uncached call
- * would. Records are given back (every slot's block freed from its slot by
- * one commit, then the record from its entry) under the heap lock: the
+ * would. A free whose size's slots are full goes into the record's batch
+ * instead (CC_BATCH slots for blocks of any cached size, stored and
+ * flagged the same way); a free that finds the batch full first frees
+ * every batched block to its arena, each from its slot by one commit, but
+ * under one lock round trip per arena for all of them: random-order frees
+ * pay a lock per CC_BATCH blocks, not per block, and a death in the flush
+ * leaves the blocks not yet freed in their slots. Records are given back
+ * (every slot's block, the batch's included, freed from its slot by one
+ * commit, then the record from its entry) under the heap lock: the
  * handle's own when it closes, when an allocation finds no room, and before
  * the statistics; those of dead owners (or of a maker that died before it
  * owned it) by shmds__alloc_settle, which every structure's repair runs,
@@ -124,7 +131,8 @@
  * Locks: one robust mutex per arena, at the start of its range, and the
  * heap lock (hdr->alloc_lock) for formatting, carving and cache records.
  * Lock order: heap lock -> the in-process cache lock (a record given
- * back) -> an arena lock; the fast paths hold the cache lock alone.
+ * back) -> an arena lock; the fast paths hold the cache lock alone, a
+ * batch flush the cache lock, then each arena lock in turn.
  * Callers may hold structure locks before these. No operation holds two
  * arena locks at once.
  */
@@ -1398,10 +1406,12 @@ struct crec {
     uint64_t slot[CC_CLASSES][CC_SLOTS];
     uint64_t batch[CC_BATCH]; /* small blocks of any size, freed to their arenas together */
 };
+SHMDS__STATIC_ASSERT(offsetof(struct crec, slot) == 64, "format: record slots");
 /* Every slot of a record, batch included, as one array (cc_give, cc_scan). */
 SHMDS__STATIC_ASSERT(offsetof(struct crec, batch) ==
                          offsetof(struct crec, slot) + CC_CLASSES * CC_SLOTS * sizeof(uint64_t),
-                     "a record's batch follows its slots");
+                     "format: a record's batch follows its slots");
+SHMDS__STATIC_ASSERT(sizeof(struct crec) == 2624, "format: record size");
 #define CC_ALL (CC_CLASSES * CC_SLOTS + CC_BATCH)
 
 FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const shmds_off_t *slot,
