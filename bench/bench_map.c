@@ -45,7 +45,7 @@ static double ins1, ins2, ins1_cpu, ins2_cpu;
  * guard held for 1000 gets; copying gets on an evicting map (a budget
  * nothing reaches); 8 read-only workers at once, against the in-process
  * table shared by 8 forked workers (copy-on-write, read only). */
-static double ref1, evict1, ro8, oa8;
+static double ref1, evict1, ro8, oa8, ro8_cpu, oa8_cpu;
 /* The same one-process lookups per CPU-second of this process. */
 static double cpu_shmds, cpu_ref, cpu_evict, cpu_oa, cpu_boost;
 #define WORKERS 8
@@ -64,17 +64,18 @@ static void die(const char *what, int rc)
     exit(1);
 }
 
-/* Run fn(p) in two processes at once; lookups per second over both. */
-static double two_procs(uint64_t n, int (*fn)(uint64_t p, uint64_t n, void *arg), void *arg)
+/* Run fn(p) in `procs` processes at once, n each; lookups per second, and
+ * in *per_cpu (unless NULL) per CPU-second of those processes. */
+static double n_procs(unsigned procs, uint64_t n, int (*fn)(uint64_t p, uint64_t n, void *arg),
+                      void *arg, double *per_cpu)
 {
+    double c0 = children_cpu();
     double t0 = bench_now();
-    pid_t pids[2];
-    for (uint64_t p = 0; p < 2; p++) {
-        pids[p] = fork();
-        if (pids[p] == 0)
+    pid_t pids[WORKERS];
+    for (unsigned p = 0; p < procs; p++)
+        if ((pids[p] = fork()) == 0)
             _exit(fn(p + 1, n, arg));
-    }
-    for (int p = 0; p < 2; p++) {
+    for (unsigned p = 0; p < procs; p++) {
         int st;
         waitpid(pids[p], &st, 0);
         if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
@@ -82,7 +83,10 @@ static double two_procs(uint64_t n, int (*fn)(uint64_t p, uint64_t n, void *arg)
             exit(1);
         }
     }
-    return 2.0 * (double)n / (bench_now() - t0);
+    double t = bench_now() - t0;
+    if (per_cpu != NULL)
+        *per_cpu = (double)procs * (double)n / (children_cpu() - c0);
+    return (double)procs * (double)n / t;
 }
 
 /* ---- shmds ---- */
@@ -153,26 +157,6 @@ static int shmds_ro_lookups(uint64_t p, uint64_t n, void *arg)
     shmds_map_close(m);
     shmds_region_close(r);
     return 0;
-}
-
-/* Run fn(p) in `procs` processes at once, n each; lookups per second. */
-static double n_procs(unsigned procs, uint64_t n, int (*fn)(uint64_t p, uint64_t n, void *arg),
-                      void *arg)
-{
-    double t0 = bench_now();
-    pid_t pids[WORKERS];
-    for (unsigned p = 0; p < procs; p++)
-        if ((pids[p] = fork()) == 0)
-            _exit(fn(p + 1, n, arg));
-    for (unsigned p = 0; p < procs; p++) {
-        int st;
-        waitpid(pids[p], &st, 0);
-        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-            fprintf(stderr, "bench_map: a lookup process failed\n");
-            exit(1);
-        }
-    }
-    return (double)procs * (double)n / (bench_now() - t0);
 }
 
 /* `procs` fresh processes insert keys [0, n) into a fresh map at once,
@@ -251,7 +235,7 @@ static struct result run_shmds(uint64_t n)
         die("get", -ENOENT);
     res.lookup = (double)n / (bench_now() - t0);
     cpu_shmds = (double)n / (bench_cpu() - c0);
-    res.lookup2 = two_procs(n, shmds_lookups, NULL);
+    res.lookup2 = n_procs(2, n, shmds_lookups, NULL, NULL);
     ref_region = r;
     t0 = bench_now();
     c0 = bench_cpu();
@@ -259,7 +243,7 @@ static struct result run_shmds(uint64_t n)
         die("get_ref", -ENOENT);
     ref1 = (double)n / (bench_now() - t0);
     cpu_ref = (double)n / (bench_cpu() - c0);
-    ro8 = n_procs(WORKERS, n / WORKERS, shmds_ro_lookups, NULL);
+    ro8 = n_procs(WORKERS, n / WORKERS, shmds_ro_lookups, NULL, &ro8_cpu);
     /* The same keys in an evicting map whose budget nothing reaches. */
     shmds_map_opts eo = {.capacity = n, .mem_limit = (uint64_t)1 << 40, .flags = SHMDS_MAP_EVICT};
     if ((rc = shmds_map_destroy(m)) != 0 ||
@@ -370,8 +354,8 @@ static struct result run_oa(uint64_t n)
         die("open addressing lookup", -ENOENT);
     res.lookup = (double)n / (bench_now() - t0);
     cpu_oa = (double)n / (bench_cpu() - c0);
-    res.lookup2 = two_procs(n, oa_lookups, &t); /* copy-on-write copies, read only */
-    oa8 = n_procs(WORKERS, n / WORKERS, oa_lookups, &t);
+    res.lookup2 = n_procs(2, n, oa_lookups, &t, NULL); /* copy-on-write copies, read only */
+    oa8 = n_procs(WORKERS, n / WORKERS, oa_lookups, &t, &oa8_cpu);
     free(t.s);
     return res;
 }
@@ -435,7 +419,7 @@ static struct result run_lmdb(uint64_t n)
     if (lmdb_lookups(0, n, NULL) != 0)
         die("mdb_get", -ENOENT);
     res.lookup = (double)n / (bench_now() - t0);
-    res.lookup2 = two_procs(n, lmdb_lookups, NULL);
+    res.lookup2 = n_procs(2, n, lmdb_lookups, NULL, NULL);
     unlink(lmdb_path);
     char lock[160];
     snprintf(lock, sizeof lock, "%s-lock", lmdb_path);
@@ -508,6 +492,8 @@ int main(int argc, char **argv)
     printf("  %d read-only workers at once                        %12.0f  %5.2fx open addressing "
            "forked to %d workers (%.0f/s)\n",
            WORKERS, ro8, ro8 / oa8, WORKERS, oa8);
+    printf("    per CPU-second of the workers: shmds %.0f, open addressing %.0f: %.2fx\n", ro8_cpu,
+           oa8_cpu, ro8_cpu / oa8_cpu);
     printf("\none process, lookups per CPU-second (stable under load): shmds %.0f, zero-copy "
            "%.0f, evicting map %.0f, open addressing %.0f\n"
            "  shmds / open addressing %.2fx, zero-copy / open addressing %.2fx, evicting / plain "

@@ -13,6 +13,9 @@
  *  - shmds table: published in a region; each worker attaches and opens it
  *    itself. "get_ref" reads zero-copy under a guard entered once per 64
  *    lookups; "get" copies the value out (a guard per lookup, inside).
+ *  - shmds map: the same pairs put into a shmds map (shmds/map.h) in the
+ *    same region, read the same two ways by read-only attaches: the
+ *    general-purpose structure in the lookup-table role (issue 11).
  *  - private: each worker loads its own hash table from the data after the
  *    fork (open addressing, the full hash stored beside key and value
  *    pointers, keys and values malloc'd one by one: what a C program that
@@ -254,9 +257,9 @@ static long pss_kb(pid_t pid)
     return kb;
 }
 
-enum design { D_GET_REF, D_GET, D_PRIVATE, D_BEFORE_FORK, D_N };
-static const char *const dname[D_N] = {"shmds get_ref", "shmds get", "private table",
-                                       "built before fork"};
+enum design { D_GET_REF, D_GET, D_MAP_REF, D_MAP_GET, D_PRIVATE, D_BEFORE_FORK, D_N };
+static const char *const dname[D_N] = {"shmds get_ref", "shmds get", "shmds map get_ref",
+                                       "shmds map get", "private table", "built before fork"};
 
 struct wres {
     double cpu, wall;
@@ -273,11 +276,13 @@ static void lookups(enum design dz, const struct dataset *d, int id, struct wres
 {
     shmds_region *r = NULL;
     shmds_table *t = NULL;
+    shmds_map *m = NULL;
     struct ptable own;
     const struct ptable *pt = &parent_table;
-    if (dz == D_GET_REF || dz == D_GET) {
+    if (dz == D_GET_REF || dz == D_GET || dz == D_MAP_REF || dz == D_MAP_GET) {
         if (shmds_region_open(region_name, SHMDS_RDONLY, &r) != 0 ||
-            shmds_table_open(r, "bench", &t) != 0) {
+            (dz == D_GET_REF || dz == D_GET ? shmds_table_open(r, "bench", &t)
+                                            : shmds_map_open(r, "benchmap", &m)) != 0) {
             w->err = 1;
             return;
         }
@@ -300,7 +305,7 @@ static void lookups(enum design dz, const struct dataset *d, int id, struct wres
             k = p->k;
             kl = p->kl;
         }
-        if (dz == D_GET_REF) {
+        if (dz == D_GET_REF || dz == D_MAP_REF) {
             if (i % 64 == 0) {
                 if (g != NULL)
                     shmds_guard_leave(g);
@@ -311,14 +316,16 @@ static void lookups(enum design dz, const struct dataset *d, int id, struct wres
             }
             const void *v;
             size_t vl;
-            if (shmds_table_get_ref(t, g, k, kl, &v, &vl, NULL) == 0) {
+            if ((dz == D_GET_REF ? shmds_table_get_ref(t, g, k, kl, &v, &vl, NULL)
+                                 : shmds_map_get_ref(m, g, k, kl, &v, &vl)) == 0) {
                 found++;
                 sum += vl + *(const unsigned char *)v;
             }
-        } else if (dz == D_GET) {
+        } else if (dz == D_GET || dz == D_MAP_GET) {
             char buf[512];
             size_t vl;
-            if (shmds_table_get(t, k, kl, buf, sizeof buf, &vl) == 0) {
+            if ((dz == D_GET ? shmds_table_get(t, k, kl, buf, sizeof buf, &vl)
+                             : shmds_map_get(m, k, kl, buf, sizeof buf, &vl)) == 0) {
                 found++;
                 sum += vl + (unsigned char)buf[0];
             }
@@ -405,25 +412,43 @@ static int publish(shmds_region *r, const struct dataset *d)
     return shmds_table_publish(b, NULL);
 }
 
+/* The same pairs in a shmds map named "benchmap". */
+static int fill_map(shmds_region *r, const struct dataset *d)
+{
+    shmds_map_opts o = {.capacity = d->n};
+    shmds_map *m;
+    int rc = shmds_map_create(r, "benchmap", &o, &m);
+    for (size_t i = 0; rc == 0 && i < d->n; i++)
+        rc = shmds_map_put(m, d->p[i].k, d->p[i].kl, d->p[i].v, d->p[i].vl, 0, 0);
+    shmds_map_close(m);
+    return rc;
+}
+
 static void bench_set(const struct dataset *d)
 {
     char name[64];
     snprintf(name, sizeof name, "/shmds-bench-table-%ld", (long)getpid());
     region_name = name;
-    size_t bytes = 0;
-    for (size_t i = 0; i < d->n; i++)
+    size_t bytes = 0, kmax = 1, vmax = 1;
+    for (size_t i = 0; i < d->n; i++) {
         bytes += 16 + d->p[i].kl + d->p[i].vl;
+        kmax = d->p[i].kl > kmax ? d->p[i].kl : kmax;
+        vmax = d->p[i].vl > vmax ? d->p[i].vl : vmax;
+    }
+    /* The map's part sized for the longest key and value: ample. */
+    uint64_t map_bytes = shmds_map_size_hint(d->n, kmax, vmax);
     shmds_region_unlink(name);
     shmds_region *r;
-    int rc = shmds_region_create(name, bytes * 3 + d->n * 40 + (8u << 20), NULL, &r);
-    double t0 = now();
-    if (rc == 0)
-        rc = publish(r, d);
+    int rc = shmds_region_create(name, bytes * 3 + d->n * 40 + (8u << 20) + map_bytes, NULL, &r);
+    double t0 = now(), build = 0;
+    if (rc == 0 && (rc = publish(r, d)) == 0) {
+        build = now() - t0;
+        rc = fill_map(r, d);
+    }
     if (rc != 0) {
         fprintf(stderr, "bench_table: %s: %s\n", d->name, shmds_strerror(rc));
         exit(1);
     }
-    double build = now() - t0;
     shmds_table *t;
     shmds_table_stats st;
     if (shmds_table_open(r, "bench", &t) != 0 || shmds_table_stat(t, &st) != 0)
@@ -455,6 +480,10 @@ static void bench_set(const struct dataset *d)
     printf("  shmds get_ref vs private: %.2fx, vs built before fork: %.2fx (lookups per CPU-s)\n",
            runs[D_GET_REF].lps_cpu / runs[D_PRIVATE].lps_cpu,
            runs[D_GET_REF].lps_cpu / runs[D_BEFORE_FORK].lps_cpu);
+    for (int dz = D_MAP_REF; dz <= D_MAP_GET; dz++)
+        printf("  %s vs private: %.2fx, vs built before fork: %.2fx (lookups per CPU-s)\n",
+               dname[dz], runs[dz].lps_cpu / runs[D_PRIVATE].lps_cpu,
+               runs[dz].lps_cpu / runs[D_BEFORE_FORK].lps_cpu);
     shmds_region_close(r);
     shmds_region_unlink(name);
 }

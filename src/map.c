@@ -2166,14 +2166,30 @@ static int read_stripe(shmds_map *m, uint32_t s,
 /* Walk the chain from bucket slot `l` for a key (lock-free, inside a
  * guard): every offset checked, the walk capped. 1 with the entry and its
  * value length (read and checked once) when found, 0 when not. */
-static inline int walk(const shmds_map *m, const uint64_t *l, const struct key *k,
-                       struct entry **ep, uint64_t *vlp)
+static inline __attribute__((always_inline)) int walk(const shmds_map *m, const uint64_t *l,
+                                                      const struct key *k, struct entry **ep,
+                                                      uint64_t *vlp)
 {
+    const shmds_region *r = m->r;
     uint64_t o = LDA(l);
     for (unsigned steps = 0; o != 0; steps++) {
-        uint64_t kl, vl;
-        struct entry *e = entry_lens(m, o, &kl, &vl);
-        if (e == NULL || steps >= m->chain_cap)
+        /* The common case in one bound test against this process's
+         * mapping (entry_lens's checks, folded); anything else, a region
+         * grown past the mapping included, takes entry_lens. */
+        uint64_t end = LD(&r->heap_end), kl = 0, vl = 0;
+        struct entry *e = NULL;
+        if (shmds__likely((o & 15) == 0 && o >= r->heap_off && o <= end &&
+                          end - o >= ENTRY_HDR)) {
+            e = (struct entry *)(void *)(r->base + o);
+            kl = LD(&e->klen);
+            vl = LD(&e->vlen);
+            uint64_t room = end - o - ENTRY_HDR;
+            if (shmds__unlikely(kl > room || vl > room - kl || LD(&e->magic) != ENTRY_MAGIC))
+                e = NULL;
+        }
+        if (shmds__unlikely(e == NULL) && (e = entry_lens(m, o, &kl, &vl)) == NULL)
+            return SHMDS_ECORRUPT;
+        if (steps >= m->chain_cap)
             return SHMDS_ECORRUPT;
         if (LD(&e->hash) == k->hash && kl == k->len &&
             shmds__bytes_eq((unsigned char *)e + ENTRY_HDR + vl, k->p, kl)) {
@@ -2195,7 +2211,8 @@ static inline int walk(const shmds_map *m, const uint64_t *l, const struct key *
  * copy before unlinking the original). Never waits: a writer that died
  * leaves the state still, so the check passes. 1 (entry, value length),
  * 0 absent, or an error. */
-static int lookup(shmds_map *m, const struct key *k, struct entry **ep, uint64_t *vlp)
+static __attribute__((noinline)) int lookup_slow(shmds_map *m, const struct key *k,
+                                                 struct entry **ep, uint64_t *vlp)
 {
     uint32_t s = stripe_of(m, k->hash);
     struct stripe *st = &m->h->stripes[s];
@@ -2223,6 +2240,24 @@ static int lookup(shmds_map *m, const struct key *k, struct entry **ep, uint64_t
             return 0;
     }
     return -EAGAIN;
+}
+
+/* lookup_slow's common case inline: the handle's table state still
+ * current (one load of tseq) and no growth under way, so one table, one
+ * walk, and the miss check is tseq alone. Anything else: lookup_slow. */
+static inline __attribute__((always_inline)) int lookup(shmds_map *m, const struct key *k,
+                                                        struct entry **ep, uint64_t *vlp)
+{
+    uint64_t q = LDA(&m->h->tseq);
+    if (shmds__likely(q == m->tc.seq && (q & 1) == 0 && !m->tc.rh)) {
+        int rc = walk(m, &m->tc.old[bidx(k->hash, m->tc.bo)], k, ep, vlp);
+        if (rc != 0)
+            return rc;
+        __atomic_thread_fence(__ATOMIC_ACQUIRE); /* the walk before the re-read */
+        if (LD(&m->h->tseq) == q)
+            return 0;
+    }
+    return lookup_slow(m, k, ep, vlp);
 }
 
 /* Count a get's outcome where this handle counts (see shard_claim). */
