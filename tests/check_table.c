@@ -436,7 +436,7 @@ START_TEST(test_table_damaged_version_is_ecorrupt_never_a_crash)
 {
     /* Each damage: a field of the version header or a slot or a record,
      * set to a value a hostile process could write. */
-    for (int d = 0; d < 9; d++) {
+    for (int d = 0; d < 10; d++) {
         shmds_region *r = make(SZ);
         ck_assert_int_eq(publish_version(r, "t", 1, NULL), 0);
         unsigned char *v = version_block(r);
@@ -444,7 +444,9 @@ START_TEST(test_table_damaged_version_is_ecorrupt_never_a_crash)
         memcpy(&nslots, v + 8, 8);
         memcpy(&dlen, v + 16, 8);
         uint64_t *slots = (uint64_t *)(v + 128);
-        unsigned char *data = v + 128 + nslots * 8;
+        uint32_t skew, skew_bad = 8;
+        memcpy(&skew, v + 36, 4);
+        unsigned char *data = v + 128 + nslots * 8 + skew;
         uint64_t big = UINT64_MAX / 2, all = UINT64_MAX;
         switch (d) {
         case 0: memcpy(v, &big, 8); break;               /* magic */
@@ -460,6 +462,10 @@ START_TEST(test_table_damaged_version_is_ecorrupt_never_a_crash)
         case 7:                                          /* every slot full */
             for (uint64_t j = 0; j < nslots; j++)
                 slots[j] = (uint64_t)0xabcd << 48 | 1;
+            break;
+        case 8:                                          /* skew: records moved */
+            skew_bad += skew;
+            memcpy(v + 36, &skew_bad, 4);
             break;
         default: memset(data, 0x7f, dlen); break;        /* records garbage */
         }
@@ -740,6 +746,7 @@ START_TEST(test_table_every_fault_point_is_repaired)
     shmds_region_close(r);
 }
 END_TEST
+
 #endif
 
 int main(void)
