@@ -460,8 +460,23 @@ static int table_check_at(shmds_region *r, shmds_off_t off)
     return rc;
 }
 
+/* Take the lock: its settle frees dead builders' blocks. */
+static int table_settle_at(shmds_region *r, shmds_off_t off)
+{
+    void *t;
+    int rc = table_attach(r, off, NULL, &t);
+    if (rc != 0)
+        return rc;
+    rc = table_lock(t, true);
+    if (rc == 0)
+        table_unlock(t);
+    free(t);
+    return rc == -EIDRM ? 0 : rc;
+}
+
 const struct shmds__obj_ops shmds__table_ops = {SHMDS_TYPE_TABLE, table_attach,
-                                                table_teardown_at, table_check_at};
+                                                table_teardown_at, table_check_at,
+                                                table_settle_at};
 
 SHMDS_API int shmds_table_open(shmds_region *r, const char *name, shmds_table **out)
 {

@@ -747,6 +747,31 @@ START_TEST(test_table_every_fault_point_is_repaired)
 }
 END_TEST
 
+/* A builder killed with its block filled: shmds_region_reclaim frees the
+ * block (no build, publish or check of that table needed). */
+START_TEST(test_table_region_reclaim_frees_a_dead_builders_block)
+{
+    shmds_region *r = make(SZ);
+    ck_assert_int_eq(publish_version(r, "t", 1, NULL), 0);
+    uint64_t one = used_after_reclaim(r);
+    shmds_table *t;
+    ck_assert_int_eq(shmds_table_open(r, "t", &t), 0);
+    int st = tu_wait(tu_fork(fault_child, (void *)"table.publish.filled"), 30000);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    shmds_table_stats ts;
+    ck_assert_int_eq(shmds_table_stat(t, &ts), 0);
+    ck_assert_uint_eq(ts.builds, 1);
+    ck_assert_uint_gt(heap(r).used_bytes, one);
+    ck_assert_int_eq(shmds_region_reclaim(r), 0);
+    ck_assert_int_eq(shmds_table_stat(t, &ts), 0);
+    ck_assert_uint_eq(ts.builds, 0);
+    ck_assert_uint_eq(ts.reclaimed, 1);
+    ck_assert_uint_eq(ts.version, 1);
+    ck_assert_uint_eq(heap(r).used_bytes, one);
+    shmds_table_close(t);
+    shmds_region_close(r);
+}
+END_TEST
 #endif
 
 int main(void)
@@ -777,6 +802,7 @@ int main(void)
     tcase_add_test(crash, test_table_builders_and_readers_killed_at_random);
 #ifdef SHMDS_FAULT_INJECTION
     tcase_add_test(crash, test_table_every_fault_point_is_repaired);
+    tcase_add_test(crash, test_table_region_reclaim_frees_a_dead_builders_block);
 #endif
     suite_add_tcase(s, crash);
 

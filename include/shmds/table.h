@@ -28,7 +28,8 @@
  * table's header (its pid and start time, the block's allocator slot). A
  * builder killed at any point leaves the published version as it was, and
  * its block is freed by the next build or publish of that table, by
- * shmds_table_check() or by shmds_region_check(). A publish killed
+ * shmds_table_check(), or by shmds_region_reclaim() (which
+ * shmds_region_check() runs). A publish killed
  * inside its swap is finished or undone by the next process to take the
  * table's lock: never two versions current, never a version lost or freed
  * twice.
