@@ -36,10 +36,10 @@ from .errors import (ABIError, CorruptRegion, FormatError, NotRecoverable, Queue
                      ReadOnlyRegion, ShmdsError, VersionConflict, WrongType)
 
 __all__ = [
-    "Region", "Map", "List", "Queue", "Table", "TableBuilder", "Guard", "unlink", "version", "version_info", "strerror",
-    "errname", "ShmdsError", "CorruptRegion", "FormatError", "ABIError", "NotRecoverable",
-    "WrongType", "QueueClosed", "ReadOnlyRegion", "VersionConflict", "TYPE_LIST", "TYPE_MAP",
-    "TYPE_QUEUE", "TYPE_TABLE", "TYPE_USER",
+    "Region", "Map", "List", "Queue", "Table", "TableBuilder", "Guard", "unlink", "version",
+    "version_info", "strerror", "errname", "ShmdsError", "CorruptRegion", "FormatError",
+    "ABIError", "NotRecoverable", "WrongType", "QueueClosed", "ReadOnlyRegion", "VersionConflict",
+    "TYPE_LIST", "TYPE_MAP", "TYPE_QUEUE", "TYPE_TABLE", "TYPE_USER",
 ]
 
 
