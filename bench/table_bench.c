@@ -1,6 +1,7 @@
 /*
- * bench_table [INDEX.tsv] — a published shmds table against what a pool of
- * workers would use instead, in one run.
+ * bench_table [INDEX.tsv [--latency-only | --1m-only]] — a published shmds
+ * table against what a pool of workers would use instead, in one run
+ * (--1m-only: the 1 M-key lookups alone; INDEX.tsv may then be "-").
  *
  * Data sets: the TSV given (key<TAB>value lines: `make bench` passes the
  * Debian package index of the machine's apt lists when it can read it;
@@ -34,6 +35,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -643,10 +645,14 @@ int main(int argc, char **argv)
     make_misses(&idx, 1);
     synth_1m(&big);
     make_misses(&big, 2);
+    bool only_1m = argc > 2 && strcmp(argv[2], "--1m-only") == 0;
     if (argc < 3 || strcmp(argv[2], "--latency-only") != 0) {
-        bench_set(&idx);
+        if (!only_1m)
+            bench_set(&idx);
         bench_set(&big);
     }
+    if (only_1m)
+        return 0;
 
     /* Latency on the 1 M table. */
     char name[64];

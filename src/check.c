@@ -24,6 +24,14 @@ static const struct shmds__obj_ops *ops_of(uint32_t type)
     return NULL;
 }
 
+/* Directory callback: settle one named object of a type that has more to
+ * settle (a table's dead builders). */
+static int settle_object(const char *name, uint32_t type, shmds_off_t off, void *arg)
+{
+    const struct shmds__obj_ops *ops = ops_of(type);
+    return ops != NULL ? shmds__obj_settle(arg, ops, name, off) : 0;
+}
+
 SHMDS_API int shmds_region_reclaim(shmds_region *r)
 {
     if (r == NULL)
@@ -35,6 +43,8 @@ SHMDS_API int shmds_region_reclaim(shmds_region *r)
         rc = shmds__obj_reclaim(r, ops_of(type), slot);
     if (rc == -ENOENT)
         rc = shmds__root_trim(r);
+    if (rc == 0) /* what dead processes left inside objects */
+        rc = shmds_root_foreach(r, settle_object, r);
     if (rc == 0) /* then retired blocks no reader holds (the orphans' too) */
         rc = shmds__guard_reclaim(r);
     return rc < 0 ? rc : 0;

@@ -34,6 +34,9 @@
 #endif
 
 #define shmds__likely(x) __builtin_expect(!!(x), 1)
+/* For the few functions of a lookup's hot path (the compiler keeps their
+ * results in registers instead of a struct in memory). */
+#define SHMDS__INLINE inline __attribute__((always_inline))
 #define shmds__unlikely(x) __builtin_expect(!!(x), 0)
 
 #define SHMDS__STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
@@ -289,6 +292,12 @@ static inline uint64_t shmds__hash(uint64_t seed, const void *key, size_t len)
 {
     const unsigned char *p = key;
     uint64_t h = seed ^ (len * UINT64_C(0x9e3779b97f4a7c15));
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    /* A key of 8 bytes or more: its tail is the top of its last word (the
+     * same value the byte copy below makes, without a copy loop). */
+    const unsigned char *end = p + len;
+    bool whole = len >= 8;
+#endif
     while (len >= 8) {
         h = (h ^ shmds__mix64(shmds__rd64(p))) * UINT64_C(0x9e3779b97f4a7c15);
         h ^= h >> 29;
@@ -297,19 +306,27 @@ static inline uint64_t shmds__hash(uint64_t seed, const void *key, size_t len)
     }
     if (len > 0) {
         uint64_t t = 0;
-        memcpy(&t, p, len);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (whole)
+            t = shmds__rd64(end - 8) >> (64 - 8 * len);
+        else
+#endif
+            memcpy(&t, p, len);
         h = (h ^ shmds__mix64(t ^ len)) * UINT64_C(0x9e3779b97f4a7c15);
     }
     return shmds__mix64(h);
 }
 
-/* Byte strings equal? Keys of 8 to 16 bytes (the common ones) compare as
- * two overlapping words, without a call. */
+/* Byte strings equal? Keys of 8 to 32 bytes (the common ones) compare a
+ * word at a time, the last word overlapping, without a call. */
 static inline bool shmds__bytes_eq(const unsigned char *a, const unsigned char *b, size_t n)
 {
-    if (n >= 8 && n <= 16)
-        return ((shmds__rd64(a) ^ shmds__rd64(b)) |
-                (shmds__rd64(a + n - 8) ^ shmds__rd64(b + n - 8))) == 0;
+    if (n >= 8 && n <= 32) {
+        uint64_t d = shmds__rd64(a + n - 8) ^ shmds__rd64(b + n - 8);
+        for (size_t i = 0; i + 8 < n; i += 8)
+            d |= shmds__rd64(a + i) ^ shmds__rd64(b + i);
+        return d == 0;
+    }
     return memcmp(a, b, n) == 0;
 }
 

@@ -758,7 +758,7 @@ static int list_check_at(shmds_region *r, shmds_off_t off)
 }
 
 const struct shmds__obj_ops shmds__list_ops = {SHMDS_TYPE_LIST, list_attach, list_teardown_at,
-                                               list_check_at};
+                                               list_check_at, NULL};
 
 /* ---------------------------------------------------------------------------
  * Intrusive links. No locks: the caller's own mutex guards them.

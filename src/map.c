@@ -3021,4 +3021,4 @@ static int map_attach_op(shmds_region *r, shmds_off_t off, const char *name, voi
 }
 
 const struct shmds__obj_ops shmds__map_ops = {SHMDS_TYPE_MAP, map_attach_op, map_teardown_at,
-                                              map_check_at};
+                                              map_check_at, NULL};

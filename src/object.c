@@ -158,6 +158,21 @@ int shmds__obj_destroy(shmds_region *r, const struct shmds__obj_ops *ops, const 
     return 0;
 }
 
+/* fn on the object at `off`, holding the directory after checking that
+ * it is still published there. */
+static int pinned(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
+                  shmds_off_t off, int (*fn)(shmds_region *, shmds_off_t))
+{
+    int rc = shmds__root_hold(r, name, ops->type, off);
+    if (rc == -ENOENT)
+        return 0;
+    if (rc != 0)
+        return rc;
+    rc = fn(r, off);
+    shmds__root_release(r);
+    return rc;
+}
+
 int shmds__obj_check(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
                      shmds_off_t off)
 {
@@ -167,12 +182,11 @@ int shmds__obj_check(shmds_region *r, const struct shmds__obj_ops *ops, const ch
             return 0; /* destroyed while we looked */
         return rc;
     }
-    int rc = shmds__root_hold(r, name, ops->type, off);
-    if (rc == -ENOENT)
-        return 0;
-    if (rc != 0)
-        return rc;
-    rc = ops->check_at(r, off);
-    shmds__root_release(r);
-    return rc;
+    return pinned(r, ops, name, off, ops->check_at);
+}
+
+int shmds__obj_settle(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
+                      shmds_off_t off)
+{
+    return ops->settle_at == NULL ? 0 : pinned(r, ops, name, off, ops->settle_at);
 }

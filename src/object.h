@@ -37,6 +37,11 @@ struct shmds__obj_ops {
      * SHMDS_ECORRUPT for a header that does not validate. Called by
      * shmds__obj_check with the object pinned (see there). */
     int (*check_at)(shmds_region *r, shmds_off_t off);
+    /* Finish what dead processes left in the object at `off` (a table: a
+     * dead builder's block); NULL for types that leave nothing outside
+     * their own repairs. Called by shmds__obj_settle with the object
+     * pinned, as check_at. */
+    int (*settle_at)(shmds_region *r, shmds_off_t off);
 };
 
 extern const struct shmds__obj_ops shmds__list_ops;
@@ -93,5 +98,10 @@ int shmds__obj_reclaim(shmds_region *r, const struct shmds__obj_ops *ops, shmds_
  * object is still published afterwards. 0 when the object is gone. */
 int shmds__obj_check(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
                      shmds_off_t off);
+/* ops->settle_at on the object `name` at `off` (writable regions), pinned
+ * as a writable check is. 0 when the object is gone or the type has no
+ * settle_at. */
+int shmds__obj_settle(shmds_region *r, const struct shmds__obj_ops *ops, const char *name,
+                      shmds_off_t off);
 
 #endif

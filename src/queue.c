@@ -2302,7 +2302,7 @@ static int queue_attach(shmds_region *r, shmds_off_t off, const char *name, void
 }
 
 const struct shmds__obj_ops shmds__queue_ops = {SHMDS_TYPE_QUEUE, queue_attach, queue_teardown_at,
-                                                queue_check_at};
+                                                queue_check_at, NULL};
 
 /* ---------------------------------------------------------------------------
  * Broadcast: subscribers

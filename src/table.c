@@ -18,8 +18,14 @@
  *                           of two >= 1.5 x pairs; a slot is 0 (empty) or
  *                           tag << 48 | (record offset / 8 + 1), the tag
  *                           being the top 16 bits of the key's hash
+ *   skew                    0 to 48 bytes, so that the records start on a
+ *                           cache line (the block is only 16-aligned)
  *   records                 {u32 klen, u32 vlen, key, value}, each rounded
- *                           up to 8 bytes, in the order they were added
+ *                           up to 8 bytes, in the order they were added; a
+ *                           record of 64 bytes or less that would straddle
+ *                           two cache lines starts on the next one instead,
+ *                           after a pad {u32 0, u32 len, len bytes} (so a
+ *                           hit reads one line of data, not two)
  *
  * A lookup hashes the key with the version's seed, reads slots from
  * hash & mask on, skips slots whose tag differs (so it reads a record only
@@ -114,7 +120,7 @@ struct tver {
     uint64_t data_len;  /* bytes of records, a multiple of 8 */
     uint64_t seed;      /* the hash seed of this version */
     uint32_t max_probe; /* longest probe sequence, 1 .. nslots */
-    uint32_t reserved;
+    uint32_t skew;      /* bytes between the slots and the records (< 64) */
     uint64_t version;   /* 1, 2, ...: stored before the swap */
     uint64_t table;     /* its table's header offset */
     uint64_t count;     /* pairs (nonempty slots, records) */
@@ -123,10 +129,12 @@ struct tver {
     uint8_t pad[56];
 };
 SHMDS__STATIC_ASSERT(sizeof(struct tver) == 128, "version header is 128 bytes");
+SHMDS__STATIC_ASSERT(offsetof(struct tver, skew) == 36, "format: version skew");
 SHMDS__STATIC_ASSERT(offsetof(struct tver, version) == 40, "format: version number");
 SHMDS__STATIC_ASSERT(offsetof(struct tver, count) == 56, "format: version count");
 
 #define REC_HDR 8u
+#define LINE 64u /* the cache line records are laid out for */
 #define SLOT_OFF_MASK ((UINT64_C(1) << 48) - 1)
 #define NSLOTS_MAX (UINT64_C(1) << 40)
 #define DATA_MAX (UINT64_C(1) << 50)
@@ -166,28 +174,30 @@ struct geo {
     const uint64_t *slots;
     const unsigned char *data;
     uint64_t mask, data_len, seed, version, count, off;
+    uint64_t bytes; /* the version's extent: header, slots, skew, records */
     uint32_t max_probe;
 };
 
 /* Check the version at `root` (an offset read from the table's header) and
  * fill *g from one read of each field. SHMDS_ECORRUPT on any mismatch. */
-static int geo_of(const shmds_table *t, uint64_t root, struct geo *g)
+static SHMDS__INLINE int geo_of(const shmds_table *t, uint64_t root, struct geo *g)
 {
     const struct tver *v = shmds__ptr_chk(t->r, root, sizeof *v, 16);
     if (v == NULL)
         return SHMDS_ECORRUPT;
     uint64_t magic = GET(&v->magic), nslots = GET(&v->nslots), dlen = GET(&v->data_len);
     uint64_t count = GET(&v->count), table = GET(&v->table);
-    uint32_t maxp = GET(&v->max_probe);
+    uint32_t maxp = GET(&v->max_probe), skew = GET(&v->skew);
     if (magic != VER_MAGIC || table != t->off || nslots < 8 || nslots > NSLOTS_MAX ||
         (nslots & (nslots - 1)) != 0 || dlen > DATA_MAX || dlen % 8 != 0 || count >= nslots ||
-        maxp == 0 || maxp > nslots || count * REC_HDR > dlen)
+        maxp == 0 || maxp > nslots || count * REC_HDR > dlen || skew >= LINE || skew % 8 != 0)
         return SHMDS_ECORRUPT;
-    uint64_t total = sizeof *v + nslots * 8 + dlen;
+    uint64_t total = sizeof *v + nslots * 8 + skew + dlen;
     if (!shmds__off_ok(t->r, root, total, 16))
         return SHMDS_ECORRUPT;
     g->slots = (const uint64_t *)(const void *)((const unsigned char *)v + sizeof *v);
-    g->data = (const unsigned char *)(g->slots + nslots);
+    g->data = (const unsigned char *)(g->slots + nslots) + skew;
+    g->bytes = total;
     g->mask = nslots - 1;
     g->data_len = dlen;
     g->seed = GET(&v->seed);
@@ -199,7 +209,8 @@ static int geo_of(const shmds_table *t, uint64_t root, struct geo *g)
 }
 
 /* The record a slot names: its offset in the data, checked (klen/vlen out). */
-static int slot_rec(const struct geo *g, uint64_t s, uint64_t *at, uint32_t *kl, uint32_t *vl)
+static SHMDS__INLINE int slot_rec(const struct geo *g, uint64_t s, uint64_t *at, uint32_t *kl,
+                                  uint32_t *vl)
 {
     uint64_t u = s & SLOT_OFF_MASK;
     if (u == 0 || (u - 1) > (g->data_len - REC_HDR) / 8 || g->data_len < REC_HDR)
@@ -216,7 +227,7 @@ static int slot_rec(const struct geo *g, uint64_t s, uint64_t *at, uint32_t *kl,
 
 /* Find `key` in the version g: 0 with *at (the record's offset in the
  * data), -ENOENT, SHMDS_ECORRUPT. Reads each slot and length word once. */
-static int find(const struct geo *g, const void *key, size_t klen, uint64_t *at)
+static SHMDS__INLINE int find(const struct geo *g, const void *key, size_t klen, uint64_t *at)
 {
     uint64_t h = shmds__hash(g->seed, key, klen);
     uint64_t tag = h >> 48, i = h & g->mask;
@@ -241,7 +252,7 @@ static int find(const struct geo *g, const void *key, size_t klen, uint64_t *at)
 
 /* The current version (caller inside a guard or holding the lock): 0 with
  * *g, -ENOENT when none was published, SHMDS_ECORRUPT. */
-static int current(const shmds_table *t, struct geo *g)
+static SHMDS__INLINE int current(const shmds_table *t, struct geo *g)
 {
     uint64_t root = __atomic_load_n(&t->h->root, __ATOMIC_ACQUIRE);
     if (root == 0)
@@ -449,8 +460,23 @@ static int table_check_at(shmds_region *r, shmds_off_t off)
     return rc;
 }
 
+/* Take the lock: its settle frees dead builders' blocks. */
+static int table_settle_at(shmds_region *r, shmds_off_t off)
+{
+    void *t;
+    int rc = table_attach(r, off, NULL, &t);
+    if (rc != 0)
+        return rc;
+    rc = table_lock(t, true);
+    if (rc == 0)
+        table_unlock(t);
+    free(t);
+    return rc == -EIDRM ? 0 : rc;
+}
+
 const struct shmds__obj_ops shmds__table_ops = {SHMDS_TYPE_TABLE, table_attach,
-                                                table_teardown_at, table_check_at};
+                                                table_teardown_at, table_check_at,
+                                                table_settle_at};
 
 SHMDS_API int shmds_table_open(shmds_region *r, const char *name, shmds_table **out)
 {
@@ -643,8 +669,11 @@ static int plan_make(const shmds_table_builder *b, struct plan *p)
         memcpy(&kl, buf + at, 4);
         memcpy(&vl, buf + at + 4, 4);
         if (p->pos[i] != UINT64_MAX) {
+            uint64_t sz = rec_size(kl, vl);
+            if (sz <= LINE && d % LINE + sz > LINE)
+                d += LINE - d % LINE; /* a pad: see the top of the file */
             p->pos[i] = d;
-            d += rec_size(kl, vl);
+            d += sz;
         }
         at += rec_size(kl, vl);
     }
@@ -656,21 +685,40 @@ static int plan_make(const shmds_table_builder *b, struct plan *p)
     return 0;
 }
 
-/* Write the version into its block (ours alone until the swap). */
-static void fill(const shmds_table_builder *b, const struct plan *p, unsigned char *blk)
+/* The skew that puts the records of a version at region offset `off`
+ * with `nslots` slots on a cache line (mappings are page-aligned, so it is
+ * the same in every process). */
+static uint32_t skew_at(uint64_t off, uint64_t nslots)
+{
+    uint64_t end = off + sizeof(struct tver) + nslots * 8;
+    return (uint32_t)((LINE - end % LINE) % LINE);
+}
+
+/* Write the version at region offset `off` into its block (ours alone
+ * until the swap). */
+static void fill(const shmds_table_builder *b, const struct plan *p, uint64_t off,
+                 unsigned char *blk)
 {
     struct tver *v = (struct tver *)(void *)blk;
     uint64_t *slots = (uint64_t *)(void *)(blk + sizeof *v);
-    unsigned char *data = (unsigned char *)(slots + p->nslots);
+    uint32_t skew = skew_at(off, p->nslots);
+    unsigned char *data = (unsigned char *)(slots + p->nslots) + skew;
     const unsigned char *buf = b->recs.p;
-    uint64_t at = 0;
+    uint64_t at = 0, end = 0;
     for (uint64_t i = 0; i < b->n; i++) {
         uint32_t kl, vl;
         memcpy(&kl, buf + at, 4);
         memcpy(&vl, buf + at + 4, 4);
         uint64_t sz = rec_size(kl, vl);
-        if (p->pos[i] != UINT64_MAX)
+        if (p->pos[i] != UINT64_MAX) {
+            if (p->pos[i] > end) { /* a pad before it */
+                uint32_t pad[2] = {0, (uint32_t)(p->pos[i] - end - REC_HDR)};
+                memset(data + end, 0, p->pos[i] - end);
+                memcpy(data + end, pad, sizeof pad);
+            }
             memcpy(data + p->pos[i], buf + at, sz);
+            end = p->pos[i] + sz;
+        }
         at += sz;
     }
     for (uint64_t j = 0; j < p->nslots; j++) {
@@ -682,6 +730,7 @@ static void fill(const shmds_table_builder *b, const struct plan *p, unsigned ch
                        .data_len = p->data_len,
                        .seed = p->seed,
                        .max_probe = p->max_probe,
+                       .skew = skew,
                        .table = b->t.off,
                        .count = p->count};
 }
@@ -756,7 +805,8 @@ SHMDS_API int shmds_table_publish(shmds_table_builder *b, uint64_t *version)
         shmds_table_abort(b);
         return rc;
     }
-    uint64_t total = sizeof(struct tver) + p.nslots * 8 + p.data_len;
+    /* Room for any skew (the block's place is known once allocated). */
+    uint64_t total = sizeof(struct tver) + p.nslots * 8 + (LINE - 16) + p.data_len;
     struct build_rec *x = NULL;
     if ((rc = table_lock(t, false)) == 0) {
         rc = claim(b, &x);
@@ -765,11 +815,12 @@ SHMDS_API int shmds_table_publish(shmds_table_builder *b, uint64_t *version)
     SHMDS_FAULT("table.publish.claimed");
     if (rc == 0 && (rc = shmds__alloc_into(t->r, total, &x->block)) == 0) {
         SHMDS_FAULT("table.publish.allocated");
-        unsigned char *blk = shmds__ptr_chk(t->r, GET(&x->block), total, 16);
+        uint64_t off = GET(&x->block);
+        unsigned char *blk = shmds__ptr_chk(t->r, off, total, 16);
         if (blk == NULL)
             rc = SHMDS_ECORRUPT;
         else
-            fill(b, &p, blk);
+            fill(b, &p, off, blk);
         SHMDS_FAULT("table.publish.filled");
     }
     plan_free(&p);
@@ -865,7 +916,7 @@ SHMDS_API int shmds_table_stat(shmds_table *t, shmds_table_stats *st)
         st->count = v.count;
         st->slots = v.mask + 1;
         st->data_bytes = v.data_len;
-        st->bytes = sizeof *tv + st->slots * 8 + v.data_len;
+        st->bytes = v.bytes;
         st->max_probe = v.max_probe;
         st->published_ns = GET(&tv->published_ns);
     }
@@ -897,6 +948,11 @@ static int walk(const struct geo *v, shmds_table_foreach_fn *fn, void *arg)
         if (v->data_len - at < REC_HDR || ++n > v->count)
             return SHMDS_ECORRUPT;
         uint32_t kl = rd32(v->data + at), vl = rd32(v->data + at + 4);
+        if (kl == 0 && vl < LINE - REC_HDR && vl % 8 == 0 && vl <= v->data_len - at - REC_HDR) {
+            n--; /* a pad */
+            at += REC_HDR + vl;
+            continue;
+        }
         if (kl == 0 || (uint64_t)kl + vl > v->data_len - at - REC_HDR)
             return SHMDS_ECORRUPT;
         const unsigned char *k = v->data + at + REC_HDR;
@@ -939,7 +995,7 @@ static int check_version(shmds_table *t, const struct geo *v)
 {
     uint64_t usable;
     if (shmds__alloc_block_live(t->r, v->off, &usable) != 0 ||
-        usable < sizeof(struct tver) + (v->mask + 1) * 8 + v->data_len)
+        usable < v->bytes)
         return SHMDS_ECORRUPT;
     uint64_t used = 0;
     for (uint64_t j = 0; j <= v->mask; j++) {

@@ -434,7 +434,8 @@ static void mk_dir_lock_kind(unsigned char *img)
  * the format but clamped by every handle (SHMDS_LOCK_TIMEOUT_MAX_MS). */
 /* Table "zeta" (table.c's layout: the header's root at 80, its build
  * records at 176, 32 bytes each {pid, -, start, block, base}; a version:
- * nslots at 8, slots from 128, then the records {klen, vlen, ...}). */
+ * nslots at 8, the skew (u32) at 36, slots from 128, then after the skew
+ * the records {klen, vlen, ...}). */
 #define T_ROOT 80
 #define T_BUILDS 176
 static uint64_t table_version(unsigned char *img)
@@ -455,10 +456,27 @@ static void mk_table_slots_ones(unsigned char *img)
     for (uint64_t j = 0; j < n; j++)
         *word_at(img, v + 128 + 8 * j) = UINT64_MAX;
 }
+static uint64_t table_data(unsigned char *img)
+{
+    uint64_t v = table_version(img);
+    uint32_t skew;
+    memcpy(&skew, img + v + 36, 4);
+    return v + 128 + 8 * *word_at(img, v + 8) + skew;
+}
 static void mk_table_record_len(unsigned char *img)
 {
-    uint64_t v = table_version(img), n = *word_at(img, v + 8);
-    memset(img + v + 128 + 8 * n, 0xff, 4);
+    memset(img + table_data(img), 0xff, 4);
+}
+static void mk_table_skew(unsigned char *img)
+{
+    uint32_t skew = 64;
+    memcpy(img + table_version(img) + 36, &skew, 4);
+}
+static void mk_table_pad_long(unsigned char *img)
+{
+    /* The first record made a pad as long as a line. */
+    uint32_t pad[2] = {0, 56};
+    memcpy(img + table_data(img), pad, sizeof pad);
 }
 static void mk_table_dead_builder(unsigned char *img)
 {
@@ -542,6 +560,8 @@ static const hostile cases[] = {
     {"table_nslots_huge", IMG_SIZE, mk_table_nslots_huge, 0, SHMDS_ECORRUPT},
     {"table_slots_ones", IMG_SIZE, mk_table_slots_ones, 0, SHMDS_ECORRUPT},
     {"table_record_len", IMG_SIZE, mk_table_record_len, 0, SHMDS_ECORRUPT},
+    {"table_skew", IMG_SIZE, mk_table_skew, 0, SHMDS_ECORRUPT},
+    {"table_pad_long", IMG_SIZE, mk_table_pad_long, 0, SHMDS_ECORRUPT},
     {"table_dead_builder", IMG_SIZE, mk_table_dead_builder, 0, SHMDS_ECORRUPT},
 };
 #define NCASES (sizeof cases / sizeof cases[0])

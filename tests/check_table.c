@@ -436,7 +436,7 @@ START_TEST(test_table_damaged_version_is_ecorrupt_never_a_crash)
 {
     /* Each damage: a field of the version header or a slot or a record,
      * set to a value a hostile process could write. */
-    for (int d = 0; d < 9; d++) {
+    for (int d = 0; d < 10; d++) {
         shmds_region *r = make(SZ);
         ck_assert_int_eq(publish_version(r, "t", 1, NULL), 0);
         unsigned char *v = version_block(r);
@@ -444,7 +444,9 @@ START_TEST(test_table_damaged_version_is_ecorrupt_never_a_crash)
         memcpy(&nslots, v + 8, 8);
         memcpy(&dlen, v + 16, 8);
         uint64_t *slots = (uint64_t *)(v + 128);
-        unsigned char *data = v + 128 + nslots * 8;
+        uint32_t skew, skew_bad = 8;
+        memcpy(&skew, v + 36, 4);
+        unsigned char *data = v + 128 + nslots * 8 + skew;
         uint64_t big = UINT64_MAX / 2, all = UINT64_MAX;
         switch (d) {
         case 0: memcpy(v, &big, 8); break;               /* magic */
@@ -460,6 +462,10 @@ START_TEST(test_table_damaged_version_is_ecorrupt_never_a_crash)
         case 7:                                          /* every slot full */
             for (uint64_t j = 0; j < nslots; j++)
                 slots[j] = (uint64_t)0xabcd << 48 | 1;
+            break;
+        case 8:                                          /* skew: records moved */
+            skew_bad += skew;
+            memcpy(v + 36, &skew_bad, 4);
             break;
         default: memset(data, 0x7f, dlen); break;        /* records garbage */
         }
@@ -740,6 +746,32 @@ START_TEST(test_table_every_fault_point_is_repaired)
     shmds_region_close(r);
 }
 END_TEST
+
+/* A builder killed with its block filled: shmds_region_reclaim frees the
+ * block (no build, publish or check of that table needed). */
+START_TEST(test_table_region_reclaim_frees_a_dead_builders_block)
+{
+    shmds_region *r = make(SZ);
+    ck_assert_int_eq(publish_version(r, "t", 1, NULL), 0);
+    uint64_t one = used_after_reclaim(r);
+    shmds_table *t;
+    ck_assert_int_eq(shmds_table_open(r, "t", &t), 0);
+    int st = tu_wait(tu_fork(fault_child, (void *)"table.publish.filled"), 30000);
+    ck_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    shmds_table_stats ts;
+    ck_assert_int_eq(shmds_table_stat(t, &ts), 0);
+    ck_assert_uint_eq(ts.builds, 1);
+    ck_assert_uint_gt(heap(r).used_bytes, one);
+    ck_assert_int_eq(shmds_region_reclaim(r), 0);
+    ck_assert_int_eq(shmds_table_stat(t, &ts), 0);
+    ck_assert_uint_eq(ts.builds, 0);
+    ck_assert_uint_eq(ts.reclaimed, 1);
+    ck_assert_uint_eq(ts.version, 1);
+    ck_assert_uint_eq(heap(r).used_bytes, one);
+    shmds_table_close(t);
+    shmds_region_close(r);
+}
+END_TEST
 #endif
 
 int main(void)
@@ -770,6 +802,7 @@ int main(void)
     tcase_add_test(crash, test_table_builders_and_readers_killed_at_random);
 #ifdef SHMDS_FAULT_INJECTION
     tcase_add_test(crash, test_table_every_fault_point_is_repaired);
+    tcase_add_test(crash, test_table_region_reclaim_frees_a_dead_builders_block);
 #endif
     suite_add_tcase(s, crash);
 

@@ -11,8 +11,9 @@
  *   peer mkmap NAME MAP KEY VALUE...
  *     Create map MAP in region NAME holding the given pairs.
  *   peer mkqueue NAME QUEUE MSG...
- *   peer mktable NAME TABLE KEY VALUE...  (publishes a version; again: the next)
  *     Create queue QUEUE in region NAME holding the given messages.
+ *   peer mktable NAME TABLE KEY VALUE...
+ *     Publish the given pairs as the next version of table TABLE.
  *   peer mkackq NAME QUEUE MSG...
  *     The same with an at-least-once queue, then lease the first message
  *     and exit without acknowledging it.
@@ -87,6 +88,17 @@ static void layout(void)
     MEMBER(shmds_map_stats, default_ttl_ms);
     MEMBER(shmds_map_stats, flags);
     MEMBER(shmds_map_stats, stripes);
+    printf("\nshmds_table_stats %zu", sizeof(shmds_table_stats));
+    MEMBER(shmds_table_stats, version);
+    MEMBER(shmds_table_stats, count);
+    MEMBER(shmds_table_stats, slots);
+    MEMBER(shmds_table_stats, bytes);
+    MEMBER(shmds_table_stats, data_bytes);
+    MEMBER(shmds_table_stats, max_probe);
+    MEMBER(shmds_table_stats, builds);
+    MEMBER(shmds_table_stats, published_ns);
+    MEMBER(shmds_table_stats, publishes);
+    MEMBER(shmds_table_stats, reclaimed);
     printf("\n");
 }
 

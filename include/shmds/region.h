@@ -339,8 +339,8 @@ enum { SHMDS_LOCK_DIRECTORY = 0, SHMDS_LOCK_ALLOCATOR = 1, SHMDS_LOCK_GROW = 2 }
 SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mutex_info *out);
 
 /**
- * Finish the creates and destroys of lists, maps and queues whose process
- * died in the middle. Such an object's name is held by a *pending* directory
+ * Finish the creates and destroys of lists, maps, queues and tables whose
+ * process died in the middle. Such an object's name is held by a *pending* directory
  * entry (invisible to shmds_root_get, shmds_root_foreach and the opens, but
  * the name stays taken) that still reaches every block the object had; this
  * takes each one whose owner is dead over, frees those blocks and frees the
@@ -349,9 +349,11 @@ SHMDS_API int shmds_region_lock_info(const shmds_region *r, int which, shmds_mut
  * dead owner's pending entry of its own name and type finishes only that
  * one (never other objects). "Dead" is kill(pid, 0) failing with ESRCH:
  * a pid reused by an unrelated live process delays the reclaim until that
- * process exits, and never frees anything early. Then blocks that writers
- * retired (shmds/guard.h) and that no reader inside a guard can hold any
- * more are freed too.
+ * process exits, and never frees anything early. Then, inside each table,
+ * the blocks of builders that died publishing are freed (shmds/table.h;
+ * one lock of each table). Then blocks that writers retired
+ * (shmds/guard.h) and that no reader inside a guard can hold any more are
+ * freed too.
  * @return 0 (also when there was nothing to do); -EINVAL for NULL;
  *         SHMDS_ERDONLY; SHMDS_ECORRUPT; SHMDS_ENOTRECOVERABLE; -ETIMEDOUT.
  */

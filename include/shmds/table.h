@@ -28,7 +28,8 @@
  * table's header (its pid and start time, the block's allocator slot). A
  * builder killed at any point leaves the published version as it was, and
  * its block is freed by the next build or publish of that table, by
- * shmds_table_check() or by shmds_region_check(). A publish killed
+ * shmds_table_check(), or by shmds_region_reclaim() (which
+ * shmds_region_check() runs). A publish killed
  * inside its swap is finished or undone by the next process to take the
  * table's lock: never two versions current, never a version lost or freed
  * twice.
@@ -110,7 +111,9 @@ SHMDS_API int shmds_table_add(shmds_table_builder *b, const void *key, size_t kl
  * The version is laid out in one block of the region outside any lock:
  * 128 bytes, an index of 8-byte slots (a power of two, at least 1.5 slots
  * a pair added), and per pair 8 bytes plus its key and value rounded up to
- * a multiple of 8. It is then made current with one store under the
+ * a multiple of 8; a pair of 64 bytes or less is placed within one cache
+ * line (up to 56 bytes of padding before it), so that a lookup reads one
+ * slot and one line of data. It is then made current with one store under the
  * table's lock; the version it replaces is retired (freed once the
  * readers that may hold it have left their guards). Readers are never
  * blocked. Cost: O(pairs) in the builder's process; the region holds two

@@ -15,7 +15,7 @@
 #include "internal.h"
 
 const char *const tt_struct_name[TT_STRUCTS] = {"directory", "allocator", "list", "map",
-                                                 "queue"};
+                                                 "queue", "table"};
 
 enum tt_struct tt_op_struct(uint8_t kind)
 {
@@ -44,6 +44,9 @@ enum tt_struct tt_op_struct(uint8_t kind)
     case TT_T_PUB:
     case TT_T_NEXT:
         return TT_S_QUEUE;
+    case TT_TAB_PUB:
+    case TT_TAB_GET:
+        return TT_S_TABLE;
     default:
         return TT_S_LIST;
     }
@@ -123,6 +126,42 @@ static size_t key_name(char *buf, size_t cap, unsigned me, unsigned k)
     return (size_t)snprintf(buf, cap, "w%u-k%u", me, k);
 }
 
+static void tab_name(char *buf, size_t cap, unsigned me)
+{
+    snprintf(buf, cap, "tt-w%u-tab", me);
+}
+
+static size_t tab_key(char *buf, size_t cap, uint32_t j)
+{
+    return (size_t)snprintf(buf, cap, "k%u", j);
+}
+
+/* A table value: the publish's id, the key's index, the version's pair
+ * count, then a pattern of id- and index-dependent length. */
+#define TAB_VAL_MAX 48
+
+static size_t tab_val(uint64_t id, uint32_t j, uint32_t n, unsigned char *buf)
+{
+    size_t len = 16 + (size_t)((id + j) % (TAB_VAL_MAX - 15));
+    memcpy(buf, &id, 8);
+    memcpy(buf + 8, &j, 4);
+    memcpy(buf + 12, &n, 4);
+    for (size_t i = 16; i < len; i++)
+        buf[i] = (unsigned char)(id * 17 + j * 5 + i);
+    return len;
+}
+
+/* Whether `buf` is the whole value of key j; *id and *n from it. */
+static bool tab_val_ok(const void *buf, size_t len, uint32_t j, uint64_t *id, uint32_t *n)
+{
+    unsigned char want[TAB_VAL_MAX];
+    if (len < 16 || len > TAB_VAL_MAX)
+        return false;
+    memcpy(id, buf, 8);
+    memcpy(n, (const unsigned char *)buf + 12, 4);
+    return tab_val(*id, j, *n, want) == len && memcmp(want, buf, len) == 0;
+}
+
 #define MAP_NAME "tt-map"
 #define QUEUE_NAME "tt-queue"
 static const char *const topic_name[TT_TOPICS] = {"tt-topic", "tt-topic-block"};
@@ -154,6 +193,14 @@ int tt_world_create(tt_world *w, const char *name, size_t size, unsigned workers
         w->table[i] = t;
         list_name(n, sizeof n, i);
         if ((rc = shmds_list_create(w->r, n, &w->list[i])) != 0)
+            return rc;
+        /* A builder dropped unpublished leaves the table, with no version. */
+        shmds_table_builder *b;
+        tab_name(n, sizeof n, i);
+        if ((rc = shmds_table_build(w->r, n, 0, &b)) != 0)
+            return rc;
+        shmds_table_abort(b);
+        if ((rc = shmds_table_open(w->r, n, &w->tab[i])) != 0)
             return rc;
     }
     /* At-least-once, with a lease no run outlasts: only deaths take leases
@@ -245,6 +292,9 @@ int tt_world_open(tt_world *w, const char *name, unsigned workers)
         list_name(n, sizeof n, i);
         if ((rc = shmds_list_open(w->r, n, &w->list[i])) != 0)
             return rc;
+        tab_name(n, sizeof n, i);
+        if ((rc = shmds_table_open(w->r, n, &w->tab[i])) != 0)
+            return rc;
     }
     if ((rc = shmds_map_open(w->r, MAP_NAME, &w->map)) != 0)
         return rc;
@@ -260,6 +310,8 @@ void tt_world_close(tt_world *w)
         if (w->list[i] != NULL)
             shmds_list_close(w->list[i]);
         w->list[i] = NULL;
+        shmds_table_close(w->tab[i]);
+        w->tab[i] = NULL;
     }
     shmds_map_close(w->map);
     w->map = NULL;
@@ -364,6 +416,16 @@ tt_op tt_draw(uint64_t *rng, const tt_world *w, unsigned me, uint64_t id)
         if (op.kind == TT_T_PUB && x % 2 == 0)
             op.flags = TT_Q_ZEROCOPY;
         break;
+    case TT_TAB_PUB:
+        op.size = (uint32_t)(1 + x % TT_TAB_PAIRS);
+        x /= TT_TAB_PAIRS;
+        op.flags = (uint8_t)(x % 4 == 0);
+        break;
+    case TT_TAB_GET:
+        op.arg = (uint8_t)(x % w->workers);
+        x /= w->workers;
+        op.aux = x % (TT_TAB_PAIRS + 2); /* now and then past the last key */
+        break;
     default:
         break;
     }
@@ -382,12 +444,106 @@ void tt_prepare(tt_world *w, unsigned me, tt_op *op)
         memcpy(shmds_ptr(w->r, op->aux), &op->id, 8); /* a live block has >= 16 bytes */
 }
 
+/* Build and publish op's version of worker me's table (see TT_TAB_PUB):
+ * 0 with *version, or the error. */
+static int tab_publish(tt_world *w, unsigned me, const tt_op *op, uint64_t *version)
+{
+    char n[SHMDS_ROOT_NAME_MAX + 1], k[16];
+    unsigned char v[TAB_VAL_MAX];
+    shmds_table_builder *a, *b = NULL;
+    tab_name(n, sizeof n, me);
+    int rc = shmds_table_build(w->r, n, op->size, &a);
+    if (rc != 0)
+        return rc;
+    if (op->flags && (rc = shmds_table_build(w->r, n, op->size, &b)) != 0) {
+        shmds_table_abort(a);
+        return rc;
+    }
+    for (uint32_t j = 0; j < op->size && rc == 0; j++) {
+        size_t kl = tab_key(k, sizeof k, j);
+        rc = shmds_table_add(a, k, kl, v, tab_val(op->id, j, op->size, v));
+        if (rc == 0 && b != NULL) /* the loser's values name another id */
+            rc = shmds_table_add(b, k, kl, v, tab_val(op->id | UINT64_C(1) << 63, j, 1, v));
+    }
+    if (rc != 0) {
+        shmds_table_abort(a);
+        shmds_table_abort(b);
+        return rc;
+    }
+    rc = shmds_table_publish(a, version);
+    if (b != NULL && rc != 0) {
+        shmds_table_abort(b);
+    } else if (b != NULL) {
+        /* Begun from the version a replaced: it loses (or finds no room). */
+        int lost = shmds_table_publish(b, NULL);
+        if (lost != SHMDS_EVERSION && lost != -ENOMEM)
+            rc = lost == 0 ? -EPROTO : lost;
+    }
+    return rc;
+}
+
+/* Read worker owner's table under one guard (see TT_TAB_GET): key 0, key
+ * j and key n (the first past the version's pairs). Keys read from one
+ * version must agree on its id and pair count, key n must be absent from
+ * it, and key 0's value must still be whole at the end: -EILSEQ
+ * otherwise. 0 with *id, *ver and *n of key 0's version (all 0 when the
+ * table has no version yet). */
+static int tab_read(tt_world *w, unsigned owner, uint32_t j, uint64_t *id, uint64_t *ver,
+                    uint32_t *n)
+{
+    shmds_table *t = w->tab[owner];
+    shmds_guard *g;
+    char k[16];
+    const void *v0, *v;
+    size_t l0, l, kl;
+    uint64_t ver2, id2;
+    uint32_t n2;
+    *id = *ver = 0;
+    *n = 0;
+    int rc = shmds_guard_enter(w->r, &g);
+    if (rc != 0)
+        return rc;
+    kl = tab_key(k, sizeof k, 0);
+    rc = shmds_table_get_ref(t, g, k, kl, &v0, &l0, ver);
+    if (rc == -ENOENT) {
+        rc = *ver == 0 ? 0 : -EILSEQ; /* a version without key 0 */
+        goto out;
+    }
+    if (rc != 0)
+        goto out;
+    if (!tab_val_ok(v0, l0, 0, id, n) || *n == 0 || *n > TT_TAB_PAIRS) {
+        rc = -EILSEQ;
+        goto out;
+    }
+    uint32_t keys[2] = {j, *n};
+    for (unsigned i = 0; i < 2 && rc == 0; i++) {
+        kl = tab_key(k, sizeof k, keys[i]);
+        rc = shmds_table_get_ref(t, g, k, kl, &v, &l, &ver2);
+        if (ver2 != *ver) { /* republished meanwhile: its own value is whole */
+            if (rc == 0 && !tab_val_ok(v, l, keys[i], &id2, &n2))
+                rc = -EILSEQ;
+            else if (rc == -ENOENT)
+                rc = 0;
+        } else if (keys[i] < *n) {
+            if (rc == 0 && (!tab_val_ok(v, l, keys[i], &id2, &n2) || id2 != *id || n2 != *n))
+                rc = -EILSEQ;
+        } else {
+            rc = rc == -ENOENT ? 0 : rc == 0 ? -EILSEQ : rc;
+        }
+    }
+    if (rc == 0 && (!tab_val_ok(v0, l0, 0, &id2, &n2) || id2 != *id))
+        rc = -EILSEQ; /* the guard kept key 0's version whole */
+out:
+    shmds_guard_leave(g);
+    return rc;
+}
+
 void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
 {
     char n[SHMDS_ROOT_NAME_MAX + 1];
     unsigned char v[VAL_MAX];
     size_t len = 0, kl;
-    done->got = 0;
+    done->got = done->ver = 0;
     switch (op->kind) {
     case TT_DIR_SET:
         dir_name(n, sizeof n, me, op->arg);
@@ -547,6 +703,15 @@ void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
         }
         break;
     }
+    case TT_TAB_PUB:
+        done->rc = tab_publish(w, me, op, &done->got);
+        break;
+    case TT_TAB_GET: {
+        uint32_t pairs;
+        done->rc = tab_read(w, op->arg % w->workers, (uint32_t)op->aux, &done->got, &done->ver,
+                            &pairs);
+        break;
+    }
     case TT_Q_ACK:
         if (w->nheld == 0 || w->held_lease[0] != op->aux) {
             done->rc = -ENOENT;
@@ -673,6 +838,13 @@ int tt_model_apply(tt_state *s, const tt_op *op, uint64_t *got)
     case TT_ARENA_ADD:
     case TT_BLOCK:
         return 0; /* nothing a worker owns changes */
+    case TT_TAB_PUB:
+        s->tab_id = op->id;
+        s->tab_n = op->size;
+        *got = ++s->tab_ver;
+        return 0;
+    case TT_TAB_GET:
+        return 0; /* any worker's table: the ledger follows the reads */
     case TT_LIST_PUSH_BACK:
         if (s->list_n == TT_LIST_MAX)
             return -ENOSPC; /* never: tt_draw keeps lists shorter */
@@ -711,7 +883,8 @@ static bool refusable(const tt_op *op, const tt_state *before, int rc)
                op->kind == TT_SLOT_REALLOC || op->kind == TT_MAP_PUT ||
                op->kind == TT_MAP_ADD || op->kind == TT_LIST_PUSH_BACK ||
                op->kind == TT_LIST_PUSH_FRONT || op->kind == TT_MAP_CAS ||
-               op->kind == TT_MAP_FILL || op->kind == TT_ARENA_ADD || op->kind == TT_BLOCK;
+               op->kind == TT_MAP_FILL || op->kind == TT_ARENA_ADD || op->kind == TT_BLOCK ||
+               op->kind == TT_TAB_PUB;
     /* Every lease slot of the key's stripe held by other live workers. */
     return rc == -ETIMEDOUT && op->kind == TT_MAP_FILL;
 }
@@ -735,6 +908,8 @@ bool tt_model_ack(tt_state *s, const tt_msg *done)
 {
     /* A live worker's lease is never taken back: its ack succeeds. */
     if (done->op.kind == TT_Q_ACK)
+        return done->rc == 0;
+    if (done->op.kind == TT_TAB_GET)
         return done->rc == 0;
     if (done->op.kind == TT_Q_SEND || done->op.kind == TT_Q_RECV || done->op.kind == TT_Q_LEASE ||
         done->op.kind == TT_T_PUB || done->op.kind == TT_T_NEXT)
@@ -762,6 +937,8 @@ typedef struct tt_obs {
     uint64_t list[TT_LIST_MAX];
     uint64_t map_has;
     uint64_t map_val[TT_MAP_KEYS];
+    uint64_t tab_id, tab_ver;
+    uint32_t tab_n;
 } tt_obs;
 
 static int collect(const void *data, size_t len, void *arg)
@@ -819,6 +996,18 @@ static int observe(tt_world *w, unsigned me, tt_obs *obs)
             return rc == -ENOBUFS ? SHMDS_ECORRUPT : rc;
         }
     }
+    /* The table: its current version, whole, and no build record left (the
+     * checker's table check reclaimed a dead builder's). */
+    shmds_table_stats ts;
+    if ((rc = tab_read(w, me, 0, &obs->tab_id, &obs->tab_ver, &obs->tab_n)) != 0 ||
+        (rc = shmds_table_stat(w->tab[me], &ts)) != 0)
+        return rc == -EILSEQ ? SHMDS_ECORRUPT : rc;
+    if (ts.builds != 0 || ts.version != obs->tab_ver || ts.count != obs->tab_n) {
+        fprintf(stderr, "torture: worker %u: table: %u build records left, version %" PRIu64
+                        " (read %" PRIu64 "), %" PRIu64 " pairs (read %u)\n",
+                me, ts.builds, ts.version, obs->tab_ver, ts.count, obs->tab_n);
+        return SHMDS_ECORRUPT;
+    }
     return shmds_list_foreach(w->list[me], collect, obs);
 }
 
@@ -852,6 +1041,10 @@ static void diff(const tt_state *m, const tt_obs *o, unsigned *lost, unsigned *p
         bool same = (m->map_has & kb) && (o->map_has & kb) && m->map_val[k] == o->map_val[k];
         *lost += (m->map_has & kb) && !same;
         *phantom += (o->map_has & kb) && !same;
+    }
+    if (m->tab_id != o->tab_id || m->tab_ver != o->tab_ver || m->tab_n != o->tab_n) {
+        *lost += m->tab_ver != 0;
+        *phantom += o->tab_ver != 0;
     }
 }
 
@@ -971,6 +1164,15 @@ int tt_take_every_lock(tt_world *w, uint64_t rec[TT_STRUCTS])
     if (rc == 0)
         rc = rc2;
     rec[TT_S_QUEUE] += epoch(w) - e;
+    /* A table's check settles it: a dead publisher's swap is finished or
+     * undone, a dead builder's block freed. */
+    e = epoch(w);
+    for (unsigned i = 0; i < w->workers; i++) {
+        rc2 = shmds_table_check(w->tab[i]);
+        if (rc == 0)
+            rc = rc2;
+    }
+    rec[TT_S_TABLE] += epoch(w) - e;
     return rc;
 }
 
@@ -1029,6 +1231,10 @@ int tt_world_teardown(tt_world *w)
         w->list[i] = NULL;
         if (rc != 0)
             return rc;
+        rc = shmds_table_destroy(w->tab[i]);
+        w->tab[i] = NULL;
+        if (rc != 0)
+            return rc;
     }
     int rc = shmds_map_destroy(w->map);
     w->map = NULL;
@@ -1060,8 +1266,79 @@ static void *grow(void *v, size_t *cap, size_t elem)
     return nv;
 }
 
+/* worker's publish record of id (its publishes are in id order). */
+static tt_tabrec *tab_rec(tt_ledger *l, unsigned worker, uint64_t id)
+{
+    size_t lo = 0, hi = l->tab[worker].n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (l->tab[worker].v[mid].id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < l->tab[worker].n && l->tab[worker].v[lo].id == id ? &l->tab[worker].v[lo] : NULL;
+}
+
+/* The tables' part of the ledger (see model.h). */
+static void tab_intent(tt_ledger *l, unsigned worker, const tt_op *op)
+{
+    if (l->tab[worker].n == l->tab[worker].cap)
+        l->tab[worker].v = grow(l->tab[worker].v, &l->tab[worker].cap, sizeof(tt_tabrec));
+    l->tab[worker].v[l->tab[worker].n++] = (tt_tabrec){op->id, 0, TT_Q_MAYBE};
+}
+
+static void tab_done(tt_ledger *l, unsigned worker, const tt_msg *done)
+{
+    if (done->op.kind == TT_TAB_PUB) {
+        tt_tabrec *t = tab_rec(l, worker, done->op.id);
+        if (t != NULL && done->rc == 0) {
+            t->st = TT_Q_SENT;
+            t->version = done->got;
+        } else if (t != NULL) {
+            t->st = TT_Q_REFUSED;
+        }
+        l->tab_published += done->rc == 0;
+        l->tab_lost_race += done->rc == 0 && done->op.flags;
+    } else if (done->rc == 0 && done->ver != 0) {
+        if (l->tab_reads.n == l->tab_reads.cap)
+            l->tab_reads.v = grow(l->tab_reads.v, &l->tab_reads.cap, sizeof(tt_tabread));
+        l->tab_reads.v[l->tab_reads.n++] = (tt_tabread){done->got, done->ver, done->op.arg};
+    }
+}
+
+/* Every read names a publish that was not refused, and one version number
+ * one id. */
+static void tab_settle(tt_ledger *l, const tt_world *w)
+{
+    for (size_t i = 0; i < l->tab_reads.n; i++) {
+        const tt_tabread *r = &l->tab_reads.v[i];
+        unsigned owner = r->arg % w->workers;
+        tt_tabrec *t = tab_rec(l, owner, r->id);
+        l->tab_read++;
+        if (t == NULL || t->st == TT_Q_REFUSED) {
+            l->tab_phantom++;
+            fprintf(stderr, "torture: table of worker %u: version %" PRIu64 " names %#" PRIx64
+                            ", %s\n",
+                    owner, r->version, r->id, t == NULL ? "never published" : "refused");
+            continue;
+        }
+        if (t->version == 0)
+            t->version = r->version; /* killed in flight: the first read says */
+        if (t->version != r->version) {
+            l->tab_mixed++;
+            fprintf(stderr, "torture: table of worker %u: version %" PRIu64 " read as %" PRIu64
+                            "'s content\n",
+                    owner, t->version, r->version);
+        }
+    }
+    l->tab_reads.n = 0;
+}
+
 void tt_ledger_intent(tt_ledger *l, unsigned worker, const tt_op *op)
 {
+    if (op->kind == TT_TAB_PUB && worker < TT_WORKERS_MAX)
+        tab_intent(l, worker, op);
     if (op->kind != TT_Q_SEND && op->kind != TT_T_PUB)
         return;
     (void)worker;
@@ -1198,7 +1475,10 @@ static bool fifo_excused(tt_idset *orphans, uint64_t *unknown, uint64_t id)
 
 void tt_ledger_done(tt_ledger *l, unsigned worker, const tt_msg *done)
 {
-    if (done->op.kind == TT_T_PUB) {
+    if ((done->op.kind == TT_TAB_PUB || done->op.kind == TT_TAB_GET) &&
+        worker < TT_WORKERS_MAX) {
+        tab_done(l, worker, done);
+    } else if (done->op.kind == TT_T_PUB) {
         tt_qrec *q = find_pub(l, done->op.arg % TT_TOPICS, done->op.id);
         if (q != NULL)
             q->st = done->rc == 0 ? TT_Q_SENT : TT_Q_REFUSED;
@@ -1355,8 +1635,10 @@ static int topics_probe(tt_world *w)
 int tt_ledger_settle(tt_ledger *l, tt_world *w)
 {
     uint64_t bad0 = l->phantom + l->duplicate + l->fifo + l->lost + l->double_acked +
-                    l->t_phantom + l->t_order + l->t_uncounted + l->t_inconsistent;
+                    l->t_phantom + l->t_order + l->t_uncounted + l->t_inconsistent +
+                    l->tab_phantom + l->tab_mixed;
     topics_check(l);
+    tab_settle(l, w);
     int prc = topics_probe(w);
     if (prc != 0) {
         fprintf(stderr, "torture: topic: a fresh subscriber after the crash: %s\n",
@@ -1434,7 +1716,8 @@ int tt_ledger_settle(tt_ledger *l, tt_world *w)
     if (missing > excused)
         fprintf(stderr, "torture: queue: %" PRIu64 " sent messages never received\n",
                 missing - excused);
-    uint64_t tbad = l->t_phantom + l->t_order + l->t_uncounted + l->t_inconsistent;
+    uint64_t tbad = l->t_phantom + l->t_order + l->t_uncounted + l->t_inconsistent +
+                    l->tab_phantom + l->tab_mixed;
     return l->phantom + l->duplicate + l->fifo + l->lost + l->double_acked + tbad != bad0
                ? SHMDS_ECORRUPT
                : 0;
@@ -1456,6 +1739,18 @@ void tt_ledger_reset(tt_ledger *l)
         free(l->subs.v[i].r);
     l->subs.n = 0;
     memset(l->sub_open, 0, sizeof l->sub_open);
+    l->tab_reads.n = 0; /* the publishes stay: versions outlive a reset */
+}
+
+uint64_t tt_tables_reclaimed(tt_world *w)
+{
+    uint64_t n = 0;
+    for (unsigned i = 0; i < w->workers; i++) {
+        shmds_table_stats st;
+        if (w->tab[i] != NULL && shmds_table_stat(w->tab[i], &st) == 0)
+            n += st.reclaimed;
+    }
+    return n;
 }
 
 void tt_ledger_free(tt_ledger *l)
@@ -1472,5 +1767,8 @@ void tt_ledger_free(tt_ledger *l)
     for (size_t i = 0; i < l->subs.n; i++)
         free(l->subs.v[i].r);
     free(l->subs.v);
+    for (unsigned p = 0; p < TT_WORKERS_MAX; p++)
+        free(l->tab[p].v);
+    free(l->tab_reads.v);
     memset(l, 0, sizeof *l);
 }

@@ -28,6 +28,7 @@
 #define TT_MAP_KEYS (TT_MAP_VALS + TT_MAP_CTRS)
 #define TT_QUEUE_BYTES 2048 /* the shared queue's ring: small, so it fills and wraps */
 #define TT_HELD_MAX 4       /* leases a worker holds at most (tt_draw acks then) */
+#define TT_TAB_PAIRS 12     /* pairs in a version of a worker's table, at most */
 
 #define TT_Q_ZEROCOPY 1
 
@@ -71,11 +72,19 @@ enum tt_kind {
                         flags: TT_Q_ZEROCOPY) */
     TT_T_NEXT,       /* shmds_sub_next on topic `arg` (subscribing first if the
                         process has not) */
+    TT_TAB_PUB,      /* build and publish the next version of the worker's own
+                        table: `size` pairs, each value naming the op's id
+                        (flags 1: a second builder, begun from the same
+                        version with other values, publishes after it and
+                        must lose with SHMDS_EVERSION) */
+    TT_TAB_GET,      /* under one read guard, look keys up in worker `arg %
+                        workers`'s table (`aux`: a key index); got: the id
+                        the version's values name, ver: its number */
     TT_KINDS
 };
 
 /* Which structure an operation belongs to (for the figures). */
-enum tt_struct { TT_S_DIR, TT_S_ALLOC, TT_S_LIST, TT_S_MAP, TT_S_QUEUE, TT_STRUCTS };
+enum tt_struct { TT_S_DIR, TT_S_ALLOC, TT_S_LIST, TT_S_MAP, TT_S_QUEUE, TT_S_TABLE, TT_STRUCTS };
 extern const char *const tt_struct_name[TT_STRUCTS];
 
 typedef struct tt_op {
@@ -85,11 +94,13 @@ typedef struct tt_op {
                       value; cas, fill, expire: the variant (see tt_kind); queue
                       send: TT_Q_ZEROCOPY (reserve, then commit) */
     uint8_t pad;
-    uint32_t size; /* bytes to allocate; map put: ttl; queue: timeout (ms) */
+    uint32_t size; /* bytes to allocate; map put: ttl; queue: timeout (ms);
+                      table publish: pairs */
     uint64_t id;   /* value written, when the op writes one (unique in the run;
                       the top byte is the worker + 1) */
     uint64_t aux;  /* realloc: the block's offset before (tt_prepare);
-                      map add: the delta (an int64_t); queue ack: the lease id */
+                      map add: the delta (an int64_t); queue ack: the lease id;
+                      table get: a key index */
 } tt_op;
 
 enum { TT_MSG_INTENT = 1, TT_MSG_DONE = 2 };
@@ -107,7 +118,9 @@ typedef struct tt_msg {
     int32_t rc;   /* DONE: what the call returned */
     uint32_t missed; /* DONE of a topic receive: the missed count it gave */
     uint64_t got; /* DONE of a read: the value id read, 0 for none; of a
-                     queue ack: the id of the message acknowledged */
+                     queue ack: the id of the message acknowledged; of a
+                     table publish: the new version's number */
+    uint64_t ver; /* DONE of a table get: the version read (0: none yet) */
 } tt_msg;
 
 /* One worker's part of the region, as the model sees it. The queue is
@@ -119,6 +132,9 @@ typedef struct tt_state {
     uint64_t list[TT_LIST_MAX];   /* value ids, front first */
     uint64_t map_has;             /* bit k: map key k is present */
     uint64_t map_val[TT_MAP_KEYS]; /* value key: the value's id; counter: its value */
+    uint64_t tab_id;              /* the op id the table's current version names */
+    uint64_t tab_ver;             /* its version number (0: none published) */
+    uint32_t tab_n;               /* its pairs */
 } tt_state;
 
 /* The region and every process-local handle a worker or checker needs.
@@ -133,6 +149,7 @@ typedef struct tt_world {
     shmds_queue *queue;
     shmds_queue *topic[TT_TOPICS];
     shmds_sub *sub[TT_TOPICS]; /* this process's subscriptions (a worker's) */
+    shmds_table *tab[TT_WORKERS_MAX]; /* each worker's published table */
     /* The leases this process (a worker) holds, oldest first. */
     unsigned nheld;
     uint64_t held_lease[TT_HELD_MAX], held_msg[TT_HELD_MAX];
@@ -213,7 +230,29 @@ bool tt_op_may_time_out(const tt_op *op);
  * worker lives. The leases a killed worker held are *orphans*: each may be
  * delivered once more (not a duplicate), out of FIFO order (not a FIFO
  * violation); a lease in flight at the kill is an orphan whose message is
- * unknown: it excuses one FIFO violation. */
+ * unknown: it excuses one FIFO violation.
+ *
+ * The tables' ledger: each worker publishes versions of its own table and
+ * every worker reads every table. Each value of a version names the op id
+ * of the publish that built it, and a read reports that id with the
+ * version number it came from. At settle, every read must name a publish
+ * whose intent was sent and that was not refused (a builder that lost, or
+ * failed, is never seen), and one version number must always come with
+ * one id: the number an acknowledged publish returned, or, for a publish
+ * killed in flight, the same number in every read that saw it. (Within one
+ * read, the worker itself checks that the keys of one version agree on id
+ * and pair count, and that a value stays whole while its guard is held.)
+ * Publishes are kept across resets: a version outlives a checkpoint. */
+typedef struct tt_tabrec {
+    uint64_t id, version; /* version: 0 until known */
+    uint32_t st;          /* TT_Q_MAYBE, TT_Q_SENT, TT_Q_REFUSED */
+} tt_tabrec;
+
+typedef struct tt_tabread {
+    uint64_t id, version;
+    uint32_t arg; /* the op's arg: the owner is arg % workers */
+} tt_tabread;
+
 enum { TT_Q_MAYBE = 1, TT_Q_SENT, TT_Q_REFUSED, TT_Q_RECEIVED };
 typedef struct tt_qrec {
     uint64_t id;
@@ -272,6 +311,17 @@ typedef struct tt_ledger {
     /* Topic figures, over the run (the last four are violations). */
     uint64_t t_published, t_received, t_missed, t_subs;
     uint64_t t_phantom, t_order, t_uncounted, t_inconsistent;
+    /* The tables: each worker's publishes (in id order) and the reads. */
+    struct {
+        tt_tabrec *v;
+        size_t n, cap;
+    } tab[TT_WORKERS_MAX];
+    struct {
+        tt_tabread *v;
+        size_t n, cap;
+    } tab_reads;
+    /* Table figures, over the run (the last two are violations). */
+    uint64_t tab_published, tab_lost_race, tab_read, tab_phantom, tab_mixed;
 } tt_ledger;
 
 void tt_ledger_intent(tt_ledger *l, unsigned worker, const tt_op *op);
@@ -296,6 +346,8 @@ void tt_ledger_killed(tt_ledger *l, unsigned worker, const tt_op *inflight);
  * Returns 0, SHMDS_ECORRUPT (a rule above broken: see the counters), or a
  * library error from the receives. */
 int tt_ledger_settle(tt_ledger *l, tt_world *w);
+/* Dead builders' blocks freed, over every worker's table (stat). */
+uint64_t tt_tables_reclaimed(tt_world *w);
 /* Forget every message (after a settle emptied the queue). */
 void tt_ledger_reset(tt_ledger *l);
 void tt_ledger_free(tt_ledger *l);

@@ -7,6 +7,10 @@
  * After each kill: read the victim's last records (its pipe until EOF);
  * take every lock (so repairs run, timed); check the victim's part of the
  * region against its model, allowing the one in-flight op all or nothing.
+ * Workers also publish versions of their own table and read every
+ * worker's: a killed builder must leave the published version whole and
+ * no build record behind once the table's lock was taken, and every read
+ * must come from exactly one published version (the ledger, model.h).
  * Every --check-every kills, and at the end, a checkpoint kills every
  * worker, checks all of them, runs shmds_region_check, and checks the heap
  * has no leak: a copy of the region in a fresh object is torn down
@@ -54,7 +58,7 @@ static struct {
 static struct {
     uint64_t kills, kills_locked, checkpoints, verified, acked, lost, phantom, violations,
         ack_mismatch, notrec, hangs, leaked_bytes, leaked_blocks, refused;
-    uint64_t may_leak, realloc_dropped, design_blocks, design_bytes, map_grown;
+    uint64_t may_leak, realloc_dropped, design_blocks, design_bytes, map_grown, tab_reclaimed;
     uint64_t recoveries[TT_STRUCTS], recoveries_by_peers;
     uint64_t *repair_ns;
     size_t repair_n, repair_cap;
@@ -324,7 +328,7 @@ static void checkpoint(bool restart)
     if (rc != 0)
         violation("shmds_region_check", 0, rc);
     if ((rc = tt_ledger_settle(&ledger, &world)) != 0)
-        violation("queue: exactly once, FIFO", 0, rc);
+        violation("ledger: queue exactly once and FIFO, topics, tables", 0, rc);
     tt_ledger_reset(&ledger);
     /* The map holds exactly the keys of every worker's model. */
     uint64_t want = 0, have = 0;
@@ -402,6 +406,12 @@ static void report(double secs)
     printf("  topics: missed miscounted       %" PRIu64 " (too few) / %" PRIu64
            " (inconsistent)\n",
            ledger.t_uncounted, ledger.t_inconsistent);
+    printf("  tables: published / lost a race %" PRIu64 " / %" PRIu64 "\n",
+           ledger.tab_published, ledger.tab_lost_race);
+    printf("  tables: reads checked           %" PRIu64 "\n", ledger.tab_read);
+    printf("  tables: phantom / mixed version %" PRIu64 " / %" PRIu64 "\n", ledger.tab_phantom,
+           ledger.tab_mixed);
+    printf("  tables: dead builders reclaimed %" PRIu64 "\n", fig.tab_reclaimed);
     printf("  map grown past 16 buckets       %" PRIu64 " of %" PRIu64 " checkpoints\n",
            fig.map_grown, fig.checkpoints);
     printf("  acknowledged results wrong      %" PRIu64 "\n", fig.ack_mismatch);
@@ -495,6 +505,7 @@ int main(int argc, char **argv)
         }
     }
     checkpoint(false);
+    fig.tab_reclaimed = tt_tables_reclaimed(&world);
     double secs = (double)(now_ns() - t_start) / 1e9;
     rc = tt_world_teardown(&world);
     if (rc != 0)
@@ -504,7 +515,7 @@ int main(int argc, char **argv)
     shmds_region_unlink(name);
     bool bad = fig.lost || fig.phantom || fig.violations || fig.notrec || fig.hangs ||
                fig.leaked_blocks || fig.leaked_bytes || ledger.lost || ledger.phantom ||
-               ledger.duplicate || ledger.fifo;
+               ledger.duplicate || ledger.fifo || ledger.tab_phantom || ledger.tab_mixed;
     tt_ledger_free(&ledger);
     if (bad)
         printf("torture: FAILED\n");

@@ -1,10 +1,11 @@
 """shmds: crash-safe data structures in POSIX shared memory, from Python.
 
 A ctypes binding over the installed C library (libshmds). A region is a
-named shared-memory object; inside it live maps, lists and queues that
-every process attaching the region -- in C, in Python, or both -- sees,
-and that stay consistent when a process is killed in the middle of a
-change (the next one to take the lock repairs it).
+named shared-memory object; inside it live maps, lists, queues and
+published lookup tables that every process attaching the region -- in C,
+in Python, or both -- sees, and that stay consistent when a process is
+killed in the middle of a change (the next one to take the lock repairs
+it).
 
     import shmds
 
@@ -14,10 +15,12 @@ change (the next one to take the lock repairs it).
         m.add(b"hits")                 # an atomic shared counter
         q = r.create_queue("jobs", 1 << 20, 4096)
         q.send(b"job 1")
+        r.publish_table("prices", {b"apple": b"3", b"pear": b"5"})
 
     # in another process:
     with shmds.Region.open("/myapp") as r:
         print(r.map("cache")[b"user:1"], r.queue("jobs").recv(timeout=1))
+        print(r.table("prices").get(b"apple"))   # b"3"; None if absent
 
     shmds.unlink("/myapp")
 
@@ -27,16 +30,16 @@ region names, TimeoutError for a wait that ran out, and ShmdsError
 subclasses for the library's own codes (CorruptRegion, QueueClosed, ...).
 """
 from ._native import calls as _calls
-from .core import (TYPE_LIST, TYPE_MAP, TYPE_QUEUE, TYPE_USER, List, Map, Queue, Region,
-                   unlink)
+from .core import (TYPE_LIST, TYPE_MAP, TYPE_QUEUE, TYPE_TABLE, TYPE_USER, Guard, List, Map,
+                   Queue, Region, Table, TableBuilder, unlink)
 from .errors import (ABIError, CorruptRegion, FormatError, NotRecoverable, QueueClosed,
-                     ReadOnlyRegion, ShmdsError, WrongType)
+                     ReadOnlyRegion, ShmdsError, VersionConflict, WrongType)
 
 __all__ = [
-    "Region", "Map", "List", "Queue", "unlink", "version", "version_info", "strerror",
-    "errname", "ShmdsError", "CorruptRegion", "FormatError", "ABIError", "NotRecoverable",
-    "WrongType", "QueueClosed", "ReadOnlyRegion", "TYPE_LIST", "TYPE_MAP", "TYPE_QUEUE",
-    "TYPE_USER",
+    "Region", "Map", "List", "Queue", "Table", "TableBuilder", "Guard", "unlink", "version",
+    "version_info", "strerror", "errname", "ShmdsError", "CorruptRegion", "FormatError",
+    "ABIError", "NotRecoverable", "WrongType", "QueueClosed", "ReadOnlyRegion", "VersionConflict",
+    "TYPE_LIST", "TYPE_MAP", "TYPE_QUEUE", "TYPE_TABLE", "TYPE_USER",
 ]
 
 

@@ -95,6 +95,13 @@ class MapStats(Structure):
                 ("flags", c_uint32), ("stripes", c_uint32)]
 
 
+class TableStats(Structure):
+    _fields_ = [("version", c_uint64), ("count", c_uint64), ("slots", c_uint64),
+                ("bytes", c_uint64), ("data_bytes", c_uint64), ("max_probe", c_uint32),
+                ("builds", c_uint32), ("published_ns", c_uint64), ("publishes", c_uint64),
+                ("reclaimed", c_uint64)]
+
+
 def new_struct(cls):
     """A zeroed instance of cls backed by a buffer _STRUCT_SLACK bytes longer."""
     buf = ctypes.create_string_buffer(ctypes.sizeof(cls) + _STRUCT_SLACK)
@@ -171,6 +178,25 @@ PROTOTYPES = {
     "shmds_queue_shutdown": (c_int, [handle_p]),
     "shmds_queue_len": (c_int, [handle_p, P(c_uint64)]),
     "shmds_queue_check": (c_int, [handle_p]),
+    # read guards
+    "shmds_guard_enter": (c_int, [region_p, P(handle_p)]),
+    "shmds_guard_leave": (None, [handle_p]),
+    # published tables
+    "shmds_table_build": (c_int, [region_p, c_char_p, c_uint64, P(handle_p)]),
+    "shmds_table_add": (c_int, [handle_p, c_char_p, c_size_t, c_char_p, c_size_t]),
+    "shmds_table_publish": (c_int, [handle_p, P(c_uint64)]),
+    "shmds_table_abort": (None, [handle_p]),
+    "shmds_table_open": (c_int, [region_p, c_char_p, P(handle_p)]),
+    "shmds_table_close": (None, [handle_p]),
+    "shmds_table_destroy": (c_int, [handle_p]),
+    "shmds_table_get": (c_int, [handle_p, c_char_p, c_size_t, c_void_p, c_size_t,
+                                P(c_size_t)]),
+    "shmds_table_get_ref": (c_int, [handle_p, handle_p, c_char_p, c_size_t, P(c_void_p),
+                                    P(c_size_t), P(c_uint64)]),
+    "shmds_table_stat": (c_int, [handle_p, c_void_p]),
+    "shmds_table_count": (c_int, [handle_p, P(c_uint64)]),
+    "shmds_table_foreach": (c_int, [handle_p, PAIR_FN, c_void_p, P(c_uint64)]),
+    "shmds_table_check": (c_int, [handle_p]),
 }
 
 

@@ -1,4 +1,4 @@
-"""Regions, maps, lists and queues: Python objects over the C handles.
+"""Regions, maps, lists, queues and tables: Python objects over the C handles.
 
 Each object wraps one process-local C handle. The rules are the C
 library's (see the shmds(7) manual page and the headers):
@@ -16,6 +16,7 @@ UTF-8); what comes back is always bytes, copied out of the region.
 import ctypes
 import errno
 import math
+import os
 import sys
 import weakref
 from ctypes import byref, c_int64, c_size_t, c_uint32, c_uint64, c_void_p
@@ -56,7 +57,7 @@ def _key(key):
     """A map key as bytes; keys are at least one byte long."""
     k = _bytes(key)
     if not k:
-        raise ValueError("a map key is at least one byte long")
+        raise ValueError("a key is at least one byte long")
     return k
 
 
@@ -425,6 +426,255 @@ class Queue(_Handle):
                 return
 
 
+def _pairs(data):
+    """(key, value) pairs from a mapping or an iterable of pairs."""
+    items = getattr(data, "items", None)
+    return items() if callable(items) else data
+
+
+class Guard:
+    """A read guard on a region (shmds/guard.h), as a context manager.
+
+    While a thread is inside it, nothing it reaches through the region's
+    structures is freed: a table version it found a value in stays whole
+    however many versions are published meanwhile. Table.lookup() takes a
+    guard to save entering one per call. A guard belongs to the thread that
+    entered it; nested guards only count. Leave it soon: a guard held for
+    long delays the freeing of replaced versions. Made by Region.guard().
+    """
+
+    def __init__(self, region):
+        self.region = region
+        self._ptr = None
+        self._owner = None
+        region._children.add(self)
+
+    def enter(self):
+        """Enter the guard (a no-op when this object is already inside)."""
+        if self._ptr is None:
+            g = c_void_p()
+            check(calls.guard_enter(self.region._h, byref(g)), self.region.name)
+            self._ptr, self._owner = g.value, os.getpid()
+        return self
+
+    def leave(self):
+        """Leave the guard. Idempotent; a forked child's copy is dropped
+        without touching its parent's slot."""
+        ptr, self._ptr = self._ptr, None
+        if ptr is not None and self._owner == os.getpid():
+            calls.guard_leave(ptr)
+
+    close = leave
+
+    @property
+    def _h(self):
+        if self._ptr is None or self._owner != os.getpid():
+            raise ValueError("the guard on %r is not entered (in this process)"
+                             % self.region.name)
+        return self._ptr
+
+    @property
+    def inside(self):
+        return self._ptr is not None and self._owner == os.getpid()
+
+    def __enter__(self):
+        return self.enter()
+
+    def __exit__(self, *exc):
+        self.leave()
+
+
+class TableBuilder:
+    """The next version of a table, collected in this process's memory
+    until publish() lays it out in the region and makes it current with
+    one store (shmds_table_build(), shmds_table_publish()).
+
+    Made by Table.build() / Region.build_table(). As a context manager it
+    publishes on a clean exit (the new version number is then in
+    .version) and aborts when the block raises. A builder belongs to the
+    process that made it: a forked child may not add to it or publish it.
+    """
+
+    def __init__(self, region, name, expected=0):
+        self.region = region
+        self.name = name
+        self.version = None
+        b = c_void_p()
+        check(calls.table_build(region._h, _name(name), expected, byref(b)), name)
+        self._ptr = b.value
+        self._owner = os.getpid()
+        self._finalizer = weakref.finalize(self, calls.table_abort, b.value)
+        region._children.add(self)
+
+    @property
+    def _h(self):
+        if self._ptr is None:
+            raise ValueError("table builder for %r is finished" % self.name)
+        if self._owner != os.getpid():
+            raise ValueError("table builder for %r belongs to process %d"
+                             % (self.name, self._owner))
+        return self._ptr
+
+    def add(self, key, value):
+        """Add one pair (bytes; a str is UTF-8). A key added again keeps
+        the value added last."""
+        k, v = _key(key), _bytes(value)
+        check(calls.table_add(self._h, k, len(k), v, len(v)), self.name)
+
+    __setitem__ = add
+
+    def update(self, data):
+        """Add every pair of a mapping or an iterable of (key, value)."""
+        for k, v in _pairs(data):
+            self.add(k, v)
+
+    def publish(self):
+        """Make the pairs the table's current version and return its number.
+        VersionConflict: another builder published since this one began
+        (nothing changed; build again from fresh data). The builder is
+        finished whatever the result."""
+        ptr = self._h
+        self._ptr = None
+        self._finalizer.detach()
+        v = c_uint64()
+        check(calls.table_publish(ptr, byref(v)), self.name)
+        self.version = v.value
+        return self.version
+
+    def abort(self):
+        """Drop the pairs without publishing. Idempotent."""
+        if self._ptr is not None:
+            self._ptr = None
+            self._finalizer()
+
+    close = abort
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None and self._ptr is not None:
+            self.publish()
+        else:
+            self.abort()
+
+
+class Table(_Handle):
+    """A published lookup table (shmds/table.h): an immutable bytes-to-bytes
+    table that one process builds and publishes and many read with no lock,
+    replaced as a whole by the next publish (readers see the old version or
+    the new one, never a mix).
+
+    t.get(key) returns bytes or None, t[key] raises KeyError, `key in t`,
+    len(t), iteration (the keys of one version), items(), version.
+    Table.publish(region, name, data) builds and publishes in one call;
+    Table.build() gives a TableBuilder for adding pairs one at a time.
+    Works on read-only attaches. A table with no version yet finds no key.
+    """
+
+    _kind = "table"
+
+    def __init__(self, region, ptr, name):
+        super().__init__(region, ptr, name)
+        self._buf = _Buffer(256)
+
+    @staticmethod
+    def build(region, name, expected=0):
+        """A TableBuilder for the next version of table `name` (created,
+        with no version yet, when the region has none). expected: how many
+        pairs will be added (a sizing hint)."""
+        return TableBuilder(region, name, expected)
+
+    @classmethod
+    def publish(cls, region, name, data, expected=None):
+        """Publish a mapping or an iterable of (key, value) pairs as the
+        next version of table `name`; returns the new version number."""
+        if expected is None:
+            expected = len(data) if hasattr(data, "__len__") else 0
+        with TableBuilder(region, name, expected) as b:
+            b.update(data)
+        return b.version
+
+    def get(self, key, default=None):
+        """The value under key in the current version (bytes), or default."""
+        k = _key(key)
+        rc, val = self._buf.call(calls.table_get, self._h, k, len(k))
+        if rc == -errno.ENOENT:
+            return default
+        check(rc, self.name)
+        return val
+
+    def __getitem__(self, key):
+        val = self.get(key)
+        if val is None:
+            raise KeyError(key)
+        return val
+
+    def __contains__(self, key):
+        k = _key(key)
+        rc = calls.table_get(self._h, k, len(k), None, 0, None)
+        if rc == -errno.ENOENT:
+            return False
+        if rc != -errno.ENOBUFS:
+            check(rc, self.name)
+        return True
+
+    def lookup(self, key, guard=None):
+        """(value, version): the value under key (None when absent) and the
+        number of the version that answered (0: none published yet). With
+        an entered Guard of this thread, no guard is entered per call."""
+        k = _key(key)
+        val, vlen, ver = c_void_p(), c_size_t(), c_uint64()
+        if guard is None:
+            with Guard(self.region) as g:
+                return self.lookup(key, g)
+        rc = calls.table_get_ref(self._h, guard._h, k, len(k), byref(val), byref(vlen),
+                                 byref(ver))
+        if rc == -errno.ENOENT:
+            return None, ver.value
+        check(rc, self.name)
+        return _copy(val.value, vlen.value), ver.value
+
+    def __len__(self):
+        n = c_uint64()
+        check(calls.table_count(self._h, byref(n)), self.name)
+        return n.value
+
+    def snapshot(self):
+        """(version, [(key, value), ...]): every pair of one version, in
+        the order they were added."""
+        w = _Walk(_native.PAIR_FN,
+                  lambda k, kl, v, vl: (_copy(k, kl), _copy(v, vl)))
+        ver = c_uint64()
+        items = w.finish(calls.table_foreach(self._h, w.fn, None, byref(ver)), self.name)
+        return ver.value, items
+
+    def items(self):
+        """The pairs of the current version, in the order they were added."""
+        return self.snapshot()[1]
+
+    def keys(self):
+        return [k for k, _ in self.items()]
+
+    def values(self):
+        return [v for _, v in self.items()]
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def stats(self):
+        """Facts about the current version as a dict (version, count,
+        slots, bytes, max_probe, publishes, ...)."""
+        s = _native.new_struct(_native.TableStats)
+        check(calls.table_stat(self._h, byref(s)), self.name)
+        return _native.struct_dict(s)
+
+    @property
+    def version(self):
+        """The current version's number (0: none published yet)."""
+        return self.stats()["version"]
+
+
 class Region:
     """A named POSIX shared-memory region holding shmds objects.
 
@@ -534,7 +784,7 @@ class Region:
 
     def objects(self):
         """{name: (kind, offset)} for every named object; kind is "list",
-        "map", "queue", or the numeric type tag of a user object."""
+        "map", "queue", "table", or the numeric type tag of a user object."""
         w = _Walk(_native.ROOT_FN,
                   lambda n, t, off: (n.decode(errors="replace"), _TYPE_NAMES.get(t, t), off))
         items = w.finish(calls.root_foreach(self._h, w.fn, None), self.name)
@@ -567,6 +817,19 @@ class Region:
 
     def create_queue(self, name, capacity, max_msg, spsc=False):
         return Queue.create(self, name, capacity, max_msg, spsc)
+
+    def table(self, name):
+        return Table.open(self, name)
+
+    def build_table(self, name, expected=0):
+        return Table.build(self, name, expected)
+
+    def publish_table(self, name, data, expected=None):
+        return Table.publish(self, name, data, expected)
+
+    def guard(self):
+        """A read Guard on this region (enter it with `with`)."""
+        return Guard(self)
 
 
 def unlink(name):

@@ -11,8 +11,9 @@ exception:
     errno set and the library's description as its message;
   * a library code becomes a ShmdsError subclass: CorruptRegion,
     FormatError, ABIError, NotRecoverable, WrongType, QueueClosed,
-    ReadOnlyRegion. Codes a newer library adds that this module does not
-    name yet still become a ShmdsError carrying the code and its name.
+    ReadOnlyRegion, VersionConflict. Codes a newer library adds that this
+    module does not name yet still become a ShmdsError carrying the code
+    and its name.
 
 The containers raise the exceptions Python code expects where the C
 result means one: KeyError for a key that is absent, IndexError for a pop
@@ -78,6 +79,12 @@ class ReadOnlyRegion(ShmdsError, PermissionError):
     """SHMDS_ERDONLY: the region is attached read-only; this call writes."""
 
 
+class VersionConflict(ShmdsError):
+    """SHMDS_EVERSION: another writer changed the object first (a table
+    builder whose table was published by another builder since it began:
+    rebuild from fresh data and publish again)."""
+
+
 _BY_NAME = {
     "SHMDS_EFORMAT": FormatError,
     "SHMDS_EABI": ABIError,
@@ -86,6 +93,7 @@ _BY_NAME = {
     "SHMDS_ETYPE": WrongType,
     "SHMDS_ECLOSED": QueueClosed,
     "SHMDS_ERDONLY": ReadOnlyRegion,
+    "SHMDS_EVERSION": VersionConflict,
 }
 
 

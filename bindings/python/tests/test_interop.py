@@ -32,6 +32,17 @@ def test_interop_c_writes_a_map_python_reads_it(builddir, region):
     m.check()
 
 
+def test_interop_c_publishes_a_table_python_reads_and_republishes(builddir, region):
+    run(builddir, "tests/peer", "mktable", region.name, "prices", "apple", "3", "pear", "5")
+    t = region.table("prices")
+    assert dict(t.items()) == {b"apple": b"3", b"pear": b"5"} and t.version == 1
+    run(builddir, "tests/peer", "mktable", region.name, "prices", "apple", "4")
+    assert t.lookup(b"apple") == (b"4", 2) and t.get(b"pear") is None
+    assert region.publish_table("prices", {"fig": "9"}) == 3
+    out = run(builddir, "tools/shmds", "dump", region.name, "prices", "--json").stdout
+    assert json.loads(out) == {"fig": "9"}
+
+
 def test_interop_python_writes_c_tool_reads(builddir, region):
     m = region.create_map("m")
     want = {"k%d" % i: "v\"%d\t" % i for i in range(50)}

@@ -16,6 +16,7 @@ STRUCTS = {
     "shmds_alloc_stats": _native.AllocStats,
     "shmds_map_opts": _native.MapOpts,
     "shmds_map_stats": _native.MapStats,
+    "shmds_table_stats": _native.TableStats,
 }
 
 
