@@ -771,9 +771,11 @@ static int q_lock(shmds_queue *q)
 /* Doorbells a locked call found to ring: rung after the unlock, so that a
  * woken waiter does not find the lock still held and sleep again on it. */
 enum {
-    WAKE_RECV = 1u, /* receivers' doorbell (passing the news on) */
-    WAKE_SEND = 2u, /* senders' doorbell */
-    WAKE_NEW = 4u   /* a message was sent: the doorbell and the FIFO */
+    WAKE_RECV = 1u,   /* receivers' doorbell (passing the news on) */
+    WAKE_SEND = 2u,   /* a receive made room: the senders' doorbell */
+    WAKE_NEW = 4u,    /* a message was sent: the doorbell and the FIFO */
+    WAKE_SEND_ON = 8u /* senders' doorbell, rung by a sender passing the news on
+                       * (not wake_senders: cons_cpu must stay the receivers') */
 };
 
 static void bells_ring(shmds_queue *q, unsigned bells)
@@ -784,6 +786,8 @@ static void bells_ring(shmds_queue *q, unsigned bells)
         shmds__bell_ring(&q->h->not_empty, &q->h->recv_sleepers, false);
     if (bells & WAKE_SEND)
         wake_senders(q);
+    else if (bells & WAKE_SEND_ON)
+        shmds__bell_ring(&q->h->not_full, &q->h->send_sleepers, false);
 }
 
 static void q_unlock(shmds_queue *q, unsigned bells)
@@ -991,7 +995,7 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             break;
         }
         if (tw & CLOSED_BIT) {
-            bells |= WAKE_SEND; /* pass the news on */
+            bells |= WAKE_SEND_ON;
             rc = SHMDS_ECLOSED;
             break;
         }
@@ -1020,7 +1024,7 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             count_update(&h->sent, w_cnt(nw));
             bells |= WAKE_NEW;
             if (free_u - need > 0)
-                bells |= WAKE_SEND;
+                bells |= WAKE_SEND_ON;
             rc = 0;
             break;
         }
