@@ -342,9 +342,9 @@ START_TEST(test_queue_damaged_indices_are_ecorrupt)
     /* A tail that claims one message more than the ring holds. */
     *tail = saved + (UINT64_C(1) << 32);
     ck_assert_int_eq(shmds_queue_check(q), SHMDS_ECORRUPT);
-    /* Damaged record framing (the ring starts 384 bytes into the header). */
+    /* Damaged record framing (the ring starts 448 bytes into the header). */
     *tail = saved;
-    unsigned char *rec = (unsigned char *)shmds_region_base(r) + off + 384;
+    unsigned char *rec = (unsigned char *)shmds_region_base(r) + off + 448;
     rec[4] ^= 0xff;
     ck_assert_int_eq(shmds_queue_check(q), SHMDS_ECORRUPT);
     ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), SHMDS_ECORRUPT);
@@ -366,11 +366,13 @@ static unsigned char *qhdr_at(shmds_region *r, const char *name)
     return (unsigned char *)shmds_region_base(r) + off;
 }
 
-/* Child: hold the queue's lock (64 bytes into its header) and stay, as a
- * stopped or stuck lock holder would. */
+/* Child: hold the queue's locks (the senders' 64 bytes into its header,
+ * the receivers' 384) and stay, as a stopped or stuck lock holder would. */
 static int hold_queue_lock(void *arg)
 {
-    if (shmds_mutex_lock(arg, -1, NULL, NULL) != 0)
+    unsigned char *h = arg;
+    if (shmds_mutex_lock((shmds_mutex *)(void *)(h + 64), -1, NULL, NULL) != 0 ||
+        shmds_mutex_lock((shmds_mutex *)(void *)(h + 384), -1, NULL, NULL) != 0)
         return 1;
     tu_send(&chan, "L", 1);
     for (;;)
@@ -385,7 +387,7 @@ START_TEST(test_queue_zero_timeout_never_waits_for_the_lock)
     shmds_queue *q = make_queue(r, "z", 1024, 64, 0);
     ck_assert_int_eq(shmds_queue_send(q, "a", 1, 0), 0);
     tu_chan_open(&chan);
-    pid_t pid = tu_fork(hold_queue_lock, qhdr_at(r, "z") + 64);
+    pid_t pid = tu_fork(hold_queue_lock, qhdr_at(r, "z"));
     char c, buf[64];
     size_t len;
     ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
@@ -1278,7 +1280,7 @@ START_TEST(test_queue_ack_damaged_log_or_slots_are_ecorrupt)
     uint32_t type;
     ck_assert_int_eq(shmds_root_get(r, "c", &type, &off), 0);
     unsigned char *hdr = (unsigned char *)shmds_ptr(r, (off + 63) & ~(shmds_off_t)63);
-    unsigned char *area = hdr + 384;
+    unsigned char *area = hdr + 448;
     uint64_t saved;
     memcpy(&saved, area + 64 + 24, 8); /* leased */
     uint64_t bad = saved + 3;
