@@ -1023,11 +1023,13 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
          * the head itself only when that leaves too little room: the
          * receivers' line is not fetched for every message. */
         uint64_t hw = __atomic_load_n(&h->seen_head, __ATOMIC_RELAXED);
-        if (!words_ok(q, tw, hw) || q->cap_u - used_units(q, tw, hw) < pad + need) {
+        bool ok = words_ok(q, tw, hw);
+        if (!ok || q->cap_u - used_units(q, tw, hw) < pad + need) {
             hw = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
             __atomic_store_n(&h->seen_head, hw, __ATOMIC_RELAXED);
+            ok = words_ok(q, tw, hw);
         }
-        if (!words_ok(q, tw, hw)) {
+        if (!ok) {
             rc = SHMDS_ECORRUPT;
             break;
         }
@@ -1087,11 +1089,13 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
          * nothing (see send_locked). */
         uint64_t hw = __atomic_load_n(&h->head, __ATOMIC_RELAXED);
         uint64_t tw = __atomic_load_n(&h->seen_tail, __ATOMIC_RELAXED);
-        if (!words_ok(q, tw, hw) || used_units(q, tw, hw) == 0) {
+        bool ok = words_ok(q, tw, hw);
+        if (!ok || used_units(q, tw, hw) == 0) {
             tw = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
             __atomic_store_n(&h->seen_tail, tw, __ATOMIC_RELAXED);
+            ok = words_ok(q, tw, hw);
         }
-        if (!words_ok(q, tw, hw)) {
+        if (!ok) {
             rc = SHMDS_ECORRUPT;
             break;
         }
@@ -1582,15 +1586,16 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
         }
         if (rc == 0) {
             SHMDS_FAULT("queue.lease.after_commit");
-            struct ackview after;
-            if (ack_view(q, &after) == 0) {
-                count_update(&h->received, w_cnt(after.rw));
-                if (after.hw != v.hw)
-                    bells |= WAKE_SEND;
-                if (msgs_between(after.tw, after.rw) > 0 ||
-                    __atomic_load_n(&q->a->ready, __ATOMIC_RELAXED) > 0)
-                    bells |= WAKE_RECV;
-            }
+            /* The words as this commit left them (rd and head are ours
+             * under the lock): for the count and the doorbells only, so
+             * not checked again. */
+            uint64_t rw = __atomic_load_n(&q->a->rd, __ATOMIC_RELAXED);
+            count_update(&h->received, w_cnt(rw));
+            if (__atomic_load_n(&h->head, __ATOMIC_RELAXED) != v.hw)
+                bells |= WAKE_SEND;
+            if (msgs_between(__atomic_load_n(&h->tail, __ATOMIC_ACQUIRE), rw) > 0 ||
+                __atomic_load_n(&q->a->ready, __ATOMIC_RELAXED) > 0)
+                bells |= WAKE_RECV;
             break;
         }
         if (rc != -EAGAIN)
