@@ -2267,6 +2267,23 @@ SHMDS_API int shmds_queue_len(shmds_queue *q, uint64_t *msgs)
  * ------------------------------------------------------------------------ */
 
 /* Walk the records of [head, tail) and compare with the count. */
+/* The default mode's cached words (both locks held): the senders' copy of
+ * the head lies at or behind the head, within a ring of the tail; the
+ * receivers' copy of the tail between the head and the tail. Else a send
+ * or receive would trust a copy the words contradict. */
+static bool seen_ok(const shmds_queue *q, uint64_t tw, uint64_t hw)
+{
+    uint64_t sh = __atomic_load_n(&q->h->seen_head, __ATOMIC_RELAXED);
+    uint64_t st = __atomic_load_n(&q->h->seen_tail, __ATOMIC_RELAXED);
+    if (!words_ok(q, tw, sh) || msgs_between(tw, sh) < msgs_between(tw, hw) ||
+        used_units(q, tw, sh) < used_units(q, tw, hw))
+        return false;
+    if (q->a != NULL || q->subs != NULL)
+        return true; /* their receivers read the tail itself */
+    return words_ok(q, st & ~CLOSED_BIT, hw) && msgs_between(st, hw) <= msgs_between(tw, hw) &&
+           used_units(q, st, hw) <= used_units(q, tw, hw);
+}
+
 static int walk(const shmds_queue *q, uint64_t tw, uint64_t hw)
 {
     uint64_t idx = w_idx(hw), left = used_units(q, tw, hw), n = 0;
@@ -2314,7 +2331,7 @@ SHMDS_API int shmds_queue_check(shmds_queue *q)
         }
         uint64_t tw = __atomic_load_n(&h->tail, __ATOMIC_RELAXED);
         uint64_t hw = __atomic_load_n(&h->head, __ATOMIC_RELAXED);
-        rc = words_ok(q, tw, hw) ? walk(q, tw, hw) : SHMDS_ECORRUPT;
+        rc = words_ok(q, tw, hw) && seen_ok(q, tw, hw) ? walk(q, tw, hw) : SHMDS_ECORRUPT;
         if (rc == 0 && q->a != NULL)
             rc = ack_check(q);
         shmds_mutex_unlock(&h->rlock);

@@ -350,6 +350,22 @@ START_TEST(test_queue_damaged_indices_are_ecorrupt)
     ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), SHMDS_ECORRUPT);
     rec[4] ^= 0xff;
     ck_assert_int_eq(shmds_queue_check(q), 0);
+    /* The sides' cached copies of each other's word (the senders' copy of
+     * the head at 152, the receivers' copy of the tail at 216): a copy
+     * ahead of the word it copies is damage too. */
+    uint64_t *seen_head = (uint64_t *)((unsigned char *)shmds_region_base(r) + off + 152);
+    uint64_t *seen_tail = (uint64_t *)((unsigned char *)shmds_region_base(r) + off + 216);
+    uint64_t sh = *seen_head, st = *seen_tail;
+    *seen_tail = saved + (UINT64_C(1) << 32) + 1; /* one message past the tail */
+    ck_assert_int_eq(shmds_queue_check(q), SHMDS_ECORRUPT);
+    *seen_tail = st;
+    *seen_head = (UINT64_C(1) << 32) + 1; /* past the head, which is at 0 */
+    ck_assert_int_eq(shmds_queue_check(q), SHMDS_ECORRUPT);
+    *seen_head = sh;
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(len, 3);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
     shmds_queue_close(q);
     shmds_region_close(r);
 }
