@@ -318,16 +318,6 @@ uint64_t shmds__random_seed(void);
 /* ---- time ---- */
 
 uint64_t shmds__now_ns(void);        /* CLOCK_MONOTONIC */
-/* CLOCK_MONOTONIC_COARSE: the last tick's time (never ahead of
- * shmds__now_ns; a few ms of resolution), for times kept in milliseconds or
- * for diagnostics. A fifth of the precise clock's cost, or less (50 ns
- * against 10 on a KVM guest). */
-static inline uint64_t shmds__coarse_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 uint64_t shmds__unix_now_ns(void);   /* CLOCK_REALTIME */
 /* Absolute CLOCK_MONOTONIC time `ms` from now. */
 struct timespec shmds__deadline(int ms);

@@ -175,7 +175,7 @@ struct qlease {
     uint64_t idx;      /* ring index of the message's record */
     uint64_t pid;      /* holder, while LEASED */
     uint64_t start;    /* holder's start time (against pid reuse) */
-    uint64_t since_ns; /* when leased (shmds__coarse_now_ns: leases run in ms) */
+    uint64_t since_ns; /* CLOCK_MONOTONIC when leased */
     uint8_t pad[24];   /* a line each: holders write their own */
 };
 SHMDS__STATIC_ASSERT(sizeof(struct qlease) == SHMDS__CACHE_LINE, "lease slot is one line");
@@ -1575,7 +1575,7 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
         struct ackview v;
         if ((rc = ack_view(q, &v)) != 0)
             break;
-        uint64_t now = shmds__coarse_now_ns();
+        uint64_t now = shmds__now_ns();
         rc = ack_take_back(q, &v, false, now);
         if (rc >= 0)
             rc = ack_take(q, &v, lease, buf, cap, lenp, idp, now);
