@@ -395,6 +395,54 @@ static int hold_queue_lock(void *arg)
         pause();
 }
 
+/* Child: reserve room (a zero-copy send holds the senders' lock until its
+ * commit) and stay, as a producer stopped between reserve and commit. */
+static int hold_reservation(void *arg)
+{
+    void *p;
+    if (shmds_queue_reserve(arg, 8, &p, -1) != 0)
+        return 1;
+    memset(p, 'z', 8);
+    tu_send(&chan, "R", 1);
+    for (;;)
+        pause();
+}
+
+/* Senders and receivers take separate locks: a producer stopped between
+ * reserve and commit holds up the other senders, never the receivers; once
+ * it is killed its reservation is gone without a trace. */
+START_TEST(test_queue_stopped_producer_does_not_hold_up_receivers)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_queue(r, "hr", 1024, 64, 0);
+    ck_assert_int_eq(shmds_queue_send(q, "a", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "b", 1, 0), 0);
+    tu_chan_open(&chan);
+    pid_t pid = tu_fork(hold_reservation, q);
+    char c, buf[64];
+    size_t len;
+    ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    ck_assert_int_eq(shmds_queue_send(q, "x", 1, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert(len == 1 && buf[0] == 'a');
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert(len == 1 && buf[0] == 'b');
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), -EAGAIN);
+    tu_kill(pid);
+    tu_chan_close(&chan);
+    ck_assert_int_eq(shmds_queue_send(q, "c", 1, -1), 0);
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert(len == 1 && buf[0] == 'c');
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_stats st;
+    ck_assert_int_eq(shmds_queue_stats_get(q, &st), 0);
+    ck_assert_uint_eq(st.recoveries, 1);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
+
 /* Issue 19: timeout_ms 0 waited the whole lock bound (10 s) behind a
  * stopped holder and said -ETIMEDOUT; a short timeout waited the bound too. */
 START_TEST(test_queue_zero_timeout_never_waits_for_the_lock)
@@ -2083,6 +2131,7 @@ static Suite *queue_suite(void)
     tcase_add_test(limits, test_queue_readonly_region_refuses_writes);
     tcase_add_test(limits, test_queue_damaged_indices_are_ecorrupt);
     tcase_add_test(limits, test_queue_zero_timeout_never_waits_for_the_lock);
+    tcase_add_test(limits, test_queue_stopped_producer_does_not_hold_up_receivers);
 #if defined(__GLIBC__) && UINTPTR_MAX == UINT64_MAX
     tcase_add_test(limits, test_queue_damaged_doorbell_is_ecorrupt);
 #endif
