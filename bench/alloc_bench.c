@@ -141,9 +141,11 @@ static double cpu_s(void)
     return clock_s(CLOCK_PROCESS_CPUTIME_ID);
 }
 
+/* Operations per second of alloc, free and mixed: v[WALL] by the wall
+ * clock, v[CPU] per CPU-second. */
+enum { WALL, CPU, CLOCKS };
 struct result {
-    double alloc, free, mixed; /* operations per second */
-    double alloc_c, free_c, mixed_c; /* per CPU-second */
+    double v[CLOCKS][3];
 };
 
 static void die(const char *what, const struct heap *h)
@@ -201,24 +203,31 @@ static void run(const struct heap *h, size_t n, size_t m, const uint32_t *sizes,
         h->free(blk[i]);
     h->close();
     free(blk);
-    struct result r = {(double)n / (t1 - t0),
-                       (double)n / (t2 - t1),
-                       2.0 * (double)m / (t4 - t3),
-                       (double)n / (cpu_mark[1] - cpu_mark[0]),
-                       (double)n / (cpu_mark[2] - cpu_mark[1]),
-                       2.0 * (double)m / (cpu_mark[4] - cpu_mark[3])};
-    if (r.alloc > best->alloc)
-        best->alloc = r.alloc;
-    if (r.free > best->free)
-        best->free = r.free;
-    if (r.mixed > best->mixed)
-        best->mixed = r.mixed;
-    if (r.alloc_c > best->alloc_c)
-        best->alloc_c = r.alloc_c;
-    if (r.free_c > best->free_c)
-        best->free_c = r.free_c;
-    if (r.mixed_c > best->mixed_c)
-        best->mixed_c = r.mixed_c;
+    struct result r = {{{(double)n / (t1 - t0), (double)n / (t2 - t1),
+                         2.0 * (double)m / (t4 - t3)},
+                        {(double)n / (cpu_mark[1] - cpu_mark[0]),
+                         (double)n / (cpu_mark[2] - cpu_mark[1]),
+                         2.0 * (double)m / (cpu_mark[4] - cpu_mark[3])}}};
+    for (int c = 0; c < CLOCKS; c++)
+        for (int k = 0; k < 3; k++)
+            if (r.v[c][k] > best->v[c][k])
+                best->v[c][k] = r.v[c][k];
+}
+
+/* One table of the results by clock c: every heap's rates, then shmds's
+ * ratios to glibc (heap 1) and, when built, Boost (heap 2). */
+static void print_table(const char *unit, const struct heap *heaps, int nh,
+                        const struct result *best, int c)
+{
+    printf("%-22s %12s %12s %12s\n", unit, "alloc", "free", "mixed");
+    for (int i = 0; i < nh; i++)
+        printf("%-22s %12.2f %12.2f %12.2f\n", heaps[i].name, best[i].v[c][0] / 1e6,
+               best[i].v[c][1] / 1e6, best[i].v[c][2] / 1e6);
+    printf("\n");
+    for (int i = 1; i < nh; i++)
+        printf("%-22s %12.2f %12.2f %12.2f\n", i == 1 ? "shmds / glibc" : "shmds / boost",
+               best[0].v[c][0] / best[i].v[c][0], best[0].v[c][1] / best[i].v[c][1],
+               best[0].v[c][2] / best[i].v[c][2]);
 }
 
 int main(int argc, char **argv)
@@ -268,36 +277,18 @@ int main(int argc, char **argv)
            "random order,\n          mixed = %zu x (free a random live block + allocate), "
            "%zu blocks live; best of 3\n\n",
            n, m, n);
-    printf("%-22s %12s %12s %12s\n", "Mops/s", "alloc", "free", "mixed");
-    for (int i = 0; i < H; i++)
-        printf("%-22s %12.2f %12.2f %12.2f\n", heaps[i].name, best[i].alloc / 1e6,
-               best[i].free / 1e6, best[i].mixed / 1e6);
-    printf("\n%-22s %12.2f %12.2f %12.2f\n", "shmds / glibc", best[0].alloc / best[1].alloc,
-           best[0].free / best[1].free, best[0].mixed / best[1].mixed);
-#ifdef HAVE_BOOST_INTERPROCESS
-    printf("%-22s %12.2f %12.2f %12.2f\n", "shmds / boost", best[0].alloc / best[2].alloc,
-           best[0].free / best[2].free, best[0].mixed / best[2].mixed);
-#else
+    print_table("Mops/s", heaps, H, best, WALL);
+#ifndef HAVE_BOOST_INTERPROCESS
     printf("(Boost.Interprocess not found at configure time: no Boost column)\n");
 #endif
     printf("\nper CPU-second of this process (best of 3):\n");
-    printf("%-22s %12s %12s %12s\n", "Mops/CPU-s", "alloc", "free", "mixed");
-    for (int i = 0; i < H; i++)
-        printf("%-22s %12.2f %12.2f %12.2f\n", heaps[i].name, best[i].alloc_c / 1e6,
-               best[i].free_c / 1e6, best[i].mixed_c / 1e6);
-    printf("%-22s %12.2f %12.2f %12.2f\n", "shmds / glibc", best[0].alloc_c / best[1].alloc_c,
-           best[0].free_c / best[1].free_c, best[0].mixed_c / best[1].mixed_c);
-#ifdef HAVE_BOOST_INTERPROCESS
-    printf("%-22s %12.2f %12.2f %12.2f\n", "shmds / boost", best[0].alloc_c / best[2].alloc_c,
-           best[0].free_c / best[2].free_c, best[0].mixed_c / best[2].mixed_c);
-#endif
+    print_table("Mops/CPU-s", heaps, H, best, CPU);
     const char *names[H];
     double col[3][H];
     for (int i = 0; i < H; i++) {
         names[i] = heaps[i].name;
-        col[0][i] = best[i].alloc / 1e6;
-        col[1][i] = best[i].free / 1e6;
-        col[2][i] = best[i].mixed / 1e6;
+        for (int k = 0; k < 3; k++)
+            col[k][i] = best[i].v[WALL][k] / 1e6;
     }
     FILE *d = bench_data_open("alloc", "heap: sizes 16-512 B, best of 3",
                               "million operations per second", "linear", names, H);

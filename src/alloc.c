@@ -109,8 +109,15 @@
  * in-process spin lock over its record (a killed process takes it along).
  * A death anywhere leaves each block either in a slot (flagged or not) or
  * in the caller's hands, as a death just before or after an uncached call
- * would. Records are given back (every slot's block freed from its slot by
- * one commit, then the record from its entry) under the heap lock: the
+ * would. A free whose size's slots are full goes into the record's batch
+ * instead (CC_BATCH slots for blocks of any cached size, stored and
+ * flagged the same way); a free that finds the batch full first frees
+ * every batched block to its arena, each from its slot by one commit, but
+ * under one lock round trip per arena for all of them: random-order frees
+ * pay a lock per CC_BATCH blocks, not per block, and a death in the flush
+ * leaves the blocks not yet freed in their slots. Records are given back
+ * (every slot's block, the batch's included, freed from its slot by one
+ * commit, then the record from its entry) under the heap lock: the
  * handle's own when it closes, when an allocation finds no room, and before
  * the statistics; those of dead owners (or of a maker that died before it
  * owned it) by shmds__alloc_settle, which every structure's repair runs,
@@ -124,7 +131,8 @@
  * Locks: one robust mutex per arena, at the start of its range, and the
  * heap lock (hdr->alloc_lock) for formatting, carving and cache records.
  * Lock order: heap lock -> the in-process cache lock (a record given
- * back) -> an arena lock; the fast paths hold the cache lock alone.
+ * back) -> an arena lock; the fast paths hold the cache lock alone, a
+ * batch flush the cache lock, then each arena lock in turn.
  * Callers may hold structure locks before these. No operation holds two
  * arena locks at once.
  */
@@ -165,6 +173,7 @@
 #define CC_BLOCK_MAX (MIN_BLOCK + (CC_CLASSES - 1) * ALIGN) /* 528: payloads to 512 */
 #define CC_HEAP_MIN (UINT64_C(512) << 10) /* smaller heaps are not cached */
 #define CC_RETRY 4096u  /* frees between attempts to make a record that failed */
+#define CC_BATCH 64u    /* frees beyond the slots, given back to their arenas together */
 
 #define F_FREE UINT64_C(1)
 #define F_MARK UINT64_C(2)
@@ -1395,10 +1404,32 @@ struct crec {
     uint64_t owner; /* the making process: pid << 32 | low half of its start time */
     uint64_t pad[7];
     uint64_t slot[CC_CLASSES][CC_SLOTS];
+    uint64_t batch[CC_BATCH]; /* small blocks of any size, freed to their arenas together */
 };
+SHMDS__STATIC_ASSERT(offsetof(struct crec, slot) == 64, "format: record slots");
+/* Every slot of a record, batch included, as one array (cc_give, cc_scan). */
+SHMDS__STATIC_ASSERT(offsetof(struct crec, batch) ==
+                         offsetof(struct crec, slot) + CC_CLASSES * CC_SLOTS * sizeof(uint64_t),
+                     "format: a record's batch follows its slots");
+SHMDS__STATIC_ASSERT(sizeof(struct crec) == 2624, "format: record size");
+#define CC_ALL (CC_CLASSES * CC_SLOTS + CC_BATCH)
 
 FLAT int free_common(shmds_region *r, shmds_off_t off, uint64_t slot_off, const shmds_off_t *slot,
                      bool cached_ok);
+static int lock_owner(shmds_region *r, shmds_off_t off, struct op *o);
+
+/* The slots of the record at user offset `x`, batch included: CC_ALL of them. */
+static uint64_t *cc_slots(const shmds_region *r, uint64_t x)
+{
+    return (uint64_t *)(void *)(r->base + x + offsetof(struct crec, slot));
+}
+
+/* The block size a record's slot j may hold: its class's, or for a batch
+ * slot any cached size (0). */
+static uint64_t cc_slot_size(unsigned j)
+{
+    return j < CC_CLASSES * CC_SLOTS ? MIN_BLOCK + (uint64_t)(j / CC_SLOTS) * ALIGN : 0;
+}
 
 static uint64_t cc_owner_self(void)
 {
@@ -1508,17 +1539,16 @@ HOT int cc_take(shmds_region *r, uint64_t bs, shmds_off_t *out)
  * commit, so a death anywhere leaves a record the next reclaim finishes. */
 static int cc_give(shmds_region *r, unsigned i, uint64_t x)
 {
-    struct crec *c = (struct crec *)(void *)(r->base + x);
-    for (unsigned k = 0; k < CC_CLASSES; k++)
-        for (unsigned j = 0; j < CC_SLOTS; j++) {
-            uint64_t *s = &c->slot[k][j];
-            if (__atomic_load_n(s, __ATOMIC_RELAXED) == 0)
-                continue;
-            int rc = free_common(r, SHMDS_NULL, (uint64_t)((unsigned char *)s - r->base), s, true);
-            if (rc != 0)
-                return rc;
-            SHMDS_FAULT("alloc.cache.given");
-        }
+    uint64_t *all = cc_slots(r, x);
+    for (unsigned j = 0; j < CC_ALL; j++) {
+        uint64_t *s = &all[j];
+        if (__atomic_load_n(s, __ATOMIC_RELAXED) == 0)
+            continue;
+        int rc = free_common(r, SHMDS_NULL, (uint64_t)((unsigned char *)s - r->base), s, true);
+        if (rc != 0)
+            return rc;
+        SHMDS_FAULT("alloc.cache.given");
+    }
     uint64_t *e = (uint64_t *)(void *)(r->base + cc_entry_off(i));
     return free_common(r, SHMDS_NULL, cc_entry_off(i), e, false);
 }
@@ -1615,6 +1645,7 @@ COLD int cc_make(shmds_region *r)
             /* A forked child's copy of the handle may carry its parent's
              * lock word: nothing of this process uses it yet. */
             __atomic_store_n(&r->cache_lock, 0, __ATOMIC_RELAXED);
+            __atomic_store_n(&r->cache_bn, 0, __ATOMIC_RELAXED);
             __atomic_store_n(&r->cache_off, x, __ATOMIC_RELAXED);
             __atomic_store_n(&r->cache_pid, me, __ATOMIC_RELEASE);
             rc = 0;
@@ -1626,8 +1657,97 @@ COLD int cc_make(shmds_region *r)
     return rc;
 }
 
-/* Put the block at user offset `x` in the handle's record: 0 cached; 1 not
- * (no record, no room for its size, not a small used block the handle
+/* Start the cache misses that freeing the batched block at user offset `y`
+ * will meet: the free-list neighbours of its free physical neighbours
+ * (whose headers were fetched when `y` entered the batch). A hint only:
+ * it reads words inside the region and writes nothing. */
+static void cc_prefetch_links(const shmds_region *r, uint64_t y)
+{
+    uint64_t lim = __atomic_load_n(&r->size, __ATOMIC_RELAXED);
+    if (y < HDR || y >= lim)
+        return;
+    const struct blk *b = (const struct blk *)(const void *)(r->base + y - HDR);
+    uint64_t ps = __atomic_load_n(&b->prev_size, __ATOMIC_RELAXED);
+    uint64_t nb[2] = {y - HDR + w_size(__atomic_load_n(&b->word, __ATOMIC_RELAXED)),
+                      ps <= y - HDR ? y - HDR - ps : lim};
+    for (unsigned i = 0; i < 2; i++) {
+        if (nb[i] >= lim || lim - nb[i] < MIN_BLOCK)
+            continue;
+        const struct blk *n = (const struct blk *)(const void *)(r->base + nb[i]);
+        if ((__atomic_load_n(&n->word, __ATOMIC_RELAXED) & F_FREE) == 0)
+            continue;
+        uint64_t l[2] = {__atomic_load_n(&n->next, __ATOMIC_RELAXED),
+                         __atomic_load_n(&n->prev, __ATOMIC_RELAXED)};
+        for (unsigned j = 0; j < 2; j++)
+            if (l[j] != 0 && l[j] < lim)
+                __builtin_prefetch(r->base + l[j], 1);
+    }
+}
+
+#define CC_AHEAD 4u /* batch blocks whose misses a flush starts ahead */
+
+/* Free every block in the record `c`'s batch, each from its slot by one
+ * commit (as cc_give does), taking each arena's lock once for all of its
+ * blocks: a death anywhere leaves the blocks not yet freed in their slots.
+ * Holding the in-process cache lock (lock order: cache lock -> arena
+ * lock). Cost: one lock round trip per arena named, one commit per block;
+ * the blocks' neighbours were prefetched when they were put in, their
+ * free-list neighbours are prefetched CC_AHEAD blocks ahead. */
+static __attribute__((noinline)) int cc_flush(shmds_region *r, struct crec *c)
+{
+    int rc = 0;
+    for (unsigned j = 0; j < CC_BATCH && rc == 0; j++) {
+        uint64_t x = __atomic_load_n(&c->batch[j], __ATOMIC_RELAXED);
+        if (x == 0)
+            continue;
+        struct op o;
+        if ((rc = lock_owner(r, x, &o)) != 0)
+            break;
+        for (unsigned k = j; k < j + CC_AHEAD && k < CC_BATCH; k++)
+            cc_prefetch_links(r, __atomic_load_n(&c->batch[k], __ATOMIC_RELAXED));
+        for (unsigned k = j; k < CC_BATCH && rc == 0; k++) {
+            if (k + CC_AHEAD < CC_BATCH)
+                cc_prefetch_links(r, __atomic_load_n(&c->batch[k + CC_AHEAD], __ATOMIC_RELAXED));
+            uint64_t y = __atomic_load_n(&c->batch[k], __ATOMIC_RELAXED);
+            if (y == 0 || y < HDR || arena_of(r, y - HDR) != (int)o.idx)
+                continue; /* another arena's: the next round's */
+            struct live lv;
+            if ((rc = live_block(&o, y - HDR, true, &lv)) == 0)
+                rc = do_free(&o, y - HDR, &lv, (uint64_t)((unsigned char *)&c->batch[k] - r->base));
+            SHMDS_FAULT("alloc.cache.flushed");
+        }
+        if (rc == 0)
+            r->arena_full &= ~(UINT32_C(1) << o.idx);
+        rc = finish(&o, rc);
+    }
+    __atomic_store_n(&r->cache_bn, 0, __ATOMIC_RELAXED);
+    return rc;
+}
+
+/* An empty slot of the record `c`'s batch, flushing it when full; NULL
+ * when the flush failed (the caller frees the block itself). Holding the
+ * in-process cache lock. */
+static uint64_t *cc_batch_slot(shmds_region *r, struct crec *c)
+{
+    unsigned j = __atomic_load_n(&r->cache_bn, __ATOMIC_RELAXED);
+    while (j < CC_BATCH && __atomic_load_n(&c->batch[j], __ATOMIC_RELAXED) != 0)
+        j++;
+    if (j == CC_BATCH) {
+        if (cc_flush(r, c) != 0)
+            return NULL;
+        j = 0;
+        while (j < CC_BATCH && __atomic_load_n(&c->batch[j], __ATOMIC_RELAXED) != 0)
+            j++;
+        if (j == CC_BATCH)
+            return NULL;
+    }
+    __atomic_store_n(&r->cache_bn, j + 1, __ATOMIC_RELAXED);
+    return &c->batch[j];
+}
+
+/* Put the block at user offset `x` in the handle's record: in an empty
+ * slot of its size, or else in the batch (flushed to the arenas when
+ * full). 0 cached; 1 not (no record, not a small used block the handle
  * knows: the caller frees it in its arena, which says what is wrong);
  * -EINVAL when it is cached already (freed twice). */
 HOT int cc_put(shmds_region *r, uint64_t x)
@@ -1647,24 +1767,35 @@ HOT int cc_put(shmds_region *r, uint64_t x)
         cc_unlock(r);
         return 1;
     }
-    uint64_t *s = ((struct crec *)(void *)(r->base + c))->slot[bs / ALIGN - MIN_BLOCK / ALIGN];
+    struct crec *rec = (struct crec *)(void *)(r->base + c);
+    uint64_t *s = rec->slot[bs / ALIGN - MIN_BLOCK / ALIGN];
     unsigned i = 0;
     while (i < CC_SLOTS && __atomic_load_n(&s[i], __ATOMIC_RELAXED) != 0)
         i++;
-    if (i == CC_SLOTS) {
+    if (i < CC_SLOTS) {
+        s += i;
+    } else if ((s = cc_batch_slot(r, rec)) == NULL) {
         cc_unlock(r);
         return 1;
+    } else {
+        /* Its neighbours' headers, which the flush reads and may change:
+         * a batch of cache misses started together, long before. */
+        uint64_t ps = __atomic_load_n((const uint64_t *)(const void *)(r->base + x - HDR),
+                                      __ATOMIC_RELAXED);
+        __builtin_prefetch(r->base + x - HDR + bs, 1);
+        if (ps <= x - HDR)
+            __builtin_prefetch(r->base + x - HDR - ps, 1);
     }
     /* The slot first: killed between, the block is in the record, unflagged
      * (given back like any cached block). The flag then claims the block:
      * another process freeing it at the same time finds it taken. */
-    __atomic_store_n(&s[i], x, __ATOMIC_RELAXED);
+    __atomic_store_n(s, x, __ATOMIC_RELAXED);
     __atomic_signal_fence(__ATOMIC_SEQ_CST);
     SHMDS_FAULT("alloc.cache.put");
     uint64_t *wp = (uint64_t *)(void *)(r->base + x - HDR + 8);
     if (!__atomic_compare_exchange_n(wp, &w, w | F_CACHED, false, __ATOMIC_RELAXED,
                                      __ATOMIC_RELAXED)) {
-        __atomic_store_n(&s[i], 0, __ATOMIC_RELAXED);
+        __atomic_store_n(s, 0, __ATOMIC_RELAXED);
         cc_unlock(r);
         return -EINVAL;
     }
@@ -2207,23 +2338,23 @@ static int cc_scan(shmds_region *r, bool strict, shmds_alloc_stats *st)
         const struct crec *c = (const struct crec *)(const void *)(r->base + x);
         uint64_t owner = __atomic_load_n(&c->owner, __ATOMIC_ACQUIRE);
         bool stable = strict && owner != 0 && !cc_owner_alive(owner);
-        for (unsigned k = 0; k < CC_CLASSES; k++)
-            for (unsigned j = 0; j < CC_SLOTS; j++) {
-                uint64_t b = __atomic_load_n(&c->slot[k][j], __ATOMIC_RELAXED), w;
-                if (b == 0)
-                    continue;
-                if (!cc_block(r, b, &w) || w_size(w) != MIN_BLOCK + (uint64_t)k * ALIGN) {
-                    if (stable)
-                        return SHMDS_ECORRUPT;
-                    continue;
-                }
-                if (st != NULL) {
-                    st->used_blocks--;
-                    st->used_bytes -= w_size(w);
-                    st->free_blocks++;
-                    st->free_bytes += w_size(w);
-                }
+        const uint64_t *all = cc_slots(r, x);
+        for (unsigned j = 0; j < CC_ALL; j++) {
+            uint64_t b = __atomic_load_n(&all[j], __ATOMIC_RELAXED), w, want = cc_slot_size(j);
+            if (b == 0)
+                continue;
+            if (!cc_block(r, b, &w) || (want != 0 ? w_size(w) != want : w_size(w) > CC_BLOCK_MAX)) {
+                if (stable)
+                    return SHMDS_ECORRUPT;
+                continue;
             }
+            if (st != NULL) {
+                st->used_blocks--;
+                st->used_bytes -= w_size(w);
+                st->free_blocks++;
+                st->free_bytes += w_size(w);
+            }
+        }
         if (st != NULL) {
             st->used_blocks--;
             st->used_bytes -= usable + HDR;

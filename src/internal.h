@@ -215,6 +215,7 @@ struct shmds_region {
     uint32_t cache_pid;
     uint32_t cache_lock;
     uint32_t cache_retry;
+    uint32_t cache_bn; /* where the next free of the record's batch is looked for first */
 };
 
 SHMDS__STATIC_ASSERT(offsetof(struct shmds_region, base) ==

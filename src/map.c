@@ -1116,7 +1116,7 @@ struct swap_op {
 static int swap_close(shmds_map *m, struct stripe *st)
 {
     struct slog *lg = &st->log;
-    int rc = shmds__guard_retire(m->r, &lg->dead);
+    int rc = LD(&lg->dead) != 0 ? shmds__guard_retire(m->r, &lg->dead) : 0;
     if (rc != 0)
         return rc < 0 ? rc : 0;
     SHMDS_FAULT("map.swap.retired");
@@ -1933,6 +1933,15 @@ SHMDS_API int shmds_map_put_ex(shmds_map *m, const void *key, size_t klen, const
     struct newent ne = {{key, klen, shmds__hash(m->seed, key, klen)}, val, vlen,
                         expiry_ms(m, o->ttl_ms, true), o->user_flags, 0};
     uint32_t s = stripe_of(m, ne.k.hash);
+    /* The put's cache misses, started together rather than one after the
+     * other: the key's bucket slot (a hint from the handle's cached
+     * snapshot, which find() checks again under the lock) and the lines of
+     * the stripe it writes, up to its log (another process's last write
+     * to the stripe left them in another CPU's cache). */
+    if (m->tc.old != NULL)
+        __builtin_prefetch(&m->tc.old[bidx(ne.k.hash, m->tc.bo)], 1);
+    for (size_t b = 0; b < offsetof(struct stripe, leases); b += 64)
+        __builtin_prefetch((const char *)&m->h->stripes[s] + b, 1);
     int lk = stripe_lock(m, s, false);
     if (lk < 0)
         return lk;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1101,16 +1102,26 @@ START_TEST(test_alloc_cached_block_is_free_to_the_caller)
 }
 END_TEST
 
-static int cache_fill_child(void *p)
+/* Fill the handle's cache: 40 blocks of sizes 16-328 (the slots of many
+ * sizes), then 40 of one size (its slots, then the batch), all freed. 0 or
+ * a child's exit code. */
+static int cache_fill(shmds_region *r)
 {
-    shmds_region *r = p;
-    shmds_off_t b[40];
-    for (int i = 0; i < 40; i++)
-        if (shmds_alloc(r, 16 + 8 * (size_t)i, &b[i]) != 0)
+    shmds_off_t b[80];
+    for (int i = 0; i < 80; i++)
+        if (shmds_alloc(r, i < 40 ? 16 + 8 * (size_t)i : 100, &b[i]) != 0)
             return 36;
-    for (int i = 0; i < 40; i++)
+    for (int i = 0; i < 80; i++)
         if (shmds_free(r, b[i]) != 0)
             return 37;
+    return 0;
+}
+
+static int cache_fill_child(void *p)
+{
+    int rc = cache_fill(p);
+    if (rc != 0)
+        return rc;
     raise(SIGKILL);
     return 38;
 }
@@ -1137,13 +1148,9 @@ struct cache_hold_arg {
 static int cache_hold_child(void *p)
 {
     struct cache_hold_arg *a = p;
-    shmds_off_t b[40];
-    for (int i = 0; i < 40; i++)
-        if (shmds_alloc(a->r, 16 + 8 * (size_t)i, &b[i]) != 0)
-            return 36;
-    for (int i = 0; i < 40; i++)
-        if (shmds_free(a->r, b[i]) != 0)
-            return 37;
+    int rc = cache_fill(a->r);
+    if (rc != 0)
+        return rc;
     char c = 1;
     tu_send(&a->up, &c, 1);
     if (tu_recv(&a->down, &c, 1) != 1)
@@ -1361,6 +1368,75 @@ START_TEST(test_alloc_killed_at_each_cache_fault_point_is_repaired)
 }
 END_TEST
 
+/* Frees beyond a size's slots wait in the handle's batch, freed to their
+ * arenas together once it is full. A process killed at each step of that
+ * flush loses no block whose free returned and frees none twice: after
+ * the settle, exactly the blocks it still held are used, and freeing
+ * those empties the heap. */
+#define BATCH_RUN 90
+
+struct batch_share {
+    uint32_t returned; /* frees that returned */
+    shmds_off_t b[BATCH_RUN];
+};
+
+struct batch_arg {
+    shmds_region *r;
+    struct batch_share *sh;
+};
+
+static int batch_child(void *p)
+{
+    struct batch_arg *a = p;
+    for (int i = 0; i < BATCH_RUN; i++)
+        if (shmds_alloc(a->r, 64, &a->sh->b[i]) != 0)
+            return 36;
+    for (int i = 0; i < BATCH_RUN; i++) {
+        if (shmds_free(a->r, a->sh->b[i]) != 0)
+            return 37;
+        __atomic_store_n(&a->sh->returned, (uint32_t)i + 1, __ATOMIC_SEQ_CST);
+    }
+    return 38; /* the flush never reached the fault point */
+}
+
+START_TEST(test_alloc_killed_while_flushing_batch_loses_nothing)
+{
+    static const struct {
+        const char *point;
+        const char *skip;
+    } at[] = {{"alloc.cache.flushed", "0"},  {"alloc.cache.flushed", "1"},
+              {"alloc.cache.flushed", "40"}, {"alloc.cache.flushed", "63"},
+              {"alloc.free.unlinked", "0"},  {"alloc.free.unlinked", "33"}};
+    struct batch_share *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE,
+                                  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert(sh != MAP_FAILED);
+    for (size_t p = 0; p < sizeof at / sizeof at[0]; p++) {
+        shmds_region *r = tu_region("ab", SZ);
+        memset(sh, 0, sizeof *sh);
+        struct batch_arg a = {r, sh};
+        setenv("SHMDS_FAULT", at[p].point, 1);
+        setenv("SHMDS_FAULT_SKIP", at[p].skip, 1);
+        pid_t pid = tu_fork(batch_child, &a);
+        unsetenv("SHMDS_FAULT");
+        unsetenv("SHMDS_FAULT_SKIP");
+        int st = tu_wait(pid, 30000);
+        ck_assert_msg(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s/%s: %d", at[p].point,
+                      at[p].skip, st);
+        /* Eight frees fill the size's slots, 64 the batch: the 73rd flushes. */
+        uint32_t n = sh->returned;
+        ck_assert_uint_eq(n, 72);
+        ck_assert_int_eq(shmds__alloc_settle(r), 0);
+        heap_ok(r);
+        ck_assert_uint_eq(stats(r).used_blocks, BATCH_RUN - n);
+        for (uint32_t i = n; i < BATCH_RUN; i++)
+            ck_assert_int_eq(shmds_free(r, sh->b[i]), 0);
+        heap_empty(r);
+        shmds_region_close(r);
+    }
+    munmap(sh, sizeof *sh);
+}
+END_TEST
+
 static int settle_child(void *p);
 
 /* A dead owner's record is given back by whoever settles next; that one
@@ -1505,6 +1581,7 @@ static Suite *alloc_suite(void)
     tcase_add_test(crash, test_alloc_killed_at_each_arena_fault_point_is_repaired);
     tcase_add_test(crash, test_alloc_killed_at_each_cache_fault_point_is_repaired);
     tcase_add_test(crash, test_alloc_cache_reclaimer_killed_is_reclaimed_again);
+    tcase_add_test(crash, test_alloc_killed_while_flushing_batch_loses_nothing);
     tcase_add_test(crash, test_alloc_killed_while_formatting_is_repaired);
     tcase_add_test(crash, test_alloc_repairer_killed_is_repaired_again);
 #endif

@@ -311,6 +311,8 @@ tt_op tt_draw(uint64_t *rng, const tt_world *w, unsigned me, uint64_t id)
         break;
     case TT_BLOCK:
         op.size = (uint32_t)(1 + x % 512); /* the sizes a handle caches */
+        x /= 512;
+        op.arg = (uint8_t)(x % 4 == 0 ? TT_BLOCK_RUN : 1);
         break;
     case TT_MAP_PUT:
         op.arg = (uint8_t)(x % TT_MAP_VALS);
@@ -409,16 +411,21 @@ void tt_perform(tt_world *w, unsigned me, const tt_op *op, tt_msg *done)
     case TT_BLOCK: {
         /* Another process handed the same block at once would change the
          * fill: -EILSEQ, which the model never expects. */
-        shmds_off_t b;
-        if ((done->rc = shmds_alloc(w->r, op->size, &b)) != 0)
-            break;
-        unsigned char *p = shmds_ptr(w->r, b);
-        memset(p, (int)(op->id % 251) + 1, op->size);
-        for (uint32_t i = 0; i < op->size && done->rc == 0; i++)
-            if (p[i] != (unsigned char)(op->id % 251 + 1))
-                done->rc = -EILSEQ;
-        if (done->rc == 0)
-            done->rc = shmds_free(w->r, b);
+        shmds_off_t b[TT_BLOCK_RUN];
+        unsigned got = 0, want = op->arg < TT_BLOCK_RUN ? op->arg : TT_BLOCK_RUN;
+        while (got < want && (done->rc = shmds_alloc(w->r, op->size, &b[got])) == 0)
+            memset(shmds_ptr(w->r, b[got++]), (int)(op->id % 251) + 1, op->size);
+        for (unsigned j = 0; j < got; j++) {
+            const unsigned char *p = shmds_ptr(w->r, b[j]);
+            for (uint32_t i = 0; i < op->size && done->rc == 0; i++)
+                if (p[i] != (unsigned char)(op->id % 251 + 1))
+                    done->rc = -EILSEQ;
+        }
+        for (unsigned j = 0; j < got; j++) {
+            int rc = shmds_free(w->r, b[j]);
+            if (done->rc == 0)
+                done->rc = rc;
+        }
         break;
     }
     case TT_SLOT_REALLOC: {
@@ -717,11 +724,11 @@ bool tt_op_may_time_out(const tt_op *op)
            op->kind == TT_MAP_FILL;
 }
 
-bool tt_op_may_leak(const tt_op *op)
+unsigned tt_op_may_leak(const tt_op *op)
 {
     /* A block whose shmds_alloc returned or whose shmds_free had not
      * begun when the worker died is nobody's. */
-    return op->kind == TT_SLOT_REALLOC || op->kind == TT_BLOCK;
+    return op->kind == TT_SLOT_REALLOC ? 1 : op->kind == TT_BLOCK ? op->arg : 0;
 }
 
 bool tt_model_ack(tt_state *s, const tt_msg *done)

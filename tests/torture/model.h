@@ -63,8 +63,10 @@ enum tt_kind {
     TT_Q_LEASE,      /* shmds_queue_recv_lease: the worker holds the lease */
     TT_Q_ACK,        /* acknowledge the worker's oldest lease */
     TT_ARENA_ADD,    /* carve one more allocator arena (as contention does) */
-    TT_BLOCK,        /* shmds_alloc of a small block (size), filled with the op's
-                        id, read back, shmds_free (the handle's block cache) */
+    TT_BLOCK,        /* shmds_alloc of arg small blocks (size), each filled with
+                        the op's id, read back, then shmds_free of them all (the
+                        handle's block cache; a run of TT_BLOCK_RUN overflows its
+                        slots into the batch, which fills and is flushed) */
     TT_T_PUB,        /* publish to topic `arg` (a message named like a send's;
                         flags: TT_Q_ZEROCOPY) */
     TT_T_NEXT,       /* shmds_sub_next on topic `arg` (subscribing first if the
@@ -91,6 +93,10 @@ typedef struct tt_op {
 } tt_op;
 
 enum { TT_MSG_INTENT = 1, TT_MSG_DONE = 2 };
+
+/* The blocks of a TT_BLOCK run: more than a cache's slots and batch hold
+ * for one size (8 + 64), so that one run flushes the batch. */
+#define TT_BLOCK_RUN 80u
 
 /* One record on a worker's pipe (small enough for an atomic pipe write). */
 typedef struct tt_msg {
@@ -178,10 +184,10 @@ bool tt_model_ack(tt_state *s, const tt_msg *done);
 int tt_verify(tt_world *w, unsigned me, tt_state *s, const tt_op *inflight, unsigned *lost,
               unsigned *phantom, unsigned *dropped);
 
-/* True when `op` is a realloc that may leak one block if its worker dies
- * inside it (see tt_verify): the leak check allows one block per such
- * death. */
-bool tt_op_may_leak(const tt_op *op);
+/* How many blocks `op` may leak if its worker dies inside it: one for a
+ * realloc (see tt_verify), the blocks a TT_BLOCK holds; the leak check
+ * allows that many per such death. */
+unsigned tt_op_may_leak(const tt_op *op);
 
 /* True when `op` may legitimately return -ETIMEDOUT (a queue op with a
  * timeout): not a hang. */
