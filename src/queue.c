@@ -32,8 +32,17 @@
  * why the queue mutex has no repair callback and the queue no intent log:
  * there is never a half-done change to roll back or forward.
  *
- * Default mode: senders and receivers hold the queue's robust mutex around
- * the check-copy-commit sequence. SPSC mode: no mutex; the producer thread
+ * Default mode: senders hold the senders' robust mutex (`lock`) around the
+ * check-copy-commit sequence, receivers the receivers' (`rlock`): the two
+ * sides never wait for each other, and with one sender and one receiver on
+ * two CPUs neither lock's line moves between them. Each side alone writes
+ * its word; it reads the other's with acquire order (a receiver copies out
+ * before it stores the head, so a sender that sees the head may overwrite
+ * what it passed), and a stale view of the other's word only makes the
+ * ring look fuller (to a sender) or emptier (to a receiver). The
+ * at-least-once bookkeeping (head, rd, the lease slots and their redo log)
+ * is the receivers', under `rlock`; broadcast publishers move the head
+ * under `lock` (a broadcast queue has no receivers). SPSC mode: no mutex; the producer thread
  * (claimed by thread id) alone writes the tail word and the consumer thread
  * alone writes the head word; each keeps a cached copy of the other's word
  * and re-reads it only when the ring looks full or empty.
@@ -77,7 +86,7 @@
 #endif
 
 #define Q_MAGIC UINT64_C(0x3130555144534d48) /* "HMDSQU01" little-endian */
-#define Q_VERSION 1u
+#define Q_VERSION 2u /* 2: the receivers' lock (rlock) */
 #define TAG_MIX UINT32_C(0x51a7e5c3)
 #define SLICE_MS 50        /* longest sleep before re-checking the indices */
 #define YIELD_ROUNDS 8     /* yields before sleeping */
@@ -104,17 +113,19 @@ struct qhdr {
     uint64_t ring;    /* offset of the ring */
     uint64_t block;   /* offset of the heap block holding it all */
     uint64_t checksum; /* FNV-1a of the bytes from `version` up to here */
-    shmds_mutex lock; /* default mode: guards both words and the copies */
+    shmds_mutex lock; /* the senders' lock (default and ACK modes, publishers) */
     alignas(SHMDS__CACHE_LINE) uint64_t tail; /* producer line */
     uint64_t prod_claim; /* SPSC: the producer thread (see claim_word), 0 = none */
     uint64_t sent;       /* catch-up count of the tail's commits (see stat_catch_up) */
+    uint64_t seen_head;  /* default mode: the head as senders last read it (see send_locked) */
     uint32_t prod_cpu;   /* CPU + 1 a sender last committed on (a hint, see await_change) */
-    uint8_t pad1[SHMDS__CACHE_LINE - 28];
+    uint8_t pad1[SHMDS__CACHE_LINE - 36];
     alignas(SHMDS__CACHE_LINE) uint64_t head; /* consumer line */
     uint64_t cons_claim; /* SPSC: the consumer thread, 0 = none */
     uint64_t received;   /* catch-up count of first deliveries */
+    uint64_t seen_tail;  /* default mode: the tail as receivers last read it */
     uint32_t cons_cpu;   /* CPU + 1 a receiver last took a message on (a hint) */
-    uint8_t pad2[SHMDS__CACHE_LINE - 28];
+    uint8_t pad2[SHMDS__CACHE_LINE - 36];
     alignas(SHMDS__CACHE_LINE) uint32_t recv_sleepers; /* doorbell line */
     uint32_t send_sleepers;
     uint32_t fd_waiters; /* handles with a notification fd (see fd_notify) */
@@ -122,6 +133,7 @@ struct qhdr {
     uint8_t pad3[SHMDS__CACHE_LINE - 16];
     shmds_sem not_empty; /* rung for receivers */
     shmds_sem not_full;  /* rung for senders */
+    alignas(SHMDS__CACHE_LINE) shmds_mutex rlock; /* the receivers' lock */
 };
 SHMDS__STATIC_ASSERT(offsetof(struct qhdr, magic) == 0, "queue: magic");
 SHMDS__STATIC_ASSERT(offsetof(struct qhdr, checksum) == 56, "queue: checksum");
@@ -131,6 +143,8 @@ SHMDS__STATIC_ASSERT(offsetof(struct qhdr, tail) == 128, "queue: tail line");
 SHMDS__STATIC_ASSERT(offsetof(struct qhdr, head) == 192, "queue: head line");
 SHMDS__STATIC_ASSERT(offsetof(struct qhdr, recv_sleepers) == 256, "queue: doorbell line");
 SHMDS__STATIC_ASSERT(offsetof(struct qhdr, not_empty) == 320, "queue: semaphores");
+SHMDS__STATIC_ASSERT(offsetof(struct qhdr, rlock) == 384, "queue: receivers' lock");
+SHMDS__STATIC_ASSERT(sizeof(struct qhdr) == 448, "queue: the ring (or the area) at 448");
 SHMDS__STATIC_ASSERT(sizeof(struct qhdr) % SHMDS__CACHE_LINE == 0, "queue: ring is line-aligned");
 
 /* At-least-once (SHMDS_QUEUE_ACK): an area between the header and the
@@ -146,7 +160,7 @@ SHMDS__STATIC_ASSERT(sizeof(struct qhdr) % SHMDS__CACHE_LINE == 0, "queue: ring 
  * Every change of the shared words here is one redo-log commit (log_put /
  * log_commit): the new values of up to LOG_MAX words are written into the
  * log, log_n is stored (the commit point), the values are stored, log_n is
- * cleared. A holder of the queue lock killed anywhere leaves either an
+ * cleared. A holder of the receivers' lock killed anywhere leaves either an
  * empty log (nothing changed, or all of it) or a full one that the next
  * locker replays (q_repair). Slot fields that are not read until the word
  * that makes them live is committed (a slot outside the window, the holder
@@ -173,7 +187,7 @@ struct qack {
     uint64_t self;     /* offset of the queue header */
     uint64_t checksum; /* FNV-1a of the bytes before it */
     uint8_t pad0[SHMDS__CACHE_LINE - 24];
-    /* Under the queue lock, changed through the log. */
+    /* Under the receivers' lock, changed through the log. */
     alignas(SHMDS__CACHE_LINE) uint64_t rd;
     uint64_t redelivered;
     uint64_t ready;  /* slots READY (taken back, to deliver again) */
@@ -253,7 +267,7 @@ struct shmds_queue {
     uint32_t nsubs;
     /* Zero-copy: the reservation of shmds_queue_reserve() and the message
      * of shmds_queue_recv_ref(), each owned by the thread that made it (in
-     * the default mode that thread holds the queue lock meanwhile). */
+     * the default mode that thread holds its side's lock meanwhile). */
     struct {
         bool on;
         pthread_t thread;
@@ -705,7 +719,7 @@ static void log_put(struct redo *d, uint64_t *word, uint64_t val)
     d->val[d->n++] = val;
 }
 
-/* Commit `d` (queue lock held): write the log, store its length (the
+/* Commit `d` (receivers' lock held): write the log, store its length (the
  * commit point), store the words, clear the log. */
 static void log_commit(shmds_queue *q, const struct redo *d)
 {
@@ -735,7 +749,7 @@ static bool log_off_ok(const shmds_queue *q, uint64_t off)
             (off - slots) % sizeof(struct qlease) == offsetof(struct qlease, word));
 }
 
-/* The queue lock's repair, run by the next locker after a holder died:
+/* The receivers' lock's repair, run by the next locker after a holder died:
  * replay an open redo log (storing the same values again: idempotent, and
  * killable). Only SHMDS_QUEUE_ACK queues have a log; the other modes leave
  * nothing half done (see the top of the file). A damaged log fences the
@@ -761,19 +775,34 @@ static int q_repair(void *arg)
     return 0;
 }
 
-/* Lock the queue (repairing after a dead holder, see q_repair). */
-static int q_lock(shmds_queue *q)
+/* The lock of a side: senders (and publishers) take `lock`, receivers
+ * `rlock`. Only the receivers' lock has a repair (q_repair): the redo log
+ * is written under it alone, and a sender leaves nothing half done. */
+static shmds_mutex *side_lock(shmds_queue *q, int side)
 {
-    int rc = shmds__lock(q->r, &q->h->lock, q_repair, q);
+    return side == SIDE_PROD ? &q->h->lock : &q->h->rlock;
+}
+
+static shmds_repair_fn *side_repair(int side)
+{
+    return side == SIDE_PROD ? NULL : q_repair;
+}
+
+/* Lock a side of the queue (repairing after a dead holder). */
+static int q_lock(shmds_queue *q, int side)
+{
+    int rc = shmds__lock(q->r, side_lock(q, side), side_repair(side), q);
     return rc == SHMDS_RECOVERED ? 0 : rc;
 }
 
 /* Doorbells a locked call found to ring: rung after the unlock, so that a
  * woken waiter does not find the lock still held and sleep again on it. */
 enum {
-    WAKE_RECV = 1u, /* receivers' doorbell (passing the news on) */
-    WAKE_SEND = 2u, /* senders' doorbell */
-    WAKE_NEW = 4u   /* a message was sent: the doorbell and the FIFO */
+    WAKE_RECV = 1u,   /* receivers' doorbell (passing the news on) */
+    WAKE_SEND = 2u,   /* a receive made room: the senders' doorbell */
+    WAKE_NEW = 4u,    /* a message was sent: the doorbell and the FIFO */
+    WAKE_SEND_ON = 8u /* senders' doorbell, rung by a sender passing the news on
+                       * (not wake_senders: cons_cpu must stay the receivers') */
 };
 
 static void bells_ring(shmds_queue *q, unsigned bells)
@@ -784,11 +813,13 @@ static void bells_ring(shmds_queue *q, unsigned bells)
         shmds__bell_ring(&q->h->not_empty, &q->h->recv_sleepers, false);
     if (bells & WAKE_SEND)
         wake_senders(q);
+    else if (bells & WAKE_SEND_ON)
+        shmds__bell_ring(&q->h->not_full, &q->h->send_sleepers, false);
 }
 
-static void q_unlock(shmds_queue *q, unsigned bells)
+static void q_unlock(shmds_queue *q, int side, unsigned bells)
 {
-    shmds_mutex_unlock(&q->h->lock);
+    shmds_mutex_unlock(side_lock(q, side));
     bells_ring(q, bells);
 }
 
@@ -862,7 +893,7 @@ static inline bool cnt_before(uint64_t a, uint64_t b)
     return d != 0 && d < (CNT_MASK + 1) / 2;
 }
 
-/* Make room for `need` units before tail word `tw` (queue locked): drop
+/* Make room for `need` units before tail word `tw` (senders' lock held): drop
  * the oldest messages, or with SHMDS_QUEUE_BLOCK move the head up to the
  * slowest live subscriber (freeing the slots of dead ones). *hwp is the
  * head word, updated. Room may still be short with SHMDS_QUEUE_BLOCK: the
@@ -922,12 +953,12 @@ static int topic_room(shmds_queue *q, uint64_t tw, uint64_t *hwp, uint64_t need)
  * (ending at deadline_ns when > 0): a busy lock is a wait like any other,
  * so 0 never waits (-EAGAIN) and a positive timeout bounds the lock's wait
  * too (-ETIMEDOUT). Repairs as q_lock. */
-static int q_lock_io(shmds_queue *q, int timeout_ms, uint64_t deadline_ns)
+static int q_lock_io(shmds_queue *q, int side, int timeout_ms, uint64_t deadline_ns)
 {
     int ms = timeout_ms;
     if (timeout_ms > 0 && (ms = shmds__ms_left(deadline_ns)) == 0)
         ms = 1; /* deadline passed: one last try, then -ETIMEDOUT */
-    int rc = shmds__lock_within(q->r, &q->h->lock, ms, q_repair, q);
+    int rc = shmds__lock_within(q->r, side_lock(q, side), ms, side_repair(side), q);
     if (rc == -EBUSY)
         return -EAGAIN;
     return rc == SHMDS_RECOVERED ? 0 : rc;
@@ -950,7 +981,7 @@ static struct turn turn_now(int timeout_ms)
 /* Every waiting send and receive waits here, for its turn: `*word` (the
  * other side's index word) to change from `seen`, within the call's time
  * (await_change: spin, then the doorbell). `locked`: the caller holds the
- * queue lock; it is released for the wait and taken again after it, within
+ * lock of its side; it is released for the wait and taken again after it, within
  * the same deadline (a busy lock is waiting too), and on a time-out it is
  * released with `bells` rung (q_unlock). Returns 0: look again (holding
  * the lock again if `locked`); -EAGAIN (timeout 0) or -ETIMEDOUT: time is
@@ -959,18 +990,19 @@ static struct turn turn_now(int timeout_ms)
 static int wait_turn(shmds_queue *q, struct turn *t, const uint64_t *word, uint64_t seen,
                      bool sender, bool locked, unsigned bells)
 {
+    int side = sender ? SIDE_PROD : SIDE_CONS;
     if (!t->timed)
         *t = turn_now(t->timeout_ms);
     if (expired(t->timeout_ms, t->deadline)) {
         if (locked)
-            q_unlock(q, bells);
+            q_unlock(q, side, bells);
         return t->timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
     }
     if (locked)
-        shmds_mutex_unlock(&q->h->lock);
+        shmds_mutex_unlock(side_lock(q, side));
     int rc = await_change(q->h, word, seen, sender, t->deadline);
     if (rc == 0 && locked)
-        rc = q_lock_io(q, t->timeout_ms, t->deadline);
+        rc = q_lock_io(q, side, t->timeout_ms, t->deadline);
     return rc;
 }
 
@@ -980,26 +1012,37 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
     uint64_t need = rec_units(len);
     struct turn turn = turn_now(timeout_ms);
     unsigned bells = 0;
-    int rc = q_lock_io(q, timeout_ms, turn.deadline);
+    int rc = q_lock_io(q, SIDE_PROD, timeout_ms, turn.deadline);
     if (rc != 0)
         return rc;
     for (;;) {
         uint64_t tw = __atomic_load_n(&h->tail, __ATOMIC_RELAXED);
-        uint64_t hw = __atomic_load_n(&h->head, __ATOMIC_RELAXED);
-        if (!words_ok(q, tw, hw)) {
+        uint64_t pad = zc && w_idx(tw) < 2 * q->cap_u ? pad_for(q, w_idx(tw), len) : 0;
+        /* The head the senders last read (as SPSC's seen_head, but shared
+         * by the senders, under their lock: the tail never passes it), and
+         * the head itself only when that leaves too little room: the
+         * receivers' line is not fetched for every message. */
+        uint64_t hw = __atomic_load_n(&h->seen_head, __ATOMIC_RELAXED);
+        bool ok = words_ok(q, tw, hw);
+        if (!ok || q->cap_u - used_units(q, tw, hw) < pad + need) {
+            hw = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+            __atomic_store_n(&h->seen_head, hw, __ATOMIC_RELAXED);
+            ok = words_ok(q, tw, hw);
+        }
+        if (!ok) {
             rc = SHMDS_ECORRUPT;
             break;
         }
         if (tw & CLOSED_BIT) {
-            bells |= WAKE_SEND; /* pass the news on */
+            bells |= WAKE_SEND_ON;
             rc = SHMDS_ECLOSED;
             break;
         }
         uint64_t free_u = q->cap_u - used_units(q, tw, hw);
-        uint64_t pad = zc ? pad_for(q, w_idx(tw), len) : 0;
         if (q->subs != NULL && free_u < pad + need) {
             if ((rc = topic_room(q, tw, &hw, pad + need)) != 0)
                 break;
+            __atomic_store_n(&h->seen_head, hw, __ATOMIC_RELAXED);
             free_u = q->cap_u - used_units(q, tw, hw);
         }
         if (pad + need <= free_u && zc) {
@@ -1020,14 +1063,14 @@ static int send_locked(shmds_queue *q, const void *msg, uint64_t len, int timeou
             count_update(&h->sent, w_cnt(nw));
             bells |= WAKE_NEW;
             if (free_u - need > 0)
-                bells |= WAKE_SEND;
+                bells |= WAKE_SEND_ON;
             rc = 0;
             break;
         }
         if ((rc = wait_turn(q, &turn, &h->head, hw, true, true, bells)) != 0)
             return rc;
     }
-    q_unlock(q, bells);
+    q_unlock(q, SIDE_PROD, bells);
     return rc;
 }
 
@@ -1037,13 +1080,22 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
     struct qhdr *h = q->h;
     struct turn turn = turn_now(timeout_ms);
     unsigned bells = 0;
-    int rc = q_lock_io(q, timeout_ms, turn.deadline);
+    int rc = q_lock_io(q, SIDE_CONS, timeout_ms, turn.deadline);
     if (rc != 0)
         return rc;
     for (;;) {
-        uint64_t tw = __atomic_load_n(&h->tail, __ATOMIC_RELAXED);
+        /* The tail the receivers last read (under their lock: the head
+         * never passes it), and the tail itself only when that shows
+         * nothing (see send_locked). */
         uint64_t hw = __atomic_load_n(&h->head, __ATOMIC_RELAXED);
-        if (!words_ok(q, tw, hw)) {
+        uint64_t tw = __atomic_load_n(&h->seen_tail, __ATOMIC_RELAXED);
+        bool ok = words_ok(q, tw, hw);
+        if (!ok || used_units(q, tw, hw) == 0) {
+            tw = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+            __atomic_store_n(&h->seen_tail, tw, __ATOMIC_RELAXED);
+            ok = words_ok(q, tw, hw);
+        }
+        if (!ok) {
             rc = SHMDS_ECORRUPT;
             break;
         }
@@ -1084,7 +1136,7 @@ static int recv_locked(shmds_queue *q, void *buf, size_t cap, size_t *lenp, int 
         if ((rc = wait_turn(q, &turn, &h->tail, tw, false, true, bells)) != 0)
             return rc;
     }
-    q_unlock(q, bells);
+    q_unlock(q, SIDE_CONS, bells);
     return rc;
 }
 
@@ -1373,7 +1425,7 @@ static void holder_write(struct qlease *s, uint64_t now)
 
 /* Take back leases (LEASED -> READY, one commit each) that ran out, and
  * when `probe` those whose holder is dead; without `probe` only the oldest
- * message's lease is looked at. Queue lock held. Returns how many were
+ * message's lease is looked at. Receivers' lock held. Returns how many were
  * taken back, or an error. Cost: O(window) and a liveness probe per
  * distinct holder when probing, O(1) else. */
 static int ack_take_back(shmds_queue *q, const struct ackview *v, bool probe, uint64_t now)
@@ -1427,7 +1479,7 @@ static int ack_take_back(shmds_queue *q, const struct ackview *v, bool probe, ui
 
 /* Deliver the next message, if one is deliverable now: a taken-back one
  * (the oldest), else the oldest never delivered. `lease`: under a lease
- * (*idp receives its id); else acknowledged in the same commit. Queue lock
+ * (*idp receives its id); else acknowledged in the same commit. Receivers' lock
  * held. Returns 0, -EAGAIN (nothing deliverable), -ENOBUFS, SHMDS_ECORRUPT. */
 static int ack_take(shmds_queue *q, const struct ackview *v, bool lease, void *buf, size_t cap,
                     size_t *lenp, uint64_t *idp, uint64_t now)
@@ -1516,7 +1568,7 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
     struct qhdr *h = q->h;
     struct turn turn = turn_now(timeout_ms);
     unsigned bells = 0;
-    int rc = q_lock_io(q, timeout_ms, turn.deadline);
+    int rc = q_lock_io(q, SIDE_CONS, timeout_ms, turn.deadline);
     if (rc != 0)
         return rc;
     for (;;) {
@@ -1534,15 +1586,16 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
         }
         if (rc == 0) {
             SHMDS_FAULT("queue.lease.after_commit");
-            struct ackview after;
-            if (ack_view(q, &after) == 0) {
-                count_update(&h->received, w_cnt(after.rw));
-                if (after.hw != v.hw)
-                    bells |= WAKE_SEND;
-                if (msgs_between(after.tw, after.rw) > 0 ||
-                    __atomic_load_n(&q->a->ready, __ATOMIC_RELAXED) > 0)
-                    bells |= WAKE_RECV;
-            }
+            /* The words as this commit left them (rd and head are ours
+             * under the lock): for the count and the doorbells only, so
+             * not checked again. */
+            uint64_t rw = __atomic_load_n(&q->a->rd, __ATOMIC_RELAXED);
+            count_update(&h->received, w_cnt(rw));
+            if (__atomic_load_n(&h->head, __ATOMIC_RELAXED) != v.hw)
+                bells |= WAKE_SEND;
+            if (msgs_between(__atomic_load_n(&h->tail, __ATOMIC_ACQUIRE), rw) > 0 ||
+                __atomic_load_n(&q->a->ready, __ATOMIC_RELAXED) > 0)
+                bells |= WAKE_RECV;
             break;
         }
         if (rc != -EAGAIN)
@@ -1555,11 +1608,11 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
         if ((rc = wait_turn(q, &turn, &h->tail, v.tw, false, true, bells)) != 0)
             return rc;
     }
-    q_unlock(q, bells);
+    q_unlock(q, SIDE_CONS, bells);
     return rc;
 }
 
-/* Acknowledge the lease `id` (queue lock held); *bells: whom to wake. */
+/* Acknowledge the lease `id` (receivers' lock held); *bells: whom to wake. */
 static int ack_locked(shmds_queue *q, uint64_t id, unsigned *bells)
 {
     struct qack *a = q->a;
@@ -1610,11 +1663,11 @@ SHMDS_API int shmds_queue_ack(shmds_queue *q, uint64_t id)
         lw_cnt(id) > CNT_MASK)
         return -EINVAL;
     int rc = shmds__writable(q->r);
-    if (rc != 0 || (rc = q_lock(q)) != 0)
+    if (rc != 0 || (rc = q_lock(q, SIDE_CONS)) != 0)
         return rc;
     unsigned bells = 0;
     rc = ack_locked(q, id, &bells);
-    q_unlock(q, bells);
+    q_unlock(q, SIDE_CONS, bells);
     return rc;
 }
 
@@ -1633,7 +1686,8 @@ SHMDS_API int shmds_queue_stats_get(shmds_queue *q, shmds_queue_stats *out)
     out->received = count_value(__atomic_load_n(&h->received, __ATOMIC_RELAXED), w_cnt(dw));
     out->waiting = msgs_between(tw, dw);
     out->flags = q->flags;
-    out->recoveries = __atomic_load_n(&h->lock.recoveries, __ATOMIC_RELAXED);
+    out->recoveries = __atomic_load_n(&h->lock.recoveries, __ATOMIC_RELAXED) +
+                     __atomic_load_n(&h->rlock.recoveries, __ATOMIC_RELAXED);
     for (uint32_t i = 0; i < q->nsubs; i++) {
         out->subscribers += __atomic_load_n(&q->subs[i].pid, __ATOMIC_RELAXED) != 0;
         out->missed += __atomic_load_n(&q->subs[i].missed, __ATOMIC_RELAXED);
@@ -1659,7 +1713,7 @@ SHMDS_API int shmds_queue_stats_get(shmds_queue *q, shmds_queue_stats *out)
     return 0;
 }
 
-/* The check's part for SHMDS_QUEUE_ACK (queue lock held, so no log is
+/* The check's part for SHMDS_QUEUE_ACK (both locks held, so no log is
  * open): the words, and every slot of the window against the records of
  * [head, rd) and the counts. */
 static int ack_check(const shmds_queue *q)
@@ -1812,8 +1866,8 @@ static int queue_init(shmds_region *r, shmds_off_t off, shmds_off_t block, void 
         a->checksum = ack_checksum(a);
     }
     int rc;
-    if ((rc = shmds_mutex_init(&h->lock)) != 0 || (rc = shmds_sem_init(&h->not_empty, 0)) != 0 ||
-        (rc = shmds_sem_init(&h->not_full, 0)) != 0)
+    if ((rc = shmds_mutex_init(&h->lock)) != 0 || (rc = shmds_mutex_init(&h->rlock)) != 0 ||
+        (rc = shmds_sem_init(&h->not_empty, 0)) != 0 || (rc = shmds_sem_init(&h->not_full, 0)) != 0)
         return rc;
     __atomic_store_n(&h->magic, Q_MAGIC, __ATOMIC_RELEASE);
     return 0;
@@ -2003,7 +2057,7 @@ static int rsv_end(shmds_queue *q, bool commit, uint64_t len)
     }
     q->rsv.on = false;
     if (!(q->flags & SHMDS_QUEUE_SPSC))
-        shmds_mutex_unlock(&h->lock);
+        shmds_mutex_unlock(&h->lock); /* the senders' */
     if (commit && rc == 0)
         wake_receivers(q);
     return rc;
@@ -2056,7 +2110,7 @@ static void ref_end(shmds_queue *q, bool consume)
     if (!(q->flags & SHMDS_QUEUE_SPSC)) {
         if (consume && used_units(q, __atomic_load_n(&h->tail, __ATOMIC_RELAXED), q->ref.nh) > 0)
             bells |= WAKE_RECV;
-        shmds_mutex_unlock(&h->lock);
+        shmds_mutex_unlock(&h->rlock);
     }
     bells_ring(q, bells);
 }
@@ -2213,6 +2267,23 @@ SHMDS_API int shmds_queue_len(shmds_queue *q, uint64_t *msgs)
  * ------------------------------------------------------------------------ */
 
 /* Walk the records of [head, tail) and compare with the count. */
+/* The default mode's cached words (both locks held): the senders' copy of
+ * the head lies at or behind the head, within a ring of the tail; the
+ * receivers' copy of the tail between the head and the tail. Else a send
+ * or receive would trust a copy the words contradict. */
+static bool seen_ok(const shmds_queue *q, uint64_t tw, uint64_t hw)
+{
+    uint64_t sh = __atomic_load_n(&q->h->seen_head, __ATOMIC_RELAXED);
+    uint64_t st = __atomic_load_n(&q->h->seen_tail, __ATOMIC_RELAXED);
+    if (!words_ok(q, tw, sh) || msgs_between(tw, sh) < msgs_between(tw, hw) ||
+        used_units(q, tw, sh) < used_units(q, tw, hw))
+        return false;
+    if (q->a != NULL || q->subs != NULL)
+        return true; /* their receivers read the tail itself */
+    return words_ok(q, st & ~CLOSED_BIT, hw) && msgs_between(st, hw) <= msgs_between(tw, hw) &&
+           used_units(q, st, hw) <= used_units(q, tw, hw);
+}
+
 static int walk(const shmds_queue *q, uint64_t tw, uint64_t hw)
 {
     uint64_t idx = w_idx(hw), left = used_units(q, tw, hw), n = 0;
@@ -2246,17 +2317,24 @@ SHMDS_API int shmds_queue_check(shmds_queue *q)
                                        : 0;
     if (h->block > q->off || q->off - h->block + sizeof(struct qhdr) + extra + h->cap > usable)
         return SHMDS_ECORRUPT;
-    /* The words glibc trusts in the lock and the doorbells. */
-    if (!shmds__mutex_ok(&h->lock) || !shmds__sem_ok(&h->not_empty) || !shmds__sem_ok(&h->not_full))
+    /* The words glibc trusts in the locks and the doorbells. */
+    if (!shmds__mutex_ok(&h->lock) || !shmds__mutex_ok(&h->rlock) ||
+        !shmds__sem_ok(&h->not_empty) || !shmds__sem_ok(&h->not_full))
         return SHMDS_ECORRUPT;
     if (!shmds__rdonly(r) && !(q->flags & SHMDS_QUEUE_SPSC)) {
-        if ((rc = q_lock(q)) != 0)
+        /* Both sides still: the senders' lock first, always. */
+        if ((rc = q_lock(q, SIDE_PROD)) != 0)
             return rc;
+        if ((rc = q_lock(q, SIDE_CONS)) != 0) {
+            shmds_mutex_unlock(&h->lock);
+            return rc;
+        }
         uint64_t tw = __atomic_load_n(&h->tail, __ATOMIC_RELAXED);
         uint64_t hw = __atomic_load_n(&h->head, __ATOMIC_RELAXED);
-        rc = words_ok(q, tw, hw) ? walk(q, tw, hw) : SHMDS_ECORRUPT;
+        rc = words_ok(q, tw, hw) && seen_ok(q, tw, hw) ? walk(q, tw, hw) : SHMDS_ECORRUPT;
         if (rc == 0 && q->a != NULL)
             rc = ack_check(q);
+        shmds_mutex_unlock(&h->rlock);
         shmds_mutex_unlock(&h->lock);
         return rc;
     }
@@ -2329,7 +2407,7 @@ SHMDS_API int shmds_queue_subscribe(shmds_queue *q, shmds_sub **out)
     uint32_t pid;
     uint64_t start;
     self_ident(&pid, &start);
-    if ((rc = q_lock(q)) != 0) {
+    if ((rc = q_lock(q, SIDE_PROD)) != 0) {
         free(sb);
         return rc;
     }
@@ -2357,7 +2435,7 @@ SHMDS_API int shmds_queue_subscribe(shmds_queue *q, shmds_sub **out)
             break;
         }
     }
-    shmds_mutex_unlock(&q->h->lock);
+    shmds_mutex_unlock(&q->h->lock); /* the publishers' */
     if (rc != 0)
         free(sb);
     else

@@ -342,13 +342,29 @@ START_TEST(test_queue_damaged_indices_are_ecorrupt)
     /* A tail that claims one message more than the ring holds. */
     *tail = saved + (UINT64_C(1) << 32);
     ck_assert_int_eq(shmds_queue_check(q), SHMDS_ECORRUPT);
-    /* Damaged record framing (the ring starts 384 bytes into the header). */
+    /* Damaged record framing (the ring starts 448 bytes into the header). */
     *tail = saved;
-    unsigned char *rec = (unsigned char *)shmds_region_base(r) + off + 384;
+    unsigned char *rec = (unsigned char *)shmds_region_base(r) + off + 448;
     rec[4] ^= 0xff;
     ck_assert_int_eq(shmds_queue_check(q), SHMDS_ECORRUPT);
     ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), SHMDS_ECORRUPT);
     rec[4] ^= 0xff;
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    /* The sides' cached copies of each other's word (the senders' copy of
+     * the head at 152, the receivers' copy of the tail at 216): a copy
+     * ahead of the word it copies is damage too. */
+    uint64_t *seen_head = (uint64_t *)((unsigned char *)shmds_region_base(r) + off + 152);
+    uint64_t *seen_tail = (uint64_t *)((unsigned char *)shmds_region_base(r) + off + 216);
+    uint64_t sh = *seen_head, st = *seen_tail;
+    *seen_tail = saved + (UINT64_C(1) << 32) + 1; /* one message past the tail */
+    ck_assert_int_eq(shmds_queue_check(q), SHMDS_ECORRUPT);
+    *seen_tail = st;
+    *seen_head = (UINT64_C(1) << 32) + 1; /* past the head, which is at 0 */
+    ck_assert_int_eq(shmds_queue_check(q), SHMDS_ECORRUPT);
+    *seen_head = sh;
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert_int_eq(len, 3);
     ck_assert_int_eq(shmds_queue_check(q), 0);
     shmds_queue_close(q);
     shmds_region_close(r);
@@ -366,16 +382,66 @@ static unsigned char *qhdr_at(shmds_region *r, const char *name)
     return (unsigned char *)shmds_region_base(r) + off;
 }
 
-/* Child: hold the queue's lock (64 bytes into its header) and stay, as a
- * stopped or stuck lock holder would. */
+/* Child: hold the queue's locks (the senders' 64 bytes into its header,
+ * the receivers' 384) and stay, as a stopped or stuck lock holder would. */
 static int hold_queue_lock(void *arg)
 {
-    if (shmds_mutex_lock(arg, -1, NULL, NULL) != 0)
+    unsigned char *h = arg;
+    if (shmds_mutex_lock((shmds_mutex *)(void *)(h + 64), -1, NULL, NULL) != 0 ||
+        shmds_mutex_lock((shmds_mutex *)(void *)(h + 384), -1, NULL, NULL) != 0)
         return 1;
     tu_send(&chan, "L", 1);
     for (;;)
         pause();
 }
+
+/* Child: reserve room (a zero-copy send holds the senders' lock until its
+ * commit) and stay, as a producer stopped between reserve and commit. */
+static int hold_reservation(void *arg)
+{
+    void *p;
+    if (shmds_queue_reserve(arg, 8, &p, -1) != 0)
+        return 1;
+    memset(p, 'z', 8);
+    tu_send(&chan, "R", 1);
+    for (;;)
+        pause();
+}
+
+/* Senders and receivers take separate locks: a producer stopped between
+ * reserve and commit holds up the other senders, never the receivers; once
+ * it is killed its reservation is gone without a trace. */
+START_TEST(test_queue_stopped_producer_does_not_hold_up_receivers)
+{
+    shmds_region *r = make_region();
+    shmds_queue *q = make_queue(r, "hr", 1024, 64, 0);
+    ck_assert_int_eq(shmds_queue_send(q, "a", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "b", 1, 0), 0);
+    tu_chan_open(&chan);
+    pid_t pid = tu_fork(hold_reservation, q);
+    char c, buf[64];
+    size_t len;
+    ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
+    ck_assert_int_eq(shmds_queue_send(q, "x", 1, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert(len == 1 && buf[0] == 'a');
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert(len == 1 && buf[0] == 'b');
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), -EAGAIN);
+    tu_kill(pid);
+    tu_chan_close(&chan);
+    ck_assert_int_eq(shmds_queue_send(q, "c", 1, -1), 0);
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), 0);
+    ck_assert(len == 1 && buf[0] == 'c');
+    ck_assert_int_eq(shmds_queue_recv(q, buf, sizeof buf, &len, 0), -EAGAIN);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    shmds_queue_stats st;
+    ck_assert_int_eq(shmds_queue_stats_get(q, &st), 0);
+    ck_assert_uint_eq(st.recoveries, 1);
+    shmds_queue_close(q);
+    shmds_region_close(r);
+}
+END_TEST
 
 /* Issue 19: timeout_ms 0 waited the whole lock bound (10 s) behind a
  * stopped holder and said -ETIMEDOUT; a short timeout waited the bound too. */
@@ -385,7 +451,7 @@ START_TEST(test_queue_zero_timeout_never_waits_for_the_lock)
     shmds_queue *q = make_queue(r, "z", 1024, 64, 0);
     ck_assert_int_eq(shmds_queue_send(q, "a", 1, 0), 0);
     tu_chan_open(&chan);
-    pid_t pid = tu_fork(hold_queue_lock, qhdr_at(r, "z") + 64);
+    pid_t pid = tu_fork(hold_queue_lock, qhdr_at(r, "z"));
     char c, buf[64];
     size_t len;
     ck_assert_int_eq(tu_recv(&chan, &c, 1), 1);
@@ -1278,7 +1344,7 @@ START_TEST(test_queue_ack_damaged_log_or_slots_are_ecorrupt)
     uint32_t type;
     ck_assert_int_eq(shmds_root_get(r, "c", &type, &off), 0);
     unsigned char *hdr = (unsigned char *)shmds_ptr(r, (off + 63) & ~(shmds_off_t)63);
-    unsigned char *area = hdr + 384;
+    unsigned char *area = hdr + 448;
     uint64_t saved;
     memcpy(&saved, area + 64 + 24, 8); /* leased */
     uint64_t bad = saved + 3;
@@ -2065,6 +2131,7 @@ static Suite *queue_suite(void)
     tcase_add_test(limits, test_queue_readonly_region_refuses_writes);
     tcase_add_test(limits, test_queue_damaged_indices_are_ecorrupt);
     tcase_add_test(limits, test_queue_zero_timeout_never_waits_for_the_lock);
+    tcase_add_test(limits, test_queue_stopped_producer_does_not_hold_up_receivers);
 #if defined(__GLIBC__) && UINTPTR_MAX == UINT64_MAX
     tcase_add_test(limits, test_queue_damaged_doorbell_is_ecorrupt);
 #endif

@@ -5,13 +5,14 @@
  * A queue is a ring of bytes inside a region. A message is copied into the
  * ring by shmds_queue_send() and copied out by shmds_queue_recv(); nothing
  * the caller holds ever aliases the ring. Messages are received in the
- * order they were sent by each producer (FIFO per producer; with one lock
- * per queue, the order is in fact global). Zero-length messages are
+ * order they were sent by each producer (FIFO per producer; as senders
+ * commit one at a time, the order is in fact global). Zero-length messages are
  * allowed.
  *
  * Two modes, one API:
- *  - default (many producers, many consumers): the ring's indices live
- *    under one robust mutex; the copy is done under it.
+ *  - default (many producers, many consumers): senders take one robust
+ *    mutex and receivers another (a sender never waits for a receiver, nor
+ *    a receiver for a sender); the copy is done under it.
  *  - SHMDS_QUEUE_SPSC (one producer, one consumer, e.g. a byte stream): no
  *    mutex on the data path; the producer publishes the tail index with
  *    release order and the consumer the head index, on separate cache lines.
@@ -87,7 +88,7 @@
  * message is reused once it and every older message are acknowledged: a
  * lease that is never acknowledged holds the ring until it runs out.
  * Crash consistency: each lease, acknowledgement and take-back is one
- * commit of a small redo log under the queue lock; a process killed inside
+ * commit of a small redo log under the receivers' lock; a process killed inside
  * any of them leaves the change done or not done, never half (the next
  * locker replays the log). A receiver killed after its lease committed
  * leaves the message leased by a dead process: it is delivered again.
@@ -100,9 +101,10 @@
  * ring, the rest of the ring is skipped), so a reservation is limited to
  * max_msg and about half the ring. A message that a plain send wrapped
  * around the end is handed out from a copy in the handle (one per lap of
- * the ring at most). In the default mode the queue lock is held from
- * reserve to commit and from receive to release: other senders and
- * receivers wait meanwhile, so keep it short (SPSC holds no lock). Crash:
+ * the ring at most). In the default mode the senders' lock is held from
+ * reserve to commit (other senders wait meanwhile) and the receivers' lock
+ * from receive to release (other receivers wait), so keep it short (SPSC
+ * holds no lock). Crash:
  * a producer killed between reserve and commit leaves nothing visible and
  * nothing allocated (its bytes are free ring space); a consumer killed
  * between receive and release leaves the message queued: it is received
@@ -200,7 +202,7 @@ typedef struct shmds_queue_stats {
     uint64_t in_flight;   /**< leased and not yet acknowledged */
     uint64_t requeued;    /**< taken back, waiting to be delivered again */
     uint64_t oldest_in_flight_ns; /**< age of the oldest lease; 0 when none */
-    uint64_t recoveries;  /**< dead holders of the queue lock recovered from */
+    uint64_t recoveries;  /**< dead holders of the queue's locks recovered from */
     uint32_t flags;       /**< the queue's flags */
     uint32_t lease_ms;    /**< SHMDS_QUEUE_ACK: the lease; else 0 */
     uint32_t max_in_flight; /**< SHMDS_QUEUE_ACK: the window; else 0 */
@@ -335,7 +337,7 @@ SHMDS_API int shmds_queue_recv(shmds_queue *q, void *buf, size_t cap, size_t *le
  * Reserve room for a message of at most @p len bytes in the ring (zero-copy
  * send; default and SPSC modes). Write it at *@p buf, then
  * shmds_queue_commit() or shmds_queue_cancel(). In the default mode the
- * queue lock stays held until then.
+ * senders' lock stays held until then (receivers go on).
  * @param[in]  q          the queue.
  * @param[in]  len        bytes to reserve (<= max_msg and about half the ring:
  *                        2 * (8 + len rounded up to 8) - 8 <= capacity).
