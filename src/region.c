@@ -488,8 +488,19 @@ static int open_fd(int fd, const char *name, unsigned flags, shmds_region **out)
      * at its start (what the first look mapped goes). */
     const struct shmds__hdr *h = base;
     uint64_t max = h->max_size, cur;
-    if ((rc = published_size(h, (uint64_t)st.st_size, &cur)) != 0)
-        goto fail;
+    /* A grower lengthens the object before it publishes the new size, so a
+     * size published after our fstat can exceed what fstat saw: look at the
+     * object again (each retry means another growth, bounded by max_size;
+     * a published size the object never reaches stays SHMDS_ECORRUPT). */
+    while ((rc = published_size(h, (uint64_t)st.st_size, &cur)) != 0) {
+        uint64_t seen = (uint64_t)st.st_size;
+        if (fstat(fd, &st) != 0) {
+            rc = -errno;
+            goto fail;
+        }
+        if ((uint64_t)st.st_size <= seen || shmds__now_ns() >= deadline)
+            goto fail;
+    }
     void *rbase = map_reserved(fd, ro ? PROT_READ : PROT_READ | PROT_WRITE, max, cur);
     if (rbase == MAP_FAILED) {
         rc = -errno;
