@@ -89,9 +89,11 @@ int main(int argc, char **argv)
     if (rc == SHMDS_RECOVERED)
         printf("[%ld] the previous holder died; repaired\n", (long)getpid());
     uint64_t first = s->value;
+    /* The intent is written before the message, so that a process killed
+     * once the message is out has reserved its numbers for sure. */
+    s->pending = first + run; /* intent */
     printf("[%ld] holding the lock; updating slowly (%ld ms)\n", (long)getpid(), hold_ms);
     fflush(stdout);
-    s->pending = first + run; /* intent */
     struct timespec ts = {hold_ms / 1000, (hold_ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
     s->value = first + run;
