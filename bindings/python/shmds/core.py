@@ -122,9 +122,9 @@ class _Walk:
 
 
 class _Handle:
-    """Lifecycle shared by Map, List and Queue."""
+    """Lifecycle shared by Map, List, Queue and Table."""
 
-    _kind = None  # "map", "list", "queue": the C call prefix
+    _kind = None  # "map", "list", "queue", "table": the C call prefix
 
     def __init__(self, region, ptr, name):
         self.region = region
@@ -167,6 +167,16 @@ class _Handle:
         self._ptr = None
         self._finalizer.detach()
         check(getattr(calls, self._kind + "_destroy")(ptr), self.name)
+
+    def _lookup(self, key):
+        """A copying get of `key` (maps and tables): (True, value bytes) or
+        (False, None) when absent."""
+        k = _key(key)
+        rc, val = self._buf.call(getattr(calls, self._kind + "_get"), self._h, k, len(k))
+        if rc == -errno.ENOENT:
+            return False, None
+        check(rc, self.name)
+        return True, val
 
     def check(self):
         """Verify the object's invariants; raises CorruptRegion if broken."""
@@ -220,19 +230,13 @@ class Map(_Handle):
 
     def get(self, key, default=None):
         """The value under key (bytes), or default when absent or expired."""
-        k = _key(key)
-        rc, val = self._buf.call(calls.map_get, self._h, k, len(k))
-        if rc == -errno.ENOENT:
-            return default
-        check(rc, self.name)
-        return val
+        found, val = self._lookup(key)
+        return val if found else default
 
     def __getitem__(self, key):
-        k = _key(key)
-        rc, val = self._buf.call(calls.map_get, self._h, k, len(k))
-        if rc == -errno.ENOENT:
+        found, val = self._lookup(key)
+        if not found:
             raise KeyError(key)
-        check(rc, self.name)
         return val
 
     def __contains__(self, key):
@@ -597,16 +601,12 @@ class Table(_Handle):
 
     def get(self, key, default=None):
         """The value under key in the current version (bytes), or default."""
-        k = _key(key)
-        rc, val = self._buf.call(calls.table_get, self._h, k, len(k))
-        if rc == -errno.ENOENT:
-            return default
-        check(rc, self.name)
-        return val
+        found, val = self._lookup(key)
+        return val if found else default
 
     def __getitem__(self, key):
-        val = self.get(key)
-        if val is None:
+        found, val = self._lookup(key)
+        if not found:
             raise KeyError(key)
         return val
 
