@@ -216,6 +216,27 @@ INLINE bool mutex_words_ok(const shmds_mutex *m)
 }
 #endif
 
+/* For the image harness (tests/image.c): forget the listed locks inside
+ * [base, base+len) that a hostile image damaged while this thread held
+ * them (shmds_mutex_unlock leaves such a lock listed, so region_close
+ * refuses). Returns how many listed locks there are intact: those are an
+ * operation that returned with its lock held, a bug. */
+unsigned shmds__held_forget_damaged_in(const void *base, size_t len)
+{
+    const unsigned char *b = base;
+    unsigned intact = held_untracked;
+    for (unsigned i = held_n; i-- > 0;) {
+        const unsigned char *p = (const unsigned char *)held[i];
+        if (p < b || p >= b + len)
+            continue;
+        if (mutex_words_ok(held[i]))
+            intact++;
+        else
+            held_drop(i);
+    }
+    return intact;
+}
+
 #if defined(__GLIBC__) && UINTPTR_MAX == UINT64_MAX
 /* glibc's sem_t on 64-bit targets: one 64-bit word, the count in its low
  * half and the number of sleepers in its high half, then the futex flag
