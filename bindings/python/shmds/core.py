@@ -168,16 +168,6 @@ class _Handle:
         self._finalizer.detach()
         check(getattr(calls, self._kind + "_destroy")(ptr), self.name)
 
-    def _lookup(self, key):
-        """A copying get of `key` (maps and tables): (True, value bytes) or
-        (False, None) when absent."""
-        k = _key(key)
-        rc, val = self._buf.call(getattr(calls, self._kind + "_get"), self._h, k, len(k))
-        if rc == -errno.ENOENT:
-            return False, None
-        check(rc, self.name)
-        return True, val
-
     def check(self):
         """Verify the object's invariants; raises CorruptRegion if broken."""
         check(getattr(calls, self._kind + "_check")(self._h), self.name)
@@ -194,7 +184,41 @@ class _Handle:
                                             state)
 
 
-class Map(_Handle):
+class _Keyed(_Handle):
+    """Copying reads by key, shared by Map and Table (a map's expired
+    entries and keys a table's current version lacks are absent)."""
+
+    def _lookup(self, key):
+        """(True, value bytes) or (False, None) when absent."""
+        k = _key(key)
+        rc, val = self._buf.call(getattr(calls, self._kind + "_get"), self._h, k, len(k))
+        if rc == -errno.ENOENT:
+            return False, None
+        check(rc, self.name)
+        return True, val
+
+    def get(self, key, default=None):
+        """The value under key (bytes), or default when absent."""
+        found, val = self._lookup(key)
+        return val if found else default
+
+    def __getitem__(self, key):
+        found, val = self._lookup(key)
+        if not found:
+            raise KeyError(key)
+        return val
+
+    def __contains__(self, key):
+        k = _key(key)
+        rc = getattr(calls, self._kind + "_get")(self._h, k, len(k), None, 0, None)
+        if rc == -errno.ENOENT:
+            return False
+        if rc != -errno.ENOBUFS:  # a value too big for no buffer: present
+            check(rc, self.name)
+        return True
+
+
+class Map(_Keyed):
     """A shared hash map from bytes to bytes (shmds/map.h).
 
     m[key], m[key] = value, del m[key], key in m, len(m) and iteration
@@ -228,26 +252,6 @@ class Map(_Handle):
         """Region size (bytes) that comfortably holds such a map."""
         return calls.map_size_hint(entries, key_bytes, value_bytes)
 
-    def get(self, key, default=None):
-        """The value under key (bytes), or default when absent or expired."""
-        found, val = self._lookup(key)
-        return val if found else default
-
-    def __getitem__(self, key):
-        found, val = self._lookup(key)
-        if not found:
-            raise KeyError(key)
-        return val
-
-    def __contains__(self, key):
-        k = _key(key)
-        rc = calls.map_get(self._h, k, len(k), None, 0, None)
-        if rc == -errno.ENOENT:
-            return False
-        if rc == -errno.ENOBUFS:
-            return True
-        check(rc, self.name)
-        return True
 
     def put(self, key, value, ttl=0, nx=False, xx=False):
         """Store value under key. ttl: seconds to live (0: the map's
@@ -563,7 +567,7 @@ class TableBuilder:
             self.abort()
 
 
-class Table(_Handle):
+class Table(_Keyed):
     """A published lookup table (shmds/table.h): an immutable bytes-to-bytes
     table that one process builds and publishes and many read with no lock,
     replaced as a whole by the next publish (readers see the old version or
@@ -599,25 +603,6 @@ class Table(_Handle):
             b.update(data)
         return b.version
 
-    def get(self, key, default=None):
-        """The value under key in the current version (bytes), or default."""
-        found, val = self._lookup(key)
-        return val if found else default
-
-    def __getitem__(self, key):
-        found, val = self._lookup(key)
-        if not found:
-            raise KeyError(key)
-        return val
-
-    def __contains__(self, key):
-        k = _key(key)
-        rc = calls.table_get(self._h, k, len(k), None, 0, None)
-        if rc == -errno.ENOENT:
-            return False
-        if rc != -errno.ENOBUFS:
-            check(rc, self.name)
-        return True
 
     def lookup(self, key, guard=None):
         """(value, version): the value under key (None when absent) and the
