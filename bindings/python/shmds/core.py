@@ -208,6 +208,16 @@ class _Keyed(_Handle):
             raise KeyError(key)
         return val
 
+    def keys(self):
+        """The keys of items() (a subclass's snapshot)."""
+        return [k for k, _ in self.items()]
+
+    def values(self):
+        return [v for _, v in self.items()]
+
+    def __iter__(self):
+        return iter(self.keys())
+
     def __contains__(self, key):
         k = _key(key)
         rc = getattr(calls, self._kind + "_get")(self._h, k, len(k), None, 0, None)
@@ -309,15 +319,6 @@ class Map(_Keyed):
         w = _Walk(_native.PAIR_FN,
                   lambda k, kl, v, vl: (_copy(k, kl), _copy(v, vl)))
         return w.finish(calls.map_foreach(self._h, w.fn, None), self.name)
-
-    def keys(self):
-        return [k for k, _ in self.items()]
-
-    def values(self):
-        return [v for _, v in self.items()]
-
-    def __iter__(self):
-        return iter(self.keys())
 
     def stats(self):
         """The map's statistics as a dict (entries, hits, misses, ...)."""
@@ -637,15 +638,6 @@ class Table(_Keyed):
     def items(self):
         """The pairs of the current version, in the order they were added."""
         return self.snapshot()[1]
-
-    def keys(self):
-        return [k for k, _ in self.items()]
-
-    def values(self):
-        return [v for _, v in self.items()]
-
-    def __iter__(self):
-        return iter(self.keys())
 
     def stats(self):
         """Facts about the current version as a dict (version, count,
