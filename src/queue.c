@@ -826,6 +826,9 @@ static void q_unlock(shmds_queue *q, int side, unsigned bells)
 /* sent and received are 64-bit counts kept beside the 31-bit counts of the
  * committed index words: after each commit the committer moves the 64-bit
  * copy up to match, and a reader adds what is still missing the same way.
+ * (An SHMDS_QUEUE_ACK queue counts rd's deliveries when its head moves:
+ * one write of the receivers' line per message, not two; rd runs at most
+ * the slots ahead of the head, far below the 2^31 a reader can add.)
  * So they are exact after a crash between a commit and its update (the
  * next update, or the reader, makes up for it), and a stale store by a
  * racing updater costs nothing either. */
@@ -1359,7 +1362,7 @@ static inline uint64_t window_of(const struct ackview *v)
     return msgs_between(v->rw, v->hw);
 }
 
-static int view_ok(const shmds_queue *q, const struct ackview *v)
+static inline int view_ok(const shmds_queue *q, const struct ackview *v)
 {
     if (!words_ok(q, v->tw, v->hw) || w_idx(v->rw) >= 2 * q->cap_u || (v->rw & CLOSED_BIT))
         return SHMDS_ECORRUPT;
@@ -1616,9 +1619,10 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
              * under the lock): for the count and the doorbells only, so
              * not checked again. */
             uint64_t rw = __atomic_load_n(&q->a->rd, __ATOMIC_RELAXED);
-            count_update(&h->received, w_cnt(rw));
-            if (__atomic_load_n(&h->head, __ATOMIC_RELAXED) != v.hw)
+            if (__atomic_load_n(&h->head, __ATOMIC_RELAXED) != v.hw) {
+                count_update(&h->received, w_cnt(rw));
                 bells |= WAKE_SEND;
+            }
             if (msgs_between(v.tw, rw) > 0 ||
                 __atomic_load_n(&q->a->ready, __ATOMIC_RELAXED) > 0)
                 bells |= WAKE_RECV;
@@ -1670,8 +1674,10 @@ static int ack_locked(shmds_queue *q, uint64_t id, unsigned *bells)
         log_put(&d, &q->h->head, hw2);
     SHMDS_FAULT("queue.ack.before_commit");
     log_commit(q, &d);
-    if (hw2 != v.hw)
+    if (hw2 != v.hw) {
+        count_update(&q->h->received, w_cnt(v.rw));
         *bells |= WAKE_SEND;
+    }
     if (win == q->nslots) /* receivers may wait for a free slot */
         *bells |= WAKE_RECV;
     return 0;
