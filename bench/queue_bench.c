@@ -10,7 +10,9 @@
  * with like. Each message is made by the sender (memset of its bytes: into
  * its buffer, or into the reserved ring space) and read by the receiver
  * (one load per cache line: from its buffer, or from the ring in place):
- *   - 64-byte messages per second (blocking send/receive);
+ *   - 64-byte messages per second (blocking send/receive), and per
+ *     CPU-second of both processes as a ratio to the pipe's ("64 B
+ *     CPU-s": less distorted by other load on the machine than wall time);
  *   - GB/s moving 64 KiB chunks;
  *   - round-trip latency of one 64-byte message each way (median, p99).
  * Each figure is taken twice: processes free to run on any CPU, and both
@@ -33,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -283,14 +286,26 @@ static void pin(int cpu)
     sched_setaffinity(0, sizeof set, &set);
 }
 
+static double cpu_s(const struct rusage *ru)
+{
+    return (double)ru->ru_utime.tv_sec + (double)ru->ru_stime.tv_sec +
+           ((double)ru->ru_utime.tv_usec + (double)ru->ru_stime.tv_usec) / 1e6;
+}
+
 /* Throughput: a child sends n messages of len bytes; we receive them and
- * time first to last. Returns messages per second. */
-static double throughput(enum kind k, size_t len, long n)
+ * time first to last. Returns messages per second; *per_cpu (if given):
+ * messages per CPU-second of both processes, the whole exchange (a
+ * figure the load of other programs on the machine distorts less than
+ * wall time; a waiter that spins is charged for it, one that sleeps is
+ * not). */
+static double throughput(enum kind k, size_t len, long n, double *per_cpu)
 {
     struct chan c;
     if (chan_open(&c, k, len, NULL) != 0)
         return 0; /* reported as n/a */
     char *buf = calloc(1, len);
+    struct rusage self0, self1, child;
+    getrusage(RUSAGE_SELF, &self0);
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
@@ -303,7 +318,11 @@ static double throughput(enum kind k, size_t len, long n)
     for (long i = 1; i < n; i++)
         chan_recv(&c, buf, len);
     uint64_t t = now_ns() - t0;
-    waitpid(pid, NULL, 0);
+    getrusage(RUSAGE_SELF, &self1);
+    if (wait4(pid, NULL, 0, &child) < 0)
+        memset(&child, 0, sizeof child);
+    if (per_cpu != NULL)
+        *per_cpu = (double)n / (cpu_s(&self1) - cpu_s(&self0) + cpu_s(&child));
     chan_close(&c);
     free(buf);
     return (double)(n - 1) / (t / 1e9);
@@ -442,7 +461,7 @@ static void rtt_study(int quick)
 /* Results, filled in a child (so pinning does not stick) and passed back
  * through a pipe. */
 struct results {
-    double msgs[K_N], gbps[K_N], med[K_N], p99[K_N];
+    double msgs[K_N], cpu[K_N], gbps[K_N], med[K_N], p99[K_N];
 };
 
 static void measure(int pinned, int quick, struct results *out)
@@ -458,8 +477,8 @@ static void measure(int pinned, int quick, struct results *out)
             pin(0);
         long small = quick ? 100000 : 1000000, big = quick ? 2000 : 16000, rts = quick ? 2000 : 20000;
         for (int k = 0; k < K_N; k++) {
-            r.msgs[k] = throughput((enum kind)k, 64, small);
-            r.gbps[k] = throughput((enum kind)k, 65536, big) * 65536 / 1e9;
+            r.msgs[k] = throughput((enum kind)k, 64, small, &r.cpu[k]);
+            r.gbps[k] = throughput((enum kind)k, 65536, big, NULL) * 65536 / 1e9;
             latency((enum kind)k, rts, &r.med[k], &r.p99[k]);
         }
         if (write(fds[1], &r, sizeof r) != (ssize_t)sizeof r)
@@ -476,15 +495,15 @@ static void measure(int pinned, int quick, struct results *out)
 static void print_table(const char *title, const struct results *r)
 {
     printf("\n%s\n", title);
-    printf("%-12s %14s %7s %11s %7s %11s %9s\n", "transport", "64 B msgs/s", "x pipe",
-           "64 KiB GB/s", "x pipe", "RTT med us", "p99 us");
+    printf("%-12s %14s %7s %11s %7s %11s %9s %10s\n", "transport", "64 B msgs/s", "x pipe",
+           "64 KiB GB/s", "x pipe", "RTT med us", "p99 us", "64 B CPU-s");
     for (int k = 0; k < K_N; k++) {
         printf("%-12s %14.0f %7.2f ", kind_name[k], r->msgs[k], r->msgs[k] / r->msgs[K_PIPE]);
         if (r->gbps[k] > 0)
             printf("%11.2f %7.2f ", r->gbps[k], r->gbps[k] / r->gbps[K_PIPE]);
         else
             printf("%11s %7s ", "n/a", "");
-        printf("%11.2f %9.2f\n", r->med[k], r->p99[k]);
+        printf("%11.2f %9.2f %10.2f\n", r->med[k], r->p99[k], r->cpu[k] / r->cpu[K_PIPE]);
     }
 }
 

@@ -123,7 +123,7 @@ struct qhdr {
     alignas(SHMDS__CACHE_LINE) uint64_t head; /* consumer line */
     uint64_t cons_claim; /* SPSC: the consumer thread, 0 = none */
     uint64_t received;   /* catch-up count of first deliveries */
-    uint64_t seen_tail;  /* default mode: the tail as receivers last read it */
+    uint64_t seen_tail;  /* default and ACK modes: the tail as receivers last read it */
     uint32_t cons_cpu;   /* CPU + 1 a receiver last took a message on (a hint) */
     uint8_t pad2[SHMDS__CACHE_LINE - 36];
     alignas(SHMDS__CACHE_LINE) uint32_t recv_sleepers; /* doorbell line */
@@ -826,6 +826,9 @@ static void q_unlock(shmds_queue *q, int side, unsigned bells)
 /* sent and received are 64-bit counts kept beside the 31-bit counts of the
  * committed index words: after each commit the committer moves the 64-bit
  * copy up to match, and a reader adds what is still missing the same way.
+ * (An SHMDS_QUEUE_ACK queue counts rd's deliveries when its head moves:
+ * one write of the receivers' line per message, not two; rd runs at most
+ * the slots ahead of the head, far below the 2^31 a reader can add.)
  * So they are exact after a crash between a commit and its update (the
  * next update, or the reader, makes up for it), and a stale store by a
  * racing updater costs nothing either. */
@@ -1351,6 +1354,7 @@ static void self_ident(uint32_t *pid, uint64_t *start)
 /* The three words of an SHMDS_QUEUE_ACK queue, read under its lock. */
 struct ackview {
     uint64_t tw, hw, rw;
+    bool fresh; /* tw is the tail word itself, not the receivers' copy */
 };
 
 static inline uint64_t window_of(const struct ackview *v)
@@ -1358,13 +1362,8 @@ static inline uint64_t window_of(const struct ackview *v)
     return msgs_between(v->rw, v->hw);
 }
 
-/* Read and check the words: head <= rd <= tail, and the window fits the
- * slots. */
-static int ack_view(const shmds_queue *q, struct ackview *v)
+static inline int view_ok(const shmds_queue *q, const struct ackview *v)
 {
-    v->tw = __atomic_load_n(&q->h->tail, __ATOMIC_ACQUIRE);
-    v->hw = __atomic_load_n(&q->h->head, __ATOMIC_RELAXED);
-    v->rw = __atomic_load_n(&q->a->rd, __ATOMIC_RELAXED);
     if (!words_ok(q, v->tw, v->hw) || w_idx(v->rw) >= 2 * q->cap_u || (v->rw & CLOSED_BIT))
         return SHMDS_ECORRUPT;
     uint64_t win_u = used_units(q, v->rw, v->hw), win = window_of(v);
@@ -1372,6 +1371,35 @@ static int ack_view(const shmds_queue *q, struct ackview *v)
         win > q->nslots || win > win_u)
         return SHMDS_ECORRUPT;
     return 0;
+}
+
+/* How ack_view finds the tail: the tail word itself (VIEW_TAIL), or the
+ * receivers' copy of it (seen_tail, under their lock: never past the tail)
+ * when that shows a message not yet delivered (VIEW_RECV) or always
+ * (VIEW_ACK: an acknowledgement looks only at [head, rd)). The copy spares
+ * the receivers a fetch of the senders' line, which a sender writes with
+ * every message. */
+enum { VIEW_TAIL, VIEW_RECV, VIEW_ACK };
+
+/* Read and check the words (receivers' lock held): head <= rd <= tail, and
+ * the window fits the slots. A copy the words contradict is dropped for
+ * the tail itself, then refreshed. */
+static int ack_view(const shmds_queue *q, struct ackview *v, int how)
+{
+    v->hw = __atomic_load_n(&q->h->head, __ATOMIC_RELAXED);
+    v->rw = __atomic_load_n(&q->a->rd, __ATOMIC_RELAXED);
+    if (how != VIEW_TAIL) {
+        v->tw = __atomic_load_n(&q->h->seen_tail, __ATOMIC_RELAXED);
+        v->fresh = false;
+        if ((how == VIEW_ACK || msgs_between(v->tw, v->rw) > 0) && view_ok(q, v) == 0)
+            return 0;
+    }
+    v->fresh = true;
+    v->tw = __atomic_load_n(&q->h->tail, __ATOMIC_ACQUIRE);
+    int rc = view_ok(q, v);
+    if (rc == 0 && how != VIEW_TAIL)
+        __atomic_store_n(&q->h->seen_tail, v->tw, __ATOMIC_RELAXED);
+    return rc;
 }
 
 /* The word of the window's slot for count `c`, checked to be that
@@ -1568,12 +1596,13 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
     struct qhdr *h = q->h;
     struct turn turn = turn_now(timeout_ms);
     unsigned bells = 0;
+    bool fresh = false; /* read the tail itself (before a wait) */
     int rc = q_lock_io(q, SIDE_CONS, timeout_ms, turn.deadline);
     if (rc != 0)
         return rc;
     for (;;) {
         struct ackview v;
-        if ((rc = ack_view(q, &v)) != 0)
+        if ((rc = ack_view(q, &v, fresh ? VIEW_TAIL : VIEW_RECV)) != 0)
             break;
         uint64_t now = shmds__now_ns();
         rc = ack_take_back(q, &v, false, now);
@@ -1590,16 +1619,21 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
              * under the lock): for the count and the doorbells only, so
              * not checked again. */
             uint64_t rw = __atomic_load_n(&q->a->rd, __ATOMIC_RELAXED);
-            count_update(&h->received, w_cnt(rw));
-            if (__atomic_load_n(&h->head, __ATOMIC_RELAXED) != v.hw)
+            if (__atomic_load_n(&h->head, __ATOMIC_RELAXED) != v.hw) {
+                count_update(&h->received, w_cnt(rw));
                 bells |= WAKE_SEND;
-            if (msgs_between(__atomic_load_n(&h->tail, __ATOMIC_ACQUIRE), rw) > 0 ||
+            }
+            if (msgs_between(v.tw, rw) > 0 ||
                 __atomic_load_n(&q->a->ready, __ATOMIC_RELAXED) > 0)
                 bells |= WAKE_RECV;
             break;
         }
         if (rc != -EAGAIN)
             break;
+        if (!v.fresh) { /* look at the tail itself before waiting on it */
+            fresh = true;
+            continue;
+        }
         if (v.tw & CLOSED_BIT) {
             bells |= WAKE_RECV;
             rc = SHMDS_ECLOSED;
@@ -1607,6 +1641,7 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
         }
         if ((rc = wait_turn(q, &turn, &h->tail, v.tw, false, true, bells)) != 0)
             return rc;
+        fresh = false;
     }
     q_unlock(q, SIDE_CONS, bells);
     return rc;
@@ -1617,7 +1652,7 @@ static int ack_locked(shmds_queue *q, uint64_t id, unsigned *bells)
 {
     struct qack *a = q->a;
     struct ackview v;
-    int rc = ack_view(q, &v);
+    int rc = ack_view(q, &v, VIEW_ACK);
     if (rc != 0)
         return rc;
     uint64_t c = lw_cnt(id), win = window_of(&v), w;
@@ -1639,8 +1674,10 @@ static int ack_locked(shmds_queue *q, uint64_t id, unsigned *bells)
         log_put(&d, &q->h->head, hw2);
     SHMDS_FAULT("queue.ack.before_commit");
     log_commit(q, &d);
-    if (hw2 != v.hw)
+    if (hw2 != v.hw) {
+        count_update(&q->h->received, w_cnt(v.rw));
         *bells |= WAKE_SEND;
+    }
     if (win == q->nslots) /* receivers may wait for a free slot */
         *bells |= WAKE_RECV;
     return 0;
@@ -1719,7 +1756,7 @@ SHMDS_API int shmds_queue_stats_get(shmds_queue *q, shmds_queue_stats *out)
 static int ack_check(const shmds_queue *q)
 {
     struct ackview v;
-    if (__atomic_load_n(&q->a->log_n, __ATOMIC_ACQUIRE) != 0 || ack_view(q, &v) != 0)
+    if (__atomic_load_n(&q->a->log_n, __ATOMIC_ACQUIRE) != 0 || ack_view(q, &v, VIEW_TAIL) != 0)
         return SHMDS_ECORRUPT;
     uint64_t hw = v.hw, n = window_of(&v), leased = 0, ready = 0;
     for (uint64_t i = 0; i < n; i++) {
@@ -2266,11 +2303,10 @@ SHMDS_API int shmds_queue_len(shmds_queue *q, uint64_t *msgs)
  * Check
  * ------------------------------------------------------------------------ */
 
-/* Walk the records of [head, tail) and compare with the count. */
-/* The default mode's cached words (both locks held): the senders' copy of
- * the head lies at or behind the head, within a ring of the tail; the
- * receivers' copy of the tail between the head and the tail. Else a send
- * or receive would trust a copy the words contradict. */
+/* The cached words (both locks held): the senders' copy of the head lies
+ * at or behind the head, within a ring of the tail; the receivers' copy of
+ * the tail between the head and the tail. Else a send or receive would
+ * trust a copy the words contradict. */
 static bool seen_ok(const shmds_queue *q, uint64_t tw, uint64_t hw)
 {
     uint64_t sh = __atomic_load_n(&q->h->seen_head, __ATOMIC_RELAXED);
@@ -2278,12 +2314,21 @@ static bool seen_ok(const shmds_queue *q, uint64_t tw, uint64_t hw)
     if (!words_ok(q, tw, sh) || msgs_between(tw, sh) < msgs_between(tw, hw) ||
         used_units(q, tw, sh) < used_units(q, tw, hw))
         return false;
-    if (q->a != NULL || q->subs != NULL)
-        return true; /* their receivers read the tail itself */
+    if (q->subs != NULL)
+        return true; /* subscribers read the tail itself */
+    if (q->a != NULL) {
+        /* A copy that contradicts head or rd is not used (ack_view reads
+         * the tail instead, and replaces it): only a usable one must lie
+         * at or behind the tail. */
+        struct ackview v = {.tw = st, .hw = hw, .rw = __atomic_load_n(&q->a->rd, __ATOMIC_RELAXED)};
+        if (view_ok(q, &v) != 0)
+            return true;
+    }
     return words_ok(q, st & ~CLOSED_BIT, hw) && msgs_between(st, hw) <= msgs_between(tw, hw) &&
            used_units(q, st, hw) <= used_units(q, tw, hw);
 }
 
+/* Walk the records of [head, tail) and compare with the count. */
 static int walk(const shmds_queue *q, uint64_t tw, uint64_t hw)
 {
     uint64_t idx = w_idx(hw), left = used_units(q, tw, hw), n = 0;

@@ -1359,6 +1359,24 @@ START_TEST(test_queue_ack_damaged_log_or_slots_are_ecorrupt)
     ck_assert_int_eq(shmds_queue_ack(q, id), SHMDS_ECORRUPT);
     memcpy(area + 256, &saved, 8);
     ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    /* The receivers' copy of the tail (at 216): one message past the tail
+     * is damage (the check says so, a receive finds no record there); one
+     * from before the read cursor (as an older library left it) is only
+     * stale, and replaced. */
+    uint64_t tail, seen;
+    memcpy(&tail, hdr + 128, 8);
+    seen = tail + (UINT64_C(1) << 32) + 2; /* one 1-byte record past it */
+    memcpy(hdr + 216, &seen, 8);
+    ck_assert_int_eq(shmds_queue_check(q), SHMDS_ECORRUPT);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), SHMDS_ECORRUPT);
+    seen = 0;
+    memcpy(hdr + 216, &seen, 8);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
+    ck_assert_int_eq(shmds_queue_send(q, "n", 1, 0), 0);
+    ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0), 0);
+    ck_assert(len == 1 && buf[0] == 'n');
+    ck_assert_int_eq(shmds_queue_ack(q, id), 0);
+    ck_assert_int_eq(shmds_queue_check(q), 0);
     /* The immutable part is checksummed: open refuses it. */
     area[0] ^= 1;
     shmds_queue *q2;
