@@ -61,9 +61,7 @@ static int hold_until_killed(void *arg)
     (void)arg;
     if (shmds_mutex_lock(&sh->m, -1, NULL, NULL) != 0)
         return 1;
-    tu_send(&chan, "L", 1);
-    for (;;)
-        pause();
+    tu_send_and_stay(&chan, 'L');
 }
 
 /* Start a child that holds the lock; return once it does. */

@@ -295,10 +295,7 @@ static int kl_listener(void *p)
             return 11; /* the test gave up (Check's timeout) */
         usleep(1000);
     }
-    char c = 'l';
-    tu_send(&a->ready, &c, 1);
-    for (;;)
-        pause(); /* until SIGKILL */
+    tu_send_and_stay(&a->ready, 'l'); /* until SIGKILL */
 }
 
 START_TEST(test_redis_listener_killed)
