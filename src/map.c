@@ -78,7 +78,10 @@
  * An insert takes a spare that fits its entry (the stripe lock is the only
  * lock it takes); when none fits, it allocates its block and fills the
  * empty spare slots with blocks of the same size in the same allocator
- * round trip (shmds__alloc_many_into). (A dead block is retired, never
+ * round trip (shmds__alloc_many_into). A put writes its entry into the
+ * spare before it looks for its key (put_prep), so that work overlaps the
+ * key's cache misses; no reader or repair looks into a spare, so a death
+ * there leaves nothing to undo. (A dead block is retired, never
  * kept as a spare: readers may still hold it.) A block moves from a spare
  * slot to the log in two stores (set the target, then clear the source),
  * so after a crash it may sit in both; repair then leaves it with the
@@ -1057,6 +1060,10 @@ struct newent {
     uint64_t expire_ms;
     uint32_t uflags;
     uint64_t version; /* out: the version swap() gave the entry */
+    /* A spare of the stripe that put_prep() wrote this entry into (all but
+     * `next` and `version`), and its slot; 0: none, swap() writes it all. */
+    uint64_t prep;
+    unsigned prep_j;
 };
 
 /* The next version (or lease token) of stripe st (locked). Bumped before
@@ -1070,27 +1077,91 @@ static uint64_t next_version(struct stripe *st)
     return v;
 }
 
+/* The slot of a spare of stripe st (locked) that fits an entry of `need`
+ * bytes, or -1; the empty slots met before it in empty[], their count in
+ * *nempty. */
+static int spare_fit(shmds_map *m, struct stripe *st, uint64_t need, shmds_off_t *empty[SPARES],
+                     unsigned *nempty)
+{
+    *nempty = 0;
+    for (unsigned j = 0; j < SPARES; j++) {
+        uint64_t b = LD(&st->spare[j]), usable;
+        if (b == 0)
+            empty[(*nempty)++] = &st->spare[j];
+        else if (shmds__alloc_block_live(m->r, b, &usable) == 0 && usable >= need &&
+                 usable - need < SPARE_SLACK)
+            return (int)j;
+    }
+    return -1;
+}
+
+/* Move spare j of stripe st (locked, its SWAP opened) into the log's `blk`
+ * slot, in two stores (module comment). */
+static void spare_take(struct stripe *st, unsigned j)
+{
+    ST(&st->log.blk, LD(&st->spare[j]));
+    SHMDS_FAULT("map.swap.spare_taken");
+    ST(&st->spare[j], 0);
+}
+
 /* Put a block for an entry of `need` bytes into the log's `blk` slot
- * (stripe st locked, its SWAP opened): a spare that fits, moved in two
- * stores (module comment); else a new block, with new spares of the same
- * size in the same allocator round trip. Errors as shmds__alloc_into. */
+ * (stripe st locked, its SWAP opened): a spare that fits; else a new
+ * block, with new spares of the same size in the same allocator round
+ * trip. Errors as shmds__alloc_into. */
 static int entry_block(shmds_map *m, struct stripe *st, uint64_t need)
 {
     shmds_off_t *empty[SPARES];
-    unsigned ne = 0;
-    for (unsigned j = 0; j < SPARES; j++) {
-        uint64_t b = LD(&st->spare[j]), usable;
-        if (b == 0) {
-            empty[ne++] = &st->spare[j];
-        } else if (shmds__alloc_block_live(m->r, b, &usable) == 0 && usable >= need &&
-                   usable - need < SPARE_SLACK) {
-            ST(&st->log.blk, b);
-            SHMDS_FAULT("map.swap.spare_taken");
-            ST(&st->spare[j], 0);
-            return 0;
-        }
+    unsigned ne;
+    int j = spare_fit(m, st, need, empty, &ne);
+    if (j >= 0) {
+        spare_take(st, (unsigned)j);
+        return 0;
     }
     return shmds__alloc_many_into(m->r, need, &st->log.blk, empty, ne);
+}
+
+/* Write the entry `ne` (but its `next` and `version`) into the entry at e. */
+static void entry_fill(struct entry *e, const struct newent *ne)
+{
+    e->hash = ne->k.hash;
+    e->klen = ne->k.len;
+    e->vlen = ne->vlen;
+    e->expire_ms = ne->expire_ms;
+    e->ref = 0;
+    e->magic = ENTRY_MAGIC;
+    e->uflags = ne->uflags;
+    e->pad = 0;
+    if (ne->vlen > 0)
+        memcpy(e_val(e), ne->val, ne->vlen);
+    memcpy(e_key(e), ne->k.p, ne->k.len);
+}
+
+/* A put's entry, written ahead of its SWAP into a spare of stripe st
+ * (locked) that fits it; when none fits, the empty spare slots are
+ * refilled first, in one allocator round trip (not in a map with a
+ * budget: its put makes room before it allocates, make_room). This work
+ * does not depend on the key's chain, so it runs while the chain's cache
+ * misses, which the put prefetched, are under way; the find after it then
+ * finds them in cache. A spare is the stripe's own allocated block, which
+ * no reader reaches and no repair looks into, so what a death leaves in it
+ * is no one's concern. Sets ne->prep on success; else (no room now) leaves
+ * it 0, and swap() allocates and reports as before. */
+static void put_prep(shmds_map *m, struct stripe *st, struct newent *ne)
+{
+    shmds_off_t *empty[SPARES];
+    unsigned n;
+    uint64_t need = esize(ne->k.len, ne->vlen);
+    int j = spare_fit(m, st, need, empty, &n);
+    if (j < 0 && n > 0 && m->h->mem_limit == 0 && !log_busy(st) &&
+        shmds__alloc_many_into(m->r, need, empty[0], empty + 1, n - 1) == 0)
+        j = (int)(empty[0] - st->spare);
+    struct entry *e = j >= 0 ? shmds__ptr_chk(m->r, LD(&st->spare[j]), need, 16) : NULL;
+    if (e == NULL)
+        return;
+    entry_fill(e, ne);
+    SHMDS_FAULT("map.put.prepared");
+    ne->prep = shmds_off(m->r, e);
+    ne->prep_j = (unsigned)j;
 }
 
 /* One SWAP: the link word `link` gets a new entry `ne` chained to `next`
@@ -1148,7 +1219,12 @@ static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
     STR(&lg->op, OP_SWAP);
     SHMDS_FAULT("map.swap.logged");
     if (ne != NULL) {
-        int rc = entry_block(m, st, esize(ne->k.len, ne->vlen));
+        bool ready = ne->prep != 0 && LD(&st->spare[ne->prep_j]) == ne->prep;
+        int rc = 0;
+        if (ready)
+            spare_take(st, ne->prep_j);
+        else
+            rc = entry_block(m, st, esize(ne->k.len, ne->vlen));
         if (rc < 0) {
             ST(&lg->dead, 0);
             STR(&lg->op, OP_NONE);
@@ -1162,20 +1238,11 @@ static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
             STR(&lg->op, OP_NONE);
             return SHMDS_ECORRUPT;
         }
+        if (!ready)
+            entry_fill(e, ne);
         e->next = op->next;
-        e->hash = ne->k.hash;
-        e->klen = ne->k.len;
-        e->vlen = ne->vlen;
-        e->expire_ms = ne->expire_ms;
         ne->version = next_version(st);
         e->version = ne->version;
-        e->ref = 0;
-        e->magic = ENTRY_MAGIC;
-        e->uflags = ne->uflags;
-        e->pad = 0;
-        if (ne->vlen > 0)
-            memcpy(e_val(e), ne->val, ne->vlen);
-        memcpy(e_key(e), ne->k.p, ne->k.len);
         lg->link_new = lg->blk;
     } else {
         lg->link_new = op->next;
@@ -1785,17 +1852,20 @@ struct spot {
 };
 
 /* The start of every keyed write to stripe s (locked): the rehash work,
+ * then (a put: `ne`, else NULL) the new entry written ahead (put_prep),
  * then the key's place. Returns 1 found (sp->expired tells whether it has
  * expired), 0 absent, or an error. With `reclaim` an expired entry is
  * unlinked, counted as an expiration, and 0 returned. */
 static int write_find(shmds_map *m, uint32_t s, const struct key *k, bool reclaim,
-                      struct spot *sp)
+                      struct newent *ne, struct spot *sp)
 {
     sp->now = 0;
     sp->expired = sp->reclaimed = false;
     int rc = rehash_step(m, s);
     if (rc < 0 || (rc = tsnap_get(m, &sp->t)) < 0)
         return rc;
+    if (ne != NULL)
+        put_prep(m, &m->h->stripes[s], ne);
     int f = find(m, &sp->t, s, k, &sp->h);
     if (f != 1 || !(sp->expired = e_expired(sp->h.e, &sp->now)) || !reclaim)
         return f;
@@ -1828,7 +1898,7 @@ static int put_locked(shmds_map *m, uint32_t s, struct newent *ne, unsigned flag
 {
     struct stripe *st = &m->h->stripes[s];
     struct spot sp;
-    int rc, f = write_find(m, s, &ne->k, true, &sp);
+    int rc, f = write_find(m, s, &ne->k, true, ne, &sp);
     if (f < 0)
         return f;
     /* Whether the chain may have changed since that find: after an unlink,
@@ -1931,13 +2001,14 @@ SHMDS_API int shmds_map_put_ex(shmds_map *m, const void *key, size_t klen, const
     if (o == NULL)
         o = &none;
     struct newent ne = {{key, klen, shmds__hash(m->seed, key, klen)}, val, vlen,
-                        expiry_ms(m, o->ttl_ms, true), o->user_flags, 0};
+                        expiry_ms(m, o->ttl_ms, true), o->user_flags, 0, 0, 0};
     uint32_t s = stripe_of(m, ne.k.hash);
     /* The put's cache misses, started together rather than one after the
      * other: the key's bucket slot (a hint from the handle's cached
      * snapshot, which find() checks again under the lock) and the lines of
      * the stripe it writes, up to its log (another process's last write
-     * to the stripe left them in another CPU's cache). */
+     * to the stripe left them in another CPU's cache). The lock and the
+     * new entry's writing (put_prep) run while they arrive. */
     if (m->tc.old != NULL)
         __builtin_prefetch(&m->tc.old[bidx(ne.k.hash, m->tc.bo)], 1);
     for (size_t b = 0; b < offsetof(struct stripe, leases); b += 64)
@@ -1964,7 +2035,7 @@ static int del_op(shmds_map *m, uint32_t s, const struct key *k)
 {
     struct stripe *st = &m->h->stripes[s];
     struct spot sp;
-    int rc, f = write_find(m, s, k, true, &sp);
+    int rc, f = write_find(m, s, k, true, NULL, &sp);
     if (f <= 0)
         return f < 0 ? f : -ENOENT;
     if ((rc = unlink_hit(m, st, &sp.h)) < 0)
@@ -2014,7 +2085,7 @@ static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, 
 {
     struct stripe *st = &m->h->stripes[s];
     struct spot sp;
-    int rc, f = write_find(m, s, k, true, &sp);
+    int rc, f = write_find(m, s, k, true, NULL, &sp);
     if (f < 0)
         return f;
     struct entry *e = sp.h.e;
@@ -2022,7 +2093,7 @@ static int add_op(shmds_map *m, uint32_t s, const struct key *k, int64_t delta, 
     if (f == 0) {
         if (__builtin_add_overflow(init, delta, &nv))
             return -EOVERFLOW;
-        struct newent ne = {*k, &nv, 8, expiry_ms(m, init_ttl_ms, true), 0, 0};
+        struct newent ne = {*k, &nv, 8, expiry_ms(m, init_ttl_ms, true), 0, 0, 0, 0};
         if ((rc = put_op(m, s, &ne, SHMDS_PUT_NX, 0)) == 0 && result != NULL)
             *result = nv;
         return rc;
@@ -2060,7 +2131,7 @@ SHMDS_API int shmds_map_add(shmds_map *m, const void *key, size_t klen, int64_t 
 static int expire_op(shmds_map *m, uint32_t s, const struct key *k, uint64_t ttl_ms)
 {
     struct spot sp;
-    int f = write_find(m, s, k, true, &sp);
+    int f = write_find(m, s, k, true, NULL, &sp);
     if (f <= 0)
         return f < 0 ? f : -ENOENT;
     return store_in_place(m, &m->h->stripes[s], &sp.h.e->expire_ms, expiry_ms(m, ttl_ms, false),
@@ -2592,7 +2663,7 @@ static int fetch_locked(shmds_map *m, uint32_t s, const struct getarg *g, struct
 {
     struct stripe *st = &m->h->stripes[s];
     struct spot sp;
-    int f = write_find(m, s, &g->k, (g->flags & SHMDS_GET_STALE) == 0, &sp);
+    int f = write_find(m, s, &g->k, (g->flags & SHMDS_GET_STALE) == 0, NULL, &sp);
     if (f < 0)
         return f;
     struct entry *e = sp.h.e;
@@ -2708,7 +2779,7 @@ SHMDS_API int shmds_map_fill_done(shmds_fill *f, const void *val, size_t vlen,
     }
     struct newent ne = {{f->key, f->klen, f->hash}, val, vlen,
                         expiry_ms(m, o != NULL ? o->ttl_ms : 0, true),
-                        o != NULL ? o->user_flags : 0, 0};
+                        o != NULL ? o->user_flags : 0, 0, 0, 0};
     rc = put_op(m, f->s, &ne, o != NULL ? o->flags : 0, 0);
     SHMDS_FAULT("map.fill.stored");
     lease_end(f);
