@@ -255,10 +255,14 @@ static uintptr_t list_head(void)
 }
 
 /* A list word (low bit masked) names `&x->__data.__list.__next` of a robust
- * mutex x this thread owns that is not a shmds mutex it holds. Only reached
+ * mutex x this thread owns that is not in its held list (a caller's own,
+ * or a shmds mutex taken past HELD_MAX). Only reached
  * when the word names nothing this thread is known to hold: mincore() tells
  * whether the page is mapped before a byte of it is read. */
 #define GLIBC_KIND_ROBUST 16 /* glibc's PTHREAD_MUTEX_ROBUST_NORMAL_NP (internal) */
+#ifndef FUTEX_TID_MASK
+#define FUTEX_TID_MASK 0x3fffffffu /* <linux/futex.h> */
+#endif
 static bool foreign_owned(uintptr_t w)
 {
     size_t at = offsetof(pthread_mutex_t, __data.__list.__next);
@@ -271,9 +275,12 @@ static bool foreign_owned(uintptr_t w)
     if (mincore((void *)first, last - first + (size_t)pg, vec) != 0)
         return false;
     const pthread_mutex_t *pm = (const pthread_mutex_t *)x;
-    int owner = __atomic_load_n(&pm->__data.__owner, __ATOMIC_RELAXED);
+    /* The owner is the futex word's thread id: `__owner` says
+     * "inconsistent" instead while a lock taken from a dead owner is under
+     * repair, and the repair's own locks are chained to it. */
+    unsigned lk = (unsigned)__atomic_load_n(&pm->__data.__lock, __ATOMIC_RELAXED);
     int kind = __atomic_load_n(&pm->__data.__kind, __ATOMIC_RELAXED);
-    return (kind & GLIBC_KIND_ROBUST) != 0 && owner == (int)gettid();
+    return (kind & GLIBC_KIND_ROBUST) != 0 && (lk & FUTEX_TID_MASK) == (unsigned)gettid();
 }
 
 static bool list_word_ok(const shmds_mutex *self, uintptr_t w, uintptr_t head)

@@ -62,9 +62,7 @@ static int hold_until_killed(void *arg)
     (void)arg;
     if (shmds_mutex_lock(&sh->m, -1, NULL, NULL) != 0)
         return 1;
-    tu_send(&chan, "L", 1);
-    for (;;)
-        pause();
+    tu_send_and_stay(&chan, 'L');
 }
 
 /* Start a child that holds the lock; return once it does. */
@@ -305,6 +303,43 @@ START_TEST(test_lock_damaged_list_words_are_ecorrupt)
 }
 END_TEST
 
+/* A lock taken from a dead owner stays "inconsistent" in glibc's words
+ * until its repair ends, and locks the repair takes are chained to it. A
+ * thread tracks only so many held locks (32; a map's destroy holds its 64
+ * stripes, and a killed process can leave any of them to repair): past
+ * that, the unlock inside the repair must still know the lock under repair
+ * for this thread's. It used to answer SHMDS_ECORRUPT and leave the inner
+ * lock held (the fault sweep's next call on it: EDEADLK). */
+#define MANY_LOCKS 40
+
+static int repair_takes_another(void *arg)
+{
+    shmds_mutex *inner = arg;
+    int rc = shmds_mutex_lock(inner, 0, NULL, NULL);
+    return rc != 0 ? rc : shmds_mutex_unlock(inner);
+}
+
+START_TEST(test_lock_repair_past_the_tracked_locks)
+{
+    shmds_mutex *mx = tu_shared_alloc(MANY_LOCKS * sizeof *mx);
+    for (unsigned i = 0; i < MANY_LOCKS; i++)
+        ck_assert_int_eq(shmds_mutex_init(&mx[i]), 0);
+    kill_holder(start_holder());
+    for (unsigned i = 0; i < MANY_LOCKS - 1; i++)
+        ck_assert_int_eq(shmds_mutex_lock(&mx[i], 0, NULL, NULL), 0);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 0, repair_takes_another, &mx[MANY_LOCKS - 1]),
+                     SHMDS_RECOVERED);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), 0);
+    for (unsigned i = MANY_LOCKS - 1; i-- > 0;)
+        ck_assert_int_eq(shmds_mutex_unlock(&mx[i]), 0);
+    /* Nothing was left held. */
+    for (unsigned i = 0; i < MANY_LOCKS; i++) {
+        ck_assert_int_eq(shmds_mutex_lock(&mx[i], 0, NULL, NULL), 0);
+        ck_assert_int_eq(shmds_mutex_unlock(&mx[i]), 0);
+    }
+}
+END_TEST
+
 /* The check knows a caller's own robust mutexes: locked and unlocked out
  * of order around shmds mutexes, they are never taken for damage. */
 START_TEST(test_lock_own_robust_mutex_interleaved)
@@ -448,6 +483,7 @@ int main(void)
 #if defined(__GLIBC__) && UINTPTR_MAX == UINT64_MAX
     tcase_add_loop_test(lim, test_lock_damaged_list_words_are_ecorrupt, 0, 8);
     tcase_add_test(lim, test_lock_own_robust_mutex_interleaved);
+    tcase_add_test(lim, test_lock_repair_past_the_tracked_locks);
 #endif
 #if UINTPTR_MAX == UINT64_MAX
     tcase_add_loop_test(lim, test_lock_damaged_sem_is_ecorrupt, 0, 5);

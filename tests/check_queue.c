@@ -390,9 +390,7 @@ static int hold_queue_lock(void *arg)
     if (shmds_mutex_lock((shmds_mutex *)(void *)(h + 64), -1, NULL, NULL) != 0 ||
         shmds_mutex_lock((shmds_mutex *)(void *)(h + 384), -1, NULL, NULL) != 0)
         return 1;
-    tu_send(&chan, "L", 1);
-    for (;;)
-        pause();
+    tu_send_and_stay(&chan, 'L');
 }
 
 /* Child: reserve room (a zero-copy send holds the senders' lock until its
@@ -403,9 +401,7 @@ static int hold_reservation(void *arg)
     if (shmds_queue_reserve(arg, 8, &p, -1) != 0)
         return 1;
     memset(p, 'z', 8);
-    tu_send(&chan, "R", 1);
-    for (;;)
-        pause();
+    tu_send_and_stay(&chan, 'R');
 }
 
 /* Senders and receivers take separate locks: a producer stopped between
@@ -585,9 +581,7 @@ static int spsc_producer_stays(void *arg)
     if (shmds_queue_open(g_r, arg != NULL ? (const char *)arg : "sp", &q) != 0 ||
         shmds_queue_send(q, "p", 1, 0) != 0)
         return 1;
-    tu_send(&chan, "P", 1);
-    for (;;)
-        pause();
+    tu_send_and_stay(&chan, 'P');
 }
 
 START_TEST(test_queue_spsc_second_producer_is_ebusy_until_first_dies)
@@ -1189,9 +1183,7 @@ static int ack_lease_and_wait(void *arg)
     if (shmds_queue_open(g_r, "d", &q) != 0 ||
         shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0) != 0)
         return 1;
-    tu_send(&chan, buf, 1);
-    for (;;)
-        pause();
+    tu_send_and_stay(&chan, buf[0]);
 }
 
 START_TEST(test_queue_ack_dead_holder_message_delivered_again)
@@ -1691,9 +1683,7 @@ static int zc_hold_and_wait(void *arg)
             return 2;
         memset(p, 'x', 64);
     }
-    tu_send(&chan, "H", 1);
-    for (;;)
-        pause();
+    tu_send_and_stay(&chan, 'H');
 }
 
 START_TEST(test_queue_zc_killed_holders_leave_nothing)
@@ -2040,9 +2030,7 @@ static int bc_stall(void *arg)
     shmds_sub *sub;
     if (shmds_queue_open(g_r, "bl", &q) != 0 || shmds_queue_subscribe(q, &sub) != 0)
         return 1;
-    tu_send(&chan, "S", 1);
-    for (;;)
-        pause();
+    tu_send_and_stay(&chan, 'S');
 }
 
 /* A forked child may not read its parent's subscription. */

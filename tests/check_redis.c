@@ -12,20 +12,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <shmds/redis.h>
 
 #include "redis_server.h"
 #include "testutil.h"
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static void start(rs_server *s)
 {
@@ -303,10 +295,7 @@ static int kl_listener(void *p)
             return 11; /* the test gave up (Check's timeout) */
         usleep(1000);
     }
-    char c = 'l';
-    tu_send(&a->ready, &c, 1);
-    for (;;)
-        pause(); /* until SIGKILL */
+    tu_send_and_stay(&a->ready, 'l'); /* until SIGKILL */
 }
 
 START_TEST(test_redis_listener_killed)
@@ -421,11 +410,10 @@ START_TEST(test_redis_unreachable)
     ck_assert_int_eq(listen(fd, 16), 0);
     ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
     h = open_nc(r, ntohs(sa.sin_port), 200);
-    double t0 = now_ms();
+    /* The socket never answers: a call that did not apply its timeout
+     * would never return (and Check's bound would report the hang). */
     ck_assert_int_eq(shmds_redis_get(h, "k", 1, buf, sizeof buf, &len, 0), -ETIMEDOUT);
     ck_assert_int_eq(shmds_redis_set(h, "k", 1, "v", 1, 0), -ETIMEDOUT);
-    /* Two timeouts of 200 ms; far below anything that could be a hang. */
-    ck_assert_msg(now_ms() - t0 < 5000, "took %.0f ms", now_ms() - t0);
     ck_assert_int_eq(stats(h).listener_up, 0);
     shmds_redis_close(h);
     close(fd);

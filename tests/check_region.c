@@ -616,14 +616,17 @@ START_TEST(test_region_lock_bound_is_capped)
 END_TEST
 
 /* A writer killed mid-change leaves the directory's sequence word odd. A
- * read-only handle cannot repair it; with the region's bound (10 s here) a
- * lookup would wait all of it. A handle that set its own bound waits that
- * long and no longer, and says -ETIMEDOUT. */
+ * read-only handle cannot repair it; with the region's bound (the largest,
+ * 60 s, here) a lookup would wait all of it. A handle that set its own
+ * bound gets -ETIMEDOUT after that bound: had the three lookups below
+ * waited the region's instead, they would take three minutes, past the
+ * crash case's bound (120 s in the plain build), and Check would report
+ * them hung. */
 START_TEST(test_region_handle_bound_limits_the_wait_for_a_dead_writer)
 {
     const char *n = tu_name("hbound");
     shmds_region *w;
-    shmds_region_opts o = {.lock_timeout_ms = 10000};
+    shmds_region_opts o = {.lock_timeout_ms = SHMDS_LOCK_TIMEOUT_MAX_MS};
     ck_assert_int_eq(shmds_region_create(n, SZ, &o, &w), 0);
     shmds_off_t blk;
     ck_assert_int_eq(shmds_alloc(w, 16, &blk), 0);
@@ -635,13 +638,11 @@ START_TEST(test_region_handle_bound_limits_the_wait_for_a_dead_writer)
     ck_assert_int_eq(shmds_region_open(n, SHMDS_RDONLY, &r), 0);
     ck_assert_int_eq(shmds_region_set_lock_timeout(r, SHMDS_LOCK_TIMEOUT_MAX_MS + 1), -EINVAL);
     ck_assert_int_eq(shmds_region_set_lock_timeout(NULL, 0), -EINVAL);
-    for (uint32_t ms = 0; ms <= 100; ms += 100) {
+    for (uint32_t ms = 0; ms <= 100; ms += 50) {
         ck_assert_int_eq(shmds_region_set_lock_timeout(r, ms), 0);
         uint32_t type;
         shmds_off_t off;
-        uint64_t t0 = shmds__now_ns();
         ck_assert_int_eq(shmds_root_get(r, "a", &type, &off), -ETIMEDOUT);
-        ck_assert_uint_lt(shmds__now_ns() - t0, UINT64_C(5000000000)); /* half the region's bound */
     }
     ck_assert_int_eq(shmds_region_close(r), 0);
     /* A writable handle repairs the word and the name reads again. */

@@ -135,6 +135,13 @@ void tu_send(tu_chan *c, const void *buf, size_t len)
     }
 }
 
+void tu_send_and_stay(tu_chan *c, char tag)
+{
+    tu_send(c, &tag, 1);
+    for (;;)
+        pause();
+}
+
 int tu_recv(tu_chan *c, void *buf, size_t len)
 {
     char *p = buf;

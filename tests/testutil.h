@@ -52,6 +52,9 @@ typedef struct tu_chan {
 void tu_chan_open(tu_chan *c);
 void tu_chan_close(tu_chan *c);
 void tu_send(tu_chan *c, const void *buf, size_t len);
+/* In a child: send the byte `tag`, then stay (paused) until killed: a
+ * process stopped while it holds something (a lock, a reservation). */
+_Noreturn void tu_send_and_stay(tu_chan *c, char tag);
 /* Read exactly len bytes or fail (0 on EOF before anything, 1 on success). */
 int tu_recv(tu_chan *c, void *buf, size_t len);
 
