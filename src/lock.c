@@ -31,6 +31,8 @@
 
 #include <limits.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 enum { MUTEX_USABLE = 0, MUTEX_FENCED = 1 };
@@ -216,6 +218,101 @@ INLINE bool mutex_words_ok(const shmds_mutex *m)
 }
 #endif
 
+/* ---------------------------------------------------------------------------
+ * The robust-list words of a held mutex
+ *
+ * glibc chains the robust mutexes a thread holds through two pointers in
+ * each mutex (__list.__prev, __list.__next) and follows both when one is
+ * unlocked, writing through them. Those words sit in the region: an
+ * operation whose hostile offsets make it write over a lock it holds (a
+ * map entry laid over its own stripe, say) leaves pointers there that make
+ * pthread_mutex_unlock write anywhere. So before unlocking, each of the two
+ * words must name something this thread's list can hold: its list head (in
+ * the thread's own descriptor), a shmds mutex this thread holds, or another
+ * robust mutex this thread owns (a caller's own pthread mutex, checked on
+ * its mapped bytes: robust kind, our thread id as owner). Anything else is
+ * damage: the unlock answers SHMDS_ECORRUPT and leaves the lock as it is.
+ * ------------------------------------------------------------------------ */
+
+#if defined(__GLIBC__) && defined(__PTHREAD_MUTEX_HAVE_PREV) && __PTHREAD_MUTEX_HAVE_PREV == 1 && \
+    defined(SYS_get_robust_list)
+/* This thread's robust-list head as the kernel has it registered; NULL when
+ * it cannot be learnt (the words are then not checked). */
+static HELD_TLS uintptr_t robust_head;
+static HELD_TLS bool robust_head_known;
+
+static uintptr_t list_head(void)
+{
+    if (shmds__unlikely(!robust_head_known)) {
+        void *head = NULL;
+        size_t len = 0;
+        if (syscall(SYS_get_robust_list, 0, &head, &len) != 0)
+            head = NULL;
+        robust_head = (uintptr_t)head;
+        robust_head_known = true;
+    }
+    return robust_head;
+}
+
+/* A list word (low bit masked) names `&x->__data.__list.__next` of a robust
+ * mutex x this thread owns that is not a shmds mutex it holds. Only reached
+ * when the word names nothing this thread is known to hold: mincore() tells
+ * whether the page is mapped before a byte of it is read. */
+#define GLIBC_KIND_ROBUST 16 /* glibc's PTHREAD_MUTEX_ROBUST_NORMAL_NP (internal) */
+static bool foreign_owned(uintptr_t w)
+{
+    size_t at = offsetof(pthread_mutex_t, __data.__list.__next);
+    long pg = sysconf(_SC_PAGESIZE);
+    if (w < at || (w & 7u) != 0 || pg <= 0)
+        return false;
+    uintptr_t x = w - at, first = x & ~((uintptr_t)pg - 1);
+    uintptr_t last = (x + sizeof(pthread_mutex_t) - 1) & ~((uintptr_t)pg - 1);
+    unsigned char vec[2];
+    if (mincore((void *)first, last - first + (size_t)pg, vec) != 0)
+        return false;
+    const pthread_mutex_t *pm = (const pthread_mutex_t *)x;
+    int owner = __atomic_load_n(&pm->__data.__owner, __ATOMIC_RELAXED);
+    int kind = __atomic_load_n(&pm->__data.__kind, __ATOMIC_RELAXED);
+    return (kind & GLIBC_KIND_ROBUST) != 0 && owner == (int)gettid();
+}
+
+static bool list_word_ok(const shmds_mutex *self, uintptr_t w, uintptr_t head)
+{
+    w &= ~(uintptr_t)1;
+    if (w == head)
+        return true;
+    for (unsigned i = 0; i < held_n; i++)
+        if (held[i] != self && w == (uintptr_t)&held[i]->mtx.__data.__list.__next)
+            return true;
+    return foreign_owned(w);
+}
+
+/* The two words of a mutex this thread holds, before glibc follows them. */
+INLINE bool list_words_ok(const shmds_mutex *m)
+{
+    uintptr_t head = list_head();
+    if (head == 0)
+        return true;
+    uintptr_t p = (uintptr_t)__atomic_load_n(&m->mtx.__data.__list.__prev, __ATOMIC_RELAXED);
+    uintptr_t n = (uintptr_t)__atomic_load_n(&m->mtx.__data.__list.__next, __ATOMIC_RELAXED);
+    if (shmds__likely(p == head && n == head))
+        return true; /* the only robust mutex this thread holds */
+    return list_word_ok(m, p, head) && list_word_ok(m, n, head);
+}
+#else
+INLINE bool list_words_ok(const shmds_mutex *m)
+{
+    (void)m;
+    return true;
+}
+#endif
+
+/* A mutex this thread holds, safe to hand to pthread_mutex_unlock. */
+INLINE bool held_words_ok(const shmds_mutex *m)
+{
+    return mutex_words_ok(m) && list_words_ok(m);
+}
+
 /* For the image harness (tests/image.c): forget the listed locks inside
  * [base, base+len) that a hostile image damaged while this thread held
  * them (shmds_mutex_unlock leaves such a lock listed, so region_close
@@ -229,7 +326,7 @@ unsigned shmds__held_forget_damaged_in(const void *base, size_t len)
         const unsigned char *p = (const unsigned char *)held[i];
         if (p < b || p >= b + len)
             continue;
-        if (mutex_words_ok(held[i]))
+        if (held_words_ok(held[i]))
             intact++;
         else
             held_drop(i);
@@ -420,7 +517,7 @@ SHMDS_API int shmds_mutex_unlock(shmds_mutex *m)
     /* Damaged while held: leave it locked and listed (the kernel's robust
      * list still names it, so region_close keeps refusing to unmap it);
      * the other processes' bounded waits end and they see the damage too. */
-    if (!mutex_words_ok(m))
+    if (!held_words_ok(m))
         return SHMDS_ECORRUPT;
     mark_released(m, at);
     int rc = pthread_mutex_unlock(&m->mtx);

@@ -2,6 +2,7 @@
 #include <check.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -269,6 +270,74 @@ START_TEST(test_lock_damaged_kind_is_ecorrupt_on_every_path)
 }
 END_TEST
 
+#if defined(__GLIBC__) && UINTPTR_MAX == UINT64_MAX
+/* glibc chains the robust mutexes a thread holds through two pointers in
+ * each one and writes through both on unlock. A held lock whose pointers
+ * were overwritten (an operation's own write through hostile offsets, in
+ * the fuzzer's find) is refused with SHMDS_ECORRUPT and stays held; before
+ * the fix pthread_mutex_unlock wrote through them and the process died. */
+static void *bad_link(int i)
+{
+    switch (i) {
+    case 0: return (void *)(uintptr_t)0x58;               /* what the fuzzer wrote */
+    case 1: return (void *)(uintptr_t)0x7ff0deadbee0ull;  /* unmapped */
+    case 2: return (char *)&sh->repairs + 1;              /* misaligned */
+    default: return &sh->repairs;                         /* mapped, not a mutex */
+    }
+}
+
+START_TEST(test_lock_damaged_list_words_are_ecorrupt)
+{
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 0, NULL, NULL), 0);
+    void **word = _i % 2 == 0 ? (void **)&sh->m.mtx.__data.__list.__prev
+                              : (void **)&sh->m.mtx.__data.__list.__next;
+    void *good = *word;
+    *word = bad_link(_i / 2);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), SHMDS_ECORRUPT);
+    /* Still held: another lock and unlock in between work. */
+    shmds_mutex other;
+    ck_assert_int_eq(shmds_mutex_init(&other), 0);
+    ck_assert_int_eq(shmds_mutex_lock(&other, 0, NULL, NULL), 0);
+    ck_assert_int_eq(shmds_mutex_unlock(&other), 0);
+    *word = good;
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), 0);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), -EPERM);
+}
+END_TEST
+
+/* The check knows a caller's own robust mutexes: locked and unlocked out
+ * of order around shmds mutexes, they are never taken for damage. */
+START_TEST(test_lock_own_robust_mutex_interleaved)
+{
+    pthread_mutexattr_t a;
+    pthread_mutex_t f;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    ck_assert_int_eq(pthread_mutex_init(&f, &a), 0);
+    pthread_mutexattr_destroy(&a);
+    shmds_mutex b;
+    ck_assert_int_eq(shmds_mutex_init(&b), 0);
+    /* f below: its unlock first rewrites m's `next`. */
+    ck_assert_int_eq(pthread_mutex_lock(&f), 0);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 0, NULL, NULL), 0);
+    ck_assert_int_eq(shmds_mutex_lock(&b, 0, NULL, NULL), 0);
+    ck_assert_int_eq(shmds_mutex_unlock(&b), 0);
+    ck_assert_int_eq(shmds_mutex_lock(&b, 0, NULL, NULL), 0);
+    ck_assert_int_eq(pthread_mutex_unlock(&f), 0);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), 0);
+    ck_assert_int_eq(shmds_mutex_unlock(&b), 0);
+    /* f above, still held while m is unlocked: m's `prev` names f. */
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 0, NULL, NULL), 0);
+    ck_assert_int_eq(pthread_mutex_lock(&f), 0);
+    ck_assert_int_eq(shmds_mutex_lock(&b, 0, NULL, NULL), 0);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), 0);
+    ck_assert_int_eq(pthread_mutex_unlock(&f), 0);
+    ck_assert_int_eq(shmds_mutex_unlock(&b), 0);
+    pthread_mutex_destroy(&f);
+}
+END_TEST
+#endif
+
 static int wait_forever(void *arg)
 {
     (void)arg;
@@ -376,6 +445,10 @@ int main(void)
     tcase_add_checked_fixture(lim, setup, NULL);
     tcase_add_loop_test(lim, test_lock_damaged_kind_is_ecorrupt_on_every_path, 0, 3);
     tcase_add_test(lim, test_lock_unbounded_wait_ends_on_damage);
+#if defined(__GLIBC__) && UINTPTR_MAX == UINT64_MAX
+    tcase_add_loop_test(lim, test_lock_damaged_list_words_are_ecorrupt, 0, 8);
+    tcase_add_test(lim, test_lock_own_robust_mutex_interleaved);
+#endif
 #if UINTPTR_MAX == UINT64_MAX
     tcase_add_loop_test(lim, test_lock_damaged_sem_is_ecorrupt, 0, 5);
 #endif
