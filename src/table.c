@@ -34,6 +34,12 @@
  * bounded by the layout, not by a full scan). Every word it reads is
  * checked against the version's own bounds, which were checked against the
  * heap: a hostile image gives SHMDS_ECORRUPT or a miss, never a stray read.
+ * A handle checks a version's header once, the first time it meets the
+ * version, and keeps the checked facts (struct vcache): a lookup reads the
+ * root and the version's seed, and while both are the ones kept it goes
+ * straight to the slots (damage to a header a handle has already checked
+ * is then seen by shmds_table_check, not by the handle's lookups, which
+ * never read it).
  *
  * Build. shmds_table_add appends records to process memory. Publish builds
  * the index there (a key added twice keeps its last value), then claims a
@@ -154,21 +160,6 @@ static inline uint32_t rd32(const unsigned char *p)
  * Handles
  * ------------------------------------------------------------------------ */
 
-struct shmds_table {
-    shmds_region *r;
-    shmds_off_t off;
-    struct table_hdr *h;
-    uint64_t seen; /* the version last prefaulted (prefault()) */
-    char name[SHMDS_ROOT_NAME_MAX + 1]; /* opened by (shmds__obj_destroy) */
-};
-
-struct shmds_table_builder {
-    shmds_table t;          /* the table it will publish to */
-    uint64_t base;          /* the version current when it began */
-    uint64_t n;             /* records added */
-    struct shmds__buf recs; /* records, laid out as in a version */
-};
-
 /* A version's facts, read once from its header and checked. */
 struct geo {
     const uint64_t *slots;
@@ -176,6 +167,35 @@ struct geo {
     uint64_t mask, data_len, seed, version, count, off;
     uint64_t bytes; /* the version's extent: header, slots, skew, records */
     uint32_t max_probe;
+};
+
+/* The facts of the version a handle last met, checked once (geo_of) and
+ * reused by lookups while the table's root still names that version and
+ * the version's seed is still the one cached (a block freed and allocated
+ * again for a later version, at the same offset, has another seed). The
+ * mapping never moves nor shrinks while the handle is open, so the checked
+ * extent stays readable whatever the region's bytes become; a lookup still
+ * checks every slot and record it reads against the cached bounds. Threads
+ * may share a handle: `seq` is odd while one of them replaces the copy, and
+ * a reader that sees it change checks the version afresh instead. */
+struct vcache {
+    uint64_t seq;
+    struct geo g;
+};
+
+struct shmds_table {
+    shmds_region *r;
+    shmds_off_t off;
+    struct table_hdr *h;
+    char name[SHMDS_ROOT_NAME_MAX + 1]; /* opened by (shmds__obj_destroy) */
+    struct vcache vc;
+};
+
+struct shmds_table_builder {
+    shmds_table t;          /* the table it will publish to */
+    uint64_t base;          /* the version current when it began */
+    uint64_t n;             /* records added */
+    struct shmds__buf recs; /* records, laid out as in a version */
 };
 
 /* Check the version at `root` (an offset read from the table's header) and
@@ -208,14 +228,15 @@ static SHMDS__INLINE int geo_of(const shmds_table *t, uint64_t root, struct geo 
     return 0;
 }
 
-/* The record a slot names: its offset in the data, checked (klen/vlen out). */
+/* The record a slot names: its offset in the data, checked (klen/vlen out).
+ * A slot's offset field is (offset / 8 + 1): 0 wraps to past every record. */
 static SHMDS__INLINE int slot_rec(const struct geo *g, uint64_t s, uint64_t *at, uint32_t *kl,
                                   uint32_t *vl)
 {
-    uint64_t u = s & SLOT_OFF_MASK;
-    if (u == 0 || (u - 1) > (g->data_len - REC_HDR) / 8 || g->data_len < REC_HDR)
+    uint64_t w = (s & SLOT_OFF_MASK) - 1;
+    if (w >= g->data_len / 8)
         return SHMDS_ECORRUPT;
-    uint64_t a = (u - 1) * 8;
+    uint64_t a = w * 8;
     uint32_t k = rd32(g->data + a), v = rd32(g->data + a + 4);
     if ((uint64_t)k + v > g->data_len - a - REC_HDR)
         return SHMDS_ECORRUPT;
@@ -226,8 +247,10 @@ static SHMDS__INLINE int slot_rec(const struct geo *g, uint64_t s, uint64_t *at,
 }
 
 /* Find `key` in the version g: 0 with *at (the record's offset in the
- * data), -ENOENT, SHMDS_ECORRUPT. Reads each slot and length word once. */
-static SHMDS__INLINE int find(const struct geo *g, const void *key, size_t klen, uint64_t *at)
+ * data) and *vlen, -ENOENT, SHMDS_ECORRUPT. Reads each slot and length
+ * word once; a slot whose tag differs costs no read of its record. */
+static SHMDS__INLINE int find(const struct geo *g, const void *key, size_t klen, uint64_t *at,
+                              uint32_t *vlen)
 {
     uint64_t h = shmds__hash(g->seed, key, klen);
     uint64_t tag = h >> 48, i = h & g->mask;
@@ -244,6 +267,7 @@ static SHMDS__INLINE int find(const struct geo *g, const void *key, size_t klen,
             return rc;
         if (kl == klen && shmds__bytes_eq(g->data + a + REC_HDR, key, klen)) {
             *at = a;
+            *vlen = vl;
             return 0;
         }
     }
@@ -251,7 +275,8 @@ static SHMDS__INLINE int find(const struct geo *g, const void *key, size_t klen,
 }
 
 /* The current version (caller inside a guard or holding the lock): 0 with
- * *g, -ENOENT when none was published, SHMDS_ECORRUPT. */
+ * *g, -ENOENT when none was published, SHMDS_ECORRUPT. Checks the whole
+ * header (the cold callers: stat, walks, check, publish). */
 static SHMDS__INLINE int current(const shmds_table *t, struct geo *g)
 {
     uint64_t root = __atomic_load_n(&t->h->root, __ATOMIC_ACQUIRE);
@@ -266,11 +291,8 @@ static SHMDS__INLINE int current(const shmds_table *t, struct geo *g)
  * be a page fault of its own (20 000 of them for 80 MB), in every worker,
  * after every publish. Best effort: where the call is refused, the pages
  * fault in one by one as before. */
-static void prefault(shmds_table *t, const struct geo *g)
+static void prefault(const shmds_table *t, const struct geo *g)
 {
-    if (__atomic_load_n(&t->seen, __ATOMIC_RELAXED) == g->off)
-        return;
-    __atomic_store_n(&t->seen, g->off, __ATOMIC_RELAXED);
 #ifdef MADV_POPULATE_READ
     static long page;
     if (page <= 0)
@@ -280,7 +302,81 @@ static void prefault(shmds_table *t, const struct geo *g)
     uintptr_t a = (uintptr_t)(t->r->base + g->off) & ~(uintptr_t)(page - 1);
     uintptr_t e = (uintptr_t)(g->data + g->data_len);
     (void)madvise((void *)a, e - a, MADV_POPULATE_READ);
+#else
+    (void)t;
+    (void)g;
 #endif
+}
+
+/* Copy the handle's cached facts (torn if a thread replaces them
+ * meanwhile: the caller keeps the copy only when the sequence agrees). */
+static SHMDS__INLINE void cache_get(const struct vcache *c, struct geo *g)
+{
+    g->slots = GET(&c->g.slots);
+    g->data = GET(&c->g.data);
+    g->mask = GET(&c->g.mask);
+    g->data_len = GET(&c->g.data_len);
+    g->seed = GET(&c->g.seed);
+    g->version = GET(&c->g.version);
+    g->count = GET(&c->g.count);
+    g->off = GET(&c->g.off);
+    g->bytes = GET(&c->g.bytes);
+    g->max_probe = GET(&c->g.max_probe);
+}
+
+/* Check the version at `root` afresh and, unless another thread is
+ * replacing the handle's cache this instant, cache its facts; a version
+ * the handle had not met is prefaulted. The slow path of lookup_geo(). */
+static __attribute__((noinline)) int refresh(shmds_table *t, uint64_t root, struct geo *g)
+{
+    int rc = geo_of(t, root, g);
+    if (rc != 0)
+        return rc;
+    struct vcache *c = &t->vc;
+    uint64_t s = __atomic_load_n(&c->seq, __ATOMIC_RELAXED);
+    if ((s & 1) != 0 ||
+        !__atomic_compare_exchange_n(&c->seq, &s, s + 1, false, __ATOMIC_RELAXED,
+                                     __ATOMIC_RELAXED))
+        return 0;
+    __atomic_thread_fence(__ATOMIC_RELEASE); /* the odd word before the data */
+    bool met = GET(&c->g.off) == g->off && GET(&c->g.seed) == g->seed;
+    __atomic_store_n(&c->g.slots, g->slots, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->g.data, g->data, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->g.mask, g->mask, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->g.data_len, g->data_len, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->g.seed, g->seed, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->g.version, g->version, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->g.count, g->count, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->g.off, g->off, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->g.bytes, g->bytes, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->g.max_probe, g->max_probe, __ATOMIC_RELAXED);
+    shmds__seq_write_end(&c->seq);
+    if (!met)
+        prefault(t, g);
+    return 0;
+}
+
+/* The current version for a lookup (caller inside a guard): the handle's
+ * cached facts when the root names the cached version, else refresh().
+ * Cost on the fast path: the root, the version's seed and the copy. */
+static SHMDS__INLINE int lookup_geo(shmds_table *t, struct geo *g)
+{
+    uint64_t root = __atomic_load_n(&t->h->root, __ATOMIC_ACQUIRE);
+    if (root == 0)
+        return -ENOENT;
+    uint64_t s = shmds__seq_read_begin(&t->vc.seq);
+    cache_get(&t->vc, g);
+    /* The cached extent was checked against the mapping: the seed's word
+     * is readable whenever root is the cached offset. */
+    if (shmds__likely(shmds__seq_read_ok(&t->vc.seq, s) && g->off == root &&
+                      GET(&((const struct tver *)(const void *)(t->r->base + root))->seed) ==
+                          g->seed))
+        return 0;
+    struct geo fresh; /* so that *g need not live in memory on the fast path */
+    int rc = refresh(t, root, &fresh);
+    if (rc == 0)
+        *g = fresh;
+    return rc;
 }
 
 /* ---------------------------------------------------------------------------
@@ -406,7 +502,7 @@ static int table_attach(shmds_region *r, shmds_off_t off, const char *name, void
     shmds_table *t = malloc(sizeof *t);
     if (t == NULL)
         return -ENOMEM;
-    *t = (shmds_table){r, off, h, 0, {0}};
+    *t = (shmds_table){.r = r, .off = off, .h = h};
     if (name != NULL)
         memcpy(t->name, name, strlen(name) + 1);
     *out = t;
@@ -445,7 +541,7 @@ static int table_teardown_at(shmds_region *r, shmds_off_t off)
     struct table_hdr *h = shmds__ptr_chk(r, off, sizeof *h, 64);
     if (h == NULL)
         return SHMDS_ECORRUPT;
-    shmds_table t = {r, off, h, 0, {0}};
+    shmds_table t = {.r = r, .off = off, .h = h};
     return table_teardown(&t);
 }
 
@@ -858,20 +954,19 @@ SHMDS_API int shmds_table_get_ref(shmds_table *t, shmds_guard *g, const void *ke
     if (t == NULL || g == NULL || key == NULL || klen == 0 || val == NULL || vlen == NULL)
         return -EINVAL;
     struct geo v;
-    int rc = current(t, &v);
+    int rc = lookup_geo(t, &v);
     if (version != NULL)
         *version = rc == 0 ? v.version : 0;
     if (rc != 0)
         return rc;
-    prefault(t, &v);
     uint64_t at;
-    if (klen > SHMDS_TABLE_KEY_MAX || (rc = find(&v, key, klen, &at)) != 0)
-        return klen > SHMDS_TABLE_KEY_MAX ? -ENOENT : rc;
-    uint32_t kl = rd32(v.data + at);
-    *vlen = rd32(v.data + at + 4);
-    if ((uint64_t)kl + *vlen > v.data_len - at - REC_HDR)
-        return SHMDS_ECORRUPT; /* the record changed under us: hostile */
-    *val = v.data + at + REC_HDR + kl;
+    uint32_t vl;
+    if (klen > SHMDS_TABLE_KEY_MAX)
+        return -ENOENT;
+    if ((rc = find(&v, key, klen, &at, &vl)) != 0)
+        return rc;
+    *vlen = vl;
+    *val = v.data + at + REC_HDR + klen;
     return 0;
 }
 
@@ -962,7 +1057,8 @@ static int walk(const struct geo *v, shmds_table_foreach_fn *fn, void *arg)
                 return rc;
         } else {
             uint64_t found;
-            if ((rc = find(v, k, kl, &found)) != 0 || found != at)
+            uint32_t fvl;
+            if ((rc = find(v, k, kl, &found, &fvl)) != 0 || found != at)
                 return SHMDS_ECORRUPT; /* unreachable, or a duplicate */
         }
         at += rec_size(kl, vl);

@@ -6,6 +6,7 @@
 #include <check.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,6 +292,100 @@ START_TEST(test_table_get_ref_outlives_republish_until_guard_left)
 }
 END_TEST
 
+static unsigned char *version_block(shmds_region *r);
+
+/* A handle keeps the facts of the version it last met: a later version
+ * allocated where a freed one was (the same offset, other sizes and seed)
+ * is still read as itself. */
+START_TEST(test_table_handle_follows_versions_at_a_reused_offset)
+{
+    shmds_region *r = make(SZ);
+    shmds_table *t;
+    ck_assert_int_eq(publish_version(r, "t", 1, NULL), 0);
+    ck_assert_int_eq(shmds_table_open(r, "t", &t), 0);
+    uint64_t offs[64];
+    unsigned reused = 0;
+    for (uint64_t v = 1; v < 64; v++) {
+        if (v > 1)
+            ck_assert_int_eq(publish_version(r, "t", v, NULL), 0);
+        ck_assert_int_ge(shmds__guard_reclaim(r), 0); /* frees the version replaced */
+        offs[v] = (uint64_t)(version_block(r) - r->base);
+        for (uint64_t u = 1; u < v; u++)
+            reused += offs[u] == offs[v];
+        shmds_guard *g;
+        ck_assert_int_eq(shmds_guard_enter(r, &g), 0);
+        for (unsigned i = 0; i < KEYS_MAX; i += 7) {
+            uint64_t ver;
+            ck_assert_msg(check_answer(t, g, i, &ver) == 0, "version %" PRIu64 " key %u", v, i);
+            ck_assert_uint_eq(ver, v);
+        }
+        shmds_guard_leave(g);
+    }
+    ck_assert_uint_gt(reused, 0);
+    shmds_table_close(t);
+    shmds_region_close(r);
+}
+END_TEST
+
+/* Threads sharing one handle while the table is republished: each has
+ * its own guard; the handle's cached facts are replaced under them. */
+struct thread_arg {
+    shmds_region *r;
+    shmds_table *t;
+    volatile int *stop;
+    unsigned seed;
+    uint64_t lookups, wrong;
+};
+
+static void *thread_reader(void *arg)
+{
+    struct thread_arg *a = arg;
+    unsigned s = a->seed;
+    while (!__atomic_load_n(a->stop, __ATOMIC_RELAXED)) {
+        shmds_guard *g;
+        if (shmds_guard_enter(a->r, &g) != 0) {
+            a->wrong++;
+            break;
+        }
+        for (int j = 0; j < 8; j++) {
+            s = s * 1103515245u + 12345u;
+            uint64_t ver;
+            a->wrong += (uint64_t)check_answer(a->t, g, (s >> 8) % KEYS_MAX, &ver);
+            a->lookups++;
+        }
+        shmds_guard_leave(g);
+    }
+    return NULL;
+}
+
+START_TEST(test_table_threads_sharing_a_handle_see_whole_versions)
+{
+    shmds_region *r = make(SZ);
+    ck_assert_int_eq(publish_version(r, "t", 1, NULL), 0);
+    shmds_table *t;
+    ck_assert_int_eq(shmds_table_open(r, "t", &t), 0);
+    enum { THREADS = 4 };
+    volatile int stop = 0;
+    pthread_t th[THREADS];
+    struct thread_arg ta[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        ta[i] = (struct thread_arg){r, t, &stop, 101u + (unsigned)i, 0, 0};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, thread_reader, &ta[i]), 0);
+    }
+    for (uint64_t v = 2; v <= 200; v++)
+        ck_assert_int_eq(publish_version(r, "t", v, NULL), 0);
+    __atomic_store_n(&stop, 1, __ATOMIC_RELAXED);
+    for (int i = 0; i < THREADS; i++) {
+        ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+        ck_assert_uint_eq(ta[i].wrong, 0);
+        ck_assert_uint_gt(ta[i].lookups, 0);
+    }
+    ck_assert_int_eq(shmds_table_check(t), 0);
+    shmds_table_close(t);
+    shmds_region_close(r);
+}
+END_TEST
+
 START_TEST(test_table_racing_builders_first_publish_wins)
 {
     shmds_region *r = make(SZ);
@@ -439,6 +534,13 @@ START_TEST(test_table_damaged_version_is_ecorrupt_never_a_crash)
     for (int d = 0; d < 10; d++) {
         shmds_region *r = make(SZ);
         ck_assert_int_eq(publish_version(r, "t", 1, NULL), 0);
+        /* A handle that met the version before the damage (it keeps the
+         * header's facts as it checked them then). */
+        shmds_table *early;
+        ck_assert_int_eq(shmds_table_open(r, "t", &early), 0);
+        char buf[128];
+        size_t n;
+        ck_assert_int_eq(shmds_table_get(early, "key-1", 5, buf, sizeof buf, &n), 0);
         unsigned char *v = version_block(r);
         uint64_t nslots, dlen;
         memcpy(&nslots, v + 8, 8);
@@ -472,17 +574,25 @@ START_TEST(test_table_damaged_version_is_ecorrupt_never_a_crash)
         shmds_table *t;
         ck_assert_int_eq(shmds_table_open(r, "t", &t), 0);
         ck_assert_int_eq(shmds_table_check(t), SHMDS_ECORRUPT);
-        char buf[128];
         int bad = 0;
         for (unsigned i = 0; i < 50; i++) {
-            char k[32];
-            size_t kl = key_of(i, k), n;
+            char k[32], want[128];
+            size_t kl = key_of(i, k);
             int rc = shmds_table_get(t, k, kl, buf, sizeof buf, &n);
             bad += rc == SHMDS_ECORRUPT;
             ck_assert(rc == 0 || rc == -ENOENT || rc == SHMDS_ECORRUPT);
+            /* The early handle reads slots and records, each checked
+             * against the bounds it checked: right answers, misses or
+             * damage seen, never a stray read. */
+            rc = shmds_table_get(early, k, kl, buf, sizeof buf, &n);
+            ck_assert(rc == 0 || rc == -ENOENT || rc == SHMDS_ECORRUPT);
+            if (rc == 0 && d <= 3)
+                ck_assert(n == val_of(1, i, want) && memcmp(buf, want, n) == 0);
         }
         if (d <= 3)
             ck_assert_msg(bad == 50, "damage %d: %d of 50 lookups saw it", d, bad);
+        ck_assert_int_eq(shmds_table_check(early), SHMDS_ECORRUPT);
+        shmds_table_close(early);
         struct walk_state w = {0, 1, 0};
         int rc = shmds_table_foreach(t, walk_fn, &w, NULL);
         ck_assert(rc == 0 || rc == SHMDS_ECORRUPT);
@@ -783,6 +893,7 @@ int main(void)
     tcase_add_test(core, test_table_key_added_twice_keeps_last_value);
     tcase_add_test(core, test_table_before_first_publish_and_empty_version);
     tcase_add_test(core, test_table_get_ref_outlives_republish_until_guard_left);
+    tcase_add_test(core, test_table_handle_follows_versions_at_a_reused_offset);
     tcase_add_test(core, test_table_racing_builders_first_publish_wins);
     tcase_add_test(core, test_table_destroy_returns_every_byte);
     suite_add_tcase(s, core);
@@ -796,6 +907,7 @@ int main(void)
 
     TCase *mp = tcase_create("multiprocess");
     tcase_add_test(mp, test_table_readers_in_many_processes_see_whole_versions);
+    tcase_add_test(mp, test_table_threads_sharing_a_handle_see_whole_versions);
     suite_add_tcase(s, mp);
 
     TCase *crash = tcase_create("crash");
