@@ -40,6 +40,11 @@
  * the other's publish returns SHMDS_EVERSION (rebuild from fresh data and
  * publish again).
  *
+ * Threads: the threads of a process may share one table handle for
+ * lookups (each inside its own read guard); the facts a handle keeps about
+ * the current version are updated under a sequence counter, so a thread
+ * never uses a half-written copy. A builder belongs to one thread at a time.
+ *
  * Across fork(): a child may use a table handle its parent opened (it holds
  * only offsets and a copy of immutable facts). A builder belongs to the
  * process that made it: a child must not publish or add to its parent's
