@@ -37,6 +37,15 @@
  * chain of one-second waits, each after that check, never one untimed
  * futex wait on shared memory.
  *
+ * A locked mutex also holds two links of its owner's robust list, and
+ * glibc's unlock writes through both. An operation led by damaged offsets
+ * to write over a lock it holds leaves garbage there, so an unlock first
+ * checks that each link names what the thread's list can hold: the
+ * thread's list head, a shmds mutex the thread holds, or a robust mutex
+ * the thread owns (the application's own pthread mutexes included, known
+ * by their mapped bytes). Anything else: SHMDS_ECORRUPT, and the mutex
+ * stays held (shmds_region_close then refuses, as for any held lock).
+ *
  * Threat model. The checks above defend against damage: stray writes, a
  * crash mid-write, garbage. They cannot defend against a process that has
  * write access to the region and acts against the others at the moment
@@ -45,11 +54,9 @@
  * TLS among them, so they also reveal where it is), and glibc's unlock
  * writes through them. A co-tenant that rewrites them between a lock and
  * its unlock turns that unlock into a write of its choosing into the
- * unlocking process. The library does not try to validate those links
- * against a record of its own: the list also links the application's own
- * robust mutexes, which the library does not see, so such a record would
- * be wrong exactly when the application uses robust mutexes of its own,
- * and a check followed by glibc's read would still race with the writer.
+ * unlocking process. The check of the links above does not stop it: a
+ * co-tenant can point them at another lock the thread holds, or rewrite
+ * them between the check and glibc's read.
  * So: give write access to a region only to processes you trust with your
  * memory (regions are 0600 by default); a read-only attach takes no lock
  * and is not exposed to this.
