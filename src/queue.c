@@ -2505,8 +2505,13 @@ SHMDS_API int shmds_sub_next(shmds_sub *s, void *buf, size_t cap, size_t *len, u
     int rc = 0;
     for (;;) {
         uint64_t cw = s->cursor;
-        uint64_t tw = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+        /* Publishers move both words (head when they drop the oldest): a
+         * head and tail read apart are one view only if head did not move
+         * in between, else a head past the tail read reads as damage. */
         uint64_t hw = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+        uint64_t tw = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&h->head, __ATOMIC_ACQUIRE) != hw)
+            continue;
         if (!words_ok(q, tw, hw) || w_idx(cw) >= 2 * q->cap_u)
             return SHMDS_ECORRUPT;
         if (cnt_before(w_cnt(cw), w_cnt(hw))) { /* dropped before we read them */
