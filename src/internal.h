@@ -488,8 +488,10 @@ int shmds__mutex_trylock(shmds_mutex *m, shmds_repair_fn *repair, void *arg);
 /* True when the calling thread holds a shmds_mutex inside [base, base+len). */
 bool shmds__locks_held_in(const void *base, size_t len);
 /* Test hook (tests/image.c): drop this thread's listed locks in the range
- * whose words a hostile image damaged while held; returns the count of
- * listed locks there that are intact. */
+ * whose words a hostile image damaged while held, and unlink them from its
+ * robust list (so the range may be freed); returns the count of listed
+ * locks there that are intact (nonzero also when the list cannot be
+ * rebuilt: a robust mutex held that shmds does not track). */
 unsigned shmds__held_forget_damaged_in(const void *base, size_t len);
 /* True when the calling thread holds `m` (for SHMDS_ASSERT). */
 static inline bool shmds__mutex_held(const shmds_mutex *m)

@@ -306,11 +306,43 @@ INLINE bool list_words_ok(const shmds_mutex *m)
         return true; /* the only robust mutex this thread holds */
     return list_word_ok(m, p, head) && list_word_ok(m, n, head);
 }
+
+/* Make this thread's robust list what glibc would have built from exactly
+ * the tracked held locks (its order is free: glibc unlinks through each
+ * mutex's own two words, the kernel only walks the chain). Only for a thread
+ * whose robust mutexes are all tracked shmds mutexes: false when it cannot
+ * be done. */
+static bool relink_held(void)
+{
+    uintptr_t head = list_head();
+    if (head == 0 || held_untracked != 0)
+        return false;
+    /* The head is the `__next` word of a node whose `__prev` word glibc
+     * keeps just before it (struct pthread's robust_prev). */
+    uintptr_t older = head;
+    for (unsigned i = 0; i < held_n; i++) {
+        pthread_mutex_t *pm = (pthread_mutex_t *)(uintptr_t)&held[i]->mtx;
+        uintptr_t self = (uintptr_t)&pm->__data.__list.__next;
+        uintptr_t newer = i + 1 < held_n ? (uintptr_t)&held[i + 1]->mtx.__data.__list.__next : head;
+        pm->__data.__list.__next = (__pthread_list_t *)older;
+        pm->__data.__list.__prev = (__pthread_list_t *)newer;
+        older = self;
+    }
+    *(void **)head = (void *)older;
+    *(void **)(head - sizeof(void *)) =
+        (void *)(held_n > 0 ? (uintptr_t)&held[0]->mtx.__data.__list.__next : head);
+    return true;
+}
 #else
 INLINE bool list_words_ok(const shmds_mutex *m)
 {
     (void)m;
     return true;
+}
+
+static bool relink_held(void)
+{
+    return true; /* the words are not checked, so never found damaged */
 }
 #endif
 
@@ -320,24 +352,33 @@ INLINE bool held_words_ok(const shmds_mutex *m)
     return mutex_words_ok(m) && list_words_ok(m);
 }
 
-/* For the image harness (tests/image.c): forget the listed locks inside
- * [base, base+len) that a hostile image damaged while this thread held
- * them (shmds_mutex_unlock leaves such a lock listed, so region_close
- * refuses). Returns how many listed locks there are intact: those are an
- * operation that returned with its lock held, a bug. */
+/* For the image harnesses (tests/image.c, the fuzzer): forget the listed
+ * locks inside [base, base+len) that a hostile image damaged while this
+ * thread held them (shmds_mutex_unlock leaves such a lock listed, so
+ * region_close refuses), and take them out of the thread's robust list too:
+ * glibc writes into the newest entry on every lock, and into neighbours on
+ * every unlock, so an entry in memory the harness then frees or unmaps is a
+ * crash later (the fuzzer's SEGV in pthread_mutex_trylock, CI of stop 23).
+ * The thread must hold no robust mutex but tracked shmds ones. Returns how
+ * many listed locks there are intact (those are an operation that returned
+ * with its lock held, a bug), or 1 when the list could not be rebuilt. */
 unsigned shmds__held_forget_damaged_in(const void *base, size_t len)
 {
     const unsigned char *b = base;
-    unsigned intact = held_untracked;
+    unsigned intact = held_untracked, dropped = 0;
     for (unsigned i = held_n; i-- > 0;) {
         const unsigned char *p = (const unsigned char *)held[i];
         if (p < b || p >= b + len)
             continue;
-        if (held_words_ok(held[i]))
+        if (held_words_ok(held[i])) {
             intact++;
-        else
+        } else {
             held_drop(i);
+            dropped++;
+        }
     }
+    if (dropped > 0 && !relink_held())
+        intact++;
     return intact;
 }
 

@@ -10,8 +10,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sys/mman.h>
+
 #include <shmds.h>
 
+#include "internal.h"
 #include "testutil.h"
 
 /* Lives in anonymous shared memory so forked children share it. */
@@ -303,6 +306,55 @@ START_TEST(test_lock_damaged_list_words_are_ecorrupt)
 }
 END_TEST
 
+/* The image harnesses run hostile bytes, then free or unmap them; a lock
+ * an operation damaged while holding it stays held and listed, so they
+ * forget it (shmds__held_forget_damaged_in) first. glibc's robust list
+ * still chained it: the next lock wrote into the unmapped page (the
+ * fuzzer's SEGV in pthread_mutex_trylock), as did the unlock of its older
+ * neighbour. Forgetting now unlinks it; the thread's other locks, older
+ * and newer, and a robust mutex of its own keep working. */
+static int child_lock_unlock(void *arg)
+{
+    (void)arg;
+    if (shmds_mutex_lock(&sh->m, 0, NULL, NULL) != 0)
+        return 1;
+    return shmds_mutex_unlock(&sh->m) == 0 ? 0 : 2;
+}
+
+START_TEST(test_lock_forgotten_damaged_lock_can_be_unmapped)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    ck_assert_int_eq(shmds_mutex_lock(&sh->m, 0, NULL, NULL), 0); /* older */
+    shmds_mutex *gone = mmap(NULL, (size_t)pg, PROT_READ | PROT_WRITE,
+                             MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(gone, MAP_FAILED);
+    ck_assert_int_eq(shmds_mutex_init(gone), 0);
+    ck_assert_int_eq(shmds_mutex_lock(gone, 0, NULL, NULL), 0);
+    void **word = _i == 0 ? (void **)&gone->mtx.__data.__list.__prev
+                          : (void **)&gone->mtx.__data.__list.__next;
+    *word = bad_link(0);
+    ck_assert_int_eq(shmds_mutex_unlock(gone), SHMDS_ECORRUPT);
+    ck_assert_uint_eq(shmds__held_forget_damaged_in(gone, (size_t)pg), 0);
+    ck_assert_int_eq(munmap(gone, (size_t)pg), 0);
+    shmds_mutex newer;
+    ck_assert_int_eq(shmds_mutex_init(&newer), 0);
+    ck_assert_int_eq(shmds_mutex_lock(&newer, 0, NULL, NULL), 0);
+    pthread_mutexattr_t a;
+    pthread_mutex_t own;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+    ck_assert_int_eq(pthread_mutex_init(&own, &a), 0);
+    ck_assert_int_eq(pthread_mutex_lock(&own), 0);
+    ck_assert_int_eq(shmds_mutex_unlock(&sh->m), 0);
+    ck_assert_int_eq(pthread_mutex_unlock(&own), 0);
+    ck_assert_int_eq(shmds_mutex_unlock(&newer), 0);
+    /* Nothing is left held: another process can take the older lock. */
+    pid_t pid = tu_fork(child_lock_unlock, NULL);
+    int st = tu_wait(pid, 30000);
+    ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+END_TEST
+
 /* A lock taken from a dead owner stays "inconsistent" in glibc's words
  * until its repair ends, and locks the repair takes are chained to it. A
  * thread tracks only so many held locks (32; a map's destroy holds its 64
@@ -482,6 +534,7 @@ int main(void)
     tcase_add_test(lim, test_lock_unbounded_wait_ends_on_damage);
 #if defined(__GLIBC__) && UINTPTR_MAX == UINT64_MAX
     tcase_add_loop_test(lim, test_lock_damaged_list_words_are_ecorrupt, 0, 8);
+    tcase_add_loop_test(lim, test_lock_forgotten_damaged_lock_can_be_unmapped, 0, 2);
     tcase_add_test(lim, test_lock_own_robust_mutex_interleaved);
     tcase_add_test(lim, test_lock_repair_past_the_tracked_locks);
 #endif
