@@ -236,22 +236,23 @@ INLINE bool mutex_words_ok(const shmds_mutex *m)
 
 #if defined(__GLIBC__) && defined(__PTHREAD_MUTEX_HAVE_PREV) && __PTHREAD_MUTEX_HAVE_PREV == 1 && \
     defined(SYS_get_robust_list)
-/* This thread's robust-list head as the kernel has it registered; NULL when
- * it cannot be learnt (the words are then not checked). */
+/* This thread's robust-list head as the kernel has it registered: 0 until
+ * asked, HEAD_UNKNOWN when it cannot be learnt (an address is never odd). */
+#define HEAD_UNKNOWN ((uintptr_t)1)
 static HELD_TLS uintptr_t robust_head;
-static HELD_TLS bool robust_head_known;
 
+/* The head, or 0 when it cannot be learnt (the words are then not checked). */
 static uintptr_t list_head(void)
 {
-    if (shmds__unlikely(!robust_head_known)) {
+    uintptr_t h = robust_head;
+    if (shmds__unlikely(h == 0)) {
         void *head = NULL;
         size_t len = 0;
-        if (syscall(SYS_get_robust_list, 0, &head, &len) != 0)
-            head = NULL;
-        robust_head = (uintptr_t)head;
-        robust_head_known = true;
+        if (syscall(SYS_get_robust_list, 0, &head, &len) != 0 || head == NULL)
+            head = (void *)HEAD_UNKNOWN;
+        robust_head = h = (uintptr_t)head;
     }
-    return robust_head;
+    return h == HEAD_UNKNOWN ? 0 : h;
 }
 
 /* A list word (low bit masked) names `&x->__data.__list.__next` of a robust
