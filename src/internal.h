@@ -337,6 +337,16 @@ uint64_t shmds__random_seed(void);
 
 uint64_t shmds__now_ns(void);        /* CLOCK_MONOTONIC */
 uint64_t shmds__unix_now_ns(void);   /* CLOCK_REALTIME */
+/* CLOCK_MONOTONIC_COARSE: the time at the last timer tick, never ahead of
+ * shmds__now_ns(), for a fraction of its cost (inline: lock fast paths). */
+static inline uint64_t shmds__coarse_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+/* The coarse clock's resolution (one tick: 1-10 ms), learnt once. */
+uint64_t shmds__coarse_tick_ns(void);
 /* Absolute CLOCK_MONOTONIC time `ms` from now. */
 struct timespec shmds__deadline(int ms);
 /* Milliseconds left until `deadline_ns` (monotonic), at least 0. */

@@ -141,14 +141,6 @@ uint32_t shmds__self_pid(void)
     return pid;
 }
 
-/* When a lock was taken is for diagnostics ("held for 3.2 s"): the coarse
- * clock (a few ms of resolution) costs a fraction of the precise one. */
-static uint64_t coarse_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* Inlined into the lock's fast path (one frame from the caller to
  * pthread). */
@@ -157,7 +149,9 @@ static uint64_t coarse_now_ns(void)
 INLINE void mark_taken(shmds_mutex *m)
 {
     __atomic_store_n(&m->owner_pid, shmds__self_pid(), __ATOMIC_RELAXED);
-    __atomic_store_n(&m->taken_ns, coarse_now_ns(), __ATOMIC_RELAXED);
+    /* When a lock was taken is for diagnostics ("held for 3.2 s"): the
+     * coarse clock is enough. */
+    __atomic_store_n(&m->taken_ns, shmds__coarse_now_ns(), __ATOMIC_RELAXED);
     held_add(m);
 }
 
@@ -576,7 +570,7 @@ SHMDS_API int shmds_mutex_unlock(shmds_mutex *m)
 SHMDS_API int shmds_mutex_info_get(const shmds_mutex *m, shmds_mutex_info *out)
 {
     uint64_t taken = __atomic_load_n(&m->taken_ns, __ATOMIC_RELAXED);
-    uint64_t now = coarse_now_ns();
+    uint64_t now = shmds__coarse_now_ns();
     out->owner_pid = (pid_t)__atomic_load_n(&m->owner_pid, __ATOMIC_RELAXED);
     out->held_ns = (taken != 0 && now > taken) ? now - taken : 0;
     out->recoveries = __atomic_load_n(&m->recoveries, __ATOMIC_RELAXED);

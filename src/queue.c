@@ -175,7 +175,7 @@ struct qlease {
     uint64_t idx;      /* ring index of the message's record */
     uint64_t pid;      /* holder, while LEASED */
     uint64_t start;    /* holder's start time (against pid reuse) */
-    uint64_t since_ns; /* CLOCK_MONOTONIC when leased */
+    uint64_t since_ns; /* CLOCK_MONOTONIC when leased, a tick late (holder_write) */
     uint8_t pad[24];   /* a line each: holders write their own */
 };
 SHMDS__STATIC_ASSERT(sizeof(struct qlease) == SHMDS__CACHE_LINE, "lease slot is one line");
@@ -1441,6 +1441,12 @@ static int floor_after(const shmds_queue *q, const struct ackview *v, uint64_t a
     return 0;
 }
 
+/* Leases are timed on the coarse clock: a precise clock reading was a
+ * tenth of a receiver's time per message. `now` (shmds__coarse_now_ns) is
+ * at most a tick behind the true time, and the start is stamped a tick
+ * ahead of it, so a lease never runs out early; it runs out at most two
+ * ticks late (ack_take_back), and its age in the stats reads at most a
+ * tick short. */
 static void holder_write(struct qlease *s, uint64_t now)
 {
     uint32_t pid;
@@ -1448,7 +1454,7 @@ static void holder_write(struct qlease *s, uint64_t now)
     self_ident(&pid, &start);
     __atomic_store_n(&s->pid, pid, __ATOMIC_RELAXED);
     __atomic_store_n(&s->start, start, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->since_ns, now, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->since_ns, now + shmds__coarse_tick_ns(), __ATOMIC_RELAXED);
 }
 
 /* Take back leases (LEASED -> READY, one commit each) that ran out, and
@@ -1604,7 +1610,7 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
         struct ackview v;
         if ((rc = ack_view(q, &v, fresh ? VIEW_TAIL : VIEW_RECV)) != 0)
             break;
-        uint64_t now = shmds__now_ns();
+        uint64_t now = shmds__coarse_now_ns();
         rc = ack_take_back(q, &v, false, now);
         if (rc >= 0)
             rc = ack_take(q, &v, lease, buf, cap, lenp, idp, now);
