@@ -176,7 +176,9 @@ typedef struct shmds_queue_opts {
     size_t max_msg;        /**< largest message (required) */
     unsigned flags;        /**< 0, SHMDS_QUEUE_SPSC or SHMDS_QUEUE_ACK */
     /** SHMDS_QUEUE_ACK: how long a lease lasts before its message is taken
-     *  back, in ms (0: SHMDS_QUEUE_LEASE_MS_DEFAULT). */
+     *  back, in ms (0: SHMDS_QUEUE_LEASE_MS_DEFAULT). Timed on the coarse
+     *  monotonic clock: a lease never runs out early, and at most two clock
+     *  ticks (2-20 ms, by the kernel's HZ) late. */
     uint32_t lease_ms;
     /** SHMDS_QUEUE_ACK: most messages delivered from the oldest one not
      *  yet acknowledged on (see above), rounded up to a power of two (0:
