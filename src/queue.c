@@ -1443,10 +1443,10 @@ static int floor_after(const shmds_queue *q, const struct ackview *v, uint64_t a
 
 /* Leases are timed on the coarse clock: a precise clock reading was a
  * tenth of a receiver's time per message. `now` (shmds__coarse_now_ns) is
- * at most a tick behind the true time, and the start is stamped a tick
- * ahead of it, so a lease never runs out early; it runs out at most two
- * ticks late (ack_take_back), and its age in the stats reads at most a
- * tick short. */
+ * normally less than a tick behind the true time, and the start is stamped
+ * a tick ahead of it, so a lease does not run out early; it runs out at
+ * most about two ticks late (ack_take_back), and its age in the stats
+ * reads up to a tick short. */
 static void holder_write(struct qlease *s, uint64_t now)
 {
     uint32_t pid;

@@ -1145,8 +1145,9 @@ START_TEST(test_queue_ack_lapsed_lease_is_delivered_again_first)
     uint64_t id1, id2, id3;
     ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id1, 0), 0);
     ck_assert_int_eq(buf[0], 'A');
-    /* Sleep past the 20 ms lease: it has certainly run out. */
-    struct timespec nap = {0, 40 * 1000000L};
+    /* Sleep past the 20 ms lease and the two coarse-clock ticks it may
+     * run out late (queue.h): it has certainly run out. */
+    struct timespec nap = {0, 40 * 1000000L + 2 * (long)shmds__coarse_tick_ns()};
     nanosleep(&nap, NULL);
     shmds_queue_stats st = qstats(q);
     ck_assert_uint_ge(st.oldest_in_flight_ns, 20 * 1000000u);
