@@ -185,7 +185,8 @@ static int scratch_leases(tt_world *w)
     char buf[8];
     size_t len;
     uint64_t id, id2;
-    struct timespec nap = {0, 3 * 1000000L};
+    /* Leases are timed on the coarse clock: past 1 ms and two ticks. */
+    struct timespec nap = {0, 3 * 1000000L + 2 * (long)shmds__coarse_tick_ns()};
     if (shmds_queue_create_ex(w->r, SCRATCH_ACK, &o, &q) != 0 ||
         shmds_queue_send(q, "a", 1, 0) != 0 || shmds_queue_send(q, "b", 1, 0) != 0 ||
         shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0) != 0)
