@@ -141,7 +141,6 @@ uint32_t shmds__self_pid(void)
     return pid;
 }
 
-
 /* Inlined into the lock's fast path (one frame from the caller to
  * pthread). */
 #define INLINE static inline __attribute__((always_inline))
