@@ -11,9 +11,9 @@
  * wait for each other. They still share cache lines: every write stores
  * into its stripe's lock, counters and intent log, so writers in several
  * processes inserting into one map spend much of their time moving those
- * lines between CPUs (two processes insert at about 0.9-1.3x one). Writers
- * whose keys can be partitioned scale better with a map each in the same
- * region (README, "Which structure for which job").
+ * lines between CPUs (two processes insert at 0.9-1.3x one on a 2-vCPU
+ * machine). Writers whose keys can be partitioned scale better with a map
+ * each in the same region (README, "Which structure for which job").
  *
  * Growth is incremental: when the map gets full, a table twice as large is
  * allocated and every write moves a couple of buckets of its stripe into
