@@ -191,8 +191,9 @@ struct slog {
     uint64_t entries1;  /* SWAP: stripe counters after commit */
     uint64_t mem1;
     uint64_t e;         /* MOVE: entry; STORE: offset of the first word */
-    uint64_t enext;     /* MOVE: entry's old next; STORE: its new value */
-    uint64_t nhead;     /* MOVE: old head of the target bucket; STORE: offset
+    uint64_t enext;     /* MOVE: the old bucket word after the unlink; STORE: the
+                           first word's new value */
+    uint64_t nhead;     /* MOVE: old word of the target bucket; STORE: offset
                            of the second word (0: none) */
     uint64_t oldslot;   /* MOVE: offset of the source bucket; STORE: the
                            second word's new value */
@@ -368,6 +369,42 @@ static uint64_t now_ms(void)
 static inline uint64_t bidx(uint64_t hash, uint32_t bits)
 {
     return bits == 0 ? 0 : hash >> (64 - bits);
+}
+
+/* Bucket words. A bucket slot holds the offset of its chain's first
+ * entry in bits 0-47 (region offsets are below SHMDS_REGION_MAX_SIZE) and,
+ * in bits 48-63, a filter of the chain's keys: tag_bit(hash) of every
+ * entry in the chain is set. An insert or a move adds its entry's bit in
+ * the same store that links it, an unlink keeps the word's bits (a
+ * superset stays true) and a bucket emptied is 0, so a lookup whose bit
+ * is clear is a miss without touching an entry: most inserts of a new key
+ * and most misses skip the chain's cache misses. Entry `next` words hold
+ * plain offsets. */
+#define LINK_OFF_MASK SHMDS__MAP_LINK_OFF_MASK
+SHMDS__STATIC_ASSERT(SHMDS_REGION_MAX_SIZE <= LINK_OFF_MASK, "offsets fit below the tags");
+
+static inline uint64_t link_off(uint64_t w)
+{
+    return w & LINK_OFF_MASK;
+}
+
+static inline uint64_t link_tags(uint64_t w)
+{
+    return w & ~LINK_OFF_MASK;
+}
+
+/* The hash's low bits: bidx() takes the high ones (at most MAX_BITS). */
+static inline uint64_t tag_bit(uint64_t hash)
+{
+    return UINT64_C(1) << (48 + (hash & 15));
+}
+
+/* The bucket word of a chain from `first` whose bucket word was `w`,
+ * after the chain's first entry changed to `first` (0: the bucket is
+ * empty now) and, unless 0, an entry of hash bit `bit` joined it. */
+static inline uint64_t link_word(uint64_t w, uint64_t first, uint64_t bit)
+{
+    return first == 0 ? 0 : first | link_tags(w) | bit;
 }
 
 static inline uint32_t stripe_of(const shmds_map *m, uint64_t hash)
@@ -711,7 +748,7 @@ static int stripe_repair(void *arg)
         uint64_t *ns = shmds__ptr_chk(r, lg->newslot, 8, 8);
         if (os == NULL || ns == NULL)
             return SHMDS_ECORRUPT;
-        if (lg->blk != 0 && LD(ns) == lg->blk) {
+        if (lg->blk != 0 && link_off(LD(ns)) == lg->blk) {
             ST(os, lg->enext);
             SHMDS_FAULT("map.repair.move.unlinked");
             if ((rc = shmds__guard_retire(r, &lg->dead)) != 0)
@@ -938,7 +975,7 @@ static int move_entry(shmds_map *m, struct stripe *st, const struct tsnap *t, ui
     uint64_t *ns = &t->nw[bidx(e->hash, t->bn)];
     uint64_t size = esize(e->klen, e->vlen);
     lg->e = eo;
-    lg->enext = e->next;
+    lg->enext = link_word(LD(os), e->next, 0);
     lg->nhead = LD(ns);
     lg->oldslot = shmds_off(m->r, os);
     lg->newslot = shmds_off(m->r, ns);
@@ -957,10 +994,10 @@ static int move_entry(shmds_map *m, struct stripe *st, const struct tsnap *t, ui
         return rc;
     }
     memcpy(c, e, size);
-    c->next = lg->nhead;
+    c->next = link_off(lg->nhead);
     c->ref = 0;
     SHMDS_FAULT("map.move.copied");
-    STR(ns, lg->blk);
+    STR(ns, link_word(lg->nhead, lg->blk, tag_bit(c->hash)));
     SHMDS_FAULT("map.move.linked");
     ST(os, lg->enext);
     SHMDS_FAULT("map.move.unlinked");
@@ -999,7 +1036,7 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
         uint64_t b = ((uint64_t)s << (t->bo - m->sbits)) + LD(&st->moved);
         uint64_t *os = &t->old[b];
         unsigned steps = 0;
-        for (uint64_t eo; (eo = LD(os)) != 0;) {
+        for (uint64_t eo; (eo = link_off(LD(os))) != 0;) {
             struct entry *e = entry_at(m, eo);
             if (e == NULL || ++steps > m->chain_cap || bidx(e->hash, t->bo) != b) {
                 rc = SHMDS_ECORRUPT;
@@ -1167,11 +1204,13 @@ static void put_prep(shmds_map *m, struct stripe *st, struct newent *ne)
 /* One SWAP: the link word `link` gets a new entry `ne` chained to `next`
  * (ne != NULL), or `next` itself (ne == NULL: an unlink); the entry `dead`
  * (0 for none) is freed after the commit; the stripe's counters change by
- * `dn` entries and `dmem` bytes. Built by insert_entry, replace_entry and
+ * `dn` entries and `dmem` bytes. A bucket word keeps its filter bits and
+ * gains `bit` (link_word). Built by insert_entry, replace_entry and
  * unlink_entry below. */
 struct swap_op {
     uint64_t *link;
-    uint64_t next;
+    uint64_t next;     /* an offset (a bucket word's filter bits are ignored) */
+    uint64_t bit;      /* ne's tag_bit when `link` is a bucket word, else 0 */
     struct newent *ne; /* its version is set when written */
     uint64_t dead;
     int64_t dn, dmem;
@@ -1240,12 +1279,12 @@ static int swap(shmds_map *m, struct stripe *st, const struct swap_op *op)
         }
         if (!ready)
             entry_fill(e, ne);
-        e->next = op->next;
+        e->next = link_off(op->next);
         ne->version = next_version(st);
         e->version = ne->version;
-        lg->link_new = lg->blk;
+        lg->link_new = link_word(lg->link_old, lg->blk, op->bit);
     } else {
-        lg->link_new = op->next;
+        lg->link_new = link_word(lg->link_old, link_off(op->next), 0);
     }
     SHMDS_FAULT("map.swap.before_commit");
     shmds__seq_write_begin(&st->seq);
@@ -1271,7 +1310,7 @@ struct hit {
 static int unlink_entry(shmds_map *m, struct stripe *st, uint64_t *link, uint64_t eo,
                         struct entry *e)
 {
-    const struct swap_op op = {link, e->next, NULL, eo, -1, -(int64_t)esize(e->klen, e->vlen)};
+    const struct swap_op op = {link, e->next, 0, NULL, eo, -1, -(int64_t)esize(e->klen, e->vlen)};
     return swap(m, st, &op);
 }
 
@@ -1285,7 +1324,8 @@ static int unlink_hit(shmds_map *m, struct stripe *st, const struct hit *h)
 static int replace_entry(shmds_map *m, struct stripe *st, const struct hit *h,
                          struct newent *ne)
 {
-    const struct swap_op op = {h->link, h->e->next, ne, h->eo, 0,
+    /* Same key, same bit: a bucket word keeps it (link_word). */
+    const struct swap_op op = {h->link, h->e->next, 0, ne, h->eo, 0,
                                (int64_t)esize(ne->k.len, ne->vlen) -
                                    (int64_t)esize(h->e->klen, h->e->vlen)};
     return swap(m, st, &op);
@@ -1294,7 +1334,8 @@ static int replace_entry(shmds_map *m, struct stripe *st, const struct hit *h,
 /* Link `ne` at the head of the bucket slot `head`. */
 static int insert_entry(shmds_map *m, struct stripe *st, uint64_t *head, struct newent *ne)
 {
-    const struct swap_op op = {head, LD(head), ne, 0, 1, (int64_t)esize(ne->k.len, ne->vlen)};
+    const struct swap_op op = {head, LD(head), tag_bit(ne->k.hash), ne, 0, 1,
+                               (int64_t)esize(ne->k.len, ne->vlen)};
     return swap(m, st, &op);
 }
 
@@ -1312,13 +1353,18 @@ static int find(shmds_map *m, const struct tsnap *t, uint32_t s, const struct ke
     uint64_t ob = bidx(k->hash, t->bo);
     bool moving = t->rh && LD(&st->epoch) == t->tepoch &&
                   ob - ((uint64_t)s << (t->bo - m->sbits)) == LD(&st->moved);
+    uint64_t bit = tag_bit(k->hash);
     for (unsigned steps = 0;; steps++) {
-        uint64_t o = LD(l);
+        uint64_t w = LD(l), o = link_off(w);
+        if (bit != 0 && (w & bit) == 0) /* a bucket word without our bit */
+            o = 0;
+        bit = 0;
         if (o == 0) {
             if (!moving)
                 return 0;
             moving = false;
             l = &t->nw[bidx(k->hash, t->bn)];
+            bit = tag_bit(k->hash);
             continue;
         }
         struct entry *e = entry_at(m, o);
@@ -1357,7 +1403,7 @@ static int reap_slot(shmds_map *m, struct stripe *st, uint64_t *l, unsigned max,
 {
     unsigned done = 0, steps = 0;
     for (; done < max && steps < look; steps++) {
-        uint64_t o = LD(l);
+        uint64_t o = link_off(LD(l));
         if (o == 0)
             break;
         struct entry *e = entry_at(m, o);
@@ -1416,7 +1462,7 @@ static int evict_one(shmds_map *m, uint32_t s)
         for (int i = 0; i < n; i++) {
             uint64_t *l = slots[i];
             for (unsigned steps = 0;; steps++) {
-                uint64_t o = LD(l);
+                uint64_t o = link_off(LD(l));
                 if (o == 0)
                     break;
                 struct entry *e = entry_at(m, o);
@@ -1717,20 +1763,21 @@ static int map_teardown(shmds_map *m)
             uint64_t *slots[3];
             int n = slice_slots(m, &t, st, s, rel, slots);
             for (int i = 0; i < n && rc >= 0; i++) {
-                for (unsigned steps = 0; LD(slots[i]) != 0; steps++) {
-                    struct entry *e = entry_at(m, LD(slots[i]));
+                for (unsigned steps = 0; link_off(LD(slots[i])) != 0; steps++) {
+                    uint64_t eo = link_off(LD(slots[i]));
+                    struct entry *e = entry_at(m, eo);
                     if (e == NULL || steps >= m->chain_cap) {
                         rc = SHMDS_ECORRUPT;
                         break;
                     }
-                    if (LD(&h->scratch) != LD(slots[i]) &&
+                    if (LD(&h->scratch) != eo &&
                         (rc = shmds__guard_retire(r, &h->scratch)) != 0) {
                         rc = rc > 0 ? -ENOMEM : rc;
                         break;
                     }
-                    ST(&h->scratch, LD(slots[i]));
+                    ST(&h->scratch, eo);
                     SHMDS_FAULT("map.destroy.scratch");
-                    ST(slots[i], e->next);
+                    ST(slots[i], link_word(LD(slots[i]), e->next, 0));
                     SHMDS_FAULT("map.destroy.unlinked");
                     if ((rc = shmds__guard_retire(r, &h->scratch)) != 0) {
                         rc = rc > 0 ? -ENOMEM : rc;
@@ -2235,14 +2282,16 @@ static int read_stripe(shmds_map *m, uint32_t s,
 }
 
 /* Walk the chain from bucket slot `l` for a key (lock-free, inside a
- * guard): every offset checked, the walk capped. 1 with the entry and its
- * value length (read and checked once) when found, 0 when not. */
+ * guard): every offset checked, the walk capped; none when the bucket
+ * word's filter lacks the key's bit. 1 with the entry and its value
+ * length (read and checked once) when found, 0 when not. */
 static inline __attribute__((always_inline)) int walk(const shmds_map *m, const uint64_t *l,
                                                       const struct key *k, struct entry **ep,
                                                       uint64_t *vlp)
 {
     const shmds_region *r = m->r;
-    uint64_t o = LDA(l);
+    uint64_t w = LDA(l);
+    uint64_t o = (w & tag_bit(k->hash)) != 0 ? link_off(w) : 0;
     for (unsigned steps = 0; o != 0; steps++) {
         /* The common case in one bound test against this process's
          * mapping (entry_lens's checks, folded); anything else, a region
@@ -2482,7 +2531,7 @@ static int snap_fn(shmds_map *m, const struct tsnap *t, uint32_t s, void *arg)
         uint64_t *slots[3];
         int n = slice_slots(m, t, st, s, rel, slots);
         for (int i = 0; i < n; i++) {
-            uint64_t o = LD(slots[i]);
+            uint64_t o = link_off(LD(slots[i]));
             for (unsigned steps = 0; o != 0; steps++) {
                 uint64_t lens[2];
                 struct entry *e = entry_lens(m, o, &lens[0], &lens[1]);
@@ -2817,8 +2866,8 @@ static int clear_stripe(shmds_map *m, uint32_t s)
         uint64_t *slots[3];
         int n = slice_slots(m, &t, st, s, rel, slots);
         for (int i = 0; i < n && rc >= 0; i++) {
-            for (unsigned steps = 0; rc >= 0 && LD(slots[i]) != 0; steps++) {
-                uint64_t eo = LD(slots[i]);
+            for (unsigned steps = 0; rc >= 0 && link_off(LD(slots[i])) != 0; steps++) {
+                uint64_t eo = link_off(LD(slots[i]));
                 struct entry *e = entry_at(m, eo);
                 if (e == NULL || steps >= m->chain_cap)
                     return SHMDS_ECORRUPT;
@@ -2929,7 +2978,7 @@ static bool log_sound(shmds_map *m, struct stripe *st)
     if (op != OP_MOVE)
         return false;
     const uint64_t *ns = shmds__ptr_chk(m->r, lg->newslot, 8, 8);
-    return ns != NULL && lg->blk != 0 && LD(ns) == lg->blk;
+    return ns != NULL && lg->blk != 0 && link_off(LD(ns)) == lg->blk;
 }
 
 static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
@@ -2957,11 +3006,14 @@ static int check_stripe(shmds_map *m, const struct tsnap *t, uint32_t s)
                 return SHMDS_ECORRUPT;
         }
         for (int i = 0; i < k; i++) {
-            uint64_t o = LD(slots[i]);
+            uint64_t w = LD(slots[i]), o = link_off(w);
+            if (o == 0 && w != 0)
+                return SHMDS_ECORRUPT; /* filter bits on an empty bucket */
             for (unsigned steps = 0; o != 0; steps++) {
                 struct entry *e = entry_at(m, o);
                 uint64_t usable;
                 if (e == NULL || steps >= m->chain_cap || n > st->entries ||
+                    (w & tag_bit(e->hash)) == 0 || /* the filter would hide it */
                     shmds__alloc_block_live(m->r, o, &usable) != 0 ||
                     usable < esize(e->klen, e->vlen) ||
                     shmds__hash(m->seed, e_key(e), (size_t)e->klen) != e->hash ||

@@ -11,7 +11,11 @@
 void shmds__map_set_clock(uint64_t (*now_ms)(void));
 
 /* For tests that damage a map on purpose: the bucket slot `key` hashes to,
- * in the table that holds it now; NULL when the table state is damaged. */
+ * in the table that holds it now; NULL when the table state is damaged.
+ * A bucket word holds its chain's first entry in the bits of
+ * SHMDS__MAP_LINK_OFF_MASK and a filter of the chain's keys above them
+ * (map.c, "Bucket words"). */
+#define SHMDS__MAP_LINK_OFF_MASK ((UINT64_C(1) << 48) - 1)
 uint64_t *shmds__map_slot(shmds_map *m, const void *key, size_t klen);
 
 /* For tests of single-flight fills: how many callers sleep waiting for a

@@ -280,6 +280,7 @@ static void mk_dir_slots_wrong(unsigned char *img) { hdr_of(img)->dir_slots = 1;
 #define MAP_SBITS 12   /* struct map_hdr: stripe bits (log2 of the stripe count) */
 #define MAP_TAB_OLD 72 /* struct map_hdr: offset of the bucket table */
 #define MAP_BITS_OLD 88
+#define MAP_LINK_OFF ((UINT64_C(1) << 48) - 1) /* a bucket word's offset; above it, a filter */
 #define MAP_TSEQ 64      /* table sequence word: odd while the table state changes */
 #define MAP_RLOG 192     /* resize log: op (1 = START), new bits, new table, ... */
 #define MAP_RLOG_EPOCH 216
@@ -319,10 +320,14 @@ static uint64_t *map_bucket(unsigned char *img)
 
 static void mk_map_chain_cycle(unsigned char *img)
 {
-    uint64_t e = *map_bucket(img);
+    uint64_t e = *map_bucket(img) & MAP_LINK_OFF;
     *word_at(img, e) = e; /* the entry's next: itself */
 }
-static void mk_map_chain_out(unsigned char *img) { *map_bucket(img) = IMG_SIZE + 4096; }
+/* Out of the region, behind a filter that lets every key in. */
+static void mk_map_chain_out(unsigned char *img)
+{
+    *map_bucket(img) = (IMG_SIZE + 4096) | ~MAP_LINK_OFF;
+}
 static void mk_map_table_out(unsigned char *img)
 {
     *word_at(img, root_off(img, "delta") + MAP_TAB_OLD) = IMG_SIZE - 64;

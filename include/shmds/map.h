@@ -6,7 +6,9 @@
  * Keys and values are byte strings of any length, copied in and out (a
  * value returned never aliases shared memory another process may free).
  * Entries live in the region's heap and are chained from bucket tables by
- * offsets. The buckets are split into *stripes*, each guarded by its own
+ * offsets. Each bucket word also carries a 16-bit filter of the hashes
+ * chained from it, so a lookup of an absent key, and the search an insert
+ * of a new key makes, usually read the bucket word and no entry. The buckets are split into *stripes*, each guarded by its own
  * robust mutex, so processes that touch keys of different stripes never
  * wait for each other. They still share cache lines: every write stores
  * into its stripe's lock, counters and intent log, so writers in several

@@ -96,7 +96,7 @@ SHMDS_BEGIN_DECLS
 
 /** Layout version of the region format; regions of another version are
  *  refused with SHMDS_EFORMAT. Separate from the library version. */
-#define SHMDS_FORMAT_VERSION 5
+#define SHMDS_FORMAT_VERSION 6
 
 /** The first 8 bytes of every complete region (of this byte order), for
  *  tools that look for regions among other shared-memory objects. */
