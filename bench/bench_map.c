@@ -4,7 +4,9 @@
  * of 16-byte keys and 8-byte values; inserts per second, then N random
  * lookups per second in one process and in two processes at once; then
  * inserts into a fresh map from one process and from two at once (disjoint
- * keys), best of three each.
+ * keys), best of three each, beside the same split into private
+ * open-addressing tables (what two processes gain on this machine when
+ * they share nothing).
  *
  * Baselines: an in-process C open-addressing table (linear probing, keys
  * inline: the speed limit of a hash table, not shared); LMDB on /dev/shm

@@ -8,12 +8,14 @@
  * Entries live in the region's heap and are chained from bucket tables by
  * offsets. Each bucket word also carries a 16-bit filter of the hashes
  * chained from it, so a lookup of an absent key, and the search an insert
- * of a new key makes, usually read the bucket word and no entry. The buckets are split into *stripes*, each guarded by its own
- * robust mutex, so processes that touch keys of different stripes never
- * wait for each other. They still share cache lines: every write stores
- * into its stripe's lock, counters and intent log, so writers in several
- * processes inserting into one map spend much of their time moving those
- * lines between CPUs (two processes insert at 0.9-1.3x one on a 2-vCPU
+ * of a new key makes, usually read the bucket word and no entry. The
+ * buckets are split into *stripes*, each guarded by its own robust mutex,
+ * so processes that touch keys of different stripes never wait for each
+ * other. They still share cache lines: every write takes its stripe's
+ * lock and fills a block from its stripe's spares, which the other
+ * process touched last as often as not, so writers in several processes
+ * inserting into one map spend much of their time moving those lines
+ * between CPUs (two processes insert at 0.9-1.3x one on a 2-vCPU
  * machine). Writers whose keys can be partitioned scale better with a map
  * each in the same region (README, "Which structure for which job").
  *
