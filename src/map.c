@@ -1210,7 +1210,7 @@ static void put_prep(shmds_map *m, struct stripe *st, struct newent *ne)
 struct swap_op {
     uint64_t *link;
     uint64_t next;     /* an offset (a bucket word's filter bits are ignored) */
-    uint64_t bit;      /* ne's tag_bit when `link` is a bucket word, else 0 */
+    uint64_t bit;      /* a bit a bucket word gains: an insert's tag_bit, else 0 */
     struct newent *ne; /* its version is set when written */
     uint64_t dead;
     int64_t dn, dmem;
