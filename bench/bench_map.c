@@ -74,8 +74,8 @@ static void die(const char *what, int rc)
     exit(1);
 }
 
-/* Run fn(p) in `procs` processes at once, n each; lookups per second, and
- * in *per_cpu (unless NULL) per CPU-second of those processes. */
+/* Run fn(p) in `procs` processes at once, n each; operations per second,
+ * and in *per_cpu (unless NULL) per CPU-second of those processes. */
 static double n_procs(unsigned procs, uint64_t n, int (*fn)(uint64_t p, uint64_t n, void *arg),
                       void *arg, double *per_cpu)
 {
@@ -89,7 +89,7 @@ static double n_procs(unsigned procs, uint64_t n, int (*fn)(uint64_t p, uint64_t
         int st;
         waitpid(pids[p], &st, 0);
         if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-            fprintf(stderr, "bench_map: a lookup process failed\n");
+            fprintf(stderr, "bench_map: a worker process failed\n");
             exit(1);
         }
     }
@@ -352,39 +352,26 @@ static int oa_lookups(uint64_t p, uint64_t n, void *arg)
     return 0;
 }
 
-/* `procs` fresh processes each insert the keys i with i % procs == p into
- * a private open-addressing table sized for its share; inserts per second
- * over all. */
-static double oa_inserts(uint64_t n, unsigned procs)
+/* One of `*(unsigned *)arg` processes (n_procs: p from 1): inserts the
+ * keys p - 1, p - 1 + procs, ... (n of them) into a private
+ * open-addressing table sized for its share. */
+static int oa_inserts(uint64_t p, uint64_t n, void *arg)
 {
-    double t0 = bench_now();
-    pid_t pids[2];
-    for (unsigned p = 0; p < procs; p++) {
-        if ((pids[p] = fork()) == 0) {
-            uint64_t cap = 1;
-            while (cap < 2 * (n / procs))
-                cap <<= 1;
-            struct oa t = {calloc(cap, sizeof(struct oa_slot)), cap - 1};
-            if (t.s == NULL)
-                _exit(1);
-            for (uint64_t i = p; i < n; i += procs) {
-                char k[16];
-                bench_key(i, k);
-                oa_put(&t, k, i);
-            }
-            free(t.s);
-            _exit(0);
-        }
+    unsigned procs = *(const unsigned *)arg;
+    uint64_t cap = 1;
+    while (cap < 2 * n)
+        cap <<= 1;
+    struct oa t = {calloc(cap, sizeof(struct oa_slot)), cap - 1};
+    if (t.s == NULL)
+        return 1;
+    for (uint64_t j = 0; j < n; j++) {
+        char k[16];
+        uint64_t i = p - 1 + j * procs;
+        bench_key(i, k);
+        oa_put(&t, k, i);
     }
-    for (unsigned p = 0; p < procs; p++) {
-        int st;
-        waitpid(pids[p], &st, 0);
-        if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-            fprintf(stderr, "bench_map: an insert process failed\n");
-            exit(1);
-        }
-    }
-    return (double)n / (bench_now() - t0);
+    free(t.s);
+    return 0;
 }
 
 static struct result run_oa(uint64_t n)
@@ -413,7 +400,9 @@ static struct result run_oa(uint64_t n)
     oa8 = n_procs(WORKERS, n / WORKERS, oa_lookups, &t, &oa8_cpu);
     free(t.s);
     for (int rep = 0; rep < 3; rep++) {
-        double a = oa_inserts(n, 1), b = oa_inserts(n, 2);
+        unsigned one = 1, two = 2;
+        double a = n_procs(1, n, oa_inserts, &one, NULL),
+               b = n_procs(2, n / 2, oa_inserts, &two, NULL);
         oains1 = a > oains1 ? a : oains1;
         oains2 = b > oains2 ? b : oains2;
     }
