@@ -954,18 +954,19 @@ static int grow_finish(shmds_map *m)
 
 static int entry_block(shmds_map *m, struct stripe *st, uint64_t need);
 
-/* Move entry e (at eo, the head of the old bucket slot os) into the new
- * table of t (stripe st locked), without ever changing a link a lock-free
- * reader may be following: a copy is linked at the head of its new bucket
- * (the first commit), then the original is unlinked from the old bucket
- * (the second) and retired. A reader in the old chain goes on from the
+/* Move entry e, the head of the old bucket slot os (whose word is ow),
+ * into the new table of t (stripe st locked), without ever changing a
+ * link a lock-free reader may be following: a copy is linked at the head
+ * of its new bucket (the first commit), then the original is unlinked from
+ * the old bucket (the second) and retired. A reader in the old chain goes on from the
  * original; one that missed there finds the copy (lookups of a bucket
  * being moved look in both tables, old first). Logged; repair finishes a
  * move whose copy is linked and undoes one whose copy is not. -ENOMEM:
  * nothing changed (no room for the copy, or the log busy). */
 static int move_entry(shmds_map *m, struct stripe *st, const struct tsnap *t, uint64_t *os,
-                      uint64_t eo, struct entry *e)
+                      uint64_t ow, struct entry *e)
 {
+    uint64_t eo = link_off(ow);
     struct slog *lg = &st->log;
     /* Moves are work that can wait: not while the log is busy, nor while
      * retired blocks pile up (a reader holds them): the retire records
@@ -975,7 +976,7 @@ static int move_entry(shmds_map *m, struct stripe *st, const struct tsnap *t, ui
     uint64_t *ns = &t->nw[bidx(e->hash, t->bn)];
     uint64_t size = esize(e->klen, e->vlen);
     lg->e = eo;
-    lg->enext = link_word(LD(os), e->next, 0);
+    lg->enext = link_word(ow, e->next, 0);
     lg->nhead = LD(ns);
     lg->oldslot = shmds_off(m->r, os);
     lg->newslot = shmds_off(m->r, ns);
@@ -1036,13 +1037,13 @@ static int migrate(shmds_map *m, uint32_t s, const struct tsnap *t, unsigned n)
         uint64_t b = ((uint64_t)s << (t->bo - m->sbits)) + LD(&st->moved);
         uint64_t *os = &t->old[b];
         unsigned steps = 0;
-        for (uint64_t eo; (eo = link_off(LD(os))) != 0;) {
+        for (uint64_t ow, eo; (eo = link_off(ow = LD(os))) != 0;) {
             struct entry *e = entry_at(m, eo);
             if (e == NULL || ++steps > m->chain_cap || bidx(e->hash, t->bo) != b) {
                 rc = SHMDS_ECORRUPT;
                 goto out;
             }
-            if ((rc = move_entry(m, st, t, os, eo, e)) != 0)
+            if ((rc = move_entry(m, st, t, os, ow, e)) != 0)
                 goto out; /* -ENOMEM, -ENOSPC: the bucket waits for room */
         }
         STR(&st->moved, LD(&st->moved) + 1);
@@ -1763,8 +1764,8 @@ static int map_teardown(shmds_map *m)
             uint64_t *slots[3];
             int n = slice_slots(m, &t, st, s, rel, slots);
             for (int i = 0; i < n && rc >= 0; i++) {
-                for (unsigned steps = 0; link_off(LD(slots[i])) != 0; steps++) {
-                    uint64_t eo = link_off(LD(slots[i]));
+                uint64_t w, eo;
+                for (unsigned steps = 0; (eo = link_off(w = LD(slots[i]))) != 0; steps++) {
                     struct entry *e = entry_at(m, eo);
                     if (e == NULL || steps >= m->chain_cap) {
                         rc = SHMDS_ECORRUPT;
@@ -1777,7 +1778,7 @@ static int map_teardown(shmds_map *m)
                     }
                     ST(&h->scratch, eo);
                     SHMDS_FAULT("map.destroy.scratch");
-                    ST(slots[i], link_word(LD(slots[i]), e->next, 0));
+                    ST(slots[i], link_word(w, e->next, 0));
                     SHMDS_FAULT("map.destroy.unlinked");
                     if ((rc = shmds__guard_retire(r, &h->scratch)) != 0) {
                         rc = rc > 0 ? -ENOMEM : rc;
@@ -2866,8 +2867,8 @@ static int clear_stripe(shmds_map *m, uint32_t s)
         uint64_t *slots[3];
         int n = slice_slots(m, &t, st, s, rel, slots);
         for (int i = 0; i < n && rc >= 0; i++) {
-            for (unsigned steps = 0; rc >= 0 && link_off(LD(slots[i])) != 0; steps++) {
-                uint64_t eo = link_off(LD(slots[i]));
+            uint64_t eo;
+            for (unsigned steps = 0; rc >= 0 && (eo = link_off(LD(slots[i]))) != 0; steps++) {
                 struct entry *e = entry_at(m, eo);
                 if (e == NULL || steps >= m->chain_cap)
                     return SHMDS_ECORRUPT;
