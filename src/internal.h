@@ -345,8 +345,6 @@ static inline uint64_t shmds__coarse_now_ns(void)
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
-/* The coarse clock's resolution (one tick: 1-10 ms), learnt once. */
-uint64_t shmds__coarse_tick_ns(void);
 /* Absolute CLOCK_MONOTONIC time `ms` from now. */
 struct timespec shmds__deadline(int ms);
 /* Milliseconds left until `deadline_ns` (monotonic), at least 0. */

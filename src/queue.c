@@ -175,7 +175,7 @@ struct qlease {
     uint64_t idx;      /* ring index of the message's record */
     uint64_t pid;      /* holder, while LEASED */
     uint64_t start;    /* holder's start time (against pid reuse) */
-    uint64_t since_ns; /* CLOCK_MONOTONIC when leased, a tick late (holder_write) */
+    uint64_t since_ns; /* CLOCK_MONOTONIC when leased (holder_write) */
     uint8_t pad[24];   /* a line each: holders write their own */
 };
 SHMDS__STATIC_ASSERT(sizeof(struct qlease) == SHMDS__CACHE_LINE, "lease slot is one line");
@@ -1441,20 +1441,22 @@ static int floor_after(const shmds_queue *q, const struct ackview *v, uint64_t a
     return 0;
 }
 
-/* Leases are timed on the coarse clock: a precise clock reading was a
- * tenth of a receiver's time per message. `now` (shmds__coarse_now_ns) is
- * normally less than a tick behind the true time, and the start is stamped
- * a tick ahead of it, so a lease does not run out early; it runs out at
- * most about two ticks late (ack_take_back), and its age in the stats
- * reads up to a tick short. */
-static void holder_write(struct qlease *s, uint64_t now)
+/* A lease starts at the precise time of its grant and runs out by the
+ * coarse clock (shmds__coarse_now_ns, read once per receive: a precise
+ * reading there was a tenth of a receiver's time per message). The coarse
+ * clock is never ahead of the precise one, so a lease never runs out
+ * early. It runs out late by what that clock lags: under a tick while the
+ * CPU ticks, and after an idle CPU wakes, until its next tick, the whole
+ * idle time (the kernel updates the clock on the tick: measured here, 4
+ * ms of it over an 11 ms sleep). */
+static void holder_write(struct qlease *s)
 {
     uint32_t pid;
     uint64_t start;
     self_ident(&pid, &start);
     __atomic_store_n(&s->pid, pid, __ATOMIC_RELAXED);
     __atomic_store_n(&s->start, start, __ATOMIC_RELAXED);
-    __atomic_store_n(&s->since_ns, now + shmds__coarse_tick_ns(), __ATOMIC_RELAXED);
+    __atomic_store_n(&s->since_ns, shmds__now_ns(), __ATOMIC_RELAXED);
 }
 
 /* Take back leases (LEASED -> READY, one commit each) that ran out, and
@@ -1516,7 +1518,7 @@ static int ack_take_back(shmds_queue *q, const struct ackview *v, bool probe, ui
  * (*idp receives its id); else acknowledged in the same commit. Receivers' lock
  * held. Returns 0, -EAGAIN (nothing deliverable), -ENOBUFS, SHMDS_ECORRUPT. */
 static int ack_take(shmds_queue *q, const struct ackview *v, bool lease, void *buf, size_t cap,
-                    size_t *lenp, uint64_t *idp, uint64_t now)
+                    size_t *lenp, uint64_t *idp)
 {
     struct qack *a = q->a;
     uint64_t win = window_of(v);
@@ -1551,7 +1553,7 @@ static int ack_take(shmds_queue *q, const struct ackview *v, bool lease, void *b
         log_put(&d, &a->ready, ready - 1);
         log_put(&d, &a->redelivered, __atomic_load_n(&a->redelivered, __ATOMIC_RELAXED) + 1);
         if (lease) {
-            holder_write(s, now);
+            holder_write(s);
             log_put(&d, &a->leased, leased + 1);
         } else {
             uint64_t hw2;
@@ -1580,7 +1582,7 @@ static int ack_take(shmds_queue *q, const struct ackview *v, bool lease, void *b
             __atomic_store_n(&s->idx, idx, __ATOMIC_RELAXED);
             log_put(&d, &s->word, nw);
             if (lease) {
-                holder_write(s, now);
+                holder_write(s);
                 log_put(&d, &a->leased, leased + 1);
             }
         }
@@ -1613,10 +1615,10 @@ static int recv_ack(shmds_queue *q, bool lease, void *buf, size_t cap, size_t *l
         uint64_t now = shmds__coarse_now_ns();
         rc = ack_take_back(q, &v, false, now);
         if (rc >= 0)
-            rc = ack_take(q, &v, lease, buf, cap, lenp, idp, now);
+            rc = ack_take(q, &v, lease, buf, cap, lenp, idp);
         if (rc == -EAGAIN) {
             int back = ack_take_back(q, &v, true, now);
-            rc = back > 0 ? ack_take(q, &v, lease, buf, cap, lenp, idp, now)
+            rc = back > 0 ? ack_take(q, &v, lease, buf, cap, lenp, idp)
                           : back < 0 ? back : -EAGAIN;
         }
         if (rc == 0) {

@@ -17,20 +17,6 @@ uint64_t shmds__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-uint64_t shmds__coarse_tick_ns(void)
-{
-    static uint64_t tick;
-    uint64_t t = __atomic_load_n(&tick, __ATOMIC_RELAXED);
-    if (t == 0) {
-        struct timespec ts;
-        if (clock_getres(CLOCK_MONOTONIC_COARSE, &ts) != 0 || ts.tv_sec != 0)
-            ts = (struct timespec){0, 10000000L}; /* assume HZ=100, the coarsest */
-        t = (uint64_t)ts.tv_nsec;
-        __atomic_store_n(&tick, t, __ATOMIC_RELAXED);
-    }
-    return t;
-}
-
 uint64_t shmds__unix_now_ns(void)
 {
     struct timespec ts;

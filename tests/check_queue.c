@@ -1145,10 +1145,9 @@ START_TEST(test_queue_ack_lapsed_lease_is_delivered_again_first)
     uint64_t id1, id2, id3;
     ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id1, 0), 0);
     ck_assert_int_eq(buf[0], 'A');
-    /* Sleep past the 20 ms lease and the two coarse-clock ticks it may
-     * run out late (queue.h): it has certainly run out. */
-    struct timespec nap = {0, 40 * 1000000L + 2 * (long)shmds__coarse_tick_ns()};
-    nanosleep(&nap, NULL);
+    /* Wait until the clock leases run out by has passed the 20 ms lease
+     * (queue.h): it has certainly run out. */
+    ck_assert_int_eq(tu_coarse_past(shmds__now_ns() + 20 * 1000000u), 0);
     shmds_queue_stats st = qstats(q);
     ck_assert_uint_ge(st.oldest_in_flight_ns, 20 * 1000000u);
     /* A is delivered again before B, under a new id. */
@@ -1164,7 +1163,7 @@ START_TEST(test_queue_ack_lapsed_lease_is_delivered_again_first)
     ck_assert_uint_eq(st.received, 2);
     ck_assert_uint_eq(st.in_flight, 1);
     /* A lapsed lease not yet delivered again may still be acknowledged. */
-    nanosleep(&nap, NULL);
+    ck_assert_int_eq(tu_coarse_past(shmds__now_ns() + 20 * 1000000u), 0);
     ck_assert_int_eq(shmds_queue_ack(q, id3), 0);
     ck_assert_int_eq(shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id3, 0), -EAGAIN);
     ck_assert_int_eq(shmds_queue_check(q), 0);

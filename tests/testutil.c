@@ -81,6 +81,17 @@ pid_t tu_fork(int (*fn)(void *arg), void *arg)
     return pid;
 }
 
+int tu_coarse_past(uint64_t t_ns)
+{
+    struct timespec nap = {0, 1000000L};
+    for (int napped = 0; shmds__coarse_now_ns() < t_ns; napped++) {
+        if (napped >= 10000)
+            return -1;
+        nanosleep(&nap, NULL);
+    }
+    return 0;
+}
+
 int tu_wait(pid_t pid, int timeout_ms)
 {
     struct timespec nap = {0, 1000000L};

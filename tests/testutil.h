@@ -42,6 +42,11 @@ pid_t tu_fork(int (*fn)(void *arg), void *arg);
  * Otherwise return the raw wait status. */
 int tu_wait(pid_t pid, int timeout_ms);
 
+/* Nap 1 ms at a time until the coarse monotonic clock reads at least
+ * `t_ns` (CLOCK_MONOTONIC): what a queue lease is timed on, late after an
+ * idle CPU wakes until its next tick. 0, or -1 after 10 s. */
+int tu_coarse_past(uint64_t t_ns);
+
 /* Kill with SIGKILL and reap. Returns the raw wait status. */
 int tu_kill(pid_t pid);
 

@@ -176,11 +176,12 @@ typedef struct shmds_queue_opts {
     size_t max_msg;        /**< largest message (required) */
     unsigned flags;        /**< 0, SHMDS_QUEUE_SPSC or SHMDS_QUEUE_ACK */
     /** SHMDS_QUEUE_ACK: how long a lease lasts before its message is taken
-     *  back, in ms (0: SHMDS_QUEUE_LEASE_MS_DEFAULT). Timed on the coarse
-     *  monotonic clock (one tick: 1-10 ms, by the kernel's HZ): a lease runs
-     *  out within about two ticks of @c lease_ms, late rather than early (its
-     *  start is stamped a tick late; only a clock that fell behind by more
-     *  than a tick, on a starved virtual CPU, can make it early). */
+     *  back, in ms (0: SHMDS_QUEUE_LEASE_MS_DEFAULT). A lease starts at its
+     *  grant's CLOCK_MONOTONIC time and runs out by the coarse monotonic
+     *  clock, which is never ahead of it: never early, and late by what
+     *  that clock lags, under a tick (1-10 ms, by the kernel's HZ) on a
+     *  busy CPU, and right after an idle CPU wakes up to the time it slept,
+     *  until its next tick. */
     uint32_t lease_ms;
     /** SHMDS_QUEUE_ACK: most messages delivered from the oldest one not
      *  yet acknowledged on (see above), rounded up to a power of two (0:

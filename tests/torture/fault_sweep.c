@@ -36,6 +36,7 @@
 
 #include "internal.h"
 #include "model.h"
+#include "../testutil.h"
 
 #ifndef SHMDS_FAULT_INJECTION
 
@@ -185,13 +186,13 @@ static int scratch_leases(tt_world *w)
     char buf[8];
     size_t len;
     uint64_t id, id2;
-    /* Leases are timed on the coarse clock: past 1 ms and two ticks. */
-    struct timespec nap = {0, 3 * 1000000L + 2 * (long)shmds__coarse_tick_ns()};
     if (shmds_queue_create_ex(w->r, SCRATCH_ACK, &o, &q) != 0 ||
         shmds_queue_send(q, "a", 1, 0) != 0 || shmds_queue_send(q, "b", 1, 0) != 0 ||
         shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id, 0) != 0)
         return 1;
-    nanosleep(&nap, NULL);
+    /* Until the clock leases run out by is past the 1 ms lease (queue.h). */
+    if (tu_coarse_past(shmds__now_ns() + 1000000u) != 0)
+        return 6;
     if (shmds_queue_recv_lease(q, buf, sizeof buf, &len, &id2, 0) != 0 || buf[0] != 'a' ||
         shmds_queue_ack(q, id) != -ESTALE || shmds_queue_ack(q, id2) != 0)
         return 2;
